@@ -1,0 +1,102 @@
+/**
+ * The blocker contract, version 1.
+ *
+ * A blocker stores named objects (byte arrays) and named locks. Object names are opaque strings
+ * of 1..123 bytes drawn from [A-Za-z0-9._-] (mapfile's name rules guarantee this for every name
+ * Archipelago builds). Every method is asynchronous and safe to call concurrently; ordering between
+ * concurrent calls on the same object is the caller's business (the composer orders overlapping
+ * writes).
+ *
+ * Errors are ArchipelagoError with codes: ENOENT_OBJECT (missing object where one is required),
+ * ELOCKED (lock held by another owner; `details.owner` names it), ENOTLOCKED (release of a lock we
+ * do not hold), ETIMEDOUT (blocking acquire gave up), ENOSPC / EIO (storage faults), EINVAL_NAME
+ * (a name that could escape the store), ECLOSED (used after close()).
+ */
+
+export interface ReadOptions {
+  /** Treat a missing object as all zeros instead of failing with ENOENT_OBJECT. */
+  missingOk?: boolean;
+}
+
+export interface AcquireOptions {
+  /** Wait for the lock instead of failing at once with ELOCKED. */
+  wait?: boolean;
+  /** With `wait`, give up after this many milliseconds with ETIMEDOUT (default: the blocker's). */
+  timeoutMs?: number;
+}
+
+export interface ReleaseOptions {
+  /** Break the lock even when another owner holds it. */
+  force?: boolean;
+}
+
+export interface ObjectInfo {
+  /** Stored length in bytes. Reads past it return zeros. */
+  size: number;
+}
+
+export interface Blocker {
+  readonly specificationVersion: 'v1';
+  /** Short kind name, e.g. "file" or "rados". */
+  readonly kind: string;
+  /** Lock owner identity written into locks, `<hostname>_<instance>`. */
+  readonly identity: string;
+
+  /**
+   * Reads `length` bytes at `offset`. Bytes past the stored end read as zeros (the returned buffer
+   * always has `length` bytes). A missing object fails with ENOENT_OBJECT unless `missingOk`.
+   */
+  read(name: string, offset: number, length: number, options?: ReadOptions): Promise<Buffer>;
+
+  /** Writes `data` at `offset`, creating the object if needed. Durable when the promise resolves. */
+  write(name: string, offset: number, data: Uint8Array): Promise<void>;
+
+  /**
+   * Replaces the whole object with `data` (truncating anything beyond), creating it if needed.
+   * Durable when the promise resolves.
+   */
+  writeFull(name: string, data: Uint8Array): Promise<void>;
+
+  /**
+   * Copies object `src` to `dst` (replacing dst). Durable when resolved. A missing source fails
+   * with ENOENT_OBJECT unless `missingOk`, in which case dst becomes empty.
+   */
+  copy(src: string, dst: string, options?: ReadOptions): Promise<void>;
+
+  /** Deletes an object. Resolves `false` when it did not exist. */
+  delete(name: string): Promise<boolean>;
+
+  /** Size of an object, or null when it does not exist. */
+  info(name: string): Promise<ObjectInfo | null>;
+
+  /** True when the object exists. */
+  exists(name: string): Promise<boolean>;
+
+  /** Names of all objects whose name starts with `prefix` (lock objects excluded), in no set order. */
+  list(prefix?: string): AsyncIterable<string>;
+
+  /**
+   * Takes the lock named `name` (stored as `<name>_lock`) for this blocker's identity. Idempotent
+   * for the same identity. Fails with ELOCKED when another owner holds it and `wait` is not set;
+   * with `wait`, blocks until free or `timeoutMs`, then ETIMEDOUT.
+   */
+  acquire(name: string, options?: AcquireOptions): Promise<void>;
+
+  /**
+   * Releases the lock. Fails with ENOTLOCKED when it is not held, and with ELOCKED when another
+   * owner holds it and `force` is not set.
+   */
+  release(name: string, options?: ReleaseOptions): Promise<void>;
+
+  /** The identity holding the lock, or null when it is free. */
+  lockOwner(name: string): Promise<string | null>;
+
+  /** Makes every acknowledged write durable (a no-op for blockers that sync each write). */
+  flush(): Promise<void>;
+
+  /** Releases resources (fd cache, connections). Locks stay held: they belong to the identity. */
+  close(): Promise<void>;
+}
+
+/** The suffix the contract appends to lock names (reference §1.2). */
+export const LOCK_SUFFIX = '_lock';

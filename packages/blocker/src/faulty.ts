@@ -1,0 +1,107 @@
+import { ArchipelagoError } from '@archipelago/libxseg';
+import type { AcquireOptions, Blocker, ObjectInfo, ReadOptions, ReleaseOptions } from './contract.js';
+
+/** Which calls fail. A rule matches on the method and, optionally, the object name. */
+export interface FaultPlan {
+  method: 'read' | 'write' | 'writeFull' | 'copy' | 'delete' | 'acquire' | 'release';
+  /** Only names matching this fail (default: every name). */
+  match?: RegExp;
+  /** Let this many matching calls through first (default 0). */
+  after?: number;
+  /** How many matching calls fail once armed (default: all of them). */
+  times?: number;
+  /** What the failure looks like (default: EIO "injected fault"). */
+  error?: () => Error;
+}
+
+/**
+ * A blocker that forwards every call to a real one and fails the calls a plan names: the
+ * fault-injection wrapper for crash and error-path tests (LevelDB's EnvWrapper/ErrorEnv idea).
+ * It never replaces a real blocker in a test; it wraps one.
+ */
+export class FaultyBlocker implements Blocker {
+  readonly specificationVersion = 'v1' as const;
+  readonly kind: string;
+  readonly identity: string;
+  private readonly plans: Array<FaultPlan & { seen: number; failed: number }> = [];
+  /** Every failure injected so far, as `method name`. */
+  readonly injected: string[] = [];
+
+  constructor(readonly inner: Blocker) {
+    this.kind = `faulty(${inner.kind})`;
+    this.identity = inner.identity;
+  }
+
+  /** Arms a fault; returns a function that disarms it. */
+  fail(plan: FaultPlan): () => void {
+    const p = { ...plan, seen: 0, failed: 0 };
+    this.plans.push(p);
+    return () => {
+      const i = this.plans.indexOf(p);
+      if (i >= 0) this.plans.splice(i, 1);
+    };
+  }
+
+  clear(): void {
+    this.plans.length = 0;
+  }
+
+  private check(method: FaultPlan['method'], name: string): void {
+    for (const p of this.plans) {
+      if (p.method !== method || (p.match && !p.match.test(name))) continue;
+      p.seen++;
+      if (p.seen <= (p.after ?? 0)) continue;
+      if (p.times !== undefined && p.failed >= p.times) continue;
+      p.failed++;
+      this.injected.push(`${method} ${name}`);
+      throw p.error ? p.error() : new ArchipelagoError('EIO', `injected fault: ${method} ${name}`);
+    }
+  }
+
+  async read(name: string, offset: number, length: number, options?: ReadOptions): Promise<Buffer> {
+    this.check('read', name);
+    return this.inner.read(name, offset, length, options);
+  }
+  async write(name: string, offset: number, data: Uint8Array): Promise<void> {
+    this.check('write', name);
+    return this.inner.write(name, offset, data);
+  }
+  async writeFull(name: string, data: Uint8Array): Promise<void> {
+    this.check('writeFull', name);
+    return this.inner.writeFull(name, data);
+  }
+  async copy(src: string, dst: string, options?: ReadOptions): Promise<void> {
+    this.check('copy', dst);
+    return this.inner.copy(src, dst, options);
+  }
+  async delete(name: string): Promise<boolean> {
+    this.check('delete', name);
+    return this.inner.delete(name);
+  }
+  info(name: string): Promise<ObjectInfo | null> {
+    return this.inner.info(name);
+  }
+  exists(name: string): Promise<boolean> {
+    return this.inner.exists(name);
+  }
+  list(prefix?: string): AsyncIterable<string> {
+    return this.inner.list(prefix);
+  }
+  async acquire(name: string, options?: AcquireOptions): Promise<void> {
+    this.check('acquire', name);
+    return this.inner.acquire(name, options);
+  }
+  async release(name: string, options?: ReleaseOptions): Promise<void> {
+    this.check('release', name);
+    return this.inner.release(name, options);
+  }
+  lockOwner(name: string): Promise<string | null> {
+    return this.inner.lockOwner(name);
+  }
+  flush(): Promise<void> {
+    return this.inner.flush();
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}

@@ -1,0 +1,2 @@
+export * from './contract.js';
+export { FaultyBlocker, type FaultPlan } from './faulty.js';
