@@ -1,0 +1,865 @@
+/**
+ * The file blocker: objects as plain files under a hashed directory tree (reference §4.3).
+ *
+ *   <dir>/<h0h1>/<h2h3>/<h4h5>/<name>      h = lowercase hex of SHA-256(name), first 3 bytes
+ *   <name>_lock                            a lock: the owner's identity is the whole content,
+ *                                          in <lockDir>/ when set, else hashed like an object
+ *
+ * Durability: every write is followed by fdatasync; files and directories created on the way are
+ * made durable by fsyncing their parent directory; writeFull and copy go through a temporary file
+ * that is synced and then renamed over the target (atomic replace). So a resolved write survives
+ * a crash, and a crash in the middle of writeFull or copy leaves the old object or the new one.
+ */
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import {
+  type AcquireOptions,
+  type Blocker,
+  LOCK_SUFFIX,
+  type ObjectInfo,
+  type ReadOptions,
+  type ReleaseOptions,
+} from '@archipelago/blocker';
+import { ArchipelagoError, fromSystemError } from '@archipelago/libxseg';
+import { AlignedPool, CHUNK_SIZE, DIRECT_ALIGN } from './direct.js';
+import { type FdEntry, FdCache } from './fd-cache.js';
+import * as fsio from './fsio.js';
+import { checkName, hashedPath, isValidObjectName, TEMP_MARK } from './names.js';
+
+const { O_RDWR, O_WRONLY, O_RDONLY, O_CREAT, O_EXCL } = fs.constants;
+/** O_DIRECT is Linux-only; elsewhere `direct` silently means buffered + fsync. */
+const O_DIRECT: number = fs.constants.O_DIRECT ?? 0;
+
+/** Above this many remembered directories the set is cleared (mkdir of an existing dir is cheap). */
+const MAX_KNOWN_DIRS = 65_536;
+/** Identity length limit, as the original's `--uniquestr`. */
+const MAX_IDENTITY_BYTES = 128;
+
+export interface FileBlockerOptions {
+  /** Data directory; created on first write. */
+  dir: string;
+  /** Flat directory for lock files; when unset, locks are hashed into `dir` like any object. */
+  lockDir?: string;
+  /** Lock owner identity written into lock files. Default `${os.hostname()}_embedded`. */
+  identity?: string;
+  /** Use O_DIRECT with aligned bounce buffers (falls back to buffered + fsync where refused). */
+  direct?: boolean;
+  /** Capacity of the LRU cache of open fds. Default 512. */
+  fdCache?: number;
+  /** Default timeout of a waiting acquire, in ms. Default 30000. */
+  lockTimeoutMs?: number;
+  /** How often a waiting acquire polls the lock file, in ms. Default 100. */
+  lockPollMs?: number;
+}
+
+type DirectState = 'off' | 'untested' | 'on';
+
+export class FileBlocker implements Blocker {
+  readonly specificationVersion = 'v1' as const;
+  readonly kind = 'file';
+  readonly identity: string;
+  /** Absolute data directory. */
+  readonly dir: string;
+  /** Absolute flat lock directory, or null when locks are hashed into `dir`. */
+  readonly lockDir: string | null;
+  readonly lockTimeoutMs: number;
+  readonly lockPollMs: number;
+
+  // --- mutable state, guarded by the event loop
+  private readonly fds: FdCache;
+  /** Leaf directories known to exist (created by us or seen). */
+  private readonly knownDirs = new Set<string>();
+  private readonly makingDirs = new Map<string, Promise<void>>();
+  private direct: DirectState;
+  private directInit: Promise<void> | null = null;
+  private pool: AlignedPool | null = null;
+  private probeFd: number | null = null;
+  /** O_DIRECT writes to one file run one at a time (they read-modify-write edge blocks and truncate). */
+  private readonly directWrites = new Map<string, Promise<void>>();
+  private closed = false;
+  private closing: Promise<void> | null = null;
+  private active = 0;
+  private onIdle: (() => void) | null = null;
+  /** Wake-ups of waiting acquires, called by close(). */
+  private readonly sleepers = new Set<() => void>();
+
+  constructor(opts: FileBlockerOptions) {
+    if (typeof opts?.dir !== 'string' || opts.dir === '') throw new TypeError('FileBlocker: "dir" must be a path');
+    if (opts.lockDir !== undefined && (typeof opts.lockDir !== 'string' || opts.lockDir === '')) {
+      throw new TypeError('FileBlocker: "lockDir" must be a path');
+    }
+    const identity = opts.identity ?? `${hostname()}_embedded`;
+    if (
+      typeof identity !== 'string' ||
+      identity === '' ||
+      Buffer.byteLength(identity) > MAX_IDENTITY_BYTES ||
+      // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what we refuse
+      /[\x00-\x1f\x7f]/.test(identity)
+    ) {
+      throw new TypeError(`FileBlocker: "identity" must be 1..${MAX_IDENTITY_BYTES} bytes without control characters`);
+    }
+    const fdCache = opts.fdCache ?? 512;
+    if (!Number.isSafeInteger(fdCache) || fdCache < 1) throw new RangeError('FileBlocker: "fdCache" must be >= 1');
+    const lockTimeoutMs = opts.lockTimeoutMs ?? 30_000;
+    if (!Number.isFinite(lockTimeoutMs) || lockTimeoutMs < 0) {
+      throw new RangeError('FileBlocker: "lockTimeoutMs" must be >= 0');
+    }
+    const lockPollMs = opts.lockPollMs ?? 100;
+    if (!Number.isFinite(lockPollMs) || lockPollMs <= 0) throw new RangeError('FileBlocker: "lockPollMs" must be > 0');
+
+    this.dir = resolve(opts.dir);
+    this.lockDir = opts.lockDir === undefined ? null : resolve(opts.lockDir);
+    this.identity = identity;
+    this.lockTimeoutMs = lockTimeoutMs;
+    this.lockPollMs = lockPollMs;
+    this.direct = opts.direct && O_DIRECT !== 0 ? 'untested' : 'off';
+    this.fds = new FdCache(fdCache, (path) => this.openFile(path, 0));
+  }
+
+  /**
+   * Where object `name` lives under `dir`: `<dir>/h0h1/h2h3/h4h5/<name>`, h being the lowercase hex
+   * of the first 3 bytes of SHA-256(name). Throws EINVAL_NAME for a name that breaks the rules.
+   */
+  static objectPath(dir: string, name: string): string {
+    checkName(name);
+    return hashedPath(dir, name);
+  }
+
+  /** Where the lock file of `name` (`<name>_lock`) lives. Throws EINVAL_NAME for a bad name. */
+  lockPath(name: string): string {
+    checkName(name, 'lock name');
+    const file = name + LOCK_SUFFIX;
+    return this.lockDir === null ? hashedPath(this.dir, file) : join(this.lockDir, file);
+  }
+
+  /**
+   * True when I/O goes through O_DIRECT. Known after the first read or write: `direct: true` on a
+   * filesystem that refuses O_DIRECT (or its alignment) leaves this false.
+   */
+  get directIo(): boolean {
+    return this.direct === 'on';
+  }
+
+  /** Number of fds held by the cache (for tests and diagnostics). */
+  get cachedFds(): number {
+    return this.fds.size;
+  }
+
+  // ------------------------------------------------------------------ objects
+
+  async read(name: string, offset: number, length: number, options?: ReadOptions): Promise<Buffer> {
+    this.enter();
+    try {
+      checkName(name);
+      checkCount(offset, 'offset');
+      checkCount(length, 'length');
+      if (length > Math.min(fsBufferMax(), 2 ** 31 - 1)) {
+        throw new ArchipelagoError('EINVAL', `read length ${length} is larger than a single buffer can hold`);
+      }
+      const path = hashedPath(this.dir, name);
+      if (this.direct === 'untested') await this.initDirect();
+      for (;;) {
+        let entry: FdEntry;
+        try {
+          entry = await this.fds.get(path);
+        } catch (e) {
+          if (fsio.errno(e) === 'ENOENT' || fsio.errno(e) === 'ENOTDIR') {
+            if (options?.missingOk) return Buffer.alloc(length);
+            throw new ArchipelagoError('ENOENT_OBJECT', `object ${name} does not exist`, {
+              cause: e,
+              details: { name },
+            });
+          }
+          throw fromSystemError(e, `read ${name}`);
+        }
+        try {
+          return entry.direct
+            ? await this.readDirect(entry.fd, offset, length)
+            : await readBuffered(entry.fd, offset, length);
+        } catch (e) {
+          if (entry.direct && fsio.errno(e) === 'EINVAL') {
+            this.disableDirect();
+            continue;
+          }
+          throw fromSystemError(e, `read ${name}`);
+        } finally {
+          this.fds.release(entry);
+        }
+      }
+    } finally {
+      this.leave();
+    }
+  }
+
+  async write(name: string, offset: number, data: Uint8Array): Promise<void> {
+    this.enter();
+    try {
+      checkName(name);
+      checkCount(offset, 'offset');
+      checkData(data);
+      const path = hashedPath(this.dir, name);
+      if (this.direct === 'untested') await this.initDirect();
+      for (;;) {
+        let entry: FdEntry;
+        try {
+          entry = await this.openForWrite(path);
+        } catch (e) {
+          throw fromSystemError(e, `write ${name}`);
+        }
+        try {
+          if (entry.direct) {
+            const fd = entry.fd;
+            await this.serialized(path, () => this.writeDirect(fd, offset, data));
+          } else {
+            await fsio.pwriteFully(entry.fd, data, 0, data.byteLength, offset);
+          }
+          await fsio.fdatasync(entry.fd);
+          return;
+        } catch (e) {
+          if (entry.direct && fsio.errno(e) === 'EINVAL') {
+            this.disableDirect();
+            continue;
+          }
+          throw fromSystemError(e, `write ${name}`);
+        } finally {
+          this.fds.release(entry);
+        }
+      }
+    } finally {
+      this.leave();
+    }
+  }
+
+  async writeFull(name: string, data: Uint8Array): Promise<void> {
+    this.enter();
+    try {
+      checkName(name);
+      checkData(data);
+      await this.replace(name, `writeFull ${name}`, async (tmp) => {
+        const fd = await fsio.open(tmp, O_WRONLY | O_CREAT | O_EXCL);
+        try {
+          await fsio.pwriteFully(fd, data, 0, data.byteLength, 0);
+          await fsio.fdatasync(fd);
+        } finally {
+          await fsio.close(fd).catch(() => {});
+        }
+        return true;
+      });
+    } finally {
+      this.leave();
+    }
+  }
+
+  async copy(src: string, dst: string, options?: ReadOptions): Promise<void> {
+    this.enter();
+    try {
+      checkName(src, 'source object name');
+      checkName(dst, 'destination object name');
+      const srcPath = hashedPath(this.dir, src);
+      const copied = await this.replace(dst, `copy ${src} to ${dst}`, async (tmp) => {
+        try {
+          // A reflink where the filesystem can (btrfs, xfs), else copy_file_range/sendfile in the kernel.
+          await fsp.copyFile(srcPath, tmp, fs.constants.COPYFILE_FICLONE);
+        } catch (e) {
+          const code = fsio.errno(e);
+          // ENOENT may also mean the temp file's directory vanished; only a missing source counts.
+          if ((code === 'ENOENT' || code === 'ENOTDIR') && !(await pathExists(srcPath))) {
+            if (!options?.missingOk) {
+              throw new ArchipelagoError('ENOENT_OBJECT', `cannot copy ${src}: the object does not exist`, {
+                cause: e,
+                details: { name: src },
+              });
+            }
+            const fd = await fsio.open(tmp, O_WRONLY | O_CREAT | O_EXCL);
+            await fsio.close(fd);
+            return true;
+          }
+          throw e;
+        }
+        const fd = await fsio.open(tmp, O_RDWR);
+        try {
+          await fsio.fdatasync(fd);
+        } finally {
+          await fsio.close(fd).catch(() => {});
+        }
+        return true;
+      });
+      void copied;
+    } finally {
+      this.leave();
+    }
+  }
+
+  async delete(name: string): Promise<boolean> {
+    this.enter();
+    try {
+      checkName(name);
+      const path = hashedPath(this.dir, name);
+      try {
+        await fsp.unlink(path);
+        return true;
+      } catch (e) {
+        const code = fsio.errno(e);
+        if (code === 'ENOENT' || code === 'ENOTDIR') return false;
+        throw fromSystemError(e, `delete ${name}`);
+      } finally {
+        this.fds.invalidate(path);
+      }
+    } finally {
+      this.leave();
+    }
+  }
+
+  async info(name: string): Promise<ObjectInfo | null> {
+    this.enter();
+    try {
+      checkName(name);
+      const path = hashedPath(this.dir, name);
+      // An O_DIRECT write briefly rounds the size up to the block; wait for it to settle.
+      const pending = this.directWrites.get(path);
+      if (pending) await pending;
+      try {
+        const st = await fsp.stat(path);
+        return { size: st.size };
+      } catch (e) {
+        const code = fsio.errno(e);
+        if (code === 'ENOENT' || code === 'ENOTDIR') return null;
+        throw fromSystemError(e, `info ${name}`);
+      }
+    } finally {
+      this.leave();
+    }
+  }
+
+  async exists(name: string): Promise<boolean> {
+    return (await this.info(name)) !== null;
+  }
+
+  async *list(prefix = ''): AsyncIterable<string> {
+    if (typeof prefix !== 'string') throw new TypeError('list: prefix must be a string');
+    // Not counted as an operation in flight (an abandoned iterator would block close() forever);
+    // instead every directory step checks that the blocker is still open.
+    for (const a of await this.listHexDir(this.dir)) {
+      const da = join(this.dir, a);
+      for (const b of await this.listHexDir(da)) {
+        const db = join(da, b);
+        for (const c of await this.listHexDir(db)) {
+          const dc = join(db, c);
+          for (const ent of await this.readDir(dc)) {
+            const n = ent.name;
+            // Objects only: no lock files, no temporary files (they contain '~'), nothing else.
+            if (n.startsWith(prefix) && !n.endsWith(LOCK_SUFFIX) && isValidObjectName(n) && ent.isFile()) yield n;
+          }
+        }
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ locks
+
+  async acquire(name: string, options?: AcquireOptions): Promise<void> {
+    this.enter();
+    try {
+      const lp = this.lockPath(name);
+      const wait = options?.wait ?? false;
+      const timeoutMs = options?.timeoutMs ?? this.lockTimeoutMs;
+      if (!Number.isFinite(timeoutMs) || timeoutMs < 0) {
+        throw new ArchipelagoError('EINVAL', `acquire ${name}: timeoutMs must be a number >= 0`);
+      }
+      const deadline = Date.now() + timeoutMs;
+      const ld = dirname(lp);
+      // The NFS-safe idiom: write our identity to a unique file, then link it to the lock name;
+      // link(2) fails with EEXIST when the lock exists, atomically, even on NFS.
+      const tmp = `${lp}${TEMP_MARK}${randomBytes(6).toString('hex')}`;
+      try {
+        await this.ensureDir(ld);
+        await writeSynced(tmp, Buffer.from(this.identity));
+      } catch (e) {
+        await fsp.unlink(tmp).catch(() => {});
+        throw fromSystemError(e, `acquire ${name}`);
+      }
+      try {
+        for (;;) {
+          if (await linkLock(tmp, lp)) {
+            await fsio.fsyncDir(ld);
+            return;
+          }
+          const owner = await readOwner(lp);
+          if (owner === null) continue; // released between our link and our read: try again
+          if (owner === this.identity) return; // already ours: idempotent
+          const details = { lock: name, owner };
+          if (!wait) {
+            throw new ArchipelagoError(
+              'ELOCKED',
+              `lock ${name} is held by ${owner}; wait for it, or break it with a forced release if that owner is gone`,
+              { details },
+            );
+          }
+          const left = deadline - Date.now();
+          if (left <= 0) {
+            throw new ArchipelagoError(
+              'ETIMEDOUT',
+              `lock ${name} is still held by ${owner} after ${timeoutMs} ms; retry later, or break it if that owner is gone`,
+              { details: { ...details, timeoutMs } },
+            );
+          }
+          await this.sleep(Math.min(this.lockPollMs, left));
+          if (this.closed) throw closedError();
+        }
+      } catch (e) {
+        throw fromSystemError(e, `acquire ${name}`);
+      } finally {
+        await fsp.unlink(tmp).catch(() => {});
+      }
+    } finally {
+      this.leave();
+    }
+  }
+
+  async release(name: string, options?: ReleaseOptions): Promise<void> {
+    this.enter();
+    try {
+      const lp = this.lockPath(name);
+      try {
+        const owner = await readOwner(lp);
+        if (owner === null) throw notLocked(name);
+        if (owner !== this.identity && !options?.force) {
+          throw new ArchipelagoError(
+            'ELOCKED',
+            `lock ${name} is held by ${owner}, not by ${this.identity}; only its owner may release it (or use force)`,
+            { details: { lock: name, owner } },
+          );
+        }
+        try {
+          await fsp.unlink(lp);
+        } catch (e) {
+          if (fsio.errno(e) === 'ENOENT') throw notLocked(name);
+          throw e;
+        } finally {
+          this.fds.invalidate(lp);
+        }
+      } catch (e) {
+        throw fromSystemError(e, `release ${name}`);
+      }
+    } finally {
+      this.leave();
+    }
+  }
+
+  async lockOwner(name: string): Promise<string | null> {
+    this.enter();
+    try {
+      const lp = this.lockPath(name);
+      try {
+        return await readOwner(lp);
+      } catch (e) {
+        throw fromSystemError(e, `lockOwner ${name}`);
+      }
+    } finally {
+      this.leave();
+    }
+  }
+
+  // ------------------------------------------------------------------ lifecycle
+
+  /** Every write is synced before it resolves, so there is nothing left to flush. */
+  async flush(): Promise<void> {
+    this.enter();
+    this.leave();
+  }
+
+  /**
+   * Refuses new calls (ECLOSED), wakes waiting acquires (they fail with ECLOSED), waits for calls in
+   * flight, then closes every fd. Locks stay held. Idempotent.
+   */
+  close(): Promise<void> {
+    if (this.closing) return this.closing;
+    this.closed = true;
+    this.closing = (async () => {
+      for (const wake of [...this.sleepers]) wake();
+      if (this.active > 0) await new Promise<void>((r) => (this.onIdle = r));
+      if (this.directInit) await this.directInit;
+      this.fds.close();
+      if (this.probeFd !== null) await fsio.close(this.probeFd).catch(() => {});
+      this.probeFd = null;
+      this.pool = null;
+    })();
+    return this.closing;
+  }
+
+  // ------------------------------------------------------------------ internals
+
+  private enter(): void {
+    if (this.closed) throw closedError();
+    this.active++;
+  }
+
+  private leave(): void {
+    this.active--;
+    if (this.active === 0 && this.onIdle) {
+      const r = this.onIdle;
+      this.onIdle = null;
+      r();
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.sleepers.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.sleepers.add(done);
+    });
+  }
+
+  /** Opens an existing file (plus `extra` flags), with O_DIRECT while it is on. */
+  private async openFile(path: string, extra: number): Promise<{ fd: number; direct: boolean }> {
+    if (this.direct === 'on') {
+      try {
+        return { fd: await fsio.open(path, O_RDWR | O_DIRECT | extra), direct: true };
+      } catch (e) {
+        if (fsio.errno(e) !== 'EINVAL') throw e;
+        this.disableDirect();
+      }
+    }
+    return { fd: await fsio.open(path, O_RDWR | extra), direct: false };
+  }
+
+  /** An fd for writing `path`, creating the file (and its directories, durably) when missing. */
+  private async openForWrite(path: string): Promise<FdEntry> {
+    const dir = dirname(path);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.fds.get(path);
+      } catch (e) {
+        const code = fsio.errno(e);
+        if ((code !== 'ENOENT' && code !== 'ENOTDIR') || attempt >= 5) throw e;
+      }
+      await this.ensureDir(dir);
+      try {
+        return await this.fds.adopt(path, async () => {
+          const opened = await this.openFile(path, O_CREAT | O_EXCL);
+          try {
+            await fsio.fsyncDir(dir); // the new name is durable before any write on it resolves
+          } catch (e) {
+            await fsio.close(opened.fd).catch(() => {});
+            throw e;
+          }
+          return opened;
+        });
+      } catch (e) {
+        const code = fsio.errno(e);
+        if (code === 'EEXIST' && attempt < 5) continue; // created concurrently: open theirs
+        if (code === 'ENOENT' && attempt < 5) {
+          this.knownDirs.delete(dir); // the directory was removed under us
+          continue;
+        }
+        throw e;
+      }
+    }
+  }
+
+  /**
+   * Writes a temp file next to `name`'s path with `fill` (which must sync it), renames it over the
+   * object, invalidates cached fds and syncs the directory. The temp file is removed on failure.
+   */
+  private async replace<T>(name: string, what: string, fill: (tmp: string) => Promise<T>): Promise<T> {
+    const path = hashedPath(this.dir, name);
+    const dir = dirname(path);
+    for (let attempt = 0; ; attempt++) {
+      const tmp = join(dir, `${name}${TEMP_MARK}${randomBytes(6).toString('hex')}`);
+      try {
+        await this.ensureDir(dir);
+        const result = await fill(tmp);
+        await fsp.rename(tmp, path);
+        this.fds.invalidate(path);
+        await fsio.fsyncDir(dir);
+        return result;
+      } catch (e) {
+        await fsp.unlink(tmp).catch(() => {});
+        if (ArchipelagoError.isInstance(e)) throw e;
+        if (fsio.errno(e) === 'ENOENT' && attempt < 2) {
+          this.knownDirs.delete(dir);
+          continue;
+        }
+        throw fromSystemError(e, what);
+      }
+    }
+  }
+
+  /** mkdir -p, remembered; the parents of every directory created are fsynced. */
+  private async ensureDir(dir: string): Promise<void> {
+    if (this.knownDirs.has(dir)) return;
+    let making = this.makingDirs.get(dir);
+    if (!making) {
+      making = (async () => {
+        const first = await fsp.mkdir(dir, { recursive: true });
+        if (first !== undefined) {
+          // Created `first` .. `dir`: make each new entry durable in its parent.
+          const parents: string[] = [];
+          for (let d = dir; ; d = dirname(d)) {
+            parents.push(dirname(d));
+            if (d === first || dirname(d) === d) break;
+          }
+          await Promise.all(parents.map((p) => fsio.fsyncDir(p)));
+        }
+        if (this.knownDirs.size >= MAX_KNOWN_DIRS) this.knownDirs.clear();
+        this.knownDirs.add(dir);
+      })().finally(() => this.makingDirs.delete(dir));
+      this.makingDirs.set(dir, making);
+    }
+    await making;
+  }
+
+  private async listHexDir(dir: string): Promise<string[]> {
+    const names: string[] = [];
+    for (const ent of await this.readDir(dir)) {
+      if (ent.isDirectory() && /^[0-9a-f]{2}$/.test(ent.name)) names.push(ent.name);
+    }
+    return names;
+  }
+
+  private async readDir(dir: string): Promise<fs.Dirent[]> {
+    if (this.closed) throw closedError();
+    try {
+      return await fsp.readdir(dir, { withFileTypes: true });
+    } catch (e) {
+      const code = fsio.errno(e);
+      if (code === 'ENOENT' || code === 'ENOTDIR') return [];
+      throw fromSystemError(e, `list ${dir}`);
+    }
+  }
+
+  // --- O_DIRECT
+
+  /** Probes O_DIRECT once: opens a probe file with it and finds an aligned bounce buffer. */
+  private initDirect(): Promise<void> {
+    this.directInit ??= (async () => {
+      let fd: number | null = null;
+      try {
+        await fsp.mkdir(this.dir, { recursive: true });
+        const probe = join(this.dir, `${TEMP_MARK}probe-${randomBytes(6).toString('hex')}`);
+        try {
+          const w = await fsio.open(probe, O_WRONLY | O_CREAT | O_EXCL);
+          try {
+            await fsio.pwriteFully(w, Buffer.alloc(DIRECT_ALIGN), 0, DIRECT_ALIGN, 0);
+          } finally {
+            await fsio.close(w);
+          }
+          fd = await fsio.open(probe, O_RDONLY | O_DIRECT);
+        } finally {
+          await fsp.unlink(probe).catch(() => {});
+        }
+        const pool = new AlignedPool(fd);
+        pool.put(await pool.take()); // fails when no aligned window exists
+        if (this.direct === 'untested') {
+          this.pool = pool;
+          this.probeFd = fd;
+          fd = null;
+          this.direct = 'on';
+        }
+      } catch {
+        // EINVAL (tmpfs on older kernels, some FUSE and network filesystems) or no aligned window:
+        // buffered I/O with fdatasync gives the same guarantees, at the page cache's cost.
+        this.direct = 'off';
+      } finally {
+        if (fd !== null) await fsio.close(fd).catch(() => {});
+      }
+    })();
+    return this.directInit;
+  }
+
+  /** Remembers that O_DIRECT does not work here and drops every O_DIRECT fd from the cache. */
+  private disableDirect(): void {
+    if (this.direct === 'off') return;
+    this.direct = 'off';
+    this.fds.invalidateAll();
+  }
+
+  private async serialized<T>(path: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.directWrites.get(path);
+    let done!: () => void;
+    const mine = new Promise<void>((r) => (done = r));
+    const chain = prev ? prev.then(() => mine) : mine;
+    this.directWrites.set(path, chain);
+    try {
+      if (prev) await prev;
+      return await fn();
+    } finally {
+      done();
+      if (this.directWrites.get(path) === chain) this.directWrites.delete(path);
+    }
+  }
+
+  /** Reads through an aligned bounce buffer; bytes past the end of file are zeros. */
+  private async readDirect(fd: number, offset: number, length: number): Promise<Buffer> {
+    const out = Buffer.allocUnsafe(length);
+    const end = offset + length;
+    let filled = offset;
+    if (length > 0) {
+      const pool = this.requirePool();
+      const bounce = await pool.take();
+      try {
+        let pos = alignDown(offset);
+        const stop = alignUp(end);
+        while (pos < stop) {
+          const n = Math.min(CHUNK_SIZE, stop - pos);
+          const got = await fsio.pread(fd, bounce, 0, n, pos);
+          const from = Math.max(pos, offset);
+          const to = Math.min(pos + got, end);
+          if (to > from) {
+            bounce.copy(out, from - offset, from - pos, to - pos);
+            filled = to;
+          }
+          if (got === n) pos += n;
+          else if (got > 0 && got % DIRECT_ALIGN === 0) pos += got;
+          else break; // end of file
+        }
+      } finally {
+        pool.put(bounce);
+      }
+    }
+    if (filled < end) out.fill(0, filled - offset);
+    return out;
+  }
+
+  /**
+   * Writes through an aligned bounce buffer. Partly covered first and last blocks are read first
+   * (read-modify-write), and the file is truncated back when the aligned write went past the
+   * logical end. Runs serialized per file.
+   */
+  private async writeDirect(fd: number, offset: number, data: Uint8Array): Promise<void> {
+    const length = data.byteLength;
+    if (length === 0) return;
+    const end = offset + length;
+    const start = alignDown(offset);
+    const stop = alignUp(end);
+    const oldSize = await fsio.fstatSize(fd);
+    const pool = this.requirePool();
+    const bounce = await pool.take();
+    try {
+      for (let pos = start; pos < stop; pos += CHUNK_SIZE) {
+        const n = Math.min(CHUNK_SIZE, stop - pos);
+        const headPartial = pos === start && offset > start;
+        if (headPartial) await readBlock(fd, bounce, 0, start, oldSize);
+        const last = pos + n - DIRECT_ALIGN;
+        if (pos + n === stop && end < stop && !(headPartial && last === start)) {
+          await readBlock(fd, bounce, n - DIRECT_ALIGN, last, oldSize);
+        }
+        const from = Math.max(pos, offset);
+        const to = Math.min(pos + n, end);
+        bounce.set(data.subarray(from - offset, to - offset), from - pos);
+        await fsio.pwriteFully(fd, bounce, 0, n, pos);
+      }
+    } finally {
+      pool.put(bounce);
+    }
+    const size = Math.max(oldSize, end);
+    if (stop > size) await fsio.ftruncate(fd, size);
+  }
+
+  private requirePool(): AlignedPool {
+    if (!this.pool) {
+      const e: NodeJS.ErrnoException = new Error('O_DIRECT bounce buffers are not available');
+      e.code = 'EINVAL';
+      throw e;
+    }
+    return this.pool;
+  }
+}
+
+// ------------------------------------------------------------------ helpers
+
+function closedError(): ArchipelagoError {
+  return new ArchipelagoError('ECLOSED', 'the file blocker is closed; open a new one');
+}
+
+function notLocked(name: string): ArchipelagoError {
+  return new ArchipelagoError('ENOTLOCKED', `lock ${name} is not held`, { details: { lock: name } });
+}
+
+function checkCount(n: unknown, what: string): asserts n is number {
+  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) {
+    throw new ArchipelagoError('EINVAL', `${what} must be an integer >= 0, got ${String(n)}`);
+  }
+}
+
+function checkData(data: unknown): asserts data is Uint8Array {
+  if (!(data instanceof Uint8Array)) throw new TypeError('data must be a Uint8Array or Buffer');
+}
+
+function fsBufferMax(): number {
+  // buffer.constants.MAX_LENGTH without importing node:buffer for one number.
+  return (Buffer as unknown as { poolSize: number }).poolSize > 0 ? 2 ** 32 : 2 ** 32;
+}
+
+const alignDown = (n: number) => n - (n % DIRECT_ALIGN);
+const alignUp = (n: number) => alignDown(n + DIRECT_ALIGN - 1);
+
+/** One pread into a fresh buffer; the bytes past the end of file are zeros. */
+async function readBuffered(fd: number, offset: number, length: number): Promise<Buffer> {
+  const out = Buffer.allocUnsafe(length);
+  const got = await fsio.preadFully(fd, out, 0, length, offset);
+  if (got < length) out.fill(0, got);
+  return out;
+}
+
+/** Reads the aligned block at `pos` into `buf[at..at+4096)`, zeros past the end of file. */
+async function readBlock(fd: number, buf: Buffer, at: number, pos: number, size: number): Promise<void> {
+  // One pread: an O_DIRECT read cannot resume at the unaligned end of a short read.
+  const got = pos < size ? await fsio.pread(fd, buf, at, DIRECT_ALIGN, pos) : 0;
+  if (got < DIRECT_ALIGN) buf.fill(0, at + got, at + DIRECT_ALIGN);
+}
+
+/** Creates `path` exclusively with `data` and syncs it. */
+async function writeSynced(path: string, data: Uint8Array): Promise<void> {
+  const fd = await fsio.open(path, O_WRONLY | O_CREAT | O_EXCL);
+  try {
+    await fsio.pwriteFully(fd, data, 0, data.byteLength, 0);
+    await fsio.fsync(fd);
+  } finally {
+    await fsio.close(fd).catch(() => {});
+  }
+}
+
+/** link(tmp, lock): true when we created the lock, false when it already exists. */
+async function linkLock(tmp: string, lock: string): Promise<boolean> {
+  try {
+    await fsp.link(tmp, lock);
+    return true;
+  } catch (e) {
+    if (fsio.errno(e) === 'EEXIST') return false;
+    // NFS may report a failure for a link that happened (a lost reply to a retried request):
+    // the temp file's link count tells the truth.
+    const st = await fsp.stat(tmp).catch(() => null);
+    if (st && st.nlink === 2) return true;
+    throw e;
+  }
+}
+
+/** The identity in a lock file (one trailing newline ignored), or null when there is no lock. */
+async function readOwner(lockPath: string): Promise<string | null> {
+  try {
+    const s = await fsp.readFile(lockPath, 'utf8');
+    return s.endsWith('\n') ? s.slice(0, s.endsWith('\r\n') ? -2 : -1) : s;
+  } catch (e) {
+    const code = fsio.errno(e);
+    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
+    throw e;
+  }
+}
+
+async function pathExists(path: string): Promise<boolean> {
+  try {
+    await fsp.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,107 @@
+/**
+ * Thin promise wrappers over the callback fs API with numeric fds: one libuv request per call, no
+ * FileHandle objects, and results as plain numbers (no `{ bytesRead, buffer }` allocations).
+ */
+import * as fs from 'node:fs';
+
+export function open(path: string, flags: number, mode = 0o666): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fs.open(path, flags, mode, (err, fd) => (err ? reject(err) : resolve(fd)));
+  });
+}
+
+export function close(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    fs.close(fd, (err) => (err ? reject(err) : resolve()));
+  });
+}
+
+/** One pread(2): reads up to `length` bytes into `buf` at `bufOffset`; resolves the byte count. */
+export function pread(fd: number, buf: Uint8Array, bufOffset: number, length: number, position: number) {
+  return new Promise<number>((resolve, reject) => {
+    fs.read(fd, buf, bufOffset, length, position, (err, n) => (err ? reject(err) : resolve(n)));
+  });
+}
+
+/** One pwrite(2); resolves the byte count. */
+export function pwrite(fd: number, buf: Uint8Array, bufOffset: number, length: number, position: number) {
+  return new Promise<number>((resolve, reject) => {
+    fs.write(fd, buf, bufOffset, length, position, (err, n) => (err ? reject(err) : resolve(n)));
+  });
+}
+
+/** pread until `length` bytes or end of file; resolves how many bytes were read. */
+export async function preadFully(
+  fd: number,
+  buf: Uint8Array,
+  bufOffset: number,
+  length: number,
+  position: number,
+): Promise<number> {
+  let done = 0;
+  while (done < length) {
+    const n = await pread(fd, buf, bufOffset + done, length - done, position + done);
+    if (n === 0) break;
+    done += n;
+  }
+  return done;
+}
+
+/** pwrite until every byte is written (short writes are retried). */
+export async function pwriteFully(
+  fd: number,
+  buf: Uint8Array,
+  bufOffset: number,
+  length: number,
+  position: number,
+): Promise<void> {
+  let done = 0;
+  while (done < length) {
+    const n = await pwrite(fd, buf, bufOffset + done, length - done, position + done);
+    if (n <= 0) {
+      const e: NodeJS.ErrnoException = new Error('pwrite wrote no bytes');
+      e.code = 'EIO';
+      throw e;
+    }
+    done += n;
+  }
+}
+
+export function fdatasync(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    fs.fdatasync(fd, (err) => (err ? reject(err) : resolve()));
+  });
+}
+
+export function fsync(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    fs.fsync(fd, (err) => (err ? reject(err) : resolve()));
+  });
+}
+
+export function ftruncate(fd: number, length: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    fs.ftruncate(fd, length, (err) => (err ? reject(err) : resolve()));
+  });
+}
+
+export function fstatSize(fd: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fs.fstat(fd, (err, st) => (err ? reject(err) : resolve(st.size)));
+  });
+}
+
+/** fsync a directory so that entries created, renamed or linked in it survive a crash. */
+export async function fsyncDir(dir: string): Promise<void> {
+  const fd = await open(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  try {
+    await fsync(fd);
+  } finally {
+    await close(fd).catch(() => {});
+  }
+}
+
+/** The errno code of a Node system error, if any. */
+export function errno(e: unknown): string | undefined {
+  return (e as NodeJS.ErrnoException | null)?.code;
+}

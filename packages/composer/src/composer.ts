@@ -1,0 +1,228 @@
+import type { Blocker } from '@archipelago/blocker';
+import type { Logger, Mapper, ObjectSegment, VolumeInfo } from '@archipelago/mapper';
+import { RangeOrder } from './range-order.js';
+
+export interface ComposerOptions {
+  mapper: Mapper;
+  /** Blocker holding data objects. */
+  blockerb: Blocker;
+  logger?: Logger;
+}
+
+export interface WriteOptions {
+  /** Force unit access: durable before the promise resolves (every write is, with a syncing blocker). */
+  fua?: boolean;
+}
+
+export interface ZeroOptions extends WriteOptions {
+  /** Write real zeros instead of turning whole blocks back into the zero block. */
+  noHole?: boolean;
+}
+
+/** One extent of `blockStatus`. */
+export interface Extent {
+  offset: number;
+  length: number;
+  /** No object backs it: reads are zeros and cost nothing. */
+  zero: boolean;
+}
+
+/** Per-volume I/O state: in-flight count, freeze, and ordering of overlapping I/O. */
+class VolumeState {
+  inflight = 0;
+  private drained: Array<() => void> = [];
+  /** While set, new I/O waits (a snapshot, close or remove is draining the volume). */
+  frozen: Promise<void> | null = null;
+  readonly order = new RangeOrder();
+
+  enter(): void {
+    this.inflight++;
+  }
+
+  leave(): void {
+    this.inflight--;
+    if (this.inflight === 0) for (const d of this.drained.splice(0)) d();
+  }
+
+  drain(): Promise<void> {
+    if (this.inflight === 0) return Promise.resolve();
+    return new Promise((r) => this.drained.push(r));
+  }
+}
+
+/**
+ * The volume composer: turns a volume I/O into object I/Os through the mapper, runs them in
+ * parallel and joins the result (vlmcd's job, reference §4.1).
+ *
+ * - any offset and length; split across objects; zero blocks are served without I/O;
+ * - many I/Os in flight; overlapping I/Os take effect in the order they were submitted;
+ * - snapshot, close and remove freeze the volume, drain in-flight I/O, run, and unfreeze.
+ */
+export class Composer {
+  readonly mapper: Mapper;
+  private readonly blockerb: Blocker;
+  private readonly volumes = new Map<string, VolumeState>();
+
+  constructor(opts: ComposerOptions) {
+    this.mapper = opts.mapper;
+    this.blockerb = opts.blockerb;
+  }
+
+  private state(name: string): VolumeState {
+    let s = this.volumes.get(name);
+    if (!s) {
+      s = new VolumeState();
+      this.volumes.set(name, s);
+    }
+    return s;
+  }
+
+  /** Runs one I/O: waits while the volume is frozen, counts it in flight, orders it by range. */
+  private async io<T>(name: string, offset: number, length: number, write: boolean, fn: () => Promise<T>): Promise<T> {
+    const s = this.state(name);
+    while (s.frozen) await s.frozen;
+    s.enter();
+    const ticket = s.order.admit(offset, length, write);
+    try {
+      await ticket.ready;
+      return await fn();
+    } finally {
+      ticket.done();
+      s.leave();
+    }
+  }
+
+  /** Reads `length` bytes at `offset`. */
+  read(name: string, offset: number, length: number): Promise<Buffer> {
+    return this.io(name, offset, length, false, async () => {
+      const segs = await this.mapper.mapRead(name, offset, length);
+      if (segs.length === 1) return this.readSegment(segs[0]!);
+      const out = Buffer.allocUnsafe(length);
+      let pos = 0;
+      await Promise.all(
+        segs.map((seg) => {
+          const at = pos;
+          pos += seg.size;
+          if (seg.zero) {
+            out.fill(0, at, at + seg.size);
+            return undefined;
+          }
+          return this.readSegment(seg).then((b) => b.copy(out, at));
+        }),
+      );
+      return out;
+    });
+  }
+
+  private readSegment(seg: ObjectSegment): Promise<Buffer> {
+    if (seg.zero) return Promise.resolve(Buffer.alloc(seg.size));
+    // A writable object that was never written (zero-block copy-up) does not exist yet: zeros.
+    return this.blockerb.read(seg.target, seg.offset, seg.size, { missingOk: true });
+  }
+
+  /** Writes `data` at `offset`; shared blocks are copied up first. */
+  write(name: string, offset: number, data: Uint8Array, _opts: WriteOptions = {}): Promise<void> {
+    return this.io(name, offset, data.length, true, async () => {
+      if (data.length === 0) return;
+      const segs = await this.mapper.mapWrite(name, offset, data.length);
+      let pos = 0;
+      await Promise.all(
+        segs.map((seg) => {
+          const part = data.subarray(pos, pos + seg.size);
+          pos += seg.size;
+          return this.blockerb.write(seg.target, seg.offset, part);
+        }),
+      );
+    });
+  }
+
+  /**
+   * Makes `[offset, offset+length)` read as zeros. Whole blocks go back to the zero block (their
+   * objects are freed) unless `noHole`; partial blocks get zeros written, except where they are
+   * zero blocks already.
+   */
+  writeZeroes(name: string, offset: number, length: number, opts: ZeroOptions = {}): Promise<void> {
+    return this.io(name, offset, length, true, async () => {
+      await this.mapper.assertWritable(name);
+      if (length === 0) return;
+      const segs = await this.mapper.mapRead(name, offset, length);
+      await Promise.all(
+        segs.map(async (seg) => {
+          if (seg.zero && !opts.noHole) return;
+          if (seg.size === seg.blocksize && !opts.noHole) return this.mapper.discard(name, seg.index);
+          const start = seg.index * seg.blocksize + seg.offset;
+          const [w] = await this.mapper.mapWrite(name, start, seg.size);
+          await this.blockerb.write(w!.target, w!.offset, zeros(seg.size));
+        }),
+      );
+    });
+  }
+
+  /** Discards a range: afterwards it reads as zeros (same as writeZeroes without NO_HOLE). */
+  trim(name: string, offset: number, length: number): Promise<void> {
+    return this.writeZeroes(name, offset, length);
+  }
+
+  /** Makes every acknowledged write durable. */
+  async flush(_name?: string): Promise<void> {
+    await this.blockerb.flush();
+  }
+
+  /** Data and zero extents of a range (zero blocks are holes). */
+  async blockStatus(name: string, offset: number, length: number): Promise<Extent[]> {
+    const segs = await this.mapper.mapRead(name, offset, length);
+    const out: Extent[] = [];
+    let pos = offset;
+    for (const s of segs) {
+      const last = out[out.length - 1];
+      if (last && last.zero === s.zero) last.length += s.size;
+      else out.push({ offset: pos, length: s.size, zero: s.zero });
+      pos += s.size;
+    }
+    return out;
+  }
+
+  /**
+   * Runs `fn` with the volume frozen: new I/O waits, in-flight I/O drains first. Used for
+   * snapshot, close and remove.
+   */
+  async frozen<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const s = this.state(name);
+    while (s.frozen) await s.frozen;
+    let thaw!: () => void;
+    s.frozen = new Promise((r) => {
+      thaw = r;
+    });
+    try {
+      await s.drain();
+      return await fn();
+    } finally {
+      s.frozen = null;
+      thaw();
+      if (s.inflight === 0 && !s.frozen) this.volumes.delete(name);
+    }
+  }
+
+  snapshot(name: string, snap: string): Promise<VolumeInfo> {
+    return this.frozen(name, () => this.mapper.snapshot(name, snap));
+  }
+
+  close(name: string): Promise<void> {
+    return this.frozen(name, () => this.mapper.closeVolume(name));
+  }
+
+  remove(name: string): Promise<void> {
+    return this.frozen(name, () => this.mapper.remove(name));
+  }
+
+  /** Size of a volume in bytes. */
+  async size(name: string): Promise<number> {
+    return (await this.mapper.info(name)).size;
+  }
+}
+
+let zeroBuf = Buffer.alloc(0);
+function zeros(n: number): Buffer {
+  if (zeroBuf.length < n) zeroBuf = Buffer.alloc(n);
+  return zeroBuf.subarray(0, n);
+}

@@ -1,0 +1,1 @@
+export { volumeModelTest, type VolumeModelOptions, type Stack } from './model.js';

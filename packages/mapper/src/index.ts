@@ -1,0 +1,3 @@
+export { Mapper, type MapperOptions, MAX_VOLUME_SIZE } from './mapper.js';
+export * from './types.js';
+export { KeyedMutex, Mutex } from './mutex.js';

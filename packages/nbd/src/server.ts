@@ -1,0 +1,101 @@
+import { createServer, type Server, type Socket } from 'node:net';
+import { type ConnectionContext, NbdConnection } from './connection.js';
+import { DEFAULT_MAX_INFLIGHT_BYTES } from './constants.js';
+import type { ListenAddress, ListenTarget, NbdExport, NbdLogger, NbdServerOptions } from './types.js';
+
+const noop = () => {};
+const SILENT: NbdLogger = { info: noop, warn: noop, error: noop, debug: noop };
+/** How long close() lets in-flight requests finish before dropping connections. */
+const SHUTDOWN_GRACE_MS = 5000;
+
+/**
+ * An NBD server (fixed newstyle handshake, structured replies, base:allocation) over any
+ * `NbdExport`. One instance listens on one TCP port or unix socket.
+ */
+export class NbdServer {
+  private readonly ctx: ConnectionContext;
+  private readonly log: NbdLogger;
+  private server: Server | undefined;
+  private readonly conns = new Set<NbdConnection>();
+  private nextId = 1;
+  private closing = false;
+
+  constructor(opts: NbdServerOptions) {
+    if (typeof opts?.exports !== 'function') throw new TypeError('NbdServer: opts.exports must be a function');
+    const max = opts.maxInflightBytes ?? DEFAULT_MAX_INFLIGHT_BYTES;
+    if (!Number.isSafeInteger(max) || max < 1) {
+      throw new TypeError(`NbdServer: maxInflightBytes must be a positive integer, got ${max}`);
+    }
+    this.log = opts.logger ?? SILENT;
+    const lookupFn = opts.exports;
+    const defaultExport = opts.defaultExport;
+    this.ctx = {
+      lookup: async (name: string): Promise<NbdExport | undefined> =>
+        lookupFn(name === '' && defaultExport !== undefined ? defaultExport : name),
+      list: () => (opts.list ? opts.list() : defaultExport !== undefined ? [defaultExport] : []),
+      logger: this.log,
+      maxInflightBytes: max,
+      multiConn: opts.multiConn ?? true,
+    };
+  }
+
+  /** Open client connections (handshake or transmission). */
+  get connections(): number {
+    return this.conns.size;
+  }
+
+  listen(target: ListenTarget): Promise<ListenAddress> {
+    if (this.server) return Promise.reject(new Error('NbdServer: already listening'));
+    this.closing = false;
+    const server = createServer({ allowHalfOpen: true, pauseOnConnect: false }, (socket) => this.accept(socket));
+    this.server = server;
+    return new Promise<ListenAddress>((resolve, reject) => {
+      const onError = (e: Error) => {
+        this.server = undefined;
+        reject(e);
+      };
+      server.once('error', onError);
+      const ready = () => {
+        server.off('error', onError);
+        server.on('error', (e) => this.log.error({ err: e.message }, 'nbd: server error'));
+        const addr = server.address();
+        const out: ListenAddress = typeof addr === 'string' ? { path: addr } : { port: addr?.port };
+        this.log.info(out, 'nbd: listening');
+        resolve(out);
+      };
+      if ('path' in target) server.listen({ path: target.path }, ready);
+      else server.listen({ port: target.port, host: target.host ?? '127.0.0.1' }, ready);
+    });
+  }
+
+  /**
+   * Stops listening, lets in-flight requests finish (connections still in the handshake are
+   * dropped), then closes every connection. Resolves when everything is closed.
+   */
+  async close(): Promise<void> {
+    const server = this.server;
+    this.closing = true;
+    const waits: Promise<void>[] = [...this.conns].map((c) => c.shutdown(SHUTDOWN_GRACE_MS));
+    if (server) {
+      waits.push(new Promise<void>((resolve) => server.close(() => resolve())));
+    }
+    await Promise.all(waits);
+    this.server = undefined;
+  }
+
+  private accept(socket: Socket): void {
+    if (this.closing) {
+      socket.destroy();
+      return;
+    }
+    const id = this.nextId++;
+    this.log.debug({ conn: id, remote: socket.remoteAddress ?? 'unix' }, 'nbd: connection');
+    try {
+      const conn = new NbdConnection(socket, this.ctx, id, () => this.conns.delete(conn));
+      this.conns.add(conn);
+    } catch (e) {
+      this.log.error({ conn: id, err: e instanceof Error ? e.message : String(e) }, 'nbd: accept failed');
+      socket.destroy();
+    }
+  }
+}

@@ -1,0 +1,69 @@
+/** One base:allocation extent as an export reports it. */
+export interface NbdExtent {
+  length: number;
+  hole: boolean;
+  zero: boolean;
+}
+
+/**
+ * A block device the server can export. Offsets and lengths are in bytes and have already been
+ * checked against `size()` and the advertised minimum block size when a method is called.
+ */
+export interface NbdExport {
+  readonly name: string;
+  readonly description?: string;
+  /** Current size in bytes. */
+  size(): number;
+  readonly readonly: boolean;
+  /**
+   * Advertised minimum block size (a power of two, 1..65536; default 1). Preferred block size is
+   * advertised as max(4096, minimum) and the maximum payload as 32 MiB.
+   */
+  readonly minBlockSize?: number;
+  /** Must resolve to a buffer of exactly `length` bytes that nobody mutates afterwards. */
+  read(offset: number, length: number): Promise<Buffer>;
+  /** `data` may be a slice of a socket buffer: copy it if it must outlive the call. */
+  write(offset: number, data: Buffer, opts: { fua: boolean }): Promise<void>;
+  flush(): Promise<void>;
+  trim(offset: number, length: number, opts: { fua: boolean }): Promise<void>;
+  /**
+   * With `fastZero`, an export that cannot zero faster than writing zeroes must reject with an
+   * ArchipelagoError whose code is ENOTSUP (the client then falls back to writing).
+   */
+  writeZeroes(
+    offset: number,
+    length: number,
+    opts: { fua: boolean; noHole: boolean; fastZero: boolean },
+  ): Promise<void>;
+  /** base:allocation extents covering [offset, offset+length). Absent: everything is data. */
+  blockStatus?(offset: number, length: number): Promise<NbdExtent[]>;
+  cache?(offset: number, length: number): Promise<void>;
+}
+
+/** A pino-compatible logger subset. */
+export interface NbdLogger {
+  info(o: object | string, msg?: string): void;
+  warn(o: object | string, msg?: string): void;
+  error(o: object | string, msg?: string): void;
+  debug(o: object | string, msg?: string): void;
+}
+
+export interface NbdServerOptions {
+  /** Looks an export up by name (the empty name is mapped to `defaultExport` first, if set). */
+  exports: (name: string) => NbdExport | undefined | Promise<NbdExport | undefined>;
+  /** Names returned by NBD_OPT_LIST. Without it, LIST returns `defaultExport` (if any). */
+  list?: () => string[];
+  /** Export used when the client asks for the empty name. */
+  defaultExport?: string;
+  logger?: NbdLogger;
+  /** Back-pressure: stop reading a connection while its in-flight bytes exceed this (64 MiB). */
+  maxInflightBytes?: number;
+  /** Advertise NBD_FLAG_CAN_MULTI_CONN (default true). */
+  multiConn?: boolean;
+}
+
+export type ListenTarget = { port: number; host?: string } | { path: string };
+export interface ListenAddress {
+  port?: number;
+  path?: string;
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: system packages the interop tests need, pnpm,
+# dependencies, build, then one vitest run over every package. Ends with "N passed, N failed".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages for real third-party clients (qemu-img, qemu-io, nbdinfo, nbdcopy, nbdsh, fio).
+need_pkgs=()
+command -v qemu-img >/dev/null || need_pkgs+=(qemu-utils)
+command -v nbdinfo >/dev/null || need_pkgs+=(libnbd-bin)
+python3 -c 'import nbd' 2>/dev/null || need_pkgs+=(python3-libnbd)
+command -v fio >/dev/null || need_pkgs+=(fio)
+command -v nbdkit >/dev/null || need_pkgs+=(nbdkit)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  echo "== installing Debian packages: ${need_pkgs[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+bash scripts/install.sh
+
+echo "== tests"
+rm -f .vitest-results.json
+status=0
+pnpm exec vitest run --reporter=default --reporter=json --outputFile=.vitest-results.json || status=$?
+node scripts/summarize-tests.mjs .vitest-results.json || status=1
+exit $status
