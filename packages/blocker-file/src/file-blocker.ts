@@ -10,6 +10,7 @@
  * that is synced and then renamed over the target (atomic replace). So a resolved write survives
  * a crash, and a crash in the middle of writeFull or copy leaves the old object or the new one.
  */
+import { constants as bufferConstants } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
@@ -35,6 +36,8 @@ const O_DIRECT: number = fs.constants.O_DIRECT ?? 0;
 
 /** Above this many remembered directories the set is cleared (mkdir of an existing dir is cheap). */
 const MAX_KNOWN_DIRS = 65_536;
+/** Largest single read: one Buffer, and one pread(2) can move at most 2 GiB - 1. */
+const MAX_READ = Math.min(bufferConstants.MAX_LENGTH, 2 ** 31 - 1);
 /** Identity length limit, as the original's `--uniquestr`. */
 const MAX_IDENTITY_BYTES = 128;
 
@@ -156,7 +159,7 @@ export class FileBlocker implements Blocker {
       checkName(name);
       checkCount(offset, 'offset');
       checkCount(length, 'length');
-      if (length > Math.min(fsBufferMax(), 2 ** 31 - 1)) {
+      if (length > MAX_READ) {
         throw new ArchipelagoError('EINVAL', `read length ${length} is larger than a single buffer can hold`);
       }
       const path = hashedPath(this.dir, name);
@@ -246,7 +249,6 @@ export class FileBlocker implements Blocker {
         } finally {
           await fsio.close(fd).catch(() => {});
         }
-        return true;
       });
     } finally {
       this.leave();
@@ -259,7 +261,7 @@ export class FileBlocker implements Blocker {
       checkName(src, 'source object name');
       checkName(dst, 'destination object name');
       const srcPath = hashedPath(this.dir, src);
-      const copied = await this.replace(dst, `copy ${src} to ${dst}`, async (tmp) => {
+      await this.replace(dst, `copy ${src} to ${dst}`, async (tmp) => {
         try {
           // A reflink where the filesystem can (btrfs, xfs), else copy_file_range/sendfile in the kernel.
           await fsp.copyFile(srcPath, tmp, fs.constants.COPYFILE_FICLONE);
@@ -273,9 +275,8 @@ export class FileBlocker implements Blocker {
                 details: { name: src },
               });
             }
-            const fd = await fsio.open(tmp, O_WRONLY | O_CREAT | O_EXCL);
-            await fsio.close(fd);
-            return true;
+            await fsio.close(await fsio.open(tmp, O_WRONLY | O_CREAT | O_EXCL));
+            return;
           }
           throw e;
         }
@@ -285,9 +286,7 @@ export class FileBlocker implements Blocker {
         } finally {
           await fsio.close(fd).catch(() => {});
         }
-        return true;
       });
-      void copied;
     } finally {
       this.leave();
     }
@@ -569,18 +568,18 @@ export class FileBlocker implements Blocker {
    * Writes a temp file next to `name`'s path with `fill` (which must sync it), renames it over the
    * object, invalidates cached fds and syncs the directory. The temp file is removed on failure.
    */
-  private async replace<T>(name: string, what: string, fill: (tmp: string) => Promise<T>): Promise<T> {
+  private async replace(name: string, what: string, fill: (tmp: string) => Promise<void>): Promise<void> {
     const path = hashedPath(this.dir, name);
     const dir = dirname(path);
     for (let attempt = 0; ; attempt++) {
       const tmp = join(dir, `${name}${TEMP_MARK}${randomBytes(6).toString('hex')}`);
       try {
         await this.ensureDir(dir);
-        const result = await fill(tmp);
+        await fill(tmp);
         await fsp.rename(tmp, path);
         this.fds.invalidate(path);
         await fsio.fsyncDir(dir);
-        return result;
+        return;
       } catch (e) {
         await fsp.unlink(tmp).catch(() => {});
         if (ArchipelagoError.isInstance(e)) throw e;
@@ -792,11 +791,6 @@ function checkCount(n: unknown, what: string): asserts n is number {
 
 function checkData(data: unknown): asserts data is Uint8Array {
   if (!(data instanceof Uint8Array)) throw new TypeError('data must be a Uint8Array or Buffer');
-}
-
-function fsBufferMax(): number {
-  // buffer.constants.MAX_LENGTH without importing node:buffer for one number.
-  return (Buffer as unknown as { poolSize: number }).poolSize > 0 ? 2 ** 32 : 2 ** 32;
 }
 
 const alignDown = (n: number) => n - (n % DIRECT_ALIGN);

@@ -78,7 +78,13 @@ export class Composer {
   }
 
   /** Runs one I/O: waits while the volume is frozen, counts it in flight, orders it by range. */
-  private async io<T>(name: string, offset: number, length: number, write: boolean, fn: () => Promise<T>): Promise<T> {
+  private async io<T>(
+    name: string,
+    offset: number,
+    length: number,
+    write: boolean,
+    fn: () => Promise<T>,
+  ): Promise<T> {
     const s = this.state(name);
     while (s.frozen) await s.frozen;
     s.enter();

@@ -16,7 +16,11 @@ describe('error registry', () => {
     expect(ArchipelagoError.isInstance(copy)).toBe(true);
     expect(ArchipelagoError.is(e, 'ELOCKED')).toBe(true);
     expect(ArchipelagoError.is(new Error('x'), 'ELOCKED')).toBe(false);
-    expect(JSON.parse(JSON.stringify(e))).toEqual({ code: 'ELOCKED', message: 'held', details: { owner: 'h_1' } });
+    expect(JSON.parse(JSON.stringify(e))).toEqual({
+      code: 'ELOCKED',
+      message: 'held',
+      details: { owner: 'h_1' },
+    });
   });
 
   it('maps storage-full system errors to ENOSPC and others to EIO, keeping the cause', () => {

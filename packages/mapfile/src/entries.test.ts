@@ -1,5 +1,5 @@
-import { fc, test } from '@fast-check/vitest';
 import { ArchipelagoError } from '@archipelago/libxseg';
+import { fc, test } from '@fast-check/vitest';
 import { describe, expect, it } from 'vitest';
 import {
   dataObjectName,
@@ -95,10 +95,13 @@ describe('v2 entry golden bytes', () => {
 });
 
 describe('v2 entry round trip', () => {
-  test.prop([entryArb, fc.integer({ min: 0, max: 1000 })])('decodeEntryV2(encodeEntryV2(e)) == e', (e, index) => {
-    const buf = encodeEntryV2(e);
-    expect(decodeEntryV2(buf, 0, VOL, index)).toEqual(e);
-  });
+  test.prop([entryArb, fc.integer({ min: 0, max: 1000 })])(
+    'decodeEntryV2(encodeEntryV2(e)) == e',
+    (e, index) => {
+      const buf = encodeEntryV2(e);
+      expect(decodeEntryV2(buf, 0, VOL, index)).toEqual(e);
+    },
+  );
 
   test.prop([fc.array(entryArb, { maxLength: 200 }), fc.integer({ min: 0, max: 2 ** 40 })])(
     'decodeEntriesV2(encodeEntriesV2(es)) == es, and matches per-entry encoding',
@@ -112,11 +115,14 @@ describe('v2 entry round trip', () => {
     },
   );
 
-  test.prop([fc.integer({ min: 0, max: 15 })])('the zero-block name always carries ZERO and never WRITABLE', (flags) => {
-    const expected = (flags | ObjFlag.ZERO) & ~ObjFlag.WRITABLE;
-    expect(decodeEntryV2(encodeEntryV2({ name: ZERO_BLOCK, flags }), 0, VOL, 0).flags).toBe(expected);
-    expect(decodeEntryV2(rawRecord(flags, 64, ZERO_BLOCK), 0, VOL, 0).flags).toBe(expected);
-  });
+  test.prop([fc.integer({ min: 0, max: 15 })])(
+    'the zero-block name always carries ZERO and never WRITABLE',
+    (flags) => {
+      const expected = (flags | ObjFlag.ZERO) & ~ObjFlag.WRITABLE;
+      expect(decodeEntryV2(encodeEntryV2({ name: ZERO_BLOCK, flags }), 0, VOL, 0).flags).toBe(expected);
+      expect(decodeEntryV2(rawRecord(flags, 64, ZERO_BLOCK), 0, VOL, 0).flags).toBe(expected);
+    },
+  );
 
   it('decode masks the flag byte to 0xf', () => {
     expect(decodeEntryV2(rawRecord(0xf3, 3, 'abc'), 0, VOL, 0)).toEqual({ name: 'abc', flags: 3 });
@@ -145,7 +151,12 @@ describe('v2 entry encoding refuses bad input', () => {
       }
       expect(ArchipelagoError.is(caught, 'EINVAL_NAME')).toBe(true);
     }
-    expect(() => encodeEntriesV2([{ name: 'ok', flags: 0 }, { name: 'no way', flags: 0 }])).toThrow(/entry 1/);
+    expect(() =>
+      encodeEntriesV2([
+        { name: 'ok', flags: 0 },
+        { name: 'no way', flags: 0 },
+      ]),
+    ).toThrow(/entry 1/);
   });
 
   it('flags outside 0..15 -> RangeError', () => {
@@ -158,7 +169,10 @@ describe('v2 entry encoding refuses bad input', () => {
 describe('v2 entry corruption', () => {
   it('object name length > 123 -> ECORRUPT_MAP naming the volume and entry index', () => {
     for (const len of [124, 255, 0x01000000, 0xffffffff]) {
-      const buf = Buffer.concat([encodeEntryV2({ name: 'good', flags: 0 }), rawRecord(0, len, 'x'.repeat(123))]);
+      const buf = Buffer.concat([
+        encodeEntryV2({ name: 'good', flags: 0 }),
+        rawRecord(0, len, 'x'.repeat(123)),
+      ]);
       const err = expectCorrupt(() => decodeEntriesV2(buf, 2, VOL, 40), VOL, /entry 41/);
       expect(err.message).toMatch(/length/);
       expect(err.message).toContain(String(len));
@@ -168,7 +182,11 @@ describe('v2 entry corruption', () => {
   });
 
   it('object name length 0 -> ECORRUPT_MAP', () => {
-    const err = expectCorrupt(() => decodeEntryV2(Buffer.alloc(128), 0, VOL, 3), VOL, /entry 3: object name length 0/);
+    const err = expectCorrupt(
+      () => decodeEntryV2(Buffer.alloc(128), 0, VOL, 3),
+      VOL,
+      /entry 3: object name length 0/,
+    );
     expect(err.details.fault).toBe('bad-objectlen');
   });
 
@@ -188,14 +206,14 @@ describe('speed of whole-map encoding', () => {
     const n = 262144;
     const entries: MapEntry[] = new Array(n);
     for (let i = 0; i < n; i++) {
-      entries[i] = i % 4 === 0 ? { name: dataObjectName('myvolume', 3n, i), flags: 3 } : { name: ZERO_BLOCK, flags: 4 };
+      entries[i] =
+        i % 4 === 0 ? { name: dataObjectName('myvolume', 3n, i), flags: 3 } : { name: ZERO_BLOCK, flags: 4 };
     }
     const t0 = performance.now();
     const buf = encodeEntriesV2(entries);
     const t1 = performance.now();
     const back = decodeEntriesV2(buf, n, VOL, 0);
     const t2 = performance.now();
-    console.log("enc", (t1 - t0).toFixed(1), "dec", (t2 - t1).toFixed(1));
     expect(back[0]).toEqual(entries[0]);
     expect(back[n - 1]).toEqual(entries[n - 1]);
     // Generous bounds: most of the time here is the kernel faulting in 32 MiB of fresh memory.

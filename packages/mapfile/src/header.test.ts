@@ -1,17 +1,17 @@
-import { fc, test } from '@fast-check/vitest';
 import { ArchipelagoError } from '@archipelago/libxseg';
+import { fc, test } from '@fast-check/vitest';
 import { describe, expect, it } from 'vitest';
 import {
   AMF_SIGNATURE,
   DEFAULT_BLOCKSIZE,
-  detectVersion,
   decodeHeaderV2,
+  detectVersion,
   encodeHeaderV2,
   entriesPerMapBlock,
   HEADER_V2_SIZE,
   isValidBlocksize,
-  MapFlag,
   MAX_HEADER_SIZE,
+  MapFlag,
   mapBlockLocation,
   mapBlockName,
   objectCount,
@@ -39,7 +39,14 @@ function expectCorrupt(fn: () => unknown, volume: string, fault: RegExp): Archip
   return err;
 }
 
-function header(fields: { sig?: number; version?: number; size?: bigint; bs?: number; flags?: number; epoch?: bigint }) {
+function header(fields: {
+  sig?: number;
+  version?: number;
+  size?: bigint;
+  bs?: number;
+  flags?: number;
+  epoch?: bigint;
+}) {
   const b = Buffer.alloc(HEADER_V2_SIZE);
   b.writeUInt32BE(fields.sig ?? AMF_SIGNATURE, 0);
   b.writeUInt32BE(fields.version ?? 2, 4);

@@ -1,3 +1,3 @@
-export { Mapper, type MapperOptions, MAX_VOLUME_SIZE } from './mapper.js';
-export * from './types.js';
+export { MAX_VOLUME_SIZE, Mapper, type MapperOptions } from './mapper.js';
 export { KeyedMutex, Mutex } from './mutex.js';
+export * from './types.js';

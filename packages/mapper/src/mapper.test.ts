@@ -68,7 +68,14 @@ afterEach(async () => {
 describe('create, info, list, remove', () => {
   it('creates a thin volume of zero blocks and reports it', async () => {
     const info = await mapper.create('vol1', { size: 10 * MiB });
-    expect(info).toMatchObject({ name: 'vol1', size: 10 * MiB, blocksize: 4 * MiB, objects: 3, allocated: 0, epoch: 1n });
+    expect(info).toMatchObject({
+      name: 'vol1',
+      size: 10 * MiB,
+      blocksize: 4 * MiB,
+      objects: 3,
+      allocated: 0,
+      epoch: 1n,
+    });
     expect(info.readonly).toBe(false);
     expect(await countObjects(blocks)).toEqual([]);
     expect((await mapper.list()).map((v) => v.name)).toEqual(['vol1']);
@@ -307,7 +314,9 @@ describe('legacy maps', () => {
   });
 
   it('a corrupt header gives ECORRUPT_MAP naming the volume, and nothing is written', async () => {
-    await maps.writeFull('bad', encodeHeaderV2({ size: MiB, blocksize: 1000, flags: 0, epoch: 1n }));
+    const header = encodeHeaderV2({ size: MiB, blocksize: 4096, flags: 0, epoch: 1n });
+    header.writeUInt32BE(1000, 16); // blocksize field: not a power of two
+    await maps.writeFull('bad', header);
     const e = await mapper.info('bad').catch((x: unknown) => x);
     expect(ArchipelagoError.is(e, 'ECORRUPT_MAP')).toBe(true);
     expect((e as Error).message).toContain('bad');

@@ -2,6 +2,7 @@ import type { Blocker } from '@archipelago/blocker';
 import { ArchipelagoError, archipError } from '@archipelago/libxseg';
 import {
   DEFAULT_BLOCKSIZE,
+  dataObjectName,
   decodeEntriesV2,
   decodeHeaderV2,
   decodeV0,
@@ -12,19 +13,18 @@ import {
   encodeEntryV2,
   encodeHeaderV2,
   entriesPerMapBlock,
+  isValidObjectName,
   MAX_HEADER_SIZE,
   type MapEntry,
   MapFlag,
   type MapHeader,
+  MIN_BLOCKSIZE,
   mapBlockLocation,
   mapBlockName,
-  MIN_BLOCKSIZE,
   ObjFlag,
   objectCount,
   UINT64_MAX,
-  isValidObjectName,
   validateVolumeName,
-  dataObjectName,
   ZERO_BLOCK,
 } from '@archipelago/mapfile';
 import { KeyedMutex } from './mutex.js';
@@ -79,7 +79,8 @@ interface OpenVolume {
 
 const zeroEntry = (): MapEntry => ({ name: ZERO_BLOCK, flags: ObjFlag.ZERO });
 const isZero = (e: MapEntry) => (e.flags & ObjFlag.ZERO) !== 0;
-const isOwned = (e: MapEntry) => (e.flags & (ObjFlag.WRITABLE | ObjFlag.ARCHIP)) === (ObjFlag.WRITABLE | ObjFlag.ARCHIP);
+const isOwned = (e: MapEntry) =>
+  (e.flags & (ObjFlag.WRITABLE | ObjFlag.ARCHIP)) === (ObjFlag.WRITABLE | ObjFlag.ARCHIP);
 
 /**
  * The mapper keeps volume maps: it creates, clones, snapshots, renames, resizes and removes them,
@@ -148,14 +149,21 @@ export class Mapper {
     validateVolumeName(name);
     const src = await this.load(source, opts);
     if ((src.flags & MapFlag.READONLY) === 0) {
-      throw archipError('ENOTSNAPSHOT', `cannot clone "${source}": it is a writable volume; snapshot it first`, {
-        details: { volume: source },
-      });
+      throw archipError(
+        'ENOTSNAPSHOT',
+        `cannot clone "${source}": it is a writable volume; snapshot it first`,
+        {
+          details: { volume: source },
+        },
+      );
     }
     const size = opts.size ?? src.size;
     checkSize(size);
     if (size < src.size) {
-      throw archipError('EINVAL_SIZE', `clone size ${size} is smaller than snapshot "${source}" (${src.size} bytes)`);
+      throw archipError(
+        'EINVAL_SIZE',
+        `clone size ${size} is smaller than snapshot "${source}" (${src.size} bytes)`,
+      );
     }
     return this.withNewName(name, async (epoch) => {
       const n = objectCount(size, src.blocksize);
@@ -228,7 +236,8 @@ export class Mapper {
       if (origin.flags & MapFlag.READONLY) {
         throw archipError('EREADONLY', `"${name}" is a snapshot already; clone it to get a writable volume`);
       }
-      if (origin.epoch >= UINT64_MAX) throw archipError('EOVERFLOW', `volume "${name}" has used up its epochs`);
+      if (origin.epoch >= UINT64_MAX)
+        throw archipError('EOVERFLOW', `volume "${name}" has used up its epochs`);
       await this.acquireNow(snap);
       try {
         const snapEpoch = await this.deletedEpoch(snap);
@@ -268,7 +277,12 @@ export class Mapper {
         // Header first: from here on the volume is gone, whatever happens to the objects below.
         await this.blockerm.writeFull(
           name,
-          encodeHeaderV2({ size: map.size, blocksize: map.blocksize, flags: map.flags | MapFlag.DELETED, epoch: map.epoch }),
+          encodeHeaderV2({
+            size: map.size,
+            blocksize: map.blocksize,
+            flags: map.flags | MapFlag.DELETED,
+            epoch: map.epoch,
+          }),
         );
         const owned = map.entries.filter((e) => isOwned(e) && !isZero(e)).map((e) => e.name);
         await this.forEachLimited(owned, (o) => this.blockerb.delete(o));
@@ -297,7 +311,12 @@ export class Mapper {
           await this.writeMap(renamed);
           await this.blockerm.writeFull(
             name,
-            encodeHeaderV2({ size: old.size, blocksize: old.blocksize, flags: old.flags | MapFlag.DELETED, epoch: old.epoch }),
+            encodeHeaderV2({
+              size: old.size,
+              blocksize: old.blocksize,
+              flags: old.flags | MapFlag.DELETED,
+              epoch: old.epoch,
+            }),
           );
           await this.deleteMapBlocks(name, old.blocksize, 0, old.entries.length);
           this.open.delete(name);
@@ -318,7 +337,8 @@ export class Mapper {
     checkSize(size);
     return this.withChange(name, async (vol) => {
       const map = vol.map;
-      if (map.flags & MapFlag.READONLY) throw archipError('EREADONLY', `"${name}" is a snapshot; it cannot be resized`);
+      if (map.flags & MapFlag.READONLY)
+        throw archipError('EREADONLY', `"${name}" is a snapshot; it cannot be resized`);
       const bs = map.blocksize;
       const oldN = map.entries.length;
       const newN = objectCount(size, bs);
@@ -503,7 +523,12 @@ export class Mapper {
    * Object segments for reading `[offset, offset+length)`. Tries the lock without waiting; when
    * another owner holds it, the map is loaded fresh and not cached.
    */
-  async mapRead(name: string, offset: number, length: number, opts: LoadOptions = {}): Promise<ObjectSegment[]> {
+  async mapRead(
+    name: string,
+    offset: number,
+    length: number,
+    opts: LoadOptions = {},
+  ): Promise<ObjectSegment[]> {
     this.checkOpen();
     let map: LoadedMap;
     const cached = this.open.get(name);
@@ -524,7 +549,12 @@ export class Mapper {
    * shared blocks are copied up first (whole object; zero blocks need no copy). Waits for the
    * lock up to the lock timeout.
    */
-  async mapWrite(name: string, offset: number, length: number, opts: LoadOptions = {}): Promise<ObjectSegment[]> {
+  async mapWrite(
+    name: string,
+    offset: number,
+    length: number,
+    opts: LoadOptions = {},
+  ): Promise<ObjectSegment[]> {
     this.checkOpen();
     const vol = this.open.get(name) ?? (await this.openLocked(name, opts, true));
     return this.mapWriteLocked(vol, offset, length);
@@ -534,7 +564,9 @@ export class Mapper {
     while (vol.barrier) await vol.barrier;
     const map = vol.map;
     if (map.flags & MapFlag.READONLY) {
-      throw archipError('EREADONLY', `"${map.name}" is a snapshot; writes are refused`, { details: { volume: map.name } });
+      throw archipError('EREADONLY', `"${map.name}" is a snapshot; writes are refused`, {
+        details: { volume: map.name },
+      });
     }
     const segs = segmentsOf(map, offset, length);
     const pending: Promise<void>[] = [];
@@ -579,7 +611,9 @@ export class Mapper {
     this.checkOpen();
     const vol = this.open.get(name) ?? (await this.openLocked(name, opts, true));
     if (vol.map.flags & MapFlag.READONLY) {
-      throw archipError('EREADONLY', `"${name}" is a snapshot; writes are refused`, { details: { volume: name } });
+      throw archipError('EREADONLY', `"${name}" is a snapshot; writes are refused`, {
+        details: { volume: name },
+      });
     }
   }
 
@@ -590,8 +624,10 @@ export class Mapper {
   async discard(name: string, index: number, opts: LoadOptions = {}): Promise<void> {
     this.checkOpen();
     const vol = this.open.get(name) ?? (await this.openLocked(name, opts, true));
-    if (vol.map.flags & MapFlag.READONLY) throw archipError('EREADONLY', `"${name}" is a snapshot; writes are refused`);
-    if (index < 0 || index >= vol.map.entries.length) throw archipError('ERANGE', `block ${index} is past the end of "${name}"`);
+    if (vol.map.flags & MapFlag.READONLY)
+      throw archipError('EREADONLY', `"${name}" is a snapshot; writes are refused`);
+    if (index < 0 || index >= vol.map.entries.length)
+      throw archipError('ERANGE', `block ${index} is past the end of "${name}"`);
     while (vol.barrier) await vol.barrier;
     await vol.entryLocks.run(index, async () => {
       const e = vol.map.entries[index]!;
@@ -656,15 +692,35 @@ export class Mapper {
     if (version === 2) {
       const h = decodeHeaderV2(head.bytes.subarray(0, head.stored), name);
       if (h.flags & MapFlag.DELETED) {
-        throw archipError('ENOENT_VOLUME', `no volume named "${name}" (it was removed)`, { details: { volume: name } });
+        throw archipError('ENOENT_VOLUME', `no volume named "${name}" (it was removed)`, {
+          details: { volume: name },
+        });
       }
-      return { name, storedAs, version, size: h.size, blocksize: h.blocksize, flags: h.flags, epoch: h.epoch, entries: await this.readEntries(name, h) };
+      return {
+        name,
+        storedAs,
+        version,
+        size: h.size,
+        blocksize: h.blocksize,
+        flags: h.flags,
+        epoch: h.epoch,
+        entries: await this.readEntries(name, h),
+      };
     }
     const info = await this.blockerm.info(storedAs);
     const whole = await this.blockerm.read(storedAs, 0, info?.size ?? 0);
     const decoded = version === 1 ? decodeV1(whole, name) : decodeV0(whole, name, opts.v0Size);
     const h: MapHeader = decoded.header;
-    return { name, storedAs, version, size: h.size, blocksize: h.blocksize, flags: h.flags, epoch: h.epoch, entries: decoded.entries };
+    return {
+      name,
+      storedAs,
+      version,
+      size: h.size,
+      blocksize: h.blocksize,
+      flags: h.flags,
+      epoch: h.epoch,
+      entries: decoded.entries,
+    };
   }
 
   private async readEntries(name: string, h: MapHeader): Promise<MapEntry[]> {
@@ -678,7 +734,8 @@ export class Mapper {
         const info = await this.blockerm.info(obj);
         const need = count * ENTRY_V2_SIZE;
         const stored = Math.min(info?.size ?? 0, need);
-        const buf = stored > 0 ? (await this.blockerm.read(obj, 0, need)).subarray(0, stored) : Buffer.alloc(0);
+        const buf =
+          stored > 0 ? (await this.blockerm.read(obj, 0, need)).subarray(0, stored) : Buffer.alloc(0);
         return decodeEntriesV2(buf, count, name, b * per);
       }),
     );
@@ -691,7 +748,10 @@ export class Mapper {
     const blocks = Math.ceil(map.entries.length / per);
     const jobs: number[] = Array.from({ length: blocks }, (_, b) => b);
     await this.forEachLimited(jobs, (b) =>
-      this.blockerm.writeFull(mapBlockName(map.name, b), encodeEntriesV2(map.entries.slice(b * per, (b + 1) * per))),
+      this.blockerm.writeFull(
+        mapBlockName(map.name, b),
+        encodeEntriesV2(map.entries.slice(b * per, (b + 1) * per)),
+      ),
     );
     await this.blockerm.writeFull(
       map.name,
@@ -707,7 +767,12 @@ export class Mapper {
   }
 
   /** Deletes the map blocks that held entries [fromEntry, toEntry) and no entry below fromEntry. */
-  private async deleteMapBlocks(name: string, blocksize: number, fromEntry: number, toEntry: number): Promise<void> {
+  private async deleteMapBlocks(
+    name: string,
+    blocksize: number,
+    fromEntry: number,
+    toEntry: number,
+  ): Promise<void> {
     const per = entriesPerMapBlock(blocksize);
     const first = Math.ceil(fromEntry / per);
     const last = Math.ceil(toEntry / per);
@@ -728,10 +793,14 @@ export class Mapper {
     } catch (e) {
       if (!ArchipelagoError.is(e, 'ETIMEDOUT')) throw e;
       const owner = await this.blockerm.lockOwner(name);
-      throw archipError('ELOCKED', `volume "${name}" is locked by ${owner ?? 'another owner'} (waited ${this.lockTimeoutMs} ms)`, {
-        cause: e,
-        details: { volume: name, owner },
-      });
+      throw archipError(
+        'ELOCKED',
+        `volume "${name}" is locked by ${owner ?? 'another owner'} (waited ${this.lockTimeoutMs} ms)`,
+        {
+          cause: e,
+          details: { volume: name, owner },
+        },
+      );
     }
   }
 
@@ -739,7 +808,8 @@ export class Mapper {
     try {
       await this.blockerm.release(name);
     } catch (e) {
-      if (!ArchipelagoError.is(e, 'ENOTLOCKED')) this.log.warn({ volume: name, err: String(e) }, 'lock release failed');
+      if (!ArchipelagoError.is(e, 'ENOTLOCKED'))
+        this.log.warn({ volume: name, err: String(e) }, 'lock release failed');
     }
   }
 
@@ -788,9 +858,13 @@ function segmentsOf(map: LoadedMap, offset: number, length: number): ObjectSegme
     throw archipError('EINVAL', `bad I/O range offset=${offset} length=${length}`);
   }
   if (offset + length > map.size) {
-    throw archipError('ERANGE', `I/O [${offset}, ${offset + length}) reaches past the end of "${map.name}" (${map.size} bytes)`, {
-      details: { volume: map.name, offset, length, size: map.size },
-    });
+    throw archipError(
+      'ERANGE',
+      `I/O [${offset}, ${offset + length}) reaches past the end of "${map.name}" (${map.size} bytes)`,
+      {
+        details: { volume: map.name, offset, length, size: map.size },
+      },
+    );
   }
   const bs = map.blocksize;
   const out: ObjectSegment[] = [];
@@ -817,7 +891,7 @@ function checkBlocksize(bs: number): void {
 export const MAX_VOLUME_SIZE = 2 ** 50;
 
 function checkSize(size: number): void {
-  if (!Number.isSafeInteger(size) || size <= 0) throw archipError('EINVAL_SIZE', `volume size must be a positive number of bytes, got ${size}`);
+  if (!Number.isSafeInteger(size) || size <= 0)
+    throw archipError('EINVAL_SIZE', `volume size must be a positive number of bytes, got ${size}`);
   if (size > MAX_VOLUME_SIZE) throw archipError('EINVAL_SIZE', `volume size ${size} exceeds the 1 PiB limit`);
 }
-

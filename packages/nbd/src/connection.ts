@@ -164,7 +164,10 @@ export class NbdConnection {
     socket.on('end', () => {
       if (this.state === 'closed') return;
       if (this.state === 'reqPayload' || this.state === 'discard') {
-        this.log.warn({ conn: this.id, state: this.state }, 'nbd: client vanished in the middle of a request');
+        this.log.warn(
+          { conn: this.id, state: this.state },
+          'nbd: client vanished in the middle of a request',
+        );
       } else if (this.queue.length > 0) {
         this.log.warn({ conn: this.id, state: this.state }, 'nbd: client closed after a truncated message');
       }
@@ -187,7 +190,7 @@ export class NbdConnection {
       return this.closed;
     }
     this.beginDisconnect();
-    if (this.state !== 'closed' && !this.graceTimer) {
+    if ((this.state as State) !== 'closed' && !this.graceTimer) {
       this.graceTimer = setTimeout(() => {
         this.log.warn({ conn: this.id, inflight: this.inflight }, 'nbd: shutdown grace expired; dropping');
         this.socket.destroy();
@@ -212,7 +215,8 @@ export class NbdConnection {
             if (this.queue.length < 4) return;
             const flags = this.queue.take(4).readUInt32BE(0);
             if ((flags & ~KNOWN_CLIENT_FLAGS) !== 0) {
-              return this.drop('unknown client flags', { flags });
+              this.drop('unknown client flags', { flags });
+              return;
             }
             this.noZeroes = (flags & FLAG_C_NO_ZEROES) !== 0;
             this.state = 'optHeader';
@@ -221,11 +225,15 @@ export class NbdConnection {
           case 'optHeader': {
             if (this.queue.length < 16) return;
             const h = this.queue.take(16);
-            if (h.readBigUInt64BE(0) !== IHAVEOPT) return this.drop('bad option magic');
+            if (h.readBigUInt64BE(0) !== IHAVEOPT) {
+              this.drop('bad option magic');
+              return;
+            }
             this.optCode = h.readUInt32BE(8);
             this.optLength = h.readUInt32BE(12);
             if (this.optLength > MAX_OPTION_LENGTH) {
-              return this.drop('option too long', { option: this.optCode, length: this.optLength });
+              this.drop('option too long', { option: this.optCode, length: this.optLength });
+              return;
             }
             this.state = 'optData';
             break;
@@ -248,7 +256,8 @@ export class NbdConnection {
           }
           case 'optBusy':
             if (this.queue.length > MAX_HANDSHAKE_BACKLOG) {
-              return this.drop('client sent too much data before the option reply');
+              this.drop('client sent too much data before the option reply');
+              return;
             }
             return;
           case 'reqHeader': {
@@ -485,10 +494,14 @@ export class NbdConnection {
     try {
       exp = await this.lookup(this.decodeName(data));
     } catch (e) {
-      return this.drop('EXPORT_NAME lookup failed', { err: messageOf(e) });
+      this.drop('EXPORT_NAME lookup failed', { err: messageOf(e) });
+      return;
     }
     if (this.gone()) return;
-    if (!exp) return this.drop('EXPORT_NAME for an unknown export', { name: data.toString('utf8', 0, 256) });
+    if (!exp) {
+      this.drop('EXPORT_NAME for an unknown export', { name: data.toString('utf8', 0, 256) });
+      return;
+    }
     const min = checkExport(exp);
     const reply = Buffer.allocUnsafe(10);
     reply.writeBigUInt64BE(BigInt(exp.size()), 0);
@@ -720,7 +733,8 @@ export class NbdConnection {
 
   private dispatch(req: Request, payload?: Buffer, preset?: Outcome): void {
     const exp = this.exp!;
-    const cost = REQUEST_HEADER_SIZE + (payload ? payload.length : 0) + (req.type === CMD.READ ? req.length : 0);
+    const cost =
+      REQUEST_HEADER_SIZE + (payload ? payload.length : 0) + (req.type === CMD.READ ? req.length : 0);
     this.inflight++;
     this.inflightBytes += cost;
     if (this.inflightBytes > this.ctx.maxInflightBytes) this.pauseReading();
@@ -732,7 +746,13 @@ export class NbdConnection {
         const errno = errnoFor(e, (req.flags & CMD_FLAG.FAST_ZERO) !== 0);
         const level = errno === NBD_EIO ? 'error' : 'debug';
         this.log[level](
-          { conn: this.id, cmd: CMD_NAMES[req.type], offset: req.offset, length: req.length, err: messageOf(e) },
+          {
+            conn: this.id,
+            cmd: CMD_NAMES[req.type],
+            offset: req.offset,
+            length: req.length,
+            err: messageOf(e),
+          },
           'nbd: request failed',
         );
         return { kind: 'error', errno, message: messageOf(e) };
@@ -760,7 +780,10 @@ export class NbdConnection {
       case CMD.READ: {
         const data = await exp.read(req.offset, req.length);
         if (data.length !== req.length) {
-          throw new NbdRequestError(NBD_EIO, `export returned ${data.length} bytes for a ${req.length}-byte read`);
+          throw new NbdRequestError(
+            NBD_EIO,
+            `export returned ${data.length} bytes for a ${req.length}-byte read`,
+          );
         }
         return { kind: 'data', data };
       }

@@ -1,4 +1,4 @@
-import { open as fsOpen, type FileHandle } from 'node:fs/promises';
+import { type FileHandle, open as fsOpen } from 'node:fs/promises';
 import { ArchipelagoError, fromSystemError } from '@archipelago/libxseg';
 import type { NbdExport, NbdExtent } from './types.js';
 

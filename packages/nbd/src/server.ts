@@ -21,7 +21,8 @@ export class NbdServer {
   private closing = false;
 
   constructor(opts: NbdServerOptions) {
-    if (typeof opts?.exports !== 'function') throw new TypeError('NbdServer: opts.exports must be a function');
+    if (typeof opts?.exports !== 'function')
+      throw new TypeError('NbdServer: opts.exports must be a function');
     const max = opts.maxInflightBytes ?? DEFAULT_MAX_INFLIGHT_BYTES;
     if (!Number.isSafeInteger(max) || max < 1) {
       throw new TypeError(`NbdServer: maxInflightBytes must be a positive integer, got ${max}`);
@@ -47,7 +48,9 @@ export class NbdServer {
   listen(target: ListenTarget): Promise<ListenAddress> {
     if (this.server) return Promise.reject(new Error('NbdServer: already listening'));
     this.closing = false;
-    const server = createServer({ allowHalfOpen: true, pauseOnConnect: false }, (socket) => this.accept(socket));
+    const server = createServer({ allowHalfOpen: true, pauseOnConnect: false }, (socket) =>
+      this.accept(socket),
+    );
     this.server = server;
     return new Promise<ListenAddress>((resolve, reject) => {
       const onError = (e: Error) => {

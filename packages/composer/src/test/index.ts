@@ -1,1 +1,1 @@
-export { volumeModelTest, type VolumeModelOptions, type Stack } from './model.js';
+export { type Stack, type VolumeModelOptions, volumeModelTest } from './model.js';

@@ -1,0 +1,820 @@
+/**
+ * The blocker conformance suite: every Blocker implementation runs it with one line,
+ *
+ *   blockerConformance({ name: 'file', factory: async (o) => new FileBlocker({ dir, ...o }) });
+ *
+ * It checks the contract as a user sees it (contract.ts), through the public methods only. The
+ * tests share one store, so each test works on names under its own fresh prefix; a second factory
+ * call with another identity must reach the same store (that is how lock contention is tested).
+ */
+import { randomBytes } from 'node:crypto';
+import { ArchipelagoError, type ErrorCode } from '@archipelago/libxseg';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { type Blocker, LOCK_SUFFIX } from '../contract.js';
+
+export interface ConformanceOptions {
+  /** Shown in the describe() title, e.g. "file". */
+  name: string;
+  /**
+   * Opens a blocker on the shared test store. Called several times per test; a call with another
+   * `identity` must share the same storage (objects and locks) with the others.
+   */
+  factory: (opts?: { identity?: string }) => Promise<Blocker>;
+  /** Runs once after the suite (e.g. removes the temp directory). */
+  cleanup?: () => Promise<void>;
+  /** What the implementation supports; everything defaults to true. */
+  supports?: {
+    /** `acquire({ wait: true })` blocks until the lock is free or times out. */
+    blockingAcquire?: boolean;
+  };
+}
+
+/** Identities used for lock contention: the `<hostname>_<instance>` shape of the original. */
+export const IDENTITY_A = 'conformance-a_1';
+export const IDENTITY_B = 'conformance-b_2';
+
+/** Expects `p` to reject with an ArchipelagoError of `code`; resolves that error. */
+export async function expectCode(p: Promise<unknown>, code: ErrorCode): Promise<ArchipelagoError> {
+  let settled: { ok: true; value: unknown } | { ok: false; error: unknown };
+  try {
+    settled = { ok: true, value: await p };
+  } catch (error) {
+    settled = { ok: false, error };
+  }
+  if (settled.ok) throw new Error(`expected a rejection with ${code}, but the call resolved`);
+  const e = settled.error;
+  if (!ArchipelagoError.isInstance(e)) {
+    throw new Error(`expected an ArchipelagoError ${code}, got ${String(e)}`, { cause: e });
+  }
+  expect(e.code, e.message).toBe(code);
+  return e;
+}
+
+/** Collects an async iterable. */
+export async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const x of it) out.push(x);
+  return out;
+}
+
+/** Deterministic pseudo-random bytes (xorshift32), so failures replay. */
+export function patternBytes(length: number, seed: number): Buffer {
+  const b = Buffer.allocUnsafe(length);
+  let x = seed >>> 0 || 0x9e3779b9;
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    b[i] = x & 0xff;
+  }
+  return b;
+}
+
+/** Resolves with 'pending' if `p` has not settled within `ms`, else with how it settled. */
+async function stateAfter(p: Promise<unknown>, ms: number): Promise<'pending' | 'resolved' | 'rejected'> {
+  let state: 'pending' | 'resolved' | 'rejected' = 'pending';
+  p.then(
+    () => {
+      state = 'resolved';
+    },
+    () => {
+      state = 'rejected';
+    },
+  );
+  await new Promise((r) => setTimeout(r, ms));
+  return state;
+}
+
+/** Names that could escape a store or break its naming; every method must refuse them. */
+export const BAD_NAMES: readonly string[] = [
+  '',
+  '.',
+  '..',
+  '../x',
+  '../../etc/passwd',
+  'a/b',
+  '/abs',
+  'a\\b',
+  'x\0y',
+  'sp ace',
+  'new\nline',
+  'tilde~',
+  'ünïcode',
+  'x'.repeat(124),
+  'y'.repeat(300),
+];
+
+export function blockerConformance(opts: ConformanceOptions): void {
+  const { factory } = opts;
+  const blockingAcquire = opts.supports?.blockingAcquire ?? true;
+
+  describe(`blocker conformance: ${opts.name}`, () => {
+    const opened: Blocker[] = [];
+    let counter = 0;
+    const run = randomBytes(3).toString('hex');
+
+    /** A fresh name prefix per test, so tests on the shared store never see each other. */
+    const prefix = () => `c${run}-${++counter}-`;
+
+    async function open(identity?: string): Promise<Blocker> {
+      const b = await factory(identity === undefined ? undefined : { identity });
+      opened.push(b);
+      return b;
+    }
+
+    afterEach(async () => {
+      const all = opened.splice(0);
+      await Promise.all(all.map((b) => b.close().catch(() => {})));
+    });
+
+    afterAll(async () => {
+      await opts.cleanup?.();
+    });
+
+    describe('identity', () => {
+      it('declares specification v1, a kind and an identity', async () => {
+        const b = await open();
+        expect(b.specificationVersion).toBe('v1');
+        expect(typeof b.kind).toBe('string');
+        expect(b.kind.length).toBeGreaterThan(0);
+        expect(typeof b.identity).toBe('string');
+        expect(b.identity.length).toBeGreaterThan(0);
+      });
+
+      it('uses the identity the factory was given', async () => {
+        const a = await open(IDENTITY_A);
+        const b = await open(IDENTITY_B);
+        expect(a.identity).toBe(IDENTITY_A);
+        expect(b.identity).toBe(IDENTITY_B);
+      });
+    });
+
+    describe('write and read', () => {
+      const sizes = [1, 511, 512, 513, 4095, 4096, 4097, 65_536 + 3, (1 << 20) + 1, (4 << 20) - 7];
+      for (const size of sizes) {
+        it(`reads back ${size} bytes written at offset 0`, async () => {
+          const b = await open();
+          const name = `${prefix()}obj`;
+          const data = patternBytes(size, size);
+          await b.write(name, 0, data);
+          const back = await b.read(name, 0, size);
+          expect(Buffer.isBuffer(back)).toBe(true);
+          expect(back.length).toBe(size);
+          expect(back.equals(data)).toBe(true);
+          expect(await b.info(name)).toEqual({ size });
+        });
+      }
+
+      for (const offset of [1, 511, 4096, 4096 * 3 + 7, (4 << 20) - 100]) {
+        it(`reads back bytes written at offset ${offset}, with zeros before them`, async () => {
+          const b = await open();
+          const name = `${prefix()}obj`;
+          const data = patternBytes(5000, offset);
+          await b.write(name, offset, data);
+          expect((await b.read(name, offset, data.length)).equals(data)).toBe(true);
+          expect((await b.read(name, 0, offset)).equals(Buffer.alloc(offset))).toBe(true);
+          expect(await b.info(name)).toEqual({ size: offset + data.length });
+        });
+      }
+
+      it('reads any sub-range of what was written', async () => {
+        const b = await open();
+        const name = `${prefix()}obj`;
+        const data = patternBytes(3 * 4096 + 17, 7);
+        await b.write(name, 0, data);
+        for (const [o, l] of [
+          [0, 1],
+          [1, 4096],
+          [4095, 2],
+          [4096, 4096],
+          [5000, 3000],
+          [data.length - 1, 1],
+        ] as const) {
+          expect((await b.read(name, o, l)).equals(data.subarray(o, o + l)), `read(${o}, ${l})`).toBe(true);
+        }
+      });
+
+      it('overwrites part of an object and keeps the rest', async () => {
+        const b = await open();
+        const name = `${prefix()}obj`;
+        const base = patternBytes(8192, 1);
+        const patch = patternBytes(100, 2);
+        await b.write(name, 0, base);
+        await b.write(name, 1000, patch);
+        const expected = Buffer.from(base);
+        patch.copy(expected, 1000);
+        expect((await b.read(name, 0, 8192)).equals(expected)).toBe(true);
+        expect(await b.info(name)).toEqual({ size: 8192 });
+      });
+
+      it('extends an object by writing past its end (the gap reads as zeros)', async () => {
+        const b = await open();
+        const name = `${prefix()}obj`;
+        await b.write(name, 0, Buffer.from('head'));
+        await b.write(name, 10_000, Buffer.from('tail'));
+        expect(await b.info(name)).toEqual({ size: 10_004 });
+        const all = await b.read(name, 0, 10_004);
+        expect(all.subarray(0, 4).toString()).toBe('head');
+        expect(all.subarray(4, 10_000).equals(Buffer.alloc(9996))).toBe(true);
+        expect(all.subarray(10_000).toString()).toBe('tail');
+      });
+
+      it('zero-fills a read past the end and returns the full length', async () => {
+        const b = await open();
+        const name = `${prefix()}obj`;
+        const data = patternBytes(100, 3);
+        await b.write(name, 0, data);
+        const straddle = await b.read(name, 50, 100);
+        expect(straddle.length).toBe(100);
+        expect(straddle.subarray(0, 50).equals(data.subarray(50))).toBe(true);
+        expect(straddle.subarray(50).equals(Buffer.alloc(50))).toBe(true);
+        const beyond = await b.read(name, 1 << 20, 4096);
+        expect(beyond.length).toBe(4096);
+        expect(beyond.equals(Buffer.alloc(4096))).toBe(true);
+        expect(await b.info(name)).toEqual({ size: 100 });
+      });
+
+      it('returns an empty buffer for a zero-length read of an existing object', async () => {
+        const b = await open();
+        const name = `${prefix()}obj`;
+        await b.write(name, 0, Buffer.from('x'));
+        expect((await b.read(name, 0, 0)).length).toBe(0);
+      });
+
+      it('fails a read of a missing object with ENOENT_OBJECT', async () => {
+        const b = await open();
+        await expectCode(b.read(`${prefix()}missing`, 0, 10), 'ENOENT_OBJECT');
+      });
+
+      it('reads a missing object as zeros with missingOk, without creating it', async () => {
+        const b = await open();
+        const name = `${prefix()}missing`;
+        const z = await b.read(name, 4096, 8192, { missingOk: true });
+        expect(z.length).toBe(8192);
+        expect(z.equals(Buffer.alloc(8192))).toBe(true);
+        expect(await b.exists(name)).toBe(false);
+      });
+
+      it('accepts a plain Uint8Array, and a view into a larger buffer', async () => {
+        const b = await open();
+        const name = `${prefix()}obj`;
+        await b.write(name, 0, new Uint8Array([1, 2, 3]));
+        const big = patternBytes(1000, 9);
+        await b.write(name, 3, big.subarray(100, 200));
+        const back = await b.read(name, 0, 103);
+        expect([...back.subarray(0, 3)]).toEqual([1, 2, 3]);
+        expect(back.subarray(3).equals(big.subarray(100, 200))).toBe(true);
+      });
+
+      it('creates an object with an empty write', async () => {
+        const b = await open();
+        const name = `${prefix()}obj`;
+        await b.write(name, 0, new Uint8Array(0));
+        expect(await b.exists(name)).toBe(true);
+        expect(await b.info(name)).toEqual({ size: 0 });
+      });
+
+      it('does not keep a reference to the caller’s buffer', async () => {
+        const b = await open();
+        const name = `${prefix()}obj`;
+        const data = Buffer.from('original');
+        await b.write(name, 0, data);
+        data.fill(0);
+        expect((await b.read(name, 0, 8)).toString()).toBe('original');
+      });
+
+      it('rejects (and does not throw synchronously) a negative or fractional offset or length', async () => {
+        const b = await open();
+        const name = `${prefix()}obj`;
+        const calls: Array<() => Promise<unknown>> = [
+          () => b.read(name, -1, 10),
+          () => b.read(name, 0, -1),
+          () => b.read(name, 0.5, 10),
+          () => b.write(name, -4096, Buffer.from('x')),
+          () => b.write(name, 1.5, Buffer.from('x')),
+        ];
+        for (const call of calls) {
+          let p: Promise<unknown> | undefined;
+          expect(() => {
+            p = call();
+          }).not.toThrow();
+          await expect(p).rejects.toBeInstanceOf(Error);
+        }
+        expect(await b.exists(name)).toBe(false);
+      });
+
+      it('agrees with an in-memory model over a random sequence of writes and reads', async () => {
+        const b = await open();
+        const p = prefix();
+        const names = [`${p}m0`, `${p}m1`, `${p}m2`];
+        const model = new Map<string, Buffer>();
+        let seed = 12345;
+        const rand = (n: number) => {
+          seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+          return (seed >>> 8) % n;
+        };
+        for (let step = 0; step < 150; step++) {
+          const name = names[rand(names.length)] as string;
+          const cur = model.get(name);
+          const op = rand(10);
+          const ctx = `step ${step} op ${op} on ${name}`;
+          if (op < 5) {
+            const offset = rand(3) === 0 ? rand(4) * 4096 : rand(20_000);
+            const data = patternBytes(1 + rand(rand(2) ? 9000 : 300), step + 1);
+            await b.write(name, offset, data);
+            const next = Buffer.alloc(Math.max(cur?.length ?? 0, offset + data.length));
+            cur?.copy(next);
+            data.copy(next, offset);
+            model.set(name, next);
+          } else if (op === 5) {
+            const data = patternBytes(rand(6000), step + 1);
+            await b.writeFull(name, data);
+            model.set(name, Buffer.from(data));
+          } else if (op === 6) {
+            expect(await b.delete(name), ctx).toBe(cur !== undefined);
+            model.delete(name);
+          } else if (op === 7) {
+            const dst = names[rand(names.length)] as string;
+            await b.copy(name, dst, { missingOk: true });
+            model.set(dst, Buffer.from(cur ?? Buffer.alloc(0)));
+          } else {
+            const offset = rand(25_000);
+            const length = rand(9000);
+            const got = await b.read(name, offset, length, { missingOk: true });
+            const want = Buffer.alloc(length);
+            cur?.copy(want, 0, Math.min(offset, cur.length), Math.min(offset + length, cur.length));
+            expect(got.equals(want), ctx).toBe(true);
+            expect(await b.info(name), ctx).toEqual(cur ? { size: cur.length } : null);
+          }
+        }
+        for (const name of names) {
+          const cur = model.get(name);
+          expect(await b.info(name)).toEqual(cur ? { size: cur.length } : null);
+          if (cur) expect((await b.read(name, 0, cur.length)).equals(cur)).toBe(true);
+        }
+      });
+    });
+
+    describe('writeFull', () => {
+      it('creates an object', async () => {
+        const b = await open();
+        const name = `${prefix()}obj`;
+        const data = patternBytes(70_000, 4);
+        await b.writeFull(name, data);
+        expect(await b.info(name)).toEqual({ size: data.length });
+        expect((await b.read(name, 0, data.length)).equals(data)).toBe(true);
+      });
+
+      it('replaces the whole object and truncates what was beyond', async () => {
+        const b = await open();
+        const name = `${prefix()}obj`;
+        await b.write(name, 0, patternBytes(10_000, 5));
+        await b.writeFull(name, Buffer.from('short'));
+        expect(await b.info(name)).toEqual({ size: 5 });
+        const back = await b.read(name, 0, 20);
+        expect(back.subarray(0, 5).toString()).toBe('short');
+        expect(back.subarray(5).equals(Buffer.alloc(15))).toBe(true);
+      });
+
+      it('writes an empty object that exists with size 0', async () => {
+        const b = await open();
+        const name = `${prefix()}obj`;
+        await b.write(name, 0, Buffer.from('something'));
+        await b.writeFull(name, new Uint8Array(0));
+        expect(await b.exists(name)).toBe(true);
+        expect(await b.info(name)).toEqual({ size: 0 });
+      });
+
+      it('is seen by a later write and read on the same blocker', async () => {
+        const b = await open();
+        const name = `${prefix()}obj`;
+        await b.write(name, 0, Buffer.from('aaaaaaaa'));
+        await b.read(name, 0, 8);
+        await b.writeFull(name, Buffer.from('bbbb'));
+        await b.write(name, 2, Buffer.from('CC'));
+        expect((await b.read(name, 0, 4)).toString()).toBe('bbCC');
+      });
+    });
+
+    describe('copy', () => {
+      it('copies an object to a new name', async () => {
+        const b = await open();
+        const p = prefix();
+        const data = patternBytes(300_000, 6);
+        await b.write(`${p}src`, 0, data);
+        await b.copy(`${p}src`, `${p}dst`);
+        expect(await b.info(`${p}dst`)).toEqual({ size: data.length });
+        expect((await b.read(`${p}dst`, 0, data.length)).equals(data)).toBe(true);
+      });
+
+      it('replaces an existing destination entirely', async () => {
+        const b = await open();
+        const p = prefix();
+        await b.write(`${p}dst`, 0, patternBytes(50_000, 7));
+        await b.read(`${p}dst`, 0, 10);
+        await b.write(`${p}src`, 0, Buffer.from('small'));
+        await b.copy(`${p}src`, `${p}dst`);
+        expect(await b.info(`${p}dst`)).toEqual({ size: 5 });
+        expect((await b.read(`${p}dst`, 0, 5)).toString()).toBe('small');
+      });
+
+      it('makes an independent copy', async () => {
+        const b = await open();
+        const p = prefix();
+        await b.write(`${p}src`, 0, Buffer.from('before'));
+        await b.copy(`${p}src`, `${p}dst`);
+        await b.write(`${p}src`, 0, Buffer.from('AFTER!'));
+        await b.write(`${p}dst`, 0, Buffer.from('d'));
+        expect((await b.read(`${p}dst`, 0, 6)).toString()).toBe('defore');
+        expect((await b.read(`${p}src`, 0, 6)).toString()).toBe('AFTER!');
+      });
+
+      it('fails with ENOENT_OBJECT for a missing source and leaves the destination alone', async () => {
+        const b = await open();
+        const p = prefix();
+        await b.write(`${p}dst`, 0, Buffer.from('keep me'));
+        await expectCode(b.copy(`${p}nosrc`, `${p}dst`), 'ENOENT_OBJECT');
+        expect((await b.read(`${p}dst`, 0, 7)).toString()).toBe('keep me');
+        await expectCode(b.copy(`${p}nosrc`, `${p}nodst`), 'ENOENT_OBJECT');
+        expect(await b.exists(`${p}nodst`)).toBe(false);
+      });
+
+      it('makes the destination empty for a missing source with missingOk', async () => {
+        const b = await open();
+        const p = prefix();
+        await b.write(`${p}dst`, 0, Buffer.from('old content'));
+        await b.copy(`${p}nosrc`, `${p}dst`, { missingOk: true });
+        expect(await b.info(`${p}dst`)).toEqual({ size: 0 });
+        await b.copy(`${p}nosrc`, `${p}fresh`, { missingOk: true });
+        expect(await b.info(`${p}fresh`)).toEqual({ size: 0 });
+      });
+
+      it('copies an object onto itself without losing it', async () => {
+        const b = await open();
+        const name = `${prefix()}self`;
+        await b.write(name, 0, Buffer.from('same'));
+        await b.copy(name, name);
+        expect((await b.read(name, 0, 4)).toString()).toBe('same');
+        expect(await b.info(name)).toEqual({ size: 4 });
+      });
+    });
+
+    describe('delete, info, exists', () => {
+      it('deletes an object: true the first time, false after', async () => {
+        const b = await open();
+        const name = `${prefix()}obj`;
+        await b.write(name, 0, Buffer.from('x'));
+        await b.read(name, 0, 1);
+        expect(await b.delete(name)).toBe(true);
+        expect(await b.delete(name)).toBe(false);
+        expect(await b.exists(name)).toBe(false);
+        expect(await b.info(name)).toBeNull();
+        await expectCode(b.read(name, 0, 1), 'ENOENT_OBJECT');
+      });
+
+      it('resolves false when deleting an object that never existed', async () => {
+        const b = await open();
+        expect(await b.delete(`${prefix()}never`)).toBe(false);
+      });
+
+      it('recreates a deleted object from scratch', async () => {
+        const b = await open();
+        const name = `${prefix()}obj`;
+        await b.write(name, 0, patternBytes(9000, 8));
+        await b.delete(name);
+        await b.write(name, 0, Buffer.from('new'));
+        expect(await b.info(name)).toEqual({ size: 3 });
+        expect((await b.read(name, 0, 3)).toString()).toBe('new');
+      });
+
+      it('reports info and exists', async () => {
+        const b = await open();
+        const name = `${prefix()}obj`;
+        expect(await b.info(name)).toBeNull();
+        expect(await b.exists(name)).toBe(false);
+        await b.write(name, 12_345, Buffer.from('z'));
+        expect(await b.info(name)).toEqual({ size: 12_346 });
+        expect(await b.exists(name)).toBe(true);
+      });
+    });
+
+    describe('list', () => {
+      it('lists the objects under a prefix, and no lock objects', async () => {
+        const b = await open(IDENTITY_A);
+        const p = prefix();
+        await b.write(`${p}a`, 0, Buffer.from('1'));
+        await b.writeFull(`${p}b`, Buffer.from('2'));
+        await b.write(`${p}c`, 0, Buffer.from('3'));
+        await b.copy(`${p}c`, `${p}d`);
+        await b.write(`${p}gone`, 0, Buffer.from('4'));
+        await b.delete(`${p}gone`);
+        await b.write(`other${p}`, 0, Buffer.from('5'));
+        await b.acquire(`${p}a`);
+        await b.acquire(`${p}vol`);
+        const listed = await collect(b.list(p));
+        expect(listed.sort()).toEqual([`${p}a`, `${p}b`, `${p}c`, `${p}d`]);
+        const all = await collect(b.list());
+        expect(all).toEqual(expect.arrayContaining([`${p}a`, `${p}b`, `${p}c`, `${p}d`, `other${p}`]));
+        expect(all.filter((n) => n.startsWith(p) && n.endsWith(LOCK_SUFFIX))).toEqual([]);
+        expect(new Set(all).size).toBe(all.length);
+        await b.release(`${p}a`);
+        await b.release(`${p}vol`);
+      });
+
+      it('lists nothing for a prefix nothing has', async () => {
+        const b = await open();
+        expect(await collect(b.list(`${prefix()}none-`))).toEqual([]);
+      });
+    });
+
+    describe('locks', () => {
+      it('acquires a free lock, records the owner, and is idempotent for that owner', async () => {
+        const a = await open(IDENTITY_A);
+        const name = `${prefix()}vol`;
+        expect(await a.lockOwner(name)).toBeNull();
+        await a.acquire(name);
+        expect(await a.lockOwner(name)).toBe(IDENTITY_A);
+        await a.acquire(name);
+        await a.acquire(name, { wait: true, timeoutMs: 1000 });
+        expect(await a.lockOwner(name)).toBe(IDENTITY_A);
+        await a.release(name);
+        expect(await a.lockOwner(name)).toBeNull();
+      });
+
+      it('treats the lock and the object of the same name as separate things', async () => {
+        const a = await open(IDENTITY_A);
+        const name = `${prefix()}vol`;
+        await a.acquire(name);
+        expect(await a.exists(name)).toBe(false);
+        await a.write(name, 0, Buffer.from('map'));
+        expect(await a.delete(name)).toBe(true);
+        expect(await a.lockOwner(name)).toBe(IDENTITY_A);
+        await a.release(name);
+      });
+
+      it('refuses a lock held by another identity with ELOCKED naming the owner', async () => {
+        const a = await open(IDENTITY_A);
+        const b = await open(IDENTITY_B);
+        const name = `${prefix()}vol`;
+        await a.acquire(name);
+        const e = await expectCode(b.acquire(name), 'ELOCKED');
+        expect(e.details.owner).toBe(IDENTITY_A);
+        expect(await b.lockOwner(name)).toBe(IDENTITY_A);
+        expect(await a.lockOwner(name)).toBe(IDENTITY_A);
+      });
+
+      it('refuses a release by a non-owner with ELOCKED and keeps the lock', async () => {
+        const a = await open(IDENTITY_A);
+        const b = await open(IDENTITY_B);
+        const name = `${prefix()}vol`;
+        await a.acquire(name);
+        const e = await expectCode(b.release(name), 'ELOCKED');
+        expect(e.details.owner).toBe(IDENTITY_A);
+        expect(await b.lockOwner(name)).toBe(IDENTITY_A);
+        await a.release(name);
+      });
+
+      it('breaks another owner’s lock with a forced release', async () => {
+        const a = await open(IDENTITY_A);
+        const b = await open(IDENTITY_B);
+        const name = `${prefix()}vol`;
+        await a.acquire(name);
+        await b.release(name, { force: true });
+        expect(await a.lockOwner(name)).toBeNull();
+        await b.acquire(name);
+        expect(await a.lockOwner(name)).toBe(IDENTITY_B);
+        await expectCode(a.release(name), 'ELOCKED');
+        await b.release(name);
+      });
+
+      it('fails the release of a free lock with ENOTLOCKED (forced or not)', async () => {
+        const a = await open(IDENTITY_A);
+        const name = `${prefix()}vol`;
+        await expectCode(a.release(name), 'ENOTLOCKED');
+        await expectCode(a.release(name, { force: true }), 'ENOTLOCKED');
+        await a.acquire(name);
+        await a.release(name);
+        await expectCode(a.release(name), 'ENOTLOCKED');
+      });
+
+      it('hands a released lock to the next identity', async () => {
+        const a = await open(IDENTITY_A);
+        const b = await open(IDENTITY_B);
+        const name = `${prefix()}vol`;
+        await a.acquire(name);
+        await a.release(name);
+        await b.acquire(name);
+        expect(await a.lockOwner(name)).toBe(IDENTITY_B);
+        await b.release(name);
+      });
+
+      it('gives a contended lock to exactly one of two concurrent acquirers', async () => {
+        const a = await open(IDENTITY_A);
+        const b = await open(IDENTITY_B);
+        for (let i = 0; i < 5; i++) {
+          const name = `${prefix()}race`;
+          const results = await Promise.allSettled([a.acquire(name), b.acquire(name)]);
+          const won = results.filter((r) => r.status === 'fulfilled');
+          expect(won.length).toBe(1);
+          const lost = results.find((r) => r.status === 'rejected');
+          expect(ArchipelagoError.is(lost?.reason, 'ELOCKED')).toBe(true);
+          const owner = await a.lockOwner(name);
+          expect(owner).toBe(results[0]?.status === 'fulfilled' ? IDENTITY_A : IDENTITY_B);
+          expect((lost?.reason as ArchipelagoError).details.owner).toBe(owner);
+        }
+      });
+
+      it('keeps locks held across close(): they belong to the identity', async () => {
+        const a = await open(IDENTITY_A);
+        const name = `${prefix()}vol`;
+        await a.acquire(name);
+        await a.close();
+        const b = await open(IDENTITY_B);
+        expect(await b.lockOwner(name)).toBe(IDENTITY_A);
+        const a2 = await open(IDENTITY_A);
+        await a2.acquire(name);
+        await a2.release(name);
+      });
+
+      it.skipIf(!blockingAcquire)('resolves a waiting acquire of a free lock at once', async () => {
+        const b = await open(IDENTITY_B);
+        const name = `${prefix()}vol`;
+        await b.acquire(name, { wait: true, timeoutMs: 5000 });
+        expect(await b.lockOwner(name)).toBe(IDENTITY_B);
+      });
+
+      it.skipIf(!blockingAcquire)('blocks a waiting acquire until the holder releases', async () => {
+        const a = await open(IDENTITY_A);
+        const b = await open(IDENTITY_B);
+        const name = `${prefix()}vol`;
+        await a.acquire(name);
+        const waiting = b.acquire(name, { wait: true, timeoutMs: 10_000 });
+        expect(await stateAfter(waiting, 300)).toBe('pending');
+        expect(await a.lockOwner(name)).toBe(IDENTITY_A);
+        const releasedAt = Date.now();
+        await a.release(name);
+        await waiting;
+        expect(Date.now() - releasedAt).toBeLessThan(5000);
+        expect(await a.lockOwner(name)).toBe(IDENTITY_B);
+        await b.release(name);
+      });
+
+      it.skipIf(!blockingAcquire)('gives up a waiting acquire with ETIMEDOUT', async () => {
+        const a = await open(IDENTITY_A);
+        const b = await open(IDENTITY_B);
+        const name = `${prefix()}vol`;
+        await a.acquire(name);
+        const t0 = Date.now();
+        const e = await expectCode(b.acquire(name, { wait: true, timeoutMs: 400 }), 'ETIMEDOUT');
+        const took = Date.now() - t0;
+        expect(took).toBeGreaterThanOrEqual(350);
+        expect(took).toBeLessThan(5000);
+        expect(e.details.owner).toBe(IDENTITY_A);
+        expect(await b.lockOwner(name)).toBe(IDENTITY_A);
+      });
+    });
+
+    describe('concurrency', () => {
+      it('runs 50 concurrent writes to distinct objects', async () => {
+        const b = await open();
+        const p = prefix();
+        const n = 50;
+        await Promise.all(Array.from({ length: n }, (_, i) => b.write(`${p}${i}`, i * 512, patternBytes(20_000, i))));
+        const back = await Promise.all(Array.from({ length: n }, (_, i) => b.read(`${p}${i}`, i * 512, 20_000)));
+        back.forEach((buf, i) => {
+          expect(buf.equals(patternBytes(20_000, i)), `object ${i}`).toBe(true);
+        });
+        expect((await collect(b.list(p))).length).toBe(n);
+      });
+
+      it('lands concurrent writes to disjoint ranges of one object', async () => {
+        const b = await open();
+        const name = `${prefix()}obj`;
+        const piece = 1000; // deliberately not a multiple of any block size
+        const n = 24;
+        await Promise.all(Array.from({ length: n }, (_, i) => b.write(name, i * piece, patternBytes(piece, 100 + i))));
+        const all = await b.read(name, 0, n * piece);
+        for (let i = 0; i < n; i++) {
+          expect(all.subarray(i * piece, (i + 1) * piece).equals(patternBytes(piece, 100 + i)), `piece ${i}`).toBe(true);
+        }
+        expect(await b.info(name)).toEqual({ size: n * piece });
+      });
+
+      it('serves concurrent reads of one object', async () => {
+        const b = await open();
+        const name = `${prefix()}obj`;
+        const data = patternBytes(64 * 1024, 11);
+        await b.write(name, 0, data);
+        const reads = await Promise.all(Array.from({ length: 32 }, (_, i) => b.read(name, i * 2048, 2048)));
+        reads.forEach((r, i) => {
+          expect(r.equals(data.subarray(i * 2048, (i + 1) * 2048))).toBe(true);
+        });
+      });
+    });
+
+    describe('names', () => {
+      it('accepts every name the rules allow, up to 123 characters', async () => {
+        const b = await open();
+        const p = prefix();
+        const names = [`${p}a.b-c_d`, `.${p}`, `..${p}`, `${p}${'n'.repeat(123 - p.length)}`];
+        for (const name of names) {
+          expect(name.length).toBeLessThanOrEqual(123);
+          await b.write(name, 0, Buffer.from(name));
+          expect((await b.read(name, 0, name.length)).toString()).toBe(name);
+          await b.acquire(name);
+          await b.release(name);
+          expect(await b.delete(name)).toBe(true);
+        }
+      });
+
+      it('refuses names that could escape the store with EINVAL_NAME, writing nothing', async () => {
+        const b = await open(IDENTITY_A);
+        const good = `${prefix()}good`;
+        await b.write(good, 0, Buffer.from('g'));
+        const before = (await collect(b.list())).sort();
+        for (const bad of BAD_NAMES) {
+          const calls: Array<[string, () => Promise<unknown>]> = [
+            ['read', () => b.read(bad, 0, 1)],
+            ['read missingOk', () => b.read(bad, 0, 1, { missingOk: true })],
+            ['write', () => b.write(bad, 0, Buffer.from('evil'))],
+            ['writeFull', () => b.writeFull(bad, Buffer.from('evil'))],
+            ['copy to', () => b.copy(good, bad)],
+            ['copy from', () => b.copy(bad, `${good}2`)],
+            ['copy from missingOk', () => b.copy(bad, `${good}3`, { missingOk: true })],
+            ['delete', () => b.delete(bad)],
+            ['info', () => b.info(bad)],
+            ['exists', () => b.exists(bad)],
+            ['acquire', () => b.acquire(bad)],
+            ['acquire wait', () => b.acquire(bad, { wait: true, timeoutMs: 100 })],
+            ['release', () => b.release(bad, { force: true })],
+            ['lockOwner', () => b.lockOwner(bad)],
+          ];
+          for (const [what, call] of calls) {
+            const e = await expectCode(call(), 'EINVAL_NAME').catch((err: Error) => {
+              throw new Error(`${what}(${JSON.stringify(bad)}): ${err.message}`, { cause: err });
+            });
+            expect(e.message.length).toBeGreaterThan(0);
+          }
+        }
+        expect((await collect(b.list())).sort()).toEqual(before);
+        expect(await b.exists(`${good}2`)).toBe(false);
+        expect(await b.exists(`${good}3`)).toBe(false);
+      });
+    });
+
+    describe('lifecycle', () => {
+      it('flushes', async () => {
+        const b = await open();
+        await b.write(`${prefix()}obj`, 0, Buffer.from('x'));
+        await expect(b.flush()).resolves.toBeUndefined();
+      });
+
+      it('fails every call after close() with ECLOSED; close is idempotent', async () => {
+        const b = await open(IDENTITY_A);
+        const name = `${prefix()}obj`;
+        await b.write(name, 0, Buffer.from('x'));
+        await b.close();
+        await b.close();
+        const calls: Array<[string, () => Promise<unknown>]> = [
+          ['read', () => b.read(name, 0, 1)],
+          ['write', () => b.write(name, 0, Buffer.from('y'))],
+          ['writeFull', () => b.writeFull(name, Buffer.from('y'))],
+          ['copy', () => b.copy(name, `${name}2`)],
+          ['delete', () => b.delete(name)],
+          ['info', () => b.info(name)],
+          ['exists', () => b.exists(name)],
+          ['list', () => collect(b.list())],
+          ['acquire', () => b.acquire(name)],
+          ['release', () => b.release(name)],
+          ['lockOwner', () => b.lockOwner(name)],
+          ['flush', () => b.flush()],
+        ];
+        for (const [what, call] of calls) {
+          await expectCode(call(), 'ECLOSED').catch((err: Error) => {
+            throw new Error(`${what}: ${err.message}`, { cause: err });
+          });
+        }
+        const other = await open();
+        expect((await other.read(name, 0, 1)).toString()).toBe('x');
+        expect(await other.exists(`${name}2`)).toBe(false);
+      });
+
+      it.skipIf(!blockingAcquire)('ends a waiting acquire when the blocker closes', async () => {
+        const a = await open(IDENTITY_A);
+        const b = await open(IDENTITY_B);
+        const name = `${prefix()}vol`;
+        await a.acquire(name);
+        const waiting = b.acquire(name, { wait: true, timeoutMs: 30_000 });
+        waiting.catch(() => {});
+        await new Promise((r) => setTimeout(r, 50));
+        const t0 = Date.now();
+        await b.close();
+        await expectCode(waiting, 'ECLOSED');
+        expect(Date.now() - t0).toBeLessThan(5000);
+        expect(await a.lockOwner(name)).toBe(IDENTITY_A);
+      });
+    });
+  });
+}

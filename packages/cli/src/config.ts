@@ -1,0 +1,598 @@
+/**
+ * The Archipelago configuration file (reference §5.2): INI with the sections `[ARCHIPELAGO]`,
+ * `[XSEG]`, `[PEERS]` and one section per role (`[blockerb]`, `[blockerm]`, `[mapperd]`,
+ * `[vlmcd]`, ...).
+ *
+ * Which file (first match wins):
+ *   1. the path given with `-c/--config`;
+ *   2. the environment variable ARCHIPELAGO_CONF;
+ *   3. /etc/archipelago/archipelago.conf, when it exists;
+ *   4. the embedded default `<data>/archipelago.conf`, `<data>` being $XDG_DATA_HOME/archipelago
+ *      or ~/.local/share/archipelago. It is created on first use, with the blocks and maps kept
+ *      under `<data>/blocks` and `<data>/maps`.
+ * A file named by 1 or 2 must exist: it is never created.
+ *
+ * The file is read (and, for the embedded default, written) through `conf` with an INI
+ * serializer; INI values are strings, so known numeric and boolean keys are converted before
+ * the JSON schema checks them. Checks a schema cannot express (powers of two, port ranges that
+ * must not overlap, ports that must name a peer) follow. Every fault is an ArchipelagoError
+ * EINVAL_CONFIG whose message names the file and the key.
+ */
+import { existsSync, statSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { basename, dirname, extname, isAbsolute, join, resolve } from 'node:path';
+import { ArchipelagoError } from '@archipelago/libxseg';
+import Conf from 'conf';
+import * as ini from 'ini';
+
+/** The system-wide configuration file of the original. */
+export const SYSTEM_CONFIG_PATH = '/etc/archipelago/archipelago.conf';
+/** Environment variable naming the configuration file. */
+export const CONFIG_ENV = 'ARCHIPELAGO_CONF';
+
+export type BlockerType = 'file_blocker' | 'rados_blocker';
+
+export interface ArchipelagoSection {
+  USER: string;
+  GROUP: string;
+  BLKTAP_ENABLED: boolean;
+  /** A umask as a number (the file may say `0o007`, `007` or `7`). */
+  UMASK: number;
+  [key: string]: unknown;
+}
+
+export interface XsegSection {
+  SEGMENT_PORTS: number;
+  SEGMENT_DYNPORTS: number;
+  /** MiB. */
+  SEGMENT_SIZE: number;
+  VTOOL_START: number;
+  VTOOL_END: number;
+  [key: string]: unknown;
+}
+
+export interface PeersSection {
+  /** Space-separated roles, also their start order. */
+  ROLES: string;
+  [key: string]: unknown;
+}
+
+interface PeerSection {
+  type: string;
+  portno_start: number;
+  portno_end: number;
+  nr_ops: number;
+  [key: string]: unknown;
+}
+
+export interface BlockerSection extends PeerSection {
+  type: BlockerType;
+  /** file_blocker: directory of the objects (absolute once loaded). */
+  archip_dir?: string;
+  /** file_blocker: flat directory for lock files (absolute once loaded). */
+  lock_dir?: string;
+  fdcache: number;
+  direct: boolean;
+  /** Lock-owner suffix: the identity is `<hostname>_<unique_str>`. */
+  unique_str?: string;
+  /** rados_blocker: the pool. */
+  pool?: string;
+}
+
+export interface MapperdSection extends PeerSection {
+  blockerb_port: number;
+  blockerm_port: number;
+  /** Seconds a write waits for another owner's volume lock. */
+  lock_timeout: number;
+}
+
+export interface VlmcdSection extends PeerSection {
+  blocker_port: number;
+  mapper_port: number;
+}
+
+export interface ArchipelagoConfig {
+  ARCHIPELAGO: ArchipelagoSection;
+  XSEG: XsegSection;
+  PEERS: PeersSection;
+  blockerb: BlockerSection;
+  blockerm: BlockerSection;
+  mapperd: MapperdSection;
+  vlmcd: VlmcdSection;
+  [section: string]: unknown;
+}
+
+/** Where the configuration came from. */
+export type ConfigSource = 'flag' | 'env' | 'system' | 'default';
+
+export interface LoadedConfig {
+  /** Absolute path of the file that was read. */
+  path: string;
+  source: ConfigSource;
+  /** True when this call created the embedded default file. */
+  created: boolean;
+  config: ArchipelagoConfig;
+}
+
+export interface LoadConfigOptions {
+  /** Environment to read ARCHIPELAGO_CONF, XDG_DATA_HOME and HOME from (default process.env). */
+  env?: NodeJS.ProcessEnv;
+  /** The system-wide path to look at (default /etc/archipelago/archipelago.conf). */
+  systemPath?: string;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Keys and their types
+
+type Kind = 'int' | 'number' | 'bool' | 'string' | 'umask';
+
+/** Keys of the global sections. Python's ConfigParser matched option names case-insensitively. */
+const GLOBAL_KEYS: Readonly<Record<string, Readonly<Record<string, Kind>>>> = {
+  ARCHIPELAGO: { USER: 'string', GROUP: 'string', BLKTAP_ENABLED: 'bool', UMASK: 'umask' },
+  XSEG: {
+    SEGMENT_PORTS: 'int',
+    SEGMENT_DYNPORTS: 'int',
+    SEGMENT_SIZE: 'int',
+    VTOOL_START: 'int',
+    VTOOL_END: 'int',
+    segment_type: 'string',
+    segment_name: 'string',
+    segment_alignment: 'int',
+  },
+  PEERS: { ROLES: 'string', ORDER: 'string' },
+};
+
+/** Keys of the per-role sections (any role). */
+const PEER_KEYS: Readonly<Record<string, Kind>> = {
+  type: 'string',
+  portno_start: 'int',
+  portno_end: 'int',
+  nr_ops: 'int',
+  logfile: 'string',
+  threshold: 'int',
+  log_level: 'int',
+  umask: 'umask',
+  nr_threads: 'int',
+  archip_dir: 'string',
+  lock_dir: 'string',
+  fdcache: 'int',
+  direct: 'bool',
+  pithos_migrate: 'bool',
+  unique_str: 'string',
+  prefix: 'string',
+  pool: 'string',
+  cephx_id: 'string',
+  blockerb_port: 'int',
+  blockerm_port: 'int',
+  lock_timeout: 'number',
+  blocker_port: 'int',
+  mapper_port: 'int',
+  logging_conf: 'string',
+  socket_path: 'string',
+  pidfile: 'string',
+};
+
+const TRUE_WORDS = new Set(['true', 'yes', 'on', '1']);
+const FALSE_WORDS = new Set(['false', 'no', 'off', '0']);
+
+/** Reads a umask the way Python's `int(x, 0)` does, also accepting a leading-zero octal (`022`). */
+export function parseUmask(text: string): number | null {
+  const t = text.trim().toLowerCase();
+  let n: number;
+  if (/^0o[0-7]+$/.test(t)) n = Number.parseInt(t.slice(2), 8);
+  else if (/^0x[0-9a-f]+$/.test(t)) n = Number.parseInt(t.slice(2), 16);
+  else if (/^0[0-7]+$/.test(t)) n = Number.parseInt(t, 8);
+  else if (/^\d+$/.test(t)) n = Number.parseInt(t, 10);
+  else return null;
+  return n;
+}
+
+/** Converts an INI string to the key's type; leaves it alone when it does not convert (the schema then names it). */
+function coerce(kind: Kind, v: unknown): unknown {
+  if (typeof v === 'boolean') {
+    // ini turns `true`/`false` into booleans itself.
+    if (kind === 'bool') return v;
+    if (kind === 'string') return String(v);
+    return v;
+  }
+  if (typeof v !== 'string') return v;
+  const t = v.trim();
+  switch (kind) {
+    case 'int':
+      return /^[-+]?\d+$/.test(t) ? Number(t) : v;
+    case 'number':
+      return t !== '' && Number.isFinite(Number(t)) ? Number(t) : v;
+    case 'bool': {
+      const w = t.toLowerCase();
+      if (TRUE_WORDS.has(w)) return true;
+      if (FALSE_WORDS.has(w)) return false;
+      return v;
+    }
+    case 'umask':
+      return parseUmask(t) ?? v;
+    case 'string':
+      return t;
+  }
+}
+
+/** Maps `name` to its canonical spelling among `known` (case-insensitive), else returns it unchanged. */
+function canonical(name: string, known: readonly string[]): string {
+  const l = name.toLowerCase();
+  return known.find((k) => k.toLowerCase() === l) ?? name;
+}
+
+/** INI text → a plain object with canonical section/key names and typed values. */
+export function deserializeConfig(text: string): Record<string, unknown> {
+  const raw = ini.parse(text) as Record<string, unknown>;
+  const out: Record<string, unknown> = {};
+  for (const [rawSection, body] of Object.entries(raw)) {
+    const section = canonical(rawSection, Object.keys(GLOBAL_KEYS));
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+      // A key outside any section.
+      out[rawSection] = body;
+      continue;
+    }
+    const keys = GLOBAL_KEYS[section] ?? PEER_KEYS;
+    const known = Object.keys(keys);
+    const sec: Record<string, unknown> = {};
+    for (const [rawKey, value] of Object.entries(body as Record<string, unknown>)) {
+      const key = canonical(rawKey, known);
+      const kind = keys[key];
+      sec[key] = kind ? coerce(kind, value) : value;
+    }
+    out[section] = sec;
+  }
+  return out;
+}
+
+/** A plain config object → INI text (booleans as True/False and umasks in octal, as Python wrote them). */
+export function serializeConfig(value: Record<string, unknown>): string {
+  const sections: Record<string, Record<string, unknown>> = {};
+  for (const [name, body] of Object.entries(value)) {
+    if (name === '__internal__' || typeof body !== 'object' || body === null) continue;
+    const keys = GLOBAL_KEYS[name] ?? PEER_KEYS;
+    const sec: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(body as Record<string, unknown>)) {
+      if (v === undefined || v === null) continue;
+      if (typeof v === 'boolean') sec[k] = v ? 'True' : 'False';
+      else if (keys[k] === 'umask' && typeof v === 'number') sec[k] = `0o${v.toString(8).padStart(3, '0')}`;
+      else sec[k] = v;
+    }
+    sections[name] = sec;
+  }
+  return `; Archipelago configuration (reference §5.2). Edit freely: vlmc reads it on every run.\n\n${ini.stringify(
+    sections,
+    { whitespace: true },
+  )}`;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Schema
+
+const port = { type: 'integer', minimum: 0 } as const;
+
+function peerSchema(type: readonly string[], start: number, end: number, nrOps: number, extra: Record<string, unknown>) {
+  return {
+    type: 'object',
+    properties: {
+      type: { type: 'string', enum: type, ...(type.length === 1 ? { default: type[0] } : {}) },
+      portno_start: { ...port, default: start },
+      portno_end: { ...port, default: end },
+      nr_ops: { type: 'integer', minimum: 1, default: nrOps },
+      log_level: { type: 'integer', minimum: 0, maximum: 3 },
+      umask: { type: 'integer', minimum: 0, maximum: 0o777 },
+      nr_threads: { type: 'integer', minimum: 1 },
+      logfile: { type: 'string' },
+      threshold: { type: 'integer' },
+      ...extra,
+    },
+  } as const;
+}
+
+const blockerExtra = {
+  archip_dir: { type: 'string', minLength: 1 },
+  lock_dir: { type: 'string', minLength: 1 },
+  fdcache: { type: 'integer', minimum: 1, default: 512 },
+  direct: { type: 'boolean', default: false },
+  pithos_migrate: { type: 'boolean' },
+  unique_str: { type: 'string', minLength: 1, maxLength: 128 },
+  prefix: { type: 'string', maxLength: 10 },
+  pool: { type: 'string', minLength: 1 },
+  cephx_id: { type: 'string' },
+};
+
+function blockerSchema(portno: number) {
+  const s = peerSchema(['file_blocker', 'rados_blocker'], portno, portno, 64, blockerExtra);
+  return {
+    ...s,
+    required: ['type'],
+    allOf: [
+      { if: { properties: { type: { const: 'file_blocker' } } }, then: { required: ['archip_dir'] } },
+      { if: { properties: { type: { const: 'rados_blocker' } } }, then: { required: ['pool'] } },
+    ],
+  };
+}
+
+/** The JSON schema `conf` validates the file against (one entry per section). */
+export const CONFIG_SCHEMA = {
+  ARCHIPELAGO: {
+    type: 'object',
+    default: {},
+    properties: {
+      USER: { type: 'string', minLength: 1, default: 'archipelago' },
+      GROUP: { type: 'string', minLength: 1, default: 'archipelago' },
+      BLKTAP_ENABLED: { type: 'boolean', default: false },
+      UMASK: { type: 'integer', minimum: 0, maximum: 0o777, default: 0o007 },
+    },
+  },
+  XSEG: {
+    type: 'object',
+    default: {},
+    properties: {
+      SEGMENT_PORTS: { type: 'integer', minimum: 1, default: 2048 },
+      SEGMENT_DYNPORTS: { type: 'integer', minimum: 0, default: 1024 },
+      SEGMENT_SIZE: { type: 'integer', minimum: 1, default: 2048 },
+      VTOOL_START: { ...port, default: 1003 },
+      VTOOL_END: { ...port, default: 1022 },
+      segment_alignment: { type: 'integer', minimum: 0 },
+    },
+  },
+  PEERS: {
+    type: 'object',
+    default: {},
+    properties: {
+      ROLES: { type: 'string', minLength: 1, default: 'blockerb blockerm mapperd vlmcd' },
+      ORDER: { type: 'string' },
+    },
+  },
+  blockerb: blockerSchema(1000),
+  blockerm: blockerSchema(1002),
+  mapperd: {
+    default: {},
+    ...peerSchema(['mapperd'], 1001, 1001, 512, {
+      blockerb_port: { ...port, default: 1000 },
+      blockerm_port: { ...port, default: 1002 },
+      lock_timeout: { type: 'number', exclusiveMinimum: 0, default: 30 },
+    }),
+  },
+  vlmcd: {
+    default: {},
+    ...peerSchema(['vlmcd'], 500, 999, 512, {
+      blocker_port: { ...port, default: 1000 },
+      mapper_port: { ...port, default: 1001 },
+    }),
+  },
+} as const;
+
+/** Sections every file must have: the blockers say where the data lives. */
+const REQUIRED_SECTIONS = ['blockerb', 'blockerm'];
+
+/** The embedded default configuration, keeping blocks and maps under `dataDir`. */
+export function defaultConfig(dataDir: string): ArchipelagoConfig {
+  return {
+    ARCHIPELAGO: { USER: 'archipelago', GROUP: 'archipelago', BLKTAP_ENABLED: false, UMASK: 0o007 },
+    XSEG: { SEGMENT_PORTS: 2048, SEGMENT_DYNPORTS: 1024, SEGMENT_SIZE: 2048, VTOOL_START: 1003, VTOOL_END: 1022 },
+    PEERS: { ROLES: 'blockerb blockerm mapperd vlmcd' },
+    blockerb: {
+      type: 'file_blocker',
+      portno_start: 1000,
+      portno_end: 1000,
+      nr_ops: 64,
+      archip_dir: join(dataDir, 'blocks'),
+      fdcache: 512,
+      direct: false,
+    },
+    blockerm: {
+      type: 'file_blocker',
+      portno_start: 1002,
+      portno_end: 1002,
+      nr_ops: 64,
+      archip_dir: join(dataDir, 'maps'),
+      fdcache: 512,
+      direct: false,
+    },
+    mapperd: {
+      type: 'mapperd',
+      portno_start: 1001,
+      portno_end: 1001,
+      nr_ops: 512,
+      blockerb_port: 1000,
+      blockerm_port: 1002,
+      lock_timeout: 30,
+    },
+    vlmcd: { type: 'vlmcd', portno_start: 500, portno_end: 999, nr_ops: 512, blocker_port: 1000, mapper_port: 1001 },
+  };
+}
+
+// ------------------------------------------------------------------------------------------------
+// Resolution and loading
+
+/** `$XDG_DATA_HOME/archipelago`, or `~/.local/share/archipelago`. */
+export function dataDirectory(env: NodeJS.ProcessEnv = process.env): string {
+  const xdg = env.XDG_DATA_HOME;
+  const base = xdg && isAbsolute(xdg) ? xdg : join(env.HOME || homedir(), '.local', 'share');
+  return join(base, 'archipelago');
+}
+
+/** Which file would be used, and why, without reading it. */
+export function resolveConfigPath(
+  path?: string,
+  opts: LoadConfigOptions = {},
+): { path: string; source: ConfigSource } {
+  const env = opts.env ?? process.env;
+  if (path !== undefined && path !== '') return { path: resolve(path), source: 'flag' };
+  const fromEnv = env[CONFIG_ENV];
+  if (fromEnv) return { path: resolve(fromEnv), source: 'env' };
+  const system = opts.systemPath ?? SYSTEM_CONFIG_PATH;
+  if (existsSync(system)) return { path: system, source: 'system' };
+  return { path: join(dataDirectory(env), 'archipelago.conf'), source: 'default' };
+}
+
+function configError(file: string, problems: string[], details: Record<string, unknown> = {}): ArchipelagoError {
+  return new ArchipelagoError('EINVAL_CONFIG', `${file}: ${problems.join('; ')}`, {
+    details: { file, problems, ...details },
+  });
+}
+
+/**
+ * Loads and validates the configuration: the `-c` path when given, else ARCHIPELAGO_CONF, else
+ * /etc/archipelago/archipelago.conf, else the embedded default (created if missing).
+ */
+export function loadConfig(path?: string, opts: LoadConfigOptions = {}): LoadedConfig {
+  const where = resolveConfigPath(path, opts);
+  const file = where.path;
+  let created = false;
+  let exists: boolean;
+  try {
+    exists = statSync(file).isFile();
+    if (!exists) throw configError(file, ['not a regular file']);
+  } catch (e) {
+    if (ArchipelagoError.isInstance(e)) throw e;
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw configError(file, [`cannot read it: ${String(e)}`]);
+    exists = false;
+  }
+  if (!exists && where.source !== 'default') {
+    const by = where.source === 'flag' ? '-c/--config' : CONFIG_ENV;
+    throw new ArchipelagoError('EINVAL_CONFIG', `${file}: no such configuration file (named by ${by})`, {
+      details: { file },
+    });
+  }
+  const ext = extname(file);
+  let data: Record<string, unknown>;
+  try {
+    const store = new Conf<Record<string, unknown>>({
+      cwd: dirname(file),
+      configName: basename(file, ext),
+      fileExtension: ext.replace(/^\./, ''),
+      serialize: serializeConfig,
+      deserialize: deserializeConfig,
+      schema: CONFIG_SCHEMA as unknown as Record<string, Record<string, unknown>>,
+      rootSchema: { required: REQUIRED_SECTIONS },
+      clearInvalidConfig: false,
+      accessPropertiesByDotNotation: false,
+      // Only a missing embedded default is written; an existing file is never rewritten.
+      ...(exists ? {} : { defaults: defaultConfig(dirname(file)) as unknown as Record<string, unknown> }),
+      configFileMode: 0o660,
+    });
+    created = !exists;
+    data = store.store;
+  } catch (e) {
+    throw translateConfError(file, e);
+  }
+  const config = data as unknown as ArchipelagoConfig;
+  const problems = checkSemantics(config);
+  if (problems.length > 0) throw configError(file, problems);
+  resolveDirs(config, dirname(file));
+  return { path: file, source: where.source, created, config };
+}
+
+/** Turns conf's "Config schema violation: `a/b` must be ..." into "a.b must be ..." lines. */
+function translateConfError(file: string, e: unknown): ArchipelagoError {
+  if (ArchipelagoError.isInstance(e)) return e;
+  const msg = e instanceof Error ? e.message : String(e);
+  const prefix = 'Config schema violation: ';
+  if (!msg.startsWith(prefix)) return configError(file, [`cannot read it: ${msg}`]);
+  const problems: string[] = [];
+  const keys: string[] = [];
+  for (const part of msg.slice(prefix.length).split('; ')) {
+    const m = /^`([^`]*)` (.*)$/.exec(part);
+    if (!m) {
+      problems.push(part);
+      continue;
+    }
+    const path = m[1]!.split('/').filter((p) => p !== '');
+    const text = m[2]!;
+    if (/^must match "(then|else)" schema$/.test(text)) continue; // the `required` error says it better
+    const req = /^must have required property '(.+)'$/.exec(text);
+    if (req) {
+      if (path.length === 0) problems.push(`section [${req[1]}] is missing`);
+      else problems.push(`${[...path, req[1]].join('.')} is missing`);
+      keys.push([...path, req[1]].join('.'));
+      continue;
+    }
+    const key = path.join('.');
+    keys.push(key);
+    let detail = text;
+    if (text === 'must be equal to one of the allowed values') detail = `must be one of ${allowedValues(path).join(', ')}`;
+    problems.push(`${key} ${detail}`);
+  }
+  return configError(file, problems, { keys });
+}
+
+function allowedValues(path: string[]): string[] {
+  let s: unknown = CONFIG_SCHEMA;
+  for (const p of path) {
+    const node = s as Record<string, unknown> | undefined;
+    s = (node?.properties as Record<string, unknown> | undefined)?.[p] ?? node?.[p];
+  }
+  const e = (s as { enum?: unknown[] } | undefined)?.enum;
+  return Array.isArray(e) ? e.map(String) : ['?'];
+}
+
+function isPowerOfTwo(n: number): boolean {
+  return Number.isSafeInteger(n) && n > 0 && (n & (n - 1)) === 0;
+}
+
+/** Checks a JSON schema cannot express. Returns one problem per line, naming the key. */
+export function checkSemantics(c: ArchipelagoConfig): string[] {
+  const out: string[] = [];
+  const x = c.XSEG;
+  if (x.SEGMENT_DYNPORTS > x.SEGMENT_PORTS) {
+    out.push(`XSEG.SEGMENT_DYNPORTS (${x.SEGMENT_DYNPORTS}) must not exceed XSEG.SEGMENT_PORTS (${x.SEGMENT_PORTS})`);
+  }
+  const roles = c.PEERS.ROLES.split(/\s+/).filter((r) => r !== '');
+  const peers = new Set<string>(['blockerb', 'blockerm', 'mapperd', 'vlmcd', ...roles]);
+  for (const r of roles) {
+    if (typeof c[r] !== 'object' || c[r] === null) out.push(`PEERS.ROLES names "${r}" but there is no [${r}] section`);
+  }
+  const ranges: Array<{ owner: string; start: number; end: number }> = [];
+  if (x.VTOOL_START > x.VTOOL_END) out.push(`XSEG.VTOOL_START (${x.VTOOL_START}) is after XSEG.VTOOL_END (${x.VTOOL_END})`);
+  else if (x.VTOOL_END >= x.SEGMENT_PORTS) {
+    out.push(`XSEG.VTOOL_END (${x.VTOOL_END}) must be below XSEG.SEGMENT_PORTS (${x.SEGMENT_PORTS})`);
+  } else ranges.push({ owner: 'XSEG.VTOOL_START..VTOOL_END', start: x.VTOOL_START, end: x.VTOOL_END });
+
+  for (const name of peers) {
+    const s = c[name] as Partial<PeerSection> | undefined;
+    if (typeof s !== 'object' || s === null) continue;
+    if (typeof s.nr_ops === 'number' && !isPowerOfTwo(s.nr_ops)) {
+      out.push(`${name}.nr_ops must be a power of two (got ${s.nr_ops})`);
+    }
+    const { portno_start: a, portno_end: b } = s;
+    if (typeof a !== 'number' || typeof b !== 'number') continue;
+    if (a > b) {
+      out.push(`${name}.portno_start (${a}) is after ${name}.portno_end (${b})`);
+      continue;
+    }
+    if (b >= x.SEGMENT_PORTS) {
+      out.push(`${name}.portno_end (${b}) must be below XSEG.SEGMENT_PORTS (${x.SEGMENT_PORTS})`);
+      continue;
+    }
+    for (const r of ranges) {
+      if (a <= r.end && r.start <= b) {
+        out.push(`${name}.portno_start..portno_end (${a}-${b}) overlaps ${r.owner} (${r.start}-${r.end})`);
+      }
+    }
+    ranges.push({ owner: `${name}.portno_start..portno_end`, start: a, end: b });
+  }
+
+  const within = (key: string, value: number, peer: string) => {
+    const p = c[peer] as Partial<PeerSection> | undefined;
+    if (!p || typeof p.portno_start !== 'number' || typeof p.portno_end !== 'number') return;
+    if (value < p.portno_start || value > p.portno_end) {
+      out.push(`${key} (${value}) is not a port of [${peer}] (${p.portno_start}-${p.portno_end})`);
+    }
+  };
+  within('mapperd.blockerb_port', c.mapperd.blockerb_port, 'blockerb');
+  within('mapperd.blockerm_port', c.mapperd.blockerm_port, 'blockerm');
+  within('vlmcd.blocker_port', c.vlmcd.blocker_port, 'blockerb');
+  within('vlmcd.mapper_port', c.vlmcd.mapper_port, 'mapperd');
+  return out;
+}
+
+/** Makes relative blocker directories relative to the configuration file's directory. */
+function resolveDirs(c: ArchipelagoConfig, base: string): void {
+  for (const b of [c.blockerb, c.blockerm]) {
+    if (b.archip_dir !== undefined) b.archip_dir = resolve(base, b.archip_dir);
+    if (b.lock_dir !== undefined) b.lock_dir = resolve(base, b.lock_dir);
+  }
+}

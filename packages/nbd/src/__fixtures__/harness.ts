@@ -1,0 +1,138 @@
+/** Test harness: a server on a temp unix socket, a capturing logger, and a client-binary runner. */
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { NbdServer } from '../server.js';
+import type { NbdExport, NbdLogger, NbdServerOptions } from '../types.js';
+
+export interface LogEntry {
+  level: 'info' | 'warn' | 'error' | 'debug';
+  obj: object | string;
+  msg: string | undefined;
+}
+
+export function captureLogger(): { logger: NbdLogger; entries: LogEntry[] } {
+  const entries: LogEntry[] = [];
+  const at =
+    (level: LogEntry['level']) =>
+    (obj: object | string, msg?: string): void => {
+      entries.push({ level, obj, msg });
+      if (process.env.NBD_TEST_LOG) console.error(level, JSON.stringify(obj), msg ?? '');
+    };
+  return { logger: { info: at('info'), warn: at('warn'), error: at('error'), debug: at('debug') }, entries };
+}
+
+export interface Fixture {
+  server: NbdServer;
+  dir: string;
+  sock: string;
+  uri(name: string): string;
+  logs: LogEntry[];
+  close(): Promise<void>;
+}
+
+export async function startServer(
+  exports: NbdExport[],
+  opts: Partial<NbdServerOptions> = {},
+): Promise<Fixture> {
+  const dir = await mkdtemp(join(tmpdir(), 'nbd-test-'));
+  const sock = join(dir, 'nbd.sock');
+  const { logger, entries } = captureLogger();
+  const byName = new Map(exports.map((e) => [e.name, e]));
+  const server = new NbdServer({
+    exports: (name) => byName.get(name),
+    list: () => [...byName.keys()],
+    logger,
+    ...opts,
+  });
+  await server.listen({ path: sock });
+  return {
+    server,
+    dir,
+    sock,
+    uri: (name) => `nbd+unix:///${name}?socket=${sock}`,
+    logs: entries,
+    close: async () => {
+      await server.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Debian package that provides each client binary. */
+const PACKAGES: Record<string, string> = {
+  nbdinfo: 'libnbd-bin',
+  nbdcopy: 'libnbd-bin',
+  nbdsh: 'libnbd-bin + python3-libnbd',
+  'qemu-img': 'qemu-utils',
+  'qemu-io': 'qemu-utils',
+  fio: 'fio',
+  'nbd-client': 'nbd-client',
+};
+
+export interface RunOptions {
+  timeoutMs?: number;
+  cwd?: string;
+}
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * nbdsh runs `python3 -m nbd` from PATH; a pyenv/venv python3 first in PATH lacks the Debian
+ * python3-libnbd module, so the system directories go first for every client we spawn.
+ */
+export const clientEnv = { ...process.env, PATH: `/usr/bin:/bin:${process.env.PATH ?? ''}`, LC_ALL: 'C' };
+
+/** Runs a client binary. A missing binary is a test failure with a clear message, never a skip. */
+export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
+  const timeoutMs = opts.timeoutMs ?? 30_000;
+  return new Promise((resolve, reject) => {
+    execFile(
+      cmd,
+      args,
+      { timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024, env: clientEnv, encoding: 'utf8', cwd: opts.cwd },
+      (err, stdout, stderr) => {
+        if (err && (err as NodeJS.ErrnoException).code === 'ENOENT') {
+          reject(
+            new Error(
+              `required NBD client '${cmd}' is not installed (Debian package ${PACKAGES[cmd] ?? '?'}); ` +
+                'these interop tests need it',
+            ),
+          );
+          return;
+        }
+        if (err && (err as { killed?: boolean }).killed) {
+          reject(new Error(`${cmd} ${args.join(' ')} timed out after ${timeoutMs} ms\n${stderr}`));
+          return;
+        }
+        const code = err ? Number((err as { code?: unknown }).code ?? 1) : 0;
+        resolve({ code: Number.isFinite(code) ? code : 1, stdout, stderr });
+      },
+    );
+  });
+}
+
+/** Like run(), but a non-zero exit status throws with the client's stderr. */
+export async function runOk(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
+  const r = await run(cmd, args, opts);
+  if (r.code !== 0) {
+    throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+  }
+  return r;
+}
+
+/** A deferred promise. */
+export function defer<T = void>(): { promise: Promise<T>; resolve: (v: T) => void } {
+  let resolve!: (v: T) => void;
+  const promise = new Promise<T>((r) => {
+    resolve = r;
+  });
+  return { promise, resolve };
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
