@@ -244,7 +244,8 @@ export class Mapper {
         const shared = origin.entries.map((e) => ({ name: e.name, flags: e.flags & ~ObjFlag.WRITABLE }));
         // Origin first: once it no longer claims the objects, the snapshot can never see them change.
         const nextOrigin: LoadedMap = { ...origin, entries: shared, epoch: origin.epoch + 1n };
-        await this.writeMap(nextOrigin);
+        const encoded = this.encodeBlocks(nextOrigin);
+        await this.writeMap(nextOrigin, encoded);
         vol.map = nextOrigin;
         const snapMap: LoadedMap = {
           name: snap,
@@ -256,9 +257,9 @@ export class Mapper {
           // The reference gives snapshots epoch 0. We keep a deleted predecessor's epoch instead, so
           // that removing the snapshot and re-creating the name as a volume never reuses object names.
           epoch: snapEpoch,
-          entries: shared,
+          entries: shared.slice(),
         };
-        await this.writeMap(snapMap);
+        await this.writeMap(snapMap, encoded);
         this.log.info({ volume: name, snapshot: snap }, 'snapshot taken');
         return this.describe(snapMap, null);
       } finally {
@@ -742,17 +743,22 @@ export class Mapper {
     return parts.flat();
   }
 
-  /** Writes a whole v2 map: every map block first, then the header (reference §1.7). */
-  private async writeMap(map: LoadedMap): Promise<void> {
+  /** The map-block contents of a map (entries encoded as v2 records, one buffer per block). */
+  private encodeBlocks(map: LoadedMap): Buffer[] {
     const per = entriesPerMapBlock(map.blocksize);
+    const all = encodeEntriesV2(map.entries);
     const blocks = Math.ceil(map.entries.length / per);
-    const jobs: number[] = Array.from({ length: blocks }, (_, b) => b);
-    await this.forEachLimited(jobs, (b) =>
-      this.blockerm.writeFull(
-        mapBlockName(map.name, b),
-        encodeEntriesV2(map.entries.slice(b * per, (b + 1) * per)),
-      ),
-    );
+    const step = per * ENTRY_V2_SIZE;
+    return Array.from({ length: blocks }, (_, b) => all.subarray(b * step, (b + 1) * step));
+  }
+
+  /**
+   * Writes a whole v2 map: every map block first, then the header (reference §1.7). `encoded`
+   * lets a caller that writes the same entries twice (snapshot) encode them once.
+   */
+  private async writeMap(map: LoadedMap, encoded: Buffer[] = this.encodeBlocks(map)): Promise<void> {
+    const jobs = encoded.map((_, b) => b);
+    await this.forEachLimited(jobs, (b) => this.blockerm.writeFull(mapBlockName(map.name, b), encoded[b]!));
     await this.blockerm.writeFull(
       map.name,
       encodeHeaderV2({ size: map.size, blocksize: map.blocksize, flags: map.flags, epoch: map.epoch }),
