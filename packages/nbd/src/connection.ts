@@ -76,6 +76,8 @@ type Outcome =
 const OK: Outcome = { kind: 'ok' };
 const ZEROES_124 = Buffer.alloc(124);
 const utf8 = new TextDecoder('utf-8', { fatal: true });
+/** How long a soft disconnect may wait for the client to take the last replies. */
+const DISCONNECT_FLUSH_MS = 30_000;
 /** Bytes a client may send ahead while an option is being answered before we call it abuse. */
 const MAX_HANDSHAKE_BACKLOG = 1024 * 1024;
 
@@ -143,7 +145,13 @@ export class NbdConnection {
     this.log = ctx.logger;
     socket.setNoDelay(true);
     this.closed = new Promise<void>((resolve) => {
-      socket.once('close', () => {
+      socket.once('close', (hadError: boolean) => {
+        if (this.state === 'reqPayload' || this.state === 'discard') {
+          this.log.warn(
+            { conn: this.id, state: this.state, hadError },
+            'nbd: client vanished in the middle of a request',
+          );
+        }
         this.state = 'closed';
         this.queue.clear();
         this.inflightBytes = 0;
@@ -172,7 +180,7 @@ export class NbdConnection {
         this.log.warn({ conn: this.id, state: this.state }, 'nbd: client closed after a truncated message');
       }
       this.queue.clear();
-      // Finish whatever is in flight; nobody can read the replies, but exports see complete calls.
+      // Finish whatever is in flight; a half-closed client can still read those replies.
       this.beginDisconnect();
     });
     const greeting = Buffer.allocUnsafe(18);
@@ -383,6 +391,8 @@ export class NbdConnection {
     if (this.socket.destroyed || this.socket.writableEnded) return;
     this.socket.once('finish', () => this.socket.destroy());
     this.socket.end();
+    // A client that never reads its last replies must not keep the connection forever.
+    setTimeout(() => this.socket.destroy(), DISCONNECT_FLUSH_MS).unref();
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -739,7 +749,12 @@ export class NbdConnection {
     this.inflightBytes += cost;
     if (this.inflightBytes > this.ctx.maxInflightBytes) this.pauseReading();
 
-    const early = preset ?? this.validate(req, exp);
+    let early: Outcome | undefined;
+    try {
+      early = preset ?? this.validate(req, exp);
+    } catch (e) {
+      early = { kind: 'error', errno: errnoFor(e), message: messageOf(e) }; // e.g. size() threw
+    }
     const run: Promise<Outcome> = early ? Promise.resolve(early) : this.execute(req, exp, payload);
     run
       .catch((e: unknown): Outcome => {

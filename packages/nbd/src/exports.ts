@@ -66,7 +66,7 @@ export class MemoryExport implements NbdExport {
   /** Synchronous read for tests (same result as `read`). */
   peek(offset: number, length: number): Buffer {
     checkRange('peek', offset, length, this.bytes);
-    const out = Buffer.alloc(length);
+    const out = Buffer.allocUnsafe(length);
     let pos = offset;
     while (pos < offset + length) {
       const idx = Math.floor(pos / CHUNK);
@@ -74,6 +74,7 @@ export class MemoryExport implements NbdExport {
       const n = Math.min(CHUNK - within, offset + length - pos);
       const c = this.chunks.get(idx);
       if (c) c.copy(out, pos - offset, within, within + n);
+      else out.fill(0, pos - offset, pos - offset + n);
       pos += n;
     }
     return out;

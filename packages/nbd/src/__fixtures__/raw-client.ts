@@ -199,7 +199,13 @@ export class RawClient {
 
   sendRequest(
     type: number,
-    opts: { flags?: number; cookie?: bigint; offset?: bigint | number; length?: number; payload?: Buffer } = {},
+    opts: {
+      flags?: number;
+      cookie?: bigint;
+      offset?: bigint | number;
+      length?: number;
+      payload?: Buffer;
+    } = {},
   ): void {
     const h = Buffer.alloc(28);
     h.writeUInt32BE(REQUEST_MAGIC, 0);
