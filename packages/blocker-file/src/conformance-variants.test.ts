@@ -20,7 +20,8 @@ function tempDir(base: string, tag: string): { dir: string; cleanup: () => Promi
   const t = tempDir(tmpdir(), 'lockdir');
   blockerConformance({
     name: 'file with lockDir',
-    factory: async (o) => new FileBlocker({ dir: join(t.dir, 'data'), lockDir: join(t.dir, 'locks'), lockPollMs: 20, ...o }),
+    factory: async (o) =>
+      new FileBlocker({ dir: join(t.dir, 'data'), lockDir: join(t.dir, 'locks'), lockPollMs: 20, ...o }),
     cleanup: t.cleanup,
   });
 }

@@ -41,6 +41,8 @@ export class FdCache {
   private readonly opening = new Map<string, SharedOpen>();
   /** Every open in flight (shared or private), so `invalidate` can mark them stale. */
   private readonly inFlight = new Map<string, Set<InFlight>>();
+  /** close(2) calls in flight, awaited by close(). */
+  private readonly closing = new Set<Promise<void>>();
   private closed = false;
 
   constructor(
@@ -68,7 +70,12 @@ export class FdCache {
     let shared = this.opening.get(path);
     if (!shared) {
       const rec: SharedOpen = { stale: false, waiters: 0, promise: Promise.resolve(undefined as never) };
-      rec.promise = this.runOpen(path, rec, () => this.opener(path), () => rec.waiters);
+      rec.promise = this.runOpen(
+        path,
+        rec,
+        () => this.opener(path),
+        () => rec.waiters,
+      );
       // runOpen does not settle synchronously, so the record is registered before it completes.
       this.opening.set(path, rec);
       shared = rec;
@@ -123,7 +130,7 @@ export class FdCache {
     entry.refs--;
     if (entry.refs > 0) return;
     if (entry.detached) {
-      fsio.close(entry.fd).catch(() => {});
+      this.closeFd(entry.fd);
     } else if (this.entries.size > this.capacity) {
       this.trim();
     }
@@ -146,16 +153,29 @@ export class FdCache {
     this.opening.clear();
   }
 
-  /** Detaches everything and refuses to cache new fds. Fds in use close when released. */
-  close(): void {
+  /**
+   * Detaches everything and refuses to cache new fds; resolves when every idle fd is closed
+   * (fds still in use close when released).
+   */
+  async close(): Promise<void> {
     this.closed = true;
     this.invalidateAll();
+    while (this.closing.size > 0) await Promise.all([...this.closing]);
   }
 
   private detach(entry: FdEntry): void {
     this.entries.delete(entry.path);
     entry.detached = true;
-    if (entry.refs === 0) fsio.close(entry.fd).catch(() => {});
+    if (entry.refs === 0) this.closeFd(entry.fd);
+  }
+
+  private closeFd(fd: number): void {
+    const p = fsio.close(fd).then(
+      () => {},
+      () => {},
+    );
+    this.closing.add(p);
+    p.finally(() => this.closing.delete(p));
   }
 
   /** Evicts least recently used idle entries while over capacity. */

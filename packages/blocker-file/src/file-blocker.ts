@@ -26,7 +26,7 @@ import {
 } from '@archipelago/blocker';
 import { ArchipelagoError, fromSystemError } from '@archipelago/libxseg';
 import { AlignedPool, CHUNK_SIZE, DIRECT_ALIGN } from './direct.js';
-import { type FdEntry, FdCache } from './fd-cache.js';
+import { FdCache, type FdEntry } from './fd-cache.js';
 import * as fsio from './fsio.js';
 import { checkName, hashedPath, isValidObjectName, TEMP_MARK } from './names.js';
 
@@ -90,7 +90,8 @@ export class FileBlocker implements Blocker {
   private readonly sleepers = new Set<() => void>();
 
   constructor(opts: FileBlockerOptions) {
-    if (typeof opts?.dir !== 'string' || opts.dir === '') throw new TypeError('FileBlocker: "dir" must be a path');
+    if (typeof opts?.dir !== 'string' || opts.dir === '')
+      throw new TypeError('FileBlocker: "dir" must be a path');
     if (opts.lockDir !== undefined && (typeof opts.lockDir !== 'string' || opts.lockDir === '')) {
       throw new TypeError('FileBlocker: "lockDir" must be a path');
     }
@@ -99,19 +100,22 @@ export class FileBlocker implements Blocker {
       typeof identity !== 'string' ||
       identity === '' ||
       Buffer.byteLength(identity) > MAX_IDENTITY_BYTES ||
-      // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what we refuse
       /[\x00-\x1f\x7f]/.test(identity)
     ) {
-      throw new TypeError(`FileBlocker: "identity" must be 1..${MAX_IDENTITY_BYTES} bytes without control characters`);
+      throw new TypeError(
+        `FileBlocker: "identity" must be 1..${MAX_IDENTITY_BYTES} bytes without control characters`,
+      );
     }
     const fdCache = opts.fdCache ?? 512;
-    if (!Number.isSafeInteger(fdCache) || fdCache < 1) throw new RangeError('FileBlocker: "fdCache" must be >= 1');
+    if (!Number.isSafeInteger(fdCache) || fdCache < 1)
+      throw new RangeError('FileBlocker: "fdCache" must be >= 1');
     const lockTimeoutMs = opts.lockTimeoutMs ?? 30_000;
     if (!Number.isFinite(lockTimeoutMs) || lockTimeoutMs < 0) {
       throw new RangeError('FileBlocker: "lockTimeoutMs" must be >= 0');
     }
     const lockPollMs = opts.lockPollMs ?? 100;
-    if (!Number.isFinite(lockPollMs) || lockPollMs <= 0) throw new RangeError('FileBlocker: "lockPollMs" must be > 0');
+    if (!Number.isFinite(lockPollMs) || lockPollMs <= 0)
+      throw new RangeError('FileBlocker: "lockPollMs" must be > 0');
 
     this.dir = resolve(opts.dir);
     this.lockDir = opts.lockDir === undefined ? null : resolve(opts.lockDir);
@@ -350,7 +354,8 @@ export class FileBlocker implements Blocker {
           for (const ent of await this.readDir(dc)) {
             const n = ent.name;
             // Objects only: no lock files, no temporary files (they contain '~'), nothing else.
-            if (n.startsWith(prefix) && !n.endsWith(LOCK_SUFFIX) && isValidObjectName(n) && ent.isFile()) yield n;
+            if (n.startsWith(prefix) && !n.endsWith(LOCK_SUFFIX) && isValidObjectName(n) && ent.isFile())
+              yield n;
           }
         }
       }
@@ -481,7 +486,7 @@ export class FileBlocker implements Blocker {
       for (const wake of [...this.sleepers]) wake();
       if (this.active > 0) await new Promise<void>((r) => (this.onIdle = r));
       if (this.directInit) await this.directInit;
-      this.fds.close();
+      await this.fds.close();
       if (this.probeFd !== null) await fsio.close(this.probeFd).catch(() => {});
       this.probeFd = null;
       this.pool = null;
@@ -655,8 +660,7 @@ export class FileBlocker implements Blocker {
         } finally {
           await fsp.unlink(probe).catch(() => {});
         }
-        const pool = new AlignedPool(fd);
-        pool.put(await pool.take()); // fails when no aligned window exists
+        const pool = await AlignedPool.create(fd); // rejects when no aligned memory exists
         if (this.direct === 'untested') {
           this.pool = pool;
           this.probeFd = fd;

@@ -26,7 +26,10 @@ export function isValidObjectName(name: unknown): name is string {
 /** Throws EINVAL_NAME unless `name` is a valid object name. */
 export function checkName(name: unknown, role = 'object name'): asserts name is string {
   if (!isValidObjectName(name)) {
-    const shown = typeof name === 'string' ? JSON.stringify(name.length > 140 ? `${name.slice(0, 140)}…` : name) : typeof name;
+    const shown =
+      typeof name === 'string'
+        ? JSON.stringify(name.length > 140 ? `${name.slice(0, 140)}…` : name)
+        : typeof name;
     throw new ArchipelagoError(
       'EINVAL_NAME',
       `invalid ${role} ${shown}: use 1..${MAX_NAME_LENGTH} characters from [A-Za-z0-9._-], not "." or ".."`,

@@ -1,2 +1,2 @@
 export * from './contract.js';
-export { FaultyBlocker, type FaultPlan } from './faulty.js';
+export { type FaultPlan, FaultyBlocker } from './faulty.js';

@@ -618,11 +618,11 @@ export function blockerConformance(opts: ConformanceOptions): void {
           const results = await Promise.allSettled([a.acquire(name), b.acquire(name)]);
           const won = results.filter((r) => r.status === 'fulfilled');
           expect(won.length).toBe(1);
-          const lost = results.find((r) => r.status === 'rejected');
-          expect(ArchipelagoError.is(lost?.reason, 'ELOCKED')).toBe(true);
+          const lost: unknown = results.find((r) => r.status === 'rejected')?.reason;
+          expect(ArchipelagoError.is(lost, 'ELOCKED')).toBe(true);
           const owner = await a.lockOwner(name);
           expect(owner).toBe(results[0]?.status === 'fulfilled' ? IDENTITY_A : IDENTITY_B);
-          expect((lost?.reason as ArchipelagoError).details.owner).toBe(owner);
+          expect(ArchipelagoError.isInstance(lost) && lost.details.owner).toBe(owner);
         }
       });
 
@@ -681,8 +681,12 @@ export function blockerConformance(opts: ConformanceOptions): void {
         const b = await open();
         const p = prefix();
         const n = 50;
-        await Promise.all(Array.from({ length: n }, (_, i) => b.write(`${p}${i}`, i * 512, patternBytes(20_000, i))));
-        const back = await Promise.all(Array.from({ length: n }, (_, i) => b.read(`${p}${i}`, i * 512, 20_000)));
+        await Promise.all(
+          Array.from({ length: n }, (_, i) => b.write(`${p}${i}`, i * 512, patternBytes(20_000, i))),
+        );
+        const back = await Promise.all(
+          Array.from({ length: n }, (_, i) => b.read(`${p}${i}`, i * 512, 20_000)),
+        );
         back.forEach((buf, i) => {
           expect(buf.equals(patternBytes(20_000, i)), `object ${i}`).toBe(true);
         });
@@ -694,10 +698,15 @@ export function blockerConformance(opts: ConformanceOptions): void {
         const name = `${prefix()}obj`;
         const piece = 1000; // deliberately not a multiple of any block size
         const n = 24;
-        await Promise.all(Array.from({ length: n }, (_, i) => b.write(name, i * piece, patternBytes(piece, 100 + i))));
+        await Promise.all(
+          Array.from({ length: n }, (_, i) => b.write(name, i * piece, patternBytes(piece, 100 + i))),
+        );
         const all = await b.read(name, 0, n * piece);
         for (let i = 0; i < n; i++) {
-          expect(all.subarray(i * piece, (i + 1) * piece).equals(patternBytes(piece, 100 + i)), `piece ${i}`).toBe(true);
+          expect(
+            all.subarray(i * piece, (i + 1) * piece).equals(patternBytes(piece, 100 + i)),
+            `piece ${i}`,
+          ).toBe(true);
         }
         expect(await b.info(name)).toEqual({ size: n * piece });
       });
@@ -818,3 +827,5 @@ export function blockerConformance(opts: ConformanceOptions): void {
     });
   });
 }
+
+export { MemoryBlocker, type MemoryBlockerOptions, MemoryStore } from './memory.js';
