@@ -2,4 +2,19 @@
 // File I/O runs on libuv's pool; the default of 4 threads starves parallel object I/O.
 process.env.UV_THREADPOOL_SIZE ??= '16';
 const { execute } = await import('@oclif/core');
-await execute({ dir: import.meta.url });
+
+// The original vlmc took its global options before the command (`vlmc -c FILE create ...`);
+// oclif wants them after it, so move leading -c/--config and --json behind the command word.
+const argv = process.argv.slice(2);
+const lead = [];
+while (argv.length > 1) {
+  const a = argv[0];
+  if (a === '-c' || a === '--config') lead.push(...argv.splice(0, 2));
+  else if (a === '--json' || a.startsWith('--config=') || (a.startsWith('-c') && a.length > 2))
+    lead.push(argv.shift());
+  else break;
+}
+if (lead.length > 0 && argv.length > 0 && !argv[0].startsWith('-')) argv.splice(1, 0, ...lead);
+else argv.unshift(...lead);
+
+await execute({ args: argv, dir: import.meta.url });

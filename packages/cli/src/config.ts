@@ -18,7 +18,7 @@
  * must not overlap, ports that must name a peer) follow. Every fault is an ArchipelagoError
  * EINVAL_CONFIG whose message names the file and the key.
  */
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, dirname, extname, isAbsolute, join, resolve } from 'node:path';
 import { ArchipelagoError } from '@archipelago/libxseg';
@@ -271,7 +271,13 @@ export function serializeConfig(value: Record<string, unknown>): string {
 
 const port = { type: 'integer', minimum: 0 } as const;
 
-function peerSchema(type: readonly string[], start: number, end: number, nrOps: number, extra: Record<string, unknown>) {
+function peerSchema(
+  type: readonly string[],
+  start: number,
+  end: number,
+  nrOps: number,
+  extra: Record<string, unknown>,
+) {
   return {
     type: 'object',
     properties: {
@@ -303,14 +309,8 @@ const blockerExtra = {
 
 function blockerSchema(portno: number) {
   const s = peerSchema(['file_blocker', 'rados_blocker'], portno, portno, 64, blockerExtra);
-  return {
-    ...s,
-    required: ['type'],
-    allOf: [
-      { if: { properties: { type: { const: 'file_blocker' } } }, then: { required: ['archip_dir'] } },
-      { if: { properties: { type: { const: 'rados_blocker' } } }, then: { required: ['pool'] } },
-    ],
-  };
+  // Which of archip_dir and pool is needed depends on the type: see checkSemantics.
+  return { ...s, required: ['type'] };
 }
 
 /** The JSON schema `conf` validates the file against (one entry per section). */
@@ -371,7 +371,13 @@ const REQUIRED_SECTIONS = ['blockerb', 'blockerm'];
 export function defaultConfig(dataDir: string): ArchipelagoConfig {
   return {
     ARCHIPELAGO: { USER: 'archipelago', GROUP: 'archipelago', BLKTAP_ENABLED: false, UMASK: 0o007 },
-    XSEG: { SEGMENT_PORTS: 2048, SEGMENT_DYNPORTS: 1024, SEGMENT_SIZE: 2048, VTOOL_START: 1003, VTOOL_END: 1022 },
+    XSEG: {
+      SEGMENT_PORTS: 2048,
+      SEGMENT_DYNPORTS: 1024,
+      SEGMENT_SIZE: 2048,
+      VTOOL_START: 1003,
+      VTOOL_END: 1022,
+    },
     PEERS: { ROLES: 'blockerb blockerm mapperd vlmcd' },
     blockerb: {
       type: 'file_blocker',
@@ -400,7 +406,14 @@ export function defaultConfig(dataDir: string): ArchipelagoConfig {
       blockerm_port: 1002,
       lock_timeout: 30,
     },
-    vlmcd: { type: 'vlmcd', portno_start: 500, portno_end: 999, nr_ops: 512, blocker_port: 1000, mapper_port: 1001 },
+    vlmcd: {
+      type: 'vlmcd',
+      portno_start: 500,
+      portno_end: 999,
+      nr_ops: 512,
+      blocker_port: 1000,
+      mapper_port: 1001,
+    },
   };
 }
 
@@ -428,7 +441,11 @@ export function resolveConfigPath(
   return { path: join(dataDirectory(env), 'archipelago.conf'), source: 'default' };
 }
 
-function configError(file: string, problems: string[], details: Record<string, unknown> = {}): ArchipelagoError {
+function configError(
+  file: string,
+  problems: string[],
+  details: Record<string, unknown> = {},
+): ArchipelagoError {
   return new ArchipelagoError('EINVAL_CONFIG', `${file}: ${problems.join('; ')}`, {
     details: { file, problems, ...details },
   });
@@ -448,7 +465,8 @@ export function loadConfig(path?: string, opts: LoadConfigOptions = {}): LoadedC
     if (!exists) throw configError(file, ['not a regular file']);
   } catch (e) {
     if (ArchipelagoError.isInstance(e)) throw e;
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw configError(file, [`cannot read it: ${String(e)}`]);
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT')
+      throw configError(file, [`cannot read it: ${String(e)}`]);
     exists = false;
   }
   if (!exists && where.source !== 'default') {
@@ -477,7 +495,7 @@ export function loadConfig(path?: string, opts: LoadConfigOptions = {}): LoadedC
     created = !exists;
     data = store.store;
   } catch (e) {
-    throw translateConfError(file, e);
+    throw translateConfError(file, e, () => deserializeConfig(readFileSync(file, 'utf8')));
   }
   const config = data as unknown as ArchipelagoConfig;
   const problems = checkSemantics(config);
@@ -487,13 +505,29 @@ export function loadConfig(path?: string, opts: LoadConfigOptions = {}): LoadedC
 }
 
 /** Turns conf's "Config schema violation: `a/b` must be ..." into "a.b must be ..." lines. */
-function translateConfError(file: string, e: unknown): ArchipelagoError {
+function translateConfError(
+  file: string,
+  e: unknown,
+  reread: () => Record<string, unknown>,
+): ArchipelagoError {
   if (ArchipelagoError.isInstance(e)) return e;
   const msg = e instanceof Error ? e.message : String(e);
   const prefix = 'Config schema violation: ';
   if (!msg.startsWith(prefix)) return configError(file, [`cannot read it: ${msg}`]);
   const problems: string[] = [];
   const keys: string[] = [];
+  let raw: Record<string, unknown> | null = null;
+  const valueAt = (path: string[]): unknown => {
+    try {
+      raw ??= reread();
+    } catch {
+      return undefined;
+    }
+    let v: unknown = raw;
+    for (const p of path)
+      v = typeof v === 'object' && v !== null ? (v as Record<string, unknown>)[p] : undefined;
+    return typeof v === 'object' ? undefined : v;
+  };
   for (const part of msg.slice(prefix.length).split('; ')) {
     const m = /^`([^`]*)` (.*)$/.exec(part);
     if (!m) {
@@ -513,8 +547,10 @@ function translateConfError(file: string, e: unknown): ArchipelagoError {
     const key = path.join('.');
     keys.push(key);
     let detail = text;
-    if (text === 'must be equal to one of the allowed values') detail = `must be one of ${allowedValues(path).join(', ')}`;
-    problems.push(`${key} ${detail}`);
+    if (text === 'must be equal to one of the allowed values')
+      detail = `must be one of ${allowedValues(path).join(', ')}`;
+    const got = valueAt(path);
+    problems.push(`${key} ${detail}${got === undefined ? '' : ` (got ${JSON.stringify(got)})`}`);
   }
   return configError(file, problems, { keys });
 }
@@ -538,15 +574,26 @@ export function checkSemantics(c: ArchipelagoConfig): string[] {
   const out: string[] = [];
   const x = c.XSEG;
   if (x.SEGMENT_DYNPORTS > x.SEGMENT_PORTS) {
-    out.push(`XSEG.SEGMENT_DYNPORTS (${x.SEGMENT_DYNPORTS}) must not exceed XSEG.SEGMENT_PORTS (${x.SEGMENT_PORTS})`);
+    out.push(
+      `XSEG.SEGMENT_DYNPORTS (${x.SEGMENT_DYNPORTS}) must not exceed XSEG.SEGMENT_PORTS (${x.SEGMENT_PORTS})`,
+    );
   }
   const roles = c.PEERS.ROLES.split(/\s+/).filter((r) => r !== '');
   const peers = new Set<string>(['blockerb', 'blockerm', 'mapperd', 'vlmcd', ...roles]);
   for (const r of roles) {
-    if (typeof c[r] !== 'object' || c[r] === null) out.push(`PEERS.ROLES names "${r}" but there is no [${r}] section`);
+    if (typeof c[r] !== 'object' || c[r] === null)
+      out.push(`PEERS.ROLES names "${r}" but there is no [${r}] section`);
+  }
+  for (const role of ['blockerb', 'blockerm'] as const) {
+    const b = c[role];
+    if (b.type === 'file_blocker' && b.archip_dir === undefined)
+      out.push(`${role}.archip_dir is missing (type file_blocker needs it)`);
+    if (b.type === 'rados_blocker' && b.pool === undefined)
+      out.push(`${role}.pool is missing (type rados_blocker needs it)`);
   }
   const ranges: Array<{ owner: string; start: number; end: number }> = [];
-  if (x.VTOOL_START > x.VTOOL_END) out.push(`XSEG.VTOOL_START (${x.VTOOL_START}) is after XSEG.VTOOL_END (${x.VTOOL_END})`);
+  if (x.VTOOL_START > x.VTOOL_END)
+    out.push(`XSEG.VTOOL_START (${x.VTOOL_START}) is after XSEG.VTOOL_END (${x.VTOOL_END})`);
   else if (x.VTOOL_END >= x.SEGMENT_PORTS) {
     out.push(`XSEG.VTOOL_END (${x.VTOOL_END}) must be below XSEG.SEGMENT_PORTS (${x.SEGMENT_PORTS})`);
   } else ranges.push({ owner: 'XSEG.VTOOL_START..VTOOL_END', start: x.VTOOL_START, end: x.VTOOL_END });

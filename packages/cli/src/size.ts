@@ -48,7 +48,10 @@ export function parseSize(text: string): number {
   const t = text.trim();
   const m = SIZE_RE.exec(t);
   if (!m) {
-    throw badSize(text, 'use a number with an optional suffix B, K, M, G, T or P (binary; a bare number is MiB)');
+    throw badSize(
+      text,
+      'use a number with an optional suffix B, K, M, G, T or P (binary; a bare number is MiB)',
+    );
   }
   const unit = UNITS[m[2]!.toLowerCase()];
   if (unit === undefined) {

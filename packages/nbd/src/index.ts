@@ -10,3 +10,4 @@ export type {
   NbdLogger,
   NbdServerOptions,
 } from './types.js';
+export { type VolumeBackend, type VolumeExportOptions, volumeExport } from './volume-export.js';

@@ -1,0 +1,27 @@
+import { validateVolumeName } from '@archipelago/mapfile';
+import { Args } from '@oclif/core';
+import { VlmcCommand } from '../base.js';
+
+export default class Lock extends VlmcCommand {
+  static override summary = 'Lock a volume for this host.';
+
+  static override description =
+    `Takes the volume lock without opening the volume, independently of the rest of the \
+system. Locking again from the same host succeeds; when another host holds the lock, fails with ELOCKED naming it \
+(the command does not wait).`;
+
+  static override examples = ['<%= config.bin %> <%= command.id %> vol1'];
+
+  static override args = {
+    name: Args.string({ required: true, description: 'Volume to lock.' }),
+  };
+
+  async run(): Promise<{ name: string; owner: string }> {
+    const { args } = await this.parse(Lock);
+    validateVolumeName(args.name);
+    const rt = await this.runtime();
+    await rt.mapper.lock(args.name);
+    this.say(`locked ${args.name} (owner ${rt.identity})`);
+    return { name: args.name, owner: rt.identity };
+  }
+}

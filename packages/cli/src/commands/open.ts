@@ -1,0 +1,28 @@
+import type { VolumeInfo } from '@archipelago/mapper';
+import { Args } from '@oclif/core';
+import { VlmcCommand } from '../base.js';
+
+export default class Open extends VlmcCommand {
+  static override summary = 'Open a volume: take its lock for this host.';
+
+  static override description =
+    `The volume stays locked by this host until "vlmc close". Succeeds if this host has it \
+open already; fails with ELOCKED, naming the owner, when another host holds it.`;
+
+  static override examples = ['<%= config.bin %> <%= command.id %> vol1'];
+
+  static override args = {
+    name: Args.string({ required: true, description: 'Volume to open.' }),
+  };
+
+  async run(): Promise<VolumeInfo> {
+    const { args } = await this.parse(Open);
+    const rt = await this.runtime();
+    // Check that the volume exists first: a failed open would also drop a lock `vlmc lock` took.
+    await rt.mapper.info(args.name);
+    const info = await rt.mapper.openVolume(args.name);
+    this.keepOpen(args.name);
+    this.say(`opened ${args.name} (locked by ${rt.identity})`);
+    return info;
+  }
+}

@@ -1,0 +1,45 @@
+import { validateVolumeName } from '@archipelago/mapfile';
+import { Args, Flags } from '@oclif/core';
+import { VlmcCommand } from '../base.js';
+
+export default class Unlock extends VlmcCommand {
+  static override summary = 'Unlock a volume; -f breaks a lock another host holds.';
+
+  static override description =
+    `Only the lock's owner may unlock it. To recover from a crashed host, check the owner \
+first ("vlmc info NAME" shows it) and make sure that host no longer uses the volume, then break the lock with -f.`;
+
+  static override examples = [
+    '<%= config.bin %> <%= command.id %> vol1',
+    {
+      description: 'Break the stale lock of a dead node',
+      command: '<%= config.bin %> <%= command.id %> -f vol1',
+    },
+  ];
+
+  static override args = {
+    name: Args.string({ required: true, description: 'Volume to unlock.' }),
+  };
+
+  static override flags = {
+    force: Flags.boolean({
+      char: 'f',
+      summary: 'Break the lock even when another host holds it.',
+      default: false,
+    }),
+  };
+
+  async run(): Promise<{ name: string; unlocked: true; previousOwner: string | null }> {
+    const { args, flags } = await this.parse(Unlock);
+    validateVolumeName(args.name);
+    const rt = await this.runtime();
+    const owner = await rt.blockerm.lockOwner(args.name);
+    await rt.mapper.unlock(args.name, { force: flags.force });
+    this.say(
+      owner && owner !== rt.identity
+        ? `unlocked ${args.name} (broke the lock of ${owner})`
+        : `unlocked ${args.name}`,
+    );
+    return { name: args.name, unlocked: true, previousOwner: owner };
+  }
+}

@@ -1,0 +1,111 @@
+/**
+ * The background process behind `vlmc map`: it holds one volume open (its lock), serves it over
+ * NBD, answers the control channel (snapshot, info, unmap) so that other `vlmc` commands reach
+ * the holder instead of touching the map behind its back, and records itself in the run-state.
+ *
+ * Started by `vlmc map` with the request in ARCHIPELAGO_ENDPOINT (JSON). It reports readiness
+ * with one line on stdout, `READY <json entry>` or `ERROR <json error>`, then keeps running.
+ */
+import { dirname } from 'node:path';
+import { ArchipelagoError } from '@archipelago/libxseg';
+import { NbdServer, volumeExport } from '@archipelago/nbd';
+import pino from 'pino';
+import { loadConfig } from '../config.js';
+import { openRuntime } from '../runtime.js';
+import { type ControlRequest, serveControl } from './control.js';
+import { type MappedEntry, RunState } from './runstate.js';
+
+export interface HostRequest {
+  config: string;
+  volume: string;
+  readonly: boolean;
+  socket?: string;
+  port?: number;
+  runDir: string;
+}
+
+function nbdUri(volume: string, socket: string | undefined, port: number | undefined): string {
+  return socket ? `nbd+unix:///${volume}?socket=${socket}` : `nbd://127.0.0.1:${port}/${volume}`;
+}
+
+export async function runHost(req: HostRequest): Promise<void> {
+  const log = pino({ level: process.env.ARCHIPELAGO_LOG_LEVEL ?? 'info' }, pino.destination(2));
+  const state = new RunState(req.runDir);
+  const loaded = loadConfig(req.config);
+  const rt = await openRuntime(loaded, { logger: log });
+  const name = req.volume;
+  let info = await rt.mapper.openVolume(name);
+  const readonly = req.readonly || info.readonly;
+  const server = new NbdServer({
+    exports: (n) =>
+      n === name || n === ''
+        ? volumeExport(rt.composer, { name, size: info.size, readonly, blocksize: info.blocksize })
+        : undefined,
+    list: () => [name],
+    defaultExport: name,
+    logger: log,
+  });
+  const socket = req.port === undefined ? (req.socket ?? state.socketPath(name)) : undefined;
+  const addr = await server.listen(socket ? { path: socket } : { port: req.port ?? 0, host: '127.0.0.1' });
+  let stopping: Promise<void> | null = null;
+  const stop = (why: string) => {
+    stopping ??= (async () => {
+      log.info({ volume: name, why }, 'unmapping');
+      await server.close();
+      try {
+        await rt.composer.close(name);
+      } catch (e) {
+        log.warn({ volume: name, err: String(e) }, 'close failed');
+      }
+      await rt.close();
+      await state.remove(name);
+      control.close();
+    })();
+    return stopping;
+  };
+  const control = await serveControl(state.controlPath(name), async (r: ControlRequest) => {
+    switch (r.op) {
+      case 'ping':
+        return { volume: name, pid: process.pid };
+      case 'info':
+        info = await rt.mapper.info(name);
+        return info;
+      case 'snapshot':
+        return rt.composer.snapshot(name, r.snap);
+      case 'unmap':
+        setImmediate(() => void stop('unmap requested').then(() => process.exit(0)));
+        return { volume: name };
+      default:
+        throw new ArchipelagoError('ENOTSUP', `unknown control op "${(r as { op: string }).op}"`);
+    }
+  });
+  const entry: MappedEntry = {
+    volume: name,
+    pid: process.pid,
+    uri: nbdUri(name, addr.path, addr.port),
+    ...(addr.path ? { socket: addr.path } : {}),
+    ...(addr.port !== undefined ? { port: addr.port } : {}),
+    readonly,
+    control: state.controlPath(name),
+    config: loaded.path,
+    started: new Date().toISOString(),
+  };
+  await state.write(entry);
+  for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
+    process.on(sig, () => void stop(sig).then(() => process.exit(0)));
+  }
+  process.stdout.write(`READY ${JSON.stringify(entry)}\n`);
+  log.info({ volume: name, uri: entry.uri, dir: dirname(state.controlPath(name)) }, 'volume mapped');
+}
+
+// Entry point when run as a process.
+if (process.env.ARCHIPELAGO_ENDPOINT) {
+  const req = JSON.parse(process.env.ARCHIPELAGO_ENDPOINT) as HostRequest;
+  runHost(req).catch((e: unknown) => {
+    const err = ArchipelagoError.isInstance(e)
+      ? { code: e.code, message: e.message, details: e.details }
+      : { code: 'EIO', message: e instanceof Error ? e.message : String(e) };
+    process.stdout.write(`ERROR ${JSON.stringify(err)}\n`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,30 @@
+/** Human-readable renderings shared by the commands. */
+import type { VolumeInfo } from '@archipelago/mapper';
+import { formatSize } from './size.js';
+import type { TransferStats } from './transfer.js';
+
+/** `vlmc info` lines: one `key: value` per line, aligned. */
+export function infoLines(v: VolumeInfo): string[] {
+  const rows: Array<[string, string]> = [
+    ['name', v.name],
+    ['size', `${formatSize(v.size)} (${v.size} bytes)`],
+    ['blocksize', formatSize(v.blocksize)],
+    ['epoch', String(v.epoch)],
+    ['readonly', v.readonly ? 'yes (snapshot)' : 'no'],
+    ['version', String(v.version)],
+    ['objects', String(v.objects)],
+    ['allocated', `${v.allocated} (${formatSize(v.allocated * v.blocksize)} at most)`],
+    ['writable', String(v.writable)],
+    ['lock owner', v.lockOwner ?? '(none)'],
+  ];
+  const w = Math.max(...rows.map(([k]) => k.length)) + 1;
+  return rows.map(([k, val]) => `${`${k}:`.padEnd(w)} ${val}`);
+}
+
+/** One-line summary of an import or export. */
+export function transferSummary(verb: string, s: TransferStats): string {
+  return (
+    `${verb}: ${formatSize(s.bytes)} (${s.bytes} bytes), ${s.written} blocks written, ` +
+    `${s.zeroSkipped} zero blocks skipped, ${s.seconds.toFixed(2)} s, ${s.mibPerSec.toFixed(1)} MiB/s`
+  );
+}

@@ -1,0 +1,100 @@
+/**
+ * The embedded wiring (DESIGN "Two wirings"): blockers, mapper and composer built in this process
+ * from the configuration, with no daemons and no segment.
+ */
+import { hostname } from 'node:os';
+import { FileBlocker } from '@archipelago/blocker-file';
+import { Composer } from '@archipelago/composer';
+import { ArchipelagoError } from '@archipelago/libxseg';
+import { type Logger, Mapper } from '@archipelago/mapper';
+import type { ArchipelagoConfig, BlockerSection, LoadedConfig } from './config.js';
+
+export interface Runtime {
+  readonly config: ArchipelagoConfig;
+  /** The file the configuration came from, when known. */
+  readonly configPath: string | null;
+  /** Blocker of maps and locks. */
+  readonly blockerm: FileBlocker;
+  /** Blocker of data objects. */
+  readonly blockerb: FileBlocker;
+  readonly mapper: Mapper;
+  readonly composer: Composer;
+  /** The lock-owner identity of this runtime (`<hostname>_<unique_str>`). */
+  readonly identity: string;
+  /**
+   * Closes the mapper (releasing the locks of every volume it opened, unless `keepLocks`) and
+   * then the blockers. Idempotent.
+   */
+  close(opts?: { keepLocks?: boolean }): Promise<void>;
+}
+
+export interface RuntimeOptions {
+  logger?: Logger;
+}
+
+/** The lock-owner identity a blocker section gives: `<hostname>_<unique_str or "embedded">`. */
+export function identityOf(section: BlockerSection): string {
+  return `${hostname()}_${section.unique_str ?? 'embedded'}`;
+}
+
+function fileBlocker(role: string, s: BlockerSection, file: string | null): FileBlocker {
+  if (s.type === 'rados_blocker') {
+    throw new ArchipelagoError(
+      'ENOTSUP',
+      `[${role}] has type rados_blocker: RADOS support is not available yet; use type = file_blocker${file ? ` in ${file}` : ''}`,
+      { details: { role, file } },
+    );
+  }
+  if (s.archip_dir === undefined) {
+    throw new ArchipelagoError('EINVAL_CONFIG', `${file ?? 'configuration'}: ${role}.archip_dir is missing`, {
+      details: { role, file },
+    });
+  }
+  return new FileBlocker({
+    dir: s.archip_dir,
+    ...(s.lock_dir !== undefined ? { lockDir: s.lock_dir } : {}),
+    identity: identityOf(s),
+    direct: s.direct,
+    fdCache: s.fdcache,
+  });
+}
+
+/** Builds blockerm, blockerb, mapper and composer from a loaded (validated) configuration. */
+export async function openRuntime(
+  loaded: LoadedConfig | ArchipelagoConfig,
+  opts: RuntimeOptions = {},
+): Promise<Runtime> {
+  const isLoaded = (v: LoadedConfig | ArchipelagoConfig): v is LoadedConfig =>
+    typeof (v as LoadedConfig).path === 'string' && typeof (v as LoadedConfig).config === 'object';
+  const config = isLoaded(loaded) ? loaded.config : loaded;
+  const file = isLoaded(loaded) ? loaded.path : null;
+  const blockerm = fileBlocker('blockerm', config.blockerm, file);
+  const blockerb = fileBlocker('blockerb', config.blockerb, file);
+  const mapper = new Mapper({
+    blockerm,
+    blockerb,
+    lockTimeoutMs: Math.round(config.mapperd.lock_timeout * 1000),
+    ...(opts.logger ? { logger: opts.logger } : {}),
+  });
+  const composer = new Composer({ mapper, blockerb, ...(opts.logger ? { logger: opts.logger } : {}) });
+  let closing: Promise<void> | null = null;
+  return {
+    config,
+    configPath: file,
+    blockerm,
+    blockerb,
+    mapper,
+    composer,
+    identity: blockerm.identity,
+    close(closeOpts = {}) {
+      closing ??= (async () => {
+        try {
+          if (!closeOpts.keepLocks) await mapper.close();
+        } finally {
+          await Promise.allSettled([blockerm.close(), blockerb.close()]);
+        }
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,245 @@
+/**
+ * Import a raw image into a new volume, and export a volume to a sparse raw file.
+ *
+ * Both move whole blocks (the volume's block size, 4 MiB by default) with a few blocks in flight,
+ * and neither spends storage on zeros: an all-zero block of the image stays a zero block of the
+ * volume (no object), and a zero block of the volume stays a hole in the exported file.
+ */
+import { type FileHandle, open, stat } from 'node:fs/promises';
+import { ArchipelagoError, fromSystemError } from '@archipelago/libxseg';
+import { ObjFlag } from '@archipelago/mapfile';
+import type { Runtime } from './runtime.js';
+
+/** Blocks in flight by default. */
+export const DEFAULT_INFLIGHT = 8;
+
+export interface TransferOptions {
+  /** Blocks in flight (default 8). */
+  inflight?: number;
+  /** Called with the bytes done so far (zero blocks count as done). */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface TransferStats {
+  volume: string;
+  file: string;
+  /** Bytes covered (the image or volume size). */
+  bytes: number;
+  blocksize: number;
+  /** Blocks in the volume. */
+  blocks: number;
+  /** Blocks that carried data and were written. */
+  written: number;
+  /** Blocks skipped because they were all zeros (or zero blocks of the volume). */
+  zeroSkipped: number;
+  seconds: number;
+  mibPerSec: number;
+}
+
+let zeros = Buffer.alloc(0);
+/** True when `b` holds only zero bytes (a memcmp against a shared zero buffer). */
+export function isAllZero(b: Uint8Array): boolean {
+  if (zeros.length < b.length) zeros = Buffer.alloc(b.length);
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).equals(zeros.subarray(0, b.length));
+}
+
+/** Runs `work(i)` for i in [0, n) with at most `limit` running at once; stops at the first failure. */
+async function forEachBlock(
+  n: number,
+  limit: number,
+  work: (i: number, slot: number) => Promise<void>,
+): Promise<void> {
+  let next = 0;
+  let failed = false;
+  const worker = async (slot: number) => {
+    while (!failed && next < n) {
+      const i = next++;
+      try {
+        await work(i, slot);
+      } catch (e) {
+        failed = true;
+        throw e;
+      }
+    }
+  };
+  const results = await Promise.allSettled(Array.from({ length: Math.min(limit, n) }, (_, s) => worker(s)));
+  const bad = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (bad) throw bad.reason;
+}
+
+async function readFully(fh: FileHandle, buf: Buffer, length: number, position: number): Promise<void> {
+  let got = 0;
+  while (got < length) {
+    const { bytesRead } = await fh.read(buf, got, length - got, position + got);
+    if (bytesRead === 0) {
+      throw new ArchipelagoError(
+        'EIO',
+        `unexpected end of input at byte ${position + got} (the file shrank while being read)`,
+      );
+    }
+    got += bytesRead;
+  }
+}
+
+async function writeFully(fh: FileHandle, data: Buffer, position: number): Promise<void> {
+  let put = 0;
+  while (put < data.length) {
+    const { bytesWritten } = await fh.write(data, put, data.length - put, position + put);
+    put += bytesWritten;
+  }
+}
+
+function fileError(e: unknown, file: string, what: string): ArchipelagoError {
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  const details = { file, errno: code };
+  if (code === 'ENOENT')
+    return new ArchipelagoError('EINVAL', `${what} ${file}: no such file or directory`, {
+      cause: e,
+      details,
+    });
+  if (code === 'EACCES' || code === 'EPERM') {
+    return new ArchipelagoError('EINVAL', `${what} ${file}: permission denied`, { cause: e, details });
+  }
+  if (code === 'EISDIR')
+    return new ArchipelagoError('EINVAL', `${what} ${file}: it is a directory`, { cause: e, details });
+  return fromSystemError(e, `${what} ${file}`);
+}
+
+function finish(stats: Omit<TransferStats, 'seconds' | 'mibPerSec'>, started: number): TransferStats {
+  const seconds = (performance.now() - started) / 1000;
+  return { ...stats, seconds, mibPerSec: seconds > 0 ? stats.bytes / (1024 * 1024) / seconds : 0 };
+}
+
+/**
+ * Creates volume `name` with the size of `file` and copies the file into it. All-zero blocks are
+ * skipped (they stay zero blocks). Fails with EEXIST_VOLUME when the volume exists. When the copy
+ * fails, the half-filled volume is removed again.
+ */
+export async function importFile(
+  rt: Runtime,
+  file: string,
+  name: string,
+  opts: TransferOptions = {},
+): Promise<TransferStats> {
+  const started = performance.now();
+  const inflight = Math.max(1, opts.inflight ?? DEFAULT_INFLIGHT);
+  let fh: FileHandle;
+  try {
+    fh = await open(file, 'r');
+  } catch (e) {
+    throw fileError(e, file, 'cannot open');
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile())
+      throw new ArchipelagoError('EINVAL', `${file} is not a regular file`, { details: { file } });
+    const size = st.size;
+    if (size === 0)
+      throw new ArchipelagoError('EINVAL_SIZE', `${file} is empty: a volume needs at least one byte`);
+    const info = await rt.mapper.create(name, { size });
+    const bs = info.blocksize;
+    const blocks = info.objects;
+    const buffers = Array.from({ length: Math.min(inflight, blocks) }, () => Buffer.allocUnsafe(bs));
+    let written = 0;
+    let zeroSkipped = 0;
+    let done = 0;
+    try {
+      await forEachBlock(blocks, inflight, async (i, slot) => {
+        const offset = i * bs;
+        const len = Math.min(bs, size - offset);
+        const buf = buffers[slot]!.subarray(0, len);
+        try {
+          await readFully(fh, buf, len, offset);
+        } catch (e) {
+          throw fileError(e, file, 'cannot read');
+        }
+        if (isAllZero(buf)) zeroSkipped++;
+        else {
+          await rt.composer.write(name, offset, buf);
+          written++;
+        }
+        done += len;
+        opts.onProgress?.(done, size);
+      });
+      await rt.composer.flush(name);
+    } catch (e) {
+      // Do not leave a volume with half an image in it behind.
+      await rt.composer.remove(name).catch(() => {});
+      throw e;
+    }
+    return finish({ volume: name, file, bytes: size, blocksize: bs, blocks, written, zeroSkipped }, started);
+  } finally {
+    await fh.close().catch(() => {});
+  }
+}
+
+/**
+ * Writes volume `name` to `file` (created, or truncated) as a sparse raw image: the file is sized
+ * to the volume, zero blocks and all-zero blocks are left as holes, the rest is written with
+ * pwrite, and the file is fsynced at the end.
+ */
+export async function exportVolume(
+  rt: Runtime,
+  name: string,
+  file: string,
+  opts: TransferOptions = {},
+): Promise<TransferStats> {
+  const started = performance.now();
+  const inflight = Math.max(1, opts.inflight ?? DEFAULT_INFLIGHT);
+  const info = await rt.mapper.info(name);
+  const entries = await rt.mapper.entries(name);
+  try {
+    const st = await stat(file);
+    if (!st.isFile()) {
+      throw new ArchipelagoError('EINVAL', `${file} is not a regular file; export writes a sparse raw file`, {
+        details: { file },
+      });
+    }
+  } catch (e) {
+    if (ArchipelagoError.isInstance(e)) throw e;
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fileError(e, file, 'cannot stat');
+  }
+  let fh: FileHandle;
+  try {
+    fh = await open(file, 'w');
+  } catch (e) {
+    throw fileError(e, file, 'cannot create');
+  }
+  try {
+    const size = info.size;
+    const bs = info.blocksize;
+    const blocks = info.objects;
+    await fh.truncate(size);
+    let written = 0;
+    let zeroSkipped = 0;
+    let done = 0;
+    await forEachBlock(blocks, inflight, async (i) => {
+      const offset = i * bs;
+      const len = Math.min(bs, size - offset);
+      const e = entries[i];
+      if (!e || e.flags & ObjFlag.ZERO) zeroSkipped++;
+      else {
+        const data = await rt.composer.read(name, offset, len);
+        if (isAllZero(data)) zeroSkipped++;
+        else {
+          try {
+            await writeFully(fh, data, offset);
+          } catch (err) {
+            throw fileError(err, file, 'cannot write');
+          }
+          written++;
+        }
+      }
+      done += len;
+      opts.onProgress?.(done, size);
+    });
+    try {
+      await fh.sync();
+    } catch (err) {
+      throw fileError(err, file, 'cannot sync');
+    }
+    return finish({ volume: name, file, bytes: size, blocksize: bs, blocks, written, zeroSkipped }, started);
+  } finally {
+    await fh.close().catch(() => {});
+  }
+}
