@@ -219,6 +219,37 @@ describe('locks', () => {
     }
   });
 
+  it('never releases a lock this host held before the call (vlmc lock from another process)', async () => {
+    // An earlier process of this host locked the names; this mapper is a new process.
+    await maps.acquire('prelocked');
+    await mapper.create('prelocked', { size: 2 * BS, blocksize: BS });
+    expect(await maps.lockOwner('prelocked')).toBe('hostA_embedded');
+    await maps.acquire('ghost');
+    expect(await codeOf(mapper.openVolume('ghost'))).toBe('ENOENT_VOLUME');
+    expect(await maps.lockOwner('ghost')).toBe('hostA_embedded');
+    const fresh = stack('hostA_embedded').mapper;
+    const info = await fresh.resize('prelocked', 3 * BS);
+    expect(info.lockOwner).toBe('hostA_embedded');
+    await fresh.snapshot('prelocked', 'prelocked-snap');
+    expect(await maps.lockOwner('prelocked')).toBe('hostA_embedded');
+    // A lock the call took itself is released, and info says so.
+    const c = await fresh.create('unlocked', { size: BS, blocksize: BS });
+    expect(c.lockOwner).toBeNull();
+    expect((await fresh.resize('unlocked', 2 * BS)).lockOwner).toBeNull();
+    await fresh.close();
+  });
+
+  it('lists maps from their headers only', async () => {
+    await mapper.create('l1', { size: 3 * BS, blocksize: BS });
+    await mapper.snapshot('l1', 'l1-snap');
+    await blocks.writeFull('not-a-map', Buffer.from('data'));
+    const all = await mapper.list();
+    expect(all.map((v) => [v.name, v.readonly, v.objects])).toEqual([
+      ['l1', false, 3],
+      ['l1-snap', true, 3],
+    ]);
+  });
+
   it('open is idempotent for this owner and close releases the lock', async () => {
     await mapper.create('op', { size: BS, blocksize: BS });
     await mapper.openVolume('op');

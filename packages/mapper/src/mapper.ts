@@ -36,6 +36,7 @@ import {
   type ObjectSegment,
   silentLogger,
   type VolumeInfo,
+  type VolumeSummary,
 } from './types.js';
 
 export interface MapperOptions {
@@ -75,6 +76,8 @@ interface OpenVolume {
   readonly entryLocks: KeyedMutex<number>;
   /** Set while a map change runs: new copy-ups and discards wait for it. */
   barrier: Promise<void> | null;
+  /** This mapper took the lock when opening (false: the identity held it already). */
+  readonly tookLock: boolean;
 }
 
 const zeroEntry = (): MapEntry => ({ name: ZERO_BLOCK, flags: ObjFlag.ZERO });
@@ -193,17 +196,18 @@ export class Mapper {
    * take (one past any deleted map of that name, so object names are never reused).
    */
   private async withNewName(name: string, make: (epoch: bigint) => Promise<LoadedMap>): Promise<VolumeInfo> {
-    await this.acquireNow(name);
+    const took = await this.acquireNow(name);
+    let map: LoadedMap;
     try {
       const prevEpoch = await this.deletedEpoch(name);
       if (prevEpoch >= UINT64_MAX - 2n) {
         throw archipError('EOVERFLOW', `volume name "${name}" has used up its epochs`);
       }
-      const map = await make(prevEpoch + 1n);
-      return this.describe(map, await this.blockerm.lockOwner(name));
+      map = await make(prevEpoch + 1n);
     } finally {
-      await this.releaseQuietly(name);
+      if (took) await this.releaseQuietly(name);
     }
+    return this.describe(map, await this.blockerm.lockOwner(name));
   }
 
   /**
@@ -238,7 +242,7 @@ export class Mapper {
       }
       if (origin.epoch >= UINT64_MAX)
         throw archipError('EOVERFLOW', `volume "${name}" has used up its epochs`);
-      await this.acquireNow(snap);
+      const tookSnap = await this.acquireNow(snap);
       try {
         const snapEpoch = await this.deletedEpoch(snap);
         const shared = origin.entries.map((e) => ({ name: e.name, flags: e.flags & ~ObjFlag.WRITABLE }));
@@ -263,7 +267,7 @@ export class Mapper {
         this.log.info({ volume: name, snapshot: snap }, 'snapshot taken');
         return this.describe(snapMap, null);
       } finally {
-        await this.releaseQuietly(snap);
+        if (tookSnap) await this.releaseQuietly(snap);
       }
     });
   }
@@ -304,7 +308,7 @@ export class Mapper {
       name,
       async (vol) => {
         if (newName === name) throw archipError('EEXIST_VOLUME', `volume "${name}" already has that name`);
-        await this.acquireNow(newName);
+        const tookNew = await this.acquireNow(newName);
         try {
           const epoch = (await this.deletedEpoch(newName)) + 1n;
           const old = vol.map;
@@ -324,7 +328,7 @@ export class Mapper {
           this.log.info({ volume: name, to: newName }, 'renamed volume');
           return this.describe(renamed, null);
         } finally {
-          await this.releaseQuietly(newName);
+          if (tookNew) await this.releaseQuietly(newName);
         }
       },
       {},
@@ -336,7 +340,7 @@ export class Mapper {
   async resize(name: string, size: number): Promise<VolumeInfo> {
     this.checkOpen();
     checkSize(size);
-    return this.withChange(name, async (vol) => {
+    const resized = await this.withChange(name, async (vol) => {
       const map = vol.map;
       if (map.flags & MapFlag.READONLY)
         throw archipError('EREADONLY', `"${name}" is a snapshot; it cannot be resized`);
@@ -373,8 +377,9 @@ export class Mapper {
         await this.forEachLimited(dropped, (o) => this.blockerb.delete(o));
       }
       this.log.info({ volume: name, from: map.size, to: size }, 'resized volume');
-      return this.describe(next, this.blockerm.identity);
+      return next;
     });
+    return this.describe(resized, await this.blockerm.lockOwner(name));
   }
 
   /**
@@ -389,8 +394,9 @@ export class Mapper {
   ): Promise<T> {
     const wasOpen = this.open.has(name);
     const vol = await this.openLocked(name, opts, false);
+    let result: T;
     try {
-      return await vol.meta.run('meta', async () => {
+      result = await vol.meta.run('meta', async () => {
         let lift!: () => void;
         vol.barrier = new Promise<void>((r) => {
           lift = r;
@@ -404,11 +410,12 @@ export class Mapper {
         }
       });
     } finally {
-      if (!wasOpen || how.closeAfter) {
-        this.open.delete(name);
-        await this.releaseQuietly(name);
-      }
+      // Drop what this call opened. The lock goes only if this call took it (a lock this host
+      // held before, e.g. from `vlmc lock`, stays) or the name itself is gone (remove, rename).
+      if (!wasOpen || how.closeAfter) this.open.delete(name);
+      if (how.closeAfter || (!wasOpen && vol.tookLock)) await this.releaseQuietly(name);
     }
+    return result;
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -460,33 +467,39 @@ export class Mapper {
     return this.describe(map, await this.blockerm.lockOwner(name));
   }
 
-  /** Every live map in blockerm, sorted by name. */
-  async list(): Promise<VolumeInfo[]> {
+  /**
+   * Every live map in blockerm, sorted by name. Reads only headers (a v1 map is decoded whole),
+   * so listing costs one small read per map whatever the volume sizes.
+   */
+  async list(): Promise<VolumeSummary[]> {
     this.checkOpen();
-    const out: VolumeInfo[] = [];
+    const out: VolumeSummary[] = [];
     for await (const obj of this.blockerm.list()) {
       if (/_[0-9a-f]{16}$/.test(obj)) continue; // map blocks
       const head = await this.readHead(obj).catch(() => null);
       if (!head) continue;
-      let version: 0 | 1 | 2;
-      try {
-        version = detectVersion(head.bytes, obj);
-      } catch {
-        continue; // not a map (v0 maps cannot be told apart without a hint)
-      }
-      if (version === 2) {
-        try {
-          const h = decodeHeaderV2(head.bytes.subarray(0, head.stored), obj);
-          if (h.flags & MapFlag.DELETED) continue;
-        } catch {
-          continue;
-        }
-      }
       const name = obj.startsWith('archip_') ? obj.slice('archip_'.length) : obj;
       try {
-        out.push(await this.info(name));
-      } catch (e) {
-        this.log.warn({ volume: name, err: String(e) }, 'skipping unreadable map');
+        const version = detectVersion(head.bytes, obj);
+        if (version === 2) {
+          const h = decodeHeaderV2(head.bytes.subarray(0, head.stored), obj);
+          if (h.flags & MapFlag.DELETED) continue;
+          out.push({
+            name,
+            size: h.size,
+            blocksize: h.blocksize,
+            epoch: h.epoch,
+            readonly: (h.flags & MapFlag.READONLY) !== 0,
+            version: 2,
+            objects: objectCount(h.size, h.blocksize),
+          });
+        } else {
+          const { allocated: _a, writable: _w, lockOwner: _l, ...summary } = await this.info(name);
+          out.push(summary);
+        }
+      } catch {
+        // Not a map (data objects can share blockerm with maps; v0 maps need a hint), or damaged:
+        // `vlmc info <name>` reports the fault.
       }
     }
     return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
@@ -647,16 +660,21 @@ export class Mapper {
       const have = this.open.get(name);
       if (have) return have;
       validateVolumeName(name);
-      if (wait) await this.acquireWaiting(name);
-      else await this.acquireNow(name);
+      const tookLock = wait ? await this.acquireWaiting(name) : await this.acquireNow(name);
       try {
         let map = await this.load(name, opts);
         if (map.version !== 2 || map.storedAs !== name) map = await this.upgrade(map);
-        const vol: OpenVolume = { map, meta: new KeyedMutex(), entryLocks: new KeyedMutex(), barrier: null };
+        const vol: OpenVolume = {
+          map,
+          meta: new KeyedMutex(),
+          entryLocks: new KeyedMutex(),
+          barrier: null,
+          tookLock,
+        };
         this.open.set(name, vol);
         return vol;
       } catch (e) {
-        await this.releaseQuietly(name);
+        if (tookLock) await this.releaseQuietly(name);
         throw e;
       }
     });
@@ -789,13 +807,22 @@ export class Mapper {
   // ---------------------------------------------------------------------------------------------
   // Locks
 
-  private async acquireNow(name: string): Promise<void> {
+  /**
+   * Takes the lock without waiting. Resolves true when this call took it, false when this
+   * identity already held it (then the caller must not release it).
+   */
+  private async acquireNow(name: string): Promise<boolean> {
+    const held = (await this.blockerm.lockOwner(name)) === this.blockerm.identity;
     await this.blockerm.acquire(name, { wait: false });
+    return !held;
   }
 
-  private async acquireWaiting(name: string): Promise<void> {
+  /** Takes the lock, waiting up to the lock timeout; same result as acquireNow. */
+  private async acquireWaiting(name: string): Promise<boolean> {
+    const held = (await this.blockerm.lockOwner(name)) === this.blockerm.identity;
     try {
       await this.blockerm.acquire(name, { wait: true, timeoutMs: this.lockTimeoutMs });
+      return !held;
     } catch (e) {
       if (!ArchipelagoError.is(e, 'ETIMEDOUT')) throw e;
       const owner = await this.blockerm.lockOwner(name);

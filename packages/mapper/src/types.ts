@@ -22,6 +22,9 @@ export interface VolumeInfo {
   lockOwner: string | null;
 }
 
+/** What `list` tells about each map: header facts only. */
+export type VolumeSummary = Omit<VolumeInfo, 'allocated' | 'writable' | 'lockOwner'>;
+
 /** One object segment of a volume byte range. */
 export interface ObjectSegment {
   /** Block index in the volume. */

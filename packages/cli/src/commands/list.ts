@@ -1,4 +1,4 @@
-import type { VolumeInfo } from '@archipelago/mapper';
+import type { VolumeSummary } from '@archipelago/mapper';
 import { VlmcCommand } from '../base.js';
 
 export default class List extends VlmcCommand {
@@ -7,11 +7,11 @@ export default class List extends VlmcCommand {
   static override summary = 'List volumes and snapshots.';
 
   static override description =
-    'Prints one name per line; with --json, one record per volume (as "vlmc info").';
+    'Prints one name per line; with --json, one record per volume (name, size, blocksize, epoch, readonly, version, objects).';
 
   static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> ls --json'];
 
-  async run(): Promise<VolumeInfo[]> {
+  async run(): Promise<VolumeSummary[]> {
     await this.parse(List);
     const rt = await this.runtime();
     const all = await rt.mapper.list();
