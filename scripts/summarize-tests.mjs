@@ -9,7 +9,9 @@ try {
   console.log(`0 passed, 1 failed (no test results in ${file}: ${e.message})`);
   process.exit(1);
 }
-const failedSuites = (r.testResults ?? []).filter((s) => s.status === 'failed' && s.assertionResults.length === 0);
+const failedSuites = (r.testResults ?? []).filter(
+  (s) => s.status === 'failed' && s.assertionResults.length === 0,
+);
 for (const s of failedSuites) console.log(`suite failed to run: ${s.name}\n${s.message ?? ''}`);
 const failed = r.numFailedTests + failedSuites.length;
 console.log(`${r.numPassedTests} passed, ${failed} failed, ${r.numPendingTests + r.numTodoTests} skipped`);

@@ -8,10 +8,19 @@ import type { NbdExport, NbdExtent } from './types.js';
 export interface VolumeBackend {
   read(volume: string, offset: number, length: number): Promise<Buffer>;
   write(volume: string, offset: number, data: Uint8Array, opts?: { fua?: boolean }): Promise<void>;
-  writeZeroes(volume: string, offset: number, length: number, opts?: { noHole?: boolean; fua?: boolean }): Promise<void>;
+  writeZeroes(
+    volume: string,
+    offset: number,
+    length: number,
+    opts?: { noHole?: boolean; fua?: boolean },
+  ): Promise<void>;
   trim(volume: string, offset: number, length: number): Promise<void>;
   flush(volume?: string): Promise<void>;
-  blockStatus(volume: string, offset: number, length: number): Promise<Array<{ offset: number; length: number; zero: boolean }>>;
+  blockStatus(
+    volume: string,
+    offset: number,
+    length: number,
+  ): Promise<Array<{ offset: number; length: number; zero: boolean }>>;
 }
 
 export interface VolumeExportOptions {
@@ -46,12 +55,19 @@ export function volumeExport(backend: VolumeBackend, opts: VolumeExportOptions):
       if (o.fastZero) {
         const whole = offset % bs === 0 && (length % bs === 0 || offset + length === opts.size);
         if (o.noHole || !whole) {
-          throw new ArchipelagoError('ENOTSUP', 'fast zero is only possible for whole blocks without NO_HOLE');
+          throw new ArchipelagoError(
+            'ENOTSUP',
+            'fast zero is only possible for whole blocks without NO_HOLE',
+          );
         }
       }
       await backend.writeZeroes(vol, offset, length, { noHole: o.noHole, fua: o.fua });
     },
     blockStatus: async (offset, length): Promise<NbdExtent[]> =>
-      (await backend.blockStatus(vol, offset, length)).map((e) => ({ length: e.length, hole: e.zero, zero: e.zero })),
+      (await backend.blockStatus(vol, offset, length)).map((e) => ({
+        length: e.length,
+        hole: e.zero,
+        zero: e.zero,
+      })),
   };
 }
