@@ -91,6 +91,16 @@ export interface Blocker {
   /** The identity holding the lock, or null when it is free. */
   lockOwner(name: string): Promise<string | null>;
 
+  /**
+   * Content-addresses object `name` (reference §2.7): reads its first `size` bytes (zeros past
+   * the end; a missing object is all zeros), strips trailing zero bytes, and names the rest by
+   * the lowercase hex SHA-256 H (the Pithos block hash; an all-zero block gives the zero-block
+   * name and stores nothing). Stores the stripped bytes as object H unless H already exists,
+   * atomically (a reader never sees a partial H), and resolves with H in every case.
+   * Optional: blockers that cannot hash leave it undefined (callers fail with ENOTSUP).
+   */
+  hash?(name: string, size: number): Promise<string>;
+
   /** Makes every acknowledged write durable (a no-op for blockers that sync each write). */
   flush(): Promise<void>;
 

@@ -38,6 +38,8 @@ export interface ArchipelagoSection {
   BLKTAP_ENABLED: boolean;
   /** A umask as a number (the file may say `0o007`, `007` or `7`). */
   UMASK: number;
+  /** Where `vlmc map` keeps run-state (pids, sockets). Default: see `runDirectory`. */
+  RUN_DIR?: string;
   [key: string]: unknown;
 }
 
@@ -128,7 +130,7 @@ type Kind = 'int' | 'number' | 'bool' | 'string' | 'umask';
 
 /** Keys of the global sections. Python's ConfigParser matched option names case-insensitively. */
 const GLOBAL_KEYS: Readonly<Record<string, Readonly<Record<string, Kind>>>> = {
-  ARCHIPELAGO: { USER: 'string', GROUP: 'string', BLKTAP_ENABLED: 'bool', UMASK: 'umask' },
+  ARCHIPELAGO: { USER: 'string', GROUP: 'string', BLKTAP_ENABLED: 'bool', UMASK: 'umask', RUN_DIR: 'string' },
   XSEG: {
     SEGMENT_PORTS: 'int',
     SEGMENT_DYNPORTS: 'int',
@@ -323,6 +325,7 @@ export const CONFIG_SCHEMA = {
       GROUP: { type: 'string', minLength: 1, default: 'archipelago' },
       BLKTAP_ENABLED: { type: 'boolean', default: false },
       UMASK: { type: 'integer', minimum: 0, maximum: 0o777, default: 0o007 },
+      RUN_DIR: { type: 'string', minLength: 1 },
     },
   },
   XSEG: {
@@ -642,4 +645,16 @@ function resolveDirs(c: ArchipelagoConfig, base: string): void {
     if (b.archip_dir !== undefined) b.archip_dir = resolve(base, b.archip_dir);
     if (b.lock_dir !== undefined) b.lock_dir = resolve(base, b.lock_dir);
   }
+}
+
+/**
+ * The run-state directory (mapped volumes: pids, sockets, control channels): `[ARCHIPELAGO]
+ * RUN_DIR` if set; `/var/run/archipelago` for the system-wide configuration; otherwise `run/`
+ * next to the configuration file, so that each configuration (and each test) has its own.
+ */
+export function runDirectory(loaded: LoadedConfig): string {
+  const set = loaded.config.ARCHIPELAGO.RUN_DIR;
+  if (typeof set === 'string' && set !== '') return resolve(dirname(loaded.path), set);
+  if (loaded.source === 'system') return '/var/run/archipelago';
+  return join(dirname(loaded.path), 'run');
 }
