@@ -11,7 +11,8 @@
  */
 import { ArchipelagoError, fromSystemError } from '@archipelago/libxseg';
 import { Command, Errors, Flags, type Interfaces } from '@oclif/core';
-import { type LoadedConfig, loadConfig } from './config.js';
+import { type LoadedConfig, loadConfig, runDirectory } from './config.js';
+import { type MappedStatus, RunState } from './endpoint/runstate.js';
 import { openRuntime, type Runtime } from './runtime.js';
 
 /** The error code shown for failures that are not Archipelago errors (bugs). */
@@ -189,6 +190,31 @@ export abstract class VlmcCommand extends Command {
   protected override logJson(json: unknown): void {
     if (this.failed) return; // a failure after run() (closing) was reported instead
     process.stdout.write(`${JSON.stringify(json, jsonReplacer, 2)}\n`);
+  }
+
+  /** The run-state of mapped volumes for this configuration. */
+  protected runState(): RunState {
+    return new RunState(runDirectory(this.configuration()));
+  }
+
+  /** The live process holding `name` mapped (`vlmc map`), or null. */
+  protected async holder(name: string): Promise<MappedStatus | null> {
+    const e = await this.runState().read(name);
+    return e?.alive ? e : null;
+  }
+
+  /** Fails with EBUSY when `name` is mapped: the holder owns its map until `vlmc unmap`. */
+  protected async refuseMapped(name: string, action: string): Promise<void> {
+    const h = await this.holder(name);
+    if (h) {
+      throw new ArchipelagoError(
+        'EBUSY',
+        `cannot ${action} "${name}": it is mapped at ${h.uri} (pid ${h.pid}); run "vlmc unmap ${name}" first`,
+        {
+          details: { volume: name, uri: h.uri, pid: h.pid },
+        },
+      );
+    }
   }
 
   /** Human output only (suppressed with --json). */

@@ -18,6 +18,7 @@ volume owns are deleted. Objects shared with snapshots or clones stay: they are 
 
   async run(): Promise<{ name: string; removed: true }> {
     const { args } = await this.parse(Remove);
+    await this.refuseMapped(args.name, 'remove');
     const rt = await this.runtime();
     await rt.composer.remove(args.name);
     this.say(`removed ${args.name}`);

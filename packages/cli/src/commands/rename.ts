@@ -17,6 +17,7 @@ export default class Rename extends VlmcCommand {
 
   async run(): Promise<VolumeInfo> {
     const { args } = await this.parse(Rename);
+    await this.refuseMapped(args.name, 'rename');
     const rt = await this.runtime();
     const info = await rt.composer.frozen(args.name, () => rt.mapper.rename(args.name, args.new));
     this.say(`renamed ${args.name} to ${info.name}`);

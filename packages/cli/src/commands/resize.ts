@@ -27,6 +27,7 @@ the blocks past the new end; data there is lost. Snapshots cannot be resized.`;
 
   async run(): Promise<VolumeInfo> {
     const { args, flags } = await this.parse(Resize);
+    await this.refuseMapped(args.name, 'resize');
     const size = parseSize(flags.size);
     const rt = await this.runtime();
     await this.adopt(args.name);

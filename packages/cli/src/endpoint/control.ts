@@ -7,11 +7,17 @@ export type ControlRequest =
   | { op: 'ping' }
   | { op: 'info' }
   | { op: 'snapshot'; snap: string }
+  | { op: 'close' }
   | { op: 'unmap' };
 
 type Reply =
   | { ok: true; result: unknown }
   | { ok: false; error: { code: ErrorCode; message: string; details?: Record<string, unknown> } };
+
+/** JSON has no bigint: epochs travel as decimal strings (as `--json` prints them). */
+function bigintAsString(_key: string, value: unknown): unknown {
+  return typeof value === 'bigint' ? value.toString() : value;
+}
 
 /**
  * Serves the control channel: one JSON request per line, one JSON reply per line. Anything
@@ -37,7 +43,7 @@ export async function serveControl(
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
         void answer(line).then((r) => {
-          if (!sock.destroyed) sock.write(`${JSON.stringify(r)}\n`);
+          if (!sock.destroyed) sock.write(`${JSON.stringify(r, bigintAsString)}\n`);
         });
         nl = buf.indexOf('\n');
       }

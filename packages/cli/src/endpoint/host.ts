@@ -51,15 +51,19 @@ export async function runHost(req: HostRequest): Promise<void> {
   const stop = (why: string) => {
     stopping ??= (async () => {
       log.info({ volume: name, why }, 'unmapping');
+      const t0 = Date.now();
       await server.close();
+      log.debug({ ms: Date.now() - t0 }, 'nbd server closed');
       try {
         await rt.composer.close(name);
       } catch (e) {
         log.warn({ volume: name, err: String(e) }, 'close failed');
       }
+      log.debug({ ms: Date.now() - t0 }, 'volume closed');
       await rt.close();
       await state.remove(name);
       control.close();
+      log.info({ volume: name, ms: Date.now() - t0 }, 'unmapped');
     })();
     return stopping;
   };
@@ -72,6 +76,10 @@ export async function runHost(req: HostRequest): Promise<void> {
         return info;
       case 'snapshot':
         return rt.composer.snapshot(name, r.snap);
+      case 'close':
+        // Drops the cache and releases the lock; the export stays up and the next I/O reopens.
+        await rt.composer.close(name);
+        return { volume: name };
       case 'unmap':
         setImmediate(() => void stop('unmap requested').then(() => process.exit(0)));
         return { volume: name };
