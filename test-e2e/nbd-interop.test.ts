@@ -210,6 +210,31 @@ describe('snapshots and clones of a mapped volume', () => {
     await env.ok('unmap', suri);
   });
 
+  it('snapshots a volume under a running fio workload: I/O drains, resumes, and verifies', async () => {
+    const fio = sh('fio', [
+      '--name=busy',
+      '--ioengine=nbd',
+      `--uri=${uri}`,
+      '--rw=randwrite',
+      '--bs=64k',
+      '--size=24m',
+      '--offset=8m',
+      '--iodepth=8',
+      '--verify=crc32c',
+      '--do_verify=1',
+      '--verify_fatal=1',
+      '--output-format=json',
+    ]);
+    await new Promise((r) => setTimeout(r, 300));
+    const snap = await env.vlmc('snapshot', 'vm', 'vm-busy', '--json');
+    expect(snap.code, snap.stderr).toBe(0);
+    const r = await fio;
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))).jobs[0].error).toBe(0);
+    const info = (await env.vlmc('info', 'vm-busy', '--json')).json as { readonly: boolean; size: number };
+    expect(info).toMatchObject({ readonly: true, size: SIZE });
+  });
+
   it('refuses remove, rename and resize of a mapped volume; showmapped lists it', async () => {
     for (const args of [
       ['rm', 'vm'],
