@@ -133,6 +133,7 @@ describe('vlmc map', () => {
       '--verify=crc32c',
       '--do_verify=1',
       '--verify_fatal=1',
+      '--verify_state_save=0',
       '--output-format=json',
     ]);
     expect(r.code, r.stderr + r.stdout.slice(0, 2000)).toBe(0);
@@ -223,6 +224,7 @@ describe('snapshots and clones of a mapped volume', () => {
       '--verify=crc32c',
       '--do_verify=1',
       '--verify_fatal=1',
+      '--verify_state_save=0',
       '--output-format=json',
     ]);
     await new Promise((r) => setTimeout(r, 300));
