@@ -1,0 +1,495 @@
+#!/usr/bin/env node
+/**
+ * NBD throughput and latency of our endpoint, side by side with qemu-nbd and nbdkit in one run,
+ * measured by fio's nbd engine (libnbd). Not a test: run it by hand (see README.md).
+ *
+ *   node bench/nbd/run.mjs [--size-mib 1024] [--runtime 10] [--ramp 2] [--dir /var/tmp]
+ *                          [--rows seqread,randread] [--profile DIR] [--direct] [--keep]
+ *
+ * Servers (all on unix sockets, all files in one temp dir on the same disk):
+ *   ours     node bench/nbd/server.mjs: FileBlocker x2 + Mapper + Composer + NbdServer/volumeExport
+ *   qemu-nbd -f raw --cache=writeback --aio=threads -t, on a raw file
+ *   nbdkit   file plugin (default cache), on a raw file
+ * Each is filled with the same random bytes first (reads of holes would measure nothing).
+ * Rows run in a fixed order, and within a row the servers run in a fixed order: ours, qemu-nbd,
+ * nbdkit. One fio job, one connection, per measurement.
+ *
+ * Writes bench/results/nbd.json, bench/results/nbd.svg and bench/results/nbd.md.
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, existsSync, fsyncSync, openSync, writeSync } from 'node:fs';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
+import os from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const ROOT = dirname(dirname(HERE));
+const RESULTS = join(ROOT, 'bench', 'results');
+const MiB = 1024 * 1024;
+
+const { values: opts } = parseArgs({
+  options: {
+    'size-mib': { type: 'string', default: '1024' },
+    runtime: { type: 'string', default: '10' },
+    ramp: { type: 'string', default: '2' },
+    dir: { type: 'string', default: '/var/tmp' },
+    rows: { type: 'string' },
+    servers: { type: 'string', default: 'ours,qemu-nbd,nbdkit' },
+    profile: { type: 'string' },
+    direct: { type: 'boolean', default: false },
+    keep: { type: 'boolean', default: false },
+    out: { type: 'string', default: 'nbd' },
+  },
+});
+const sizeMiB = Number(opts['size-mib']);
+const runtime = Number(opts.runtime);
+const ramp = Number(opts.ramp);
+if (!(sizeMiB > 0) || sizeMiB % 4 !== 0) throw new Error('--size-mib must be a positive multiple of 4');
+if (!(runtime > 0) || !(ramp >= 0)) throw new Error('--runtime must be > 0 and --ramp >= 0');
+const size = sizeMiB * MiB;
+
+/** The rows, in the order they run. */
+const ALL_ROWS = [
+  { id: 'seqread', label: '1 MiB seq read, QD16', rw: 'read', bs: '1M', iodepth: 16 },
+  { id: 'seqwrite', label: '1 MiB seq write, QD16', rw: 'write', bs: '1M', iodepth: 16 },
+  { id: 'randread', label: '4 KiB rand read, QD32', rw: 'randread', bs: '4k', iodepth: 32 },
+  { id: 'randwrite', label: '4 KiB rand write, QD32', rw: 'randwrite', bs: '4k', iodepth: 32 },
+  { id: 'randread-qd1', label: '4 KiB rand read, QD1', rw: 'randread', bs: '4k', iodepth: 1, latency: true },
+];
+const rows = opts.rows ? ALL_ROWS.filter((r) => opts.rows.split(',').includes(r.id)) : ALL_ROWS;
+const serverIds = opts.servers.split(',');
+if (!serverIds.includes('ours')) throw new Error('--servers must include ours');
+
+const QEMU_ARGS = ['-f', 'raw', '--cache=writeback', '--aio=threads'];
+
+// ------------------------------------------------------------------------------------------------
+// processes
+
+/** Runs a command to completion; resolves with stdout, rejects with stderr on a non-zero exit. */
+function run(cmd, args) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+    });
+    child.stderr.on('data', (d) => {
+      err += d;
+    });
+    child.on('error', reject);
+    child.on('close', (code) =>
+      code === 0 ? resolve(out) : reject(new Error(`${cmd} ${args.join(' ')}: exit ${code}\n${err}`)),
+    );
+  });
+}
+
+const version = (cmd, args) =>
+  run(cmd, args)
+    .then((s) => s.split('\n')[0].trim())
+    .catch(() => 'unknown');
+
+/** Resolves once a unix socket accepts connections. */
+async function waitSocket(path, child, what) {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`${what} exited early (code ${child.exitCode})`);
+    if (existsSync(path)) {
+      const ok = await new Promise((r) => {
+        const s = connect(path);
+        s.once('connect', () => {
+          s.destroy();
+          r(true);
+        });
+        s.once('error', () => r(false));
+      });
+      if (ok) return;
+    }
+    if (Date.now() > deadline) throw new Error(`${what}: ${path} not ready after 30 s`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** A long-running server; `stop()` sends SIGTERM and waits for the exit. */
+function startDaemon(cmd, args, what) {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  child.stderr.on('data', (d) => {
+    err += d;
+  });
+  child.on('error', (e) => {
+    err += String(e);
+  });
+  const exited = new Promise((r) => child.once('exit', r));
+  return {
+    child,
+    what,
+    stderr: () => err,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 15_000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}
+
+async function startOurs(dir, socket, profileDir) {
+  const node = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
+  const args = [
+    ...node,
+    join(HERE, 'server.mjs'),
+    '--dir',
+    dir,
+    '--socket',
+    socket,
+    '--size-mib',
+    String(sizeMiB),
+    ...(opts.direct ? ['--direct'] : []),
+  ];
+  const d = startDaemon(process.execPath, args, 'ours');
+  await new Promise((resolve, reject) => {
+    let buf = '';
+    d.child.stdout.on('data', (c) => {
+      buf += c;
+      if (buf.includes('"ready":true')) resolve();
+    });
+    d.child.once('exit', (code) => reject(new Error(`server.mjs exited (${code}):\n${d.stderr()}`)));
+  });
+  return d;
+}
+
+// ------------------------------------------------------------------------------------------------
+// fio
+
+function fioArgs(row, uri, outFile) {
+  return [
+    '--name',
+    row.id,
+    '--ioengine=nbd',
+    `--uri=${uri}`,
+    `--rw=${row.rw}`,
+    `--bs=${row.bs}`,
+    `--iodepth=${row.iodepth}`,
+    '--numjobs=1',
+    '--time_based=1',
+    `--runtime=${runtime}`,
+    `--ramp_time=${ramp}`,
+    '--norandommap=1',
+    '--randrepeat=0',
+    '--randseed=12345',
+    '--lat_percentiles=1',
+    '--percentile_list=50:99:99.9',
+    '--output-format=json',
+    `--output=${outFile}`,
+  ];
+}
+
+async function fio(row, uri, outFile) {
+  await run('fio', fioArgs(row, uri, outFile));
+  const j = JSON.parse(await readFile(outFile, 'utf8'));
+  const job = j.jobs[0];
+  const side = row.rw.includes('write') ? job.write : job.read;
+  const lat = side.lat_ns ?? {};
+  const pct = lat.percentile ?? {};
+  const us = (ns) => (typeof ns === 'number' ? ns / 1000 : null);
+  return {
+    iops: side.iops,
+    mibps: side.bw_bytes / MiB,
+    ios: side.total_ios,
+    errors: job.error,
+    latUs: {
+      mean: us(lat.mean),
+      p50: us(pct['50.000000']),
+      p99: us(pct['99.000000']),
+      p999: us(pct['99.900000']),
+    },
+  };
+}
+
+// ------------------------------------------------------------------------------------------------
+// output
+
+const f0 = (n) => (n == null ? '-' : Math.round(n).toLocaleString('en-US'));
+const f1 = (n) => (n == null ? '-' : n.toFixed(1));
+const f2 = (n) => (n == null || !Number.isFinite(n) ? '-' : `${n.toFixed(2)}x`);
+
+function tables(result) {
+  const peers = result.servers.filter((s) => s !== 'ours');
+  const head = [
+    'row',
+    ...result.servers.flatMap((s) => [`${s} IOPS`, `${s} MiB/s`]),
+    ...peers.map((p) => `ours/${p}`),
+  ];
+  const lines = [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`];
+  for (const r of result.rows) {
+    const cells = [r.label];
+    for (const s of result.servers) cells.push(f0(r.results[s]?.iops), f1(r.results[s]?.mibps));
+    for (const p of peers) cells.push(f2(r.ratio[p]));
+    lines.push(`| ${cells.join(' | ')} |`);
+  }
+  const lat = result.rows.filter((r) => r.latency);
+  const out = [lines.join('\n')];
+  if (lat.length) {
+    const h2 = ['latency (µs), 4 KiB rand read QD1', 'mean', 'p50', 'p99', 'p99.9'];
+    const l2 = [`| ${h2.join(' | ')} |`, `|---|---:|---:|---:|---:|`];
+    for (const r of lat)
+      for (const s of result.servers) {
+        const l = r.results[s]?.latUs ?? {};
+        l2.push(`| ${s} | ${f1(l.mean)} | ${f1(l.p50)} | ${f1(l.p99)} | ${f1(l.p999)} |`);
+      }
+    out.push(l2.join('\n'));
+  }
+  return out.join('\n\n');
+}
+
+function esc(s) {
+  return String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+/** Grouped bars: per row, each server's IOPS relative to qemu-nbd (1.0 = qemu-nbd), log2 axis. */
+function svg(result) {
+  const servers = result.servers;
+  const colors = { ours: '#d9480f', 'qemu-nbd': '#1c7ed6', nbdkit: '#2f9e44' };
+  const W = 900;
+  const H = 420;
+  const m = { l: 60, r: 20, t: 50, b: 80 };
+  const pw = W - m.l - m.r;
+  const ph = H - m.t - m.b;
+  const ratioOf = (r, s) => {
+    const base = r.results['qemu-nbd']?.iops ?? r.results.ours.iops;
+    return (r.results[s]?.iops ?? 0) / base;
+  };
+  let lo = 0.125;
+  let hi = 4;
+  for (const r of result.rows)
+    for (const s of servers) {
+      const v = ratioOf(r, s);
+      if (v > 0) {
+        lo = Math.min(lo, 2 ** Math.floor(Math.log2(v)));
+        hi = Math.max(hi, 2 ** Math.ceil(Math.log2(v)));
+      }
+    }
+  const y = (v) =>
+    m.t + ph - ((Math.log2(Math.max(v, lo)) - Math.log2(lo)) / (Math.log2(hi) - Math.log2(lo))) * ph;
+  const out = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="11">`,
+    `<rect width="${W}" height="${H}" fill="#fff"/>`,
+    `<text x="${W / 2}" y="20" text-anchor="middle" font-size="14" font-weight="bold">NBD via fio: IOPS relative to qemu-nbd (log scale; labels are IOPS)</text>`,
+    `<text x="${W / 2}" y="36" text-anchor="middle" fill="#555">${esc(`${result.sizeMiB} MiB, ${result.runtimeS} s per job, ${result.host.date}; qemu-nbd ${QEMU_ARGS.join(' ')}`)}</text>`,
+  ];
+  for (let v = lo; v <= hi; v *= 2) {
+    const yy = y(v).toFixed(1);
+    out.push(
+      `<line x1="${m.l}" x2="${W - m.r}" y1="${yy}" y2="${yy}" stroke="${v === 1 ? '#333' : '#ddd'}" ${v === 1 ? 'stroke-dasharray="4 3"' : ''}/>`,
+      `<text x="${m.l - 6}" y="${yy}" text-anchor="end" dominant-baseline="middle">${v >= 1 ? v : `1/${1 / v}`}x</text>`,
+    );
+  }
+  const gw = pw / result.rows.length;
+  const bw = Math.min(40, (gw * 0.8) / servers.length);
+  result.rows.forEach((r, i) => {
+    const gx = m.l + i * gw + (gw - bw * servers.length) / 2;
+    servers.forEach((s, j) => {
+      const v = ratioOf(r, s);
+      const x = gx + j * bw;
+      const top = y(v);
+      const base = y(lo);
+      out.push(
+        `<rect x="${x.toFixed(1)}" y="${top.toFixed(1)}" width="${(bw - 3).toFixed(1)}" height="${Math.max(0, base - top).toFixed(1)}" fill="${colors[s] ?? '#888'}"><title>${esc(`${s}: ${f0(r.results[s]?.iops)} IOPS, ${f1(r.results[s]?.mibps)} MiB/s`)}</title></rect>`,
+        `<text x="${(x + (bw - 3) / 2).toFixed(1)}" y="${(top - 4).toFixed(1)}" text-anchor="middle" font-size="9">${esc(compact(r.results[s]?.iops))}</text>`,
+      );
+    });
+    out.push(
+      `<text x="${(m.l + i * gw + gw / 2).toFixed(1)}" y="${H - m.b + 18}" text-anchor="middle">${esc(r.label)}</text>`,
+    );
+  });
+  servers.forEach((s, j) => {
+    const x = m.l + j * 150;
+    out.push(
+      `<rect x="${x}" y="${H - 30}" width="12" height="12" fill="${colors[s] ?? '#888'}"/>`,
+      `<text x="${x + 18}" y="${H - 20}">${esc(s)}</text>`,
+    );
+  });
+  out.push('</svg>');
+  return `${out.join('\n')}\n`;
+}
+
+function compact(n) {
+  if (n == null) return '-';
+  if (n >= 1e6) return `${(n / 1e6).toFixed(1)}M`;
+  if (n >= 1e3) return `${(n / 1e3).toFixed(n >= 1e4 ? 0 : 1)}k`;
+  return String(Math.round(n));
+}
+
+// ------------------------------------------------------------------------------------------------
+// main
+
+async function main() {
+  for (const [cmd, hint] of [
+    ['fio', 'fio'],
+    ['qemu-nbd', 'qemu-utils'],
+    ['nbdkit', 'nbdkit'],
+    ['nbdcopy', 'libnbd-bin'],
+  ]) {
+    await run('sh', ['-c', `command -v ${cmd}`]).catch(() => {
+      throw new Error(`${cmd} not found (Debian package ${hint})`);
+    });
+  }
+  if (!existsSync(join(ROOT, 'packages', 'nbd', 'dist', 'index.js')))
+    throw new Error('packages are not built: run `pnpm build` at the repository root');
+
+  const host = {
+    date: new Date().toISOString(),
+    cpu: os.cpus()[0]?.model ?? 'unknown',
+    cpus: os.cpus().length,
+    memGiB: Math.round(os.totalmem() / 2 ** 30),
+    node: process.version,
+    kernel: os.release(),
+    loadavgStart: os.loadavg().map((x) => Number(x.toFixed(2))),
+    fs: (await run('df', ['-T', opts.dir]).catch(() => '')).split('\n')[1]?.split(/\s+/)[1] ?? 'unknown',
+    fio: await version('fio', ['--version']),
+    qemuNbd: await version('qemu-nbd', ['--version']),
+    nbdkit: await version('nbdkit', ['--version']),
+  };
+
+  await mkdir(opts.dir, { recursive: true });
+  const tmp = await mkdtemp(join(opts.dir, 'archip-nbd-bench-'));
+  const daemons = [];
+  const cleanup = async () => {
+    for (const d of daemons.splice(0).reverse()) await d.stop().catch(() => {});
+    if (!opts.keep) await rm(tmp, { recursive: true, force: true });
+    else console.error(`kept ${tmp}`);
+  };
+  process.on('SIGINT', () => {
+    cleanup().finally(() => process.exit(130));
+  });
+  try {
+    // 1. the data: random bytes, the same for everyone
+    console.error(`# generating ${sizeMiB} MiB of random data in ${tmp}`);
+    const src = join(tmp, 'source.raw');
+    const fd = openSync(src, 'w');
+    for (let off = 0; off < size; off += 4 * MiB) writeSync(fd, randomBytes(4 * MiB));
+    fsyncSync(fd);
+    closeSync(fd);
+
+    const socks = {
+      ours: join(tmp, 'ours.sock'),
+      'qemu-nbd': join(tmp, 'qemu.sock'),
+      nbdkit: join(tmp, 'nbdkit.sock'),
+    };
+    const uris = {
+      ours: `nbd+unix:///bench?socket=${socks.ours}`,
+      'qemu-nbd': `nbd+unix:///bench?socket=${socks['qemu-nbd']}`,
+      nbdkit: `nbd+unix:///?socket=${socks.nbdkit}`,
+    };
+
+    // 2. fill our volume through our own endpoint (nbdcopy), then restart it so a profile
+    //    covers only the measured jobs
+    const oursDir = join(tmp, 'ours');
+    console.error('# filling our volume (nbdcopy through our endpoint)');
+    const filler = await startOurs(oursDir, socks.ours, null);
+    const t0 = performance.now();
+    await run('nbdcopy', [src, uris.ours]);
+    const fillS = (performance.now() - t0) / 1000;
+    await filler.stop();
+
+    // 3. the peers' raw files: copies of the same bytes
+    const files = { 'qemu-nbd': join(tmp, 'qemu.raw'), nbdkit: join(tmp, 'nbdkit.raw') };
+    for (const s of serverIds.filter((s) => s !== 'ours')) await copyFile(src, files[s]);
+    await run('sync', []);
+    await rm(src);
+
+    // 4. the servers
+    if (opts.profile) await mkdir(opts.profile, { recursive: true });
+    daemons.push(await startOurs(oursDir, socks.ours, opts.profile ?? null));
+    if (serverIds.includes('qemu-nbd')) {
+      const d = startDaemon(
+        'qemu-nbd',
+        [...QEMU_ARGS, '-t', '-x', 'bench', '-k', socks['qemu-nbd'], files['qemu-nbd']],
+        'qemu-nbd',
+      );
+      daemons.push(d);
+      await waitSocket(socks['qemu-nbd'], d.child, 'qemu-nbd');
+    }
+    if (serverIds.includes('nbdkit')) {
+      const d = startDaemon('nbdkit', ['-f', '-U', socks.nbdkit, 'file', `file=${files.nbdkit}`], 'nbdkit');
+      daemons.push(d);
+      await waitSocket(socks.nbdkit, d.child, 'nbdkit');
+    }
+
+    // 5. the jobs, in a fixed order
+    const result = {
+      bench: 'nbd',
+      host,
+      sizeMiB,
+      runtimeS: runtime,
+      rampS: ramp,
+      dir: opts.dir,
+      servers: serverIds,
+      peers: {
+        ours: `node ${process.version}: FileBlocker x2 (fsync before ack${opts.direct ? ', O_DIRECT' : ''}) + Mapper + Composer + NbdServer, 4 MiB blocks`,
+        'qemu-nbd': `qemu-nbd ${QEMU_ARGS.join(' ')} (page cache, no fsync per write)`,
+        nbdkit: 'nbdkit file plugin, default cache (page cache, no fsync per write)',
+      },
+      fillOursS: fillS,
+      rows: [],
+    };
+    for (const row of rows) {
+      const entry = {
+        id: row.id,
+        label: row.label,
+        rw: row.rw,
+        bs: row.bs,
+        iodepth: row.iodepth,
+        latency: !!row.latency,
+        results: {},
+        ratio: {},
+      };
+      for (const s of serverIds) {
+        console.error(`# ${row.label}: ${s}`);
+        entry.results[s] = await fio(row, uris[s], join(tmp, `fio-${row.id}-${s}.json`));
+      }
+      for (const s of serverIds.filter((s) => s !== 'ours'))
+        entry.ratio[s] = entry.results.ours.iops / entry.results[s].iops;
+      result.rows.push(entry);
+    }
+    for (const d of daemons.splice(0).reverse()) await d.stop();
+    host.loadavgEnd = os.loadavg().map((x) => Number(x.toFixed(2)));
+    if (opts.profile) {
+      const profs = (await readdir(opts.profile)).filter((f) => f.endsWith('.cpuprofile'));
+      result.profile = profs.map((f) => join(opts.profile, f));
+    }
+
+    // 6. output
+    const table = tables(result);
+    console.log(`\n${table}\n`);
+    for (const [s, d] of Object.entries(result.peers)) if (serverIds.includes(s)) console.log(`- ${s}: ${d}`);
+    await mkdir(RESULTS, { recursive: true });
+    await writeFile(join(RESULTS, `${opts.out}.json`), `${JSON.stringify(result, null, 2)}\n`);
+    await writeFile(join(RESULTS, `${opts.out}.svg`), svg(result));
+    const md = [
+      '# NBD bench (bench/nbd/run.mjs)',
+      '',
+      `${host.date} · ${host.cpu} × ${host.cpus} · ${host.memGiB} GiB · ${host.fs} in ${opts.dir} · node ${host.node} · ${host.fio} · ${host.qemuNbd} · ${host.nbdkit}`,
+      '',
+      `Load average (1/5/15 min) at start ${host.loadavgStart.join(' / ')}, at end ${host.loadavgEnd.join(' / ')}: other work on the machine shows up as noise (see bench/nbd/README.md, caveats).`,
+      '',
+      `${sizeMiB} MiB per export, filled with random data; ${runtime} s per job after ${ramp} s ramp; one fio job (nbd engine, one connection) per cell. Ratios are IOPS ours/peer (> 1 is better for us).`,
+      '',
+      ...serverIds.map((s) => `- **${s}**: ${result.peers[s]}`),
+      '',
+      table,
+      '',
+    ].join('\n');
+    await writeFile(join(RESULTS, `${opts.out}.md`), md);
+    console.error(`# wrote bench/results/${opts.out}.{json,svg,md}`);
+  } finally {
+    await cleanup();
+  }
+}
+
+await main();
