@@ -1,0 +1,106 @@
+// The segment core: mapping, locks, lists, heap, requests. No Node-API here, so the logic reads
+// on its own; addon.cc wraps it for JavaScript. Errors are thrown as xseg::Error{code, message}.
+#pragma once
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "layout.h"
+
+namespace xseg {
+
+struct Error {
+  std::string code;     // an ArchipelagoError code: EINVAL, EIO, EBUSY, ENOSPC, ...
+  std::string message;
+  bool corrupt = false; // true when the segment's bytes failed a check
+};
+
+[[noreturn]] void fail(const char* code, const std::string& msg);
+[[noreturn]] void corrupt(const std::string& msg);
+
+// One mmap of a segment. Shared (std::shared_ptr) by the Segment object and by every external
+// Buffer handed to JS, so the memory stays mapped while any Buffer still points into it.
+struct Mapping {
+  uint8_t* base = nullptr;
+  uint64_t size = 0;
+  ~Mapping();
+};
+
+struct Geometry {
+  uint32_t nr_ports, dynports, nr_reqs, page_shift;
+  uint64_t heap_size;
+};
+
+struct Recovered {
+  uint32_t failed = 0;  // accepted requests failed back to their senders
+  uint32_t freed = 0;   // stale replies / held requests returned to the pool
+};
+
+class Seg {
+ public:
+  static std::shared_ptr<Mapping> create(const std::string& name, const Geometry& g);
+  static std::shared_ptr<Mapping> join(const std::string& name);
+  static void destroy(const std::string& name);
+
+  explicit Seg(std::shared_ptr<Mapping> m);
+
+  Header* hdr() const { return reinterpret_cast<Header*>(map_->base); }
+  const std::shared_ptr<Mapping>& mapping() const { return map_; }
+  Port* port(uint32_t n) const;  // bounds-checked
+  Req* req(uint32_t i) const;    // bounds-checked (index and magic)
+  uint8_t* heap() const { return map_->base + hdr()->heap_off; }
+  uint8_t* payload(Req* r, uint64_t* len) const;  // checked view of the request's data
+
+  // Locks: return true when the previous holder died and the lock was recovered.
+  bool lock(Lock* l);
+  void unlock(Lock* l);
+
+  // Ports
+  void bind(uint32_t n, bool dynamic, Recovered* rec);
+  uint32_t bind_dynamic(Recovered* rec);
+  void leave(uint32_t n);
+  void signal(Port* p);
+  Recovered recover_port(uint32_t n, bool force);
+  uint32_t recover_locks(uint32_t pid);
+
+  // Requests
+  uint32_t get_request(uint32_t src);
+  void put_request(uint32_t src, uint32_t idx);
+  void prep(uint32_t idx, uint64_t datalen);
+  void submit(uint32_t idx);
+  // Pops the next request (accept) or reply (receive); NONE when empty. Corrupt entries are
+  // failed back or dropped and reported through `errors`.
+  uint32_t accept(uint32_t port, std::vector<Error>* errors);
+  uint32_t receive(uint32_t port, std::vector<Error>* errors);
+  void respond(uint32_t port, uint32_t idx);
+  bool has_work(uint32_t port) const;
+
+  // Heap
+  uint64_t alloc(uint64_t n, uint32_t owner);  // payload offset from heap base
+  void free_chunk(uint64_t payload_off);
+  struct HeapStats { uint64_t used, free, free_chunks, largest_free, used_chunks; };
+  HeapStats heap_stats();
+
+  static bool pid_alive(uint32_t pid);
+
+ private:
+  void check_geometry() const;
+  // lists (caller holds the lock guarding the list)
+  void list_push_tail(List* l, uint32_t idx, uint32_t loc, uint32_t loc_port);
+  void list_push_head(List* l, uint32_t idx, uint32_t loc, uint32_t loc_port);
+  uint32_t list_pop(List* l, uint32_t loc, uint32_t loc_port);
+  void list_repair(List* l, uint32_t loc, uint32_t loc_port);
+  void list_reset_for(uint32_t idx_loc, uint32_t port);
+  bool lock_port(Port* p, uint32_t n);
+  void heap_rebuild();
+  Chunk* chunk_at(uint64_t off, bool want_used) const;
+  void free_list_remove(Chunk* c, uint64_t off);
+  void free_list_push(Chunk* c, uint64_t off);
+  void fail_back(Req* r, uint32_t idx, std::vector<Error>* errors);
+  void pool_put(uint32_t idx);
+
+  std::shared_ptr<Mapping> map_;
+};
+
+}  // namespace xseg
