@@ -18,7 +18,6 @@
  *
  * Writes bench/results/import-export.json.
  */
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -26,6 +25,7 @@ import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { run } from '../scripts/lib/proc.mjs';
 
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
 const BIN = join(ROOT, 'packages', 'cli', 'bin', 'vlmc.js');
@@ -45,25 +45,6 @@ const sizeGiB = Number(opts['size-gib']);
 const runs = Math.max(1, Number(opts.runs));
 if (!(sizeGiB > 0) || (sizeGiB * 1024) % 4 !== 0)
   throw new Error('--size-gib must be a positive multiple of 4 MiB');
-
-/** Runs a command; resolves with stdout, rejects with stderr on a non-zero exit. */
-function run(cmd, args, env = process.env) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => {
-      out += d;
-    });
-    child.stderr.on('data', (d) => {
-      err += d;
-    });
-    child.on('error', reject);
-    child.on('close', (code) =>
-      code === 0 ? resolve(out) : reject(new Error(`${cmd} ${args.join(' ')}: ${err || out}`)),
-    );
-  });
-}
 
 /** Wall-clock seconds of `fn` followed by sync(1). */
 async function timed(fn) {

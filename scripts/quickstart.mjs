@@ -1,4 +1,10 @@
 #!/usr/bin/env node
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 /**
  * Quickstart: a first tour of thin volumes with the built `vlmc`, checked byte for byte.
  *
@@ -21,13 +27,7 @@
  * Prints each step with its duration, then "quickstart OK"; exits 1 on any mismatch or failure.
  * The volumes are kept so you can look at them (`vlmc ls`, `vlmc info`); --cleanup removes them.
  */
-import { spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { exec } from './lib/proc.mjs';
 
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
 const CLI = join(ROOT, 'packages', 'cli');
@@ -46,34 +46,19 @@ const cleanup = process.argv.includes('--cleanup');
 const rows = [];
 let failed = false;
 
-function vlmc(args) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => {
-      out += d;
-    });
-    child.stderr.on('data', (d) => {
-      err += d;
-    });
-    child.on('error', reject);
-    child.on('close', (code) => {
-      let parsed;
-      try {
-        parsed = JSON.parse(out);
-      } catch {
-        parsed = undefined;
-      }
-      if (code === 0 && parsed !== undefined) resolve(parsed);
-      else {
-        const e = parsed?.error;
-        reject(
-          new Error(`vlmc ${args.join(' ')} failed: ${e ? `${e.code}: ${e.message}` : (err || out).trim()}`),
-        );
-      }
-    });
-  });
+async function vlmc(args) {
+  const r = await exec(process.execPath, [BIN, ...args, '--json']);
+  let parsed;
+  try {
+    parsed = JSON.parse(r.stdout);
+  } catch {
+    parsed = undefined;
+  }
+  if (r.code === 0 && parsed !== undefined) return parsed;
+  const e = parsed?.error;
+  throw new Error(
+    `vlmc ${args.join(' ')} failed: ${e ? `${e.code}: ${e.message}` : (r.stderr || r.stdout).trim()}`,
+  );
 }
 
 /** Runs one step, timing it; `check` returns null when fine or a string saying what is wrong. */

@@ -25,6 +25,7 @@ import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { run } from '../../scripts/lib/proc.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = dirname(dirname(HERE));
@@ -68,25 +69,6 @@ const QEMU_ARGS = ['-f', 'raw', '--cache=writeback', '--aio=threads'];
 
 // ------------------------------------------------------------------------------------------------
 // processes
-
-/** Runs a command to completion; resolves with stdout, rejects with stderr on a non-zero exit. */
-function run(cmd, args) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => {
-      out += d;
-    });
-    child.stderr.on('data', (d) => {
-      err += d;
-    });
-    child.on('error', reject);
-    child.on('close', (code) =>
-      code === 0 ? resolve(out) : reject(new Error(`${cmd} ${args.join(' ')}: exit ${code}\n${err}`)),
-    );
-  });
-}
 
 const version = (cmd, args) =>
   run(cmd, args)
