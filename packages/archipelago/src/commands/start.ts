@@ -1,0 +1,20 @@
+import { Args } from '@oclif/core';
+import { ArchipelagoCommand } from '../base.js';
+import { type StartResult, start } from '../daemons.js';
+
+export default class Start extends ArchipelagoCommand {
+  static override summary = 'Start the peers in [PEERS] ROLES order, or one peer.';
+  static override description =
+    'Refuses when a peer is already running. Each peer must write its pidfile within 3 s; on a failure the peers this command started are stopped again. mapperd and vlmcd are not daemons yet: they run embedded and are skipped with a notice.';
+  static override examples = [
+    '<%= config.bin %> -c archipelago.conf start',
+    '<%= config.bin %> start blockerb',
+  ];
+  static override args = { role: Args.string({ description: 'One peer (a role of [PEERS] ROLES).' }) };
+
+  async run(): Promise<{ peers: StartResult[] }> {
+    const { args, flags } = await this.parse(Start);
+    const loaded = this.loadConfig(flags.config);
+    return { peers: await start(loaded, args.role, this.say) };
+  }
+}

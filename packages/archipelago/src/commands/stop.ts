@@ -1,0 +1,24 @@
+import { Args, Flags } from '@oclif/core';
+import { ArchipelagoCommand } from '../base.js';
+import { stop } from '../daemons.js';
+
+export default class Stop extends ArchipelagoCommand {
+  static override summary = 'Stop the peers in reverse [PEERS] ROLES order, or one peer.';
+  static override description =
+    'SIGTERMs each peer and waits up to 15 s for it to drain and exit; stale pidfiles are removed. Stopping all peers then destroys the segment. Refused while volumes are mapped, unless -f.';
+  static override examples = [
+    '<%= config.bin %> stop',
+    '<%= config.bin %> stop -f',
+    '<%= config.bin %> stop blockerm',
+  ];
+  static override args = { role: Args.string({ description: 'One peer (a role of [PEERS] ROLES).' }) };
+  static override flags = {
+    force: Flags.boolean({ char: 'f', summary: 'Stop even though volumes are mapped.' }),
+  };
+
+  async run(): Promise<Awaited<ReturnType<typeof stop>>> {
+    const { args, flags } = await this.parse(Stop);
+    const loaded = this.loadConfig(flags.config);
+    return stop(loaded, args.role, { force: flags.force }, this.say);
+  }
+}

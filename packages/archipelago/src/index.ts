@@ -1,0 +1,3 @@
+/** The `archipelago` oclif tool; see src/commands/. The logic lives in daemons.ts. */
+export { ArchipelagoCommand, describeError } from './base.js';
+export * from './daemons.js';

@@ -1,0 +1,178 @@
+/**
+ * The blocker peer's request handler: each segment request becomes one Blocker call on a
+ * FileBlocker; the answer (or the error, see wire.ts) goes back in the reply.
+ */
+import { hostname } from 'node:os';
+import { FileBlocker } from '@archipelago/blocker-file';
+import {
+  ArchipelagoError,
+  decodeTargetPayload,
+  encodeInfoReply,
+  encodeTargetPayload,
+  Op,
+  opName,
+  XF,
+} from '@archipelago/libxseg';
+import type { RespondOptions, XsegRequest } from '@archipelago/libxseg/segment';
+import type { FileBlockerPeerOptions } from './options.js';
+import { LIST_PAGE_BYTES, PeerFlag, PeerOp } from './wire.js';
+
+/** The longest identity a lock request may carry. */
+const MAX_IDENTITY = 128;
+/** Per-identity lock blockers kept open. */
+const MAX_LOCKERS = 256;
+
+export interface BlockerService {
+  /** Serves one request; resolves with the reply (the caller responds), rejects with the error. */
+  serve(req: XsegRequest): Promise<RespondOptions>;
+  close(): Promise<void>;
+}
+
+export function createFileBlockerService(o: FileBlockerPeerOptions, role: string): BlockerService {
+  const base = {
+    dir: o.dir,
+    ...(o.lockDir !== undefined ? { lockDir: o.lockDir } : {}),
+    ...(o.direct !== undefined ? { direct: o.direct } : {}),
+  };
+  const main = new FileBlocker({
+    ...base,
+    ...(o.fdcache !== undefined ? { fdCache: o.fdcache } : {}),
+    identity: o.identity ?? `${hostname()}_${role}`,
+  });
+  // Locks belong to the client's identity, so acquire/release go through a FileBlocker with that
+  // identity (they touch lock files only, never object data, so their fd caches stay tiny).
+  const lockers = new Map<string, FileBlocker>();
+  const locker = (identity: string): FileBlocker => {
+    if (identity === '' || identity === main.identity) return main;
+    let b = lockers.get(identity);
+    if (b) {
+      lockers.delete(identity);
+      lockers.set(identity, b);
+      return b;
+    }
+    b = new FileBlocker({ ...base, fdCache: 4, identity });
+    lockers.set(identity, b);
+    if (lockers.size > MAX_LOCKERS) {
+      const [oldest, ob] = lockers.entries().next().value as [string, FileBlocker];
+      lockers.delete(oldest);
+      void ob.close();
+    }
+    return b;
+  };
+
+  const identityOf = (req: XsegRequest): string => {
+    const len = Math.min(req.size, req.data.length);
+    if (len > MAX_IDENTITY)
+      throw new ArchipelagoError('EINVAL', `lock identity longer than ${MAX_IDENTITY} bytes`);
+    return req.data.subarray(0, len).toString('utf8');
+  };
+
+  const payload = (req: XsegRequest): Buffer => {
+    if (req.size > req.data.length)
+      throw new ArchipelagoError(
+        'EINVAL',
+        `${opName(req.op)}: size ${req.size} exceeds the request data (${req.data.length} bytes)`,
+      );
+    return req.data.subarray(0, req.size);
+  };
+
+  async function serve(req: XsegRequest): Promise<RespondOptions> {
+    const name = req.target;
+    const missingOk = (req.flags & PeerFlag.MISSINGOK) !== 0;
+    switch (req.op) {
+      case Op.PING:
+        return { serviced: 0 };
+      case Op.READ: {
+        const out = payload(req);
+        const got = await main.read(name, req.offset, req.size, { missingOk });
+        got.copy(out);
+        return { serviced: req.size };
+      }
+      case Op.WRITE:
+        await main.write(name, req.offset, payload(req));
+        return { serviced: req.size };
+      case PeerOp.WRITEFULL:
+        await main.writeFull(name, payload(req));
+        return { serviced: req.size };
+      case Op.DELETE: {
+        if (!(await main.delete(name)))
+          throw new ArchipelagoError('ENOENT_OBJECT', `delete ${name}: no such object`, {
+            details: { name },
+          });
+        return { serviced: 0 };
+      }
+      case Op.INFO: {
+        const info = await main.info(name);
+        if (info === null)
+          throw new ArchipelagoError('ENOENT_OBJECT', `info ${name}: no such object`, { details: { name } });
+        return { data: encodeInfoReply(BigInt(info.size)), serviced: 8 };
+      }
+      case Op.COPY: {
+        const src = decodeTargetPayload(Buffer.from(payload(req)));
+        await main.copy(src, name, { missingOk });
+        return { serviced: 0 };
+      }
+      case Op.HASH: {
+        const h = await main.hash(name, req.size);
+        const data = encodeTargetPayload(h);
+        return { data, serviced: data.length };
+      }
+      case Op.FLUSH:
+        await main.flush();
+        return { serviced: 0 };
+      case Op.ACQUIRE: {
+        const b = locker(identityOf(req));
+        const wait = (req.flags & XF.NOSYNC) === 0;
+        await b.acquire(name, {
+          wait,
+          ...(wait && req.flags & PeerFlag.TIMEOUT ? { timeoutMs: req.offset } : {}),
+        });
+        return { serviced: 0 };
+      }
+      case Op.RELEASE: {
+        const b = locker(identityOf(req));
+        await b.release(name, { force: (req.flags & XF.FORCE) !== 0 });
+        return { serviced: 0 };
+      }
+      case PeerOp.LOCKOWNER: {
+        const owner = await main.lockOwner(name);
+        if (owner === null) return { serviced: 0, data: Buffer.alloc(0) };
+        const data = Buffer.from(owner);
+        return { data, serviced: data.length };
+      }
+      case PeerOp.LIST: {
+        const cursor = payload(req).toString('utf8');
+        const names: string[] = [];
+        for await (const n of main.list(name)) if (n > cursor) names.push(n);
+        names.sort();
+        const page: string[] = [];
+        let bytes = 0;
+        for (const n of names) {
+          if (bytes + n.length + 1 > LIST_PAGE_BYTES) break;
+          page.push(n);
+          bytes += n.length + 1;
+        }
+        const more = page.length < names.length;
+        const data = Buffer.from(page.join('\n'));
+        // serviced: 1 when another page follows.
+        return { data, serviced: more ? 1 : 0 };
+      }
+      default:
+        throw new ArchipelagoError(
+          'ENOTSUP',
+          `op ${req.op} (${opName(req.op)}) is not served by a blocker peer`,
+          {
+            details: { op: req.op },
+          },
+        );
+    }
+  }
+
+  return {
+    serve,
+    async close() {
+      await Promise.all([main.close(), ...[...lockers.values()].map((b) => b.close())]);
+      lockers.clear();
+    },
+  };
+}

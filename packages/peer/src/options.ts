@@ -1,0 +1,106 @@
+/**
+ * What a peer process needs, resolved by whoever starts it (the `archipelago` tool reads the
+ * configuration file and passes this as JSON in the ARCHIPELAGO_PEER environment variable). The
+ * peer package never reads the configuration file itself: `@archipelago/cli` sits above it.
+ */
+import { ArchipelagoError } from '@archipelago/libxseg';
+
+/** The environment variable carrying `PeerOptions` as JSON. */
+export const PEER_OPTIONS_ENV = 'ARCHIPELAGO_PEER';
+
+export interface SegmentOptions {
+  /** Segment name (default "archipelago"). */
+  name: string;
+  /** SEGMENT_DYNPORTS: ports below it are static. */
+  dynports: number;
+  /** SEGMENT_PORTS. */
+  ports: number;
+  /** SEGMENT_SIZE, MiB. */
+  sizeMiB: number;
+}
+
+export interface FileBlockerPeerOptions {
+  type: 'file_blocker';
+  dir: string;
+  lockDir?: string;
+  fdcache?: number;
+  direct?: boolean;
+  /** Identity of locks taken without an identity (`<hostname>_<unique_str>`). */
+  identity?: string;
+}
+
+export interface PeerOptions {
+  /** Role name: "blockerb", "blockerm", … */
+  role: string;
+  segment: SegmentOptions;
+  portStart: number;
+  portEnd: number;
+  /** Requests served concurrently. */
+  nrOps: number;
+  pidfile: string;
+  logfile: string;
+  /** 0 error, 1 warn, 2 info, 3 debug (the original's log_level). */
+  logLevel: number;
+  blocker: FileBlockerPeerOptions;
+}
+
+/** The `xseg` spec string of the segment. */
+export function segmentSpec(s: SegmentOptions): string {
+  return `posix:${s.name}:${s.dynports}:${s.ports}:${s.sizeMiB}:12`;
+}
+
+function bad(problem: string): never {
+  throw new ArchipelagoError('EINVAL_CONFIG', `peer options: ${problem}`, { details: { problem } });
+}
+
+function int(o: Record<string, unknown>, key: string, min: number, max: number): number {
+  const v = o[key];
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)
+    bad(`"${key}" must be an integer in ${min}..${max}, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function str(o: Record<string, unknown>, key: string): string {
+  const v = o[key];
+  if (typeof v !== 'string' || v === '') bad(`"${key}" must be a non-empty string`);
+  return v;
+}
+
+function obj(v: unknown, what: string): Record<string, unknown> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) bad(`${what} must be an object`);
+  return v as Record<string, unknown>;
+}
+
+/** Checks options that came from outside (JSON). */
+export function checkPeerOptions(value: unknown): PeerOptions {
+  const o = obj(value, 'options');
+  const s = obj(o.segment, '"segment"');
+  const segment: SegmentOptions = {
+    name: str(s, 'name'),
+    dynports: int(s, 'dynports', 1, 65535),
+    ports: int(s, 'ports', 2, 65536),
+    sizeMiB: int(s, 'sizeMiB', 1, 1 << 20),
+  };
+  if (segment.dynports >= segment.ports) bad('segment "dynports" must be below "ports"');
+  const b = obj(o.blocker, '"blocker"');
+  if (b.type !== 'file_blocker')
+    bad(`blocker type ${JSON.stringify(b.type)} is not implemented (file_blocker is)`);
+  const blocker: FileBlockerPeerOptions = { type: 'file_blocker', dir: str(b, 'dir') };
+  if (b.lockDir !== undefined) blocker.lockDir = str(b, 'lockDir');
+  if (b.fdcache !== undefined) blocker.fdcache = int(b, 'fdcache', 2, 1 << 20);
+  if (b.direct !== undefined) blocker.direct = b.direct === true;
+  if (b.identity !== undefined) blocker.identity = str(b, 'identity');
+  const opts: PeerOptions = {
+    role: str(o, 'role'),
+    segment,
+    portStart: int(o, 'portStart', 0, segment.dynports - 1),
+    portEnd: int(o, 'portEnd', 0, segment.dynports - 1),
+    nrOps: int(o, 'nrOps', 1, 1 << 16),
+    pidfile: str(o, 'pidfile'),
+    logfile: str(o, 'logfile'),
+    logLevel: int(o, 'logLevel', 0, 3),
+    blocker,
+  };
+  if (opts.portEnd < opts.portStart) bad('"portEnd" is below "portStart"');
+  return opts;
+}

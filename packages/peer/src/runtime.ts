@@ -1,0 +1,239 @@
+/**
+ * The peer runtime: one process per role. It writes nothing to the segment before its checks
+ * pass: refuses a live pidfile, joins (or creates) the segment, binds its ports (a dead previous
+ * owner's accepted requests are failed back by the bind), writes the pidfile — the sign that it
+ * is ready — and serves up to `nrOps` requests at once. SIGTERM/SIGINT drain what was accepted,
+ * leave the ports and remove the pidfile; SIGUSR1 lowers and SIGUSR2 raises the log level.
+ */
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { ArchipelagoError, XS } from '@archipelago/libxseg';
+import { type Port, Segment, type XsegRequest } from '@archipelago/libxseg/segment';
+import { type Logger, pino } from 'pino';
+import { type BlockerService, createFileBlockerService } from './blocker-peer.js';
+import { type PeerOptions, segmentSpec } from './options.js';
+import { readPidfile, removePidfile, writePidfile } from './pidfile.js';
+import { encodeError } from './wire.js';
+
+/** pino levels for the original's log_level 0..3. */
+export const LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const;
+
+export function createLogger(logfile: string, logLevel: number, role: string): Logger {
+  mkdirSync(dirname(logfile), { recursive: true });
+  return pino(
+    { name: role, level: LOG_LEVELS[logLevel] ?? 'info', base: { pid: process.pid, role } },
+    pino.destination({ dest: logfile, sync: true, mkdir: true }),
+  );
+}
+
+export interface RunningPeer {
+  readonly ports: readonly number[];
+  readonly logger: Logger;
+  /** Current log_level (0..3). */
+  logLevel(): number;
+  setLogLevel(level: number): void;
+  /** Drains, leaves the ports, closes the segment and removes the pidfile. */
+  stop(reason?: string): Promise<void>;
+  /** Resolves once stopped. */
+  readonly stopped: Promise<void>;
+}
+
+interface Job {
+  port: Port;
+  req: XsegRequest;
+}
+
+const DRAIN_TIMEOUT_MS = 12_000;
+
+/** Starts the peer in this process. */
+export async function startPeer(opts: PeerOptions): Promise<RunningPeer> {
+  const log = createLogger(opts.logfile, opts.logLevel, opts.role);
+  let level = opts.logLevel;
+
+  // A live pidfile refuses the start before anything touches the segment.
+  const pre = readPidfile(opts.pidfile);
+  if (pre.state === 'running' && pre.pid !== process.pid)
+    throw new ArchipelagoError(
+      'EBUSY',
+      `${opts.role} is already running (pid ${pre.pid}, pidfile ${opts.pidfile})`,
+      {
+        details: { pid: pre.pid, pidfile: opts.pidfile },
+      },
+    );
+  if (pre.state === 'stale') log.warn({ pidfile: opts.pidfile, pid: pre.pid }, 'replacing a stale pidfile');
+
+  const spec = segmentSpec(opts.segment);
+  const seg = Segment.open(spec);
+  const service: BlockerService = createFileBlockerService(opts.blocker, opts.role);
+  const ports: Port[] = [];
+  try {
+    for (let n = opts.portStart; n <= opts.portEnd; n++) {
+      const p = seg.bindPort(n);
+      ports.push(p);
+      if (p.recovered.failed || p.recovered.freed)
+        log.warn({ ...p.recovered }, 'recovered the port from a dead previous owner');
+    }
+  } catch (e) {
+    for (const p of ports) p.close();
+    seg.close();
+    await service.close();
+    throw e;
+  }
+
+  const queue: Job[] = [];
+  let inflight = 0;
+  let idle: (() => void) | undefined;
+
+  const respondError = (job: Job, e: unknown) => {
+    const data = encodeError(e);
+    try {
+      job.port.respond(job.req, { state: XS.FAILED, serviced: 0, data });
+    } catch (err) {
+      log.error({ err }, 'could not send an error reply');
+    }
+  };
+
+  const run = async (job: Job) => {
+    const { req } = job;
+    const t0 = level >= 3 ? process.hrtime.bigint() : 0n;
+    try {
+      const r = await service.serve(req);
+      job.port.respond(req, r);
+      if (level >= 3)
+        log.debug(
+          {
+            op: req.op,
+            target: req.target,
+            offset: req.offset,
+            size: req.size,
+            us: Number((process.hrtime.bigint() - t0) / 1000n),
+          },
+          'served',
+        );
+    } catch (e) {
+      if (level >= 3 || !ArchipelagoError.isInstance(e))
+        log[ArchipelagoError.isInstance(e) ? 'debug' : 'warn'](
+          { op: req.op, target: req.target, err: e },
+          'request failed',
+        );
+      respondError(job, e);
+    }
+  };
+
+  const pump = () => {
+    while (inflight < opts.nrOps && queue.length > 0) {
+      const job = queue.shift() as Job;
+      inflight++;
+      void run(job).finally(() => {
+        inflight--;
+        pump();
+      });
+    }
+    if (inflight === 0 && queue.length === 0) idle?.();
+  };
+
+  for (const p of ports) {
+    p.onError((e) => log.error({ port: p.number, err: e }, 'segment error on the port'));
+    p.onRequest((req) => {
+      queue.push({ port: p, req });
+      pump();
+    });
+  }
+
+  try {
+    const w = writePidfile(opts.pidfile);
+    if (w.replacedStale !== false) log.warn({ stalePid: w.replacedStale }, 'replaced a stale pidfile');
+  } catch (e) {
+    for (const p of ports) p.close();
+    seg.close();
+    await service.close();
+    throw e;
+  }
+  log.info(
+    { segment: spec, ports: ports.map((p) => p.number), nrOps: opts.nrOps, dir: opts.blocker.dir },
+    `${opts.role} started`,
+  );
+
+  let resolveStopped!: () => void;
+  const stopped = new Promise<void>((r) => {
+    resolveStopped = r;
+  });
+  let stopping$: Promise<void> | undefined;
+
+  const stop = (reason = 'stop'): Promise<void> => {
+    stopping$ ??= (async () => {
+      log.info({ reason, inflight, queued: queue.length }, 'stopping: draining accepted requests');
+      if (inflight > 0 || queue.length > 0) {
+        await Promise.race([
+          new Promise<void>((r) => {
+            idle = r;
+          }),
+          new Promise<void>((r) => setTimeout(r, DRAIN_TIMEOUT_MS).unref()),
+        ]);
+      }
+      for (const job of queue.splice(0))
+        respondError(job, new ArchipelagoError('ECLOSED', `${opts.role} is stopping`));
+      for (const p of ports) {
+        try {
+          p.close();
+        } catch (err) {
+          log.warn({ err, port: p.number }, 'leaving the port failed');
+        }
+      }
+      seg.close();
+      await service.close();
+      removePidfile(opts.pidfile);
+      log.info(`${opts.role} stopped`);
+      log.flush();
+      resolveStopped();
+    })();
+    return stopping$;
+  };
+
+  const setLogLevel = (n: number) => {
+    level = Math.max(0, Math.min(3, n));
+    log.level = LOG_LEVELS[level] as string;
+    // warn, so the change shows at every level but 0 (error only)
+    log.warn({ logLevel: level, level_name: log.level }, 'log level changed');
+  };
+
+  return {
+    ports: ports.map((p) => p.number),
+    logger: log,
+    logLevel: () => level,
+    setLogLevel,
+    stop,
+    stopped,
+  };
+}
+
+/** Runs the peer as the process's main: signals, fatal errors, exit status. */
+export async function runPeerMain(opts: PeerOptions): Promise<void> {
+  let peer: RunningPeer;
+  try {
+    peer = await startPeer(opts);
+  } catch (e) {
+    const msg = ArchipelagoError.isInstance(e)
+      ? `${e.code}: ${e.message}`
+      : String((e as Error)?.message ?? e);
+    try {
+      createLogger(opts.logfile, 0, opts.role).error({ err: e }, `${opts.role} failed to start: ${msg}`);
+    } catch {
+      // no log file either
+    }
+    process.stderr.write(`${opts.role}: ${msg}\n`);
+    process.exitCode = 1;
+    return;
+  }
+  const onStop = (sig: NodeJS.Signals) => {
+    void peer.stop(sig).then(() => process.exit(0));
+  };
+  process.on('SIGTERM', onStop);
+  process.on('SIGINT', onStop);
+  process.on('SIGUSR1', () => peer.setLogLevel(peer.logLevel() - 1));
+  process.on('SIGUSR2', () => peer.setLogLevel(peer.logLevel() + 1));
+  process.on('uncaughtException', (err) => {
+    peer.logger.fatal({ err }, 'uncaught exception');
+    void peer.stop('uncaughtException').then(() => process.exit(1));
+  });
+}

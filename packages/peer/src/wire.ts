@@ -1,0 +1,102 @@
+/**
+ * The blocker protocol over the segment: which op carries which Blocker call, the flags we add,
+ * and how errors travel back. Documented in the package README ("Wire protocol").
+ */
+import { ArchipelagoError, ERROR_CODES, type ErrorCode, Op } from '@archipelago/libxseg';
+
+/**
+ * Ops beyond the original's 0..21, for Blocker calls the original had no op for. They start at
+ * 64, leaving 22..63 free for ops the original may grow; a peer answers any op it does not know
+ * with ENOTSUP.
+ */
+export const PeerOp = {
+  /** writeFull: target = name, data = the whole new content. */
+  WRITEFULL: 64,
+  /** lockOwner: target = lock name; reply data = owner identity (empty, serviced 0: free). */
+  LOCKOWNER: 65,
+  /** list: target = prefix, data = cursor (last name of the previous page, empty at first). */
+  LIST: 66,
+} as const;
+
+/** The blocker ops a blocker peer serves. */
+export const BlockerOps = {
+  PING: Op.PING,
+  READ: Op.READ,
+  WRITE: Op.WRITE,
+  DELETE: Op.DELETE,
+  ACQUIRE: Op.ACQUIRE,
+  RELEASE: Op.RELEASE,
+  COPY: Op.COPY,
+  INFO: Op.INFO,
+  HASH: Op.HASH,
+  FLUSH: Op.FLUSH,
+  ...PeerOp,
+} as const;
+
+/**
+ * Flags beyond the original's XF_* (which use 0x1..0x10). Bits from 0x100 up are ours.
+ * XF.NOSYNC (non-blocking acquire) and XF.FORCE (forced release) keep their original meaning.
+ */
+export const PeerFlag = {
+  /** read/copy: a missing object reads as zeros (copy: dst becomes empty) instead of ENOENT_OBJECT. */
+  MISSINGOK: 0x100,
+  /** acquire: `offset` carries the wait timeout in ms (otherwise the peer's default applies). */
+  TIMEOUT: 0x200,
+} as const;
+
+/** Error replies: XS_FAILED and data = this magic, then the error as JSON. */
+export const ERROR_MAGIC = Buffer.from('ARCHERR1');
+
+/** The most a list reply carries; the client asks again from the last name. */
+export const LIST_PAGE_BYTES = 64 * 1024;
+
+export function encodeError(e: unknown): Buffer {
+  let code: ErrorCode = 'EIO';
+  let message: string;
+  let details: Record<string, unknown> = {};
+  if (ArchipelagoError.isInstance(e)) {
+    code = e.code;
+    message = e.message;
+    details = { ...e.details };
+  } else if (e instanceof RangeError || e instanceof TypeError) {
+    code = 'EINVAL';
+    message = e.message;
+  } else {
+    message = e instanceof Error ? e.message : String(e);
+  }
+  let json: string;
+  try {
+    json = JSON.stringify({ code, message, details });
+  } catch {
+    json = JSON.stringify({ code, message, details: {} });
+  }
+  return Buffer.concat([ERROR_MAGIC, Buffer.from(json)]);
+}
+
+/**
+ * The error a failed reply carries, or a generic one when it carries none (a request failed by
+ * the segment: the peer died and `recoverport` / the restarted peer failed it back).
+ */
+export function decodeError(data: Buffer, what: string): ArchipelagoError {
+  if (data.length > ERROR_MAGIC.length && data.subarray(0, ERROR_MAGIC.length).equals(ERROR_MAGIC)) {
+    try {
+      const o = JSON.parse(data.subarray(ERROR_MAGIC.length).toString()) as {
+        code?: unknown;
+        message?: unknown;
+        details?: unknown;
+      };
+      if (typeof o.code === 'string' && o.code in ERROR_CODES && typeof o.message === 'string') {
+        const details =
+          o.details && typeof o.details === 'object' ? (o.details as Record<string, unknown>) : {};
+        return new ArchipelagoError(o.code as ErrorCode, o.message, { details });
+      }
+    } catch {
+      // fall through to the generic error
+    }
+  }
+  return new ArchipelagoError(
+    'EIO',
+    `${what}: the request failed without an answer from the blocker peer (it died, or its port was recovered)`,
+    { details: { failedBySegment: true } },
+  );
+}

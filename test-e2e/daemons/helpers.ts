@@ -1,0 +1,145 @@
+/**
+ * Helpers for the daemon tests: a temporary configuration (its own archip_dir, run dir and a
+ * segment name unique per test run) and the built `archipelago` tool run as a child process.
+ * The tool and the peers run from dist/: `pnpm run build` first.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Segment } from '../../packages/libxseg/src/segment/index.js';
+
+export const ROOT = resolve(import.meta.dirname, '../..');
+export const TOOL = join(ROOT, 'packages/archipelago/bin/archipelago.js');
+export const BLOCKERB_PORT = 10;
+export const BLOCKERM_PORT = 12;
+
+export interface TestConfig {
+  dir: string;
+  conf: string;
+  runDir: string;
+  segment: string;
+  spec: string;
+  /** Runs `archipelago -c conf <args>`. */
+  tool(...args: string[]): { status: number | null; stdout: string; stderr: string; json: unknown };
+  pidOf(role: string): number | null;
+  log(role: string): string;
+  cleanup(): void;
+}
+
+let seq = 0;
+
+export function makeConfig(opts: { logLevel?: number } = {}): TestConfig {
+  const dir = mkdtempSync(join(tmpdir(), 'archip-daemons-'));
+  const segment = `archtest${process.pid}x${++seq}x${Date.now() % 100000}`;
+  const conf = join(dir, 'archipelago.conf');
+  const logLevel = opts.logLevel ?? 2;
+  writeFileSync(
+    conf,
+    `[XSEG]
+SEGMENT_PORTS = 128
+SEGMENT_DYNPORTS = 64
+SEGMENT_SIZE = 96
+VTOOL_START = 100
+VTOOL_END = 110
+segment_name = ${segment}
+
+[PEERS]
+ROLES = blockerb blockerm mapperd vlmcd
+
+[blockerb]
+type = file_blocker
+portno_start = ${BLOCKERB_PORT}
+portno_end = ${BLOCKERB_PORT}
+nr_ops = 16
+archip_dir = blocks
+log_level = ${logLevel}
+
+[blockerm]
+type = file_blocker
+portno_start = ${BLOCKERM_PORT}
+portno_end = ${BLOCKERM_PORT}
+nr_ops = 16
+archip_dir = maps
+log_level = ${logLevel}
+
+[mapperd]
+type = mapperd
+portno_start = 11
+portno_end = 11
+nr_ops = 16
+blockerb_port = ${BLOCKERB_PORT}
+blockerm_port = ${BLOCKERM_PORT}
+
+[vlmcd]
+type = vlmcd
+portno_start = 20
+portno_end = 30
+nr_ops = 16
+blocker_port = ${BLOCKERB_PORT}
+mapper_port = 11
+`,
+  );
+  const runDir = join(dir, 'run');
+  const tool = (...args: string[]) => {
+    const r = spawnSync(process.execPath, [TOOL, '-c', conf, ...args], { encoding: 'utf8', timeout: 60_000 });
+    let json: unknown;
+    if (args.includes('--json')) {
+      try {
+        json = JSON.parse(r.stdout);
+      } catch {
+        json = undefined;
+      }
+    }
+    return { status: r.status, stdout: r.stdout, stderr: r.stderr, json };
+  };
+  return {
+    dir,
+    conf,
+    runDir,
+    segment,
+    spec: `posix:${segment}:64:128:96:12`,
+    tool,
+    pidOf(role) {
+      try {
+        return Number(readFileSync(join(runDir, `${role}.pid`), 'utf8').trim()) || null;
+      } catch {
+        return null;
+      }
+    },
+    log(role) {
+      try {
+        return readFileSync(join(runDir, `${role}.log`), 'utf8');
+      } catch {
+        return '';
+      }
+    },
+    cleanup() {
+      for (const role of ['blockerb', 'blockerm']) {
+        const pid = this.pidOf(role);
+        if (pid)
+          try {
+            process.kill(pid, 'SIGKILL');
+          } catch {
+            // gone
+          }
+      }
+      try {
+        Segment.destroy(segment);
+      } catch {
+        // not there
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function until(cond: () => boolean, ms = 5000, what = 'condition'): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
