@@ -11,7 +11,7 @@
  * a crash, and a crash in the middle of writeFull or copy leaves the old object or the new one.
  */
 import { constants as bufferConstants } from 'node:buffer';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import { hostname } from 'node:os';
@@ -29,6 +29,11 @@ import { AlignedPool, CHUNK_SIZE, DIRECT_ALIGN } from './direct.js';
 import { FdCache, type FdEntry } from './fd-cache.js';
 import * as fsio from './fsio.js';
 import { checkName, hashedPath, isValidObjectName, TEMP_MARK } from './names.js';
+import { stripTrailingZeros } from './strip.js';
+
+/** SHA-256 of the empty string: the zero block's name (reference §1.1). */
+const ZERO_HASH = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
+const sha256Hex = (data: Uint8Array): string => createHash('sha256').update(data).digest('hex');
 
 const { O_RDWR, O_WRONLY, O_RDONLY, O_CREAT, O_EXCL } = fs.constants;
 /** O_DIRECT is Linux-only; elsewhere `direct` silently means buffered + fsync. */
@@ -195,6 +200,44 @@ export class FileBlocker implements Blocker {
         } finally {
           this.fds.release(entry);
         }
+      }
+    } finally {
+      this.leave();
+    }
+  }
+
+  /**
+   * Like `read` with `missingOk`, into a caller's buffer (`target.length` bytes at `offset`; zeros
+   * past the end or for a missing object). Not part of the contract: it lets a streaming reader
+   * (the HTTP gateway) reuse a few warm buffers instead of faulting in fresh memory per read.
+   */
+  async readInto(name: string, offset: number, target: Buffer): Promise<void> {
+    this.enter();
+    try {
+      checkName(name);
+      checkCount(offset, 'offset');
+      if (this.direct !== 'off') {
+        (await this.read(name, offset, target.length, { missingOk: true })).copy(target);
+        return;
+      }
+      const path = hashedPath(this.dir, name);
+      let entry: FdEntry;
+      try {
+        entry = await this.fds.get(path);
+      } catch (e) {
+        if (fsio.errno(e) === 'ENOENT' || fsio.errno(e) === 'ENOTDIR') {
+          target.fill(0);
+          return;
+        }
+        throw fromSystemError(e, `read ${name}`);
+      }
+      try {
+        const got = await fsio.preadFully(entry.fd, target, 0, target.length, offset);
+        if (got < target.length) target.fill(0, got);
+      } catch (e) {
+        throw fromSystemError(e, `read ${name}`);
+      } finally {
+        this.fds.release(entry);
       }
     } finally {
       this.leave();
@@ -461,6 +504,80 @@ export class FileBlocker implements Blocker {
         return await readOwner(lp);
       } catch (e) {
         throw fromSystemError(e, `lockOwner ${name}`);
+      }
+    } finally {
+      this.leave();
+    }
+  }
+
+  // ------------------------------------------------------------------ content addressing
+
+  /**
+   * Content-addresses object `name` (contract `hash`, reference §2.7): reads its first `size`
+   * bytes, strips trailing zeros, names the rest H = SHA-256 (lowercase hex) and stores it as
+   * object H unless H exists. The store is atomic and crash-safe: the bytes go to a synced temp
+   * file (`<H>~<random>`, invisible to list) next to H's path, which is then hard-linked to H's
+   * path (link fails with EEXIST when H exists: someone stored the same content first, which is
+   * just as good) and unlinked. Resolves H in every case, also when H already existed (the
+   * original's filed returned no name then). An all-zero block is the zero block: nothing stored.
+   * Precomputed `<name>_hash` objects of the original are not consulted: they go stale when the
+   * object is rewritten, and hashing is cheap next to the I/O.
+   */
+  async hash(name: string, size: number): Promise<string> {
+    this.enter();
+    try {
+      checkName(name);
+      checkCount(size, 'size');
+      if (size > MAX_READ) {
+        throw new ArchipelagoError('EINVAL', `hash size ${size} is larger than a single buffer can hold`);
+      }
+      const block = await this.read(name, 0, size, { missingOk: true });
+      const data = stripTrailingZeros(block);
+      if (data.length === 0) return ZERO_HASH;
+      const h = sha256Hex(data);
+      await this.storeContent(h, data, `hash ${name}`);
+      return h;
+    } finally {
+      this.leave();
+    }
+  }
+
+  /**
+   * Stores `data` as the content object `h` (its SHA-256, trailing zeros already stripped) unless
+   * it exists; atomic (temp file + link). Resolves true when this call stored it. The caller
+   * vouches that `h` names `data`; `hash()` computes it, the gateway verifies it.
+   */
+  async storeContent(h: string, data: Uint8Array, what = `store ${h}`): Promise<boolean> {
+    this.enter();
+    try {
+      checkName(h);
+      checkData(data);
+      const path = hashedPath(this.dir, h);
+      if (await pathExists(path)) return false;
+      const dir = dirname(path);
+      for (let attempt = 0; ; attempt++) {
+        const tmp = join(dir, `${h}${TEMP_MARK}${randomBytes(6).toString('hex')}`);
+        try {
+          await this.ensureDir(dir);
+          await writeSynced(tmp, data);
+          let stored = true;
+          try {
+            await fsp.link(tmp, path);
+          } catch (e) {
+            if (fsio.errno(e) !== 'EEXIST') throw e;
+            stored = false; // the same content, stored concurrently
+          }
+          await fsp.unlink(tmp).catch(() => {});
+          if (stored) await fsio.fsyncDir(dir);
+          return stored;
+        } catch (e) {
+          await fsp.unlink(tmp).catch(() => {});
+          if (fsio.errno(e) === 'ENOENT' && attempt < 2) {
+            this.knownDirs.delete(dir);
+            continue;
+          }
+          throw fromSystemError(e, what);
+        }
       }
     } finally {
       this.leave();

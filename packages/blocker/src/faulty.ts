@@ -3,7 +3,7 @@ import type { AcquireOptions, Blocker, ObjectInfo, ReadOptions, ReleaseOptions }
 
 /** Which calls fail. A rule matches on the method and, optionally, the object name. */
 export interface FaultPlan {
-  method: 'read' | 'write' | 'writeFull' | 'copy' | 'delete' | 'acquire' | 'release';
+  method: 'read' | 'write' | 'writeFull' | 'copy' | 'delete' | 'acquire' | 'release' | 'hash';
   /** Only names matching this fail (default: every name). */
   match?: RegExp;
   /** Let this many matching calls through first (default 0). */
@@ -27,9 +27,19 @@ export class FaultyBlocker implements Blocker {
   /** Every failure injected so far, as `method name`. */
   readonly injected: string[] = [];
 
+  /** Present when the wrapped blocker can hash. */
+  readonly hash?: (name: string, size: number) => Promise<string>;
+
   constructor(readonly inner: Blocker) {
     this.kind = `faulty(${inner.kind})`;
     this.identity = inner.identity;
+    const innerHash = inner.hash?.bind(inner);
+    if (innerHash) {
+      this.hash = async (name: string, size: number) => {
+        this.check('hash', name);
+        return innerHash(name, size);
+      };
+    }
   }
 
   /** Arms a fault; returns a function that disarms it. */

@@ -21,6 +21,7 @@ import {
   MIN_BLOCKSIZE,
   mapBlockLocation,
   mapBlockName,
+  merkleRoot,
   ObjFlag,
   objectCount,
   UINT64_MAX,
@@ -30,7 +31,10 @@ import {
 import { KeyedMutex } from './mutex.js';
 import {
   type CloneOptions,
+  type CreateFromEntriesOptions,
   type CreateOptions,
+  type HashOptions,
+  type HashResult,
   type LoadOptions,
   type Logger,
   type ObjectSegment,
@@ -188,6 +192,147 @@ export class Mapper {
       await this.writeMap(map);
       this.log.info({ volume: name, source, size }, 'cloned volume');
       return map;
+    });
+  }
+
+  /**
+   * Creates map `name` from explicit entries (reference §2.5, X_CREATE; how Pithos stores a file's
+   * hashmap as a map). The entry count must equal ceil(size / blocksize). Zero-hash entries become
+   * zero entries; ARCHIP is never set (the objects are content-addressed, not owned); an entry is
+   * WRITABLE unless it is `readonly`. Fails with EEXIST_VOLUME when a live map has the name.
+   */
+  async createFromEntries(name: string, opts: CreateFromEntriesOptions): Promise<VolumeInfo> {
+    this.checkOpen();
+    validateVolumeName(name);
+    const blocksize = opts.blocksize || DEFAULT_BLOCKSIZE;
+    checkBlocksize(blocksize);
+    if (!Number.isSafeInteger(opts.size) || opts.size < 0 || opts.size > MAX_VOLUME_SIZE) {
+      throw archipError('EINVAL_SIZE', `map size must be 0..${MAX_VOLUME_SIZE} bytes, got ${opts.size}`);
+    }
+    const n = objectCount(opts.size, blocksize);
+    if (!Array.isArray(opts.entries) || opts.entries.length !== n) {
+      throw archipError(
+        'EINVAL',
+        `a map of ${opts.size} bytes in ${blocksize}-byte blocks needs ${n} entries, got ${opts.entries?.length}`,
+        { details: { size: opts.size, blocksize, expected: n } },
+      );
+    }
+    const entries: MapEntry[] = opts.entries.map((e, i) => {
+      if (!e || typeof e.name !== 'string' || !isValidObjectName(e.name)) {
+        throw archipError('EINVAL_NAME', `entry ${i} does not name a valid object`, {
+          details: { index: i },
+        });
+      }
+      if (e.name === ZERO_BLOCK) return zeroEntry();
+      return { name: e.name, flags: e.readonly ? 0 : ObjFlag.WRITABLE };
+    });
+    return this.withNewName(name, async (epoch) => {
+      const map: LoadedMap = {
+        name,
+        storedAs: name,
+        version: 2,
+        size: opts.size,
+        blocksize,
+        flags: opts.readonly ? MapFlag.READONLY : 0,
+        epoch,
+        entries,
+      };
+      await this.writeMap(map);
+      this.log.info({ volume: name, size: opts.size, entries: n }, 'created map from entries');
+      return map;
+    });
+  }
+
+  /**
+   * Hashes snapshot `name` (reference §2.7, the mapper X_HASH the original disabled): every block
+   * that is not the zero block nor already content-addressed is content-addressed in blockerb
+   * (`blockerb.hash`: stored once under its SHA-256, trailing zeros stripped); then a read-only map
+   * of the content names is written, named by the Pithos Merkle root of the block hashes, and can
+   * be cloned like any snapshot. Hashing again, or hashing another snapshot with the same content,
+   * finds the same map and writes nothing. A map of another size that already has the root's name
+   * (the same blocks up to trailing zeros) makes the name `<root>.<size>`.
+   */
+  async hash(name: string, opts: HashOptions = {}): Promise<HashResult> {
+    this.checkOpen();
+    const blockerb = this.blockerb;
+    const hashObject = blockerb.hash?.bind(blockerb);
+    if (!hashObject) {
+      throw archipError(
+        'ENOTSUP',
+        `the ${blockerb.kind} blocker cannot hash objects; use a blocker that can`,
+      );
+    }
+    const cached = this.open.get(name);
+    const src = cached ? cached.map : await this.load(name, {});
+    if ((src.flags & MapFlag.READONLY) === 0) {
+      throw archipError('ENOTSNAPSHOT', `cannot hash "${name}": it is a writable volume; snapshot it first`, {
+        details: { volume: name },
+      });
+    }
+    const bs = src.blocksize;
+    const n = src.entries.length;
+    const hashes: string[] = new Array(n);
+    let done = 0;
+    let bytes = 0;
+    const limit = Math.max(1, Math.min(opts.parallelism ?? Math.min(this.parallelism, 16), n || 1));
+    let next = 0;
+    const worker = async () => {
+      while (next < n) {
+        const i = next++;
+        const e = src.entries[i]!;
+        const len = Math.min(bs, src.size - i * bs);
+        if (isZero(e)) hashes[i] = ZERO_BLOCK;
+        else if ((e.flags & ObjFlag.ARCHIP) === 0 && /^[0-9a-f]{64}$/.test(e.name)) hashes[i] = e.name;
+        else hashes[i] = await hashObject(e.name, len);
+        done++;
+        bytes += len;
+        opts.onProgress?.(done, n, bytes);
+      }
+    };
+    await Promise.all(Array.from({ length: limit }, worker));
+    const made = await this.createHashedMap(hashes, src.size, bs);
+    if (!made.existed) this.log.info({ snapshot: name, hashed: made.name }, 'hashed snapshot');
+    return { ...made, hashes, size: src.size, blocksize: bs };
+  }
+
+  /**
+   * Writes (or finds) the read-only content map of `hashes`: named by their Merkle root, or
+   * `<root>.<size>` when a map of another size already has the root's name. Every non-zero hash
+   * must name a content object in blockerb (the caller checks). Idempotent: an identical map is
+   * reused (`existed`).
+   */
+  async createHashedMap(
+    hashes: readonly string[],
+    size: number,
+    blocksize: number,
+  ): Promise<{ name: string; root: string; existed: boolean }> {
+    this.checkOpen();
+    const root = merkleRoot(hashes);
+    const entries = hashes.map((h) => ({ name: h, readonly: true }));
+    const want = { size, blocksize, entries, readonly: true };
+    for (const candidate of [root, `${root}.${size}`]) {
+      const existing = await this.load(candidate, {}).catch((e: unknown) => {
+        if (ArchipelagoError.is(e, 'ENOENT_VOLUME')) return null;
+        throw e;
+      });
+      if (existing) {
+        if (sameHashedMap(existing, size, blocksize, hashes)) return { name: candidate, root, existed: true };
+        continue;
+      }
+      try {
+        await this.createFromEntries(candidate, want);
+      } catch (e) {
+        // Created concurrently (another process, same content): use theirs when it matches.
+        if (!ArchipelagoError.is(e, 'EEXIST_VOLUME') && !ArchipelagoError.is(e, 'ELOCKED')) throw e;
+        const theirs = await this.load(candidate, {}).catch(() => null);
+        if (theirs && sameHashedMap(theirs, size, blocksize, hashes))
+          return { name: candidate, root, existed: true };
+        continue;
+      }
+      return { name: candidate, root, existed: false };
+    }
+    throw archipError('EEXIST_VOLUME', `maps named ${root} and ${root}.${size} exist with other contents`, {
+      details: { root },
     });
   }
 
@@ -883,6 +1028,15 @@ export class Mapper {
   private checkOpen(): void {
     if (this.closed) throw archipError('ECLOSED', 'the mapper was closed');
   }
+}
+
+/** True when `map` is the read-only content map of `hashes` at that size and block size. */
+function sameHashedMap(map: LoadedMap, size: number, blocksize: number, hashes: readonly string[]): boolean {
+  if ((map.flags & MapFlag.READONLY) === 0 || map.size !== size || map.blocksize !== blocksize) return false;
+  if (map.entries.length !== hashes.length) return false;
+  return map.entries.every(
+    (e, i) => e.name === hashes[i] && (e.flags & (ObjFlag.WRITABLE | ObjFlag.ARCHIP)) === 0,
+  );
 }
 
 /** Splits `[offset, offset+length)` of a map into per-object segments. */

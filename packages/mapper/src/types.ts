@@ -74,3 +74,43 @@ export const silentLogger: Logger = {
 };
 
 export type { MapEntry };
+
+/** One entry of a map built by `createFromEntries` (reference §2.5, X_CREATE segment). */
+export interface CreateEntry {
+  /** Object name; the zero block's name makes a zero entry. */
+  name: string;
+  /** The entry is read-only (not WRITABLE). X_CREATE: XF_MAPFLAG_READONLY in the segment flags. */
+  readonly?: boolean;
+}
+
+export interface CreateFromEntriesOptions {
+  /** Size in bytes; the entry count must be ceil(size / blocksize). 0 is allowed (an empty file). */
+  size: number;
+  /** Block size; 0 or unset means 4 MiB. */
+  blocksize?: number;
+  /** One per block. */
+  entries: readonly CreateEntry[];
+  /** The map is READONLY (what Pithos always sends). */
+  readonly?: boolean;
+}
+
+export interface HashOptions {
+  /** Called after each block with the blocks and bytes done so far. */
+  onProgress?: (blocksDone: number, blocks: number, bytesDone: number) => void;
+  /** Blocks hashed at once (default: the mapper's parallelism, at most 16). */
+  parallelism?: number;
+}
+
+/** What `hash` produced. */
+export interface HashResult {
+  /** Name of the hashed map: the Merkle root, or `<root>.<size>` when a map of another size has the root. */
+  name: string;
+  /** Pithos top-level hash (Merkle root) of the block hashes. */
+  root: string;
+  /** The block hashes, one per block (zero blocks give the zero-block name). */
+  hashes: string[];
+  size: number;
+  blocksize: number;
+  /** True when an identical hashed map was there already (nothing was written). */
+  existed: boolean;
+}

@@ -7,7 +7,7 @@
  * tests share one store, so each test works on names under its own fresh prefix; a second factory
  * call with another identity must reach the same store (that is how lock contention is tested).
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { ArchipelagoError, type ErrorCode } from '@archipelago/libxseg';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { type Blocker, LOCK_SUFFIX } from '../contract.js';
@@ -70,6 +70,13 @@ export function patternBytes(length: number, seed: number): Buffer {
     b[i] = x & 0xff;
   }
   return b;
+}
+
+/** `b` without its trailing zero bytes. */
+function stripZeros(b: Buffer): Buffer {
+  let end = b.length;
+  while (end > 0 && b[end - 1] === 0) end--;
+  return b.subarray(0, end);
 }
 
 /** Resolves with 'pending' if `p` has not settled within `ms`, else with how it settled. */
@@ -770,6 +777,102 @@ export function blockerConformance(opts: ConformanceOptions): void {
         expect((await collect(b.list())).sort()).toEqual(before);
         expect(await b.exists(`${good}2`)).toBe(false);
         expect(await b.exists(`${good}3`)).toBe(false);
+      });
+    });
+
+    describe('hash (content addressing)', () => {
+      const ZERO = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
+      const NO_HASH = 'this blocker does not implement the optional hash() (contract.ts)';
+      const hex = (d: Uint8Array) => createHash('sha256').update(d).digest('hex');
+      /** Deterministic content, distinct per test (content names are global, not prefixed). */
+      const content = (size: number, seed: number) => patternBytes(size, 0x4a5b0000 + seed);
+
+      /** Opens a blocker; skips the test, with the reason shown, when it cannot hash. */
+      async function hasher(ctx: { skip: (note?: string) => never }, identity?: string) {
+        const b = await open(identity);
+        if (!b.hash) ctx.skip(NO_HASH);
+        return b as Blocker & { hash: (name: string, size: number) => Promise<string> };
+      }
+
+      it('names the object by the SHA-256 of its bytes and stores them under that name', async (ctx) => {
+        const b = await hasher(ctx);
+        const name = `${prefix()}obj`;
+        const data = content(100_003, 1);
+        await b.writeFull(name, data);
+        const h = await b.hash(name, data.length);
+        expect(h).toBe(hex(data));
+        expect(await b.info(h)).toEqual({ size: data.length });
+        expect((await b.read(h, 0, data.length)).equals(data)).toBe(true);
+        // The source object is untouched.
+        expect((await b.read(name, 0, data.length)).equals(data)).toBe(true);
+      });
+
+      it('strips trailing zeros (Pithos), also the zeros read past the end', async (ctx) => {
+        const b = await hasher(ctx);
+        const p = prefix();
+        const data = content(4099, 2);
+        data[data.length - 1] = 7;
+        const padded = Buffer.concat([data, Buffer.alloc(70_000)]);
+        await b.writeFull(`${p}a`, data);
+        await b.writeFull(`${p}b`, padded);
+        const h = hex(data);
+        expect(await b.hash(`${p}a`, 1 << 20)).toBe(h);
+        expect(await b.hash(`${p}b`, padded.length)).toBe(h);
+        expect(await b.info(h)).toEqual({ size: data.length });
+        // Only the first `size` bytes count.
+        expect(await b.hash(`${p}a`, 1000)).toBe(hex(stripZeros(data.subarray(0, 1000))));
+      });
+
+      it('gives the zero-block name for all-zero, empty and missing objects, storing nothing', async (ctx) => {
+        const b = await hasher(ctx);
+        const p = prefix();
+        await b.writeFull(`${p}zeros`, Buffer.alloc(65_536 + 17));
+        await b.writeFull(`${p}empty`, Buffer.alloc(0));
+        expect(await b.hash(`${p}zeros`, 65_536 + 17)).toBe(ZERO);
+        expect(await b.hash(`${p}empty`, 4096)).toBe(ZERO);
+        expect(await b.hash(`${p}missing`, 4096)).toBe(ZERO);
+        expect(await b.hash(`${p}zeros`, 0)).toBe(ZERO);
+        expect(await b.exists(ZERO)).toBe(false);
+        expect(await b.exists(`${p}missing`)).toBe(false);
+      });
+
+      it('returns the name when the content object already exists (dedup), keeping it intact', async (ctx) => {
+        const b = await hasher(ctx);
+        const p = prefix();
+        const data = content(8192, 3);
+        await b.writeFull(`${p}one`, data);
+        await b.writeFull(`${p}two`, data);
+        const h1 = await b.hash(`${p}one`, data.length);
+        const h2 = await b.hash(`${p}two`, data.length);
+        const h3 = await b.hash(`${p}one`, data.length);
+        expect(h1).toBe(hex(data));
+        expect(h2).toBe(h1);
+        expect(h3).toBe(h1);
+        expect((await b.read(h1, 0, data.length)).equals(data)).toBe(true);
+        expect(await b.info(h1)).toEqual({ size: data.length });
+        expect((await collect(b.list(h1))).filter((n) => n === h1)).toEqual([h1]);
+      });
+
+      it('stores identical content hashed concurrently exactly once, whole', async (ctx) => {
+        const b = await hasher(ctx);
+        const other = await open(IDENTITY_B);
+        const p = prefix();
+        const data = content(256 * 1024 + 5, 4);
+        const names = Array.from({ length: 12 }, (_, i) => `${p}src${i}`);
+        await Promise.all(names.map((n) => b.writeFull(n, data)));
+        const hashOf = (x: Blocker, n: string) => (x.hash ? x.hash(n, data.length) : Promise.resolve(''));
+        const hs = await Promise.all(names.map((n, i) => hashOf(i % 2 ? other : b, n)));
+        expect(new Set(hs)).toEqual(new Set([hex(data)]));
+        expect((await b.read(hex(data), 0, data.length)).equals(data)).toBe(true);
+        expect(await b.info(hex(data))).toEqual({ size: data.length });
+        expect((await collect(b.list(hex(data)))).filter((n) => n === hex(data))).toHaveLength(1);
+      });
+
+      it('refuses bad names with EINVAL_NAME and fails after close with ECLOSED', async (ctx) => {
+        const b = await hasher(ctx);
+        for (const bad of BAD_NAMES) await expectCode(b.hash(bad, 10), 'EINVAL_NAME');
+        await b.close();
+        await expectCode(b.hash(`${prefix()}x`, 10), 'ECLOSED');
       });
     });
 

@@ -4,6 +4,7 @@
  * It is a test double for packages above the contract (mapper, composer) and the second
  * implementation that keeps the conformance suite honest; it is not for production use.
  */
+import { createHash } from 'node:crypto';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import {
   type AcquireOptions,
@@ -154,6 +155,19 @@ export class MemoryBlocker implements Blocker {
   async lockOwner(name: string): Promise<string | null> {
     this.check(name);
     return this.store.locks.get(name) ?? null;
+  }
+
+  /** Contract `hash`: stores the stripped content under its SHA-256 unless present; returns it. */
+  async hash(name: string, size: number): Promise<string> {
+    this.check(name);
+    count(size, 'size');
+    const obj = this.store.objects.get(name) ?? Buffer.alloc(0);
+    let end = Math.min(size, obj.length);
+    while (end > 0 && obj[end - 1] === 0) end--;
+    const data = obj.subarray(0, end);
+    const h = createHash('sha256').update(data).digest('hex');
+    if (end > 0 && !this.store.objects.has(h)) this.store.objects.set(h, Buffer.from(data));
+    return h;
   }
 
   async flush(): Promise<void> {
