@@ -1,7 +1,7 @@
 /**
  * The conformance suite again, over the file blocker's other configurations: a flat lock
  * directory, a one-entry fd cache (every call evicts), O_DIRECT on a disk-backed directory, and
- * a FaultyBlocker with no fault armed (it must be a transparent wrapper).
+ * a FaultyBlocker with no fault armed (it must be a transparent wrapper), and write-back mode.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -49,6 +49,15 @@ function tempDir(base: string, tag: string): { dir: string; cleanup: () => Promi
   blockerConformance({
     name: 'faulty(file) with no fault armed',
     factory: async (o) => new FaultyBlocker(new FileBlocker({ dir: t.dir, lockPollMs: 20, ...o })),
+    cleanup: t.cleanup,
+  });
+}
+
+{
+  const t = tempDir(tmpdir(), 'writeback');
+  blockerConformance({
+    name: 'file, write-back (sync: flush)',
+    factory: async (o) => new FileBlocker({ dir: t.dir, sync: 'flush', lockPollMs: 20, ...o }),
     cleanup: t.cleanup,
   });
 }

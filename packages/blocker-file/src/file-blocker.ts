@@ -5,7 +5,9 @@
  *   <name>_lock                            a lock: the owner's identity is the whole content,
  *                                          in <lockDir>/ when set, else hashed like an object
  *
- * Durability: every write is followed by fdatasync; files and directories created on the way are
+ * Durability: every write is followed by fdatasync (with `sync: 'flush'`, write-back: a write is
+ * acknowledged from the page cache and synced by the next flush(), or at once when the caller asks
+ * for `durable`, as NBD FUA does); files and directories created on the way are
  * made durable by fsyncing their parent directory; writeFull and copy go through a temporary file
  * that is synced and then renamed over the target (atomic replace). So a resolved write survives
  * a crash, and a crash in the middle of writeFull or copy leaves the old object or the new one.
@@ -23,6 +25,7 @@ import {
   type ObjectInfo,
   type ReadOptions,
   type ReleaseOptions,
+  type WriteOptions,
 } from '@archipelago/blocker';
 import { ArchipelagoError, fromSystemError } from '@archipelago/libxseg';
 import { AlignedPool, CHUNK_SIZE, DIRECT_ALIGN } from './direct.js';
@@ -61,6 +64,12 @@ export interface FileBlockerOptions {
   lockTimeoutMs?: number;
   /** How often a waiting acquire polls the lock file, in ms. Default 100. */
   lockPollMs?: number;
+  /**
+   * `always` (default): fdatasync before every write resolves. `flush`: write-back; writes are
+   * durable once flush() resolves (or at once with `{ durable: true }`). writeFull, copy and hash
+   * are always durable (copy-up ordering depends on it).
+   */
+  sync?: 'always' | 'flush';
 }
 
 type DirectState = 'off' | 'untested' | 'on';
@@ -93,6 +102,9 @@ export class FileBlocker implements Blocker {
   private onIdle: (() => void) | null = null;
   /** Wake-ups of waiting acquires, called by close(). */
   private readonly sleepers = new Set<() => void>();
+  /** Write-back mode: paths written since the last flush, not yet synced. */
+  private dirty = new Set<string>();
+  readonly sync: 'always' | 'flush';
 
   constructor(opts: FileBlockerOptions) {
     if (typeof opts?.dir !== 'string' || opts.dir === '')
@@ -128,6 +140,10 @@ export class FileBlocker implements Blocker {
     this.lockTimeoutMs = lockTimeoutMs;
     this.lockPollMs = lockPollMs;
     this.direct = opts.direct && O_DIRECT !== 0 ? 'untested' : 'off';
+    if (opts.sync !== undefined && opts.sync !== 'always' && opts.sync !== 'flush') {
+      throw new TypeError('FileBlocker: "sync" must be "always" or "flush"');
+    }
+    this.sync = opts.sync ?? 'always';
     this.fds = new FdCache(fdCache, (path) => this.openFile(path, 0));
   }
 
@@ -244,7 +260,7 @@ export class FileBlocker implements Blocker {
     }
   }
 
-  async write(name: string, offset: number, data: Uint8Array): Promise<void> {
+  async write(name: string, offset: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
     this.enter();
     try {
       checkName(name);
@@ -266,7 +282,8 @@ export class FileBlocker implements Blocker {
           } else {
             await fsio.pwriteFully(entry.fd, data, 0, data.byteLength, offset);
           }
-          await fsio.fdatasync(entry.fd);
+          if (this.sync === 'always' || options?.durable) await fsio.fdatasync(entry.fd);
+          else this.dirty.add(path);
           return;
         } catch (e) {
           if (entry.direct && fsio.errno(e) === 'EINVAL') {
@@ -345,6 +362,7 @@ export class FileBlocker implements Blocker {
       checkName(name);
       const path = hashedPath(this.dir, name);
       try {
+        this.dirty.delete(path);
         await fsp.unlink(path);
         return true;
       } catch (e) {
@@ -586,10 +604,45 @@ export class FileBlocker implements Blocker {
 
   // ------------------------------------------------------------------ lifecycle
 
-  /** Every write is synced before it resolves, so there is nothing left to flush. */
+  /**
+   * In write-back mode, syncs every object written since the last flush (fsync flushes a file's
+   * dirty pages whichever fd wrote them). With `sync: 'always'` there is nothing left to flush.
+   */
   async flush(): Promise<void> {
     this.enter();
-    this.leave();
+    try {
+      if (this.dirty.size === 0) return;
+      const paths = [...this.dirty];
+      this.dirty = new Set();
+      const failed: string[] = [];
+      let first: unknown;
+      await Promise.all(
+        paths.map(async (path) => {
+          let fd: number | undefined;
+          try {
+            fd = await fsio.open(path, fs.constants.O_RDONLY);
+            await fsio.fdatasync(fd);
+          } catch (e) {
+            if (fsio.errno(e) === 'ENOENT') return; // deleted since: nothing to keep
+            failed.push(path);
+            first ??= e;
+          } finally {
+            if (fd !== undefined) await fsio.close(fd).catch(() => undefined);
+          }
+        }),
+      );
+      if (failed.length > 0) {
+        for (const p of failed) this.dirty.add(p);
+        throw fromSystemError(first, `flush (${failed.length} objects)`);
+      }
+    } finally {
+      this.leave();
+    }
+  }
+
+  /** Write-back mode: objects written but not yet synced. */
+  get unsynced(): number {
+    return this.dirty.size;
   }
 
   /**

@@ -18,6 +18,14 @@ export interface ReadOptions {
   missingOk?: boolean;
 }
 
+export interface WriteOptions {
+  /**
+   * Durable when the promise resolves even if the blocker runs in write-back mode (NBD FUA).
+   * Blockers that make every write durable ignore it.
+   */
+  durable?: boolean;
+}
+
 export interface AcquireOptions {
   /** Wait for the lock instead of failing at once with ELOCKED. */
   wait?: boolean;
@@ -48,8 +56,12 @@ export interface Blocker {
    */
   read(name: string, offset: number, length: number, options?: ReadOptions): Promise<Buffer>;
 
-  /** Writes `data` at `offset`, creating the object if needed. Durable when the promise resolves. */
-  write(name: string, offset: number, data: Uint8Array): Promise<void>;
+  /**
+   * Writes `data` at `offset`, creating the object if needed. Durable when the promise resolves,
+   * unless the blocker was configured for write-back: then it is durable after the next `flush()`
+   * resolves, or at once with `{ durable: true }`.
+   */
+  write(name: string, offset: number, data: Uint8Array, options?: WriteOptions): Promise<void>;
 
   /**
    * Replaces the whole object with `data` (truncating anything beyond), creating it if needed.
@@ -101,7 +113,10 @@ export interface Blocker {
    */
   hash?(name: string, size: number): Promise<string>;
 
-  /** Makes every acknowledged write durable (a no-op for blockers that sync each write). */
+  /**
+   * Makes every acknowledged write durable, whichever process-local write it came from (a no-op
+   * for blockers that sync each write).
+   */
   flush(): Promise<void>;
 
   /** Releases resources (fd cache, connections). Locks stay held: they belong to the identity. */

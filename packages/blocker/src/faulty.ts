@@ -1,5 +1,12 @@
 import { ArchipelagoError } from '@archipelago/libxseg';
-import type { AcquireOptions, Blocker, ObjectInfo, ReadOptions, ReleaseOptions } from './contract.js';
+import type {
+  AcquireOptions,
+  Blocker,
+  ObjectInfo,
+  ReadOptions,
+  ReleaseOptions,
+  WriteOptions,
+} from './contract.js';
 
 /** Which calls fail. A rule matches on the method and, optionally, the object name. */
 export interface FaultPlan {
@@ -72,9 +79,9 @@ export class FaultyBlocker implements Blocker {
     this.check('read', name);
     return this.inner.read(name, offset, length, options);
   }
-  async write(name: string, offset: number, data: Uint8Array): Promise<void> {
+  async write(name: string, offset: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
     this.check('write', name);
-    return this.inner.write(name, offset, data);
+    return this.inner.write(name, offset, data, options);
   }
   async writeFull(name: string, data: Uint8Array): Promise<void> {
     this.check('writeFull', name);

@@ -10,7 +10,7 @@ export interface ComposerOptions {
 }
 
 export interface WriteOptions {
-  /** Force unit access: durable before the promise resolves (every write is, with a syncing blocker). */
+  /** Force unit access: durable before the promise resolves, also on a write-back blocker. */
   fua?: boolean;
 }
 
@@ -127,7 +127,7 @@ export class Composer {
   }
 
   /** Writes `data` at `offset`; shared blocks are copied up first. */
-  write(name: string, offset: number, data: Uint8Array, _opts: WriteOptions = {}): Promise<void> {
+  write(name: string, offset: number, data: Uint8Array, opts: WriteOptions = {}): Promise<void> {
     return this.io(name, offset, data.length, true, async () => {
       if (data.length === 0) return;
       const segs = await this.mapper.mapWrite(name, offset, data.length);
@@ -136,7 +136,7 @@ export class Composer {
         segs.map((seg) => {
           const part = data.subarray(pos, pos + seg.size);
           pos += seg.size;
-          return this.blockerb.write(seg.target, seg.offset, part);
+          return this.blockerb.write(seg.target, seg.offset, part, { durable: opts.fua === true });
         }),
       );
     });
@@ -158,7 +158,7 @@ export class Composer {
           if (seg.size === seg.blocksize && !opts.noHole) return this.mapper.discard(name, seg.index);
           const start = seg.index * seg.blocksize + seg.offset;
           const [w] = await this.mapper.mapWrite(name, start, seg.size);
-          await this.blockerb.write(w!.target, w!.offset, zeros(seg.size));
+          await this.blockerb.write(w!.target, w!.offset, zeros(seg.size), { durable: opts.fua === true });
         }),
       );
     });
@@ -171,7 +171,7 @@ export class Composer {
 
   /** Makes every acknowledged write durable. */
   async flush(_name?: string): Promise<void> {
-    await this.blockerb.flush();
+    await Promise.all([this.blockerb.flush(), this.mapper.flush()]);
   }
 
   /** Data and zero extents of a range (zero blocks are holes). */

@@ -15,3 +15,16 @@ volumeModelTest({
     };
   },
 });
+
+volumeModelTest({
+  name: 'file blocker, write-back',
+  runs: 20,
+  stack: async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'archip-model-wb-'));
+    return {
+      blockerm: new FileBlocker({ dir: join(dir, 'maps'), identity: 'model_embedded' }),
+      blockerb: new FileBlocker({ dir: join(dir, 'blocks'), identity: 'model_embedded', sync: 'flush' }),
+      dispose: () => rm(dir, { recursive: true, force: true }),
+    };
+  },
+});

@@ -657,6 +657,11 @@ export class Mapper {
     return (cached ? cached.map : await this.load(name, opts)).entries;
   }
 
+  /** Makes every acknowledged map write durable (matters when blockerm runs write-back). */
+  async flush(): Promise<void> {
+    await this.blockerm.flush();
+  }
+
   /** Releases every lock this mapper holds (shutdown). */
   async close(): Promise<void> {
     if (this.closed) return;
