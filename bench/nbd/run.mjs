@@ -4,7 +4,7 @@
  * measured by fio's nbd engine (libnbd). Not a test: run it by hand (see README.md).
  *
  *   node bench/nbd/run.mjs [--size-mib 1024] [--runtime 10] [--ramp 2] [--dir /var/tmp]
- *                          [--rows seqread,randread] [--profile DIR] [--direct] [--keep]
+ *                          [--rows seqread,randread] [--profile DIR] [--direct] [--sync always|flush] [--keep]
  *
  * Servers (all on unix sockets, all files in one temp dir on the same disk):
  *   ours     node bench/nbd/server.mjs: FileBlocker x2 + Mapper + Composer + NbdServer/volumeExport
@@ -42,6 +42,7 @@ const { values: opts } = parseArgs({
     servers: { type: 'string', default: 'ours,qemu-nbd,nbdkit' },
     profile: { type: 'string' },
     direct: { type: 'boolean', default: false },
+    sync: { type: 'string', default: 'always' },
     keep: { type: 'boolean', default: false },
     out: { type: 'string', default: 'nbd' },
   },
@@ -132,6 +133,8 @@ async function startOurs(dir, socket, profileDir) {
     '--size-mib',
     String(sizeMiB),
     ...(opts.direct ? ['--direct'] : []),
+    '--sync',
+    opts.sync,
   ];
   const d = startDaemon(process.execPath, args, 'ours');
   await new Promise((resolve, reject) => {
@@ -413,7 +416,7 @@ async function main() {
       dir: opts.dir,
       servers: serverIds,
       peers: {
-        ours: `node ${process.version}: FileBlocker x2 (fsync before ack${opts.direct ? ', O_DIRECT' : ''}) + Mapper + Composer + NbdServer, 4 MiB blocks`,
+        ours: `node ${process.version}: FileBlocker x2 (${opts.sync === 'flush' ? 'write-back: synced at FLUSH/FUA' : 'fsync before ack'}${opts.direct ? ', O_DIRECT' : ''}) + Mapper + Composer + NbdServer, 4 MiB blocks`,
         'qemu-nbd': `qemu-nbd ${QEMU_ARGS.join(' ')} (page cache, no fsync per write)`,
         nbdkit: 'nbdkit file plugin, default cache (page cache, no fsync per write)',
       },

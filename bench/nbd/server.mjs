@@ -6,7 +6,7 @@
  * stdout once listening; exits cleanly on SIGTERM/SIGINT (closes the server, then the runtime).
  *
  *   node bench/nbd/server.mjs --dir D --socket S [--name bench] [--size-mib 1024]
- *                             [--blocksize-kib 4096] [--direct]
+ *                             [--blocksize-kib 4096] [--direct] [--sync always|flush]
  *
  * Run it under `node --cpu-prof --cpu-prof-dir=...` to profile (bench/nbd/run.mjs --profile).
  * Imports the built packages (packages/<pkg>/dist): run `pnpm build` at the root first.
@@ -26,6 +26,7 @@ const { values: o } = parseArgs({
     'size-mib': { type: 'string', default: '1024' },
     'blocksize-kib': { type: 'string', default: '4096' },
     direct: { type: 'boolean', default: false },
+    sync: { type: 'string', default: 'always' },
   },
 });
 if (!o.dir || !o.socket) throw new Error('server.mjs: --dir and --socket are required');
@@ -41,7 +42,7 @@ const size = Number(o['size-mib']) * 1024 * 1024;
 const blocksize = Number(o['blocksize-kib']) * 1024;
 const identity = 'bench_nbd';
 const blockerm = new FileBlocker({ dir: join(o.dir, 'maps'), identity, direct: o.direct });
-const blockerb = new FileBlocker({ dir: join(o.dir, 'data'), identity, direct: o.direct });
+const blockerb = new FileBlocker({ dir: join(o.dir, 'data'), identity, direct: o.direct, sync: o.sync });
 const mapper = new Mapper({ blockerm, blockerb });
 const composer = new Composer({ mapper, blockerb });
 
