@@ -46,7 +46,7 @@ export abstract class ArchipelagoCommand extends Command {
   }
 
   protected override logJson(json: unknown): void {
-    if (this.failed) return;
+    if (this.failed || json === undefined) return; // undefined: the command printed its own JSON
     process.stdout.write(`${JSON.stringify(json, null, 2)}\n`);
   }
 
