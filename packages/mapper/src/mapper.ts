@@ -858,38 +858,24 @@ export class Mapper {
     }
     if (!head) throw archipError('ENOENT_VOLUME', `no volume named "${name}"`, { details: { volume: name } });
     const version = detectVersion(head.bytes, name, { assumeV0: opts.assumeV0 });
+    let h: MapHeader;
+    let entries: MapEntry[];
     if (version === 2) {
-      const h = decodeHeaderV2(head.bytes.subarray(0, head.stored), name);
+      h = decodeHeaderV2(head.bytes.subarray(0, head.stored), name);
       if (h.flags & MapFlag.DELETED) {
         throw archipError('ENOENT_VOLUME', `no volume named "${name}" (it was removed)`, {
           details: { volume: name },
         });
       }
-      return {
-        name,
-        storedAs,
-        version,
-        size: h.size,
-        blocksize: h.blocksize,
-        flags: h.flags,
-        epoch: h.epoch,
-        entries: await this.readEntries(name, h),
-      };
+      entries = await this.readEntries(name, h);
+    } else {
+      // v0 and v1 maps are one object: read it whole.
+      const info = await this.blockerm.info(storedAs);
+      const whole = await this.blockerm.read(storedAs, 0, info?.size ?? 0);
+      ({ header: h, entries } = version === 1 ? decodeV1(whole, name) : decodeV0(whole, name, opts.v0Size));
     }
-    const info = await this.blockerm.info(storedAs);
-    const whole = await this.blockerm.read(storedAs, 0, info?.size ?? 0);
-    const decoded = version === 1 ? decodeV1(whole, name) : decodeV0(whole, name, opts.v0Size);
-    const h: MapHeader = decoded.header;
-    return {
-      name,
-      storedAs,
-      version,
-      size: h.size,
-      blocksize: h.blocksize,
-      flags: h.flags,
-      epoch: h.epoch,
-      entries: decoded.entries,
-    };
+    const { size, blocksize, flags, epoch } = h;
+    return { name, storedAs, version, size, blocksize, flags, epoch, entries };
   }
 
   private async readEntries(name: string, h: MapHeader): Promise<MapEntry[]> {
