@@ -99,7 +99,10 @@ async function waitSocket(path, child, what) {
 
 /** A long-running server; `stop()` sends SIGTERM and waits for the exit. */
 function startDaemon(cmd, args, what) {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // Our (node) server runs as `vlmc map` runs it, with libuv's io_uring off (see packages/cli
+  // src/commands/map.ts); qemu-nbd and nbdkit do not use libuv.
+  const env = { ...process.env, UV_USE_IO_URING: process.env.UV_USE_IO_URING ?? '0' };
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
   let err = '';
   child.stderr.on('data', (d) => {
     err += d;
