@@ -44,8 +44,19 @@ export function hashDirs(name: string): [string, string, string] {
   return [h.slice(0, 2), h.slice(2, 4), h.slice(4, 6)];
 }
 
+/** Recently computed paths: every I/O needs one, and a SHA-256 plus joins per call shows up. */
+const PATH_CACHE_MAX = 8192;
+const pathCache = new Map<string, string>();
+
 /** `<dir>/h0h1/h2h3/h4h5/<name>` (reference §4.3). The name must already be valid. */
 export function hashedPath(dir: string, name: string): string {
-  const [a, b, c] = hashDirs(name);
-  return join(dir, a, b, c, name);
+  const key = `${dir}\0${name}`;
+  let path = pathCache.get(key);
+  if (path === undefined) {
+    const [a, b, c] = hashDirs(name);
+    path = join(dir, a, b, c, name);
+    if (pathCache.size >= PATH_CACHE_MAX) pathCache.delete(pathCache.keys().next().value as string);
+    pathCache.set(key, path);
+  }
+  return path;
 }
