@@ -10,5 +10,7 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 120_000,
     pool: 'forks',
+    // One throwaway Ceph cluster per run, started lazily by the first RADOS test file.
+    globalSetup: ['packages/blocker-rados/test/global-setup.ts'],
   },
 });

@@ -4,13 +4,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages for real third-party clients (qemu-img, qemu-io, nbdinfo, nbdcopy, nbdsh, fio).
+# Debian packages for real third-party clients (qemu-img, qemu-io, nbdinfo, nbdcopy, nbdsh, fio,
+# swift, curl)
+# and for the RADOS tests (ceph-mon, ceph-osd, ceph-common, librados-dev).
 need_pkgs=()
 command -v qemu-img >/dev/null || need_pkgs+=(qemu-utils)
 command -v nbdinfo >/dev/null || need_pkgs+=(libnbd-bin)
-python3 -c 'import nbd' 2>/dev/null || need_pkgs+=(python3-libnbd)
+/usr/bin/python3 -c 'import nbd' 2>/dev/null || need_pkgs+=(python3-libnbd)
 command -v fio >/dev/null || need_pkgs+=(fio)
 command -v nbdkit >/dev/null || need_pkgs+=(nbdkit)
+[ -x /usr/bin/swift ] || need_pkgs+=(python3-swiftclient)
+command -v curl >/dev/null || need_pkgs+=(curl)
+# A throwaway single-node Ceph cluster (scripts/ceph-cluster.sh) and the librados headers for
+# the RADOS blocker's native binding (installed before the build below).
+command -v ceph-mon >/dev/null || need_pkgs+=(ceph-mon)
+command -v ceph-osd >/dev/null || need_pkgs+=(ceph-osd)
+command -v rados >/dev/null || need_pkgs+=(ceph-common)
+[ -f /usr/include/rados/librados.h ] || need_pkgs+=(librados-dev)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${need_pkgs[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -48,12 +48,20 @@ export class Env {
     readonly conf: string,
   ) {}
 
-  static async create(name = 'e2e'): Promise<Env> {
+  /** A fresh temp dir and config; `blockers` replaces the file-blocker sections. */
+  static async create(name = 'e2e', blockers?: (dir: string) => string): Promise<Env> {
     if (!existsSync(join(ROOT, 'packages/cli/dist/commands'))) {
       throw new Error('packages/cli is not built: run "pnpm build" first');
     }
     const dir = await mkdtemp(join(tmpdir(), `archip-${name}-`));
     const conf = join(dir, 'archipelago.conf');
+    if (blockers) {
+      await writeFile(
+        conf,
+        `[ARCHIPELAGO]\n[XSEG]\n[PEERS]\n${blockers(dir)}\n[mapperd]\nlock_timeout = 5\n[vlmcd]\n`,
+      );
+      return new Env(dir, conf);
+    }
     await writeFile(
       conf,
       [

@@ -75,10 +75,27 @@ export interface BlockerSection extends PeerSection {
   lock_dir?: string;
   fdcache: number;
   direct: boolean;
+  /**
+   * file_blocker: `always` (default) syncs every write before acknowledging it; `flush` is
+   * write-back: writes are durable at the next flush (NBD FLUSH) or at once with FUA.
+   */
+  sync: 'always' | 'flush';
   /** Lock-owner suffix: the identity is `<hostname>_<unique_str>`. */
   unique_str?: string;
-  /** rados_blocker: the pool. */
+  /** rados_blocker: the pool (blockerm's holds maps and locks, blockerb's holds data objects). */
   pool?: string;
+  /** rados_blocker: cephx client id without "client." (default "admin"). */
+  cephx_id?: string;
+  /** rados_blocker: path of ceph.conf (absolute once loaded); default: librados' search. */
+  ceph_conf?: string;
+  /** rados_blocker: keyring path, when ceph.conf does not name one (absolute once loaded). */
+  keyring?: string;
+  /** rados_blocker: RADOS namespace inside the pool. */
+  namespace?: string;
+  /** rados_blocker: seconds to wait for the cluster at start before failing (default 10). */
+  connect_timeout?: number;
+  /** rados_blocker: seconds an OSD operation may take before failing; 0 = wait (default 0). */
+  op_timeout?: number;
 }
 
 export interface MapperdSection extends PeerSection {
@@ -159,11 +176,17 @@ const PEER_KEYS: Readonly<Record<string, Kind>> = {
   lock_dir: 'string',
   fdcache: 'int',
   direct: 'bool',
+  sync: 'string',
   pithos_migrate: 'bool',
   unique_str: 'string',
   prefix: 'string',
   pool: 'string',
   cephx_id: 'string',
+  ceph_conf: 'string',
+  keyring: 'string',
+  namespace: 'string',
+  connect_timeout: 'number',
+  op_timeout: 'number',
   blockerb_port: 'int',
   blockerm_port: 'int',
   lock_timeout: 'number',
@@ -302,11 +325,17 @@ const blockerExtra = {
   lock_dir: { type: 'string', minLength: 1 },
   fdcache: { type: 'integer', minimum: 1, default: 512 },
   direct: { type: 'boolean', default: false },
+  sync: { type: 'string', enum: ['always', 'flush'], default: 'always' },
   pithos_migrate: { type: 'boolean' },
   unique_str: { type: 'string', minLength: 1, maxLength: 128 },
   prefix: { type: 'string', maxLength: 10 },
   pool: { type: 'string', minLength: 1 },
-  cephx_id: { type: 'string' },
+  cephx_id: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,64}$' },
+  ceph_conf: { type: 'string', minLength: 1 },
+  keyring: { type: 'string', minLength: 1 },
+  namespace: { type: 'string', pattern: '^[A-Za-z0-9._-]{0,64}$' },
+  connect_timeout: { type: 'number', exclusiveMinimum: 0 },
+  op_timeout: { type: 'number', minimum: 0 },
 };
 
 function blockerSchema(portno: number) {
@@ -390,6 +419,7 @@ export function defaultConfig(dataDir: string): ArchipelagoConfig {
       archip_dir: join(dataDir, 'blocks'),
       fdcache: 512,
       direct: false,
+      sync: 'always',
     },
     blockerm: {
       type: 'file_blocker',
@@ -399,6 +429,7 @@ export function defaultConfig(dataDir: string): ArchipelagoConfig {
       archip_dir: join(dataDir, 'maps'),
       fdcache: 512,
       direct: false,
+      sync: 'always',
     },
     mapperd: {
       type: 'mapperd',
@@ -644,6 +675,8 @@ function resolveDirs(c: ArchipelagoConfig, base: string): void {
   for (const b of [c.blockerb, c.blockerm]) {
     if (b.archip_dir !== undefined) b.archip_dir = resolve(base, b.archip_dir);
     if (b.lock_dir !== undefined) b.lock_dir = resolve(base, b.lock_dir);
+    if (b.ceph_conf !== undefined) b.ceph_conf = resolve(base, b.ceph_conf);
+    if (b.keyring !== undefined) b.keyring = resolve(base, b.keyring);
   }
 }
 

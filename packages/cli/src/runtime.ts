@@ -3,6 +3,7 @@
  * from the configuration, with no daemons and no segment.
  */
 import { hostname } from 'node:os';
+import type { Blocker } from '@archipelago/blocker';
 import { FileBlocker } from '@archipelago/blocker-file';
 import { Composer } from '@archipelago/composer';
 import { ArchipelagoError } from '@archipelago/libxseg';
@@ -14,9 +15,9 @@ export interface Runtime {
   /** The file the configuration came from, when known. */
   readonly configPath: string | null;
   /** Blocker of maps and locks. */
-  readonly blockerm: FileBlocker;
+  readonly blockerm: Blocker;
   /** Blocker of data objects. */
-  readonly blockerb: FileBlocker;
+  readonly blockerb: Blocker;
   readonly mapper: Mapper;
   readonly composer: Composer;
   /** The lock-owner identity of this runtime (`<hostname>_<unique_str>`). */
@@ -37,14 +38,58 @@ export function identityOf(section: BlockerSection): string {
   return `${hostname()}_${section.unique_str ?? 'embedded'}`;
 }
 
-function fileBlocker(role: string, s: BlockerSection, file: string | null): FileBlocker {
-  if (s.type === 'rados_blocker') {
+/** The part of @archipelago/blocker-rados the runtime uses (loaded on demand: it is native). */
+interface RadosModule {
+  RadosBlocker: {
+    open(opts: {
+      pool: string;
+      namespace?: string;
+      cephConf?: string;
+      cephxId?: string;
+      keyring?: string;
+      identity?: string;
+      connectTimeoutMs?: number;
+      opTimeoutMs?: number;
+    }): Promise<Blocker>;
+  };
+}
+
+const RADOS_PACKAGE = '@archipelago/blocker-rados';
+
+/** A RadosBlocker for a `type = rados_blocker` section; connects (or fails) within connect_timeout. */
+async function radosBlocker(role: string, s: BlockerSection, file: string | null): Promise<Blocker> {
+  if (s.pool === undefined) {
+    throw new ArchipelagoError('EINVAL_CONFIG', `${file ?? 'configuration'}: ${role}.pool is missing`, {
+      details: { role, file },
+    });
+  }
+  let mod: RadosModule;
+  try {
+    mod = (await import(RADOS_PACKAGE)) as RadosModule;
+  } catch (e) {
     throw new ArchipelagoError(
       'ENOTSUP',
-      `[${role}] has type rados_blocker: RADOS support is not available yet; use type = file_blocker${file ? ` in ${file}` : ''}`,
-      { details: { role, file } },
+      `[${role}] has type rados_blocker: RADOS support is not available yet in this installation (${RADOS_PACKAGE} is not installed); install it or use type = file_blocker${file ? ` in ${file}` : ''}`,
+      { cause: e, details: { role, file } },
     );
   }
+  return mod.RadosBlocker.open({
+    pool: s.pool,
+    identity: identityOf(s),
+    ...(s.namespace !== undefined ? { namespace: s.namespace } : {}),
+    ...(s.ceph_conf !== undefined ? { cephConf: s.ceph_conf } : {}),
+    ...(s.cephx_id !== undefined ? { cephxId: s.cephx_id } : {}),
+    ...(s.keyring !== undefined ? { keyring: s.keyring } : {}),
+    ...(s.connect_timeout !== undefined ? { connectTimeoutMs: Math.round(s.connect_timeout * 1000) } : {}),
+    ...(s.op_timeout !== undefined ? { opTimeoutMs: Math.round(s.op_timeout * 1000) } : {}),
+  });
+}
+
+async function openBlocker(role: string, s: BlockerSection, file: string | null): Promise<Blocker> {
+  return s.type === 'rados_blocker' ? radosBlocker(role, s, file) : fileBlocker(role, s, file);
+}
+
+function fileBlocker(role: string, s: BlockerSection, file: string | null): FileBlocker {
   if (s.archip_dir === undefined) {
     throw new ArchipelagoError('EINVAL_CONFIG', `${file ?? 'configuration'}: ${role}.archip_dir is missing`, {
       details: { role, file },
@@ -56,6 +101,7 @@ function fileBlocker(role: string, s: BlockerSection, file: string | null): File
     identity: identityOf(s),
     direct: s.direct,
     fdCache: s.fdcache,
+    sync: s.sync,
   });
 }
 
@@ -68,8 +114,14 @@ export async function openRuntime(
     typeof (v as LoadedConfig).path === 'string' && typeof (v as LoadedConfig).config === 'object';
   const config = isLoaded(loaded) ? loaded.config : loaded;
   const file = isLoaded(loaded) ? loaded.path : null;
-  const blockerm = fileBlocker('blockerm', config.blockerm, file);
-  const blockerb = fileBlocker('blockerb', config.blockerb, file);
+  const blockerm = await openBlocker('blockerm', config.blockerm, file);
+  let blockerb: Blocker;
+  try {
+    blockerb = await openBlocker('blockerb', config.blockerb, file);
+  } catch (e) {
+    await blockerm.close().catch(() => {});
+    throw e;
+  }
   const mapper = new Mapper({
     blockerm,
     blockerb,

@@ -5,7 +5,8 @@ import { Flags } from '@oclif/core';
 import { ArchipelagoCommand } from '../base.js';
 
 export default class Gateway extends ArchipelagoCommand {
-  static override summary = 'Run the HTTP file gateway (Pithos hashmap API, Swift v1 auth) in the foreground.';
+  static override summary =
+    'Run the HTTP file gateway (Pithos hashmap API, Swift v1 auth) in the foreground.';
 
   static override description =
     `Serves files (read-only maps of content-addressed blocks) over HTTP from the blockers of the \
@@ -34,7 +35,8 @@ configuration. Stops cleanly on SIGTERM or SIGINT. See packages/gateway/README.m
     const { flags } = await this.parse(Gateway);
     const users: GatewayUser[] = (flags.user ?? []).map((u) => {
       const [account, user, key, token] = u.split(',');
-      if (!account || !user || !key) throw new ArchipelagoError('EINVAL', `bad --user "${u}": want ACCOUNT,USER,KEY[,TOKEN]`);
+      if (!account || !user || !key)
+        throw new ArchipelagoError('EINVAL', `bad --user "${u}": want ACCOUNT,USER,KEY[,TOKEN]`);
       return { account, user, key, ...(token ? { token } : {}) };
     });
     const tokens: Record<string, string> = {};

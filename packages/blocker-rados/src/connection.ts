@@ -1,0 +1,126 @@
+/**
+ * Shared librados clients: blockers of one process that use the same ceph.conf, client id,
+ * keyring and timeouts share one rados_t (one set of messenger threads and one session with the
+ * monitors), each with its own pool context. The client shuts down when its last user closes.
+ */
+import { constants } from 'node:os';
+import { ArchipelagoError } from '@archipelago/libxseg';
+import { errnoOf } from './errors.js';
+import { loadBinding, type NativeCluster } from './native.js';
+
+export interface ConnectOptions {
+  /** ceph.conf path; undefined = librados' default search (CEPH_CONF, /etc/ceph/ceph.conf, ...). */
+  cephConf?: string;
+  /** cephx client id without the "client." prefix. */
+  cephxId: string;
+  /** Keyring path, when not in ceph.conf. */
+  keyring?: string;
+  /** Give up connecting after this long (client_mount_timeout, rados_mon_op_timeout). */
+  connectTimeoutMs: number;
+  /** rados_osd_op_timeout; 0 = OSD operations wait for the cluster however long it takes. */
+  opTimeoutMs: number;
+}
+
+export interface Connection {
+  cluster: NativeCluster;
+  release(): Promise<void>;
+}
+
+interface Entry {
+  ready: Promise<NativeCluster>;
+  refs: number;
+}
+
+const clients = new Map<string, Entry>();
+
+function seconds(ms: number): string {
+  return String(Math.max(1, Math.ceil(ms / 1000)));
+}
+
+async function connectNew(o: ConnectOptions): Promise<NativeCluster> {
+  const { Cluster } = loadBinding();
+  const cluster = new Cluster();
+  const options: Record<string, string> = {
+    client_mount_timeout: seconds(o.connectTimeoutMs),
+    rados_mon_op_timeout: seconds(o.connectTimeoutMs),
+    rados_osd_op_timeout: o.opTimeoutMs > 0 ? seconds(o.opTimeoutMs) : '0',
+  };
+  const where = o.cephConf ?? 'the default ceph.conf';
+  try {
+    await cluster.connect({ id: o.cephxId, conf: o.cephConf, keyring: o.keyring, options });
+    return cluster;
+  } catch (e) {
+    await cluster.shutdown().catch(() => {});
+    const errno = errnoOf(e);
+    const details = { cephConf: o.cephConf ?? null, cephxId: o.cephxId, errno };
+    if (errno === constants.errno.ETIMEDOUT) {
+      throw new ArchipelagoError(
+        'ETIMEDOUT',
+        `cannot reach the Ceph cluster of ${where} within ${o.connectTimeoutMs} ms: check mon_host and that the monitors are running`,
+        { cause: e, details },
+      );
+    }
+    if (errno === constants.errno.ENOENT) {
+      throw new ArchipelagoError('EINVAL_CONFIG', `cannot read ${where}: no such file (set ceph_conf)`, {
+        cause: e,
+        details,
+      });
+    }
+    if (errno === constants.errno.EACCES || errno === constants.errno.EPERM) {
+      throw new ArchipelagoError(
+        'EINVAL_CONFIG',
+        `the Ceph cluster of ${where} refused client.${o.cephxId}: check cephx_id and the keyring`,
+        { cause: e, details },
+      );
+    }
+    throw new ArchipelagoError(
+      'EIO',
+      `cannot connect to the Ceph cluster of ${where}: ${(e as Error).message}`,
+      {
+        cause: e,
+        details,
+      },
+    );
+  }
+}
+
+/** A reference to a connected client for `o`, connecting on first use. */
+export async function acquireConnection(o: ConnectOptions): Promise<Connection> {
+  const key = JSON.stringify([
+    o.cephConf ?? null,
+    o.cephxId,
+    o.keyring ?? null,
+    o.connectTimeoutMs,
+    o.opTimeoutMs,
+  ]);
+  let entry = clients.get(key);
+  if (!entry) {
+    const ready = connectNew(o);
+    entry = { ready, refs: 0 };
+    clients.set(key, entry);
+    ready.catch(() => {
+      if (clients.get(key) === entry) clients.delete(key);
+    });
+  }
+  entry.refs++;
+  const e = entry;
+  let cluster: NativeCluster;
+  try {
+    cluster = await e.ready;
+  } catch (err) {
+    e.refs--;
+    throw err;
+  }
+  let released = false;
+  return {
+    cluster,
+    release: async () => {
+      if (released) return;
+      released = true;
+      if (--e.refs === 0) {
+        if (clients.get(key) === e) clients.delete(key);
+        await cluster.shutdown();
+      }
+    },
+  };
+}

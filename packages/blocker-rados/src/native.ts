@@ -1,0 +1,96 @@
+/**
+ * Loads the native librados binding (build/Release/archip_rados.node) and describes its shape.
+ * Nothing here is public API: RadosBlocker keeps the native handles behind a Symbol.
+ */
+import { createRequire } from 'node:module';
+import { ArchipelagoError } from '@archipelago/libxseg';
+
+/** An Error from the binding: `errno` is positive, `syscall` names the librados call. */
+export interface NativeError extends Error {
+  errno?: number;
+  syscall?: string;
+}
+
+export interface NativeLocker {
+  client: string;
+  cookie: string;
+  address: string;
+}
+
+export interface NativePool {
+  read(oid: string, buf: Uint8Array, offset: number): Promise<number>;
+  write(oid: string, buf: Uint8Array, offset: number): Promise<void>;
+  writeFull(oid: string, buf: Uint8Array): Promise<void>;
+  create(oid: string, exclusive: boolean, buf?: Uint8Array): Promise<void>;
+  remove(oid: string): Promise<void>;
+  stat(oid: string): Promise<{ size: number; mtime: number }>;
+  lockExclusive(
+    oid: string,
+    name: string,
+    cookie: string,
+    description: string,
+    renew: boolean,
+  ): Promise<void>;
+  unlock(oid: string, name: string, cookie: string): Promise<void>;
+  listLockers(
+    oid: string,
+    name: string,
+  ): Promise<{ exclusive: boolean; tag: string; lockers: NativeLocker[] }>;
+  breakLock(oid: string, name: string, client: string, cookie: string): Promise<void>;
+  watch(oid: string, onEvent: (err?: number) => void): Promise<number | null>;
+  unwatch(id: number): Promise<void>;
+  notify(oid: string, timeoutMs: number): Promise<boolean>;
+  listOpen(): number;
+  listNext(id: number, max: number, prefix: string): Promise<{ names: string[]; done: boolean }>;
+  listClose(id: number): void;
+  close(): Promise<void>;
+  pending(): number;
+}
+
+export interface NativeCluster {
+  connect(opts: {
+    id?: string;
+    conf?: string;
+    keyring?: string;
+    options?: Record<string, string>;
+  }): Promise<void>;
+  openPool(name: string, namespace?: string): Promise<NativePool>;
+  shutdown(): Promise<void>;
+  instanceId(): string | null;
+}
+
+export interface NativeBinding {
+  Cluster: new () => NativeCluster;
+  librados: [number, number, number];
+}
+
+export const NOT_BUILT_MESSAGE = 'RADOS support was not built: install librados-dev and rebuild';
+
+let cached: { binding: NativeBinding } | { error: unknown } | undefined;
+
+/** The binding, or null when it was not built (no librados headers at build time). */
+export function tryLoadBinding(): NativeBinding | null {
+  if (cached === undefined) {
+    try {
+      // src/ and dist/ both sit one level below the package root.
+      const require = createRequire(import.meta.url);
+      cached = { binding: require('../build/Release/archip_rados.node') as NativeBinding };
+    } catch (error) {
+      cached = { error };
+    }
+  }
+  return 'binding' in cached ? cached.binding : null;
+}
+
+/** The binding, or ENOTSUP with the "install librados-dev and rebuild" message. */
+export function loadBinding(): NativeBinding {
+  const b = tryLoadBinding();
+  if (b) return b;
+  const cause = cached && 'error' in cached ? cached.error : undefined;
+  throw new ArchipelagoError('ENOTSUP', NOT_BUILT_MESSAGE, { cause });
+}
+
+/** True when the native binding is available. */
+export function radosAvailable(): boolean {
+  return tryLoadBinding() !== null;
+}

@@ -1,0 +1,146 @@
+// Shared declarations of the librados binding. Everything is compiled as one translation unit
+// (unity.cc), so the classes below are defined in their own .cc files and included once.
+#pragma once
+#include <napi.h>
+#include <rados/librados.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace archip {
+
+// An Error with `errno` (positive) and `syscall` naming the librados call: the TypeScript facade
+// maps it to an ArchipelagoError code.
+Napi::Error ErrnoError(Napi::Env env, int err, const std::string& what);
+
+// Runs `work` on a libuv worker thread and settles a promise on the JS thread: rejected with
+// ErrnoError when work returns a negative errno, else resolved with `result(env)`.
+class PromiseWorker : public Napi::AsyncWorker {
+ public:
+  using Work = std::function<int()>;
+  using Result = std::function<Napi::Value(Napi::Env)>;
+  PromiseWorker(Napi::Env env, Napi::Object keep, std::string what, Work work, Result result);
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  void Execute() override;
+  void OnOK() override;
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Napi::ObjectReference keep_;
+  std::string what_;
+  Work work_;
+  Result result_;
+  int rc_ = 0;
+};
+
+// Queues a PromiseWorker and returns its promise.
+Napi::Value RunAsync(Napi::Env env, Napi::Object keep, std::string what, PromiseWorker::Work work,
+                     PromiseWorker::Result result = nullptr);
+
+class Cluster;
+class Pool;
+struct AioOp;
+struct Watch;
+
+void CallAio(Napi::Env env, Napi::Function, std::nullptr_t*, AioOp* op);
+using AioTsfn = Napi::TypedThreadSafeFunction<std::nullptr_t, AioOp, CallAio>;
+
+// A connected librados client (rados_t).
+class Cluster : public Napi::ObjectWrap<Cluster> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  explicit Cluster(const Napi::CallbackInfo& info);
+  rados_t handle() const { return cluster_; }
+
+ private:
+  Napi::Value Connect(const Napi::CallbackInfo& info);
+  Napi::Value OpenPool(const Napi::CallbackInfo& info);
+  Napi::Value Shutdown(const Napi::CallbackInfo& info);
+  Napi::Value InstanceId(const Napi::CallbackInfo& info);
+  rados_t cluster_ = nullptr;
+  bool connected_ = false;
+};
+
+// An I/O context on one pool: aio object calls, locks, watch/notify, listing.
+class Pool : public Napi::ObjectWrap<Pool> {
+ public:
+  static Napi::FunctionReference constructor;
+  static Napi::Function Init(Napi::Env env);
+  explicit Pool(const Napi::CallbackInfo& info);
+  ~Pool() override;
+  rados_ioctx_t io() const { return io_; }
+  // Called on the JS thread when an aio op completes.
+  void OpDone(Napi::Env env);
+  AioTsfn& tsfn_for_callback() { return tsfn_; }
+
+ private:
+  bool Check(const Napi::CallbackInfo& info);
+  Napi::Value Submit(const Napi::CallbackInfo& info, std::unique_ptr<AioOp> op,
+                     const std::function<int(rados_completion_t)>& start);
+  // aio.cc
+  Napi::Value Read(const Napi::CallbackInfo& info);
+  Napi::Value Write(const Napi::CallbackInfo& info);
+  Napi::Value WriteFull(const Napi::CallbackInfo& info);
+  Napi::Value Create(const Napi::CallbackInfo& info);
+  Napi::Value Remove(const Napi::CallbackInfo& info);
+  Napi::Value Stat(const Napi::CallbackInfo& info);
+  // locks.cc
+  Napi::Value LockExclusive(const Napi::CallbackInfo& info);
+  Napi::Value Unlock(const Napi::CallbackInfo& info);
+  Napi::Value ListLockers(const Napi::CallbackInfo& info);
+  Napi::Value BreakLock(const Napi::CallbackInfo& info);
+  // watch.cc
+  Napi::Value WatchObject(const Napi::CallbackInfo& info);
+  Napi::Value Unwatch(const Napi::CallbackInfo& info);
+  Napi::Value Notify(const Napi::CallbackInfo& info);
+  // list.cc
+  Napi::Value ListOpen(const Napi::CallbackInfo& info);
+  Napi::Value ListNext(const Napi::CallbackInfo& info);
+  Napi::Value ListClose(const Napi::CallbackInfo& info);
+  // pool.cc
+  Napi::Value Close(const Napi::CallbackInfo& info);
+  Napi::Value Pending(const Napi::CallbackInfo& info);
+
+  rados_ioctx_t io_ = nullptr;
+  rados_t cluster_ = nullptr;
+  Napi::ObjectReference clusterRef_;
+  AioTsfn tsfn_;
+  bool tsfnLive_ = false;
+  uint32_t pending_ = 0;
+  uint32_t nextId_ = 1;
+  std::map<uint32_t, Watch*> watches_;
+  std::map<uint32_t, rados_list_ctx_t> lists_;
+};
+
+// One asynchronous librados call in flight.
+struct AioOp {
+  Pool* pool = nullptr;
+  Napi::Promise::Deferred deferred;
+  Napi::Reference<Napi::Value> keep;  // the Buffer librados reads from or writes into
+  rados_completion_t completion = nullptr;
+  rados_write_op_t writeOp = nullptr;
+  std::string what;
+  enum Kind { kLength, kVoid, kStat } kind = kVoid;
+  uint64_t size = 0;
+  time_t mtime = 0;
+  explicit AioOp(Napi::Env env) : deferred(Napi::Promise::Deferred::New(env)) {}
+};
+
+// One registered watch: notifies reach `tsfn`, which calls the JS callback with no arguments
+// (a notify) or with a negative errno (the watch broke and must be re-established).
+struct Watch {
+  Pool* pool = nullptr;
+  rados_ioctx_t io = nullptr;
+  std::string oid;
+  uint64_t handle = 0;
+  Napi::ThreadSafeFunction tsfn;
+};
+void ReleaseWatch(Watch* w);
+
+}  // namespace archip

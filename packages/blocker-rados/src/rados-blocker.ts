@@ -1,0 +1,596 @@
+/**
+ * The RADOS blocker (reference §4.4): objects and locks in one Ceph pool, through our own
+ * librados binding. Object I/O uses rados_aio_* (settled on librados' threads, delivered to the
+ * event loop); lock calls, watch/notify and listing run on libuv worker threads. Nothing blocks
+ * the event loop.
+ *
+ * Locks: `<name>_lock` carries the exclusive cls_lock lock "RadosLock". The cookie is
+ * `<identity>#<random>`, unique per blocker instance, and the description names the identity,
+ * host and pid, so `rados -p <pool> lock info <name>_lock RadosLock` shows who holds it. The owner
+ * identity is read back from the cookie (rados_list_lockers does not return descriptions). A lock
+ * held by another instance of our own identity (a restarted blocker on this host) is ours: it is
+ * broken and re-taken, which keeps locks idempotent per identity as the contract says. Waiting
+ * acquires watch the lock object and retry when a release notifies them; a bounded re-check timer
+ * is the safety net for a lost notify (e.g. a releaser that crashed).
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { constants, hostname } from 'node:os';
+import {
+  type AcquireOptions,
+  type Blocker,
+  LOCK_SUFFIX,
+  type ObjectInfo,
+  type ReadOptions,
+  type ReleaseOptions,
+} from '@archipelago/blocker';
+import { ArchipelagoError } from '@archipelago/libxseg';
+import { acquireConnection, type Connection } from './connection.js';
+import { errnoOf, fromRadosError } from './errors.js';
+import { loadBinding, type NativeLocker, type NativePool } from './native.js';
+
+/** The cls_lock lock name the original radosd used. */
+export const RADOS_LOCK_NAME = 'RadosLock';
+
+const MAX_IDENTITY_BYTES = 128;
+const NAME_RE = /^[A-Za-z0-9._-]{1,123}$/;
+const LIST_BATCH = 1000;
+const E = constants.errno;
+
+export interface RadosBlockerOptions {
+  /** The pool holding the objects (must exist). */
+  pool: string;
+  /** RADOS namespace inside the pool (default: none). Objects and locks live in it. */
+  namespace?: string;
+  /** Path of ceph.conf; default: librados' search (CEPH_CONF, /etc/ceph/ceph.conf, ~/.ceph/...). */
+  cephConf?: string;
+  /** cephx client id, without "client.". Default "admin". */
+  cephxId?: string;
+  /** Keyring path, when ceph.conf does not name one. */
+  keyring?: string;
+  /** Lock owner identity, `<hostname>_<instance>`. Default `${os.hostname()}_embedded`. */
+  identity?: string;
+  /** Connecting gives up after this long with ETIMEDOUT. Default 10000. */
+  connectTimeoutMs?: number;
+  /** OSD operations give up after this long with ETIMEDOUT; 0 (default) = wait for the cluster. */
+  opTimeoutMs?: number;
+  /** Default timeout of a waiting acquire, in ms. Default 30000. */
+  lockTimeoutMs?: number;
+  /** A waiting acquire re-checks the lock this often even without a notify, in ms. Default 2000. */
+  lockRecheckMs?: number;
+}
+
+/** The native pool handle and connection, kept out of sight of users and JSON. */
+const NATIVE = Symbol('archipelago.rados.native');
+
+interface NativeState {
+  conn: Connection;
+  pool: NativePool;
+}
+
+export class RadosBlocker implements Blocker {
+  readonly specificationVersion = 'v1' as const;
+  readonly kind = 'rados';
+  readonly identity: string;
+  readonly pool: string;
+  readonly namespace: string;
+  readonly cephConf: string | undefined;
+  readonly cephxId: string;
+  readonly lockTimeoutMs: number;
+  readonly lockRecheckMs: number;
+  /** This instance's lock cookie: `<identity>#<random hex>`. */
+  readonly cookie: string;
+  /** What `rados lock info` shows as the description. */
+  readonly lockDescription: string;
+
+  private [NATIVE]: NativeState | null = null;
+  private readonly ready: Promise<NativeState>;
+  private closed = false;
+  private closing: Promise<void> | null = null;
+  private active = 0;
+  private onIdle: (() => void) | null = null;
+  private readonly sleepers = new Set<() => void>();
+  private readonly notifies = new Set<Promise<unknown>>();
+
+  /**
+   * Starts connecting at once; calls wait for the connection. Prefer `RadosBlocker.open()`, which
+   * resolves only when connected (so a bad cluster fails there, within `connectTimeoutMs`).
+   */
+  constructor(opts: RadosBlockerOptions) {
+    loadBinding(); // throws "RADOS support was not built: install librados-dev and rebuild"
+    if (typeof opts?.pool !== 'string' || opts.pool === '')
+      throw new TypeError('RadosBlocker: "pool" must be a pool name');
+    if (
+      opts.namespace !== undefined &&
+      (typeof opts.namespace !== 'string' || !/^[A-Za-z0-9._-]{0,64}$/.test(opts.namespace))
+    ) {
+      throw new TypeError('RadosBlocker: "namespace" must be 0..64 characters from [A-Za-z0-9._-]');
+    }
+    if (opts.cephConf !== undefined && (typeof opts.cephConf !== 'string' || opts.cephConf === '')) {
+      throw new TypeError('RadosBlocker: "cephConf" must be a path');
+    }
+    const cephxId = opts.cephxId ?? 'admin';
+    if (typeof cephxId !== 'string' || !/^[A-Za-z0-9._-]{1,64}$/.test(cephxId)) {
+      throw new TypeError('RadosBlocker: "cephxId" must be a client id like "admin" (without "client.")');
+    }
+    if (opts.keyring !== undefined && (typeof opts.keyring !== 'string' || opts.keyring === '')) {
+      throw new TypeError('RadosBlocker: "keyring" must be a path');
+    }
+    const identity = opts.identity ?? `${hostname()}_embedded`;
+    if (
+      typeof identity !== 'string' ||
+      identity === '' ||
+      Buffer.byteLength(identity) > MAX_IDENTITY_BYTES ||
+      /[\x00-\x1f\x7f]/.test(identity)
+    ) {
+      throw new TypeError(
+        `RadosBlocker: "identity" must be 1..${MAX_IDENTITY_BYTES} bytes without control characters`,
+      );
+    }
+    const connectTimeoutMs = opts.connectTimeoutMs ?? 10_000;
+    const opTimeoutMs = opts.opTimeoutMs ?? 0;
+    const lockTimeoutMs = opts.lockTimeoutMs ?? 30_000;
+    const lockRecheckMs = opts.lockRecheckMs ?? 2000;
+    for (const [k, v, min] of [
+      ['connectTimeoutMs', connectTimeoutMs, 1],
+      ['opTimeoutMs', opTimeoutMs, 0],
+      ['lockTimeoutMs', lockTimeoutMs, 0],
+      ['lockRecheckMs', lockRecheckMs, 1],
+    ] as const) {
+      if (typeof v !== 'number' || !Number.isFinite(v) || v < min)
+        throw new RangeError(`RadosBlocker: "${k}" must be >= ${min}`);
+    }
+    this.pool = opts.pool;
+    this.namespace = opts.namespace ?? '';
+    this.cephConf = opts.cephConf;
+    this.cephxId = cephxId;
+    this.identity = identity;
+    this.lockTimeoutMs = lockTimeoutMs;
+    this.lockRecheckMs = lockRecheckMs;
+    this.cookie = `${identity}#${randomBytes(8).toString('hex')}`;
+    this.lockDescription = `archipelago ${identity} on ${hostname()} pid ${process.pid}`;
+    this.ready = (async () => {
+      const conn = await acquireConnection({
+        cephConf: opts.cephConf,
+        cephxId,
+        keyring: opts.keyring,
+        connectTimeoutMs,
+        opTimeoutMs,
+      });
+      try {
+        const pool = await conn.cluster.openPool(opts.pool, opts.namespace);
+        this[NATIVE] = { conn, pool };
+        return this[NATIVE];
+      } catch (e) {
+        await conn.release().catch(() => {});
+        if (errnoOf(e) === E.ENOENT) {
+          throw new ArchipelagoError(
+            'EINVAL_CONFIG',
+            `the Ceph pool "${opts.pool}" does not exist: create it or fix "pool"`,
+            {
+              cause: e,
+              details: { pool: opts.pool },
+            },
+          );
+        }
+        throw fromRadosError(e, `open pool ${opts.pool}`);
+      }
+    })();
+    this.ready.catch(() => {}); // reported by every call (and by open())
+  }
+
+  /** Connects and opens the pool; rejects (ETIMEDOUT, EINVAL_CONFIG, ...) when that fails. */
+  static async open(opts: RadosBlockerOptions): Promise<RadosBlocker> {
+    const b = new RadosBlocker(opts);
+    try {
+      await b.ready;
+    } catch (e) {
+      await b.close().catch(() => {});
+      throw e;
+    }
+    return b;
+  }
+
+  /** librados client name of this blocker's connection (what `rados lock info` lists), once connected. */
+  get clientName(): string | null {
+    return this[NATIVE]?.conn.cluster.instanceId() ?? null;
+  }
+
+  // ------------------------------------------------------------------ objects
+
+  async read(name: string, offset: number, length: number, options?: ReadOptions): Promise<Buffer> {
+    return this.run(async (pool) => {
+      checkName(name);
+      checkCount(offset, 'offset');
+      checkCount(length, 'length');
+      try {
+        if (length === 0) {
+          await pool.stat(name);
+          return Buffer.alloc(0);
+        }
+        const out = Buffer.allocUnsafe(length);
+        const got = await pool.read(name, out, offset);
+        if (got < length) out.fill(0, got);
+        return out;
+      } catch (e) {
+        if (errnoOf(e) === E.ENOENT) {
+          if (options?.missingOk) return Buffer.alloc(length);
+          throw new ArchipelagoError('ENOENT_OBJECT', `object ${name} does not exist`, {
+            cause: e,
+            details: { name },
+          });
+        }
+        throw fromRadosError(e, `read ${name}`, { name });
+      }
+    });
+  }
+
+  async write(name: string, offset: number, data: Uint8Array): Promise<void> {
+    return this.run(async (pool) => {
+      checkName(name);
+      checkCount(offset, 'offset');
+      checkData(data);
+      try {
+        if (data.byteLength === 0) await pool.create(name, false);
+        else await pool.write(name, data, offset);
+      } catch (e) {
+        throw fromRadosError(e, `write ${name}`, { name });
+      }
+    });
+  }
+
+  async writeFull(name: string, data: Uint8Array): Promise<void> {
+    return this.run(async (pool) => {
+      checkName(name);
+      checkData(data);
+      try {
+        await pool.writeFull(name, data);
+      } catch (e) {
+        throw fromRadosError(e, `writeFull ${name}`, { name });
+      }
+    });
+  }
+
+  /** Read the source whole, then write_full the destination (as the original radosd did). */
+  async copy(src: string, dst: string, options?: ReadOptions): Promise<void> {
+    return this.run(async (pool) => {
+      checkName(src, 'source object name');
+      checkName(dst, 'destination object name');
+      let data: Buffer;
+      try {
+        const { size } = await pool.stat(src);
+        data = Buffer.allocUnsafe(size);
+        const got = size > 0 ? await pool.read(src, data, 0) : 0;
+        if (got < size) data = data.subarray(0, got);
+      } catch (e) {
+        if (errnoOf(e) !== E.ENOENT) throw fromRadosError(e, `copy ${src} to ${dst}`, { name: src });
+        if (!options?.missingOk) {
+          throw new ArchipelagoError('ENOENT_OBJECT', `cannot copy ${src}: the object does not exist`, {
+            cause: e,
+            details: { name: src },
+          });
+        }
+        data = Buffer.alloc(0);
+      }
+      try {
+        await pool.writeFull(dst, data);
+      } catch (e) {
+        throw fromRadosError(e, `copy ${src} to ${dst}`, { name: dst });
+      }
+    });
+  }
+
+  async delete(name: string): Promise<boolean> {
+    return this.run(async (pool) => {
+      checkName(name);
+      try {
+        await pool.remove(name);
+        return true;
+      } catch (e) {
+        if (errnoOf(e) === E.ENOENT) return false;
+        throw fromRadosError(e, `delete ${name}`, { name });
+      }
+    });
+  }
+
+  async info(name: string): Promise<ObjectInfo | null> {
+    return this.run(async (pool) => {
+      checkName(name);
+      try {
+        const { size } = await pool.stat(name);
+        return { size };
+      } catch (e) {
+        if (errnoOf(e) === E.ENOENT) return null;
+        throw fromRadosError(e, `info ${name}`, { name });
+      }
+    });
+  }
+
+  async exists(name: string): Promise<boolean> {
+    return (await this.info(name)) !== null;
+  }
+
+  /** Walks the pool (rados_nobjects_list_*) in batches; lock objects are left out. */
+  async *list(prefix = ''): AsyncIterable<string> {
+    if (typeof prefix !== 'string') throw new TypeError('list: prefix must be a string');
+    if (this.closed) throw closedError();
+    const { pool } = await this.ready;
+    const id = pool.listOpen();
+    try {
+      for (;;) {
+        if (this.closed) throw closedError();
+        let batch: { names: string[]; done: boolean };
+        try {
+          batch = await pool.listNext(id, LIST_BATCH, prefix);
+        } catch (e) {
+          throw fromRadosError(e, `list ${this.pool}`);
+        }
+        for (const n of batch.names) if (!n.endsWith(LOCK_SUFFIX) && NAME_RE.test(n)) yield n;
+        if (batch.done) return;
+      }
+    } finally {
+      if (this[NATIVE]) pool.listClose(id);
+    }
+  }
+
+  /**
+   * Reference §2.7: the first `size` bytes (zeros past the end; missing = zeros), trailing zeros
+   * stripped, named by SHA-256; stored as that object with an exclusive create (one atomic write
+   * op, so a reader never sees a partial object and an existing one is left alone).
+   */
+  async hash(name: string, size: number): Promise<string> {
+    return this.run(async (pool) => {
+      checkName(name);
+      checkCount(size, 'size');
+      const data = await this.read(name, 0, size, { missingOk: true });
+      let end = data.length;
+      while (end > 0 && data[end - 1] === 0) end--;
+      const body = data.subarray(0, end);
+      const h = createHash('sha256').update(body).digest('hex');
+      if (end === 0) return h; // the zero block: stored nowhere
+      try {
+        await pool.create(h, true, body);
+      } catch (e) {
+        if (errnoOf(e) !== E.EEXIST) throw fromRadosError(e, `hash ${name}`, { name, hash: h });
+      }
+      return h;
+    });
+  }
+
+  // ------------------------------------------------------------------ locks
+
+  async acquire(name: string, options?: AcquireOptions): Promise<void> {
+    return this.run(async (pool) => {
+      checkName(name, 'lock name');
+      const wait = options?.wait ?? false;
+      const timeoutMs = options?.timeoutMs ?? this.lockTimeoutMs;
+      if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs < 0) {
+        throw new ArchipelagoError('EINVAL', `acquire ${name}: timeoutMs must be a number >= 0`);
+      }
+      const oid = name + LOCK_SUFFIX;
+      let owner = await this.tryLock(pool, name);
+      if (owner === null) return;
+      if (!wait) throw lockedError(name, owner);
+      const deadline = Date.now() + timeoutMs;
+      // Watch the lock object, then re-check (a release between the check and the watch would
+      // otherwise be missed), then sleep until a notify, the re-check timer or the deadline.
+      let woken = false;
+      let wake: (() => void) | null = null;
+      const onEvent = () => {
+        woken = true;
+        wake?.();
+      };
+      let watchId: number | null = null;
+      try {
+        for (;;) {
+          if (watchId === null) {
+            try {
+              watchId = await pool.watch(oid, onEvent);
+            } catch (e) {
+              if (errnoOf(e) !== E.ENOENT) throw fromRadosError(e, `acquire ${name}`, { lock: name });
+              // the lock object vanished: it is free, take it below
+            }
+          }
+          woken = false;
+          owner = await this.tryLock(pool, name);
+          if (owner === null) return;
+          const left = deadline - Date.now();
+          if (left <= 0) {
+            throw new ArchipelagoError(
+              'ETIMEDOUT',
+              `lock ${name} is still held by ${owner} after ${timeoutMs} ms`,
+              {
+                details: { lock: name, owner },
+              },
+            );
+          }
+          if (this.closed) throw closedError();
+          if (!woken) {
+            await new Promise<void>((resolve) => {
+              const done = () => {
+                clearTimeout(timer);
+                this.sleepers.delete(done);
+                wake = null;
+                resolve();
+              };
+              const timer = setTimeout(done, Math.min(left, this.lockRecheckMs));
+              wake = done;
+              this.sleepers.add(done);
+            });
+          }
+          if (this.closed) throw closedError();
+        }
+      } finally {
+        if (watchId !== null) await pool.unwatch(watchId).catch(() => {});
+      }
+    });
+  }
+
+  async release(name: string, options?: ReleaseOptions): Promise<void> {
+    return this.run(async (pool) => {
+      checkName(name, 'lock name');
+      const oid = name + LOCK_SUFFIX;
+      const lockers = await this.lockers(pool, name);
+      if (lockers.length === 0) throw notLocked(name);
+      if (!options?.force) {
+        const other = lockers.map(ownerOf).find((o) => o !== this.identity);
+        if (other !== undefined) {
+          throw lockedError(name, other, `lock ${name} is held by ${other}; release it there or force it`);
+        }
+      }
+      for (const l of lockers) {
+        try {
+          if (l.cookie === this.cookie) await pool.unlock(oid, RADOS_LOCK_NAME, l.cookie);
+          else await pool.breakLock(oid, RADOS_LOCK_NAME, l.client, l.cookie);
+        } catch (e) {
+          if (errnoOf(e) !== E.ENOENT) throw fromRadosError(e, `release ${name}`, { lock: name });
+          // released concurrently: the lock is free either way
+        }
+      }
+      // Wake waiters (every blocker watching <name>_lock); close() waits for this.
+      const n = pool.notify(oid, 2000).catch(() => false);
+      this.notifies.add(n);
+      void n.finally(() => this.notifies.delete(n));
+    });
+  }
+
+  async lockOwner(name: string): Promise<string | null> {
+    return this.run(async (pool) => {
+      checkName(name, 'lock name');
+      const lockers = await this.lockers(pool, name);
+      const first = lockers[0];
+      return first === undefined ? null : ownerOf(first);
+    });
+  }
+
+  /** One attempt: null when the lock is now ours, else the owner holding it. */
+  private async tryLock(pool: NativePool, name: string): Promise<string | null> {
+    const oid = name + LOCK_SUFFIX;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await pool.lockExclusive(oid, RADOS_LOCK_NAME, this.cookie, this.lockDescription, true);
+        return null;
+      } catch (e) {
+        const errno = errnoOf(e);
+        if (errno !== E.EBUSY && errno !== E.EEXIST)
+          throw fromRadosError(e, `acquire ${name}`, { lock: name });
+      }
+      const lockers = await this.lockers(pool, name);
+      const held = lockers[0];
+      if (held === undefined) {
+        if (attempt < 10) continue; // released meanwhile: try again
+        return 'unknown';
+      }
+      const owner = ownerOf(held);
+      if (owner !== this.identity || attempt >= 10) return owner;
+      // Held by another instance of our own identity (a restarted or second blocker on this
+      // host): the contract makes locks belong to the identity, so take it over.
+      try {
+        await pool.breakLock(oid, RADOS_LOCK_NAME, held.client, held.cookie);
+      } catch (e) {
+        if (errnoOf(e) !== E.ENOENT) throw fromRadosError(e, `acquire ${name}`, { lock: name });
+      }
+    }
+  }
+
+  private async lockers(pool: NativePool, name: string): Promise<NativeLocker[]> {
+    try {
+      return (await pool.listLockers(name + LOCK_SUFFIX, RADOS_LOCK_NAME)).lockers;
+    } catch (e) {
+      throw fromRadosError(e, `lock info ${name}`, { lock: name });
+    }
+  }
+
+  // ------------------------------------------------------------------ lifecycle
+
+  /** Each write resolves only when RADOS has committed it, so there is nothing to flush. */
+  async flush(): Promise<void> {
+    await this.run(async () => {});
+  }
+
+  /**
+   * Refuses new calls (ECLOSED), wakes waiting acquires (they fail with ECLOSED), waits for calls in
+   * flight and outstanding notifies, then closes the pool context and drops the connection. Locks
+   * stay held (they belong to the identity). Idempotent.
+   */
+  close(): Promise<void> {
+    if (this.closing) return this.closing;
+    this.closed = true;
+    this.closing = (async () => {
+      for (const wake of [...this.sleepers]) wake();
+      if (this.active > 0) await new Promise<void>((r) => (this.onIdle = r));
+      await Promise.allSettled([...this.notifies]);
+      let state: NativeState | null = null;
+      try {
+        state = await this.ready;
+      } catch {
+        return; // never connected
+      }
+      this[NATIVE] = null;
+      await state.pool.close();
+      await state.conn.release();
+    })();
+    return this.closing;
+  }
+
+  private async run<T>(fn: (pool: NativePool) => Promise<T>): Promise<T> {
+    if (this.closed) throw closedError();
+    this.active++;
+    try {
+      const { pool } = await this.ready;
+      return await fn(pool);
+    } finally {
+      this.active--;
+      if (this.active === 0 && this.onIdle) {
+        const r = this.onIdle;
+        this.onIdle = null;
+        r();
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------ helpers
+
+/** The identity in a lock's cookie (`<identity>#<random>`); foreign locks show client/cookie. */
+export function ownerOf(l: NativeLocker): string {
+  const i = l.cookie.lastIndexOf('#');
+  return i > 0 ? l.cookie.slice(0, i) : `${l.client}/${l.cookie}`;
+}
+
+function lockedError(name: string, owner: string, message?: string): ArchipelagoError {
+  return new ArchipelagoError('ELOCKED', message ?? `lock ${name} is held by ${owner}`, {
+    details: { lock: name, owner },
+  });
+}
+
+function closedError(): ArchipelagoError {
+  return new ArchipelagoError('ECLOSED', 'the RADOS blocker is closed; open a new one');
+}
+
+function notLocked(name: string): ArchipelagoError {
+  return new ArchipelagoError('ENOTLOCKED', `lock ${name} is not held`, { details: { lock: name } });
+}
+
+function checkName(name: unknown, role = 'object name'): asserts name is string {
+  if (typeof name !== 'string' || !NAME_RE.test(name) || name === '.' || name === '..') {
+    const shown =
+      typeof name === 'string'
+        ? JSON.stringify(name.length > 140 ? `${name.slice(0, 140)}…` : name)
+        : typeof name;
+    throw new ArchipelagoError(
+      'EINVAL_NAME',
+      `invalid ${role} ${shown}: use 1..123 characters from [A-Za-z0-9._-], not "." or ".."`,
+      { details: { name } },
+    );
+  }
+}
+
+function checkCount(n: unknown, what: string): asserts n is number {
+  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) {
+    throw new ArchipelagoError('EINVAL', `${what} must be an integer >= 0, got ${String(n)}`);
+  }
+}
+
+function checkData(data: unknown): asserts data is Uint8Array {
+  if (!(data instanceof Uint8Array)) throw new TypeError('data must be a Uint8Array or Buffer');
+}

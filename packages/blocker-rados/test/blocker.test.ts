@@ -1,0 +1,140 @@
+/** RADOS specifics beyond the conformance suite: lock visibility and reclaim, hash, connect errors. */
+import { createHash } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ArchipelagoError } from '@archipelago/libxseg';
+import { afterEach, describe, expect, it } from 'vitest';
+import { NOT_BUILT_MESSAGE, RADOS_LOCK_NAME, RadosBlocker } from '../src/index.js';
+import { ensureCluster, freshNamespace } from './cluster.js';
+import { runOk } from './run.js';
+
+const opened: RadosBlocker[] = [];
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((b) => b.close()));
+});
+async function open(o: Partial<ConstructorParameters<typeof RadosBlocker>[0]> & { namespace: string }) {
+  const { conf } = await ensureCluster();
+  const b = await RadosBlocker.open({ cephConf: conf, pool: 'maps', ...o });
+  opened.push(b);
+  return b;
+}
+
+describe('RADOS locks', () => {
+  it('shows the holder in `rados lock info` and keeps the lock on <name>_lock', async () => {
+    const ns = freshNamespace('lock');
+    const b = await open({ namespace: ns, identity: 'hostA_1' });
+    await b.acquire('vol1');
+    const { conf } = await ensureCluster();
+    const r = await runOk('rados', [
+      '-c',
+      conf,
+      '-p',
+      'maps',
+      '-N',
+      ns,
+      'lock',
+      'info',
+      'vol1_lock',
+      RADOS_LOCK_NAME,
+    ]);
+    const info = JSON.parse(r.stdout) as {
+      name: string;
+      type: string;
+      lockers: Array<{ cookie: string; description: string; name: string }>;
+    };
+    expect(info.name).toBe(RADOS_LOCK_NAME);
+    expect(info.type).toBe('exclusive');
+    expect(info.lockers).toHaveLength(1);
+    expect(info.lockers[0]?.cookie).toBe(b.cookie);
+    expect(info.lockers[0]?.description).toContain('hostA_1');
+    expect(info.lockers[0]?.name).toBe(b.clientName);
+    expect(await b.lockOwner('vol1')).toBe('hostA_1');
+  });
+
+  it('gives each instance its own cookie; a restarted instance of the same identity reclaims its lock', async () => {
+    const ns = freshNamespace('reclaim');
+    const first = await open({ namespace: ns, identity: 'hostA_1' });
+    await first.acquire('v');
+    await first.close(); // "crash": the lock stays, held by the old cookie
+    const again = await open({ namespace: ns, identity: 'hostA_1' });
+    expect(again.cookie).not.toBe(first.cookie);
+    await again.acquire('v'); // reclaimed, not ELOCKED
+    const other = await open({ namespace: ns, identity: 'hostB_2' });
+    const e = await other.acquire('v').catch((x: unknown) => x);
+    expect(ArchipelagoError.is(e, 'ELOCKED')).toBe(true);
+    expect((e as ArchipelagoError).details.owner).toBe('hostA_1');
+    await again.release('v');
+    expect(await again.lockOwner('v')).toBeNull();
+  });
+
+  it('wakes a waiting acquire through notify, long before the re-check timer', async () => {
+    const ns = freshNamespace('notify');
+    const a = await open({ namespace: ns, identity: 'hostA_1' });
+    const b = await open({ namespace: ns, identity: 'hostB_2', lockRecheckMs: 60_000 });
+    await a.acquire('w');
+    const waiting = b.acquire('w', { wait: true, timeoutMs: 20_000 });
+    await new Promise((r) => setTimeout(r, 300));
+    const t0 = Date.now();
+    await a.release('w');
+    await waiting;
+    expect(Date.now() - t0).toBeLessThan(2000);
+    expect(await a.lockOwner('w')).toBe('hostB_2');
+  });
+
+  it('force-breaks another identity’s lock', async () => {
+    const ns = freshNamespace('force');
+    const a = await open({ namespace: ns, identity: 'hostA_1' });
+    const b = await open({ namespace: ns, identity: 'hostB_2' });
+    await a.acquire('f');
+    await b.release('f', { force: true });
+    expect(await b.lockOwner('f')).toBeNull();
+    await b.acquire('f');
+  });
+});
+
+describe('RADOS hash', () => {
+  it('names the block by the SHA-256 of its zero-stripped bytes and stores it exclusively', async () => {
+    const b = await open({ namespace: freshNamespace('hash'), pool: 'blocks' });
+    const data = Buffer.concat([Buffer.from('hello pithos'), Buffer.alloc(100)]);
+    await b.writeFull('src', data);
+    const want = createHash('sha256').update('hello pithos').digest('hex');
+    expect(await b.hash('src', 4096)).toBe(want);
+    expect(await b.hash('src', 4096)).toBe(want); // already there: EEXIST is fine
+    expect((await b.read(want, 0, 12)).toString()).toBe('hello pithos');
+    expect((await b.info(want))?.size).toBe(12);
+    const zero = createHash('sha256').update('').digest('hex');
+    expect(await b.hash('missing', 4096)).toBe(zero);
+    expect(await b.exists(zero)).toBe(false);
+  });
+});
+
+describe('RADOS connection', () => {
+  it('fails with a clear ETIMEDOUT within the connect timeout when the cluster is unreachable', async () => {
+    const conf = join(tmpdir(), `archip-unreachable-${process.pid}.conf`);
+    await writeFile(conf, '[global]\nmon_host = v2:127.0.0.1:9\nauth_client_required = none\n');
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 50);
+    const t0 = Date.now();
+    const e = await RadosBlocker.open({ cephConf: conf, pool: 'blocks', connectTimeoutMs: 2000 }).catch(
+      (x: unknown) => x,
+    );
+    const ms = Date.now() - t0;
+    clearInterval(timer);
+    expect(ArchipelagoError.is(e, 'ETIMEDOUT')).toBe(true);
+    expect((e as Error).message).toMatch(/cannot reach the Ceph cluster .* within 2000 ms/);
+    expect(ms).toBeLessThan(5000);
+    expect(ticks).toBeGreaterThan(10); // the event loop kept running while connecting
+  });
+
+  it('names a missing pool', async () => {
+    const { conf } = await ensureCluster();
+    const e = await RadosBlocker.open({ cephConf: conf, pool: 'no-such-pool' }).catch((x: unknown) => x);
+    expect(ArchipelagoError.is(e, 'EINVAL_CONFIG')).toBe(true);
+    expect((e as Error).message).toContain('"no-such-pool" does not exist');
+  });
+
+  it('has the "not built" message for machines without librados-dev', () => {
+    expect(NOT_BUILT_MESSAGE).toBe('RADOS support was not built: install librados-dev and rebuild');
+  });
+});

@@ -1,0 +1,82 @@
+/**
+ * The shared test cluster (see global-setup.ts). `ensureCluster()` starts it on first use and
+ * fails loudly, never skips, when Ceph or the native binding is missing.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { inject } from 'vitest';
+import { NOT_BUILT_MESSAGE, radosAvailable } from '../src/index.js';
+
+const run = promisify(execFile);
+const SCRIPT = join(import.meta.dirname, '..', '..', '..', 'scripts', 'ceph-cluster.sh');
+const CEPH_PACKAGES = 'ceph-mon ceph-osd ceph-common librados-dev';
+
+export interface TestCluster {
+  dir: string;
+  conf: string;
+  restartOsd(): Promise<void>;
+}
+
+function which(bin: string): Promise<boolean> {
+  return run('sh', ['-c', `command -v ${bin}`]).then(
+    () => true,
+    () => false,
+  );
+}
+
+const started = new Map<string, Promise<TestCluster>>();
+
+/**
+ * The cluster `name` of this run ("shared" by default; the fault test restarts its OSD, so it
+ * gets one of its own and never stalls the other files' I/O).
+ */
+export function ensureCluster(name = 'shared'): Promise<TestCluster> {
+  let p = started.get(name);
+  if (!p) {
+    p = startCluster(name);
+    started.set(name, p);
+  }
+  return p;
+}
+
+async function startCluster(name: string): Promise<TestCluster> {
+  {
+    const missing: string[] = [];
+    for (const b of ['ceph-mon', 'ceph-osd', 'ceph', 'rados']) if (!(await which(b))) missing.push(b);
+    if (missing.length > 0) {
+      throw new Error(
+        `RADOS tests need a Ceph cluster but ${missing.join(', ')} is not installed: apt-get install ${CEPH_PACKAGES} (scripts/test.sh does)`,
+      );
+    }
+    if (!radosAvailable()) throw new Error(`${NOT_BUILT_MESSAGE} (pnpm run build in packages/blocker-rados)`);
+    let root: string;
+    try {
+      root = inject('cephDir');
+    } catch {
+      root = '';
+    }
+    if (!root) root = mkdtempSync(join(tmpdir(), 'archip-ceph-')); // run without the global setup
+    const dir = join(root, name);
+    try {
+      await run('bash', [SCRIPT, 'start', dir], { timeout: 90_000 });
+    } catch (e) {
+      const err = e as { stderr?: string; message: string };
+      throw new Error(`could not start the test Ceph cluster in ${dir}: ${err.stderr || err.message}`);
+    }
+    return {
+      dir,
+      conf: join(dir, 'ceph.conf'),
+      restartOsd: async () => {
+        await run('bash', [SCRIPT, 'restart-osd', dir], { timeout: 90_000 });
+      },
+    };
+  }
+}
+
+/** A fresh RADOS namespace name: a test that uses one sees an empty pool. */
+export function freshNamespace(tag: string): string {
+  return `${tag}-${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
+}
