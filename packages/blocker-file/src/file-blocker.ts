@@ -25,6 +25,7 @@ import {
   type ObjectInfo,
   type ReadOptions,
   type ReleaseOptions,
+  resolveIdentity,
   type WriteOptions,
 } from '@archipelago/blocker';
 import { ArchipelagoError, fromSystemError } from '@archipelago/libxseg';
@@ -47,7 +48,6 @@ const MAX_KNOWN_DIRS = 65_536;
 /** Largest single read: one Buffer, and one pread(2) can move at most 2 GiB - 1. */
 const MAX_READ = Math.min(bufferConstants.MAX_LENGTH, 2 ** 31 - 1);
 /** Identity length limit, as the original's `--uniquestr`. */
-const MAX_IDENTITY_BYTES = 128;
 
 export interface FileBlockerOptions {
   /** Data directory; created on first write. */
@@ -112,17 +112,7 @@ export class FileBlocker implements Blocker {
     if (opts.lockDir !== undefined && (typeof opts.lockDir !== 'string' || opts.lockDir === '')) {
       throw new TypeError('FileBlocker: "lockDir" must be a path');
     }
-    const identity = opts.identity ?? `${hostname()}_embedded`;
-    if (
-      typeof identity !== 'string' ||
-      identity === '' ||
-      Buffer.byteLength(identity) > MAX_IDENTITY_BYTES ||
-      /[\x00-\x1f\x7f]/.test(identity)
-    ) {
-      throw new TypeError(
-        `FileBlocker: "identity" must be 1..${MAX_IDENTITY_BYTES} bytes without control characters`,
-      );
-    }
+    const identity = resolveIdentity('FileBlocker', opts.identity, hostname());
     const fdCache = opts.fdCache ?? 512;
     if (!Number.isSafeInteger(fdCache) || fdCache < 1)
       throw new RangeError('FileBlocker: "fdCache" must be >= 1');

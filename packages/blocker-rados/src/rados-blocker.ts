@@ -22,6 +22,7 @@ import {
   type ObjectInfo,
   type ReadOptions,
   type ReleaseOptions,
+  resolveIdentity,
 } from '@archipelago/blocker';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { acquireConnection, type Connection } from './connection.js';
@@ -31,7 +32,6 @@ import { loadBinding, type NativeLocker, type NativePool } from './native.js';
 /** The cls_lock lock name the original radosd used. */
 export const RADOS_LOCK_NAME = 'RadosLock';
 
-const MAX_IDENTITY_BYTES = 128;
 const NAME_RE = /^[A-Za-z0-9._-]{1,123}$/;
 const LIST_BATCH = 1000;
 const E = constants.errno;
@@ -115,17 +115,7 @@ export class RadosBlocker implements Blocker {
     if (opts.keyring !== undefined && (typeof opts.keyring !== 'string' || opts.keyring === '')) {
       throw new TypeError('RadosBlocker: "keyring" must be a path');
     }
-    const identity = opts.identity ?? `${hostname()}_embedded`;
-    if (
-      typeof identity !== 'string' ||
-      identity === '' ||
-      Buffer.byteLength(identity) > MAX_IDENTITY_BYTES ||
-      /[\x00-\x1f\x7f]/.test(identity)
-    ) {
-      throw new TypeError(
-        `RadosBlocker: "identity" must be 1..${MAX_IDENTITY_BYTES} bytes without control characters`,
-      );
-    }
+    const identity = resolveIdentity('RadosBlocker', opts.identity, hostname());
     const connectTimeoutMs = opts.connectTimeoutMs ?? 10_000;
     const opTimeoutMs = opts.opTimeoutMs ?? 0;
     const lockTimeoutMs = opts.lockTimeoutMs ?? 30_000;

@@ -125,3 +125,26 @@ export interface Blocker {
 
 /** The suffix the contract appends to lock names (reference §1.2). */
 export const LOCK_SUFFIX = '_lock';
+
+/** Longest lock-owner identity, in bytes (the original's uniquestr limit). */
+export const MAX_IDENTITY_BYTES = 128;
+
+/**
+ * The lock-owner identity a blocker uses: the given one, or `<hostname>_embedded`. Every blocker
+ * applies the same rule: 1..128 bytes, no control characters (it is written into lock files and
+ * lock descriptions, and `cat` must show it). `who` names the blocker in the TypeError.
+ */
+export function resolveIdentity(who: string, identity: string | undefined, host: string): string {
+  const id = identity ?? `${host}_embedded`;
+  if (
+    typeof id !== 'string' ||
+    id === '' ||
+    Buffer.byteLength(id) > MAX_IDENTITY_BYTES ||
+    /[\x00-\x1f\x7f]/.test(id)
+  ) {
+    throw new TypeError(
+      `${who}: "identity" must be 1..${MAX_IDENTITY_BYTES} bytes without control characters`,
+    );
+  }
+  return id;
+}
