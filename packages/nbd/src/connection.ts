@@ -859,6 +859,24 @@ export class NbdConnection {
   // ---------------------------------------------------------------------------------------------
   // Replies
 
+  /** True while replies of this event-loop turn are being gathered into one socket write. */
+  private batching = false;
+
+  /**
+   * Corks the socket for the rest of this event-loop turn: replies to requests that complete
+   * together (one poll phase of I/O completions) leave in one writev instead of one syscall each.
+   * Nested cork/uncork pairs inside a reply keep working (corking counts).
+   */
+  private batchReplies(): void {
+    if (this.batching) return;
+    this.batching = true;
+    this.socket.cork();
+    setImmediate(() => {
+      this.batching = false;
+      if (!this.socket.destroyed) this.socket.uncork();
+    });
+  }
+
   /** Writes one complete reply in a single synchronous burst; `done` runs once it is flushed. */
   private reply(req: Request, outcome: Outcome, done: () => void): void {
     const socket = this.socket;
@@ -866,6 +884,9 @@ export class NbdConnection {
       done();
       return;
     }
+    // A lone reply (nothing else in flight: QD1) leaves at once; with more in flight, replies of
+    // this turn are gathered (`inflight` already excludes this request).
+    if (this.inflight > 0) this.batchReplies();
     if (!this.structured) {
       const h = Buffer.allocUnsafe(16);
       h.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
