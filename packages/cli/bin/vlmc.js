@@ -1,7 +1,6 @@
 #!/usr/bin/env node
 // File I/O runs on libuv's pool; the default of 4 threads starves parallel object I/O.
 process.env.UV_THREADPOOL_SIZE ??= '16';
-const { execute } = await import('@oclif/core');
 
 // The original vlmc took its global options before the command (`vlmc -c FILE create ...`);
 // oclif wants them after it, so move leading -c/--config and --json behind the command word.
@@ -17,4 +16,6 @@ while (argv.length > 1) {
 if (lead.length > 0 && argv.length > 0 && !argv[0].startsWith('-')) argv.splice(1, 0, ...lead);
 else argv.unshift(...lead);
 
-await execute({ args: argv, dir: import.meta.url });
+// Every command and its dependencies are one bundled module (scripts/bundle.mjs).
+const { main } = await import('../dist/bundle/vlmc.mjs');
+await main(argv);

@@ -24,6 +24,10 @@ import { basename, dirname, extname, isAbsolute, join, resolve } from 'node:path
 import { ArchipelagoError } from '@archipelago/libxseg';
 import Conf from 'conf';
 import * as ini from 'ini';
+import { CONFIG_SCHEMA } from './config-schema.js';
+import { validate as generatedValidate } from './config-validate.generated.js';
+
+export { CONFIG_ROOT_SCHEMA, CONFIG_SCHEMA } from './config-schema.js';
 
 /** The system-wide configuration file of the original. */
 export const SYSTEM_CONFIG_PATH = '/etc/archipelago/archipelago.conf';
@@ -291,114 +295,6 @@ export function serializeConfig(value: Record<string, unknown>): string {
   )}`;
 }
 
-// ------------------------------------------------------------------------------------------------
-// Schema
-
-const port = { type: 'integer', minimum: 0 } as const;
-
-function peerSchema(
-  type: readonly string[],
-  start: number,
-  end: number,
-  nrOps: number,
-  extra: Record<string, unknown>,
-) {
-  return {
-    type: 'object',
-    properties: {
-      type: { type: 'string', enum: type, ...(type.length === 1 ? { default: type[0] } : {}) },
-      portno_start: { ...port, default: start },
-      portno_end: { ...port, default: end },
-      nr_ops: { type: 'integer', minimum: 1, default: nrOps },
-      log_level: { type: 'integer', minimum: 0, maximum: 3 },
-      umask: { type: 'integer', minimum: 0, maximum: 0o777 },
-      nr_threads: { type: 'integer', minimum: 1 },
-      logfile: { type: 'string' },
-      threshold: { type: 'integer' },
-      ...extra,
-    },
-  } as const;
-}
-
-const blockerExtra = {
-  archip_dir: { type: 'string', minLength: 1 },
-  lock_dir: { type: 'string', minLength: 1 },
-  fdcache: { type: 'integer', minimum: 1, default: 512 },
-  direct: { type: 'boolean', default: false },
-  sync: { type: 'string', enum: ['always', 'flush'], default: 'always' },
-  pithos_migrate: { type: 'boolean' },
-  unique_str: { type: 'string', minLength: 1, maxLength: 128 },
-  prefix: { type: 'string', maxLength: 10 },
-  pool: { type: 'string', minLength: 1 },
-  cephx_id: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,64}$' },
-  ceph_conf: { type: 'string', minLength: 1 },
-  keyring: { type: 'string', minLength: 1 },
-  namespace: { type: 'string', pattern: '^[A-Za-z0-9._-]{0,64}$' },
-  connect_timeout: { type: 'number', exclusiveMinimum: 0 },
-  op_timeout: { type: 'number', minimum: 0 },
-};
-
-function blockerSchema(portno: number) {
-  const s = peerSchema(['file_blocker', 'rados_blocker'], portno, portno, 64, blockerExtra);
-  // Which of archip_dir and pool is needed depends on the type: see checkSemantics.
-  return { ...s, required: ['type'] };
-}
-
-/** The JSON schema `conf` validates the file against (one entry per section). */
-export const CONFIG_SCHEMA = {
-  ARCHIPELAGO: {
-    type: 'object',
-    default: {},
-    properties: {
-      USER: { type: 'string', minLength: 1, default: 'archipelago' },
-      GROUP: { type: 'string', minLength: 1, default: 'archipelago' },
-      BLKTAP_ENABLED: { type: 'boolean', default: false },
-      UMASK: { type: 'integer', minimum: 0, maximum: 0o777, default: 0o007 },
-      RUN_DIR: { type: 'string', minLength: 1 },
-    },
-  },
-  XSEG: {
-    type: 'object',
-    default: {},
-    properties: {
-      SEGMENT_PORTS: { type: 'integer', minimum: 1, default: 2048 },
-      SEGMENT_DYNPORTS: { type: 'integer', minimum: 0, default: 1024 },
-      SEGMENT_SIZE: { type: 'integer', minimum: 1, default: 2048 },
-      VTOOL_START: { ...port, default: 1003 },
-      VTOOL_END: { ...port, default: 1022 },
-      segment_alignment: { type: 'integer', minimum: 0 },
-    },
-  },
-  PEERS: {
-    type: 'object',
-    default: {},
-    properties: {
-      ROLES: { type: 'string', minLength: 1, default: 'blockerb blockerm mapperd vlmcd' },
-      ORDER: { type: 'string' },
-    },
-  },
-  blockerb: blockerSchema(1000),
-  blockerm: blockerSchema(1002),
-  mapperd: {
-    default: {},
-    ...peerSchema(['mapperd'], 1001, 1001, 512, {
-      blockerb_port: { ...port, default: 1000 },
-      blockerm_port: { ...port, default: 1002 },
-      lock_timeout: { type: 'number', exclusiveMinimum: 0, default: 30 },
-    }),
-  },
-  vlmcd: {
-    default: {},
-    ...peerSchema(['vlmcd'], 500, 999, 512, {
-      blocker_port: { ...port, default: 1000 },
-      mapper_port: { ...port, default: 1001 },
-    }),
-  },
-} as const;
-
-/** Sections every file must have: the blockers say where the data lives. */
-const REQUIRED_SECTIONS = ['blockerb', 'blockerm'];
-
 /** The embedded default configuration, keeping blocks and maps under `dataDir`. */
 export function defaultConfig(dataDir: string): ArchipelagoConfig {
   return {
@@ -518,8 +414,6 @@ export function loadConfig(path?: string, opts: LoadConfigOptions = {}): LoadedC
       fileExtension: ext.replace(/^\./, ''),
       serialize: serializeConfig,
       deserialize: deserializeConfig,
-      schema: CONFIG_SCHEMA as unknown as Record<string, Record<string, unknown>>,
-      rootSchema: { required: REQUIRED_SECTIONS },
       clearInvalidConfig: false,
       accessPropertiesByDotNotation: false,
       // Only a missing embedded default is written; an existing file is never rewritten.
@@ -528,6 +422,7 @@ export function loadConfig(path?: string, opts: LoadConfigOptions = {}): LoadedC
     });
     created = !exists;
     data = store.store;
+    checkSchema(data);
   } catch (e) {
     throw translateConfError(file, e, () => deserializeConfig(readFileSync(file, 'utf8')));
   }
@@ -536,6 +431,21 @@ export function loadConfig(path?: string, opts: LoadConfigOptions = {}): LoadedC
   if (problems.length > 0) throw configError(file, problems);
   resolveDirs(config, dirname(file));
   return { path: file, source: where.source, created, config };
+}
+
+type GeneratedValidator = ((data: unknown) => boolean) & {
+  errors?: { instancePath: string; message?: string }[] | null;
+};
+
+/**
+ * Validates (and fills in defaults, as conf's ajv would) with the validator generated from
+ * CONFIG_ROOT_SCHEMA; throws conf's "Config schema violation" message on failure.
+ */
+function checkSchema(data: Record<string, unknown>): void {
+  const validate = generatedValidate as unknown as GeneratedValidator;
+  if (validate(data)) return;
+  const errors = (validate.errors ?? []).map((e) => `\`${e.instancePath.slice(1)}\` ${e.message ?? ''}`);
+  throw new Error(`Config schema violation: ${errors.join('; ')}`);
 }
 
 /** Turns conf's "Config schema violation: `a/b` must be ..." into "a.b must be ..." lines. */

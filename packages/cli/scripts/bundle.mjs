@@ -1,0 +1,51 @@
+#!/usr/bin/env node
+/**
+ * Bundles `vlmc` (every command, oclif, conf and our packages) into one ES module,
+ * dist/bundle/vlmc.mjs, after tsc. Why: a command's start is paid by every `vlmc` call, and
+ * Node spends most of it resolving, reading and compiling hundreds of small modules; one file
+ * roughly halves the start-up CPU (numbers in packages/cli/README.md).
+ *
+ * The bundle exports COMMANDS (oclif's "explicit" command discovery, see package.json) and
+ * main(argv). Kept out of it: packages with native addons or files found next to their own
+ * module (they load from node_modules as usual), and typescript, which oclif only requires
+ * in development mode.
+ */
+import { readdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
+
+const dist = fileURLToPath(new URL('../dist/', import.meta.url));
+const commands = readdirSync(`${dist}commands`)
+  .filter((f) => f.endsWith('.js'))
+  .map((f) => f.slice(0, -3))
+  .sort();
+const ident = (id) => `C_${id.replace(/[^A-Za-z0-9]/g, '_')}`;
+const entry = [
+  "import { execute } from '@oclif/core';",
+  ...commands.map((id) => `import ${ident(id)} from './commands/${id}.js';`),
+  `export const COMMANDS = { ${commands.map((id) => `${JSON.stringify(id)}: ${ident(id)}`).join(', ')} };`,
+  'export function main(args) { return execute({ args, dir: import.meta.url }); }',
+].join('\n');
+
+await build({
+  stdin: { contents: entry, resolveDir: dist, sourcefile: 'vlmc-entry.js', loader: 'js' },
+  bundle: true,
+  platform: 'node',
+  format: 'esm',
+  target: 'node20',
+  outfile: `${dist}bundle/vlmc.mjs`,
+  external: [
+    '@archipelago/blocker-rados',
+    '@archipelago/libxseg/segment',
+    '@archipelago/peer',
+    'typescript',
+    '*.node',
+  ],
+  // CommonJS dependencies call require(); give the ES module one.
+  banner: {
+    js: "import { createRequire as __vlmcRequire } from 'node:module';\nconst require = __vlmcRequire(import.meta.url);",
+  },
+  legalComments: 'none',
+  logLevel: 'warning',
+});
+console.log(`bundled ${commands.length} commands into dist/bundle/vlmc.mjs`);

@@ -1,0 +1,116 @@
+/**
+ * The JSON schema of archipelago.conf (one entry per section), as data with no imports: the
+ * validator generated from it (config-validate.generated.ts) is what `vlmc` runs, and the
+ * generator must be able to load the schema without loading that validator.
+ */
+const port = { type: 'integer', minimum: 0 } as const;
+
+function peerSchema(
+  type: readonly string[],
+  start: number,
+  end: number,
+  nrOps: number,
+  extra: Record<string, unknown>,
+) {
+  return {
+    type: 'object',
+    properties: {
+      type: { type: 'string', enum: type, ...(type.length === 1 ? { default: type[0] } : {}) },
+      portno_start: { ...port, default: start },
+      portno_end: { ...port, default: end },
+      nr_ops: { type: 'integer', minimum: 1, default: nrOps },
+      log_level: { type: 'integer', minimum: 0, maximum: 3 },
+      umask: { type: 'integer', minimum: 0, maximum: 0o777 },
+      nr_threads: { type: 'integer', minimum: 1 },
+      logfile: { type: 'string' },
+      threshold: { type: 'integer' },
+      ...extra,
+    },
+  } as const;
+}
+
+const blockerExtra = {
+  archip_dir: { type: 'string', minLength: 1 },
+  lock_dir: { type: 'string', minLength: 1 },
+  fdcache: { type: 'integer', minimum: 1, default: 512 },
+  direct: { type: 'boolean', default: false },
+  sync: { type: 'string', enum: ['always', 'flush'], default: 'always' },
+  pithos_migrate: { type: 'boolean' },
+  unique_str: { type: 'string', minLength: 1, maxLength: 128 },
+  prefix: { type: 'string', maxLength: 10 },
+  pool: { type: 'string', minLength: 1 },
+  cephx_id: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,64}$' },
+  ceph_conf: { type: 'string', minLength: 1 },
+  keyring: { type: 'string', minLength: 1 },
+  namespace: { type: 'string', pattern: '^[A-Za-z0-9._-]{0,64}$' },
+  connect_timeout: { type: 'number', exclusiveMinimum: 0 },
+  op_timeout: { type: 'number', minimum: 0 },
+};
+
+function blockerSchema(portno: number) {
+  const s = peerSchema(['file_blocker', 'rados_blocker'], portno, portno, 64, blockerExtra);
+  // Which of archip_dir and pool is needed depends on the type: see checkSemantics.
+  return { ...s, required: ['type'] };
+}
+
+/** The JSON schema `conf` validates the file against (one entry per section). */
+export const CONFIG_SCHEMA = {
+  ARCHIPELAGO: {
+    type: 'object',
+    default: {},
+    properties: {
+      USER: { type: 'string', minLength: 1, default: 'archipelago' },
+      GROUP: { type: 'string', minLength: 1, default: 'archipelago' },
+      BLKTAP_ENABLED: { type: 'boolean', default: false },
+      UMASK: { type: 'integer', minimum: 0, maximum: 0o777, default: 0o007 },
+      RUN_DIR: { type: 'string', minLength: 1 },
+    },
+  },
+  XSEG: {
+    type: 'object',
+    default: {},
+    properties: {
+      SEGMENT_PORTS: { type: 'integer', minimum: 1, default: 2048 },
+      SEGMENT_DYNPORTS: { type: 'integer', minimum: 0, default: 1024 },
+      SEGMENT_SIZE: { type: 'integer', minimum: 1, default: 2048 },
+      VTOOL_START: { ...port, default: 1003 },
+      VTOOL_END: { ...port, default: 1022 },
+      segment_alignment: { type: 'integer', minimum: 0 },
+    },
+  },
+  PEERS: {
+    type: 'object',
+    default: {},
+    properties: {
+      ROLES: { type: 'string', minLength: 1, default: 'blockerb blockerm mapperd vlmcd' },
+      ORDER: { type: 'string' },
+    },
+  },
+  blockerb: blockerSchema(1000),
+  blockerm: blockerSchema(1002),
+  mapperd: {
+    default: {},
+    ...peerSchema(['mapperd'], 1001, 1001, 512, {
+      blockerb_port: { ...port, default: 1000 },
+      blockerm_port: { ...port, default: 1002 },
+      lock_timeout: { type: 'number', exclusiveMinimum: 0, default: 30 },
+    }),
+  },
+  vlmcd: {
+    default: {},
+    ...peerSchema(['vlmcd'], 500, 999, 512, {
+      blocker_port: { ...port, default: 1000 },
+      mapper_port: { ...port, default: 1001 },
+    }),
+  },
+} as const;
+
+/** Sections every file must have: the blockers say where the data lives. */
+const REQUIRED_SECTIONS = ['blockerb', 'blockerm'];
+
+/** The whole file's schema, as conf would build it from CONFIG_SCHEMA (see config-validator-source.ts). */
+export const CONFIG_ROOT_SCHEMA = {
+  required: REQUIRED_SECTIONS,
+  type: 'object',
+  properties: CONFIG_SCHEMA,
+} as const;
