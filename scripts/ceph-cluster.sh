@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A throwaway single-node Ceph cluster for tests and benchmarks: one ceph-mon and one ceph-osd
-# (memstore) on 127.0.0.1, everything (config, data, logs, sockets, pids) under <dir>, auth none,
-# no mgr. Writes <dir>/ceph.conf and creates the pools "blocks", "maps" and "rbd".
+# (memstore) on 127.0.0.1, everything (config, data, logs, sockets, pids, keys) under <dir>, cephx
+# (or auth none), no mgr. Writes <dir>/ceph.conf, which names the admin keyring <dir>/keyring, so
+# every client that reads it (ceph, rados, rbd, fio, qemu, our blocker) connects as client.admin;
+# creates the pools "blocks", "maps" and "rbd".
 #
 #   scripts/ceph-cluster.sh start  <dir>   start (idempotent: a running cluster is left alone)
 #   scripts/ceph-cluster.sh stop   <dir>   stop both daemons (idempotent), keep <dir>
@@ -10,7 +12,8 @@
 #   scripts/ceph-cluster.sh purge  <dir>   stop and remove <dir>
 #
 # Concurrent callers are serialized with flock on <dir>/.lock, so many test files may call start.
-# Environment: CEPH_POOLS (default "blocks maps rbd"), CEPH_MEMSTORE_BYTES (default 8 GiB).
+# Environment: CEPH_POOLS (default "blocks maps rbd"), CEPH_MEMSTORE_BYTES (default 8 GiB),
+# CEPH_AUTH (cephx, the default, or none; read when the cluster is created).
 set -euo pipefail
 
 cmd=${1:-}
@@ -21,7 +24,7 @@ if [ -z "$cmd" ] || [ -z "$dir" ]; then
 fi
 
 missing=()
-for b in ceph-mon ceph-osd ceph monmaptool; do command -v "$b" >/dev/null || missing+=("$b"); done
+for b in ceph-mon ceph-osd ceph monmaptool ceph-authtool; do command -v "$b" >/dev/null || missing+=("$b"); done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "ceph-cluster: missing ${missing[*]}: install the Debian packages ceph-mon ceph-osd ceph-common librados-dev" >&2
   exit 3
@@ -31,6 +34,14 @@ mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 conf="$dir/ceph.conf"
 pools=${CEPH_POOLS:-"blocks maps rbd"}
+auth=${CEPH_AUTH:-cephx}
+case "$auth" in
+  cephx | none) ;;
+  *)
+    echo "ceph-cluster: CEPH_AUTH must be cephx or none, not '$auth'" >&2
+    exit 2
+    ;;
+esac
 
 exec 9>"$dir/.lock"
 flock 9
@@ -66,9 +77,10 @@ fsid = $fsid
 mon_host = v2:127.0.0.1:$port
 public_addr = 127.0.0.1
 ms_bind_msgr1 = false
-auth_cluster_required = none
-auth_service_required = none
-auth_client_required = none
+auth_cluster_required = $auth
+auth_service_required = $auth
+auth_client_required = $auth
+keyring = $dir/keyring
 run_dir = $dir
 admin_socket = $dir/\$name.asok
 pid_file = $dir/\$name.pid
@@ -95,6 +107,7 @@ mon_data = $dir/mon.\$id
 
 [osd]
 osd_data = $dir/osd.\$id
+keyring = $dir/osd.\$id/keyring
 osd_op_num_shards = 2
 osd_op_num_threads_per_shard = 2
 # memstore keeps everything in memory and writes it to osd_data only on a clean umount, which the
@@ -132,13 +145,23 @@ start() {
     port=$(free_port)
     fsid=$(cat /proc/sys/kernel/random/uuid)
     write_conf "$port" "$fsid"
+    # One keyring for the monitor and client.admin (the OSD makes its own key below). With auth
+    # none nobody checks the keys, but having them keeps the two modes one code path.
+    rm -f "$dir/keyring"
+    ceph-authtool --create-keyring "$dir/keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
+    ceph-authtool "$dir/keyring" --gen-key -n client.admin --cap mon 'allow *' --cap osd 'allow *' \
+      --cap mds 'allow *' --cap mgr 'allow *' >/dev/null
+    chmod 600 "$dir/keyring"
     monmaptool --create --clobber --fsid "$fsid" --addv a "[v2:127.0.0.1:$port]" "$dir/monmap" >/dev/null
-    ceph-mon -c "$conf" --mkfs -i a --monmap "$dir/monmap" >/dev/null 9>&-
+    ceph-mon -c "$conf" --mkfs -i a --monmap "$dir/monmap" --keyring "$dir/keyring" >/dev/null 9>&-
     ceph-mon -c "$conf" -i a 9>&-
     local osd_uuid
     osd_uuid=$(cat /proc/sys/kernel/random/uuid)
     mkdir -p "$dir/osd.0"
+    ceph-authtool --create-keyring "$dir/osd.0/keyring" --gen-key -n osd.0 >/dev/null
     ceph_q osd new "$osd_uuid" 0 >/dev/null
+    ceph_q auth add osd.0 osd 'allow *' mon 'allow profile osd' mgr 'allow profile osd' \
+      -i "$dir/osd.0/keyring" >/dev/null 2>&1
     ceph-osd -c "$conf" -i 0 --mkfs --osd-uuid "$osd_uuid" >/dev/null 2>&1 9>&-
     start_osd
     for p in $pools; do

@@ -3,6 +3,7 @@
  * keyring and timeouts share one rados_t (one set of messenger threads and one session with the
  * monitors), each with its own pool context. The client shuts down when its last user closes.
  */
+import { access, constants as fsConstants } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { errnoOf } from './errors.js';
@@ -46,6 +47,25 @@ async function connectNew(o: ConnectOptions): Promise<NativeCluster> {
     rados_osd_op_timeout: o.opTimeoutMs > 0 ? seconds(o.opTimeoutMs) : '0',
   };
   const where = o.cephConf ?? 'the default ceph.conf';
+  // librados says only ENOENT for a missing conf or keyring; name the file that is missing.
+  for (const [what, path] of [
+    ['ceph.conf', o.cephConf],
+    ['keyring', o.keyring],
+  ] as const) {
+    if (path !== undefined && !(await readable(path))) {
+      throw new ArchipelagoError(
+        'EINVAL_CONFIG',
+        `cannot read the ${what} ${path}: no such file or not readable (set ${what === 'keyring' ? 'keyring' : 'ceph_conf'})`,
+        {
+          details: {
+            cephConf: o.cephConf ?? null,
+            cephxId: o.cephxId,
+            [what === 'keyring' ? 'keyring' : 'cephConf']: path,
+          },
+        },
+      );
+    }
+  }
   try {
     await cluster.connect({ id: o.cephxId, conf: o.cephConf, keyring: o.keyring, options });
     return cluster;
@@ -61,16 +81,19 @@ async function connectNew(o: ConnectOptions): Promise<NativeCluster> {
       );
     }
     if (errno === constants.errno.ENOENT) {
-      throw new ArchipelagoError('EINVAL_CONFIG', `cannot read ${where}: no such file (set ceph_conf)`, {
-        cause: e,
-        details,
-      });
+      throw new ArchipelagoError(
+        'EINVAL_CONFIG',
+        o.cephConf === undefined
+          ? 'found no ceph.conf (CEPH_CONF, /etc/ceph/ceph.conf) or no keyring for it: set ceph_conf and keyring'
+          : `cannot connect with ${where}: librados found no keyring for client.${o.cephxId} (set keyring, or name one in ceph.conf)`,
+        { cause: e, details },
+      );
     }
     if (errno === constants.errno.EACCES || errno === constants.errno.EPERM) {
       throw new ArchipelagoError(
         'EINVAL_CONFIG',
-        `the Ceph cluster of ${where} refused client.${o.cephxId}: check cephx_id and the keyring`,
-        { cause: e, details },
+        `the Ceph cluster of ${where} refused client.${o.cephxId} (cephx authentication failed: unknown client or wrong key): check cephx_id and the keyring${o.keyring ? ` ${o.keyring}` : ''}`,
+        { cause: e, details: { ...details, keyring: o.keyring ?? null } },
       );
     }
     throw new ArchipelagoError(
@@ -82,6 +105,13 @@ async function connectNew(o: ConnectOptions): Promise<NativeCluster> {
       },
     );
   }
+}
+
+function readable(path: string): Promise<boolean> {
+  return access(path, fsConstants.R_OK).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** A reference to a connected client for `o`, connecting on first use. */

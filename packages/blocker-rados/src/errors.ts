@@ -12,7 +12,8 @@ export function errnoOf(e: unknown): number | undefined {
 }
 
 /**
- * ENOENT → ENOENT_OBJECT, ETIMEDOUT → ETIMEDOUT, ENOSPC/EDQUOT/EFBIG → ENOSPC, anything else EIO.
+ * ENOENT → ENOENT_OBJECT, ETIMEDOUT → ETIMEDOUT, EPERM/EACCES (cephx caps) → EINVAL_CONFIG,
+ * ENOSPC/EDQUOT/EFBIG → ENOSPC, anything else EIO.
  * (Lock conflicts are mapped by the lock code itself: it needs the owner from list_lockers.)
  */
 export function fromRadosError(
@@ -31,6 +32,10 @@ export function fromRadosError(
   } else if (errno === E.ETIMEDOUT) {
     code = 'ETIMEDOUT';
     text = `${what}: the Ceph cluster did not answer in time (${msg}); check that the monitors and OSDs are up`;
+  } else if (errno === E.EPERM || errno === E.EACCES) {
+    // cephx: the client authenticated but its caps do not cover this pool (or this call).
+    code = 'EINVAL_CONFIG';
+    text = `${what}: the Ceph cluster denied it (${msg}): the cephx client lacks OSD caps for this pool; check cephx_id, the keyring and the client's caps (e.g. osd 'allow rwx pool=<pool>')`;
   } else if (errno === E.ENOSPC || errno === E.EDQUOT || errno === E.EFBIG) {
     code = 'ENOSPC';
     text = `${what}: the Ceph pool is full (${msg})`;
