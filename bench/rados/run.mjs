@@ -1,23 +1,36 @@
 #!/usr/bin/env node
 /**
  * RADOS bench, not a test: everything on one throwaway single-node cluster (scripts/ceph-cluster.sh,
- * memstore), in one run.
+ * memstore, cephx), in one run.
  *
- *   1. fio side by side: our NBD endpoint on RADOS (bench/rados/server.mjs, fio's nbd engine) vs
- *      fio's rbd engine (librbd) on an RBD image of the same size.
+ *   1. fio side by side, the same rows on three sides:
+ *      - ours:     our NBD endpoint on RADOS (bench/rados/server.mjs), fio's nbd engine;
+ *      - librbd:   fio's rbd engine on an RBD image of the same size (librbd inside fio: no NBD hop);
+ *      - qemu-nbd: qemu-nbd serving the same RBD image (librbd behind the same NBD hop as ours),
+ *                  --cache=none (no client cache; every write acknowledged by the OSD, as ours).
  *      Rows: 1 MiB sequential write/read at depth 16, 4 KiB random write/read at depth 32.
- *      Writes run first, so reads find data on both sides (a read of a hole costs us nothing).
+ *      Writes run first, so reads find data on every side (a read of a hole costs us nothing).
  *   2. raw object throughput: our binding (RadosBlocker.writeFull/read of 4 MiB objects, 16 in
  *      flight) vs `rados bench` (-b 4M -t 16), write then seq read.
  *
- *   node bench/rados/run.mjs [--size-mib 1024] [--runtime 10] [--conf CEPH_CONF] [--keep]
+ *   node bench/rados/run.mjs [--size-mib 512] [--runtime 10] [--repeat 3] [--conf CEPH_CONF]
+ *                            [--out rados] [--keep] [--no-raw] [--sides ours,librbd,qemu-nbd]
  *
- * Prints a table with ratios (ours / peer; > 1 is better for us) and writes bench/results/rados.json.
- * Without --conf it starts a cluster in a temp dir and purges it at the end. Needs `pnpm build`.
+ * --repeat N runs the whole matrix N times (rows interleaved side by side in each pass) and reports
+ * the median IOPS per cell, plus every pass's ratios. CPU is accounted per cell: fio's job (its own
+ * usr+sys), the serving process (our node server, qemu-nbd) and the OSD, as CPU µs per I/O, so the
+ * table shows where the time goes, not only how fast it went. Take the bench lock:
+ *
+ *   flock /var/tmp/bench.lock node bench/rados/run.mjs --repeat 3
+ *
+ * Prints a table with ratios (ours / peer; > 1 is better for us) and writes
+ * bench/results/<out>.json and <out>.md. Without --conf it starts a cluster in a temp dir and purges
+ * it at the end. Needs `pnpm build`.
  */
 import { execFile, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
@@ -29,15 +42,28 @@ const exec = promisify(execFile);
 
 const { values: o } = parseArgs({
   options: {
-    'size-mib': { type: 'string', default: '1024' },
+    'size-mib': { type: 'string', default: '512' },
     runtime: { type: 'string', default: '10' },
+    repeat: { type: 'string', default: '1' },
     conf: { type: 'string' },
+    out: { type: 'string', default: 'rados' },
+    sides: { type: 'string', default: 'ours,librbd,qemu-nbd' },
+    'no-raw': { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
   },
 });
 const sizeMiB = Number(o['size-mib']);
 const runtime = Number(o.runtime);
+const repeat = Number(o.repeat);
+if (!(sizeMiB > 0 && runtime > 0 && Number.isInteger(repeat) && repeat > 0)) {
+  throw new Error('run.mjs: --size-mib, --runtime and --repeat must be positive numbers');
+}
+const SIDES = o.sides.split(',');
+for (const s of SIDES) {
+  if (!['ours', 'librbd', 'qemu-nbd'].includes(s)) throw new Error(`run.mjs: unknown side ${s}`);
+}
 const env = { ...process.env, PATH: `/usr/bin:/bin:${process.env.PATH ?? ''}`, LC_ALL: 'C' };
+const TICK = 100; // USER_HZ on Linux
 
 async function run(cmd, args, extraEnv = {}) {
   try {
@@ -47,6 +73,19 @@ async function run(cmd, args, extraEnv = {}) {
   }
 }
 
+/** CPU seconds (user + system, all threads) a live process has used so far; 0 when gone. */
+function cpuSeconds(pid) {
+  if (!pid) return 0;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / TICK; // utime, stime (fields 14, 15)
+  } catch {
+    return 0;
+  }
+}
+
+const loadStart = loadavg();
 const tmp = await mkdtemp(join(tmpdir(), 'archip-rados-bench-'));
 let clusterDir = null;
 let conf = o.conf;
@@ -57,12 +96,20 @@ if (!conf) {
   conf = join(clusterDir, 'ceph.conf');
 }
 const cephEnv = { CEPH_CONF: conf };
+/** The OSD's pid when the cluster is one of scripts/ceph-cluster.sh (its pidfile next to ceph.conf). */
+const osdPid = (() => {
+  try {
+    return Number(readFileSync(join(dirname(conf), 'osd.0.pid'), 'utf8'));
+  } catch {
+    return 0;
+  }
+})();
 
 const ROWS = [
-  { id: 'seqwrite', rw: 'write', bs: '1M', depth: 16 },
-  { id: 'seqread', rw: 'read', bs: '1M', depth: 16 },
-  { id: 'randwrite', rw: 'randwrite', bs: '4k', depth: 32 },
-  { id: 'randread', rw: 'randread', bs: '4k', depth: 32 },
+  { id: 'seqwrite', label: '1 MiB seq write, QD16', rw: 'write', bs: '1M', depth: 16 },
+  { id: 'seqread', label: '1 MiB seq read, QD16', rw: 'read', bs: '1M', depth: 16 },
+  { id: 'randwrite', label: '4 KiB rand write, QD32', rw: 'randwrite', bs: '4k', depth: 32 },
+  { id: 'randread', label: '4 KiB rand read, QD32', rw: 'randread', bs: '4k', depth: 32 },
 ];
 
 function fioArgs(row, engineArgs, out) {
@@ -82,78 +129,199 @@ function fioArgs(row, engineArgs, out) {
   ];
 }
 
-async function fio(row, engineArgs, tag) {
+/** "1m2.345s" (bash `times`) in seconds. */
+function parseTimes(t) {
+  const m = /^(\d+)m([\d.]+)s$/.exec(t ?? '');
+  return m ? Number(m[1]) * 60 + Number(m[2]) : Number.NaN;
+}
+
+/** One fio job; CPU of fio's job, of the serving process and of the OSD, per I/O. */
+async function fio(row, engineArgs, tag, serverPid) {
   const out = join(tmp, `fio-${row.id}-${tag}.json`);
-  await run('fio', fioArgs(row, engineArgs, out), cephEnv);
+  const s0 = cpuSeconds(serverPid);
+  const d0 = cpuSeconds(osdPid);
+  // bash's `times` prints the CPU of its waited-for children: fio and its job process, with every
+  // thread of it (librbd's too), which fio's own usr_cpu/sys_cpu (the job thread only) would miss.
+  const { stdout } = await run(
+    'bash',
+    ['-c', 'fio "$@" >&2 && times', 'fio', ...fioArgs(row, engineArgs, out)],
+    cephEnv,
+  );
+  const [cu, cs] = stdout.trim().split('\n').at(-1).split(/\s+/).map(parseTimes);
+  const fioCpu = cu + cs;
+  const serverCpu = cpuSeconds(serverPid) - s0;
+  const osdCpu = cpuSeconds(osdPid) - d0;
   const j = JSON.parse(await readFile(out, 'utf8'));
   const job = j.jobs[0];
   const side = row.rw.includes('write') ? job.write : job.read;
-  return { iops: side.iops, MiBps: side.bw_bytes / 1048576, latUsMean: side.lat_ns.mean / 1000 };
+  const ios = side.total_ios;
+  const us = (sec) => (ios > 0 ? (sec * 1e6) / ios : Number.NaN);
+  return {
+    iops: side.iops,
+    MiBps: side.bw_bytes / 1048576,
+    latUsMean: side.lat_ns.mean / 1000,
+    cpuUsPerIo: { fio: us(fioCpu), server: us(serverCpu), osd: us(osdCpu) },
+  };
 }
 
 const results = { fio: {}, raw: {}, notes: [] };
 
-// --- the RBD image (librbd peer)
-let rbdOk = true;
-try {
-  await run('rbd', ['pool', 'init', 'rbd'], cephEnv);
-  await run('rbd', ['rm', 'bench'], cephEnv).catch(() => {});
-  await run(
-    'rbd',
-    ['create', '--size', String(sizeMiB), '--image-feature', 'layering', 'rbd/bench'],
-    cephEnv,
-  );
-} catch (e) {
-  rbdOk = false;
-  results.notes.push(`rbd image: ${e.message}`);
-  console.error(`# rbd image not available: ${e.message}`);
+// --- the RBD image (librbd peers)
+let rbdOk = SIDES.includes('librbd') || SIDES.includes('qemu-nbd');
+if (rbdOk) {
+  try {
+    await run('rbd', ['pool', 'init', 'rbd'], cephEnv);
+    await run('rbd', ['rm', 'bench'], cephEnv).catch(() => {});
+    await run(
+      'rbd',
+      ['create', '--size', String(sizeMiB), '--image-feature', 'layering', 'rbd/bench'],
+      cephEnv,
+    );
+  } catch (e) {
+    rbdOk = false;
+    results.notes.push(`rbd image: ${e.message}`);
+    console.error(`# rbd image not available: ${e.message}`);
+  }
 }
 
-// --- our endpoint
-const sock = join(tmp, 'nbd.sock');
-const server = spawn(
-  process.execPath,
-  [
-    join(ROOT, 'bench', 'rados', 'server.mjs'),
-    '--conf',
-    conf,
-    '--socket',
-    sock,
-    '--size-mib',
-    String(sizeMiB),
-  ],
-  {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  },
-);
-await new Promise((resolve, reject) => {
-  server.once('exit', (c) => reject(new Error(`server.mjs exited ${c}`)));
-  server.stdout.once('data', resolve);
-});
-const nbdEngine = ['--ioengine=nbd', `--uri=nbd+unix:///bench?socket=${sock}`];
-const rbdEngine = ['--ioengine=rbd', '--clientname=admin', '--pool=rbd', '--rbdname=bench'];
+/** Spawns a server and waits until `ready(line)` on its stdout (or its socket exists). */
+async function startServer(cmd, args, whenReady) {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...env, ...cephEnv } });
+  let err = '';
+  child.stderr.on('data', (d) => {
+    err += d;
+  });
+  await new Promise((resolve, reject) => {
+    const onExit = (c) => reject(new Error(`${cmd} exited ${c}: ${err}`));
+    child.once('exit', onExit);
+    whenReady(child).then(() => {
+      child.off('exit', onExit);
+      resolve();
+    }, reject);
+  });
+  return child;
+}
+async function stopServer(child) {
+  if (!child || child.exitCode !== null) return;
+  child.kill('SIGTERM');
+  await new Promise((r) => child.once('exit', r));
+}
+
+const servers = {};
+const engines = {};
+if (SIDES.includes('ours')) {
+  const sock = join(tmp, 'nbd.sock');
+  servers.ours = await startServer(
+    process.execPath,
+    [
+      join(ROOT, 'bench', 'rados', 'server.mjs'),
+      '--conf',
+      conf,
+      '--socket',
+      sock,
+      '--size-mib',
+      String(sizeMiB),
+    ],
+    (c) => new Promise((r) => c.stdout.once('data', r)),
+  );
+  engines.ours = ['--ioengine=nbd', `--uri=nbd+unix:///bench?socket=${sock}`];
+}
+if (rbdOk && SIDES.includes('librbd')) {
+  engines.librbd = ['--ioengine=rbd', '--clientname=admin', '--pool=rbd', '--rbdname=bench'];
+}
+if (rbdOk && SIDES.includes('qemu-nbd')) {
+  const sock = join(tmp, 'qemu.sock');
+  try {
+    servers['qemu-nbd'] = await startServer(
+      'qemu-nbd',
+      [
+        '--persistent',
+        '--shared=4',
+        '--format=raw',
+        '--cache=none',
+        '--export-name=bench',
+        `--socket=${sock}`,
+        `rbd:rbd/bench:conf=${conf}`,
+      ],
+      async () => {
+        for (let i = 0; i < 200; i++) {
+          if (
+            await run('test', ['-S', sock]).then(
+              () => true,
+              () => false,
+            )
+          )
+            return;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        throw new Error('qemu-nbd did not create its socket');
+      },
+    );
+    engines['qemu-nbd'] = ['--ioengine=nbd', `--uri=nbd+unix:///bench?socket=${sock}`];
+  } catch (e) {
+    results.notes.push(`qemu-nbd on rbd: ${e.message}`);
+    console.error(`# qemu-nbd on rbd not available: ${e.message}`);
+  }
+}
+const sides = SIDES.filter((s) => engines[s]);
+
+const median = (xs) => {
+  const v = xs.filter(Number.isFinite).sort((a, b) => a - b);
+  if (v.length === 0) return Number.NaN;
+  const m = Math.floor(v.length / 2);
+  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+};
+
+const passes = [];
+for (let pass = 0; pass < repeat; pass++) {
+  const p = {};
+  for (const row of ROWS) {
+    p[row.id] = {};
+    for (const s of sides) {
+      try {
+        p[row.id][s] = await fio(row, engines[s], s, servers[s]?.pid);
+      } catch (e) {
+        results.notes.push(`fio ${s} ${row.id} (pass ${pass + 1}): ${e.message}`);
+      }
+    }
+    console.error(
+      `# pass ${pass + 1}/${repeat} ${row.id}: ${sides.map((s) => `${s} ${Math.round(p[row.id][s]?.iops ?? Number.NaN)}`).join(', ')} IOPS`,
+    );
+  }
+  passes.push(p);
+}
+for (const s of Object.keys(servers)) await stopServer(servers[s]);
 
 for (const row of ROWS) {
-  results.fio[row.id] = { ours: await fio(row, nbdEngine, 'ours') };
-  if (rbdOk) {
-    try {
-      results.fio[row.id].librbd = await fio(row, rbdEngine, 'rbd');
-    } catch (e) {
-      results.notes.push(`fio rbd ${row.id}: ${e.message}`);
-    }
+  const cell = {};
+  for (const s of sides) {
+    const runs = passes.map((p) => p[row.id][s]).filter(Boolean);
+    const pick = (f) => median(runs.map(f));
+    cell[s] = {
+      iops: pick((r) => r.iops),
+      MiBps: pick((r) => r.MiBps),
+      latUsMean: pick((r) => r.latUsMean),
+      cpuUsPerIo: {
+        fio: pick((r) => r.cpuUsPerIo.fio),
+        server: pick((r) => r.cpuUsPerIo.server),
+        osd: pick((r) => r.cpuUsPerIo.osd),
+      },
+      runs: runs.map((r) => Math.round(r.iops)),
+    };
   }
-  console.error(`# ${row.id} done`);
+  const ratio = (peer) => (cell.ours && cell[peer] ? cell.ours.iops / cell[peer].iops : Number.NaN);
+  cell.ratioLibrbd = ratio('librbd');
+  cell.ratioQemuNbd = ratio('qemu-nbd');
+  cell.passRatiosLibrbd = passes.map((p) =>
+    p[row.id].ours && p[row.id].librbd ? p[row.id].ours.iops / p[row.id].librbd.iops : Number.NaN,
+  );
+  results.fio[row.id] = cell;
 }
-server.kill('SIGTERM');
-await new Promise((r) => server.once('exit', r));
 
 // --- raw object throughput: our binding vs rados bench
-const { RadosBlocker } = await import(
-  pathToFileURL(join(ROOT, 'packages', 'blocker-rados', 'dist', 'index.js')).href
-);
 const OBJ = 4 * 1024 * 1024;
 const DEPTH = 16;
-async function oursRaw() {
+async function oursRaw(RadosBlocker) {
   const b = await RadosBlocker.open({ cephConf: conf, pool: 'blocks', namespace: `bench${Date.now()}` });
   const data = Buffer.alloc(OBJ, 0x5a);
   let n = 0;
@@ -206,33 +374,73 @@ async function radosBench() {
   // rados bench prints MB/s with MB = 2^20 bytes.
   return { write: bw(w.stdout), read: bw(r.stdout) };
 }
-const ours = await oursRaw();
-const peer = await radosBench();
-results.raw = {
-  write: { oursMiBps: ours.write, radosBenchMiBps: peer.write },
-  read: { oursMiBps: ours.read, radosBenchMiBps: peer.read },
-};
+if (!o['no-raw']) {
+  const { RadosBlocker } = await import(
+    pathToFileURL(join(ROOT, 'packages', 'blocker-rados', 'dist', 'index.js')).href
+  );
+  const ours = [];
+  const peer = [];
+  for (let pass = 0; pass < repeat; pass++) {
+    ours.push(await oursRaw(RadosBlocker));
+    peer.push(await radosBench());
+    console.error(`# pass ${pass + 1}/${repeat} raw done`);
+  }
+  for (const k of ['write', 'read']) {
+    const a = median(ours.map((x) => x[k]));
+    const b = median(peer.map((x) => x[k]));
+    results.raw[k] = {
+      oursMiBps: a,
+      radosBenchMiBps: b,
+      ratio: a / b,
+      runs: ours.map((x, i) => [Math.round(x[k]), Math.round(peer[i][k])]),
+    };
+  }
+}
 
 // --- report
 const fmt = (x, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
 const lines = [];
-lines.push('| row | ours IOPS | ours MiB/s | librbd IOPS | librbd MiB/s | ratio |');
-lines.push('|---|---:|---:|---:|---:|---:|');
+const cols = sides.map((s) => `${s} IOPS | ${s} MiB/s`).join(' | ');
+lines.push(`| row | ${cols} | ours/librbd | ours/qemu-nbd |`);
+lines.push(`|---|${sides.map(() => '---:|---:').join('|')}|---:|---:|`);
 for (const row of ROWS) {
-  const r = results.fio[row.id];
-  const ratio = r.librbd ? r.ours.iops / r.librbd.iops : Number.NaN;
-  r.ratio = ratio;
-  lines.push(
-    `| ${row.id} ${row.bs} qd${row.depth} | ${fmt(r.ours.iops)} | ${fmt(r.ours.MiBps, 1)} | ${fmt(r.librbd?.iops)} | ${fmt(r.librbd?.MiBps, 1)} | ${fmt(ratio, 2)} |`,
-  );
+  const c = results.fio[row.id];
+  const cells = sides.map((s) => `${fmt(c[s]?.iops)} | ${fmt(c[s]?.MiBps, 1)}`).join(' | ');
+  lines.push(`| ${row.label} | ${cells} | ${fmt(c.ratioLibrbd, 2)} | ${fmt(c.ratioQemuNbd, 2)} |`);
 }
 lines.push('');
-lines.push('| raw 4 MiB objects, 16 in flight | ours MiB/s | rados bench MiB/s | ratio |');
-lines.push('|---|---:|---:|---:|');
-for (const k of ['write', 'read']) {
-  const r = results.raw[k];
-  r.ratio = r.oursMiBps / r.radosBenchMiBps;
-  lines.push(`| ${k} | ${fmt(r.oursMiBps, 1)} | ${fmt(r.radosBenchMiBps, 1)} | ${fmt(r.ratio, 2)} |`);
+lines.push(
+  `| CPU µs per I/O (median) | ${sides.map((s) => `${s}: fio + server = client / osd`).join(' | ')} |`,
+);
+lines.push(`|---|${sides.map(() => '---:').join('|')}|`);
+for (const row of ROWS) {
+  const c = results.fio[row.id];
+  const cells = sides.map((s) => {
+    const u = c[s]?.cpuUsPerIo;
+    if (!u) return 'n/a';
+    const server = s === 'librbd' ? 0 : u.server;
+    return `${fmt(u.fio)} + ${fmt(server)} = **${fmt(u.fio + server)}** / ${fmt(u.osd)}`;
+  });
+  lines.push(`| ${row.label} | ${cells.join(' | ')} |`);
+}
+if (repeat > 1) {
+  lines.push('');
+  lines.push(`| ours/librbd per pass | ${passes.map((_, i) => `pass ${i + 1}`).join(' | ')} |`);
+  lines.push(`|---|${passes.map(() => '---:').join('|')}|`);
+  for (const row of ROWS) {
+    lines.push(
+      `| ${row.label} | ${results.fio[row.id].passRatiosLibrbd.map((r) => fmt(r, 2)).join(' | ')} |`,
+    );
+  }
+}
+if (!o['no-raw']) {
+  lines.push('');
+  lines.push('| raw 4 MiB objects, 16 in flight | ours MiB/s | rados bench MiB/s | ratio |');
+  lines.push('|---|---:|---:|---:|');
+  for (const k of ['write', 'read']) {
+    const r = results.raw[k];
+    lines.push(`| ${k} | ${fmt(r.oursMiBps, 1)} | ${fmt(r.radosBenchMiBps, 1)} | ${fmt(r.ratio, 2)} |`);
+  }
 }
 const host = {
   date: new Date().toISOString(),
@@ -242,16 +450,30 @@ const host = {
   node: process.version,
   fio: (await run('fio', ['--version'])).stdout.trim(),
   ceph: (await run('ceph', ['--version'])).stdout.trim(),
-  cluster: 'single node, 1 mon + 1 osd (memstore), size 1, no mgr',
+  cluster: 'single node, 1 mon + 1 osd (memstore), size 1, no mgr, cephx',
+  loadavgStart: loadStart.map((x) => Number(x.toFixed(2))),
+  loadavgEnd: loadavg().map((x) => Number(x.toFixed(2))),
 };
 console.log(lines.join('\n'));
 if (results.notes.length) console.log(`\nnotes:\n${results.notes.map((n) => `- ${n}`).join('\n')}`);
 await mkdir(RESULTS, { recursive: true });
 await writeFile(
-  join(RESULTS, 'rados.json'),
-  `${JSON.stringify({ host, sizeMiB, runtime, ...results }, null, 2)}\n`,
+  join(RESULTS, `${o.out}.json`),
+  `${JSON.stringify({ host, sizeMiB, runtime, repeat, sides, ...results }, null, 2)}\n`,
 );
-console.error('# wrote bench/results/rados.json');
+const md = [
+  `# RADOS bench (bench/rados/run.mjs)`,
+  '',
+  `${host.date} · ${host.cpu} × ${host.cpus} · ${host.memGiB} GiB · node ${host.node} · ${host.fio} · ${host.ceph.replace(/ \(.*/, '')} · ${host.cluster}`,
+  '',
+  `${sizeMiB} MiB image, ${runtime} s per timed job, median of ${repeat} pass(es); load average at start ${host.loadavgStart.join(' / ')}, at end ${host.loadavgEnd.join(' / ')}.`,
+  '',
+  ...lines,
+  ...(results.notes.length ? ['', 'notes:', ...results.notes.map((n) => `- ${n}`)] : []),
+  '',
+];
+await writeFile(join(RESULTS, `${o.out}.md`), md.join('\n'));
+console.error(`# wrote bench/results/${o.out}.json and ${o.out}.md`);
 
 if (clusterDir && !o.keep) await run('bash', [SCRIPT, 'purge', clusterDir]).catch(() => {});
 if (!o.keep) await rm(tmp, { recursive: true, force: true });
