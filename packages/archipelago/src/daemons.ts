@@ -15,24 +15,35 @@ import {
 } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { type BlockerSection, type LoadedConfig, runDirectory } from '@archipelago/cli';
+import {
+  type BlockerSection,
+  type LoadedConfig,
+  pidfileOf,
+  runDirectory,
+  sectionOf,
+  segmentName,
+} from '@archipelago/cli';
 import { ArchipelagoError } from '@archipelago/libxseg';
-import { PEER_MAIN, PEER_OPTIONS_ENV, type PeerOptions, pidAlive, readPidfile } from '@archipelago/peer';
+import {
+  PEER_MAIN,
+  PEER_OPTIONS_ENV,
+  type PeerOptions,
+  pidAlive,
+  readPidfile,
+  syslogSocketOf,
+} from '@archipelago/peer';
 
-/** Roles that run as daemons today. */
-export const DAEMON_ROLES = new Set(['blockerb', 'blockerm']);
-/** Roles of the original that still run embedded (in `vlmc` and the NBD endpoint). */
-export const EMBEDDED_ROLES = new Set(['mapperd', 'vlmcd']);
+export { pidfileOf, segmentName } from '@archipelago/cli';
+
+/** Roles that run as daemons. */
+export const DAEMON_ROLES = new Set(['blockerb', 'blockerm', 'mapperd', 'vlmcd']);
+/** Roles of the original that run embedded (none left). */
+export const EMBEDDED_ROLES = new Set<string>();
 
 export const START_TIMEOUT_MS = 3_000;
 export const STOP_TIMEOUT_MS = 15_000;
 
 export type Say = (line: string) => void;
-
-export function segmentName(loaded: LoadedConfig): string {
-  const n = loaded.config.XSEG.segment_name;
-  return typeof n === 'string' && n !== '' ? n : 'archipelago';
-}
 
 export function configuredRoles(loaded: LoadedConfig): string[] {
   return String(loaded.config.PEERS.ROLES ?? '')
@@ -51,44 +62,53 @@ export function selectRoles(loaded: LoadedConfig, role?: string): string[] {
   return [role];
 }
 
-function section(loaded: LoadedConfig, role: string): Record<string, unknown> {
-  const s = loaded.config[role];
-  if (typeof s !== 'object' || s === null)
-    throw new ArchipelagoError('EINVAL_CONFIG', `${loaded.path}: no [${role}] section for role ${role}`);
-  return s as Record<string, unknown>;
-}
+const section = sectionOf;
 
 export function isDaemonRole(loaded: LoadedConfig, role: string): boolean {
   if (EMBEDDED_ROLES.has(role)) return false;
   const t = section(loaded, role).type;
-  return t === 'file_blocker' || t === 'rados_blocker' || DAEMON_ROLES.has(role);
+  return (
+    t === 'file_blocker' ||
+    t === 'rados_blocker' ||
+    t === 'mapperd' ||
+    t === 'vlmcd' ||
+    DAEMON_ROLES.has(role)
+  );
 }
 
 const abs = (loaded: LoadedConfig, p: string) => resolve(dirname(loaded.path), p);
 
-export function pidfileOf(loaded: LoadedConfig, role: string): string {
+/**
+ * The volume-lock identity of mapperd: `<hostname>_<unique_str>_mapperd` (unique_str of
+ * [mapperd], else of [blockerm], else none). It differs from an embedded `vlmc`'s
+ * (`<hostname>_<unique_str or embedded>`), so the lock keeps the two wirings apart.
+ */
+export function mapperdIdentity(loaded: LoadedConfig): string {
+  const m = loaded.config.mapperd as unknown as Record<string, unknown>;
+  const u = [m.unique_str, loaded.config.blockerm.unique_str].find((v) => typeof v === 'string' && v !== '');
+  return `${hostname()}_${u === undefined ? '' : `${String(u)}_`}mapperd`;
+}
+
+/** The log destination of a role: its `logfile` (absolute), `syslog[:socket]`, or `<run dir>/<role>.log`. */
+export function logfileOf(loaded: LoadedConfig, role: string): string {
   const s = section(loaded, role);
-  return typeof s.pidfile === 'string' && s.pidfile !== ''
-    ? abs(loaded, s.pidfile)
-    : join(runDirectory(loaded), `${role}.pid`);
+  if (typeof s.logfile === 'string' && s.logfile !== '')
+    return syslogSocketOf(s.logfile) !== null ? s.logfile : abs(loaded, s.logfile);
+  return join(runDirectory(loaded), `${role}.log`);
+}
+
+/** Where a peer's stdout/stderr go: its logfile, or `<run dir>/<role>.log` when it logs to syslog. */
+export function outputOf(loaded: LoadedConfig, role: string): string {
+  const l = logfileOf(loaded, role);
+  return syslogSocketOf(l) === null ? l : join(runDirectory(loaded), `${role}.log`);
 }
 
 /** The resolved options a peer process gets (as JSON in ARCHIPELAGO_PEER). */
 export function peerOptions(loaded: LoadedConfig, role: string): PeerOptions {
   const s = section(loaded, role) as unknown as BlockerSection & Record<string, unknown>;
-  if (s.type !== 'file_blocker')
-    throw new ArchipelagoError(
-      'ENOTSUP',
-      `[${role}] type ${String(s.type)}: only file_blocker peers run as daemons yet`,
-    );
-  if (typeof s.archip_dir !== 'string' || s.archip_dir === '')
-    throw new ArchipelagoError(
-      'EINVAL_CONFIG',
-      `${loaded.path}: [${role}] archip_dir is required for file_blocker`,
-    );
   const x = loaded.config.XSEG;
   const level = typeof s.log_level === 'number' ? s.log_level : 2;
-  return {
+  const common = {
     role,
     segment: {
       name: segmentName(loaded),
@@ -100,11 +120,38 @@ export function peerOptions(loaded: LoadedConfig, role: string): PeerOptions {
     portEnd: s.portno_end,
     nrOps: s.nr_ops,
     pidfile: pidfileOf(loaded, role),
-    logfile:
-      typeof s.logfile === 'string' && s.logfile !== ''
-        ? abs(loaded, s.logfile)
-        : join(runDirectory(loaded), `${role}.log`),
+    logfile: logfileOf(loaded, role),
     logLevel: Math.max(0, Math.min(3, level)),
+  };
+  if ((s.type as string) === 'mapperd') {
+    const m = loaded.config.mapperd;
+    return {
+      ...common,
+      mapperd: {
+        type: 'mapperd',
+        blockerbPort: m.blockerb_port,
+        blockermPort: m.blockerm_port,
+        identity: mapperdIdentity(loaded),
+        lockTimeoutMs: Math.round(m.lock_timeout * 1000),
+      },
+    };
+  }
+  if ((s.type as string) === 'vlmcd') {
+    const v = loaded.config.vlmcd;
+    return { ...common, vlmcd: { type: 'vlmcd', blockerPort: v.blocker_port, mapperPort: v.mapper_port } };
+  }
+  if (s.type !== 'file_blocker')
+    throw new ArchipelagoError(
+      'ENOTSUP',
+      `[${role}] type ${String(s.type)}: only file_blocker peers run as daemons yet`,
+    );
+  if (typeof s.archip_dir !== 'string' || s.archip_dir === '')
+    throw new ArchipelagoError(
+      'EINVAL_CONFIG',
+      `${loaded.path}: [${role}] archip_dir is required for file_blocker`,
+    );
+  return {
+    ...common,
     blocker: {
       type: 'file_blocker',
       dir: s.archip_dir,
@@ -155,7 +202,7 @@ export interface RoleStatus {
   note?: string;
 }
 
-const NOT_IMPLEMENTED = 'not implemented yet as a daemon: runs embedded (in vlmc and the NBD endpoint)';
+const NOT_IMPLEMENTED = 'not a daemon role: runs embedded (in vlmc and the NBD endpoint)';
 
 export function roleStatus(loaded: LoadedConfig, role: string): RoleStatus {
   if (!isDaemonRole(loaded, role)) return { role, state: 'embedded', note: NOT_IMPLEMENTED };
@@ -212,15 +259,16 @@ function logTail(path: string, from: number): string {
 /** Spawns one peer and waits (up to 3 s) for its pidfile. */
 export async function startRole(loaded: LoadedConfig, role: string): Promise<{ role: string; pid: number }> {
   const opts = peerOptions(loaded, role);
-  mkdirSync(dirname(opts.logfile), { recursive: true });
+  const output = outputOf(loaded, role);
+  mkdirSync(dirname(output), { recursive: true });
   mkdirSync(dirname(opts.pidfile), { recursive: true });
   let from = 0;
   try {
-    from = statSync(opts.logfile).size;
+    from = statSync(output).size;
   } catch {
     // new log
   }
-  const fd = openSync(opts.logfile, 'a');
+  const fd = openSync(output, 'a');
   let exited: { code: number | null; signal: string | null } | undefined;
   const child = spawn(process.execPath, [PEER_MAIN], {
     detached: true,
@@ -239,10 +287,10 @@ export async function startRole(loaded: LoadedConfig, role: string): Promise<{ r
     const st = readPidfile(opts.pidfile);
     if (st.state === 'running' && st.pid === pid) return { role, pid };
     if (exited) {
-      const why = logTail(opts.logfile, from);
+      const why = logTail(output, from) || logTail(opts.logfile, from);
       throw new ArchipelagoError(
         'EIO',
-        `${role} failed to start (exit ${exited.code ?? exited.signal})${why ? `: ${why}` : ''}; see ${opts.logfile}`,
+        `${role} failed to start (exit ${exited.code ?? exited.signal})${why ? `: ${why}` : ''}; see ${output}`,
         { details: { role, logfile: opts.logfile } },
       );
     }

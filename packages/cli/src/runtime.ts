@@ -1,16 +1,21 @@
 /**
- * The embedded wiring (DESIGN "Two wirings"): blockers, mapper and composer built in this process
- * from the configuration, with no daemons and no segment.
+ * The two wirings (DESIGN "Two wirings"). Embedded: blockers, mapper and composer built in this
+ * process from the configuration, with no daemons and no segment. Daemons: when `archipelago
+ * start` runs mapperd and vlmcd (daemons.ts `chooseWiring`), the same interfaces are clients over
+ * the segment (daemon-runtime.ts), each on its own dynamic port.
  */
 import { hostname } from 'node:os';
 import type { Blocker } from '@archipelago/blocker';
 import { FileBlocker } from '@archipelago/blocker-file';
-import { Composer } from '@archipelago/composer';
+import { Composer, type VolumeApi } from '@archipelago/composer';
 import { ArchipelagoError } from '@archipelago/libxseg';
-import { type Logger, Mapper } from '@archipelago/mapper';
+import { type Logger, Mapper, type MapperApi } from '@archipelago/mapper';
 import type { ArchipelagoConfig, BlockerSection, LoadedConfig } from './config.js';
+import { chooseWiring, type Wiring } from './daemons.js';
 
 export interface Runtime {
+  /** Which wiring this runtime is: in process, or clients of the daemons. */
+  readonly wiring: Wiring;
   readonly config: ArchipelagoConfig;
   /** The file the configuration came from, when known. */
   readonly configPath: string | null;
@@ -18,9 +23,9 @@ export interface Runtime {
   readonly blockerm: Blocker;
   /** Blocker of data objects. */
   readonly blockerb: Blocker;
-  readonly mapper: Mapper;
-  readonly composer: Composer;
-  /** The lock-owner identity of this runtime (`<hostname>_<unique_str>`). */
+  readonly mapper: MapperApi;
+  readonly composer: VolumeApi;
+  /** The lock-owner identity of this runtime (`<hostname>_<unique_str>`, or mapperd's). */
   readonly identity: string;
   /**
    * Closes the mapper (releasing the locks of every volume it opened, unless `keepLocks`) and
@@ -29,8 +34,17 @@ export interface Runtime {
   close(opts?: { keepLocks?: boolean }): Promise<void>;
 }
 
+/** The embedded runtime: the mapper and composer are in this process. */
+export interface EmbeddedRuntime extends Runtime {
+  readonly wiring: 'embedded';
+  readonly mapper: Mapper;
+  readonly composer: Composer;
+}
+
 export interface RuntimeOptions {
   logger?: Logger;
+  /** Force a wiring (default: `chooseWiring`, which also honours ARCHIPELAGO_WIRING). */
+  wiring?: Wiring;
 }
 
 /** The lock-owner identity a blocker section gives: `<hostname>_<unique_str or "embedded">`. */
@@ -105,13 +119,32 @@ function fileBlocker(role: string, s: BlockerSection, file: string | null): File
   });
 }
 
-/** Builds blockerm, blockerb, mapper and composer from a loaded (validated) configuration. */
+const isLoaded = (v: LoadedConfig | ArchipelagoConfig): v is LoadedConfig =>
+  typeof (v as LoadedConfig).path === 'string' && typeof (v as LoadedConfig).config === 'object';
+
+/**
+ * Opens the runtime of a configuration: clients of the daemons when they run (a loaded
+ * configuration tells where their pidfiles and segment are), the embedded wiring otherwise.
+ */
 export async function openRuntime(
   loaded: LoadedConfig | ArchipelagoConfig,
   opts: RuntimeOptions = {},
 ): Promise<Runtime> {
-  const isLoaded = (v: LoadedConfig | ArchipelagoConfig): v is LoadedConfig =>
-    typeof (v as LoadedConfig).path === 'string' && typeof (v as LoadedConfig).config === 'object';
+  const wiring = opts.wiring ?? (isLoaded(loaded) ? chooseWiring(loaded) : 'embedded');
+  if (wiring === 'daemons') {
+    if (!isLoaded(loaded))
+      throw new ArchipelagoError('EINVAL', 'the daemon wiring needs a loaded configuration (its file path)');
+    const { connectDaemons } = await import('./daemon-runtime.js');
+    return connectDaemons(loaded);
+  }
+  return openEmbeddedRuntime(loaded, opts);
+}
+
+/** Builds blockerm, blockerb, mapper and composer in this process from a (validated) configuration. */
+export async function openEmbeddedRuntime(
+  loaded: LoadedConfig | ArchipelagoConfig,
+  opts: RuntimeOptions = {},
+): Promise<EmbeddedRuntime> {
   const config = isLoaded(loaded) ? loaded.config : loaded;
   const file = isLoaded(loaded) ? loaded.path : null;
   const blockerm = await openBlocker('blockerm', config.blockerm, file);
@@ -131,6 +164,7 @@ export async function openRuntime(
   const composer = new Composer({ mapper, blockerb, ...(opts.logger ? { logger: opts.logger } : {}) });
   let closing: Promise<void> | null = null;
   return {
+    wiring: 'embedded',
     config,
     configPath: file,
     blockerm,

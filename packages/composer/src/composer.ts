@@ -1,30 +1,16 @@
 import type { Blocker } from '@archipelago/blocker';
-import type { Logger, Mapper, ObjectSegment, VolumeInfo } from '@archipelago/mapper';
+import type { Logger, MapperApi, ObjectSegment, VolumeInfo } from '@archipelago/mapper';
+import type { Extent, VolumeApi, WriteOptions, ZeroOptions } from './api.js';
 import { RangeOrder } from './range-order.js';
 
+export type { Extent, WriteOptions, ZeroOptions } from './api.js';
+
 export interface ComposerOptions {
-  mapper: Mapper;
+  /** The mapper: in process (`Mapper`) or a remote one (`SegmentMapper`). */
+  mapper: MapperApi;
   /** Blocker holding data objects. */
   blockerb: Blocker;
   logger?: Logger;
-}
-
-export interface WriteOptions {
-  /** Force unit access: durable before the promise resolves, also on a write-back blocker. */
-  fua?: boolean;
-}
-
-export interface ZeroOptions extends WriteOptions {
-  /** Write real zeros instead of turning whole blocks back into the zero block. */
-  noHole?: boolean;
-}
-
-/** One extent of `blockStatus`. */
-export interface Extent {
-  offset: number;
-  length: number;
-  /** No object backs it: reads are zeros and cost nothing. */
-  zero: boolean;
 }
 
 /** Per-volume I/O state: in-flight count, freeze, and ordering of overlapping I/O. */
@@ -58,8 +44,8 @@ class VolumeState {
  * - many I/Os in flight; overlapping I/Os take effect in the order they were submitted;
  * - snapshot, close and remove freeze the volume, drain in-flight I/O, run, and unfreeze.
  */
-export class Composer {
-  readonly mapper: Mapper;
+export class Composer implements VolumeApi {
+  readonly mapper: MapperApi;
   private readonly blockerb: Blocker;
   private readonly volumes = new Map<string, VolumeState>();
 
@@ -103,21 +89,34 @@ export class Composer {
     return this.io(name, offset, length, false, async () => {
       const segs = await this.mapper.mapRead(name, offset, length);
       if (segs.length === 1) return this.readSegment(segs[0]!);
-      const out = Buffer.allocUnsafe(length);
-      let pos = 0;
-      await Promise.all(
-        segs.map((seg) => {
-          const at = pos;
-          pos += seg.size;
-          if (seg.zero) {
-            out.fill(0, at, at + seg.size);
-            return undefined;
-          }
-          return this.readSegment(seg).then((b) => b.copy(out, at));
-        }),
-      );
-      return out;
+      return this.fill(segs, Buffer.allocUnsafe(length));
     });
+  }
+
+  /**
+   * Reads `out.length` bytes at `offset` into `out` (vlmcd fills the request's shared-memory data
+   * this way). Resolves with `out`.
+   */
+  readInto(name: string, offset: number, out: Buffer): Promise<Buffer> {
+    return this.io(name, offset, out.length, false, async () =>
+      this.fill(await this.mapper.mapRead(name, offset, out.length), out),
+    );
+  }
+
+  private async fill(segs: readonly ObjectSegment[], out: Buffer): Promise<Buffer> {
+    let pos = 0;
+    await Promise.all(
+      segs.map((seg) => {
+        const at = pos;
+        pos += seg.size;
+        if (seg.zero) {
+          out.fill(0, at, at + seg.size);
+          return undefined;
+        }
+        return this.readSegment(seg).then((b) => b.copy(out, at));
+      }),
+    );
+    return out;
   }
 
   private readSegment(seg: ObjectSegment): Promise<Buffer> {

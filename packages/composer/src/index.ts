@@ -1,8 +1,3 @@
-export {
-  Composer,
-  type ComposerOptions,
-  type Extent,
-  type WriteOptions,
-  type ZeroOptions,
-} from './composer.js';
+export type { Extent, VolumeApi, WriteOptions, ZeroOptions } from './api.js';
+export { Composer, type ComposerOptions } from './composer.js';
 export { RangeOrder, type Ticket } from './range-order.js';

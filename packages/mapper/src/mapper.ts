@@ -28,6 +28,7 @@ import {
   validateVolumeName,
   ZERO_BLOCK,
 } from '@archipelago/mapfile';
+import type { MapperApi } from './api.js';
 import { KeyedMutex } from './mutex.js';
 import {
   type CloneOptions,
@@ -104,7 +105,7 @@ const isOwned = (e: MapEntry) =>
  * a snapshot writes the origin (shared objects made read-only, epoch bumped) before the snapshot
  * map; remove marks the header deleted before deleting any object.
  */
-export class Mapper {
+export class Mapper implements MapperApi {
   private readonly blockerm: Blocker;
   private readonly blockerb: Blocker;
   private readonly lockTimeoutMs: number;

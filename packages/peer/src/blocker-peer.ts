@@ -15,18 +15,21 @@ import {
 } from '@archipelago/libxseg';
 import type { RespondOptions, XsegRequest } from '@archipelago/libxseg/segment';
 import type { FileBlockerPeerOptions } from './options.js';
-import { LIST_PAGE_BYTES, PeerFlag, PeerOp } from './wire.js';
+import { LIST_PAGE_BYTES, PeerFlag, PeerOp, payloadOf } from './wire.js';
 
 /** The longest identity a lock request may carry. */
 const MAX_IDENTITY = 128;
 /** Per-identity lock blockers kept open. */
 const MAX_LOCKERS = 256;
 
-export interface BlockerService {
+/** What a peer process serves on its ports (blocker, mapperd, vlmcd). */
+export interface PeerService {
   /** Serves one request; resolves with the reply (the caller responds), rejects with the error. */
   serve(req: XsegRequest): Promise<RespondOptions>;
   close(): Promise<void>;
 }
+
+export type BlockerService = PeerService;
 
 export function createFileBlockerService(o: FileBlockerPeerOptions, role: string): BlockerService {
   const base = {
@@ -67,14 +70,7 @@ export function createFileBlockerService(o: FileBlockerPeerOptions, role: string
     return req.data.subarray(0, len).toString('utf8');
   };
 
-  const payload = (req: XsegRequest): Buffer => {
-    if (req.size > req.data.length)
-      throw new ArchipelagoError(
-        'EINVAL',
-        `${opName(req.op)}: size ${req.size} exceeds the request data (${req.data.length} bytes)`,
-      );
-    return req.data.subarray(0, req.size);
-  };
+  const payload = payloadOf;
 
   async function serve(req: XsegRequest): Promise<RespondOptions> {
     const name = req.target;

@@ -29,6 +29,24 @@ export interface FileBlockerPeerOptions {
   identity?: string;
 }
 
+/** mapperd: a Mapper over the blocker peers on these ports. */
+export interface MapperdPeerOptions {
+  type: 'mapperd';
+  blockerbPort: number;
+  blockermPort: number;
+  /** The volume-lock identity of this mapperd (distinct from an embedded vlmc's). */
+  identity: string;
+  /** How long a write waits for another owner's volume lock, ms. */
+  lockTimeoutMs?: number;
+}
+
+/** vlmcd: a Composer over mapperd and blockerb. */
+export interface VlmcdPeerOptions {
+  type: 'vlmcd';
+  blockerPort: number;
+  mapperPort: number;
+}
+
 export interface PeerOptions {
   /** Role name: "blockerb", "blockerm", … */
   role: string;
@@ -41,7 +59,18 @@ export interface PeerOptions {
   logfile: string;
   /** 0 error, 1 warn, 2 info, 3 debug (the original's log_level). */
   logLevel: number;
-  blocker: FileBlockerPeerOptions;
+  /** Exactly one of blocker, mapperd, vlmcd: what this peer serves. */
+  blocker?: FileBlockerPeerOptions;
+  mapperd?: MapperdPeerOptions;
+  vlmcd?: VlmcdPeerOptions;
+}
+
+/** `logfile` values that mean syslog (facility LOCAL0): `syslog`, or `syslog:<socket path>`. */
+export function syslogSocketOf(logfile: string): string | null {
+  if (logfile === 'syslog') return '/dev/log';
+  if (logfile.startsWith('syslog:') && logfile.length > 'syslog:'.length)
+    return logfile.slice('syslog:'.length);
+  return null;
 }
 
 /** The `xseg` spec string of the segment. */
@@ -82,14 +111,33 @@ export function checkPeerOptions(value: unknown): PeerOptions {
     sizeMiB: int(s, 'sizeMiB', 1, 1 << 20),
   };
   if (segment.dynports >= segment.ports) bad('segment "dynports" must be below "ports"');
-  const b = obj(o.blocker, '"blocker"');
-  if (b.type !== 'file_blocker')
-    bad(`blocker type ${JSON.stringify(b.type)} is not implemented (file_blocker is)`);
-  const blocker: FileBlockerPeerOptions = { type: 'file_blocker', dir: str(b, 'dir') };
-  if (b.lockDir !== undefined) blocker.lockDir = str(b, 'lockDir');
-  if (b.fdcache !== undefined) blocker.fdcache = int(b, 'fdcache', 2, 1 << 20);
-  if (b.direct !== undefined) blocker.direct = b.direct === true;
-  if (b.identity !== undefined) blocker.identity = str(b, 'identity');
+  const kinds = ['blocker', 'mapperd', 'vlmcd'].filter((k) => o[k] !== undefined);
+  if (kinds.length !== 1) bad('exactly one of "blocker", "mapperd", "vlmcd" must be given');
+  const port = (x: Record<string, unknown>, k: string) => int(x, k, 0, segment.ports - 1);
+  const service: Pick<PeerOptions, 'blocker' | 'mapperd' | 'vlmcd'> = {};
+  if (o.blocker !== undefined) {
+    const b = obj(o.blocker, '"blocker"');
+    if (b.type !== 'file_blocker')
+      bad(`blocker type ${JSON.stringify(b.type)} is not implemented (file_blocker is)`);
+    const blocker: FileBlockerPeerOptions = { type: 'file_blocker', dir: str(b, 'dir') };
+    if (b.lockDir !== undefined) blocker.lockDir = str(b, 'lockDir');
+    if (b.fdcache !== undefined) blocker.fdcache = int(b, 'fdcache', 2, 1 << 20);
+    if (b.direct !== undefined) blocker.direct = b.direct === true;
+    if (b.identity !== undefined) blocker.identity = str(b, 'identity');
+    service.blocker = blocker;
+  } else if (o.mapperd !== undefined) {
+    const m = obj(o.mapperd, '"mapperd"');
+    service.mapperd = {
+      type: 'mapperd',
+      blockerbPort: port(m, 'blockerbPort'),
+      blockermPort: port(m, 'blockermPort'),
+      identity: str(m, 'identity'),
+      ...(m.lockTimeoutMs !== undefined ? { lockTimeoutMs: int(m, 'lockTimeoutMs', 0, 86_400_000) } : {}),
+    };
+  } else {
+    const v = obj(o.vlmcd, '"vlmcd"');
+    service.vlmcd = { type: 'vlmcd', blockerPort: port(v, 'blockerPort'), mapperPort: port(v, 'mapperPort') };
+  }
   const opts: PeerOptions = {
     role: str(o, 'role'),
     segment,
@@ -99,7 +147,7 @@ export function checkPeerOptions(value: unknown): PeerOptions {
     pidfile: str(o, 'pidfile'),
     logfile: str(o, 'logfile'),
     logLevel: int(o, 'logLevel', 0, 3),
-    blocker,
+    ...service,
   };
   if (opts.portEnd < opts.portStart) bad('"portEnd" is below "portStart"');
   return opts;

@@ -10,20 +10,41 @@ import { dirname } from 'node:path';
 import { ArchipelagoError, XS } from '@archipelago/libxseg';
 import { type Port, Segment, type XsegRequest } from '@archipelago/libxseg/segment';
 import { type Logger, pino } from 'pino';
-import { type BlockerService, createFileBlockerService } from './blocker-peer.js';
-import { type PeerOptions, segmentSpec } from './options.js';
+import { createFileBlockerService, type PeerService } from './blocker-peer.js';
+import { createMapperService } from './mapper-peer.js';
+import { type PeerOptions, segmentSpec, syslogSocketOf } from './options.js';
 import { readPidfile, removePidfile, writePidfile } from './pidfile.js';
+import { syslogStream } from './syslog.js';
+import { createVlmcService } from './vlmc-peer.js';
 import { encodeError } from './wire.js';
 
 /** pino levels for the original's log_level 0..3. */
 export const LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const;
 
+/**
+ * The peer's pino logger: to `logfile`, or to syslog (LOCAL0) when `logfile` is `syslog` or
+ * `syslog:<socket>`; without that socket, to stderr (which the tool sends to `<run dir>/<role>.log`).
+ */
 export function createLogger(logfile: string, logLevel: number, role: string): Logger {
+  const o = { name: role, level: LOG_LEVELS[logLevel] ?? 'info', base: { pid: process.pid, role } };
+  const socket = syslogSocketOf(logfile);
+  if (socket !== null) {
+    const stream = syslogStream(socket, `archipelago-${role}`);
+    if (stream) return pino(o, stream);
+    const log = pino(o, pino.destination({ dest: 2, sync: true }));
+    log.warn({ socket }, 'no syslog socket: logging to stderr');
+    return log;
+  }
   mkdirSync(dirname(logfile), { recursive: true });
-  return pino(
-    { name: role, level: LOG_LEVELS[logLevel] ?? 'info', base: { pid: process.pid, role } },
-    pino.destination({ dest: logfile, sync: true, mkdir: true }),
-  );
+  return pino(o, pino.destination({ dest: logfile, sync: true, mkdir: true }));
+}
+
+/** What the options say this peer serves. */
+function createService(opts: PeerOptions, seg: Segment, log: Logger): PeerService {
+  if (opts.mapperd) return createMapperService(opts.mapperd, seg, log);
+  if (opts.vlmcd) return createVlmcService(opts.vlmcd, seg, log);
+  if (opts.blocker) return createFileBlockerService(opts.blocker, opts.role);
+  throw new ArchipelagoError('EINVAL_CONFIG', `${opts.role}: the options name nothing to serve`);
 }
 
 export interface RunningPeer {
@@ -64,7 +85,13 @@ export async function startPeer(opts: PeerOptions): Promise<RunningPeer> {
 
   const spec = segmentSpec(opts.segment);
   const seg = Segment.open(spec);
-  const service: BlockerService = createFileBlockerService(opts.blocker, opts.role);
+  let service: PeerService;
+  try {
+    service = createService(opts, seg, log);
+  } catch (e) {
+    seg.close();
+    throw e;
+  }
   const ports: Port[] = [];
   try {
     for (let n = opts.portStart; n <= opts.portEnd; n++) {
@@ -150,7 +177,14 @@ export async function startPeer(opts: PeerOptions): Promise<RunningPeer> {
     throw e;
   }
   log.info(
-    { segment: spec, ports: ports.map((p) => p.number), nrOps: opts.nrOps, dir: opts.blocker.dir },
+    {
+      segment: spec,
+      ports: ports.map((p) => p.number),
+      nrOps: opts.nrOps,
+      ...(opts.blocker ? { dir: opts.blocker.dir } : {}),
+      ...(opts.mapperd ? { mapperd: opts.mapperd } : {}),
+      ...(opts.vlmcd ? { vlmcd: opts.vlmcd } : {}),
+    },
     `${opts.role} started`,
   );
 
@@ -172,7 +206,10 @@ export async function startPeer(opts: PeerOptions): Promise<RunningPeer> {
         ]);
       }
       for (const job of queue.splice(0))
-        respondError(job, new ArchipelagoError('ECLOSED', `${opts.role} is stopping`));
+        respondError(
+          job,
+          new ArchipelagoError('ECLOSED', `${opts.role} is stopping`, { details: { stopping: true } }),
+        );
       for (const p of ports) {
         try {
           p.close();

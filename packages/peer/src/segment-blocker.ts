@@ -1,7 +1,8 @@
 /**
  * SegmentBlocker: a Blocker whose calls go through the segment to a blocker peer. It binds one
  * dynamic port and sends each call as one request (wire.ts); the peer's errors come back as the
- * same ArchipelagoErrors the local blocker would have thrown.
+ * same ArchipelagoErrors the local blocker would have thrown. Every blocker call is idempotent
+ * (for one identity), so each is retried when the peer died or stopped (client.ts).
  */
 import { hostname } from 'node:os';
 import type { AcquireOptions, Blocker, ObjectInfo, ReadOptions, ReleaseOptions } from '@archipelago/blocker';
@@ -13,14 +14,11 @@ import {
   Op,
   XF,
 } from '@archipelago/libxseg';
-import { type Port, Segment, type SubmitOptions, type XsegReply } from '@archipelago/libxseg/segment';
-import { decodeError, PeerFlag, PeerOp } from './wire.js';
+import type { XsegReply } from '@archipelago/libxseg/segment';
+import { PeerClient, type PeerClientOptions, type Send } from './client.js';
+import { PeerFlag, PeerOp } from './wire.js';
 
-export interface SegmentBlockerOptions {
-  /** A joined segment (shared, not closed by us), or a spec/name to join (closed on close()). */
-  segment: Segment | string;
-  /** The blocker peer's port. */
-  port: number;
+export interface SegmentBlockerOptions extends PeerClientOptions {
   /** Lock owner identity; default `<hostname>_segment`. */
   identity?: string;
   /** The kind reported (default "segment"). */
@@ -52,96 +50,41 @@ function checkCount(v: unknown, what: string): number {
   return v;
 }
 
-export class SegmentBlocker implements Blocker {
+export class SegmentBlocker extends PeerClient implements Blocker {
   readonly specificationVersion = 'v1' as const;
   readonly kind: string;
   readonly identity: string;
-  readonly peerPort: number;
-  private readonly segment: Segment;
-  private readonly ownsSegment: boolean;
-  private readonly port: Port;
-  private readonly inflight = new Set<Promise<unknown>>();
-  private closed = false;
   private readonly lockTimeoutMs: number;
   private readonly lockPollMs: number;
   private readonly sleepers = new Set<{ res: () => void; rej: (e: Error) => void; timer: NodeJS.Timeout }>();
 
   constructor(opts: SegmentBlockerOptions) {
-    this.kind = opts.kind ?? 'segment';
-    this.identity = opts.identity ?? `${hostname()}_segment`;
-    if (Buffer.byteLength(this.identity) > 128 || this.identity === '')
+    const identity = opts.identity ?? `${hostname()}_segment`;
+    if (Buffer.byteLength(identity) > 128 || identity === '')
       throw new ArchipelagoError('EINVAL', 'identity must be 1..128 bytes');
-    this.peerPort = opts.port;
+    super(opts, 'blocker');
+    this.kind = opts.kind ?? 'segment';
+    this.identity = identity;
     this.lockTimeoutMs = opts.lockTimeoutMs ?? 30_000;
     this.lockPollMs = opts.lockPollMs ?? 100;
-    if (typeof opts.segment === 'string') {
-      this.segment = Segment.join(opts.segment);
-      this.ownsSegment = true;
-    } else {
-      this.segment = opts.segment;
-      this.ownsSegment = false;
-    }
-    try {
-      this.port = this.segment.bindDynamicPort();
-    } catch (e) {
-      if (this.ownsSegment) this.segment.close();
-      throw e;
-    }
-    this.port.unref();
   }
 
-  /** The dynamic port this client sends from. */
-  get clientPort(): number {
-    return this.port.number;
-  }
-
-  /** Sends one request; resolves with the reply (the caller releases it) or rejects with the peer's error. */
-  private async request(what: string, o: Omit<SubmitOptions, 'dst'>): Promise<XsegReply> {
-    if (this.closed) throw new ArchipelagoError('ECLOSED', `${what}: the segment blocker was closed`);
-    if (this.inflight.size === 0) this.port.ref();
-    const p = this.port.call({ ...o, dst: this.peerPort });
-    this.inflight.add(p);
-    let reply: XsegReply;
-    try {
-      reply = await p;
-    } finally {
-      this.inflight.delete(p);
-      if (this.inflight.size === 0 && !this.closed) this.port.unref();
-    }
-    if (reply.error) {
-      reply.release();
-      throw reply.error;
-    }
-    if (!reply.ok) {
-      const err = decodeError(reply.data, what);
-      reply.release();
-      throw err;
-    }
-    return reply;
-  }
-
-  private async simple(what: string, o: Omit<SubmitOptions, 'dst'>): Promise<void> {
-    (await this.request(what, o)).release();
+  /** Every blocker call may be sent again after the peer died. */
+  protected override request(what: string, o: Send): Promise<XsegReply> {
+    return super.request(what, o, true);
   }
 
   async read(name: string, offset: number, length: number, options?: ReadOptions): Promise<Buffer> {
     checkName(name);
     checkCount(offset, 'offset');
     checkCount(length, 'length');
-    const r = await this.request(`read ${name}`, {
+    return this.readReply(`read ${name}`, {
       op: Op.READ,
       target: name,
       offset,
       size: length,
       flags: options?.missingOk ? PeerFlag.MISSINGOK : 0,
     });
-    try {
-      if (r.data.length < length)
-        throw new ArchipelagoError('EIO', `read ${name}: short reply (${r.data.length} < ${length})`);
-      return Buffer.from(r.data.subarray(0, length));
-    } finally {
-      r.release();
-    }
   }
 
   private toBuffer(data: Uint8Array): Buffer {
@@ -332,24 +275,13 @@ export class SegmentBlocker implements Blocker {
     await this.simple('flush', { op: Op.FLUSH });
   }
 
-  /** Round trip to the peer (op PING). */
-  async ping(): Promise<void> {
-    await this.simple('ping', { op: Op.PING });
-  }
-
   async close(): Promise<void> {
     if (this.closed) return;
-    this.closed = true;
     for (const w of this.sleepers) {
       clearTimeout(w.timer);
       w.rej(new ArchipelagoError('ECLOSED', 'the segment blocker was closed while waiting for a lock'));
     }
     this.sleepers.clear();
-    await Promise.allSettled([...this.inflight]);
-    try {
-      this.port.close();
-    } finally {
-      if (this.ownsSegment) this.segment.close();
-    }
+    await this.disconnect();
   }
 }

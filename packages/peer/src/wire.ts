@@ -2,7 +2,7 @@
  * The blocker protocol over the segment: which op carries which Blocker call, the flags we add,
  * and how errors travel back. Documented in the package README ("Wire protocol").
  */
-import { ArchipelagoError, ERROR_CODES, type ErrorCode, Op } from '@archipelago/libxseg';
+import { ArchipelagoError, ERROR_CODES, type ErrorCode, Op, opName } from '@archipelago/libxseg';
 
 /**
  * Ops beyond the original's 0..21, for Blocker calls the original had no op for. They start at
@@ -77,7 +77,7 @@ export function encodeError(e: unknown): Buffer {
  * The error a failed reply carries, or a generic one when it carries none (a request failed by
  * the segment: the peer died and `recoverport` / the restarted peer failed it back).
  */
-export function decodeError(data: Buffer, what: string): ArchipelagoError {
+export function decodeError(data: Buffer, what: string, peer = 'blocker'): ArchipelagoError {
   if (data.length > ERROR_MAGIC.length && data.subarray(0, ERROR_MAGIC.length).equals(ERROR_MAGIC)) {
     try {
       const o = JSON.parse(data.subarray(ERROR_MAGIC.length).toString()) as {
@@ -96,7 +96,49 @@ export function decodeError(data: Buffer, what: string): ArchipelagoError {
   }
   return new ArchipelagoError(
     'EIO',
-    `${what}: the request failed without an answer from the blocker peer (it died, or its port was recovered)`,
+    `${what}: the request failed without an answer from the ${peer} peer (it died, or its port was recovered)`,
     { details: { failedBySegment: true } },
   );
+}
+
+/**
+ * True for the failures a retry can cure: the peer died (the request was failed back by the
+ * segment, with no answer) or was stopping (ECLOSED with `details.stopping`). A real error from a
+ * live peer — including an I/O error of its backend — is never retried.
+ */
+export function isPeerGone(e: ArchipelagoError): boolean {
+  return (
+    (e.code === 'EIO' && e.details.failedBySegment === true) ||
+    (e.code === 'ECLOSED' && e.details.stopping === true)
+  );
+}
+
+/** The first `size` bytes of a request's data; EINVAL when `size` claims more than it has. */
+export function payloadOf(req: { op: number; size: number; data: Buffer }): Buffer {
+  if (req.size > req.data.length)
+    throw new ArchipelagoError(
+      'EINVAL',
+      `${opName(req.op)}: size ${req.size} exceeds the request data (${req.data.length} bytes)`,
+    );
+  return req.data.subarray(0, req.size);
+}
+
+/** JSON with bigints (map epochs) kept exact: `{"$bigint":"123"}`. */
+export function toJson(value: unknown): Buffer {
+  return Buffer.from(
+    JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? { $bigint: v.toString() } : v)),
+  );
+}
+
+/** Parses what `toJson` wrote; malformed bytes are EINVAL (a client's bytes never crash a peer). */
+export function fromJson<T>(data: Buffer, what: string): T {
+  try {
+    return JSON.parse(data.toString('utf8'), (_k, v: unknown) =>
+      v !== null && typeof v === 'object' && typeof (v as { $bigint?: unknown }).$bigint === 'string'
+        ? BigInt((v as { $bigint: string }).$bigint)
+        : v,
+    ) as T;
+  } catch (e) {
+    throw new ArchipelagoError('EINVAL', `${what}: malformed JSON payload (${(e as Error).message})`);
+  }
 }

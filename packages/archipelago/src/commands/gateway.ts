@@ -1,4 +1,4 @@
-import { openRuntime } from '@archipelago/cli';
+import { openEmbeddedRuntime } from '@archipelago/cli';
 import { type GatewayUser, startGateway } from '@archipelago/gateway';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { Flags } from '@oclif/core';
@@ -48,7 +48,8 @@ configuration. Stops cleanly on SIGTERM or SIGINT. See packages/gateway/README.m
     if (!flags['no-auth'] && users.length === 0 && Object.keys(tokens).length === 0) {
       throw new ArchipelagoError('EINVAL', 'give at least one --user or --token, or --no-auth');
     }
-    const rt = await openRuntime(this.loadConfig(flags.config));
+    // The gateway runs its own mapper over the blockers (embedded wiring).
+    const rt = await openEmbeddedRuntime(this.loadConfig(flags.config));
     const gw = await startGateway({
       blockerm: rt.blockerm,
       blockerb: rt.blockerb,

@@ -5,7 +5,7 @@ import { type StartResult, start } from '../daemons.js';
 export default class Start extends ArchipelagoCommand {
   static override summary = 'Start the peers in [PEERS] ROLES order, or one peer.';
   static override description =
-    'Refuses when a peer is already running. Each peer must write its pidfile within 3 s; on a failure the peers this command started are stopped again. mapperd and vlmcd are not daemons yet: they run embedded and are skipped with a notice.';
+    'Refuses when a peer is already running. Each peer must write its pidfile within 3 s; on a failure the peers this command started are stopped again. While mapperd and vlmcd run, vlmc and vlmc map go through them.';
   static override examples = [
     '<%= config.bin %> -c archipelago.conf start',
     '<%= config.bin %> start blockerb',

@@ -1,0 +1,74 @@
+/**
+ * The daemon wiring: the Runtime's parts are clients of the daemons over the segment —
+ * `SegmentMapper` (mapperd), `SegmentVolumes` (vlmcd), and `SegmentBlocker`s to blockerm and
+ * blockerb (lock owners, object queries) — each on its own dynamic port of one joined segment.
+ * Volume locks are mapperd's (its identity is this runtime's), so the lock decides between the
+ * daemons and an embedded writer of the same host.
+ */
+import { ArchipelagoError } from '@archipelago/libxseg';
+import type { LoadedConfig } from './config.js';
+import { pidfileOf, portOf, segmentSpecOf, VOLUME_DAEMONS } from './daemons.js';
+import type { Runtime } from './runtime.js';
+
+export async function connectDaemons(loaded: LoadedConfig): Promise<Runtime> {
+  const peer = await import('@archipelago/peer');
+  for (const role of VOLUME_DAEMONS) {
+    const st = peer.readPidfile(pidfileOf(loaded, role));
+    if (st.state !== 'running')
+      throw new ArchipelagoError(
+        'EIO',
+        `${role} is not running (${st.state === 'stale' ? 'stale pidfile' : 'no pidfile'}: ${pidfileOf(loaded, role)}) while the other daemons are; run "archipelago start ${role}" (or "archipelago restart"), then retry`,
+        { details: { role, state: st.state } },
+      );
+  }
+  const { Segment } = await import('@archipelago/libxseg/segment');
+  const segment = Segment.join(segmentSpecOf(loaded));
+  const clients: { disconnect(): Promise<void> }[] = [];
+  try {
+    const mapper = new peer.SegmentMapper({ segment, port: portOf(loaded, 'mapperd'), trackOpens: true });
+    clients.push(mapper);
+    const { identity } = await mapper.hello();
+    const composer = new peer.SegmentVolumes({ segment, port: portOf(loaded, 'vlmcd'), tracker: mapper });
+    clients.push(composer);
+    const blockerm = new peer.SegmentBlocker({
+      segment,
+      port: portOf(loaded, 'blockerm'),
+      identity,
+      kind: 'blockerm',
+    });
+    clients.push(blockerm);
+    const blockerb = new peer.SegmentBlocker({
+      segment,
+      port: portOf(loaded, 'blockerb'),
+      identity,
+      kind: 'blockerb',
+    });
+    clients.push(blockerb);
+    let closing: Promise<void> | null = null;
+    return {
+      wiring: 'daemons',
+      config: loaded.config,
+      configPath: loaded.path,
+      blockerm,
+      blockerb,
+      mapper,
+      composer,
+      identity,
+      close(closeOpts = {}) {
+        closing ??= (async () => {
+          try {
+            if (!closeOpts.keepLocks) for (const v of mapper.openVolumes()) await composer.close(v);
+          } finally {
+            await Promise.allSettled(clients.map((c) => c.disconnect()));
+            segment.close();
+          }
+        })();
+        return closing;
+      },
+    };
+  } catch (e) {
+    await Promise.allSettled(clients.map((c) => c.disconnect()));
+    segment.close();
+    throw e;
+  }
+}

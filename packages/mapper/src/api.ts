@@ -1,0 +1,55 @@
+/**
+ * `MapperApi`: what a mapper offers to the composer and the tools, as an interface. `Mapper`
+ * implements it in process; `SegmentMapper` (`@archipelago/peer`) implements it over the segment,
+ * talking to a mapperd peer. Callers that accept a `MapperApi` work with either.
+ */
+import type { MapEntry } from '@archipelago/mapfile';
+import type {
+  CloneOptions,
+  CreateFromEntriesOptions,
+  CreateOptions,
+  HashOptions,
+  HashResult,
+  LoadOptions,
+  ObjectSegment,
+  VolumeInfo,
+  VolumeSummary,
+} from './types.js';
+
+export interface MapperApi {
+  /** Creates an empty volume of `size` bytes. */
+  create(name: string, opts: CreateOptions): Promise<VolumeInfo>;
+  /** Creates volume `name` from snapshot `source` (copy-on-write). */
+  clone(source: string, name: string, opts?: CloneOptions): Promise<VolumeInfo>;
+  /** Creates a map from explicit entries (X_CREATE: Pithos hashmaps). */
+  createFromEntries(name: string, opts: CreateFromEntriesOptions): Promise<VolumeInfo>;
+  /** Hashes a snapshot into a content-addressed map (progress is reported in process only). */
+  hash(name: string, opts?: HashOptions): Promise<HashResult>;
+  snapshot(name: string, snap: string): Promise<VolumeInfo>;
+  remove(name: string, opts?: LoadOptions): Promise<void>;
+  rename(name: string, newName: string): Promise<VolumeInfo>;
+  resize(name: string, size: number): Promise<VolumeInfo>;
+  /** Takes the volume lock without waiting and caches the map. */
+  openVolume(name: string, opts?: LoadOptions): Promise<VolumeInfo>;
+  /** Drops the cached map and releases the lock. */
+  closeVolume(name: string): Promise<void>;
+  lock(name: string): Promise<void>;
+  unlock(name: string, opts?: { force?: boolean }): Promise<void>;
+  info(name: string, opts?: LoadOptions): Promise<VolumeInfo>;
+  list(): Promise<VolumeSummary[]>;
+  entries(name: string, opts?: LoadOptions): Promise<readonly MapEntry[]>;
+  /** Object segments for reading a byte range. */
+  mapRead(name: string, offset: number, length: number, opts?: LoadOptions): Promise<ObjectSegment[]>;
+  /** Object segments for writing a byte range, copied up where shared. */
+  mapWrite(name: string, offset: number, length: number, opts?: LoadOptions): Promise<ObjectSegment[]>;
+  /** Opens for writing; EREADONLY for a snapshot. */
+  assertWritable(name: string, opts?: LoadOptions): Promise<void>;
+  /** Turns block `index` back into the zero block. */
+  discard(name: string, index: number, opts?: LoadOptions): Promise<void>;
+  /** Makes map changes durable. */
+  flush(): Promise<void>;
+  /** Volumes this mapper (or, for a remote one, this client) opened and has not closed. */
+  openVolumes(): string[];
+  /** Closes the mapper (a local one releases the locks of its open volumes). */
+  close(): Promise<void>;
+}

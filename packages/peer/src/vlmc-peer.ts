@@ -1,0 +1,116 @@
+/**
+ * vlmcd's request handler: volume I/O on a Composer over a SegmentMapper (mapperd) and a
+ * SegmentBlocker (blockerb). Reads are composed straight into the request's shared-memory data;
+ * writes hand the request's data to the composer without a copy of their own.
+ *
+ * Ops (target = the volume): X_READ 1 and X_WRITE 2 (offset, size; XF_FUA; a zero-size write with
+ * XF_FLUSH is a flush barrier, as in the original), X_FLUSH 20, X_SNAPSHOT 16 (data = the snapshot
+ * name as a target payload; reply JSON VolumeInfo), X_CLOSE 15, X_DELETE 5, X_INFO 11 (reply
+ * `xseg_reply_info {u64 size}`); ours from 96: WRITEZEROES 96 (flag NOHOLE), TRIM 97, BLOCKSTATUS
+ * 98 (reply JSON extents), FREEZE 99 (drain, then answer: a barrier for one volume).
+ */
+import { Composer } from '@archipelago/composer';
+import { ArchipelagoError, decodeTargetPayload, encodeInfoReply, Op, opName, XF } from '@archipelago/libxseg';
+import type { RespondOptions, Segment, XsegRequest } from '@archipelago/libxseg/segment';
+import type { Logger } from '@archipelago/mapper';
+import type { PeerService } from './blocker-peer.js';
+import type { VlmcdPeerOptions } from './options.js';
+import { SegmentBlocker } from './segment-blocker.js';
+import { SegmentMapper } from './segment-mapper.js';
+import { payloadOf, toJson } from './wire.js';
+
+export const VlmcOp = {
+  PING: Op.PING,
+  READ: Op.READ,
+  WRITE: Op.WRITE,
+  DELETE: Op.DELETE,
+  INFO: Op.INFO,
+  CLOSE: Op.CLOSE,
+  SNAPSHOT: Op.SNAPSHOT,
+  FLUSH: Op.FLUSH,
+  WRITEZEROES: 96,
+  TRIM: 97,
+  BLOCKSTATUS: 98,
+  FREEZE: 99,
+} as const;
+
+/** Flags of ours for vlmcd (from 0x400, above the blocker peer's). */
+export const VlmcFlag = {
+  /** write-zeroes: write real zeros instead of returning whole blocks to the zero block. */
+  NOHOLE: 0x400,
+} as const;
+
+export function createVlmcService(
+  o: VlmcdPeerOptions,
+  segment: Segment,
+  logger?: Logger,
+): PeerService & { composer: Composer } {
+  const mapper = new SegmentMapper({ segment, port: o.mapperPort });
+  const blockerb = new SegmentBlocker({ segment, port: o.blockerPort, kind: 'blockerb' });
+  const composer = new Composer({ mapper, blockerb, ...(logger ? { logger } : {}) });
+
+  async function serve(req: XsegRequest): Promise<RespondOptions> {
+    const name = req.target;
+    const fua = (req.flags & XF.FUA) !== 0;
+    switch (req.op) {
+      case VlmcOp.PING:
+        return { serviced: 0 };
+      case VlmcOp.READ:
+        await composer.readInto(name, req.offset, payloadOf(req));
+        return { serviced: req.size };
+      case VlmcOp.WRITE:
+        if (req.size === 0 && (req.flags & (XF.FLUSH | XF.FUA)) !== 0) {
+          await composer.flush(name);
+          return { serviced: 0 };
+        }
+        await composer.write(name, req.offset, payloadOf(req), { fua });
+        return { serviced: req.size };
+      case VlmcOp.WRITEZEROES:
+        await composer.writeZeroes(name, req.offset, req.size, {
+          fua,
+          noHole: (req.flags & VlmcFlag.NOHOLE) !== 0,
+        });
+        return { serviced: 0 };
+      case VlmcOp.TRIM:
+        await composer.trim(name, req.offset, req.size);
+        return { serviced: 0 };
+      case VlmcOp.FLUSH:
+        await composer.flush(name === '' ? undefined : name);
+        return { serviced: 0 };
+      case VlmcOp.BLOCKSTATUS: {
+        const data = toJson(await composer.blockStatus(name, req.offset, req.size));
+        return { data, serviced: data.length };
+      }
+      case VlmcOp.FREEZE:
+        await composer.frozen(name, async () => {});
+        return { serviced: 0 };
+      case VlmcOp.SNAPSHOT: {
+        const snap = decodeTargetPayload(Buffer.from(payloadOf(req)));
+        const data = toJson(await composer.snapshot(name, snap));
+        return { data, serviced: data.length };
+      }
+      case VlmcOp.CLOSE:
+        await composer.close(name);
+        return { serviced: 0 };
+      case VlmcOp.DELETE:
+        await composer.remove(name);
+        return { serviced: 0 };
+      case VlmcOp.INFO: {
+        const data = encodeInfoReply(BigInt(await composer.size(name)));
+        return { data, serviced: data.length };
+      }
+      default:
+        throw new ArchipelagoError('ENOTSUP', `op ${req.op} (${opName(req.op)}) is not served by vlmcd`, {
+          details: { op: req.op },
+        });
+    }
+  }
+
+  return {
+    composer,
+    serve,
+    async close() {
+      await Promise.allSettled([mapper.close(), blockerb.close()]);
+    },
+  };
+}
