@@ -13,7 +13,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { peerOptions } from '../../packages/archipelago/src/daemons.js';
 import { Segment } from '../../packages/libxseg/src/segment/index.js';
 import { PEER_OPTIONS_ENV, SegmentBlocker } from '../../packages/peer/src/index.js';
-import { BLOCKERB_PORT, makeConfig, ROOT, sleep, type TestConfig, until } from './helpers.js';
+import { BLOCKERB_PORT, ENV, makeConfig, ROOT, sleep, type TestConfig, until, VLMC } from './helpers.js';
 
 const PEER_MAIN = join(ROOT, 'packages/peer/dist/main.js');
 let cfg: TestConfig | undefined;
@@ -32,21 +32,21 @@ interface StatusJson {
 const stateOf = (s: StatusJson, role: string) => s.peers.find((p) => p.role === role)?.state;
 
 describe('archipelago start / status / stop', () => {
-  it('starts the blocker peers in ROLES order, skips the embedded roles, refuses a second start, stops', () => {
+  it('starts the four roles in ROLES order, refuses a second start, stops in reverse', () => {
     cfg = makeConfig();
     const started = cfg.tool('start');
     expect(started.status, started.stderr).toBe(0);
-    expect(started.stdout).toMatch(/blockerb: started \(pid \d+\)\nblockerm: started/);
-    expect(started.stdout).toMatch(/mapperd: not implemented yet as a daemon: runs embedded/);
-    expect(started.stdout).toMatch(/vlmcd: not implemented yet/);
+    expect(started.stdout).toMatch(
+      /blockerb: started \(pid \d+\)\nblockerm: started \(pid \d+\)\nmapperd: started \(pid \d+\)\nvlmcd: started/,
+    );
 
     const st = cfg.tool('status', '--json').json as StatusJson;
     expect(st.segment).toEqual({ name: cfg.segment, exists: true });
     expect(st.peers.map((p) => [p.role, p.state])).toEqual([
       ['blockerb', 'running'],
       ['blockerm', 'running'],
-      ['mapperd', 'embedded'],
-      ['vlmcd', 'embedded'],
+      ['mapperd', 'running'],
+      ['vlmcd', 'running'],
     ]);
     expect(st.mapped).toEqual([]);
 
@@ -58,7 +58,7 @@ describe('archipelago start / status / stop', () => {
     expect(stopped.status, stopped.stderr).toBe(0);
     const sj = stopped.json as { peers: { role: string; result: string }[]; segmentDestroyed: boolean };
     expect(sj.peers.map((p) => p.role)).toEqual(['vlmcd', 'mapperd', 'blockerm', 'blockerb']);
-    expect(sj.peers.filter((p) => p.result === 'stopped').length).toBe(2);
+    expect(sj.peers.filter((p) => p.result === 'stopped').length).toBe(4);
     expect(sj.segmentDestroyed).toBe(true);
     const after = cfg.tool('status', '--json').json as StatusJson;
     expect(stateOf(after, 'blockerb')).toBe('not running');
@@ -267,5 +267,34 @@ describe('crash and recovery', () => {
       await b.close();
       seg.close();
     }
+  });
+});
+
+describe('vlmc over the daemons', () => {
+  it('vlmc goes through mapperd and vlmcd while they run; the volume lock keeps an embedded writer out', () => {
+    cfg = makeConfig();
+    const c = cfg;
+    expect(c.tool('start').status).toBe(0);
+    expect(c.vlmc('create', 'dv', '--size', '8M').status).toBe(0);
+    expect(c.vlmc('open', 'dv').stdout).toMatch(/locked by \S+_mapperd/);
+    expect(c.log('mapperd')).toMatch(/"volume":"dv"/);
+    // An embedded vlmc (forced) has another identity: the lock held by mapperd refuses it.
+    const embedded = spawnSync(process.execPath, [VLMC, '-c', c.conf, 'lock', 'dv'], {
+      encoding: 'utf8',
+      env: { ...ENV, ARCHIPELAGO_WIRING: 'embedded' },
+    });
+    expect(embedded.status).toBe(1);
+    expect(embedded.stderr).toMatch(/ELOCKED.*_mapperd/);
+    expect(c.vlmc('close', 'dv').status).toBe(0);
+    // A crashed vlmcd is reported, not bypassed.
+    process.kill(c.pidOf('vlmcd') as number, 'SIGKILL');
+    const down = c.vlmc('info', 'dv');
+    expect(down.status).toBe(1);
+    expect(down.stderr).toMatch(/vlmcd is not running \(stale pidfile/);
+    expect(c.tool('restart', 'vlmcd').status).toBe(0);
+    expect(c.vlmc('info', 'dv').status).toBe(0);
+    // With the daemons stopped, vlmc is embedded again.
+    expect(c.tool('stop').status).toBe(0);
+    expect(c.vlmc('remove', 'dv').status).toBe(0);
   });
 });

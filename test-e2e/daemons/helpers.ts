@@ -4,13 +4,17 @@
  * The tool and the peers run from dist/: `pnpm run build` first.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Segment } from '../../packages/libxseg/src/segment/index.js';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
 export const TOOL = join(ROOT, 'packages/archipelago/bin/archipelago.js');
+export const VLMC = join(ROOT, 'packages/cli/bin/vlmc.js');
+export const XSEG = join(ROOT, 'packages/tools-xseg/bin/xseg.js');
+/** The system python first: nbdsh and the nbd module are Debian's. */
+export const ENV = { ...process.env, PATH: `/usr/bin:/usr/sbin:${process.env.PATH ?? ''}` };
 export const BLOCKERB_PORT = 10;
 export const BLOCKERM_PORT = 12;
 
@@ -22,6 +26,8 @@ export interface TestConfig {
   spec: string;
   /** Runs `archipelago -c conf <args>`. */
   tool(...args: string[]): { status: number | null; stdout: string; stderr: string; json: unknown };
+  /** Runs `vlmc -c conf <args>`. */
+  vlmc(...args: string[]): { status: number | null; stdout: string; stderr: string; json: unknown };
   pidOf(role: string): number | null;
   log(role: string): string;
   cleanup(): void;
@@ -81,8 +87,13 @@ mapper_port = 11
 `,
   );
   const runDir = join(dir, 'run');
-  const tool = (...args: string[]) => {
-    const r = spawnSync(process.execPath, [TOOL, '-c', conf, ...args], { encoding: 'utf8', timeout: 60_000 });
+  mkdirSync(runDir, { recursive: true });
+  const run = (bin: string, ...args: string[]) => {
+    const r = spawnSync(process.execPath, [bin, '-c', conf, ...args], {
+      encoding: 'utf8',
+      timeout: 60_000,
+      env: ENV,
+    });
     let json: unknown;
     if (args.includes('--json')) {
       try {
@@ -93,6 +104,8 @@ mapper_port = 11
     }
     return { status: r.status, stdout: r.stdout, stderr: r.stderr, json };
   };
+  const tool = (...args: string[]) => run(TOOL, ...args);
+  const vlmc = (...args: string[]) => run(VLMC, ...args);
   return {
     dir,
     conf,
@@ -100,6 +113,7 @@ mapper_port = 11
     segment,
     spec: `posix:${segment}:64:128:96:12`,
     tool,
+    vlmc,
     pidOf(role) {
       try {
         return Number(readFileSync(join(runDir, `${role}.pid`), 'utf8').trim()) || null;
@@ -115,7 +129,15 @@ mapper_port = 11
       }
     },
     cleanup() {
-      for (const role of ['blockerb', 'blockerm']) {
+      for (const f of readdirSync(runDir).filter((n) => n.endsWith('.json'))) {
+        try {
+          const pid = (JSON.parse(readFileSync(join(runDir, f), 'utf8')) as { pid?: number }).pid;
+          if (pid && pid !== process.pid) process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone
+        }
+      }
+      for (const role of ['blockerb', 'blockerm', 'mapperd', 'vlmcd']) {
         const pid = this.pidOf(role);
         if (pid)
           try {
