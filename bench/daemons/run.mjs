@@ -1,0 +1,173 @@
+#!/usr/bin/env node
+/**
+ * bench/daemons: the NBD fio table through the daemons next to the embedded endpoint, in one run.
+ * A script run by hand, never a test. Run it under the shared lock:
+ *
+ *   flock /var/tmp/bench.lock node bench/daemons/run.mjs [--size-mib 512] [--runtime 10] [--ramp 2]
+ *                                                         [--dir /var/tmp] [--rows seqread,randread]
+ *
+ * Both columns are `vlmc map` endpoints (the same NBD server code, spawned as vlmc spawns it);
+ * they differ only in the wiring: embedded (blockers, mapper and composer in the endpoint
+ * process) or daemons (endpoint → vlmcd → mapperd → blockerm/blockerb over the segment). The same
+ * volume, filled once with random bytes, is mapped one way, then the other (the daemons stay up
+ * for the embedded run, idle). Writes `bench/results/daemons.md`.
+ */
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cpus, loadavg } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { run } from '../../scripts/lib/proc.mjs';
+
+const ROOT = resolve(dirname(new URL(import.meta.url).pathname), '../..');
+const TOOL = join(ROOT, 'packages/archipelago/bin/archipelago.js');
+const VLMC = join(ROOT, 'packages/cli/bin/vlmc.js');
+const MiB = 1 << 20;
+
+const { values: opts } = parseArgs({
+  options: {
+    'size-mib': { type: 'string', default: '512' },
+    runtime: { type: 'string', default: '10' },
+    ramp: { type: 'string', default: '2' },
+    dir: { type: 'string', default: '/var/tmp' },
+    rows: { type: 'string' },
+    keep: { type: 'boolean', default: false },
+  },
+});
+const sizeMiB = Number(opts['size-mib']);
+const ALL_ROWS = [
+  { id: 'seqread', label: '1 MiB seq read, QD16', rw: 'read', bs: '1M', iodepth: 16 },
+  { id: 'seqwrite', label: '1 MiB seq write, QD16', rw: 'write', bs: '1M', iodepth: 16 },
+  { id: 'randread', label: '4 KiB rand read, QD32', rw: 'randread', bs: '4k', iodepth: 32 },
+  { id: 'randwrite', label: '4 KiB rand write, QD32', rw: 'randwrite', bs: '4k', iodepth: 32 },
+  { id: 'randread-qd1', label: '4 KiB rand read, QD1', rw: 'randread', bs: '4k', iodepth: 1 },
+];
+const rows = opts.rows ? ALL_ROWS.filter((r) => opts.rows.split(',').includes(r.id)) : ALL_ROWS;
+
+const ENV = { ...process.env, PATH: `/usr/bin:/usr/sbin:${process.env.PATH ?? ''}` };
+const dir = await mkdtemp(join(opts.dir, 'bench-daemons-'));
+const conf = join(dir, 'archipelago.conf');
+const segment = `benchd${process.pid}`;
+await writeFile(
+  conf,
+  `[XSEG]
+SEGMENT_PORTS = 128
+SEGMENT_DYNPORTS = 64
+SEGMENT_SIZE = 512
+VTOOL_START = 100
+VTOOL_END = 110
+segment_name = ${segment}
+[PEERS]
+ROLES = blockerb blockerm mapperd vlmcd
+[blockerb]
+type = file_blocker
+portno_start = 10
+portno_end = 10
+nr_ops = 64
+archip_dir = blocks
+[blockerm]
+type = file_blocker
+portno_start = 12
+portno_end = 12
+nr_ops = 64
+archip_dir = maps
+[mapperd]
+type = mapperd
+portno_start = 11
+portno_end = 11
+nr_ops = 512
+blockerb_port = 10
+blockerm_port = 12
+[vlmcd]
+type = vlmcd
+portno_start = 20
+portno_end = 20
+nr_ops = 512
+blocker_port = 10
+mapper_port = 11
+`,
+);
+
+const tool = (...a) => run(process.execPath, [TOOL, '-c', conf, ...a], ENV);
+const vlmc = (wiring, ...a) =>
+  run(process.execPath, [VLMC, '-c', conf, ...a], { ...ENV, ARCHIPELAGO_WIRING: wiring });
+
+async function fio(row, uri, out) {
+  await run(
+    'fio',
+    [
+      '--name',
+      row.id,
+      '--ioengine=nbd',
+      `--uri=${uri}`,
+      `--rw=${row.rw}`,
+      `--bs=${row.bs}`,
+      `--iodepth=${row.iodepth}`,
+      '--numjobs=1',
+      '--time_based=1',
+      `--runtime=${opts.runtime}`,
+      `--ramp_time=${opts.ramp}`,
+      '--norandommap=1',
+      '--randrepeat=0',
+      '--randseed=12345',
+      '--lat_percentiles=1',
+      '--output-format=json',
+      `--output=${out}`,
+    ],
+    ENV,
+  );
+  const job = JSON.parse(await readFile(out, 'utf8')).jobs[0];
+  const side = row.rw.includes('write') ? job.write : job.read;
+  return {
+    iops: side.iops,
+    mibps: side.bw_bytes / MiB,
+    p50: (side.lat_ns?.percentile?.['50.000000'] ?? 0) / 1000,
+  };
+}
+
+const results = { embedded: {}, daemons: {} };
+try {
+  await tool('start');
+  const src = join(dir, 'source.raw');
+  await run('dd', ['if=/dev/urandom', `of=${src}`, 'bs=1M', `count=${sizeMiB}`, 'status=none']);
+  await vlmc('daemons', 'import', src, 'bench');
+  for (const wiring of ['embedded', 'daemons']) {
+    await vlmc(wiring, 'map', 'bench');
+    const uri = `nbd+unix:///bench?socket=${join(dir, 'run/bench.sock')}`;
+    for (const row of rows) {
+      results[wiring][row.id] = await fio(row, uri, join(dir, `${wiring}-${row.id}.json`));
+      const r = results[wiring][row.id];
+      console.log(
+        `${wiring.padEnd(8)} ${row.label.padEnd(24)} ${r.iops.toFixed(0).padStart(8)} IOPS ${r.mibps.toFixed(1).padStart(8)} MiB/s  p50 ${r.p50.toFixed(0)} µs`,
+      );
+    }
+    await vlmc(wiring, 'unmap', 'bench');
+  }
+} finally {
+  await tool('stop', '-f').catch((e) => console.error(String(e)));
+  if (!opts.keep) await rm(dir, { recursive: true, force: true });
+}
+
+const lines = [
+  '# NBD through the daemons vs the embedded endpoint',
+  '',
+  `\`node bench/daemons/run.mjs --size-mib ${sizeMiB} --runtime ${opts.runtime} --ramp ${opts.ramp}\`, ${new Date().toISOString().slice(0, 16)}Z, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), load ${loadavg()
+    .map((l) => l.toFixed(2))
+    .join(
+      ' ',
+    )} at the end. File blockers under ${opts.dir} (sync always), one volume of ${sizeMiB} MiB (4 MiB blocks) filled with random bytes, fio nbd engine, one connection per job. Both columns are \`vlmc map\` endpoints; "daemons" is endpoint → vlmcd → mapperd → blockerm/blockerb over the segment.`,
+  '',
+  '| row | embedded IOPS | daemons IOPS | daemons / embedded | embedded p50 µs | daemons p50 µs |',
+  '|---|---:|---:|---:|---:|---:|',
+];
+for (const row of rows) {
+  const e = results.embedded[row.id];
+  const d = results.daemons[row.id];
+  if (!e || !d) continue;
+  lines.push(
+    `| ${row.label} | ${e.iops.toFixed(0)} | ${d.iops.toFixed(0)} | ${(d.iops / e.iops).toFixed(2)} | ${e.p50.toFixed(0)} | ${d.p50.toFixed(0)} |`,
+  );
+}
+const md = `${lines.join('\n')}\n`;
+console.log(`\n${md}`);
+if (existsSync(join(ROOT, 'bench/results'))) await writeFile(join(ROOT, 'bench/results/daemons.md'), md);
