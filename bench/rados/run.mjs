@@ -10,8 +10,8 @@
  *                  --cache=none (no client cache; every write acknowledged by the OSD, as ours).
  *      Rows: 1 MiB sequential write/read at depth 16, 4 KiB random write/read at depth 32.
  *      Writes run first, so reads find data on every side (a read of a hole costs us nothing).
- *   2. raw object throughput: our binding (RadosBlocker.writeFull/read of 4 MiB objects, 16 in
- *      flight) vs `rados bench` (-b 4M -t 16), write then seq read.
+ *   2. raw object throughput: our binding (RadosBlocker.writeFull, then readInto a warm buffer per
+ *      lane, of 4 MiB objects, 16 in flight) vs `rados bench` (-b 4M -t 16), write then seq read.
  *
  *   node bench/rados/run.mjs [--size-mib 512] [--runtime 10] [--repeat 3] [--conf CEPH_CONF]
  *                            [--out rados] [--keep] [--no-raw] [--sides ours,librbd,qemu-nbd]
@@ -339,7 +339,9 @@ async function oursRaw(RadosBlocker) {
   deadline = t0 + runtime * 1000;
   await Promise.all(
     Array.from({ length: DEPTH }, async () => {
-      while (performance.now() < deadline && r < written) await b.read(`obj_${r++}`, 0, OBJ);
+      // One warm buffer per lane (readInto), as a streaming reader such as the gateway reads.
+      const buf = Buffer.allocUnsafe(OBJ);
+      while (performance.now() < deadline && r < written) await b.readInto(`obj_${r++}`, 0, buf);
     }),
   );
   const rSec = (performance.now() - t0) / 1000;

@@ -187,8 +187,14 @@ export class RadosBlocker implements Blocker {
 
   // ------------------------------------------------------------------ objects
 
+  // read, write and writeFull are the data path (every NBD request is one of them): they take the
+  // native pool directly once connected instead of going through run(), which saves a closure and
+  // two promise hops per call (measurable at 10k+ 4 KiB requests/s).
+
   async read(name: string, offset: number, length: number, options?: ReadOptions): Promise<Buffer> {
-    return this.run(async (pool) => {
+    const ready = this.enter();
+    try {
+      const pool = ready ?? (await this.ready).pool;
       checkName(name);
       checkCount(offset, 'offset');
       checkCount(length, 'length');
@@ -197,6 +203,7 @@ export class RadosBlocker implements Blocker {
           await pool.stat(name);
           return Buffer.alloc(0);
         }
+        // Straight into the Buffer we return: librados copies the reply once, into `out`.
         const out = Buffer.allocUnsafe(length);
         const got = await pool.read(name, out, offset);
         if (got < length) out.fill(0, got);
@@ -211,11 +218,44 @@ export class RadosBlocker implements Blocker {
         }
         throw fromRadosError(e, `read ${name}`, { name });
       }
-    });
+    } finally {
+      this.leave();
+    }
+  }
+
+  /**
+   * Like `read` with `missingOk`, into a caller's buffer: `target.length` bytes at `offset`, zeros
+   * past the end or for a missing object. Not part of the contract (the file blocker has the same
+   * method): a streaming reader (the HTTP gateway, bench/rados) reuses a few warm buffers instead
+   * of faulting in fresh memory for every read, which is what large reads cost most.
+   */
+  async readInto(name: string, offset: number, target: Buffer): Promise<void> {
+    const ready = this.enter();
+    try {
+      const pool = ready ?? (await this.ready).pool;
+      checkName(name);
+      checkCount(offset, 'offset');
+      if (!Buffer.isBuffer(target)) throw new TypeError('readInto: target must be a Buffer');
+      if (target.length === 0) return;
+      try {
+        const got = await pool.read(name, target, offset);
+        if (got < target.length) target.fill(0, got);
+      } catch (e) {
+        if (errnoOf(e) === E.ENOENT) {
+          target.fill(0);
+          return;
+        }
+        throw fromRadosError(e, `read ${name}`, { name });
+      }
+    } finally {
+      this.leave();
+    }
   }
 
   async write(name: string, offset: number, data: Uint8Array): Promise<void> {
-    return this.run(async (pool) => {
+    const ready = this.enter();
+    try {
+      const pool = ready ?? (await this.ready).pool;
       checkName(name);
       checkCount(offset, 'offset');
       checkData(data);
@@ -225,11 +265,15 @@ export class RadosBlocker implements Blocker {
       } catch (e) {
         throw fromRadosError(e, `write ${name}`, { name });
       }
-    });
+    } finally {
+      this.leave();
+    }
   }
 
   async writeFull(name: string, data: Uint8Array): Promise<void> {
-    return this.run(async (pool) => {
+    const ready = this.enter();
+    try {
+      const pool = ready ?? (await this.ready).pool;
       checkName(name);
       checkData(data);
       try {
@@ -237,7 +281,9 @@ export class RadosBlocker implements Blocker {
       } catch (e) {
         throw fromRadosError(e, `writeFull ${name}`, { name });
       }
-    });
+    } finally {
+      this.leave();
+    }
   }
 
   /** Read the source whole, then write_full the destination (as the original radosd did). */
@@ -522,19 +568,31 @@ export class RadosBlocker implements Blocker {
     return this.closing;
   }
 
-  private async run<T>(fn: (pool: NativePool) => Promise<T>): Promise<T> {
+  /**
+   * Counts a call in flight (close() waits for them) and returns the pool when already connected,
+   * null while connecting. Throws ECLOSED after close().
+   */
+  private enter(): NativePool | null {
     if (this.closed) throw closedError();
     this.active++;
+    return this[NATIVE]?.pool ?? null;
+  }
+
+  private leave(): void {
+    this.active--;
+    if (this.active === 0 && this.onIdle) {
+      const r = this.onIdle;
+      this.onIdle = null;
+      r();
+    }
+  }
+
+  private async run<T>(fn: (pool: NativePool) => Promise<T>): Promise<T> {
+    const ready = this.enter();
     try {
-      const { pool } = await this.ready;
-      return await fn(pool);
+      return await fn(ready ?? (await this.ready).pool);
     } finally {
-      this.active--;
-      if (this.active === 0 && this.onIdle) {
-        const r = this.onIdle;
-        this.onIdle = null;
-        r();
-      }
+      this.leave();
     }
   }
 }

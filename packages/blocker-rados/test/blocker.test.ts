@@ -109,6 +109,25 @@ describe('RADOS hash', () => {
   });
 });
 
+describe('RADOS readInto', () => {
+  it("reads into the caller's buffer: zeros past the end and for a missing object, bad input refused", async () => {
+    const b = await open({ namespace: freshNamespace('into'), pool: 'blocks' });
+    await b.writeFull('obj', Buffer.from('0123456789'));
+    const t = Buffer.alloc(8, 0xee);
+    await b.readInto('obj', 6, t);
+    expect(t.equals(Buffer.from([0x36, 0x37, 0x38, 0x39, 0, 0, 0, 0]))).toBe(true);
+    t.fill(0xee);
+    await b.readInto('missing', 0, t);
+    expect(t.every((x) => x === 0)).toBe(true);
+    await expect(b.readInto('obj', -1, t)).rejects.toSatisfy((e) => ArchipelagoError.is(e, 'EINVAL'));
+    await expect(b.readInto('bad/name', 0, t)).rejects.toSatisfy((e) =>
+      ArchipelagoError.is(e, 'EINVAL_NAME'),
+    );
+    await b.close();
+    await expect(b.readInto('obj', 0, t)).rejects.toSatisfy((e) => ArchipelagoError.is(e, 'ECLOSED'));
+  });
+});
+
 describe('RADOS connection', () => {
   it('fails with a clear ETIMEDOUT within the connect timeout when the cluster is unreachable', async () => {
     const conf = join(tmpdir(), `archip-unreachable-${process.pid}.conf`);

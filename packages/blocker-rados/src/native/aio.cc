@@ -30,13 +30,14 @@ Napi::Value Pool::Read(const Napi::CallbackInfo& info) {
     Napi::TypeError::New(info.Env(), "read(oid, buffer, offset)").ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
-  std::string oid = info[0].As<Napi::String>().Utf8Value();
   Bytes b = BytesOf(info[1]);
   uint64_t off = static_cast<uint64_t>(info[2].As<Napi::Number>().Int64Value());
   auto op = std::make_unique<AioOp>(info.Env());
+  op->oid = info[0].As<Napi::String>().Utf8Value();
+  const std::string& oid = op->oid;  // lives as long as the op
   op->keep = Napi::Persistent(info[1]);
   op->kind = AioOp::kLength;
-  op->what = "rados_aio_read " + oid;
+  op->call = "rados_aio_read";
   rados_ioctx_t io = io_;
   return Submit(info, std::move(op), [&](rados_completion_t c) {
     return rados_aio_read(io, oid.c_str(), c, b.data, b.len, off);
@@ -50,12 +51,13 @@ Napi::Value Pool::Write(const Napi::CallbackInfo& info) {
     Napi::TypeError::New(info.Env(), "write(oid, buffer, offset)").ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
-  std::string oid = info[0].As<Napi::String>().Utf8Value();
   Bytes b = BytesOf(info[1]);
   uint64_t off = static_cast<uint64_t>(info[2].As<Napi::Number>().Int64Value());
   auto op = std::make_unique<AioOp>(info.Env());
+  op->oid = info[0].As<Napi::String>().Utf8Value();
+  const std::string& oid = op->oid;  // lives as long as the op
   op->keep = Napi::Persistent(info[1]);
-  op->what = "rados_aio_write " + oid;
+  op->call = "rados_aio_write";
   rados_ioctx_t io = io_;
   return Submit(info, std::move(op), [&](rados_completion_t c) {
     return rados_aio_write(io, oid.c_str(), c, b.data, b.len, off);
@@ -69,11 +71,12 @@ Napi::Value Pool::WriteFull(const Napi::CallbackInfo& info) {
     Napi::TypeError::New(info.Env(), "writeFull(oid, buffer)").ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
-  std::string oid = info[0].As<Napi::String>().Utf8Value();
   Bytes b = BytesOf(info[1]);
   auto op = std::make_unique<AioOp>(info.Env());
+  op->oid = info[0].As<Napi::String>().Utf8Value();
+  const std::string& oid = op->oid;  // lives as long as the op
   op->keep = Napi::Persistent(info[1]);
-  op->what = "rados_aio_write_full " + oid;
+  op->call = "rados_aio_write_full";
   rados_ioctx_t io = io_;
   return Submit(info, std::move(op), [&](rados_completion_t c) {
     return rados_aio_write_full(io, oid.c_str(), c, b.data, b.len);
@@ -84,10 +87,11 @@ Napi::Value Pool::WriteFull(const Napi::CallbackInfo& info) {
 // (failing with EEXIST when `exclusive` and it exists) and, with a buffer, sets its whole content.
 Napi::Value Pool::Create(const Napi::CallbackInfo& info) {
   if (!Check(info) || !Args(info, 2, "create(oid, exclusive, buffer?)")) return info.Env().Undefined();
-  std::string oid = info[0].As<Napi::String>().Utf8Value();
   bool exclusive = info[1].ToBoolean().Value();
   auto op = std::make_unique<AioOp>(info.Env());
-  op->what = std::string(exclusive ? "create exclusive " : "create ") + oid;
+  op->oid = info[0].As<Napi::String>().Utf8Value();
+  const std::string& oid = op->oid;  // lives as long as the op
+  op->call = exclusive ? "create exclusive" : "create";
   op->writeOp = rados_create_write_op();
   rados_write_op_create(op->writeOp, exclusive ? LIBRADOS_CREATE_EXCLUSIVE : LIBRADOS_CREATE_IDEMPOTENT,
                         nullptr);
@@ -106,9 +110,10 @@ Napi::Value Pool::Create(const Napi::CallbackInfo& info) {
 // remove(oid) -> Promise<void>
 Napi::Value Pool::Remove(const Napi::CallbackInfo& info) {
   if (!Check(info) || !Args(info, 1, "remove(oid)")) return info.Env().Undefined();
-  std::string oid = info[0].As<Napi::String>().Utf8Value();
   auto op = std::make_unique<AioOp>(info.Env());
-  op->what = "rados_aio_remove " + oid;
+  op->oid = info[0].As<Napi::String>().Utf8Value();
+  const std::string& oid = op->oid;  // lives as long as the op
+  op->call = "rados_aio_remove";
   rados_ioctx_t io = io_;
   return Submit(info, std::move(op),
                 [&](rados_completion_t c) { return rados_aio_remove(io, oid.c_str(), c); });
@@ -117,9 +122,10 @@ Napi::Value Pool::Remove(const Napi::CallbackInfo& info) {
 // stat(oid) -> Promise<{size, mtime}>
 Napi::Value Pool::Stat(const Napi::CallbackInfo& info) {
   if (!Check(info) || !Args(info, 1, "stat(oid)")) return info.Env().Undefined();
-  std::string oid = info[0].As<Napi::String>().Utf8Value();
   auto op = std::make_unique<AioOp>(info.Env());
-  op->what = "rados_aio_stat " + oid;
+  op->oid = info[0].As<Napi::String>().Utf8Value();
+  const std::string& oid = op->oid;  // lives as long as the op
+  op->call = "rados_aio_stat";
   op->kind = AioOp::kStat;
   rados_ioctx_t io = io_;
   AioOp* raw = op.get();

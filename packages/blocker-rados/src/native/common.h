@@ -81,8 +81,12 @@ class Pool : public Napi::ObjectWrap<Pool> {
 
  private:
   bool Check(const Napi::CallbackInfo& info);
-  Napi::Value Submit(const Napi::CallbackInfo& info, std::unique_ptr<AioOp> op,
-                     const std::function<int(rados_completion_t)>& start);
+  // Starts one aio call: makes its completion, runs `start(completion)` (the rados_aio_* call) and
+  // returns the op's promise. A template, so the per-call lambda needs no std::function allocation.
+  template <typename Start>
+  Napi::Value Submit(const Napi::CallbackInfo& info, std::unique_ptr<AioOp> op, Start&& start);
+  int Prepare(AioOp* op);
+  Napi::Value Started(Napi::Env env, std::unique_ptr<AioOp> op, int rc);
   // aio.cc
   Napi::Value Read(const Napi::CallbackInfo& info);
   Napi::Value Write(const Napi::CallbackInfo& info);
@@ -125,7 +129,9 @@ struct AioOp {
   Napi::Reference<Napi::Value> keep;  // the Buffer librados reads from or writes into
   rados_completion_t completion = nullptr;
   rados_write_op_t writeOp = nullptr;
-  std::string what;
+  const char* call = "";  // the librados call, for the error message (built only on failure)
+  std::string oid;
+  std::string What() const { return std::string(call) + " " + oid; }
   enum Kind { kLength, kVoid, kStat } kind = kVoid;
   uint64_t size = 0;
   time_t mtime = 0;
@@ -142,5 +148,12 @@ struct Watch {
   Napi::ThreadSafeFunction tsfn;
 };
 void ReleaseWatch(Watch* w);
+
+template <typename Start>
+Napi::Value Pool::Submit(const Napi::CallbackInfo& info, std::unique_ptr<AioOp> op, Start&& start) {
+  int rc = Prepare(op.get());
+  if (rc == 0) rc = start(op->completion);
+  return Started(info.Env(), std::move(op), rc);
+}
 
 }  // namespace archip

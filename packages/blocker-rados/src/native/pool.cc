@@ -81,7 +81,7 @@ void CallAio(Napi::Env env, Napi::Function, std::nullptr_t*, AioOp* op) {
   Napi::HandleScope scope(env);
   op->pool->OpDone(env);
   if (rc < 0) {
-    op->deferred.Reject(ErrnoError(env, -rc, op->what).Value());
+    op->deferred.Reject(ErrnoError(env, -rc, op->What()).Value());
     return;
   }
   switch (op->kind) {
@@ -100,20 +100,21 @@ void CallAio(Napi::Env env, Napi::Function, std::nullptr_t*, AioOp* op) {
   }
 }
 
-Napi::Value Pool::Submit(const Napi::CallbackInfo& info, std::unique_ptr<AioOp> op,
-                         const std::function<int(rados_completion_t)>& start) {
-  Napi::Env env = info.Env();
+int Pool::Prepare(AioOp* op) {
   op->pool = this;
-  int rc = rados_aio_create_completion2(op.get(), OnComplete, &op->completion);
+  int rc = rados_aio_create_completion2(op, OnComplete, &op->completion);
   if (rc < 0) {
-    op->deferred.Reject(ErrnoError(env, -rc, "rados_aio_create_completion2").Value());
-    return op->deferred.Promise();
+    op->completion = nullptr;
+    op->call = "rados_aio_create_completion2";
   }
-  rc = start(op->completion);
+  return rc;
+}
+
+Napi::Value Pool::Started(Napi::Env env, std::unique_ptr<AioOp> op, int rc) {
   if (rc < 0) {
-    rados_aio_release(op->completion);
+    if (op->completion != nullptr) rados_aio_release(op->completion);
     if (op->writeOp != nullptr) rados_release_write_op(op->writeOp);
-    op->deferred.Reject(ErrnoError(env, -rc, op->what).Value());
+    op->deferred.Reject(ErrnoError(env, -rc, op->What()).Value());
     return op->deferred.Promise();
   }
   if (pending_++ == 0) tsfn_.Ref(env);
