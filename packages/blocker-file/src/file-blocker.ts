@@ -104,6 +104,12 @@ export class FileBlocker implements Blocker {
   private readonly sleepers = new Set<() => void>();
   /** Write-back mode: paths written since the last flush, not yet synced. */
   private dirty = new Set<string>();
+  /**
+   * Write-back mode: directories whose new entries (objects, subdirectories) are not yet durable.
+   * Synced by flush(), and before any durable operation (see ensureDir), so a durable write or
+   * lock never depends on a directory entry that a crash could still lose.
+   */
+  private dirtyDirs = new Set<string>();
   readonly sync: 'always' | 'flush';
 
   constructor(opts: FileBlockerOptions) {
@@ -261,7 +267,7 @@ export class FileBlocker implements Blocker {
       for (;;) {
         let entry: FdEntry;
         try {
-          entry = await this.openForWrite(path);
+          entry = await this.openForWrite(path, this.sync === 'flush' && !options?.durable);
         } catch (e) {
           throw fromSystemError(e, `write ${name}`);
         }
@@ -272,8 +278,10 @@ export class FileBlocker implements Blocker {
           } else {
             await fsio.pwriteFully(entry.fd, data, 0, data.byteLength, offset);
           }
-          if (this.sync === 'always' || options?.durable) await fsio.fdatasync(entry.fd);
-          else this.dirty.add(path);
+          if (this.sync === 'always' || options?.durable) {
+            await fsio.fdatasync(entry.fd);
+            if (this.dirtyDirs.size > 0) await this.syncDirs();
+          } else this.dirty.add(path);
           return;
         } catch (e) {
           if (entry.direct && fsio.errno(e) === 'EINVAL') {
@@ -601,9 +609,10 @@ export class FileBlocker implements Blocker {
   async flush(): Promise<void> {
     this.enter();
     try {
-      if (this.dirty.size === 0) return;
+      if (this.dirty.size === 0 && this.dirtyDirs.size === 0) return;
       const paths = [...this.dirty];
       this.dirty = new Set();
+      const dirs = this.syncDirs();
       const failed: string[] = [];
       let first: unknown;
       await Promise.all(
@@ -623,16 +632,45 @@ export class FileBlocker implements Blocker {
       );
       if (failed.length > 0) {
         for (const p of failed) this.dirty.add(p);
+        await dirs.catch(() => undefined);
         throw fromSystemError(first, `flush (${failed.length} objects)`);
       }
+      await dirs;
     } finally {
       this.leave();
+    }
+  }
+
+  /** Fsyncs the directories write-back mode left unsynced; failed ones stay pending. */
+  private async syncDirs(): Promise<void> {
+    if (this.dirtyDirs.size === 0) return;
+    const dirs = [...this.dirtyDirs];
+    this.dirtyDirs = new Set();
+    const failed: string[] = [];
+    let first: unknown;
+    await Promise.all(
+      dirs.map((d) =>
+        fsio.fsyncDir(d).catch((e: unknown) => {
+          if (fsio.errno(e) === 'ENOENT') return; // removed since: nothing to keep
+          failed.push(d);
+          first ??= e;
+        }),
+      ),
+    );
+    if (failed.length > 0) {
+      for (const d of failed) this.dirtyDirs.add(d);
+      throw fromSystemError(first, `sync ${failed.length} directories`);
     }
   }
 
   /** Write-back mode: objects written but not yet synced. */
   get unsynced(): number {
     return this.dirty.size;
+  }
+
+  /** Write-back mode: directories holding new entries not yet synced. */
+  get unsyncedDirs(): number {
+    return this.dirtyDirs.size;
   }
 
   /**
@@ -695,8 +733,11 @@ export class FileBlocker implements Blocker {
     return { fd: await fsio.open(path, O_RDWR | extra), direct: false };
   }
 
-  /** An fd for writing `path`, creating the file (and its directories, durably) when missing. */
-  private async openForWrite(path: string): Promise<FdEntry> {
+  /**
+   * An fd for writing `path`, creating the file (and its directories) when missing: durably, or,
+   * with `defer` (write-back), leaving the new directory entries to the next flush.
+   */
+  private async openForWrite(path: string, defer: boolean): Promise<FdEntry> {
     const dir = dirname(path);
     for (let attempt = 0; ; attempt++) {
       try {
@@ -705,12 +746,14 @@ export class FileBlocker implements Blocker {
         const code = fsio.errno(e);
         if ((code !== 'ENOENT' && code !== 'ENOTDIR') || attempt >= 5) throw e;
       }
-      await this.ensureDir(dir);
+      await this.ensureDir(dir, defer);
       try {
         return await this.fds.adopt(path, async () => {
           const opened = await this.openFile(path, O_CREAT | O_EXCL);
           try {
-            await fsio.fsyncDir(dir); // the new name is durable before any write on it resolves
+            // The new name is durable before any write on it resolves (write-back: at the flush).
+            if (defer) this.dirtyDirs.add(dir);
+            else await fsio.fsyncDir(dir);
           } catch (e) {
             await fsio.close(opened.fd).catch(() => {});
             throw e;
@@ -757,8 +800,13 @@ export class FileBlocker implements Blocker {
     }
   }
 
-  /** mkdir -p, remembered; the parents of every directory created are fsynced. */
-  private async ensureDir(dir: string): Promise<void> {
+  /**
+   * mkdir -p, remembered; the parents of every directory created are fsynced, or with `defer`
+   * recorded for the next flush. Without `defer`, also syncs directories earlier calls deferred,
+   * so whatever the caller creates next is reachable after a crash.
+   */
+  private async ensureDir(dir: string, defer = false): Promise<void> {
+    if (!defer && this.dirtyDirs.size > 0) await this.syncDirs();
     if (this.knownDirs.has(dir)) return;
     let making = this.makingDirs.get(dir);
     if (!making) {
@@ -771,7 +819,8 @@ export class FileBlocker implements Blocker {
             parents.push(dirname(d));
             if (d === first || dirname(d) === d) break;
           }
-          await Promise.all(parents.map((p) => fsio.fsyncDir(p)));
+          if (defer) for (const p of parents) this.dirtyDirs.add(p);
+          else await Promise.all(parents.map((p) => fsio.fsyncDir(p)));
         }
         if (this.knownDirs.size >= MAX_KNOWN_DIRS) this.knownDirs.clear();
         this.knownDirs.add(dir);
