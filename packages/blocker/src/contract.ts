@@ -114,6 +114,14 @@ export interface Blocker {
   hash?(name: string, size: number): Promise<string>;
 
   /**
+   * Like `read` with `missingOk`, into the caller's buffer: `target.length` bytes at `offset`
+   * (zeros past the stored end, all zeros for a missing object). Optional: it lets a reader that
+   * streams many blocks reuse a few warm buffers instead of faulting in fresh memory per read.
+   * Use `readIntoBuffer`, which falls back to `read` for blockers without it.
+   */
+  readInto?(name: string, offset: number, target: Buffer): Promise<void>;
+
+  /**
    * Makes every acknowledged write durable, whichever process-local write it came from (a no-op
    * for blockers that sync each write).
    */
@@ -147,4 +155,15 @@ export function resolveIdentity(who: string, identity: string | undefined, host:
     );
   }
   return id;
+}
+
+/** `b.readInto(name, offset, target)` where the blocker offers it, else a `read` copied into target. */
+export async function readIntoBuffer(
+  b: Blocker,
+  name: string,
+  offset: number,
+  target: Buffer,
+): Promise<void> {
+  if (b.readInto) await b.readInto(name, offset, target);
+  else (await b.read(name, offset, target.length, { missingOk: true })).copy(target);
 }

@@ -12,7 +12,7 @@
  *   abandoned upload never leaves a visible file.
  */
 import { createHash } from 'node:crypto';
-import type { Blocker } from '@archipelago/blocker';
+import { type Blocker, readIntoBuffer } from '@archipelago/blocker';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { DEFAULT_BLOCKSIZE, type MapEntry, ObjFlag, ZERO_BLOCK } from '@archipelago/mapfile';
 import type { Mapper } from '@archipelago/mapper';
@@ -54,13 +54,6 @@ export interface StoreOptions {
   /** Blocks stored (or read) at once per request (default 4). */
   inflight?: number;
 }
-
-/** Reads into a caller's buffer (FileBlocker), so downloads reuse warm buffers. */
-interface ReadInto {
-  readInto(name: string, offset: number, target: Buffer): Promise<void>;
-}
-const hasReadInto = (b: Blocker): b is Blocker & ReadInto =>
-  typeof (b as Partial<ReadInto>).readInto === 'function';
 
 /** Content-addressed store of a block, atomic (temp + link) on blockers that offer it. */
 interface ContentStore {
@@ -304,9 +297,7 @@ export class FileStore {
       target.fill(0);
       return;
     }
-    const b = this.blockerb;
-    if (hasReadInto(b)) await b.readInto(e.name, off, target);
-    else (await b.read(e.name, off, target.length, { missingOk: true })).copy(target);
+    await readIntoBuffer(this.blockerb, e.name, off, target);
   }
 
   /** Reads `len` bytes at `off` of block `e` (zeros past the stored content). */

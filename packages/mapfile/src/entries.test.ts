@@ -11,6 +11,8 @@ import {
   type MapEntry,
   ObjFlag,
   ZERO_BLOCK,
+  ZERO_ENTRY,
+  zeroRecords,
 } from './index.js';
 
 const VOL = 'entries-vol';
@@ -219,5 +221,57 @@ describe('speed of whole-map encoding', () => {
     // Generous bounds: most of the time here is the kernel faulting in 32 MiB of fresh memory.
     expect(t1 - t0).toBeLessThan(2000);
     expect(t2 - t1).toBeLessThan(2000);
+  });
+});
+
+describe('zero-entry fast paths', () => {
+  const named = (i: number): MapEntry => ({ name: `vol_${i.toString(16)}`, flags: ObjFlag.WRITABLE });
+  const plainZero = (): MapEntry => ({ name: ZERO_BLOCK, flags: ObjFlag.ZERO });
+
+  test.prop([fc.array(fc.integer({ min: 0, max: 3 }), { maxLength: 1500 })])(
+    'encode runs of zero entries exactly like one record at a time, and decode them back',
+    (kinds) => {
+      // 0 and 1: plain zero entries (shared or not); 2: a zero entry with other flags; 3: a name.
+      const entries = kinds.map((k, i) =>
+        k === 0
+          ? ZERO_ENTRY
+          : k === 1
+            ? plainZero()
+            : k === 2
+              ? { name: ZERO_BLOCK, flags: ObjFlag.ARCHIP }
+              : named(i),
+      );
+      const buf = encodeEntriesV2(entries);
+      const one = Buffer.concat(entries.map((e) => encodeEntryV2(e)));
+      expect(buf.equals(one)).toBe(true);
+      const back = decodeEntriesV2(buf, entries.length, 'v', 0);
+      expect(back).toEqual(
+        entries.map((e) =>
+          e.name === ZERO_BLOCK ? { ...e, flags: (e.flags | ObjFlag.ZERO) & ~ObjFlag.WRITABLE } : e,
+        ),
+      );
+    },
+  );
+
+  it('decodes every plain zero record to the one shared, frozen ZERO_ENTRY', () => {
+    const buf = encodeEntriesV2(Array.from({ length: 1300 }, (_, i) => (i === 700 ? named(i) : plainZero())));
+    const back = decodeEntriesV2(buf, 1300, 'v', 0);
+    expect(back[0]).toBe(ZERO_ENTRY);
+    expect(back[1299]).toBe(ZERO_ENTRY);
+    expect(back[700]).toEqual(named(700));
+    expect(Object.isFrozen(ZERO_ENTRY)).toBe(true);
+  });
+
+  it('zeroRecords(n) is what n zero entries encode to, for any n', () => {
+    for (const n of [0, 1, 511, 512, 513, 40_000]) {
+      expect(zeroRecords(n).equals(encodeEntriesV2(Array.from({ length: n }, plainZero)))).toBe(true);
+    }
+  });
+
+  it('decodes an unaligned buffer (no word view) the same way', () => {
+    const entries = [plainZero(), named(1), plainZero()];
+    const padded = Buffer.alloc(3 * 128 + 1);
+    encodeEntriesV2(entries).copy(padded, 1);
+    expect(decodeEntriesV2(padded.subarray(1), 3, 'v', 0)).toEqual(entries);
   });
 });

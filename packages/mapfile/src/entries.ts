@@ -30,6 +30,70 @@ function zeroFlags(flags: number): number {
   return (flags | ObjFlag.ZERO) & ~ObjFlag.WRITABLE;
 }
 
+/**
+ * The whole 128-byte record of the plain zero entry (flags ZERO), the most common record by far:
+ * a thin 1 TiB volume is 262 144 of them. Runs of it are encoded with one Buffer.fill, and
+ * decoded into one shared, frozen entry (entries are values; nothing mutates them in place).
+ */
+const ZERO_RECORD = (() => {
+  const b = Buffer.alloc(ENTRY_V2_SIZE);
+  ZERO_RECORD_PREFIX.copy(b, 0);
+  return b;
+})();
+const ZERO_RECORD_WORDS = new Int32Array(ZERO_RECORD.buffer, ZERO_RECORD.byteOffset, ENTRY_V2_SIZE / 4);
+/** The decoded zero entry for each flags value (0..15), shared. */
+const ZERO_ENTRIES: readonly MapEntry[] = Array.from({ length: FLAG_MASK + 1 }, (_, f) =>
+  Object.freeze({ name: ZERO_BLOCK, flags: zeroFlags(f) }),
+);
+const PLAIN_ZERO_FLAGS = ObjFlag.ZERO;
+/** The zero entry (flags ZERO), shared and frozen: use it instead of building new ones. */
+export const ZERO_ENTRY: MapEntry = ZERO_ENTRIES[PLAIN_ZERO_FLAGS]!;
+
+/** Records compared at once (one native compare) when decoding. */
+const RUN = 512;
+/** RUN zero records, for comparing runs of records at once. */
+const ZERO_RUN = Buffer.alloc(RUN * ENTRY_V2_SIZE);
+fillZeroRecords(ZERO_RUN, 0, ZERO_RUN.length);
+
+let zeroRecordsCache = ZERO_RUN;
+/**
+ * `count` zero-entry records (what encodeEntriesV2 gives for that many ZERO_ENTRYs), from one
+ * shared buffer: callers must not modify it. Writing a thin map's blocks from it costs no fresh
+ * memory per block (first touches of fresh memory are what large map writes spend most time on).
+ */
+export function zeroRecords(count: number): Buffer {
+  if (!Number.isSafeInteger(count) || count < 0) throw new RangeError(`zeroRecords: bad count ${count}`);
+  const need = count * ENTRY_V2_SIZE;
+  if (zeroRecordsCache.length < need) {
+    const grown = Buffer.allocUnsafe(need);
+    fillZeroRecords(grown, 0, need);
+    zeroRecordsCache = grown;
+  }
+  return zeroRecordsCache.subarray(0, need);
+}
+
+/** Writes ZERO_RECORD over [start, end) of `buf` (a multiple of 128 bytes): log2(n) memmoves. */
+function fillZeroRecords(buf: Buffer, start: number, end: number): void {
+  if (end <= start) return;
+  ZERO_RECORD.copy(buf, start);
+  for (let done = ENTRY_V2_SIZE; start + done < end; ) {
+    const n = Math.min(done, end - start - done);
+    buf.copyWithin(start + done, start, start + n);
+    done += n;
+  }
+}
+
+/** True when the record at word `w` of `words` is exactly ZERO_RECORD. */
+function isZeroRecord(words: Int32Array, w: number): boolean {
+  for (let i = 0; i < ZERO_RECORD_WORDS.length; i++) if (words[w + i] !== ZERO_RECORD_WORDS[i]) return false;
+  return true;
+}
+
+/** True when `e` encodes to exactly ZERO_RECORD. */
+function isPlainZero(e: MapEntry): boolean {
+  return e.name === ZERO_BLOCK && zeroFlags(e.flags) === PLAIN_ZERO_FLAGS;
+}
+
 function badEntryName(name: string, index: number, why: string): ArchipelagoError {
   return new ArchipelagoError('EINVAL_NAME', `map entry ${index}: object name "${name}" ${why}`, {
     details: { name, index },
@@ -100,7 +164,18 @@ export function encodeEntryV2(e: MapEntry, into?: Buffer, at = 0): Buffer {
 export function encodeEntriesV2(entries: readonly MapEntry[]): Buffer {
   const n = entries.length;
   const buf = Buffer.alloc(n * ENTRY_V2_SIZE);
-  for (let i = 0; i < n; i++) writeRecord(buf, i * ENTRY_V2_SIZE, entries[i]!, i);
+  for (let i = 0; i < n; ) {
+    const e = entries[i]!;
+    if (typeof e.flags === 'number' && e.flags >= 0 && e.flags <= FLAG_MASK && isPlainZero(e)) {
+      let end = i + 1;
+      while (end < n && entries[end]!.flags === e.flags && isPlainZero(entries[end]!)) end++;
+      fillZeroRecords(buf, i * ENTRY_V2_SIZE, end * ENTRY_V2_SIZE);
+      i = end;
+    } else {
+      writeRecord(buf, i * ENTRY_V2_SIZE, e, i);
+      i++;
+    }
+  }
   return buf;
 }
 
@@ -117,8 +192,7 @@ function readRecord(buf: Buffer, at: number, volume: string, index: number): Map
     );
   }
   const start = at + NAME_AT;
-  if (len === ZERO_NAME_BYTES.length && isZeroName(buf, start))
-    return { name: ZERO_BLOCK, flags: zeroFlags(flags) };
+  if (len === ZERO_NAME_BYTES.length && isZeroName(buf, start)) return ZERO_ENTRIES[flags]!;
   return { name: buf.toString('latin1', start, start + len), flags };
 }
 
@@ -163,6 +237,25 @@ export function decodeEntriesV2(buf: Buffer, count: number, volume: string, firs
     );
   }
   const out = new Array<MapEntry>(count);
-  for (let i = 0; i < count; i++) out[i] = readRecord(buf, i * ENTRY_V2_SIZE, volume, firstIndex + i);
+  // Word view for the zero-record fast path (Int32Array needs 4-byte alignment; pooled or
+  // sliced buffers may not have it, then every record takes the general path).
+  const words = buf.byteOffset % 4 === 0 ? new Int32Array(buf.buffer, buf.byteOffset, need / 4) : null;
+  for (let i = 0; i < count; ) {
+    const at = i * ENTRY_V2_SIZE;
+    // A whole run of zero records (thin maps are mostly that) is one memcmp.
+    if (i + RUN <= count && buf.compare(ZERO_RUN, 0, ZERO_RUN.length, at, at + ZERO_RUN.length) === 0) {
+      out.fill(ZERO_ENTRY, i, i + RUN);
+      i += RUN;
+      continue;
+    }
+    const stop = Math.min(count, i + RUN);
+    for (; i < stop; i++) {
+      const a = i * ENTRY_V2_SIZE;
+      out[i] =
+        words !== null && isZeroRecord(words, a / 4)
+          ? ZERO_ENTRY
+          : readRecord(buf, a, volume, firstIndex + i);
+    }
+  }
   return out;
 }

@@ -1,4 +1,4 @@
-import type { Blocker } from '@archipelago/blocker';
+import { type Blocker, readIntoBuffer } from '@archipelago/blocker';
 import { ArchipelagoError, archipError } from '@archipelago/libxseg';
 import {
   DEFAULT_BLOCKSIZE,
@@ -27,6 +27,8 @@ import {
   UINT64_MAX,
   validateVolumeName,
   ZERO_BLOCK,
+  ZERO_ENTRY,
+  zeroRecords,
 } from '@archipelago/mapfile';
 import type { MapperApi } from './api.js';
 import { KeyedMutex } from './mutex.js';
@@ -85,7 +87,8 @@ interface OpenVolume {
   readonly tookLock: boolean;
 }
 
-const zeroEntry = (): MapEntry => ({ name: ZERO_BLOCK, flags: ObjFlag.ZERO });
+/** The zero entry; entries are values, so every zero block shares the one frozen object. */
+const zeroEntry = (): MapEntry => ZERO_ENTRY;
 const isZero = (e: MapEntry) => (e.flags & ObjFlag.ZERO) !== 0;
 const isOwned = (e: MapEntry) =>
   (e.flags & (ObjFlag.WRITABLE | ObjFlag.ARCHIP)) === (ObjFlag.WRITABLE | ObjFlag.ARCHIP);
@@ -110,6 +113,8 @@ export class Mapper implements MapperApi {
   private readonly blockerb: Blocker;
   private readonly lockTimeoutMs: number;
   private readonly parallelism: number;
+  /** Map-block read buffers kept warm between map loads (at most MAP_BUFFERS). */
+  private readonly mapBuffers: Buffer[] = [];
   private readonly log: Logger;
   /** Volumes whose lock this mapper holds (guarded by `opening` per name). */
   private readonly open = new Map<string, OpenVolume>();
@@ -178,7 +183,11 @@ export class Mapper implements MapperApi {
       const entries: MapEntry[] = new Array(n);
       for (let i = 0; i < n; i++) {
         const e = src.entries[i];
-        entries[i] = e ? { name: e.name, flags: e.flags & (ObjFlag.ARCHIP | ObjFlag.ZERO) } : zeroEntry();
+        if (!e) entries[i] = zeroEntry();
+        else {
+          const flags = e.flags & (ObjFlag.ARCHIP | ObjFlag.ZERO);
+          entries[i] = flags === e.flags ? e : { name: e.name, flags }; // entries are values
+        }
       }
       const map: LoadedMap = {
         name,
@@ -391,7 +400,11 @@ export class Mapper implements MapperApi {
       const tookSnap = await this.acquireNow(snap);
       try {
         const snapEpoch = await this.deletedEpoch(snap);
-        const shared = origin.entries.map((e) => ({ name: e.name, flags: e.flags & ~ObjFlag.WRITABLE }));
+        // Entries are values: one that is not writable (a zero block, an object already shared)
+        // is kept as it is instead of copied, which keeps a thin map's snapshot allocation-free.
+        const shared = origin.entries.map((e) =>
+          e.flags & ObjFlag.WRITABLE ? { name: e.name, flags: e.flags & ~ObjFlag.WRITABLE } : e,
+        );
         // Origin first: once it no longer claims the objects, the snapshot can never see them change.
         const nextOrigin: LoadedMap = { ...origin, entries: shared, epoch: origin.epoch + 1n };
         const encoded = this.encodeBlocks(nextOrigin);
@@ -883,28 +896,51 @@ export class Mapper implements MapperApi {
     const n = objectCount(h.size, h.blocksize);
     const per = entriesPerMapBlock(h.blocksize);
     const blocks = Math.ceil(n / per);
-    const parts = await Promise.all(
-      Array.from({ length: blocks }, async (_, b) => {
-        const count = Math.min(per, n - b * per);
-        const obj = mapBlockName(name, b);
-        const info = await this.blockerm.info(obj);
-        const need = count * ENTRY_V2_SIZE;
-        const stored = Math.min(info?.size ?? 0, need);
-        const buf =
-          stored > 0 ? (await this.blockerm.read(obj, 0, need)).subarray(0, stored) : Buffer.alloc(0);
-        return decodeEntriesV2(buf, count, name, b * per);
-      }),
-    );
-    return parts.flat();
+    const parts = new Array<MapEntry[]>(blocks);
+    // Each map block is read into a reused buffer and decoded before the next: a 1 TiB map is
+    // 32 MiB of records, and faulting in that much fresh memory costs more than reading it.
+    let next = 0;
+    const worker = async () => {
+      const buf = this.mapBuffers.pop() ?? Buffer.allocUnsafe(per * ENTRY_V2_SIZE);
+      try {
+        while (next < blocks) {
+          const b = next++;
+          const count = Math.min(per, n - b * per);
+          const obj = mapBlockName(name, b);
+          const info = await this.blockerm.info(obj);
+          const need = count * ENTRY_V2_SIZE;
+          const stored = Math.min(info?.size ?? 0, need);
+          const target = buf.length >= need ? buf.subarray(0, need) : Buffer.allocUnsafe(need);
+          if (stored > 0) await readIntoBuffer(this.blockerm, obj, 0, target);
+          parts[b] = decodeEntriesV2(target.subarray(0, stored), count, name, b * per);
+        }
+      } finally {
+        if (this.mapBuffers.length < MAP_BUFFERS) this.mapBuffers.push(buf);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(MAP_BUFFERS, blocks) }, worker));
+    if (parts.length === 1) return parts[0]!;
+    const entries = new Array<MapEntry>(n);
+    for (let b = 0; b < blocks; b++) {
+      const part = parts[b]!;
+      for (let i = 0, at = b * per; i < part.length; i++) entries[at + i] = part[i]!;
+    }
+    return entries;
   }
 
   /** The map-block contents of a map (entries encoded as v2 records, one buffer per block). */
   private encodeBlocks(map: LoadedMap): Buffer[] {
     const per = entriesPerMapBlock(map.blocksize);
-    const all = encodeEntriesV2(map.entries);
-    const blocks = Math.ceil(map.entries.length / per);
-    const step = per * ENTRY_V2_SIZE;
-    return Array.from({ length: blocks }, (_, b) => all.subarray(b * step, (b + 1) * step));
+    const n = map.entries.length;
+    const blocks = Math.ceil(n / per);
+    return Array.from({ length: blocks }, (_, b) => {
+      const from = b * per;
+      const to = Math.min(n, from + per);
+      // A block of nothing but zero entries (most of a thin map) shares one encoded buffer.
+      let zero = true;
+      for (let i = from; i < to && zero; i++) zero = map.entries[i] === ZERO_ENTRY;
+      return zero ? zeroRecords(to - from) : encodeEntriesV2(map.entries.slice(from, to));
+    });
   }
 
   /**
@@ -1067,6 +1103,9 @@ function checkBlocksize(bs: number): void {
 }
 
 /** Largest volume we accept: 1 PiB (8 GiB of map data at 4 MiB blocks). */
+/** Map-block buffers a mapper keeps warm for loading maps (and map loads run this many reads at once). */
+const MAP_BUFFERS = 2;
+
 export const MAX_VOLUME_SIZE = 2 ** 50;
 
 function checkSize(size: number): void {

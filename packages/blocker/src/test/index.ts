@@ -264,6 +264,20 @@ export function blockerConformance(opts: ConformanceOptions): void {
         expect(await b.exists(name)).toBe(false);
       });
 
+      it('readInto, where offered, fills the caller’s buffer like read with missingOk', async () => {
+        const b = await open();
+        if (!b.readInto) return;
+        const name = `${prefix()}into`;
+        await b.write(name, 0, Buffer.from('abcdef'));
+        const target = Buffer.alloc(8, 0xff);
+        await b.readInto(name, 2, target);
+        expect(target.equals(Buffer.from([0x63, 0x64, 0x65, 0x66, 0, 0, 0, 0]))).toBe(true);
+        target.fill(0xff);
+        await b.readInto(`${prefix()}missing`, 0, target);
+        expect(target.equals(Buffer.alloc(8))).toBe(true);
+        expect(await b.exists(`${prefix()}missing`)).toBe(false);
+      });
+
       it('accepts a plain Uint8Array, and a view into a larger buffer', async () => {
         const b = await open();
         const name = `${prefix()}obj`;
