@@ -1,20 +1,21 @@
 // Node-API wrapper of the segment core (segment.cc). One ObjectWrap, `NativeSegment`; the
 // TypeScript facade (src/segment/) checks arguments and keeps this object behind a Symbol.
 //
-// Wake-ups: one native waiter thread per port this process serves. It sleeps in FUTEX_WAIT on
-// the port's shared `seq` word (no spinning, no polling) and, when the port's request or reply
-// queue is non-empty, calls into JS once through a ThreadSafeFunction; JS drains everything that
-// arrived (a batch) and only then does the thread go back to sleep.
-#include <linux/futex.h>
+// Wake-ups (one per direction, no helper thread): every port this process serves has a
+// doorbell, a FIFO that its libuv loop watches with a uv_poll handle. An enqueuer rings it only
+// while the owner is armed (Port::waiters), i.e. may be asleep in epoll; the poll callback runs
+// the JS drain directly (napi_make_callback), which takes everything that arrived (a batch).
+// While a port has requests of its own outstanding and the loop has nothing else to do, a
+// uv_prepare handle spins on the port's queues for a bounded, adaptive number of microseconds
+// before the loop goes to sleep, disarmed, so a fast reply costs no wake-up at all.
 #include <napi.h>
-#include <sys/syscall.h>
+#include <sched.h>
+#include <time.h>
 #include <unistd.h>
+#include <uv.h>
 
-#include <climits>
-#include <condition_variable>
+#include <algorithm>
 #include <map>
-#include <mutex>
-#include <thread>
 
 #include "segment.h"
 
@@ -37,72 +38,270 @@ using xseg::Seg;
     throw_js(env, e);             \
   }
 
+static double now_us() {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return double(t.tv_sec) * 1e6 + double(t.tv_nsec) / 1e3;
+}
+
+static inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// The serving end of one port in this process. Lives on the JS thread only. Its three libuv
+// handles are closed by halt(); the struct is freed once they are closed and its NativeSegment
+// has let go of it (whichever comes last).
 struct Waiter {
   std::shared_ptr<Seg> seg;
   uint32_t port = 0;
-  std::thread th;
-  Napi::ThreadSafeFunction tsfn;
-  std::mutex mu;
-  std::condition_variable cv;
-  bool pending = false;
-  std::atomic<bool> stop{false};
+  xseg::Port* p = nullptr;
+  napi_env env = nullptr;
+  napi_ref fn = nullptr;
+  napi_ref resource = nullptr;
+  napi_async_context actx = nullptr;
+  napi_async_cleanup_hook_handle hook = nullptr;
+  int fd = -1;
+  uv_loop_t* loop = nullptr;
+  uv_poll_t poll;
+  uv_prepare_t prep;
+  uv_idle_t idle;
+  int open_handles = 0;
+  bool stopped = false;
+  bool orphaned = false;     // the NativeSegment no longer points at it
+  bool from_hook = false;    // halted by the environment's teardown
+  uint32_t seen_seq = 0;     // the port's seq when the last drain started
 
-  bool is_pending() {
-    std::lock_guard<std::mutex> lk(mu);
-    return pending;
-  }
+  // Requests this port submitted whose replies it has not received yet.
+  uint32_t outstanding = 0;
 
-  // `scheduled` is set when a JS drain is queued and cleared by that drain before it starts
-  // popping, so an arrival after the drain's last look always queues another one. The thread
-  // never waits for JS: it goes straight back to FUTEX_WAIT on the port's sequence word, which
-  // changes only when something new is queued (so a slow JS drain cannot make it spin).
-  std::atomic<bool> scheduled{false};
-
-  void run() {
-    xseg::Port* p = seg->port(port);
-    Waiter* self = this;
-    while (!stop.load()) {
-      __atomic_add_fetch(&p->waiters, 1, __ATOMIC_SEQ_CST);
-      uint32_t s = __atomic_load_n(&p->seq, __ATOMIC_SEQ_CST);
-      if (seg->has_work(port) && !scheduled.exchange(true)) {
-        {
-          std::lock_guard<std::mutex> lk(mu);
-          pending = true;
-        }
-        napi_status st = tsfn.NonBlockingCall([self](Napi::Env, Napi::Function fn) {
-          self->scheduled.store(false);
-          if (!self->stop.load()) {
-            try {
-              fn.Call({});
-            } catch (...) {
-            }
-          }
-          std::lock_guard<std::mutex> lk(self->mu);
-          self->pending = false;
-        });
-        if (st != napi_ok) {
-          __atomic_sub_fetch(&p->waiters, 1, __ATOMIC_SEQ_CST);
-          break;
-        }
+  // Spinning, right before the loop would sleep and only when it has nothing else ready, for
+  // at most spin_max_us per loop turn, in two cases:
+  //  - replies are due (outstanding > 0): spin for them;
+  //  - linger: this port just served requests (a peer in a request/reply stream usually sends
+  //    the next one within microseconds): spin for the next, up to linger_max_us after the end
+  //    of the last drain, never later. An idle port therefore spins at most once, briefly.
+  // Each case adapts: the budget is 4x the moving average of how long hits took (at least
+  // kMinSpin), and a miss skips the next 1, 3, 7 ... 63 chances, so a port whose peers are slow
+  // stops spinning almost entirely. Spinning disarms the port: the peer pays no wake-up either.
+  struct Adapt {
+    double avg = 0;
+    uint32_t misses = 0, skip = 0;
+    double spins = 0, hits = 0, spun_us = 0;
+    bool ready() {
+      if (skip == 0) return true;
+      skip--;
+      return false;
+    }
+    void record(bool hit, double us) {
+      spins++;
+      spun_us += us;
+      if (hit) {
+        hits++;
+        avg = avg == 0 ? us : (7 * avg + us) / 8;
+        misses = 0;
+      } else {
+        misses = std::min(misses + 1, 6u);
+        skip = (1u << misses) - 1;
       }
-      if (!stop.load()) syscall(SYS_futex, &p->seq, FUTEX_WAIT, s, nullptr, nullptr, 0);
-      __atomic_sub_fetch(&p->waiters, 1, __ATOMIC_SEQ_CST);
+    }
+  };
+  double spin_max_us = 0;
+  double linger_max_us = 0;
+  Adapt reply_spin, linger;
+  double served_at = 0;  // when the last drain that took requests ended (0: not recently)
+  static constexpr double kMinSpin = 25;
+
+  double wakes = 0;  // doorbell wake-ups (stats)
+  bool fixed_spin = false;  // test hook: spin the whole cap, no adapting
+
+  void start(napi_env e, napi_value f) {
+    env = e;
+    p = seg->port(port);
+    fd = seg->open_doorbell(port);
+    napi_get_uv_event_loop(env, &loop);
+    napi_create_reference(env, f, 1, &fn);
+    napi_value res, name;
+    napi_create_object(env, &res);
+    napi_create_reference(env, res, 1, &resource);
+    napi_create_string_utf8(env, "xseg-port", NAPI_AUTO_LENGTH, &name);
+    napi_async_init(env, res, name, &actx);
+    poll.data = prep.data = idle.data = this;
+    uv_poll_init(loop, &poll, fd);
+    uv_prepare_init(loop, &prep);
+    uv_idle_init(loop, &idle);
+    open_handles = 3;
+    uv_unref(reinterpret_cast<uv_handle_t*>(&prep));
+    uv_unref(reinterpret_cast<uv_handle_t*>(&idle));
+    uv_poll_start(&poll, UV_READABLE, on_poll);
+    uv_prepare_start(&prep, on_prepare);
+    napi_add_async_cleanup_hook(env, on_teardown, this, &hook);
+    // Whatever is queued already is drained before the loop next sleeps (never in this call).
+    seen_seq = __atomic_load_n(&p->seq, __ATOMIC_SEQ_CST) - 1;
+    uv_idle_start(&idle, on_idle);
+  }
+
+  void set_ref(bool ref) {
+    if (stopped) return;
+    if (ref) uv_ref(reinterpret_cast<uv_handle_t*>(&poll));
+    else uv_unref(reinterpret_cast<uv_handle_t*>(&poll));
+  }
+
+  void arm(uint32_t v) { __atomic_store_n(&p->waiters, v, __ATOMIC_SEQ_CST); }
+
+  // The port is armed only while its loop may sleep: `settle` (the last thing before epoll)
+  // arms it, everything that runs JS disarms it, so peers ring only a loop that may be asleep.
+
+  // Disarms and runs the JS drain if anything is queued. Returns whether JS ran.
+  bool service() {
+    arm(0);
+    seen_seq = __atomic_load_n(&p->seq, __ATOMIC_SEQ_CST);
+    if (!seg->has_work(port)) return false;
+    bool requests = __atomic_load_n(&p->rq.count, __ATOMIC_SEQ_CST) != 0;
+    call_js();
+    if (requests && !stopped) served_at = now_us();
+    return true;
+  }
+
+  // Arms, then drains again if anything arrived since the last look (a peer that saw us
+  // disarmed did not ring). Bounded: a peer that keeps the queue busy gets the next loop turn,
+  // and the idle handle keeps that turn's poll from blocking. Returns whether JS ran.
+  bool settle() {
+    bool ran = false;
+    for (int round = 0; round < 4 && !stopped; round++) {
+      arm(1);
+      __atomic_thread_fence(__ATOMIC_SEQ_CST);
+      if (__atomic_load_n(&p->seq, __ATOMIC_SEQ_CST) == seen_seq) return ran;
+      ran |= service();
+    }
+    if (!stopped) {
+      arm(1);
+      uv_idle_start(&idle, on_idle);
+    }
+    return ran;
+  }
+
+  void call_js() {
+    napi_handle_scope scope;
+    if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+    napi_value f, recv, result;
+    napi_get_reference_value(env, fn, &f);
+    napi_get_reference_value(env, resource, &recv);  // must be an object
+    if (napi_make_callback(env, actx, recv, f, 0, nullptr, &result) == napi_pending_exception) {
+      // Handler errors are the facade's business (it catches and reports them); anything that
+      // still escapes is dropped here as the thread-safe function did before.
+      napi_value e;
+      napi_get_and_clear_last_exception(env, &e);
+    }
+    napi_close_handle_scope(env, scope);
+  }
+
+  static void on_poll(uv_poll_t* h, int status, int events) {
+    auto* w = static_cast<Waiter*>(h->data);
+    if (w->stopped) return;
+    uint8_t buf[256];
+    while (read(w->fd, buf, sizeof buf) > 0) {
+    }
+    w->wakes++;
+    w->service();
+  }
+
+  // Only keeps one loop turn from blocking (the prepare callback does the work).
+  static void on_idle(uv_idle_t* h) { uv_idle_stop(h); }
+
+  // Spins until the port has work or `budget` µs passed; returns the µs spent (negative: miss).
+  double spin(double budget) {
+    double t0 = now_us(), t = t0;
+    for (uint32_t i = 1;; i++) {
+      if (seg->has_work(port)) return t - t0;
+      for (int k = 0; k < 16; k++) cpu_relax();
+      t = now_us();
+      if (t - t0 >= budget) return -(t - t0);
+      // Two vCPUs and two spinning processes must not starve the process doing the work:
+      // offer the CPU every few microseconds (a no-op when nothing else is runnable here).
+      if ((i & 15) == 0) sched_yield();
     }
   }
 
-  // Called on the JS thread. The pending callback, if any, may still run later; it only touches
-  // this Waiter, which is kept alive (leaked on purpose when a call is outstanding).
-  void halt() {
-    stop.store(true);
-    xseg::Port* p = seg->port(port);
-    __atomic_add_fetch(&p->seq, 1, __ATOMIC_SEQ_CST);
-    syscall(SYS_futex, &p->seq, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
-    {
-      std::lock_guard<std::mutex> lk(mu);
-      cv.notify_all();
+  // Right before the loop would block in epoll (see Adapt above).
+  static void on_prepare(uv_prepare_t* h) {
+    auto* w = static_cast<Waiter*>(h->data);
+    if (w->stopped) return;
+    bool replies = w->outstanding > 0;
+    Adapt* a = nullptr;
+    double cap = 0;
+    if (replies && w->spin_max_us > 0) {
+      a = &w->reply_spin;
+      cap = w->spin_max_us;
+    } else if (!replies && w->served_at != 0 && w->linger_max_us > 0) {
+      cap = w->linger_max_us - (now_us() - w->served_at);
+      if (cap > 1) a = &w->linger;
     }
-    if (th.joinable()) th.join();
-    tsfn.Release();
+    w->served_at = 0;  // at most one linger per drain
+    bool ran = false;
+    bool want = a != nullptr && (w->fixed_spin || a->ready());
+    // timeout 0: timers, immediates or closing handles are ready, so no spinning
+    int timeout = want ? uv_backend_timeout(w->loop) : 0;
+    if (want && timeout != 0) {
+      double budget = w->fixed_spin ? cap : std::min(cap, std::max(kMinSpin, 4 * a->avg));
+      if (timeout > 0 && !w->fixed_spin) budget = std::min(budget, timeout * 1000.0);
+      w->arm(0);
+      double r = w->spin(budget);
+      a->record(r >= 0, r >= 0 ? r : -r);
+      if (r >= 0) ran = w->service();
+    } else if (want && a == &w->reply_spin) {
+      // Something else is ready this turn; look again on the next one (which the idle handle
+      // keeps from blocking) rather than sleeping with replies due.
+      ran = true;
+    }
+    ran |= w->settle();
+    // JS ran here, right before the poll: it may have sent requests (or served some) worth
+    // spinning for, so come back through this callback instead of blocking.
+    if (ran && !w->stopped) uv_idle_start(&w->idle, on_idle);
+  }
+
+  static void on_close(uv_handle_t* h) {
+    auto* w = static_cast<Waiter*>(h->data);
+    if (--w->open_handles > 0) return;
+    if (w->fd >= 0) close(w->fd);
+    w->fd = -1;
+    if (w->from_hook) napi_remove_async_cleanup_hook(w->hook);
+    if (w->orphaned) delete w;
+  }
+
+  static void on_teardown(napi_async_cleanup_hook_handle, void* arg) {
+    auto* w = static_cast<Waiter*>(arg);
+    w->from_hook = true;
+    w->halt();
+  }
+
+  // On the JS thread. Safe to call from inside the drain (the handles close later).
+  void halt() {
+    if (stopped) return;
+    stopped = true;
+    arm(0);
+    if (!from_hook && hook != nullptr) napi_remove_async_cleanup_hook(hook);
+    if (actx != nullptr) napi_async_destroy(env, actx);
+    if (fn != nullptr) napi_delete_reference(env, fn);
+    if (resource != nullptr) napi_delete_reference(env, resource);
+    actx = nullptr;
+    fn = resource = nullptr;
+    uv_poll_stop(&poll);
+    uv_prepare_stop(&prep);
+    uv_idle_stop(&idle);
+    uv_close(reinterpret_cast<uv_handle_t*>(&poll), on_close);
+    uv_close(reinterpret_cast<uv_handle_t*>(&prep), on_close);
+    uv_close(reinterpret_cast<uv_handle_t*>(&idle), on_close);
+  }
+
+  // The NativeSegment lets go: frees it now or once its handles are closed.
+  void drop() {
+    halt();
+    orphaned = true;
+    if (open_handles == 0) delete this;
   }
 };
 
@@ -129,6 +328,9 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
             InstanceMethod("startWaiter", &NativeSegment::StartWaiter),
             InstanceMethod("stopWaiter", &NativeSegment::StopWaiter),
             InstanceMethod("refWaiter", &NativeSegment::RefWaiter),
+            InstanceMethod("setSpin", &NativeSegment::SetSpin),
+            InstanceMethod("waiterStats", &NativeSegment::WaiterStats),
+            InstanceMethod("debugFixedSpin", &NativeSegment::DebugFixedSpin),
             InstanceMethod("report", &NativeSegment::Report),
             InstanceMethod("recoverPort", &NativeSegment::RecoverPort),
             InstanceMethod("recoverLocks", &NativeSegment::RecoverLocks),
@@ -158,10 +360,7 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
   }
 
   void StopAll() {
-    for (auto& [n, w] : waiters_) {
-      w->halt();
-      if (!w->is_pending()) delete w;  // else leaked: a queued JS call still points at it
-    }
+    for (auto& [n, w] : waiters_) w->drop();
     waiters_.clear();
   }
 
@@ -256,8 +455,7 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
     uint32_t n = info[0].As<Napi::Number>().Uint32Value();
     auto it = waiters_.find(n);
     if (it != waiters_.end()) {
-      it->second->halt();
-      if (!it->second->is_pending()) delete it->second;
+      it->second->drop();
       waiters_.erase(it);
     }
     S(env).leave(n);
@@ -310,6 +508,7 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
       }
       uint32_t gen = r->gen;
       s.submit(idx);
+      Submitted(src);
       return Napi::Number::New(env, Handle(idx, gen));
     } catch (...) {
       try {
@@ -370,7 +569,9 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
     xseg::Req* r = FromHandle(env, info[0], &idx);
     if (r->loc != xseg::LOC_HELD) throw_js(env, Error{"EINVAL", "request already submitted", false});
     Fill(info, r, 1);
+    uint32_t src = r->src;  // read before the request leaves our hands
     S(env).submit(idx);
+    Submitted(src);
     return env.Undefined();
     GUARD_END(env)
   }
@@ -459,6 +660,8 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
     uint32_t idx = S(env).receive(n, &errs);
     Errors(env, info[1], errs);
     if (idx == xseg::NONE) return env.Null();
+    auto w = waiters_.find(n);
+    if (w != waiters_.end() && w->second->outstanding > 0) w->second->outstanding--;
     xseg::Req* r = seg_->req(idx);
     try {
       return ReqObject(env, idx, r, true);
@@ -495,8 +698,12 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
     auto* w = new Waiter();
     w->seg = seg_;
     w->port = n;
-    w->tsfn = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "xseg-waiter", 0, 1);
-    w->th = std::thread([w] { w->run(); });
+    try {
+      w->start(env, info[1]);
+    } catch (...) {
+      delete w;  // open_doorbell failed before any handle was initialised
+      throw;
+    }
     waiters_[n] = w;
     return env.Undefined();
     GUARD_END(env)
@@ -507,8 +714,7 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
     uint32_t n = info[0].As<Napi::Number>().Uint32Value();
     auto it = waiters_.find(n);
     if (it != waiters_.end()) {
-      it->second->halt();
-      if (!it->second->is_pending()) delete it->second;
+      it->second->drop();
       waiters_.erase(it);
     }
     return env.Undefined();
@@ -519,10 +725,56 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
     uint32_t n = info[0].As<Napi::Number>().Uint32Value();
     auto it = waiters_.find(n);
     if (it != waiters_.end()) {
-      if (info[1].ToBoolean()) it->second->tsfn.Ref(env);
-      else it->second->tsfn.Unref(env);
+      it->second->set_ref(info[1].ToBoolean());
     }
     return env.Undefined();
+  }
+
+  // setSpin(port, maxUs, lingerUs): the most a port may spin per loop turn for replies it has
+  // due, and for the next request after serving (0: never).
+  Napi::Value SetSpin(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto it = waiters_.find(info[0].As<Napi::Number>().Uint32Value());
+    if (it != waiters_.end()) {
+      it->second->spin_max_us = std::max(0.0, info[1].As<Napi::Number>().DoubleValue());
+      it->second->linger_max_us = std::max(0.0, info[2].As<Napi::Number>().DoubleValue());
+    }
+    return env.Undefined();
+  }
+
+  // waiterStats(port) -> counters (see NativeWaiterStats in native.ts) | null
+  Napi::Value WaiterStats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto it = waiters_.find(info[0].As<Napi::Number>().Uint32Value());
+    if (it == waiters_.end()) return env.Null();
+    Waiter* w = it->second;
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("outstanding", w->outstanding);
+    o.Set("spins", w->reply_spin.spins);
+    o.Set("hits", w->reply_spin.hits);
+    o.Set("spunUs", w->reply_spin.spun_us);
+    o.Set("avgHitUs", w->reply_spin.avg);
+    o.Set("lingers", w->linger.spins);
+    o.Set("lingerHits", w->linger.hits);
+    o.Set("lingerUs", w->linger.spun_us);
+    o.Set("wakes", w->wakes);
+    o.Set("spinMaxUs", w->spin_max_us);
+    o.Set("lingerMaxUs", w->linger_max_us);
+    o.Set("armed", __atomic_load_n(&w->p->waiters, __ATOMIC_SEQ_CST) != 0);
+    return o;
+  }
+
+  // Test hook: the port spins its whole budget (spinUs / lingerUs) every time, so a test can
+  // catch it mid-spin.
+  Napi::Value DebugFixedSpin(const Napi::CallbackInfo& info) {
+    auto it = waiters_.find(info[0].As<Napi::Number>().Uint32Value());
+    if (it != waiters_.end()) it->second->fixed_spin = info[1].ToBoolean();
+    return info.Env().Undefined();
+  }
+
+  void Submitted(uint32_t src) {
+    auto it = waiters_.find(src);
+    if (it != waiters_.end()) it->second->outstanding++;
   }
 
   Napi::Value Report(const Napi::CallbackInfo& info) {
@@ -593,6 +845,7 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
       x.Set("replyQueue", p->pq.count);
       x.Set("freeQueue", p->fq.count);
       x.Set("lockOwnerPid", p->lock.owner_pid);
+      x.Set("armed", __atomic_load_n(&p->waiters, __ATOMIC_SEQ_CST) != 0);
       ports.Set(k++, x);
     }
     o.Set("locks", locks);

@@ -10,7 +10,7 @@
 namespace xseg {
 
 constexpr char MAGIC[8] = {'A', 'R', 'C', 'H', 'X', 'S', 'E', 'G'};
-constexpr uint32_t VERSION = 1;
+constexpr uint32_t VERSION = 2;  // 2: doorbell wake-ups (`waiters` means "owner armed")
 constexpr uint32_t NONE = 0xffffffffu;      // "no request" in a list link
 constexpr uint64_t NONE64 = ~0ull;          // "no chunk" in the heap free list / no data
 constexpr uint32_t REQ_MAGIC = 0x58524551;  // 'XREQ'
@@ -48,8 +48,8 @@ enum PortFlags : uint32_t { PF_BOUND = 1, PF_DYNAMIC = 2 };
 
 struct Port {
   Lock lock;              // guards the three lists and the fields below
-  uint32_t seq;           // futex word: bumped after every enqueue to rq or pq
-  uint32_t waiters;       // >0 while a waiter may sleep on seq
+  uint32_t seq;           // bumped after every enqueue to rq or pq (what spinners and re-checks read)
+  uint32_t waiters;       // non-zero while the owner may sleep: enqueuers then ring its doorbell
   uint32_t owner_pid;     // pid of the binder (0 = never bound / left)
   uint32_t flags;
   uint32_t portno;

@@ -1,14 +1,13 @@
 #include "segment.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
-#include <linux/futex.h>
 #include <signal.h>
 #include <stddef.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <climits>
@@ -187,9 +186,21 @@ void Seg::destroy(const std::string& name) {
     if (errno == ENOENT) fail("EINVAL", "no segment '" + name + "'");
     fail("EIO", "shm_unlink: " + std::string(strerror(errno)));
   }
+  // The doorbells go with it (peers that still have the segment mapped keep theirs open).
+  std::string dir = doorbell_dir(name);
+  if (DIR* d = opendir(dir.c_str())) {
+    while (struct dirent* e = readdir(d))
+      if (e->d_name[0] != '.') unlink((dir + "/" + e->d_name).c_str());
+    closedir(d);
+    rmdir(dir.c_str());
+  }
 }
 
 Seg::Seg(std::shared_ptr<Mapping> m) : map_(std::move(m)) { check_geometry(); }
+
+Seg::~Seg() {
+  for (auto& [n, fd] : bells_) close(fd);
+}
 
 void Seg::check_geometry() const {
   const Header* h = hdr();
@@ -556,10 +567,59 @@ uint8_t* Seg::payload(Req* r, uint64_t* len) const {
 // ---------------------------------------------------------------------------------------------
 // Ports
 
+// The enqueue (under the port lock) happens before the `seq` bump; the owner stores `waiters`
+// before it re-reads `seq` (addon.cc, Waiter::service). With both sides sequentially consistent,
+// either the owner sees the new `seq` and drains again, or we see it armed and ring.
 void Seg::signal(Port* p) {
   __atomic_add_fetch(&p->seq, 1, __ATOMIC_SEQ_CST);
-  if (__atomic_load_n(&p->waiters, __ATOMIC_SEQ_CST) != 0)
-    syscall(SYS_futex, &p->seq, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+  if (__atomic_load_n(&p->waiters, __ATOMIC_SEQ_CST) != 0) {
+    uint8_t* base = map_->base + hdr()->ports_off;
+    ring(static_cast<uint32_t>((reinterpret_cast<uint8_t*>(p) - base) / sizeof(Port)));
+  }
+}
+
+std::string Seg::doorbell_dir(const std::string& name) { return "/dev/shm/" + name + ".bell"; }
+std::string Seg::doorbell_path(const std::string& name, uint32_t n) {
+  return doorbell_dir(name) + "/" + std::to_string(n);
+}
+
+// One byte into port n's doorbell. No reader (the owner stopped or died while armed: ENXIO on
+// open, EPIPE on write, SIGPIPE is ignored by Node) or a full pipe (EAGAIN: the owner has bytes
+// to read already) are not errors: the request is queued either way, and an owner re-checks its
+// queues whenever it (re)arms.
+void Seg::ring(uint32_t n) {
+  auto it = bells_.find(n);
+  int fd = it == bells_.end() ? -1 : it->second;
+  if (fd < 0) {
+    fd = open(doorbell_path(hdr()->name, n).c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return;
+    bells_[n] = fd;
+  }
+  uint8_t b = 1;
+  if (write(fd, &b, 1) < 0 && errno == EPIPE) {
+    close(fd);
+    bells_.erase(n);
+  }
+}
+
+int Seg::open_doorbell(uint32_t n) {
+  port(n);
+  std::string name = hdr()->name;
+  std::string dir = doorbell_dir(name);
+  if (mkdir(dir.c_str(), 0770) != 0 && errno != EEXIST) fail("EIO", "mkdir " + dir + ": " + strerror(errno));
+  std::string path = doorbell_path(name, n);
+  if (mkfifo(path.c_str(), 0660) != 0 && errno != EEXIST) fail("EIO", "mkfifo " + path + ": " + strerror(errno));
+  // O_RDWR: the reader also counts as a writer, so the FIFO never reports hang-up while peers
+  // come and go (Linux allows O_RDWR on a FIFO).
+  int fd = open(path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) fail("EIO", "open " + path + ": " + strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode)) {
+    close(fd);
+    fail("EIO", path + " is not a FIFO");
+  }
+  return fd;
 }
 
 bool Seg::has_work(uint32_t n) const {

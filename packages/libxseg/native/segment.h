@@ -4,6 +4,7 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "layout.h"
@@ -44,6 +45,9 @@ class Seg {
   static void destroy(const std::string& name);
 
   explicit Seg(std::shared_ptr<Mapping> m);
+  ~Seg();
+  Seg(const Seg&) = delete;
+  Seg& operator=(const Seg&) = delete;
 
   Header* hdr() const { return reinterpret_cast<Header*>(map_->base); }
   const std::shared_ptr<Mapping>& mapping() const { return map_; }
@@ -60,7 +64,14 @@ class Seg {
   void bind(uint32_t n, bool dynamic, Recovered* rec);
   uint32_t bind_dynamic(Recovered* rec);
   void leave(uint32_t n);
+  // Wake-ups. After every enqueue, `signal` bumps the port's `seq`; when the port's owner is
+  // armed (`waiters` != 0: it may be asleep in its event loop) it also writes one byte to the
+  // port's doorbell, a FIFO under /dev/shm/<name>.bell/ that the owner's libuv loop watches.
   void signal(Port* p);
+  // The serving side: creates (if needed) and opens port n's doorbell for reading, non-blocking.
+  int open_doorbell(uint32_t n);
+  static std::string doorbell_dir(const std::string& name);
+  static std::string doorbell_path(const std::string& name, uint32_t n);
   Recovered recover_port(uint32_t n, bool force);
   uint32_t recover_locks(uint32_t pid);
 
@@ -100,7 +111,10 @@ class Seg {
   void fail_back(Req* r, uint32_t idx, std::vector<Error>* errors);
   void pool_put(uint32_t idx);
 
+  void ring(uint32_t n);
+
   std::shared_ptr<Mapping> map_;
+  std::unordered_map<uint32_t, int> bells_;  // write ends of other ports' doorbells, opened lazily
 };
 
 }  // namespace xseg

@@ -4,8 +4,10 @@
  */
 export {
   type CreateOptions,
+  type JoinOptions,
   Port,
   type PortReport,
+  type PortStats,
   type PreparedRequest,
   type Recovery,
   type RespondOptions,

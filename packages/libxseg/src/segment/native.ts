@@ -25,6 +25,26 @@ export interface NativeError {
   message: string;
 }
 
+export interface NativeWaiterStats {
+  /** Requests this port submitted whose replies have not been received. */
+  outstanding: number;
+  /** Spins for replies due, how many found one, µs spent, moving average of a hit (µs). */
+  spins: number;
+  hits: number;
+  spunUs: number;
+  avgHitUs: number;
+  /** Spins for the next request after serving (linger), hits, µs spent. */
+  lingers: number;
+  lingerHits: number;
+  lingerUs: number;
+  /** Doorbell wake-ups of the event loop. */
+  wakes: number;
+  spinMaxUs: number;
+  lingerMaxUs: number;
+  /** Whether peers ring this port's doorbell (it may be asleep). */
+  armed: boolean;
+}
+
 export interface NativeSegment {
   geometry(): Record<string, number | string>;
   bind(port: number): { port: number; failed: number; freed: number };
@@ -58,11 +78,14 @@ export interface NativeSegment {
   startWaiter(port: number, wake: () => void): void;
   stopWaiter(port: number): void;
   refWaiter(port: number, ref: boolean): void;
+  setSpin(port: number, maxUs: number, lingerUs: number): void;
+  waiterStats(port: number): NativeWaiterStats | null;
   report(): unknown;
   recoverPort(port: number, force: boolean): { port: number; failed: number; freed: number };
   recoverLocks(pid: number): number;
   close(): void;
   heapBuffer(): ArrayBuffer;
+  debugFixedSpin(port: number, fixed: boolean): void;
   debugHoldLock(which: 'heap' | 'segment' | 'port', port?: number): void;
 }
 

@@ -1,79 +1,14 @@
-import { type ChildProcess, execFileSync, fork } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ArchipelagoError } from '../errors.js';
 import { Op, XS } from '../protocol.js';
+import { harness, killed, until } from './__fixtures__/harness.js';
 import { type Port, Segment, type XsegReply } from './index.js';
 
-const PEER = fileURLToPath(new URL('./__fixtures__/peer.mjs', import.meta.url));
-let counter = 0;
-const made: string[] = [];
-const children: ChildProcess[] = [];
-
-function fresh(geom = '4:8:64:12'): string {
-  const name = `xsegtest-${process.pid}-${counter++}`;
-  made.push(name);
-  return `posix:${name}:${geom}`;
-}
-
-afterEach(async () => {
-  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  for (const n of made.splice(0)) {
-    try {
-      Segment.destroy(n);
-    } catch {
-      // already gone
-    }
-  }
-});
-
-type Msg = { ev: string; [k: string]: unknown };
-function peer(): { child: ChildProcess; next: (ev: string) => Promise<Msg> } {
-  const child = fork(PEER, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  children.push(child);
-  const inbox: Msg[] = [];
-  const waiters: Array<() => void> = [];
-  child.on('message', (m) => {
-    inbox.push(m as Msg);
-    for (const w of waiters.splice(0)) w();
-  });
-  const next = async (ev: string): Promise<Msg> => {
-    for (;;) {
-      const i = inbox.findIndex((m) => m.ev === ev || m.ev === 'error');
-      if (i !== -1) {
-        const [m] = inbox.splice(i, 1);
-        if (m?.ev === 'error') throw new Error(`peer: ${String(m.message)}`);
-        return m as Msg;
-      }
-      await new Promise<void>((r) => waiters.push(r));
-    }
-  };
-  return { child, next };
-}
-
-async function serve(spec: string, port: number, mode = 'echo') {
-  const p = peer();
-  await p.next('started');
-  p.child.send({ cmd: 'serve', spec, port, mode });
-  const ready = await p.next('ready');
-  return { ...p, ready };
-}
-
-const killed = (c: ChildProcess) =>
-  new Promise<void>((r) => {
-    if (c.exitCode !== null || c.signalCode !== null) r();
-    else c.once('exit', () => r());
-  });
-
-const until = async (cond: () => boolean, ms = 10_000) => {
-  const t = Date.now();
-  while (!cond()) {
-    if (Date.now() - t > ms) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 5));
-  }
-};
+const { fresh, peer, serve } = harness('xsegtest');
 
 describe('segment lifecycle', () => {
   it('creates, joins and destroys by name under /dev/shm', () => {
@@ -305,7 +240,7 @@ describe('crash recovery', () => {
     const p = peer();
     await p.next('started');
     p.child.send({ cmd: 'holdlock', spec, which: 'port', port: 2 });
-    const { pid } = (await p.next('locked')) as { pid: number };
+    const { pid } = (await p.next('locked')) as unknown as { pid: number };
     expect(seg.report().locks).toContainEqual({ name: 'port 2', ownerPid: pid, ownerAlive: true });
     expect(() => seg.recoverLocks(pid)).toThrow(expect.objectContaining({ code: 'EBUSY' }));
     p.child.kill('SIGKILL');

@@ -10,7 +10,13 @@
  */
 import { ArchipelagoError, archipError, type ErrorCode } from '../errors.js';
 import { XS } from '../protocol.js';
-import { loadAddon, type NativeError, type NativeRequest, type NativeSegment } from './native.js';
+import {
+  loadAddon,
+  type NativeError,
+  type NativeRequest,
+  type NativeSegment,
+  type NativeWaiterStats,
+} from './native.js';
 import { parseSpec, type SegmentSpec } from './spec.js';
 
 const native = Symbol('xseg.native');
@@ -121,6 +127,8 @@ export interface PortReport {
   replyQueue: number;
   freeQueue: number;
   lockOwnerPid: number;
+  /** The owner's loop may be asleep: enqueuers ring its doorbell (false while it runs or spins). */
+  armed: boolean;
 }
 
 export interface SegmentReport {
@@ -158,9 +166,46 @@ export interface Recovery {
   freed: number;
 }
 
-export interface CreateOptions {
+export interface JoinOptions {
+  /**
+   * The most a port with replies due may spin, per event-loop turn, waiting for them before the
+   * loop sleeps (µs; 0 = never). Default: `$ARCHIPELAGO_XSEG_SPIN_US`, else 50. A spin only
+   * happens when the loop has nothing else ready, adapts to how fast replies come, and backs
+   * off when they do not (see the package README, "Wake-ups").
+   */
+  spinUs?: number;
+  /**
+   * The most a port that has just served requests may spin for the next one, counted from the
+   * end of that drain (µs; 0 = never). Default: `$ARCHIPELAGO_XSEG_LINGER_US`, else 50. Same
+   * rules as `spinUs`; an idle port spins at most once.
+   */
+  lingerUs?: number;
+}
+
+export interface CreateOptions extends JoinOptions {
   /** Requests in the pool (not part of the spec string); default 4096. */
   nrReqs?: number;
+}
+
+/** Wake-up counters of a port in this process (diagnostics; see `Port.stats`). */
+export type PortStats = NativeWaiterStats;
+
+const DEFAULT_SPIN_US = 50;
+const DEFAULT_LINGER_US = 50;
+
+function usOption(name: string, v: number | undefined, envName: string, def: number): number {
+  if (v !== undefined) return checkInt(name, v, 0, 1_000_000);
+  const env = process.env[envName];
+  if (env === undefined || env === '') return def;
+  const n = Number(env);
+  return Number.isInteger(n) && n >= 0 && n <= 1_000_000 ? n : def;
+}
+
+function spinOptions(o: JoinOptions): { spinUs: number; lingerUs: number } {
+  return {
+    spinUs: usOption('spinUs', o.spinUs, 'ARCHIPELAGO_XSEG_SPIN_US', DEFAULT_SPIN_US),
+    lingerUs: usOption('lingerUs', o.lingerUs, 'ARCHIPELAGO_XSEG_LINGER_US', DEFAULT_LINGER_US),
+  };
 }
 
 const released = new FinalizationRegistry<() => void>((release) => {
@@ -178,41 +223,50 @@ export class Segment {
   private heap: ArrayBuffer | undefined;
   private readonly ports = new Map<number, Port>();
   private closed = false;
+  /** @internal Default spin budgets of this segment's ports (µs). */
+  readonly spin: { spinUs: number; lingerUs: number };
 
-  private constructor(n: NativeSegment) {
+  private constructor(n: NativeSegment, opts: JoinOptions) {
     this[native] = n;
     this.name = String(n.geometry().name);
+    this.spin = spinOptions(opts);
   }
 
   /** Creates `/dev/shm/<name>`; fails with EBUSY when it exists. */
   static create(spec: string | SegmentSpec, opts: CreateOptions = {}): Segment {
     const s = asSpec(spec);
     const nrReqs = checkInt('nrReqs', opts.nrReqs ?? 4096, 16, 1 << 20);
+    spinOptions(opts);
     const { NativeSegment } = loadAddon();
     return new Segment(
       call(() =>
         NativeSegment.create(s.name, s.nrPorts, s.dynports, s.sizeMiB * 2 ** 20, s.pageShift, nrReqs),
       ),
+      opts,
     );
   }
 
   /** Maps an existing segment, checking its magic, version and geometry. */
-  static join(spec: string | SegmentSpec): Segment {
+  static join(spec: string | SegmentSpec, opts: JoinOptions = {}): Segment {
     const s = asSpec(spec);
+    spinOptions(opts);
     const { NativeSegment } = loadAddon();
-    return new Segment(call(() => NativeSegment.join(s.name)));
+    return new Segment(
+      call(() => NativeSegment.join(s.name)),
+      opts,
+    );
   }
 
   /** Joins the segment, or creates it when there is none. */
   static open(spec: string | SegmentSpec, opts: CreateOptions = {}): Segment {
     try {
-      return Segment.join(spec);
+      return Segment.join(spec, opts);
     } catch (e) {
       if (ArchipelagoError.is(e, 'EINVAL') && /no segment/.test(e.message)) {
         try {
           return Segment.create(spec, opts);
         } catch (e2) {
-          if (ArchipelagoError.is(e2, 'EBUSY')) return Segment.join(spec);
+          if (ArchipelagoError.is(e2, 'EBUSY')) return Segment.join(spec, opts);
           throw e2;
         }
       }
@@ -321,12 +375,30 @@ export class Port {
   private started = false;
   private refed = true;
   private detached = false;
+  private spin: { spinUs: number; lingerUs: number };
 
   /** @internal */
   constructor(segment: Segment, n: number, recovered: Recovery) {
     this.segment = segment;
     this.number = n;
     this.recovered = recovered;
+    this.spin = { ...segment.spin };
+  }
+
+  /** Overrides the segment's `spinUs` / `lingerUs` for this port (µs; 0 = never spin). */
+  setSpin(opts: JoinOptions): this {
+    this.spin = {
+      spinUs: checkInt('spinUs', opts.spinUs ?? this.spin.spinUs, 0, 1_000_000),
+      lingerUs: checkInt('lingerUs', opts.lingerUs ?? this.spin.lingerUs, 0, 1_000_000),
+    };
+    if (this.started) this.segment.n().setSpin(this.number, this.spin.spinUs, this.spin.lingerUs);
+    return this;
+  }
+
+  /** Wake-up counters (spins, spin hits, doorbell wakes, replies due); undefined before the port starts. */
+  stats(): PortStats | undefined {
+    if (!this.started) return undefined;
+    return this.segment[native].waiterStats(this.number) ?? undefined;
   }
 
   /** Sends a request; the reply comes to `onReply` (or to `call`'s promise). Returns its handle. */
@@ -465,9 +537,11 @@ export class Port {
 
   private start(): void {
     if (this.started || this.detached) return;
+    const n = this.segment.n();
+    call(() => n.startWaiter(this.number, () => this.drain()));
     this.started = true;
-    this.segment.n().startWaiter(this.number, () => this.drain());
-    if (!this.refed) this.segment.n().refWaiter(this.number, false);
+    n.setSpin(this.number, this.spin.spinUs, this.spin.lingerUs);
+    if (!this.refed) n.refWaiter(this.number, false);
   }
 
   private report(errs: NativeError[]): void {

@@ -4,10 +4,12 @@ import { Segment } from '../../../dist/segment/index.js';
 
 let seg;
 let port;
+let client;
+const nat = (s) => s[Object.getOwnPropertySymbols(s)[0]];
 process.on('message', async (m) => {
   try {
     if (m.cmd === 'serve') {
-      seg = Segment.join(m.spec);
+      seg = Segment.join(m.spec, m.spin ?? {});
       port = seg.bindPort(m.port);
       let accepted = 0;
       port.onRequest((req) => {
@@ -15,6 +17,14 @@ process.on('message', async (m) => {
         if (m.mode === 'hold') {
           process.send({ ev: 'accepted', accepted });
           return; // never answer: the test kills us
+        }
+        if (m.mode === 'slow') {
+          // answer later, from a timer: the sender's spin gives up and its loop sleeps
+          setTimeout(() => {
+            req.data.fill(req.offset & 0xff);
+            port.respond(req, { serviced: req.size });
+          }, m.delay ?? 200);
+          return;
         }
         if (req.op === 1) {
           // read: fill in place with a pattern derived from the offset
@@ -29,7 +39,21 @@ process.on('message', async (m) => {
           port.respond(req, { state: 2, serviced: 0 });
         }
       });
+      if (m.fixedSpin) nat(seg).debugFixedSpin(m.port, true);
       process.send({ ev: 'ready', pid: process.pid, recovered: port.recovered });
+    } else if (m.cmd === 'call') {
+      // a client that spins (its whole spinUs when fixedSpin) for the reply to one request
+      seg ??= Segment.join(m.spec, m.spin ?? {});
+      client = seg.bindDynamicPort();
+      client.onReply(() => {});
+      // submit once the message is out (a spinning loop would hold it back)
+      process.send({ ev: 'called', port: client.number }, () => {
+        client.submit({ dst: m.dst, op: 1, offset: 5, size: 4096 });
+        // the spin starts when this callback returns, right before the loop would sleep
+        if (m.fixedSpin) nat(seg).debugFixedSpin(client.number, true);
+      });
+    } else if (m.cmd === 'stats') {
+      process.send({ ev: 'stats', stats: (port ?? client)?.stats() ?? null, cpu: process.cpuUsage() });
     } else if (m.cmd === 'holdlock') {
       seg ??= Segment.join(m.spec);
       seg[Object.getOwnPropertySymbols(seg)[0]].debugHoldLock(m.which, m.port ?? 0);
