@@ -1,5 +1,5 @@
 /** RADOS specifics beyond the conformance suite: lock visibility and reclaim, hash, connect errors. */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -125,6 +125,32 @@ describe('RADOS readInto', () => {
     );
     await b.close();
     await expect(b.readInto('obj', 0, t)).rejects.toSatisfy((e) => ArchipelagoError.is(e, 'ECLOSED'));
+  });
+});
+
+describe('RADOS large reads', () => {
+  it('reads whole and partial 4 MiB objects byte-exact, zeros past the end, each result its own memory', async () => {
+    const b = await open({ namespace: freshNamespace('large'), pool: 'blocks' });
+    const data = randomBytes(4 * 1024 * 1024);
+    await b.writeFull('big', data);
+    await b.writeFull('short', data.subarray(0, 100_000));
+    for (const [off, len] of [
+      [0, 4 * 1024 * 1024],
+      [1024 * 1024, 1024 * 1024],
+      [3 * 1024 * 1024 + 5, 128 * 1024],
+    ] as const) {
+      const got = await b.read('big', off, len);
+      expect(got.length).toBe(len);
+      expect(got.equals(data.subarray(off, off + len))).toBe(true);
+    }
+    const s = await b.read('short', 0, 256 * 1024);
+    expect(s.subarray(0, 100_000).equals(data.subarray(0, 100_000))).toBe(true);
+    expect(s.subarray(100_000).every((x) => x === 0)).toBe(true);
+    expect((await b.read('short', 200_000, 65_536)).every((x) => x === 0)).toBe(true);
+    expect((await b.read('nothing', 0, 65_536, { missingOk: true })).every((x) => x === 0)).toBe(true);
+    const one = await b.read('big', 0, 1024 * 1024);
+    one.fill(0);
+    expect((await b.read('big', 0, 1024 * 1024)).equals(data.subarray(0, 1024 * 1024))).toBe(true);
   });
 });
 
