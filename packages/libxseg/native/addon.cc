@@ -96,7 +96,8 @@ struct Waiter {
       skip--;
       return false;
     }
-    void record(bool hit, double us) {
+    double contended = 0;
+    void record(bool hit, double us, bool busy) {
       spins++;
       spun_us += us;
       if (hit) {
@@ -104,7 +105,8 @@ struct Waiter {
         avg = avg == 0 ? us : (7 * avg + us) / 8;
         misses = 0;
       } else {
-        misses = std::min(misses + 1, 6u);
+        misses = busy ? 6u : std::min(misses + 1, 6u);
+        if (busy) contended++;
         skip = (1u << misses) - 1;
       }
     }
@@ -114,6 +116,7 @@ struct Waiter {
   Adapt reply_spin, linger;
   double served_at = 0;  // when the last drain that took requests ended (0: not recently)
   static constexpr double kMinSpin = 25;
+  static constexpr double kYieldedUs = 20;  // a sched_yield this long ran someone else
 
   double wakes = 0;  // doorbell wake-ups (stats)
   bool fixed_spin = false;  // test hook: spin the whole cap, no adapting
@@ -213,16 +216,22 @@ struct Waiter {
   static void on_idle(uv_idle_t* h) { uv_idle_stop(h); }
 
   // Spins until the port has work or `budget` µs passed; returns the µs spent (negative: miss).
-  double spin(double budget) {
+  // Every ~10 µs it offers the CPU (sched_yield: a no-op when nothing else is runnable here).
+  // A long gap between two looks means another task ran on this CPU: with more runnable
+  // tasks than CPUs, spinning only delays the process doing the work (on 2 vCPUs, five
+  // daemons), so the spin stops and counts as a contended miss (the longest back-off).
+  double spin(double budget, bool* contended) {
     double t0 = now_us(), t = t0;
+    *contended = false;
     for (uint32_t i = 1;; i++) {
       if (seg->has_work(port)) return t - t0;
       for (int k = 0; k < 16; k++) cpu_relax();
-      t = now_us();
-      if (t - t0 >= budget) return -(t - t0);
-      // Two vCPUs and two spinning processes must not starve the process doing the work:
-      // offer the CPU every few microseconds (a no-op when nothing else is runnable here).
       if ((i & 15) == 0) sched_yield();
+      double t2 = now_us();
+      // a gap this long: we yielded to, or were preempted by, another task
+      if (t2 - t > kYieldedUs && !fixed_spin) *contended = true;
+      t = t2;
+      if (*contended || t - t0 >= budget) return -(t - t0);
     }
   }
 
@@ -249,8 +258,9 @@ struct Waiter {
       double budget = w->fixed_spin ? cap : std::min(cap, std::max(kMinSpin, 4 * a->avg));
       if (timeout > 0 && !w->fixed_spin) budget = std::min(budget, timeout * 1000.0);
       w->arm(0);
-      double r = w->spin(budget);
-      a->record(r >= 0, r >= 0 ? r : -r);
+      bool busy;
+      double r = w->spin(budget, &busy);
+      a->record(r >= 0, r >= 0 ? r : -r, busy);
       if (r >= 0) ran = w->service();
     } else if (want && a == &w->reply_spin) {
       // Something else is ready this turn; look again on the next one (which the idle handle
@@ -757,6 +767,7 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
     o.Set("lingers", w->linger.spins);
     o.Set("lingerHits", w->linger.hits);
     o.Set("lingerUs", w->linger.spun_us);
+    o.Set("contended", w->reply_spin.contended + w->linger.contended);
     o.Set("wakes", w->wakes);
     o.Set("spinMaxUs", w->spin_max_us);
     o.Set("lingerMaxUs", w->linger_max_us);

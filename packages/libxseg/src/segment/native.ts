@@ -37,6 +37,8 @@ export interface NativeWaiterStats {
   lingers: number;
   lingerHits: number;
   lingerUs: number;
+  /** Spins (either kind) cut short because another task was waiting for the CPU. */
+  contended: number;
   /** Doorbell wake-ups of the event loop. */
   wakes: number;
   spinMaxUs: number;
