@@ -20,6 +20,20 @@ export interface NativeRequest {
   corrupt?: string;
 }
 
+/** Indices into the scratch Float64Array filled by acceptFast/receiveFast. */
+export const S_HANDLE = 0;
+export const S_OP = 1;
+export const S_FLAGS = 2;
+export const S_STATE = 3;
+export const S_OFFSET = 4;
+export const S_SIZE = 5;
+export const S_SERVICED = 6;
+export const S_SRC = 7;
+export const S_DST = 8;
+export const S_DATA_OFF = 9;
+export const S_DATA_LEN = 10;
+export const SCRATCH_LENGTH = 11;
+
 export interface NativeError {
   code: string;
   message: string;
@@ -76,6 +90,11 @@ export interface NativeSegment {
   accept(port: number, errors: NativeError[]): NativeRequest | null;
   respond(port: number, handle: number, state: number, serviced: number, data: Buffer | null): void;
   receive(port: number, errors: NativeError[]): NativeRequest | null;
+  /** The hot path: numbers into the scratch array (layout `S_*`), the target as the result. */
+  setScratch(scratch: Float64Array): void;
+  acceptFast(port: number, errors: NativeError[]): string | null;
+  /** A reply whose data failed a check comes as `receive` returns it (with `corrupt`). */
+  receiveFast(port: number, errors: NativeError[]): string | NativeRequest | null;
   release(port: number, handle: number): void;
   startWaiter(port: number, wake: () => void): void;
   stopWaiter(port: number): void;

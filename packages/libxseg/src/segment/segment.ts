@@ -16,6 +16,18 @@ import {
   type NativeRequest,
   type NativeSegment,
   type NativeWaiterStats,
+  S_DATA_LEN,
+  S_DATA_OFF,
+  S_DST,
+  S_FLAGS,
+  S_HANDLE,
+  S_OFFSET,
+  S_OP,
+  S_SERVICED,
+  S_SIZE,
+  S_SRC,
+  S_STATE,
+  SCRATCH_LENGTH,
 } from './native.js';
 import { parseSpec, type SegmentSpec } from './spec.js';
 
@@ -223,6 +235,8 @@ export class Segment {
   private heap: ArrayBuffer | undefined;
   private readonly ports = new Map<number, Port>();
   private closed = false;
+  /** @internal Numbers of the request being accepted/received (see native.ts, S_*). */
+  readonly scratch = new Float64Array(SCRATCH_LENGTH);
   /** @internal Default spin budgets of this segment's ports (µs). */
   readonly spin: { spinUs: number; lingerUs: number };
 
@@ -230,6 +244,7 @@ export class Segment {
     this[native] = n;
     this.name = String(n.geometry().name);
     this.spin = spinOptions(opts);
+    n.setScratch(this.scratch);
   }
 
   /** Creates `/dev/shm/<name>`; fails with EBUSY when it exists. */
@@ -560,36 +575,37 @@ export class Port {
     if (this.detached) return;
     const n = this.segment[native];
     const errs: NativeError[] = [];
+    const x = this.segment.scratch;
     for (;;) {
-      let r: NativeRequest | null;
+      let target: string | null;
       try {
-        r = n.accept(this.number, errs);
+        target = n.acceptFast(this.number, errs);
       } catch (e) {
         this.report([{ code: 'EIO', message: (e as Error).message }]);
         break;
       }
-      this.report(errs);
-      if (r === null) break;
+      if (errs.length) this.report(errs);
+      if (target === null) break;
       const req: XsegRequest = {
-        handle: r.handle,
-        op: r.op,
-        flags: r.flags,
-        offset: r.offset,
-        size: r.size,
-        src: r.src,
-        dst: r.dst,
-        target: r.target,
-        data: this.segment.view(r.dataOff, r.dataLen),
+        handle: x[S_HANDLE] as number,
+        op: x[S_OP] as number,
+        flags: x[S_FLAGS] as number,
+        offset: x[S_OFFSET] as number,
+        size: x[S_SIZE] as number,
+        src: x[S_SRC] as number,
+        dst: x[S_DST] as number,
+        target,
+        data: this.segment.view(x[S_DATA_OFF] as number, x[S_DATA_LEN] as number),
       };
       if (!this.requestHandler) {
-        n.respond(this.number, r.handle, XS.FAILED, 0, null);
+        n.respond(this.number, req.handle, XS.FAILED, 0, null);
         continue;
       }
       try {
         this.requestHandler(req);
       } catch (e) {
         try {
-          n.respond(this.number, r.handle, XS.FAILED, 0, null);
+          n.respond(this.number, req.handle, XS.FAILED, 0, null);
         } catch {
           // already answered before throwing
         }
@@ -597,16 +613,33 @@ export class Port {
       }
     }
     for (;;) {
-      let r: NativeRequest | null;
+      let r: string | NativeRequest | null;
       try {
-        r = n.receive(this.number, errs);
+        r = n.receiveFast(this.number, errs);
       } catch (e) {
         this.report([{ code: 'EIO', message: (e as Error).message }]);
         break;
       }
-      this.report(errs);
+      if (errs.length) this.report(errs);
       if (r === null) break;
-      this.deliver(r);
+      this.deliver(
+        typeof r === 'string'
+          ? {
+              handle: x[S_HANDLE] as number,
+              op: x[S_OP] as number,
+              flags: x[S_FLAGS] as number,
+              state: x[S_STATE] as number,
+              offset: x[S_OFFSET] as number,
+              size: x[S_SIZE] as number,
+              serviced: x[S_SERVICED] as number,
+              src: x[S_SRC] as number,
+              dst: x[S_DST] as number,
+              target: r,
+              dataOff: x[S_DATA_OFF] as number,
+              dataLen: x[S_DATA_LEN] as number,
+            }
+          : r,
+      );
     }
   }
 
