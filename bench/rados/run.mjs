@@ -452,7 +452,7 @@ const host = {
   node: process.version,
   fio: (await run('fio', ['--version'])).stdout.trim(),
   ceph: (await run('ceph', ['--version'])).stdout.trim(),
-  cluster: 'single node, 1 mon + 1 osd (memstore), size 1, no mgr, cephx',
+  cluster: `single node, 1 mon + 1 osd (memstore), size 1, no mgr, auth ${/^auth_client_required\s*=\s*(\S+)/m.exec(readFileSync(conf, 'utf8'))?.[1] ?? '?'}`,
   loadavgStart: loadStart.map((x) => Number(x.toFixed(2))),
   loadavgEnd: loadavg().map((x) => Number(x.toFixed(2))),
 };
