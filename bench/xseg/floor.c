@@ -61,6 +61,7 @@ static void run(int mode) {
   double* wr = lat + N;
   int to_srv[2], to_cli[2];
   if (pipe(to_srv) || pipe(to_cli)) exit(1);
+  fflush(stdout);
   pid_t pid = fork();
   int server = pid == 0;
   int ep = epoll_create1(0);
@@ -101,7 +102,7 @@ static void run(int mode) {
       }
     }
   }
-  if (server) exit(0);
+  if (server) _exit(0);
   waitpid(pid, 0, 0);
   qsort(lat, N, sizeof(double), cmp);
   qsort(wr, N, sizeof(double), cmp);

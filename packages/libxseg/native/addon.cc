@@ -105,7 +105,7 @@ struct Waiter {
         avg = avg == 0 ? us : (7 * avg + us) / 8;
         misses = 0;
       } else {
-        misses = busy ? 6u : std::min(misses + 1, 6u);
+        misses = std::min(misses + 1, 6u);
         if (busy) contended++;
         skip = (1u << misses) - 1;
       }
@@ -219,7 +219,7 @@ struct Waiter {
   // Every ~10 µs it offers the CPU (sched_yield: a no-op when nothing else is runnable here).
   // A long gap between two looks means another task ran on this CPU: with more runnable
   // tasks than CPUs, spinning only delays the process doing the work (on 2 vCPUs, five
-  // daemons), so the spin stops and counts as a contended miss (the longest back-off).
+  // daemons), so the spin stops there and counts as a miss (back-off); `contended` counts them.
   double spin(double budget, bool* contended) {
     double t0 = now_us(), t = t0;
     *contended = false;
