@@ -26,6 +26,11 @@ export interface Extent {
 export interface VolumeApi {
   /** Reads `length` bytes at `offset`. */
   read(name: string, offset: number, length: number): Promise<Buffer>;
+  /**
+   * Optional: reads `out.length` bytes at `offset` into `out` and resolves with it, so a
+   * streaming reader (export) can reuse a few warm buffers.
+   */
+  readInto?(name: string, offset: number, out: Buffer): Promise<Buffer>;
   /** Writes `data` at `offset`; shared blocks are copied up first. */
   write(name: string, offset: number, data: Uint8Array, opts?: WriteOptions): Promise<void>;
   /** Makes a range read as zeros (whole blocks return to the zero block unless `noHole`). */
