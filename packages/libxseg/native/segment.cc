@@ -105,6 +105,7 @@ std::shared_ptr<Mapping> Seg::create(const std::string& name, const Geometry& g)
   auto m = std::make_shared<Mapping>();
   m->base = static_cast<uint8_t*>(p);
   m->size = size;
+  m->name = name;
   Header* h = reinterpret_cast<Header*>(m->base);
   h->header_size = sizeof(Header);
   h->segment_size = size;
@@ -171,6 +172,7 @@ std::shared_ptr<Mapping> Seg::join(const std::string& name) {
   auto m = std::make_shared<Mapping>();
   m->base = static_cast<uint8_t*>(p);
   m->size = static_cast<uint64_t>(st.st_size);
+  m->name = name;
   Header* h = reinterpret_cast<Header*>(m->base);
   if (memcmp(h->magic, MAGIC, sizeof MAGIC) != 0) corrupt("/dev/shm/" + name + " has no XSEG magic");
   if (h->version != VERSION)
@@ -592,8 +594,13 @@ void Seg::ring(uint32_t n) {
   auto it = bells_.find(n);
   int fd = it == bells_.end() ? -1 : it->second;
   if (fd < 0) {
-    fd = open(doorbell_path(hdr()->name, n).c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    fd = open(doorbell_path(map_->name, n).c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) return;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode)) {  // only ever write into a FIFO
+      close(fd);
+      return;
+    }
     bells_[n] = fd;
   }
   uint8_t b = 1;
@@ -605,7 +612,7 @@ void Seg::ring(uint32_t n) {
 
 int Seg::open_doorbell(uint32_t n) {
   port(n);
-  std::string name = hdr()->name;
+  const std::string& name = map_->name;
   std::string dir = doorbell_dir(name);
   if (mkdir(dir.c_str(), 0770) != 0 && errno != EEXIST) fail("EIO", "mkdir " + dir + ": " + strerror(errno));
   std::string path = doorbell_path(name, n);

@@ -25,6 +25,9 @@ struct Error {
 struct Mapping {
   uint8_t* base = nullptr;
   uint64_t size = 0;
+  // The name it was created or joined by (checked: no '/'), never the copy in the header, which
+  // a scribbled segment could point anywhere: doorbell paths are built from this one.
+  std::string name;
   ~Mapping();
 };
 
