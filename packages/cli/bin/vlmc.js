@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // File I/O runs on libuv's pool; the default of 4 threads starves parallel object I/O.
 process.env.UV_THREADPOOL_SIZE ??= '16';
+// package.json's engines already say Node >= 20; oclif's own check costs a semver load per call.
+process.env.OCLIF_DISABLE_ENGINE_WARNING ??= '1';
 
 // The original vlmc took its global options before the command (`vlmc -c FILE create ...`);
 // oclif wants them after it, so move leading -c/--config and --json behind the command word.
