@@ -5,12 +5,13 @@
  *
  *   flock /var/tmp/bench.lock node bench/daemons/run.mjs [--size-mib 512] [--runtime 10] [--ramp 2]
  *                                                         [--dir /var/tmp] [--rows seqread,randread]
+ *                                                         [--out file.md]
  *
  * Both columns are `vlmc map` endpoints (the same NBD server code, spawned as vlmc spawns it);
  * they differ only in the wiring: embedded (blockers, mapper and composer in the endpoint
  * process) or daemons (endpoint → vlmcd → mapperd → blockerm/blockerb over the segment). The same
  * volume, filled once with random bytes, is mapped one way, then the other (the daemons stay up
- * for the embedded run, idle). Writes `bench/results/daemons.md`.
+ * for the embedded run, idle). Writes `bench/results/daemons.md` (or `--out`).
  */
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -32,6 +33,7 @@ const { values: opts } = parseArgs({
     dir: { type: 'string', default: '/var/tmp' },
     rows: { type: 'string' },
     keep: { type: 'boolean', default: false },
+    out: { type: 'string' },
   },
 });
 const sizeMiB = Number(opts['size-mib']);
@@ -170,4 +172,5 @@ for (const row of rows) {
 }
 const md = `${lines.join('\n')}\n`;
 console.log(`\n${md}`);
-if (existsSync(join(ROOT, 'bench/results'))) await writeFile(join(ROOT, 'bench/results/daemons.md'), md);
+if (opts.out) await writeFile(opts.out, md);
+else if (existsSync(join(ROOT, 'bench/results'))) await writeFile(join(ROOT, 'bench/results/daemons.md'), md);

@@ -101,6 +101,14 @@ describe('mapperd and vlmcd over the segment', () => {
       const data = randomBytes(3 * MiB);
       await vols.write('v1', 4 * MiB - 100, data, { fua: true });
       expect((await vols.read('v1', 4 * MiB - 100, data.length)).equals(data)).toBe(true);
+      // readInto: into the caller's buffer (vlmcd → blockerb uses SegmentBlocker.readInto too)
+      const into = Buffer.alloc(data.length + 10, 0xee);
+      expect(await vols.readInto('v1', 4 * MiB - 100, into.subarray(5, 5 + data.length))).toHaveLength(
+        data.length,
+      );
+      expect(into.subarray(5, 5 + data.length).equals(data)).toBe(true);
+      expect(into.subarray(0, 5).equals(Buffer.alloc(5, 0xee))).toBe(true);
+      expect(into.subarray(5 + data.length).equals(Buffer.alloc(5, 0xee))).toBe(true);
       expect(mapper.openVolumes()).toEqual(['v1']); // the write opened it in mapperd
       const segs = await mapper.mapRead('v1', 4 * MiB - 100, 200);
       expect(segs.map((s) => [s.index, s.offset, s.size, s.zero])).toEqual([

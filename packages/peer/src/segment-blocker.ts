@@ -87,6 +87,21 @@ export class SegmentBlocker extends PeerClient implements Blocker {
     });
   }
 
+  /**
+   * Like `read` with `missingOk`, into the caller's buffer (the composer's `readIntoBuffer` uses
+   * it, so vlmcd copies a block peer's reply straight into its own request's shared data).
+   */
+  async readInto(name: string, offset: number, target: Buffer): Promise<void> {
+    checkName(name);
+    checkCount(offset, 'offset');
+    if (!Buffer.isBuffer(target)) throw new ArchipelagoError('EINVAL', 'target must be a Buffer');
+    await this.readReplyInto(
+      `read ${name}`,
+      { op: Op.READ, target: name, offset, flags: PeerFlag.MISSINGOK },
+      target,
+    );
+  }
+
   private toBuffer(data: Uint8Array): Buffer {
     if (!(data instanceof Uint8Array)) throw new ArchipelagoError('EINVAL', 'data must be a Uint8Array');
     return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);

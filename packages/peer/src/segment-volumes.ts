@@ -46,6 +46,15 @@ export class SegmentVolumes extends PeerClient implements VolumeApi {
     );
   }
 
+  /** Reads `out.length` bytes at `offset` into `out` (no fresh memory); resolves with `out`. */
+  readInto(name: string, offset: number, out: Buffer): Promise<Buffer> {
+    checkRange(offset, out.length);
+    return this.io(name, async () => {
+      await this.readReplyInto(`read ${name}`, { op: VlmcOp.READ, target: name, offset }, out);
+      return out;
+    });
+  }
+
   write(name: string, offset: number, data: Uint8Array, opts: WriteOptions = {}): Promise<void> {
     if (!(data instanceof Uint8Array)) throw new ArchipelagoError('EINVAL', 'data must be a Uint8Array');
     checkRange(offset, data.length);
