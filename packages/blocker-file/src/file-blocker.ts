@@ -244,7 +244,7 @@ export class FileBlocker implements Blocker {
         throw fromSystemError(e, `read ${name}`);
       }
       try {
-        const got = await fsio.preadFully(entry.fd, target, 0, target.length, offset);
+        const got = await fsio.preadCachedFully(entry.fd, target, 0, target.length, offset);
         if (got < target.length) target.fill(0, got);
       } catch (e) {
         throw fromSystemError(e, `read ${name}`);
@@ -1009,10 +1009,10 @@ function checkData(data: unknown): asserts data is Uint8Array {
 const alignDown = (n: number) => n - (n % DIRECT_ALIGN);
 const alignUp = (n: number) => alignDown(n + DIRECT_ALIGN - 1);
 
-/** One pread into a fresh buffer; the bytes past the end of file are zeros. */
+/** Reads into a fresh buffer (page cache first, then the thread pool); zeros past the end of file. */
 async function readBuffered(fd: number, offset: number, length: number): Promise<Buffer> {
   const out = Buffer.allocUnsafe(length);
-  const got = await fsio.preadFully(fd, out, 0, length, offset);
+  const got = await fsio.preadCachedFully(fd, out, 0, length, offset);
   if (got < length) out.fill(0, got);
   return out;
 }

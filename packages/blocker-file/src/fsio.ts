@@ -3,6 +3,7 @@
  * FileHandle objects, and results as plain numbers (no `{ bytesRead, buffer }` allocations).
  */
 import * as fs from 'node:fs';
+import { EAGAIN, preadNowait } from '@archipelago/fastio';
 
 export function open(path: string, flags: number, mode = 0o666): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -45,6 +46,41 @@ export async function preadFully(
     done += n;
   }
   return done;
+}
+
+/**
+ * Reads up to this size try the page cache on the main thread first. Larger ones go straight to
+ * the thread pool: their copy is long enough to be worth a worker thread running beside the
+ * event loop, and a synchronous copy of megabytes would stall every other connection.
+ */
+export const NOWAIT_MAX = Number(process.env.ARCHIP_NOWAIT_MAX ?? 1 << 20);
+
+/**
+ * `preadFully` that first copies what the page cache holds on the calling thread
+ * (preadv2 RWF_NOWAIT through @archipelago/fastio: no thread-pool round trip), and sends only
+ * the rest, if any, through the thread pool. Same result and errors as `preadFully`.
+ */
+export function preadCachedFully(
+  fd: number,
+  buf: Uint8Array,
+  bufOffset: number,
+  length: number,
+  position: number,
+): Promise<number> {
+  if (length > NOWAIT_MAX) return preadFully(fd, buf, bufOffset, length, position);
+  let done = 0;
+  try {
+    while (done < length) {
+      const n = preadNowait(fd, buf, bufOffset + done, length - done, position + done);
+      if (n === 0) return Promise.resolve(done); // end of file
+      if (n === EAGAIN) break; // not (all) cached, or no fast path: the thread pool does the rest
+      done += n;
+    }
+  } catch (e) {
+    return Promise.reject(e);
+  }
+  if (done === length) return Promise.resolve(done);
+  return preadFully(fd, buf, bufOffset + done, length - done, position + done).then((n) => done + n);
 }
 
 /** pwrite until every byte is written (short writes are retried). */

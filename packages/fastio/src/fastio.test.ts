@@ -1,0 +1,161 @@
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, fsyncSync, mkdtempSync, openSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import {
+  available,
+  EAGAIN,
+  preadNowait,
+  sendBufferAvailable,
+  setNowaitForTests,
+  setSendBuffer,
+} from './index.js';
+
+// A real disk (page-cache eviction does nothing on tmpfs, where /tmp may live).
+const root = mkdtempSync(join('/var/tmp', 'archip-fastio-test-'));
+const fds: number[] = [];
+afterAll(() => {
+  for (const fd of fds) closeSync(fd);
+  rmSync(root, { recursive: true, force: true });
+});
+afterEach(() => setNowaitForTests(true));
+
+function file(name: string, data: Buffer): { fd: number; path: string } {
+  const path = join(root, name);
+  writeFileSync(path, data);
+  const fd = openSync(path, 'r+');
+  fds.push(fd);
+  return { fd, path };
+}
+
+/** Drops the file's clean pages from the page cache (POSIX_FADV_DONTNEED through dd). */
+function evict(fd: number, path: string): void {
+  fsyncSync(fd); // dirty pages are not dropped
+  const r = spawnSync('dd', [`if=${path}`, 'iflag=nocache', 'count=0', 'status=none']);
+  if (r.status !== 0) throw new Error(`dd failed: ${r.stderr}`);
+}
+
+const TMPFS_MAGIC = 0x01021994;
+const onTmpfs = Number(statfsSync(root).type) === TMPFS_MAGIC;
+
+describe.runIf(process.platform === 'linux')('preadNowait (Linux, addon built)', () => {
+  it('loads the addon on Linux', () => {
+    // The package build compiles it; a missing addon is a build problem worth failing on here.
+    expect(available()).toBe(true);
+    expect(sendBufferAvailable).toBe(true);
+  });
+
+  it('reads cached data synchronously, at any offset into the buffer', () => {
+    const data = randomBytes(3 * 4096 + 123);
+    const { fd } = file('cached', data);
+    const buf = Buffer.alloc(data.length + 10, 0xee);
+    expect(preadNowait(fd, buf, 10, data.length, 0)).toBe(data.length);
+    expect(buf.subarray(10).equals(data)).toBe(true);
+    expect(buf.subarray(0, 10).every((b) => b === 0xee)).toBe(true);
+    const part = Buffer.alloc(100);
+    expect(preadNowait(fd, part, 0, 100, 5000)).toBe(100);
+    expect(part.equals(data.subarray(5000, 5100))).toBe(true);
+  });
+
+  it('returns a short count at the end of file and 0 past it', () => {
+    const data = randomBytes(1000);
+    const { fd } = file('short', data);
+    const buf = Buffer.alloc(4096);
+    expect(preadNowait(fd, buf, 0, 4096, 900)).toBe(100);
+    expect(buf.subarray(0, 100).equals(data.subarray(900))).toBe(true);
+    expect(preadNowait(fd, buf, 0, 4096, 1000)).toBe(0);
+    expect(preadNowait(fd, buf, 0, 4096, 1 << 30)).toBe(0);
+    expect(preadNowait(fd, buf, 0, 0, 0)).toBe(0);
+  });
+
+  it.skipIf(onTmpfs)('returns EAGAIN for data not in the page cache, without blocking', () => {
+    const data = randomBytes(1 << 20);
+    const { fd, path } = file('evicted', data);
+    evict(fd, path);
+    const buf = Buffer.alloc(4096);
+    expect(preadNowait(fd, buf, 0, 4096, 512 * 1024)).toBe(EAGAIN);
+    expect(EAGAIN).toBeLessThan(0);
+  });
+
+  it('gives a system error for a bad fd, never a crash', () => {
+    const buf = Buffer.alloc(16);
+    expect(() => preadNowait(1 << 30, buf, 0, 16, 0)).toThrow(expect.objectContaining({ code: 'EBADF' }));
+    const { fd } = file('closed', randomBytes(16));
+    const wfd = openSync(join(root, 'closed'), 'r');
+    closeSync(wfd);
+    expect(() => preadNowait(wfd, buf, 0, 16, 0)).toThrow(expect.objectContaining({ code: 'EBADF' }));
+    expect(preadNowait(fd, buf, 0, 16, 0)).toBe(16);
+  });
+
+  it('switches itself off when RWF_NOWAIT is refused (EOPNOTSUPP), answering EAGAIN', () => {
+    // A directory fd refuses RWF_NOWAIT like a kernel or file system without it would.
+    const dfd = openSync(root, 'r');
+    fds.push(dfd);
+    const buf = Buffer.alloc(16);
+    expect(preadNowait(dfd, buf, 0, 16, 0)).toBe(EAGAIN);
+    expect(available()).toBe(false);
+    const { fd } = file('after-off', randomBytes(16));
+    expect(preadNowait(fd, buf, 0, 16, 0)).toBe(EAGAIN);
+  });
+
+  it('refuses arguments outside the buffer or of the wrong type', () => {
+    const { fd } = file('args', randomBytes(64));
+    const buf = Buffer.alloc(16);
+    expect(() => preadNowait(fd, buf, 0, 17, 0)).toThrow(RangeError);
+    expect(() => preadNowait(fd, buf, 10, 7, 0)).toThrow(RangeError);
+    expect(() => preadNowait(fd, buf, 17, 0, 0)).toThrow(RangeError);
+    expect(() => preadNowait(fd, buf, -1, 1, 0)).toThrow(RangeError);
+    expect(() => preadNowait(fd, buf, 0, 1, -1)).toThrow(RangeError);
+    expect(() => preadNowait(fd, buf, 0.5, 1, 0)).toThrow(RangeError);
+    expect(() => preadNowait(-1, buf, 0, 1, 0)).toThrow(RangeError);
+    expect(() => preadNowait(fd, 'x' as unknown as Buffer, 0, 1, 0)).toThrow(TypeError);
+    expect(() => preadNowait(fd, new Uint16Array(8) as unknown as Buffer, 0, 1, 0)).toThrow(TypeError);
+    // A Uint8Array view into a larger ArrayBuffer: bounds are the view's.
+    const view = new Uint8Array(new ArrayBuffer(64), 8, 8);
+    expect(preadNowait(fd, view, 0, 8, 0)).toBe(8);
+    expect(() => preadNowait(fd, view, 0, 9, 0)).toThrow(RangeError);
+  });
+
+  it('answers EAGAIN when the fast path is off (the caller falls back)', () => {
+    const { fd } = file('off', randomBytes(64));
+    setNowaitForTests(false);
+    expect(available()).toBe(false);
+    expect(preadNowait(fd, Buffer.alloc(8), 0, 8, 0)).toBe(EAGAIN);
+    setNowaitForTests(true);
+    expect(preadNowait(fd, Buffer.alloc(8), 0, 8, 0)).toBe(8);
+  });
+});
+
+describe.runIf(process.platform === 'linux')('setSendBuffer', () => {
+  let server: Server | undefined;
+  afterAll(() => server?.close());
+
+  it('sets SO_SNDBUF on a connected socket and reports the effective size', async () => {
+    const accepted = new Promise<Socket>((resolve) => {
+      server = createServer(resolve);
+    });
+    await new Promise<void>((r) => server?.listen(0, '127.0.0.1', r));
+    const addr = server?.address();
+    if (addr === null || typeof addr !== 'object' || addr === undefined) throw new Error('no address');
+    const client = connect(addr.port, '127.0.0.1');
+    const sock = await accepted;
+    try {
+      const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
+      expect(typeof fd).toBe('number');
+      const got = setSendBuffer(fd as number, 64 * 1024);
+      // Linux doubles the value for its bookkeeping.
+      expect(got).toBe(128 * 1024);
+    } finally {
+      client.destroy();
+      sock.destroy();
+    }
+  });
+
+  it('gives a system error for something that is not a socket', () => {
+    const { fd } = file('notsock', Buffer.alloc(1));
+    expect(() => setSendBuffer(fd, 65536)).toThrow(expect.objectContaining({ code: 'ENOTSOCK' }));
+    expect(() => setSendBuffer(1 << 30, 65536)).toThrow(expect.objectContaining({ code: 'EBADF' }));
+  });
+});

@@ -1,0 +1,109 @@
+/**
+ * The few Linux I/O calls Node has no API for, from a small optional native addon:
+ *
+ * - `preadNowait`: one `preadv2(..., RWF_NOWAIT)` on the calling thread. When the bytes are in
+ *   the page cache it copies them at once (no libuv thread-pool hop: no post to a worker, no
+ *   wake-up of the loop); when any of them would need disk I/O it returns `-EAGAIN` without
+ *   blocking, and the caller falls back to `fs.read`.
+ * - `setSendBuffer`: `setsockopt(SO_SNDBUF)` on a socket fd.
+ *
+ * When the addon is not built (not Linux, no compiler at install time) or the kernel lacks
+ * RWF_NOWAIT (< 4.14: EOPNOTSUPP), `available` / `sendBufferAvailable` are false and the calls
+ * answer "not done" (`-EAGAIN`, `undefined`), so callers never need a second code path for it.
+ * `ARCHIP_FASTIO=0` in the environment switches the addon off (for A/B measurements).
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { constants } from 'node:os';
+import { fileURLToPath } from 'node:url';
+
+interface Native {
+  preadNowait(fd: number, buf: Uint8Array, offset: number, length: number, position: number): number;
+  setSendBuffer(fd: number, bytes: number): number;
+  VERSION: number;
+}
+
+const E = constants.errno;
+/** The value `preadNowait` returns when the data is not (all) in the page cache. */
+export const EAGAIN = -E.EAGAIN;
+
+function load(): Native | null {
+  if (process.platform !== 'linux' || process.env.ARCHIP_FASTIO === '0') return null;
+  // build/Release while developing (node-gyp output), dist/ once built (what turbo caches).
+  for (const rel of ['../build/Release/fastio.node', './fastio.node', '../dist/fastio.node']) {
+    const p = fileURLToPath(new URL(rel, import.meta.url));
+    if (!existsSync(p)) continue;
+    try {
+      return createRequire(import.meta.url)(p) as Native;
+    } catch {
+      // Built for another Node ABI or a broken file: the plain paths still work.
+    }
+  }
+  return null;
+}
+
+const native = load();
+let nowait = native !== null;
+
+/** Whether `preadNowait` can read synchronously (addon loaded, RWF_NOWAIT not refused so far). */
+export function available(): boolean {
+  return nowait;
+}
+
+/** Whether `setSendBuffer` can work (the addon is loaded). */
+export const sendBufferAvailable = native !== null;
+
+/** Errnos meaning "this kernel or file system does not do RWF_NOWAIT": switch the fast path off. */
+const UNSUPPORTED = new Set([E.EOPNOTSUPP, E.ENOTSUP, E.ENOSYS].filter((n) => n !== undefined));
+
+const names = new Map<number, string>(Object.entries(E).map(([k, v]) => [v, k]));
+
+function errnoError(errno: number, syscall: string): NodeJS.ErrnoException {
+  const code = names.get(errno) ?? `E${errno}`;
+  const e: NodeJS.ErrnoException = new Error(`${code}: ${syscall} failed (errno ${errno})`);
+  e.errno = -errno;
+  e.code = code;
+  e.syscall = syscall;
+  return e;
+}
+
+/**
+ * Reads up to `length` bytes at `position` of `fd` into `buf[offset..]` from the page cache,
+ * synchronously. Returns the byte count (0 at end of file; a short count means the rest is not
+ * cached or past the end), or `EAGAIN` when nothing could be read without waiting for the disk,
+ * the addon is absent or RWF_NOWAIT is unsupported. Throws the system error for anything else
+ * (EBADF, EISDIR, EIO...), and a TypeError/RangeError for arguments outside `buf`.
+ */
+export function preadNowait(
+  fd: number,
+  buf: Uint8Array,
+  offset: number,
+  length: number,
+  position: number,
+): number {
+  if (!nowait || native === null) return EAGAIN;
+  const n = native.preadNowait(fd, buf, offset, length, position);
+  if (n >= 0 || n === EAGAIN) return n;
+  if (UNSUPPORTED.has(-n)) {
+    nowait = false;
+    return EAGAIN;
+  }
+  throw errnoError(-n, 'preadv2');
+}
+
+/**
+ * Sets SO_SNDBUF on socket `fd` (the kernel caps it at net.core.wmem_max and doubles it for its
+ * bookkeeping). Returns the effective size, or `undefined` without the addon. Throws the system
+ * error (EBADF, ENOTSOCK...).
+ */
+export function setSendBuffer(fd: number, bytes: number): number | undefined {
+  if (native === null) return undefined;
+  const n = native.setSendBuffer(fd, bytes);
+  if (n < 0) throw errnoError(-n, 'setsockopt');
+  return n;
+}
+
+/** For tests: force the RWF_NOWAIT fast path off (false) or back on when the addon is loaded. */
+export function setNowaitForTests(on: boolean): void {
+  nowait = on && native !== null;
+}
