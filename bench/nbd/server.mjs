@@ -62,6 +62,8 @@ const exp = volumeExport(composer, {
 const server = new NbdServer({
   exports: (n) => (n === o.name ? exp : undefined),
   defaultExport: o.name,
+  // NBD_SNDBUF=<bytes> in the environment: SO_SNDBUF on accepted sockets (an A/B knob).
+  sendBufferBytes: Number(process.env.NBD_SNDBUF ?? 0),
 });
 await server.listen({ path: o.socket });
 process.stdout.write(

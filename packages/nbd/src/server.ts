@@ -1,4 +1,5 @@
 import { createServer, type Server, type Socket } from 'node:net';
+import { sendBufferAvailable, setSendBuffer } from '@archipelago/fastio';
 import { type ConnectionContext, NbdConnection } from './connection.js';
 import { DEFAULT_MAX_INFLIGHT_BYTES } from './constants.js';
 import type { ListenAddress, ListenTarget, NbdExport, NbdLogger, NbdServerOptions } from './types.js';
@@ -19,6 +20,7 @@ export class NbdServer {
   private readonly conns = new Set<NbdConnection>();
   private nextId = 1;
   private closing = false;
+  private readonly sendBuffer: number;
 
   constructor(opts: NbdServerOptions) {
     if (typeof opts?.exports !== 'function')
@@ -27,6 +29,11 @@ export class NbdServer {
     if (!Number.isSafeInteger(max) || max < 1) {
       throw new TypeError(`NbdServer: maxInflightBytes must be a positive integer, got ${max}`);
     }
+    const sndbuf = opts.sendBufferBytes ?? 0;
+    if (!Number.isSafeInteger(sndbuf) || sndbuf < 0 || sndbuf > 0x7fffffff) {
+      throw new TypeError(`NbdServer: sendBufferBytes must be an integer in 0..2^31-1, got ${sndbuf}`);
+    }
+    this.sendBuffer = sndbuf;
     this.log = opts.logger ?? SILENT;
     const lookupFn = opts.exports;
     const defaultExport = opts.defaultExport;
@@ -86,6 +93,23 @@ export class NbdServer {
     this.server = undefined;
   }
 
+  /** SO_SNDBUF through the addon; Node has no API for it. A failure only costs speed. */
+  private applySendBuffer(socket: Socket, id: number): void {
+    if (!sendBufferAvailable) return;
+    // libuv's TCP and pipe handles expose their fd on Unix.
+    const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+    if (typeof fd !== 'number' || fd < 0) return;
+    try {
+      const got = setSendBuffer(fd, this.sendBuffer);
+      this.log.debug({ conn: id, sndbuf: got }, 'nbd: send buffer set');
+    } catch (e) {
+      this.log.debug(
+        { conn: id, err: e instanceof Error ? e.message : String(e) },
+        'nbd: send buffer not set',
+      );
+    }
+  }
+
   private accept(socket: Socket): void {
     if (this.closing) {
       socket.destroy();
@@ -93,6 +117,7 @@ export class NbdServer {
     }
     const id = this.nextId++;
     this.log.debug({ conn: id, remote: socket.remoteAddress ?? 'unix' }, 'nbd: connection');
+    if (this.sendBuffer > 0) this.applySendBuffer(socket, id);
     try {
       const conn = new NbdConnection(socket, this.ctx, id, () => this.conns.delete(conn));
       this.conns.add(conn);

@@ -60,6 +60,12 @@ export interface NbdServerOptions {
   maxInflightBytes?: number;
   /** Advertise NBD_FLAG_CAN_MULTI_CONN (default true). */
   multiConn?: boolean;
+  /**
+   * SO_SNDBUF for accepted sockets, in bytes (the kernel caps it at net.core.wmem_max and
+   * doubles it). 0 or unset leaves the kernel's default. Needs @archipelago/fastio's addon (Linux);
+   * without it the option is ignored.
+   */
+  sendBufferBytes?: number;
 }
 
 export type ListenTarget = { port: number; host?: string } | { path: string };
