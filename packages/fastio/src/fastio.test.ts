@@ -39,8 +39,10 @@ function evict(fd: number, path: string): void {
 
 const TMPFS_MAGIC = 0x01021994;
 const onTmpfs = Number(statfsSync(root).type) === TMPFS_MAGIC;
+/** ARCHIP_FASTIO=0 switches the addon off on purpose (A/B runs): then only the fallback is tested. */
+const wanted = process.platform === 'linux' && process.env.ARCHIP_FASTIO !== '0';
 
-describe.runIf(process.platform === 'linux')('preadNowait (Linux, addon built)', () => {
+describe.runIf(wanted)('preadNowait (Linux, addon built)', () => {
   it('loads the addon on Linux', () => {
     // The package build compiles it; a missing addon is a build problem worth failing on here.
     expect(available()).toBe(true);
@@ -128,7 +130,16 @@ describe.runIf(process.platform === 'linux')('preadNowait (Linux, addon built)',
   });
 });
 
-describe.runIf(process.platform === 'linux')('setSendBuffer', () => {
+describe.skipIf(wanted)('without the addon (not Linux, or ARCHIP_FASTIO=0)', () => {
+  it('answers EAGAIN and undefined, so callers take their plain paths', () => {
+    const { fd } = file('fallback', randomBytes(64));
+    expect(available()).toBe(false);
+    expect(preadNowait(fd, Buffer.alloc(8), 0, 8, 0)).toBe(EAGAIN);
+    expect(setSendBuffer(fd, 65536)).toBeUndefined();
+  });
+});
+
+describe.runIf(wanted)('setSendBuffer', () => {
   let server: Server | undefined;
   afterAll(() => server?.close());
 
