@@ -14,9 +14,10 @@ import type { Runtime } from './runtime.js';
 export const DEFAULT_INFLIGHT = 8;
 
 /**
- * Bytes written between background flushes. Write-back blockers (and the exported file) would
- * otherwise hold all their dirty data until the end and leave the disk idle meanwhile; a flush
- * every so often keeps the disk writing while the copy goes on, and the last flush short.
+ * Bytes written to the exported file between background datasyncs: the page cache would
+ * otherwise hold all of it until the final fsync and leave the disk idle meanwhile. (Import
+ * does not do this: its blocker writes are durable one by one, and a volume flush is also a
+ * barrier that would stall the copy.)
  */
 export const FLUSH_EVERY = 64 * 1024 * 1024;
 
@@ -176,7 +177,6 @@ export async function importFile(
     let written = 0;
     let zeroSkipped = 0;
     let done = 0;
-    const flusher = backgroundFlusher(FLUSH_EVERY, () => rt.composer.flush(name));
     try {
       await forEachBlock(blocks, inflight, async (i, slot) => {
         const offset = i * bs;
@@ -191,16 +191,13 @@ export async function importFile(
         else {
           await rt.composer.write(name, offset, buf);
           written++;
-          flusher.note(len);
         }
         done += len;
         opts.onProgress?.(done, size);
       });
-      await flusher.drain();
       await rt.composer.flush(name);
     } catch (e) {
       // Do not leave a volume with half an image in it behind.
-      await flusher.drain().catch(() => {});
       await rt.composer.remove(name).catch(() => {});
       throw e;
     }
