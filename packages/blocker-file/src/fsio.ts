@@ -53,7 +53,13 @@ export async function preadFully(
  * the thread pool: their copy is long enough to be worth a worker thread running beside the
  * event loop, and a synchronous copy of megabytes would stall every other connection.
  */
-export const NOWAIT_MAX = Number(process.env.ARCHIP_NOWAIT_MAX ?? 1 << 20);
+export const NOWAIT_MAX = nowaitMax(process.env.ARCHIP_NOWAIT_MAX);
+
+/** `ARCHIP_NOWAIT_MAX` (bytes, for A/B runs) when it is a whole number, else 1 MiB. */
+function nowaitMax(env: string | undefined): number {
+  const n = env === undefined || env.trim() === '' ? Number.NaN : Number(env);
+  return Number.isSafeInteger(n) && n >= 0 ? n : 1 << 20;
+}
 
 /**
  * `preadFully` that first copies what the page cache holds on the calling thread
