@@ -56,7 +56,9 @@ export const sendBufferAvailable = native !== null;
 /** Errnos meaning "this kernel or file system does not do RWF_NOWAIT": switch the fast path off. */
 const UNSUPPORTED = new Set([E.EOPNOTSUPP, E.ENOTSUP, E.ENOSYS].filter((n) => n !== undefined));
 
-const names = new Map<number, string>(Object.entries(E).map(([k, v]) => [v, k]));
+/** errno → name; the first name wins for aliases (EAGAIN over EWOULDBLOCK, as libuv names them). */
+const names = new Map<number, string>();
+for (const [k, v] of Object.entries(E)) if (!names.has(v)) names.set(v, k);
 
 function errnoError(errno: number, syscall: string): NodeJS.ErrnoException {
   const code = names.get(errno) ?? `E${errno}`;
