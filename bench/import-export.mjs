@@ -102,38 +102,32 @@ async function main() {
   await readFile(image); // into the page cache, as for every later reader
   console.log(`image: ${regions} regions, ${regions - zeroRegions} random, ${zeroRegions} all-zero\n`);
 
-  // --- throughput rows
-  const rows = [];
-  const measure = async (name, command, prepare, fn, check) => {
-    const times = [];
-    for (let r = 0; r < runs; r++) {
-      await prepare?.(r);
-      times.push(await timed(() => fn(r)));
-      await check?.(r);
-    }
-    const seconds = median(times);
-    const row = { name, command, seconds, min: Math.min(...times), max: Math.max(...times), runs: times };
-    rows.push(row);
-    process.stdout.write(`  ${name}: ${seconds.toFixed(2)} s\n`);
+  // --- throughput rows. The tools take turns within each run (cp, qemu-img, import, export,
+  // info; then again), so a disk that slows down or speeds up during the bench affects every
+  // row alike instead of whichever tool ran then.
+  const tools = [];
+  const measure = (name, command, prepare, fn, check) => {
+    const row = { name, command, seconds: 0, min: 0, max: 0, runs: [] };
+    tools.push({ row, prepare, fn, check });
     return row;
   };
 
   const cpOut = join(work, 'cp.raw');
   const qOut = join(work, 'qemu.raw');
   const vOut = join(work, 'vlmc.raw');
-  await measure(
+  measure(
     'cp + sync',
     'cp image.raw cp.raw && sync',
     () => rm(cpOut, { force: true }),
     () => run('cp', [image, cpOut]),
   );
-  await measure(
+  measure(
     'qemu-img convert + sync',
     'qemu-img convert -f raw -O raw image.raw qemu.raw && sync',
     () => rm(qOut, { force: true }),
     () => run('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', image, qOut]),
   );
-  const importRow = await measure(
+  const importRow = measure(
     'vlmc import',
     'vlmc import image.raw bench-<run> && sync',
     async (r) => {
@@ -142,11 +136,11 @@ async function main() {
     (r) => vlmc('import', image, `bench-${r}`),
   );
   const vol = `bench-${runs - 1}`;
-  await measure(
+  measure(
     'vlmc export',
-    `vlmc export ${vol} vlmc.raw && sync`,
+    'vlmc export bench-<run> vlmc.raw && sync',
     () => rm(vOut, { force: true }),
-    () => vlmc('export', vol, vOut),
+    (r) => vlmc('export', `bench-${r}`, vOut),
     async () => {
       const got = createHash('sha256')
         .update(await readFile(vOut))
@@ -154,7 +148,21 @@ async function main() {
       if (got !== imageHash) throw new Error('vlmc export differs from the image');
     },
   );
-  await measure('vlmc info (process start)', `vlmc info ${vol}`, null, () => vlmc('info', vol));
+  measure('vlmc info (process start)', 'vlmc info bench-<run>', null, (r) => vlmc('info', `bench-${r}`));
+  for (let r = 0; r < runs; r++) {
+    for (const t of tools) {
+      await t.prepare?.(r);
+      t.row.runs.push(await timed(() => t.fn(r)));
+      await t.check?.(r);
+    }
+    console.log(
+      `  run ${r + 1}: ${tools.map((t) => `${t.row.name} ${t.row.runs[r].toFixed(2)} s`).join(', ')}`,
+    );
+  }
+  const rows = tools.map((t) => {
+    const times = t.row.runs;
+    return Object.assign(t.row, { seconds: median(times), min: Math.min(...times), max: Math.max(...times) });
+  });
 
   const cp = rows[0].seconds;
   for (const r of rows) {
@@ -232,7 +240,26 @@ async function main() {
   };
   await mkdir(dirname(RESULTS), { recursive: true });
   await writeFile(RESULTS, `${JSON.stringify(result, null, 2)}\n`);
-  console.log(`\nwrote ${RESULTS}`);
+  const md = [
+    '# vlmc import/export vs cp and qemu-img; thin 1 TiB snapshot and clone',
+    '',
+    `${result.date}, ${result.host.cpus} CPUs, ${result.host.fs}, ${sizeGiB} GiB image (¼ all-zero regions), median of ${runs} interleaved runs, each command followed by sync, timed together; vlmc rows include process start.`,
+    '',
+    '| tool | seconds (min–max) | MiB/s | speed vs cp (target ≥ 0.8) |',
+    '|---|---:|---:|---:|',
+    ...rows.map(
+      (r) =>
+        `| ${r.name} | ${r.seconds.toFixed(2)} (${r.min.toFixed(2)}–${r.max.toFixed(2)}) | ${r.mibPerSec === null ? '-' : r.mibPerSec.toFixed(0)} | ${r.mibPerSec === null ? '-' : (1 / r.timeVsCp).toFixed(2)} |`,
+    ),
+    '',
+    '| thin 1 TiB (262 144 blocks), one vlmc command each | seconds (target < 1) |',
+    '|---|---:|',
+    ...thin.map((t) => `| ${t.name} | ${t.seconds.toFixed(2)} |`),
+    '',
+  ].join('\n');
+  const mdPath = RESULTS.replace(/\.json$/, '.md');
+  await writeFile(mdPath, md);
+  console.log(`\nwrote ${RESULTS} and ${mdPath}`);
 
   if (opts.keep) console.log(`kept ${work}`);
   else await rm(work, { recursive: true, force: true });
