@@ -9,7 +9,7 @@
  */
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { type Port, Segment, type SubmitOptions, type XsegReply } from '@archipelago/libxseg/segment';
-import { decodeError, isPeerGone } from './wire.js';
+import { daemonSpin, decodeError, isPeerGone } from './wire.js';
 
 export interface PeerClientOptions {
   /** A joined segment (shared, not closed by us), or a spec/name to join (closed on close()). */
@@ -52,6 +52,7 @@ export class PeerClient {
     }
     try {
       this.port = this.segment.bindDynamicPort();
+      this.port.setSpin(daemonSpin());
     } catch (e) {
       if (this.ownsSegment) this.segment.close();
       throw e;

@@ -16,7 +16,7 @@ import { type PeerOptions, segmentSpec, syslogSocketOf } from './options.js';
 import { readPidfile, removePidfile, writePidfile } from './pidfile.js';
 import { syslogStream } from './syslog.js';
 import { createVlmcService } from './vlmc-peer.js';
-import { encodeError } from './wire.js';
+import { daemonSpin, encodeError } from './wire.js';
 
 /** pino levels for the original's log_level 0..3. */
 export const LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const;
@@ -84,7 +84,7 @@ export async function startPeer(opts: PeerOptions): Promise<RunningPeer> {
   if (pre.state === 'stale') log.warn({ pidfile: opts.pidfile, pid: pre.pid }, 'replacing a stale pidfile');
 
   const spec = segmentSpec(opts.segment);
-  const seg = Segment.open(spec);
+  const seg = Segment.open(spec, daemonSpin());
   let service: PeerService;
   try {
     service = createService(opts, seg, log);

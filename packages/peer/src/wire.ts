@@ -142,3 +142,17 @@ export function fromJson<T>(data: Buffer, what: string): T {
     throw new ArchipelagoError('EINVAL', `${what}: malformed JSON payload (${(e as Error).message})`);
   }
 }
+
+/**
+ * Spin budgets for the daemons' ports: none, unless `ARCHIPELAGO_XSEG_SPIN_US` /
+ * `ARCHIPELAGO_XSEG_LINGER_US` say otherwise. Measured through NBD (`bench/results/daemons.md`):
+ * with five processes and fio on two CPUs the spins steal the CPU the other side needs, and QD1
+ * 4 KiB reads fell up to 4x in some runs; the other rows are within noise either way.
+ */
+export function daemonSpin(): { spinUs?: number; lingerUs?: number } {
+  const unset = (n: string) => process.env[n] === undefined || process.env[n] === '';
+  return {
+    ...(unset('ARCHIPELAGO_XSEG_SPIN_US') ? { spinUs: 0 } : {}),
+    ...(unset('ARCHIPELAGO_XSEG_LINGER_US') ? { lingerUs: 0 } : {}),
+  };
+}
