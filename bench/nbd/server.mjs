@@ -62,8 +62,9 @@ const exp = volumeExport(composer, {
 const server = new NbdServer({
   exports: (n) => (n === o.name ? exp : undefined),
   defaultExport: o.name,
-  // NBD_SNDBUF=<bytes> in the environment: SO_SNDBUF on accepted sockets (an A/B knob).
-  sendBufferBytes: Number(process.env.NBD_SNDBUF ?? 0),
+  // NBD_SNDBUF=<bytes> in the environment: SO_SNDBUF on accepted sockets (an A/B knob; 0 is the
+  // kernel's default, unset is NbdServer's default of 4 MiB).
+  sendBufferBytes: process.env.NBD_SNDBUF === undefined ? undefined : Number(process.env.NBD_SNDBUF),
 });
 await server.listen({ path: o.socket });
 process.stdout.write(

@@ -41,8 +41,17 @@ describe('sendBufferBytes', () => {
     }
   });
 
-  it('leaves sockets alone by default', async () => {
+  it('sets it by default (4 MiB)', async () => {
     fx = await startServer([new MemoryExport({ name: 'mem', size: 1 << 20 })]);
+    client = await RawClient.connect({ path: fx.sock });
+    await client.handshake('mem', {});
+    if (process.platform === 'linux' && sendBufferAvailable) {
+      expect(fx.logs.some((l) => l.msg === 'nbd: send buffer set')).toBe(true);
+    }
+  });
+
+  it('leaves sockets alone with 0', async () => {
+    fx = await startServer([new MemoryExport({ name: 'mem', size: 1 << 20 })], { sendBufferBytes: 0 });
     client = await RawClient.connect({ path: fx.sock });
     await client.handshake('mem', {});
     expect(fx.logs.some((l) => String(l.msg).startsWith('nbd: send buffer'))).toBe(false);

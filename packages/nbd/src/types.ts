@@ -61,9 +61,9 @@ export interface NbdServerOptions {
   /** Advertise NBD_FLAG_CAN_MULTI_CONN (default true). */
   multiConn?: boolean;
   /**
-   * SO_SNDBUF for accepted sockets, in bytes (the kernel caps it at net.core.wmem_max and
-   * doubles it). 0 or unset leaves the kernel's default. Needs @archipelago/fastio's addon (Linux);
-   * without it the option is ignored.
+   * SO_SNDBUF for accepted sockets, in bytes (default 4 MiB; the kernel caps it at
+   * net.core.wmem_max and doubles it). 0 leaves the kernel's default (~208 KiB). Needs
+   * @archipelago/fastio's addon (Linux); without it the option is ignored.
    */
   sendBufferBytes?: number;
 }
