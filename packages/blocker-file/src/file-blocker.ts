@@ -21,6 +21,7 @@ import { dirname, join, resolve } from 'node:path';
 import {
   type AcquireOptions,
   type Blocker,
+  CallGate,
   LOCK_SUFFIX,
   type ObjectInfo,
   type ReadOptions,
@@ -96,10 +97,8 @@ export class FileBlocker implements Blocker {
   private probeFd: number | null = null;
   /** O_DIRECT writes to one file run one at a time (they read-modify-write edge blocks and truncate). */
   private readonly directWrites = new Map<string, Promise<void>>();
-  private closed = false;
+  private readonly gate = new CallGate(closedError);
   private closing: Promise<void> | null = null;
-  private active = 0;
-  private onIdle: (() => void) | null = null;
   /** Wake-ups of waiting acquires, called by close(). */
   private readonly sleepers = new Set<() => void>();
   /** Write-back mode: paths written since the last flush, not yet synced. */
@@ -470,7 +469,7 @@ export class FileBlocker implements Blocker {
             );
           }
           await this.sleep(Math.min(this.lockPollMs, left));
-          if (this.closed) throw closedError();
+          if (this.gate.closed) throw closedError();
         }
       } catch (e) {
         throw fromSystemError(e, `acquire ${name}`);
@@ -679,10 +678,10 @@ export class FileBlocker implements Blocker {
    */
   close(): Promise<void> {
     if (this.closing) return this.closing;
-    this.closed = true;
+    this.gate.close();
     this.closing = (async () => {
       for (const wake of [...this.sleepers]) wake();
-      if (this.active > 0) await new Promise<void>((r) => (this.onIdle = r));
+      await this.gate.drained();
       if (this.directInit) await this.directInit;
       await this.fds.close();
       if (this.probeFd !== null) await fsio.close(this.probeFd).catch(() => {});
@@ -695,17 +694,11 @@ export class FileBlocker implements Blocker {
   // ------------------------------------------------------------------ internals
 
   private enter(): void {
-    if (this.closed) throw closedError();
-    this.active++;
+    this.gate.enter();
   }
 
   private leave(): void {
-    this.active--;
-    if (this.active === 0 && this.onIdle) {
-      const r = this.onIdle;
-      this.onIdle = null;
-      r();
-    }
+    this.gate.leave();
   }
 
   private sleep(ms: number): Promise<void> {
@@ -839,7 +832,7 @@ export class FileBlocker implements Blocker {
   }
 
   private async readDir(dir: string): Promise<fs.Dirent[]> {
-    if (this.closed) throw closedError();
+    if (this.gate.closed) throw closedError();
     try {
       return await fsp.readdir(dir, { withFileTypes: true });
     } catch (e) {

@@ -18,6 +18,7 @@ import { constants, hostname } from 'node:os';
 import {
   type AcquireOptions,
   type Blocker,
+  CallGate,
   LOCK_SUFFIX,
   type ObjectInfo,
   type ReadOptions,
@@ -84,10 +85,8 @@ export class RadosBlocker implements Blocker {
 
   private [NATIVE]: NativeState | null = null;
   private readonly ready: Promise<NativeState>;
-  private closed = false;
+  private readonly gate = new CallGate(closedError);
   private closing: Promise<void> | null = null;
-  private active = 0;
-  private onIdle: (() => void) | null = null;
   private readonly sleepers = new Set<() => void>();
   private readonly notifies = new Set<Promise<unknown>>();
 
@@ -348,12 +347,12 @@ export class RadosBlocker implements Blocker {
   /** Walks the pool (rados_nobjects_list_*) in batches; lock objects are left out. */
   async *list(prefix = ''): AsyncIterable<string> {
     if (typeof prefix !== 'string') throw new TypeError('list: prefix must be a string');
-    if (this.closed) throw closedError();
+    if (this.gate.closed) throw closedError();
     const { pool } = await this.ready;
     const id = pool.listOpen();
     try {
       for (;;) {
-        if (this.closed) throw closedError();
+        if (this.gate.closed) throw closedError();
         let batch: { names: string[]; done: boolean };
         try {
           batch = await pool.listNext(id, LIST_BATCH, prefix);
@@ -439,7 +438,7 @@ export class RadosBlocker implements Blocker {
               },
             );
           }
-          if (this.closed) throw closedError();
+          if (this.gate.closed) throw closedError();
           if (!woken) {
             await new Promise<void>((resolve) => {
               const done = () => {
@@ -453,7 +452,7 @@ export class RadosBlocker implements Blocker {
               this.sleepers.add(done);
             });
           }
-          if (this.closed) throw closedError();
+          if (this.gate.closed) throw closedError();
         }
       } finally {
         if (watchId !== null) await pool.unwatch(watchId).catch(() => {});
@@ -550,10 +549,10 @@ export class RadosBlocker implements Blocker {
    */
   close(): Promise<void> {
     if (this.closing) return this.closing;
-    this.closed = true;
+    this.gate.close();
     this.closing = (async () => {
       for (const wake of [...this.sleepers]) wake();
-      if (this.active > 0) await new Promise<void>((r) => (this.onIdle = r));
+      await this.gate.drained();
       await Promise.allSettled([...this.notifies]);
       let state: NativeState | null = null;
       try {
@@ -573,18 +572,12 @@ export class RadosBlocker implements Blocker {
    * null while connecting. Throws ECLOSED after close().
    */
   private enter(): NativePool | null {
-    if (this.closed) throw closedError();
-    this.active++;
+    this.gate.enter();
     return this[NATIVE]?.pool ?? null;
   }
 
   private leave(): void {
-    this.active--;
-    if (this.active === 0 && this.onIdle) {
-      const r = this.onIdle;
-      this.onIdle = null;
-      r();
-    }
+    this.gate.leave();
   }
 
   private async run<T>(fn: (pool: NativePool) => Promise<T>): Promise<T> {

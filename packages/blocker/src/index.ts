@@ -1,2 +1,3 @@
 export * from './contract.js';
 export { type FaultPlan, FaultyBlocker } from './faulty.js';
+export { CallGate } from './gate.js';
