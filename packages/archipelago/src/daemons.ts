@@ -29,6 +29,8 @@ import {
   PEER_OPTIONS_ENV,
   type PeerOptions,
   pidAlive,
+  RADOS_CONNECT_TIMEOUT_MS,
+  type RadosBlockerPeerOptions,
   readPidfile,
   syslogSocketOf,
 } from '@archipelago/peer';
@@ -140,10 +142,17 @@ export function peerOptions(loaded: LoadedConfig, role: string): PeerOptions {
     const v = loaded.config.vlmcd;
     return { ...common, vlmcd: { type: 'vlmcd', blockerPort: v.blocker_port, mapperPort: v.mapper_port } };
   }
+  const identity =
+    s.unique_str !== undefined && s.unique_str !== ''
+      ? { identity: `${hostname()}_${String(s.unique_str)}` }
+      : {};
+  if (s.type === 'rados_blocker')
+    return { ...common, blocker: { ...radosOptions(loaded, role, s), ...identity } };
   if (s.type !== 'file_blocker')
     throw new ArchipelagoError(
-      'ENOTSUP',
-      `[${role}] type ${String(s.type)}: only file_blocker peers run as daemons yet`,
+      'EINVAL_CONFIG',
+      `${loaded.path}: [${role}] type ${String(s.type)}: a blocker role needs type file_blocker or rados_blocker`,
+      { details: { role, file: loaded.path, key: 'type' } },
     );
   if (typeof s.archip_dir !== 'string' || s.archip_dir === '')
     throw new ArchipelagoError(
@@ -158,11 +167,55 @@ export function peerOptions(loaded: LoadedConfig, role: string): PeerOptions {
       ...(s.lock_dir !== undefined ? { lockDir: s.lock_dir } : {}),
       ...(typeof s.fdcache === 'number' ? { fdcache: s.fdcache } : {}),
       ...(typeof s.direct === 'boolean' ? { direct: s.direct } : {}),
-      ...(s.unique_str !== undefined && s.unique_str !== ''
-        ? { identity: `${hostname()}_${String(s.unique_str)}` }
-        : {}),
+      ...identity,
     },
   };
+}
+
+/**
+ * The rados_blocker peer options of a blocker section: the keys the embedded `vlmc` reads
+ * (`pool`, `namespace`, `ceph_conf`, `cephx_id`, `keyring`, `connect_timeout` and `op_timeout`
+ * in seconds); `ceph_conf` and `keyring` are already absolute (the loader resolves them).
+ */
+export function radosOptions(loaded: LoadedConfig, role: string, s: BlockerSection): RadosBlockerPeerOptions {
+  const bad = (key: string, problem: string) =>
+    new ArchipelagoError('EINVAL_CONFIG', `${loaded.path}: [${role}] ${key} ${problem}`, {
+      details: { role, file: loaded.path, key },
+    });
+  if (typeof s.pool !== 'string' || s.pool === '') throw bad('pool', 'is required for rados_blocker');
+  // In seconds, as the embedded vlmc reads them (the schema has checked them already).
+  const ms = (key: 'connect_timeout' | 'op_timeout', min: number): number | undefined => {
+    const v = s[key];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < min || (key === 'connect_timeout' && v === 0))
+      throw bad(
+        key,
+        `must be a number of seconds (${key === 'op_timeout' ? '0 = wait' : 'above 0'}), got ${String(v)}`,
+      );
+    return Math.max(key === 'connect_timeout' ? 1 : 0, Math.round(v * 1000));
+  };
+  const connectTimeoutMs = ms('connect_timeout', 0);
+  const opTimeoutMs = ms('op_timeout', 0);
+  return {
+    type: 'rados_blocker',
+    pool: s.pool,
+    ...(s.namespace !== undefined ? { namespace: s.namespace } : {}),
+    ...(s.ceph_conf !== undefined ? { cephConf: s.ceph_conf } : {}),
+    ...(s.cephx_id !== undefined ? { cephxId: s.cephx_id } : {}),
+    ...(s.keyring !== undefined ? { keyring: s.keyring } : {}),
+    ...(connectTimeoutMs !== undefined ? { connectTimeoutMs } : {}),
+    ...(opTimeoutMs !== undefined ? { opTimeoutMs } : {}),
+  };
+}
+
+/**
+ * How long `start` waits for a role's pidfile: 3 s, plus the connect timeout of a rados_blocker
+ * (the peer connects before it binds its ports, and fails by itself when that times out).
+ */
+export function startTimeoutOf(opts: PeerOptions): number {
+  const b = opts.blocker;
+  if (b?.type !== 'rados_blocker') return START_TIMEOUT_MS;
+  return START_TIMEOUT_MS + (b.connectTimeoutMs ?? RADOS_CONNECT_TIMEOUT_MS);
 }
 
 export interface MappedVolume {
@@ -256,7 +309,7 @@ function logTail(path: string, from: number): string {
   return '';
 }
 
-/** Spawns one peer and waits (up to 3 s) for its pidfile. */
+/** Spawns one peer and waits for its pidfile (3 s; a rados_blocker also gets its connect timeout). */
 export async function startRole(loaded: LoadedConfig, role: string): Promise<{ role: string; pid: number }> {
   const opts = peerOptions(loaded, role);
   const output = outputOf(loaded, role);
@@ -282,7 +335,8 @@ export async function startRole(loaded: LoadedConfig, role: string): Promise<{ r
   const pid = child.pid;
   child.unref();
   if (pid === undefined) throw new ArchipelagoError('EIO', `${role}: could not spawn the peer process`);
-  const deadline = Date.now() + START_TIMEOUT_MS;
+  const timeoutMs = startTimeoutOf(opts);
+  const deadline = Date.now() + timeoutMs;
   for (;;) {
     const st = readPidfile(opts.pidfile);
     if (st.state === 'running' && st.pid === pid) return { role, pid };
@@ -302,7 +356,7 @@ export async function startRole(loaded: LoadedConfig, role: string): Promise<{ r
       }
       throw new ArchipelagoError(
         'ETIMEDOUT',
-        `${role} did not create its pidfile ${opts.pidfile} within ${START_TIMEOUT_MS / 1000} s; see ${opts.logfile}`,
+        `${role} did not create its pidfile ${opts.pidfile} within ${timeoutMs / 1000} s; see ${opts.logfile}`,
         {
           details: { role, pidfile: opts.pidfile },
         },

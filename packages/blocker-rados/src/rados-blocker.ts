@@ -179,6 +179,26 @@ export class RadosBlocker implements Blocker {
     return b;
   }
 
+  /**
+   * A view of this blocker whose locks belong to `identity`: the same connection, pool context,
+   * calls in flight and lifetime, with its own cookie `<identity>#<this blocker's random>` and
+   * description. A server that takes locks on behalf of many clients (the blocker daemon) keeps one
+   * view per client identity instead of a pool context each. Closing a view does nothing; closing
+   * this blocker closes its views (their calls then fail with ECLOSED).
+   */
+  withIdentity(identity: string): RadosBlocker {
+    const id = resolveIdentity('RadosBlocker', identity, hostname());
+    if (id === this.identity) return this;
+    const tag = this.cookie.slice(this.cookie.lastIndexOf('#'));
+    // Everything else (native state, gate, sleepers) is read through the prototype: this blocker's.
+    return Object.create(this, {
+      identity: { value: id, enumerable: true },
+      cookie: { value: `${id}${tag}`, enumerable: true },
+      lockDescription: { value: `archipelago ${id} on ${hostname()} pid ${process.pid}`, enumerable: true },
+      close: { value: async () => {} },
+    }) as RadosBlocker;
+  }
+
   /** librados client name of this blocker's connection (what `rados lock info` lists), once connected. */
   get clientName(): string | null {
     return this[NATIVE]?.conn.cluster.instanceId() ?? null;

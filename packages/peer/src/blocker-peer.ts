@@ -1,9 +1,13 @@
 /**
- * The blocker peer's request handler: each segment request becomes one Blocker call on a
- * FileBlocker; the answer (or the error, see wire.ts) goes back in the reply.
+ * The blocker peer's request handler: each segment request becomes one Blocker call on the peer's
+ * blocker (a FileBlocker or a RadosBlocker); the answer (or the error, see wire.ts) goes back in
+ * the reply. Locks belong to the client's identity, so acquire/release go through a blocker with
+ * that identity (`lockerFor`), kept in a small LRU.
  */
 import { hostname } from 'node:os';
+import { type Blocker, readIntoBuffer } from '@archipelago/blocker';
 import { FileBlocker } from '@archipelago/blocker-file';
+import type { RadosBlocker } from '@archipelago/blocker-rados';
 import {
   ArchipelagoError,
   decodeTargetPayload,
@@ -14,7 +18,11 @@ import {
   XF,
 } from '@archipelago/libxseg';
 import type { RespondOptions, XsegRequest } from '@archipelago/libxseg/segment';
-import type { FileBlockerPeerOptions } from './options.js';
+import {
+  type FileBlockerPeerOptions,
+  RADOS_CONNECT_TIMEOUT_MS,
+  type RadosBlockerPeerOptions,
+} from './options.js';
 import { LIST_PAGE_BYTES, PeerFlag, PeerOp, payloadOf } from './wire.js';
 
 /** The longest identity a lock request may carry. */
@@ -31,21 +39,18 @@ export interface PeerService {
 
 export type BlockerService = PeerService;
 
-export function createFileBlockerService(o: FileBlockerPeerOptions, role: string): BlockerService {
-  const base = {
-    dir: o.dir,
-    ...(o.lockDir !== undefined ? { lockDir: o.lockDir } : {}),
-    ...(o.direct !== undefined ? { direct: o.direct } : {}),
-  };
-  const main = new FileBlocker({
-    ...base,
-    ...(o.fdcache !== undefined ? { fdCache: o.fdcache } : {}),
-    identity: o.identity ?? `${hostname()}_${role}`,
-  });
-  // Locks belong to the client's identity, so acquire/release go through a FileBlocker with that
-  // identity (they touch lock files only, never object data, so their fd caches stay tiny).
-  const lockers = new Map<string, FileBlocker>();
-  const locker = (identity: string): FileBlocker => {
+/**
+ * The blocker peer over any blocker. `main` serves every object call and the locks of requests
+ * without an identity; `lockerFor(identity)` gives a blocker whose locks belong to `identity`
+ * (used for acquire/release only; closed when it falls out of the LRU of `MAX_LOCKERS`, and at
+ * close). The service owns `main` and the lockers: `close()` closes them.
+ */
+export function createBlockerService(
+  main: Blocker,
+  lockerFor: (identity: string) => Blocker,
+): BlockerService {
+  const lockers = new Map<string, Blocker>();
+  const locker = (identity: string): Blocker => {
     if (identity === '' || identity === main.identity) return main;
     let b = lockers.get(identity);
     if (b) {
@@ -53,12 +58,12 @@ export function createFileBlockerService(o: FileBlockerPeerOptions, role: string
       lockers.set(identity, b);
       return b;
     }
-    b = new FileBlocker({ ...base, fdCache: 4, identity });
+    b = lockerFor(identity);
     lockers.set(identity, b);
     if (lockers.size > MAX_LOCKERS) {
-      const [oldest, ob] = lockers.entries().next().value as [string, FileBlocker];
+      const [oldest, ob] = lockers.entries().next().value as [string, Blocker];
       lockers.delete(oldest);
-      void ob.close();
+      void ob.close().catch(() => {});
     }
     return b;
   };
@@ -71,6 +76,8 @@ export function createFileBlockerService(o: FileBlockerPeerOptions, role: string
   };
 
   const payload = payloadOf;
+  const readInto: (name: string, offset: number, target: Buffer) => Promise<void> =
+    main.readInto?.bind(main) ?? ((n, off, t) => readIntoBuffer(main, n, off, t));
 
   async function serve(req: XsegRequest): Promise<RespondOptions> {
     const name = req.target;
@@ -83,7 +90,7 @@ export function createFileBlockerService(o: FileBlockerPeerOptions, role: string
         // Straight into the request's shared data: no fresh buffer per read (first touches of
         // fresh memory cost far more than the copy here). readInto reads a missing object as
         // zeros, so only missingOk reads can use it.
-        if (missingOk) await main.readInto(name, req.offset, out);
+        if (missingOk) await readInto(name, req.offset, out);
         else (await main.read(name, req.offset, req.size)).copy(out);
         return { serviced: req.size };
       }
@@ -112,6 +119,8 @@ export function createFileBlockerService(o: FileBlockerPeerOptions, role: string
         return { serviced: 0 };
       }
       case Op.HASH: {
+        if (!main.hash)
+          throw new ArchipelagoError('ENOTSUP', `hash ${name}: this ${main.kind} blocker cannot hash`);
         const h = await main.hash(name, req.size);
         const data = encodeTargetPayload(h);
         return { data, serviced: data.length };
@@ -174,4 +183,53 @@ export function createFileBlockerService(o: FileBlockerPeerOptions, role: string
       lockers.clear();
     },
   };
+}
+
+/** A blocker peer over files: per-identity lockers are FileBlockers with a tiny fd cache. */
+export function createFileBlockerService(o: FileBlockerPeerOptions, role: string): BlockerService {
+  const base = {
+    dir: o.dir,
+    ...(o.lockDir !== undefined ? { lockDir: o.lockDir } : {}),
+    ...(o.direct !== undefined ? { direct: o.direct } : {}),
+  };
+  const main = new FileBlocker({
+    ...base,
+    ...(o.fdcache !== undefined ? { fdCache: o.fdcache } : {}),
+    identity: o.identity ?? `${hostname()}_${role}`,
+  });
+  // Lockers touch lock files only, never object data, so their fd caches stay tiny.
+  return createBlockerService(main, (identity) => new FileBlocker({ ...base, fdCache: 4, identity }));
+}
+
+/**
+ * A blocker peer over a Ceph pool. Resolves once connected and the pool is open, and rejects
+ * (ETIMEDOUT naming the conf, EINVAL_CONFIG naming the pool or file, ENOTSUP without the native
+ * addon) within `connectTimeoutMs`, so an unreachable cluster fails the start, never hangs it.
+ * Per-identity lockers are `withIdentity` views: one connection and one pool context in all.
+ */
+export async function createRadosBlockerService(
+  o: RadosBlockerPeerOptions,
+  role: string,
+): Promise<BlockerService> {
+  let mod: typeof import('@archipelago/blocker-rados');
+  try {
+    mod = await import('@archipelago/blocker-rados');
+  } catch (e) {
+    throw new ArchipelagoError(
+      'ENOTSUP',
+      `${role}: type rados_blocker needs @archipelago/blocker-rados, which could not be loaded: ${(e as Error).message}`,
+      { cause: e },
+    );
+  }
+  const main: RadosBlocker = await mod.RadosBlocker.open({
+    pool: o.pool,
+    identity: o.identity ?? `${hostname()}_${role}`,
+    connectTimeoutMs: o.connectTimeoutMs ?? RADOS_CONNECT_TIMEOUT_MS,
+    ...(o.namespace !== undefined ? { namespace: o.namespace } : {}),
+    ...(o.cephConf !== undefined ? { cephConf: o.cephConf } : {}),
+    ...(o.cephxId !== undefined ? { cephxId: o.cephxId } : {}),
+    ...(o.keyring !== undefined ? { keyring: o.keyring } : {}),
+    ...(o.opTimeoutMs !== undefined ? { opTimeoutMs: o.opTimeoutMs } : {}),
+  });
+  return createBlockerService(main, (identity) => main.withIdentity(identity));
 }

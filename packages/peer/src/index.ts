@@ -1,14 +1,23 @@
 /** Archipelago peers as daemons: the peer runtime, the blocker, mapperd and vlmcd peers, and their clients. */
-export { type BlockerService, createFileBlockerService, type PeerService } from './blocker-peer.js';
+export {
+  type BlockerService,
+  createBlockerService,
+  createFileBlockerService,
+  createRadosBlockerService,
+  type PeerService,
+} from './blocker-peer.js';
 export { PeerClient, type PeerClientOptions } from './client.js';
 export { createMapperService } from './mapper-peer.js';
 export { decodeSegments, encodeSegments, MapperOp } from './mapper-wire.js';
 export {
+  type BlockerPeerOptions,
   checkPeerOptions,
   type FileBlockerPeerOptions,
   type MapperdPeerOptions,
   PEER_OPTIONS_ENV,
   type PeerOptions,
+  RADOS_CONNECT_TIMEOUT_MS,
+  type RadosBlockerPeerOptions,
   type SegmentOptions,
   segmentSpec,
   syslogSocketOf,

@@ -29,6 +29,32 @@ export interface FileBlockerPeerOptions {
   identity?: string;
 }
 
+/** A blocker peer over a Ceph pool (`@archipelago/blocker-rados`); the keys mirror the config's. */
+export interface RadosBlockerPeerOptions {
+  type: 'rados_blocker';
+  /** The pool (must exist): blockerm's holds maps and locks, blockerb's data objects. */
+  pool: string;
+  /** RADOS namespace inside the pool (default none). */
+  namespace?: string;
+  /** ceph.conf path (absolute); default: librados' search (CEPH_CONF, /etc/ceph/ceph.conf). */
+  cephConf?: string;
+  /** cephx client id without "client." (default "admin"). */
+  cephxId?: string;
+  /** Keyring path, when ceph.conf names none. */
+  keyring?: string;
+  /** The peer fails to start when the cluster is not reached within this (default 10000 ms). */
+  connectTimeoutMs?: number;
+  /** OSD operations fail with ETIMEDOUT after this; 0 (default) waits for the cluster. */
+  opTimeoutMs?: number;
+  /** Identity of locks taken without an identity (`<hostname>_<unique_str>`). */
+  identity?: string;
+}
+
+export type BlockerPeerOptions = FileBlockerPeerOptions | RadosBlockerPeerOptions;
+
+/** Default `connectTimeoutMs` of a rados_blocker peer (RadosBlocker's). */
+export const RADOS_CONNECT_TIMEOUT_MS = 10_000;
+
 /** mapperd: a Mapper over the blocker peers on these ports. */
 export interface MapperdPeerOptions {
   type: 'mapperd';
@@ -60,7 +86,7 @@ export interface PeerOptions {
   /** 0 error, 1 warn, 2 info, 3 debug (the original's log_level). */
   logLevel: number;
   /** Exactly one of blocker, mapperd, vlmcd: what this peer serves. */
-  blocker?: FileBlockerPeerOptions;
+  blocker?: BlockerPeerOptions;
   mapperd?: MapperdPeerOptions;
   vlmcd?: VlmcdPeerOptions;
 }
@@ -100,6 +126,71 @@ function obj(v: unknown, what: string): Record<string, unknown> {
   return v as Record<string, unknown>;
 }
 
+const NAME_RE = /^[A-Za-z0-9._-]+$/;
+
+function pattern(o: Record<string, unknown>, key: string, re: RegExp, max: number, what: string): string {
+  const v = o[key];
+  if (typeof v !== 'string' || v.length > max || !re.test(v))
+    bad(`"${key}" must be ${what}, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function checkBlocker(b: Record<string, unknown>): BlockerPeerOptions {
+  if (b.type === 'file_blocker') {
+    const blocker: FileBlockerPeerOptions = { type: 'file_blocker', dir: str(b, 'dir') };
+    if (b.lockDir !== undefined) blocker.lockDir = str(b, 'lockDir');
+    if (b.fdcache !== undefined) blocker.fdcache = int(b, 'fdcache', 2, 1 << 20);
+    if (b.direct !== undefined) blocker.direct = b.direct === true;
+    if (b.identity !== undefined) blocker.identity = str(b, 'identity');
+    return blocker;
+  }
+  if (b.type === 'rados_blocker') {
+    const known = [
+      'type',
+      'pool',
+      'namespace',
+      'cephConf',
+      'cephxId',
+      'keyring',
+      'connectTimeoutMs',
+      'opTimeoutMs',
+      'identity',
+    ];
+    const unknown = Object.keys(b).filter((k) => !known.includes(k));
+    if (unknown.length > 0)
+      bad(
+        `rados_blocker does not take ${unknown.map((k) => `"${k}"`).join(', ')} (it takes ${known.join(', ')})`,
+      );
+    const blocker: RadosBlockerPeerOptions = {
+      type: 'rados_blocker',
+      pool: str(b, 'pool'),
+    };
+    if (b.namespace !== undefined)
+      blocker.namespace = pattern(
+        b,
+        'namespace',
+        /^[A-Za-z0-9._-]*$/,
+        64,
+        '0..64 characters of [A-Za-z0-9._-]',
+      );
+    if (b.cephConf !== undefined) blocker.cephConf = absPath(b, 'cephConf');
+    if (b.cephxId !== undefined)
+      blocker.cephxId = pattern(b, 'cephxId', NAME_RE, 64, 'a client id like "admin" (without "client.")');
+    if (b.keyring !== undefined) blocker.keyring = absPath(b, 'keyring');
+    if (b.connectTimeoutMs !== undefined) blocker.connectTimeoutMs = int(b, 'connectTimeoutMs', 1, 3_600_000);
+    if (b.opTimeoutMs !== undefined) blocker.opTimeoutMs = int(b, 'opTimeoutMs', 0, 86_400_000);
+    if (b.identity !== undefined) blocker.identity = str(b, 'identity');
+    return blocker;
+  }
+  bad(`blocker "type" must be "file_blocker" or "rados_blocker", got ${JSON.stringify(b.type)}`);
+}
+
+function absPath(o: Record<string, unknown>, key: string): string {
+  const v = str(o, key);
+  if (!v.startsWith('/')) bad(`"${key}" must be an absolute path, got ${JSON.stringify(v)}`);
+  return v;
+}
+
 /** Checks options that came from outside (JSON). */
 export function checkPeerOptions(value: unknown): PeerOptions {
   const o = obj(value, 'options');
@@ -116,15 +207,7 @@ export function checkPeerOptions(value: unknown): PeerOptions {
   const port = (x: Record<string, unknown>, k: string) => int(x, k, 0, segment.ports - 1);
   const service: Pick<PeerOptions, 'blocker' | 'mapperd' | 'vlmcd'> = {};
   if (o.blocker !== undefined) {
-    const b = obj(o.blocker, '"blocker"');
-    if (b.type !== 'file_blocker')
-      bad(`blocker type ${JSON.stringify(b.type)} is not implemented (file_blocker is)`);
-    const blocker: FileBlockerPeerOptions = { type: 'file_blocker', dir: str(b, 'dir') };
-    if (b.lockDir !== undefined) blocker.lockDir = str(b, 'lockDir');
-    if (b.fdcache !== undefined) blocker.fdcache = int(b, 'fdcache', 2, 1 << 20);
-    if (b.direct !== undefined) blocker.direct = b.direct === true;
-    if (b.identity !== undefined) blocker.identity = str(b, 'identity');
-    service.blocker = blocker;
+    service.blocker = checkBlocker(obj(o.blocker, '"blocker"'));
   } else if (o.mapperd !== undefined) {
     const m = obj(o.mapperd, '"mapperd"');
     service.mapperd = {

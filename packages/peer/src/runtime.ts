@@ -1,6 +1,7 @@
 /**
  * The peer runtime: one process per role. It writes nothing to the segment before its checks
- * pass: refuses a live pidfile, joins (or creates) the segment, binds its ports (a dead previous
+ * pass: refuses a live pidfile, opens its backend (a blocker peer's RADOS connection fails the
+ * start here, within its connect timeout), joins (or creates) the segment, binds its ports (a dead previous
  * owner's accepted requests are failed back by the bind), writes the pidfile — the sign that it
  * is ready — and serves up to `nrOps` requests at once. SIGTERM/SIGINT drain what was accepted,
  * leave the ports and remove the pidfile; SIGUSR1 lowers and SIGUSR2 raises the log level.
@@ -10,7 +11,7 @@ import { dirname } from 'node:path';
 import { ArchipelagoError, XS } from '@archipelago/libxseg';
 import { type Port, Segment, type XsegRequest } from '@archipelago/libxseg/segment';
 import { type Logger, pino } from 'pino';
-import { createFileBlockerService, type PeerService } from './blocker-peer.js';
+import { createFileBlockerService, createRadosBlockerService, type PeerService } from './blocker-peer.js';
 import { createMapperService } from './mapper-peer.js';
 import { type PeerOptions, segmentSpec, syslogSocketOf } from './options.js';
 import { readPidfile, removePidfile, writePidfile } from './pidfile.js';
@@ -39,12 +40,34 @@ export function createLogger(logfile: string, logLevel: number, role: string): L
   return pino(o, pino.destination({ dest: logfile, sync: true, mkdir: true }));
 }
 
-/** What the options say this peer serves. */
-function createService(opts: PeerOptions, seg: Segment, log: Logger): PeerService {
+/**
+ * What the options say this peer serves. A blocker's backend is opened before the segment is
+ * touched: a rados_blocker connects first, and an unreachable cluster rejects here, within its
+ * connect timeout, before anything is bound or the pidfile written.
+ */
+async function createBlockerService(opts: PeerOptions, log: Logger): Promise<PeerService | undefined> {
+  const b = opts.blocker;
+  if (b === undefined) return undefined;
+  if (b.type === 'file_blocker') return createFileBlockerService(b, opts.role);
+  log.info(blockerSummary(b), 'connecting to the Ceph cluster');
+  return createRadosBlockerService(b, opts.role);
+}
+
+function createSegmentService(opts: PeerOptions, seg: Segment, log: Logger): PeerService {
   if (opts.mapperd) return createMapperService(opts.mapperd, seg, log);
   if (opts.vlmcd) return createVlmcService(opts.vlmcd, seg, log);
-  if (opts.blocker) return createFileBlockerService(opts.blocker, opts.role);
   throw new ArchipelagoError('EINVAL_CONFIG', `${opts.role}: the options name nothing to serve`);
+}
+
+/** What the start log line says about the blocker. */
+function blockerSummary(b: NonNullable<PeerOptions['blocker']>): Record<string, unknown> {
+  if (b.type === 'file_blocker') return { dir: b.dir };
+  return {
+    pool: b.pool,
+    ...(b.namespace ? { namespace: b.namespace } : {}),
+    cephConf: b.cephConf ?? null,
+    cephxId: b.cephxId ?? 'admin',
+  };
 }
 
 export interface RunningPeer {
@@ -84,10 +107,17 @@ export async function startPeer(opts: PeerOptions): Promise<RunningPeer> {
   if (pre.state === 'stale') log.warn({ pidfile: opts.pidfile, pid: pre.pid }, 'replacing a stale pidfile');
 
   const spec = segmentSpec(opts.segment);
-  const seg = Segment.open(spec, daemonSpin());
+  const blockerService = await createBlockerService(opts, log);
+  let seg: Segment;
+  try {
+    seg = Segment.open(spec, daemonSpin());
+  } catch (e) {
+    await blockerService?.close();
+    throw e;
+  }
   let service: PeerService;
   try {
-    service = createService(opts, seg, log);
+    service = blockerService ?? createSegmentService(opts, seg, log);
   } catch (e) {
     seg.close();
     throw e;
@@ -181,7 +211,7 @@ export async function startPeer(opts: PeerOptions): Promise<RunningPeer> {
       segment: spec,
       ports: ports.map((p) => p.number),
       nrOps: opts.nrOps,
-      ...(opts.blocker ? { dir: opts.blocker.dir } : {}),
+      ...(opts.blocker ? blockerSummary(opts.blocker) : {}),
       ...(opts.mapperd ? { mapperd: opts.mapperd } : {}),
       ...(opts.vlmcd ? { vlmcd: opts.vlmcd } : {}),
     },

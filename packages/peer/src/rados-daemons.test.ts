@@ -1,0 +1,240 @@
+/**
+ * Blocker peers of type rados_blocker (the built dist/main.js) on the real single-node test Ceph
+ * cluster (packages/blocker-rados/test/cluster.ts, started once per run by the vitest global
+ * setup; like every RADOS test, these fail, never skip, without Ceph): the blocker conformance
+ * suite through the segment, volumes through mapperd and vlmcd over two RADOS blocker peers, lock
+ * identities as `rados lock info` shows them, and an unreachable cluster failing the start within
+ * the connect timeout.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { blockerConformance } from '@archipelago/blocker/test';
+import { Op, XF } from '@archipelago/libxseg';
+import { Segment } from '@archipelago/libxseg/segment';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ensureCluster, freshNamespace } from '../../blocker-rados/test/cluster.js';
+import { runOk } from '../../blocker-rados/test/run.js';
+import type { PeerOptions, RadosBlockerPeerOptions } from './options.js';
+import { SegmentBlocker } from './segment-blocker.js';
+import { SegmentMapper } from './segment-mapper.js';
+import { SegmentVolumes } from './segment-volumes.js';
+
+const MAIN = resolve(import.meta.dirname, '../dist/main.js');
+const MiB = 1 << 20;
+const dir = mkdtempSync(join(tmpdir(), 'archip-rados-daemons-'));
+const name = `rdtest${process.pid}x${Date.now() % 100000}`;
+const segment = { name, dynports: 32, ports: 96, sizeMiB: 128 };
+const P = { blockerb: 3, blockerm: 4, mapperd: 5, vlmcd: 6 } as const;
+const ns = freshNamespace('daemons');
+const base = (role: string, port: number) => ({
+  role,
+  segment,
+  portStart: port,
+  portEnd: port,
+  nrOps: 16,
+  pidfile: join(dir, `run/${role}.pid`),
+  logfile: join(dir, `run/${role}.log`),
+  logLevel: 2,
+});
+const children: ChildProcess[] = [];
+let seg: Segment;
+let conf: string;
+
+function spawnPeer(o: PeerOptions): { child: ChildProcess; stderr: () => string } {
+  const child = spawn(process.execPath, [MAIN], {
+    stdio: ['ignore', 'inherit', 'pipe'],
+    env: { ...process.env, ARCHIPELAGO_PEER: JSON.stringify(o) },
+  });
+  children.push(child);
+  let err = '';
+  child.stderr?.on('data', (d: Buffer) => {
+    err += d.toString();
+    process.stderr.write(d);
+  });
+  return { child, stderr: () => err };
+}
+
+async function startPeer(o: PeerOptions): Promise<ChildProcess> {
+  const { child, stderr } = spawnPeer(o);
+  const end = Date.now() + 15_000;
+  while (!existsSync(o.pidfile)) {
+    if (Date.now() > end || child.exitCode !== null) throw new Error(`${o.role} did not start: ${stderr()}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return child;
+}
+
+const rados = (pool: string): RadosBlockerPeerOptions => ({
+  type: 'rados_blocker',
+  pool,
+  namespace: ns,
+  cephConf: conf,
+  connectTimeoutMs: 10_000,
+});
+
+/** `rados lock info <obj> RadosLock` in the test namespace of `pool`. */
+async function lockInfo(pool: string, obj: string) {
+  const r = await runOk('rados', ['-c', conf, '-p', pool, '-N', ns, 'lock', 'info', obj, 'RadosLock']);
+  return JSON.parse(r.stdout) as { lockers: Array<{ cookie: string; description: string }> };
+}
+
+beforeAll(async () => {
+  conf = (await ensureCluster()).conf;
+  const peers: PeerOptions[] = [
+    { ...base('blockerb', P.blockerb), blocker: rados('blocks') },
+    { ...base('blockerm', P.blockerm), blocker: { ...rados('maps'), identity: 'test_blockerm' } },
+    {
+      ...base('mapperd', P.mapperd),
+      mapperd: {
+        type: 'mapperd',
+        blockerbPort: P.blockerb,
+        blockermPort: P.blockerm,
+        identity: 'test_mapperd',
+      },
+    },
+    { ...base('vlmcd', P.vlmcd), vlmcd: { type: 'vlmcd', blockerPort: P.blockerb, mapperPort: P.mapperd } },
+  ];
+  for (const o of peers) await startPeer(o);
+  seg = Segment.join(name);
+}, 180_000);
+
+afterAll(async () => {
+  seg?.close();
+  for (const child of children.reverse()) {
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await exited;
+    }
+  }
+  try {
+    Segment.destroy(name);
+  } catch {
+    // gone
+  }
+  rmSync(dir, { recursive: true, force: true });
+});
+
+// Per-identity locks go through RadosBlocker.withIdentity views inside the peer.
+blockerConformance({
+  name: 'segment→rados',
+  factory: async (o) =>
+    new SegmentBlocker({ segment: seg, port: P.blockerm, ...(o?.identity ? { identity: o.identity } : {}) }),
+});
+
+describe('mapperd and vlmcd over rados_blocker peers', () => {
+  it('create, write, snapshot, clone and read back; objects and maps land in their pools', async () => {
+    const mapper = new SegmentMapper({ segment: seg, port: P.mapperd, trackOpens: true });
+    const vols = new SegmentVolumes({ segment: seg, port: P.vlmcd, tracker: mapper });
+    try {
+      await mapper.create('rv', { size: 12 * MiB, blocksize: 4 * MiB });
+      const data = randomBytes(5 * MiB);
+      await vols.write('rv', 2 * MiB, data, { fua: true });
+      expect((await vols.read('rv', 2 * MiB, data.length)).equals(data)).toBe(true);
+      // the volume lock is mapperd's, as RADOS shows it
+      const held = await lockInfo('maps', 'rv_lock');
+      expect(held.lockers).toHaveLength(1);
+      expect(held.lockers[0]?.cookie).toMatch(/^test_mapperd#[0-9a-f]{16}$/);
+      expect(held.lockers[0]?.description).toContain('archipelago test_mapperd on ');
+
+      await vols.snapshot('rv', 'rv-s');
+      await mapper.clone('rv-s', 'rv-c');
+      await vols.write('rv-c', 4 * MiB, Buffer.from('clone!'));
+      const c = await vols.read('rv-c', 0, 12 * MiB);
+      const s = await vols.read('rv-s', 0, 12 * MiB);
+      const want = Buffer.alloc(12 * MiB);
+      data.copy(want, 2 * MiB);
+      expect(s.equals(want)).toBe(true);
+      Buffer.from('clone!').copy(want, 4 * MiB);
+      expect(c.equals(want)).toBe(true);
+      expect((await vols.read('rv', 4 * MiB, 6)).equals(data.subarray(2 * MiB, 2 * MiB + 6))).toBe(true);
+
+      const objects = (await runOk('rados', ['-c', conf, '-p', 'blocks', '-N', ns, 'ls'])).stdout;
+      expect(objects).toMatch(/^rv_[0-9a-f]{16}_0000000000000001$/m);
+      const maps = (await runOk('rados', ['-c', conf, '-p', 'maps', '-N', ns, 'ls'])).stdout.split('\n');
+      expect(maps).toEqual(expect.arrayContaining(['rv', 'rv-s', 'rv-c']));
+
+      for (const v of ['rv', 'rv-s', 'rv-c']) await vols.close(v);
+      expect(mapper.openVolumes()).toEqual([]);
+      expect((await lockInfo('maps', 'rv_lock')).lockers).toEqual([]);
+    } finally {
+      await vols.disconnect();
+      await mapper.close();
+    }
+  });
+
+  it("locks taken through the peer carry the client's identity; another identity gets ELOCKED", async () => {
+    const a = new SegmentBlocker({ segment: seg, port: P.blockerm, identity: 'hostA_client' });
+    const b = new SegmentBlocker({ segment: seg, port: P.blockerm, identity: 'hostB_client' });
+    const port = seg.bindDynamicPort();
+    try {
+      await a.acquire('idlock');
+      const info = await lockInfo('maps', 'idlock_lock');
+      expect(info.lockers).toHaveLength(1);
+      expect(info.lockers[0]?.cookie).toMatch(/^hostA_client#[0-9a-f]{16}$/);
+      expect(info.lockers[0]?.description).toMatch(/^archipelago hostA_client on \S+ pid \d+$/);
+      expect(await b.lockOwner('idlock')).toBe('hostA_client');
+      await expect(b.acquire('idlock')).rejects.toMatchObject({
+        code: 'ELOCKED',
+        details: { owner: 'hostA_client' },
+      });
+      await a.acquire('idlock'); // idempotent for its identity
+      // a waiting acquire of B is woken by A's release (watch/notify through the shared pool context)
+      const waiting = b.acquire('idlock', { wait: true, timeoutMs: 10_000 });
+      await new Promise((r) => setTimeout(r, 200));
+      await a.release('idlock');
+      await waiting;
+      expect((await lockInfo('maps', 'idlock_lock')).lockers[0]?.cookie).toMatch(/^hostB_client#/);
+      await b.release('idlock');
+      // a request without an identity takes the lock as the peer's own (its configured identity)
+      for (const op of [Op.ACQUIRE, Op.RELEASE]) {
+        const r = await port.call({ dst: P.blockerm, op, target: 'anonlock', flags: XF.NOSYNC });
+        expect(r.ok, `op ${op}`).toBe(true);
+        r.release();
+        if (op === Op.ACQUIRE)
+          expect((await lockInfo('maps', 'anonlock_lock')).lockers[0]?.cookie).toMatch(/^test_blockerm#/);
+      }
+      expect((await lockInfo('maps', 'anonlock_lock')).lockers).toEqual([]);
+    } finally {
+      port.close();
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+});
+
+describe('an unreachable cluster', () => {
+  it('fails the start with ETIMEDOUT within the connect timeout, before touching the segment', async () => {
+    // a port nothing listens on
+    const port = await new Promise<number>((res) => {
+      const srv = createServer().listen(0, '127.0.0.1', () => {
+        const p = (srv.address() as { port: number }).port;
+        srv.close(() => res(p));
+      });
+    });
+    const badConf = join(dir, 'unreachable.conf');
+    writeFileSync(badConf, `[global]\nmon_host = v2:127.0.0.1:${port}\nauth_client_required = none\n`);
+    const lonely = `rdbad${process.pid}x${Date.now() % 100000}`;
+    const o: PeerOptions = {
+      ...base('blockerb', 1),
+      segment: { ...segment, name: lonely },
+      pidfile: join(dir, 'run/bad.pid'),
+      logfile: join(dir, 'run/bad.log'),
+      blocker: { type: 'rados_blocker', pool: 'blocks', cephConf: badConf, connectTimeoutMs: 2000 },
+    };
+    const t0 = Date.now();
+    const { child, stderr } = spawnPeer(o);
+    const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+    const ms = Date.now() - t0;
+    expect(code).toBe(1);
+    expect(stderr()).toMatch(
+      new RegExp(`blockerb: ETIMEDOUT: cannot reach the Ceph cluster of ${badConf} within 2000 ms`),
+    );
+    expect(ms).toBeLessThan(8000);
+    expect(existsSync(o.pidfile)).toBe(false);
+    expect(existsSync(`/dev/shm/${lonely}`)).toBe(false);
+  }, 30_000);
+});
