@@ -58,6 +58,15 @@ export interface MapperOptions {
   logger?: Logger;
 }
 
+/** What `Mapper.openMap` shows of an open volume's cached map, at the moment it is called. */
+export interface OpenMapView {
+  readonly size: number;
+  readonly blocksize: number;
+  readonly readonly: boolean;
+  /** Entry `index` of the map as it is now (its object name, and whether this volume may write it in place). */
+  entryAt(index: number): { name: string; writable: boolean } | undefined;
+}
+
 /** A map as the mapper holds it in memory. */
 interface LoadedMap {
   name: string;
@@ -692,6 +701,27 @@ export class Mapper implements MapperApi {
   /** Names of the volumes this mapper holds open. */
   openVolumes(): string[] {
     return [...this.open.keys()];
+  }
+
+  /**
+   * The cached map of a volume this mapper holds open (its lock is held, every change goes
+   * through this mapper), read synchronously; undefined when it is not open. mapperd uses it to
+   * tell a caching client which entries are writable, and to grant map leases only while the map
+   * cannot change behind it. Do not modify what it returns.
+   */
+  openMap(name: string): OpenMapView | undefined {
+    const vol = this.open.get(name);
+    if (!vol) return undefined;
+    const m = vol.map;
+    return {
+      size: m.size,
+      blocksize: m.blocksize,
+      readonly: (m.flags & MapFlag.READONLY) !== 0,
+      entryAt: (index) => {
+        const e = m.entries[index];
+        return e ? { name: e.name, writable: (e.flags & ObjFlag.WRITABLE) !== 0 } : undefined;
+      },
+    };
   }
 
   // ---------------------------------------------------------------------------------------------

@@ -3,21 +3,55 @@
  * SegmentBlockers to blockerm and blockerb (mapper-wire.ts). The volume lock is taken with this
  * mapperd's identity, so an embedded `vlmc` (another identity) and the daemons never write one
  * volume at once: the lock decides.
+ *
+ * Map leases (mapper-wire.ts, "Map cache"): mapperd grants vlmcd's SegmentMapper a lease on a
+ * volume's map while it holds the volume open and no change runs on it, and takes the lease back
+ * (INVALIDATE to the holder's port, answered once the holder dropped its cache and drained the
+ * volume's I/O) before any map change that does not come from the holder itself. Such changes
+ * also wait, after a restart of mapperd, until a lease time has passed since the start (the
+ * leases of the previous mapperd have run out by then), and stopping waits for the leases to run
+ * out before the volume locks are released.
  */
 import { ArchipelagoError, decodeTargetPayload, opName, XF } from '@archipelago/libxseg';
-import type { RespondOptions, Segment, XsegRequest } from '@archipelago/libxseg/segment';
+import type { Port, RespondOptions, Segment, XsegRequest } from '@archipelago/libxseg/segment';
 import {
   type CloneOptions,
   type CreateFromEntriesOptions,
+  KeyedMutex,
   type LoadOptions,
   type Logger,
   Mapper,
+  type ObjectSegment,
 } from '@archipelago/mapper';
 import type { PeerService } from './blocker-peer.js';
-import { encodeSegments, MapperOp } from './mapper-wire.js';
+import { encodeLease, encodeSegments, type LeaseInfo, MapperFlag, MapperOp } from './mapper-wire.js';
 import type { MapperdPeerOptions } from './options.js';
 import { SegmentBlocker } from './segment-blocker.js';
-import { fromJson, payloadOf, toJson } from './wire.js';
+import { daemonSpin, fromJson, payloadOf, toJson } from './wire.js';
+
+/** The environment variable with the map lease time in ms (0: vlmcd caches no maps). */
+export const MAP_LEASE_ENV = 'ARCHIPELAGO_MAP_LEASE_MS';
+/** Default map lease: short, since a restarted mapperd makes map changes wait this long. */
+export const DEFAULT_MAP_LEASE_MS = 1000;
+/** How long a map change waits for a live lease holder to give the lease back. */
+const RECALL_TIMEOUT_MS = 30_000;
+/** How often a recall checks that the holder still lives. */
+const RECALL_POLL_MS = 200;
+/**
+ * A lease that ran out longer ago than this is not recalled: the holder stopped using its cache
+ * then (an I/O that looked a mapping up just before would have finished since).
+ */
+const STALE_LEASE_MS = 10_000;
+
+export function mapLeaseMs(env: NodeJS.ProcessEnv = process.env): number {
+  const v = env[MAP_LEASE_ENV];
+  if (v === undefined || v === '') return DEFAULT_MAP_LEASE_MS;
+  const n = Number(v);
+  return Number.isInteger(n) && n >= 0 && n <= 60_000 ? n : DEFAULT_MAP_LEASE_MS;
+}
+
+const now = () => performance.now();
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 const json = (v: unknown): RespondOptions => {
   const data = toJson(v);
@@ -65,33 +99,48 @@ export function createMapperService(
 
   const load = (req: XsegRequest): LoadOptions => ((req.flags & XF.ASSUMEV0) !== 0 ? { assumeV0: true } : {});
   const args = (req: XsegRequest) => obj(fromJson(payloadOf(req), opName(req.op)), opName(req.op));
+  const leases = new Leases(mapper, segment, mapLeaseMs(), logger);
 
   async function serve(req: XsegRequest): Promise<RespondOptions> {
     const name = req.target;
+    const caching = (req.flags & MapperFlag.CACHE) !== 0;
     switch (req.op) {
       case MapperOp.PING:
         return { serviced: 0 };
       case MapperOp.HELLO:
         return json({ identity: o.identity, open: mapper.openVolumes() });
-      case MapperOp.MAPR:
-        return resp(encodeSegments(await mapper.mapRead(name, req.offset, req.size, load(req))));
-      case MapperOp.MAPW:
-        return resp(encodeSegments(await mapper.mapWrite(name, req.offset, req.size, load(req))));
+      case MapperOp.MAPR: {
+        const segs = await mapper.mapRead(name, req.offset, req.size, load(req));
+        return resp(caching ? leases.reply(name, req.src, segs) : encodeSegments(segs));
+      }
+      case MapperOp.MAPW: {
+        const map = () => mapper.mapWrite(name, req.offset, req.size, load(req));
+        // A copy-up changes the map: one by anyone but the lease holder takes the lease back
+        // first. The holder's own copy-ups do not end its lease (it caches what they answer).
+        const segs = leases.mustRecall(name, req) ? await leases.change(name, req, map) : await map();
+        return resp(caching ? leases.reply(name, req.src, segs) : encodeSegments(segs));
+      }
+      case MapperOp.LEASE:
+        return resp(encodeLease(leases.grant(name, req.src)));
       case MapperOp.INFO:
         return json(await mapper.info(name, load(req)));
       case MapperOp.OPEN:
         return json(await mapper.openVolume(name, load(req)));
       case MapperOp.CLOSE:
-        await mapper.closeVolume(name);
+        await leases.change(name, req, () => mapper.closeVolume(name));
         return { serviced: 0 };
-      case MapperOp.SNAPSHOT:
-        return json(await mapper.snapshot(name, decodeTargetPayload(Buffer.from(payloadOf(req)))));
-      case MapperOp.RENAME:
-        return json(await mapper.rename(name, decodeTargetPayload(Buffer.from(payloadOf(req)))));
+      case MapperOp.SNAPSHOT: {
+        const snap = decodeTargetPayload(Buffer.from(payloadOf(req)));
+        return json(await leases.change(name, req, () => mapper.snapshot(name, snap)));
+      }
+      case MapperOp.RENAME: {
+        const to = decodeTargetPayload(Buffer.from(payloadOf(req)));
+        return json(await leases.change(name, req, () => mapper.rename(name, to)));
+      }
       case MapperOp.TRUNCATE:
-        return json(await mapper.resize(name, req.offset));
+        return json(await leases.change(name, req, () => mapper.resize(name, req.offset)));
       case MapperOp.DELETE:
-        await mapper.remove(name, load(req));
+        await leases.change(name, req, () => mapper.remove(name, load(req)));
         return { serviced: 0 };
       case MapperOp.CLONE: {
         const a = args(req);
@@ -121,7 +170,7 @@ export function createMapperService(
         await mapper.lock(name);
         return { serviced: 0 };
       case MapperOp.UNLOCK:
-        await mapper.unlock(name, { force: (req.flags & XF.FORCE) !== 0 });
+        await leases.change(name, req, () => mapper.unlock(name, { force: (req.flags & XF.FORCE) !== 0 }));
         return { serviced: 0 };
       case MapperOp.LIST:
         return json(await mapper.list());
@@ -131,7 +180,7 @@ export function createMapperService(
         await mapper.assertWritable(name, load(req));
         return { serviced: 0 };
       case MapperOp.DISCARD:
-        await mapper.discard(name, req.offset, load(req));
+        await leases.change(name, req, () => mapper.discard(name, req.offset, load(req)));
         return { serviced: 0 };
       default:
         throw new ArchipelagoError('ENOTSUP', `op ${req.op} (${opName(req.op)}) is not served by mapperd`, {
@@ -145,6 +194,8 @@ export function createMapperService(
     serve,
     async close() {
       try {
+        // The volume locks go with mapper.close(): not before the leases on their maps ran out.
+        await leases.close();
         await mapper.close();
       } finally {
         await Promise.allSettled([blockerm.close(), blockerb.close()]);
@@ -155,4 +206,184 @@ export function createMapperService(
 
 function resp(data: Buffer): RespondOptions {
   return { data, serviced: data.length };
+}
+
+interface Lease {
+  /** The holder's port (its SegmentMapper's dynamic port). */
+  port: number;
+  /** When it runs out, by this process's clock (ms). */
+  expires: number;
+}
+
+/**
+ * The map leases of one mapperd (see the file comment and mapper-wire.ts, "Map cache"). One
+ * holder per volume. `change` wraps every map change: the holder's own changes run at once (it
+ * dropped its cache itself; its lease ends), anyone else's take the volume's gate, wait out the
+ * restart grace, recall the lease and then run. No lease is granted while a change runs or
+ * waits, nor for a volume this mapperd does not hold open.
+ */
+class Leases {
+  private readonly leases = new Map<string, Lease>();
+  /** Changes running, per volume. */
+  private readonly changing = new Map<string, number>();
+  private readonly gate = new KeyedMutex<string>();
+  private readonly startedAt = now();
+  private port: Port | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly mapper: Mapper,
+    private readonly segment: Segment,
+    readonly leaseMs: number,
+    private readonly log?: Logger,
+  ) {}
+
+  private busy(name: string): boolean {
+    return (this.changing.get(name) ?? 0) > 0;
+  }
+
+  /**
+   * Grants (or renews) `src` the lease on `name` when it can: the map is open here, no change
+   * runs or waits, and no other port holds a lease that has not run out.
+   */
+  grant(name: string, src: number): LeaseInfo {
+    const m = this.mapper.openMap(name);
+    if (!m) return { size: 0, leaseMs: 0, readonly: false };
+    const out: LeaseInfo = { size: m.size, leaseMs: 0, readonly: m.readonly };
+    if (this.leaseMs === 0 || this.closed || this.busy(name)) return out;
+    const t = now();
+    const l = this.leases.get(name);
+    if (l && l.port !== src && l.expires > t) return out;
+    this.leases.set(name, { port: src, expires: t + this.leaseMs });
+    out.leaseMs = this.leaseMs;
+    return out;
+  }
+
+  /**
+   * A map reply for a caching client: the lease (if granted) and which segments are writable, as
+   * the open map says right now; a segment whose entry changed since the lookup (a copy-up or
+   * discard that finished in between) makes the reply uncacheable.
+   */
+  reply(name: string, src: number, segs: readonly ObjectSegment[]): Buffer {
+    const lease = this.grant(name, src);
+    const m = this.mapper.openMap(name);
+    const writable = segs.map((s) => {
+      const e = m?.entryAt(s.index);
+      if (!e || e.name !== s.target) lease.leaseMs = 0;
+      return e?.writable === true && e.name === s.target;
+    });
+    return encodeSegments(segs, { lease, writable });
+  }
+
+  /**
+   * Whether a copy-up request must go through `change`: it does not come from the caching client
+   * that holds the lease (or could take it), and a lease is out or a change runs.
+   */
+  mustRecall(name: string, req: XsegRequest): boolean {
+    const l = this.leases.get(name);
+    if ((req.flags & MapperFlag.CACHE) !== 0 && (l === undefined || l.port === req.src)) return false;
+    return this.busy(name) || l !== undefined;
+  }
+
+  /** Runs a map change on `name` requested by `req` (see the class comment). */
+  async change<T>(name: string, req: XsegRequest, fn: () => Promise<T>): Promise<T> {
+    const l = this.leases.get(name);
+    const own = (req.flags & MapperFlag.CACHE) !== 0 && (!l || l.port === req.src);
+    if (own) {
+      this.leases.delete(name);
+      return this.counted(name, fn);
+    }
+    // Counted from here: no lease is granted while this change waits for the gate either.
+    this.enter(name);
+    try {
+      return await this.gate.run(name, async () => {
+        const wait = this.startedAt + this.leaseMs - now();
+        if (this.leaseMs > 0 && wait > 0) await sleep(wait);
+        await this.recall(name);
+        return fn();
+      });
+    } finally {
+      this.leave(name);
+    }
+  }
+
+  private async counted<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    this.enter(name);
+    try {
+      return await fn();
+    } finally {
+      this.leave(name);
+    }
+  }
+
+  private enter(name: string): void {
+    this.changing.set(name, (this.changing.get(name) ?? 0) + 1);
+  }
+
+  private leave(name: string): void {
+    const n = (this.changing.get(name) ?? 1) - 1;
+    if (n <= 0) this.changing.delete(name);
+    else this.changing.set(name, n);
+  }
+
+  /** Takes the lease on `name` back from its holder, if any: returns once the holder dropped its cache, or died. */
+  private async recall(name: string): Promise<void> {
+    const l = this.leases.get(name);
+    if (!l) return;
+    this.leases.delete(name);
+    if (now() > l.expires + STALE_LEASE_MS) return;
+    this.port ??= this.segment.bindDynamicPort().setSpin(daemonSpin());
+    const t0 = now();
+    let answer: 'ok' | 'gone' | undefined;
+    const call = this.port.call({ dst: l.port, op: MapperOp.INVALIDATE, target: name, reserve: 0 }).then(
+      (r) => {
+        answer = r.ok ? 'ok' : 'gone';
+        r.release();
+      },
+      () => {
+        answer = 'gone';
+      },
+    );
+    for (;;) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([call, new Promise<void>((r) => (timer = setTimeout(r, RECALL_POLL_MS)))]);
+      clearTimeout(timer);
+      // A failed answer: nobody serves that port any more (the holder died; the port was
+      // recovered or taken by a process that caches nothing).
+      if (answer !== undefined) break;
+      if (!this.holderAlive(l.port)) {
+        answer = 'gone';
+        break;
+      }
+      if (now() - t0 > RECALL_TIMEOUT_MS)
+        throw new ArchipelagoError(
+          'ETIMEDOUT',
+          `volume "${name}": the map cache on port ${l.port} (vlmcd) did not give its lease back within ${RECALL_TIMEOUT_MS} ms; retry`,
+          { details: { volume: name, port: l.port } },
+        );
+    }
+    this.log?.debug({ volume: name, port: l.port, answer, ms: Math.round(now() - t0) }, 'map lease recalled');
+  }
+
+  private holderAlive(port: number): boolean {
+    try {
+      const p = this.segment.report().ports.find((x) => x.port === port);
+      return p?.bound === true && p.ownerAlive;
+    } catch {
+      return true;
+    }
+  }
+
+  /** Stops granting and waits until every lease granted has run out. */
+  async close(): Promise<void> {
+    this.closed = true;
+    const until = Math.max(0, ...[...this.leases.values()].map((l) => l.expires));
+    const wait = Math.min(this.leaseMs, until - now());
+    if (wait > 0) await sleep(wait);
+    try {
+      this.port?.close();
+    } catch {
+      // the segment is closed already
+    }
+  }
 }

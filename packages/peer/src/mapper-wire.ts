@@ -45,36 +45,121 @@ export const MapperOp = {
   DISCARD: 85,
   /** hello: reply JSON `{ identity, open: string[] }` (the lock identity of this mapperd). */
   HELLO: 86,
+  /**
+   * Map lease (see "Map cache" below): renews the sender's lease on the volume's map. Flag
+   * MapperFlag.CACHE; reply = the lease trailer alone (lease 0: refused).
+   */
+  LEASE: 87,
+  /**
+   * Sent by mapperd **to** a lease holder's port (the SegmentMapper of vlmcd), never to mapperd:
+   * drop what you cached of volume `target`, drain the I/O that used it, then answer.
+   */
+  INVALIDATE: 88,
 } as const;
+
+/**
+ * Flags of ours on mapper requests (from 0x1000, above the blocker peer's and vlmcd's).
+ */
+export const MapperFlag = {
+  /**
+   * The sender caches maps (vlmcd's SegmentMapper). On MAPR/MAPW/LEASE: grant it a lease and
+   * append the lease trailer to the reply. On a map change (snapshot, remove, rename, resize,
+   * close, unlock, discard): the sender dropped its own cache for the volume, so mapperd does not
+   * recall it from the sender (it still recalls it from any other holder).
+   */
+  CACHE: 0x1000,
+} as const;
+
+/** Our bit in a map-reply segment's flags (with MapperFlag.CACHE): this volume may write the object in place. */
+export const MAPFLAG_WRITABLE = 0x100;
+
+/**
+ * Map cache. A client that caches maps (vlmcd) sends its MAPR/MAPW with MapperFlag.CACHE; while
+ * mapperd holds the volume open (its lock, every change through it) and no map change runs on it,
+ * it grants the sender a **lease** of `leaseMs` on the volume and appends this trailer to the map
+ * reply (after the block size): u64 volume size, u32 lease ms (0 = no lease: do not cache),
+ * u32 flags (LEASE_READONLY). Segments then carry MAPFLAG_WRITABLE. One holder per volume.
+ *
+ * The holder may answer map lookups from what it cached until the lease runs out (counted from
+ * when it *sent* the request, so its deadline is never later than mapperd's), and renews it
+ * (op LEASE) while it uses it. Before any map change that does not come from the holder itself,
+ * mapperd takes the lease back (op INVALIDATE to the holder's port, which drops the cache and
+ * drains the volume's I/O before answering), and grants no lease while the change runs. A holder
+ * that died needs no recall (its cache died with it). A restarted mapperd knows no leases: it
+ * makes such changes wait until one lease time after its start, when every lease its
+ * predecessor granted has run out. Details: segment-mapper.ts, mapper-peer.ts.
+ */
+export const LEASE_TRAILER = 16;
+export const LEASE_READONLY = 0x1;
+
+export interface LeaseInfo {
+  /** Volume size in bytes. */
+  size: number;
+  /** Lease granted, ms (0: none). */
+  leaseMs: number;
+  readonly: boolean;
+}
+
+export function encodeLease(l: LeaseInfo): Buffer {
+  const b = Buffer.alloc(LEASE_TRAILER);
+  b.writeBigUInt64LE(BigInt(l.size), 0);
+  b.writeUInt32LE(l.leaseMs, 8);
+  b.writeUInt32LE(l.readonly ? LEASE_READONLY : 0, 12);
+  return b;
+}
+
+export function decodeLease(b: Buffer, at = 0): LeaseInfo {
+  if (b.length < at + LEASE_TRAILER) throw new RangeError('reply lacks the lease trailer');
+  return {
+    size: Number(b.readBigUInt64LE(at)),
+    leaseMs: b.readUInt32LE(at + 8),
+    readonly: (b.readUInt32LE(at + 12) & LEASE_READONLY) !== 0,
+  };
+}
 
 /**
  * Map reply: the original's `u32 cnt` + `cnt` × 280-byte segments (XF_MAPFLAG_ZERO for the zero
  * block), then — our extension, the original had no room for it — the volume's block size as a
  * u64, from which the client derives each segment's block index.
  */
-export function encodeSegments(segs: readonly ObjectSegment[]): Buffer {
+export function encodeSegments(
+  segs: readonly ObjectSegment[],
+  cache?: { lease: LeaseInfo; writable: readonly boolean[] },
+): Buffer {
   const body = encodeMapReply(
-    segs.map((s) => ({
+    segs.map((s, i) => ({
       target: s.target,
-      flags: s.zero ? XF_MAPFLAG.ZERO : 0,
+      flags: (s.zero ? XF_MAPFLAG.ZERO : 0) | (cache?.writable[i] ? MAPFLAG_WRITABLE : 0),
       offset: s.offset,
       size: s.size,
     })),
   );
-  const out = Buffer.allocUnsafe(body.length + 8);
+  const out = Buffer.allocUnsafe(body.length + 8 + (cache ? LEASE_TRAILER : 0));
   body.copy(out);
   out.writeBigUInt64LE(BigInt(segs[0]?.blocksize ?? 0), body.length);
+  if (cache) encodeLease(cache.lease).copy(out, body.length + 8);
   return out;
 }
 
 export function decodeSegments(data: Buffer, offset: number): ObjectSegment[] {
-  const segs = decodeMapReply(data);
-  const at = PAYLOAD.mapHeader + segs.length * PAYLOAD.mapSegment;
+  return decodeSegmentsCached(data, offset, false).segs;
+}
+
+/** A map reply with, when `cached` (the request had MapperFlag.CACHE), the lease and the writable bits. */
+export function decodeSegmentsCached(
+  data: Buffer,
+  offset: number,
+  cached: boolean,
+): { segs: ObjectSegment[]; writable: boolean[]; lease: LeaseInfo | null; blocksize: number } {
+  const raw = decodeMapReply(data);
+  const at = PAYLOAD.mapHeader + raw.length * PAYLOAD.mapSegment;
   if (data.length < at + 8) throw new RangeError('map reply lacks the block size');
   const blocksize = Number(data.readBigUInt64LE(at));
-  if (segs.length > 0 && !(blocksize > 0)) throw new RangeError('map reply has block size 0');
+  if (raw.length > 0 && !(blocksize > 0)) throw new RangeError('map reply has block size 0');
+  const lease = cached && data.length >= at + 8 + LEASE_TRAILER ? decodeLease(data, at + 8) : null;
   let pos = offset;
-  return segs.map((s) => {
+  const writable: boolean[] = [];
+  const segs = raw.map((s) => {
     const seg: ObjectSegment = {
       index: Math.floor(pos / blocksize),
       target: s.target,
@@ -83,13 +168,15 @@ export function decodeSegments(data: Buffer, offset: number): ObjectSegment[] {
       size: s.size,
       blocksize,
     };
+    writable.push((s.flags & MAPFLAG_WRITABLE) !== 0);
     pos += s.size;
     return seg;
   });
+  return { segs, writable, lease, blocksize };
 }
 
 /** Room to reserve for a map reply (for 4 KiB blocks or larger; the peer grows the buffer if a reply needs more). */
 export function mapReplyRoom(length: number): number {
   const maxSegs = Math.floor(length / 4096) + 2;
-  return PAYLOAD.mapHeader + maxSegs * PAYLOAD.mapSegment + 8;
+  return PAYLOAD.mapHeader + maxSegs * PAYLOAD.mapSegment + 8 + LEASE_TRAILER;
 }

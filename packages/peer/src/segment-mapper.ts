@@ -7,8 +7,26 @@
  * `openVolumes()` lists the volumes this client opened: explicitly (`openVolume`), or implicitly
  * — with `trackOpens`, the first operation on a volume notes whether mapperd had it open before
  * and has it open after, as the embedded Mapper's `openVolumes()` would (vlmc closes those again).
+ *
+ * With `cache` (vlmcd), map lookups are answered from what earlier map replies said, under
+ * mapperd's lease on the volume (mapper-wire.ts, "Map cache"): a lookup whose blocks are all
+ * cached (for a write: cached as writable, i.e. copied up already) costs no round trip. The rules
+ * that keep it correct:
+ * - a reply is cached only if mapperd granted the lease with it, and only if no invalidation of
+ *   the volume happened between sending the request and receiving the reply (a generation per
+ *   volume, bumped by every drop);
+ * - within one generation an entry only ever goes from shared or zero to writable (copy-up), so a
+ *   late reply that says "shared" never replaces a cached "writable";
+ * - the cache is used only until the lease runs out, counted from the request's send time; it is
+ *   renewed in the background while in use;
+ * - this client's own map changes (snapshot, remove, rename, resize, close, unlock, discard) drop
+ *   the volume's cache before and after, and tell mapperd so (MapperFlag.CACHE);
+ * - when mapperd recalls the lease (INVALIDATE, sent to this client's port before someone else
+ *   changes the map), the cache is dropped, `onRecall` runs (vlmcd drains the volume's I/O) and
+ *   the answer tells mapperd to go ahead.
  */
-import { ArchipelagoError, encodeTargetPayload, XF } from '@archipelago/libxseg';
+import { ArchipelagoError, encodeTargetPayload, XF, XS } from '@archipelago/libxseg';
+import type { XsegRequest } from '@archipelago/libxseg/segment';
 import type {
   CloneOptions,
   CreateFromEntriesOptions,
@@ -23,12 +41,39 @@ import type {
   VolumeSummary,
 } from '@archipelago/mapper';
 import { PeerClient, type PeerClientOptions, type Send } from './client.js';
-import { decodeSegments, MapperOp, mapReplyRoom } from './mapper-wire.js';
+import { decodeLease, decodeSegmentsCached, MapperFlag, MapperOp, mapReplyRoom } from './mapper-wire.js';
 import { fromJson, toJson } from './wire.js';
 
 export interface SegmentMapperOptions extends PeerClientOptions {
   /** Note which volumes this client's operations opened (see the class comment). */
   trackOpens?: boolean;
+  /** Cache map lookups under mapperd's leases (see the file comment). Set by vlmcd. */
+  cache?: boolean;
+}
+
+interface CachedEntry {
+  target: string;
+  zero: boolean;
+  writable: boolean;
+}
+
+interface VolumeCache {
+  size: number;
+  blocksize: number;
+  readonly: boolean;
+  /** The lease runs out (performance.now() ms). */
+  expires: number;
+  leaseMs: number;
+  renewing: boolean;
+  entries: Map<number, CachedEntry>;
+}
+
+/** Map cache counters (tests, logs). */
+export interface MapCacheStats {
+  hits: number;
+  misses: number;
+  /** Leases mapperd took back. */
+  recalls: number;
 }
 
 /** What mapperd says about itself. */
@@ -45,14 +90,164 @@ export class SegmentMapper extends PeerClient implements MapperApi {
   /** Per volume: whether mapperd had it open before this client's first operation on it. */
   private readonly before = new Map<string, Promise<boolean>>();
   private readonly checked = new Set<string>();
+  private readonly caching: boolean;
+  private readonly caches = new Map<string, VolumeCache>();
+  private readonly gens = new Map<string, number>();
+  /**
+   * Runs when mapperd takes a volume's lease back, after the cache was dropped and before the
+   * answer (vlmcd drains the volume's I/O here, so no I/O still uses a mapping mapperd is about to
+   * change).
+   */
+  onRecall: ((name: string) => Promise<void>) | undefined;
+  readonly cacheStats: MapCacheStats = { hits: 0, misses: 0, recalls: 0 };
 
   constructor(opts: SegmentMapperOptions) {
     super(opts, 'mapperd');
     this.trackOpens = opts.trackOpens === true;
+    this.caching = opts.cache === true;
+    if (this.caching) this.port.onRequest((req) => this.serveRecall(req));
   }
 
   private flags(opts?: LoadOptions): number {
     return opts?.assumeV0 ? XF.ASSUMEV0 : 0;
+  }
+
+  /** Flags of a map change: this client drops its own cache around it. */
+  private changeFlags(opts?: LoadOptions): number {
+    return this.flags(opts) | (this.caching ? MapperFlag.CACHE : 0);
+  }
+
+  private gen(name: string): number {
+    return this.gens.get(name) ?? 0;
+  }
+
+  /** Forgets what is cached of `name`; replies to requests sent before are not cached. */
+  dropCache(name: string): void {
+    if (!this.caching) return;
+    this.gens.set(name, this.gen(name) + 1);
+    this.caches.delete(name);
+  }
+
+  /** Runs one of this client's own map changes on `name`: the cache is dropped before and after. */
+  private async own<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    this.dropCache(name);
+    try {
+      return await fn();
+    } finally {
+      this.dropCache(name);
+    }
+  }
+
+  private serveRecall(req: XsegRequest): void {
+    if (req.op !== MapperOp.INVALIDATE) {
+      this.port.respond(req, { state: XS.FAILED, serviced: 0 });
+      return;
+    }
+    const name = req.target;
+    this.cacheStats.recalls++;
+    this.dropCache(name);
+    void (async () => {
+      try {
+        await this.onRecall?.(name);
+      } catch {
+        // answered anyway: the cache is gone, which is all mapperd asks
+      } finally {
+        this.dropCache(name);
+        try {
+          this.port.respond(req, { serviced: 0 });
+        } catch {
+          // the port was closed: mapperd sees the holder gone
+        }
+      }
+    })();
+  }
+
+  /** Segments for a range from the cache, or null when any block is not cached (or not writable, for `write`). */
+  private lookup(name: string, offset: number, length: number, write: boolean): ObjectSegment[] | null {
+    const c = this.caches.get(name);
+    if (!c) return null;
+    const t = performance.now();
+    if (t >= c.expires) {
+      this.caches.delete(name);
+      return null;
+    }
+    // Out of range, bad numbers: mapperd says what is wrong.
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0)
+      return null;
+    if (offset + length > c.size || (write && c.readonly)) return null;
+    const bs = c.blocksize;
+    const out: ObjectSegment[] = [];
+    const end = offset + length;
+    let pos = offset;
+    while (pos < end) {
+      const index = Math.floor(pos / bs);
+      const within = pos - index * bs;
+      const size = Math.min(bs - within, end - pos);
+      const e = c.entries.get(index);
+      if (!e || (write && !e.writable)) return null;
+      out.push({ index, target: e.target, zero: e.zero, offset: within, size, blocksize: bs });
+      pos += size;
+    }
+    if (c.expires - t < c.leaseMs / 2 && !c.renewing) this.renew(name, c);
+    return out;
+  }
+
+  /** Renews the lease of a cache in use, in the background. */
+  private renew(name: string, c: VolumeCache): void {
+    c.renewing = true;
+    const gen0 = this.gen(name);
+    const t0 = performance.now();
+    this.request(
+      `lease ${name}`,
+      { op: MapperOp.LEASE, target: name, flags: MapperFlag.CACHE, reserve: 64 },
+      true,
+    )
+      .then((r) => {
+        try {
+          const l = decodeLease(r.data.subarray(0, r.serviced));
+          if (this.caches.get(name) !== c) return;
+          if (l.leaseMs === 0 || this.gen(name) !== gen0) this.caches.delete(name);
+          else c.expires = Math.max(c.expires, t0 + l.leaseMs);
+        } finally {
+          r.release();
+        }
+      })
+      .catch(() => {
+        if (this.caches.get(name) === c) this.caches.delete(name);
+      })
+      .finally(() => {
+        c.renewing = false;
+      });
+  }
+
+  /** Caches what a map reply says, if mapperd leased the map with it and nothing was dropped since `gen0`. */
+  private insert(name: string, gen0: number, t0: number, d: ReturnType<typeof decodeSegmentsCached>): void {
+    const l = d.lease;
+    if (!l || l.leaseMs === 0 || this.gen(name) !== gen0 || d.segs.length === 0) return;
+    let c = this.caches.get(name);
+    if (!c || c.blocksize !== d.blocksize) {
+      c = {
+        size: l.size,
+        blocksize: d.blocksize,
+        readonly: l.readonly,
+        expires: 0,
+        leaseMs: l.leaseMs,
+        renewing: false,
+        entries: new Map(),
+      };
+      this.caches.set(name, c);
+    }
+    c.size = l.size;
+    c.readonly = l.readonly;
+    c.leaseMs = l.leaseMs;
+    c.expires = Math.max(c.expires, t0 + l.leaseMs);
+    for (let i = 0; i < d.segs.length; i++) {
+      const s = d.segs[i]!;
+      const writable = d.writable[i] === true;
+      // Within a generation an entry only becomes writable (copy-up), never the reverse.
+      if (!writable && c.entries.get(s.index)?.writable) continue;
+      c.entries.set(s.index, { target: s.target, zero: s.zero, writable });
+    }
   }
 
   private async json<T>(what: string, o: Send, retry: boolean): Promise<T> {
@@ -121,22 +316,33 @@ export class SegmentMapper extends PeerClient implements MapperApi {
 
   snapshot(name: string, snap: string): Promise<VolumeInfo> {
     const data = encodeTargetPayload(snap);
+    const flags = this.changeFlags();
     return this.track(name, () =>
-      this.json(`snapshot ${name}`, { op: MapperOp.SNAPSHOT, target: name, data, size: data.length }, false),
+      this.own(name, () =>
+        this.json(
+          `snapshot ${name}`,
+          { op: MapperOp.SNAPSHOT, target: name, data, size: data.length, flags },
+          false,
+        ),
+      ),
     );
   }
 
   async remove(name: string, opts: LoadOptions = {}): Promise<void> {
-    await this.simple(`remove ${name}`, { op: MapperOp.DELETE, target: name, flags: this.flags(opts) });
+    await this.own(name, () =>
+      this.simple(`remove ${name}`, { op: MapperOp.DELETE, target: name, flags: this.changeFlags(opts) }),
+    );
     this.opened.delete(name);
   }
 
   async rename(name: string, newName: string): Promise<VolumeInfo> {
     const data = encodeTargetPayload(newName);
-    const info = await this.json<VolumeInfo>(
-      `rename ${name}`,
-      { op: MapperOp.RENAME, target: name, data, size: data.length },
-      false,
+    const info = await this.own(name, () =>
+      this.json<VolumeInfo>(
+        `rename ${name}`,
+        { op: MapperOp.RENAME, target: name, data, size: data.length, flags: this.changeFlags() },
+        false,
+      ),
     );
     this.opened.delete(name);
     return info;
@@ -145,8 +351,11 @@ export class SegmentMapper extends PeerClient implements MapperApi {
   resize(name: string, size: number): Promise<VolumeInfo> {
     if (!Number.isSafeInteger(size) || size < 0)
       throw new ArchipelagoError('EINVAL_SIZE', `resize: size must be an integer >= 0, got ${size}`);
+    const flags = this.changeFlags();
     return this.track(name, () =>
-      this.json(`resize ${name}`, { op: MapperOp.TRUNCATE, target: name, offset: size }, false),
+      this.own(name, () =>
+        this.json(`resize ${name}`, { op: MapperOp.TRUNCATE, target: name, offset: size, flags }, false),
+      ),
     );
   }
 
@@ -161,7 +370,9 @@ export class SegmentMapper extends PeerClient implements MapperApi {
   }
 
   async closeVolume(name: string): Promise<void> {
-    await this.simple(`close ${name}`, { op: MapperOp.CLOSE, target: name }, true);
+    await this.own(name, () =>
+      this.simple(`close ${name}`, { op: MapperOp.CLOSE, target: name, flags: this.changeFlags() }, true),
+    );
     this.opened.delete(name);
   }
 
@@ -170,11 +381,13 @@ export class SegmentMapper extends PeerClient implements MapperApi {
   }
 
   unlock(name: string, opts: { force?: boolean } = {}): Promise<void> {
-    return this.simple(`unlock ${name}`, {
-      op: MapperOp.UNLOCK,
-      target: name,
-      flags: opts.force ? XF.FORCE : 0,
-    });
+    return this.own(name, () =>
+      this.simple(`unlock ${name}`, {
+        op: MapperOp.UNLOCK,
+        target: name,
+        flags: (opts.force ? XF.FORCE : 0) | this.changeFlags(),
+      }),
+    );
   }
 
   info(name: string, opts: LoadOptions = {}): Promise<VolumeInfo> {
@@ -195,13 +408,25 @@ export class SegmentMapper extends PeerClient implements MapperApi {
 
   private async segments(op: number, name: string, offset: number, length: number, opts?: LoadOptions) {
     const what = `${op === MapperOp.MAPW ? 'mapWrite' : 'mapRead'} ${name}`;
+    const cache = this.caching && !opts?.assumeV0;
+    const gen0 = this.gen(name);
+    const t0 = performance.now();
     const r = await this.request(
       what,
-      { op, target: name, offset, size: length, flags: this.flags(opts), reserve: mapReplyRoom(length) },
+      {
+        op,
+        target: name,
+        offset,
+        size: length,
+        flags: this.flags(opts) | (cache ? MapperFlag.CACHE : 0),
+        reserve: mapReplyRoom(length),
+      },
       true,
     );
     try {
-      return decodeSegments(r.data.subarray(0, r.serviced), offset);
+      const d = decodeSegmentsCached(r.data.subarray(0, r.serviced), offset, cache);
+      if (cache) this.insert(name, gen0, t0, d);
+      return d.segs;
     } catch (e) {
       throw new ArchipelagoError('EIO', `${what}: malformed map reply (${(e as Error).message})`, {
         cause: e,
@@ -212,14 +437,34 @@ export class SegmentMapper extends PeerClient implements MapperApi {
   }
 
   mapRead(name: string, offset: number, length: number, opts?: LoadOptions): Promise<ObjectSegment[]> {
+    if (this.caching && !opts?.assumeV0) {
+      const hit = this.lookup(name, offset, length, false);
+      if (hit) {
+        this.cacheStats.hits++;
+        return Promise.resolve(hit);
+      }
+      this.cacheStats.misses++;
+    }
     return this.track(name, () => this.segments(MapperOp.MAPR, name, offset, length, opts));
   }
 
   mapWrite(name: string, offset: number, length: number, opts?: LoadOptions): Promise<ObjectSegment[]> {
+    if (this.caching && !opts?.assumeV0) {
+      const hit = this.lookup(name, offset, length, true);
+      if (hit) {
+        this.cacheStats.hits++;
+        return Promise.resolve(hit);
+      }
+      this.cacheStats.misses++;
+    }
     return this.track(name, () => this.segments(MapperOp.MAPW, name, offset, length, opts));
   }
 
   assertWritable(name: string, opts: LoadOptions = {}): Promise<void> {
+    if (this.caching && !opts.assumeV0) {
+      const c = this.caches.get(name);
+      if (c && !c.readonly && performance.now() < c.expires) return Promise.resolve();
+    }
     return this.track(name, () =>
       this.simple(
         `assertWritable ${name}`,
@@ -233,10 +478,12 @@ export class SegmentMapper extends PeerClient implements MapperApi {
     if (!Number.isSafeInteger(index) || index < 0)
       throw new ArchipelagoError('EINVAL', `discard: block index must be an integer >= 0, got ${index}`);
     return this.track(name, () =>
-      this.simple(
-        `discard ${name}`,
-        { op: MapperOp.DISCARD, target: name, offset: index, flags: this.flags(opts) },
-        true,
+      this.own(name, () =>
+        this.simple(
+          `discard ${name}`,
+          { op: MapperOp.DISCARD, target: name, offset: index, flags: this.changeFlags(opts) },
+          true,
+        ),
       ),
     );
   }

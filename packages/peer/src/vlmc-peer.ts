@@ -1,7 +1,8 @@
 /**
  * vlmcd's request handler: volume I/O on a Composer over a SegmentMapper (mapperd) and a
  * SegmentBlocker (blockerb). Reads are composed straight into the request's shared-memory data;
- * writes hand the request's data to the composer without a copy of their own.
+ * writes hand the request's data to the composer without a copy of their own. Map lookups come
+ * from the SegmentMapper's lease-guarded cache when they can (no mapperd round trip).
  *
  * Ops (target = the volume): X_READ 1 and X_WRITE 2 (offset, size; XF_FUA; a zero-size write with
  * XF_FLUSH is a flush barrier, as in the original), X_FLUSH 20, X_SNAPSHOT 16 (data = the snapshot
@@ -45,9 +46,12 @@ export function createVlmcService(
   segment: Segment,
   logger?: Logger,
 ): PeerService & { composer: Composer } {
-  const mapper = new SegmentMapper({ segment, port: o.mapperPort });
+  // Map lookups are cached under mapperd's leases; when mapperd takes a lease back (someone else
+  // changes the map), the volume's I/O drains before it answers (segment-mapper.ts).
+  const mapper = new SegmentMapper({ segment, port: o.mapperPort, cache: true });
   const blockerb = new SegmentBlocker({ segment, port: o.blockerPort, kind: 'blockerb' });
   const composer = new Composer({ mapper, blockerb, ...(logger ? { logger } : {}) });
+  mapper.onRecall = (name) => composer.frozen(name, async () => {});
 
   async function serve(req: XsegRequest): Promise<RespondOptions> {
     const name = req.target;

@@ -1,0 +1,303 @@
+/**
+ * vlmcd's map cache (segment-mapper.ts, mapper-peer.ts: leases): blockerb, blockerm and mapperd
+ * as processes (the built dist/main.js); "vlmcd" is either the real one (a process) or a Composer
+ * over a caching SegmentMapper in this process, whose counters show hits and recalls. Map changes
+ * made behind it — through another SegmentMapper, as `vlmc` does for unmapped volumes — must never
+ * let it serve a stale mapping: writes after a snapshot copy up (the snapshot keeps its bytes),
+ * resize, rename, remove and discard are seen at once, a dead holder does not block a change, and
+ * a restarted mapperd waits out the old leases.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Composer } from '@archipelago/composer';
+import { Segment } from '@archipelago/libxseg/segment';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { PeerOptions } from './options.js';
+import { SegmentBlocker } from './segment-blocker.js';
+import { SegmentMapper } from './segment-mapper.js';
+import { SegmentVolumes } from './segment-volumes.js';
+
+const MAIN = resolve(import.meta.dirname, '../dist/main.js');
+const dir = mkdtempSync(join(tmpdir(), 'archip-mapcache-'));
+const name = `mctest${process.pid}x${Date.now() % 100000}`;
+const segment = { name, dynports: 32, ports: 96, sizeMiB: 128 };
+const P = { blockerb: 3, blockerm: 4, mapperd: 5, vlmcd: 6 } as const;
+const LEASE_MS = 400;
+const base = (role: string, port: number) => ({
+  role,
+  segment,
+  portStart: port,
+  portEnd: port,
+  nrOps: 32,
+  pidfile: join(dir, `run/${role}.pid`),
+  logfile: join(dir, `run/${role}.log`),
+  logLevel: 2,
+});
+const mapperdOpts: PeerOptions = {
+  ...base('mapperd', P.mapperd),
+  mapperd: { type: 'mapperd', blockerbPort: P.blockerb, blockermPort: P.blockerm, identity: 'mc_mapperd' },
+};
+const peers: PeerOptions[] = [
+  { ...base('blockerb', P.blockerb), blocker: { type: 'file_blocker', dir: join(dir, 'blocks') } },
+  { ...base('blockerm', P.blockerm), blocker: { type: 'file_blocker', dir: join(dir, 'maps') } },
+  mapperdOpts,
+  { ...base('vlmcd', P.vlmcd), vlmcd: { type: 'vlmcd', blockerPort: P.blockerb, mapperPort: P.mapperd } },
+];
+const children = new Map<string, ChildProcess>();
+let seg: Segment;
+
+async function startPeer(o: PeerOptions): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [MAIN], {
+    stdio: ['ignore', 'inherit', 'inherit'],
+    env: { ...process.env, ARCHIPELAGO_PEER: JSON.stringify(o), ARCHIPELAGO_MAP_LEASE_MS: String(LEASE_MS) },
+  });
+  children.set(o.role, child);
+  const end = Date.now() + 5000;
+  while (!existsSync(o.pidfile)) {
+    if (Date.now() > end || child.exitCode !== null) throw new Error(`${o.role} did not start`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return child;
+}
+
+beforeAll(async () => {
+  for (const o of peers) await startPeer(o);
+  seg = Segment.join(name);
+});
+
+afterAll(async () => {
+  seg?.close();
+  for (const child of [...children.values()].reverse()) {
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await exited;
+    }
+  }
+  try {
+    Segment.destroy(name);
+  } catch {
+    // gone
+  }
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const MiB = 1 << 20;
+const BS = 4 * MiB;
+
+/** A vlmcd in this process: a Composer over a caching SegmentMapper, as vlmc-peer.ts builds it. */
+function localVlmcd() {
+  const mapper = new SegmentMapper({ segment: seg, port: P.mapperd, cache: true });
+  const blockerb = new SegmentBlocker({ segment: seg, port: P.blockerb, kind: 'blockerb' });
+  const composer = new Composer({ mapper, blockerb });
+  mapper.onRecall = (n) => composer.frozen(n, async () => {});
+  return {
+    mapper,
+    composer,
+    async close() {
+      await mapper.close();
+      await blockerb.close();
+    },
+  };
+}
+
+describe('map cache in vlmcd', () => {
+  it('caches lookups: repeated I/O on the same blocks does not ask mapperd', async () => {
+    const cli = new SegmentMapper({ segment: seg, port: P.mapperd });
+    const v = localVlmcd();
+    try {
+      await cli.create('hits', { size: 8 * MiB, blocksize: BS });
+      const data = randomBytes(4096);
+      await v.composer.write('hits', 0, data);
+      const before = { ...v.mapper.cacheStats };
+      for (let i = 0; i < 20; i++) {
+        await v.composer.write('hits', 4096 * (i % 8), data);
+        expect((await v.composer.read('hits', 4096 * (i % 8), 4096)).equals(data)).toBe(true);
+      }
+      expect(v.mapper.cacheStats.hits - before.hits).toBeGreaterThanOrEqual(38);
+      // reads past the end still fail (mapperd says so, the cache does not guess)
+      await expect(v.composer.read('hits', 8 * MiB - 10, 20)).rejects.toMatchObject({ code: 'ERANGE' });
+      await v.composer.close('hits');
+    } finally {
+      await v.close();
+      await cli.close();
+    }
+  });
+
+  it('a snapshot behind its back: writes copy up again and the snapshot keeps the old bytes', async () => {
+    const cli = new SegmentMapper({ segment: seg, port: P.mapperd });
+    const v = localVlmcd();
+    try {
+      await cli.create('snapv', { size: 8 * MiB, blocksize: BS });
+      const a = randomBytes(64 * 1024);
+      const b = randomBytes(64 * 1024);
+      await v.composer.write('snapv', 0, a);
+      await v.composer.write('snapv', 4096, a.subarray(0, 4096)); // a cached writable mapping now
+      const hits = v.mapper.cacheStats.hits;
+      await v.composer.write('snapv', 0, a);
+      expect(v.mapper.cacheStats.hits).toBeGreaterThan(hits);
+      const objBefore = (await cli.entries('snapv'))[0]!.name;
+      await cli.snapshot('snapv', 'snapv-s'); // not through the composer: mapperd recalls the lease
+      expect(v.mapper.cacheStats.recalls).toBeGreaterThanOrEqual(1);
+      await v.composer.write('snapv', 0, b);
+      expect((await v.composer.read('snapv', 0, b.length)).equals(b)).toBe(true);
+      expect((await v.composer.read('snapv-s', 0, a.length)).equals(a)).toBe(true);
+      expect((await cli.entries('snapv'))[0]!.name).not.toBe(objBefore);
+      expect((await cli.entries('snapv-s'))[0]!.name).toBe(objBefore);
+      // the real vlmcd too
+      const vols = new SegmentVolumes({ segment: seg, port: P.vlmcd });
+      try {
+        await vols.write('snapv', 8192, b.subarray(0, 4096));
+        await vols.write('snapv', 8192, b.subarray(0, 4096)); // cached in vlmcd now
+        await cli.snapshot('snapv', 'snapv-s2');
+        await vols.write('snapv', 8192, a.subarray(0, 4096));
+        expect((await vols.read('snapv-s2', 8192, 4096)).equals(b.subarray(0, 4096))).toBe(true);
+        expect((await vols.read('snapv', 8192, 4096)).equals(a.subarray(0, 4096))).toBe(true);
+        await vols.close('snapv');
+        await vols.close('snapv-s2');
+      } finally {
+        await vols.disconnect();
+      }
+      await v.composer.close('snapv');
+      await v.composer.close('snapv-s');
+    } finally {
+      await v.close();
+      await cli.close();
+    }
+  });
+
+  it('resize, discard, rename and remove behind its back are seen at once', async () => {
+    const cli = new SegmentMapper({ segment: seg, port: P.mapperd });
+    const v = localVlmcd();
+    try {
+      await cli.create('chg', { size: 12 * MiB, blocksize: BS });
+      const data = randomBytes(12 * MiB);
+      await v.composer.write('chg', 0, data);
+      expect((await v.composer.read('chg', 0, data.length)).equals(data)).toBe(true); // all cached
+      // shrink to 6 MiB, grow back to 12: the tail reads zeros, past-the-end fails in between
+      await cli.resize('chg', 6 * MiB);
+      await expect(v.composer.read('chg', 8 * MiB, 10)).rejects.toMatchObject({ code: 'ERANGE' });
+      await cli.resize('chg', 12 * MiB);
+      expect((await v.composer.read('chg', 0, 6 * MiB)).equals(data.subarray(0, 6 * MiB))).toBe(true);
+      expect((await v.composer.read('chg', 6 * MiB, 6 * MiB)).equals(Buffer.alloc(6 * MiB))).toBe(true);
+      // a discard through another client (as a second composer's trim would)
+      await v.composer.write('chg', 0, data.subarray(0, 8 * MiB));
+      await cli.discard('chg', 1);
+      expect((await v.composer.read('chg', BS, BS)).equals(Buffer.alloc(BS))).toBe(true);
+      expect((await v.composer.read('chg', 0, 100)).equals(data.subarray(0, 100))).toBe(true);
+      // rename: the old name is gone for the cache too, the new one reads the same bytes
+      await v.composer.read('chg', 0, 100);
+      await cli.rename('chg', 'chg2');
+      await expect(v.composer.read('chg', 0, 100)).rejects.toMatchObject({ code: 'ENOENT_VOLUME' });
+      expect((await v.composer.read('chg2', 0, 100)).equals(data.subarray(0, 100))).toBe(true);
+      // remove: gone at once
+      await cli.remove('chg2');
+      await expect(v.composer.read('chg2', 0, 100)).rejects.toMatchObject({ code: 'ENOENT_VOLUME' });
+      await expect(v.composer.write('chg2', 0, data.subarray(0, 10))).rejects.toMatchObject({
+        code: 'ENOENT_VOLUME',
+      });
+    } finally {
+      await v.close();
+      await cli.close();
+    }
+  });
+
+  it('its own snapshot, trim and close through the composer keep the cache right', async () => {
+    const cli = new SegmentMapper({ segment: seg, port: P.mapperd });
+    const v = localVlmcd();
+    try {
+      await cli.create('ownv', { size: 8 * MiB, blocksize: BS });
+      const a = randomBytes(8192);
+      const b = randomBytes(8192);
+      await v.composer.write('ownv', 0, a);
+      await v.composer.write('ownv', 0, a);
+      await v.composer.snapshot('ownv', 'ownv-s');
+      await v.composer.write('ownv', 0, b);
+      expect((await v.composer.read('ownv-s', 0, a.length)).equals(a)).toBe(true);
+      expect((await v.composer.read('ownv', 0, b.length)).equals(b)).toBe(true);
+      await v.composer.trim('ownv', 0, BS);
+      expect((await v.composer.read('ownv', 0, b.length)).equals(Buffer.alloc(b.length))).toBe(true);
+      await v.composer.write('ownv', 0, b);
+      await v.composer.close('ownv');
+      expect((await cli.hello()).open).not.toContain('ownv');
+      expect((await v.composer.read('ownv', 0, b.length)).equals(b)).toBe(true);
+      await v.composer.close('ownv');
+      await v.composer.close('ownv-s');
+    } finally {
+      await v.close();
+      await cli.close();
+    }
+  });
+
+  it('a recall waits for the I/O in flight; a dead holder does not block a change', async () => {
+    const cli = new SegmentMapper({ segment: seg, port: P.mapperd });
+    const v = localVlmcd();
+    let slowRecall = 0;
+    v.mapper.onRecall = async (n) => {
+      slowRecall++;
+      await new Promise((r) => setTimeout(r, 300));
+      await v.composer.frozen(n, async () => {});
+    };
+    try {
+      await cli.create('rec', { size: 8 * MiB, blocksize: BS });
+      await v.composer.write('rec', 0, Buffer.from('x'));
+      await v.composer.write('rec', 0, Buffer.from('y'));
+      const t0 = Date.now();
+      await cli.snapshot('rec', 'rec-s');
+      expect(slowRecall).toBe(1);
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(290);
+      await v.composer.write('rec', 0, Buffer.from('z'));
+      expect((await v.composer.read('rec-s', 0, 1)).toString()).toBe('y');
+      // the holder goes away with its lease out: the next change does not wait for it
+      await v.close();
+      const t1 = Date.now();
+      await cli.snapshot('rec', 'rec-s2');
+      expect(Date.now() - t1).toBeLessThan(5000);
+      expect((await cli.info('rec-s2')).readonly).toBe(true);
+      const vols = new SegmentVolumes({ segment: seg, port: P.vlmcd });
+      try {
+        expect((await vols.read('rec-s2', 0, 1)).toString()).toBe('z');
+        await vols.close('rec-s2');
+        await vols.close('rec-s');
+      } finally {
+        await vols.disconnect();
+      }
+      await cli.closeVolume('rec');
+    } finally {
+      await v.close();
+      await cli.close();
+    }
+  });
+
+  it('a restarted mapperd makes changes behind the cache wait until the old leases ran out', async () => {
+    const cli = new SegmentMapper({ segment: seg, port: P.mapperd });
+    const v = localVlmcd();
+    try {
+      await cli.create('rst', { size: 8 * MiB, blocksize: BS });
+      const a = Buffer.alloc(4096, 1);
+      await v.composer.write('rst', 0, a);
+      const old = children.get('mapperd')!;
+      const gone = new Promise((r) => old.once('exit', r));
+      old.kill('SIGKILL');
+      await gone;
+      // while mapperd is down the cache still serves what it holds under its lease
+      await v.composer.write('rst', 0, a);
+      await startPeer(mapperdOpts);
+      const t0 = performance.now();
+      await cli.snapshot('rst', 'rst-s'); // retried until the new mapperd serves it
+      expect(performance.now() - t0).toBeGreaterThanOrEqual(LEASE_MS - 150);
+      const b = Buffer.alloc(4096, 2);
+      await v.composer.write('rst', 0, b);
+      expect((await v.composer.read('rst-s', 0, 4096)).equals(a)).toBe(true);
+      expect((await v.composer.read('rst', 0, 4096)).equals(b)).toBe(true);
+      await v.composer.close('rst');
+      await v.composer.close('rst-s');
+    } finally {
+      await v.close();
+      await cli.close();
+    }
+  });
+});
