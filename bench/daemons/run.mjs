@@ -5,7 +5,7 @@
  *
  *   flock /var/tmp/bench.lock node bench/daemons/run.mjs [--size-mib 512] [--runtime 10] [--ramp 2]
  *                                                         [--dir /var/tmp] [--rows seqread,randread]
- *                                                         [--out file.md]
+ *                                                         [--wirings embedded,daemons] [--out file.md]
  *
  * Both columns are `vlmc map` endpoints (the same NBD server code, spawned as vlmc spawns it);
  * they differ only in the wiring: embedded (blockers, mapper and composer in the endpoint
@@ -32,6 +32,7 @@ const { values: opts } = parseArgs({
     ramp: { type: 'string', default: '2' },
     dir: { type: 'string', default: '/var/tmp' },
     rows: { type: 'string' },
+    wirings: { type: 'string', default: 'embedded,daemons' },
     keep: { type: 'boolean', default: false },
     out: { type: 'string' },
   },
@@ -133,7 +134,7 @@ try {
   const src = join(dir, 'source.raw');
   await run('dd', ['if=/dev/urandom', `of=${src}`, 'bs=1M', `count=${sizeMiB}`, 'status=none']);
   await vlmc('daemons', 'import', src, 'bench');
-  for (const wiring of ['embedded', 'daemons']) {
+  for (const wiring of opts.wirings.split(',')) {
     await vlmc(wiring, 'map', 'bench');
     const uri = `nbd+unix:///bench?socket=${join(dir, 'run/bench.sock')}`;
     for (const row of rows) {

@@ -105,7 +105,9 @@ export class Composer implements VolumeApi {
 
   private async fill(segs: readonly ObjectSegment[], out: Buffer): Promise<Buffer> {
     let pos = 0;
-    await Promise.all(
+    // allSettled: when one part fails, the others still land in `out`; the caller must not see
+    // the failure (and hand `out` on, e.g. vlmcd's request back to its sender) before they did.
+    const settled = await Promise.allSettled(
       segs.map((seg) => {
         const at = pos;
         pos += seg.size;
@@ -118,6 +120,7 @@ export class Composer implements VolumeApi {
         return readIntoBuffer(this.blockerb, seg.target, seg.offset, out.subarray(at, at + seg.size));
       }),
     );
+    for (const r of settled) if (r.status === 'rejected') throw r.reason;
     return out;
   }
 

@@ -301,3 +301,48 @@ describe('map cache in vlmcd', () => {
     }
   });
 });
+
+describe('READV: reads of one tick in one request', () => {
+  it('batches reads issued together; each gets its own bytes or its own error; order with writes is kept', async () => {
+    const cli = new SegmentMapper({ segment: seg, port: P.mapperd });
+    const vols = new SegmentVolumes({ segment: seg, port: P.vlmcd });
+    try {
+      await cli.create('rv', { size: 8 * MiB, blocksize: BS });
+      const data = randomBytes(8 * MiB);
+      await vols.write('rv', 0, data);
+      const offs = Array.from({ length: 40 }, (_, i) => (i * 197 * 4096) % (8 * MiB - 8192));
+      const outs = await Promise.all(
+        offs.map((o, i) =>
+          i % 2 === 0 ? vols.read('rv', o, 4096 + i) : vols.readInto('rv', o, Buffer.alloc(4096 + i)),
+        ),
+      );
+      outs.forEach((b, i) => {
+        expect(b.equals(data.subarray(offs[i]!, offs[i]! + 4096 + i)), `read ${i}`).toBe(true);
+      });
+      expect(vols.batchStats.requests).toBeGreaterThanOrEqual(1);
+      expect(vols.batchStats.reads).toBeGreaterThanOrEqual(40);
+      // one bad read in a batch: it fails alone
+      const mixed = await Promise.allSettled([
+        vols.read('rv', 0, 10),
+        vols.read('rv', 8 * MiB - 5, 10),
+        vols.read('rv', 100, 10),
+      ]);
+      expect(mixed.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+      expect((mixed[1] as PromiseRejectedResult).reason).toMatchObject({ code: 'ERANGE' });
+      expect((mixed[2] as PromiseFulfilledResult<Buffer>).value.equals(data.subarray(100, 110))).toBe(true);
+      // a read issued before an overlapping write sees the old bytes, one issued after the new ones
+      const fresh = randomBytes(4096);
+      const [before, , after] = await Promise.all([
+        vols.read('rv', 4096, 4096),
+        vols.write('rv', 4096, fresh),
+        vols.read('rv', 4096, 4096),
+      ]);
+      expect(before.equals(data.subarray(4096, 8192))).toBe(true);
+      expect(after.equals(fresh)).toBe(true);
+      await vols.close('rv');
+    } finally {
+      await vols.disconnect();
+      await cli.close();
+    }
+  });
+});
