@@ -67,7 +67,8 @@ mapper_port = 11
 );
 
 const tool = (...a) => run(process.execPath, [TOOL, '-c', conf, ...a], ENV);
-const vlmc = (...a) => run(process.execPath, [VLMC, '-c', conf, ...a], { ...ENV, ARCHIPELAGO_WIRING: 'daemons' });
+const vlmc = (...a) =>
+  run(process.execPath, [VLMC, '-c', conf, ...a], { ...ENV, ARCHIPELAGO_WIRING: 'daemons' });
 
 function pct(a, p) {
   const s = [...a].sort((x, y) => x - y);
@@ -102,7 +103,7 @@ try {
   const fill = Buffer.alloc(4 * MiB, 7);
   for (let off = 0; off < 64 * MiB; off += 4 * MiB) await vols.write('hops', off, fill);
   const objs = (await mapper.entries('hops')).map((e) => e.name);
-  const rnd = (i) => ((i * 2654435761) >>> 0) % (64 * MiB / 4096);
+  const rnd = (i) => ((i * 2654435761) >>> 0) % ((64 * MiB) / 4096);
   await measure('ping vlmcd', () => vols.ping());
   await measure('ping mapperd', () => mapper.ping());
   await measure('ping blockerb', () => blockerb.ping());
