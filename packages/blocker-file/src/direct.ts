@@ -8,7 +8,10 @@
  *
  * JavaScript cannot see a Buffer's address, and `Buffer.alloc` memory is only malloc-aligned
  * (glibc puts large blocks 16 bytes past a page boundary), so:
- *  1. The pool's memory is a WebAssembly.Memory: V8 maps it with its page allocator, so it starts
+ *  0. With the @archipelago/fastio addon, the pool is one `largeBuffer`: its own 2 MiB-aligned
+ *     mapping (huge pages where the kernel gives them: on a VM the first touch of 4 KiB pages is
+ *     slow), whose alignment the addon reads from the address.
+ *  1. Otherwise the pool's memory is a WebAssembly.Memory: V8 maps it with its page allocator, so it starts
  *     on a page boundary. The kernel confirms it: an O_DIRECT read of a probe file into it must
  *     not fail with EINVAL.
  *  2. If that is unavailable or refused, we fall back to `Buffer.alloc(size + 4096)` and find an
@@ -20,6 +23,7 @@
  * 4 KiB. Untouched pages cost no RAM (anonymous memory is committed on first write), and chunks
  * are reused last-in first-out, so only the peak concurrency's worth is ever touched.
  */
+import { addressAlignment, largeBuffer } from '@archipelago/fastio';
 import * as fsio from './fsio.js';
 
 /** Alignment of offsets, lengths and buffers used for O_DIRECT: safe for 512 B and 4 KiB devices. */
@@ -52,6 +56,12 @@ export class AlignedPool {
    */
   static async create(probeFd: number, maxChunks = 64): Promise<AlignedPool> {
     const size = maxChunks * CHUNK_SIZE;
+    const large = largeBuffer(size);
+    if (addressAlignment(large) >= DIRECT_ALIGN) {
+      const chunks: Buffer[] = [];
+      for (let i = 0; i < maxChunks; i++) chunks.push(large.subarray(i * CHUNK_SIZE, (i + 1) * CHUNK_SIZE));
+      return new AlignedPool(chunks, true, large);
+    }
     const wasm = await wasmAligned(probeFd, size);
     const base = wasm ?? (await probedAligned(probeFd, size));
     const chunks: Buffer[] = [];

@@ -57,6 +57,8 @@ await build({
   outfile: `${dist}bundle/vlmc.mjs`,
   external: [
     '@archipelago/blocker-rados',
+    // Finds its addon next to its own module (bundled, it would look beside the bundle).
+    '@archipelago/fastio',
     '@archipelago/libxseg/segment',
     '@archipelago/peer',
     'typescript',

@@ -13,7 +13,7 @@ import { ArchipelagoError, fromSystemError } from '@archipelago/libxseg';
 import { Command, Errors, Flags, type Interfaces } from '@oclif/core';
 import { type LoadedConfig, loadConfig, runDirectory } from './config.js';
 import { type MappedStatus, RunState } from './endpoint/runstate.js';
-import { openRuntime, type Runtime } from './runtime.js';
+import { openRuntime, type Runtime, type RuntimeOptions } from './runtime.js';
 
 /** The error code shown for failures that are not Archipelago errors (bugs). */
 export const INTERNAL = 'INTERNAL';
@@ -106,11 +106,11 @@ export abstract class VlmcCommand extends Command {
   }
 
   /** The embedded runtime, opened on first use and closed in `finally`. */
-  protected runtime(): Promise<Runtime> {
+  protected runtime(opts: Pick<RuntimeOptions, 'bulk'> = {}): Promise<Runtime> {
     if (!this.runtimePromise) {
       const loaded = this.configuration();
       process.umask(loaded.config.ARCHIPELAGO.UMASK);
-      this.runtimePromise = openRuntime(loaded);
+      this.runtimePromise = openRuntime(loaded, opts);
     }
     return this.runtimePromise;
   }

@@ -43,6 +43,13 @@ export interface EmbeddedRuntime extends Runtime {
 
 export interface RuntimeOptions {
   logger?: Logger;
+  /**
+   * A bulk copy into new objects (import): embedded file blockers write back (every write is
+   * durable at the flush the operation ends with, not one by one) and blockerb writes data with
+   * O_DIRECT, so the copy neither fills the page cache nor waits for a disk flush per object.
+   * Ignored by RADOS blockers and by the daemon wiring (the daemons' blockers are configured there).
+   */
+  bulk?: boolean;
   /** Force a wiring (default: `chooseWiring`, which also honours ARCHIPELAGO_WIRING). */
   wiring?: Wiring;
 }
@@ -99,11 +106,21 @@ async function radosBlocker(role: string, s: BlockerSection, file: string | null
   });
 }
 
-async function openBlocker(role: string, s: BlockerSection, file: string | null): Promise<Blocker> {
-  return s.type === 'rados_blocker' ? radosBlocker(role, s, file) : fileBlocker(role, s, file);
+async function openBlocker(
+  role: string,
+  s: BlockerSection,
+  file: string | null,
+  bulk: { direct: boolean } | null,
+): Promise<Blocker> {
+  return s.type === 'rados_blocker' ? radosBlocker(role, s, file) : fileBlocker(role, s, file, bulk);
 }
 
-function fileBlocker(role: string, s: BlockerSection, file: string | null): FileBlocker {
+function fileBlocker(
+  role: string,
+  s: BlockerSection,
+  file: string | null,
+  bulk: { direct: boolean } | null,
+): FileBlocker {
   if (s.archip_dir === undefined) {
     throw new ArchipelagoError('EINVAL_CONFIG', `${file ?? 'configuration'}: ${role}.archip_dir is missing`, {
       details: { role, file },
@@ -113,9 +130,9 @@ function fileBlocker(role: string, s: BlockerSection, file: string | null): File
     dir: s.archip_dir,
     ...(s.lock_dir !== undefined ? { lockDir: s.lock_dir } : {}),
     identity: identityOf(s),
-    direct: s.direct,
+    direct: s.direct || (bulk?.direct ?? false),
     fdCache: s.fdcache,
-    sync: s.sync,
+    sync: bulk ? 'flush' : s.sync,
   });
 }
 
@@ -147,10 +164,10 @@ export async function openEmbeddedRuntime(
 ): Promise<EmbeddedRuntime> {
   const config = isLoaded(loaded) ? loaded.config : loaded;
   const file = isLoaded(loaded) ? loaded.path : null;
-  const blockerm = await openBlocker('blockerm', config.blockerm, file);
+  const blockerm = await openBlocker('blockerm', config.blockerm, file, opts.bulk ? { direct: false } : null);
   let blockerb: Blocker;
   try {
-    blockerb = await openBlocker('blockerb', config.blockerb, file);
+    blockerb = await openBlocker('blockerb', config.blockerb, file, opts.bulk ? { direct: true } : null);
   } catch (e) {
     await blockerm.close().catch(() => {});
     throw e;

@@ -6,6 +6,7 @@
  * volume (no object), and a zero block of the volume stays a hole in the exported file.
  */
 import { type FileHandle, open, stat } from 'node:fs/promises';
+import { largeBuffer } from '@archipelago/fastio';
 import { ArchipelagoError, fromSystemError } from '@archipelago/libxseg';
 import { ObjFlag } from '@archipelago/mapfile';
 import type { Runtime } from './runtime.js';
@@ -14,10 +15,16 @@ import type { Runtime } from './runtime.js';
 export const DEFAULT_INFLIGHT = 8;
 
 /**
- * Bytes written to the exported file between background datasyncs: the page cache would
- * otherwise hold all of it until the final fsync and leave the disk idle meanwhile. (Import
- * does not do this: its blocker writes are durable one by one, and a volume flush is also a
- * barrier that would stall the copy.)
+ * Blocks in flight by default on import: its O_DIRECT writes wait for the disk, which needs more
+ * of them queued to stay busy (1 GiB here: 8 → 1.24 s, 16 → 1.13 s, 32 no better).
+ */
+export const DEFAULT_IMPORT_INFLIGHT = 16;
+
+/**
+ * Bytes copied between background flushes: of the exported file (the page cache would otherwise
+ * hold all of it until the final fsync and leave the disk idle meanwhile), and of blockerb on
+ * import (a bulk runtime's blockers write back; flushing the blocker, not the volume, is no
+ * barrier: the copy goes on meanwhile).
  */
 export const FLUSH_EVERY = 64 * 1024 * 1024;
 
@@ -50,6 +57,8 @@ function backgroundFlusher(every: number, flush: () => Promise<void>) {
 export interface TransferOptions {
   /** Blocks in flight (default 8). */
   inflight?: number;
+  /** Bytes between background flushes (default FLUSH_EVERY). */
+  flushEvery?: number;
   /** Called with the bytes done so far (zero blocks count as done). */
   onProgress?: (done: number, total: number) => void;
 }
@@ -70,10 +79,10 @@ export interface TransferStats {
   mibPerSec: number;
 }
 
-let zeros = Buffer.alloc(0);
+let zeros: Buffer = Buffer.alloc(0);
 /** True when `b` holds only zero bytes (a memcmp against a shared zero buffer). */
 export function isAllZero(b: Uint8Array): boolean {
-  if (zeros.length < b.length) zeros = Buffer.alloc(b.length);
+  if (zeros.length < b.length) zeros = largeBuffer(b.length).fill(0);
   return Buffer.from(b.buffer, b.byteOffset, b.byteLength).equals(zeros.subarray(0, b.length));
 }
 
@@ -156,7 +165,7 @@ export async function importFile(
   opts: TransferOptions = {},
 ): Promise<TransferStats> {
   const started = performance.now();
-  const inflight = Math.max(1, opts.inflight ?? DEFAULT_INFLIGHT);
+  const inflight = Math.max(1, opts.inflight ?? DEFAULT_IMPORT_INFLIGHT);
   let fh: FileHandle;
   try {
     fh = await open(file, 'r');
@@ -173,10 +182,12 @@ export async function importFile(
     const info = await rt.mapper.create(name, { size });
     const bs = info.blocksize;
     const blocks = info.objects;
-    const buffers = Array.from({ length: Math.min(inflight, blocks) }, () => Buffer.allocUnsafe(bs));
+    // Page-aligned (O_DIRECT takes them without a bounce copy), on huge pages where possible.
+    const buffers = Array.from({ length: Math.min(inflight, blocks) }, () => largeBuffer(bs));
     let written = 0;
     let zeroSkipped = 0;
     let done = 0;
+    const flusher = backgroundFlusher(opts.flushEvery ?? FLUSH_EVERY, () => rt.blockerb.flush());
     try {
       await forEachBlock(blocks, inflight, async (i, slot) => {
         const offset = i * bs;
@@ -191,13 +202,18 @@ export async function importFile(
         else {
           await rt.composer.write(name, offset, buf);
           written++;
+          flusher.note(len);
         }
         done += len;
         opts.onProgress?.(done, size);
       });
+      // The data before the map entries that name it.
+      await flusher.drain();
+      await rt.blockerb.flush();
       await rt.composer.flush(name);
     } catch (e) {
       // Do not leave a volume with half an image in it behind.
+      await flusher.drain().catch(() => {});
       await rt.composer.remove(name).catch(() => {});
       throw e;
     }
@@ -260,7 +276,7 @@ export async function exportVolume(
       else {
         let data: Buffer;
         if (volumes.readInto) {
-          buffers[slot] ??= Buffer.allocUnsafe(bs);
+          buffers[slot] ??= largeBuffer(bs);
           data = await volumes.readInto(name, offset, buffers[slot]!.subarray(0, len));
         } else data = await volumes.read(name, offset, len);
         if (isAllZero(data)) zeroSkipped++;

@@ -6,6 +6,10 @@
 //     caller can fall back to the libuv thread pool. Never blocks on I/O, never throws on a
 //     system error (the JS side turns -errno into an error or a fallback).
 //   setSendBuffer(fd, bytes) -> the effective SO_SNDBUF (getsockopt), or -errno
+//   largeBuffer(bytes) -> a Buffer over its own anonymous mapping, aligned to 2 MiB and advised
+//     MADV_HUGEPAGE (unmapped when the Buffer is collected), or -errno when mmap fails
+//   addressAlignment(typedArray) -> the largest power of two (capped at 1 MiB) dividing the
+//     address of the array's first byte (an O_DIRECT transfer needs 512 or 4096)
 //
 // Arguments are checked here (types, buffer bounds): a bad call throws a TypeError/RangeError,
 // never reads or writes outside the buffer.
@@ -13,6 +17,7 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -89,10 +94,61 @@ Napi::Value SetSendBuffer(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, got);
 }
 
+constexpr size_t kHuge = 2u << 20;
+
+Napi::Value LargeBuffer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1) {
+    Napi::TypeError::New(env, "largeBuffer(bytes)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int64_t bytes;
+  // Up to 1 GiB: a data-path buffer, not a heap.
+  if (!IntArg(info, 0, 1, int64_t{1} << 30, &bytes)) return env.Undefined();
+  size_t len = static_cast<size_t>(bytes);
+  // Over-map by one huge page so the start can be moved to a 2 MiB boundary, then give the
+  // slack back: the kernel can back a 2 MiB-aligned range with huge pages.
+  size_t span = len + kHuge;
+  void* raw = mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) return Napi::Number::New(env, -static_cast<double>(errno));
+  uintptr_t base = reinterpret_cast<uintptr_t>(raw);
+  uintptr_t start = (base + kHuge - 1) & ~(uintptr_t{kHuge} - 1);
+  size_t mapped = (len + 4095) & ~size_t{4095};
+  if (start > base) munmap(raw, start - base);
+  uintptr_t end = start + mapped;
+  if (base + span > end) munmap(reinterpret_cast<void*>(end), base + span - end);
+  // Advice only: without THP (or with it off) this is a plain mapping, still page-aligned.
+  madvise(reinterpret_cast<void*>(start), mapped, MADV_HUGEPAGE);
+  auto* data = reinterpret_cast<uint8_t*>(start);
+  // Tell V8 the mapping's size, so that dropped buffers are collected (and unmapped) in time.
+  Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(mapped));
+  return Napi::Buffer<uint8_t>::New(env, data, len, [mapped](Napi::Env fenv, uint8_t* p) {
+    munmap(p, mapped);
+    Napi::MemoryManagement::AdjustExternalMemory(fenv, -static_cast<int64_t>(mapped));
+  });
+}
+
+Napi::Value AddressAlignment(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray()) {
+    Napi::TypeError::New(env, "addressAlignment(typedArray)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
+  void* base = ta.ArrayBuffer().Data();
+  if (base == nullptr) return Napi::Number::New(env, 0);  // detached or empty: no address
+  uintptr_t a = reinterpret_cast<uintptr_t>(base) + ta.ByteOffset();
+  uintptr_t align = 1u << 20;
+  while (align > 1 && (a & (align - 1)) != 0) align >>= 1;
+  return Napi::Number::New(env, static_cast<double>(align));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("largeBuffer", Napi::Function::New(env, LargeBuffer, "largeBuffer"));
+  exports.Set("addressAlignment", Napi::Function::New(env, AddressAlignment, "addressAlignment"));
   exports.Set("preadNowait", Napi::Function::New(env, PreadNowait, "preadNowait"));
   exports.Set("setSendBuffer", Napi::Function::New(env, SetSendBuffer, "setSendBuffer"));
-  exports.Set("VERSION", Napi::Number::New(env, 1));
+  exports.Set("VERSION", Napi::Number::New(env, 2));
   return exports;
 }
 

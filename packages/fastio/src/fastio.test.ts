@@ -1,12 +1,25 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, mkdtempSync, openSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  constants as fsConstants,
+  fsyncSync,
+  mkdtempSync,
+  openSync,
+  readSync,
+  rmSync,
+  statfsSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import {
+  addressAlignment,
   available,
   EAGAIN,
+  largeBuffer,
   preadNowait,
   sendBufferAvailable,
   setNowaitForTests,
@@ -136,6 +149,9 @@ describe.skipIf(wanted)('without the addon (not Linux, or ARCHIP_FASTIO=0)', () 
     expect(available()).toBe(false);
     expect(preadNowait(fd, Buffer.alloc(8), 0, 8, 0)).toBe(EAGAIN);
     expect(setSendBuffer(fd, 65536)).toBeUndefined();
+    const b = largeBuffer(4096);
+    expect(b.length).toBe(4096);
+    expect(addressAlignment(b)).toBe(0);
   });
 });
 
@@ -168,5 +184,49 @@ describe.runIf(wanted)('setSendBuffer', () => {
     const { fd } = file('notsock', Buffer.alloc(1));
     expect(() => setSendBuffer(fd, 65536)).toThrow(expect.objectContaining({ code: 'ENOTSOCK' }));
     expect(() => setSendBuffer(1 << 30, 65536)).toThrow(expect.objectContaining({ code: 'EBADF' }));
+  });
+});
+
+describe.runIf(wanted)('largeBuffer and addressAlignment', () => {
+  it('gives a 2 MiB-aligned, writable buffer of the size asked, usable for O_DIRECT as is', () => {
+    const b = largeBuffer(4 * 1024 * 1024 + 100);
+    expect(b.length).toBe(4 * 1024 * 1024 + 100);
+    expect(addressAlignment(b)).toBeGreaterThanOrEqual(1 << 20);
+    b.fill(7);
+    expect(b[0]).toBe(7);
+    expect(b[b.length - 1]).toBe(7);
+    // A page-aligned buffer goes to O_DIRECT without a bounce copy: the kernel accepts it.
+    const path = join(root, 'direct');
+    const fd = openSync(path, fsConstants.O_CREAT | fsConstants.O_RDWR | fsConstants.O_DIRECT);
+    try {
+      const chunk = b.subarray(0, 1 << 20);
+      chunk.fill(3);
+      expect(writeSync(fd, chunk, 0, chunk.length, 0)).toBe(chunk.length);
+      const back = largeBuffer(1 << 20);
+      expect(readSync(fd, back, 0, back.length, 0)).toBe(back.length);
+      expect(back.equals(chunk)).toBe(true);
+    } finally {
+      closeSync(fd);
+    }
+  });
+
+  it('measures the alignment of any view, and says 0 for a detached buffer', () => {
+    const b = largeBuffer(8192);
+    expect(addressAlignment(b.subarray(4096))).toBe(4096);
+    expect(addressAlignment(b.subarray(512))).toBe(512);
+    expect(addressAlignment(b.subarray(1))).toBe(1);
+    const ab = new ArrayBuffer(16);
+    const view = new Uint8Array(ab);
+    structuredClone(ab, { transfer: [ab] });
+    expect(addressAlignment(view)).toBe(0);
+  });
+
+  it('refuses sizes outside 1 byte .. 1 GiB, and many buffers come and go', () => {
+    expect(() => largeBuffer(0)).toThrow(RangeError);
+    expect(() => largeBuffer(2 ** 31)).toThrow(RangeError);
+    expect(() => largeBuffer(1.5)).toThrow(RangeError);
+    // Each is its own mapping, unmapped by the garbage collector: allocating far more than
+    // fits at once must not run out of address space or memory.
+    for (let i = 0; i < 64; i++) largeBuffer(64 * 1024 * 1024)[0] = i;
   });
 });

@@ -2,7 +2,7 @@ import { Args, Flags } from '@oclif/core';
 import { VlmcCommand } from '../base.js';
 import { transferSummary } from '../format.js';
 import { ProgressBar } from '../progress.js';
-import { DEFAULT_INFLIGHT, importFile, type TransferStats } from '../transfer.js';
+import { DEFAULT_IMPORT_INFLIGHT, importFile, type TransferStats } from '../transfer.js';
 
 export default class Import extends VlmcCommand {
   static override summary = 'Create a volume from a raw image file.';
@@ -20,12 +20,20 @@ volume is removed. A progress bar is drawn on stderr when it is a terminal.`;
   };
 
   static override flags = {
-    inflight: Flags.integer({ summary: 'Blocks in flight.', default: DEFAULT_INFLIGHT, min: 1, max: 256 }),
+    inflight: Flags.integer({
+      summary: 'Blocks in flight.',
+      default: DEFAULT_IMPORT_INFLIGHT,
+      min: 1,
+      max: 256,
+    }),
   };
 
   async run(): Promise<TransferStats> {
     const { args, flags } = await this.parse(Import);
-    const rt = await this.runtime();
+    // Bulk mode: the objects of the new volume need not be durable one by one (a crash in the
+    // middle leaves a partial volume either way); everything is flushed, data first, before the
+    // import reports success.
+    const rt = await this.runtime({ bulk: true });
     let bar: ProgressBar | undefined;
     const stats = await importFile(rt, args.file, args.name, {
       inflight: flags.inflight,
