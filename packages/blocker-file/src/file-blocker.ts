@@ -188,38 +188,49 @@ export class FileBlocker implements Blocker {
       if (length > MAX_READ) {
         throw new ArchipelagoError('EINVAL', `read length ${length} is larger than a single buffer can hold`);
       }
-      const path = hashedPath(this.dir, name);
-      if (this.direct === 'untested') await this.initDirect();
-      for (;;) {
-        let entry: FdEntry;
-        try {
-          entry = await this.fds.get(path);
-        } catch (e) {
-          if (fsio.errno(e) === 'ENOENT' || fsio.errno(e) === 'ENOTDIR') {
-            if (options?.missingOk) return Buffer.alloc(length);
-            throw new ArchipelagoError('ENOENT_OBJECT', `object ${name} does not exist`, {
-              cause: e,
-              details: { name },
-            });
-          }
-          throw fromSystemError(e, `read ${name}`);
-        }
-        try {
-          return entry.direct
-            ? await this.readDirect(entry.fd, offset, length)
-            : await readBuffered(entry.fd, offset, length);
-        } catch (e) {
-          if (entry.direct && fsio.errno(e) === 'EINVAL') {
-            this.disableDirect();
-            continue;
-          }
-          throw fromSystemError(e, `read ${name}`);
-        } finally {
-          this.fds.release(entry);
-        }
-      }
+      return await this.readObject(name, offset, length, options, null);
     } finally {
       this.leave();
+    }
+  }
+
+  /** `read`, into `target` when given (O_DIRECT mode: straight into it when it is aligned). */
+  private async readObject(
+    name: string,
+    offset: number,
+    length: number,
+    options: ReadOptions | undefined,
+    target: Buffer | null,
+  ): Promise<Buffer> {
+    const path = hashedPath(this.dir, name);
+    if (this.direct === 'untested') await this.initDirect();
+    for (;;) {
+      let entry: FdEntry;
+      try {
+        entry = await this.fds.get(path);
+      } catch (e) {
+        if (fsio.errno(e) === 'ENOENT' || fsio.errno(e) === 'ENOTDIR') {
+          if (options?.missingOk) return target ? target.fill(0) : Buffer.alloc(length);
+          throw new ArchipelagoError('ENOENT_OBJECT', `object ${name} does not exist`, {
+            cause: e,
+            details: { name },
+          });
+        }
+        throw fromSystemError(e, `read ${name}`);
+      }
+      try {
+        return entry.direct
+          ? await this.readDirect(entry.fd, offset, length, target)
+          : await readBuffered(entry.fd, offset, length);
+      } catch (e) {
+        if (entry.direct && fsio.errno(e) === 'EINVAL') {
+          this.disableDirect();
+          continue;
+        }
+        throw fromSystemError(e, `read ${name}`);
+      } finally {
+        this.fds.release(entry);
+      }
     }
   }
 
@@ -234,7 +245,8 @@ export class FileBlocker implements Blocker {
       checkName(name);
       checkCount(offset, 'offset');
       if (this.direct !== 'off') {
-        (await this.read(name, offset, target.length, { missingOk: true })).copy(target);
+        const got = await this.readObject(name, offset, target.length, { missingOk: true }, target);
+        if (got !== target) got.copy(target);
         return;
       }
       const path = hashedPath(this.dir, name);
@@ -923,11 +935,28 @@ export class FileBlocker implements Blocker {
   }
 
   /** Reads through an aligned bounce buffer; bytes past the end of file are zeros. */
-  private async readDirect(fd: number, offset: number, length: number): Promise<Buffer> {
-    const out = Buffer.allocUnsafe(length);
+  private async readDirect(
+    fd: number,
+    offset: number,
+    length: number,
+    target: Buffer | null,
+  ): Promise<Buffer> {
+    const out = target ?? Buffer.allocUnsafe(length);
     const end = offset + length;
     let filled = offset;
-    if (length > 0) {
+    if (
+      target &&
+      offset % DIRECT_ALIGN === 0 &&
+      length % DIRECT_ALIGN === 0 &&
+      addressAlignment(target) >= DIRECT_ALIGN
+    ) {
+      // The caller's memory is aligned too: straight from the disk into it, no bounce copy.
+      while (filled < end) {
+        const got = await fsio.pread(fd, out, filled - offset, end - filled, filled);
+        filled += got;
+        if (got === 0 || got % DIRECT_ALIGN !== 0) break; // end of file
+      }
+    } else if (length > 0) {
       const pool = this.requirePool();
       const bounce = await pool.take();
       try {

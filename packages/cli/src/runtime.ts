@@ -44,9 +44,10 @@ export interface EmbeddedRuntime extends Runtime {
 export interface RuntimeOptions {
   logger?: Logger;
   /**
-   * A bulk copy into new objects (import): embedded file blockers write back (every write is
-   * durable at the flush the operation ends with, not one by one) and blockerb writes data with
-   * O_DIRECT, so the copy neither fills the page cache nor waits for a disk flush per object.
+   * A bulk copy into new objects (import) or out of a volume (export): embedded file blockers
+   * write back (every write is durable at the flush the operation ends with, not one by one) and
+   * blockerb moves data with O_DIRECT, so the copy neither fills the page cache nor waits for a
+   * disk flush per object.
    * Ignored by RADOS blockers and by the daemon wiring (the daemons' blockers are configured there).
    */
   bulk?: boolean;

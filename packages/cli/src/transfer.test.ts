@@ -4,7 +4,7 @@
  * goes, and nothing is left unsynced when the import returns. Real files in a temporary directory.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FileBlocker } from '@archipelago/blocker-file';
@@ -79,6 +79,27 @@ describe('bulk import', () => {
       expect(sha(back)).toBe(sha(img));
     } finally {
       await again.close();
+    }
+  });
+
+  it('exports byte-exact and sparse with O_DIRECT, and buffered where O_DIRECT is refused', async () => {
+    const img = image();
+    await writeFile(join(dir, 'img.raw'), img);
+    const rt = await openEmbeddedRuntime(defaultConfig(dir));
+    // tmpfs refuses O_DIRECT: the export must fall back to buffered writes.
+    const shm = await mkdtemp(join('/dev/shm', 'archip-transfer-'));
+    try {
+      await importFile(rt, join(dir, 'img.raw'), 'exp1');
+      for (const out of [join(dir, 'out.raw'), join(shm, 'out.raw')]) {
+        const stats = await exportVolume(rt, 'exp1', out);
+        expect(stats.written).toBe(8);
+        expect(sha(await readFile(out))).toBe(sha(img));
+        // The two all-zero blocks are holes: 8 of 10 blocks' worth of space at most.
+        expect((await stat(out)).blocks * 512).toBeLessThanOrEqual(8 * 4 * MiB);
+      }
+    } finally {
+      await rt.close();
+      await rm(shm, { recursive: true, force: true });
     }
   });
 

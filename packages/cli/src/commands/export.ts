@@ -25,7 +25,8 @@ when it is a terminal.`;
 
   async run(): Promise<TransferStats> {
     const { args, flags } = await this.parse(Export);
-    const rt = await this.runtime();
+    // Bulk mode: blockerb reads with O_DIRECT straight into the page-aligned slot buffers.
+    const rt = await this.runtime({ bulk: true });
     await this.adopt(args.name);
     let bar: ProgressBar | undefined;
     const stats = await exportVolume(rt, args.name, args.file, {
