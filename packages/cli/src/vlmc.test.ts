@@ -6,7 +6,7 @@
  */
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -199,6 +199,32 @@ describe.concurrent('volume life cycle', SLOW, () => {
     expect(out.error.code).toBe('ENOENT_VOLUME');
     expect(out.error.message).toContain('no-such-volume');
     expect(out.error.details).toMatchObject({ volume: 'no-such-volume' });
+  });
+});
+
+describe('process', SLOW, () => {
+  it("runs with libuv's thread pool at 16 threads (the bin sets it before anything uses the pool)", async () => {
+    // The pool starts all its threads at its first use; an import uses it at once. Count the
+    // process's threads while it runs: 16 workers plus the main and V8's threads.
+    const src = join(dir, 'pool.img');
+    await writeFile(src, randomBytes(16 * MiB));
+    const child = execFile(process.execPath, [BIN, 'import', src, 'pool001', '--json'], { env });
+    const exited = new Promise<number>((r) => child.on('exit', (c) => r(c ?? 1)));
+    let most = 0;
+    let running = true;
+    void exited.then(() => {
+      running = false;
+    });
+    while (running) {
+      try {
+        most = Math.max(most, readdirSync(`/proc/${child.pid}/task`).length);
+      } catch {
+        // exited between the check and the read
+      }
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    expect(await exited).toBe(0);
+    expect(most).toBeGreaterThanOrEqual(17);
   });
 });
 
