@@ -65,6 +65,9 @@ const server = new NbdServer({
   // NBD_SNDBUF=<bytes> in the environment: SO_SNDBUF on accepted sockets (an A/B knob; 0 is the
   // kernel's default, unset is NbdServer's default of 4 MiB).
   sendBufferBytes: process.env.NBD_SNDBUF === undefined ? undefined : Number(process.env.NBD_SNDBUF),
+  // NBD_READ_POOL=<bytes>: NbdServer's readPoolBytes (an A/B knob; 0 = a fresh Buffer per READ,
+  // unset = the default pool).
+  readPoolBytes: process.env.NBD_READ_POOL === undefined ? undefined : Number(process.env.NBD_READ_POOL),
 });
 await server.listen({ path: o.socket });
 process.stdout.write(

@@ -55,6 +55,9 @@ const server = new NbdServer({
   exports: (n) => (n === o.name ? exp : undefined),
   list: () => [o.name],
   logger: quiet,
+  // NBD_READ_POOL=<bytes>: NbdServer's readPoolBytes (an A/B knob; 0 = a fresh Buffer per READ,
+  // unset = the default pool).
+  readPoolBytes: process.env.NBD_READ_POOL === undefined ? undefined : Number(process.env.NBD_READ_POOL),
 });
 await server.listen({ path: o.socket });
 console.log(JSON.stringify({ ready: true, socket: o.socket, size: info.size }));

@@ -36,6 +36,7 @@ import {
   TFLAG,
 } from './constants.js';
 import { errnoFor, messageOf, NbdRequestError } from './errno.js';
+import type { ReadBufferPool, ReadLease } from './read-pool.js';
 import type { NbdExport, NbdExtent, NbdLogger } from './types.js';
 
 /** Server-wide settings a connection needs. */
@@ -45,6 +46,8 @@ export interface ConnectionContext {
   readonly logger: NbdLogger;
   readonly maxInflightBytes: number;
   readonly multiConn: boolean;
+  /** Reused buffers for large READ replies (exports with `readInto`); undefined: none. */
+  readonly readPool: ReadBufferPool | undefined;
 }
 
 type State =
@@ -69,7 +72,8 @@ interface Request {
 
 type Outcome =
   | { kind: 'ok' }
-  | { kind: 'data'; data: Buffer }
+  // `lease`: `data` is a pool slot, released once the socket write carrying it completed.
+  | { kind: 'data'; data: Buffer; lease?: ReadLease }
   | { kind: 'extents'; extents: number[] } // flattened [length, flags, length, flags, ...]
   | { kind: 'error'; errno: number; message: string };
 
@@ -774,7 +778,12 @@ export class NbdConnection {
       })
       .then((outcome) => {
         this.inflight--;
-        this.reply(req, outcome, () => this.release(cost));
+        const lease = outcome.kind === 'data' ? outcome.lease : undefined;
+        this.reply(req, outcome, () => {
+          // The write that carried the slot is done (or was abandoned): the slot may be reused.
+          lease?.release();
+          this.release(cost);
+        });
         this.maybeFinishDisconnect();
       })
       .catch((e: unknown) => this.drop('internal error while replying', { err: messageOf(e) }));
@@ -793,6 +802,17 @@ export class NbdConnection {
     const fua = (req.flags & CMD_FLAG.FUA) !== 0;
     switch (req.type) {
       case CMD.READ: {
+        const lease = exp.readInto ? this.ctx.readPool?.acquire(req.length) : undefined;
+        if (lease) {
+          try {
+            await exp.readInto!(req.offset, lease.buf);
+          } catch (e) {
+            // readInto settles only once nothing writes into the slot any more.
+            lease.release();
+            throw e;
+          }
+          return { kind: 'data', data: lease.buf, lease };
+        }
         const data = await exp.read(req.offset, req.length);
         if (data.length !== req.length) {
           throw new NbdRequestError(

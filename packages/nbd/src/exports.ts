@@ -65,8 +65,12 @@ export class MemoryExport implements NbdExport {
 
   /** Synchronous read for tests (same result as `read`). */
   peek(offset: number, length: number): Buffer {
-    checkRange('peek', offset, length, this.bytes);
-    const out = Buffer.allocUnsafe(length);
+    return this.copyOut(offset, Buffer.allocUnsafe(length));
+  }
+
+  private copyOut(offset: number, out: Buffer): Buffer {
+    const length = out.length;
+    checkRange('read', offset, length, this.bytes);
     let pos = offset;
     while (pos < offset + length) {
       const idx = Math.floor(pos / CHUNK);
@@ -83,6 +87,11 @@ export class MemoryExport implements NbdExport {
   async read(offset: number, length: number): Promise<Buffer> {
     this.stats.reads++;
     return this.peek(offset, length);
+  }
+
+  async readInto(offset: number, target: Buffer): Promise<void> {
+    this.stats.reads++;
+    this.copyOut(offset, target);
   }
 
   async write(offset: number, data: Buffer, opts: { fua: boolean }): Promise<void> {
@@ -244,8 +253,14 @@ export class FileExport implements NbdExport {
   }
 
   async read(offset: number, length: number): Promise<Buffer> {
-    checkRange('read', offset, length, this.bytes);
     const buf = Buffer.allocUnsafe(length);
+    await this.readInto(offset, buf);
+    return buf;
+  }
+
+  async readInto(offset: number, buf: Buffer): Promise<void> {
+    const length = buf.length;
+    checkRange('read', offset, length, this.bytes);
     let done = 0;
     try {
       while (done < length) {
@@ -259,7 +274,6 @@ export class FileExport implements NbdExport {
     } catch (e) {
       throw fromSystemError(e, `FileExport ${this.name}: read`);
     }
-    return buf;
   }
 
   async write(offset: number, data: Buffer, opts: { fua: boolean }): Promise<void> {

@@ -2,6 +2,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { sendBufferAvailable, setSendBuffer } from '@archipelago/fastio';
 import { type ConnectionContext, NbdConnection } from './connection.js';
 import { DEFAULT_MAX_INFLIGHT_BYTES } from './constants.js';
+import { ReadBufferPool } from './read-pool.js';
 import type { ListenAddress, ListenTarget, NbdExport, NbdLogger, NbdServerOptions } from './types.js';
 
 const noop = () => {};
@@ -10,6 +11,8 @@ const SILENT: NbdLogger = { info: noop, warn: noop, error: noop, debug: noop };
 const SHUTDOWN_GRACE_MS = 5000;
 /** SO_SNDBUF for accepted sockets: 1 MiB reads at depth 16 ran ~1.7x faster than with 208 KiB. */
 const DEFAULT_SEND_BUFFER = 4 << 20;
+/** Read pool budget: as much as one connection may have in flight by default. */
+const DEFAULT_READ_POOL = 64 << 20;
 
 /**
  * An NBD server (fixed newstyle handshake, structured replies, base:allocation) over any
@@ -23,6 +26,8 @@ export class NbdServer {
   private nextId = 1;
   private closing = false;
   private readonly sendBuffer: number;
+  /** Reused READ reply buffers (undefined when `readPoolBytes` is 0). */
+  readonly readPool: ReadBufferPool | undefined;
 
   constructor(opts: NbdServerOptions) {
     if (typeof opts?.exports !== 'function')
@@ -36,6 +41,11 @@ export class NbdServer {
       throw new TypeError(`NbdServer: sendBufferBytes must be an integer in 0..2^31-1, got ${sndbuf}`);
     }
     this.sendBuffer = sndbuf;
+    const poolBytes = opts.readPoolBytes ?? DEFAULT_READ_POOL;
+    if (!Number.isSafeInteger(poolBytes) || poolBytes < 0) {
+      throw new TypeError(`NbdServer: readPoolBytes must be a non-negative integer, got ${poolBytes}`);
+    }
+    this.readPool = poolBytes > 0 ? new ReadBufferPool({ maxBytes: poolBytes }) : undefined;
     this.log = opts.logger ?? SILENT;
     const lookupFn = opts.exports;
     const defaultExport = opts.defaultExport;
@@ -46,6 +56,7 @@ export class NbdServer {
       logger: this.log,
       maxInflightBytes: max,
       multiConn: opts.multiConn ?? true,
+      readPool: this.readPool,
     };
   }
 

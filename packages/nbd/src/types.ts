@@ -22,6 +22,12 @@ export interface NbdExport {
   readonly minBlockSize?: number;
   /** Must resolve to a buffer of exactly `length` bytes that nobody mutates afterwards. */
   read(offset: number, length: number): Promise<Buffer>;
+  /**
+   * Optional: fills `target` with the `target.length` bytes at `offset`, and settles only once
+   * nothing writes into `target` any more (also on failure). With it, large READs are read into
+   * reused buffers of the server's read pool instead of a fresh Buffer per request.
+   */
+  readInto?(offset: number, target: Buffer): Promise<void>;
   /** `data` may be a slice of a socket buffer: copy it if it must outlive the call. */
   write(offset: number, data: Buffer, opts: { fua: boolean }): Promise<void>;
   flush(): Promise<void>;
@@ -66,6 +72,12 @@ export interface NbdServerOptions {
    * @archipelago/fastio's addon (Linux); without it the option is ignored.
    */
   sendBufferBytes?: number;
+  /**
+   * Bytes of reused buffers for READ replies of 64 KiB..4 MiB from exports with `readInto`
+   * (default 64 MiB, shared by the server's connections; slabs are allocated as reads need them
+   * and kept). 0 disables the pool: every READ gets a fresh Buffer from `read`.
+   */
+  readPoolBytes?: number;
 }
 
 export type ListenTarget = { port: number; host?: string } | { path: string };

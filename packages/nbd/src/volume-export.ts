@@ -7,6 +7,8 @@ import type { NbdExport, NbdExtent } from './types.js';
  */
 export interface VolumeBackend {
   read(volume: string, offset: number, length: number): Promise<Buffer>;
+  /** Optional: reads `out.length` bytes at `offset` into `out` (the composer's readInto). */
+  readInto?(volume: string, offset: number, out: Buffer): Promise<unknown>;
   write(volume: string, offset: number, data: Uint8Array, opts?: { fua?: boolean }): Promise<void>;
   writeZeroes(
     volume: string,
@@ -48,6 +50,13 @@ export function volumeExport(backend: VolumeBackend, opts: VolumeExportOptions):
     readonly: opts.readonly,
     size: () => opts.size,
     read: (offset, length) => backend.read(vol, offset, length),
+    ...(backend.readInto
+      ? {
+          readInto: async (offset: number, target: Buffer): Promise<void> => {
+            await backend.readInto!(vol, offset, target);
+          },
+        }
+      : {}),
     write: (offset, data, o) => backend.write(vol, offset, data, o),
     flush: () => backend.flush(vol),
     trim: (offset, length) => backend.trim(vol, offset, length),
