@@ -4,36 +4,23 @@
  * requests sent to mapperd and vlmcd get error replies and never kill them; a mapperd logging to
  * syslog sends RFC 5424 LOCAL0 datagrams to a unix socket this test binds (with python3).
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { ERROR_CODES, Op, XS } from '@archipelago/libxseg';
-import { Segment } from '@archipelago/libxseg/segment';
+import type { Segment } from '@archipelago/libxseg/segment';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MapperOp } from './mapper-wire.js';
 import type { PeerOptions } from './options.js';
 import { SegmentMapper } from './segment-mapper.js';
 import { SegmentVolumes } from './segment-volumes.js';
+import { peerHarness } from './test-peers.js';
 import { VlmcOp } from './vlmc-peer.js';
 import { decodeError } from './wire.js';
 
-const MAIN = resolve(import.meta.dirname, '../dist/main.js');
-const dir = mkdtempSync(join(tmpdir(), 'archip-daemons-'));
-const name = `dmtest${process.pid}x${Date.now() % 100000}`;
-const segment = { name, dynports: 32, ports: 96, sizeMiB: 128 };
+const h = peerHarness('dmtest');
+const { dir, base } = h;
 const P = { blockerb: 3, blockerm: 4, mapperd: 5, vlmcd: 6 } as const;
-const base = (role: string, port: number) => ({
-  role,
-  segment,
-  portStart: port,
-  portEnd: port,
-  nrOps: 16,
-  pidfile: join(dir, `run/${role}.pid`),
-  logfile: join(dir, `run/${role}.log`),
-  logLevel: 2,
-});
 const peers: PeerOptions[] = [
   { ...base('blockerb', P.blockerb), blocker: { type: 'file_blocker', dir: join(dir, 'blocks') } },
   { ...base('blockerm', P.blockerm), blocker: { type: 'file_blocker', dir: join(dir, 'maps') } },
@@ -48,44 +35,14 @@ const peers: PeerOptions[] = [
   },
   { ...base('vlmcd', P.vlmcd), vlmcd: { type: 'vlmcd', blockerPort: P.blockerb, mapperPort: P.mapperd } },
 ];
-const children: ChildProcess[] = [];
 let seg: Segment;
 
-async function startPeer(o: PeerOptions): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [MAIN], {
-    stdio: ['ignore', 'inherit', 'inherit'],
-    env: { ...process.env, ARCHIPELAGO_PEER: JSON.stringify(o) },
-  });
-  children.push(child);
-  const end = Date.now() + 5000;
-  while (!existsSync(o.pidfile)) {
-    if (Date.now() > end || child.exitCode !== null) throw new Error(`${o.role} did not start`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return child;
-}
-
 beforeAll(async () => {
-  for (const o of peers) await startPeer(o);
-  seg = Segment.join(name);
+  for (const o of peers) await h.start(o);
+  seg = h.join();
 });
 
-afterAll(async () => {
-  seg?.close();
-  for (const child of children.reverse()) {
-    if (child.exitCode === null && child.signalCode === null) {
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await exited;
-    }
-  }
-  try {
-    Segment.destroy(name);
-  } catch {
-    // gone
-  }
-  rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => h.teardown());
 
 const MiB = 1 << 20;
 
@@ -190,7 +147,7 @@ describe('mapperd and vlmcd over the segment', () => {
         r.release();
       }
       expect(failed).toBeGreaterThan(200);
-      for (const c of children) expect(c.exitCode).toBeNull();
+      for (const c of h.children.values()) expect(c.exitCode).toBeNull();
       // (the fuzzing may have removed, renamed or resized "fz": a new volume shows they still serve)
       await mapper.create('alive', { size: MiB });
       await vols.write('alive', 0, Buffer.from('alive'));
@@ -258,7 +215,7 @@ while True:
           identity: 'test2_mapperd',
         },
       };
-      const child = await startPeer(o);
+      const child = await h.start(o);
       const until = Date.now() + 5000;
       while (!/mapperd started/.test(got) && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
       // <134> = LOCAL0 (16) * 8 + info (6); "1" = RFC 5424 version; the tag names the role.

@@ -1,41 +1,18 @@
-/**
- * vlmcd's map cache (segment-mapper.ts, mapper-peer.ts: leases): blockerb, blockerm and mapperd
- * as processes (the built dist/main.js); "vlmcd" is either the real one (a process) or a Composer
- * over a caching SegmentMapper in this process, whose counters show hits and recalls. Map changes
- * made behind it — through another SegmentMapper, as `vlmc` does for unmapped volumes — must never
- * let it serve a stale mapping: writes after a snapshot copy up (the snapshot keeps its bytes),
- * resize, rename, remove and discard are seen at once, a dead holder does not block a change, and
- * a restarted mapperd waits out the old leases.
- */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { Composer } from '@archipelago/composer';
-import { Segment } from '@archipelago/libxseg/segment';
+import type { Segment } from '@archipelago/libxseg/segment';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PeerOptions } from './options.js';
 import { SegmentBlocker } from './segment-blocker.js';
 import { SegmentMapper } from './segment-mapper.js';
 import { SegmentVolumes } from './segment-volumes.js';
+import { peerHarness } from './test-peers.js';
 
-const MAIN = resolve(import.meta.dirname, '../dist/main.js');
-const dir = mkdtempSync(join(tmpdir(), 'archip-mapcache-'));
-const name = `mctest${process.pid}x${Date.now() % 100000}`;
-const segment = { name, dynports: 32, ports: 96, sizeMiB: 128 };
-const P = { blockerb: 3, blockerm: 4, mapperd: 5, vlmcd: 6 } as const;
 const LEASE_MS = 400;
-const base = (role: string, port: number) => ({
-  role,
-  segment,
-  portStart: port,
-  portEnd: port,
-  nrOps: 32,
-  pidfile: join(dir, `run/${role}.pid`),
-  logfile: join(dir, `run/${role}.log`),
-  logLevel: 2,
-});
+const h = peerHarness('mctest', { nrOps: 32, env: { ARCHIPELAGO_MAP_LEASE_MS: String(LEASE_MS) } });
+const { dir, base } = h;
+const P = { blockerb: 3, blockerm: 4, mapperd: 5, vlmcd: 6 } as const;
 const mapperdOpts: PeerOptions = {
   ...base('mapperd', P.mapperd),
   mapperd: { type: 'mapperd', blockerbPort: P.blockerb, blockermPort: P.blockerm, identity: 'mc_mapperd' },
@@ -46,44 +23,14 @@ const peers: PeerOptions[] = [
   mapperdOpts,
   { ...base('vlmcd', P.vlmcd), vlmcd: { type: 'vlmcd', blockerPort: P.blockerb, mapperPort: P.mapperd } },
 ];
-const children = new Map<string, ChildProcess>();
 let seg: Segment;
 
-async function startPeer(o: PeerOptions): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [MAIN], {
-    stdio: ['ignore', 'inherit', 'inherit'],
-    env: { ...process.env, ARCHIPELAGO_PEER: JSON.stringify(o), ARCHIPELAGO_MAP_LEASE_MS: String(LEASE_MS) },
-  });
-  children.set(o.role, child);
-  const end = Date.now() + 5000;
-  while (!existsSync(o.pidfile)) {
-    if (Date.now() > end || child.exitCode !== null) throw new Error(`${o.role} did not start`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return child;
-}
-
 beforeAll(async () => {
-  for (const o of peers) await startPeer(o);
-  seg = Segment.join(name);
+  for (const o of peers) await h.start(o);
+  seg = h.join();
 });
 
-afterAll(async () => {
-  seg?.close();
-  for (const child of [...children.values()].reverse()) {
-    if (child.exitCode === null && child.signalCode === null) {
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await exited;
-    }
-  }
-  try {
-    Segment.destroy(name);
-  } catch {
-    // gone
-  }
-  rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => h.teardown());
 
 const MiB = 1 << 20;
 const BS = 4 * MiB;
@@ -279,13 +226,13 @@ describe('map cache in vlmcd', () => {
       await cli.create('rst', { size: 8 * MiB, blocksize: BS });
       const a = Buffer.alloc(4096, 1);
       await v.composer.write('rst', 0, a);
-      const old = children.get('mapperd')!;
+      const old = h.children.get('mapperd')!;
       const gone = new Promise((r) => old.once('exit', r));
       old.kill('SIGKILL');
       await gone;
       // while mapperd is down the cache still serves what it holds under its lease
       await v.composer.write('rst', 0, a);
-      await startPeer(mapperdOpts);
+      await h.start(mapperdOpts);
       const t0 = performance.now();
       await cli.snapshot('rst', 'rst-s'); // retried until the new mapperd serves it
       expect(performance.now() - t0).toBeGreaterThanOrEqual(LEASE_MS - 150);

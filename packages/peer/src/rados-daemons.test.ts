@@ -1,20 +1,10 @@
-/**
- * Blocker peers of type rados_blocker (the built dist/main.js) on the real single-node test Ceph
- * cluster (packages/blocker-rados/test/cluster.ts, started once per run by the vitest global
- * setup; like every RADOS test, these fail, never skip, without Ceph): the blocker conformance
- * suite through the segment, volumes through mapperd and vlmcd over two RADOS blocker peers, lock
- * identities as `rados lock info` shows them, and an unreachable cluster failing the start within
- * the connect timeout.
- */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { blockerConformance } from '@archipelago/blocker/test';
 import { Op, XF } from '@archipelago/libxseg';
-import { Segment } from '@archipelago/libxseg/segment';
+import type { Segment } from '@archipelago/libxseg/segment';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureCluster, freshNamespace } from '../../blocker-rados/test/cluster.js';
 import { runOk } from '../../blocker-rados/test/run.js';
@@ -22,51 +12,15 @@ import type { PeerOptions, RadosBlockerPeerOptions } from './options.js';
 import { SegmentBlocker } from './segment-blocker.js';
 import { SegmentMapper } from './segment-mapper.js';
 import { SegmentVolumes } from './segment-volumes.js';
+import { peerHarness } from './test-peers.js';
 
-const MAIN = resolve(import.meta.dirname, '../dist/main.js');
 const MiB = 1 << 20;
-const dir = mkdtempSync(join(tmpdir(), 'archip-rados-daemons-'));
-const name = `rdtest${process.pid}x${Date.now() % 100000}`;
-const segment = { name, dynports: 32, ports: 96, sizeMiB: 128 };
+const h = peerHarness('rdtest');
+const { dir, segment, base } = h;
 const P = { blockerb: 3, blockerm: 4, mapperd: 5, vlmcd: 6 } as const;
 const ns = freshNamespace('daemons');
-const base = (role: string, port: number) => ({
-  role,
-  segment,
-  portStart: port,
-  portEnd: port,
-  nrOps: 16,
-  pidfile: join(dir, `run/${role}.pid`),
-  logfile: join(dir, `run/${role}.log`),
-  logLevel: 2,
-});
-const children: ChildProcess[] = [];
 let seg: Segment;
 let conf: string;
-
-function spawnPeer(o: PeerOptions): { child: ChildProcess; stderr: () => string } {
-  const child = spawn(process.execPath, [MAIN], {
-    stdio: ['ignore', 'inherit', 'pipe'],
-    env: { ...process.env, ARCHIPELAGO_PEER: JSON.stringify(o) },
-  });
-  children.push(child);
-  let err = '';
-  child.stderr?.on('data', (d: Buffer) => {
-    err += d.toString();
-    process.stderr.write(d);
-  });
-  return { child, stderr: () => err };
-}
-
-async function startPeer(o: PeerOptions): Promise<ChildProcess> {
-  const { child, stderr } = spawnPeer(o);
-  const end = Date.now() + 15_000;
-  while (!existsSync(o.pidfile)) {
-    if (Date.now() > end || child.exitCode !== null) throw new Error(`${o.role} did not start: ${stderr()}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return child;
-}
 
 const rados = (pool: string): RadosBlockerPeerOptions => ({
   type: 'rados_blocker',
@@ -98,26 +52,11 @@ beforeAll(async () => {
     },
     { ...base('vlmcd', P.vlmcd), vlmcd: { type: 'vlmcd', blockerPort: P.blockerb, mapperPort: P.mapperd } },
   ];
-  for (const o of peers) await startPeer(o);
-  seg = Segment.join(name);
+  for (const o of peers) await h.start(o);
+  seg = h.join();
 }, 180_000);
 
-afterAll(async () => {
-  seg?.close();
-  for (const child of children.reverse()) {
-    if (child.exitCode === null && child.signalCode === null) {
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await exited;
-    }
-  }
-  try {
-    Segment.destroy(name);
-  } catch {
-    // gone
-  }
-  rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => h.teardown());
 
 // Per-identity locks go through RadosBlocker.withIdentity views inside the peer.
 blockerConformance({
@@ -226,7 +165,7 @@ describe('an unreachable cluster', () => {
       blocker: { type: 'rados_blocker', pool: 'blocks', cephConf: badConf, connectTimeoutMs: 2000 },
     };
     const t0 = Date.now();
-    const { child, stderr } = spawnPeer(o);
+    const { child, stderr } = h.spawn(o);
     const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
     const ms = Date.now() - t0;
     expect(code).toBe(1);

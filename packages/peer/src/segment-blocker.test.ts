@@ -1,65 +1,27 @@
-/**
- * The blocker conformance suite through the segment: SegmentBlocker (this process) → a blocker
- * peer in a child process (the built dist/main.js) → FileBlocker. Also: malformed requests get
- * error replies and the peer keeps serving.
- */
-import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { blockerConformance } from '@archipelago/blocker/test';
 import { encodeTargetPayload, Op, XS } from '@archipelago/libxseg';
-import { Segment } from '@archipelago/libxseg/segment';
+import type { Segment } from '@archipelago/libxseg/segment';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PeerOptions } from './options.js';
 import { SegmentBlocker } from './segment-blocker.js';
+import { peerHarness } from './test-peers.js';
 import { decodeError, PeerOp } from './wire.js';
 
-const MAIN = resolve(import.meta.dirname, '../dist/main.js');
 const PORT = 7;
-const dir = mkdtempSync(join(tmpdir(), 'archip-peer-'));
-const name = `peertest${process.pid}x${Date.now() % 100000}`;
+const h = peerHarness('peertest', { nrOps: 32, segment: { dynports: 16, ports: 64, sizeMiB: 96 } });
 const opts: PeerOptions = {
-  role: 'blockerb',
-  segment: { name, dynports: 16, ports: 64, sizeMiB: 96 },
-  portStart: PORT,
-  portEnd: PORT,
-  nrOps: 32,
-  pidfile: join(dir, 'run/blockerb.pid'),
-  logfile: join(dir, 'run/blockerb.log'),
-  logLevel: 2,
-  blocker: { type: 'file_blocker', dir: join(dir, 'blocks') },
+  ...h.base('blockerb', PORT),
+  blocker: { type: 'file_blocker', dir: join(h.dir, 'blocks') },
 };
-let child: ChildProcess;
 let seg: Segment;
 
 beforeAll(async () => {
-  child = spawn(process.execPath, [MAIN], {
-    stdio: ['ignore', 'inherit', 'inherit'],
-    env: { ...process.env, ARCHIPELAGO_PEER: JSON.stringify(opts) },
-  });
-  const end = Date.now() + 5000;
-  while (!existsSync(opts.pidfile)) {
-    if (Date.now() > end || child.exitCode !== null) throw new Error('the blocker peer did not start');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  seg = Segment.join(name);
+  await h.start(opts);
+  seg = h.join();
 });
 
-afterAll(async () => {
-  seg?.close();
-  if (child && child.exitCode === null) {
-    const exited = new Promise((r) => child.once('exit', r));
-    child.kill('SIGTERM');
-    await exited;
-  }
-  try {
-    Segment.destroy(name);
-  } catch {
-    // gone
-  }
-  rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => h.teardown());
 
 blockerConformance({
   name: 'segment→file',

@@ -1,0 +1,116 @@
+/**
+ * Test harness (not used by the peers themselves): peers as processes of the built dist/main.js
+ * on a fresh segment in a temporary directory, started in order, stopped with SIGTERM in reverse
+ * order, and the segment and directory removed afterwards.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Segment } from '@archipelago/libxseg/segment';
+import type { PeerOptions, SegmentOptions } from './options.js';
+
+export const PEER_MAIN = resolve(import.meta.dirname, '../dist/main.js');
+
+export interface PeerProcess {
+  child: ChildProcess;
+  /** What the peer wrote to stderr so far (it is also passed through to ours). */
+  stderr(): string;
+}
+
+export interface PeerHarness {
+  /** The temporary directory (pidfiles and logs under run/). */
+  readonly dir: string;
+  readonly segment: SegmentOptions;
+  /** Running peers by role (the latest started for a role). */
+  readonly children: Map<string, ChildProcess>;
+  /** The common options of a peer serving `port`. */
+  base(role: string, port: number): Omit<PeerOptions, 'blocker' | 'mapperd' | 'vlmcd'>;
+  /** Spawns a peer without waiting for it. */
+  spawn(o: PeerOptions): PeerProcess;
+  /** Spawns a peer and waits for its pidfile; fails with its stderr if it exits first. */
+  start(o: PeerOptions, timeoutMs?: number): Promise<ChildProcess>;
+  /** Joins the segment (after the first peer created it). */
+  join(): Segment;
+  /** Closes the joined segment, stops every peer, destroys the segment and the directory. */
+  teardown(): Promise<void>;
+}
+
+export function peerHarness(
+  prefix: string,
+  opts: { nrOps?: number; env?: NodeJS.ProcessEnv; segment?: Partial<SegmentOptions> } = {},
+): PeerHarness {
+  const dir = mkdtempSync(join(tmpdir(), `archip-${prefix}-`));
+  const segment: SegmentOptions = {
+    name: `${prefix}${process.pid}x${Date.now() % 100000}`,
+    dynports: 32,
+    ports: 96,
+    sizeMiB: 128,
+    ...opts.segment,
+  };
+  const all: ChildProcess[] = [];
+  const children = new Map<string, ChildProcess>();
+  let seg: Segment | undefined;
+
+  const spawnPeer = (o: PeerOptions): PeerProcess => {
+    const child = spawn(process.execPath, [PEER_MAIN], {
+      stdio: ['ignore', 'inherit', 'pipe'],
+      env: { ...process.env, ...opts.env, ARCHIPELAGO_PEER: JSON.stringify(o) },
+    });
+    all.push(child);
+    children.set(o.role, child);
+    let err = '';
+    child.stderr?.on('data', (d: Buffer) => {
+      err += d.toString();
+      process.stderr.write(d);
+    });
+    return { child, stderr: () => err };
+  };
+
+  return {
+    dir,
+    segment,
+    children,
+    base: (role, port) => ({
+      role,
+      segment,
+      portStart: port,
+      portEnd: port,
+      nrOps: opts.nrOps ?? 16,
+      pidfile: join(dir, `run/${role}.pid`),
+      logfile: join(dir, `run/${role}.log`),
+      logLevel: 2,
+    }),
+    spawn: spawnPeer,
+    async start(o, timeoutMs = 15_000) {
+      const { child, stderr } = spawnPeer(o);
+      const end = Date.now() + timeoutMs;
+      while (!existsSync(o.pidfile)) {
+        if (Date.now() > end || child.exitCode !== null)
+          throw new Error(`${o.role} did not start: ${stderr()}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      return child;
+    },
+    join() {
+      seg ??= Segment.join(segment.name);
+      return seg;
+    },
+    async teardown() {
+      seg?.close();
+      for (const child of [...all].reverse()) {
+        if (child.exitCode === null && child.signalCode === null) {
+          const exited = new Promise((r) => child.once('exit', r));
+          child.kill('SIGTERM');
+          await exited;
+        }
+      }
+      try {
+        Segment.destroy(segment.name);
+      } catch {
+        // gone
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
