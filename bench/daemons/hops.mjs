@@ -10,10 +10,11 @@
  * Uses the built packages (dist/); ARCHIPELAGO_MAP_LEASE_MS=0 in the environment turns vlmcd's
  * map cache off, for comparison.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { run } from '../../scripts/lib/proc.mjs';
+import { daemonsConfig } from './config.mjs';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const TOOL = join(ROOT, 'packages/archipelago/bin/archipelago.js');
@@ -23,48 +24,7 @@ const { values: opts } = parseArgs({
 });
 const N = Number(opts.n);
 const ENV = { ...process.env, PATH: `/usr/bin:/usr/sbin:${process.env.PATH ?? ''}` };
-const dir = await mkdtemp(join(opts.dir, 'bench-hops-'));
-const conf = join(dir, 'archipelago.conf');
-const segment = `benchh${process.pid}`;
-await writeFile(
-  conf,
-  `[XSEG]
-SEGMENT_PORTS = 128
-SEGMENT_DYNPORTS = 64
-SEGMENT_SIZE = 256
-VTOOL_START = 100
-VTOOL_END = 110
-segment_name = ${segment}
-[PEERS]
-ROLES = blockerb blockerm mapperd vlmcd
-[blockerb]
-type = file_blocker
-portno_start = 10
-portno_end = 10
-nr_ops = 64
-archip_dir = blocks
-[blockerm]
-type = file_blocker
-portno_start = 12
-portno_end = 12
-nr_ops = 64
-archip_dir = maps
-[mapperd]
-type = mapperd
-portno_start = 11
-portno_end = 11
-nr_ops = 512
-blockerb_port = 10
-blockerm_port = 12
-[vlmcd]
-type = vlmcd
-portno_start = 20
-portno_end = 20
-nr_ops = 512
-blocker_port = 10
-mapper_port = 11
-`,
-);
+const { dir, conf, segment } = await daemonsConfig(opts.dir, 'bench-hops', 256);
 
 const tool = (...a) => run(process.execPath, [TOOL, '-c', conf, ...a], ENV);
 const vlmc = (...a) =>

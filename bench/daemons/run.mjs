@@ -14,11 +14,12 @@
  * for the embedded run, idle). Writes `bench/results/daemons.md` (or `--out`).
  */
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { run } from '../../scripts/lib/proc.mjs';
+import { daemonsConfig } from './config.mjs';
 
 const ROOT = resolve(dirname(new URL(import.meta.url).pathname), '../..');
 const TOOL = join(ROOT, 'packages/archipelago/bin/archipelago.js');
@@ -48,48 +49,7 @@ const ALL_ROWS = [
 const rows = opts.rows ? ALL_ROWS.filter((r) => opts.rows.split(',').includes(r.id)) : ALL_ROWS;
 
 const ENV = { ...process.env, PATH: `/usr/bin:/usr/sbin:${process.env.PATH ?? ''}` };
-const dir = await mkdtemp(join(opts.dir, 'bench-daemons-'));
-const conf = join(dir, 'archipelago.conf');
-const segment = `benchd${process.pid}`;
-await writeFile(
-  conf,
-  `[XSEG]
-SEGMENT_PORTS = 128
-SEGMENT_DYNPORTS = 64
-SEGMENT_SIZE = 512
-VTOOL_START = 100
-VTOOL_END = 110
-segment_name = ${segment}
-[PEERS]
-ROLES = blockerb blockerm mapperd vlmcd
-[blockerb]
-type = file_blocker
-portno_start = 10
-portno_end = 10
-nr_ops = 64
-archip_dir = blocks
-[blockerm]
-type = file_blocker
-portno_start = 12
-portno_end = 12
-nr_ops = 64
-archip_dir = maps
-[mapperd]
-type = mapperd
-portno_start = 11
-portno_end = 11
-nr_ops = 512
-blockerb_port = 10
-blockerm_port = 12
-[vlmcd]
-type = vlmcd
-portno_start = 20
-portno_end = 20
-nr_ops = 512
-blocker_port = 10
-mapper_port = 11
-`,
-);
+const { dir, conf } = await daemonsConfig(opts.dir, 'bench-daemons', 512);
 
 const tool = (...a) => run(process.execPath, [TOOL, '-c', conf, ...a], ENV);
 const vlmc = (wiring, ...a) =>
