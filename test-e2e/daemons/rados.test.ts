@@ -13,8 +13,7 @@ import { join } from 'node:path';
 import { loadConfig } from '@archipelago/cli';
 import { afterEach, describe, expect, it } from 'vitest';
 import { peerOptions } from '../../packages/archipelago/src/daemons.js';
-import { ensureCluster, freshNamespace } from '../../packages/blocker-rados/test/cluster.js';
-import { runOk } from '../../packages/blocker-rados/test/run.js';
+import { ensureCluster, freshNamespace, lockInfo } from '../../packages/blocker-rados/test/cluster.js';
 import { requireTool, sh } from '../lib/vlmc.js';
 import { BLOCKERB_PORT, BLOCKERM_PORT, makeConfig, type TestConfig } from './helpers.js';
 
@@ -106,22 +105,7 @@ describe('archipelago start with rados_blocker peers', () => {
 
     // the volume lock taken through the daemons is mapperd's identity, in RADOS
     expect(c.vlmc('open', 'rdclone').status).toBe(0);
-    const info = JSON.parse(
-      (
-        await runOk('rados', [
-          '-c',
-          conf,
-          '-p',
-          'maps',
-          '-N',
-          ns,
-          'lock',
-          'info',
-          'rdclone_lock',
-          'RadosLock',
-        ])
-      ).stdout,
-    ) as { lockers: Array<{ cookie: string; description: string }> };
+    const info = await lockInfo(conf, 'maps', ns, 'rdclone');
     expect(info.lockers).toHaveLength(1);
     expect(info.lockers[0]?.cookie).toMatch(new RegExp(`^${hostname()}_rdm_mapperd#[0-9a-f]{16}$`));
     expect(info.lockers[0]?.description).toContain(`archipelago ${hostname()}_rdm_mapperd on `);

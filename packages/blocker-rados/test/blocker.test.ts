@@ -6,8 +6,7 @@ import { join } from 'node:path';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { NOT_BUILT_MESSAGE, RADOS_LOCK_NAME, RadosBlocker } from '../src/index.js';
-import { ensureCluster, freshNamespace } from './cluster.js';
-import { runOk } from './run.js';
+import { ensureCluster, freshNamespace, lockInfo } from './cluster.js';
 
 const opened: RadosBlocker[] = [];
 afterEach(async () => {
@@ -26,23 +25,7 @@ describe('RADOS locks', () => {
     const b = await open({ namespace: ns, identity: 'hostA_1' });
     await b.acquire('vol1');
     const { conf } = await ensureCluster();
-    const r = await runOk('rados', [
-      '-c',
-      conf,
-      '-p',
-      'maps',
-      '-N',
-      ns,
-      'lock',
-      'info',
-      'vol1_lock',
-      RADOS_LOCK_NAME,
-    ]);
-    const info = JSON.parse(r.stdout) as {
-      name: string;
-      type: string;
-      lockers: Array<{ cookie: string; description: string; name: string }>;
-    };
+    const info = await lockInfo(conf, 'maps', ns, 'vol1');
     expect(info.name).toBe(RADOS_LOCK_NAME);
     expect(info.type).toBe('exclusive');
     expect(info.lockers).toHaveLength(1);

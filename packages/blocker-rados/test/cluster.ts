@@ -80,3 +80,33 @@ async function startCluster(name: string): Promise<TestCluster> {
 export function freshNamespace(tag: string): string {
   return `${tag}-${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
 }
+
+/** What `rados lock info <object> RadosLock` prints (JSON). */
+export interface RadosLockInfo {
+  name: string;
+  type: string;
+  lockers: Array<{ cookie: string; description: string; name: string }>;
+}
+
+/** `rados lock info` of `<volume>_lock` in namespace `ns` of `pool`, as an administrator reads it. */
+export async function lockInfo(
+  conf: string,
+  pool: string,
+  ns: string,
+  volume: string,
+): Promise<RadosLockInfo> {
+  const { runOk } = await import('./run.js');
+  const r = await runOk('rados', [
+    '-c',
+    conf,
+    '-p',
+    pool,
+    '-N',
+    ns,
+    'lock',
+    'info',
+    `${volume}_lock`,
+    'RadosLock',
+  ]);
+  return JSON.parse(r.stdout) as RadosLockInfo;
+}

@@ -1,8 +1,7 @@
 /** RadosBlocker.withIdentity: lock views sharing one connection and pool context. */
 import { afterEach, describe, expect, it } from 'vitest';
-import { RADOS_LOCK_NAME, RadosBlocker } from '../src/index.js';
-import { ensureCluster, freshNamespace } from './cluster.js';
-import { runOk } from './run.js';
+import { RadosBlocker } from '../src/index.js';
+import { ensureCluster, freshNamespace, lockInfo } from './cluster.js';
 
 const opened: RadosBlocker[] = [];
 afterEach(async () => {
@@ -29,21 +28,7 @@ describe('RadosBlocker.withIdentity', () => {
     expect(() => main.withIdentity('')).toThrow(TypeError);
 
     await a.acquire('v');
-    const r = await runOk('rados', [
-      '-c',
-      conf,
-      '-p',
-      'maps',
-      '-N',
-      ns,
-      'lock',
-      'info',
-      'v_lock',
-      RADOS_LOCK_NAME,
-    ]);
-    const info = JSON.parse(r.stdout) as {
-      lockers: Array<{ cookie: string; description: string; name: string }>;
-    };
+    const info = await lockInfo(conf, 'maps', ns, 'v');
     expect(info.lockers).toHaveLength(1);
     expect(info.lockers[0]?.cookie).toBe(a.cookie);
     expect(info.lockers[0]?.description).toContain('archipelago hostA_1 on ');

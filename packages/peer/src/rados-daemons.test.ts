@@ -6,7 +6,11 @@ import { blockerConformance } from '@archipelago/blocker/test';
 import { Op, XF } from '@archipelago/libxseg';
 import type { Segment } from '@archipelago/libxseg/segment';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureCluster, freshNamespace } from '../../blocker-rados/test/cluster.js';
+import {
+  ensureCluster,
+  freshNamespace,
+  lockInfo as radosLockInfo,
+} from '../../blocker-rados/test/cluster.js';
 import { runOk } from '../../blocker-rados/test/run.js';
 import type { PeerOptions, RadosBlockerPeerOptions } from './options.js';
 import { SegmentBlocker } from './segment-blocker.js';
@@ -31,9 +35,8 @@ const rados = (pool: string): RadosBlockerPeerOptions => ({
 });
 
 /** `rados lock info <obj> RadosLock` in the test namespace of `pool`. */
-async function lockInfo(pool: string, obj: string) {
-  const r = await runOk('rados', ['-c', conf, '-p', pool, '-N', ns, 'lock', 'info', obj, 'RadosLock']);
-  return JSON.parse(r.stdout) as { lockers: Array<{ cookie: string; description: string }> };
+function lockInfo(pool: string, lockObject: string) {
+  return radosLockInfo(conf, pool, ns, lockObject.replace(/_lock$/, ''));
 }
 
 beforeAll(async () => {
