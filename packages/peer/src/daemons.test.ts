@@ -14,27 +14,14 @@ import { MapperOp } from './mapper-wire.js';
 import type { PeerOptions } from './options.js';
 import { SegmentMapper } from './segment-mapper.js';
 import { SegmentVolumes } from './segment-volumes.js';
-import { peerHarness } from './test-peers.js';
+import { PORTS, peerHarness } from './test-peers.js';
 import { VlmcOp } from './vlmc-peer.js';
 import { decodeError } from './wire.js';
 
 const h = peerHarness('dmtest');
 const { dir, base } = h;
-const P = { blockerb: 3, blockerm: 4, mapperd: 5, vlmcd: 6 } as const;
-const peers: PeerOptions[] = [
-  { ...base('blockerb', P.blockerb), blocker: { type: 'file_blocker', dir: join(dir, 'blocks') } },
-  { ...base('blockerm', P.blockerm), blocker: { type: 'file_blocker', dir: join(dir, 'maps') } },
-  {
-    ...base('mapperd', P.mapperd),
-    mapperd: {
-      type: 'mapperd',
-      blockerbPort: P.blockerb,
-      blockermPort: P.blockerm,
-      identity: 'test_mapperd',
-    },
-  },
-  { ...base('vlmcd', P.vlmcd), vlmcd: { type: 'vlmcd', blockerPort: P.blockerb, mapperPort: P.mapperd } },
-];
+const P = PORTS;
+const peers = h.fourRoles('test_mapperd');
 let seg: Segment;
 
 beforeAll(async () => {

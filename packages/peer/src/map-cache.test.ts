@@ -1,28 +1,17 @@
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
 import { Composer } from '@archipelago/composer';
 import type { Segment } from '@archipelago/libxseg/segment';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { PeerOptions } from './options.js';
 import { SegmentBlocker } from './segment-blocker.js';
 import { SegmentMapper } from './segment-mapper.js';
 import { SegmentVolumes } from './segment-volumes.js';
-import { peerHarness } from './test-peers.js';
+import { PORTS, peerHarness } from './test-peers.js';
 
 const LEASE_MS = 400;
 const h = peerHarness('mctest', { nrOps: 32, env: { ARCHIPELAGO_MAP_LEASE_MS: String(LEASE_MS) } });
-const { dir, base } = h;
-const P = { blockerb: 3, blockerm: 4, mapperd: 5, vlmcd: 6 } as const;
-const mapperdOpts: PeerOptions = {
-  ...base('mapperd', P.mapperd),
-  mapperd: { type: 'mapperd', blockerbPort: P.blockerb, blockermPort: P.blockerm, identity: 'mc_mapperd' },
-};
-const peers: PeerOptions[] = [
-  { ...base('blockerb', P.blockerb), blocker: { type: 'file_blocker', dir: join(dir, 'blocks') } },
-  { ...base('blockerm', P.blockerm), blocker: { type: 'file_blocker', dir: join(dir, 'maps') } },
-  mapperdOpts,
-  { ...base('vlmcd', P.vlmcd), vlmcd: { type: 'vlmcd', blockerPort: P.blockerb, mapperPort: P.mapperd } },
-];
+const P = PORTS;
+const peers = h.fourRoles('mc_mapperd');
+const mapperdOpts = peers[2]!;
 let seg: Segment;
 
 beforeAll(async () => {

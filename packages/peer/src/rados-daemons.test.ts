@@ -16,12 +16,12 @@ import type { PeerOptions, RadosBlockerPeerOptions } from './options.js';
 import { SegmentBlocker } from './segment-blocker.js';
 import { SegmentMapper } from './segment-mapper.js';
 import { SegmentVolumes } from './segment-volumes.js';
-import { peerHarness } from './test-peers.js';
+import { PORTS, peerHarness } from './test-peers.js';
 
 const MiB = 1 << 20;
 const h = peerHarness('rdtest');
 const { dir, segment, base } = h;
-const P = { blockerb: 3, blockerm: 4, mapperd: 5, vlmcd: 6 } as const;
+const P = PORTS;
 const ns = freshNamespace('daemons');
 let seg: Segment;
 let conf: string;
@@ -41,20 +41,10 @@ function lockInfo(pool: string, lockObject: string) {
 
 beforeAll(async () => {
   conf = (await ensureCluster()).conf;
-  const peers: PeerOptions[] = [
-    { ...base('blockerb', P.blockerb), blocker: rados('blocks') },
-    { ...base('blockerm', P.blockerm), blocker: { ...rados('maps'), identity: 'test_blockerm' } },
-    {
-      ...base('mapperd', P.mapperd),
-      mapperd: {
-        type: 'mapperd',
-        blockerbPort: P.blockerb,
-        blockermPort: P.blockerm,
-        identity: 'test_mapperd',
-      },
-    },
-    { ...base('vlmcd', P.vlmcd), vlmcd: { type: 'vlmcd', blockerPort: P.blockerb, mapperPort: P.mapperd } },
-  ];
+  const peers = h.fourRoles('test_mapperd', {
+    blockerb: rados('blocks'),
+    blockerm: { ...rados('maps'), identity: 'test_blockerm' },
+  });
   for (const o of peers) await h.start(o);
   seg = h.join();
 }, 180_000);

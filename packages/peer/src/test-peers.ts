@@ -8,9 +8,12 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Segment } from '@archipelago/libxseg/segment';
-import type { PeerOptions, SegmentOptions } from './options.js';
+import type { BlockerPeerOptions, PeerOptions, SegmentOptions } from './options.js';
 
 export const PEER_MAIN = resolve(import.meta.dirname, '../dist/main.js');
+
+/** The ports the four roles serve in these tests. */
+export const PORTS = { blockerb: 3, blockerm: 4, mapperd: 5, vlmcd: 6 } as const;
 
 export interface PeerProcess {
   child: ChildProcess;
@@ -30,6 +33,14 @@ export interface PeerHarness {
   spawn(o: PeerOptions): PeerProcess;
   /** Spawns a peer and waits for its pidfile; fails with its stderr if it exits first. */
   start(o: PeerOptions, timeoutMs?: number): Promise<ChildProcess>;
+  /**
+   * Options of the four roles on PORTS, in start order: blockers over `blockers` (file blockers in
+   * blocks/ and maps/ of the directory by default), mapperd with lock identity `identity`.
+   */
+  fourRoles(
+    identity: string,
+    blockers?: { blockerb: BlockerPeerOptions; blockerm: BlockerPeerOptions },
+  ): PeerOptions[];
   /** Joins the segment (after the first peer created it). */
   join(): Segment;
   /** Closes the joined segment, stops every peer, destroys the segment and the directory. */
@@ -67,21 +78,42 @@ export function peerHarness(
     return { child, stderr: () => err };
   };
 
+  const base = (role: string, port: number) => ({
+    role,
+    segment,
+    portStart: port,
+    portEnd: port,
+    nrOps: opts.nrOps ?? 16,
+    pidfile: join(dir, `run/${role}.pid`),
+    logfile: join(dir, `run/${role}.log`),
+    logLevel: 2,
+  });
+
   return {
     dir,
     segment,
     children,
-    base: (role, port) => ({
-      role,
-      segment,
-      portStart: port,
-      portEnd: port,
-      nrOps: opts.nrOps ?? 16,
-      pidfile: join(dir, `run/${role}.pid`),
-      logfile: join(dir, `run/${role}.log`),
-      logLevel: 2,
-    }),
+    base,
     spawn: spawnPeer,
+    fourRoles(identity, blockers) {
+      const P = PORTS;
+      const b = base;
+      return [
+        {
+          ...b('blockerb', P.blockerb),
+          blocker: blockers?.blockerb ?? { type: 'file_blocker', dir: join(dir, 'blocks') },
+        },
+        {
+          ...b('blockerm', P.blockerm),
+          blocker: blockers?.blockerm ?? { type: 'file_blocker', dir: join(dir, 'maps') },
+        },
+        {
+          ...b('mapperd', P.mapperd),
+          mapperd: { type: 'mapperd', blockerbPort: P.blockerb, blockermPort: P.blockerm, identity },
+        },
+        { ...b('vlmcd', P.vlmcd), vlmcd: { type: 'vlmcd', blockerPort: P.blockerb, mapperPort: P.mapperd } },
+      ];
+    },
     async start(o, timeoutMs = 15_000) {
       const { child, stderr } = spawnPeer(o);
       const end = Date.now() + timeoutMs;
