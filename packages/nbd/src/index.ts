@@ -1,7 +1,7 @@
 export * as nbdConstants from './constants.js';
 export { errnoFor } from './errno.js';
 export { FileExport, type FileExportOptions, MemoryExport, type MemoryExportOptions } from './exports.js';
-export { type ReadLease, ReadBufferPool, type ReadPoolOptions, type ReadPoolStats } from './read-pool.js';
+export { ReadBufferPool, type ReadLease, type ReadPoolOptions, type ReadPoolStats } from './read-pool.js';
 export { NbdServer } from './server.js';
 export type {
   ListenAddress,
