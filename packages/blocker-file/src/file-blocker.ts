@@ -287,7 +287,7 @@ export class FileBlocker implements Blocker {
           // New directory entries are always deferred: a durable write syncs them together
           // with its data below (one journal commit instead of three in a row), and a
           // write-back write leaves them to the flush.
-          entry = await this.openForWrite(path, true);
+          entry = await this.openForWrite(path);
         } catch (e) {
           throw fromSystemError(e, `write ${name}`);
         }
@@ -759,10 +759,11 @@ export class FileBlocker implements Blocker {
   }
 
   /**
-   * An fd for writing `path`, creating the file (and its directories) when missing: durably, or,
-   * with `defer` (write-back), leaving the new directory entries to the next flush.
+   * An fd for writing `path`, creating the file (and its directories) when missing. The new
+   * directory entries are left pending (dirtyDirs): the caller syncs them with its data (a durable
+   * write) or the next flush does (write-back).
    */
-  private async openForWrite(path: string, defer: boolean): Promise<FdEntry> {
+  private async openForWrite(path: string): Promise<FdEntry> {
     const dir = dirname(path);
     for (let attempt = 0; ; attempt++) {
       try {
@@ -771,18 +772,11 @@ export class FileBlocker implements Blocker {
         const code = fsio.errno(e);
         if ((code !== 'ENOENT' && code !== 'ENOTDIR') || attempt >= 5) throw e;
       }
-      await this.ensureDir(dir, defer);
+      await this.ensureDir(dir, true);
       try {
         return await this.fds.adopt(path, async () => {
           const opened = await this.openFile(path, O_CREAT | O_EXCL);
-          try {
-            // The new name is durable before any write on it resolves (write-back: at the flush).
-            if (defer) this.dirtyDirs.add(dir);
-            else await fsio.fsyncDir(dir);
-          } catch (e) {
-            await fsio.close(opened.fd).catch(() => {});
-            throw e;
-          }
+          this.dirtyDirs.add(dir);
           return opened;
         });
       } catch (e) {
