@@ -1012,8 +1012,7 @@ export class FileBlocker implements Blocker {
           }),
         );
       }
-      const results = await Promise.allSettled(chunks);
-      for (const r of results) if (r.status === 'rejected') throw r.reason;
+      await settleAll(chunks);
       return;
     }
     const bounce = await pool.take();

@@ -25,8 +25,7 @@ const peers = h.fourRoles('test_mapperd');
 let seg: Segment;
 
 beforeAll(async () => {
-  for (const o of peers) await h.start(o);
-  seg = h.join();
+  seg = await h.startAll(peers);
 });
 
 afterAll(() => h.teardown());

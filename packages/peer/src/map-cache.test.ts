@@ -15,8 +15,7 @@ const mapperdOpts = peers[2]!;
 let seg: Segment;
 
 beforeAll(async () => {
-  for (const o of peers) await h.start(o);
-  seg = h.join();
+  seg = await h.startAll(peers);
 });
 
 afterAll(() => h.teardown());

@@ -45,8 +45,7 @@ beforeAll(async () => {
     blockerb: rados('blocks'),
     blockerm: { ...rados('maps'), identity: 'test_blockerm' },
   });
-  for (const o of peers) await h.start(o);
-  seg = h.join();
+  seg = await h.startAll(peers);
 }, 180_000);
 
 afterAll(() => h.teardown());

@@ -43,6 +43,8 @@ export interface PeerHarness {
   ): PeerOptions[];
   /** Joins the segment (after the first peer created it). */
   join(): Segment;
+  /** Starts `peers` in order, then joins the segment. */
+  startAll(peers: PeerOptions[]): Promise<Segment>;
   /** Closes the joined segment, stops every peer, destroys the segment and the directory. */
   teardown(): Promise<void>;
 }
@@ -127,6 +129,10 @@ export function peerHarness(
     join() {
       seg ??= Segment.join(segment.name);
       return seg;
+    },
+    async startAll(peers) {
+      for (const o of peers) await this.start(o);
+      return this.join();
     },
     async teardown() {
       seg?.close();
