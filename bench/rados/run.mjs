@@ -3,18 +3,26 @@
  * RADOS bench, not a test: everything on one throwaway single-node cluster (scripts/ceph-cluster.sh,
  * memstore, cephx), in one run.
  *
- *   1. fio side by side, the same rows on three sides:
- *      - ours:     our NBD endpoint on RADOS (bench/rados/server.mjs), fio's nbd engine;
- *      - librbd:   fio's rbd engine on an RBD image of the same size (librbd inside fio: no NBD hop);
- *      - qemu-nbd: qemu-nbd serving the same RBD image (librbd behind the same NBD hop as ours),
- *                  --cache=none (no client cache; every write acknowledged by the OSD, as ours).
+ *   1. fio side by side, the same rows on each side:
+ *      - ours:      our NBD endpoint on RADOS (bench/rados/server.mjs), fio's nbd engine; a write
+ *                   is acknowledged when RADOS committed it;
+ *      - ours-wb:   the same endpoint with the blockers' write-back mode (`--sync flush`): a write
+ *                   is acknowledged once sent (at most 24 MiB in flight), FLUSH waits for them;
+ *      - librbd:    fio's rbd engine on an RBD image of the same size (librbd inside fio: no NBD
+ *                   hop) with librbd's cache off, so a write is acknowledged on commit, as ours;
+ *      - librbd-wa: the same with librbd's defaults: rbd_cache on, policy writearound, which
+ *                   acknowledges a write once sent (at most rbd_cache_max_dirty = 24 MiB in
+ *                   flight) — the counterpart of ours-wb, not of ours;
+ *      - qemu-nbd:  qemu-nbd serving the same RBD image (librbd behind the same NBD hop as ours),
+ *                   --cache=none (qemu turns librbd's cache off: acknowledged on commit, as ours).
  *      Rows: 1 MiB sequential write/read at depth 16, 4 KiB random write/read at depth 32.
  *      Writes run first, so reads find data on every side (a read of a hole costs us nothing).
  *   2. raw object throughput: our binding (RadosBlocker.writeFull, then readInto a warm buffer per
  *      lane, of 4 MiB objects, 16 in flight) vs `rados bench` (-b 4M -t 16), write then seq read.
  *
  *   node bench/rados/run.mjs [--size-mib 512] [--runtime 10] [--repeat 3] [--conf CEPH_CONF]
- *                            [--out rados] [--keep] [--no-raw] [--sides ours,librbd,qemu-nbd]
+ *                            [--out rados] [--keep] [--no-raw]
+ *                            [--sides ours,ours-wb,librbd,librbd-wa,qemu-nbd]
  *
  * --repeat N runs the whole matrix N times (rows interleaved side by side in each pass) and reports
  * the median IOPS per cell, plus every pass's ratios. CPU is accounted per cell: fio's job (its own
@@ -47,7 +55,7 @@ const { values: o } = parseArgs({
     repeat: { type: 'string', default: '1' },
     conf: { type: 'string' },
     out: { type: 'string', default: 'rados' },
-    sides: { type: 'string', default: 'ours,librbd,qemu-nbd' },
+    sides: { type: 'string', default: 'ours,ours-wb,librbd,librbd-wa,qemu-nbd' },
     'no-raw': { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
   },
@@ -60,7 +68,8 @@ if (!(sizeMiB > 0 && runtime > 0 && Number.isInteger(repeat) && repeat > 0)) {
 }
 const SIDES = o.sides.split(',');
 for (const s of SIDES) {
-  if (!['ours', 'librbd', 'qemu-nbd'].includes(s)) throw new Error(`run.mjs: unknown side ${s}`);
+  if (!['ours', 'ours-wb', 'librbd', 'librbd-wa', 'qemu-nbd'].includes(s))
+    throw new Error(`run.mjs: unknown side ${s}`);
 }
 const env = { ...process.env, PATH: `/usr/bin:/bin:${process.env.PATH ?? ''}`, LC_ALL: 'C' };
 const TICK = 100; // USER_HZ on Linux
@@ -136,7 +145,7 @@ function parseTimes(t) {
 }
 
 /** One fio job; CPU of fio's job, of the serving process and of the OSD, per I/O. */
-async function fio(row, engineArgs, tag, serverPid) {
+async function fio(row, engine, tag, serverPid) {
   const out = join(tmp, `fio-${row.id}-${tag}.json`);
   const s0 = cpuSeconds(serverPid);
   const d0 = cpuSeconds(osdPid);
@@ -144,8 +153,8 @@ async function fio(row, engineArgs, tag, serverPid) {
   // thread of it (librbd's too), which fio's own usr_cpu/sys_cpu (the job thread only) would miss.
   const { stdout } = await run(
     'bash',
-    ['-c', 'fio "$@" >&2 && times', 'fio', ...fioArgs(row, engineArgs, out)],
-    cephEnv,
+    ['-c', 'fio "$@" >&2 && times', 'fio', ...fioArgs(row, engine.args, out)],
+    { ...cephEnv, ...engine.env },
   );
   const [cu, cs] = stdout.trim().split('\n').at(-1).split(/\s+/).map(parseTimes);
   const fioCpu = cu + cs;
@@ -167,7 +176,7 @@ async function fio(row, engineArgs, tag, serverPid) {
 const results = { fio: {}, raw: {}, notes: [] };
 
 // --- the RBD image (librbd peers)
-let rbdOk = SIDES.includes('librbd') || SIDES.includes('qemu-nbd');
+let rbdOk = SIDES.some((s) => s === 'librbd' || s === 'librbd-wa' || s === 'qemu-nbd');
 if (rbdOk) {
   try {
     await run('rbd', ['pool', 'init', 'rbd'], cephEnv);
@@ -209,25 +218,47 @@ async function stopServer(child) {
 
 const servers = {};
 const engines = {};
-if (SIDES.includes('ours')) {
-  const sock = join(tmp, 'nbd.sock');
-  servers.ours = await startServer(
-    process.execPath,
-    [
-      join(ROOT, 'bench', 'rados', 'server.mjs'),
-      '--conf',
-      conf,
-      '--socket',
-      sock,
-      '--size-mib',
-      String(sizeMiB),
-    ],
-    (c) => new Promise((r) => c.stdout.once('data', r)),
-  );
-  engines.ours = ['--ioengine=nbd', `--uri=nbd+unix:///bench?socket=${sock}`];
+// Our two endpoints serve two volumes (each holds its volume's lock).
+for (const [side, sync, name] of [
+  ['ours', 'always', 'bench'],
+  ['ours-wb', 'flush', 'benchwb'],
+]) {
+  if (!SIDES.includes(side)) continue;
+  const sock = join(tmp, `${side}.sock`);
+  try {
+    servers[side] = await startServer(
+      process.execPath,
+      [
+        join(ROOT, 'bench', 'rados', 'server.mjs'),
+        '--conf',
+        conf,
+        '--socket',
+        sock,
+        '--name',
+        name,
+        '--sync',
+        sync,
+        '--size-mib',
+        String(sizeMiB),
+      ],
+      (c) => new Promise((r) => c.stdout.once('data', r)),
+    );
+    engines[side] = { args: ['--ioengine=nbd', `--uri=nbd+unix:///${name}?socket=${sock}`], env: {} };
+  } catch (e) {
+    results.notes.push(`${side}: ${e.message}`);
+    console.error(`# ${side} not available: ${e.message}`);
+  }
 }
+const librbdArgs = ['--ioengine=rbd', '--clientname=admin', '--pool=rbd', '--rbdname=bench'];
 if (rbdOk && SIDES.includes('librbd')) {
-  engines.librbd = ['--ioengine=rbd', '--clientname=admin', '--pool=rbd', '--rbdname=bench'];
+  // librbd's cache off (what qemu does for cache=none): a write completes when the OSD committed it.
+  const noCache = join(tmp, 'librbd-nocache.conf');
+  await writeFile(noCache, `${readFileSync(conf, 'utf8')}\n[client]\nrbd_cache = false\n`);
+  engines.librbd = { args: librbdArgs, env: { CEPH_CONF: noCache } };
+}
+if (rbdOk && SIDES.includes('librbd-wa')) {
+  // librbd's defaults: rbd_cache = true, rbd_cache_policy = writearound.
+  engines['librbd-wa'] = { args: librbdArgs, env: {} };
 }
 if (rbdOk && SIDES.includes('qemu-nbd')) {
   const sock = join(tmp, 'qemu.sock');
@@ -257,7 +288,7 @@ if (rbdOk && SIDES.includes('qemu-nbd')) {
         throw new Error('qemu-nbd did not create its socket');
       },
     );
-    engines['qemu-nbd'] = ['--ioengine=nbd', `--uri=nbd+unix:///bench?socket=${sock}`];
+    engines['qemu-nbd'] = { args: ['--ioengine=nbd', `--uri=nbd+unix:///bench?socket=${sock}`], env: {} };
   } catch (e) {
     results.notes.push(`qemu-nbd on rbd: ${e.message}`);
     console.error(`# qemu-nbd on rbd not available: ${e.message}`);
@@ -292,6 +323,12 @@ for (let pass = 0; pass < repeat; pass++) {
 }
 for (const s of Object.keys(servers)) await stopServer(servers[s]);
 
+/** Ratios reported: each of ours against the peer with the same write semantics, and qemu-nbd. */
+const RATIOS = [
+  ['oursLibrbd', 'ours', 'librbd', 'ours/librbd'],
+  ['oursWbLibrbdWa', 'ours-wb', 'librbd-wa', 'ours-wb/librbd-wa'],
+  ['oursQemuNbd', 'ours', 'qemu-nbd', 'ours/qemu-nbd'],
+].filter(([, a, b]) => sides.includes(a) && sides.includes(b));
 for (const row of ROWS) {
   const cell = {};
   for (const s of sides) {
@@ -309,12 +346,12 @@ for (const row of ROWS) {
       runs: runs.map((r) => Math.round(r.iops)),
     };
   }
-  const ratio = (peer) => (cell.ours && cell[peer] ? cell.ours.iops / cell[peer].iops : Number.NaN);
-  cell.ratioLibrbd = ratio('librbd');
-  cell.ratioQemuNbd = ratio('qemu-nbd');
-  cell.passRatiosLibrbd = passes.map((p) =>
-    p[row.id].ours && p[row.id].librbd ? p[row.id].ours.iops / p[row.id].librbd.iops : Number.NaN,
-  );
+  for (const [key, a, b] of RATIOS) {
+    cell[key] = cell[a] && cell[b] ? cell[a].iops / cell[b].iops : Number.NaN;
+    cell[`${key}PerPass`] = passes.map((p) =>
+      p[row.id][a] && p[row.id][b] ? p[row.id][a].iops / p[row.id][b].iops : Number.NaN,
+    );
+  }
   results.fio[row.id] = cell;
 }
 
@@ -403,12 +440,13 @@ if (!o['no-raw']) {
 const fmt = (x, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
 const lines = [];
 const cols = sides.map((s) => `${s} IOPS | ${s} MiB/s`).join(' | ');
-lines.push(`| row | ${cols} | ours/librbd | ours/qemu-nbd |`);
-lines.push(`|---|${sides.map(() => '---:|---:').join('|')}|---:|---:|`);
+const bar = (cells) => `| ${cells.join(' | ')} |`;
+lines.push(bar(['row', cols, ...RATIOS.map((r) => r[3])]));
+lines.push(bar(['---', ...sides.map(() => '---: | ---:'), ...RATIOS.map(() => '---:')]));
 for (const row of ROWS) {
   const c = results.fio[row.id];
-  const cells = sides.map((s) => `${fmt(c[s]?.iops)} | ${fmt(c[s]?.MiBps, 1)}`).join(' | ');
-  lines.push(`| ${row.label} | ${cells} | ${fmt(c.ratioLibrbd, 2)} | ${fmt(c.ratioQemuNbd, 2)} |`);
+  const cells = sides.map((s) => `${fmt(c[s]?.iops)} | ${fmt(c[s]?.MiBps, 1)}`);
+  lines.push(bar([row.label, ...cells, ...RATIOS.map((r) => fmt(c[r[0]], 2))]));
 }
 lines.push('');
 lines.push(
@@ -420,19 +458,21 @@ for (const row of ROWS) {
   const cells = sides.map((s) => {
     const u = c[s]?.cpuUsPerIo;
     if (!u) return 'n/a';
-    const server = s === 'librbd' ? 0 : u.server;
+    const server = s.startsWith('librbd') ? 0 : u.server;
     return `${fmt(u.fio)} + ${fmt(server)} = **${fmt(u.fio + server)}** / ${fmt(u.osd)}`;
   });
   lines.push(`| ${row.label} | ${cells.join(' | ')} |`);
 }
 if (repeat > 1) {
-  lines.push('');
-  lines.push(`| ours/librbd per pass | ${passes.map((_, i) => `pass ${i + 1}`).join(' | ')} |`);
-  lines.push(`|---|${passes.map(() => '---:').join('|')}|`);
-  for (const row of ROWS) {
-    lines.push(
-      `| ${row.label} | ${results.fio[row.id].passRatiosLibrbd.map((r) => fmt(r, 2)).join(' | ')} |`,
-    );
+  for (const [key, , , label] of RATIOS.slice(0, 2)) {
+    lines.push('');
+    lines.push(`| ${label} per pass | ${passes.map((_, i) => `pass ${i + 1}`).join(' | ')} |`);
+    lines.push(`|---|${passes.map(() => '---:').join('|')}|`);
+    for (const row of ROWS) {
+      lines.push(
+        `| ${row.label} | ${results.fio[row.id][`${key}PerPass`].map((r) => fmt(r, 2)).join(' | ')} |`,
+      );
+    }
   }
 }
 if (!o['no-raw']) {
