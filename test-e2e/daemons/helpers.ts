@@ -35,7 +35,7 @@ export interface TestConfig {
 
 let seq = 0;
 
-export function makeConfig(opts: { logLevel?: number } = {}): TestConfig {
+export function makeConfig(opts: { logLevel?: number; env?: NodeJS.ProcessEnv } = {}): TestConfig {
   const dir = mkdtempSync(join(tmpdir(), 'archip-daemons-'));
   const segment = `archtest${process.pid}x${++seq}x${Date.now() % 100000}`;
   const conf = join(dir, 'archipelago.conf');
@@ -92,7 +92,7 @@ mapper_port = 11
     const r = spawnSync(process.execPath, [bin, '-c', conf, ...args], {
       encoding: 'utf8',
       timeout: 60_000,
-      env: ENV,
+      env: { ...ENV, ...opts.env },
     });
     let json: unknown;
     if (args.includes('--json')) {

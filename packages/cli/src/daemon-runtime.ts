@@ -1,16 +1,21 @@
 /**
  * The daemon wiring: the Runtime's parts are clients of the daemons over the segment —
- * `SegmentMapper` (mapperd), `SegmentVolumes` (vlmcd), and `SegmentBlocker`s to blockerm and
- * blockerb (lock owners, object queries) — each on its own dynamic port of one joined segment.
- * Volume locks are mapperd's (its identity is this runtime's), so the lock decides between the
- * daemons and an embedded writer of the same host.
+ * `SegmentMapper` (mapperd) and `SegmentBlocker`s to blockerm and blockerb (lock owners, object
+ * queries) — each on its own dynamic port of one joined segment. Volume I/O goes either to vlmcd
+ * (`SegmentVolumes`), or, composed in this process (`compose: 'local'`, what the `vlmc map`
+ * endpoint asks for), through a Composer over that SegmentMapper, caching map lookups under
+ * mapperd's leases as vlmcd does, and straight to blockerb. Volume locks are mapperd's (its
+ * identity is this runtime's), so the lock decides between the daemons and an embedded writer of
+ * the same host.
  */
+import { Composer, type VolumeApi } from '@archipelago/composer';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import type { LoadedConfig } from './config.js';
-import { pidfileOf, portOf, segmentSpecOf, VOLUME_DAEMONS } from './daemons.js';
+import { type Compose, composeOf, pidfileOf, portOf, segmentSpecOf, VOLUME_DAEMONS } from './daemons.js';
 import type { Runtime } from './runtime.js';
 
-export async function connectDaemons(loaded: LoadedConfig): Promise<Runtime> {
+export async function connectDaemons(loaded: LoadedConfig, compose?: Compose): Promise<Runtime> {
+  const local = composeOf(compose) === 'local';
   const peer = await import('@archipelago/peer');
   for (const role of VOLUME_DAEMONS) {
     const st = peer.readPidfile(pidfileOf(loaded, role));
@@ -25,11 +30,22 @@ export async function connectDaemons(loaded: LoadedConfig): Promise<Runtime> {
   const segment = Segment.join(segmentSpecOf(loaded));
   const clients: { disconnect(): Promise<void> }[] = [];
   try {
-    const mapper = new peer.SegmentMapper({ segment, port: portOf(loaded, 'mapperd'), trackOpens: true });
+    const mapper = new peer.SegmentMapper({
+      segment,
+      port: portOf(loaded, 'mapperd'),
+      trackOpens: true,
+      // A local composer caches map lookups under leases; mapperd recalls them (INVALIDATE to
+      // this port) before anyone else changes the map, and the volume's I/O drains first.
+      cache: local,
+    });
     clients.push(mapper);
     const { identity } = await mapper.hello();
-    const composer = new peer.SegmentVolumes({ segment, port: portOf(loaded, 'vlmcd'), tracker: mapper });
-    clients.push(composer);
+    let vlmcd: VolumeApi | null = null;
+    if (!local) {
+      const v = new peer.SegmentVolumes({ segment, port: portOf(loaded, 'vlmcd'), tracker: mapper });
+      clients.push(v);
+      vlmcd = v;
+    }
     const blockerm = new peer.SegmentBlocker({
       segment,
       port: portOf(loaded, 'blockerm'),
@@ -44,6 +60,12 @@ export async function connectDaemons(loaded: LoadedConfig): Promise<Runtime> {
       kind: 'blockerb',
     });
     clients.push(blockerb);
+    let composer = vlmcd;
+    if (!composer) {
+      const c = new Composer({ mapper, blockerb });
+      mapper.onRecall = (name) => c.frozen(name, async () => {});
+      composer = c;
+    }
     let closing: Promise<void> | null = null;
     return {
       wiring: 'daemons',

@@ -51,6 +51,28 @@ export function chooseWiring(loaded: LoadedConfig, env: NodeJS.ProcessEnv = proc
   return VOLUME_DAEMONS.some((r) => existsSync(pidfileOf(loaded, r))) ? 'daemons' : 'embedded';
 }
 
+/** The environment variable that picks who composes volume I/O in the daemon wiring. */
+export const COMPOSE_ENV = 'ARCHIPELAGO_COMPOSE';
+
+/**
+ * Who composes volume I/O in the daemon wiring: `vlmcd` (requests go to vlmcd, which asks mapperd
+ * and blockerb) or `local` (this process runs a Composer over mapperd, with vlmcd's lease-guarded
+ * map cache, and sends data straight to blockerb: one segment hop per I/O instead of two).
+ * `vlmc map`'s endpoint, a long-lived process, asks for `local`; one-shot `vlmc` commands use
+ * vlmcd. ARCHIPELAGO_COMPOSE overrides both.
+ */
+export type Compose = 'local' | 'vlmcd';
+
+export function composeOf(requested: Compose | undefined, env: NodeJS.ProcessEnv = process.env): Compose {
+  const forced = env[COMPOSE_ENV];
+  if (forced === undefined || forced === '') return requested ?? 'vlmcd';
+  if (forced === 'local' || forced === 'vlmcd') return forced;
+  throw new ArchipelagoError(
+    'EINVAL',
+    `${COMPOSE_ENV}=${forced}: expected "local" (compose in this process) or "vlmcd"`,
+  );
+}
+
 /** The first port of a role (its clients send there). */
 export function portOf(loaded: LoadedConfig, role: string): number {
   const p = sectionOf(loaded, role).portno_start;

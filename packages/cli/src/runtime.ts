@@ -11,7 +11,7 @@ import { Composer, type VolumeApi } from '@archipelago/composer';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { type Logger, Mapper, type MapperApi } from '@archipelago/mapper';
 import type { ArchipelagoConfig, BlockerSection, LoadedConfig } from './config.js';
-import { chooseWiring, type Wiring } from './daemons.js';
+import { type Compose, chooseWiring, type Wiring } from './daemons.js';
 
 export interface Runtime {
   /** Which wiring this runtime is: in process, or clients of the daemons. */
@@ -53,6 +53,11 @@ export interface RuntimeOptions {
   bulk?: boolean;
   /** Force a wiring (default: `chooseWiring`, which also honours ARCHIPELAGO_WIRING). */
   wiring?: Wiring;
+  /**
+   * The daemon wiring only: who composes volume I/O (default: `vlmcd`, or ARCHIPELAGO_COMPOSE).
+   * See `connectDaemons`.
+   */
+  compose?: Compose;
 }
 
 /** The lock-owner identity a blocker section gives: `<hostname>_<unique_str or "embedded">`. */
@@ -153,7 +158,7 @@ export async function openRuntime(
     if (!isLoaded(loaded))
       throw new ArchipelagoError('EINVAL', 'the daemon wiring needs a loaded configuration (its file path)');
     const { connectDaemons } = await import('./daemon-runtime.js');
-    return connectDaemons(loaded);
+    return connectDaemons(loaded, opts.compose);
   }
   return openEmbeddedRuntime(loaded, opts);
 }

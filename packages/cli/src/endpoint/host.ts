@@ -32,7 +32,7 @@ export async function runHost(req: HostRequest): Promise<void> {
   const log = pino({ level: process.env.ARCHIPELAGO_LOG_LEVEL ?? 'info' }, pino.destination(2));
   const state = new RunState(req.runDir);
   const loaded = loadConfig(req.config);
-  const rt = await openRuntime(loaded, { logger: log });
+  const rt = await openRuntime(loaded, { logger: log, compose: 'local' });
   const name = req.volume;
   let info = await rt.mapper.openVolume(name);
   const readonly = req.readonly || info.readonly;
