@@ -5,6 +5,15 @@
  * JSON line `{"ready":...}` once listening; exits cleanly on SIGTERM.
  *
  *   node bench/rados/server.mjs --conf CEPH_CONF --socket S [--name bench] [--size-mib 1024]
+ *                               [--sync always|flush]
+ *
+ * --sync: the data blocker's (pool "blocks") RadosBlocker `sync`. `always` (default): a write is
+ * acknowledged once RADOS committed it. `flush`: write-back (as librbd's default writearound
+ * cache): acknowledged once handed to librados, at most 24 MiB uncommitted; NBD FLUSH waits for
+ * them, a FUA write waits for its own commit. The map blocker (pool "maps") stays `always`: NBD
+ * FLUSH would cover its writes too (the composer flushes the mapper), but a FUA write that
+ * allocates a block writes its map entry without FUA, so a write-back map entry could lose a FUA
+ * write in a crash. Map writes happen once per newly written 4 MiB block, so this costs little.
  *
  * Imports the built packages (packages/<pkg>/dist): run `pnpm build` at the root first.
  */
@@ -21,9 +30,11 @@ const { values: o } = parseArgs({
     socket: { type: 'string' },
     name: { type: 'string', default: 'bench' },
     'size-mib': { type: 'string', default: '1024' },
+    sync: { type: 'string', default: 'always' },
   },
 });
 if (!o.conf || !o.socket) throw new Error('server.mjs: --conf and --socket are required');
+if (o.sync !== 'always' && o.sync !== 'flush') throw new Error('server.mjs: --sync must be always or flush');
 
 const [{ RadosBlocker }, { Mapper }, { Composer }, { NbdServer, volumeExport }] = await Promise.all([
   load('blocker-rados'),
@@ -33,8 +44,8 @@ const [{ RadosBlocker }, { Mapper }, { Composer }, { NbdServer, volumeExport }] 
 ]);
 
 const identity = 'bench_rados';
-const blockerm = await RadosBlocker.open({ cephConf: o.conf, pool: 'maps', identity });
-const blockerb = await RadosBlocker.open({ cephConf: o.conf, pool: 'blocks', identity });
+const blockerm = await RadosBlocker.open({ cephConf: o.conf, pool: 'maps', identity, sync: 'always' });
+const blockerb = await RadosBlocker.open({ cephConf: o.conf, pool: 'blocks', identity, sync: o.sync });
 const mapper = new Mapper({ blockerm, blockerb });
 const composer = new Composer({ mapper, blockerb });
 let info;
@@ -60,7 +71,9 @@ const server = new NbdServer({
   readPoolBytes: process.env.NBD_READ_POOL === undefined ? undefined : Number(process.env.NBD_READ_POOL),
 });
 await server.listen({ path: o.socket });
-console.log(JSON.stringify({ ready: true, socket: o.socket, size: info.size }));
+console.log(
+  JSON.stringify({ ready: true, socket: o.socket, size: info.size, sync: o.sync, mapsSync: blockerm.sync }),
+);
 
 let stopping = false;
 async function stop() {

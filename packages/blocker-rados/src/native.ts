@@ -57,6 +57,8 @@ export interface NativeCluster {
   openPool(name: string, namespace?: string): Promise<NativePool>;
   shutdown(): Promise<void>;
   instanceId(): string | null;
+  /** Resolves once the client has the monitors' latest OSD map (tests: after `ceph osd pause`). */
+  waitForLatestOsdmap(): Promise<void>;
 }
 
 export interface NativeBinding {

@@ -12,6 +12,13 @@
  * broken and re-taken, which keeps locks idempotent per identity as the contract says. Waiting
  * acquires watch the lock object and retry when a release notifies them; a bounded re-check timer
  * is the safety net for a lost notify (e.g. a releaser that crashed).
+ *
+ * Durability: by default (`sync: 'always'`) a write resolves once RADOS has committed it. With
+ * `sync: 'flush'` (write-back, as librbd's default cache policy "writearound") a write resolves
+ * once librados has it (librados copies the bytes at submission, so the caller may reuse its
+ * buffer), at most `maxDirtyBytes` uncommitted at a time; `flush()` waits for them and reports a
+ * failed one; a `durable` write (NBD FUA) still resolves on commit. Every other call on an object
+ * first waits for its acknowledged writes, so it sees them (see write-back.ts).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { constants, hostname } from 'node:os';
@@ -24,11 +31,13 @@ import {
   type ReadOptions,
   type ReleaseOptions,
   resolveIdentity,
+  type WriteOptions,
 } from '@archipelago/blocker';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { acquireConnection, type Connection } from './connection.js';
 import { errnoOf, fromRadosError } from './errors.js';
 import { loadBinding, type NativeLocker, type NativePool } from './native.js';
+import { WriteBack } from './write-back.js';
 
 /** The cls_lock lock name the original radosd used. */
 export const RADOS_LOCK_NAME = 'RadosLock';
@@ -36,6 +45,23 @@ export const RADOS_LOCK_NAME = 'RadosLock';
 const NAME_RE = /^[A-Za-z0-9._-]{1,123}$/;
 const LIST_BATCH = 1000;
 const E = constants.errno;
+const MiB = 1024 * 1024;
+/** Default `maxDirtyBytes`: librbd's rbd_cache_max_dirty. */
+export const DEFAULT_MAX_DIRTY_BYTES = 24 * MiB;
+/**
+ * Largest `maxDirtyBytes`: well below the bytes librados itself lets a client have in flight
+ * (objecter_inflight_op_bytes, 100 MiB), beyond which rados_aio_write blocks the calling thread,
+ * here the event loop.
+ */
+export const MAX_DIRTY_BYTES_LIMIT = 64 * MiB;
+/**
+ * Write-back writes in flight per blocker: a quarter of librados' limit of ops in flight per
+ * client (objecter_inflight_ops, 1024; beyond it rados_aio_write blocks the event loop), which the
+ * blockers of a process share with each other and with their reads.
+ */
+export const MAX_DIRTY_WRITES = 256;
+/** Longest single write librados takes (rados_aio_write refuses more than UINT_MAX / 2 with E2BIG). */
+const MAX_WRITE = 2 ** 31 - 1;
 
 export interface RadosBlockerOptions {
   /** The pool holding the objects (must exist). */
@@ -58,6 +84,19 @@ export interface RadosBlockerOptions {
   lockTimeoutMs?: number;
   /** A waiting acquire re-checks the lock this often even without a notify, in ms. Default 2000. */
   lockRecheckMs?: number;
+  /**
+   * `always` (default): a write resolves once RADOS has committed it. `flush`: write-back (as
+   * librbd's default cache, writearound): a write resolves once librados has it, and is durable
+   * once the next flush() resolves, or at once with `{ durable: true }` (NBD FUA). flush() rejects
+   * when such a write failed. writeFull, copy and hash are always durable.
+   */
+  sync?: 'always' | 'flush';
+  /**
+   * `sync: 'flush'`: at most this many bytes of acknowledged writes not yet committed; a write
+   * beyond it waits (and resolves only then). Default 24 MiB (librbd's rbd_cache_max_dirty),
+   * 1 byte .. 64 MiB.
+   */
+  maxDirtyBytes?: number;
 }
 
 /** The native pool handle and connection, kept out of sight of users and JSON. */
@@ -82,6 +121,9 @@ export class RadosBlocker implements Blocker {
   readonly cookie: string;
   /** What `rados lock info` shows as the description. */
   readonly lockDescription: string;
+  readonly sync: 'always' | 'flush';
+  /** `sync: 'flush'`: the most bytes acknowledged and not yet committed. */
+  readonly maxDirtyBytes: number;
 
   private [NATIVE]: NativeState | null = null;
   private readonly ready: Promise<NativeState>;
@@ -89,6 +131,8 @@ export class RadosBlocker implements Blocker {
   private closing: Promise<void> | null = null;
   private readonly sleepers = new Set<() => void>();
   private readonly notifies = new Set<Promise<unknown>>();
+  /** Write-back state (`sync: 'flush'`), shared with withIdentity views; null for `always`. */
+  private readonly writeBack: WriteBack | null;
 
   /**
    * Starts connecting at once; calls wait for the connection. Prefer `RadosBlocker.open()`, which
@@ -128,6 +172,18 @@ export class RadosBlocker implements Blocker {
       if (typeof v !== 'number' || !Number.isFinite(v) || v < min)
         throw new RangeError(`RadosBlocker: "${k}" must be >= ${min}`);
     }
+    if (opts.sync !== undefined && opts.sync !== 'always' && opts.sync !== 'flush') {
+      throw new TypeError('RadosBlocker: "sync" must be "always" or "flush"');
+    }
+    const maxDirtyBytes = opts.maxDirtyBytes ?? DEFAULT_MAX_DIRTY_BYTES;
+    if (!Number.isSafeInteger(maxDirtyBytes) || maxDirtyBytes < 1 || maxDirtyBytes > MAX_DIRTY_BYTES_LIMIT) {
+      throw new RangeError(
+        `RadosBlocker: "maxDirtyBytes" must be an integer from 1 to ${MAX_DIRTY_BYTES_LIMIT} (64 MiB), got ${String(opts.maxDirtyBytes)}`,
+      );
+    }
+    this.sync = opts.sync ?? 'always';
+    this.maxDirtyBytes = maxDirtyBytes;
+    this.writeBack = this.sync === 'flush' ? new WriteBack(maxDirtyBytes, MAX_DIRTY_WRITES) : null;
     this.pool = opts.pool;
     this.namespace = opts.namespace ?? '';
     this.cephConf = opts.cephConf;
@@ -217,6 +273,8 @@ export class RadosBlocker implements Blocker {
       checkName(name);
       checkCount(offset, 'offset');
       checkCount(length, 'length');
+      const pending = this.writeBack?.pendingFor(name);
+      if (pending) await pending;
       try {
         if (length === 0) {
           await pool.stat(name);
@@ -256,6 +314,8 @@ export class RadosBlocker implements Blocker {
       checkCount(offset, 'offset');
       if (!Buffer.isBuffer(target)) throw new TypeError('readInto: target must be a Buffer');
       if (target.length === 0) return;
+      const pending = this.writeBack?.pendingFor(name);
+      if (pending) await pending;
       try {
         const got = await pool.read(name, target, offset);
         if (got < target.length) target.fill(0, got);
@@ -271,13 +331,31 @@ export class RadosBlocker implements Blocker {
     }
   }
 
-  async write(name: string, offset: number, data: Uint8Array): Promise<void> {
+  /**
+   * Resolves on commit; with `sync: 'flush'` (unless `durable`) once librados has the write and it
+   * fits under `maxDirtyBytes` (see writeBehind).
+   */
+  async write(name: string, offset: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
     const ready = this.enter();
     try {
       const pool = ready ?? (await this.ready).pool;
       checkName(name);
       checkCount(offset, 'offset');
       checkData(data);
+      if (data.byteLength > MAX_WRITE) {
+        throw new ArchipelagoError(
+          'EINVAL',
+          `write ${name}: ${data.byteLength} bytes is more than librados takes in one write (${MAX_WRITE})`,
+          { details: { name } },
+        );
+      }
+      const wb = this.writeBack;
+      if (wb !== null && options?.durable !== true) {
+        const room = wb.admit(data.byteLength);
+        if (room !== null) await room;
+        this.writeBehind(wb, pool, name, offset, data);
+        return;
+      }
       try {
         if (data.byteLength === 0) await pool.create(name, false);
         else await pool.write(name, data, offset);
@@ -289,12 +367,15 @@ export class RadosBlocker implements Blocker {
     }
   }
 
+  /** Always durable when resolved (also with `sync: 'flush'`: the mapper and the gateway rely on it). */
   async writeFull(name: string, data: Uint8Array): Promise<void> {
     const ready = this.enter();
     try {
       const pool = ready ?? (await this.ready).pool;
       checkName(name);
       checkData(data);
+      const pending = this.writeBack?.pendingFor(name);
+      if (pending) await pending;
       try {
         await pool.writeFull(name, data);
       } catch (e) {
@@ -305,11 +386,30 @@ export class RadosBlocker implements Blocker {
     }
   }
 
+  /**
+   * Submits a write-back write that `wb` admitted, and leaves its outcome to flush(). librados
+   * copies the bytes into its own buffer at submission (rados_aio_write appends them to a
+   * bufferlist), so the caller may reuse `data` as soon as this returns.
+   */
+  private writeBehind(wb: WriteBack, pool: NativePool, name: string, offset: number, data: Uint8Array): void {
+    const n = data.byteLength;
+    let op: Promise<void>;
+    try {
+      op = n === 0 ? pool.create(name, false) : pool.write(name, data, offset);
+    } catch (e) {
+      wb.cancel(n);
+      throw fromRadosError(e, `write ${name}`, { name });
+    }
+    wb.track(name, n, op, (e) => fromRadosError(e, `write ${name}`, { name }));
+  }
+
   /** Read the source whole, then write_full the destination (as the original radosd did). */
   async copy(src: string, dst: string, options?: ReadOptions): Promise<void> {
     return this.run(async (pool) => {
       checkName(src, 'source object name');
       checkName(dst, 'destination object name');
+      await this.settled(src);
+      await this.settled(dst);
       let data: Buffer;
       try {
         const { size } = await pool.stat(src);
@@ -337,6 +437,7 @@ export class RadosBlocker implements Blocker {
   async delete(name: string): Promise<boolean> {
     return this.run(async (pool) => {
       checkName(name);
+      await this.settled(name);
       try {
         await pool.remove(name);
         return true;
@@ -350,6 +451,7 @@ export class RadosBlocker implements Blocker {
   async info(name: string): Promise<ObjectInfo | null> {
     return this.run(async (pool) => {
       checkName(name);
+      await this.settled(name);
       try {
         const { size } = await pool.stat(name);
         return { size };
@@ -369,6 +471,10 @@ export class RadosBlocker implements Blocker {
     if (typeof prefix !== 'string') throw new TypeError('list: prefix must be a string');
     if (this.gate.closed) throw closedError();
     const { pool } = await this.ready;
+    // Objects created by acknowledged writes are listed: wait until RADOS has them.
+    const pending = this.writeBack?.pendingWithPrefix(prefix);
+    if (pending) await pending;
+    if (this.gate.closed) throw closedError();
     const id = pool.listOpen();
     try {
       for (;;) {
@@ -402,6 +508,7 @@ export class RadosBlocker implements Blocker {
       const body = data.subarray(0, end);
       const h = createHash('sha256').update(body).digest('hex');
       if (end === 0) return h; // the zero block: stored nowhere
+      await this.settled(h);
       try {
         await pool.create(h, true, body);
       } catch (e) {
@@ -557,15 +664,38 @@ export class RadosBlocker implements Blocker {
 
   // ------------------------------------------------------------------ lifecycle
 
-  /** Each write resolves only when RADOS has committed it, so there is nothing to flush. */
+  /**
+   * `sync: 'flush'`: waits for every write acknowledged before the call, and rejects when one of
+   * them failed since the previous flush (its code, ETIMEDOUT / ENOSPC / EIO ..., the object in
+   * the message and `details.name`); NBD reports that FLUSH as failed. With `sync: 'always'` each
+   * write resolved on commit, so there is nothing to wait for.
+   */
   async flush(): Promise<void> {
-    await this.run(async () => {});
+    await this.run(async () => {
+      if (this.writeBack) await this.writeBack.flush();
+    });
+  }
+
+  /** `sync: 'flush'`: bytes of acknowledged writes RADOS has not committed yet (0 otherwise). */
+  get dirtyBytes(): number {
+    return this.writeBack?.pendingBytes ?? 0;
+  }
+
+  /** `sync: 'flush'`: acknowledged writes RADOS has not committed yet (0 otherwise). */
+  get dirtyWrites(): number {
+    return this.writeBack?.pendingWrites ?? 0;
+  }
+
+  /** librados object calls (rados_aio_*) of this blocker submitted and not yet completed. */
+  get aioInFlight(): number {
+    return this[NATIVE]?.pool.pending() ?? 0;
   }
 
   /**
    * Refuses new calls (ECLOSED), wakes waiting acquires (they fail with ECLOSED), waits for calls in
-   * flight and outstanding notifies, then closes the pool context and drops the connection. Locks
-   * stay held (they belong to the identity). Idempotent.
+   * flight and outstanding notifies, flushes (write-back), then closes the pool context and drops
+   * the connection. Locks stay held (they belong to the identity). Idempotent. Rejects, once
+   * everything is closed, when an acknowledged write failed that no flush reported.
    */
   close(): Promise<void> {
     if (this.closing) return this.closing;
@@ -574,6 +704,8 @@ export class RadosBlocker implements Blocker {
       for (const wake of [...this.sleepers]) wake();
       await this.gate.drained();
       await Promise.allSettled([...this.notifies]);
+      let lost: unknown = null;
+      if (this.writeBack) await this.writeBack.flush().catch((e: unknown) => (lost = e));
       let state: NativeState | null = null;
       try {
         state = await this.ready;
@@ -583,6 +715,7 @@ export class RadosBlocker implements Blocker {
       this[NATIVE] = null;
       await state.pool.close();
       await state.conn.release();
+      if (lost !== null) throw lost;
     })();
     return this.closing;
   }
@@ -607,6 +740,12 @@ export class RadosBlocker implements Blocker {
     } finally {
       this.leave();
     }
+  }
+
+  /** Waits until RADOS has every acknowledged write of `name` (write-back; at once otherwise). */
+  private async settled(name: string): Promise<void> {
+    const pending = this.writeBack?.pendingFor(name);
+    if (pending) await pending;
   }
 }
 

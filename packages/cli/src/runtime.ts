@@ -44,11 +44,11 @@ export interface EmbeddedRuntime extends Runtime {
 export interface RuntimeOptions {
   logger?: Logger;
   /**
-   * A bulk copy into new objects (import) or out of a volume (export): embedded file blockers
-   * write back (every write is durable at the flush the operation ends with, not one by one) and
-   * blockerb moves data with O_DIRECT, so the copy neither fills the page cache nor waits for a
-   * disk flush per object.
-   * Ignored by RADOS blockers and by the daemon wiring (the daemons' blockers are configured there).
+   * A bulk copy into new objects (import) or out of a volume (export): embedded blockers write
+   * back (`sync: 'flush'`: every write is durable at the flush the operation ends with, not one by
+   * one) and a file blockerb moves data with O_DIRECT, so the copy neither fills the page cache
+   * nor waits for a disk flush (or a RADOS commit) per object.
+   * Ignored by the daemon wiring (the daemons' blockers are configured there).
    */
   bulk?: boolean;
   /** Force a wiring (default: `chooseWiring`, which also honours ARCHIPELAGO_WIRING). */
@@ -77,14 +77,23 @@ interface RadosModule {
       identity?: string;
       connectTimeoutMs?: number;
       opTimeoutMs?: number;
+      sync?: 'always' | 'flush';
     }): Promise<Blocker>;
   };
 }
 
 const RADOS_PACKAGE = '@archipelago/blocker-rados';
 
-/** A RadosBlocker for a `type = rados_blocker` section; connects (or fails) within connect_timeout. */
-async function radosBlocker(role: string, s: BlockerSection, file: string | null): Promise<Blocker> {
+/**
+ * A RadosBlocker for a `type = rados_blocker` section; connects (or fails) within connect_timeout.
+ * `sync` as the section says, or write-back in bulk mode (as for file blockers).
+ */
+async function radosBlocker(
+  role: string,
+  s: BlockerSection,
+  file: string | null,
+  bulk: boolean,
+): Promise<Blocker> {
   if (s.pool === undefined) {
     throw new ArchipelagoError('EINVAL_CONFIG', `${file ?? 'configuration'}: ${role}.pool is missing`, {
       details: { role, file },
@@ -109,6 +118,7 @@ async function radosBlocker(role: string, s: BlockerSection, file: string | null
     ...(s.keyring !== undefined ? { keyring: s.keyring } : {}),
     ...(s.connect_timeout !== undefined ? { connectTimeoutMs: Math.round(s.connect_timeout * 1000) } : {}),
     ...(s.op_timeout !== undefined ? { opTimeoutMs: Math.round(s.op_timeout * 1000) } : {}),
+    ...(bulk ? { sync: 'flush' as const } : s.sync !== undefined ? { sync: s.sync } : {}),
   });
 }
 
@@ -118,7 +128,9 @@ async function openBlocker(
   file: string | null,
   bulk: { direct: boolean } | null,
 ): Promise<Blocker> {
-  return s.type === 'rados_blocker' ? radosBlocker(role, s, file) : fileBlocker(role, s, file, bulk);
+  return s.type === 'rados_blocker'
+    ? radosBlocker(role, s, file, bulk !== null)
+    : fileBlocker(role, s, file, bulk);
 }
 
 function fileBlocker(

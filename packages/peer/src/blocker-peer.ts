@@ -95,7 +95,8 @@ export function createBlockerService(
         return { serviced: req.size };
       }
       case Op.WRITE:
-        await main.write(name, req.offset, payload(req));
+        // XF_FUA: durable before the reply also when the blocker writes back.
+        await main.write(name, req.offset, payload(req), { durable: (req.flags & XF.FUA) !== 0 });
         return { serviced: req.size };
       case PeerOp.WRITEFULL:
         await main.writeFull(name, payload(req));
@@ -230,6 +231,7 @@ export async function createRadosBlockerService(
     ...(o.cephxId !== undefined ? { cephxId: o.cephxId } : {}),
     ...(o.keyring !== undefined ? { keyring: o.keyring } : {}),
     ...(o.opTimeoutMs !== undefined ? { opTimeoutMs: o.opTimeoutMs } : {}),
+    ...(o.sync !== undefined ? { sync: o.sync } : {}),
   });
   return createBlockerService(main, (identity) => main.withIdentity(identity));
 }

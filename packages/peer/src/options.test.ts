@@ -21,6 +21,7 @@ const rados = {
   keyring: '/etc/ceph/ceph.client.archip.keyring',
   connectTimeoutMs: 5000,
   opTimeoutMs: 0,
+  sync: 'flush',
   identity: 'host1_blockerm',
 };
 
@@ -54,6 +55,8 @@ describe('checkPeerOptions: rados_blocker', () => {
       [{ opTimeoutMs: -1 }, /"opTimeoutMs" must be an integer in 0..86400000/],
       [{ opTimeoutMs: 1.5 }, /"opTimeoutMs" must be an integer/],
       [{ identity: '' }, /"identity" must be a non-empty string/],
+      [{ sync: 'writeback' }, /"sync" must be "always" or "flush", got "writeback"/],
+      [{ sync: true }, /"sync" must be "always" or "flush", got true/],
       [{ dir: '/srv/x' }, /rados_blocker does not take "dir"/],
     ];
     for (const [patch, msg] of cases) {

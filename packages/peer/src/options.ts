@@ -46,6 +46,12 @@ export interface RadosBlockerPeerOptions {
   connectTimeoutMs?: number;
   /** OSD operations fail with ETIMEDOUT after this; 0 (default) waits for the cluster. */
   opTimeoutMs?: number;
+  /**
+   * `always` (default): a WRITE is answered once RADOS committed it. `flush`: write-back, answered
+   * once librados has it; durable at the next FLUSH, or at once for a WRITE flagged XF_FUA (the
+   * client must send that flag for a durable write).
+   */
+  sync?: 'always' | 'flush';
   /** Identity of locks taken without an identity (`<hostname>_<unique_str>`). */
   identity?: string;
 }
@@ -154,6 +160,7 @@ function checkBlocker(b: Record<string, unknown>): BlockerPeerOptions {
       'keyring',
       'connectTimeoutMs',
       'opTimeoutMs',
+      'sync',
       'identity',
     ];
     const unknown = Object.keys(b).filter((k) => !known.includes(k));
@@ -179,6 +186,11 @@ function checkBlocker(b: Record<string, unknown>): BlockerPeerOptions {
     if (b.keyring !== undefined) blocker.keyring = absPath(b, 'keyring');
     if (b.connectTimeoutMs !== undefined) blocker.connectTimeoutMs = int(b, 'connectTimeoutMs', 1, 3_600_000);
     if (b.opTimeoutMs !== undefined) blocker.opTimeoutMs = int(b, 'opTimeoutMs', 0, 86_400_000);
+    if (b.sync !== undefined) {
+      if (b.sync !== 'always' && b.sync !== 'flush')
+        bad(`"sync" must be "always" or "flush", got ${JSON.stringify(b.sync)}`);
+      blocker.sync = b.sync;
+    }
     if (b.identity !== undefined) blocker.identity = str(b, 'identity');
     return blocker;
   }

@@ -8,7 +8,8 @@ Napi::Function Cluster::Init(Napi::Env env) {
                      {InstanceMethod<&Cluster::Connect>("connect"),
                       InstanceMethod<&Cluster::OpenPool>("openPool"),
                       InstanceMethod<&Cluster::Shutdown>("shutdown"),
-                      InstanceMethod<&Cluster::InstanceId>("instanceId")});
+                      InstanceMethod<&Cluster::InstanceId>("instanceId"),
+                      InstanceMethod<&Cluster::WaitForLatestOsdmap>("waitForLatestOsdmap")});
 }
 
 Cluster::Cluster(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Cluster>(info) {}
@@ -108,6 +109,19 @@ Napi::Value Cluster::InstanceId(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!connected_) return env.Null();
   return Napi::String::New(env, "client." + std::to_string(rados_get_instance_id(cluster_)));
+}
+
+// waitForLatestOsdmap() -> Promise<void>: resolves once this client has the monitors' latest
+// OSD map (e.g. after `ceph osd pause`: every op submitted afterwards sees the flag).
+Napi::Value Cluster::WaitForLatestOsdmap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!connected_) {
+    Napi::TypeError::New(env, "waitForLatestOsdmap() needs a connected cluster").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  rados_t c = cluster_;
+  return RunAsync(env, Value(), "rados_wait_for_latest_osdmap",
+                  [c]() { return rados_wait_for_latest_osdmap(c); });
 }
 
 }  // namespace archip

@@ -63,6 +63,7 @@ class Cluster : public Napi::ObjectWrap<Cluster> {
   Napi::Value OpenPool(const Napi::CallbackInfo& info);
   Napi::Value Shutdown(const Napi::CallbackInfo& info);
   Napi::Value InstanceId(const Napi::CallbackInfo& info);
+  Napi::Value WaitForLatestOsdmap(const Napi::CallbackInfo& info);
   rados_t cluster_ = nullptr;
   bool connected_ = false;
 };
