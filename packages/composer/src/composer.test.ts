@@ -149,3 +149,46 @@ describe('RangeOrder', () => {
     expect(o.size).toBe(0);
   });
 });
+
+describe('FUA and a write-back blockerm', () => {
+  it('a FUA write resolves only after the map blocker flushed; a plain write does not wait for it', async () => {
+    const wbDir = await mkdtemp(join(tmpdir(), 'archip-composer-fua-'));
+    const maps = new FaultyBlocker(
+      new FileBlocker({ dir: join(wbDir, 'maps'), identity: 'h_test', sync: 'flush' }),
+    );
+    const data = new FileBlocker({ dir: join(wbDir, 'blocks'), identity: 'h_test' });
+    const m = new Mapper({ blockerm: maps, blockerb: data });
+    const comp = new Composer({ mapper: m, blockerb: data });
+    let release: () => void = () => {};
+    let flushes = 0;
+    const innerFlush = maps.flush.bind(maps);
+    maps.flush = async () => {
+      flushes++;
+      await new Promise<void>((r) => {
+        release = r;
+      });
+      return innerFlush();
+    };
+    try {
+      await m.create('f', { size: 4 * BS, blocksize: BS });
+      // A plain write to a never-written block changes the map and resolves without a flush.
+      await comp.write('f', 0, randomBytes(512));
+      expect(flushes).toBe(0);
+      // A FUA write to another never-written block waits for the map blocker's flush.
+      let done = false;
+      const w = comp.write('f', 2 * BS, randomBytes(512), { fua: true }).then(() => {
+        done = true;
+      });
+      await new Promise((r) => setTimeout(r, 50));
+      expect(flushes).toBe(1);
+      expect(done).toBe(false);
+      release();
+      await w;
+      expect(done).toBe(true);
+    } finally {
+      release();
+      await m.close();
+      await rm(wbDir, { recursive: true, force: true });
+    }
+  });
+});

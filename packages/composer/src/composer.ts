@@ -143,6 +143,9 @@ export class Composer implements VolumeApi {
           return this.blockerb.write(seg.target, seg.offset, part, { durable: opts.fua === true });
         }),
       );
+      // FUA covers the map too: mapWrite may have just pointed a block at a new object, and a
+      // write-back blockerm holds that entry only until its next flush.
+      if (opts.fua) await this.mapper.flush();
     });
   }
 
@@ -165,6 +168,7 @@ export class Composer implements VolumeApi {
           await this.blockerb.write(w!.target, w!.offset, zeros(seg.size), { durable: opts.fua === true });
         }),
       );
+      if (opts.fua) await this.mapper.flush();
     });
   }
 

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { blockerConformance } from '@archipelago/blocker/test';
-import { encodeTargetPayload, Op, XS } from '@archipelago/libxseg';
+import { encodeTargetPayload, Op, XF, XS } from '@archipelago/libxseg';
 import type { Segment } from '@archipelago/libxseg/segment';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PeerOptions } from './options.js';
@@ -62,6 +62,28 @@ describe('blocker peer: malformed requests', () => {
       await b.close();
     } finally {
       port.close();
+    }
+  });
+});
+
+describe('SegmentBlocker: durable writes', () => {
+  it("sends a durable write (the composer's FUA) with XF_FUA, a plain one without", async () => {
+    const SERVE = 9;
+    const srv = seg.bindPort(SERVE);
+    const flags: number[] = [];
+    srv.onRequest((req) => {
+      flags.push(req.flags);
+      srv.respond(req, { serviced: req.size });
+    });
+    const b = new SegmentBlocker({ segment: seg, port: SERVE });
+    try {
+      await b.write('fua', 0, Buffer.from('a'), { durable: true });
+      await b.write('fua', 0, Buffer.from('b'));
+      await b.write('fua', 0, Buffer.from('c'), { durable: false });
+      expect(flags.map((f) => (f & XF.FUA) !== 0)).toEqual([true, false, false]);
+    } finally {
+      await b.close();
+      srv.close();
     }
   });
 });

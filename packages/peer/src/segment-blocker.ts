@@ -5,7 +5,14 @@
  * (for one identity), so each is retried when the peer died or stopped (client.ts).
  */
 import { hostname } from 'node:os';
-import type { AcquireOptions, Blocker, ObjectInfo, ReadOptions, ReleaseOptions } from '@archipelago/blocker';
+import type {
+  AcquireOptions,
+  Blocker,
+  ObjectInfo,
+  ReadOptions,
+  ReleaseOptions,
+  WriteOptions,
+} from '@archipelago/blocker';
 import {
   ArchipelagoError,
   decodeInfoReply,
@@ -107,11 +114,19 @@ export class SegmentBlocker extends PeerClient implements Blocker {
     return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
   }
 
-  async write(name: string, offset: number, data: Uint8Array): Promise<void> {
+  /** `durable` (the composer's FUA) travels as XF_FUA: the peer's blocker answers once it is durable. */
+  async write(name: string, offset: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
     checkName(name);
     checkCount(offset, 'offset');
     const buf = this.toBuffer(data);
-    await this.simple(`write ${name}`, { op: Op.WRITE, target: name, offset, size: buf.length, data: buf });
+    await this.simple(`write ${name}`, {
+      op: Op.WRITE,
+      target: name,
+      offset,
+      size: buf.length,
+      data: buf,
+      flags: options?.durable ? XF.FUA : 0,
+    });
   }
 
   async writeFull(name: string, data: Uint8Array): Promise<void> {
