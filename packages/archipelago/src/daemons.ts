@@ -167,6 +167,7 @@ export function peerOptions(loaded: LoadedConfig, role: string): PeerOptions {
       ...(s.lock_dir !== undefined ? { lockDir: s.lock_dir } : {}),
       ...(typeof s.fdcache === 'number' ? { fdcache: s.fdcache } : {}),
       ...(typeof s.direct === 'boolean' ? { direct: s.direct } : {}),
+      ...(s.sync !== undefined ? { sync: s.sync } : {}),
       ...identity,
     },
   };
@@ -175,7 +176,7 @@ export function peerOptions(loaded: LoadedConfig, role: string): PeerOptions {
 /**
  * The rados_blocker peer options of a blocker section: the keys the embedded `vlmc` reads
  * (`pool`, `namespace`, `ceph_conf`, `cephx_id`, `keyring`, `connect_timeout` and `op_timeout`
- * in seconds); `ceph_conf` and `keyring` are already absolute (the loader resolves them).
+ * in seconds, `sync`); `ceph_conf` and `keyring` are already absolute (the loader resolves them).
  */
 export function radosOptions(loaded: LoadedConfig, role: string, s: BlockerSection): RadosBlockerPeerOptions {
   const bad = (key: string, problem: string) =>
@@ -205,6 +206,7 @@ export function radosOptions(loaded: LoadedConfig, role: string, s: BlockerSecti
     ...(s.keyring !== undefined ? { keyring: s.keyring } : {}),
     ...(connectTimeoutMs !== undefined ? { connectTimeoutMs } : {}),
     ...(opTimeoutMs !== undefined ? { opTimeoutMs } : {}),
+    ...(s.sync !== undefined ? { sync: s.sync } : {}),
   };
 }
 

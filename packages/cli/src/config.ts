@@ -80,7 +80,7 @@ export interface BlockerSection extends PeerSection {
   fdcache: number;
   direct: boolean;
   /**
-   * file_blocker: `always` (default) syncs every write before acknowledging it; `flush` is
+   * `always` (default) syncs every write before acknowledging it (RADOS: on commit); `flush` is
    * write-back: writes are durable at the next flush (NBD FLUSH) or at once with FUA.
    */
   sync: 'always' | 'flush';

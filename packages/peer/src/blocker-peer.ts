@@ -196,6 +196,7 @@ export function createFileBlockerService(o: FileBlockerPeerOptions, role: string
   const main = new FileBlocker({
     ...base,
     ...(o.fdcache !== undefined ? { fdCache: o.fdcache } : {}),
+    ...(o.sync !== undefined ? { sync: o.sync } : {}),
     identity: o.identity ?? `${hostname()}_${role}`,
   });
   // Lockers touch lock files only, never object data, so their fd caches stay tiny.

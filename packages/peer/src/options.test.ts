@@ -25,6 +25,19 @@ const rados = {
   identity: 'host1_blockerm',
 };
 
+describe('checkPeerOptions: file_blocker sync', () => {
+  it('takes sync always or flush, and names the key when it is anything else', () => {
+    const fb = { type: 'file_blocker', dir: '/var/lib/archip/blocks' };
+    expect(checkPeerOptions({ ...common, blocker: { ...fb, sync: 'flush' } }).blocker).toEqual({
+      ...fb,
+      sync: 'flush',
+    });
+    expect(() => checkPeerOptions({ ...common, blocker: { ...fb, sync: 'later' } })).toThrow(
+      /"sync" must be "always" or "flush", got "later"/,
+    );
+  });
+});
+
 describe('checkPeerOptions: rados_blocker', () => {
   it('accepts every key the configuration maps to, and a pool alone', () => {
     expect(checkPeerOptions({ ...common, blocker: rados }).blocker).toEqual(rados);

@@ -25,6 +25,11 @@ export interface FileBlockerPeerOptions {
   lockDir?: string;
   fdcache?: number;
   direct?: boolean;
+  /**
+   * `always` (default): a WRITE is answered once fdatasync'ed. `flush`: write-back, durable at the
+   * next FLUSH, or at once for a WRITE flagged XF_FUA.
+   */
+  sync?: 'always' | 'flush';
   /** Identity of locks taken without an identity (`<hostname>_<unique_str>`). */
   identity?: string;
 }
@@ -147,6 +152,7 @@ function checkBlocker(b: Record<string, unknown>): BlockerPeerOptions {
     if (b.lockDir !== undefined) blocker.lockDir = str(b, 'lockDir');
     if (b.fdcache !== undefined) blocker.fdcache = int(b, 'fdcache', 2, 1 << 20);
     if (b.direct !== undefined) blocker.direct = b.direct === true;
+    if (b.sync !== undefined) blocker.sync = syncOf(b);
     if (b.identity !== undefined) blocker.identity = str(b, 'identity');
     return blocker;
   }
@@ -186,15 +192,17 @@ function checkBlocker(b: Record<string, unknown>): BlockerPeerOptions {
     if (b.keyring !== undefined) blocker.keyring = absPath(b, 'keyring');
     if (b.connectTimeoutMs !== undefined) blocker.connectTimeoutMs = int(b, 'connectTimeoutMs', 1, 3_600_000);
     if (b.opTimeoutMs !== undefined) blocker.opTimeoutMs = int(b, 'opTimeoutMs', 0, 86_400_000);
-    if (b.sync !== undefined) {
-      if (b.sync !== 'always' && b.sync !== 'flush')
-        bad(`"sync" must be "always" or "flush", got ${JSON.stringify(b.sync)}`);
-      blocker.sync = b.sync;
-    }
+    if (b.sync !== undefined) blocker.sync = syncOf(b);
     if (b.identity !== undefined) blocker.identity = str(b, 'identity');
     return blocker;
   }
   bad(`blocker "type" must be "file_blocker" or "rados_blocker", got ${JSON.stringify(b.type)}`);
+}
+
+function syncOf(b: Record<string, unknown>): 'always' | 'flush' {
+  if (b.sync !== 'always' && b.sync !== 'flush')
+    bad(`"sync" must be "always" or "flush", got ${JSON.stringify(b.sync)}`);
+  return b.sync;
 }
 
 function absPath(o: Record<string, unknown>, key: string): string {
