@@ -9,7 +9,8 @@
  *
  * Both columns are `vlmc map` endpoints (the same NBD server code, spawned as vlmc spawns it);
  * they differ only in the wiring: embedded (blockers, mapper and composer in the endpoint
- * process) or daemons (endpoint → vlmcd → mapperd → blockerm/blockerb over the segment). The same
+ * process) or daemons (the endpoint composes over mapperd and sends data to blockerb over the
+ * segment; with ARCHIPELAGO_COMPOSE=vlmcd in the environment, endpoint → vlmcd instead). The same
  * volume, filled once with random bytes, is mapped one way, then the other (the daemons stay up
  * for the embedded run, idle). Writes `bench/results/daemons.md` (or `--out`).
  */
@@ -118,7 +119,7 @@ const lines = [
     .map((l) => l.toFixed(2))
     .join(
       ' ',
-    )} at the end. File blockers under ${opts.dir} (sync always), one volume of ${sizeMiB} MiB (4 MiB blocks) filled with random bytes, fio nbd engine, one connection per job. Both columns are \`vlmc map\` endpoints; "daemons" is endpoint → vlmcd → mapperd → blockerm/blockerb over the segment.`,
+    )} at the end. File blockers under ${opts.dir} (sync always), one volume of ${sizeMiB} MiB (4 MiB blocks) filled with random bytes, fio nbd engine, one connection per job. Both columns are \`vlmc map\` endpoints; "daemons" is ${process.env.ARCHIPELAGO_COMPOSE === 'vlmcd' ? 'endpoint → vlmcd → mapperd, blockerb' : 'the endpoint composing over mapperd (leased map cache) and blockerb'} over the segment.`,
   '',
   '| row | embedded IOPS | daemons IOPS | daemons / embedded | embedded p50 µs | daemons p50 µs |',
   '|---|---:|---:|---:|---:|---:|',
