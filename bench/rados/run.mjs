@@ -24,7 +24,8 @@
  *                            [--out rados] [--keep] [--no-raw]
  *                            [--sides ours,ours-wb,librbd,librbd-wa,qemu-nbd]
  *
- * --repeat N runs the whole matrix N times (rows interleaved side by side in each pass) and reports
+ * --repeat N runs the whole matrix N times (rows interleaved side by side in each pass, the sides
+ * taking turns to go first) and reports
  * the median IOPS per cell, plus every pass's ratios. CPU is accounted per cell: fio's job (its own
  * usr+sys), the serving process (our node server, qemu-nbd) and the OSD, as CPU µs per I/O, so the
  * table shows where the time goes, not only how fast it went. Take the bench lock:
@@ -306,9 +307,12 @@ const median = (xs) => {
 const passes = [];
 for (let pass = 0; pass < repeat; pass++) {
   const p = {};
+  // The sides take turns going first (pass k starts at side k), so no side always runs right
+  // after the previous row, on an OSD that may still be settling from it.
+  const order = sides.map((_, i) => sides[(i + pass) % sides.length]);
   for (const row of ROWS) {
     p[row.id] = {};
-    for (const s of sides) {
+    for (const s of order) {
       try {
         p[row.id][s] = await fio(row, engines[s], s, servers[s]?.pid);
       } catch (e) {
