@@ -68,6 +68,7 @@ describe('archipelago start with rados_blocker peers', () => {
       cephConf: conf,
       connectTimeoutMs: 10_000,
       opTimeoutMs: 0,
+      sync: 'always',
       identity: `${hostname()}_rdm`,
     });
 
