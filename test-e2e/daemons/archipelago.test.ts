@@ -149,12 +149,20 @@ describe('log level signals', () => {
       await until(() => /"logLevel":3/.test(cfg?.log('blockerb') ?? ''), 5000, 'level 3');
       await b.write('lvl', 0, Buffer.from('y'));
       await b.read('lvl', 0, 1);
-      expect(served()).toBe(2); // debug: each request is
+      // debug: each request is. The peer logs a request after it replies, so wait for the lines.
+      await until(() => served() === 2, 5000, 'two "served" lines');
       process.kill(pid, 'SIGUSR1');
       await until(() => /"logLevel":2/.test(cfg?.log('blockerb') ?? ''), 5000, 'level 2');
       process.kill(pid, 'SIGUSR1');
       await until(() => /"logLevel":1/.test(cfg?.log('blockerb') ?? ''), 5000, 'level 1');
       await b.write('lvl', 0, Buffer.from('z'));
+      // A line logged after that write shows its "served" line would already be there.
+      process.kill(pid, 'SIGUSR2');
+      await until(
+        () => (cfg?.log('blockerb').match(/"logLevel":2/g) ?? []).length >= 2,
+        5000,
+        'level 2 again',
+      );
       expect(served()).toBe(2);
     } finally {
       await b.close();
