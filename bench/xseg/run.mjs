@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // bench/xseg: the XSEG segment against a unix socket, same requests, one run (not a test).
 //
-//   pnpm build && flock /var/tmp/bench.lock node bench/xseg/run.mjs [--iters 5000] [--warmup 3000]
+//   pnpm build && flock /var/tmp/bench.lock node bench/xseg/run.mjs [--iters 20000] [--warmup 5000]
 //                                                                  [--gib 4] [--depth 8]
 //
 // Round-trip latency (median µs, one request in flight) for 4 KiB and 512 KiB READs (the server
@@ -23,10 +23,10 @@ const arg = (name, def) => {
   const i = process.argv.indexOf(`--${name}`);
   return i === -1 ? def : Number(process.argv[i + 1]);
 };
-const ITERS = arg('iters', 5000);
+const ITERS = arg('iters', 20000);
 // Untimed round trips before each latency series: V8 tiers the hot path up on background
 // threads, which on 2 vCPUs compete with both processes for a few thousand round trips.
-const WARMUP = arg('warmup', 3000);
+const WARMUP = arg('warmup', 5000);
 const GIB = arg('gib', 4);
 const DEPTH = arg('depth', 8);
 const READ = 1;
@@ -36,9 +36,16 @@ const MiB = 1024 * KiB;
 
 const now = () => process.hrtime.bigint();
 const median = (a) => {
-  const s = [...a].sort((x, y) => x - y);
+  const s = Float64Array.from(a).sort();
   return s[s.length >> 1];
 };
+
+// Latency series: WARMUP untimed round trips, then ITERS timed ones (µs, into a preallocated
+// array). Each transport has its own small series function: a loop inlined in one large function
+// made V8 recompile that whole function (25-50 ms of TurboFan on the other CPU, several times) in
+// the middle of a series, which the two spinning processes felt as contention; and one series
+// function shared by both transports, once optimised for the segment, slowed the socket's 512 KiB
+// round trips about tenfold.
 
 async function server(mode, where, env = {}) {
   const child = fork(join(here, 'server.mjs'), [mode, where], {
@@ -69,17 +76,20 @@ async function benchSegment(spin) {
   });
   const port = seg.bindDynamicPort().unref();
   const out = {};
-  for (const size of [4 * KiB, 512 * KiB]) {
-    const lat = [];
-    const before = { ...port.stats?.() };
+  async function segmentSeries(size) {
+    const lat = new Float64Array(ITERS);
     for (let i = 0; i < ITERS + WARMUP; i++) {
       const t = now();
       const r = await port.call({ dst: 1, op: READ, size });
       if (!r.ok || r.data[size - 1] !== 0x5a) throw new Error('bad reply');
       r.release();
-      if (i >= WARMUP) lat.push(Number(now() - t) / 1000);
+      if (i >= WARMUP) lat[i - WARMUP] = Number(now() - t) / 1000;
     }
-    out[`read${size / KiB}k_us`] = median(lat);
+    return median(lat);
+  }
+  for (const size of [4 * KiB, 512 * KiB]) {
+    const before = { ...port.stats?.() };
+    out[`read${size / KiB}k_us`] = await segmentSeries(size);
     const s = port.stats?.() ?? {};
     // how the client found its replies (all iterations, warm-up included)
     out[`read${size / KiB}k_client`] = {
@@ -164,16 +174,17 @@ async function benchSocket() {
       if (data) sock.write(data);
     });
   const out = {};
-  for (const size of [4 * KiB, 512 * KiB]) {
-    const lat = [];
+  async function socketSeries(size) {
+    const lat = new Float64Array(ITERS);
     for (let i = 0; i < ITERS + WARMUP; i++) {
       const t = now();
       const d = await call(READ, size);
       if (d.length !== size || d[size - 1] !== 0x5a) throw new Error('bad reply');
-      if (i >= WARMUP) lat.push(Number(now() - t) / 1000);
+      if (i >= WARMUP) lat[i - WARMUP] = Number(now() - t) / 1000;
     }
-    out[`read${size / KiB}k_us`] = median(lat);
+    return median(lat);
   }
+  for (const size of [4 * KiB, 512 * KiB]) out[`read${size / KiB}k_us`] = await socketSeries(size);
   const src = Buffer.alloc(4 * MiB, 0xa5);
   const total = Math.round((GIB * 1024) / 4);
   let sent = 0;
