@@ -34,7 +34,6 @@ import {
   type WriteOptions,
 } from '@archipelago/blocker';
 import { ArchipelagoError } from '@archipelago/libxseg';
-import { Coalescer } from './coalesce.js';
 import { acquireConnection, type Connection } from './connection.js';
 import { errnoOf, fromRadosError } from './errors.js';
 import { loadBinding, type NativeLocker, type NativePool } from './native.js';
@@ -134,8 +133,6 @@ export class RadosBlocker implements Blocker {
   private readonly notifies = new Set<Promise<unknown>>();
   /** Write-back state (`sync: 'flush'`), shared with withIdentity views; null for `always`. */
   private readonly writeBack: WriteBack | null;
-  /** Write merging (`sync: 'flush'`), shared with withIdentity views like writeBack. */
-  private readonly coalescer: Coalescer | null;
 
   /**
    * Starts connecting at once; calls wait for the connection. Prefer `RadosBlocker.open()`, which
@@ -187,10 +184,6 @@ export class RadosBlocker implements Blocker {
     this.sync = opts.sync ?? 'always';
     this.maxDirtyBytes = maxDirtyBytes;
     this.writeBack = this.sync === 'flush' ? new WriteBack(maxDirtyBytes, MAX_DIRTY_WRITES) : null;
-    this.coalescer =
-      this.sync === 'flush'
-        ? new Coalescer((name, offset, data) => this.connected().write(name, data, offset))
-        : null;
     this.pool = opts.pool;
     this.namespace = opts.namespace ?? '';
     this.cephConf = opts.cephConf;
@@ -280,7 +273,7 @@ export class RadosBlocker implements Blocker {
       checkName(name);
       checkCount(offset, 'offset');
       checkCount(length, 'length');
-      const pending = this.pendingOn(name);
+      const pending = this.writeBack?.pendingFor(name);
       if (pending) await pending;
       try {
         if (length === 0) {
@@ -321,7 +314,7 @@ export class RadosBlocker implements Blocker {
       checkCount(offset, 'offset');
       if (!Buffer.isBuffer(target)) throw new TypeError('readInto: target must be a Buffer');
       if (target.length === 0) return;
-      const pending = this.pendingOn(name);
+      const pending = this.writeBack?.pendingFor(name);
       if (pending) await pending;
       try {
         const got = await pool.read(name, target, offset);
@@ -363,7 +356,6 @@ export class RadosBlocker implements Blocker {
         this.writeBehind(wb, pool, name, offset, data);
         return;
       }
-      this.coalescer?.kick(name); // queued writes of this object go out first: RADOS keeps the order
       try {
         if (data.byteLength === 0) await pool.create(name, false);
         else await pool.write(name, data, offset);
@@ -382,7 +374,7 @@ export class RadosBlocker implements Blocker {
       const pool = ready ?? (await this.ready).pool;
       checkName(name);
       checkData(data);
-      const pending = this.pendingOn(name);
+      const pending = this.writeBack?.pendingFor(name);
       if (pending) await pending;
       try {
         await pool.writeFull(name, data);
@@ -395,17 +387,15 @@ export class RadosBlocker implements Blocker {
   }
 
   /**
-   * Submits a write-back write that `wb` admitted, and leaves its outcome to flush(). A write to
-   * an object with a write in flight is queued and merged with its neighbours (coalesce.ts).
-   * Either way the bytes are copied before this returns (librados copies them into its own
-   * bufferlist at submission; the coalescer copies what it queues), so the caller may reuse
-   * `data` at once.
+   * Submits a write-back write that `wb` admitted, and leaves its outcome to flush(). librados
+   * copies the bytes into its own buffer at submission (rados_aio_write appends them to a
+   * bufferlist), so the caller may reuse `data` as soon as this returns.
    */
   private writeBehind(wb: WriteBack, pool: NativePool, name: string, offset: number, data: Uint8Array): void {
     const n = data.byteLength;
     let op: Promise<void>;
     try {
-      op = n === 0 ? pool.create(name, false) : (this.coalescer as Coalescer).write(name, offset, data);
+      op = n === 0 ? pool.create(name, false) : pool.write(name, data, offset);
     } catch (e) {
       wb.cancel(n);
       throw fromRadosError(e, `write ${name}`, { name });
@@ -482,7 +472,6 @@ export class RadosBlocker implements Blocker {
     if (this.gate.closed) throw closedError();
     const { pool } = await this.ready;
     // Objects created by acknowledged writes are listed: wait until RADOS has them.
-    this.coalescer?.kickAll(prefix);
     const pending = this.writeBack?.pendingWithPrefix(prefix);
     if (pending) await pending;
     if (this.gate.closed) throw closedError();
@@ -683,7 +672,6 @@ export class RadosBlocker implements Blocker {
    */
   async flush(): Promise<void> {
     await this.run(async () => {
-      this.coalescer?.kickAll();
       if (this.writeBack) await this.writeBack.flush();
     });
   }
@@ -717,7 +705,6 @@ export class RadosBlocker implements Blocker {
       await this.gate.drained();
       await Promise.allSettled([...this.notifies]);
       let lost: unknown = null;
-      this.coalescer?.kickAll();
       if (this.writeBack) await this.writeBack.flush().catch((e: unknown) => (lost = e));
       let state: NativeState | null = null;
       try {
@@ -755,26 +742,9 @@ export class RadosBlocker implements Blocker {
     }
   }
 
-  /**
-   * What an operation on `name` waits for to see every acknowledged write of it (write-back;
-   * null otherwise or when nothing is pending). Writes queued for merging go out now.
-   */
-  private pendingOn(name: string): Promise<unknown> | null {
-    if (this.writeBack === null) return null;
-    this.coalescer?.kick(name);
-    return this.writeBack.pendingFor(name);
-  }
-
-  /** The connected pool (for writes the coalescer submits later, always after a connected call). */
-  private connected(): NativePool {
-    const state = this[NATIVE];
-    if (state === null) throw closedError();
-    return state.pool;
-  }
-
   /** Waits until RADOS has every acknowledged write of `name` (write-back; at once otherwise). */
   private async settled(name: string): Promise<void> {
-    const pending = this.pendingOn(name);
+    const pending = this.writeBack?.pendingFor(name);
     if (pending) await pending;
   }
 }

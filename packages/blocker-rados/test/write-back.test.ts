@@ -246,28 +246,6 @@ describe('RadosBlocker sync: flush (write-back)', () => {
     for (const o of [0, 1]) expect((await b.read(`raw-${o}`, 0, SIZE)).equals(model[o]!)).toBe(true);
   });
 
-  it('merges writes queued behind one in flight into one op; a durable write on the object sends the queue before it; all land in order', async () => {
-    const b = await open({ sync: 'flush' });
-    await pause(b);
-    const parts = [0, 1, 2, 3].map(() => randomFillSync(Buffer.alloc(64 * KiB)));
-    for (const [i, part] of parts.entries()) {
-      await within(b.write('seq', i * 64 * KiB, part), 5000, `write-back write ${i} while paused`);
-    }
-    expect(b.aioInFlight).toBe(1); // the first write; the next three wait behind it, as one run
-    expect(b.dirtyWrites).toBe(4);
-    // Over the end of the write in flight and the start of the queued run: RADOS must apply it last.
-    const fua = randomFillSync(Buffer.alloc(8 * KiB));
-    const durable = b.write('seq', 60 * KiB, fua, { durable: true });
-    await until(() => b.aioInFlight === 3, 5000, 'the queued run and the durable write submitted');
-    expect(await pendingAfter(durable, 200)).toBe(true);
-    await unpause();
-    await within(durable, 30_000, 'the durable write after the unpause');
-    await b.flush();
-    const model = Buffer.concat(parts);
-    fua.copy(model, 60 * KiB);
-    expect((await b.read('seq', 0, model.length)).equals(model)).toBe(true);
-  });
-
   it('holds every other call on an object with acknowledged writes until they commit (and only those calls); then they see the writes', async () => {
     const b = await open({ sync: 'flush' });
     await b.writeFull('other', Buffer.from('other'));
