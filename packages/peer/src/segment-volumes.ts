@@ -14,7 +14,7 @@ import type { Extent, VolumeApi, WriteOptions, ZeroOptions } from '@archipelago/
 import { ArchipelagoError, decodeInfoReply, encodeTargetPayload, XF } from '@archipelago/libxseg';
 import type { XsegReply } from '@archipelago/libxseg/segment';
 import type { VolumeInfo } from '@archipelago/mapper';
-import { PeerClient, type PeerClientOptions } from './client.js';
+import { PeerClient, type PeerClientOptions, UNTRACKED } from './client.js';
 import { encodeReadVector, READV_MAX, readVectorBytes, VlmcFlag, VlmcOp } from './vlmc-peer.js';
 import { fromJson } from './wire.js';
 
@@ -139,7 +139,7 @@ export class SegmentVolumes extends PeerClient implements VolumeApi {
         w.release();
         throw e;
       }
-      return w.call({ dst, op: VlmcOp.READV, target: name, size: desc });
+      return w.call({ dst, op: VlmcOp.READV, target: name, size: desc }, UNTRACKED);
     };
     let r: XsegReply;
     try {
@@ -190,7 +190,7 @@ export class SegmentVolumes extends PeerClient implements VolumeApi {
     const send = (dst: number): Promise<XsegReply> => {
       const w = this.port.prepare(src.length);
       src.copy(w.data);
-      return w.call({ dst, op: VlmcOp.WRITE, target: name, offset, size: src.length, flags });
+      return w.call({ dst, op: VlmcOp.WRITE, target: name, offset, size: src.length, flags }, UNTRACKED);
     };
     return this.io(name, async () => (await this.request(`write ${name}`, send, true)).release());
   }

@@ -3,6 +3,7 @@
  * the addon; importing `@archipelago/libxseg` (the protocol) never does.
  */
 export {
+  type CallOptions,
   type CreateOptions,
   type JoinOptions,
   Port,

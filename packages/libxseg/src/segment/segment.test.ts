@@ -2,6 +2,8 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import { ArchipelagoError } from '../errors.js';
 import { Op, XS } from '../protocol.js';
@@ -122,6 +124,46 @@ describe('requests between processes', () => {
     expect(rep.heap.used).toBe(0);
     expect(rep.heap.freeChunks).toBe(1);
     expect(rep.requests.free).toBe(rep.requests.total);
+    seg.close();
+  });
+
+  it('a reply dropped unreleased is released when garbage-collected, unless called with { tracked: false }', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const spec = fresh();
+    const seg = Segment.create(spec);
+    await serve(spec, 1);
+    const cli = seg.bindDynamicPort().unref();
+    const held = () => seg.report().requests.total - seg.report().requests.free;
+    const drop = async (tracked: boolean) => {
+      const r = await cli.call({ dst: 1, op: Op.READ, size: 4096 }, { tracked });
+      expect(r.ok).toBe(true); // and dropped here, unreleased
+    };
+    const collect = async () => {
+      for (let i = 0; i < 10; i++) {
+        gc();
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    };
+    await drop(true);
+    expect(held()).toBe(1);
+    await collect();
+    expect(held()).toBe(0); // the FinalizationRegistry released it
+    // Holding only the data keeps the request: it is that shared memory.
+    let data: Buffer | null = (await cli.call({ dst: 1, op: Op.READ, size: 4096 })).data;
+    await collect();
+    expect(held()).toBe(1);
+    expect(data.length).toBe(4096);
+    data = null;
+    await collect();
+    expect(held()).toBe(0);
+    await drop(false);
+    await collect();
+    expect(held()).toBe(1); // the caller promised to release it: nothing did
+    const r = await cli.call({ dst: 1, op: Op.READ, size: 4096 }, { tracked: false });
+    expect(held()).toBe(2);
+    r.release();
+    expect(held()).toBe(1);
     seg.close();
   });
 
