@@ -459,9 +459,7 @@ export class Port {
   call(opts: SubmitOptions, how?: CallOptions): Promise<XsegReply> {
     return new Promise((resolve, reject) => {
       try {
-        const h = this.submit(opts);
-        this.waiting.set(h, resolve);
-        if (how?.tracked === false) this.untracked.add(h);
+        this.expect(this.submit(opts), resolve, how);
       } catch (e) {
         reject(e);
       }
@@ -490,9 +488,7 @@ export class Port {
       call: (o, how) =>
         new Promise((resolve, reject) => {
           try {
-            const h = send(o);
-            this.waiting.set(h, resolve);
-            if (how?.tracked === false) this.untracked.add(h);
+            this.expect(send(o), resolve, how);
           } catch (e) {
             reject(e);
           }
@@ -674,6 +670,12 @@ export class Port {
     }
   }
 
+  /** Hands the reply to request `h` to `resolve` when it comes. */
+  private expect(h: number, resolve: (r: XsegReply) => void, how: CallOptions | undefined): void {
+    this.waiting.set(h, resolve);
+    if (how?.tracked === false) this.untracked.add(h);
+  }
+
   private deliver(r: NativeRequest): void {
     const n = this.segment[native];
     const st = { done: false };
@@ -686,6 +688,11 @@ export class Port {
       st.done = true;
       if (registered) released.unregister(reply);
       n.release(port, handle);
+    };
+    // The safety net for a reply its taker may drop unreleased (see `call`).
+    const track = () => {
+      registered = true;
+      released.register(reply.data, releaseLater(n, port, handle, st), reply);
     };
     const reply: XsegReply = {
       handle: r.handle,
@@ -708,10 +715,7 @@ export class Port {
     const waiter = this.waiting.get(r.handle);
     if (waiter) {
       this.waiting.delete(r.handle);
-      if (!this.untracked.delete(r.handle)) {
-        registered = true;
-        released.register(reply.data, releaseLater(n, port, handle, st), reply);
-      }
+      if (!this.untracked.delete(r.handle)) track();
       waiter(reply);
       return;
     }
@@ -723,10 +727,7 @@ export class Port {
       this.replyHandler(reply);
     } finally {
       if (!kept) release();
-      else {
-        registered = true;
-        released.register(reply.data, releaseLater(n, port, handle, st), reply);
-      }
+      else track();
     }
   }
 }
