@@ -21,6 +21,8 @@ export interface NativePool {
   read(oid: string, buf: Uint8Array, offset: number): Promise<number>;
   write(oid: string, buf: Uint8Array, offset: number): Promise<void>;
   writeFull(oid: string, buf: Uint8Array): Promise<void>;
+  /** One compound write op: the extents applied in order, all or none (each buffer copied at once). */
+  writeExtents(oid: string, bufs: Uint8Array[], offsets: number[]): Promise<void>;
   create(oid: string, exclusive: boolean, buf?: Uint8Array): Promise<void>;
   remove(oid: string): Promise<void>;
   stat(oid: string): Promise<{ size: number; mtime: number }>;

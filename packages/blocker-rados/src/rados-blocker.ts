@@ -183,7 +183,18 @@ export class RadosBlocker implements Blocker {
     }
     this.sync = opts.sync ?? 'always';
     this.maxDirtyBytes = maxDirtyBytes;
-    this.writeBack = this.sync === 'flush' ? new WriteBack(maxDirtyBytes, MAX_DIRTY_WRITES) : null;
+    this.writeBack =
+      this.sync === 'flush'
+        ? new WriteBack(maxDirtyBytes, MAX_DIRTY_WRITES, {
+            // A batch is held only behind a write already submitted, so the pool is open.
+            send: (name, bufs, offsets) => {
+              const native = this[NATIVE];
+              if (native === null) return Promise.reject(closedError());
+              return native.pool.writeExtents(name, bufs, offsets);
+            },
+            error: (e, name) => fromRadosError(e, `write ${name}`, { name }),
+          })
+        : null;
     this.pool = opts.pool;
     this.namespace = opts.namespace ?? '';
     this.cephConf = opts.cephConf;
@@ -356,6 +367,7 @@ export class RadosBlocker implements Blocker {
         this.writeBehind(wb, pool, name, offset, data);
         return;
       }
+      wb?.sendHeld(name); // a durable write goes out after the writes held for its object
       try {
         if (data.byteLength === 0) await pool.create(name, false);
         else await pool.write(name, data, offset);
@@ -387,12 +399,15 @@ export class RadosBlocker implements Blocker {
   }
 
   /**
-   * Submits a write-back write that `wb` admitted, and leaves its outcome to flush(). librados
+   * Submits a write-back write that `wb` admitted (or holds it behind a write in flight to the
+   * same object, to go out with others as one op), and leaves its outcome to flush(). librados
    * copies the bytes into its own buffer at submission (rados_aio_write appends them to a
-   * bufferlist), so the caller may reuse `data` as soon as this returns.
+   * bufferlist) and `hold` copies them, so the caller may reuse `data` as soon as this returns.
    */
   private writeBehind(wb: WriteBack, pool: NativePool, name: string, offset: number, data: Uint8Array): void {
     const n = data.byteLength;
+    if (wb.hold(name, offset, data)) return;
+    wb.sendHeld(name); // anything held for this object goes first
     let op: Promise<void>;
     try {
       op = n === 0 ? pool.create(name, false) : pool.write(name, data, offset);

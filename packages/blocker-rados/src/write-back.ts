@@ -11,17 +11,46 @@
  *   flushes running when it is first reported, and by none after them).
  * - Ordering: `pendingFor(name)` is what an operation on `name` must wait for to see every write
  *   acknowledged before it (null when there is none: nothing to wait for on the hot path).
+ * - Packing (with a `sender`): a small write to an object that has a write in flight is held
+ *   (`hold`, its bytes copied) and goes out with the others held for that object as one compound
+ *   op when one of those in flight settles, as librbd's default I/O scheduler does. The OSD pays
+ *   per op: four 4 KiB writes per op cost it 0.45-0.65x the CPU per write of one per op. Anything
+ *   that must see or follow the held writes sends them at once: `sendHeld`, `pendingFor`,
+ *   `pendingWithPrefix`, `flush`.
  */
 import { ArchipelagoError } from '@archipelago/libxseg';
 
-/** One acknowledged write that RADOS has not committed yet (or that failed). */
+/** Acknowledged writes to one object that RADOS has not committed yet (or that failed): one op. */
 interface Pending {
   readonly seq: number;
   readonly name: string;
-  readonly bytes: number;
+  /** Bytes and writes it carries (a held batch grows until it is sent). */
+  bytes: number;
+  ops: number;
   /** Settles (never rejects) once librados reported the outcome. */
   done: Promise<void>;
 }
+
+/** Small writes held behind a write in flight to the same object, to go out as one op. */
+interface Batch {
+  readonly pending: Pending;
+  readonly bufs: Uint8Array[];
+  readonly offsets: number[];
+  /** Hands the batch's op (or its failure) to `pending`. */
+  readonly fire: (op: Promise<void>) => void;
+}
+
+/** Submits held writes to object `name` as one op (extents applied in order), and names errors. */
+export interface BatchSender {
+  send(name: string, bufs: Uint8Array[], offsets: number[]): Promise<void>;
+  error(e: unknown, name: string): ArchipelagoError;
+}
+
+/** Writes larger than this are never held. */
+export const HOLD_MAX_WRITE = 64 * 1024;
+/** A held batch carries at most this many writes and bytes; a write beyond goes out by itself. */
+export const HOLD_MAX_WRITES = 32;
+export const HOLD_MAX_BYTES = 512 * 1024;
 
 interface Failure {
   readonly seq: number;
@@ -37,6 +66,7 @@ export class WriteBack {
   private readonly waiting: Array<{ bytes: number; go: () => void }> = [];
   private readonly inflight = new Set<Pending>();
   private readonly byObject = new Map<string, Pending[]>();
+  private readonly held = new Map<string, Batch>();
   private seq = 0;
   private failures: Failure[] = [];
   /** Flushes started so far, and the start numbers of those still running. */
@@ -46,6 +76,7 @@ export class WriteBack {
   constructor(
     readonly maxBytes: number,
     readonly maxOps: number,
+    private readonly sender: BatchSender | null = null,
   ) {}
 
   /** Bytes acknowledged (or admitted) and not yet committed. */
@@ -86,20 +117,65 @@ export class WriteBack {
    * a failure becomes `toError(reason)` and is kept for the next flush.
    */
   track(name: string, bytes: number, op: Promise<unknown>, toError: (e: unknown) => ArchipelagoError): void {
-    const p: Pending = { seq: ++this.seq, name, bytes, done: Promise.resolve() };
-    p.done = op.then(
-      () => this.settle(p, null),
-      (e: unknown) => this.settle(p, toError(e)),
-    );
-    this.inflight.add(p);
-    const list = this.byObject.get(name);
-    if (list) list.push(p);
-    else this.byObject.set(name, [p]);
+    this.follow(name, bytes, 1, op, toError);
+  }
+
+  /**
+   * Holds an admitted write of `data` (copied: the caller may reuse it) to `name` at `offset`, to
+   * go out with the other writes held for `name` as one op once a write in flight to `name`
+   * settles. False (nothing done) when there is no sender, the write is large, nothing is in
+   * flight to `name` or the batch is full: then the caller calls `sendHeld(name)` and submits it.
+   */
+  hold(name: string, offset: number, data: Uint8Array): boolean {
+    const n = data.byteLength;
+    if (this.sender === null || n === 0 || n > HOLD_MAX_WRITE) return false;
+    let b = this.held.get(name);
+    if (b === undefined) {
+      if (!this.byObject.has(name)) return false;
+      let fire!: (op: Promise<void>) => void;
+      const op = new Promise<void>((resolve) => {
+        fire = resolve;
+      });
+      const sender = this.sender;
+      const pending = this.follow(name, 0, 0, op, (e) => sender.error(e, name));
+      b = { pending, bufs: [], offsets: [], fire };
+      this.held.set(name, b);
+    } else if (b.bufs.length >= HOLD_MAX_WRITES || b.pending.bytes + n > HOLD_MAX_BYTES) {
+      return false;
+    }
+    b.bufs.push(Buffer.from(data));
+    b.offsets.push(offset);
+    b.pending.bytes += n;
+    b.pending.ops++;
+    return true;
+  }
+
+  /** Sends the writes held for `name` now (after those already in flight); a no-op if none. */
+  sendHeld(name: string): void {
+    if (this.held.size === 0) return;
+    const b = this.held.get(name);
+    if (b === undefined) return;
+    this.held.delete(name);
+    let op: Promise<void>;
+    try {
+      op = this.sender!.send(name, b.bufs, b.offsets);
+    } catch (e) {
+      op = Promise.reject(e);
+    }
+    b.fire(op);
+  }
+
+  /** Writes held and not sent yet (all objects). */
+  get heldWrites(): number {
+    let n = 0;
+    for (const b of this.held.values()) n += b.bufs.length;
+    return n;
   }
 
   /** What an operation on `name` waits for to see every acknowledged write of it; null if none. */
   pendingFor(name: string): Promise<unknown> | null {
     if (this.byObject.size === 0) return null;
+    this.sendHeld(name);
     const list = this.byObject.get(name);
     if (!list) return null;
     return list.length === 1 ? list[0]!.done : Promise.all(list.map((p) => p.done));
@@ -109,6 +185,7 @@ export class WriteBack {
   pendingWithPrefix(prefix: string): Promise<unknown> | null {
     if (this.byObject.size === 0) return null;
     const waits: Promise<void>[] = [];
+    for (const name of [...this.held.keys()]) if (name.startsWith(prefix)) this.sendHeld(name);
     for (const [name, list] of this.byObject) {
       if (name.startsWith(prefix)) for (const p of list) waits.push(p.done);
     }
@@ -121,6 +198,7 @@ export class WriteBack {
    * one started reported it already.
    */
   async flush(): Promise<void> {
+    for (const name of [...this.held.keys()]) this.sendHeld(name);
     const upTo = this.seq;
     const me = ++this.flushes;
     this.running.add(me);
@@ -138,6 +216,25 @@ export class WriteBack {
     }
   }
 
+  private follow(
+    name: string,
+    bytes: number,
+    ops: number,
+    op: Promise<unknown>,
+    toError: (e: unknown) => ArchipelagoError,
+  ): Pending {
+    const p: Pending = { seq: ++this.seq, name, bytes, ops, done: Promise.resolve() };
+    p.done = op.then(
+      () => this.settle(p, null),
+      (e: unknown) => this.settle(p, toError(e)),
+    );
+    this.inflight.add(p);
+    const list = this.byObject.get(name);
+    if (list) list.push(p);
+    else this.byObject.set(name, [p]);
+    return p;
+  }
+
   private fits(bytes: number): boolean {
     return this.ops === 0 || (this.bytes + bytes <= this.maxBytes && this.ops < this.maxOps);
   }
@@ -151,12 +248,15 @@ export class WriteBack {
       if (list.length === 0) this.byObject.delete(p.name);
     }
     if (error) this.failures.push({ seq: p.seq, name: p.name, error, reportedAt: null });
-    this.release(p.bytes);
+    this.release(p.bytes, p.ops);
+    // A write in flight to this object settled: what was held behind it goes out now.
+    const b = this.held.get(p.name);
+    if (b !== undefined && b.pending !== p) this.sendHeld(p.name);
   }
 
-  private release(bytes: number): void {
+  private release(bytes: number, ops = 1): void {
     this.bytes -= bytes;
-    this.ops--;
+    this.ops -= ops;
     while (this.waiting.length > 0 && this.fits(this.waiting[0]!.bytes)) {
       const w = this.waiting.shift()!;
       this.bytes += w.bytes;

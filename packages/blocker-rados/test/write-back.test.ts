@@ -90,6 +90,12 @@ async function pendingAfter(p: Promise<unknown>, ms: number): Promise<boolean> {
   return !settled;
 }
 
+/** The OSD's count of client write ops so far (`op_w`). */
+async function osdWriteOps(): Promise<number> {
+  const { stdout } = await runOk('ceph', ['-c', cluster.conf, 'tell', 'osd.0', 'perf', 'dump', 'osd']);
+  return (JSON.parse(stdout) as { osd: { op_w: number } }).osd.op_w;
+}
+
 async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
   const deadline = Date.now() + ms;
   while (!cond()) {
@@ -304,6 +310,34 @@ describe('RadosBlocker sync: flush (write-back)', () => {
     expect(r.listed).toEqual(['fresh']);
     expect((await unrelated).toString()).toBe('other');
     await b.flush();
+  });
+
+  it('packs small writes held behind one in flight to the same object into one OSD op; a durable write goes after them; the bytes read back', async () => {
+    const b = await open({ sync: 'flush' });
+    const before = await osdWriteOps();
+    await pause(b);
+    const model = Buffer.alloc(64 * KiB);
+    const first = randomFillSync(Buffer.alloc(4 * KiB));
+    first.copy(model, 0);
+    await within(b.write('pack', 0, first), 5000, 'the first write while paused'); // in flight
+    const scratch = Buffer.alloc(4 * KiB); // reused: a held write must keep its own bytes
+    for (let k = 0; k < 8; k++) {
+      const off = ((k * 5) % 16) * 4 * KiB; // 0, 20, 40, 60, 16, 36, 56, 12 KiB: the first overlaps
+      randomFillSync(scratch);
+      scratch.copy(model, off);
+      await within(b.write('pack', off, scratch), 5000, `held write ${k}`);
+    }
+    const fua = randomFillSync(Buffer.alloc(4 * KiB));
+    fua.copy(model, 20 * KiB); // over a held write: it must land after it
+    const durable = b.write('pack', 20 * KiB, fua, { durable: true });
+    expect(await pendingAfter(durable, 500)).toBe(true);
+    expect(b.dirtyWrites).toBe(9);
+    await unpause();
+    await within(durable, 30_000, 'the durable write after the unpause');
+    await within(b.flush(), 30_000, 'flush() after the unpause');
+    expect((await b.read('pack', 0, 64 * KiB)).equals(model)).toBe(true);
+    // The first write, the eight held ones as one op, the durable write.
+    expect((await osdWriteOps()) - before).toBe(3);
   });
 
   it('validates sync and maxDirtyBytes', () => {

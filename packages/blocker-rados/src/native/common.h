@@ -92,6 +92,7 @@ class Pool : public Napi::ObjectWrap<Pool> {
   Napi::Value Read(const Napi::CallbackInfo& info);
   Napi::Value Write(const Napi::CallbackInfo& info);
   Napi::Value WriteFull(const Napi::CallbackInfo& info);
+  Napi::Value WriteExtents(const Napi::CallbackInfo& info);
   Napi::Value Create(const Napi::CallbackInfo& info);
   Napi::Value Remove(const Napi::CallbackInfo& info);
   Napi::Value Stat(const Napi::CallbackInfo& info);

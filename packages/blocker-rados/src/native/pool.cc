@@ -10,7 +10,8 @@ Napi::Function Pool::Init(Napi::Env env) {
   Napi::Function f = DefineClass(
       env, "Pool",
       {InstanceMethod<&Pool::Read>("read"), InstanceMethod<&Pool::Write>("write"),
-       InstanceMethod<&Pool::WriteFull>("writeFull"), InstanceMethod<&Pool::Create>("create"),
+       InstanceMethod<&Pool::WriteFull>("writeFull"),
+       InstanceMethod<&Pool::WriteExtents>("writeExtents"), InstanceMethod<&Pool::Create>("create"),
        InstanceMethod<&Pool::Remove>("remove"), InstanceMethod<&Pool::Stat>("stat"),
        InstanceMethod<&Pool::LockExclusive>("lockExclusive"),
        InstanceMethod<&Pool::Unlock>("unlock"),
