@@ -8,7 +8,8 @@ Every error Archipelago reports carries one of these codes. Codes are stable: a 
 changes meaning and a retired code is never reused; messages may change. Programming mistakes
 (wrong argument types) are plain \`TypeError\`s without a code.
 
-The CLI prints errors as one line, \`vlmc: <CODE>: <message>\`, and exits with status 1; with
+Every tool (\`vlmc\`, \`archipelago\`, \`xseg\`) prints errors as one line, \`<tool>: <CODE>: <message>\`, and
+exits with status 1; with
 \`--json\` it prints \`{"error":{"code","message","details"}}\`.
 
 | code | meaning |

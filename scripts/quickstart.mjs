@@ -19,7 +19,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
  *  2. `vlmc import` it as volume qs-<timestamp>;
  *  3. `vlmc snapshot` the volume, and `vlmc create --snap` a clone of the snapshot;
  *  4. write a 1 MiB pattern into the clone. vlmc has no `write` command, so this step uses the
- *     same library the CLI is built on (loadConfig + openRuntime from packages/cli/dist): the
+ *     same library the CLI is built on (loadConfig + openRuntime from packages/runtime/dist): the
  *     composer writes across a data block and a zero block, which copies both up;
  *  5. `vlmc export` the volume, the snapshot and the clone, and compare each with what it must
  *     hold (SHA-256): the original image twice, the original with the pattern once;
@@ -32,7 +32,7 @@ import { exec } from './lib/proc.mjs';
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
 const CLI = join(ROOT, 'packages', 'cli');
 const BIN = join(CLI, 'bin', 'vlmc.js');
-const LIB = join(CLI, 'dist', 'index.js');
+const LIB = join(ROOT, 'packages', 'runtime', 'dist', 'index.js');
 const MiB = 1024 * 1024;
 const BLOCK = 4 * MiB;
 const IMAGE_SIZE = 64 * MiB;

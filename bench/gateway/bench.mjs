@@ -21,7 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const BIN = join(ROOT, 'packages', 'gateway', 'bin', 'archipelago-gateway.js');
+const BIN = join(ROOT, 'packages', 'archipelago', 'bin', 'archipelago-gateway.js');
 const { merkleRoot, pithosBlockHash } = await import(join(ROOT, 'packages', 'mapfile', 'dist', 'index.js'));
 
 const { values } = parseArgs({

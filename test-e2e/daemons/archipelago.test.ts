@@ -8,9 +8,9 @@
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadConfig } from '@archipelago/cli';
+import { loadConfig } from '@archipelago/runtime';
 import { afterEach, describe, expect, it } from 'vitest';
-import { peerOptions } from '../../packages/archipelago/src/daemons.js';
+import { peerOptions } from '@archipelago/runtime';
 import { Segment } from '../../packages/libxseg/src/segment/index.js';
 import { PEER_OPTIONS_ENV, SegmentBlocker } from '../../packages/peer/src/index.js';
 import { BLOCKERB_PORT, ENV, makeConfig, ROOT, sleep, type TestConfig, until, VLMC } from './helpers.js';

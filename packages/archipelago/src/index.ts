@@ -1,3 +1,2 @@
-/** The `archipelago` oclif tool; see src/commands/. The logic lives in daemons.ts. */
-export { ArchipelagoCommand, describeError } from './base.js';
-export * from './daemons.js';
+/** The `archipelago` oclif tool; see src/commands/. The logic lives in @archipelago/runtime. */
+export { ArchipelagoCommand } from './base.js';

@@ -7,8 +7,8 @@
  *
  * The bundle exports COMMANDS (oclif's "explicit" command discovery, see package.json) and
  * main(argv). Kept out of it: packages with native addons or files found next to their own
- * module (they load from node_modules as usual), and typescript, which oclif only requires
- * in development mode.
+ * module (they load from node_modules as usual, so this package depends on them), and
+ * typescript, which oclif only requires in development mode.
  */
 import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -22,9 +22,10 @@ const commands = readdirSync(`${dist}commands`)
 const ident = (id) => `C_${id.replace(/[^A-Za-z0-9]/g, '_')}`;
 const entry = [
   "import { execute } from '@oclif/core';",
+  "import { normalizeArgv } from '@archipelago/cli-kit';",
   ...commands.map((id) => `import ${ident(id)} from './commands/${id}.js';`),
   `export const COMMANDS = { ${commands.map((id) => `${JSON.stringify(id)}: ${ident(id)}`).join(', ')} };`,
-  'export function main(args) { return execute({ args, dir: import.meta.url }); }',
+  'export function main(args) { return execute({ args: normalizeArgv(args), dir: import.meta.url }); }',
 ].join('\n');
 
 /**

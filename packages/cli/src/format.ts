@@ -1,7 +1,8 @@
 /** Human-readable renderings shared by the commands. */
+
+import { formatSize } from '@archipelago/cli-kit';
 import type { VolumeInfo } from '@archipelago/mapper';
-import { formatSize } from './size.js';
-import type { TransferStats } from './transfer.js';
+import type { TransferStats } from '@archipelago/runtime';
 
 /** `vlmc info` lines: one `key: value` per line, aligned. */
 export function infoLines(v: VolumeInfo): string[] {

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { ArchipelagoError, ERROR_CODES, fromSystemError } from './errors.js';
+import { ArchipelagoError, describeError, ERROR_CODES, fromSystemError } from './errors.js';
 
 describe('error registry', () => {
   it('documents every code in docs/errors.md and nothing else', () => {
@@ -27,5 +27,41 @@ describe('error registry', () => {
     const full = Object.assign(new Error('disk full'), { code: 'ENOSPC' });
     expect(fromSystemError(full, 'write x')).toMatchObject({ code: 'ENOSPC', cause: full });
     expect(fromSystemError(new Error('boom'), 'read y').code).toBe('EIO');
+  });
+});
+
+describe('describeError', () => {
+  it('reports an Archipelago error as it is, on one line', () => {
+    const e = new ArchipelagoError('ELOCKED', 'held by\n  h_1', { details: { owner: 'h_1' } });
+    expect(describeError(e)).toEqual({ code: 'ELOCKED', message: 'held by h_1', details: { owner: 'h_1' } });
+  });
+
+  it('classifies system errors by errno and keeps errno and path in the details', () => {
+    const full = Object.assign(new Error('ENOSPC: no space left on device, write'), {
+      code: 'ENOSPC',
+      syscall: 'write',
+      path: '/x',
+    });
+    expect(describeError(full)).toEqual({
+      code: 'ENOSPC',
+      message: 'ENOSPC: no space left on device, write',
+      details: { errno: 'ENOSPC', path: '/x' },
+    });
+    const missing = Object.assign(new Error("ENOENT: no such file or directory, open '/y'"), {
+      code: 'ENOENT',
+      syscall: 'open',
+      path: '/y',
+    });
+    expect(describeError(missing).code).toBe('EIO');
+  });
+
+  it('reports anything else as INTERNAL, a code docs/errors.md lists', () => {
+    expect(describeError(new TypeError('x is not a function'))).toEqual({
+      code: 'INTERNAL',
+      message: 'x is not a function',
+      details: {},
+    });
+    expect(describeError(undefined).code).toBe('INTERNAL');
+    expect(Object.keys(ERROR_CODES)).toContain('INTERNAL');
   });
 });

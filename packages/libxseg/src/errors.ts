@@ -30,6 +30,8 @@ export const ERROR_CODES = {
   ECLOSED: 'the component was closed',
   ENOTSUP: 'the operation is not supported by this component',
   EOVERFLOW: 'an epoch or counter reached its limit',
+  INTERNAL:
+    'an unexpected failure (a bug): run the command again with VLMC_DEBUG=1 and report the stack it prints',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
@@ -84,4 +86,45 @@ export function fromSystemError(e: unknown, what: string): ArchipelagoError {
   }
   const msg = e instanceof Error ? e.message : String(e);
   return new ArchipelagoError('EIO', `${what}: ${msg}`, { cause: e });
+}
+
+/** What a tool prints for an error: its stable code, a one-line message and structured details. */
+export interface ErrorReport {
+  code: ErrorCode;
+  message: string;
+  details: Record<string, unknown>;
+}
+
+/** The message on one line: ANSI colours stripped, lines trimmed and joined. */
+function oneLine(s: string): string {
+  return s
+    .replace(/\u001b\[[0-9;]*m/g, '')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '')
+    .join(' ');
+}
+
+/**
+ * Code, one-line message and details of any error: an ArchipelagoError as it is, a Node.js
+ * system error (one with a `syscall`) as `fromSystemError` classifies it (ENOSPC, else EIO) with
+ * its errno and path in the details, anything else as INTERNAL (a bug). Every tool (`vlmc`,
+ * `archipelago`, `xseg`, the endpoint process) reports failures through this one function, so
+ * the same failure reads the same everywhere.
+ */
+export function describeError(err: unknown): ErrorReport {
+  if (ArchipelagoError.isInstance(err)) {
+    return { code: err.code, message: oneLine(err.message), details: { ...err.details } };
+  }
+  const errno = err as NodeJS.ErrnoException | undefined;
+  if (errno && typeof errno === 'object' && typeof errno.syscall === 'string') {
+    const e = fromSystemError(err, errno.syscall);
+    return {
+      code: e.code,
+      message: oneLine(errno.message),
+      details: { errno: errno.code, path: errno.path },
+    };
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  return { code: 'INTERNAL', message: oneLine(message) || 'unexpected failure', details: {} };
 }

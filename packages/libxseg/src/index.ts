@@ -1,2 +1,3 @@
 export * from './errors.js';
+export * from './process.js';
 export * from './protocol.js';

@@ -2,44 +2,11 @@
  * Pidfiles: `<pid>\n`, created exclusively. A pidfile whose process is alive refuses a second
  * start; one whose process is gone (or a zombie) is stale and is replaced.
  */
-import { mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { ArchipelagoError } from '@archipelago/libxseg';
+import { ArchipelagoError, readPidfile } from '@archipelago/libxseg';
 
-export type PidfileState =
-  | { state: 'absent' }
-  | { state: 'running'; pid: number }
-  | { state: 'stale'; pid: number | null };
-
-/** True when `pid` is a live process (not a zombie). */
-export function pidAlive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    return true;
-  }
-}
-
-export function readPidfile(path: string): PidfileState {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { state: 'absent' };
-    throw e;
-  }
-  const pid = /^\s*(\d+)\s*$/.test(text) ? Number(text.trim()) : null;
-  if (pid !== null && pidAlive(pid)) return { state: 'running', pid };
-  return { state: 'stale', pid };
-}
+export { type PidfileState, pidAlive, readPidfile } from '@archipelago/libxseg';
 
 /** Writes our pid; refuses (EBUSY) when a live process owns the pidfile, replaces a stale one. */
 export function writePidfile(path: string, pid = process.pid): { replacedStale: number | null | false } {

@@ -1,24 +1,10 @@
 /**
- * The base of every `xseg` command: `<spec>` as the first argument, `--json`, and errors as one
- * line `xseg: <CODE>: <message>` on stderr with exit status 1 (or `{"error":{...}}` with --json).
+ * What every `xseg` command shares: `<spec>` as the first argument, and the report rendering.
+ * `--json` and errors (`xseg: <CODE>: <message>`, exit status 1) come from @archipelago/cli-kit.
  */
-import { ArchipelagoError } from '@archipelago/libxseg';
+import { ToolCommand } from '@archipelago/cli-kit';
 import type { PortReport, SegmentReport } from '@archipelago/libxseg/segment';
-import { Args, Command, Errors, type Interfaces } from '@oclif/core';
-
-export interface ErrorReport {
-  code: string;
-  message: string;
-  details: Record<string, unknown>;
-}
-
-export function describeError(err: unknown): ErrorReport {
-  if (ArchipelagoError.isInstance(err))
-    return { code: err.code, message: err.message, details: { ...err.details } };
-  if (err instanceof Errors.CLIError)
-    return { code: 'EINVAL', message: err.message.split('\n')[0] ?? '', details: {} };
-  return { code: 'INTERNAL', message: err instanceof Error ? err.message : String(err), details: {} };
-}
+import { Args } from '@oclif/core';
 
 export const specArg = Args.string({
   required: true,
@@ -27,29 +13,8 @@ export const specArg = Args.string({
     "original's parser reads it; its help text had nr_ports first). Missing fields take defaults.",
 });
 
-export abstract class XsegCommand extends Command {
-  static override enableJsonFlag = true;
-  private failed = false;
-
-  protected override async catch(err: Interfaces.CommandError): Promise<void> {
-    if (err instanceof Errors.ExitError) throw err;
-    this.parsed = true;
-    this.failed = true;
-    process.exitCode = 1;
-    const r = describeError(err);
-    if (this.jsonEnabled()) process.stdout.write(`${JSON.stringify({ error: r }, null, 2)}\n`);
-    else process.stderr.write(`xseg: ${r.code}: ${r.message}\n`);
-  }
-
-  protected override logJson(json: unknown): void {
-    if (this.failed) return;
-    process.stdout.write(`${JSON.stringify(json, null, 2)}\n`);
-  }
-
-  protected say(line: string): void {
-    if (!this.jsonEnabled()) process.stdout.write(`${line}\n`);
-  }
-}
+/** The base of every `xseg` command (the tools' common base: `--json`, one error format). */
+export abstract class XsegCommand extends ToolCommand {}
 
 const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
 const lockText = (pid: number, alive: boolean) =>

@@ -1,2 +1,2 @@
 /** The `xseg` oclif tool; see src/commands/. The shared helpers are exported for tests. */
-export { describeError, formatPort, formatReport, XsegCommand } from './base.js';
+export { formatPort, formatReport, XsegCommand } from './base.js';

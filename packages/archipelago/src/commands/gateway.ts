@@ -1,6 +1,4 @@
-import { openEmbeddedRuntime } from '@archipelago/cli';
-import { type GatewayUser, startGateway } from '@archipelago/gateway';
-import { ArchipelagoError } from '@archipelago/libxseg';
+import { launchGateway } from '@archipelago/runtime';
 import { Flags } from '@oclif/core';
 import { ArchipelagoCommand } from '../base.js';
 
@@ -10,10 +8,13 @@ export default class Gateway extends ArchipelagoCommand {
 
   static override description =
     `Serves files (read-only maps of content-addressed blocks) over HTTP from the blockers of the \
-configuration. Stops cleanly on SIGTERM or SIGINT. See packages/gateway/README.md for the API.`;
+configuration, or of a data directory laid out as the embedded default (--data DIR: DIR/maps and \
+DIR/blocks). Stops cleanly on SIGTERM or SIGINT. "archipelago-gateway ARGS" is "archipelago \
+gateway ARGS". See packages/gateway/README.md for the API.`;
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> --port 8080 --user test,test:tester,testing',
+    '<%= config.bin %> <%= command.id %> --data /var/lib/archipelago --token tk1,test',
     '<%= config.bin %> <%= command.id %> --no-auth',
   ];
 
@@ -29,46 +30,41 @@ configuration. Stops cleanly on SIGTERM or SIGINT. See packages/gateway/README.m
     'no-auth': Flags.boolean({ summary: 'Open every account without authentication (testing only).' }),
     'bridge-account': Flags.string({ multiple: true, summary: 'Account allowed to use the volume bridges.' }),
     'public-url': Flags.string({ summary: 'Base URL clients reach the gateway at (for X-Storage-Url).' }),
+    data: Flags.string({
+      summary: "Serve DIR/maps and DIR/blocks instead of the configuration's blockers.",
+      helpValue: 'DIR',
+    }),
+    maps: Flags.string({ summary: 'Maps directory (with --blocks, instead of --data).', helpValue: 'DIR' }),
+    blocks: Flags.string({ summary: 'Blocks directory (with --maps, instead of --data).', helpValue: 'DIR' }),
+    'block-size': Flags.integer({ min: 1, summary: 'Block size of new files, bytes (default 4 MiB).' }),
+    'max-object-size': Flags.integer({ min: 1, summary: 'Largest object accepted, bytes (default 5 GiB).' }),
   };
 
   async run(): Promise<void> {
     const { flags } = await this.parse(Gateway);
-    const users: GatewayUser[] = (flags.user ?? []).map((u) => {
-      const [account, user, key, token] = u.split(',');
-      if (!account || !user || !key)
-        throw new ArchipelagoError('EINVAL', `bad --user "${u}": want ACCOUNT,USER,KEY[,TOKEN]`);
-      return { account, user, key, ...(token ? { token } : {}) };
-    });
-    const tokens: Record<string, string> = {};
-    for (const t of flags.token ?? []) {
-      const [token, account] = t.split(',');
-      if (!token || !account) throw new ArchipelagoError('EINVAL', `bad --token "${t}": want TOKEN,ACCOUNT`);
-      tokens[token] = account;
-    }
-    if (!flags['no-auth'] && users.length === 0 && Object.keys(tokens).length === 0) {
-      throw new ArchipelagoError('EINVAL', 'give at least one --user or --token, or --no-auth');
-    }
-    // The gateway runs its own mapper over the blockers (embedded wiring).
-    const rt = await openEmbeddedRuntime(this.loadConfig(flags.config));
-    const gw = await startGateway({
-      blockerm: rt.blockerm,
-      blockerb: rt.blockerb,
-      mapper: rt.mapper,
+    const gw = await launchGateway({
       host: flags.host,
       port: flags.port,
-      auth: flags['no-auth'] ? false : { users, tokens },
+      noAuth: flags['no-auth'],
+      ...(flags.config !== undefined ? { config: flags.config } : {}),
+      ...(flags.user ? { users: flags.user } : {}),
+      ...(flags.token ? { tokens: flags.token } : {}),
       ...(flags['bridge-account'] ? { bridgeAccounts: flags['bridge-account'] } : {}),
       ...(flags['public-url'] ? { publicUrl: flags['public-url'] } : {}),
+      ...(flags.data !== undefined ? { data: flags.data } : {}),
+      ...(flags.maps !== undefined ? { maps: flags.maps } : {}),
+      ...(flags.blocks !== undefined ? { blocks: flags.blocks } : {}),
+      ...(flags['block-size'] !== undefined ? { blockSize: flags['block-size'] } : {}),
+      ...(flags['max-object-size'] !== undefined ? { maxObjectSize: flags['max-object-size'] } : {}),
     });
     // Printed at start (the command runs until stopped): a line, or one JSON record with --json.
-    this.say(`gateway listening on ${gw.url}`);
-    if (this.jsonEnabled()) process.stdout.write(`${JSON.stringify({ url: gw.url, port: gw.port })}\n`);
+    this.say(`gateway listening on ${gw.gateway.url}`);
+    if (this.jsonEnabled())
+      process.stdout.write(`${JSON.stringify({ url: gw.gateway.url, port: gw.gateway.port })}\n`);
     await new Promise<void>((resolve) => {
-      const stop = () => resolve();
-      process.once('SIGTERM', stop);
-      process.once('SIGINT', stop);
+      process.once('SIGTERM', resolve);
+      process.once('SIGINT', resolve);
     });
     await gw.close();
-    await rt.close();
   }
 }

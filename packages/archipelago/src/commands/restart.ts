@@ -1,6 +1,6 @@
+import { start, stop } from '@archipelago/runtime';
 import { Args, Flags } from '@oclif/core';
 import { ArchipelagoCommand } from '../base.js';
-import { start, stop } from '../daemons.js';
 
 export default class Restart extends ArchipelagoCommand {
   static override summary = 'Stop, then start, all peers or one.';
@@ -15,9 +15,9 @@ export default class Restart extends ArchipelagoCommand {
     started: Awaited<ReturnType<typeof start>>;
   }> {
     const { args, flags } = await this.parse(Restart);
-    const loaded = this.loadConfig(flags.config);
-    const stopped = await stop(loaded, args.role, { force: flags.force }, this.say);
-    const started = await start(loaded, args.role, this.say);
+    const loaded = this.configuration(flags.config);
+    const stopped = await stop(loaded, args.role, { force: flags.force }, this.sayLine);
+    const started = await start(loaded, args.role, this.sayLine);
     return { stopped, started };
   }
 }

@@ -1,6 +1,6 @@
+import { type StartResult, start } from '@archipelago/runtime';
 import { Args } from '@oclif/core';
 import { ArchipelagoCommand } from '../base.js';
-import { type StartResult, start } from '../daemons.js';
 
 export default class Start extends ArchipelagoCommand {
   static override summary = 'Start the peers in [PEERS] ROLES order, or one peer.';
@@ -14,7 +14,6 @@ export default class Start extends ArchipelagoCommand {
 
   async run(): Promise<{ peers: StartResult[] }> {
     const { args, flags } = await this.parse(Start);
-    const loaded = this.loadConfig(flags.config);
-    return { peers: await start(loaded, args.role, this.say) };
+    return { peers: await start(this.configuration(flags.config), args.role, this.sayLine) };
   }
 }

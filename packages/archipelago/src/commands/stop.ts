@@ -1,6 +1,6 @@
+import { stop } from '@archipelago/runtime';
 import { Args, Flags } from '@oclif/core';
 import { ArchipelagoCommand } from '../base.js';
-import { stop } from '../daemons.js';
 
 export default class Stop extends ArchipelagoCommand {
   static override summary = 'Stop the peers in reverse [PEERS] ROLES order, or one peer.';
@@ -18,7 +18,6 @@ export default class Stop extends ArchipelagoCommand {
 
   async run(): Promise<Awaited<ReturnType<typeof stop>>> {
     const { args, flags } = await this.parse(Stop);
-    const loaded = this.loadConfig(flags.config);
-    return stop(loaded, args.role, { force: flags.force }, this.say);
+    return stop(this.configuration(flags.config), args.role, { force: flags.force }, this.sayLine);
   }
 }

@@ -1,6 +1,6 @@
+import { closeVolume } from '@archipelago/runtime';
 import { Args } from '@oclif/core';
 import { VlmcCommand } from '../base.js';
-import { callControl } from '../endpoint/control.js';
 
 export default class Close extends VlmcCommand {
   static override summary = 'Close a volume: drain its I/O and release its lock.';
@@ -17,15 +17,12 @@ holds fails with ELOCKED (break such a lock with "vlmc unlock -f").`;
 
   async run(): Promise<{ name: string; closed: true }> {
     const { args } = await this.parse(Close);
-    const holder = await this.holder(args.name);
-    if (holder) {
-      await callControl(holder.control, { op: 'close' });
-      this.say(`closed ${args.name} (still mapped at ${holder.uri}; its next I/O reopens it)`);
-      return { name: args.name, closed: true };
-    }
-    const rt = await this.runtime();
-    await rt.composer.close(args.name);
-    this.say(`closed ${args.name}`);
+    const { mapped } = await closeVolume(this.session(), args.name);
+    this.say(
+      mapped
+        ? `closed ${args.name} (still mapped at ${mapped.uri}; its next I/O reopens it)`
+        : `closed ${args.name}`,
+    );
     return { name: args.name, closed: true };
   }
 }

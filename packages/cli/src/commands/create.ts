@@ -1,8 +1,8 @@
-import { ArchipelagoError } from '@archipelago/libxseg';
+import { formatSize, parseSize } from '@archipelago/cli-kit';
 import type { VolumeInfo } from '@archipelago/mapper';
+import { createVolume } from '@archipelago/runtime';
 import { Args, Flags } from '@oclif/core';
 import { VlmcCommand } from '../base.js';
-import { formatSize, parseSize } from '../size.js';
 
 export default class Create extends VlmcCommand {
   static override summary = 'Create a volume: empty, or as a thin clone of a snapshot.';
@@ -42,22 +42,12 @@ A bare number means MiB, as in the original vlmc.`;
 
   async run(): Promise<VolumeInfo> {
     const { args, flags } = await this.parse(Create);
-    if (flags.size === undefined && flags.snap === undefined) {
-      throw new ArchipelagoError('EINVAL_SIZE', 'create needs --size SIZE, --snap SNAP, or both');
-    }
-    const size = flags.size === undefined ? undefined : parseSize(flags.size);
-    const rt = await this.runtime();
-    // The mapper reports the lock it held while creating; by now it is released.
-    const settled = async (v: VolumeInfo) => ({ ...v, lockOwner: await rt.blockerm.lockOwner(v.name) });
-    if (flags.snap === undefined) {
-      const info = await settled(await rt.mapper.create(args.name, { size: size! }));
-      this.say(`created volume ${info.name} (${formatSize(info.size)})`);
-      return info;
-    }
-    const info = await settled(
-      await rt.mapper.clone(flags.snap, args.name, size === undefined ? {} : { size }),
-    );
-    this.say(`created volume ${info.name} (${formatSize(info.size)}) as a clone of snapshot ${flags.snap}`);
+    const info = await createVolume(this.session(), args.name, {
+      ...(flags.size !== undefined ? { size: parseSize(flags.size) } : {}),
+      ...(flags.snap !== undefined ? { snap: flags.snap } : {}),
+    });
+    const clone = flags.snap === undefined ? '' : ` as a clone of snapshot ${flags.snap}`;
+    this.say(`created volume ${info.name} (${formatSize(info.size)})${clone}`);
     return info;
   }
 }

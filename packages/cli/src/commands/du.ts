@@ -1,10 +1,10 @@
+import { formatSize } from '@archipelago/cli-kit';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { ObjFlag } from '@archipelago/mapfile';
 import type { MapEntry } from '@archipelago/mapper';
+import type { Runtime } from '@archipelago/runtime';
 import { Args } from '@oclif/core';
 import { VlmcCommand } from '../base.js';
-import type { Runtime } from '../runtime.js';
-import { formatSize } from '../size.js';
 
 /** `vlmc du NAME`: one map. */
 export interface VolumeUsage {
@@ -79,7 +79,7 @@ NAME, the whole store, including objects that no map references.`;
 
   async run(): Promise<VolumeUsage | StoreUsage> {
     const { args } = await this.parse(Du);
-    const rt = await this.runtime();
+    const rt = await this.session().runtime();
     const sizes = new Map<string, number | null>();
     const sizeOf = async (o: string) => {
       let s = sizes.get(o);

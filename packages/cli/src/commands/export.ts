@@ -1,8 +1,7 @@
+import { DEFAULT_INFLIGHT, exportImage, type TransferStats } from '@archipelago/runtime';
 import { Args, Flags } from '@oclif/core';
 import { VlmcCommand } from '../base.js';
 import { transferSummary } from '../format.js';
-import { ProgressBar } from '../progress.js';
-import { DEFAULT_INFLIGHT, exportVolume, type TransferStats } from '../transfer.js';
 
 export default class Export extends VlmcCommand {
   static override summary = 'Write a volume or snapshot to a sparse raw image file.';
@@ -25,21 +24,9 @@ when it is a terminal.`;
 
   async run(): Promise<TransferStats> {
     const { args, flags } = await this.parse(Export);
-    // Bulk mode: blockerb reads with O_DIRECT straight into the page-aligned slot buffers.
-    const rt = await this.runtime({ bulk: true });
-    await this.adopt(args.name);
-    let bar: ProgressBar | undefined;
-    const stats = await exportVolume(rt, args.name, args.file, {
-      inflight: flags.inflight,
-      ...(this.progressAllowed()
-        ? {
-            onProgress: (done: number, total: number) => {
-              bar ??= new ProgressBar('export', total);
-              bar.update(done);
-            },
-          }
-        : {}),
-    }).finally(() => bar?.finish());
+    const stats = await this.withProgress('export', (onProgress) =>
+      exportImage(this.session(), args.name, args.file, { inflight: flags.inflight, ...onProgress }),
+    );
     this.say(transferSummary(`exported ${args.name} to ${args.file}`, stats));
     return stats;
   }

@@ -1,8 +1,7 @@
+import { DEFAULT_IMPORT_INFLIGHT, importImage, type TransferStats } from '@archipelago/runtime';
 import { Args, Flags } from '@oclif/core';
 import { VlmcCommand } from '../base.js';
 import { transferSummary } from '../format.js';
-import { ProgressBar } from '../progress.js';
-import { DEFAULT_IMPORT_INFLIGHT, importFile, type TransferStats } from '../transfer.js';
 
 export default class Import extends VlmcCommand {
   static override summary = 'Create a volume from a raw image file.';
@@ -30,22 +29,9 @@ volume is removed. A progress bar is drawn on stderr when it is a terminal.`;
 
   async run(): Promise<TransferStats> {
     const { args, flags } = await this.parse(Import);
-    // Bulk mode: the objects of the new volume need not be durable one by one (a crash in the
-    // middle leaves a partial volume either way); everything is flushed, data first, before the
-    // import reports success.
-    const rt = await this.runtime({ bulk: true });
-    let bar: ProgressBar | undefined;
-    const stats = await importFile(rt, args.file, args.name, {
-      inflight: flags.inflight,
-      ...(this.progressAllowed()
-        ? {
-            onProgress: (done: number, total: number) => {
-              bar ??= new ProgressBar('import', total);
-              bar.update(done);
-            },
-          }
-        : {}),
-    }).finally(() => bar?.finish());
+    const stats = await this.withProgress('import', (onProgress) =>
+      importImage(this.session(), args.file, args.name, { inflight: flags.inflight, ...onProgress }),
+    );
     this.say(transferSummary(`imported ${args.file} into ${args.name}`, stats));
     return stats;
   }

@@ -1,7 +1,7 @@
 import type { VolumeInfo } from '@archipelago/mapper';
+import { volumeInfo } from '@archipelago/runtime';
 import { Args } from '@oclif/core';
 import { VlmcCommand } from '../base.js';
-import { callControl } from '../endpoint/control.js';
 import { infoLines } from '../format.js';
 
 export default class Info extends VlmcCommand {
@@ -22,16 +22,9 @@ those this volume owns and writes in place (the others are shared with a snapsho
 
   async run(): Promise<VolumeInfo> {
     const { args } = await this.parse(Info);
-    const holder = await this.holder(args.name);
-    if (holder) {
-      const info = (await callControl(holder.control, { op: 'info' })) as VolumeInfo;
-      for (const line of infoLines({ ...info, epoch: BigInt(info.epoch) })) this.say(line);
-      this.say(`mapped:      ${holder.uri} (pid ${holder.pid})`);
-      return info;
-    }
-    const rt = await this.runtime();
-    const info = await rt.mapper.info(args.name);
+    const { info, mapped } = await volumeInfo(this.session(), args.name);
     for (const line of infoLines(info)) this.say(line);
+    if (mapped) this.say(`mapped:      ${mapped.uri} (pid ${mapped.pid})`);
     return info;
   }
 }

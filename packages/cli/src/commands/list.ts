@@ -1,4 +1,5 @@
 import type { VolumeSummary } from '@archipelago/mapper';
+import { listVolumes } from '@archipelago/runtime';
 import { VlmcCommand } from '../base.js';
 
 export default class List extends VlmcCommand {
@@ -13,8 +14,7 @@ export default class List extends VlmcCommand {
 
   async run(): Promise<VolumeSummary[]> {
     await this.parse(List);
-    const rt = await this.runtime();
-    const all = await rt.mapper.list();
+    const all = await listVolumes(this.session());
     for (const v of all) this.say(v.name);
     return all;
   }

@@ -1,4 +1,4 @@
-import { validateVolumeName } from '@archipelago/mapfile';
+import { lockVolume } from '@archipelago/runtime';
 import { Args } from '@oclif/core';
 import { VlmcCommand } from '../base.js';
 
@@ -18,10 +18,8 @@ system. Locking again from the same host succeeds; when another host holds the l
 
   async run(): Promise<{ name: string; owner: string }> {
     const { args } = await this.parse(Lock);
-    validateVolumeName(args.name);
-    const rt = await this.runtime();
-    await rt.mapper.lock(args.name);
-    this.say(`locked ${args.name} (owner ${rt.identity})`);
-    return { name: args.name, owner: rt.identity };
+    const r = await lockVolume(this.session(), args.name);
+    this.say(`locked ${r.name} (owner ${r.owner})`);
+    return r;
   }
 }

@@ -1,4 +1,5 @@
 import type { VolumeInfo } from '@archipelago/mapper';
+import { openVolume } from '@archipelago/runtime';
 import { Args } from '@oclif/core';
 import { VlmcCommand } from '../base.js';
 
@@ -17,12 +18,8 @@ open already; fails with ELOCKED, naming the owner, when another host holds it.`
 
   async run(): Promise<VolumeInfo> {
     const { args } = await this.parse(Open);
-    const rt = await this.runtime();
-    // Check that the volume exists first: a failed open would also drop a lock `vlmc lock` took.
-    await rt.mapper.info(args.name);
-    const info = await rt.mapper.openVolume(args.name);
-    this.keepOpen(args.name);
-    this.say(`opened ${args.name} (locked by ${rt.identity})`);
+    const info = await openVolume(this.session(), args.name);
+    this.say(`opened ${args.name} (locked by ${info.lockOwner})`);
     return info;
   }
 }

@@ -1,3 +1,4 @@
+import { removeVolume } from '@archipelago/runtime';
 import { Args } from '@oclif/core';
 import { VlmcCommand } from '../base.js';
 
@@ -18,10 +19,8 @@ volume owns are deleted. Objects shared with snapshots or clones stay: they are 
 
   async run(): Promise<{ name: string; removed: true }> {
     const { args } = await this.parse(Remove);
-    await this.refuseMapped(args.name, 'remove');
-    const rt = await this.runtime();
-    await rt.composer.remove(args.name);
-    this.say(`removed ${args.name}`);
-    return { name: args.name, removed: true };
+    const r = await removeVolume(this.session(), args.name);
+    this.say(`removed ${r.name}`);
+    return r;
   }
 }

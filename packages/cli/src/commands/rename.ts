@@ -1,4 +1,5 @@
 import type { VolumeInfo } from '@archipelago/mapper';
+import { renameVolume } from '@archipelago/runtime';
 import { Args } from '@oclif/core';
 import { VlmcCommand } from '../base.js';
 
@@ -17,9 +18,7 @@ export default class Rename extends VlmcCommand {
 
   async run(): Promise<VolumeInfo> {
     const { args } = await this.parse(Rename);
-    await this.refuseMapped(args.name, 'rename');
-    const rt = await this.runtime();
-    const info = await rt.composer.frozen(args.name, () => rt.mapper.rename(args.name, args.new));
+    const info = await renameVolume(this.session(), args.name, args.new);
     this.say(`renamed ${args.name} to ${info.name}`);
     return info;
   }

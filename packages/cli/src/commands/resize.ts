@@ -1,7 +1,8 @@
+import { formatSize, parseSize } from '@archipelago/cli-kit';
 import type { VolumeInfo } from '@archipelago/mapper';
+import { resizeVolume } from '@archipelago/runtime';
 import { Args, Flags } from '@oclif/core';
 import { VlmcCommand } from '../base.js';
-import { formatSize, parseSize } from '../size.js';
 
 export default class Resize extends VlmcCommand {
   static override summary = 'Grow or shrink a volume.';
@@ -27,13 +28,7 @@ the blocks past the new end; data there is lost. Snapshots cannot be resized.`;
 
   async run(): Promise<VolumeInfo> {
     const { args, flags } = await this.parse(Resize);
-    await this.refuseMapped(args.name, 'resize');
-    const size = parseSize(flags.size);
-    const rt = await this.runtime();
-    await this.adopt(args.name);
-    const resized = await rt.composer.frozen(args.name, () => rt.mapper.resize(args.name, size));
-    // The mapper reports the lock it held while resizing; it is released by now unless the volume is open.
-    const info = { ...resized, lockOwner: await rt.blockerm.lockOwner(args.name) };
+    const info = await resizeVolume(this.session(), args.name, parseSize(flags.size));
     this.say(`resized ${info.name} to ${formatSize(info.size)}`);
     return info;
   }

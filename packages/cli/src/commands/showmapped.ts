@@ -1,5 +1,5 @@
+import { listMapped, type MappedStatus } from '@archipelago/runtime';
 import { VlmcCommand } from '../base.js';
-import type { MappedStatus } from '../endpoint/runstate.js';
 
 export default class Showmapped extends VlmcCommand {
   static override summary = 'List the volumes mapped on this host: volume, NBD URI, device, pid.';
@@ -14,7 +14,7 @@ export default class Showmapped extends VlmcCommand {
 
   async run(): Promise<MappedStatus[]> {
     await this.parse(Showmapped);
-    const all = await this.runState().list();
+    const all = await listMapped(this.session());
     if (all.length === 0) this.say('no mapped volumes');
     else {
       const rows = [['VOLUME', 'URI', 'DEVICE', 'PID', 'STATE', 'MODE']];

@@ -1,7 +1,7 @@
 import type { VolumeInfo } from '@archipelago/mapper';
+import { snapshotVolume } from '@archipelago/runtime';
 import { Args } from '@oclif/core';
 import { VlmcCommand } from '../base.js';
-import { callControl } from '../endpoint/control.js';
 
 export default class Snapshot extends VlmcCommand {
   static override summary = 'Take a read-only snapshot of a volume.';
@@ -20,17 +20,8 @@ In-flight I/O is drained first. Clone the snapshot with "vlmc create NAME --snap
 
   async run(): Promise<VolumeInfo> {
     const { args } = await this.parse(Snapshot);
-    const holder = await this.holder(args.name);
-    if (holder) {
-      // A mapped volume: the process holding it drains its I/O, snapshots and resumes.
-      const info = (await callControl(holder.control, { op: 'snapshot', snap: args.snap })) as VolumeInfo;
-      this.say(`created snapshot ${info.name} of mapped volume ${args.name}`);
-      return info;
-    }
-    const rt = await this.runtime();
-    await this.adopt(args.name);
-    const info = await rt.composer.snapshot(args.name, args.snap);
-    this.say(`created snapshot ${info.name} of volume ${args.name}`);
+    const { info, mapped } = await snapshotVolume(this.session(), args.name, args.snap);
+    this.say(`created snapshot ${info.name} of ${mapped ? 'mapped ' : ''}volume ${args.name}`);
     return info;
   }
 }

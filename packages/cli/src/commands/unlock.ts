@@ -1,4 +1,4 @@
-import { validateVolumeName } from '@archipelago/mapfile';
+import { unlockVolume } from '@archipelago/runtime';
 import { Args, Flags } from '@oclif/core';
 import { VlmcCommand } from '../base.js';
 
@@ -31,15 +31,9 @@ first ("vlmc info NAME" shows it) and make sure that host no longer uses the vol
 
   async run(): Promise<{ name: string; unlocked: true; previousOwner: string | null }> {
     const { args, flags } = await this.parse(Unlock);
-    validateVolumeName(args.name);
-    const rt = await this.runtime();
-    const owner = await rt.blockerm.lockOwner(args.name);
-    await rt.mapper.unlock(args.name, { force: flags.force });
-    this.say(
-      owner && owner !== rt.identity
-        ? `unlocked ${args.name} (broke the lock of ${owner})`
-        : `unlocked ${args.name}`,
-    );
-    return { name: args.name, unlocked: true, previousOwner: owner };
+    const r = await unlockVolume(this.session(), args.name, { force: flags.force });
+    const broke = r.previousOwner && r.previousOwner !== r.identity;
+    this.say(broke ? `unlocked ${r.name} (broke the lock of ${r.previousOwner})` : `unlocked ${r.name}`);
+    return { name: r.name, unlocked: true, previousOwner: r.previousOwner };
   }
 }

@@ -1,11 +1,6 @@
-import { ArchipelagoError } from '@archipelago/libxseg';
+import { unmapVolume } from '@archipelago/runtime';
 import { Args } from '@oclif/core';
 import { VlmcCommand } from '../base.js';
-import { callControl } from '../endpoint/control.js';
-import { detachDevice } from '../endpoint/kernel.js';
-import { pidAlive } from '../endpoint/runstate.js';
-
-const EXIT_WAIT_MS = 30_000;
 
 export default class Unmap extends VlmcCommand {
   static override summary = 'Unmap a volume: stop its NBD endpoint, close it and release its lock.';
@@ -27,32 +22,10 @@ this host's lock on the volume is released.`;
 
   async run(): Promise<{ volume: string; stale: boolean }> {
     const { args } = await this.parse(Unmap);
-    const state = this.runState();
-    const entry = await state.find(args.target);
-    if (!entry) {
-      throw new ArchipelagoError(
-        'ENOENT_VOLUME',
-        `"${args.target}" is not mapped on this host (see "vlmc showmapped")`,
-      );
-    }
-    if (entry.device) await detachDevice(entry.device);
-    if (!entry.alive) {
-      await state.remove(entry.volume);
-      const rt = await this.runtime();
-      if ((await rt.blockerm.lockOwner(entry.volume)) === rt.identity) await rt.mapper.unlock(entry.volume);
-      this.say(`removed stale mapping of ${entry.volume} (pid ${entry.pid} was gone)`);
-      return { volume: entry.volume, stale: true };
-    }
-    await callControl(entry.control, { op: 'unmap' });
-    const deadline = Date.now() + EXIT_WAIT_MS;
-    while (pidAlive(entry.pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    if (pidAlive(entry.pid)) {
-      throw new ArchipelagoError(
-        'ETIMEDOUT',
-        `the endpoint of "${entry.volume}" (pid ${entry.pid}) did not exit in ${EXIT_WAIT_MS / 1000} s`,
-      );
-    }
-    this.say(`unmapped ${entry.volume}`);
-    return { volume: entry.volume, stale: false };
+    const r = await unmapVolume(this.session(), args.target);
+    this.say(
+      r.stale ? `removed stale mapping of ${r.volume} (pid ${r.pid} was gone)` : `unmapped ${r.volume}`,
+    );
+    return { volume: r.volume, stale: r.stale };
   }
 }

@@ -3,18 +3,24 @@
  * NBD, answers the control channel (snapshot, info, unmap) so that other `vlmc` commands reach
  * the holder instead of touching the map behind its back, and records itself in the run-state.
  *
- * Started by `vlmc map` with the request in ARCHIPELAGO_ENDPOINT (JSON). It reports readiness
- * with one line on stdout, `READY <json entry>` or `ERROR <json error>`, then keeps running.
+ * Started by `vlmc map` (`mapVolume`, through `spawnDetached`) with the request in
+ * ARCHIPELAGO_ENDPOINT (JSON); its entry is main.ts. It reports readiness with one line on stdout,
+ * `READY <json entry>` or `ERROR <json error>`, then keeps running.
  */
 import { dirname } from 'node:path';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { NbdServer, volumeExport } from '@archipelago/nbd';
 import pino from 'pino';
 import { loadConfig } from '../config.js';
-import { openRuntime } from '../runtime.js';
+import { reportReady } from '../spawn.js';
+import { openRuntime } from '../wiring.js';
 import { type ControlRequest, serveControl } from './control.js';
 import { type MappedEntry, RunState } from './runstate.js';
 
+/** The environment variable carrying the `HostRequest` as JSON. */
+export const ENDPOINT_ENV = 'ARCHIPELAGO_ENDPOINT';
+
+/** What `vlmc map` asks of the endpoint process. */
 export interface HostRequest {
   config: string;
   volume: string;
@@ -102,18 +108,6 @@ export async function runHost(req: HostRequest): Promise<void> {
   for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
     process.on(sig, () => void stop(sig).then(() => process.exit(0)));
   }
-  process.stdout.write(`READY ${JSON.stringify(entry)}\n`);
+  reportReady(entry);
   log.info({ volume: name, uri: entry.uri, dir: dirname(state.controlPath(name)) }, 'volume mapped');
-}
-
-// Entry point when run as a process.
-if (process.env.ARCHIPELAGO_ENDPOINT) {
-  const req = JSON.parse(process.env.ARCHIPELAGO_ENDPOINT) as HostRequest;
-  runHost(req).catch((e: unknown) => {
-    const err = ArchipelagoError.isInstance(e)
-      ? { code: e.code, message: e.message, details: e.details }
-      : { code: 'EIO', message: e instanceof Error ? e.message : String(e) };
-    process.stdout.write(`ERROR ${JSON.stringify(err)}\n`);
-    process.exit(1);
-  });
 }

@@ -590,14 +590,12 @@ function resolveDirs(c: ArchipelagoConfig, base: string): void {
   }
 }
 
-/**
- * The run-state directory (mapped volumes: pids, sockets, control channels): `[ARCHIPELAGO]
- * RUN_DIR` if set; `/var/run/archipelago` for the system-wide configuration; otherwise `run/`
- * next to the configuration file, so that each configuration (and each test) has its own.
- */
-export function runDirectory(loaded: LoadedConfig): string {
-  const set = loaded.config.ARCHIPELAGO.RUN_DIR;
-  if (typeof set === 'string' && set !== '') return resolve(dirname(loaded.path), set);
-  if (loaded.source === 'system') return '/var/run/archipelago';
-  return join(dirname(loaded.path), 'run');
+/** True for a loaded configuration (file path and contents), false for bare contents. */
+export function isLoaded(v: LoadedConfig | ArchipelagoConfig): v is LoadedConfig {
+  return typeof (v as LoadedConfig).path === 'string' && typeof (v as LoadedConfig).config === 'object';
+}
+
+/** The contents of a loaded configuration, or the contents given. */
+export function configOf(v: LoadedConfig | ArchipelagoConfig): ArchipelagoConfig {
+  return isLoaded(v) ? v.config : v;
 }

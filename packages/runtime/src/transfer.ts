@@ -10,7 +10,7 @@ import { type FileHandle, open, stat } from 'node:fs/promises';
 import { addressAlignment, largeBuffer } from '@archipelago/fastio';
 import { ArchipelagoError, fromSystemError } from '@archipelago/libxseg';
 import { ObjFlag } from '@archipelago/mapfile';
-import type { Runtime } from './runtime.js';
+import type { Runtime } from './types.js';
 
 /** Blocks in flight by default. */
 export const DEFAULT_INFLIGHT = 8;

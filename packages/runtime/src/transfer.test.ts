@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import type { FileBlocker } from '@archipelago/blocker-file';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { defaultConfig } from './config.js';
-import { openEmbeddedRuntime } from './runtime.js';
+import { openEmbeddedRuntime } from './embedded.js';
 import { exportVolume, importFile } from './transfer.js';
 
 const MiB = 1024 * 1024;

@@ -2,10 +2,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ArchipelagoError } from '@archipelago/libxseg';
+import { ArchipelagoError, pidAlive } from '@archipelago/libxseg';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { callControl, serveControl } from './control.js';
-import { pidAlive, RunState } from './runstate.js';
+import { RunState } from './runstate.js';
 
 let dir: string;
 beforeEach(async () => {

@@ -4,18 +4,21 @@
  * queries) — each on its own dynamic port of one joined segment. Volume I/O goes either to vlmcd
  * (`SegmentVolumes`), or, composed in this process (`compose: 'local'`, what the `vlmc map`
  * endpoint asks for), through a Composer over that SegmentMapper, caching map lookups under
- * mapperd's leases as vlmcd does, and straight to blockerb. Volume locks are mapperd's (its
- * identity is this runtime's), so the lock decides between the daemons and an embedded writer of
- * the same host.
+ * mapperd's leases as vlmcd does, and straight to blockerb. Volume locks are mapperd's, taken as
+ * the host's identity (`hostIdentity`), the same an embedded `vlmc` of this host has: a volume
+ * opened before `archipelago start` stays this host's after it, and the reverse.
  */
 import { Composer, type VolumeApi } from '@archipelago/composer';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import type { LoadedConfig } from './config.js';
-import { type Compose, composeOf, pidfileOf, portOf, segmentSpecOf, VOLUME_DAEMONS } from './daemons.js';
-import type { Runtime } from './runtime.js';
+import { pidfileOf, portOf, segmentSpecOf } from './paths.js';
+import type { Compose, Runtime } from './types.js';
 
-export async function connectDaemons(loaded: LoadedConfig, compose?: Compose): Promise<Runtime> {
-  const local = composeOf(compose) === 'local';
+/** The roles whose daemons carry volume I/O for `vlmc` and the NBD endpoint. */
+export const VOLUME_DAEMONS = ['mapperd', 'vlmcd'] as const;
+
+export async function connectDaemons(loaded: LoadedConfig, compose: Compose): Promise<Runtime> {
+  const local = compose === 'local';
   const peer = await import('@archipelago/peer');
   for (const role of VOLUME_DAEMONS) {
     const st = peer.readPidfile(pidfileOf(loaded, role));

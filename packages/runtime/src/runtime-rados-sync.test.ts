@@ -9,7 +9,7 @@ import type { RadosBlocker } from '@archipelago/blocker-rados';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureCluster, freshNamespace } from '../../blocker-rados/test/cluster.js';
 import { type LoadedConfig, loadConfig } from './config.js';
-import { openEmbeddedRuntime } from './runtime.js';
+import { openEmbeddedRuntime } from './embedded.js';
 
 let dir: string;
 let loaded: LoadedConfig;

@@ -1,9 +1,9 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { defaultConfig, loadConfig, serializeConfig } from '@archipelago/cli';
 import { afterEach, describe, expect, it } from 'vitest';
-import { peerOptions } from './daemons.js';
+import { defaultConfig, loadConfig, serializeConfig } from './config.js';
+import { peerOptions } from './sections.js';
 
 let dir: string | undefined;
 afterEach(() => {

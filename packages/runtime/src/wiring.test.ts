@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { COMPOSE_ENV, composeOf } from './daemons.js';
+import { COMPOSE_ENV, composeOf } from './wiring.js';
 
 describe('composeOf', () => {
   it('takes what the caller asks for, vlmcd when it asks nothing', () => {

@@ -1,6 +1,6 @@
-import { readFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { pidAlive } from '@archipelago/libxseg';
 
 /** What `vlmc map` records for a mapped volume (one JSON file per volume in the run directory). */
 export interface MappedEntry {
@@ -24,25 +24,6 @@ export interface MappedEntry {
 export interface MappedStatus extends MappedEntry {
   /** False when the holder process is gone (a stale entry, e.g. after a crash). */
   alive: boolean;
-}
-
-/**
- * True when a process with this pid is running. A zombie (exited, not yet reaped: detached
- * holders are reparented to init, which may reap late) counts as gone.
- */
-export function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'EPERM') return false;
-  }
-  try {
-    // /proc/<pid>/stat: "pid (comm) S ..."; comm may contain spaces, so read after the last ')'.
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return true; // no procfs: trust kill(0)
-  }
 }
 
 /**

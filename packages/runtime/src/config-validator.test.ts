@@ -5,7 +5,7 @@ import { validate } from './config-validate.generated.js';
 import { configValidatorSource } from './config-validator-source.js';
 
 describe('generated configuration validator', () => {
-  it('is up to date with CONFIG_ROOT_SCHEMA (else run `pnpm --filter @archipelago/cli gen:config`)', () => {
+  it('is up to date with CONFIG_ROOT_SCHEMA (else run `pnpm --filter @archipelago/runtime gen:config`)', () => {
     const committed = readFileSync(new URL('./config-validate.generated.ts', import.meta.url), 'utf8');
     expect(committed).toBe(configValidatorSource(CONFIG_ROOT_SCHEMA));
   });

@@ -1,0 +1,112 @@
+/**
+ * The embedded wiring: blockerm, blockerb, mapper and composer in this process, built from the
+ * configuration with the same options the daemons get (`blockerOptions`).
+ */
+import type { Blocker } from '@archipelago/blocker';
+import { FileBlocker } from '@archipelago/blocker-file';
+import { Composer } from '@archipelago/composer';
+import { ArchipelagoError } from '@archipelago/libxseg';
+import { Mapper } from '@archipelago/mapper';
+import type { BlockerPeerOptions, RadosBlockerPeerOptions } from '@archipelago/peer/options';
+import { type ArchipelagoConfig, isLoaded, type LoadedConfig } from './config.js';
+import { blockerOptions, hostIdentity, lockTimeoutMs } from './sections.js';
+import type { EmbeddedRuntime, RuntimeOptions } from './types.js';
+
+/** The part of @archipelago/blocker-rados the runtime uses (loaded on demand: it is native). */
+interface RadosModule {
+  RadosBlocker: { open(opts: Omit<RadosBlockerPeerOptions, 'type'>): Promise<Blocker> };
+}
+
+const RADOS_PACKAGE = '@archipelago/blocker-rados';
+
+/**
+ * Opens the blocker a section describes. Bulk mode (import, export) writes back, and a bulk
+ * file blockerb (`direct`) moves data with O_DIRECT.
+ */
+export async function openBlocker(
+  o: BlockerPeerOptions,
+  bulk: { direct: boolean } | null,
+  where: { role: string; file: string | null },
+): Promise<Blocker> {
+  if (o.type === 'file_blocker') {
+    return new FileBlocker({
+      dir: o.dir,
+      ...(o.lockDir !== undefined ? { lockDir: o.lockDir } : {}),
+      ...(o.identity !== undefined ? { identity: o.identity } : {}),
+      direct: (o.direct ?? false) || (bulk?.direct ?? false),
+      ...(o.fdcache !== undefined ? { fdCache: o.fdcache } : {}),
+      sync: bulk ? 'flush' : (o.sync ?? 'always'),
+    });
+  }
+  let mod: RadosModule;
+  try {
+    mod = (await import(RADOS_PACKAGE)) as RadosModule;
+  } catch (e) {
+    throw new ArchipelagoError(
+      'ENOTSUP',
+      `[${where.role}] has type rados_blocker: RADOS support is not available yet in this installation (${RADOS_PACKAGE} is not installed); install it or use type = file_blocker${where.file ? ` in ${where.file}` : ''}`,
+      { cause: e, details: { role: where.role, file: where.file } },
+    );
+  }
+  const { type: _type, ...rados } = o;
+  return mod.RadosBlocker.open({ ...rados, ...(bulk ? { sync: 'flush' as const } : {}) });
+}
+
+/** Builds blockerm, blockerb, mapper and composer in this process from a (validated) configuration. */
+export async function openEmbeddedRuntime(
+  input: LoadedConfig | ArchipelagoConfig,
+  opts: RuntimeOptions = {},
+): Promise<EmbeddedRuntime> {
+  const loaded: LoadedConfig = isLoaded(input)
+    ? input
+    : { path: 'configuration', source: 'default', created: false, config: input };
+  const file = isLoaded(input) ? input.path : null;
+  const { config } = loaded;
+  const identity = hostIdentity(input);
+  const blockerm = await openBlocker(
+    blockerOptions(loaded, 'blockerm'),
+    opts.bulk ? { direct: false } : null,
+    {
+      role: 'blockerm',
+      file,
+    },
+  );
+  let blockerb: Blocker;
+  try {
+    blockerb = await openBlocker(blockerOptions(loaded, 'blockerb'), opts.bulk ? { direct: true } : null, {
+      role: 'blockerb',
+      file,
+    });
+  } catch (e) {
+    await blockerm.close().catch(() => {});
+    throw e;
+  }
+  const mapper = new Mapper({
+    blockerm,
+    blockerb,
+    lockTimeoutMs: lockTimeoutMs(config),
+    ...(opts.logger ? { logger: opts.logger } : {}),
+  });
+  const composer = new Composer({ mapper, blockerb, ...(opts.logger ? { logger: opts.logger } : {}) });
+  let closing: Promise<void> | null = null;
+  return {
+    wiring: 'embedded',
+    config,
+    configPath: file,
+    blockerm,
+    blockerb,
+    mapper,
+    composer,
+    identity,
+    close(closeOpts = {}) {
+      closing ??= (async () => {
+        try {
+          if (!closeOpts.keepLocks) await mapper.close();
+        } finally {
+          await Promise.allSettled([blockerm.close(), blockerb.close()]);
+        }
+      })();
+      return closing;
+    },
+  };
+}

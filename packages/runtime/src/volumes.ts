@@ -1,0 +1,221 @@
+/**
+ * The volume operations of `vlmc`, as functions of a `Session`: each is what one command does,
+ * in either wiring, reaching a mapped volume through its holder. The commands parse flags, call
+ * one of these and print the result.
+ */
+import { ArchipelagoError } from '@archipelago/libxseg';
+import { validateVolumeName, ZERO_BLOCK } from '@archipelago/mapfile';
+import type { VolumeInfo, VolumeSummary } from '@archipelago/mapper';
+import { callControl } from './endpoint/control.js';
+import type { MappedStatus } from './endpoint/runstate.js';
+import type { Session } from './session.js';
+import {
+  DEFAULT_IMPORT_INFLIGHT,
+  DEFAULT_INFLIGHT,
+  exportVolume,
+  importFile,
+  type TransferOptions,
+  type TransferStats,
+} from './transfer.js';
+
+/** The mapper reports the lock it held during an operation; this is the owner once it is over. */
+async function settled(s: Session, v: VolumeInfo): Promise<VolumeInfo> {
+  const rt = await s.runtime();
+  return { ...v, lockOwner: await rt.blockerm.lockOwner(v.name) };
+}
+
+/** A new empty volume of `size` bytes, or with `snap` a thin clone of that snapshot. */
+export async function createVolume(
+  s: Session,
+  name: string,
+  opts: { size?: number; snap?: string },
+): Promise<VolumeInfo> {
+  if (opts.size === undefined && opts.snap === undefined)
+    throw new ArchipelagoError('EINVAL_SIZE', 'create needs --size SIZE, --snap SNAP, or both');
+  const rt = await s.runtime();
+  if (opts.snap === undefined) return settled(s, await rt.mapper.create(name, { size: opts.size as number }));
+  return settled(
+    s,
+    await rt.mapper.clone(opts.snap, name, opts.size === undefined ? {} : { size: opts.size }),
+  );
+}
+
+/** A volume's description; for a mapped volume, its holder's view (and where it is mapped). */
+export async function volumeInfo(
+  s: Session,
+  name: string,
+): Promise<{ info: VolumeInfo; mapped: MappedStatus | null }> {
+  const holder = await s.holder(name);
+  if (holder) {
+    const info = (await callControl(holder.control, { op: 'info' })) as VolumeInfo;
+    return { info: { ...info, epoch: BigInt(info.epoch) }, mapped: holder };
+  }
+  const rt = await s.runtime();
+  return { info: await rt.mapper.info(name), mapped: null };
+}
+
+/** Every volume and snapshot. */
+export async function listVolumes(s: Session): Promise<VolumeSummary[]> {
+  return (await s.runtime()).mapper.list();
+}
+
+/**
+ * A read-only snapshot of `name`. A mapped volume is snapshotted by its holder (it drains its
+ * I/O, snapshots and resumes); `mapped` names it.
+ */
+export async function snapshotVolume(
+  s: Session,
+  name: string,
+  snap: string,
+): Promise<{ info: VolumeInfo; mapped: MappedStatus | null }> {
+  const holder = await s.holder(name);
+  if (holder) {
+    const info = (await callControl(holder.control, { op: 'snapshot', snap })) as VolumeInfo;
+    return { info, mapped: holder };
+  }
+  const rt = await s.runtime();
+  await s.adopt(name);
+  return { info: await rt.composer.snapshot(name, snap), mapped: null };
+}
+
+/** Takes the volume lock for this host and keeps the volume open after the command. */
+export async function openVolume(s: Session, name: string): Promise<VolumeInfo> {
+  const rt = await s.runtime();
+  // Check that the volume exists first: a failed open would also drop a lock `vlmc lock` took.
+  await rt.mapper.info(name);
+  const info = await rt.mapper.openVolume(name);
+  s.keepOpen(name);
+  return info;
+}
+
+/**
+ * Drains the volume's I/O and releases its lock. A mapped volume is closed by its holder: the
+ * export stays up and its next I/O reopens it (`mapped` names the holder).
+ */
+export async function closeVolume(
+  s: Session,
+  name: string,
+): Promise<{ name: string; closed: true; mapped: MappedStatus | null }> {
+  const holder = await s.holder(name);
+  if (holder) {
+    await callControl(holder.control, { op: 'close' });
+    return { name, closed: true, mapped: holder };
+  }
+  const rt = await s.runtime();
+  await rt.composer.close(name);
+  return { name, closed: true, mapped: null };
+}
+
+/** Takes the volume lock for this host, without opening the volume (never waits). */
+export async function lockVolume(s: Session, name: string): Promise<{ name: string; owner: string }> {
+  validateVolumeName(name);
+  const rt = await s.runtime();
+  await rt.mapper.lock(name);
+  return { name, owner: rt.identity };
+}
+
+/** Releases the volume lock; `force` breaks another host's. */
+export async function unlockVolume(
+  s: Session,
+  name: string,
+  opts: { force: boolean },
+): Promise<{ name: string; unlocked: true; previousOwner: string | null; identity: string }> {
+  validateVolumeName(name);
+  const rt = await s.runtime();
+  const owner = await rt.blockerm.lockOwner(name);
+  await rt.mapper.unlock(name, { force: opts.force });
+  return { name, unlocked: true, previousOwner: owner, identity: rt.identity };
+}
+
+/** Removes a volume or snapshot (refused while it is mapped). */
+export async function removeVolume(s: Session, name: string): Promise<{ name: string; removed: true }> {
+  await s.refuseMapped(name, 'remove');
+  const rt = await s.runtime();
+  await rt.composer.remove(name);
+  return { name, removed: true };
+}
+
+/** Renames a volume or snapshot (refused while it is mapped). */
+export async function renameVolume(s: Session, name: string, to: string): Promise<VolumeInfo> {
+  await s.refuseMapped(name, 'rename');
+  const rt = await s.runtime();
+  return rt.composer.frozen(name, () => rt.mapper.rename(name, to));
+}
+
+/** Grows or shrinks a volume (refused while it is mapped). */
+export async function resizeVolume(s: Session, name: string, size: number): Promise<VolumeInfo> {
+  await s.refuseMapped(name, 'resize');
+  const rt = await s.runtime();
+  await s.adopt(name);
+  return settled(s, await rt.composer.frozen(name, () => rt.mapper.resize(name, size)));
+}
+
+export interface HashResult {
+  /** Name of the hashed map (clone it with `vlmc create <vol> --snap <name>`). */
+  name: string;
+  /** Pithos top-level hash (Merkle root), the X-Object-Hash of the same file in Pithos. */
+  root: string;
+  snapshot: string;
+  size: number;
+  blocksize: number;
+  blocks: number;
+  /** Blocks backed by content objects (not the zero block). */
+  contentBlocks: number;
+  /** An identical hashed map existed already (nothing was written). */
+  existed: boolean;
+  seconds: number;
+}
+
+/** Content-addresses a snapshot into a read-only hashed map named by its Merkle root. */
+export async function hashSnapshot(
+  s: Session,
+  snapshot: string,
+  opts: { parallelism: number; onProgress?: (bytes: number, total: number) => void },
+): Promise<HashResult> {
+  const rt = await s.runtime();
+  const t0 = performance.now();
+  const progress = opts.onProgress;
+  const total = progress ? (await rt.mapper.info(snapshot)).size : 0;
+  const r = await rt.mapper.hash(snapshot, {
+    parallelism: opts.parallelism,
+    ...(progress ? { onProgress: (_d: number, _n: number, bytes: number) => progress(bytes, total) } : {}),
+  });
+  return {
+    name: r.name,
+    root: r.root,
+    snapshot,
+    size: r.size,
+    blocksize: r.blocksize,
+    blocks: r.hashes.length,
+    contentBlocks: r.hashes.filter((h) => h !== ZERO_BLOCK).length,
+    existed: r.existed,
+    seconds: (performance.now() - t0) / 1000,
+  };
+}
+
+/**
+ * A new volume from a raw image. Bulk mode: the new volume's objects need not be durable one by
+ * one (a crash in the middle leaves a partial volume either way); everything is flushed, data
+ * first, before the import reports success.
+ */
+export async function importImage(
+  s: Session,
+  file: string,
+  name: string,
+  opts: TransferOptions = {},
+): Promise<TransferStats> {
+  const rt = await s.runtime({ bulk: true });
+  return importFile(rt, file, name, { inflight: DEFAULT_IMPORT_INFLIGHT, ...opts });
+}
+
+/** A volume or snapshot to a sparse raw file (bulk mode: O_DIRECT reads into the slot buffers). */
+export async function exportImage(
+  s: Session,
+  name: string,
+  file: string,
+  opts: TransferOptions = {},
+): Promise<TransferStats> {
+  const rt = await s.runtime({ bulk: true });
+  await s.adopt(name);
+  return exportVolume(rt, name, file, { inflight: DEFAULT_INFLIGHT, ...opts });
+}
