@@ -29,6 +29,9 @@ export const isZero = (e: MapEntry) => (e.flags & ObjFlag.ZERO) !== 0;
 /** An object this volume made (a copy-up) and may write in place and delete. */
 export const isOwned = (e: MapEntry) =>
   (e.flags & (ObjFlag.WRITABLE | ObjFlag.ARCHIP)) === (ObjFlag.WRITABLE | ObjFlag.ARCHIP);
+/** A content-addressed object's name: the SHA-256 of its bytes (as `blockerb.hash` stores it). */
+const CONTENT_NAME = /^[0-9a-f]{64}$/;
+export const isContentName = (name: string) => CONTENT_NAME.test(name);
 export const isReadonly = (map: LoadedMap) => (map.flags & MapFlag.READONLY) !== 0;
 
 /** What `info` tells about a map, with `lockOwner` as the caller found it. */

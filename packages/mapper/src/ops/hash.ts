@@ -2,12 +2,10 @@
 import { ArchipelagoError, archipError } from '@archipelago/libxseg';
 import { merkleRoot, ObjFlag, ZERO_BLOCK } from '@archipelago/mapfile';
 import type { MapperContext } from '../context.js';
-import { isReadonly, isZero, type LoadedMap } from '../map.js';
+import { isContentName, isReadonly, isZero, type LoadedMap } from '../map.js';
 import { pool } from '../mutex.js';
 import type { HashOptions, HashResult } from '../types.js';
 import { createFromEntries } from './create.js';
-
-const CONTENT_NAME = /^[0-9a-f]{64}$/;
 
 /**
  * Hashes snapshot `name` (reference §2.7, the mapper X_HASH the original disabled): every block
@@ -41,7 +39,7 @@ export async function hash(ctx: MapperContext, name: string, opts: HashOptions =
     const e = src.entries[i]!;
     const len = Math.min(bs, src.size - i * bs);
     if (isZero(e)) hashes[i] = ZERO_BLOCK;
-    else if ((e.flags & ObjFlag.ARCHIP) === 0 && CONTENT_NAME.test(e.name)) hashes[i] = e.name;
+    else if ((e.flags & ObjFlag.ARCHIP) === 0 && isContentName(e.name)) hashes[i] = e.name;
     else hashes[i] = await hashObject(e.name, len);
     done++;
     bytes += len;
