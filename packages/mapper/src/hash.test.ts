@@ -1,16 +1,12 @@
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { MemoryBlocker } from '@archipelago/blocker/test';
 import type { FileBlocker } from '@archipelago/blocker-file';
 import { merkleRoot, pithosBlockHash, ZERO_BLOCK } from '@archipelago/mapfile';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { codeOf, get, put, stack } from './__fixtures__/stack.js';
+import { describe, expect, it } from 'vitest';
+import { codeOf, get, put, useTempStack } from './__fixtures__/stack.js';
 import { Mapper } from './mapper.js';
 
 const BS = 4096;
-let dir: string;
 let maps: FileBlocker;
 let blocks: FileBlocker;
 let mapper: Mapper;
@@ -23,16 +19,8 @@ async function contentObjects(): Promise<string[]> {
   return out.sort();
 }
 
-beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'archip-mapper-hash-'));
-  ({ m: maps, b: blocks, mapper } = stack(dir, 'h_1'));
-});
-
-afterEach(async () => {
-  await mapper.close();
-  await maps.close();
-  await blocks.close();
-  await rm(dir, { recursive: true, force: true });
+useTempStack('archip-mapper-hash-', 'h_1', (s) => {
+  ({ maps, blocks, mapper } = s);
 });
 
 describe('createFromEntries (X_CREATE)', () => {

@@ -1,12 +1,9 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { FaultyBlocker } from '@archipelago/blocker';
 import type { FileBlocker } from '@archipelago/blocker-file';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { dataObjectName, encodeHeaderV2, ZERO_BLOCK } from '@archipelago/mapfile';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { codeOf, get, put, stack } from './__fixtures__/stack.js';
+import { describe, expect, it } from 'vitest';
+import { codeOf, get, put, stack, useTempStack } from './__fixtures__/stack.js';
 import { Mapper } from './mapper.js';
 
 const MiB = 1024 * 1024;
@@ -23,14 +20,8 @@ async function countObjects(b: FileBlocker, prefix = ''): Promise<string[]> {
   return out.sort();
 }
 
-beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'archip-mapper-'));
-  ({ m: maps, b: blocks, mapper } = stack(dir, 'hostA_embedded'));
-});
-
-afterEach(async () => {
-  await mapper.close();
-  await rm(dir, { recursive: true, force: true });
+useTempStack('archip-mapper-', 'hostA_embedded', (s) => {
+  ({ dir, maps, blocks, mapper } = s);
 });
 
 describe('create, info, list, remove', () => {

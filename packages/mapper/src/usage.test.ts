@@ -1,31 +1,18 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { FileBlocker } from '@archipelago/blocker-file';
 import { pithosBlockHash } from '@archipelago/mapfile';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { codeOf, put, stack } from './__fixtures__/stack.js';
+import { describe, expect, it } from 'vitest';
+import { codeOf, put, useTempStack } from './__fixtures__/stack.js';
 import type { Mapper } from './mapper.js';
 import { storeUsage, volumeUsage } from './usage.js';
 
 const BS = 4096;
 const fill = (n: number, v: number) => Buffer.alloc(n, v);
 
-let dir: string;
-let maps: FileBlocker;
 let blocks: FileBlocker;
 let mapper: Mapper;
 
-beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'archip-mapper-usage-'));
-  ({ m: maps, b: blocks, mapper } = stack(dir, 'u_1'));
-});
-
-afterEach(async () => {
-  await mapper.close();
-  await maps.close();
-  await blocks.close();
-  await rm(dir, { recursive: true, force: true });
+useTempStack('archip-mapper-usage-', 'u_1', (s) => {
+  ({ blocks, mapper } = s);
 });
 
 describe('usage', () => {

@@ -1,8 +1,11 @@
 /** Test helpers: a mapper over two file blockers, and I/O through it as the composer does it. */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Blocker } from '@archipelago/blocker';
 import { FileBlocker } from '@archipelago/blocker-file';
 import { ArchipelagoError } from '@archipelago/libxseg';
+import { afterEach, beforeEach } from 'vitest';
 import type { MapperApi } from '../api.js';
 import { Mapper } from '../mapper.js';
 
@@ -11,6 +14,35 @@ export function stack(dir: string, identity: string, lockTimeoutMs = 500) {
   const m = new FileBlocker({ dir: join(dir, 'maps'), identity });
   const b = new FileBlocker({ dir: join(dir, 'blocks'), identity });
   return { m, b, mapper: new Mapper({ blockerm: m, blockerb: b, lockTimeoutMs }) };
+}
+
+export interface TempStack {
+  dir: string;
+  maps: FileBlocker;
+  blocks: FileBlocker;
+  mapper: Mapper;
+}
+
+/**
+ * Gives every test of the file a fresh stack (identity `identity`) in a new temporary directory,
+ * handed to `use` before the test; closes it and removes the directory after the test.
+ */
+export function useTempStack(prefix: string, identity: string, use: (s: TempStack) => void): void {
+  let s: TempStack | undefined;
+  beforeEach(async () => {
+    const dir = await mkdtemp(join(tmpdir(), prefix));
+    const { m, b, mapper } = stack(dir, identity);
+    s = { dir, maps: m, blocks: b, mapper };
+    use(s);
+  });
+  afterEach(async () => {
+    if (!s) return;
+    await s.mapper.close();
+    await s.maps.close();
+    await s.blocks.close();
+    await rm(s.dir, { recursive: true, force: true });
+    s = undefined;
+  });
 }
 
 /** The ArchipelagoError code `p` rejects with, or 'no error'. */

@@ -9,17 +9,20 @@ import { isReadonly, isZero, type LoadedMap } from '../map.js';
 import type { LoadOptions, ObjectSegment } from '../types.js';
 import type { OpenVolume } from '../volume-locks.js';
 
-/**
- * Object segments for reading `[offset, offset+length)`. Tries the lock without waiting; when
- * another owner holds it, the map is loaded fresh and not cached.
- */
-export async function mapRead(
+/** Maps `[offset, offset+length)` of volume `name` to the object segments that hold it. */
+export type MapRange = (
   ctx: MapperContext,
   name: string,
   offset: number,
   length: number,
-  opts: LoadOptions = {},
-): Promise<ObjectSegment[]> {
+  opts?: LoadOptions,
+) => Promise<ObjectSegment[]>;
+
+/**
+ * Object segments for reading `[offset, offset+length)`. Tries the lock without waiting; when
+ * another owner holds it, the map is loaded fresh and not cached.
+ */
+export const mapRead: MapRange = async (ctx, name, offset, length, opts = {}) => {
   ctx.checkOpen();
   let map: LoadedMap;
   const cached = ctx.locks.cached(name);
@@ -33,20 +36,14 @@ export async function mapRead(
     }
   }
   return segmentsOf(map, offset, length);
-}
+};
 
 /**
  * Object segments for writing `[offset, offset+length)`, every one writable by this volume:
  * shared blocks are copied up first (whole object; zero blocks need no copy). Waits for the
  * lock up to the lock timeout.
  */
-export async function mapWrite(
-  ctx: MapperContext,
-  name: string,
-  offset: number,
-  length: number,
-  opts: LoadOptions = {},
-): Promise<ObjectSegment[]> {
+export const mapWrite: MapRange = async (ctx, name, offset, length, opts = {}) => {
   ctx.checkOpen();
   const vol = ctx.locks.cached(name) ?? (await ctx.locks.openVolume(name, opts, true));
   while (vol.barrier) await vol.barrier;
@@ -63,7 +60,7 @@ export async function mapWrite(
     return segmentsOf(vol.map, offset, length);
   }
   return segs;
-}
+};
 
 /**
  * Opens the volume for writing (waiting for the lock like a write) and fails with EREADONLY
@@ -75,8 +72,8 @@ export async function assertWritable(
   opts: LoadOptions = {},
 ): Promise<void> {
   ctx.checkOpen();
-  const vol = ctx.locks.cached(name) ?? (await ctx.locks.openVolume(name, opts, true));
-  if (isReadonly(vol.map)) throw refused(name);
+  const { map } = ctx.locks.cached(name) ?? (await ctx.locks.openVolume(name, opts, true));
+  if (isReadonly(map)) throw refused(name);
 }
 
 /**
