@@ -1,6 +1,7 @@
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { fc, test } from '@fast-check/vitest';
 import { describe, expect, it } from 'vitest';
+import { expectCorrupt } from './__fixtures__/corrupt.js';
 import {
   dataObjectName,
   decodeEntriesV2,
@@ -27,21 +28,6 @@ const entryArb: fc.Arbitrary<MapEntry> = fc.oneof(
   fc.record({ name: objectName, flags: fc.integer({ min: 0, max: 15 }) }),
   fc.constant({ name: ZERO_BLOCK, flags: ObjFlag.ZERO }),
 );
-
-function expectCorrupt(fn: () => unknown, volume: string, fault: RegExp): ArchipelagoError {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  expect(ArchipelagoError.is(caught, 'ECORRUPT_MAP')).toBe(true);
-  const err = caught as ArchipelagoError;
-  expect(err.code).toBe('ECORRUPT_MAP');
-  expect(err.message).toContain(volume);
-  expect(err.message).toMatch(fault);
-  return err;
-}
 
 /** A record built by hand: flags, u32 LE length, raw name bytes, zero padding. */
 function rawRecord(flags: number, objectlen: number, name: string): Buffer {

@@ -1,6 +1,6 @@
-import { ArchipelagoError } from '@archipelago/libxseg';
 import { fc, test } from '@fast-check/vitest';
 import { describe, expect, it } from 'vitest';
+import { expectCorrupt } from './__fixtures__/corrupt.js';
 import {
   AMF_SIGNATURE,
   DEFAULT_BLOCKSIZE,
@@ -20,24 +20,6 @@ import {
 
 const MiB = 1024 * 1024;
 const VOL = 'volume-under-test';
-
-/** Runs `fn`, expects an ECORRUPT_MAP error naming the volume and matching `fault`. */
-function expectCorrupt(fn: () => unknown, volume: string, fault: RegExp): ArchipelagoError {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  expect(caught).toBeDefined();
-  expect(ArchipelagoError.isInstance(caught)).toBe(true);
-  const err = caught as ArchipelagoError;
-  expect(err.code).toBe('ECORRUPT_MAP');
-  expect(err.message).toContain(volume);
-  expect(err.message).toMatch(fault);
-  expect(err.details.volume).toBe(volume);
-  return err;
-}
 
 function header(fields: {
   sig?: number;

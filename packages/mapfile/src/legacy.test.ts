@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { ArchipelagoError } from '@archipelago/libxseg';
 import { fc, test } from '@fast-check/vitest';
 import { describe, expect, it } from 'vitest';
+import { expectCorrupt } from './__fixtures__/corrupt.js';
 import {
   DEFAULT_BLOCKSIZE,
   decodeV0,
@@ -16,21 +16,6 @@ const MiB = 1024 * 1024;
 const VOL = 'legacy-vol';
 const ZERO_DIGEST = Buffer.from(ZERO_BLOCK, 'hex');
 const digestOf = (s: string) => createHash('sha256').update(s).digest();
-
-function expectCorrupt(fn: () => unknown, volume: string, fault: RegExp): ArchipelagoError {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  expect(ArchipelagoError.is(caught, 'ECORRUPT_MAP')).toBe(true);
-  const err = caught as ArchipelagoError;
-  expect(err.code).toBe('ECORRUPT_MAP');
-  expect(err.message).toContain(volume);
-  expect(err.message).toMatch(fault);
-  return err;
-}
 
 /** A v1 object by hand: LE {u32 1, u64 size} then {u8 flag, 32-byte digest} per entry. */
 function v1Object(size: bigint, entries: Array<[number, Buffer]>, padding = 0): Buffer {

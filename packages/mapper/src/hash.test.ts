@@ -1,45 +1,15 @@
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { MemoryBlocker } from '@archipelago/blocker/test';
-import { FileBlocker } from '@archipelago/blocker-file';
-import { ArchipelagoError } from '@archipelago/libxseg';
+import type { FileBlocker } from '@archipelago/blocker-file';
 import { merkleRoot, pithosBlockHash, ZERO_BLOCK } from '@archipelago/mapfile';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { codeOf, get, put, useTempStack } from './__fixtures__/stack.js';
 import { Mapper } from './mapper.js';
 
 const BS = 4096;
-let dir: string;
 let maps: FileBlocker;
 let blocks: FileBlocker;
 let mapper: Mapper;
-
-async function codeOf(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (e) {
-    if (ArchipelagoError.isInstance(e)) return e.code;
-    throw e;
-  }
-  return 'no error';
-}
-
-async function write(m: Mapper, b: FileBlocker, name: string, offset: number, data: Buffer) {
-  let at = 0;
-  for (const s of await m.mapWrite(name, offset, data.length)) {
-    await b.write(s.target, s.offset, data.subarray(at, at + s.size));
-    at += s.size;
-  }
-}
-
-async function read(m: Mapper, b: FileBlocker, name: string, offset: number, length: number) {
-  const parts: Buffer[] = [];
-  for (const s of await m.mapRead(name, offset, length)) {
-    parts.push(s.zero ? Buffer.alloc(s.size) : await b.read(s.target, s.offset, s.size, { missingOk: true }));
-  }
-  return Buffer.concat(parts);
-}
 
 const fill = (n: number, v: number) => Buffer.alloc(n, v);
 
@@ -49,18 +19,8 @@ async function contentObjects(): Promise<string[]> {
   return out.sort();
 }
 
-beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'archip-mapper-hash-'));
-  maps = new FileBlocker({ dir: join(dir, 'maps'), identity: 'h_1' });
-  blocks = new FileBlocker({ dir: join(dir, 'blocks'), identity: 'h_1' });
-  mapper = new Mapper({ blockerm: maps, blockerb: blocks, lockTimeoutMs: 500 });
-});
-
-afterEach(async () => {
-  await mapper.close();
-  await maps.close();
-  await blocks.close();
-  await rm(dir, { recursive: true, force: true });
+useTempStack('archip-mapper-hash-', 'h_1', (s) => {
+  ({ maps, blocks, mapper } = s);
 });
 
 describe('createFromEntries (X_CREATE)', () => {
@@ -77,14 +37,14 @@ describe('createFromEntries (X_CREATE)', () => {
     expect(info).toMatchObject({ size: 2 * BS + 10, readonly: true, objects: 3, allocated: 2, writable: 0 });
     const entries = await mapper.entries('file1');
     expect(entries.map((e) => e.name)).toEqual([ha, ZERO_BLOCK, ha]);
-    expect((await read(mapper, blocks, 'file1', 0, BS)).equals(a)).toBe(true);
-    expect((await read(mapper, blocks, 'file1', BS, BS)).equals(Buffer.alloc(BS))).toBe(true);
+    expect((await get(mapper, blocks, 'file1', 0, BS)).equals(a)).toBe(true);
+    expect((await get(mapper, blocks, 'file1', BS, BS)).equals(Buffer.alloc(BS))).toBe(true);
     // A clone reads the same and copies up on write, leaving the content object alone.
     await mapper.clone('file1', 'vol1');
-    await write(mapper, blocks, 'vol1', 0, fill(100, 9));
+    await put(mapper, blocks, 'vol1', 0, fill(100, 9));
     expect((await blocks.read(ha, 0, BS)).equals(a)).toBe(true);
     expect(
-      (await read(mapper, blocks, 'vol1', 0, 101)).equals(Buffer.concat([fill(100, 9), fill(1, 1)])),
+      (await get(mapper, blocks, 'vol1', 0, 101)).equals(Buffer.concat([fill(100, 9), fill(1, 1)])),
     ).toBe(true);
   });
 
@@ -113,8 +73,8 @@ describe('hash (map level)', () => {
     await mapper.create('v1', { size: 3 * BS + 100, blocksize: BS });
     const b0 = fill(BS, 5);
     const tail = Buffer.concat([fill(50, 6), Buffer.alloc(50)]);
-    await write(mapper, blocks, 'v1', 0, b0);
-    await write(mapper, blocks, 'v1', 3 * BS, tail);
+    await put(mapper, blocks, 'v1', 0, b0);
+    await put(mapper, blocks, 'v1', 3 * BS, tail);
     await mapper.snapshot('v1', 's1');
     expect(await codeOf(mapper.hash('v1'))).toBe('ENOTSNAPSHOT');
     const progress: number[] = [];
@@ -135,8 +95,8 @@ describe('hash (map level)', () => {
     // The hashed map clones like a snapshot and reads the same bytes.
     await mapper.clone(r.name, 'c1');
     expect(
-      (await read(mapper, blocks, 'c1', 0, 3 * BS + 100)).equals(
-        await read(mapper, blocks, 's1', 0, 3 * BS + 100),
+      (await get(mapper, blocks, 'c1', 0, 3 * BS + 100)).equals(
+        await get(mapper, blocks, 's1', 0, 3 * BS + 100),
       ),
     ).toBe(true);
   });
@@ -147,7 +107,7 @@ describe('hash (map level)', () => {
       ['vb', [3, 1, 4, 4]],
     ] as const) {
       await mapper.create(v, { size: 4 * BS, blocksize: BS });
-      for (let i = 0; i < order.length; i++) await write(mapper, blocks, v, i * BS, fill(BS, order[i]!));
+      for (let i = 0; i < order.length; i++) await put(mapper, blocks, v, i * BS, fill(BS, order[i]!));
       await mapper.snapshot(v, `${v}-s`);
     }
     const ra = await mapper.hash('va-s');
@@ -159,10 +119,10 @@ describe('hash (map level)', () => {
 
   it('names a same-root map of another size <root>.<size>', async () => {
     await mapper.create('x1', { size: BS, blocksize: BS });
-    await write(mapper, blocks, 'x1', 0, fill(10, 1));
+    await put(mapper, blocks, 'x1', 0, fill(10, 1));
     await mapper.snapshot('x1', 'x1s');
     await mapper.create('x2', { size: BS - 1000, blocksize: BS });
-    await write(mapper, blocks, 'x2', 0, fill(10, 1));
+    await put(mapper, blocks, 'x2', 0, fill(10, 1));
     await mapper.snapshot('x2', 'x2s');
     const a = await mapper.hash('x1s');
     const b = await mapper.hash('x2s');

@@ -2,3 +2,4 @@ export type { MapperApi } from './api.js';
 export { MAX_VOLUME_SIZE, Mapper, type MapperOptions, type OpenMapView } from './mapper.js';
 export { KeyedMutex, Mutex } from './mutex.js';
 export * from './types.js';
+export { type StoreUsage, storeUsage, type UsageSource, type VolumeUsage, volumeUsage } from './usage.js';

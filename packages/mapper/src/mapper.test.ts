@@ -1,11 +1,9 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { FaultyBlocker } from '@archipelago/blocker';
-import { FileBlocker } from '@archipelago/blocker-file';
+import type { FileBlocker } from '@archipelago/blocker-file';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { dataObjectName, encodeHeaderV2, ZERO_BLOCK } from '@archipelago/mapfile';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { codeOf, get, put, stack, useTempStack } from './__fixtures__/stack.js';
 import { Mapper } from './mapper.js';
 
 const MiB = 1024 * 1024;
@@ -16,53 +14,14 @@ let maps: FileBlocker;
 let blocks: FileBlocker;
 let mapper: Mapper;
 
-function stack(identity: string, lockTimeoutMs = 500) {
-  const m = new FileBlocker({ dir: join(dir, 'maps'), identity });
-  const b = new FileBlocker({ dir: join(dir, 'blocks'), identity });
-  return { m, b, mapper: new Mapper({ blockerm: m, blockerb: b, lockTimeoutMs }) };
-}
-
-async function codeOf(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (e) {
-    if (ArchipelagoError.isInstance(e)) return e.code;
-    throw e;
-  }
-  return 'no error';
-}
-
 async function countObjects(b: FileBlocker, prefix = ''): Promise<string[]> {
   const out: string[] = [];
   for await (const n of b.list(prefix)) out.push(n);
   return out.sort();
 }
 
-/** Writes `data` at `offset` through the mapper and the data blocker, as the composer does. */
-async function put(m: Mapper, b: FileBlocker, vol: string, offset: number, data: Buffer) {
-  let pos = 0;
-  for (const s of await m.mapWrite(vol, offset, data.length)) {
-    await b.write(s.target, s.offset, data.subarray(pos, pos + s.size));
-    pos += s.size;
-  }
-}
-
-async function get(m: Mapper, b: FileBlocker, vol: string, offset: number, length: number) {
-  const parts: Buffer[] = [];
-  for (const s of await m.mapRead(vol, offset, length)) {
-    parts.push(s.zero ? Buffer.alloc(s.size) : await b.read(s.target, s.offset, s.size, { missingOk: true }));
-  }
-  return Buffer.concat(parts);
-}
-
-beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'archip-mapper-'));
-  ({ m: maps, b: blocks, mapper } = stack('hostA_embedded'));
-});
-
-afterEach(async () => {
-  await mapper.close();
-  await rm(dir, { recursive: true, force: true });
+useTempStack('archip-mapper-', 'hostA_embedded', (s) => {
+  ({ dir, maps, blocks, mapper } = s);
 });
 
 describe('create, info, list, remove', () => {
@@ -193,7 +152,7 @@ describe('locks', () => {
     await mapper.create('shared', { size: 2 * BS, blocksize: BS });
     await mapper.openVolume('shared');
     await put(mapper, blocks, 'shared', 0, Buffer.from('mine'));
-    const other = stack('hostB_embedded', 300);
+    const other = stack(dir, 'hostB_embedded', 300);
     try {
       expect((await get(other.mapper, other.b, 'shared', 0, 4)).toString()).toBe('mine');
       const w = await codeOf(other.mapper.mapWrite('shared', 0, 1));
@@ -203,7 +162,7 @@ describe('locks', () => {
       expect((e as ArchipelagoError).details.owner).toBe('hostA_embedded');
       expect((await other.mapper.info('shared')).lockOwner).toBe('hostA_embedded');
       // A waiting write proceeds once the holder closes.
-      const slow = stack('hostB_embedded', 5000);
+      const slow = stack(dir, 'hostB_embedded', 5000);
       const pending = slow.mapper.mapWrite('shared', 0, 1);
       await new Promise((r) => setTimeout(r, 200));
       await mapper.closeVolume('shared');
@@ -227,7 +186,7 @@ describe('locks', () => {
     await maps.acquire('ghost');
     expect(await codeOf(mapper.openVolume('ghost'))).toBe('ENOENT_VOLUME');
     expect(await maps.lockOwner('ghost')).toBe('hostA_embedded');
-    const fresh = stack('hostA_embedded').mapper;
+    const fresh = stack(dir, 'hostA_embedded').mapper;
     const info = await fresh.resize('prelocked', 3 * BS);
     expect(info.lockOwner).toBe('hostA_embedded');
     await fresh.snapshot('prelocked', 'prelocked-snap');
@@ -273,7 +232,7 @@ describe('crash safety', () => {
     // The copy itself was made and is durable...
     expect(await blocks.exists(dataObjectName('cs', 2n, 0))).toBe(true);
     // ...but a fresh mapper (the restarted process) still sees the old entry and old data.
-    const fresh = stack('hostA_embedded').mapper;
+    const fresh = stack(dir, 'hostA_embedded').mapper;
     expect((await get(fresh, blocks, 'cs', 0, BS)).equals(Buffer.alloc(BS, 0x11))).toBe(true);
     // And it can finish the write: the copy-up is redone over the leftover object.
     faultyMaps.clear();
@@ -330,7 +289,7 @@ describe('legacy maps', () => {
     const head = await maps.read('legacy', 0, 32);
     expect(head.subarray(0, 4).toString()).toBe('AMF.');
     await mapper.closeVolume('legacy');
-    const again = await stack('hostC_embedded').mapper.info('legacy');
+    const again = await stack(dir, 'hostC_embedded').mapper.info('legacy');
     expect(again).toMatchObject({ version: 2, size: 8 * MiB, allocated: 1 });
     const [seg] = await mapper.mapRead('legacy', 0, 1);
     expect(seg!.target).toBe(objName);

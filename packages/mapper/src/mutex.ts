@@ -35,3 +35,12 @@ export class KeyedMutex<K> {
     while (this.tails.size > 0) await Promise.all([...this.tails.values()]);
   }
 }
+
+/** Runs `fn(0) … fn(count - 1)`, at most `limit` at once, in index order. */
+export async function pool(count: number, limit: number, fn: (i: number) => Promise<unknown>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < count) await fn(next++);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, count) }, worker));
+}

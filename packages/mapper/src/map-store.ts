@@ -1,0 +1,221 @@
+/**
+ * The map store: every read and write of map objects in blockerm goes through here (headers,
+ * map blocks, single entries, the v0/v1 → v2 upgrade). It caches nothing; which maps are cached
+ * is the volume locks' business (`volume-locks.ts`).
+ */
+import { type Blocker, readIntoBuffer } from '@archipelago/blocker';
+import { archipError } from '@archipelago/libxseg';
+import {
+  decodeEntriesV2,
+  decodeHeaderV2,
+  decodeV0,
+  decodeV1,
+  detectVersion,
+  ENTRY_V2_SIZE,
+  encodeEntriesV2,
+  encodeEntryV2,
+  encodeHeaderV2,
+  entriesPerMapBlock,
+  isValidObjectName,
+  MAX_HEADER_SIZE,
+  type MapEntry,
+  MapFlag,
+  type MapHeader,
+  mapBlockLocation,
+  mapBlockName,
+  objectCount,
+  ZERO_ENTRY,
+  zeroRecords,
+} from '@archipelago/mapfile';
+import type { LoadedMap } from './map.js';
+import { pool } from './mutex.js';
+import type { LoadOptions, Logger } from './types.js';
+
+/** Map-block buffers a store keeps warm for loading maps (and map loads run this many reads at once). */
+const MAP_BUFFERS = 2;
+
+export interface MapStoreOptions {
+  /** Map blocks written or deleted at once. */
+  parallelism: number;
+  log: Logger;
+}
+
+export class MapStore {
+  /** Map-block read buffers kept warm between map loads (at most MAP_BUFFERS). */
+  private readonly mapBuffers: Buffer[] = [];
+
+  constructor(
+    private readonly blockerm: Blocker,
+    private readonly opts: MapStoreOptions,
+  ) {}
+
+  /** Reads the first 512 bytes of a map object; null when it does not exist. */
+  async readHead(obj: string): Promise<{ bytes: Buffer; stored: number } | null> {
+    const info = await this.blockerm.info(obj);
+    if (!info) return null;
+    const bytes = await this.blockerm.read(obj, 0, MAX_HEADER_SIZE, { missingOk: true });
+    return { bytes, stored: Math.min(info.size, MAX_HEADER_SIZE) };
+  }
+
+  /** Loads a map from storage, whatever its version. ENOENT_VOLUME when absent or deleted. */
+  async load(name: string, opts: LoadOptions): Promise<LoadedMap> {
+    if (!isValidObjectName(name)) throw archipError('EINVAL_NAME', `"${name}" is not a valid map name`);
+    let storedAs = name;
+    let head = await this.readHead(name);
+    if (!head && !name.startsWith('archip_')) {
+      storedAs = `archip_${name}`;
+      head = await this.readHead(storedAs);
+    }
+    if (!head) throw archipError('ENOENT_VOLUME', `no volume named "${name}"`, { details: { volume: name } });
+    const version = detectVersion(head.bytes, name, { assumeV0: opts.assumeV0 });
+    let h: MapHeader;
+    let entries: MapEntry[];
+    if (version === 2) {
+      h = decodeHeaderV2(head.bytes.subarray(0, head.stored), name);
+      if (h.flags & MapFlag.DELETED) {
+        throw archipError('ENOENT_VOLUME', `no volume named "${name}" (it was removed)`, {
+          details: { volume: name },
+        });
+      }
+      entries = await this.readEntries(name, h);
+    } else {
+      // v0 and v1 maps are one object: read it whole.
+      const info = await this.blockerm.info(storedAs);
+      const whole = await this.blockerm.read(storedAs, 0, info?.size ?? 0);
+      ({ header: h, entries } = version === 1 ? decodeV1(whole, name) : decodeV0(whole, name, opts.v0Size));
+    }
+    const { size, blocksize, flags, epoch } = h;
+    return { name, storedAs, version, size, blocksize, flags, epoch, entries };
+  }
+
+  /**
+   * The epoch of a deleted map stored under `name`, 0 when there is none; EEXIST_VOLUME when a
+   * live map (of any version) is there.
+   */
+  async deletedEpoch(name: string): Promise<bigint> {
+    const head = await this.readHead(name);
+    if (!head) return 0n;
+    const version = detectVersion(head.bytes, name);
+    if (version === 2) {
+      const h = decodeHeaderV2(head.bytes.subarray(0, head.stored), name);
+      if (h.flags & MapFlag.DELETED) return h.epoch;
+    }
+    throw archipError('EEXIST_VOLUME', `volume "${name}" already exists`, { details: { volume: name } });
+  }
+
+  /** Every object in blockerm: map headers, map blocks, anything else stored there. */
+  objects(): AsyncIterable<string> {
+    return this.blockerm.list();
+  }
+
+  /** Rewrites a v0/v1 map (or one found under `archip_<name>`) as v2 under its own name (§1.8). */
+  async upgrade(map: LoadedMap): Promise<LoadedMap> {
+    const next: LoadedMap = { ...map, version: 2, storedAs: map.name };
+    await this.writeMap(next);
+    if (map.storedAs !== map.name) await this.blockerm.delete(map.storedAs);
+    this.opts.log.info({ volume: map.name, from: map.version }, 'upgraded map to AMF v2');
+    return next;
+  }
+
+  /** The map-block contents of a map (entries encoded as v2 records, one buffer per block). */
+  encodeBlocks(map: LoadedMap): Buffer[] {
+    const per = entriesPerMapBlock(map.blocksize);
+    const n = map.entries.length;
+    const blocks = Math.ceil(n / per);
+    return Array.from({ length: blocks }, (_, b) => {
+      const from = b * per;
+      const to = Math.min(n, from + per);
+      // A block of nothing but zero entries (most of a thin map) shares one encoded buffer.
+      let zero = true;
+      for (let i = from; i < to && zero; i++) zero = map.entries[i] === ZERO_ENTRY;
+      return zero ? zeroRecords(to - from) : encodeEntriesV2(map.entries.slice(from, to));
+    });
+  }
+
+  /**
+   * Writes a whole v2 map: every map block first, then the header (reference §1.7). `encoded`
+   * lets a caller that writes the same entries twice (snapshot) encode them once.
+   */
+  async writeMap(map: LoadedMap, encoded: Buffer[] = this.encodeBlocks(map)): Promise<void> {
+    await pool(encoded.length, this.opts.parallelism, (b) =>
+      this.blockerm.writeFull(mapBlockName(map.name, b), encoded[b]!),
+    );
+    await this.writeHeader(map, map.flags);
+  }
+
+  /**
+   * Writes one 128-byte map entry in place, then sets it in the cached map `vol.map`
+   * (write-through).
+   */
+  async writeEntry(vol: { map: LoadedMap }, index: number, entry: MapEntry): Promise<void> {
+    const { blockId, offset } = mapBlockLocation(index, vol.map.blocksize);
+    await this.blockerm.write(mapBlockName(vol.map.name, blockId), offset, encodeEntryV2(entry));
+    vol.map.entries[index] = entry;
+  }
+
+  /**
+   * Marks `map` deleted: its header, rewritten with the DELETED flag, stays (so the name's epoch
+   * survives); its map blocks are left for `deleteMapBlocks`.
+   */
+  markDeleted(map: LoadedMap): Promise<void> {
+    return this.writeHeader(map, map.flags | MapFlag.DELETED);
+  }
+
+  /** Deletes the map blocks that held entries [fromEntry, toEntry) and no entry below fromEntry. */
+  async deleteMapBlocks(name: string, blocksize: number, fromEntry: number, toEntry: number): Promise<void> {
+    const per = entriesPerMapBlock(blocksize);
+    const first = Math.ceil(fromEntry / per);
+    const last = Math.ceil(toEntry / per);
+    await pool(Math.max(0, last - first), this.opts.parallelism, (i) =>
+      this.blockerm.delete(mapBlockName(name, first + i)),
+    );
+  }
+
+  /** Makes every acknowledged map write durable (matters when blockerm runs write-back). */
+  flush(): Promise<void> {
+    return this.blockerm.flush();
+  }
+
+  private async writeHeader(map: LoadedMap, flags: number): Promise<void> {
+    await this.blockerm.writeFull(
+      map.name,
+      encodeHeaderV2({ size: map.size, blocksize: map.blocksize, flags, epoch: map.epoch }),
+    );
+  }
+
+  private async readEntries(name: string, h: MapHeader): Promise<MapEntry[]> {
+    const n = objectCount(h.size, h.blocksize);
+    const per = entriesPerMapBlock(h.blocksize);
+    const blocks = Math.ceil(n / per);
+    const parts = new Array<MapEntry[]>(blocks);
+    // Each map block is read into a reused buffer and decoded before the next: a 1 TiB map is
+    // 32 MiB of records, and faulting in that much fresh memory costs more than reading it.
+    let next = 0;
+    const worker = async () => {
+      const buf = this.mapBuffers.pop() ?? Buffer.allocUnsafe(per * ENTRY_V2_SIZE);
+      try {
+        while (next < blocks) {
+          const b = next++;
+          const count = Math.min(per, n - b * per);
+          const obj = mapBlockName(name, b);
+          const info = await this.blockerm.info(obj);
+          const need = count * ENTRY_V2_SIZE;
+          const stored = Math.min(info?.size ?? 0, need);
+          const target = buf.length >= need ? buf.subarray(0, need) : Buffer.allocUnsafe(need);
+          if (stored > 0) await readIntoBuffer(this.blockerm, obj, 0, target);
+          parts[b] = decodeEntriesV2(target.subarray(0, stored), count, name, b * per);
+        }
+      } finally {
+        if (this.mapBuffers.length < MAP_BUFFERS) this.mapBuffers.push(buf);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(MAP_BUFFERS, blocks) }, worker));
+    if (parts.length === 1) return parts[0]!;
+    const entries = new Array<MapEntry>(n);
+    for (let b = 0; b < blocks; b++) {
+      const part = parts[b]!;
+      for (let i = 0, at = b * per; i < part.length; i++) entries[at + i] = part[i]!;
+    }
+    return entries;
+  }
+}

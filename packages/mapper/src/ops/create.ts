@@ -1,0 +1,139 @@
+/** Making maps under new names: create, clone, createFromEntries. */
+import { archipError } from '@archipelago/libxseg';
+import {
+  DEFAULT_BLOCKSIZE,
+  isValidObjectName,
+  type MapEntry,
+  MapFlag,
+  ObjFlag,
+  objectCount,
+  UINT64_MAX,
+  validateVolumeName,
+  ZERO_BLOCK,
+} from '@archipelago/mapfile';
+import type { MapperContext } from '../context.js';
+import {
+  checkBlocksize,
+  checkSize,
+  describe,
+  isReadonly,
+  MAX_VOLUME_SIZE,
+  type NewMap,
+  newMap,
+  zeroEntry,
+} from '../map.js';
+import type { CloneOptions, CreateFromEntriesOptions, CreateOptions, VolumeInfo } from '../types.js';
+
+/** Creates an empty volume of `size` bytes: every block is the zero block. */
+export async function create(ctx: MapperContext, name: string, opts: CreateOptions): Promise<VolumeInfo> {
+  ctx.checkOpen();
+  validateVolumeName(name);
+  const blocksize = opts.blocksize ?? DEFAULT_BLOCKSIZE;
+  checkBlocksize(blocksize);
+  checkSize(opts.size);
+  const entries = Array.from({ length: objectCount(opts.size, blocksize) }, zeroEntry);
+  const info = await writeNew(ctx, name, { size: opts.size, blocksize, flags: 0, entries });
+  ctx.log.info({ volume: name, size: opts.size, epoch: String(info.epoch) }, 'created volume');
+  return info;
+}
+
+/** Creates volume `name` as a thin clone of snapshot `source`; no data is copied. */
+export async function clone(
+  ctx: MapperContext,
+  source: string,
+  name: string,
+  opts: CloneOptions = {},
+): Promise<VolumeInfo> {
+  ctx.checkOpen();
+  validateVolumeName(name);
+  const src = await ctx.store.load(source, opts);
+  if (!isReadonly(src)) {
+    throw archipError(
+      'ENOTSNAPSHOT',
+      `cannot clone "${source}": it is a writable volume; snapshot it first`,
+      {
+        details: { volume: source },
+      },
+    );
+  }
+  const size = opts.size ?? src.size;
+  checkSize(size);
+  if (size < src.size) {
+    throw archipError(
+      'EINVAL_SIZE',
+      `clone size ${size} is smaller than snapshot "${source}" (${src.size} bytes)`,
+    );
+  }
+  const n = objectCount(size, src.blocksize);
+  const entries: MapEntry[] = new Array(n);
+  for (let i = 0; i < n; i++) {
+    const e = src.entries[i];
+    if (!e) entries[i] = zeroEntry();
+    else {
+      const flags = e.flags & (ObjFlag.ARCHIP | ObjFlag.ZERO);
+      entries[i] = flags === e.flags ? e : { name: e.name, flags }; // entries are values
+    }
+  }
+  const info = await writeNew(ctx, name, { size, blocksize: src.blocksize, flags: 0, entries });
+  ctx.log.info({ volume: name, source, size }, 'cloned volume');
+  return info;
+}
+
+/**
+ * Creates map `name` from explicit entries (reference §2.5, X_CREATE; how Pithos stores a file's
+ * hashmap as a map). The entry count must equal ceil(size / blocksize). Zero-hash entries become
+ * zero entries; ARCHIP is never set (the objects are content-addressed, not owned); an entry is
+ * WRITABLE unless it is `readonly`. Fails with EEXIST_VOLUME when a live map has the name.
+ */
+export async function createFromEntries(
+  ctx: MapperContext,
+  name: string,
+  opts: CreateFromEntriesOptions,
+): Promise<VolumeInfo> {
+  ctx.checkOpen();
+  validateVolumeName(name);
+  const blocksize = opts.blocksize || DEFAULT_BLOCKSIZE;
+  checkBlocksize(blocksize);
+  if (!Number.isSafeInteger(opts.size) || opts.size < 0 || opts.size > MAX_VOLUME_SIZE) {
+    throw archipError('EINVAL_SIZE', `map size must be 0..${MAX_VOLUME_SIZE} bytes, got ${opts.size}`);
+  }
+  const n = objectCount(opts.size, blocksize);
+  if (!Array.isArray(opts.entries) || opts.entries.length !== n) {
+    throw archipError(
+      'EINVAL',
+      `a map of ${opts.size} bytes in ${blocksize}-byte blocks needs ${n} entries, got ${opts.entries?.length}`,
+      { details: { size: opts.size, blocksize, expected: n } },
+    );
+  }
+  const entries: MapEntry[] = opts.entries.map((e, i) => {
+    if (!e || typeof e.name !== 'string' || !isValidObjectName(e.name)) {
+      throw archipError('EINVAL_NAME', `entry ${i} does not name a valid object`, {
+        details: { index: i },
+      });
+    }
+    if (e.name === ZERO_BLOCK) return zeroEntry();
+    return { name: e.name, flags: e.readonly ? 0 : ObjFlag.WRITABLE };
+  });
+  const flags = opts.readonly ? MapFlag.READONLY : 0;
+  const info = await writeNew(ctx, name, { size: opts.size, blocksize, flags, entries });
+  ctx.log.info({ volume: name, size: opts.size, entries: n }, 'created map from entries');
+  return info;
+}
+
+/**
+ * Writes a new map under `name`, holding its lock: fails with EEXIST_VOLUME when a live map has
+ * the name; the map takes the epoch one past any deleted map of that name, so object names are
+ * never reused.
+ */
+async function writeNew(ctx: MapperContext, name: string, map: Omit<NewMap, 'epoch'>): Promise<VolumeInfo> {
+  const made = await ctx.locks.withName(name, async () => {
+    const prevEpoch = await ctx.store.deletedEpoch(name);
+    if (prevEpoch >= UINT64_MAX - 2n) {
+      throw archipError('EOVERFLOW', `volume name "${name}" has used up its epochs`);
+    }
+    const next = newMap(name, { ...map, epoch: prevEpoch + 1n });
+    await ctx.store.writeMap(next);
+    return next;
+  });
+  return describe(made, await ctx.locks.owner(name));
+}

@@ -1,0 +1,46 @@
+import { archipError } from '@archipelago/libxseg';
+import { MapFlag, ObjFlag, UINT64_MAX, validateVolumeName } from '@archipelago/mapfile';
+import type { MapperContext } from '../context.js';
+import { describe, isReadonly, type LoadedMap, newMap } from '../map.js';
+import type { VolumeInfo } from '../types.js';
+
+/**
+ * Freezes volume `name` into the read-only snapshot `snap`. The volume's objects become shared
+ * (copy-up on next write) and its epoch advances. The origin is written before the snapshot map.
+ */
+export async function snapshot(ctx: MapperContext, name: string, snap: string): Promise<VolumeInfo> {
+  ctx.checkOpen();
+  validateVolumeName(snap);
+  return ctx.locks.withChange(name, async (vol) => {
+    const origin = vol.map;
+    if (isReadonly(origin)) {
+      throw archipError('EREADONLY', `"${name}" is a snapshot already; clone it to get a writable volume`);
+    }
+    if (origin.epoch >= UINT64_MAX) throw archipError('EOVERFLOW', `volume "${name}" has used up its epochs`);
+    return ctx.locks.withName(snap, async () => {
+      const snapEpoch = await ctx.store.deletedEpoch(snap);
+      // Entries are values: one that is not writable (a zero block, an object already shared)
+      // is kept as it is instead of copied, which keeps a thin map's snapshot allocation-free.
+      const shared = origin.entries.map((e) =>
+        e.flags & ObjFlag.WRITABLE ? { name: e.name, flags: e.flags & ~ObjFlag.WRITABLE } : e,
+      );
+      // Origin first: once it no longer claims the objects, the snapshot can never see them change.
+      const nextOrigin: LoadedMap = { ...origin, entries: shared, epoch: origin.epoch + 1n };
+      const encoded = ctx.store.encodeBlocks(nextOrigin);
+      await ctx.store.writeMap(nextOrigin, encoded);
+      vol.map = nextOrigin;
+      const snapMap = newMap(snap, {
+        size: origin.size,
+        blocksize: origin.blocksize,
+        flags: MapFlag.READONLY,
+        // The reference gives snapshots epoch 0. We keep a deleted predecessor's epoch instead, so
+        // that removing the snapshot and re-creating the name as a volume never reuses object names.
+        epoch: snapEpoch,
+        entries: shared.slice(),
+      });
+      await ctx.store.writeMap(snapMap, encoded);
+      ctx.log.info({ volume: name, snapshot: snap }, 'snapshot taken');
+      return describe(snapMap, null);
+    });
+  });
+}

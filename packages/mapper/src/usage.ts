@@ -1,0 +1,199 @@
+/**
+ * Storage accounting (`vlmc du`): what maps take in blockerb, counted from their entries and the
+ * sizes of the objects they name. It works through the `MapperApi` and the blocker interface
+ * only, so it runs the same against an embedded `Mapper` and the daemons' clients.
+ */
+import type { Blocker } from '@archipelago/blocker';
+import { ArchipelagoError } from '@archipelago/libxseg';
+import type { MapperApi } from './api.js';
+import { isContentName, isZero } from './map.js';
+import type { MapEntry } from './types.js';
+
+/** What the accounting reads: the maps, and the data objects' sizes. */
+export interface UsageSource {
+  readonly mapper: Pick<MapperApi, 'info' | 'list' | 'entries'>;
+  readonly blockerb: Pick<Blocker, 'info' | 'list'>;
+}
+
+/** The use of one map (`vlmc du NAME`). */
+export interface VolumeUsage {
+  name: string;
+  readonly: boolean;
+  /** Logical size in bytes. */
+  size: number;
+  blocks: number;
+  /** Blocks backed by an object (not the zero block). */
+  allocated: number;
+  /** Distinct objects the map references. */
+  objects: number;
+  /** Of those, content-addressed (hashed) objects. */
+  contentObjects: number;
+  /** Bytes of all allocated blocks' objects, counted once per block (what a copy would take). */
+  bytesReferenced: number;
+  /** Bytes of the distinct objects (what the map really takes in blockerb). */
+  bytesStored: number;
+  /** Bytes saved inside this map by blocks sharing an object: referenced - stored. */
+  bytesDeduplicated: number;
+  /** Bytes of the distinct objects that other live maps reference too. */
+  bytesShared: number;
+  /** Bytes of the distinct objects only this map references. */
+  bytesExclusive: number;
+  /** Referenced objects that are missing from blockerb (they read as zeros). */
+  missingObjects: number;
+}
+
+/** The use of the whole store (`vlmc du`). */
+export interface StoreUsage {
+  maps: number;
+  /** Sum of the logical sizes of every live map. */
+  size: number;
+  allocated: number;
+  /** Bytes of every allocated block of every map, counted per block. */
+  bytesReferenced: number;
+  /** Distinct objects referenced by some map, and their bytes. */
+  objects: number;
+  bytesStored: number;
+  /** referenced - stored: what sharing (snapshots, clones, content addressing) saves. */
+  bytesDeduplicated: number;
+  contentObjects: number;
+  /** Every object in blockerb, and their bytes. */
+  blockerObjects: number;
+  blockerBytes: number;
+  /** Objects no live map references (left by deleted gateway files or interrupted work). */
+  unreferencedObjects: number;
+  unreferencedBytes: number;
+}
+
+/**
+ * The use of map `name` (a volume, snapshot or hashed map): its blocks, the distinct objects it
+ * names and their bytes, and how many of those bytes other live maps share. ENOENT_VOLUME when
+ * there is no such map.
+ */
+export async function volumeUsage(src: UsageSource, name: string): Promise<VolumeUsage> {
+  const sizeOf = objectSizes(src.blockerb);
+  const info = await src.mapper.info(name);
+  const entries = await src.mapper.entries(name);
+  const distinct = new Set<string>();
+  let allocated = 0;
+  let referenced = 0;
+  for (const e of entries) {
+    if (isZero(e)) continue;
+    allocated++;
+    distinct.add(e.name);
+  }
+  const others = new Set<string>();
+  for (const m of await allMaps(src.mapper)) {
+    if (m.name === name) continue;
+    for (const e of m.entries) if (!isZero(e) && distinct.has(e.name)) others.add(e.name);
+  }
+  let stored = 0;
+  let shared = 0;
+  let missing = 0;
+  let content = 0;
+  for (const o of distinct) {
+    const s = await sizeOf(o);
+    if (s === null) missing++;
+    stored += s ?? 0;
+    if (others.has(o)) shared += s ?? 0;
+    if (isContentName(o)) content++;
+  }
+  for (const e of entries) if (!isZero(e)) referenced += (await sizeOf(e.name)) ?? 0;
+  return {
+    name,
+    readonly: info.readonly,
+    size: info.size,
+    blocks: entries.length,
+    allocated,
+    objects: distinct.size,
+    contentObjects: content,
+    bytesReferenced: referenced,
+    bytesStored: stored,
+    bytesDeduplicated: referenced - stored,
+    bytesShared: shared,
+    bytesExclusive: stored - shared,
+    missingObjects: missing,
+  };
+}
+
+/**
+ * The use of the whole store: every live map's blocks and the distinct objects they name, and
+ * every object in blockerb, including those no map names.
+ */
+export async function storeUsage(src: UsageSource): Promise<StoreUsage> {
+  const sizeOf = objectSizes(src.blockerb);
+  const maps = await allMaps(src.mapper);
+  const distinct = new Set<string>();
+  let size = 0;
+  let allocated = 0;
+  let referenced = 0;
+  for (const v of await src.mapper.list()) size += v.size;
+  for (const m of maps) {
+    for (const e of m.entries) {
+      if (isZero(e)) continue;
+      allocated++;
+      distinct.add(e.name);
+      referenced += (await sizeOf(e.name)) ?? 0;
+    }
+  }
+  let stored = 0;
+  let content = 0;
+  for (const o of distinct) {
+    stored += (await sizeOf(o)) ?? 0;
+    if (isContentName(o)) content++;
+  }
+  let blockerObjects = 0;
+  let blockerBytes = 0;
+  let unrefObjects = 0;
+  let unrefBytes = 0;
+  for await (const o of src.blockerb.list()) {
+    const s = (await sizeOf(o)) ?? 0;
+    blockerObjects++;
+    blockerBytes += s;
+    if (!distinct.has(o)) {
+      unrefObjects++;
+      unrefBytes += s;
+    }
+  }
+  return {
+    maps: maps.length,
+    size,
+    allocated,
+    bytesReferenced: referenced,
+    objects: distinct.size,
+    bytesStored: stored,
+    bytesDeduplicated: referenced - stored,
+    contentObjects: content,
+    blockerObjects,
+    blockerBytes,
+    unreferencedObjects: unrefObjects,
+    unreferencedBytes: unrefBytes,
+  };
+}
+
+/** The size of an object in blockerb, null when it is missing; each object is asked once. */
+function objectSizes(blockerb: UsageSource['blockerb']): (name: string) => Promise<number | null> {
+  const sizes = new Map<string, number | null>();
+  return async (o) => {
+    let s = sizes.get(o);
+    if (s === undefined) {
+      s = (await blockerb.info(o))?.size ?? null;
+      sizes.set(o, s);
+    }
+    return s;
+  };
+}
+
+/** The entries of every live map (one removed meanwhile is left out). */
+async function allMaps(
+  mapper: UsageSource['mapper'],
+): Promise<Array<{ name: string; entries: readonly MapEntry[] }>> {
+  const out: Array<{ name: string; entries: readonly MapEntry[] }> = [];
+  for (const v of await mapper.list()) {
+    try {
+      out.push({ name: v.name, entries: await mapper.entries(v.name) });
+    } catch (e) {
+      if (!ArchipelagoError.is(e, 'ENOENT_VOLUME')) throw e; // removed meanwhile
+    }
+  }
+  return out;
+}
