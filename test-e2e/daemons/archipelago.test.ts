@@ -6,11 +6,10 @@
  * imported by path (their sources, as vitest resolves every workspace package).
  */
 import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadConfig } from '@archipelago/runtime';
+import { loadConfig, peerOptions } from '@archipelago/runtime';
 import { afterEach, describe, expect, it } from 'vitest';
-import { peerOptions } from '@archipelago/runtime';
 import { Segment } from '../../packages/libxseg/src/segment/index.js';
 import { PEER_OPTIONS_ENV, SegmentBlocker } from '../../packages/peer/src/index.js';
 import { BLOCKERB_PORT, ENV, makeConfig, ROOT, sleep, type TestConfig, until, VLMC } from './helpers.js';
@@ -279,22 +278,14 @@ describe('crash and recovery', () => {
 });
 
 describe('vlmc over the daemons', () => {
-  it('vlmc goes through mapperd and vlmcd while they run; the volume lock keeps an embedded writer out', () => {
+  it('vlmc goes through mapperd and vlmcd while they run; a crashed vlmcd is reported, not bypassed', () => {
     cfg = makeConfig();
     const c = cfg;
     expect(c.tool('start').status).toBe(0);
     expect(c.vlmc('create', 'dv', '--size', '8M').status).toBe(0);
-    expect(c.vlmc('open', 'dv').stdout).toMatch(/locked by \S+_mapperd/);
+    expect(c.vlmc('open', 'dv').status).toBe(0);
     expect(c.log('mapperd')).toMatch(/"volume":"dv"/);
-    // An embedded vlmc (forced) has another identity: the lock held by mapperd refuses it.
-    const embedded = spawnSync(process.execPath, [VLMC, '-c', c.conf, 'lock', 'dv'], {
-      encoding: 'utf8',
-      env: { ...ENV, ARCHIPELAGO_WIRING: 'embedded' },
-    });
-    expect(embedded.status).toBe(1);
-    expect(embedded.stderr).toMatch(/ELOCKED.*_mapperd/);
     expect(c.vlmc('close', 'dv').status).toBe(0);
-    // A crashed vlmcd is reported, not bypassed.
     process.kill(c.pidOf('vlmcd') as number, 'SIGKILL');
     const down = c.vlmc('info', 'dv');
     expect(down.status).toBe(1);
@@ -304,5 +295,79 @@ describe('vlmc over the daemons', () => {
     // With the daemons stopped, vlmc is embedded again.
     expect(c.tool('stop').status).toBe(0);
     expect(c.vlmc('remove', 'dv').status).toBe(0);
+  });
+});
+
+/** `vlmc info NAME --json`'s lock owner. */
+const ownerOf = (c: TestConfig, name: string) =>
+  (c.vlmc('info', name, '--json').json as { lockOwner: string | null }).lockOwner;
+
+/** Writes `byte` over the first MiB of a mapped volume with qemu-io, through `vlmc map`. */
+function writeThroughMap(c: TestConfig, name: string, byte: number): void {
+  const map = c.vlmc('map', name);
+  expect(map.status, map.stderr).toBe(0);
+  const io = spawnSync('qemu-io', ['-f', 'raw', '-c', `write -P ${byte} 0 1M`, map.stdout.trim()], {
+    encoding: 'utf8',
+    env: ENV,
+  });
+  expect(io.stdout, io.stderr).toMatch(/wrote 1048576\/1048576 bytes/);
+  expect(c.vlmc('unmap', name).status).toBe(0);
+}
+
+/** The first MiB of a volume, exported through vlmc. */
+function firstMiB(c: TestConfig, name: string): Buffer {
+  const out = join(c.dir, `${name}.raw`);
+  const r = c.vlmc('export', name, out);
+  expect(r.status, r.stderr).toBe(0);
+  return readFileSync(out).subarray(0, 1 << 20);
+}
+
+describe('one identity per host, whatever the wiring', () => {
+  it('a volume opened before `archipelago start` is used, mapped and closed through the daemons', () => {
+    cfg = makeConfig();
+    const c = cfg;
+    expect(c.vlmc('create', 'before', '--size', '8M').status).toBe(0);
+    const open = c.vlmc('open', 'before', '--json');
+    expect(open.status, open.stderr).toBe(0);
+    const host = ownerOf(c, 'before');
+    expect(host).toMatch(/_embedded$/);
+    expect(c.tool('start').status).toBe(0);
+    // The daemons take the lock as the same identity: the volume is this host's.
+    expect(ownerOf(c, 'before')).toBe(host);
+    const snap = c.vlmc('snapshot', 'before', 'before-s1');
+    expect(snap.status, snap.stderr).toBe(0);
+    expect(ownerOf(c, 'before')).toBe(host);
+    writeThroughMap(c, 'before', 0x5a);
+    expect(firstMiB(c, 'before').every((b) => b === 0x5a)).toBe(true);
+    expect(firstMiB(c, 'before-s1').every((b) => b === 0)).toBe(true);
+    const close = c.vlmc('close', 'before');
+    expect(close.status, close.stderr).toBe(0);
+    expect(ownerOf(c, 'before')).toBeNull();
+    expect(c.tool('stop').status).toBe(0);
+  });
+
+  it('a volume opened through the daemons is used, mapped and closed after `archipelago stop`', () => {
+    cfg = makeConfig();
+    const c = cfg;
+    expect(c.tool('start').status).toBe(0);
+    expect(c.vlmc('create', 'after', '--size', '8M').status).toBe(0);
+    const open = c.vlmc('open', 'after');
+    expect(open.status, open.stderr).toBe(0);
+    const host = ownerOf(c, 'after');
+    expect(host).toMatch(/_embedded$/);
+    expect(c.tool('stop').status).toBe(0);
+    // The open outlives the daemons: the lock is still this host's, and the embedded vlmc uses it.
+    expect(ownerOf(c, 'after')).toBe(host);
+    const snap = c.vlmc('snapshot', 'after', 'after-s1');
+    expect(snap.status, snap.stderr).toBe(0);
+    expect(ownerOf(c, 'after')).toBe(host);
+    writeThroughMap(c, 'after', 0xa5);
+    expect(firstMiB(c, 'after').every((b) => b === 0xa5)).toBe(true);
+    expect(firstMiB(c, 'after-s1').every((b) => b === 0)).toBe(true);
+    expect(c.vlmc('open', 'after').status).toBe(0);
+    expect(ownerOf(c, 'after')).toBe(host);
+    const close = c.vlmc('close', 'after');
+    expect(close.status, close.stderr).toBe(0);
+    expect(ownerOf(c, 'after')).toBeNull();
   });
 });
