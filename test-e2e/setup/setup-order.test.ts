@@ -11,10 +11,11 @@
  * Kept short: the copy's turbo cache is seeded with the checkout's entries for the same inputs
  * (the TypeScript builds replay, as they did for the user), and pnpm installs from its warm store.
  */
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NOT_BUILT_MESSAGE } from '../../packages/blocker-rados/src/native.js';
 
@@ -83,32 +84,22 @@ function userEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
-/** Runs a command to its end; its status and output (stdout and stderr interleaved). */
-function run(cmd: string, args: string[]): Promise<{ status: number | null; out: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: copy, env: userEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (d) => {
-      out += d;
-    });
-    child.stderr.on('data', (d) => {
-      out += d;
-    });
-    child.on('error', reject);
-    child.on('close', (status) => resolve({ status, out }));
-  });
-}
-
 /** `bash scripts/install.sh` in the copy, with the librados headers hidden or not; its output. */
 async function installStep(radosHeaders: 'hidden' | 'visible'): Promise<string> {
-  const cmd = 'bash scripts/install.sh';
-  const hide = `mount --bind "$1" ${RADOS_INCLUDE} && exec ${cmd}`;
-  const r =
+  const hide = `mount --bind "$1" ${RADOS_INCLUDE} && exec bash scripts/install.sh`;
+  const [cmd, args] =
     radosHeaders === 'hidden'
-      ? await run('unshare', ['-m', '--', 'sh', '-c', hide, 'sh', empty])
-      : await run('sh', ['-c', cmd]);
-  expect(r.status, `${cmd} (librados headers ${radosHeaders}) failed:\n${r.out}`).toBe(0);
-  return r.out;
+      ? ['unshare', ['-m', '--', 'sh', '-c', hide, 'sh', empty]]
+      : ['bash', ['scripts/install.sh']];
+  try {
+    const r = await promisify(execFile)(cmd, args, { cwd: copy, env: userEnv(), maxBuffer: 64 << 20 });
+    return r.stdout + r.stderr;
+  } catch (e) {
+    const { stdout, stderr } = e as { stdout?: string; stderr?: string };
+    throw new Error(
+      `scripts/install.sh (librados headers ${radosHeaders}) failed: ${e}\n${stdout}\n${stderr}`,
+    );
+  }
 }
 
 interface AddonState {
