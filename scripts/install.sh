@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs pnpm (corepack cannot verify current pnpm releases here), the workspace dependencies,
-# and builds every package.
+# and builds every package. Both README commands run it, in either order, any number of times:
+# the build checks each native addon against what it is built from (its sources, the librados
+# headers for RADOS) on every run and rebuilds what is missing or stale, whatever pnpm's install
+# scripts and turbo's cache did (turbo.json, scripts/lib/native-addon.mjs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want=$(node -p "require('./package.json').packageManager.split('@')[1]")
@@ -12,3 +15,7 @@ echo "== pnpm install"
 pnpm install --frozen-lockfile --reporter=silent
 echo "== build"
 pnpm run -s build --output-logs=errors-only
+if [ ! -f packages/blocker-rados/build/Release/archip_rados.node ]; then
+  echo "== note: RADOS support is not built (no librados headers); once librados-dev is installed,"
+  echo "   either README command builds it"
+fi

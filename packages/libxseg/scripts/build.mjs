@@ -1,25 +1,16 @@
 #!/usr/bin/env node
-// Build @archipelago/libxseg: compile the native segment addon with node-gyp, copy it into
-// dist/ (so turbo's cached outputs carry it), then `tsc --build`.
-import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
-import { createRequire } from 'node:module';
+// Build @archipelago/libxseg: the native segment addon with node-gyp, then `tsc --build`. The
+// addon is rebuilt whenever it is missing or anything it is built from changed: binding.gyp,
+// native/, Node (scripts/lib/native-addon.mjs says how, and why turbo runs `--native` uncached on
+// every build).
+//
+//   node scripts/build.mjs            addon, then tsc --build
+//   node scripts/build.mjs --native   addon only (turbo's `build:native` task)
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ensureAddon, tscBuild } from '../../../scripts/lib/native-addon.mjs';
 
-const pkg = dirname(dirname(fileURLToPath(import.meta.url)));
-const require = createRequire(join(pkg, 'package.json'));
-const run = (args) => execFileSync(process.execPath, args, { cwd: pkg, stdio: 'inherit' });
+const pkg = join(dirname(fileURLToPath(import.meta.url)), '..');
 
-const gyp = require.resolve('node-gyp/bin/node-gyp.js');
-const args = [gyp, existsSync(join(pkg, 'build', 'config.gypi')) ? 'build' : 'rebuild'];
-// Use the installed headers instead of downloading them (offline machines).
-const nodedir =
-  process.env.npm_config_nodedir ?? (existsSync('/usr/include/node/node_api.h') ? '/usr' : undefined);
-if (nodedir) args.push(`--nodedir=${nodedir}`);
-if (process.argv.includes('--native-only') || !process.argv.includes('--ts-only')) {
-  run(args);
-  mkdirSync(join(pkg, 'dist'), { recursive: true });
-  copyFileSync(join(pkg, 'build', 'Release', 'xseg.node'), join(pkg, 'dist', 'xseg.node'));
-}
-if (!process.argv.includes('--native-only')) run([require.resolve('typescript/bin/tsc'), '--build']);
+if (!ensureAddon({ pkg, target: 'xseg', inputs: ['binding.gyp', 'native'] })) process.exit(1);
+if (!process.argv.includes('--native')) tscBuild(pkg);
