@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { defaultConfig, loadConfig, serializeConfig } from './config.js';
-import { peerOptions } from './sections.js';
+import { hostIdentity, peerOptions } from './sections.js';
 
 let dir: string | undefined;
 afterEach(() => {
@@ -35,5 +35,27 @@ describe("peerOptions: a blocker section's sync reaches its daemon", () => {
       pool: 'blocks',
       sync: 'flush',
     });
+  });
+});
+
+describe('hostIdentity: one lock identity per host', () => {
+  it('is <hostname>_embedded without unique_str, and the same for every wiring', () => {
+    const c = config({ type: 'file_blocker', archip_dir: 'blocks' });
+    expect(hostIdentity(c, 'h1')).toBe('h1_embedded');
+    // The daemons get the same identity: mapperd's volume locks and the blockers' own locks.
+    expect(peerOptions(c, 'mapperd').mapperd?.identity).toBe(hostIdentity(c));
+    expect(peerOptions(c, 'blockerm').blocker?.identity).toBe(hostIdentity(c));
+    expect(peerOptions(c, 'blockerb').blocker?.identity).toBe(hostIdentity(c));
+  });
+
+  it('takes unique_str from any blocker or mapperd section, and refuses two that differ', () => {
+    const c = config({ type: 'file_blocker', archip_dir: 'blocks', unique_str: 'nodeA' });
+    expect(hostIdentity(c, 'h1')).toBe('h1_nodeA');
+    (c.config.mapperd as unknown as Record<string, unknown>).unique_str = 'nodeA';
+    expect(hostIdentity(c, 'h1')).toBe('h1_nodeA');
+    (c.config.blockerm as unknown as Record<string, unknown>).unique_str = 'nodeB';
+    expect(() => hostIdentity(c, 'h1')).toThrow(
+      /blockerm\.unique_str \(nodeB\) and mapperd\.unique_str \(nodeA\) differ; a host has one identity/,
+    );
   });
 });
