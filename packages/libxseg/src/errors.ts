@@ -31,7 +31,7 @@ export const ERROR_CODES = {
   ENOTSUP: 'the operation is not supported by this component',
   EOVERFLOW: 'an epoch or counter reached its limit',
   INTERNAL:
-    'an unexpected failure (a bug): run the command again with VLMC_DEBUG=1 and report the stack it prints',
+    'an unexpected failure (a bug): run the command again with ARCHIPELAGO_DEBUG=1 and report the stack it prints',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
