@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { FileBlocker } from '@archipelago/blocker-file';
 import { merkleRoot, pithosBlockHash, ZERO_BLOCK } from '@archipelago/mapfile';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { testConf } from './__fixtures__/conf.js';
 
 const PKG = dirname(dirname(fileURLToPath(import.meta.url)));
 const BIN = join(PKG, 'bin', 'vlmc.js');
@@ -74,25 +75,7 @@ beforeAll(async () => {
     throw new Error(`the CLI is not built (${DIST} is missing): run "npx tsc --build packages/cli" first`);
   }
   dir = await mkdtemp(join(tmpdir(), 'vlmc-hash-'));
-  const conf = `[ARCHIPELAGO]
-USER = archipelago
-GROUP = archipelago
-BLKTAP_ENABLED = False
-UMASK = 0o007
-
-[blockerb]
-type = file_blocker
-archip_dir = ${join(dir, 'data', 'blocks')}
-unique_str = hostA
-
-[blockerm]
-type = file_blocker
-archip_dir = ${join(dir, 'data', 'maps')}
-unique_str = hostA
-
-[mapperd]
-lock_timeout = 1
-`;
+  const conf = testConf(join(dir, 'data'), 'hostA');
   await writeFile(join(dir, 'a.conf'), conf);
   env = {
     ...process.env,

@@ -13,6 +13,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FileBlocker } from '@archipelago/blocker-file';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { testConf } from './__fixtures__/conf.js';
 
 const PKG = dirname(dirname(fileURLToPath(import.meta.url)));
 const BIN = join(PKG, 'bin', 'vlmc.js');
@@ -68,27 +69,7 @@ async function fails(args: string[], code: string, extraEnv: NodeJS.ProcessEnv =
   return lines[0]!;
 }
 
-function conf(dataDir: string, uniqueStr: string, extra = ''): string {
-  return `[ARCHIPELAGO]
-USER = archipelago
-GROUP = archipelago
-BLKTAP_ENABLED = False
-UMASK = 0o007
-
-[blockerb]
-type = file_blocker
-archip_dir = ${join(dataDir, 'blocks')}
-unique_str = ${uniqueStr}
-
-[blockerm]
-type = file_blocker
-archip_dir = ${join(dataDir, 'maps')}
-unique_str = ${uniqueStr}
-${extra}
-[mapperd]
-lock_timeout = 1
-`;
-}
+const conf = testConf;
 
 /** Every test spawns vlmc many times (about half a second each, more on a loaded machine). */
 const SLOW = { timeout: 300_000 };

@@ -12,7 +12,7 @@ import { Composer, type VolumeApi } from '@archipelago/composer';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import type { LoadedConfig } from './config.js';
 import { pidfileOf, portOf, segmentSpecOf } from './paths.js';
-import type { Compose, Runtime } from './types.js';
+import { type Compose, closeOnce, type Runtime } from './types.js';
 
 /** The roles whose daemons carry volume I/O for `vlmc` and the NBD endpoint. */
 export const VOLUME_DAEMONS = ['mapperd', 'vlmcd'] as const;
@@ -69,7 +69,6 @@ export async function connectDaemons(loaded: LoadedConfig, compose: Compose): Pr
       mapper.onRecall = (name) => c.frozen(name, async () => {});
       composer = c;
     }
-    let closing: Promise<void> | null = null;
     return {
       wiring: 'daemons',
       config: loaded.config,
@@ -79,17 +78,14 @@ export async function connectDaemons(loaded: LoadedConfig, compose: Compose): Pr
       mapper,
       composer,
       identity,
-      close(closeOpts = {}) {
-        closing ??= (async () => {
-          try {
-            if (!closeOpts.keepLocks) for (const v of mapper.openVolumes()) await composer.close(v);
-          } finally {
-            await Promise.allSettled(clients.map((c) => c.disconnect()));
-            segment.close();
-          }
-        })();
-        return closing;
-      },
+      close: closeOnce(async ({ keepLocks }) => {
+        try {
+          if (!keepLocks) for (const v of mapper.openVolumes()) await composer.close(v);
+        } finally {
+          await Promise.allSettled(clients.map((c) => c.disconnect()));
+          segment.close();
+        }
+      }),
     };
   } catch (e) {
     await Promise.allSettled(clients.map((c) => c.disconnect()));

@@ -10,7 +10,7 @@ import { Mapper } from '@archipelago/mapper';
 import type { BlockerPeerOptions, RadosBlockerPeerOptions } from '@archipelago/peer/options';
 import { type ArchipelagoConfig, isLoaded, type LoadedConfig } from './config.js';
 import { blockerOptions, hostIdentity, lockTimeoutMs } from './sections.js';
-import type { EmbeddedRuntime, RuntimeOptions } from './types.js';
+import { closeOnce, type EmbeddedRuntime, type RuntimeOptions } from './types.js';
 
 /** The part of @archipelago/blocker-rados the runtime uses (loaded on demand: it is native). */
 interface RadosModule {
@@ -88,7 +88,6 @@ export async function openEmbeddedRuntime(
     ...(opts.logger ? { logger: opts.logger } : {}),
   });
   const composer = new Composer({ mapper, blockerb, ...(opts.logger ? { logger: opts.logger } : {}) });
-  let closing: Promise<void> | null = null;
   return {
     wiring: 'embedded',
     config,
@@ -98,15 +97,12 @@ export async function openEmbeddedRuntime(
     mapper,
     composer,
     identity,
-    close(closeOpts = {}) {
-      closing ??= (async () => {
-        try {
-          if (!closeOpts.keepLocks) await mapper.close();
-        } finally {
-          await Promise.allSettled([blockerm.close(), blockerb.close()]);
-        }
-      })();
-      return closing;
-    },
+    close: closeOnce(async ({ keepLocks }) => {
+      try {
+        if (!keepLocks) await mapper.close();
+      } finally {
+        await Promise.allSettled([blockerm.close(), blockerb.close()]);
+      }
+    }),
   };
 }

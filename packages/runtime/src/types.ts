@@ -60,3 +60,12 @@ export interface RuntimeOptions {
   /** The daemon wiring only: who composes volume I/O (default: `vlmcd`, or ARCHIPELAGO_COMPOSE). */
   compose?: Compose;
 }
+
+/** A `Runtime.close` that runs `fn` once: later calls get the first call's promise. */
+export function closeOnce(fn: (opts: { keepLocks?: boolean }) => Promise<void>): Runtime['close'] {
+  let closing: Promise<void> | null = null;
+  return (opts = {}) => {
+    closing ??= fn(opts);
+    return closing;
+  };
+}
