@@ -104,12 +104,12 @@ describe('archipelago start with rados_blocker peers', () => {
     expect(exported.status, exported.stderr).toBe(0);
     expect(sha(readFileSync(out))).toBe(sha(data));
 
-    // the volume lock taken through the daemons is mapperd's identity, in RADOS
+    // the volume lock taken through the daemons carries the host's one identity, in RADOS
     expect(c.vlmc('open', 'rdclone').status).toBe(0);
     const info = await lockInfo(conf, 'maps', ns, 'rdclone');
     expect(info.lockers).toHaveLength(1);
-    expect(info.lockers[0]?.cookie).toMatch(new RegExp(`^${hostname()}_rdm_mapperd#[0-9a-f]{16}$`));
-    expect(info.lockers[0]?.description).toContain(`archipelago ${hostname()}_rdm_mapperd on `);
+    expect(info.lockers[0]?.cookie).toMatch(new RegExp(`^${hostname()}_rdm#[0-9a-f]{16}$`));
+    expect(info.lockers[0]?.description).toContain(`archipelago ${hostname()}_rdm on `);
     expect(c.vlmc('close', 'rdclone').status).toBe(0);
 
     const stopped = c.tool('stop');
