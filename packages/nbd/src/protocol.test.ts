@@ -36,11 +36,25 @@ const ENOTSUP = 95;
 
 /** A MemoryExport whose reads and writes can be held at a gate, with call counters. */
 class GatedExport extends MemoryExport {
-  gate: Promise<void> | undefined;
+  private gate: Promise<void> | undefined;
+  /** Only requests at this offset wait for the gate (undefined: all). */
+  private gateOffset: number | undefined;
   readCalls = 0;
   writeCalls = 0;
-  /** Only requests at this offset wait for the gate (undefined: all). */
-  gateOffset: number | undefined;
+
+  /** Holds reads and writes (at `offset`, or all) until the returned function is called. */
+  hold(offset?: number): () => void {
+    const g = defer();
+    this.gate = g.promise;
+    this.gateOffset = offset;
+    return () => g.resolve();
+  }
+
+  /** Lets every request through from now on (requests already held wait for their release). */
+  open(): void {
+    this.gate = undefined;
+    this.gateOffset = undefined;
+  }
 
   override async read(offset: number, length: number): Promise<Buffer> {
     this.readCalls++;
@@ -161,6 +175,7 @@ describe('NBD protocol (raw socket)', () => {
 
   afterEach(() => {
     for (const c of clients.splice(0)) c.destroy();
+    gated.open();
   });
 
   describe('handshake', () => {
@@ -545,23 +560,16 @@ describe('NBD protocol (raw socket)', () => {
 
     it('handles requests concurrently and replies out of order', async () => {
       const { c } = await openGo('gated');
-      const g = defer();
-      gated.gate = g.promise;
-      gated.gateOffset = 0;
-      try {
-        c.sendRequest(CMD.READ, { cookie: 1n, offset: 0, length: 4096 });
-        c.sendRequest(CMD.READ, { cookie: 2n, offset: 4096, length: 4096 });
-        c.sendRequest(CMD.FLUSH, { cookie: 3n });
-        const lengths = (k: bigint) => (k === 3n ? 0 : 4096);
-        const first = await c.readReply(lengths);
-        const second = await c.readReply(lengths);
-        expect([first.cookie, second.cookie].sort()).toEqual([2n, 3n]);
-        g.resolve();
-        expect((await c.readReply(lengths)).cookie).toBe(1n);
-      } finally {
-        gated.gate = undefined;
-        gated.gateOffset = undefined;
-      }
+      const release = gated.hold(0);
+      c.sendRequest(CMD.READ, { cookie: 1n, offset: 0, length: 4096 });
+      c.sendRequest(CMD.READ, { cookie: 2n, offset: 4096, length: 4096 });
+      c.sendRequest(CMD.FLUSH, { cookie: 3n });
+      const lengths = (k: bigint) => (k === 3n ? 0 : 4096);
+      const first = await c.readReply(lengths);
+      const second = await c.readReply(lengths);
+      expect([first.cookie, second.cookie].sort()).toEqual([2n, 3n]);
+      release();
+      expect((await c.readReply(lengths)).cookie).toBe(1n);
     });
 
     it('never interleaves replies: 300 concurrent mixed requests all parse', async () => {
@@ -598,8 +606,7 @@ describe('NBD protocol (raw socket)', () => {
 
     it('back-pressure: stops reading while in-flight bytes exceed maxInflightBytes, resumes after', async () => {
       const exp = new GatedExport({ name: 'bp', size: 8 * MiB });
-      const g = defer();
-      exp.gate = g.promise;
+      const release = exp.hold();
       const bp = await startServer([exp], { maxInflightBytes: 256 * KiB });
       try {
         const c = await RawClient.connect({ path: bp.sock });
@@ -617,8 +624,8 @@ describe('NBD protocol (raw socket)', () => {
         // 256 KiB budget / (64 KiB + header) per write: the 5th write crosses it, then reading stops.
         expect(exp.writeCalls).toBeGreaterThanOrEqual(4);
         expect(exp.writeCalls).toBeLessThanOrEqual(5);
-        g.resolve();
-        exp.gate = undefined;
+        release();
+        exp.open();
         const seen = new Set<bigint>();
         for (let i = 0; i < n; i++) {
           const r = await c.readReply();
@@ -629,29 +636,22 @@ describe('NBD protocol (raw socket)', () => {
         expect(exp.writeCalls).toBe(n);
         expect(exp.peek(47 * 64 * KiB, 64 * KiB).equals(pattern(64 * KiB, 47))).toBe(true);
       } finally {
-        g.resolve();
+        release();
         await bp.close();
       }
     });
 
     it('DISC: finishes in-flight requests, sends their replies, then closes', async () => {
       const { c } = await openGo('gated');
-      const g = defer();
-      gated.gate = g.promise;
-      gated.gateOffset = 8192;
-      try {
-        c.sendRequest(CMD.READ, { cookie: 11n, offset: 8192, length: 4096 });
-        c.sendRequest(CMD.DISC, { cookie: 12n });
-        await sleep(50);
-        expect(await c.closesWithin(50)).toBe(false);
-        g.resolve();
-        const r = await c.readReply(() => 4096);
-        expect(r).toMatchObject({ kind: 'simple', error: 0, cookie: 11n });
-        expect(await c.closesWithin(2000)).toBe(true);
-      } finally {
-        gated.gate = undefined;
-        gated.gateOffset = undefined;
-      }
+      const release = gated.hold(8192);
+      c.sendRequest(CMD.READ, { cookie: 11n, offset: 8192, length: 4096 });
+      c.sendRequest(CMD.DISC, { cookie: 12n });
+      await sleep(50);
+      expect(await c.closesWithin(50)).toBe(false);
+      release();
+      const r = await c.readReply(() => 4096);
+      expect(r).toMatchObject({ kind: 'simple', error: 0, cookie: 11n });
+      expect(await c.closesWithin(2000)).toBe(true);
     });
 
     it('an oversized WRITE payload is discarded and answered EINVAL; beyond the hard cap → disconnect', async () => {
@@ -810,8 +810,7 @@ describe('NBD protocol (raw socket)', () => {
   it('close() drains in-flight requests, closes every connection and refuses new ones', async () => {
     const exp = new GatedExport({ name: 'closing', size: MiB });
     const srv = await startServer([exp]);
-    const g = defer();
-    exp.gate = g.promise;
+    const release = exp.hold();
     const a = await RawClient.connect({ path: srv.sock });
     clients.push(a);
     await a.handshake('closing');
@@ -822,7 +821,7 @@ describe('NBD protocol (raw socket)', () => {
     await sleep(20);
     const closing = srv.close();
     await sleep(20);
-    g.resolve();
+    release();
     expect(await a.readReply(() => 4096)).toMatchObject({ error: 0, cookie: 1n });
     await closing;
     expect(await a.closesWithin(1000)).toBe(true);
