@@ -7,38 +7,26 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Fixture, run, runOk, startServer } from './__fixtures__/harness.js';
+import { describe, expect, it } from 'vitest';
+import { memoryExports, run, runOk, serveDuringSuite } from './__fixtures__/harness.js';
 import { FileExport, MemoryExport } from './exports.js';
 import { NbdServer } from './server.js';
 
 const MiB = 1024 * 1024;
 
 describe('real NBD clients', () => {
-  let fx: Fixture;
-  const mem = new MemoryExport({ name: 'mem', size: 64 * MiB, description: 'scratch disk' });
-  const map = new MemoryExport({ name: 'map', size: 4 * MiB });
-  const qmap = new MemoryExport({ name: 'qmap', size: 4 * MiB });
-  const conv = new MemoryExport({ name: 'conv', size: 8 * MiB });
-  const copy = new MemoryExport({ name: 'copy', size: 8 * MiB });
-  const fio = new MemoryExport({ name: 'fio', size: 8 * MiB });
-  const ro = new MemoryExport({ name: 'ro', size: 1 * MiB, readonly: true });
-  const al = new MemoryExport({ name: 'al', size: 1 * MiB, minBlockSize: 512 });
-  const slow = new MemoryExport({ name: 'nofast', size: 1 * MiB, fastZero: false });
-  const unhandled: unknown[] = [];
-  const onUnhandled = (e: unknown) => unhandled.push(e);
-
-  beforeAll(async () => {
-    process.on('unhandledRejection', onUnhandled);
-    fx = await startServer([mem, map, qmap, conv, copy, fio, ro, al, slow]);
+  const { mem, map, qmap, conv, copy, fio, ro, al, nofast } = memoryExports({
+    mem: { size: 64 * MiB, description: 'scratch disk' },
+    map: { size: 4 * MiB },
+    qmap: { size: 4 * MiB },
+    conv: { size: 8 * MiB },
+    copy: { size: 8 * MiB },
+    fio: { size: 8 * MiB },
+    ro: { size: 1 * MiB, readonly: true },
+    al: { size: 1 * MiB, minBlockSize: 512 },
+    nofast: { size: 1 * MiB, fastZero: false },
   });
-
-  afterAll(async () => {
-    process.off('unhandledRejection', onUnhandled);
-    await fx?.close();
-    expect(unhandled).toEqual([]);
-    expect(fx.logs.filter((l) => l.level === 'error')).toEqual([]);
-  });
+  const fx = serveDuringSuite([mem, map, qmap, conv, copy, fio, ro, al, nofast], { noErrorLogs: true });
 
   it('nbdinfo --json reports size, flags, block sizes and base:allocation', async () => {
     const r = await runOk('nbdinfo', ['--json', fx.uri('mem')]);

@@ -3,8 +3,8 @@
  * handshake and the transmission phase, concurrency, back-pressure, and garbage of every kind.
  */
 import { ArchipelagoError } from '@archipelago/libxseg';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { defer, type Fixture, sleep, startServer } from './__fixtures__/harness.js';
+import { afterEach, describe, expect, it } from 'vitest';
+import { defer, memoryExports, serveDuringSuite, sleep, startServer } from './__fixtures__/harness.js';
 import {
   type Chunk,
   goPayload,
@@ -12,7 +12,17 @@ import {
   RawClient,
   type SimpleReply,
 } from './__fixtures__/raw-client.js';
-import { CMD, CMD_FLAG, INFO, OPT, REP, REPLY_TYPE, TFLAG } from './constants.js';
+import {
+  CMD,
+  CMD_FLAG,
+  EXTENDED_REQUEST_MAGIC,
+  INFO,
+  OPT,
+  REP,
+  REPLY_TYPE,
+  REQUEST_MAGIC,
+  TFLAG,
+} from './constants.js';
 import { MemoryExport } from './exports.js';
 import type { NbdExtent } from './types.js';
 
@@ -26,11 +36,25 @@ const ENOTSUP = 95;
 
 /** A MemoryExport whose reads and writes can be held at a gate, with call counters. */
 class GatedExport extends MemoryExport {
-  gate: Promise<void> | undefined;
+  private gate: Promise<void> | undefined;
+  /** Only requests at this offset wait for the gate (undefined: all). */
+  private gateOffset: number | undefined;
   readCalls = 0;
   writeCalls = 0;
-  /** Only requests at this offset wait for the gate (undefined: all). */
-  gateOffset: number | undefined;
+
+  /** Holds reads and writes (at `offset`, or all) until the returned function is called. */
+  hold(offset?: number): () => void {
+    const g = defer();
+    this.gate = g.promise;
+    this.gateOffset = offset;
+    return () => g.resolve();
+  }
+
+  /** Lets every request through from now on (requests already held wait for their release). */
+  open(): void {
+    this.gate = undefined;
+    this.gateOffset = undefined;
+  }
 
   override async read(offset: number, length: number): Promise<Buffer> {
     this.readCalls++;
@@ -90,17 +114,17 @@ function prng(seed: number): () => number {
 }
 
 describe('NBD protocol (raw socket)', () => {
-  let fx: Fixture;
-  const mem = new MemoryExport({ name: 'mem', size: 8 * MiB, description: 'raw tests' });
-  const other = new MemoryExport({ name: 'other', size: 1 * MiB });
+  const { mem, other, nofast, ro } = memoryExports({
+    mem: { size: 8 * MiB, description: 'raw tests' },
+    other: { size: 1 * MiB },
+    nofast: { size: 1 * MiB, fastZero: false },
+    ro: { size: 1 * MiB, readonly: true },
+  });
   const gated = new GatedExport({ name: 'gated', size: 8 * MiB });
   const failing = new FailingExport({ name: 'failing', size: 1 * MiB });
   const fragmented = new FragmentedExport({ name: 'frag', size: 1 * MiB });
-  const nofast = new MemoryExport({ name: 'nofast', size: 1 * MiB, fastZero: false });
-  const ro = new MemoryExport({ name: 'ro', size: 1 * MiB, readonly: true });
+  const fx = serveDuringSuite([mem, other, gated, failing, fragmented, nofast, ro]);
   const clients: RawClient[] = [];
-  const unhandled: unknown[] = [];
-  const onUnhandled = (e: unknown) => unhandled.push(e);
 
   async function open(): Promise<RawClient> {
     const c = await RawClient.connect({ path: fx.sock });
@@ -149,19 +173,9 @@ describe('NBD protocol (raw socket)', () => {
     expect((r as SimpleReply).data.equals(data)).toBe(true);
   }
 
-  beforeAll(async () => {
-    process.on('unhandledRejection', onUnhandled);
-    fx = await startServer([mem, other, gated, failing, fragmented, nofast, ro]);
-  });
-
   afterEach(() => {
     for (const c of clients.splice(0)) c.destroy();
-  });
-
-  afterAll(async () => {
-    process.off('unhandledRejection', onUnhandled);
-    await fx?.close();
-    expect(unhandled).toEqual([]);
+    gated.open();
   });
 
   describe('handshake', () => {
@@ -546,23 +560,16 @@ describe('NBD protocol (raw socket)', () => {
 
     it('handles requests concurrently and replies out of order', async () => {
       const { c } = await openGo('gated');
-      const g = defer();
-      gated.gate = g.promise;
-      gated.gateOffset = 0;
-      try {
-        c.sendRequest(CMD.READ, { cookie: 1n, offset: 0, length: 4096 });
-        c.sendRequest(CMD.READ, { cookie: 2n, offset: 4096, length: 4096 });
-        c.sendRequest(CMD.FLUSH, { cookie: 3n });
-        const lengths = (k: bigint) => (k === 3n ? 0 : 4096);
-        const first = await c.readReply(lengths);
-        const second = await c.readReply(lengths);
-        expect([first.cookie, second.cookie].sort()).toEqual([2n, 3n]);
-        g.resolve();
-        expect((await c.readReply(lengths)).cookie).toBe(1n);
-      } finally {
-        gated.gate = undefined;
-        gated.gateOffset = undefined;
-      }
+      const release = gated.hold(0);
+      c.sendRequest(CMD.READ, { cookie: 1n, offset: 0, length: 4096 });
+      c.sendRequest(CMD.READ, { cookie: 2n, offset: 4096, length: 4096 });
+      c.sendRequest(CMD.FLUSH, { cookie: 3n });
+      const lengths = (k: bigint) => (k === 3n ? 0 : 4096);
+      const first = await c.readReply(lengths);
+      const second = await c.readReply(lengths);
+      expect([first.cookie, second.cookie].sort()).toEqual([2n, 3n]);
+      release();
+      expect((await c.readReply(lengths)).cookie).toBe(1n);
     });
 
     it('never interleaves replies: 300 concurrent mixed requests all parse', async () => {
@@ -599,8 +606,7 @@ describe('NBD protocol (raw socket)', () => {
 
     it('back-pressure: stops reading while in-flight bytes exceed maxInflightBytes, resumes after', async () => {
       const exp = new GatedExport({ name: 'bp', size: 8 * MiB });
-      const g = defer();
-      exp.gate = g.promise;
+      const release = exp.hold();
       const bp = await startServer([exp], { maxInflightBytes: 256 * KiB });
       try {
         const c = await RawClient.connect({ path: bp.sock });
@@ -618,8 +624,8 @@ describe('NBD protocol (raw socket)', () => {
         // 256 KiB budget / (64 KiB + header) per write: the 5th write crosses it, then reading stops.
         expect(exp.writeCalls).toBeGreaterThanOrEqual(4);
         expect(exp.writeCalls).toBeLessThanOrEqual(5);
-        g.resolve();
-        exp.gate = undefined;
+        release();
+        exp.open();
         const seen = new Set<bigint>();
         for (let i = 0; i < n; i++) {
           const r = await c.readReply();
@@ -630,29 +636,22 @@ describe('NBD protocol (raw socket)', () => {
         expect(exp.writeCalls).toBe(n);
         expect(exp.peek(47 * 64 * KiB, 64 * KiB).equals(pattern(64 * KiB, 47))).toBe(true);
       } finally {
-        g.resolve();
+        release();
         await bp.close();
       }
     });
 
     it('DISC: finishes in-flight requests, sends their replies, then closes', async () => {
       const { c } = await openGo('gated');
-      const g = defer();
-      gated.gate = g.promise;
-      gated.gateOffset = 8192;
-      try {
-        c.sendRequest(CMD.READ, { cookie: 11n, offset: 8192, length: 4096 });
-        c.sendRequest(CMD.DISC, { cookie: 12n });
-        await sleep(50);
-        expect(await c.closesWithin(50)).toBe(false);
-        g.resolve();
-        const r = await c.readReply(() => 4096);
-        expect(r).toMatchObject({ kind: 'simple', error: 0, cookie: 11n });
-        expect(await c.closesWithin(2000)).toBe(true);
-      } finally {
-        gated.gate = undefined;
-        gated.gateOffset = undefined;
-      }
+      const release = gated.hold(8192);
+      c.sendRequest(CMD.READ, { cookie: 11n, offset: 8192, length: 4096 });
+      c.sendRequest(CMD.DISC, { cookie: 12n });
+      await sleep(50);
+      expect(await c.closesWithin(50)).toBe(false);
+      release();
+      const r = await c.readReply(() => 4096);
+      expect(r).toMatchObject({ kind: 'simple', error: 0, cookie: 11n });
+      expect(await c.closesWithin(2000)).toBe(true);
     });
 
     it('an oversized WRITE payload is discarded and answered EINVAL; beyond the hard cap → disconnect', async () => {
@@ -682,58 +681,54 @@ describe('NBD protocol (raw socket)', () => {
   });
 
   describe('hostile input: the offending connection is dropped, others keep working', () => {
-    const scenarios: Array<[string, (c: RawClient) => Promise<void>, 'server' | 'client']> = [
-      [
-        'garbage instead of client flags',
-        async (c) => {
-          await c.greeting();
-          c.write(Buffer.alloc(200, 0xff));
-        },
-        'server',
-      ],
+    /** How far a hostile client gets before it misbehaves. */
+    type Stage = 'connected' | 'greeted' | 'haggling' | 'transmission' | 'structured transmission';
+    async function reach(c: RawClient, stage: Stage): Promise<void> {
+      if (stage === 'connected') return;
+      if (stage === 'transmission' || stage === 'structured transmission') {
+        await c.handshake('mem', { structured: stage !== 'transmission' });
+        return;
+      }
+      await c.greeting();
+      if (stage === 'haggling') c.sendClientFlags(3);
+    }
+    /** The stages of the random-bytes connections, in turn. */
+    const STAGES: Stage[] = ['connected', 'haggling', 'transmission'];
+    /** `size` zero bytes that start with `magic`. */
+    const header = (magic: number, size: number) => {
+      const h = Buffer.alloc(size);
+      h.writeUInt32BE(magic, 0);
+      return h;
+    };
+    // [case, stage reached, what the client does then, who closes the connection]
+    const scenarios: Array<[string, Stage, (c: RawClient) => void | Promise<void>, 'server' | 'client']> = [
+      ['garbage instead of client flags', 'greeted', (c) => c.write(Buffer.alloc(200, 0xff)), 'server'],
       [
         'garbage during option haggling',
-        async (c) => {
-          await c.greeting();
-          c.sendClientFlags(3);
-          c.write(Buffer.from('GET / HTTP/1.1\r\nHost: example\r\n\r\n'));
-        },
+        'haggling',
+        (c) => c.write(Buffer.from('GET / HTTP/1.1\r\nHost: example\r\n\r\n')),
         'server',
       ],
-      [
-        'garbage after the handshake',
-        async (c) => {
-          await c.handshake('mem');
-          c.write(pattern(300, 77));
-        },
-        'server',
-      ],
+      ['garbage after the handshake', 'transmission', (c) => c.write(pattern(300, 77)), 'server'],
       [
         'a request with a bad magic (extended header magic, not negotiated)',
-        async (c) => {
-          await c.handshake('mem');
-          const h = Buffer.alloc(32);
-          h.writeUInt32BE(0x21e41c71, 0);
-          c.write(h);
-        },
+        'transmission',
+        (c) => c.write(header(EXTENDED_REQUEST_MAGIC, 32)),
         'server',
       ],
       [
         'a truncated request header, then close',
-        async (c) => {
-          await c.handshake('mem');
-          const h = Buffer.alloc(28);
-          h.writeUInt32BE(0x25609513, 0);
-          c.write(h.subarray(0, 13));
+        'transmission',
+        (c) => {
+          c.write(header(REQUEST_MAGIC, 28).subarray(0, 13));
           c.end();
         },
         'server',
       ],
       [
         'a truncated option, then close',
-        async (c) => {
-          await c.greeting();
-          c.sendClientFlags(3);
+        'haggling',
+        (c) => {
           c.sendOption(OPT.GO, goPayload('mem', []), 500);
           c.end();
         },
@@ -741,8 +736,8 @@ describe('NBD protocol (raw socket)', () => {
       ],
       [
         'a client vanishing in the middle of a WRITE payload',
+        'transmission',
         async (c) => {
-          await c.handshake('mem');
           c.sendRequest(CMD.WRITE, { cookie: 1n, offset: 0, length: MiB });
           c.write(Buffer.alloc(100 * KiB, 0x42));
           await sleep(20);
@@ -752,8 +747,8 @@ describe('NBD protocol (raw socket)', () => {
       ],
       [
         'a client vanishing with reads in flight',
+        'structured transmission',
         async (c) => {
-          await c.handshake('mem', { structured: true });
           for (let i = 0; i < 64; i++)
             c.sendRequest(CMD.READ, { cookie: BigInt(i), offset: 0, length: 256 * KiB });
           await sleep(5);
@@ -763,13 +758,14 @@ describe('NBD protocol (raw socket)', () => {
       ],
     ];
 
-    for (const [name, act, closer] of scenarios) {
+    for (const [name, stage, act, closer] of scenarios) {
       it(name, async () => {
         const good = await openGo('mem');
         await checkAlive(good.c, 10);
         await waitConnections(1); // only `good` (earlier tests' clients are gone)
         const warnsBefore = fx.logs.filter((l) => l.level === 'warn').length;
         const bad = await open();
+        await reach(bad, stage);
         await act(bad);
         if (closer === 'server') expect(await bad.closesWithin(3000)).toBe(true);
         else await bad.closed;
@@ -791,16 +787,11 @@ describe('NBD protocol (raw socket)', () => {
         runs.push(
           (async () => {
             const c = await open();
-            const stage = i % 3;
-            if (stage === 1) {
-              await c.greeting();
-              c.sendClientFlags(3);
-            } else if (stage === 2) {
-              await c.handshake('mem');
-            }
+            const stage = STAGES[i % 3]!;
+            await reach(c, stage);
             const junk = Buffer.allocUnsafe(1 + Math.floor(rand() * 2000));
             for (let k = 0; k < junk.length; k++) junk[k] = Math.floor(rand() * 256);
-            if (stage === 2) junk.writeUInt32BE(0x25609513, 0); // a real request magic, random rest
+            if (stage === 'transmission') junk.writeUInt32BE(REQUEST_MAGIC, 0); // a real request magic, random rest
             c.write(junk);
             await sleep(20);
             c.destroy();
@@ -819,8 +810,7 @@ describe('NBD protocol (raw socket)', () => {
   it('close() drains in-flight requests, closes every connection and refuses new ones', async () => {
     const exp = new GatedExport({ name: 'closing', size: MiB });
     const srv = await startServer([exp]);
-    const g = defer();
-    exp.gate = g.promise;
+    const release = exp.hold();
     const a = await RawClient.connect({ path: srv.sock });
     clients.push(a);
     await a.handshake('closing');
@@ -831,7 +821,7 @@ describe('NBD protocol (raw socket)', () => {
     await sleep(20);
     const closing = srv.close();
     await sleep(20);
-    g.resolve();
+    release();
     expect(await a.readReply(() => 4096)).toMatchObject({ error: 0, cookie: 1n });
     await closing;
     expect(await a.closesWithin(1000)).toBe(true);

@@ -1,7 +1,8 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { sendBufferAvailable, setSendBuffer } from '@archipelago/fastio';
-import { type ConnectionContext, NbdConnection } from './connection.js';
+import { NbdConnection } from './connection.js';
 import { DEFAULT_MAX_INFLIGHT_BYTES } from './constants.js';
+import type { ConnectionContext } from './phase.js';
 import { ReadBufferPool } from './read-pool.js';
 import type { ListenAddress, ListenTarget, NbdExport, NbdLogger, NbdServerOptions } from './types.js';
 

@@ -1,8 +1,13 @@
-/** Test harness: a server on a temp unix socket, a capturing logger, and a client-binary runner. */
+/**
+ * Test harness: a server on a temp unix socket (per test, or per describe block), memory exports
+ * from a table, a capturing logger, and a client-binary runner.
+ */
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterAll, beforeAll, expect } from 'vitest';
+import { MemoryExport, type MemoryExportOptions } from '../exports.js';
 import { NbdServer } from '../server.js';
 import type { NbdExport, NbdLogger, NbdServerOptions } from '../types.js';
 
@@ -58,6 +63,37 @@ export async function startServer(
       await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Serves `exports` to the tests of the enclosing describe block: the server starts before them and
+ * closes after them, and the block fails if a promise rejection went unhandled meanwhile (and, with
+ * `noErrorLogs`, if the server logged an error). The fixture's fields are there once tests run.
+ */
+export function serveDuringSuite(exports: NbdExport[], opts: { noErrorLogs?: boolean } = {}): Fixture {
+  const fx = {} as Fixture;
+  const unhandled: unknown[] = [];
+  const onUnhandled = (e: unknown) => unhandled.push(e);
+  beforeAll(async () => {
+    process.on('unhandledRejection', onUnhandled);
+    Object.assign(fx, await startServer(exports));
+  });
+  afterAll(async () => {
+    process.off('unhandledRejection', onUnhandled);
+    await fx.close?.();
+    expect(unhandled).toEqual([]);
+    if (opts.noErrorLogs) expect(fx.logs.filter((l) => l.level === 'error')).toEqual([]);
+  });
+  return fx;
+}
+
+/** Memory exports from a table: `{ mem: { size }, ro: { size, readonly: true } }` → `{ mem, ro }`. */
+export function memoryExports<K extends string>(
+  specs: Record<K, Omit<MemoryExportOptions, 'name'>>,
+): Record<K, MemoryExport> {
+  const out = {} as Record<K, MemoryExport>;
+  for (const name of Object.keys(specs) as K[]) out[name] = new MemoryExport({ name, ...specs[name] });
+  return out;
 }
 
 /** Debian package that provides each client binary. */

@@ -1,0 +1,125 @@
+/**
+ * Transmission replies: what a request came to (`Outcome`) and its encoding as a simple reply or a
+ * structured reply chunk. Each reply is written in one synchronous burst, so the bytes of two
+ * replies never interleave on the socket.
+ */
+import type { Socket } from 'node:net';
+import {
+  BASE_ALLOCATION_ID,
+  CMD,
+  REPLY_FLAG_DONE,
+  REPLY_TYPE,
+  SIMPLE_REPLY_MAGIC,
+  STRUCTURED_REPLY_MAGIC,
+} from './constants.js';
+import type { ReadLease } from './read-pool.js';
+
+/** A parsed request header. */
+export interface Request {
+  flags: number;
+  type: number;
+  cookieHi: number;
+  cookieLo: number;
+  offset: number;
+  length: number;
+}
+
+/** What a request came to: the reply to send. */
+export type Outcome =
+  | { kind: 'ok' }
+  // `lease`: `data` is a pool slot, released once the socket write carrying it completed.
+  | { kind: 'data'; data: Buffer; lease?: ReadLease }
+  | { kind: 'extents'; extents: number[] } // flattened [length, flags, length, flags, ...]
+  | { kind: 'error'; errno: number; message: string };
+
+/** The one success without data. */
+export const OK: Outcome = { kind: 'ok' };
+
+/**
+ * Writes the complete reply to `req` in a single synchronous burst: a simple reply, or (when
+ * `structured`) one chunk with the DONE flag; successes without data get a simple reply either
+ * way, which the spec allows. `done` runs once the socket write carrying the reply completed (or
+ * at once if the socket is gone).
+ */
+export function writeReply(
+  socket: Socket,
+  structured: boolean,
+  req: Request,
+  outcome: Outcome,
+  done: () => void,
+): void {
+  if (!structured) {
+    const h = simpleHeader(req, outcome.kind === 'error' ? outcome.errno : 0);
+    if (outcome.kind === 'data') {
+      socket.cork();
+      socket.write(h);
+      socket.write(outcome.data, () => done());
+      socket.uncork();
+    } else {
+      socket.write(h, () => done());
+    }
+    return;
+  }
+  switch (outcome.kind) {
+    case 'ok': {
+      if (req.type === CMD.READ) {
+        // Zero-length structured read: a lone NONE chunk.
+        socket.write(chunkHeader(req, REPLY_FLAG_DONE, REPLY_TYPE.NONE, 0), () => done());
+        return;
+      }
+      socket.write(simpleHeader(req, 0), () => done());
+      return;
+    }
+    case 'data': {
+      const h = chunkHeader(req, REPLY_FLAG_DONE, REPLY_TYPE.OFFSET_DATA, 8 + outcome.data.length, 8);
+      h.writeUInt32BE(Math.floor(req.offset / 0x100000000), 20);
+      h.writeUInt32BE(req.offset >>> 0, 24);
+      socket.cork();
+      socket.write(h);
+      socket.write(outcome.data, () => done());
+      socket.uncork();
+      return;
+    }
+    case 'extents': {
+      const ext = outcome.extents;
+      const payload = 4 + ext.length * 4;
+      const h = chunkHeader(req, REPLY_FLAG_DONE, REPLY_TYPE.BLOCK_STATUS, payload, payload);
+      h.writeUInt32BE(BASE_ALLOCATION_ID, 20);
+      for (let i = 0; i < ext.length; i++) h.writeUInt32BE(ext[i]!, 24 + i * 4);
+      socket.write(h, () => done());
+      return;
+    }
+    case 'error': {
+      const msg = Buffer.from(outcome.message.slice(0, 1024), 'utf8');
+      const payload = 6 + msg.length;
+      const h = chunkHeader(req, REPLY_FLAG_DONE, REPLY_TYPE.ERROR, payload, payload);
+      h.writeUInt32BE(outcome.errno, 20);
+      h.writeUInt16BE(msg.length, 24);
+      msg.copy(h, 26);
+      socket.write(h, () => done());
+      return;
+    }
+  }
+}
+
+/** The 16-byte simple reply header. */
+function simpleHeader(req: Request, errno: number): Buffer {
+  const h = Buffer.allocUnsafe(16);
+  h.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
+  h.writeUInt32BE(errno, 4);
+  h.writeUInt32BE(req.cookieHi, 8);
+  h.writeUInt32BE(req.cookieLo, 12);
+  return h;
+}
+
+/** A 20-byte structured chunk header followed by `extra` bytes of room for the payload. */
+function chunkHeader(req: Request, flags: number, type: number, length: number, extra = 0): Buffer {
+  const h = Buffer.allocUnsafe(20 + extra);
+  h.writeUInt32BE(STRUCTURED_REPLY_MAGIC, 0);
+  h.writeUInt16BE(flags, 4);
+  h.writeUInt16BE(type, 6);
+  h.writeUInt32BE(req.cookieHi, 8);
+  h.writeUInt32BE(req.cookieLo, 12);
+  h.writeUInt32BE(length, 16);
+  return h;
+}
