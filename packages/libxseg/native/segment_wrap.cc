@@ -1,0 +1,674 @@
+// The segment for JavaScript: one ObjectWrap, `NativeSegment`, over the segment core
+// (segment.cc), with a waiter (waiter.h) per port it serves. The TypeScript facade
+// (src/segment/) checks arguments and keeps this object behind a Symbol; the class itself is
+// defined once per environment (addon.h).
+#include <napi.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <map>
+
+#include "addon.h"
+#include "segment.h"
+#include "waiter.h"
+
+namespace xseg {
+
+namespace {
+
+[[noreturn]] void throw_js(Napi::Env env, const Error& e) {
+  Napi::Error err = Napi::Error::New(env, e.message);
+  err.Set("code", Napi::String::New(env, e.code));
+  if (e.corrupt) err.Set("corrupt", Napi::Boolean::New(env, true));
+  throw err;
+}
+
+#define GUARD_BEGIN try {
+#define GUARD_END(env)            \
+  }                               \
+  catch (const Error& e) {        \
+    throw_js(env, e);             \
+  }
+
+uint32_t U32(const Napi::Value& v) { return v.As<Napi::Number>().Uint32Value(); }
+double Num(const Napi::Value& v) { return v.As<Napi::Number>().DoubleValue(); }
+
+class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(
+        env, "NativeSegment",
+        {
+            StaticMethod("create", &NativeSegment::Create),
+            StaticMethod("join", &NativeSegment::Join),
+            StaticMethod("destroy", &NativeSegment::Destroy),
+            InstanceMethod("geometry", &NativeSegment::Geometry),
+            InstanceMethod("bind", &NativeSegment::Bind),
+            InstanceMethod("bindDynamic", &NativeSegment::BindDynamic),
+            InstanceMethod("leave", &NativeSegment::Leave),
+            InstanceMethod("submit", &NativeSegment::Submit),
+            InstanceMethod("prepare", &NativeSegment::Prepare),
+            InstanceMethod("submitPrepared", &NativeSegment::SubmitPrepared),
+            InstanceMethod("accept", &NativeSegment::Accept),
+            InstanceMethod("acceptFast", &NativeSegment::AcceptFast),
+            InstanceMethod("receiveFast", &NativeSegment::ReceiveFast),
+            InstanceMethod("setScratch", &NativeSegment::SetScratch),
+            InstanceMethod("respond", &NativeSegment::Respond),
+            InstanceMethod("receive", &NativeSegment::Receive),
+            InstanceMethod("release", &NativeSegment::Release),
+            InstanceMethod("startWaiter", &NativeSegment::StartWaiter),
+            InstanceMethod("stopWaiter", &NativeSegment::StopWaiter),
+            InstanceMethod("refWaiter", &NativeSegment::RefWaiter),
+            InstanceMethod("setSpin", &NativeSegment::SetSpin),
+            InstanceMethod("waiterStats", &NativeSegment::WaiterStats),
+            InstanceMethod("debugFixedSpin", &NativeSegment::DebugFixedSpin),
+            InstanceMethod("report", &NativeSegment::Report),
+            InstanceMethod("recoverPort", &NativeSegment::RecoverPort),
+            InstanceMethod("recoverLocks", &NativeSegment::RecoverLocks),
+            InstanceMethod("close", &NativeSegment::Close),
+            InstanceMethod("debugHoldLock", &NativeSegment::DebugHoldLock),
+            InstanceMethod("heapBuffer", &NativeSegment::HeapBuffer),
+        });
+  }
+
+  NativeSegment(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeSegment>(info) {
+    if (info.Length() != 1 || !info[0].IsExternal()) throw Napi::TypeError::New(info.Env(), "use create() or join()");
+    auto* m = info[0].As<Napi::External<std::shared_ptr<Mapping>>>().Data();
+    seg_ = std::make_shared<Seg>(*m);
+  }
+
+  ~NativeSegment() override { StopAll(); }
+
+ private:
+  std::shared_ptr<Seg> seg_;
+  std::map<uint32_t, Waiter*> waiters_;
+  static constexpr size_t kScratch = 11;
+  Napi::Reference<Napi::Float64Array> scratch_ref_;
+  double* scratch_ = nullptr;
+
+  Seg& S(Napi::Env env) {
+    if (!seg_) throw_js(env, Error{"ECLOSED", "the segment was closed", false});
+    return *seg_;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Making, joining, destroying
+
+  // A new NativeSegment over `m`, made by this environment's class.
+  static Napi::Value Wrap(Napi::Env env, std::shared_ptr<Mapping> m) {
+    auto* holder = new std::shared_ptr<Mapping>(std::move(m));
+    auto ext = Napi::External<std::shared_ptr<Mapping>>::New(
+        env, holder, [](Napi::Env, std::shared_ptr<Mapping>* h) { delete h; });
+    return XsegAddon::segment_class(env).New({ext});
+  }
+
+  static Napi::Value Create(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    GUARD_BEGIN
+    xseg::Geometry g;
+    std::string name = info[0].As<Napi::String>();
+    g.nr_ports = U32(info[1]);
+    g.dynports = U32(info[2]);
+    g.heap_size = static_cast<uint64_t>(Num(info[3]));
+    g.page_shift = U32(info[4]);
+    g.nr_reqs = U32(info[5]);
+    return Wrap(env, Seg::create(name, g));
+    GUARD_END(env)
+  }
+
+  static Napi::Value Join(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    GUARD_BEGIN
+    return Wrap(env, Seg::join(info[0].As<Napi::String>()));
+    GUARD_END(env)
+  }
+
+  static Napi::Value Destroy(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    GUARD_BEGIN
+    Seg::destroy(info[0].As<Napi::String>());
+    return env.Undefined();
+    GUARD_END(env)
+  }
+
+  Napi::Value Geometry(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Header* h = S(env).hdr();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", Napi::String::New(env, h->name));
+    o.Set("version", h->version);
+    o.Set("segmentSize", static_cast<double>(h->segment_size));
+    o.Set("nrPorts", h->nr_ports);
+    o.Set("dynports", h->dynports);
+    o.Set("nrReqs", h->nr_reqs);
+    o.Set("heapSize", static_cast<double>(h->heap_size));
+    o.Set("pageShift", h->page_shift);
+    o.Set("portsOff", static_cast<double>(h->ports_off));
+    o.Set("reqsOff", static_cast<double>(h->reqs_off));
+    o.Set("heapOff", static_cast<double>(h->heap_off));
+    o.Set("portSize", h->port_size);
+    o.Set("reqSize", h->req_size);
+    o.Set("reqRqOff", static_cast<double>(offsetof(Port, rq)));
+    o.Set("reqOpOff", static_cast<double>(offsetof(Req, op)));
+    return o;
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    StopAll();
+    seg_.reset();  // the mapping lives on while external Buffers still reference it
+    return info.Env().Undefined();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Ports
+
+  static Napi::Object Recovery(Napi::Env env, uint32_t port, const Recovered& r) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("port", port);
+    o.Set("failed", r.failed);
+    o.Set("freed", r.freed);
+    return o;
+  }
+
+  Napi::Value Bind(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    GUARD_BEGIN
+    uint32_t n = U32(info[0]);
+    Recovered r;
+    S(env).bind(n, false, &r);
+    return Recovery(env, n, r);
+    GUARD_END(env)
+  }
+
+  Napi::Value BindDynamic(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    GUARD_BEGIN
+    Recovered r;
+    uint32_t n = S(env).bind_dynamic(&r);
+    return Recovery(env, n, r);
+    GUARD_END(env)
+  }
+
+  Napi::Value Leave(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    GUARD_BEGIN
+    uint32_t n = U32(info[0]);
+    DropWaiter(n);
+    S(env).leave(n);
+    return env.Undefined();
+    GUARD_END(env)
+  }
+
+  Napi::Value RecoverPort(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    GUARD_BEGIN
+    uint32_t n = U32(info[0]);
+    return Recovery(env, n, S(env).recover_port(n, info[1].ToBoolean()));
+    GUARD_END(env)
+  }
+
+  Napi::Value RecoverLocks(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    GUARD_BEGIN
+    return Napi::Number::New(env, S(env).recover_locks(U32(info[0])));
+    GUARD_END(env)
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Requests
+
+  static double Handle(uint32_t idx, uint32_t gen) { return double(idx) * 4294967296.0 + double(gen); }
+
+  Req* FromHandle(Napi::Env env, Napi::Value v, uint32_t* idx) {
+    double h = Num(v);
+    if (!(h >= 0) || h > 9007199254740991.0) throw_js(env, Error{"EINVAL", "bad request handle", false});
+    uint64_t u = static_cast<uint64_t>(h);
+    *idx = static_cast<uint32_t>(u >> 32);
+    Req* r = S(env).req(*idx);
+    if (r->gen != static_cast<uint32_t>(u)) throw_js(env, Error{"EINVAL", "stale request handle (already released)", false});
+    return r;
+  }
+
+  // Fill the routing fields. args from `at`: dst, op, flags, offset, size, target
+  void Fill(const Napi::CallbackInfo& info, Req* r, int at) {
+    r->dst = U32(info[at]);
+    r->op = U32(info[at + 1]);
+    r->flags = U32(info[at + 2]);
+    r->offset = static_cast<uint64_t>(Num(info[at + 3]));
+    r->size = static_cast<uint64_t>(Num(info[at + 4]));
+    std::string t = info[at + 5].As<Napi::String>();
+    if (t.size() > MAX_TARGET) throw_js(info.Env(), Error{"EINVAL", "target longer than 256 bytes", false});
+    memcpy(r->target, t.data(), t.size());
+    r->targetlen = static_cast<uint32_t>(t.size());
+  }
+
+  // submit(src, dst, op, flags, offset, size, target, data|null, reserve) -> handle
+  Napi::Value Submit(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    GUARD_BEGIN
+    Seg& s = S(env);
+    uint32_t src = U32(info[0]);
+    uint32_t idx = s.get_request(src);
+    try {
+      Req* r = s.req(idx);
+      Fill(info, r, 1);
+      uint64_t datalen = static_cast<uint64_t>(Num(info[8]));
+      s.prep(idx, datalen);
+      if (info[7].IsBuffer()) {
+        auto b = info[7].As<Napi::Buffer<uint8_t>>();
+        uint64_t len;
+        uint8_t* dst = s.payload(r, &len);
+        if (b.Length() > 0 && dst != b.Data()) memcpy(dst, b.Data(), b.Length() < len ? b.Length() : len);
+      }
+      uint32_t gen = r->gen;
+      s.submit(idx);
+      Submitted(src);
+      return Napi::Number::New(env, Handle(idx, gen));
+    } catch (...) {
+      try {
+        s.put_request(src, idx);
+      } catch (...) {
+      }
+      throw;
+    }
+    GUARD_END(env)
+  }
+
+  // Request data crosses as (offset, length) into the heap; JS slices one external ArrayBuffer
+  // over the whole heap (see HeapBuffer). Creating an external Buffer per request would make V8
+  // count every one as new external memory and run a full GC every few megabytes.
+  void SetData(Napi::Object o, uint8_t* p, uint64_t len) {
+    o.Set("dataOff", p == nullptr ? 0.0 : static_cast<double>(p - seg_->heap()));
+    o.Set("dataLen", static_cast<double>(p == nullptr ? 0 : len));
+  }
+
+  // heapBuffer() -> ArrayBuffer over the heap; it keeps the mapping alive while referenced.
+  Napi::Value HeapBuffer(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Seg& s = S(env);
+    auto* keep = new std::shared_ptr<Mapping>(seg_->mapping());
+    return Napi::ArrayBuffer::New(env, s.heap(), s.hdr()->heap_size,
+                                  [](Napi::Env, void*, std::shared_ptr<Mapping>* k) { delete k; }, keep);
+  }
+
+  // prepare(src, datalen) -> {handle, dataOff, dataLen}: data to fill in place before submitPrepared.
+  Napi::Value Prepare(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    GUARD_BEGIN
+    Seg& s = S(env);
+    uint32_t src = U32(info[0]);
+    uint64_t datalen = static_cast<uint64_t>(Num(info[1]));
+    uint32_t idx = s.get_request(src);
+    try {
+      s.prep(idx, datalen);
+    } catch (...) {
+      s.put_request(src, idx);
+      throw;
+    }
+    Req* r = s.req(idx);
+    uint64_t len;
+    uint8_t* p = s.payload(r, &len);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("handle", Napi::Number::New(env, Handle(idx, r->gen)));
+    SetData(o, p, len);
+    return o;
+    GUARD_END(env)
+  }
+
+  // submitPrepared(handle, dst, op, flags, offset, size, target)
+  Napi::Value SubmitPrepared(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    GUARD_BEGIN
+    uint32_t idx;
+    Req* r = FromHandle(env, info[0], &idx);
+    if (r->loc != LOC_HELD) throw_js(env, Error{"EINVAL", "request already submitted", false});
+    Fill(info, r, 1);
+    uint32_t src = r->src;  // read before the request leaves our hands
+    S(env).submit(idx);
+    Submitted(src);
+    return env.Undefined();
+    GUARD_END(env)
+  }
+
+  Napi::Object ReqObject(Napi::Env env, uint32_t idx, Req* r, bool with_data) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("handle", Handle(idx, r->gen));
+    o.Set("op", r->op);
+    o.Set("flags", r->flags);
+    o.Set("state", r->state);
+    o.Set("offset", static_cast<double>(r->offset));
+    o.Set("size", static_cast<double>(r->size));
+    o.Set("serviced", static_cast<double>(r->serviced));
+    o.Set("src", r->src);
+    o.Set("dst", r->dst);
+    o.Set("target", Target(env, r));
+    if (with_data) {
+      uint64_t len;
+      uint8_t* p = seg_->payload(r, &len);
+      SetData(o, p, len);
+    }
+    return o;
+  }
+
+  static Napi::String Target(Napi::Env env, Req* r) {
+    uint32_t tl = r->targetlen <= MAX_TARGET ? r->targetlen : 0;
+    return Napi::String::New(env, r->target, tl);
+  }
+
+  static void Errors(Napi::Env env, Napi::Value arr, const std::vector<Error>& errs) {
+    if (!arr.IsArray()) return;
+    Napi::Array a = arr.As<Napi::Array>();
+    for (const Error& e : errs) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("code", e.code);
+      o.Set("message", e.message);
+      a.Set(a.Length(), o);
+    }
+  }
+
+  // The hot path hands a request's numbers over in a Float64Array shared with JS (set once with
+  // setScratch) and returns only the target string: building a 12-property object through
+  // Node-API cost ~2 µs per request, a good part of a round trip. Layout (see native.ts):
+  // handle, op, flags, state, offset, size, serviced, src, dst, dataOff, dataLen.
+  Napi::Value SetScratch(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto a = info[0].As<Napi::Float64Array>();
+    if (a.ElementLength() < kScratch) throw Napi::RangeError::New(env, "scratch too small");
+    scratch_ref_ = Napi::Persistent(a);
+    scratch_ = a.Data();
+    return env.Undefined();
+  }
+
+  void FillScratch(uint32_t idx, Req* r) {
+    uint64_t len;
+    uint8_t* p = seg_->payload(r, &len);  // throws on corrupt data
+    double* o = scratch_;
+    o[0] = Handle(idx, r->gen);
+    o[1] = r->op;
+    o[2] = r->flags;
+    o[3] = r->state;
+    o[4] = static_cast<double>(r->offset);
+    o[5] = static_cast<double>(r->size);
+    o[6] = static_cast<double>(r->serviced);
+    o[7] = r->src;
+    o[8] = r->dst;
+    o[9] = p == nullptr ? 0.0 : static_cast<double>(p - seg_->heap());
+    o[10] = p == nullptr ? 0.0 : static_cast<double>(len);
+  }
+
+  // accept(port, errors[]) -> request | null
+  // acceptFast(port, errors[]) -> target (numbers in the scratch array) | null
+  // receive(port, errors[]) -> reply | null
+  // receiveFast(port, errors[]) -> target (numbers in the scratch array) | null
+  // Problems met on the way (corrupt entries, failed back or dropped) are appended to errors[].
+  // A reply whose data failed a check comes, from either receive, as an object with `corrupt`.
+  Napi::Value Accept(const Napi::CallbackInfo& info) { return Take(info, false, false); }
+  Napi::Value AcceptFast(const Napi::CallbackInfo& info) { return Take(info, false, true); }
+  Napi::Value Receive(const Napi::CallbackInfo& info) { return Take(info, true, false); }
+  Napi::Value ReceiveFast(const Napi::CallbackInfo& info) { return Take(info, true, true); }
+
+  Napi::Value Take(const Napi::CallbackInfo& info, bool reply, bool fast) {
+    Napi::Env env = info.Env();
+    GUARD_BEGIN
+    if (fast && scratch_ == nullptr) throw_js(env, Error{"EINVAL", "setScratch first", false});
+    uint32_t n = U32(info[0]);
+    std::vector<Error> errs;
+    Seg& s = S(env);
+    uint32_t idx = reply ? s.receive(n, &errs) : s.accept(n, &errs);
+    Errors(env, info[1], errs);
+    if (idx == NONE) return env.Null();
+    Waiter* w = reply ? FindWaiter(n) : nullptr;
+    if (w != nullptr) w->received();
+    Req* r = seg_->req(idx);
+    try {
+      if (!fast) return ReqObject(env, idx, r, true);
+      FillScratch(idx, r);
+      return Target(env, r);
+    } catch (const Error& e) {
+      if (!reply) throw;
+      // The reply's bytes were damaged: give the sender a failure, never the bad data.
+      Napi::Object o = ReqObject(env, idx, r, false);
+      o.Set("state", 0x2);
+      o.Set("corrupt", e.message);
+      o.Set("dataOff", 0);
+      o.Set("dataLen", 0);
+      return o;
+    }
+    GUARD_END(env)
+  }
+
+  // respond(port, handle, state, serviced, data|null)
+  Napi::Value Respond(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    GUARD_BEGIN
+    Seg& s = S(env);
+    uint32_t n = U32(info[0]);
+    uint32_t idx;
+    Req* r = FromHandle(env, info[1], &idx);
+    if (r->loc != LOC_ACCEPTED || r->loc_port != n)
+      throw_js(env, Error{"EINVAL", "request not accepted by this port (answered twice?)", false});
+    r->state = U32(info[2]);
+    r->serviced = static_cast<uint64_t>(Num(info[3]));
+    if (info[4].IsBuffer()) {
+      auto b = info[4].As<Napi::Buffer<uint8_t>>();
+      uint64_t len;
+      uint8_t* cur = s.payload(r, &len);
+      if (cur != b.Data() || b.Length() > r->data_cap) {
+        if (b.Length() > r->data_cap) {
+          s.prep(idx, b.Length());
+          cur = s.payload(r, &len);
+        }
+        if (b.Length() > 0) memmove(cur, b.Data(), b.Length());
+      }
+      r->datalen = b.Length();
+    }
+    s.respond(n, idx);
+    return env.Undefined();
+    GUARD_END(env)
+  }
+
+  // release(port, handle): give a received reply (or an unsent prepared request) back.
+  Napi::Value Release(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    GUARD_BEGIN
+    uint32_t n = U32(info[0]);
+    uint32_t idx;
+    FromHandle(env, info[1], &idx);
+    S(env).put_request(n, idx);
+    return env.Undefined();
+    GUARD_END(env)
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Waiters: one per port served in this environment
+
+  Waiter* FindWaiter(uint32_t n) {
+    auto it = waiters_.find(n);
+    return it == waiters_.end() ? nullptr : it->second;
+  }
+
+  void DropWaiter(uint32_t n) {
+    auto it = waiters_.find(n);
+    if (it == waiters_.end()) return;
+    it->second->drop();
+    waiters_.erase(it);
+  }
+
+  void StopAll() {
+    for (auto& [n, w] : waiters_) w->drop();
+    waiters_.clear();
+  }
+
+  void Submitted(uint32_t src) {
+    if (Waiter* w = FindWaiter(src)) w->submitted();
+  }
+
+  // startWaiter(port, drain)
+  Napi::Value StartWaiter(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    GUARD_BEGIN
+    uint32_t n = U32(info[0]);
+    S(env).port(n);
+    if (waiters_.count(n) == 0) waiters_[n] = Waiter::start(env, seg_, n, info[1]);
+    return env.Undefined();
+    GUARD_END(env)
+  }
+
+  Napi::Value StopWaiter(const Napi::CallbackInfo& info) {
+    DropWaiter(U32(info[0]));
+    return info.Env().Undefined();
+  }
+
+  // refWaiter(port, ref): whether the port's doorbell keeps the loop alive.
+  Napi::Value RefWaiter(const Napi::CallbackInfo& info) {
+    if (Waiter* w = FindWaiter(U32(info[0]))) w->set_ref(info[1].ToBoolean());
+    return info.Env().Undefined();
+  }
+
+  // setSpin(port, maxUs, lingerUs): the most a port may spin per loop turn for replies it has
+  // due, and for the next request after serving (0: never).
+  Napi::Value SetSpin(const Napi::CallbackInfo& info) {
+    if (Waiter* w = FindWaiter(U32(info[0]))) w->set_spin(std::max(0.0, Num(info[1])), std::max(0.0, Num(info[2])));
+    return info.Env().Undefined();
+  }
+
+  // Test hook: the port spins its whole budget (spinUs / lingerUs) every time, so a test can
+  // catch it mid-spin.
+  Napi::Value DebugFixedSpin(const Napi::CallbackInfo& info) {
+    if (Waiter* w = FindWaiter(U32(info[0]))) w->set_fixed_spin(info[1].ToBoolean());
+    return info.Env().Undefined();
+  }
+
+  // waiterStats(port) -> counters (see NativeWaiterStats in native.ts) | null
+  Napi::Value WaiterStats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Waiter* w = FindWaiter(U32(info[0]));
+    if (w == nullptr) return env.Null();
+    xseg::WaiterStats st = w->stats();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("outstanding", st.outstanding);
+    o.Set("spins", st.spins);
+    o.Set("hits", st.hits);
+    o.Set("spunUs", st.spun_us);
+    o.Set("avgHitUs", st.avg_hit_us);
+    o.Set("lingers", st.lingers);
+    o.Set("lingerHits", st.linger_hits);
+    o.Set("lingerUs", st.linger_us);
+    o.Set("contended", st.contended);
+    o.Set("wakes", st.wakes);
+    o.Set("spinMaxUs", st.spin_max_us);
+    o.Set("lingerMaxUs", st.linger_max_us);
+    o.Set("armed", st.armed);
+    return o;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Diagnostics
+
+  Napi::Value Report(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    GUARD_BEGIN
+    Seg& s = S(env);
+    Header* h = s.hdr();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", Napi::String::New(env, h->name));
+    o.Set("segmentSize", static_cast<double>(h->segment_size));
+    o.Set("nrPorts", h->nr_ports);
+    o.Set("dynports", h->dynports);
+    o.Set("heap", HeapReport(env, s));
+    o.Set("requests", RequestsReport(env, s));
+    Napi::Array locks = Napi::Array::New(env);
+    locks.Set(0u, LockReport(env, "segment", &h->seg_lock));
+    locks.Set(1u, LockReport(env, "heap", &h->heap_lock));
+    Napi::Array ports = Napi::Array::New(env);
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < h->nr_ports; i++) {
+      Port* p = s.port(i);
+      if (p->lock.owner_pid != 0) locks.Set(locks.Length(), LockReport(env, "port " + std::to_string(i), &p->lock));
+      if (p->binds == 0 && p->rq.count == 0) continue;
+      Napi::Object x = Napi::Object::New(env);
+      x.Set("port", i);
+      x.Set("dynamic", i >= h->dynports);
+      x.Set("bound", (p->flags & PF_BOUND) != 0);
+      x.Set("ownerPid", p->owner_pid);
+      x.Set("ownerAlive", Seg::pid_alive(p->owner_pid));
+      x.Set("binds", static_cast<double>(p->binds));
+      x.Set("allocReqs", p->alloc_reqs);
+      x.Set("requestQueue", p->rq.count);
+      x.Set("replyQueue", p->pq.count);
+      x.Set("freeQueue", p->fq.count);
+      x.Set("lockOwnerPid", p->lock.owner_pid);
+      x.Set("armed", __atomic_load_n(&p->waiters, __ATOMIC_SEQ_CST) != 0);
+      ports.Set(k++, x);
+    }
+    o.Set("locks", locks);
+    o.Set("ports", ports);
+    return o;
+    GUARD_END(env)
+  }
+
+  static Napi::Object HeapReport(Napi::Env env, Seg& s) {
+    Napi::Object heap = Napi::Object::New(env);
+    heap.Set("size", static_cast<double>(s.hdr()->heap_size));
+    try {
+      auto st = s.heap_stats();
+      heap.Set("used", static_cast<double>(st.used));
+      heap.Set("free", static_cast<double>(st.free));
+      heap.Set("usedChunks", static_cast<double>(st.used_chunks));
+      heap.Set("freeChunks", static_cast<double>(st.free_chunks));
+      heap.Set("largestFree", static_cast<double>(st.largest_free));
+    } catch (const Error& e) {
+      heap.Set("error", e.message);
+    }
+    return heap;
+  }
+
+  // Requests by location.
+  static Napi::Object RequestsReport(Napi::Env env, Seg& s) {
+    Header* h = s.hdr();
+    uint32_t counts[8] = {0};
+    uint32_t bad = 0;
+    for (uint32_t i = 0; i < h->nr_reqs; i++) {
+      auto* r = reinterpret_cast<Req*>(s.mapping()->base + h->reqs_off + uint64_t(i) * sizeof(Req));
+      if (r->magic != REQ_MAGIC || r->loc < 1 || r->loc > 6) bad++;
+      else counts[r->loc]++;
+    }
+    Napi::Object reqs = Napi::Object::New(env);
+    reqs.Set("total", h->nr_reqs);
+    reqs.Set("free", counts[LOC_POOL] + counts[LOC_FQ]);
+    reqs.Set("held", counts[LOC_HELD]);
+    reqs.Set("queued", counts[LOC_RQ]);
+    reqs.Set("accepted", counts[LOC_ACCEPTED]);
+    reqs.Set("replies", counts[LOC_PQ]);
+    reqs.Set("corrupt", bad);
+    return reqs;
+  }
+
+  static Napi::Object LockReport(Napi::Env env, const std::string& name, Lock* l) {
+    Napi::Object x = Napi::Object::New(env);
+    x.Set("name", name);
+    x.Set("ownerPid", l->owner_pid);
+    x.Set("ownerAlive", Seg::pid_alive(l->owner_pid));
+    return x;
+  }
+
+  // Test hook: take a lock and never release it (the caller is about to be SIGKILLed).
+  Napi::Value DebugHoldLock(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    GUARD_BEGIN
+    Seg& s = S(env);
+    std::string which = info[0].As<Napi::String>();
+    if (which == "heap") s.lock(&s.hdr()->heap_lock);
+    else if (which == "segment") s.lock(&s.hdr()->seg_lock);
+    else s.lock(&s.port(U32(info[1]))->lock);
+    return env.Undefined();
+    GUARD_END(env)
+  }
+};
+
+}  // namespace
+
+Napi::Function DefineNativeSegment(Napi::Env env) { return NativeSegment::Define(env); }
+
+}  // namespace xseg
