@@ -3,6 +3,15 @@
 // node-addon-api instance data and freed with the environment, so nothing JavaScript-side (a
 // class constructor, a reference) is ever shared between environments or outlives its own.
 #pragma once
+
+// A worker being terminated may still call into the addon for a moment, and every Node-API
+// call then fails; with C++ exceptions on, node-addon-api would turn the failure into an
+// exception it cannot throw into JavaScript and end the whole process (std::terminate). This
+// makes it drop such an exception instead: the environment is going away anyway. Every source
+// that includes napi.h includes this header first.
+#ifndef NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS
+#define NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS
+#endif
 #include <napi.h>
 
 namespace xseg {

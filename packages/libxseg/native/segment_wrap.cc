@@ -2,14 +2,13 @@
 // (segment.cc), with a waiter (waiter.h) per port it serves. The TypeScript facade
 // (src/segment/) checks arguments and keeps this object behind a Symbol; the class itself is
 // defined once per environment (addon.h).
-#include <napi.h>
+#include "addon.h"  // first: it configures napi.h
 
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
 #include <map>
 
-#include "addon.h"
 #include "segment.h"
 #include "waiter.h"
 
