@@ -23,52 +23,51 @@ namespace {
   throw err;
 }
 
-#define GUARD_BEGIN try {
-#define GUARD_END(env)            \
-  }                               \
-  catch (const Error& e) {        \
-    throw_js(env, e);             \
-  }
-
 uint32_t U32(const Napi::Value& v) { return v.As<Napi::Number>().Uint32Value(); }
 double Num(const Napi::Value& v) { return v.As<Napi::Number>().DoubleValue(); }
+
+// Sets these number properties on `o`, in this order; returns `o`.
+Napi::Object SetNumbers(Napi::Object o, std::initializer_list<std::pair<const char*, double>> fields) {
+  for (const auto& [name, v] : fields) o.Set(name, v);
+  return o;
+}
 
 class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(
-        env, "NativeSegment",
-        {
-            StaticMethod("create", &NativeSegment::Create),
-            StaticMethod("join", &NativeSegment::Join),
-            StaticMethod("destroy", &NativeSegment::Destroy),
-            InstanceMethod("geometry", &NativeSegment::Geometry),
-            InstanceMethod("bind", &NativeSegment::Bind),
-            InstanceMethod("bindDynamic", &NativeSegment::BindDynamic),
-            InstanceMethod("leave", &NativeSegment::Leave),
-            InstanceMethod("submit", &NativeSegment::Submit),
-            InstanceMethod("prepare", &NativeSegment::Prepare),
-            InstanceMethod("submitPrepared", &NativeSegment::SubmitPrepared),
-            InstanceMethod("accept", &NativeSegment::Accept),
-            InstanceMethod("acceptFast", &NativeSegment::AcceptFast),
-            InstanceMethod("receiveFast", &NativeSegment::ReceiveFast),
-            InstanceMethod("setScratch", &NativeSegment::SetScratch),
-            InstanceMethod("respond", &NativeSegment::Respond),
-            InstanceMethod("receive", &NativeSegment::Receive),
-            InstanceMethod("release", &NativeSegment::Release),
-            InstanceMethod("startWaiter", &NativeSegment::StartWaiter),
-            InstanceMethod("stopWaiter", &NativeSegment::StopWaiter),
-            InstanceMethod("refWaiter", &NativeSegment::RefWaiter),
-            InstanceMethod("setSpin", &NativeSegment::SetSpin),
-            InstanceMethod("waiterStats", &NativeSegment::WaiterStats),
-            InstanceMethod("debugFixedSpin", &NativeSegment::DebugFixedSpin),
-            InstanceMethod("report", &NativeSegment::Report),
-            InstanceMethod("recoverPort", &NativeSegment::RecoverPort),
-            InstanceMethod("recoverLocks", &NativeSegment::RecoverLocks),
-            InstanceMethod("close", &NativeSegment::Close),
-            InstanceMethod("debugHoldLock", &NativeSegment::DebugHoldLock),
-            InstanceMethod("heapBuffer", &NativeSegment::HeapBuffer),
-        });
+    using W = NativeSegment;
+    return DefineClass(env, "NativeSegment",
+                       {
+                           StaticMethod<&W::JsStatic<&W::Create>>("create"),
+                           StaticMethod<&W::JsStatic<&W::Join>>("join"),
+                           StaticMethod<&W::JsStatic<&W::Destroy>>("destroy"),
+                           InstanceMethod<&W::Js<&W::Geometry>>("geometry"),
+                           InstanceMethod<&W::Js<&W::Bind>>("bind"),
+                           InstanceMethod<&W::Js<&W::BindDynamic>>("bindDynamic"),
+                           InstanceMethod<&W::Js<&W::Leave>>("leave"),
+                           InstanceMethod<&W::Js<&W::Submit>>("submit"),
+                           InstanceMethod<&W::Js<&W::Prepare>>("prepare"),
+                           InstanceMethod<&W::Js<&W::SubmitPrepared>>("submitPrepared"),
+                           InstanceMethod<&W::Js<&W::Accept>>("accept"),
+                           InstanceMethod<&W::Js<&W::AcceptFast>>("acceptFast"),
+                           InstanceMethod<&W::Js<&W::ReceiveFast>>("receiveFast"),
+                           InstanceMethod<&W::Js<&W::SetScratch>>("setScratch"),
+                           InstanceMethod<&W::Js<&W::Respond>>("respond"),
+                           InstanceMethod<&W::Js<&W::Receive>>("receive"),
+                           InstanceMethod<&W::Js<&W::Release>>("release"),
+                           InstanceMethod<&W::Js<&W::StartWaiter>>("startWaiter"),
+                           InstanceMethod<&W::Js<&W::StopWaiter>>("stopWaiter"),
+                           InstanceMethod<&W::Js<&W::RefWaiter>>("refWaiter"),
+                           InstanceMethod<&W::Js<&W::SetSpin>>("setSpin"),
+                           InstanceMethod<&W::Js<&W::WaiterStats>>("waiterStats"),
+                           InstanceMethod<&W::Js<&W::DebugFixedSpin>>("debugFixedSpin"),
+                           InstanceMethod<&W::Js<&W::Report>>("report"),
+                           InstanceMethod<&W::Js<&W::RecoverPort>>("recoverPort"),
+                           InstanceMethod<&W::Js<&W::RecoverLocks>>("recoverLocks"),
+                           InstanceMethod<&W::Js<&W::Close>>("close"),
+                           InstanceMethod<&W::Js<&W::DebugHoldLock>>("debugHoldLock"),
+                           InstanceMethod<&W::Js<&W::HeapBuffer>>("heapBuffer"),
+                       });
   }
 
   NativeSegment(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeSegment>(info) {
@@ -87,8 +86,28 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
   double* scratch_ = nullptr;
 
   Seg& S(Napi::Env env) {
-    if (!seg_) throw_js(env, Error{"ECLOSED", "the segment was closed", false});
+    if (!seg_) fail("ECLOSED", "the segment was closed");
     return *seg_;
+  }
+
+  // Every method runs through one of these: a segment error (xseg::Error, thrown by the core
+  // or by fail()) becomes a JS Error with its `code` (and `corrupt`).
+  template <Napi::Value (NativeSegment::*M)(const Napi::CallbackInfo&)>
+  Napi::Value Js(const Napi::CallbackInfo& info) {
+    try {
+      return (this->*M)(info);
+    } catch (const Error& e) {
+      throw_js(info.Env(), e);
+    }
+  }
+
+  template <Napi::Value (*F)(const Napi::CallbackInfo&)>
+  static Napi::Value JsStatic(const Napi::CallbackInfo& info) {
+    try {
+      return F(info);
+    } catch (const Error& e) {
+      throw_js(info.Env(), e);
+    }
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -104,7 +123,6 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
 
   static Napi::Value Create(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    GUARD_BEGIN
     xseg::Geometry g;
     std::string name = info[0].As<Napi::String>();
     g.nr_ports = U32(info[1]);
@@ -113,22 +131,17 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
     g.page_shift = U32(info[4]);
     g.nr_reqs = U32(info[5]);
     return Wrap(env, Seg::create(name, g));
-    GUARD_END(env)
   }
 
   static Napi::Value Join(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    GUARD_BEGIN
     return Wrap(env, Seg::join(info[0].As<Napi::String>()));
-    GUARD_END(env)
   }
 
   static Napi::Value Destroy(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    GUARD_BEGIN
     Seg::destroy(info[0].As<Napi::String>());
     return env.Undefined();
-    GUARD_END(env)
   }
 
   Napi::Value Geometry(const Napi::CallbackInfo& info) {
@@ -136,21 +149,22 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
     Header* h = S(env).hdr();
     Napi::Object o = Napi::Object::New(env);
     o.Set("name", Napi::String::New(env, h->name));
-    o.Set("version", h->version);
-    o.Set("segmentSize", static_cast<double>(h->segment_size));
-    o.Set("nrPorts", h->nr_ports);
-    o.Set("dynports", h->dynports);
-    o.Set("nrReqs", h->nr_reqs);
-    o.Set("heapSize", static_cast<double>(h->heap_size));
-    o.Set("pageShift", h->page_shift);
-    o.Set("portsOff", static_cast<double>(h->ports_off));
-    o.Set("reqsOff", static_cast<double>(h->reqs_off));
-    o.Set("heapOff", static_cast<double>(h->heap_off));
-    o.Set("portSize", h->port_size);
-    o.Set("reqSize", h->req_size);
-    o.Set("reqRqOff", static_cast<double>(offsetof(Port, rq)));
-    o.Set("reqOpOff", static_cast<double>(offsetof(Req, op)));
-    return o;
+    return SetNumbers(o, {
+        {"version", h->version},
+        {"segmentSize", double(h->segment_size)},
+        {"nrPorts", h->nr_ports},
+        {"dynports", h->dynports},
+        {"nrReqs", h->nr_reqs},
+        {"heapSize", double(h->heap_size)},
+        {"pageShift", h->page_shift},
+        {"portsOff", double(h->ports_off)},
+        {"reqsOff", double(h->reqs_off)},
+        {"heapOff", double(h->heap_off)},
+        {"portSize", h->port_size},
+        {"reqSize", h->req_size},
+        {"reqRqOff", double(offsetof(Port, rq))},
+        {"reqOpOff", double(offsetof(Req, op))},
+    });
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {
@@ -163,55 +177,41 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
   // Ports
 
   static Napi::Object Recovery(Napi::Env env, uint32_t port, const Recovered& r) {
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("port", port);
-    o.Set("failed", r.failed);
-    o.Set("freed", r.freed);
-    return o;
+    return SetNumbers(Napi::Object::New(env), {{"port", port}, {"failed", r.failed}, {"freed", r.freed}});
   }
 
   Napi::Value Bind(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    GUARD_BEGIN
     uint32_t n = U32(info[0]);
     Recovered r;
     S(env).bind(n, false, &r);
     return Recovery(env, n, r);
-    GUARD_END(env)
   }
 
   Napi::Value BindDynamic(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    GUARD_BEGIN
     Recovered r;
     uint32_t n = S(env).bind_dynamic(&r);
     return Recovery(env, n, r);
-    GUARD_END(env)
   }
 
   Napi::Value Leave(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    GUARD_BEGIN
     uint32_t n = U32(info[0]);
     DropWaiter(n);
     S(env).leave(n);
     return env.Undefined();
-    GUARD_END(env)
   }
 
   Napi::Value RecoverPort(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    GUARD_BEGIN
     uint32_t n = U32(info[0]);
     return Recovery(env, n, S(env).recover_port(n, info[1].ToBoolean()));
-    GUARD_END(env)
   }
 
   Napi::Value RecoverLocks(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    GUARD_BEGIN
     return Napi::Number::New(env, S(env).recover_locks(U32(info[0])));
-    GUARD_END(env)
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -221,11 +221,11 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
 
   Req* FromHandle(Napi::Env env, Napi::Value v, uint32_t* idx) {
     double h = Num(v);
-    if (!(h >= 0) || h > 9007199254740991.0) throw_js(env, Error{"EINVAL", "bad request handle", false});
+    if (!(h >= 0) || h > 9007199254740991.0) fail("EINVAL", "bad request handle");
     uint64_t u = static_cast<uint64_t>(h);
     *idx = static_cast<uint32_t>(u >> 32);
     Req* r = S(env).req(*idx);
-    if (r->gen != static_cast<uint32_t>(u)) throw_js(env, Error{"EINVAL", "stale request handle (already released)", false});
+    if (r->gen != static_cast<uint32_t>(u)) fail("EINVAL", "stale request handle (already released)");
     return r;
   }
 
@@ -237,7 +237,7 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
     r->offset = static_cast<uint64_t>(Num(info[at + 3]));
     r->size = static_cast<uint64_t>(Num(info[at + 4]));
     std::string t = info[at + 5].As<Napi::String>();
-    if (t.size() > MAX_TARGET) throw_js(info.Env(), Error{"EINVAL", "target longer than 256 bytes", false});
+    if (t.size() > MAX_TARGET) fail("EINVAL", "target longer than 256 bytes");
     memcpy(r->target, t.data(), t.size());
     r->targetlen = static_cast<uint32_t>(t.size());
   }
@@ -245,7 +245,6 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
   // submit(src, dst, op, flags, offset, size, target, data|null, reserve) -> handle
   Napi::Value Submit(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    GUARD_BEGIN
     Seg& s = S(env);
     uint32_t src = U32(info[0]);
     uint32_t idx = s.get_request(src);
@@ -271,7 +270,6 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
       }
       throw;
     }
-    GUARD_END(env)
   }
 
   // Request data crosses as (offset, length) into the heap; JS slices one external ArrayBuffer
@@ -294,7 +292,6 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
   // prepare(src, datalen) -> {handle, dataOff, dataLen}: data to fill in place before submitPrepared.
   Napi::Value Prepare(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    GUARD_BEGIN
     Seg& s = S(env);
     uint32_t src = U32(info[0]);
     uint64_t datalen = static_cast<uint64_t>(Num(info[1]));
@@ -312,35 +309,33 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
     o.Set("handle", Napi::Number::New(env, Handle(idx, r->gen)));
     SetData(o, p, len);
     return o;
-    GUARD_END(env)
   }
 
   // submitPrepared(handle, dst, op, flags, offset, size, target)
   Napi::Value SubmitPrepared(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    GUARD_BEGIN
     uint32_t idx;
     Req* r = FromHandle(env, info[0], &idx);
-    if (r->loc != LOC_HELD) throw_js(env, Error{"EINVAL", "request already submitted", false});
+    if (r->loc != LOC_HELD) fail("EINVAL", "request already submitted");
     Fill(info, r, 1);
     uint32_t src = r->src;  // read before the request leaves our hands
     S(env).submit(idx);
     Submitted(src);
     return env.Undefined();
-    GUARD_END(env)
   }
 
   Napi::Object ReqObject(Napi::Env env, uint32_t idx, Req* r, bool with_data) {
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("handle", Handle(idx, r->gen));
-    o.Set("op", r->op);
-    o.Set("flags", r->flags);
-    o.Set("state", r->state);
-    o.Set("offset", static_cast<double>(r->offset));
-    o.Set("size", static_cast<double>(r->size));
-    o.Set("serviced", static_cast<double>(r->serviced));
-    o.Set("src", r->src);
-    o.Set("dst", r->dst);
+    Napi::Object o = SetNumbers(Napi::Object::New(env), {
+        {"handle", Handle(idx, r->gen)},
+        {"op", r->op},
+        {"flags", r->flags},
+        {"state", r->state},
+        {"offset", double(r->offset)},
+        {"size", double(r->size)},
+        {"serviced", double(r->serviced)},
+        {"src", r->src},
+        {"dst", r->dst},
+    });
     o.Set("target", Target(env, r));
     if (with_data) {
       uint64_t len;
@@ -409,8 +404,7 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
 
   Napi::Value Take(const Napi::CallbackInfo& info, bool reply, bool fast) {
     Napi::Env env = info.Env();
-    GUARD_BEGIN
-    if (fast && scratch_ == nullptr) throw_js(env, Error{"EINVAL", "setScratch first", false});
+    if (fast && scratch_ == nullptr) fail("EINVAL", "setScratch first");
     uint32_t n = U32(info[0]);
     std::vector<Error> errs;
     Seg& s = S(env);
@@ -434,19 +428,17 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
       o.Set("dataLen", 0);
       return o;
     }
-    GUARD_END(env)
   }
 
   // respond(port, handle, state, serviced, data|null)
   Napi::Value Respond(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    GUARD_BEGIN
     Seg& s = S(env);
     uint32_t n = U32(info[0]);
     uint32_t idx;
     Req* r = FromHandle(env, info[1], &idx);
     if (r->loc != LOC_ACCEPTED || r->loc_port != n)
-      throw_js(env, Error{"EINVAL", "request not accepted by this port (answered twice?)", false});
+      fail("EINVAL", "request not accepted by this port (answered twice?)");
     r->state = U32(info[2]);
     r->serviced = static_cast<uint64_t>(Num(info[3]));
     if (info[4].IsBuffer()) {
@@ -464,19 +456,16 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
     }
     s.respond(n, idx);
     return env.Undefined();
-    GUARD_END(env)
   }
 
   // release(port, handle): give a received reply (or an unsent prepared request) back.
   Napi::Value Release(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    GUARD_BEGIN
     uint32_t n = U32(info[0]);
     uint32_t idx;
     FromHandle(env, info[1], &idx);
     S(env).put_request(n, idx);
     return env.Undefined();
-    GUARD_END(env)
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -506,12 +495,10 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
   // startWaiter(port, drain)
   Napi::Value StartWaiter(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    GUARD_BEGIN
     uint32_t n = U32(info[0]);
     S(env).port(n);
     if (waiters_.count(n) == 0) waiters_[n] = Waiter::start(env, seg_, n, info[1]);
     return env.Undefined();
-    GUARD_END(env)
   }
 
   Napi::Value StopWaiter(const Napi::CallbackInfo& info) {
@@ -545,19 +532,20 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
     Waiter* w = FindWaiter(U32(info[0]));
     if (w == nullptr) return env.Null();
     xseg::WaiterStats st = w->stats();
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("outstanding", st.outstanding);
-    o.Set("spins", st.spins);
-    o.Set("hits", st.hits);
-    o.Set("spunUs", st.spun_us);
-    o.Set("avgHitUs", st.avg_hit_us);
-    o.Set("lingers", st.lingers);
-    o.Set("lingerHits", st.linger_hits);
-    o.Set("lingerUs", st.linger_us);
-    o.Set("contended", st.contended);
-    o.Set("wakes", st.wakes);
-    o.Set("spinMaxUs", st.spin_max_us);
-    o.Set("lingerMaxUs", st.linger_max_us);
+    Napi::Object o = SetNumbers(Napi::Object::New(env), {
+        {"outstanding", st.outstanding},
+        {"spins", st.spins},
+        {"hits", st.hits},
+        {"spunUs", st.spun_us},
+        {"avgHitUs", st.avg_hit_us},
+        {"lingers", st.lingers},
+        {"lingerHits", st.linger_hits},
+        {"lingerUs", st.linger_us},
+        {"contended", st.contended},
+        {"wakes", st.wakes},
+        {"spinMaxUs", st.spin_max_us},
+        {"lingerMaxUs", st.linger_max_us},
+    });
     o.Set("armed", st.armed);
     return o;
   }
@@ -567,7 +555,6 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
 
   Napi::Value Report(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    GUARD_BEGIN
     Seg& s = S(env);
     Header* h = s.hdr();
     Napi::Object o = Napi::Object::New(env);
@@ -604,7 +591,6 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
     o.Set("locks", locks);
     o.Set("ports", ports);
     return o;
-    GUARD_END(env)
   }
 
   static Napi::Object HeapReport(Napi::Env env, Seg& s) {
@@ -612,11 +598,13 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
     heap.Set("size", static_cast<double>(s.hdr()->heap_size));
     try {
       auto st = s.heap_stats();
-      heap.Set("used", static_cast<double>(st.used));
-      heap.Set("free", static_cast<double>(st.free));
-      heap.Set("usedChunks", static_cast<double>(st.used_chunks));
-      heap.Set("freeChunks", static_cast<double>(st.free_chunks));
-      heap.Set("largestFree", static_cast<double>(st.largest_free));
+      SetNumbers(heap, {
+          {"used", double(st.used)},
+          {"free", double(st.free)},
+          {"usedChunks", double(st.used_chunks)},
+          {"freeChunks", double(st.free_chunks)},
+          {"largestFree", double(st.largest_free)},
+      });
     } catch (const Error& e) {
       heap.Set("error", e.message);
     }
@@ -633,15 +621,15 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
       if (r->magic != REQ_MAGIC || r->loc < 1 || r->loc > 6) bad++;
       else counts[r->loc]++;
     }
-    Napi::Object reqs = Napi::Object::New(env);
-    reqs.Set("total", h->nr_reqs);
-    reqs.Set("free", counts[LOC_POOL] + counts[LOC_FQ]);
-    reqs.Set("held", counts[LOC_HELD]);
-    reqs.Set("queued", counts[LOC_RQ]);
-    reqs.Set("accepted", counts[LOC_ACCEPTED]);
-    reqs.Set("replies", counts[LOC_PQ]);
-    reqs.Set("corrupt", bad);
-    return reqs;
+    return SetNumbers(Napi::Object::New(env), {
+        {"total", h->nr_reqs},
+        {"free", counts[LOC_POOL] + counts[LOC_FQ]},
+        {"held", counts[LOC_HELD]},
+        {"queued", counts[LOC_RQ]},
+        {"accepted", counts[LOC_ACCEPTED]},
+        {"replies", counts[LOC_PQ]},
+        {"corrupt", bad},
+    });
   }
 
   static Napi::Object LockReport(Napi::Env env, const std::string& name, Lock* l) {
@@ -655,14 +643,12 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
   // Test hook: take a lock and never release it (the caller is about to be SIGKILLed).
   Napi::Value DebugHoldLock(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    GUARD_BEGIN
     Seg& s = S(env);
     std::string which = info[0].As<Napi::String>();
     if (which == "heap") s.lock(&s.hdr()->heap_lock);
     else if (which == "segment") s.lock(&s.hdr()->seg_lock);
     else s.lock(&s.port(U32(info[1]))->lock);
     return env.Undefined();
-    GUARD_END(env)
   }
 };
 
