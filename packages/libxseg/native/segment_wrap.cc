@@ -324,24 +324,18 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
     return env.Undefined();
   }
 
+  // A request as an object: the scratch array's numbers under their names, and the target.
+  // Without data, its data is left unchecked and dataOff/dataLen out.
   Napi::Object ReqObject(Napi::Env env, uint32_t idx, Req* r, bool with_data) {
-    Napi::Object o = SetNumbers(Napi::Object::New(env), {
-        {"handle", Handle(idx, r->gen)},
-        {"op", r->op},
-        {"flags", r->flags},
-        {"state", r->state},
-        {"offset", double(r->offset)},
-        {"size", double(r->size)},
-        {"serviced", double(r->serviced)},
-        {"src", r->src},
-        {"dst", r->dst},
-    });
+    static constexpr const char* kNames[kScratch] = {"handle", "op",  "flags", "state",   "offset", "size",
+                                                     "serviced", "src", "dst",   "dataOff", "dataLen"};
+    constexpr size_t kData = 9;  // dataOff, dataLen come after the target
+    double v[kScratch];
+    Numbers(idx, r, with_data, v);
+    Napi::Object o = Napi::Object::New(env);
+    for (size_t i = 0; i < kData; i++) o.Set(kNames[i], v[i]);
     o.Set("target", Target(env, r));
-    if (with_data) {
-      uint64_t len;
-      uint8_t* p = seg_->payload(r, &len);
-      SetData(o, p, len);
-    }
+    for (size_t i = kData; with_data && i < kScratch; i++) o.Set(kNames[i], v[i]);
     return o;
   }
 
@@ -374,10 +368,13 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
     return env.Undefined();
   }
 
-  void FillScratch(uint32_t idx, Req* r) {
-    uint64_t len;
-    uint8_t* p = seg_->payload(r, &len);  // throws on corrupt data
-    double* o = scratch_;
+  void FillScratch(uint32_t idx, Req* r) { Numbers(idx, r, true, scratch_); }
+
+  // The numbers of request idx in the scratch layout, into o[0..kScratch). With data, its data
+  // is checked first (throws when corrupt); without, dataOff and dataLen are 0.
+  void Numbers(uint32_t idx, Req* r, bool with_data, double* o) {
+    uint64_t len = 0;
+    uint8_t* p = with_data ? seg_->payload(r, &len) : nullptr;
     o[0] = Handle(idx, r->gen);
     o[1] = r->op;
     o[2] = r->flags;
@@ -532,20 +529,13 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
     Waiter* w = FindWaiter(U32(info[0]));
     if (w == nullptr) return env.Null();
     xseg::WaiterStats st = w->stats();
-    Napi::Object o = SetNumbers(Napi::Object::New(env), {
-        {"outstanding", st.outstanding},
-        {"spins", st.spins},
-        {"hits", st.hits},
-        {"spunUs", st.spun_us},
-        {"avgHitUs", st.avg_hit_us},
-        {"lingers", st.lingers},
-        {"lingerHits", st.linger_hits},
-        {"lingerUs", st.linger_us},
-        {"contended", st.contended},
-        {"wakes", st.wakes},
-        {"spinMaxUs", st.spin_max_us},
-        {"lingerMaxUs", st.linger_max_us},
-    });
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("outstanding", st.outstanding);
+    // spins for replies due, then lingers after serving: how many, how many found work, how long
+    SetNumbers(o, {{"spins", st.spins}, {"hits", st.hits}, {"spunUs", st.spun_us}, {"avgHitUs", st.avg_hit_us}});
+    SetNumbers(o, {{"lingers", st.lingers}, {"lingerHits", st.linger_hits}, {"lingerUs", st.linger_us}});
+    SetNumbers(o, {{"contended", st.contended}, {"wakes", st.wakes}});
+    SetNumbers(o, {{"spinMaxUs", st.spin_max_us}, {"lingerMaxUs", st.linger_max_us}});
     o.Set("armed", st.armed);
     return o;
   }
