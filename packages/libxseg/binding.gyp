@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "xseg",
-      "sources": ["native/segment.cc", "native/addon.cc"],
+      "sources": ["native/segment.cc", "native/waiter.cc", "native/segment_wrap.cc", "native/addon.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
       "cflags!": ["-fno-exceptions"],

@@ -262,12 +262,14 @@ struct Guard {
 
 bool Seg::lock_port(Port* p, uint32_t n) {
   bool rec = lock(&p->lock);
-  if (rec) {
-    list_repair(&p->rq, LOC_RQ, n);
-    list_repair(&p->pq, LOC_PQ, n);
-    list_repair(&p->fq, LOC_FQ, n);
-  }
+  if (rec) repair_queues(p, n);
   return rec;
+}
+
+void Seg::repair_queues(Port* p, uint32_t n) {
+  list_repair(&p->rq, LOC_RQ, n);
+  list_repair(&p->pq, LOC_PQ, n);
+  list_repair(&p->fq, LOC_FQ, n);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -570,7 +572,7 @@ uint8_t* Seg::payload(Req* r, uint64_t* len) const {
 // Ports
 
 // The enqueue (under the port lock) happens before the `seq` bump; the owner stores `waiters`
-// before it re-reads `seq` (addon.cc, Waiter::service). With both sides sequentially consistent,
+// before it re-reads `seq` (waiter.cc, Waiter::service). With both sides sequentially consistent,
 // either the owner sees the new `seq` and drains again, or we see it armed and ring.
 void Seg::signal(Port* p) {
   __atomic_add_fetch(&p->seq, 1, __ATOMIC_SEQ_CST);
@@ -634,6 +636,14 @@ bool Seg::has_work(uint32_t n) const {
   return __atomic_load_n(&p->rq.count, __ATOMIC_SEQ_CST) != 0 || __atomic_load_n(&p->pq.count, __ATOMIC_SEQ_CST) != 0;
 }
 
+// Under the segment lock: port p is ours now, not armed (we are not waiting on it yet).
+void Seg::claim(Port* p, uint32_t flags) {
+  p->owner_pid = self_pid();
+  p->flags = PF_BOUND | flags;
+  p->binds++;
+  __atomic_store_n(&p->waiters, 0u, __ATOMIC_SEQ_CST);
+}
+
 void Seg::bind(uint32_t n, bool dynamic, Recovered* rec) {
   Header* h = hdr();
   Port* p = port(n);
@@ -647,10 +657,7 @@ void Seg::bind(uint32_t n, bool dynamic, Recovered* rec) {
     if (p->owner_pid != 0 && p->owner_pid != self && pid_alive(p->owner_pid))
       fail("EBUSY", "port " + std::to_string(n) + " is bound by live pid " + std::to_string(p->owner_pid));
     previous = p->binds != 0 && p->owner_pid != self;
-    p->owner_pid = self;
-    p->flags = PF_BOUND | (dynamic ? uint32_t(PF_DYNAMIC) : 0u);
-    p->binds++;
-    __atomic_store_n(&p->waiters, 0u, __ATOMIC_SEQ_CST);
+    claim(p, dynamic ? uint32_t(PF_DYNAMIC) : 0u);
   }
   // Automatic recovery: a previous incarnation may have died with accepted requests.
   if (previous) *rec = recover_port(n, true);
@@ -658,7 +665,6 @@ void Seg::bind(uint32_t n, bool dynamic, Recovered* rec) {
 
 uint32_t Seg::bind_dynamic(Recovered* rec) {
   Header* h = hdr();
-  uint32_t self = self_pid();
   uint32_t found = NONE;
   bool previous = false;
   {
@@ -668,10 +674,7 @@ uint32_t Seg::bind_dynamic(Recovered* rec) {
       Port* p = port(n);
       if (!(p->flags & PF_BOUND) || p->owner_pid == 0 || !pid_alive(p->owner_pid)) {
         previous = p->binds != 0;
-        p->owner_pid = self;
-        p->flags = PF_BOUND | PF_DYNAMIC;
-        p->binds++;
-        __atomic_store_n(&p->waiters, 0u, __ATOMIC_SEQ_CST);
+        claim(p, PF_DYNAMIC);
         found = n;
         break;
       }
@@ -712,17 +715,15 @@ void Seg::fail_back(Req* r, uint32_t idx, std::vector<Error>* errors) {
   r->accepter_pid = 0;
   uint32_t src = r->src;
   if (src < hdr()->nr_ports) {
-    Port* sp = port(src);
-    {
-      Guard g{this, &sp->lock};
-      lock_port(sp, src);
-      list_push_tail(&sp->pq, idx, LOC_PQ, src);
-    }
-    signal(sp);
+    enqueue(src, &Port::pq, LOC_PQ, idx);
     return;
   }
-  // Nowhere to send it: reclaim it (its data chunk only if it still checks out).
+  // Nowhere to send it: reclaim it.
   if (errors) errors->push_back(Error{"EIO", "request " + std::to_string(idx) + " has no valid sender; reclaimed", true});
+  reclaim(idx);
+}
+
+void Seg::drop_data(Req* r) {
   uint64_t len;
   try {
     if (payload(r, &len) != nullptr) free_chunk(r->data_off);
@@ -730,6 +731,11 @@ void Seg::fail_back(Req* r, uint32_t idx, std::vector<Error>* errors) {
   }
   r->data_off = NONE64;
   r->datalen = r->data_cap = 0;
+}
+
+void Seg::reclaim(uint32_t idx) {
+  Req* r = raw_req(this, idx);
+  drop_data(r);
   r->gen++;
   pool_put(idx);
 }
@@ -747,9 +753,7 @@ Recovered Seg::recover_port(uint32_t n, bool force) {
   {
     Guard g{this, &p->lock};
     lock_port(p, n);
-    list_repair(&p->rq, LOC_RQ, n);
-    list_repair(&p->pq, LOC_PQ, n);
-    list_repair(&p->fq, LOC_FQ, n);
+    repair_queues(p, n);
     for (uint32_t cur = p->rq.head, k = 0; cur != NONE && k < p->rq.count; k++) {
       in_rq[cur] = 1;
       cur = raw_req(this, cur)->next;
@@ -771,16 +775,7 @@ Recovered Seg::recover_port(uint32_t n, bool force) {
     out.failed++;
   }
   for (uint32_t i : to_free) {
-    Req* r = raw_req(this, i);
-    uint64_t len;
-    try {
-      if (payload(r, &len) != nullptr) free_chunk(r->data_off);
-    } catch (Error&) {
-    }
-    r->data_off = NONE64;
-    r->datalen = r->data_cap = 0;
-    r->gen++;
-    pool_put(i);
+    reclaim(i);
     out.freed++;
   }
   return out;
@@ -806,9 +801,7 @@ uint32_t Seg::recover_locks(uint32_t pid) {
     Port* p = port(i);
     if (p->lock.owner_pid != pid) continue;
     lock_port(p, i);
-    list_repair(&p->rq, LOC_RQ, i);
-    list_repair(&p->pq, LOC_PQ, i);
-    list_repair(&p->fq, LOC_FQ, i);
+    repair_queues(p, i);
     unlock(&p->lock);
     n++;
   }
@@ -850,15 +843,7 @@ uint32_t Seg::get_request(uint32_t src) {
   r->offset = r->size = r->serviced = 0;
   r->targetlen = 0;
   r->accepter_pid = 0;
-  if (r->data_off != NONE64) {
-    uint64_t len;
-    try {
-      if (payload(r, &len) != nullptr) free_chunk(r->data_off);
-    } catch (Error&) {
-    }
-    r->data_off = NONE64;
-  }
-  r->datalen = r->data_cap = 0;
+  drop_data(r);
   return idx;
 }
 
@@ -882,15 +867,7 @@ void Seg::prep(uint32_t idx, uint64_t datalen) {
 void Seg::put_request(uint32_t src, uint32_t idx) {
   Req* r = req(idx);
   if (r->loc != LOC_HELD || r->loc_port != src) fail("EINVAL", "request is not held by port " + std::to_string(src));
-  if (r->data_off != NONE64) {
-    uint64_t len;
-    try {
-      if (payload(r, &len) != nullptr) free_chunk(r->data_off);
-    } catch (Error&) {
-    }
-    r->data_off = NONE64;
-  }
-  r->datalen = r->data_cap = 0;
+  drop_data(r);
   r->gen++;
   Port* p = port(src);
   {
@@ -905,17 +882,49 @@ void Seg::put_request(uint32_t src, uint32_t idx) {
   pool_put(idx);
 }
 
+// Appends request idx to queue `q` of port n (its entries are at `loc`) and signals the port.
+void Seg::enqueue(uint32_t n, List Port::*q, uint32_t loc, uint32_t idx) {
+  Port* p = port(n);
+  {
+    Guard g{this, &p->lock};
+    lock_port(p, n);
+    list_push_tail(&(p->*q), idx, loc, n);
+  }
+  signal(p);
+}
+
+// Pops the head of queue `q` of port n (entries at `loc`) and marks it `to`, port n's, under the
+// port lock; NONE when the queue is empty. A bad link truncates the queue (list_pop), is
+// reported in `errors`, and the pop goes on with what is left.
+uint32_t Seg::dequeue(uint32_t n, List Port::*q, uint32_t loc, uint32_t to, std::vector<Error>* errors) {
+  Port* p = port(n);
+  for (;;) {
+    Guard g{this, &p->lock};
+    lock_port(p, n);
+    uint32_t idx;
+    try {
+      idx = list_pop(&(p->*q), loc, n);
+    } catch (Error& e) {
+      errors->push_back(e);
+      continue;
+    }
+    if (idx == NONE) return NONE;
+    Req* r = req(idx);
+    r->loc = to;
+    r->loc_port = n;
+    if (to == LOC_ACCEPTED) {
+      r->transit = n;
+      r->accepter_pid = self_pid();
+    }
+    return idx;
+  }
+}
+
 void Seg::submit(uint32_t idx) {
   Req* r = req(idx);
   uint32_t dst = r->dst;
-  Port* d = port(dst);
-  if (!(d->flags & PF_BOUND)) fail("EINVAL", "port " + std::to_string(dst) + " is not bound");
-  {
-    Guard g{this, &d->lock};
-    lock_port(d, dst);
-    list_push_tail(&d->rq, idx, LOC_RQ, dst);
-  }
-  signal(d);
+  if (!(port(dst)->flags & PF_BOUND)) fail("EINVAL", "port " + std::to_string(dst) + " is not bound");
+  enqueue(dst, &Port::rq, LOC_RQ, idx);
 }
 
 static std::string validate(const Seg* s, Req* r) {
@@ -932,25 +941,9 @@ static std::string validate(const Seg* s, Req* r) {
 }
 
 uint32_t Seg::accept(uint32_t n, std::vector<Error>* errors) {
-  Port* p = port(n);
   for (;;) {
-    uint32_t idx;
-    {
-      Guard g{this, &p->lock};
-      lock_port(p, n);
-      try {
-        idx = list_pop(&p->rq, LOC_RQ, n);
-      } catch (Error& e) {
-        errors->push_back(e);
-        continue;
-      }
-      if (idx == NONE) return NONE;
-      Req* r = req(idx);
-      r->loc = LOC_ACCEPTED;
-      r->loc_port = n;
-      r->transit = n;
-      r->accepter_pid = self_pid();
-    }
+    uint32_t idx = dequeue(n, &Port::rq, LOC_RQ, LOC_ACCEPTED, errors);
+    if (idx == NONE) return NONE;
     Req* r = req(idx);
     std::string bad = validate(this, r);
     if (bad.empty()) return idx;
@@ -960,23 +953,7 @@ uint32_t Seg::accept(uint32_t n, std::vector<Error>* errors) {
 }
 
 uint32_t Seg::receive(uint32_t n, std::vector<Error>* errors) {
-  Port* p = port(n);
-  for (;;) {
-    Guard g{this, &p->lock};
-    lock_port(p, n);
-    uint32_t idx;
-    try {
-      idx = list_pop(&p->pq, LOC_PQ, n);
-    } catch (Error& e) {
-      errors->push_back(e);
-      continue;
-    }
-    if (idx == NONE) return NONE;
-    Req* r = req(idx);
-    r->loc = LOC_HELD;
-    r->loc_port = n;
-    return idx;
-  }
+  return dequeue(n, &Port::pq, LOC_PQ, LOC_HELD, errors);
 }
 
 void Seg::respond(uint32_t n, uint32_t idx) {
@@ -984,14 +961,7 @@ void Seg::respond(uint32_t n, uint32_t idx) {
   if (r->loc != LOC_ACCEPTED || r->loc_port != n)
     fail("EINVAL", "request was not accepted by port " + std::to_string(n) + " (already answered?)");
   r->accepter_pid = 0;
-  uint32_t src = r->src;
-  Port* sp = port(src);
-  {
-    Guard g{this, &sp->lock};
-    lock_port(sp, src);
-    list_push_tail(&sp->pq, idx, LOC_PQ, src);
-  }
-  signal(sp);
+  enqueue(r->src, &Port::pq, LOC_PQ, idx);
 }
 
 }  // namespace xseg

@@ -1,5 +1,6 @@
 // The segment core: mapping, locks, lists, heap, requests. No Node-API here, so the logic reads
-// on its own; addon.cc wraps it for JavaScript. Errors are thrown as xseg::Error{code, message}.
+// on its own; segment_wrap.cc wraps it for JavaScript and waiter.cc waits on its ports. Errors
+// are thrown as xseg::Error{code, message}.
 #pragma once
 #include <atomic>
 #include <memory>
@@ -106,13 +107,19 @@ class Seg {
   uint32_t list_pop(List* l, uint32_t loc, uint32_t loc_port);
   void list_repair(List* l, uint32_t loc, uint32_t loc_port);
   void list_reset_for(uint32_t idx_loc, uint32_t port);
-  bool lock_port(Port* p, uint32_t n);
+  bool lock_port(Port* p, uint32_t n);  // takes the lock; a dead holder's queues get repaired
+  void repair_queues(Port* p, uint32_t n);
+  void claim(Port* p, uint32_t flags);
+  void enqueue(uint32_t n, List Port::*q, uint32_t loc, uint32_t idx);
+  uint32_t dequeue(uint32_t n, List Port::*q, uint32_t loc, uint32_t to, std::vector<Error>* errors);
   void heap_rebuild();
   Chunk* chunk_at(uint64_t off, bool want_used) const;
   void free_list_remove(Chunk* c, uint64_t off);
   void free_list_push(Chunk* c, uint64_t off);
   void fail_back(Req* r, uint32_t idx, std::vector<Error>* errors);
   void pool_put(uint32_t idx);
+  void drop_data(Req* r);      // frees the data chunk (if it still checks out) and forgets it
+  void reclaim(uint32_t idx);  // drop_data, a new generation, back to the pool
 
   void ring(uint32_t n);
 

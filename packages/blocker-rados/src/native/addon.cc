@@ -4,8 +4,10 @@
 namespace archip {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  Napi::Function pool = Pool::Init(env);
+  env.SetInstanceData(new AddonData{Napi::Persistent(pool)});
   exports.Set("Cluster", Cluster::Init(env));
-  exports.Set("Pool", Pool::Init(env));
+  exports.Set("Pool", pool);
   int major = 0, minor = 0, extra = 0;
   rados_version(&major, &minor, &extra);
   Napi::Array v = Napi::Array::New(env, 3);

@@ -17,10 +17,8 @@ Cluster::Cluster(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Cluster>(inf
 // connect({ id?, conf?, keyring?, options: {key: value} }) -> Promise<void>
 Napi::Value Cluster::Connect(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (cluster_ != nullptr || info.Length() < 1 || !info[0].IsObject()) {
-    Napi::TypeError::New(env, "connect(options) once per Cluster").ThrowAsJavaScriptException();
+  if (!Usage(info, cluster_ == nullptr && info[0].IsObject(), "connect(options) once per Cluster"))
     return env.Undefined();
-  }
   Napi::Object o = info[0].As<Napi::Object>();
   auto str = [&](const char* k) -> std::pair<bool, std::string> {
     Napi::Value v = o.Get(k);
@@ -68,10 +66,8 @@ Napi::Value Cluster::Connect(const Napi::CallbackInfo& info) {
 // openPool(name, namespace?) -> Promise<Pool>
 Napi::Value Cluster::OpenPool(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!connected_ || info.Length() < 1 || !info[0].IsString()) {
-    Napi::TypeError::New(env, "openPool(name) needs a connected cluster").ThrowAsJavaScriptException();
+  if (!Usage(info, connected_ && info[0].IsString(), "openPool(name) needs a connected cluster"))
     return env.Undefined();
-  }
   std::string name = info[0].As<Napi::String>().Utf8Value();
   std::string ns = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
   auto io = std::make_shared<rados_ioctx_t>(nullptr);
@@ -85,7 +81,7 @@ Napi::Value Cluster::OpenPool(const Napi::CallbackInfo& info) {
         return r;
       },
       [this, io](Napi::Env e) -> Napi::Value {
-        return Pool::constructor.New({Value(), Napi::External<void>::New(e, *io)});
+        return e.GetInstanceData<AddonData>()->pool.New({Value(), Napi::External<void>::New(e, *io)});
       });
 }
 
@@ -115,10 +111,7 @@ Napi::Value Cluster::InstanceId(const Napi::CallbackInfo& info) {
 // OSD map (e.g. after `ceph osd pause`: every op submitted afterwards sees the flag).
 Napi::Value Cluster::WaitForLatestOsdmap(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!connected_) {
-    Napi::TypeError::New(env, "waitForLatestOsdmap() needs a connected cluster").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
+  if (!Usage(info, connected_, "waitForLatestOsdmap() needs a connected cluster")) return env.Undefined();
   rados_t c = cluster_;
   return RunAsync(env, Value(), "rados_wait_for_latest_osdmap",
                   [c]() { return rados_wait_for_latest_osdmap(c); });

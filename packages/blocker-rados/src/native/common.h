@@ -19,6 +19,13 @@ namespace archip {
 // maps it to an ArchipelagoError code.
 Napi::Error ErrnoError(Napi::Env env, int err, const std::string& what);
 
+// Whether a call's arguments fit (`ok`); when they do not, a TypeError with the call's usage is
+// thrown into JavaScript and the caller returns undefined.
+bool Usage(const Napi::CallbackInfo& info, bool ok, const char* usage);
+
+// What every JavaScript-facing method of the classes below is.
+using JsMethod = Napi::Value(const Napi::CallbackInfo& info);
+
 // Runs `work` on a libuv worker thread and settles a promise on the JS thread: rejected with
 // ErrnoError when work returns a negative errno, else resolved with `result(env)`.
 class PromiseWorker : public Napi::AsyncWorker {
@@ -45,6 +52,12 @@ Napi::Value RunAsync(Napi::Env env, Napi::Object keep, std::string what, Promise
 
 class Cluster;
 class Pool;
+
+// The binding's state in one environment (node-addon-api instance data): the main thread and
+// every worker that loads the binding get their own, freed with the environment.
+struct AddonData {
+  Napi::FunctionReference pool;  // Pool's constructor: Cluster.openPool makes pools with it
+};
 struct AioOp;
 struct Watch;
 
@@ -59,11 +72,7 @@ class Cluster : public Napi::ObjectWrap<Cluster> {
   rados_t handle() const { return cluster_; }
 
  private:
-  Napi::Value Connect(const Napi::CallbackInfo& info);
-  Napi::Value OpenPool(const Napi::CallbackInfo& info);
-  Napi::Value Shutdown(const Napi::CallbackInfo& info);
-  Napi::Value InstanceId(const Napi::CallbackInfo& info);
-  Napi::Value WaitForLatestOsdmap(const Napi::CallbackInfo& info);
+  JsMethod Connect, OpenPool, Shutdown, InstanceId, WaitForLatestOsdmap;
   rados_t cluster_ = nullptr;
   bool connected_ = false;
 };
@@ -71,7 +80,6 @@ class Cluster : public Napi::ObjectWrap<Cluster> {
 // An I/O context on one pool: aio object calls, locks, watch/notify, listing.
 class Pool : public Napi::ObjectWrap<Pool> {
  public:
-  static Napi::FunctionReference constructor;
   static Napi::Function Init(Napi::Env env);
   explicit Pool(const Napi::CallbackInfo& info);
   ~Pool() override;
@@ -89,29 +97,20 @@ class Pool : public Napi::ObjectWrap<Pool> {
   int Prepare(AioOp* op);
   Napi::Value Started(Napi::Env env, std::unique_ptr<AioOp> op, int rc);
   // aio.cc
-  Napi::Value Read(const Napi::CallbackInfo& info);
-  Napi::Value Write(const Napi::CallbackInfo& info);
-  Napi::Value WriteFull(const Napi::CallbackInfo& info);
-  Napi::Value WriteExtents(const Napi::CallbackInfo& info);
-  Napi::Value Create(const Napi::CallbackInfo& info);
-  Napi::Value Remove(const Napi::CallbackInfo& info);
-  Napi::Value Stat(const Napi::CallbackInfo& info);
+  JsMethod Read, Write, WriteFull, WriteExtents, Create, Remove, Stat;
+  Napi::Value Transfer(const Napi::CallbackInfo& info, bool read);
+  Napi::Value Operate(const Napi::CallbackInfo& info, std::unique_ptr<AioOp> op);
   // locks.cc
-  Napi::Value LockExclusive(const Napi::CallbackInfo& info);
-  Napi::Value Unlock(const Napi::CallbackInfo& info);
-  Napi::Value ListLockers(const Napi::CallbackInfo& info);
-  Napi::Value BreakLock(const Napi::CallbackInfo& info);
+  JsMethod LockExclusive, Unlock, ListLockers, BreakLock;
+  template <typename Call>
+  Napi::Value LockCall(const Napi::CallbackInfo& info, size_t n, const char* usage, const char* call, Call fn,
+                       PromiseWorker::Result result = nullptr);
   // watch.cc
-  Napi::Value WatchObject(const Napi::CallbackInfo& info);
-  Napi::Value Unwatch(const Napi::CallbackInfo& info);
-  Napi::Value Notify(const Napi::CallbackInfo& info);
+  JsMethod WatchObject, Unwatch, Notify;
   // list.cc
-  Napi::Value ListOpen(const Napi::CallbackInfo& info);
-  Napi::Value ListNext(const Napi::CallbackInfo& info);
-  Napi::Value ListClose(const Napi::CallbackInfo& info);
+  JsMethod ListOpen, ListNext, ListClose;
   // pool.cc
-  Napi::Value Close(const Napi::CallbackInfo& info);
-  Napi::Value Pending(const Napi::CallbackInfo& info);
+  JsMethod Close, Pending;
 
   rados_ioctx_t io_ = nullptr;
   rados_t cluster_ = nullptr;

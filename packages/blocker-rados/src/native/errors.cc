@@ -11,6 +11,11 @@ Napi::Error ErrnoError(Napi::Env env, int err, const std::string& what) {
   return e;
 }
 
+bool Usage(const Napi::CallbackInfo& info, bool ok, const char* usage) {
+  if (!ok) Napi::TypeError::New(info.Env(), usage).ThrowAsJavaScriptException();
+  return ok;
+}
+
 PromiseWorker::PromiseWorker(Napi::Env env, Napi::Object keep, std::string what, Work work,
                              Result result)
     : Napi::AsyncWorker(env, "archip:rados"),

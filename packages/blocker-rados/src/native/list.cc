@@ -21,11 +21,9 @@ Napi::Value Pool::ListOpen(const Napi::CallbackInfo& info) {
 // listNext(id, max, prefix) -> Promise<{names: string[], done: boolean}>; names start with prefix.
 Napi::Value Pool::ListNext(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!Check(info)) return env.Undefined();
-  if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsString()) {
-    Napi::TypeError::New(env, "listNext(id, max, prefix)").ThrowAsJavaScriptException();
+  if (!Check(info) ||
+      !Usage(info, info[0].IsNumber() && info[1].IsNumber() && info[2].IsString(), "listNext(id, max, prefix)"))
     return env.Undefined();
-  }
   auto it = lists_.find(info[0].As<Napi::Number>().Uint32Value());
   if (it == lists_.end()) {
     Napi::Error::New(env, "listNext: unknown or closed listing").ThrowAsJavaScriptException();

@@ -5,18 +5,8 @@
 namespace archip {
 
 namespace {
-std::vector<std::string> Strings(const Napi::CallbackInfo& info, size_t n, const char* usage,
-                                 bool* ok) {
-  std::vector<std::string> out;
-  *ok = info.Length() >= n;
-  for (size_t i = 0; *ok && i < n; i++) {
-    if (!info[i].IsString()) *ok = false;
-    else out.push_back(info[i].As<Napi::String>().Utf8Value());
-  }
-  if (!*ok) Napi::TypeError::New(info.Env(), usage).ThrowAsJavaScriptException();
-  return out;
-}
-std::vector<std::string> Split(const std::vector<char>& buf, size_t len) {
+using Strings = std::vector<std::string>;
+Strings Split(const std::vector<char>& buf, size_t len) {
   std::vector<std::string> out;
   size_t i = 0;
   while (i < len) {
@@ -28,27 +18,38 @@ std::vector<std::string> Split(const std::vector<char>& buf, size_t len) {
 }
 }  // namespace
 
+// Runs `fn(io, args)`, a blocking rados_*lock* call, on a worker thread once the first `n`
+// arguments (oid, name, ...) are strings and the pool is open; `call` and the oid name it in
+// errors. `result` makes the promise's value (default: the call's return value).
+template <typename Call>
+Napi::Value Pool::LockCall(const Napi::CallbackInfo& info, size_t n, const char* usage, const char* call, Call fn,
+                           PromiseWorker::Result result) {
+  bool ok = true;
+  for (size_t i = 0; ok && i < n; i++) ok = info[i].IsString();
+  if (!Usage(info, ok, usage) || !Check(info)) return info.Env().Undefined();
+  Strings a;
+  for (size_t i = 0; i < n; i++) a.push_back(info[i].As<Napi::String>().Utf8Value());
+  std::string what = std::string(call) + " " + a[0];
+  rados_ioctx_t io = io_;
+  return RunAsync(
+      info.Env(), Value(), std::move(what), [io, a = std::move(a), fn]() -> int { return fn(io, a); },
+      std::move(result));
+}
+
 // lockExclusive(oid, name, cookie, description, renew) -> Promise<void>
 // Rejects with EBUSY (held by another client/cookie) or EEXIST (held by us, renew false).
 Napi::Value Pool::LockExclusive(const Napi::CallbackInfo& info) {
-  bool ok;
-  auto a = Strings(info, 4, "lockExclusive(oid, name, cookie, description, renew)", &ok);
-  if (!ok || !Check(info)) return info.Env().Undefined();
   uint8_t flags = info.Length() > 4 && info[4].ToBoolean().Value() ? LIBRADOS_LOCK_FLAG_MAY_RENEW : 0;
-  rados_ioctx_t io = io_;
-  return RunAsync(info.Env(), Value(), "rados_lock_exclusive " + a[0], [io, a, flags]() {
-    return rados_lock_exclusive(io, a[0].c_str(), a[1].c_str(), a[2].c_str(), a[3].c_str(), nullptr,
-                                flags);
-  });
+  return LockCall(info, 4, "lockExclusive(oid, name, cookie, description, renew)", "rados_lock_exclusive",
+                  [flags](rados_ioctx_t io, const Strings& a) {
+                    return rados_lock_exclusive(io, a[0].c_str(), a[1].c_str(), a[2].c_str(), a[3].c_str(),
+                                                nullptr, flags);
+                  });
 }
 
 // unlock(oid, name, cookie) -> Promise<void>; ENOENT when this client/cookie does not hold it.
 Napi::Value Pool::Unlock(const Napi::CallbackInfo& info) {
-  bool ok;
-  auto a = Strings(info, 3, "unlock(oid, name, cookie)", &ok);
-  if (!ok || !Check(info)) return info.Env().Undefined();
-  rados_ioctx_t io = io_;
-  return RunAsync(info.Env(), Value(), "rados_unlock " + a[0], [io, a]() {
+  return LockCall(info, 3, "unlock(oid, name, cookie)", "rados_unlock", [](rados_ioctx_t io, const Strings& a) {
     return rados_unlock(io, a[0].c_str(), a[1].c_str(), a[2].c_str());
   });
 }
@@ -56,10 +57,6 @@ Napi::Value Pool::Unlock(const Napi::CallbackInfo& info) {
 // listLockers(oid, name) -> Promise<{exclusive, tag, lockers: [{client, cookie, address}]}>
 // A missing lock object lists no lockers.
 Napi::Value Pool::ListLockers(const Napi::CallbackInfo& info) {
-  bool ok;
-  auto a = Strings(info, 2, "listLockers(oid, name)", &ok);
-  if (!ok || !Check(info)) return info.Env().Undefined();
-  rados_ioctx_t io = io_;
   struct Out {
     int exclusive = 0;
     std::vector<char> tag, clients, cookies, addrs;
@@ -67,9 +64,9 @@ Napi::Value Pool::ListLockers(const Napi::CallbackInfo& info) {
     ssize_t n = 0;
   };
   auto out = std::make_shared<Out>();
-  return RunAsync(
-      info.Env(), Value(), "rados_list_lockers " + a[0],
-      [io, a, out]() -> int {
+  return LockCall(
+      info, 2, "listLockers(oid, name)", "rados_list_lockers",
+      [out](rados_ioctx_t io, const Strings& a) -> int {
         size_t cap = 256;
         for (int attempt = 0; attempt < 8; attempt++) {
           out->tag.assign(cap, 0);
@@ -119,13 +116,10 @@ Napi::Value Pool::ListLockers(const Napi::CallbackInfo& info) {
 
 // breakLock(oid, name, client, cookie) -> Promise<void>
 Napi::Value Pool::BreakLock(const Napi::CallbackInfo& info) {
-  bool ok;
-  auto a = Strings(info, 4, "breakLock(oid, name, client, cookie)", &ok);
-  if (!ok || !Check(info)) return info.Env().Undefined();
-  rados_ioctx_t io = io_;
-  return RunAsync(info.Env(), Value(), "rados_break_lock " + a[0], [io, a]() {
-    return rados_break_lock(io, a[0].c_str(), a[1].c_str(), a[2].c_str(), a[3].c_str());
-  });
+  return LockCall(info, 4, "breakLock(oid, name, client, cookie)", "rados_break_lock",
+                  [](rados_ioctx_t io, const Strings& a) {
+                    return rados_break_lock(io, a[0].c_str(), a[1].c_str(), a[2].c_str(), a[3].c_str());
+                  });
 }
 
 }  // namespace archip

@@ -4,8 +4,6 @@
 
 namespace archip {
 
-Napi::FunctionReference Pool::constructor;
-
 Napi::Function Pool::Init(Napi::Env env) {
   Napi::Function f = DefineClass(
       env, "Pool",
@@ -22,18 +20,13 @@ Napi::Function Pool::Init(Napi::Env env) {
        InstanceMethod<&Pool::ListNext>("listNext"),
        InstanceMethod<&Pool::ListClose>("listClose"), InstanceMethod<&Pool::Close>("close"),
        InstanceMethod<&Pool::Pending>("pending")});
-  constructor = Napi::Persistent(f);
-  constructor.SuppressDestruct();
   return f;
 }
 
 // new Pool(cluster, External<ioctx>): only Cluster.openPool makes these.
 Pool::Pool(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Pool>(info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsExternal()) {
-    Napi::TypeError::New(env, "Pool objects come from Cluster.openPool").ThrowAsJavaScriptException();
-    return;
-  }
+  if (!Usage(info, info[0].IsObject() && info[1].IsExternal(), "Pool objects come from Cluster.openPool")) return;
   Cluster* c = Cluster::Unwrap(info[0].As<Napi::Object>());
   clusterRef_ = Napi::Persistent(info[0].As<Napi::Object>());
   cluster_ = c->handle();

@@ -27,11 +27,8 @@ void ReleaseWatch(Watch* w) {
 // watch breaks. The watch does not keep the process alive.
 Napi::Value Pool::WatchObject(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!Check(info)) return env.Undefined();
-  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsFunction()) {
-    Napi::TypeError::New(env, "watch(oid, callback)").ThrowAsJavaScriptException();
+  if (!Check(info) || !Usage(info, info[0].IsString() && info[1].IsFunction(), "watch(oid, callback)"))
     return env.Undefined();
-  }
   auto* w = new Watch();
   w->pool = this;
   w->io = io_;
@@ -63,10 +60,7 @@ Napi::Value Pool::WatchObject(const Napi::CallbackInfo& info) {
 // unwatch(id) -> Promise<void>
 Napi::Value Pool::Unwatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsNumber()) {
-    Napi::TypeError::New(env, "unwatch(id)").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
+  if (!Usage(info, info[0].IsNumber(), "unwatch(id)")) return env.Undefined();
   uint32_t id = info[0].As<Napi::Number>().Uint32Value();
   auto it = watches_.find(id);
   if (it == watches_.end() || io_ == nullptr) return RunAsync(env, Value(), "rados_unwatch2", []() { return 0; });
@@ -89,11 +83,8 @@ Napi::Value Pool::Unwatch(const Napi::CallbackInfo& info) {
 // notify(oid, timeoutMs) -> Promise<boolean>: false when the object does not exist.
 Napi::Value Pool::Notify(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!Check(info)) return env.Undefined();
-  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsNumber()) {
-    Napi::TypeError::New(env, "notify(oid, timeoutMs)").ThrowAsJavaScriptException();
+  if (!Check(info) || !Usage(info, info[0].IsString() && info[1].IsNumber(), "notify(oid, timeoutMs)"))
     return env.Undefined();
-  }
   std::string oid = info[0].As<Napi::String>().Utf8Value();
   uint64_t timeout = static_cast<uint64_t>(info[1].As<Napi::Number>().Int64Value());
   rados_ioctx_t io = io_;

@@ -61,32 +61,17 @@ export interface NativeWaiterStats {
   armed: boolean;
 }
 
+/** Where a request goes and what it asks, as `submit` and `submitPrepared` take it. */
+export type Routing = [dst: number, op: number, flags: number, offset: number, size: number, target: string];
+
 export interface NativeSegment {
   geometry(): Record<string, number | string>;
   bind(port: number): { port: number; failed: number; freed: number };
   bindDynamic(): { port: number; failed: number; freed: number };
   leave(port: number): void;
-  submit(
-    src: number,
-    dst: number,
-    op: number,
-    flags: number,
-    offset: number,
-    size: number,
-    target: string,
-    data: Buffer | null,
-    datalen: number,
-  ): number;
+  submit(src: number, ...rest: [...Routing, data: Buffer | null, datalen: number]): number;
   prepare(src: number, datalen: number): { handle: number; dataOff: number; dataLen: number };
-  submitPrepared(
-    handle: number,
-    dst: number,
-    op: number,
-    flags: number,
-    offset: number,
-    size: number,
-    target: string,
-  ): void;
+  submitPrepared(handle: number, ...routing: Routing): void;
   accept(port: number, errors: NativeError[]): NativeRequest | null;
   respond(port: number, handle: number, state: number, serviced: number, data: Buffer | null): void;
   receive(port: number, errors: NativeError[]): NativeRequest | null;

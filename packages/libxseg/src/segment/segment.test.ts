@@ -225,15 +225,21 @@ describe('heap', () => {
 });
 
 describe('crash recovery', () => {
-  it('fails back requests a SIGKILLed peer had accepted (recoverport), then serves again', async () => {
+  /** A peer serving port 1 that accepts and never answers: it holds `n` READs of ours. */
+  async function holding(n: number) {
     const spec = fresh();
     const seg = Segment.create(spec);
     const srv = await serve(spec, 1, 'hold');
     const cli = seg.bindDynamicPort().unref();
-    const pending = Array.from({ length: 5 }, (_, i) =>
+    const pending = Array.from({ length: n }, (_, i) =>
       cli.call({ dst: 1, op: Op.READ, offset: i, size: 4096 }),
     );
-    await until(() => seg.report().requests.accepted === 5);
+    await until(() => seg.report().requests.accepted === n);
+    return { spec, seg, srv, cli, pending };
+  }
+
+  it('fails back requests a SIGKILLed peer had accepted (recoverport), then serves again', async () => {
+    const { spec, seg, srv, cli, pending } = await holding(5);
     expect(() => seg.recoverPort(1)).toThrow(expect.objectContaining({ code: 'EBUSY' }));
     srv.child.kill('SIGKILL');
     await killed(srv.child);
@@ -255,14 +261,7 @@ describe('crash recovery', () => {
   });
 
   it('recovers automatically when the restarted peer rebinds its port', async () => {
-    const spec = fresh();
-    const seg = Segment.create(spec);
-    const srv = await serve(spec, 1, 'hold');
-    const cli = seg.bindDynamicPort().unref();
-    const pending = Array.from({ length: 3 }, (_, i) =>
-      cli.call({ dst: 1, op: Op.READ, offset: i, size: 4096 }),
-    );
-    await until(() => seg.report().requests.accepted === 3);
+    const { spec, seg, srv, cli, pending } = await holding(3);
     srv.child.kill('SIGKILL');
     await killed(srv.child);
     // queued behind the dead peer: served by its next incarnation
@@ -327,11 +326,22 @@ describe('corrupt segment', () => {
     const g = seg.geometry() as unknown as Record<string, number>;
     const srv: Port = seg.bindPort(1); // no handler yet: requests wait in its queue
     const cli = seg.bindDynamicPort().unref();
-    return { spec, name, seg, g, srv, cli };
+    const errors: ArchipelagoError[] = [];
+    let served = 0;
+    /** Serves port 1 from now on: answers every request, counts them, collects the errors met. */
+    const start = () => {
+      srv
+        .onError((e) => errors.push(e))
+        .onRequest((req) => {
+          served++;
+          srv.respond(req);
+        });
+    };
+    return { spec, name, seg, g, cli, errors, start, served: () => served };
   }
 
   it('random bytes in queued requests give error replies or errors, never a crash', async () => {
-    const { name, seg, g, srv, cli } = await setup();
+    const { name, seg, g, cli, errors, start, served } = await setup();
     const replies: XsegReply[] = [];
     const calls = Array.from({ length: 30 }, (_, i) => {
       const p = cli.call({ dst: 1, op: Op.READ, target: `t${i}`, offset: i, size: 4096 });
@@ -345,18 +355,11 @@ describe('corrupt segment', () => {
       const at = (g.reqsOff as number) + idx * (g.reqSize as number) + (g.reqOpOff as number);
       scribble(name, at, randomBytes((g.reqSize as number) - (g.reqOpOff as number)));
     }
-    const errors: ArchipelagoError[] = [];
-    let served = 0;
-    srv
-      .onError((e) => errors.push(e))
-      .onRequest((req) => {
-        served++;
-        srv.respond(req, { serviced: req.size });
-      });
+    start();
     await until(() => replies.length + errors.length >= 30);
     const failed = replies.filter((r) => !r.ok).length;
     expect(failed + errors.length).toBeGreaterThanOrEqual(20);
-    expect(served).toBeGreaterThanOrEqual(10);
+    expect(served()).toBeGreaterThanOrEqual(10);
     for (const e of errors) expect(e.code).toBe('EIO');
     void calls;
     // the segment still works
@@ -366,18 +369,17 @@ describe('corrupt segment', () => {
   });
 
   it('random bytes over whole requests and the queue header give errors, then the port works again', async () => {
-    const { name, seg, g, srv, cli } = await setup();
+    const { name, seg, g, cli, errors, start } = await setup();
     for (let i = 0; i < 10; i++) cli.submit({ dst: 1, op: Op.READ, offset: i, size: 512 });
     for (let idx = 0; idx < 10; idx += 3)
       scribble(name, (g.reqsOff as number) + idx * (g.reqSize as number), randomBytes(g.reqSize as number));
     const queue = (g.portsOff as number) + 1 * (g.portSize as number) + (g.reqRqOff as number);
     scribble(name, queue, randomBytes(12));
-    const errors: ArchipelagoError[] = [];
     const failed: number[] = [];
     cli.onReply((r) => {
       if (!r.ok) failed.push(r.offset);
     });
-    srv.onError((e) => errors.push(e)).onRequest((req) => srv.respond(req, { serviced: req.size }));
+    start();
     await until(() => errors.length > 0);
     expect(errors[0]?.code).toBe('EIO');
     // The intact requests cut off from the damaged queue are found by a scan and failed back.
@@ -391,7 +393,7 @@ describe('corrupt segment', () => {
   });
 
   it('a corrupt heap chunk behind a request is reported, not followed', async () => {
-    const { name, seg, g, srv, cli } = await setup();
+    const { name, seg, g, cli, errors, start, served } = await setup();
     const h = cli.submit({ dst: 1, op: Op.READ, size: 4096 });
     const idx = Math.floor(h / 2 ** 32);
     // the request's data_off field (after 14 u32 and 3 u64) points at its chunk: smash the chunk header
@@ -399,16 +401,9 @@ describe('corrupt segment', () => {
     const raw = readFileSync(`/dev/shm/${name}`).subarray(reqAt, reqAt + (g.reqSize as number));
     const dataOff = Number(raw.readBigUInt64LE(14 * 4 + 3 * 8));
     scribble(name, (g.heapOff as number) + dataOff - 64, randomBytes(64));
-    const errors: ArchipelagoError[] = [];
-    let served = 0;
-    srv
-      .onError((e) => errors.push(e))
-      .onRequest((req) => {
-        served++;
-        srv.respond(req);
-      });
+    start();
     await until(() => errors.length > 0);
-    expect(served).toBe(0);
+    expect(served()).toBe(0);
     expect(errors[0]?.message).toMatch(/corrupt/);
     seg.close();
   });

@@ -383,6 +383,24 @@ export class Segment {
     return Buffer.from(this.heap, off, len);
   }
 
+  /** @internal The request or reply the addon has just left in `scratch`, with its target. */
+  taken(target: string): Taken {
+    const x = this.scratch;
+    return {
+      handle: x[S_HANDLE] as number,
+      op: x[S_OP] as number,
+      flags: x[S_FLAGS] as number,
+      state: x[S_STATE] as number,
+      offset: x[S_OFFSET] as number,
+      size: x[S_SIZE] as number,
+      serviced: x[S_SERVICED] as number,
+      src: x[S_SRC] as number,
+      dst: x[S_DST] as number,
+      target,
+      data: this.view(x[S_DATA_OFF] as number, x[S_DATA_LEN] as number),
+    };
+  }
+
   /** @internal */
   forget(p: Port): void {
     this.ports.delete(p.number);
@@ -393,6 +411,16 @@ export class Segment {
     this.ports.set(p.number, p);
     return p;
   }
+}
+
+/**
+ * A request or reply as taken from a port's queue: what the serving side sees (an `XsegRequest`)
+ * plus the reply's state and count, and `corrupt` when its bytes failed a check.
+ */
+interface Taken extends XsegRequest {
+  readonly state: number;
+  readonly serviced: number;
+  readonly corrupt?: string;
 }
 
 type RequestHandler = (req: XsegRequest) => void;
@@ -457,13 +485,7 @@ export class Port {
    * `finally`), as the peer clients do. The registry costs 2–5 µs per round trip on a 2-vCPU VM.
    */
   call(opts: SubmitOptions, how?: CallOptions): Promise<XsegReply> {
-    return new Promise((resolve, reject) => {
-      try {
-        this.expect(this.submit(opts), resolve, how);
-      } catch (e) {
-        reject(e);
-      }
-    });
+    return this.callWith(() => this.submit(opts), how);
   }
 
   /** Allocates a request with `datalen` bytes of shared data to fill in place (zero copy). */
@@ -485,14 +507,7 @@ export class Port {
     return {
       data,
       submit: send,
-      call: (o, how) =>
-        new Promise((resolve, reject) => {
-          try {
-            this.expect(send(o), resolve, how);
-          } catch (e) {
-            reject(e);
-          }
-        }),
+      call: (o, how) => this.callWith(() => send(o), how),
       release: () => {
         if (!sent) call(() => n.release(this.number, handle));
         sent = true;
@@ -597,86 +612,69 @@ export class Port {
     errs.length = 0;
   }
 
-  /** Called by the waiter thread (through the thread-safe function) with everything that arrived. */
+  /** Run by the port's waiter (on this thread) whenever the port has work: takes everything that arrived. */
   private drain(): void {
     if (this.detached) return;
-    const n = this.segment[native];
     const errs: NativeError[] = [];
-    const x = this.segment.scratch;
-    for (;;) {
-      let target: string | null;
+    for (let req = this.take(false, errs); req !== null; req = this.take(false, errs)) this.serve(req);
+    for (let reply = this.take(true, errs); reply !== null; reply = this.take(true, errs))
+      this.deliver(reply);
+  }
+
+  /**
+   * The next request (or, with `reply`, the next reply) that arrived; null when there is none.
+   * Problems met on the way are reported; a failing queue ends the batch.
+   */
+  private take(reply: boolean, errs: NativeError[]): Taken | null {
+    const n = this.segment[native];
+    let r: string | NativeRequest | null;
+    try {
+      r = reply ? n.receiveFast(this.number, errs) : n.acceptFast(this.number, errs);
+    } catch (e) {
+      this.report([{ code: 'EIO', message: (e as Error).message }]);
+      return null;
+    }
+    if (errs.length) this.report(errs);
+    if (r === null) return null;
+    // a reply whose data failed a check comes as an object (with `corrupt`, and no data)
+    return typeof r === 'string'
+      ? this.segment.taken(r)
+      : { ...r, data: this.segment.view(r.dataOff, r.dataLen) };
+  }
+
+  /** Hands a request to the handler; it fails back when there is none, or when the handler throws. */
+  private serve(req: XsegRequest): void {
+    const n = this.segment[native];
+    if (!this.requestHandler) {
+      n.respond(this.number, req.handle, XS.FAILED, 0, null);
+      return;
+    }
+    try {
+      this.requestHandler(req);
+    } catch (e) {
       try {
-        target = n.acceptFast(this.number, errs);
-      } catch (e) {
-        this.report([{ code: 'EIO', message: (e as Error).message }]);
-        break;
-      }
-      if (errs.length) this.report(errs);
-      if (target === null) break;
-      const req: XsegRequest = {
-        handle: x[S_HANDLE] as number,
-        op: x[S_OP] as number,
-        flags: x[S_FLAGS] as number,
-        offset: x[S_OFFSET] as number,
-        size: x[S_SIZE] as number,
-        src: x[S_SRC] as number,
-        dst: x[S_DST] as number,
-        target,
-        data: this.segment.view(x[S_DATA_OFF] as number, x[S_DATA_LEN] as number),
-      };
-      if (!this.requestHandler) {
         n.respond(this.number, req.handle, XS.FAILED, 0, null);
-        continue;
+      } catch {
+        // already answered before throwing
       }
-      try {
-        this.requestHandler(req);
-      } catch (e) {
-        try {
-          n.respond(this.number, req.handle, XS.FAILED, 0, null);
-        } catch {
-          // already answered before throwing
-        }
-        this.report([{ code: 'EIO', message: `request handler threw: ${(e as Error).message}` }]);
-      }
-    }
-    for (;;) {
-      let r: string | NativeRequest | null;
-      try {
-        r = n.receiveFast(this.number, errs);
-      } catch (e) {
-        this.report([{ code: 'EIO', message: (e as Error).message }]);
-        break;
-      }
-      if (errs.length) this.report(errs);
-      if (r === null) break;
-      this.deliver(
-        typeof r === 'string'
-          ? {
-              handle: x[S_HANDLE] as number,
-              op: x[S_OP] as number,
-              flags: x[S_FLAGS] as number,
-              state: x[S_STATE] as number,
-              offset: x[S_OFFSET] as number,
-              size: x[S_SIZE] as number,
-              serviced: x[S_SERVICED] as number,
-              src: x[S_SRC] as number,
-              dst: x[S_DST] as number,
-              target: r,
-              dataOff: x[S_DATA_OFF] as number,
-              dataLen: x[S_DATA_LEN] as number,
-            }
-          : r,
-      );
+      this.report([{ code: 'EIO', message: `request handler threw: ${(e as Error).message}` }]);
     }
   }
 
-  /** Hands the reply to request `h` to `resolve` when it comes. */
-  private expect(h: number, resolve: (r: XsegReply) => void, how: CallOptions | undefined): void {
-    this.waiting.set(h, resolve);
-    if (how?.tracked === false) this.untracked.add(h);
+  /** Sends a request with `send` (which returns its handle); resolves with the reply to it. */
+  private callWith(send: () => number, how: CallOptions | undefined): Promise<XsegReply> {
+    return new Promise((resolve, reject) => {
+      try {
+        const h = send();
+        this.waiting.set(h, resolve);
+        if (how?.tracked === false) this.untracked.add(h);
+      } catch (e) {
+        reject(e);
+      }
+    });
   }
 
-  private deliver(r: NativeRequest): void {
+  private deliver(r: Taken): void {
     const n = this.segment[native];
     const st = { done: false };
     let kept = false;
@@ -703,7 +701,7 @@ export class Port {
       offset: r.offset,
       size: r.size,
       target: r.target,
-      data: this.segment.view(r.dataOff, r.dataLen),
+      data: r.data,
       ...(r.corrupt !== undefined
         ? { error: archipError('EIO', `segment corrupt: ${r.corrupt}`, { details: { corrupt: true, port } }) }
         : {}),

@@ -5,17 +5,23 @@
 import { describe, expect, it } from 'vitest';
 import { Op } from '../protocol.js';
 import { harness, killed, sleep, until } from './__fixtures__/harness.js';
-import { Segment, type XsegRequest } from './index.js';
+import { type JoinOptions, Segment, type XsegRequest } from './index.js';
 
 const { fresh, peer, serve } = harness('xsegwake');
 const portOf = (seg: Segment, n: number) => seg.report().ports.find((p) => p.port === n);
 
+/** Our segment (default spins `spin`), a peer serving port 1 (`mode`, `opts`) and a client port of ours. */
+async function withServer(spin: JoinOptions, mode = 'echo', opts: Record<string, unknown> = {}) {
+  const spec = fresh();
+  const seg = Segment.create(spec, spin);
+  const srv = await serve(spec, 1, mode, opts);
+  return { spec, seg, srv, cli: seg.bindDynamicPort().unref() };
+}
+
 describe('wake-ups between processes', () => {
   it('a request wakes a peer whose loop has been asleep, and its reply wakes ours', async () => {
-    const spec = fresh();
-    const seg = Segment.create(spec, { spinUs: 0, lingerUs: 0 });
-    const srv = await serve(spec, 1, 'echo', { spin: { spinUs: 0, lingerUs: 0 } });
-    const cli = seg.bindDynamicPort().unref();
+    const noSpin = { spinUs: 0, lingerUs: 0 };
+    const { seg, srv, cli } = await withServer(noSpin, 'echo', { spin: noSpin });
     for (let round = 0; round < 3; round++) {
       await sleep(150); // both loops are idle in epoll, armed
       expect(portOf(seg, 1)?.armed).toBe(true);
@@ -37,10 +43,7 @@ describe('wake-ups between processes', () => {
   });
 
   it('a reply slower than the spin budget arrives through the doorbell after the spin gives up', async () => {
-    const spec = fresh();
-    const seg = Segment.create(spec, { spinUs: 50 });
-    await serve(spec, 1, 'slow', { delay: 100 });
-    const cli = seg.bindDynamicPort().unref();
+    const { seg, cli } = await withServer({ spinUs: 50 }, 'slow', { delay: 100 });
     for (let i = 0; i < 3; i++) {
       const r = await cli.call({ dst: 1, op: Op.READ, offset: 7, size: 512 });
       expect(r.ok).toBe(true);
@@ -55,10 +58,8 @@ describe('wake-ups between processes', () => {
   });
 
   it('spins for replies while requests are outstanding, then sleeps: no CPU used while idle', async () => {
-    const spec = fresh();
-    const seg = Segment.create(spec, { spinUs: 50, lingerUs: 50 });
-    const srv = await serve(spec, 1, 'echo', { spin: { spinUs: 50, lingerUs: 50 } });
-    const cli = seg.bindDynamicPort().unref();
+    const spins = { spinUs: 50, lingerUs: 50 };
+    const { seg, srv, cli } = await withServer(spins, 'echo', { spin: spins });
     for (let i = 0; i < 300; i++) {
       const r = await cli.call({ dst: 1, op: Op.READ, offset: i, size: 4096 });
       expect(r.ok).toBe(true);
@@ -88,11 +89,11 @@ describe('wake-ups between processes', () => {
   });
 
   it('a server SIGKILLed in the middle of a linger leaves no lock, and its next incarnation serves what queued meanwhile', async () => {
-    const spec = fresh();
-    const seg = Segment.create(spec);
     // the peer spins its whole 1 s linger after every drain
-    const srv = await serve(spec, 1, 'echo', { spin: { lingerUs: 1_000_000 }, fixedSpin: true });
-    const cli = seg.bindDynamicPort().unref();
+    const { spec, seg, srv, cli } = await withServer({}, 'echo', {
+      spin: { lingerUs: 1_000_000 },
+      fixedSpin: true,
+    });
     const r = await cli.call({ dst: 1, op: Op.READ, offset: 1, size: 64 });
     expect(r.ok).toBe(true);
     r.release();
