@@ -2,9 +2,9 @@ import { randomBytes } from 'node:crypto';
 import { Composer } from '@archipelago/composer';
 import type { Segment } from '@archipelago/libxseg/segment';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SegmentBlocker } from './segment-blocker.js';
-import { SegmentMapper } from './segment-mapper.js';
-import { SegmentVolumes } from './segment-volumes.js';
+import { SegmentBlocker } from './clients/segment-blocker.js';
+import { SegmentMapper } from './clients/segment-mapper.js';
+import { SegmentVolumes } from './clients/segment-volumes.js';
 import { PORTS, peerHarness } from './test-peers.js';
 
 const LEASE_MS = 400;

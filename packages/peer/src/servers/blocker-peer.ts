@@ -22,20 +22,16 @@ import {
   type FileBlockerPeerOptions,
   RADOS_CONNECT_TIMEOUT_MS,
   type RadosBlockerPeerOptions,
-} from './options.js';
-import { LIST_PAGE_BYTES, PeerFlag, PeerOp, payloadOf } from './wire.js';
+} from '../options.js';
+import { LIST_PAGE_BYTES, PeerFlag, PeerOp, payloadOf } from '../protocol/wire.js';
+import type { PeerService } from './service.js';
+
+export type { PeerService };
 
 /** The longest identity a lock request may carry. */
 const MAX_IDENTITY = 128;
 /** Per-identity lock blockers kept open. */
 const MAX_LOCKERS = 256;
-
-/** What a peer process serves on its ports (blocker, mapperd, vlmcd). */
-export interface PeerService {
-  /** Serves one request; resolves with the reply (the caller responds), rejects with the error. */
-  serve(req: XsegRequest): Promise<RespondOptions>;
-  close(): Promise<void>;
-}
 
 export type BlockerService = PeerService;
 

@@ -23,11 +23,17 @@ import {
   Mapper,
   type ObjectSegment,
 } from '@archipelago/mapper';
-import type { PeerService } from './blocker-peer.js';
-import { encodeLease, encodeSegments, type LeaseInfo, MapperFlag, MapperOp } from './mapper-wire.js';
-import type { MapperdPeerOptions } from './options.js';
-import { SegmentBlocker } from './segment-blocker.js';
-import { daemonSpin, fromJson, payloadOf, toJson } from './wire.js';
+import { SegmentBlocker } from '../clients/segment-blocker.js';
+import type { MapperdPeerOptions } from '../options.js';
+import {
+  encodeLease,
+  encodeSegments,
+  type LeaseInfo,
+  MapperFlag,
+  MapperOp,
+} from '../protocol/mapper-wire.js';
+import { daemonSpin, fromJson, payloadOf, toJson } from '../protocol/wire.js';
+import type { PeerService } from './service.js';
 
 /** The environment variable with the map lease time in ms (0: vlmcd caches no maps). */
 export const MAP_LEASE_ENV = 'ARCHIPELAGO_MAP_LEASE_MS';

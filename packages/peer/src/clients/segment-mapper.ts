@@ -40,9 +40,15 @@ import type {
   VolumeInfo,
   VolumeSummary,
 } from '@archipelago/mapper';
+import {
+  decodeLease,
+  decodeSegmentsCached,
+  MapperFlag,
+  MapperOp,
+  mapReplyRoom,
+} from '../protocol/mapper-wire.js';
+import { fromJson, toJson } from '../protocol/wire.js';
 import { PeerClient, type PeerClientOptions, type Send } from './client.js';
-import { decodeLease, decodeSegmentsCached, MapperFlag, MapperOp, mapReplyRoom } from './mapper-wire.js';
-import { fromJson, toJson } from './wire.js';
 
 export interface SegmentMapperOptions extends PeerClientOptions {
   /** Note which volumes this client's operations opened (see the class comment). */
