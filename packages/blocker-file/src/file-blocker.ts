@@ -22,14 +22,10 @@ import {
   checkData,
   checkName,
   LOCK_SUFFIX,
-  type LockHolder,
   type LockSession,
   missingObjectError,
   missingSourceError,
-  type ObjectInfo,
-  type ReadOptions,
   resolveIdentity,
-  type WriteOptions,
 } from '@archipelago/blocker';
 import { addressAlignment } from '@archipelago/fastio';
 import { ArchipelagoError, fromSystemError } from '@archipelago/libxseg';
@@ -171,8 +167,8 @@ export class FileBlocker extends AbstractBlocker {
 
   // ------------------------------------------------------------------ objects
 
-  protected _read(name: string, offset: number, length: number, options?: ReadOptions): Promise<Buffer> {
-    return this.readObject(name, offset, length, options, null);
+  protected _read(name: string, offset: number, length: number, missingOk: boolean): Promise<Buffer> {
+    return this.readObject(name, offset, length, missingOk, null);
   }
 
   /** `read`, into `target` when given (O_DIRECT mode: straight into it when it is aligned). */
@@ -180,7 +176,7 @@ export class FileBlocker extends AbstractBlocker {
     name: string,
     offset: number,
     length: number,
-    options: ReadOptions | undefined,
+    missingOk: boolean,
     target: Buffer | null,
   ): Promise<Buffer> {
     const path = hashedPath(this.dir, name);
@@ -191,7 +187,7 @@ export class FileBlocker extends AbstractBlocker {
         entry = await this.fds.get(path);
       } catch (e) {
         if (fsio.errno(e) === 'ENOENT' || fsio.errno(e) === 'ENOTDIR') {
-          if (options?.missingOk) return target ? target.fill(0) : Buffer.alloc(length);
+          if (missingOk) return target ? target.fill(0) : Buffer.alloc(length);
           throw missingObjectError(name, e);
         }
         throw fromSystemError(e, `read ${name}`);
@@ -201,11 +197,7 @@ export class FileBlocker extends AbstractBlocker {
           ? await this.readDirect(entry.fd, offset, length, target)
           : await readBuffered(entry.fd, offset, length);
       } catch (e) {
-        if (entry.direct && fsio.errno(e) === 'EINVAL') {
-          this.disableDirect();
-          continue;
-        }
-        throw fromSystemError(e, `read ${name}`);
+        this.directRefused(entry, e, `read ${name}`); // throws unless a buffered retry follows
       } finally {
         this.fds.release(entry);
       }
@@ -218,7 +210,7 @@ export class FileBlocker extends AbstractBlocker {
    */
   protected override async _readInto(name: string, offset: number, target: Buffer): Promise<void> {
     if (this.direct !== 'off') {
-      const got = await this.readObject(name, offset, target.length, { missingOk: true }, target);
+      const got = await this.readObject(name, offset, target.length, true, target);
       if (got !== target) got.copy(target);
       return;
     }
@@ -243,12 +235,7 @@ export class FileBlocker extends AbstractBlocker {
     }
   }
 
-  protected async _write(
-    name: string,
-    offset: number,
-    data: Uint8Array,
-    options?: WriteOptions,
-  ): Promise<void> {
+  protected async _write(name: string, offset: number, data: Uint8Array, durable: boolean): Promise<void> {
     const path = hashedPath(this.dir, name);
     if (this.direct === 'untested') await this.initDirect();
     for (;;) {
@@ -268,7 +255,7 @@ export class FileBlocker extends AbstractBlocker {
         } else {
           await fsio.pwriteFully(entry.fd, data, 0, data.byteLength, offset);
         }
-        if (this.sync === 'always' || options?.durable) {
+        if (this.sync === 'always' || durable) {
           // The data and every pending directory entry (this object's name among them) are
           // durable before the write resolves; the fsyncs run side by side.
           if (this.dirtyDirs.size === 0 && this.syncingDirs.size === 0) await fsio.fdatasync(entry.fd);
@@ -276,11 +263,7 @@ export class FileBlocker extends AbstractBlocker {
         } else this.dirty.add(path);
         return;
       } catch (e) {
-        if (entry.direct && fsio.errno(e) === 'EINVAL') {
-          this.disableDirect();
-          continue;
-        }
-        throw fromSystemError(e, `write ${name}`);
+        this.directRefused(entry, e, `write ${name}`); // throws unless a buffered retry follows
       } finally {
         this.fds.release(entry);
       }
@@ -288,15 +271,7 @@ export class FileBlocker extends AbstractBlocker {
   }
 
   protected async _writeFull(name: string, data: Uint8Array): Promise<void> {
-    await this.replace(name, `writeFull ${name}`, async (tmp) => {
-      const fd = await fsio.open(tmp, O_WRONLY | O_CREAT | O_EXCL);
-      try {
-        await fsio.pwriteFully(fd, data, 0, data.byteLength, 0);
-        await fsio.fdatasync(fd);
-      } finally {
-        await fsio.close(fd).catch(() => {});
-      }
-    });
+    await this.replace(name, `writeFull ${name}`, (tmp) => writeSynced(tmp, data, fsio.fdatasync));
   }
 
   protected async _copy(src: string, dst: string, missingOk: boolean): Promise<void> {
@@ -339,14 +314,13 @@ export class FileBlocker extends AbstractBlocker {
     }
   }
 
-  protected async _info(name: string): Promise<ObjectInfo | null> {
+  protected async _info(name: string): Promise<number | null> {
     const path = hashedPath(this.dir, name);
     // An O_DIRECT write briefly rounds the size up to the block; wait for it to settle.
     const pending = this.directWrites.get(path);
     if (pending) await pending;
     try {
-      const st = await fsp.stat(path);
-      return { size: st.size };
+      return (await fsp.stat(path)).size;
     } catch (e) {
       const code = fsio.errno(e);
       if (code === 'ENOENT' || code === 'ENOTDIR') return null;
@@ -404,7 +378,7 @@ export class FileBlocker extends AbstractBlocker {
     };
   }
 
-  protected async _lockHolder(name: string): Promise<LockHolder | null> {
+  protected async _lockHolder(name: string): Promise<{ owner: string } | null> {
     try {
       const owner = await readOwner(this.lockPath(name));
       return owner === null ? null : { owner };
@@ -440,7 +414,7 @@ export class FileBlocker extends AbstractBlocker {
    * object is rewritten, and hashing is cheap next to the I/O.
    */
   protected async _hash(name: string, size: number): Promise<string> {
-    const block = await this.readObject(name, 0, size, { missingOk: true }, null);
+    const block = await this.readObject(name, 0, size, true, null);
     const data = stripTrailingZeros(block);
     if (data.length === 0) return ZERO_HASH;
     const h = sha256Hex(data);
@@ -739,6 +713,15 @@ export class FileBlocker extends AbstractBlocker {
     return this.directInit;
   }
 
+  /**
+   * After an I/O on `entry` failed: when it was O_DIRECT refused (EINVAL), turns O_DIRECT off, so
+   * that the caller retries buffered; throws any other failure as the error of `what`.
+   */
+  private directRefused(entry: FdEntry, e: unknown, what: string): void {
+    if (!entry.direct || fsio.errno(e) !== 'EINVAL') throw fromSystemError(e, what);
+    this.disableDirect();
+  }
+
   /** Remembers that O_DIRECT does not work here and drops every O_DIRECT fd from the cache. */
   private disableDirect(): void {
     if (this.direct === 'off') return;
@@ -900,12 +883,16 @@ async function readBlock(fd: number, buf: Buffer, at: number, pos: number, size:
   if (got < DIRECT_ALIGN) buf.fill(0, at + got, at + DIRECT_ALIGN);
 }
 
-/** Creates `path` exclusively with `data` and syncs it. */
-async function writeSynced(path: string, data: Uint8Array): Promise<void> {
+/** Creates `path` exclusively with `data` and syncs it (fsync, or fdatasync where enough). */
+async function writeSynced(
+  path: string,
+  data: Uint8Array,
+  sync: (fd: number) => Promise<void> = fsio.fsync,
+): Promise<void> {
   const fd = await fsio.open(path, O_WRONLY | O_CREAT | O_EXCL);
   try {
     await fsio.pwriteFully(fd, data, 0, data.byteLength, 0);
-    await fsio.fsync(fd);
+    await sync(fd);
   } finally {
     await fsio.close(fd).catch(() => {});
   }

@@ -30,10 +30,7 @@ import {
   type LockSession,
   missingObjectError,
   missingSourceError,
-  type ObjectInfo,
-  type ReadOptions,
   resolveIdentity,
-  type WriteOptions,
 } from '@archipelago/blocker';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { acquireConnection, type Connection } from './connection.js';
@@ -281,12 +278,7 @@ export class RadosBlocker extends AbstractBlocker<RadosHolder> {
   // read, readInto and write are the data path (every NBD request is one of them): they take the
   // native pool directly once connected, without a closure or an await of their own.
 
-  protected async _read(
-    name: string,
-    offset: number,
-    length: number,
-    options?: ReadOptions,
-  ): Promise<Buffer> {
+  protected async _read(name: string, offset: number, length: number, missingOk: boolean): Promise<Buffer> {
     const pool = this[NATIVE]?.pool ?? (await this.ready).pool;
     const pending = this.writeBack?.pendingFor(name);
     if (pending) await pending;
@@ -302,7 +294,7 @@ export class RadosBlocker extends AbstractBlocker<RadosHolder> {
       return out;
     } catch (e) {
       if (errnoOf(e) === E.ENOENT) {
-        if (options?.missingOk) return Buffer.alloc(length);
+        if (missingOk) return Buffer.alloc(length);
         throw missingObjectError(name, e);
       }
       throw fromRadosError(e, `read ${name}`, { name });
@@ -334,12 +326,7 @@ export class RadosBlocker extends AbstractBlocker<RadosHolder> {
    * Resolves on commit; with `sync: 'flush'` (unless `durable`) once librados has the write and it
    * fits under `maxDirtyBytes` (see writeBehind).
    */
-  protected async _write(
-    name: string,
-    offset: number,
-    data: Uint8Array,
-    options?: WriteOptions,
-  ): Promise<void> {
+  protected async _write(name: string, offset: number, data: Uint8Array, durable: boolean): Promise<void> {
     const pool = this[NATIVE]?.pool ?? (await this.ready).pool;
     if (data.byteLength > MAX_WRITE) {
       throw new ArchipelagoError(
@@ -349,7 +336,7 @@ export class RadosBlocker extends AbstractBlocker<RadosHolder> {
       );
     }
     const wb = this.writeBack;
-    if (wb !== null && options?.durable !== true) {
+    if (wb !== null && !durable) {
       const room = wb.admit(data.byteLength);
       if (room !== null) await room;
       this.writeBehind(wb, pool, name, offset, data);
@@ -430,12 +417,11 @@ export class RadosBlocker extends AbstractBlocker<RadosHolder> {
     }
   }
 
-  protected async _info(name: string): Promise<ObjectInfo | null> {
+  protected async _info(name: string): Promise<number | null> {
     const pool = await this.connected();
     await this.settled(name);
     try {
-      const { size } = await pool.stat(name);
-      return { size };
+      return (await pool.stat(name)).size;
     } catch (e) {
       if (errnoOf(e) === E.ENOENT) return null;
       throw fromRadosError(e, `info ${name}`, { name });
@@ -474,7 +460,7 @@ export class RadosBlocker extends AbstractBlocker<RadosHolder> {
    */
   protected async _hash(name: string, size: number): Promise<string> {
     const pool = await this.connected();
-    const data = await this._read(name, 0, size, { missingOk: true });
+    const data = await this._read(name, 0, size, true);
     let end = data.length;
     while (end > 0 && data[end - 1] === 0) end--;
     const body = data.subarray(0, end);

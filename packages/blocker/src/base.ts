@@ -17,22 +17,19 @@
  * release means. A waiting acquire sleeps `lockPollMs` between attempts, or as the backend's
  * session says (RADOS wakes on watch/notify); close() ends every wait with ECLOSED.
  */
-import type {
-  AcquireOptions,
-  Blocker,
-  ObjectInfo,
-  ReadOptions,
-  ReleaseOptions,
-  WriteOptions,
+import {
+  type AcquireOptions,
+  type Blocker,
+  LOCK_SUFFIX,
+  type ObjectInfo,
+  type ReadOptions,
+  type ReleaseOptions,
+  type WriteOptions,
 } from './contract.js';
-import { LOCK_SUFFIX } from './contract.js';
 import { CallGate } from './gate.js';
 import {
-  checkData,
-  checkLength,
   checkName,
   checkPrefix,
-  checkTimeout,
   closedError,
   countError,
   dataError,
@@ -40,10 +37,12 @@ import {
   lengthError,
   lockedError,
   lockTimeoutError,
+  type NameRole,
   nameError,
   notLockedError,
   notOwnerError,
   targetError,
+  timeoutError,
 } from './rules.js';
 
 /** Who holds a lock. Backends may carry more (RADOS: its lockers) for their `_unlock`. */
@@ -113,7 +112,7 @@ export abstract class AbstractBlocker<H extends LockHolder = LockHolder> impleme
   read(name: string, offset: number, length: number, options?: ReadOptions): Promise<Buffer> {
     return (
       this.refuse(name, offset, lengthError(length)) ??
-      this._read(name, offset, length, options).then(this.leaveOk, this.leaveErr)
+      this._read(name, offset, length, options?.missingOk === true).then(this.leaveOk, this.leaveErr)
     );
   }
 
@@ -131,7 +130,7 @@ export abstract class AbstractBlocker<H extends LockHolder = LockHolder> impleme
   write(name: string, offset: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
     return (
       this.refuse(name, offset, dataError(data)) ??
-      this._write(name, offset, data, options).then(this.leaveOk, this.leaveErr)
+      this._write(name, offset, data, options?.durable === true).then(this.leaveOk, this.leaveErr)
     );
   }
 
@@ -148,46 +147,24 @@ export abstract class AbstractBlocker<H extends LockHolder = LockHolder> impleme
 
   // ------------------------------------------------------------------ objects
 
-  async writeFull(name: string, data: Uint8Array): Promise<void> {
-    this.enter();
-    try {
-      checkName(name);
-      checkData(data);
-      return await this._writeFull(name, data);
-    } finally {
-      this.leave();
-    }
+  writeFull(name: string, data: Uint8Array): Promise<void> {
+    return this.counted(name, 'object name', dataError(data), () => this._writeFull(name, data));
   }
 
-  async copy(src: string, dst: string, options?: ReadOptions): Promise<void> {
-    this.enter();
-    try {
-      checkName(src, 'source object name');
-      checkName(dst, 'destination object name');
-      return await this._copy(src, dst, options?.missingOk === true);
-    } finally {
-      this.leave();
-    }
+  copy(src: string, dst: string, options?: ReadOptions): Promise<void> {
+    const bad = nameError(dst, 'destination object name');
+    return this.counted(src, 'source object name', bad, () =>
+      this._copy(src, dst, options?.missingOk === true),
+    );
   }
 
-  async delete(name: string): Promise<boolean> {
-    this.enter();
-    try {
-      checkName(name);
-      return await this._delete(name);
-    } finally {
-      this.leave();
-    }
+  delete(name: string): Promise<boolean> {
+    return this.counted(name, 'object name', null, () => this._delete(name));
   }
 
   async info(name: string): Promise<ObjectInfo | null> {
-    this.enter();
-    try {
-      checkName(name);
-      return await this._info(name);
-    } finally {
-      this.leave();
-    }
+    const size = await this.counted(name, 'object name', null, () => this._info(name));
+    return size === null ? null : { size };
   }
 
   async exists(name: string): Promise<boolean> {
@@ -208,45 +185,43 @@ export abstract class AbstractBlocker<H extends LockHolder = LockHolder> impleme
     }
   }
 
-  async hash(name: string, size: number): Promise<string> {
-    this.enter();
-    try {
-      checkName(name);
-      checkLength(size, 'size');
-      return await this._hash(name, size);
-    } finally {
-      this.leave();
-    }
+  hash(name: string, size: number): Promise<string> {
+    return this.counted(name, 'object name', lengthError(size, 'size'), () => this._hash(name, size));
   }
 
   // ------------------------------------------------------------------ locks
 
-  async acquire(name: string, options?: AcquireOptions): Promise<void> {
-    this.enter();
-    try {
-      checkName(name, 'lock name');
-      if (options?.timeoutMs !== undefined) checkTimeout(options.timeoutMs, name);
-      await this.acquireLock(name, options?.wait === true, options?.timeoutMs ?? this.lockTimeoutMs);
-    } finally {
-      this.leave();
-    }
+  acquire(name: string, options?: AcquireOptions): Promise<void> {
+    const t = options?.timeoutMs;
+    const bad = t === undefined ? null : timeoutError(t, name);
+    const wait = options?.wait === true;
+    return this.counted(name, 'lock name', bad, () => this.acquireLock(name, wait, t ?? this.lockTimeoutMs));
   }
 
-  async release(name: string, options?: ReleaseOptions): Promise<void> {
-    this.enter();
-    try {
-      checkName(name, 'lock name');
-      await this._release(name, options?.force === true);
-    } finally {
-      this.leave();
-    }
+  release(name: string, options?: ReleaseOptions): Promise<void> {
+    return this.counted(name, 'lock name', null, () => this._release(name, options?.force === true));
   }
 
   async lockOwner(name: string): Promise<string | null> {
+    const holder = await this.counted(name, 'lock name', null, () => this._lockHolder(name));
+    return holder?.owner ?? null;
+  }
+
+  /**
+   * The calls off the hot path: checks (closed, then `name` in its `role`, then `bad`, another
+   * argument's error), then `run`, counted as a call in flight until it settles.
+   */
+  private async counted<T>(
+    name: unknown,
+    role: NameRole,
+    bad: Error | null,
+    run: () => Promise<T>,
+  ): Promise<T> {
     this.enter();
     try {
-      checkName(name, 'lock name');
-      return (await this._lockHolder(name))?.owner ?? null;
+      checkName(name, role);
+      if (bad !== null) throw bad;
+      return await run();
     } finally {
       this.leave();
     }
@@ -347,26 +322,17 @@ export abstract class AbstractBlocker<H extends LockHolder = LockHolder> impleme
   // ------------------------------------------------------------------ the backend
 
   /** `length` bytes at `offset`, zeros past the end; ENOENT_OBJECT for a missing object unless `missingOk`. */
-  protected abstract _read(
-    name: string,
-    offset: number,
-    length: number,
-    options: ReadOptions | undefined,
-  ): Promise<Buffer>;
+  protected abstract _read(name: string, offset: number, length: number, missingOk: boolean): Promise<Buffer>;
 
   /** `target.length` bytes at `offset` into `target`, zeros past the end or for a missing object. */
   protected _readInto(name: string, offset: number, target: Buffer): Promise<void> {
-    return this._read(name, offset, target.length, { missingOk: true }).then((b) => {
+    return this._read(name, offset, target.length, true).then((b) => {
       b.copy(target);
     });
   }
 
-  protected abstract _write(
-    name: string,
-    offset: number,
-    data: Uint8Array,
-    options: WriteOptions | undefined,
-  ): Promise<void>;
+  /** `durable`: durable when resolved also in write-back mode (NBD FUA). */
+  protected abstract _write(name: string, offset: number, data: Uint8Array, durable: boolean): Promise<void>;
 
   protected abstract _writeFull(name: string, data: Uint8Array): Promise<void>;
 
@@ -375,7 +341,8 @@ export abstract class AbstractBlocker<H extends LockHolder = LockHolder> impleme
 
   protected abstract _delete(name: string): Promise<boolean>;
 
-  protected abstract _info(name: string): Promise<ObjectInfo | null>;
+  /** The object's size, or null when it does not exist. */
+  protected abstract _info(name: string): Promise<number | null>;
 
   /** Names starting with `prefix`; the base drops lock names and anything that is no object name. */
   protected abstract _list(prefix: string): AsyncIterable<string>;

@@ -31,8 +31,8 @@ export function isValidObjectName(name: unknown): name is string {
   return typeof name === 'string' && NAME_RE.test(name) && name !== '.' && name !== '..';
 }
 
-// Each rule comes twice: `xxxError` returns the error (or null), for the hot path, which rejects
-// without a throw; `checkXxx` throws it.
+// Each rule is an `xxxError` function that returns the error (or null): the hot path rejects with
+// it without a throw. `checkName`, `checkData` and `checkPrefix` throw it.
 
 /** EINVAL_NAME unless `name` is a valid object name. */
 export function nameError(name: unknown, role: NameRole = 'object name'): ArchipelagoError | null {
@@ -97,38 +97,21 @@ export function timeoutError(ms: unknown, lock: string): ArchipelagoError | null
 
 /** Throws EINVAL_NAME unless `name` is a valid object name. */
 export function checkName(name: unknown, role: NameRole = 'object name'): asserts name is string {
-  const e = nameError(name, role);
-  if (e) throw e;
-}
-
-/** Throws EINVAL unless `n` is an integer >= 0. */
-export function checkCount(n: unknown, what: string): asserts n is number {
-  const e = countError(n, what);
-  if (e) throw e;
-}
-
-/** Throws EINVAL unless `n` is an integer >= 0 that fits one buffer. */
-export function checkLength(n: unknown, what = 'length'): asserts n is number {
-  const e = lengthError(n, what);
-  if (e) throw e;
+  throwIf(nameError(name, role));
 }
 
 /** Throws a TypeError unless `data` is a Uint8Array. */
 export function checkData(data: unknown): asserts data is Uint8Array {
-  const e = dataError(data);
-  if (e) throw e;
+  throwIf(dataError(data));
 }
 
 /** Throws a TypeError unless `prefix` is a string (list's prefix). */
 export function checkPrefix(prefix: unknown): asserts prefix is string {
-  const e = prefixError(prefix);
-  if (e) throw e;
+  throwIf(prefixError(prefix));
 }
 
-/** Throws EINVAL unless `ms` is a wait time: a finite number >= 0. */
-export function checkTimeout(ms: unknown, lock: string): asserts ms is number {
-  const e = timeoutError(ms, lock);
-  if (e) throw e;
+function throwIf(e: Error | null): void {
+  if (e !== null) throw e;
 }
 
 function describe(v: unknown): string {

@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { AbstractBlocker, type LockSession } from '../base.js';
-import { type ObjectInfo, type ReadOptions, resolveIdentity } from '../contract.js';
+import { resolveIdentity } from '../contract.js';
 import { missingObjectError, missingSourceError } from '../rules.js';
 
 /** Objects and locks shared by the MemoryBlockers built on it. */
@@ -38,15 +38,10 @@ export class MemoryBlocker extends AbstractBlocker {
     this.store = opts.store ?? new MemoryStore();
   }
 
-  protected async _read(
-    name: string,
-    offset: number,
-    length: number,
-    options?: ReadOptions,
-  ): Promise<Buffer> {
+  protected async _read(name: string, offset: number, length: number, missingOk: boolean): Promise<Buffer> {
     const obj = this.store.objects.get(name);
     if (!obj) {
-      if (options?.missingOk) return Buffer.alloc(length);
+      if (missingOk) return Buffer.alloc(length);
       throw missingObjectError(name);
     }
     const out = Buffer.alloc(length);
@@ -76,9 +71,8 @@ export class MemoryBlocker extends AbstractBlocker {
     return this.store.objects.delete(name);
   }
 
-  protected async _info(name: string): Promise<ObjectInfo | null> {
-    const obj = this.store.objects.get(name);
-    return obj ? { size: obj.length } : null;
+  protected async _info(name: string): Promise<number | null> {
+    return this.store.objects.get(name)?.length ?? null;
   }
 
   protected async *_list(prefix: string): AsyncIterable<string> {

@@ -13,10 +13,7 @@ import {
   isValidObjectName,
   type LockHolder,
   type LockSession,
-  type ObjectInfo,
-  type ReadOptions,
   resolveIdentity,
-  type WriteOptions,
 } from '@archipelago/blocker';
 import {
   ArchipelagoError,
@@ -107,13 +104,13 @@ export class SegmentBlocker extends AbstractBlocker {
     return this.close();
   }
 
-  protected _read(name: string, offset: number, length: number, options?: ReadOptions): Promise<Buffer> {
+  protected _read(name: string, offset: number, length: number, missingOk: boolean): Promise<Buffer> {
     return this.link.readReply(`read ${name}`, {
       op: Op.READ,
       target: name,
       offset,
       size: length,
-      flags: options?.missingOk ? PeerFlag.MISSINGOK : 0,
+      flags: missingOk ? PeerFlag.MISSINGOK : 0,
     });
   }
 
@@ -127,7 +124,7 @@ export class SegmentBlocker extends AbstractBlocker {
   }
 
   /** `durable` (the composer's FUA) travels as XF_FUA: the peer's blocker answers once it is durable. */
-  protected _write(name: string, offset: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
+  protected _write(name: string, offset: number, data: Uint8Array, durable: boolean): Promise<void> {
     const buf = toBuffer(data);
     return this.link.simple(`write ${name}`, {
       op: Op.WRITE,
@@ -135,7 +132,7 @@ export class SegmentBlocker extends AbstractBlocker {
       offset,
       size: buf.length,
       data: buf,
-      flags: options?.durable ? XF.FUA : 0,
+      flags: durable ? XF.FUA : 0,
     });
   }
 
@@ -167,14 +164,14 @@ export class SegmentBlocker extends AbstractBlocker {
     );
   }
 
-  protected async _info(name: string): Promise<ObjectInfo | null> {
+  protected async _info(name: string): Promise<number | null> {
     const r = await absentAs(
       null,
       this.link.request(`info ${name}`, { op: Op.INFO, target: name, reserve: 8 }),
     );
     if (r === null) return null;
     try {
-      return { size: Number(decodeInfoReply(Buffer.from(r.data.subarray(0, 8)))) };
+      return Number(decodeInfoReply(Buffer.from(r.data.subarray(0, 8))));
     } finally {
       r.release();
     }

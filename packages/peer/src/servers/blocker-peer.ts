@@ -14,7 +14,6 @@ import {
   encodeInfoReply,
   encodeTargetPayload,
   Op,
-  opName,
   XF,
 } from '@archipelago/libxseg';
 import type { RespondOptions, XsegRequest } from '@archipelago/libxseg/segment';
@@ -24,7 +23,7 @@ import {
   type RadosBlockerPeerOptions,
 } from '../options.js';
 import { LIST_PAGE_BYTES, PeerFlag, PeerOp, payloadOf } from '../protocol/wire.js';
-import type { PeerService } from './service.js';
+import { notServed, type PeerService, peerService } from './service.js';
 
 export type { PeerService };
 
@@ -79,8 +78,6 @@ export function createBlockerService(
     const name = req.target;
     const missingOk = (req.flags & PeerFlag.MISSINGOK) !== 0;
     switch (req.op) {
-      case Op.PING:
-        return { serviced: 0 };
       case Op.READ: {
         const out = payload(req);
         // Straight into the request's shared data: no fresh buffer per read (first touches of
@@ -163,23 +160,14 @@ export function createBlockerService(
         return { data, serviced: more ? 1 : 0 };
       }
       default:
-        throw new ArchipelagoError(
-          'ENOTSUP',
-          `op ${req.op} (${opName(req.op)}) is not served by a blocker peer`,
-          {
-            details: { op: req.op },
-          },
-        );
+        throw notServed(req, 'a blocker peer');
     }
   }
 
-  return {
-    serve,
-    async close() {
-      await Promise.all([main.close(), ...[...lockers.values()].map((b) => b.close())]);
-      lockers.clear();
-    },
-  };
+  return peerService(serve, async () => {
+    await Promise.all([main.close(), ...[...lockers.values()].map((b) => b.close())]);
+    lockers.clear();
+  });
 }
 
 /** A blocker peer over files: per-identity lockers are FileBlockers with a tiny fd cache. */

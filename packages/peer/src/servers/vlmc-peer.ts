@@ -6,7 +6,7 @@
  * serves are in protocol/vlmc-wire.ts.
  */
 import { Composer } from '@archipelago/composer';
-import { ArchipelagoError, decodeTargetPayload, encodeInfoReply, opName, XF } from '@archipelago/libxseg';
+import { ArchipelagoError, decodeTargetPayload, encodeInfoReply, XF } from '@archipelago/libxseg';
 import type { RespondOptions, Segment, XsegRequest } from '@archipelago/libxseg/segment';
 import type { Logger } from '@archipelago/mapper';
 import { SegmentBlocker } from '../clients/segment-blocker.js';
@@ -14,7 +14,7 @@ import { SegmentMapper } from '../clients/segment-mapper.js';
 import type { VlmcdPeerOptions } from '../options.js';
 import { decodeReadVector, VlmcFlag, VlmcOp } from '../protocol/vlmc-wire.js';
 import { payloadOf, toJson } from '../protocol/wire.js';
-import type { PeerService } from './service.js';
+import { notServed, type PeerService, peerService } from './service.js';
 
 export function createVlmcService(
   o: VlmcdPeerOptions,
@@ -32,8 +32,6 @@ export function createVlmcService(
     const name = req.target;
     const fua = (req.flags & XF.FUA) !== 0;
     switch (req.op) {
-      case VlmcOp.PING:
-        return { serviced: 0 };
       case VlmcOp.READ:
         await composer.readInto(name, req.offset, payloadOf(req));
         return { serviced: req.size };
@@ -96,17 +94,12 @@ export function createVlmcService(
         return { data, serviced: data.length };
       }
       default:
-        throw new ArchipelagoError('ENOTSUP', `op ${req.op} (${opName(req.op)}) is not served by vlmcd`, {
-          details: { op: req.op },
-        });
+        throw notServed(req, 'vlmcd');
     }
   }
 
-  return {
-    composer,
-    serve,
-    async close() {
-      await Promise.allSettled([mapper.close(), blockerb.close()]);
-    },
+  const close = async () => {
+    await Promise.allSettled([mapper.close(), blockerb.close()]);
   };
+  return { composer, ...peerService(serve, close) };
 }
