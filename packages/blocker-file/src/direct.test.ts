@@ -10,30 +10,31 @@ const canDirect = process.platform === 'linux' && supportsODirect(base);
 const dir = mkdtempSync(join(base, 'archip-direct-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-function probeFd(): number {
+/** Runs `fn` with an O_DIRECT fd on a fresh file of one aligned block of 1s; closes it after. */
+async function withProbe(fn: (fd: number) => Promise<void>): Promise<void> {
   const p = join(dir, `probe-${Math.random().toString(36).slice(2)}`);
   writeFileSync(p, Buffer.alloc(DIRECT_ALIGN, 1));
-  return openSync(p, constants.O_RDONLY | constants.O_DIRECT);
+  const fd = openSync(p, constants.O_RDONLY | constants.O_DIRECT);
+  try {
+    await fn(fd);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 describe.skipIf(!canDirect)('aligned bounce buffers', () => {
-  it('finds a window in a Buffer.alloc that the kernel accepts for O_DIRECT', async () => {
-    const fd = probeFd();
-    try {
+  it('finds a window in a Buffer.alloc that the kernel accepts for O_DIRECT', () =>
+    withProbe(async (fd) => {
       const buf = Buffer.alloc(3 * DIRECT_ALIGN);
       const shift = await findAlignedShift(fd, buf);
       expect(shift).toBeGreaterThanOrEqual(0);
       expect(shift).toBeLessThan(DIRECT_ALIGN);
       expect(await fsio.pread(fd, buf, shift, DIRECT_ALIGN, 0)).toBe(DIRECT_ALIGN);
       expect(buf[shift]).toBe(1);
-    } finally {
-      closeSync(fd);
-    }
-  });
+    }));
 
-  it('hands out aligned chunks of CHUNK_SIZE, page-aligned when WebAssembly memory is there', async () => {
-    const fd = probeFd();
-    try {
+  it('hands out aligned chunks of CHUNK_SIZE, page-aligned when WebAssembly memory is there', () =>
+    withProbe(async (fd) => {
       const pool = await AlignedPool.create(fd, 3);
       expect(pool.pageAligned).toBe(true);
       const chunks = [await pool.take(), await pool.take(), await pool.take()];
@@ -43,14 +44,10 @@ describe.skipIf(!canDirect)('aligned bounce buffers', () => {
         expect(await fsio.pread(fd, c, CHUNK_SIZE - DIRECT_ALIGN, DIRECT_ALIGN, 0)).toBe(DIRECT_ALIGN);
       }
       for (const c of chunks) pool.put(c);
-    } finally {
-      closeSync(fd);
-    }
-  });
+    }));
 
-  it('makes takers wait while every chunk is in use', async () => {
-    const fd = probeFd();
-    try {
+  it('makes takers wait while every chunk is in use', () =>
+    withProbe(async (fd) => {
       const pool = await AlignedPool.create(fd, 1);
       const first = await pool.take();
       let second: Buffer | null = null;
@@ -62,10 +59,7 @@ describe.skipIf(!canDirect)('aligned bounce buffers', () => {
       pool.put(first);
       await pending;
       expect(second).toBe(first);
-    } finally {
-      closeSync(fd);
-    }
-  });
+    }));
 });
 
 describe.skipIf(!canDirect)('O_DIRECT with page-aligned caller memory (fastio.largeBuffer)', () => {

@@ -12,29 +12,27 @@
  * that is synced and then renamed over the target (atomic replace). So a resolved write survives
  * a crash, and a crash in the middle of writeFull or copy leaves the old object or the new one.
  */
-import { constants as bufferConstants } from 'node:buffer';
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import {
-  type AcquireOptions,
-  type Blocker,
-  CallGate,
+  AbstractBlocker,
+  checkData,
+  checkName,
   LOCK_SUFFIX,
-  type ObjectInfo,
-  type ReadOptions,
-  type ReleaseOptions,
+  type LockSession,
+  missingObjectError,
+  missingSourceError,
   resolveIdentity,
-  type WriteOptions,
 } from '@archipelago/blocker';
 import { addressAlignment } from '@archipelago/fastio';
 import { ArchipelagoError, fromSystemError } from '@archipelago/libxseg';
 import { AlignedPool, CHUNK_SIZE, DIRECT_ALIGN } from './direct.js';
 import { FdCache, type FdEntry } from './fd-cache.js';
 import * as fsio from './fsio.js';
-import { checkName, hashedPath, isValidObjectName, TEMP_MARK } from './names.js';
+import { hashedPath, TEMP_MARK } from './names.js';
 import { stripTrailingZeros } from './strip.js';
 
 /** SHA-256 of the empty string: the zero block's name (reference §1.1). */
@@ -50,9 +48,6 @@ const O_DIRECT: number = fs.constants.O_DIRECT ?? 0;
 
 /** Above this many remembered directories the set is cleared (mkdir of an existing dir is cheap). */
 const MAX_KNOWN_DIRS = 65_536;
-/** Largest single read: one Buffer, and one pread(2) can move at most 2 GiB - 1. */
-const MAX_READ = Math.min(bufferConstants.MAX_LENGTH, 2 ** 31 - 1);
-/** Identity length limit, as the original's `--uniquestr`. */
 
 export interface FileBlockerOptions {
   /** Data directory; created on first write. */
@@ -79,16 +74,15 @@ export interface FileBlockerOptions {
 
 type DirectState = 'off' | 'untested' | 'on';
 
-export class FileBlocker implements Blocker {
-  readonly specificationVersion = 'v1' as const;
-  readonly kind = 'file';
-  readonly identity: string;
+/**
+ * The file blocker. Arguments, close() and the lock logic are AbstractBlocker's; this class is the
+ * store: the `_read`, `_write`, ... it implements, plus `storeContent` and the O_DIRECT machinery.
+ */
+export class FileBlocker extends AbstractBlocker {
   /** Absolute data directory. */
   readonly dir: string;
   /** Absolute flat lock directory, or null when locks are hashed into `dir`. */
   readonly lockDir: string | null;
-  readonly lockTimeoutMs: number;
-  readonly lockPollMs: number;
 
   // --- mutable state, guarded by the event loop
   private readonly fds: FdCache;
@@ -101,10 +95,6 @@ export class FileBlocker implements Blocker {
   private probeFd: number | null = null;
   /** O_DIRECT writes to one file run one at a time (they read-modify-write edge blocks and truncate). */
   private readonly directWrites = new Map<string, Promise<void>>();
-  private readonly gate = new CallGate(closedError);
-  private closing: Promise<void> | null = null;
-  /** Wake-ups of waiting acquires, called by close(). */
-  private readonly sleepers = new Set<() => void>();
   /** Write-back mode: paths written since the last flush, not yet synced. */
   private dirty = new Set<string>();
   /**
@@ -135,11 +125,9 @@ export class FileBlocker implements Blocker {
     if (!Number.isFinite(lockPollMs) || lockPollMs <= 0)
       throw new RangeError('FileBlocker: "lockPollMs" must be > 0');
 
+    super({ kind: 'file', identity, lockTimeoutMs, lockPollMs });
     this.dir = resolve(opts.dir);
     this.lockDir = opts.lockDir === undefined ? null : resolve(opts.lockDir);
-    this.identity = identity;
-    this.lockTimeoutMs = lockTimeoutMs;
-    this.lockPollMs = lockPollMs;
     this.direct = opts.direct && O_DIRECT !== 0 ? 'untested' : 'off';
     if (opts.sync !== undefined && opts.sync !== 'always' && opts.sync !== 'flush') {
       throw new TypeError('FileBlocker: "sync" must be "always" or "flush"');
@@ -179,19 +167,8 @@ export class FileBlocker implements Blocker {
 
   // ------------------------------------------------------------------ objects
 
-  async read(name: string, offset: number, length: number, options?: ReadOptions): Promise<Buffer> {
-    this.enter();
-    try {
-      checkName(name);
-      checkCount(offset, 'offset');
-      checkCount(length, 'length');
-      if (length > MAX_READ) {
-        throw new ArchipelagoError('EINVAL', `read length ${length} is larger than a single buffer can hold`);
-      }
-      return await this.readObject(name, offset, length, options, null);
-    } finally {
-      this.leave();
-    }
+  protected _read(name: string, offset: number, length: number, missingOk: boolean): Promise<Buffer> {
+    return this.readObject(name, offset, length, missingOk, null);
   }
 
   /** `read`, into `target` when given (O_DIRECT mode: straight into it when it is aligned). */
@@ -199,7 +176,7 @@ export class FileBlocker implements Blocker {
     name: string,
     offset: number,
     length: number,
-    options: ReadOptions | undefined,
+    missingOk: boolean,
     target: Buffer | null,
   ): Promise<Buffer> {
     const path = hashedPath(this.dir, name);
@@ -210,11 +187,8 @@ export class FileBlocker implements Blocker {
         entry = await this.fds.get(path);
       } catch (e) {
         if (fsio.errno(e) === 'ENOENT' || fsio.errno(e) === 'ENOTDIR') {
-          if (options?.missingOk) return target ? target.fill(0) : Buffer.alloc(length);
-          throw new ArchipelagoError('ENOENT_OBJECT', `object ${name} does not exist`, {
-            cause: e,
-            details: { name },
-          });
+          if (missingOk) return target ? target.fill(0) : Buffer.alloc(length);
+          throw missingObjectError(name, e);
         }
         throw fromSystemError(e, `read ${name}`);
       }
@@ -223,11 +197,7 @@ export class FileBlocker implements Blocker {
           ? await this.readDirect(entry.fd, offset, length, target)
           : await readBuffered(entry.fd, offset, length);
       } catch (e) {
-        if (entry.direct && fsio.errno(e) === 'EINVAL') {
-          this.disableDirect();
-          continue;
-        }
-        throw fromSystemError(e, `read ${name}`);
+        this.directRefused(entry, e, `read ${name}`); // throws unless a buffered retry follows
       } finally {
         this.fds.release(entry);
       }
@@ -235,197 +205,132 @@ export class FileBlocker implements Blocker {
   }
 
   /**
-   * Like `read` with `missingOk`, into a caller's buffer (`target.length` bytes at `offset`; zeros
-   * past the end or for a missing object). Not part of the contract: it lets a streaming reader
-   * (the HTTP gateway) reuse a few warm buffers instead of faulting in fresh memory per read.
+   * Contract `readInto` (streaming readers reuse a few warm buffers instead of faulting in fresh
+   * memory per read); in O_DIRECT mode straight into `target` when it is aligned.
    */
-  async readInto(name: string, offset: number, target: Buffer): Promise<void> {
-    this.enter();
+  protected override async _readInto(name: string, offset: number, target: Buffer): Promise<void> {
+    if (this.direct !== 'off') {
+      const got = await this.readObject(name, offset, target.length, true, target);
+      if (got !== target) got.copy(target);
+      return;
+    }
+    const path = hashedPath(this.dir, name);
+    let entry: FdEntry;
     try {
-      checkName(name);
-      checkCount(offset, 'offset');
-      if (this.direct !== 'off') {
-        const got = await this.readObject(name, offset, target.length, { missingOk: true }, target);
-        if (got !== target) got.copy(target);
+      entry = await this.fds.get(path);
+    } catch (e) {
+      if (fsio.errno(e) === 'ENOENT' || fsio.errno(e) === 'ENOTDIR') {
+        target.fill(0);
         return;
       }
-      const path = hashedPath(this.dir, name);
+      throw fromSystemError(e, `read ${name}`);
+    }
+    try {
+      const got = await fsio.preadCachedFully(entry.fd, target, 0, target.length, offset);
+      if (got < target.length) target.fill(0, got);
+    } catch (e) {
+      throw fromSystemError(e, `read ${name}`);
+    } finally {
+      this.fds.release(entry);
+    }
+  }
+
+  protected async _write(name: string, offset: number, data: Uint8Array, durable: boolean): Promise<void> {
+    const path = hashedPath(this.dir, name);
+    if (this.direct === 'untested') await this.initDirect();
+    for (;;) {
       let entry: FdEntry;
       try {
-        entry = await this.fds.get(path);
+        // New directory entries are always deferred: a durable write syncs them together
+        // with its data below (one journal commit instead of three in a row), and a
+        // write-back write leaves them to the flush.
+        entry = await this.openForWrite(path);
       } catch (e) {
-        if (fsio.errno(e) === 'ENOENT' || fsio.errno(e) === 'ENOTDIR') {
-          target.fill(0);
-          return;
-        }
-        throw fromSystemError(e, `read ${name}`);
+        throw fromSystemError(e, `write ${name}`);
       }
       try {
-        const got = await fsio.preadCachedFully(entry.fd, target, 0, target.length, offset);
-        if (got < target.length) target.fill(0, got);
+        if (entry.direct) {
+          const fd = entry.fd;
+          await this.serialized(path, () => this.writeDirect(fd, offset, data));
+        } else {
+          await fsio.pwriteFully(entry.fd, data, 0, data.byteLength, offset);
+        }
+        if (this.sync === 'always' || durable) {
+          // The data and every pending directory entry (this object's name among them) are
+          // durable before the write resolves; the fsyncs run side by side.
+          if (this.dirtyDirs.size === 0 && this.syncingDirs.size === 0) await fsio.fdatasync(entry.fd);
+          else await settleAll([fsio.fdatasync(entry.fd), this.syncDirs()]);
+        } else this.dirty.add(path);
+        return;
       } catch (e) {
-        throw fromSystemError(e, `read ${name}`);
+        this.directRefused(entry, e, `write ${name}`); // throws unless a buffered retry follows
       } finally {
         this.fds.release(entry);
       }
-    } finally {
-      this.leave();
     }
   }
 
-  async write(name: string, offset: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
-    this.enter();
-    try {
-      checkName(name);
-      checkCount(offset, 'offset');
-      checkData(data);
-      const path = hashedPath(this.dir, name);
-      if (this.direct === 'untested') await this.initDirect();
-      for (;;) {
-        let entry: FdEntry;
-        try {
-          // New directory entries are always deferred: a durable write syncs them together
-          // with its data below (one journal commit instead of three in a row), and a
-          // write-back write leaves them to the flush.
-          entry = await this.openForWrite(path);
-        } catch (e) {
-          throw fromSystemError(e, `write ${name}`);
-        }
-        try {
-          if (entry.direct) {
-            const fd = entry.fd;
-            await this.serialized(path, () => this.writeDirect(fd, offset, data));
-          } else {
-            await fsio.pwriteFully(entry.fd, data, 0, data.byteLength, offset);
-          }
-          if (this.sync === 'always' || options?.durable) {
-            // The data and every pending directory entry (this object's name among them) are
-            // durable before the write resolves; the fsyncs run side by side.
-            if (this.dirtyDirs.size === 0 && this.syncingDirs.size === 0) await fsio.fdatasync(entry.fd);
-            else await settleAll([fsio.fdatasync(entry.fd), this.syncDirs()]);
-          } else this.dirty.add(path);
+  protected async _writeFull(name: string, data: Uint8Array): Promise<void> {
+    await this.replace(name, `writeFull ${name}`, (tmp) => writeSynced(tmp, data, fsio.fdatasync));
+  }
+
+  protected async _copy(src: string, dst: string, missingOk: boolean): Promise<void> {
+    const srcPath = hashedPath(this.dir, src);
+    await this.replace(dst, `copy ${src} to ${dst}`, async (tmp) => {
+      try {
+        // A reflink where the filesystem can (btrfs, xfs), else copy_file_range/sendfile in the kernel.
+        await fsp.copyFile(srcPath, tmp, fs.constants.COPYFILE_FICLONE);
+      } catch (e) {
+        const code = fsio.errno(e);
+        // ENOENT may also mean the temp file's directory vanished; only a missing source counts.
+        if ((code === 'ENOENT' || code === 'ENOTDIR') && !(await pathExists(srcPath))) {
+          if (!missingOk) throw missingSourceError(src, e);
+          await fsio.close(await fsio.open(tmp, O_WRONLY | O_CREAT | O_EXCL));
           return;
-        } catch (e) {
-          if (entry.direct && fsio.errno(e) === 'EINVAL') {
-            this.disableDirect();
-            continue;
-          }
-          throw fromSystemError(e, `write ${name}`);
-        } finally {
-          this.fds.release(entry);
         }
+        throw e;
       }
-    } finally {
-      this.leave();
-    }
-  }
-
-  async writeFull(name: string, data: Uint8Array): Promise<void> {
-    this.enter();
-    try {
-      checkName(name);
-      checkData(data);
-      await this.replace(name, `writeFull ${name}`, async (tmp) => {
-        const fd = await fsio.open(tmp, O_WRONLY | O_CREAT | O_EXCL);
-        try {
-          await fsio.pwriteFully(fd, data, 0, data.byteLength, 0);
-          await fsio.fdatasync(fd);
-        } finally {
-          await fsio.close(fd).catch(() => {});
-        }
-      });
-    } finally {
-      this.leave();
-    }
-  }
-
-  async copy(src: string, dst: string, options?: ReadOptions): Promise<void> {
-    this.enter();
-    try {
-      checkName(src, 'source object name');
-      checkName(dst, 'destination object name');
-      const srcPath = hashedPath(this.dir, src);
-      await this.replace(dst, `copy ${src} to ${dst}`, async (tmp) => {
-        try {
-          // A reflink where the filesystem can (btrfs, xfs), else copy_file_range/sendfile in the kernel.
-          await fsp.copyFile(srcPath, tmp, fs.constants.COPYFILE_FICLONE);
-        } catch (e) {
-          const code = fsio.errno(e);
-          // ENOENT may also mean the temp file's directory vanished; only a missing source counts.
-          if ((code === 'ENOENT' || code === 'ENOTDIR') && !(await pathExists(srcPath))) {
-            if (!options?.missingOk) {
-              throw new ArchipelagoError('ENOENT_OBJECT', `cannot copy ${src}: the object does not exist`, {
-                cause: e,
-                details: { name: src },
-              });
-            }
-            await fsio.close(await fsio.open(tmp, O_WRONLY | O_CREAT | O_EXCL));
-            return;
-          }
-          throw e;
-        }
-        const fd = await fsio.open(tmp, O_RDWR);
-        try {
-          await fsio.fdatasync(fd);
-        } finally {
-          await fsio.close(fd).catch(() => {});
-        }
-      });
-    } finally {
-      this.leave();
-    }
-  }
-
-  async delete(name: string): Promise<boolean> {
-    this.enter();
-    try {
-      checkName(name);
-      const path = hashedPath(this.dir, name);
+      const fd = await fsio.open(tmp, O_RDWR);
       try {
-        this.dirty.delete(path);
-        await fsp.unlink(path);
-        return true;
-      } catch (e) {
-        const code = fsio.errno(e);
-        if (code === 'ENOENT' || code === 'ENOTDIR') return false;
-        throw fromSystemError(e, `delete ${name}`);
+        await fsio.fdatasync(fd);
       } finally {
-        this.fds.invalidate(path);
+        await fsio.close(fd).catch(() => {});
       }
-    } finally {
-      this.leave();
-    }
+    });
   }
 
-  async info(name: string): Promise<ObjectInfo | null> {
-    this.enter();
+  protected async _delete(name: string): Promise<boolean> {
+    const path = hashedPath(this.dir, name);
     try {
-      checkName(name);
-      const path = hashedPath(this.dir, name);
-      // An O_DIRECT write briefly rounds the size up to the block; wait for it to settle.
-      const pending = this.directWrites.get(path);
-      if (pending) await pending;
-      try {
-        const st = await fsp.stat(path);
-        return { size: st.size };
-      } catch (e) {
-        const code = fsio.errno(e);
-        if (code === 'ENOENT' || code === 'ENOTDIR') return null;
-        throw fromSystemError(e, `info ${name}`);
-      }
+      this.dirty.delete(path);
+      await fsp.unlink(path);
+      return true;
+    } catch (e) {
+      const code = fsio.errno(e);
+      if (code === 'ENOENT' || code === 'ENOTDIR') return false;
+      throw fromSystemError(e, `delete ${name}`);
     } finally {
-      this.leave();
+      this.fds.invalidate(path);
     }
   }
 
-  async exists(name: string): Promise<boolean> {
-    return (await this.info(name)) !== null;
+  protected async _info(name: string): Promise<number | null> {
+    const path = hashedPath(this.dir, name);
+    // An O_DIRECT write briefly rounds the size up to the block; wait for it to settle.
+    const pending = this.directWrites.get(path);
+    if (pending) await pending;
+    try {
+      return (await fsp.stat(path)).size;
+    } catch (e) {
+      const code = fsio.errno(e);
+      if (code === 'ENOENT' || code === 'ENOTDIR') return null;
+      throw fromSystemError(e, `info ${name}`);
+    }
   }
 
-  async *list(prefix = ''): AsyncIterable<string> {
-    if (typeof prefix !== 'string') throw new TypeError('list: prefix must be a string');
-    // Not counted as an operation in flight (an abandoned iterator would block close() forever);
-    // instead every directory step checks that the blocker is still open.
+  /** Every file of the leaf directories; the base keeps the object names (no locks, no temp files). */
+  protected async *_list(prefix: string): AsyncIterable<string> {
+    // Every directory step checks that the blocker is still open (list is not a counted call).
     for (const a of await this.listHexDir(this.dir)) {
       const da = join(this.dir, a);
       for (const b of await this.listHexDir(da)) {
@@ -433,10 +338,7 @@ export class FileBlocker implements Blocker {
         for (const c of await this.listHexDir(db)) {
           const dc = join(db, c);
           for (const ent of await this.readDir(dc)) {
-            const n = ent.name;
-            // Objects only: no lock files, no temporary files (they contain '~'), nothing else.
-            if (n.startsWith(prefix) && !n.endsWith(LOCK_SUFFIX) && isValidObjectName(n) && ent.isFile())
-              yield n;
+            if (ent.isFile() && ent.name.startsWith(prefix)) yield ent.name;
           }
         }
       }
@@ -445,106 +347,56 @@ export class FileBlocker implements Blocker {
 
   // ------------------------------------------------------------------ locks
 
-  async acquire(name: string, options?: AcquireOptions): Promise<void> {
-    this.enter();
-    try {
-      const lp = this.lockPath(name);
-      const wait = options?.wait ?? false;
-      const timeoutMs = options?.timeoutMs ?? this.lockTimeoutMs;
-      if (!Number.isFinite(timeoutMs) || timeoutMs < 0) {
-        throw new ArchipelagoError('EINVAL', `acquire ${name}: timeoutMs must be a number >= 0`);
-      }
-      const deadline = Date.now() + timeoutMs;
-      const ld = dirname(lp);
-      // The NFS-safe idiom: write our identity to a unique file, then link it to the lock name;
-      // link(2) fails with EEXIST when the lock exists, atomically, even on NFS.
-      const tmp = `${lp}${TEMP_MARK}${randomBytes(6).toString('hex')}`;
-      try {
-        await this.ensureDir(ld);
-        await writeSynced(tmp, Buffer.from(this.identity));
-      } catch (e) {
-        await fsp.unlink(tmp).catch(() => {});
-        throw fromSystemError(e, `acquire ${name}`);
-      }
-      try {
-        for (;;) {
-          if (await linkLock(tmp, lp)) {
-            await fsio.fsyncDir(ld);
-            return;
-          }
-          const owner = await readOwner(lp);
-          if (owner === null) continue; // released between our link and our read: try again
-          if (owner === this.identity) return; // already ours: idempotent
-          const details = { lock: name, owner };
-          if (!wait) {
-            throw new ArchipelagoError(
-              'ELOCKED',
-              `lock ${name} is held by ${owner}; wait for it, or break it with a forced release if that owner is gone`,
-              { details },
-            );
-          }
-          const left = deadline - Date.now();
-          if (left <= 0) {
-            throw new ArchipelagoError(
-              'ETIMEDOUT',
-              `lock ${name} is still held by ${owner} after ${timeoutMs} ms; retry later, or break it if that owner is gone`,
-              { details: { ...details, timeoutMs } },
-            );
-          }
-          await this.sleep(Math.min(this.lockPollMs, left));
-          if (this.gate.closed) throw closedError();
-        }
-      } catch (e) {
-        throw fromSystemError(e, `acquire ${name}`);
-      } finally {
-        await fsp.unlink(tmp).catch(() => {});
-      }
-    } finally {
-      this.leave();
-    }
-  }
-
-  async release(name: string, options?: ReleaseOptions): Promise<void> {
-    this.enter();
-    try {
-      const lp = this.lockPath(name);
-      try {
-        const owner = await readOwner(lp);
-        if (owner === null) throw notLocked(name);
-        if (owner !== this.identity && !options?.force) {
-          throw new ArchipelagoError(
-            'ELOCKED',
-            `lock ${name} is held by ${owner}, not by ${this.identity}; only its owner may release it (or use force)`,
-            { details: { lock: name, owner } },
-          );
-        }
+  /**
+   * The NFS-safe idiom: our identity goes to a unique synced file, which each attempt links to
+   * the lock name; link(2) fails with EEXIST when the lock exists, atomically, even on NFS.
+   */
+  protected _lockSession(name: string): LockSession {
+    const lp = this.lockPath(name);
+    const ld = dirname(lp);
+    const tmp = `${lp}${TEMP_MARK}${randomBytes(6).toString('hex')}`;
+    let ready: Promise<void> | null = null;
+    return {
+      attempt: async () => {
         try {
-          await fsp.unlink(lp);
+          ready ??= this.ensureDir(ld).then(() => writeSynced(tmp, Buffer.from(this.identity)));
+          await ready;
+          for (;;) {
+            if (await linkLock(tmp, lp)) {
+              await fsio.fsyncDir(ld);
+              return null;
+            }
+            const owner = await readOwner(lp);
+            if (owner !== null) return owner === this.identity ? null : owner; // ours: idempotent
+            // released between our link and our read: try again
+          }
         } catch (e) {
-          if (fsio.errno(e) === 'ENOENT') throw notLocked(name);
-          throw e;
-        } finally {
-          this.fds.invalidate(lp);
+          throw fromSystemError(e, `acquire ${name}`);
         }
-      } catch (e) {
-        throw fromSystemError(e, `release ${name}`);
-      }
-    } finally {
-      this.leave();
+      },
+      end: () => fsp.unlink(tmp).catch(() => {}),
+    };
+  }
+
+  protected async _lockHolder(name: string): Promise<{ owner: string } | null> {
+    try {
+      const owner = await readOwner(this.lockPath(name));
+      return owner === null ? null : { owner };
+    } catch (e) {
+      throw fromSystemError(e, `read lock ${name}`);
     }
   }
 
-  async lockOwner(name: string): Promise<string | null> {
-    this.enter();
+  protected async _unlock(name: string): Promise<boolean> {
+    const lp = this.lockPath(name);
     try {
-      const lp = this.lockPath(name);
-      try {
-        return await readOwner(lp);
-      } catch (e) {
-        throw fromSystemError(e, `lockOwner ${name}`);
-      }
+      await fsp.unlink(lp);
+      return true;
+    } catch (e) {
+      if (fsio.errno(e) === 'ENOENT') return false;
+      throw fromSystemError(e, `release ${name}`);
     } finally {
-      this.leave();
+      this.fds.invalidate(lp);
     }
   }
 
@@ -561,23 +413,13 @@ export class FileBlocker implements Blocker {
    * Precomputed `<name>_hash` objects of the original are not consulted: they go stale when the
    * object is rewritten, and hashing is cheap next to the I/O.
    */
-  async hash(name: string, size: number): Promise<string> {
-    this.enter();
-    try {
-      checkName(name);
-      checkCount(size, 'size');
-      if (size > MAX_READ) {
-        throw new ArchipelagoError('EINVAL', `hash size ${size} is larger than a single buffer can hold`);
-      }
-      const block = await this.read(name, 0, size, { missingOk: true });
-      const data = stripTrailingZeros(block);
-      if (data.length === 0) return ZERO_HASH;
-      const h = sha256Hex(data);
-      await this.storeContent(h, data, `hash ${name}`);
-      return h;
-    } finally {
-      this.leave();
-    }
+  protected async _hash(name: string, size: number): Promise<string> {
+    const block = await this.readObject(name, 0, size, true, null);
+    const data = stripTrailingZeros(block);
+    if (data.length === 0) return ZERO_HASH;
+    const h = sha256Hex(data);
+    await this.storeContent(h, data, `hash ${name}`);
+    return h;
   }
 
   /**
@@ -628,45 +470,40 @@ export class FileBlocker implements Blocker {
    * In write-back mode, syncs every object written since the last flush (fsync flushes a file's
    * dirty pages whichever fd wrote them). With `sync: 'always'` there is nothing left to flush.
    */
-  async flush(): Promise<void> {
-    this.enter();
-    try {
-      if (this.dirty.size === 0 && this.dirtyDirs.size === 0 && this.syncingDirs.size === 0) return;
-      const paths = [...this.dirty];
-      this.dirty = new Set();
-      const dirs = this.syncDirs();
-      const failed: string[] = [];
-      let first: unknown;
-      let next = 0;
-      const one = async (path: string) => {
-        let fd: number | undefined;
-        try {
-          fd = await fsio.open(path, fs.constants.O_RDONLY);
-          await fsio.fdatasync(fd);
-        } catch (e) {
-          if (fsio.errno(e) === 'ENOENT') return; // deleted since: nothing to keep
-          failed.push(path);
-          first ??= e;
-        } finally {
-          if (fd !== undefined) await fsio.close(fd).catch(() => undefined);
-        }
-      };
-      // A bounded number at a time: hundreds of fdatasyncs at once make the journal commit
-      // over and over and leave the disk less busy than a few streams do.
-      await Promise.all(
-        Array.from({ length: Math.min(FLUSH_PARALLEL, paths.length) }, async () => {
-          while (next < paths.length) await one(paths[next++]!);
-        }),
-      );
-      if (failed.length > 0) {
-        for (const p of failed) this.dirty.add(p);
-        await dirs.catch(() => undefined);
-        throw fromSystemError(first, `flush (${failed.length} objects)`);
+  protected async _flush(): Promise<void> {
+    if (this.dirty.size === 0 && this.dirtyDirs.size === 0 && this.syncingDirs.size === 0) return;
+    const paths = [...this.dirty];
+    this.dirty = new Set();
+    const dirs = this.syncDirs();
+    const failed: string[] = [];
+    let first: unknown;
+    let next = 0;
+    const one = async (path: string) => {
+      let fd: number | undefined;
+      try {
+        fd = await fsio.open(path, fs.constants.O_RDONLY);
+        await fsio.fdatasync(fd);
+      } catch (e) {
+        if (fsio.errno(e) === 'ENOENT') return; // deleted since: nothing to keep
+        failed.push(path);
+        first ??= e;
+      } finally {
+        if (fd !== undefined) await fsio.close(fd).catch(() => undefined);
       }
-      await dirs;
-    } finally {
-      this.leave();
+    };
+    // A bounded number at a time: hundreds of fdatasyncs at once make the journal commit
+    // over and over and leave the disk less busy than a few streams do.
+    await Promise.all(
+      Array.from({ length: Math.min(FLUSH_PARALLEL, paths.length) }, async () => {
+        while (next < paths.length) await one(paths[next++]!);
+      }),
+    );
+    if (failed.length > 0) {
+      for (const p of failed) this.dirty.add(p);
+      await dirs.catch(() => undefined);
+      throw fromSystemError(first, `flush (${failed.length} objects)`);
     }
+    await dirs;
   }
 
   /**
@@ -704,46 +541,16 @@ export class FileBlocker implements Blocker {
     return this.dirtyDirs.size + this.syncingDirs.size;
   }
 
-  /**
-   * Refuses new calls (ECLOSED), wakes waiting acquires (they fail with ECLOSED), waits for calls in
-   * flight, then closes every fd. Locks stay held. Idempotent.
-   */
-  close(): Promise<void> {
-    if (this.closing) return this.closing;
-    this.gate.close();
-    this.closing = (async () => {
-      for (const wake of [...this.sleepers]) wake();
-      await this.gate.drained();
-      if (this.directInit) await this.directInit;
-      await this.fds.close();
-      if (this.probeFd !== null) await fsio.close(this.probeFd).catch(() => {});
-      this.probeFd = null;
-      this.pool = null;
-    })();
-    return this.closing;
+  /** Once close() refused new calls and the calls in flight ended: closes every fd. */
+  protected async _close(): Promise<void> {
+    if (this.directInit) await this.directInit;
+    await this.fds.close();
+    if (this.probeFd !== null) await fsio.close(this.probeFd).catch(() => {});
+    this.probeFd = null;
+    this.pool = null;
   }
 
   // ------------------------------------------------------------------ internals
-
-  private enter(): void {
-    this.gate.enter();
-  }
-
-  private leave(): void {
-    this.gate.leave();
-  }
-
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.sleepers.delete(done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.sleepers.add(done);
-    });
-  }
 
   /** Opens an existing file (plus `extra` flags), with O_DIRECT while it is on. */
   private async openFile(path: string, extra: number): Promise<{ fd: number; direct: boolean }> {
@@ -858,7 +665,7 @@ export class FileBlocker implements Blocker {
   }
 
   private async readDir(dir: string): Promise<fs.Dirent[]> {
-    if (this.gate.closed) throw closedError();
+    this.assertOpen();
     try {
       return await fsp.readdir(dir, { withFileTypes: true });
     } catch (e) {
@@ -904,6 +711,15 @@ export class FileBlocker implements Blocker {
       }
     })();
     return this.directInit;
+  }
+
+  /**
+   * After an I/O on `entry` failed: when it was O_DIRECT refused (EINVAL), turns O_DIRECT off, so
+   * that the caller retries buffered; throws any other failure as the error of `what`.
+   */
+  private directRefused(entry: FdEntry, e: unknown, what: string): void {
+    if (!entry.direct || fsio.errno(e) !== 'EINVAL') throw fromSystemError(e, what);
+    this.disableDirect();
   }
 
   /** Remembers that O_DIRECT does not work here and drops every O_DIRECT fd from the cache. */
@@ -1049,24 +865,6 @@ export class FileBlocker implements Blocker {
 
 // ------------------------------------------------------------------ helpers
 
-function closedError(): ArchipelagoError {
-  return new ArchipelagoError('ECLOSED', 'the file blocker is closed; open a new one');
-}
-
-function notLocked(name: string): ArchipelagoError {
-  return new ArchipelagoError('ENOTLOCKED', `lock ${name} is not held`, { details: { lock: name } });
-}
-
-function checkCount(n: unknown, what: string): asserts n is number {
-  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) {
-    throw new ArchipelagoError('EINVAL', `${what} must be an integer >= 0, got ${String(n)}`);
-  }
-}
-
-function checkData(data: unknown): asserts data is Uint8Array {
-  if (!(data instanceof Uint8Array)) throw new TypeError('data must be a Uint8Array or Buffer');
-}
-
 const alignDown = (n: number) => n - (n % DIRECT_ALIGN);
 const alignUp = (n: number) => alignDown(n + DIRECT_ALIGN - 1);
 
@@ -1085,12 +883,16 @@ async function readBlock(fd: number, buf: Buffer, at: number, pos: number, size:
   if (got < DIRECT_ALIGN) buf.fill(0, at + got, at + DIRECT_ALIGN);
 }
 
-/** Creates `path` exclusively with `data` and syncs it. */
-async function writeSynced(path: string, data: Uint8Array): Promise<void> {
+/** Creates `path` exclusively with `data` and syncs it (fsync, or fdatasync where enough). */
+async function writeSynced(
+  path: string,
+  data: Uint8Array,
+  sync: (fd: number) => Promise<void> = fsio.fsync,
+): Promise<void> {
   const fd = await fsio.open(path, O_WRONLY | O_CREAT | O_EXCL);
   try {
     await fsio.pwriteFully(fd, data, 0, data.byteLength, 0);
-    await fsio.fsync(fd);
+    await sync(fd);
   } finally {
     await fsio.close(fd).catch(() => {});
   }

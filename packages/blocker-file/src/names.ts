@@ -1,42 +1,14 @@
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { ArchipelagoError } from '@archipelago/libxseg';
 
-/** Longest object name the blocker contract allows, in bytes (the names are ASCII). */
-export const MAX_NAME_LENGTH = 123;
-
-/**
- * Object names: 1..123 characters from [A-Za-z0-9._-], and never `.` or `..`. With no `/` and no
- * NUL, and the two directory names excluded, no object name can leave the store's directory.
- */
-const NAME_RE = /^[A-Za-z0-9._-]{1,123}$/;
+export { isValidObjectName, MAX_NAME_LENGTH } from '@archipelago/blocker';
 
 /**
  * Temporary files (writeFull, copy, lock acquisition, the O_DIRECT probe) carry a `~` in their
- * name, which no valid object name can contain, so they never collide with objects and list()
- * skips them.
+ * name, which no valid object name can contain (the contract's name rule, @archipelago/blocker),
+ * so they never collide with objects and list() skips them.
  */
 export const TEMP_MARK = '~';
-
-/** True when `name` is a valid object name. */
-export function isValidObjectName(name: unknown): name is string {
-  return typeof name === 'string' && NAME_RE.test(name) && name !== '.' && name !== '..';
-}
-
-/** Throws EINVAL_NAME unless `name` is a valid object name. */
-export function checkName(name: unknown, role = 'object name'): asserts name is string {
-  if (!isValidObjectName(name)) {
-    const shown =
-      typeof name === 'string'
-        ? JSON.stringify(name.length > 140 ? `${name.slice(0, 140)}…` : name)
-        : typeof name;
-    throw new ArchipelagoError(
-      'EINVAL_NAME',
-      `invalid ${role} ${shown}: use 1..${MAX_NAME_LENGTH} characters from [A-Za-z0-9._-], not "." or ".."`,
-      { details: { name } },
-    );
-  }
-}
 
 /** The three directory levels for `name`: lowercase hex of the first 3 bytes of SHA-256(name). */
 export function hashDirs(name: string): [string, string, string] {

@@ -23,15 +23,14 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { constants, hostname } from 'node:os';
 import {
-  type AcquireOptions,
-  type Blocker,
-  CallGate,
+  AbstractBlocker,
+  closedError,
   LOCK_SUFFIX,
-  type ObjectInfo,
-  type ReadOptions,
-  type ReleaseOptions,
+  type LockHolder,
+  type LockSession,
+  missingObjectError,
+  missingSourceError,
   resolveIdentity,
-  type WriteOptions,
 } from '@archipelago/blocker';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { acquireConnection, type Connection } from './connection.js';
@@ -42,7 +41,6 @@ import { WriteBack } from './write-back.js';
 /** The cls_lock lock name the original radosd used. */
 export const RADOS_LOCK_NAME = 'RadosLock';
 
-const NAME_RE = /^[A-Za-z0-9._-]{1,123}$/;
 const LIST_BATCH = 1000;
 const E = constants.errno;
 const MiB = 1024 * 1024;
@@ -107,15 +105,22 @@ interface NativeState {
   pool: NativePool;
 }
 
-export class RadosBlocker implements Blocker {
-  readonly specificationVersion = 'v1' as const;
-  readonly kind = 'rados';
-  readonly identity: string;
+/** A RADOS lock's holder: the owner identity, and the lockers `rados lock info` lists. */
+interface RadosHolder extends LockHolder {
+  lockers: NativeLocker[];
+}
+
+/**
+ * The RADOS blocker. Arguments, close() and the lock logic are AbstractBlocker's; this class is
+ * the store (its `_read`, `_write`, ...), the cls_lock lock calls and the watch/notify wake-ups
+ * of waiting acquires.
+ */
+export class RadosBlocker extends AbstractBlocker<RadosHolder> {
   readonly pool: string;
   readonly namespace: string;
   readonly cephConf: string | undefined;
   readonly cephxId: string;
-  readonly lockTimeoutMs: number;
+  /** A waiting acquire re-checks the lock this often without a notify (the base's lockPollMs). */
   readonly lockRecheckMs: number;
   /** This instance's lock cookie: `<identity>#<random hex>`. */
   readonly cookie: string;
@@ -127,9 +132,6 @@ export class RadosBlocker implements Blocker {
 
   private [NATIVE]: NativeState | null = null;
   private readonly ready: Promise<NativeState>;
-  private readonly gate = new CallGate(closedError);
-  private closing: Promise<void> | null = null;
-  private readonly sleepers = new Set<() => void>();
   private readonly notifies = new Set<Promise<unknown>>();
   /** Write-back state (`sync: 'flush'`), shared with withIdentity views; null for `always`. */
   private readonly writeBack: WriteBack | null;
@@ -181,6 +183,7 @@ export class RadosBlocker implements Blocker {
         `RadosBlocker: "maxDirtyBytes" must be an integer from 1 to ${MAX_DIRTY_BYTES_LIMIT} (64 MiB), got ${String(opts.maxDirtyBytes)}`,
       );
     }
+    super({ kind: 'rados', identity, lockTimeoutMs, lockPollMs: lockRecheckMs });
     this.sync = opts.sync ?? 'always';
     this.maxDirtyBytes = maxDirtyBytes;
     this.writeBack =
@@ -199,8 +202,6 @@ export class RadosBlocker implements Blocker {
     this.namespace = opts.namespace ?? '';
     this.cephConf = opts.cephConf;
     this.cephxId = cephxId;
-    this.identity = identity;
-    this.lockTimeoutMs = lockTimeoutMs;
     this.lockRecheckMs = lockRecheckMs;
     this.cookie = `${identity}#${randomBytes(8).toString('hex')}`;
     this.lockDescription = `archipelago ${identity} on ${hostname()} pid ${process.pid}`;
@@ -257,7 +258,8 @@ export class RadosBlocker implements Blocker {
     const id = resolveIdentity('RadosBlocker', identity, hostname());
     if (id === this.identity) return this;
     const tag = this.cookie.slice(this.cookie.lastIndexOf('#'));
-    // Everything else (native state, gate, sleepers) is read through the prototype: this blocker's.
+    // Everything else (native state, the base's call gate and sleepers) is read through the
+    // prototype: this blocker's.
     return Object.create(this, {
       identity: { value: id, enumerable: true },
       cookie: { value: `${id}${tag}`, enumerable: true },
@@ -273,72 +275,50 @@ export class RadosBlocker implements Blocker {
 
   // ------------------------------------------------------------------ objects
 
-  // read, write and writeFull are the data path (every NBD request is one of them): they take the
-  // native pool directly once connected instead of going through run(), which saves a closure and
-  // two promise hops per call (measurable at 10k+ 4 KiB requests/s).
+  // read, readInto and write are the data path (every NBD request is one of them): they take the
+  // native pool directly once connected, without a closure or an await of their own.
 
-  async read(name: string, offset: number, length: number, options?: ReadOptions): Promise<Buffer> {
-    const ready = this.enter();
+  protected async _read(name: string, offset: number, length: number, missingOk: boolean): Promise<Buffer> {
+    const pool = this[NATIVE]?.pool ?? (await this.ready).pool;
+    const pending = this.writeBack?.pendingFor(name);
+    if (pending) await pending;
     try {
-      const pool = ready ?? (await this.ready).pool;
-      checkName(name);
-      checkCount(offset, 'offset');
-      checkCount(length, 'length');
-      const pending = this.writeBack?.pendingFor(name);
-      if (pending) await pending;
-      try {
-        if (length === 0) {
-          await pool.stat(name);
-          return Buffer.alloc(0);
-        }
-        // Straight into the Buffer we return: librados copies the reply once, into `out`.
-        const out = Buffer.allocUnsafe(length);
-        const got = await pool.read(name, out, offset);
-        if (got < length) out.fill(0, got);
-        return out;
-      } catch (e) {
-        if (errnoOf(e) === E.ENOENT) {
-          if (options?.missingOk) return Buffer.alloc(length);
-          throw new ArchipelagoError('ENOENT_OBJECT', `object ${name} does not exist`, {
-            cause: e,
-            details: { name },
-          });
-        }
-        throw fromRadosError(e, `read ${name}`, { name });
+      if (length === 0) {
+        await pool.stat(name);
+        return Buffer.alloc(0);
       }
-    } finally {
-      this.leave();
+      // Straight into the Buffer we return: librados copies the reply once, into `out`.
+      const out = Buffer.allocUnsafe(length);
+      const got = await pool.read(name, out, offset);
+      if (got < length) out.fill(0, got);
+      return out;
+    } catch (e) {
+      if (errnoOf(e) === E.ENOENT) {
+        if (missingOk) return Buffer.alloc(length);
+        throw missingObjectError(name, e);
+      }
+      throw fromRadosError(e, `read ${name}`, { name });
     }
   }
 
   /**
-   * Like `read` with `missingOk`, into a caller's buffer: `target.length` bytes at `offset`, zeros
-   * past the end or for a missing object. Not part of the contract (the file blocker has the same
-   * method): a streaming reader (the HTTP gateway, bench/rados) reuses a few warm buffers instead
-   * of faulting in fresh memory for every read, which is what large reads cost most.
+   * Contract `readInto`: a streaming reader (the HTTP gateway, bench/rados) reuses a few warm
+   * buffers instead of faulting in fresh memory for every read, which is what large reads cost most.
    */
-  async readInto(name: string, offset: number, target: Buffer): Promise<void> {
-    const ready = this.enter();
+  protected override async _readInto(name: string, offset: number, target: Buffer): Promise<void> {
+    if (target.length === 0) return;
+    const pool = this[NATIVE]?.pool ?? (await this.ready).pool;
+    const pending = this.writeBack?.pendingFor(name);
+    if (pending) await pending;
     try {
-      const pool = ready ?? (await this.ready).pool;
-      checkName(name);
-      checkCount(offset, 'offset');
-      if (!Buffer.isBuffer(target)) throw new TypeError('readInto: target must be a Buffer');
-      if (target.length === 0) return;
-      const pending = this.writeBack?.pendingFor(name);
-      if (pending) await pending;
-      try {
-        const got = await pool.read(name, target, offset);
-        if (got < target.length) target.fill(0, got);
-      } catch (e) {
-        if (errnoOf(e) === E.ENOENT) {
-          target.fill(0);
-          return;
-        }
-        throw fromRadosError(e, `read ${name}`, { name });
+      const got = await pool.read(name, target, offset);
+      if (got < target.length) target.fill(0, got);
+    } catch (e) {
+      if (errnoOf(e) === E.ENOENT) {
+        target.fill(0);
+        return;
       }
-    } finally {
-      this.leave();
+      throw fromRadosError(e, `read ${name}`, { name });
     }
   }
 
@@ -346,55 +326,39 @@ export class RadosBlocker implements Blocker {
    * Resolves on commit; with `sync: 'flush'` (unless `durable`) once librados has the write and it
    * fits under `maxDirtyBytes` (see writeBehind).
    */
-  async write(name: string, offset: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
-    const ready = this.enter();
+  protected async _write(name: string, offset: number, data: Uint8Array, durable: boolean): Promise<void> {
+    const pool = this[NATIVE]?.pool ?? (await this.ready).pool;
+    if (data.byteLength > MAX_WRITE) {
+      throw new ArchipelagoError(
+        'EINVAL',
+        `write ${name}: ${data.byteLength} bytes is more than librados takes in one write (${MAX_WRITE})`,
+        { details: { name } },
+      );
+    }
+    const wb = this.writeBack;
+    if (wb !== null && !durable) {
+      const room = wb.admit(data.byteLength);
+      if (room !== null) await room;
+      this.writeBehind(wb, pool, name, offset, data);
+      return;
+    }
+    wb?.sendHeld(name); // a durable write goes out after the writes held for its object
     try {
-      const pool = ready ?? (await this.ready).pool;
-      checkName(name);
-      checkCount(offset, 'offset');
-      checkData(data);
-      if (data.byteLength > MAX_WRITE) {
-        throw new ArchipelagoError(
-          'EINVAL',
-          `write ${name}: ${data.byteLength} bytes is more than librados takes in one write (${MAX_WRITE})`,
-          { details: { name } },
-        );
-      }
-      const wb = this.writeBack;
-      if (wb !== null && options?.durable !== true) {
-        const room = wb.admit(data.byteLength);
-        if (room !== null) await room;
-        this.writeBehind(wb, pool, name, offset, data);
-        return;
-      }
-      wb?.sendHeld(name); // a durable write goes out after the writes held for its object
-      try {
-        if (data.byteLength === 0) await pool.create(name, false);
-        else await pool.write(name, data, offset);
-      } catch (e) {
-        throw fromRadosError(e, `write ${name}`, { name });
-      }
-    } finally {
-      this.leave();
+      if (data.byteLength === 0) await pool.create(name, false);
+      else await pool.write(name, data, offset);
+    } catch (e) {
+      throw fromRadosError(e, `write ${name}`, { name });
     }
   }
 
   /** Always durable when resolved (also with `sync: 'flush'`: the mapper and the gateway rely on it). */
-  async writeFull(name: string, data: Uint8Array): Promise<void> {
-    const ready = this.enter();
+  protected async _writeFull(name: string, data: Uint8Array): Promise<void> {
+    const pool = await this.connected();
+    await this.settled(name);
     try {
-      const pool = ready ?? (await this.ready).pool;
-      checkName(name);
-      checkData(data);
-      const pending = this.writeBack?.pendingFor(name);
-      if (pending) await pending;
-      try {
-        await pool.writeFull(name, data);
-      } catch (e) {
-        throw fromRadosError(e, `writeFull ${name}`, { name });
-      }
-    } finally {
-      this.leave();
+      await pool.writeFull(name, data);
+    } catch (e) {
+      throw fromRadosError(e, `writeFull ${name}`, { name });
     }
   }
 
@@ -419,88 +383,69 @@ export class RadosBlocker implements Blocker {
   }
 
   /** Read the source whole, then write_full the destination (as the original radosd did). */
-  async copy(src: string, dst: string, options?: ReadOptions): Promise<void> {
-    return this.run(async (pool) => {
-      checkName(src, 'source object name');
-      checkName(dst, 'destination object name');
-      await this.settled(src);
-      await this.settled(dst);
-      let data: Buffer;
-      try {
-        const { size } = await pool.stat(src);
-        data = Buffer.allocUnsafe(size);
-        const got = size > 0 ? await pool.read(src, data, 0) : 0;
-        if (got < size) data = data.subarray(0, got);
-      } catch (e) {
-        if (errnoOf(e) !== E.ENOENT) throw fromRadosError(e, `copy ${src} to ${dst}`, { name: src });
-        if (!options?.missingOk) {
-          throw new ArchipelagoError('ENOENT_OBJECT', `cannot copy ${src}: the object does not exist`, {
-            cause: e,
-            details: { name: src },
-          });
-        }
-        data = Buffer.alloc(0);
-      }
-      try {
-        await pool.writeFull(dst, data);
-      } catch (e) {
-        throw fromRadosError(e, `copy ${src} to ${dst}`, { name: dst });
-      }
-    });
+  protected async _copy(src: string, dst: string, missingOk: boolean): Promise<void> {
+    const pool = await this.connected();
+    await this.settled(src);
+    await this.settled(dst);
+    let data: Buffer;
+    try {
+      const { size } = await pool.stat(src);
+      data = Buffer.allocUnsafe(size);
+      const got = size > 0 ? await pool.read(src, data, 0) : 0;
+      if (got < size) data = data.subarray(0, got);
+    } catch (e) {
+      if (errnoOf(e) !== E.ENOENT) throw fromRadosError(e, `copy ${src} to ${dst}`, { name: src });
+      if (!missingOk) throw missingSourceError(src, e);
+      data = Buffer.alloc(0);
+    }
+    try {
+      await pool.writeFull(dst, data);
+    } catch (e) {
+      throw fromRadosError(e, `copy ${src} to ${dst}`, { name: dst });
+    }
   }
 
-  async delete(name: string): Promise<boolean> {
-    return this.run(async (pool) => {
-      checkName(name);
-      await this.settled(name);
-      try {
-        await pool.remove(name);
-        return true;
-      } catch (e) {
-        if (errnoOf(e) === E.ENOENT) return false;
-        throw fromRadosError(e, `delete ${name}`, { name });
-      }
-    });
+  protected async _delete(name: string): Promise<boolean> {
+    const pool = await this.connected();
+    await this.settled(name);
+    try {
+      await pool.remove(name);
+      return true;
+    } catch (e) {
+      if (errnoOf(e) === E.ENOENT) return false;
+      throw fromRadosError(e, `delete ${name}`, { name });
+    }
   }
 
-  async info(name: string): Promise<ObjectInfo | null> {
-    return this.run(async (pool) => {
-      checkName(name);
-      await this.settled(name);
-      try {
-        const { size } = await pool.stat(name);
-        return { size };
-      } catch (e) {
-        if (errnoOf(e) === E.ENOENT) return null;
-        throw fromRadosError(e, `info ${name}`, { name });
-      }
-    });
+  protected async _info(name: string): Promise<number | null> {
+    const pool = await this.connected();
+    await this.settled(name);
+    try {
+      return (await pool.stat(name)).size;
+    } catch (e) {
+      if (errnoOf(e) === E.ENOENT) return null;
+      throw fromRadosError(e, `info ${name}`, { name });
+    }
   }
 
-  async exists(name: string): Promise<boolean> {
-    return (await this.info(name)) !== null;
-  }
-
-  /** Walks the pool (rados_nobjects_list_*) in batches; lock objects are left out. */
-  async *list(prefix = ''): AsyncIterable<string> {
-    if (typeof prefix !== 'string') throw new TypeError('list: prefix must be a string');
-    if (this.gate.closed) throw closedError();
+  /** Walks the pool (rados_nobjects_list_*) in batches; the base leaves lock objects out. */
+  protected async *_list(prefix: string): AsyncIterable<string> {
     const { pool } = await this.ready;
     // Objects created by acknowledged writes are listed: wait until RADOS has them.
     const pending = this.writeBack?.pendingWithPrefix(prefix);
     if (pending) await pending;
-    if (this.gate.closed) throw closedError();
+    this.assertOpen();
     const id = pool.listOpen();
     try {
       for (;;) {
-        if (this.gate.closed) throw closedError();
+        this.assertOpen();
         let batch: { names: string[]; done: boolean };
         try {
           batch = await pool.listNext(id, LIST_BATCH, prefix);
         } catch (e) {
           throw fromRadosError(e, `list ${this.pool}`);
         }
-        for (const n of batch.names) if (!n.endsWith(LOCK_SUFFIX) && NAME_RE.test(n)) yield n;
+        yield* batch.names;
         if (batch.done) return;
       }
     } finally {
@@ -513,130 +458,90 @@ export class RadosBlocker implements Blocker {
    * stripped, named by SHA-256; stored as that object with an exclusive create (one atomic write
    * op, so a reader never sees a partial object and an existing one is left alone).
    */
-  async hash(name: string, size: number): Promise<string> {
-    return this.run(async (pool) => {
-      checkName(name);
-      checkCount(size, 'size');
-      const data = await this.read(name, 0, size, { missingOk: true });
-      let end = data.length;
-      while (end > 0 && data[end - 1] === 0) end--;
-      const body = data.subarray(0, end);
-      const h = createHash('sha256').update(body).digest('hex');
-      if (end === 0) return h; // the zero block: stored nowhere
-      await this.settled(h);
-      try {
-        await pool.create(h, true, body);
-      } catch (e) {
-        if (errnoOf(e) !== E.EEXIST) throw fromRadosError(e, `hash ${name}`, { name, hash: h });
-      }
-      return h;
-    });
+  protected async _hash(name: string, size: number): Promise<string> {
+    const pool = await this.connected();
+    const data = await this._read(name, 0, size, true);
+    let end = data.length;
+    while (end > 0 && data[end - 1] === 0) end--;
+    const body = data.subarray(0, end);
+    const h = createHash('sha256').update(body).digest('hex');
+    if (end === 0) return h; // the zero block: stored nowhere
+    await this.settled(h);
+    try {
+      await pool.create(h, true, body);
+    } catch (e) {
+      if (errnoOf(e) !== E.EEXIST) throw fromRadosError(e, `hash ${name}`, { name, hash: h });
+    }
+    return h;
   }
 
   // ------------------------------------------------------------------ locks
 
-  async acquire(name: string, options?: AcquireOptions): Promise<void> {
-    return this.run(async (pool) => {
-      checkName(name, 'lock name');
-      const wait = options?.wait ?? false;
-      const timeoutMs = options?.timeoutMs ?? this.lockTimeoutMs;
-      if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs < 0) {
-        throw new ArchipelagoError('EINVAL', `acquire ${name}: timeoutMs must be a number >= 0`);
-      }
-      const oid = name + LOCK_SUFFIX;
-      let owner = await this.tryLock(pool, name);
-      if (owner === null) return;
-      if (!wait) throw lockedError(name, owner);
-      const deadline = Date.now() + timeoutMs;
-      // Watch the lock object, then re-check (a release between the check and the watch would
-      // otherwise be missed), then sleep until a notify, the re-check timer or the deadline.
-      let woken = false;
-      let wake: (() => void) | null = null;
-      const onEvent = () => {
-        woken = true;
-        wake?.();
-      };
-      let watchId: number | null = null;
-      try {
-        for (;;) {
-          if (watchId === null) {
-            try {
-              watchId = await pool.watch(oid, onEvent);
-            } catch (e) {
-              if (errnoOf(e) !== E.ENOENT) throw fromRadosError(e, `acquire ${name}`, { lock: name });
-              // the lock object vanished: it is free, take it below
-            }
-          }
-          woken = false;
-          owner = await this.tryLock(pool, name);
-          if (owner === null) return;
-          const left = deadline - Date.now();
-          if (left <= 0) {
-            throw new ArchipelagoError(
-              'ETIMEDOUT',
-              `lock ${name} is still held by ${owner} after ${timeoutMs} ms`,
-              {
-                details: { lock: name, owner },
-              },
-            );
-          }
-          if (this.gate.closed) throw closedError();
-          if (!woken) {
-            await new Promise<void>((resolve) => {
-              const done = () => {
-                clearTimeout(timer);
-                this.sleepers.delete(done);
-                wake = null;
-                resolve();
-              };
-              const timer = setTimeout(done, Math.min(left, this.lockRecheckMs));
-              wake = done;
-              this.sleepers.add(done);
-            });
-          }
-          if (this.gate.closed) throw closedError();
-        }
-      } finally {
-        if (watchId !== null) await pool.unwatch(watchId).catch(() => {});
-      }
-    });
-  }
-
-  async release(name: string, options?: ReleaseOptions): Promise<void> {
-    return this.run(async (pool) => {
-      checkName(name, 'lock name');
-      const oid = name + LOCK_SUFFIX;
-      const lockers = await this.lockers(pool, name);
-      if (lockers.length === 0) throw notLocked(name);
-      if (!options?.force) {
-        const other = lockers.map(ownerOf).find((o) => o !== this.identity);
-        if (other !== undefined) {
-          throw lockedError(name, other, `lock ${name} is held by ${other}; release it there or force it`);
-        }
-      }
-      for (const l of lockers) {
+  /**
+   * A waiting acquire watches the lock object and tries again when a release notifies it, or
+   * after `lockRecheckMs` (the safety net for a lost notify, e.g. a releaser that crashed). The
+   * watch starts after the first failed attempt and is followed at once by a second one, so a
+   * release between the first attempt and the watch is not missed.
+   */
+  protected _lockSession(name: string): LockSession {
+    const oid = name + LOCK_SUFFIX;
+    let pool: NativePool | null = null;
+    let watchId: number | null = null;
+    let watched = false;
+    let woken = false;
+    let wake: (() => void) | null = null;
+    return {
+      attempt: async () => {
+        pool ??= await this.connected();
+        woken = false;
+        return this.tryLock(pool, name);
+      },
+      pause: async (ms) => {
+        if (watched && !woken) await this.sleep(Math.min(ms, this.lockRecheckMs), (w) => (wake = w));
+        wake = null;
+        watched = true;
+        if (watchId !== null || pool === null) return;
         try {
-          if (l.cookie === this.cookie) await pool.unlock(oid, RADOS_LOCK_NAME, l.cookie);
-          else await pool.breakLock(oid, RADOS_LOCK_NAME, l.client, l.cookie);
+          watchId = await pool.watch(oid, () => {
+            woken = true;
+            wake?.();
+          });
         } catch (e) {
-          if (errnoOf(e) !== E.ENOENT) throw fromRadosError(e, `release ${name}`, { lock: name });
-          // released concurrently: the lock is free either way
+          if (errnoOf(e) !== E.ENOENT) throw fromRadosError(e, `acquire ${name}`, { lock: name });
+          // the lock object vanished: it is free, the next attempt takes it
         }
-      }
-      // Wake waiters (every blocker watching <name>_lock); close() waits for this.
-      const n = pool.notify(oid, 2000).catch(() => false);
-      this.notifies.add(n);
-      void n.finally(() => this.notifies.delete(n));
-    });
+      },
+      end: async () => {
+        if (watchId !== null) await pool?.unwatch(watchId).catch(() => {});
+      },
+    };
   }
 
-  async lockOwner(name: string): Promise<string | null> {
-    return this.run(async (pool) => {
-      checkName(name, 'lock name');
-      const lockers = await this.lockers(pool, name);
-      const first = lockers[0];
-      return first === undefined ? null : ownerOf(first);
-    });
+  /** The owner is another identity's when any locker is not ours (release checks exactly that). */
+  protected async _lockHolder(name: string): Promise<RadosHolder | null> {
+    const lockers = await this.lockers(await this.connected(), name);
+    const first = lockers.find((l) => ownerOf(l) !== this.identity) ?? lockers[0];
+    return first === undefined ? null : { owner: ownerOf(first), lockers };
+  }
+
+  /** Unlocks our cookie, breaks any other; then notifies the waiters (close() waits for that). */
+  protected async _unlock(name: string, holder: RadosHolder): Promise<boolean> {
+    const pool = await this.connected();
+    const oid = name + LOCK_SUFFIX;
+    for (const l of holder.lockers) {
+      try {
+        if (l.cookie === this.cookie) await pool.unlock(oid, RADOS_LOCK_NAME, l.cookie);
+        else await pool.breakLock(oid, RADOS_LOCK_NAME, l.client, l.cookie);
+      } catch (e) {
+        if (errnoOf(e) !== E.ENOENT) throw fromRadosError(e, `release ${name}`, { lock: name });
+        // released concurrently: the lock is free either way
+      }
+    }
+    // Wake waiters (every blocker watching <name>_lock); close() waits for this.
+    const n = pool.notify(oid, 2000).catch(() => false);
+    this.notifies.add(n);
+    void n.finally(() => this.notifies.delete(n));
+    return true;
   }
 
   /** One attempt: null when the lock is now ours, else the owner holding it. */
@@ -685,10 +590,9 @@ export class RadosBlocker implements Blocker {
    * the message and `details.name`); NBD reports that FLUSH as failed. With `sync: 'always'` each
    * write resolved on commit, so there is nothing to wait for.
    */
-  async flush(): Promise<void> {
-    await this.run(async () => {
-      if (this.writeBack) await this.writeBack.flush();
-    });
+  protected async _flush(): Promise<void> {
+    await this.connected();
+    if (this.writeBack) await this.writeBack.flush();
   }
 
   /** `sync: 'flush'`: bytes of acknowledged writes RADOS has not committed yet (0 otherwise). */
@@ -707,54 +611,30 @@ export class RadosBlocker implements Blocker {
   }
 
   /**
-   * Refuses new calls (ECLOSED), wakes waiting acquires (they fail with ECLOSED), waits for calls in
-   * flight and outstanding notifies, flushes (write-back), then closes the pool context and drops
-   * the connection. Locks stay held (they belong to the identity). Idempotent. Rejects, once
-   * everything is closed, when an acknowledged write failed that no flush reported.
+   * Once close() refused new calls, ended waiting acquires and the calls in flight ended: waits
+   * for outstanding notifies, flushes (write-back), then closes the pool context and drops the
+   * connection. Locks stay held (they belong to the identity). Rejects, once everything is
+   * closed, when an acknowledged write failed that no flush reported.
    */
-  close(): Promise<void> {
-    if (this.closing) return this.closing;
-    this.gate.close();
-    this.closing = (async () => {
-      for (const wake of [...this.sleepers]) wake();
-      await this.gate.drained();
-      await Promise.allSettled([...this.notifies]);
-      let lost: unknown = null;
-      if (this.writeBack) await this.writeBack.flush().catch((e: unknown) => (lost = e));
-      let state: NativeState | null = null;
-      try {
-        state = await this.ready;
-      } catch {
-        return; // never connected
-      }
-      this[NATIVE] = null;
-      await state.pool.close();
-      await state.conn.release();
-      if (lost !== null) throw lost;
-    })();
-    return this.closing;
-  }
-
-  /**
-   * Counts a call in flight (close() waits for them) and returns the pool when already connected,
-   * null while connecting. Throws ECLOSED after close().
-   */
-  private enter(): NativePool | null {
-    this.gate.enter();
-    return this[NATIVE]?.pool ?? null;
-  }
-
-  private leave(): void {
-    this.gate.leave();
-  }
-
-  private async run<T>(fn: (pool: NativePool) => Promise<T>): Promise<T> {
-    const ready = this.enter();
+  protected async _close(): Promise<void> {
+    await Promise.allSettled([...this.notifies]);
+    let lost: unknown = null;
+    if (this.writeBack) await this.writeBack.flush().catch((e: unknown) => (lost = e));
+    let state: NativeState | null = null;
     try {
-      return await fn(ready ?? (await this.ready).pool);
-    } finally {
-      this.leave();
+      state = await this.ready;
+    } catch {
+      return; // never connected
     }
+    this[NATIVE] = null;
+    await state.pool.close();
+    await state.conn.release();
+    if (lost !== null) throw lost;
+  }
+
+  /** The pool, once connected (rejects as the connection did). */
+  private async connected(): Promise<NativePool> {
+    return this[NATIVE]?.pool ?? (await this.ready).pool;
   }
 
   /** Waits until RADOS has every acknowledged write of `name` (write-back; at once otherwise). */
@@ -770,42 +650,4 @@ export class RadosBlocker implements Blocker {
 export function ownerOf(l: NativeLocker): string {
   const i = l.cookie.lastIndexOf('#');
   return i > 0 ? l.cookie.slice(0, i) : `${l.client}/${l.cookie}`;
-}
-
-function lockedError(name: string, owner: string, message?: string): ArchipelagoError {
-  return new ArchipelagoError('ELOCKED', message ?? `lock ${name} is held by ${owner}`, {
-    details: { lock: name, owner },
-  });
-}
-
-function closedError(): ArchipelagoError {
-  return new ArchipelagoError('ECLOSED', 'the RADOS blocker is closed; open a new one');
-}
-
-function notLocked(name: string): ArchipelagoError {
-  return new ArchipelagoError('ENOTLOCKED', `lock ${name} is not held`, { details: { lock: name } });
-}
-
-function checkName(name: unknown, role = 'object name'): asserts name is string {
-  if (typeof name !== 'string' || !NAME_RE.test(name) || name === '.' || name === '..') {
-    const shown =
-      typeof name === 'string'
-        ? JSON.stringify(name.length > 140 ? `${name.slice(0, 140)}…` : name)
-        : typeof name;
-    throw new ArchipelagoError(
-      'EINVAL_NAME',
-      `invalid ${role} ${shown}: use 1..123 characters from [A-Za-z0-9._-], not "." or ".."`,
-      { details: { name } },
-    );
-  }
-}
-
-function checkCount(n: unknown, what: string): asserts n is number {
-  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) {
-    throw new ArchipelagoError('EINVAL', `${what} must be an integer >= 0, got ${String(n)}`);
-  }
-}
-
-function checkData(data: unknown): asserts data is Uint8Array {
-  if (!(data instanceof Uint8Array)) throw new TypeError('data must be a Uint8Array or Buffer');
 }

@@ -6,15 +6,14 @@ import { join } from 'node:path';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { NOT_BUILT_MESSAGE, RADOS_LOCK_NAME, RadosBlocker } from '../src/index.js';
-import { ensureCluster, freshNamespace, lockInfo } from './cluster.js';
+import { ensureCluster, freshNamespace, lockInfo, openRados } from './cluster.js';
 
 const opened: RadosBlocker[] = [];
 afterEach(async () => {
   await Promise.all(opened.splice(0).map((b) => b.close()));
 });
 async function open(o: Partial<ConstructorParameters<typeof RadosBlocker>[0]> & { namespace: string }) {
-  const { conf } = await ensureCluster();
-  const b = await RadosBlocker.open({ cephConf: conf, pool: 'maps', ...o });
+  const b = await openRados({ pool: 'maps', ...o });
   opened.push(b);
   return b;
 }

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { inject } from 'vitest';
-import { NOT_BUILT_MESSAGE, radosAvailable } from '../src/index.js';
+import { NOT_BUILT_MESSAGE, RadosBlocker, type RadosBlockerOptions, radosAvailable } from '../src/index.js';
 
 const run = promisify(execFile);
 const SCRIPT = join(import.meta.dirname, '..', '..', '..', 'scripts', 'ceph-cluster.sh');
@@ -28,6 +28,28 @@ function which(bin: string): Promise<boolean> {
 }
 
 const started = new Map<string, Promise<TestCluster>>();
+
+/** A RadosBlocker on the shared cluster (`ceph.conf` filled in). */
+export async function openRados(o: Omit<RadosBlockerOptions, 'cephConf'>): Promise<RadosBlocker> {
+  return RadosBlocker.open({ cephConf: (await ensureCluster()).conf, ...o });
+}
+
+/**
+ * The two blockers of a volume stack in namespace `ns`, as the daemons have them: blockerm on
+ * pool "maps", blockerb on pool "blocks", both with `identity` (and `extra`).
+ */
+export async function openPair(
+  ns: string,
+  identity: string,
+  extra: Partial<RadosBlockerOptions> = {},
+): Promise<{ blockerm: RadosBlocker; blockerb: RadosBlocker }> {
+  const blockerm = await openRados({ pool: 'maps', namespace: ns, identity, ...extra });
+  const blockerb = await openRados({ pool: 'blocks', namespace: ns, identity, ...extra }).catch(async (e) => {
+    await blockerm.close();
+    throw e;
+  });
+  return { blockerm, blockerb };
+}
 
 /**
  * The cluster `name` of this run ("shared" by default; the fault test restarts its OSD, so it

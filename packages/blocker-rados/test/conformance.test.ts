@@ -1,6 +1,6 @@
 import { blockerConformance } from '@archipelago/blocker/test';
-import { RadosBlocker, type RadosBlockerOptions } from '../src/index.js';
-import { ensureCluster, freshNamespace } from './cluster.js';
+import type { RadosBlockerOptions } from '../src/index.js';
+import { freshNamespace, openRados } from './cluster.js';
 
 /** The suite on the shared cluster, in a namespace of its own, with `extra` options. */
 function radosConformance(name: string, tag: string, extra: Partial<RadosBlockerOptions> = {}): void {
@@ -8,8 +8,7 @@ function radosConformance(name: string, tag: string, extra: Partial<RadosBlocker
   blockerConformance({
     name,
     factory: async (o) =>
-      RadosBlocker.open({
-        cephConf: (await ensureCluster()).conf,
+      openRados({
         pool: 'blocks',
         namespace: ns,
         lockRecheckMs: 500,

@@ -1,24 +1,9 @@
 import { volumeModelTest } from '@archipelago/composer/test';
-import { RadosBlocker, type RadosBlockerOptions } from '../src/index.js';
-import { ensureCluster, freshNamespace } from './cluster.js';
+import type { RadosBlockerOptions } from '../src/index.js';
+import { freshNamespace, openPair } from './cluster.js';
 
 async function stack(o: Partial<RadosBlockerOptions> = {}) {
-  const conf = (await ensureCluster()).conf;
-  const ns = freshNamespace('model');
-  const blockerm = await RadosBlocker.open({
-    cephConf: conf,
-    pool: 'maps',
-    namespace: ns,
-    identity: 'model_embedded',
-    ...o,
-  });
-  const blockerb = await RadosBlocker.open({
-    cephConf: conf,
-    pool: 'blocks',
-    namespace: ns,
-    identity: 'model_embedded',
-    ...o,
-  });
+  const { blockerm, blockerb } = await openPair(freshNamespace('model'), 'model_embedded', o);
   return {
     blockerm,
     blockerb,

@@ -10,8 +10,8 @@ import { Composer } from '@archipelago/composer';
 import { Mapper } from '@archipelago/mapper';
 import { NbdServer, volumeExport } from '@archipelago/nbd';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RadosBlocker } from '../src/index.js';
-import { ensureCluster, freshNamespace } from './cluster.js';
+import type { RadosBlocker } from '../src/index.js';
+import { freshNamespace, openPair } from './cluster.js';
 import { run, runOk } from './run.js';
 
 const MiB = 1024 * 1024;
@@ -25,23 +25,13 @@ let server: NbdServer;
 let mapper: Mapper;
 let blockers: RadosBlocker[] = [];
 const uri = (name: string) => `nbd+unix:///${name}?socket=${sock}`;
+/** qemu-io on export `name`, one `-c` per command. */
+const qemuIo = (name: string, ...cmds: string[]) =>
+  run('qemu-io', ['-f', 'raw', ...cmds.flatMap((c) => ['-c', c]), uri(name)]);
 const quiet = { info() {}, warn() {}, error() {}, debug() {} };
 
 beforeAll(async () => {
-  const { conf } = await ensureCluster();
-  const ns = freshNamespace('nbd');
-  const blockerm = await RadosBlocker.open({
-    cephConf: conf,
-    pool: 'maps',
-    namespace: ns,
-    identity: 'nbd_embedded',
-  });
-  const blockerb = await RadosBlocker.open({
-    cephConf: conf,
-    pool: 'blocks',
-    namespace: ns,
-    identity: 'nbd_embedded',
-  });
+  const { blockerm, blockerb } = await openPair(freshNamespace('nbd'), 'nbd_embedded');
   blockers = [blockerm, blockerb];
   mapper = new Mapper({ blockerm, blockerb });
   const composer = new Composer({ mapper, blockerb });
@@ -87,27 +77,14 @@ describe('NBD on RADOS', () => {
 
   it('qemu-io writes and reads patterns across object boundaries', async () => {
     const off = BS - 3000;
-    const w = await run('qemu-io', [
-      '-f',
-      'raw',
-      '-c',
-      `write -P 0x5a ${off} 10000`,
-      '-c',
-      `write -P 0xa5 ${3 * BS - 1} 2`,
-      uri('holes'),
-    ]);
+    const w = await qemuIo('holes', `write -P 0x5a ${off} 10000`, `write -P 0xa5 ${3 * BS - 1} 2`);
     expect(w.code, w.stderr + w.stdout).toBe(0);
-    const r = await run('qemu-io', [
-      '-f',
-      'raw',
-      '-c',
+    const r = await qemuIo(
+      'holes',
       `read -P 0x5a ${off} 10000`,
-      '-c',
       `read -P 0 ${off + 10000} 4096`,
-      '-c',
       `read -P 0xa5 ${3 * BS - 1} 2`,
-      uri('holes'),
-    ]);
+    );
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).not.toMatch(/Pattern verification failed/);
   });

@@ -1,7 +1,7 @@
 /** RadosBlocker.withIdentity: lock views sharing one connection and pool context. */
 import { afterEach, describe, expect, it } from 'vitest';
-import { RadosBlocker } from '../src/index.js';
-import { ensureCluster, freshNamespace, lockInfo } from './cluster.js';
+import type { RadosBlocker } from '../src/index.js';
+import { ensureCluster, freshNamespace, lockInfo, openRados } from './cluster.js';
 
 const opened: RadosBlocker[] = [];
 afterEach(async () => {
@@ -12,12 +12,7 @@ describe('RadosBlocker.withIdentity', () => {
   it('takes locks as the view identity on the same client; objects are shared; close is the parent’s', async () => {
     const { conf } = await ensureCluster();
     const ns = freshNamespace('views');
-    const main = await RadosBlocker.open({
-      cephConf: conf,
-      pool: 'maps',
-      namespace: ns,
-      identity: 'host_peer',
-    });
+    const main = await openRados({ pool: 'maps', namespace: ns, identity: 'host_peer' });
     opened.push(main);
     const a = main.withIdentity('hostA_1');
     const b = main.withIdentity('hostB_1');

@@ -36,6 +36,8 @@ export class FaultyBlocker implements Blocker {
 
   /** Present when the wrapped blocker can hash. */
   readonly hash?: (name: string, size: number) => Promise<string>;
+  /** Present when the wrapped blocker has it; a `read` fault plan covers it too. */
+  readonly readInto?: (name: string, offset: number, target: Buffer) => Promise<void>;
 
   constructor(readonly inner: Blocker) {
     this.kind = `faulty(${inner.kind})`;
@@ -45,6 +47,13 @@ export class FaultyBlocker implements Blocker {
       this.hash = async (name: string, size: number) => {
         this.check('hash', name);
         return innerHash(name, size);
+      };
+    }
+    const innerReadInto = inner.readInto?.bind(inner);
+    if (innerReadInto) {
+      this.readInto = async (name: string, offset: number, target: Buffer) => {
+        this.check('read', name);
+        return innerReadInto(name, offset, target);
       };
     }
   }

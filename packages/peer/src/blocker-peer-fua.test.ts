@@ -8,7 +8,7 @@ import { MemoryBlocker, MemoryStore } from '@archipelago/blocker/test';
 import { Op, XF } from '@archipelago/libxseg';
 import type { XsegRequest } from '@archipelago/libxseg/segment';
 import { expect, it } from 'vitest';
-import { createBlockerService } from './blocker-peer.js';
+import { createBlockerService } from './servers/blocker-peer.js';
 
 /** A MemoryBlocker that records the options of every write. */
 class Recording extends MemoryBlocker {

@@ -10,13 +10,13 @@ import { join } from 'node:path';
 import { ERROR_CODES, Op, XS } from '@archipelago/libxseg';
 import type { Segment } from '@archipelago/libxseg/segment';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MapperOp } from './mapper-wire.js';
+import { SegmentMapper } from './clients/segment-mapper.js';
+import { SegmentVolumes } from './clients/segment-volumes.js';
 import type { PeerOptions } from './options.js';
-import { SegmentMapper } from './segment-mapper.js';
-import { SegmentVolumes } from './segment-volumes.js';
+import { MapperOp } from './protocol/mapper-wire.js';
+import { VlmcOp } from './protocol/vlmc-wire.js';
+import { decodeError } from './protocol/wire.js';
 import { PORTS, peerHarness } from './test-peers.js';
-import { VlmcOp } from './vlmc-peer.js';
-import { decodeError } from './wire.js';
 
 const h = peerHarness('dmtest');
 const { dir, base } = h;

@@ -1,14 +1,9 @@
 /** Archipelago peers as daemons: the peer runtime, the blocker, mapperd and vlmcd peers, and their clients. */
-export {
-  type BlockerService,
-  createBlockerService,
-  createFileBlockerService,
-  createRadosBlockerService,
-  type PeerService,
-} from './blocker-peer.js';
-export { PeerClient, type PeerClientOptions } from './client.js';
-export { createMapperService } from './mapper-peer.js';
-export { decodeSegments, encodeSegments, MapperOp } from './mapper-wire.js';
+
+export { PeerClient, type PeerClientOptions } from './clients/client.js';
+export { SegmentBlocker, type SegmentBlockerOptions } from './clients/segment-blocker.js';
+export { type MapperHello, SegmentMapper, type SegmentMapperOptions } from './clients/segment-mapper.js';
+export { SegmentVolumes, type SegmentVolumesOptions } from './clients/segment-volumes.js';
 export {
   type BlockerPeerOptions,
   checkPeerOptions,
@@ -24,12 +19,8 @@ export {
   type VlmcdPeerOptions,
 } from './options.js';
 export { type PidfileState, pidAlive, readPidfile, removePidfile, writePidfile } from './pidfile.js';
-export { createLogger, LOG_LEVELS, type RunningPeer, runPeerMain, startPeer } from './runtime.js';
-export { SegmentBlocker, type SegmentBlockerOptions } from './segment-blocker.js';
-export { type MapperHello, SegmentMapper, type SegmentMapperOptions } from './segment-mapper.js';
-export { SegmentVolumes, type SegmentVolumesOptions } from './segment-volumes.js';
-export { LOCAL0, priOf, severityOf, syslogStream } from './syslog.js';
-export { createVlmcService, VlmcFlag, VlmcOp } from './vlmc-peer.js';
+export { decodeSegments, encodeSegments, MapperOp } from './protocol/mapper-wire.js';
+export { VlmcFlag, VlmcOp } from './protocol/vlmc-wire.js';
 export {
   BlockerOps,
   decodeError,
@@ -39,7 +30,18 @@ export {
   PeerFlag,
   PeerOp,
   payloadOf,
-} from './wire.js';
+} from './protocol/wire.js';
+export { createLogger, LOG_LEVELS, type RunningPeer, runPeerMain, startPeer } from './runtime.js';
+export {
+  type BlockerService,
+  createBlockerService,
+  createFileBlockerService,
+  createRadosBlockerService,
+  type PeerService,
+} from './servers/blocker-peer.js';
+export { createMapperService } from './servers/mapper-peer.js';
+export { createVlmcService } from './servers/vlmc-peer.js';
+export { LOCAL0, priOf, severityOf, syslogStream } from './syslog.js';
 
 import { fileURLToPath } from 'node:url';
 /** The peer process's entry script (built): `node PEER_MAIN` with ARCHIPELAGO_PEER set. */

@@ -2,9 +2,9 @@ import { randomBytes } from 'node:crypto';
 import { Composer } from '@archipelago/composer';
 import type { Segment } from '@archipelago/libxseg/segment';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SegmentBlocker } from './segment-blocker.js';
-import { SegmentMapper } from './segment-mapper.js';
-import { SegmentVolumes } from './segment-volumes.js';
+import { SegmentBlocker } from './clients/segment-blocker.js';
+import { SegmentMapper } from './clients/segment-mapper.js';
+import { SegmentVolumes } from './clients/segment-volumes.js';
 import { PORTS, peerHarness } from './test-peers.js';
 
 const LEASE_MS = 400;
@@ -39,11 +39,36 @@ function localVlmcd() {
   };
 }
 
+type LocalVlmcd = ReturnType<typeof localVlmcd>;
+
+/**
+ * Runs a test with `cli`, a plain SegmentMapper (the changes behind the cache's back), and `v`, a
+ * local vlmcd; closes both after.
+ */
+async function withVlmcd(fn: (cli: SegmentMapper, v: LocalVlmcd) => Promise<void>): Promise<void> {
+  const cli = new SegmentMapper({ segment: seg, port: P.mapperd });
+  const v = localVlmcd();
+  try {
+    await fn(cli, v);
+  } finally {
+    await v.close();
+    await cli.close();
+  }
+}
+
+/** Runs `fn` with a client of the real vlmcd, disconnected after. */
+async function withVolumes(fn: (vols: SegmentVolumes) => Promise<void>): Promise<void> {
+  const vols = new SegmentVolumes({ segment: seg, port: P.vlmcd });
+  try {
+    await fn(vols);
+  } finally {
+    await vols.disconnect();
+  }
+}
+
 describe('map cache in vlmcd', () => {
-  it('caches lookups: repeated I/O on the same blocks does not ask mapperd', async () => {
-    const cli = new SegmentMapper({ segment: seg, port: P.mapperd });
-    const v = localVlmcd();
-    try {
+  it('caches lookups: repeated I/O on the same blocks does not ask mapperd', () =>
+    withVlmcd(async (cli, v) => {
       await cli.create('hits', { size: 8 * MiB, blocksize: BS });
       const data = randomBytes(4096);
       await v.composer.write('hits', 0, data);
@@ -56,16 +81,10 @@ describe('map cache in vlmcd', () => {
       // reads past the end still fail (mapperd says so, the cache does not guess)
       await expect(v.composer.read('hits', 8 * MiB - 10, 20)).rejects.toMatchObject({ code: 'ERANGE' });
       await v.composer.close('hits');
-    } finally {
-      await v.close();
-      await cli.close();
-    }
-  });
+    }));
 
-  it('a snapshot behind its back: writes copy up again and the snapshot keeps the old bytes', async () => {
-    const cli = new SegmentMapper({ segment: seg, port: P.mapperd });
-    const v = localVlmcd();
-    try {
+  it('a snapshot behind its back: writes copy up again and the snapshot keeps the old bytes', () =>
+    withVlmcd(async (cli, v) => {
       await cli.create('snapv', { size: 8 * MiB, blocksize: BS });
       const a = randomBytes(64 * 1024);
       const b = randomBytes(64 * 1024);
@@ -83,8 +102,7 @@ describe('map cache in vlmcd', () => {
       expect((await cli.entries('snapv'))[0]!.name).not.toBe(objBefore);
       expect((await cli.entries('snapv-s'))[0]!.name).toBe(objBefore);
       // the real vlmcd too
-      const vols = new SegmentVolumes({ segment: seg, port: P.vlmcd });
-      try {
+      await withVolumes(async (vols) => {
         await vols.write('snapv', 8192, b.subarray(0, 4096));
         await vols.write('snapv', 8192, b.subarray(0, 4096)); // cached in vlmcd now
         await cli.snapshot('snapv', 'snapv-s2');
@@ -93,21 +111,13 @@ describe('map cache in vlmcd', () => {
         expect((await vols.read('snapv', 8192, 4096)).equals(a.subarray(0, 4096))).toBe(true);
         await vols.close('snapv');
         await vols.close('snapv-s2');
-      } finally {
-        await vols.disconnect();
-      }
+      });
       await v.composer.close('snapv');
       await v.composer.close('snapv-s');
-    } finally {
-      await v.close();
-      await cli.close();
-    }
-  });
+    }));
 
-  it('resize, discard, rename and remove behind its back are seen at once', async () => {
-    const cli = new SegmentMapper({ segment: seg, port: P.mapperd });
-    const v = localVlmcd();
-    try {
+  it('resize, discard, rename and remove behind its back are seen at once', () =>
+    withVlmcd(async (cli, v) => {
       await cli.create('chg', { size: 12 * MiB, blocksize: BS });
       const data = randomBytes(12 * MiB);
       await v.composer.write('chg', 0, data);
@@ -134,16 +144,10 @@ describe('map cache in vlmcd', () => {
       await expect(v.composer.write('chg2', 0, data.subarray(0, 10))).rejects.toMatchObject({
         code: 'ENOENT_VOLUME',
       });
-    } finally {
-      await v.close();
-      await cli.close();
-    }
-  });
+    }));
 
-  it('its own snapshot, trim and close through the composer keep the cache right', async () => {
-    const cli = new SegmentMapper({ segment: seg, port: P.mapperd });
-    const v = localVlmcd();
-    try {
+  it('its own snapshot, trim and close through the composer keep the cache right', () =>
+    withVlmcd(async (cli, v) => {
       await cli.create('ownv', { size: 8 * MiB, blocksize: BS });
       const a = randomBytes(8192);
       const b = randomBytes(8192);
@@ -161,22 +165,16 @@ describe('map cache in vlmcd', () => {
       expect((await v.composer.read('ownv', 0, b.length)).equals(b)).toBe(true);
       await v.composer.close('ownv');
       await v.composer.close('ownv-s');
-    } finally {
-      await v.close();
-      await cli.close();
-    }
-  });
+    }));
 
-  it('a recall waits for the I/O in flight; a dead holder does not block a change', async () => {
-    const cli = new SegmentMapper({ segment: seg, port: P.mapperd });
-    const v = localVlmcd();
-    let slowRecall = 0;
-    v.mapper.onRecall = async (n) => {
-      slowRecall++;
-      await new Promise((r) => setTimeout(r, 300));
-      await v.composer.frozen(n, async () => {});
-    };
-    try {
+  it('a recall waits for the I/O in flight; a dead holder does not block a change', () =>
+    withVlmcd(async (cli, v) => {
+      let slowRecall = 0;
+      v.mapper.onRecall = async (n) => {
+        slowRecall++;
+        await new Promise((r) => setTimeout(r, 300));
+        await v.composer.frozen(n, async () => {});
+      };
       await cli.create('rec', { size: 8 * MiB, blocksize: BS });
       await v.composer.write('rec', 0, Buffer.from('x'));
       await v.composer.write('rec', 0, Buffer.from('y'));
@@ -192,25 +190,16 @@ describe('map cache in vlmcd', () => {
       await cli.snapshot('rec', 'rec-s2');
       expect(Date.now() - t1).toBeLessThan(5000);
       expect((await cli.info('rec-s2')).readonly).toBe(true);
-      const vols = new SegmentVolumes({ segment: seg, port: P.vlmcd });
-      try {
+      await withVolumes(async (vols) => {
         expect((await vols.read('rec-s2', 0, 1)).toString()).toBe('z');
         await vols.close('rec-s2');
         await vols.close('rec-s');
-      } finally {
-        await vols.disconnect();
-      }
+      });
       await cli.closeVolume('rec');
-    } finally {
-      await v.close();
-      await cli.close();
-    }
-  });
+    }));
 
-  it('a restarted mapperd makes changes behind the cache wait until the old leases ran out', async () => {
-    const cli = new SegmentMapper({ segment: seg, port: P.mapperd });
-    const v = localVlmcd();
-    try {
+  it('a restarted mapperd makes changes behind the cache wait until the old leases ran out', () =>
+    withVlmcd(async (cli, v) => {
       await cli.create('rst', { size: 8 * MiB, blocksize: BS });
       const a = Buffer.alloc(4096, 1);
       await v.composer.write('rst', 0, a);
@@ -230,11 +219,7 @@ describe('map cache in vlmcd', () => {
       expect((await v.composer.read('rst', 0, 4096)).equals(b)).toBe(true);
       await v.composer.close('rst');
       await v.composer.close('rst-s');
-    } finally {
-      await v.close();
-      await cli.close();
-    }
-  });
+    }));
 });
 
 describe('READV: reads of one tick in one request', () => {

@@ -6,7 +6,7 @@ import { ArchipelagoError } from '@archipelago/libxseg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { checkPeerOptions } from './options.js';
 import { pidAlive, readPidfile, removePidfile, writePidfile } from './pidfile.js';
-import { decodeError, encodeError } from './wire.js';
+import { decodeError, encodeError } from './protocol/wire.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'archip-pidfile-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -12,10 +12,10 @@ import {
   lockInfo as radosLockInfo,
 } from '../../blocker-rados/test/cluster.js';
 import { runOk } from '../../blocker-rados/test/run.js';
+import { SegmentBlocker } from './clients/segment-blocker.js';
+import { SegmentMapper } from './clients/segment-mapper.js';
+import { SegmentVolumes } from './clients/segment-volumes.js';
 import type { PeerOptions, RadosBlockerPeerOptions } from './options.js';
-import { SegmentBlocker } from './segment-blocker.js';
-import { SegmentMapper } from './segment-mapper.js';
-import { SegmentVolumes } from './segment-volumes.js';
 import { PORTS, peerHarness } from './test-peers.js';
 
 const MiB = 1 << 20;

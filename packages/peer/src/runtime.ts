@@ -11,13 +11,17 @@ import { dirname } from 'node:path';
 import { ArchipelagoError, XS } from '@archipelago/libxseg';
 import { type Port, Segment, type XsegRequest } from '@archipelago/libxseg/segment';
 import { type Logger, pino } from 'pino';
-import { createFileBlockerService, createRadosBlockerService, type PeerService } from './blocker-peer.js';
-import { createMapperService } from './mapper-peer.js';
 import { type PeerOptions, segmentSpec, syslogSocketOf } from './options.js';
 import { readPidfile, removePidfile, writePidfile } from './pidfile.js';
+import { daemonSpin, encodeError } from './protocol/wire.js';
+import {
+  createFileBlockerService,
+  createRadosBlockerService,
+  type PeerService,
+} from './servers/blocker-peer.js';
+import { createMapperService } from './servers/mapper-peer.js';
+import { createVlmcService } from './servers/vlmc-peer.js';
 import { syslogStream } from './syslog.js';
-import { createVlmcService } from './vlmc-peer.js';
-import { daemonSpin, encodeError } from './wire.js';
 
 /** pino levels for the original's log_level 0..3. */
 export const LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const;

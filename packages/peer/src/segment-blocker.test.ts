@@ -3,10 +3,10 @@ import { blockerConformance } from '@archipelago/blocker/test';
 import { encodeTargetPayload, Op, XF, XS } from '@archipelago/libxseg';
 import type { Segment } from '@archipelago/libxseg/segment';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SegmentBlocker } from './clients/segment-blocker.js';
 import type { PeerOptions } from './options.js';
-import { SegmentBlocker } from './segment-blocker.js';
+import { decodeError, PeerOp } from './protocol/wire.js';
 import { peerHarness } from './test-peers.js';
-import { decodeError, PeerOp } from './wire.js';
 
 const PORT = 7;
 const h = peerHarness('peertest', { nrOps: 32, segment: { dynports: 16, ports: 64, sizeMiB: 96 } });

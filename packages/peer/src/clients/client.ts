@@ -9,7 +9,7 @@
  */
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { type Port, Segment, type SubmitOptions, type XsegReply } from '@archipelago/libxseg/segment';
-import { daemonSpin, decodeError, isPeerGone } from './wire.js';
+import { daemonSpin, decodeError, isPeerGone } from '../protocol/wire.js';
 
 /**
  * Every reply a client gets is released in a `finally` (or, late, by withTimeout), so it skips

@@ -1,6 +1,6 @@
 /**
  * SegmentMapper: a MapperApi whose calls go through the segment to a mapperd peer
- * (mapper-wire.ts). Idempotent calls (map for read/write, info, open, close, discard, flush, …) are
+ * (protocol/mapper-wire.ts). Idempotent calls (map for read/write, info, open, close, discard, flush, …) are
  * retried when mapperd died or stopped (client.ts); map changes that are not idempotent (create,
  * clone, snapshot, rename, resize, remove) are not: their failure is reported.
  *
@@ -9,7 +9,7 @@
  * and has it open after, as the embedded Mapper's `openVolumes()` would (vlmc closes those again).
  *
  * With `cache` (vlmcd), map lookups are answered from what earlier map replies said, under
- * mapperd's lease on the volume (mapper-wire.ts, "Map cache"): a lookup whose blocks are all
+ * mapperd's lease on the volume (protocol/mapper-wire.ts, "Map cache"): a lookup whose blocks are all
  * cached (for a write: cached as writable, i.e. copied up already) costs no round trip. The rules
  * that keep it correct:
  * - a reply is cached only if mapperd granted the lease with it, and only if no invalidation of
@@ -27,22 +27,17 @@
  */
 import { ArchipelagoError, encodeTargetPayload, XF, XS } from '@archipelago/libxseg';
 import type { XsegRequest } from '@archipelago/libxseg/segment';
-import type {
-  CloneOptions,
-  CreateFromEntriesOptions,
-  CreateOptions,
-  HashOptions,
-  HashResult,
-  LoadOptions,
-  MapEntry,
-  MapperApi,
-  ObjectSegment,
-  VolumeInfo,
-  VolumeSummary,
-} from '@archipelago/mapper';
+import type * as mapper from '@archipelago/mapper';
+import type { LoadOptions, MapperApi, ObjectSegment, VolumeInfo } from '@archipelago/mapper';
+import {
+  decodeLease,
+  decodeSegmentsCached,
+  MapperFlag,
+  MapperOp,
+  mapReplyRoom,
+} from '../protocol/mapper-wire.js';
+import { fromJson, toJson } from '../protocol/wire.js';
 import { PeerClient, type PeerClientOptions, type Send } from './client.js';
-import { decodeLease, decodeSegmentsCached, MapperFlag, MapperOp, mapReplyRoom } from './mapper-wire.js';
-import { fromJson, toJson } from './wire.js';
 
 export interface SegmentMapperOptions extends PeerClientOptions {
   /** Note which volumes this client's operations opened (see the class comment). */
@@ -129,13 +124,9 @@ export class SegmentMapper extends PeerClient implements MapperApi {
   }
 
   /** Runs one of this client's own map changes on `name`: the cache is dropped before and after. */
-  private async own<T>(name: string, fn: () => Promise<T>): Promise<T> {
+  private own<T>(name: string, fn: () => Promise<T>): Promise<T> {
     this.dropCache(name);
-    try {
-      return await fn();
-    } finally {
-      this.dropCache(name);
-    }
+    return fn().finally(() => this.dropCache(name));
   }
 
   private serveRecall(req: XsegRequest): void {
@@ -291,11 +282,11 @@ export class SegmentMapper extends PeerClient implements MapperApi {
     return this.json<MapperHello>('hello', { op: MapperOp.HELLO }, true);
   }
 
-  create(name: string, opts: CreateOptions): Promise<VolumeInfo> {
+  create(name: string, opts: mapper.CreateOptions): Promise<VolumeInfo> {
     return this.json(`create ${name}`, { op: MapperOp.CLONE, target: name, ...this.args(opts) }, false);
   }
 
-  clone(source: string, name: string, opts: CloneOptions = {}): Promise<VolumeInfo> {
+  clone(source: string, name: string, opts: mapper.CloneOptions = {}): Promise<VolumeInfo> {
     if (typeof source !== 'string' || source === '')
       throw new ArchipelagoError('EINVAL_NAME', 'clone: the source snapshot name is missing');
     return this.json(
@@ -305,12 +296,12 @@ export class SegmentMapper extends PeerClient implements MapperApi {
     );
   }
 
-  createFromEntries(name: string, opts: CreateFromEntriesOptions): Promise<VolumeInfo> {
+  createFromEntries(name: string, opts: mapper.CreateFromEntriesOptions): Promise<VolumeInfo> {
     return this.json(`create ${name}`, { op: MapperOp.CREATE, target: name, ...this.args(opts) }, false);
   }
 
   /** Hashes in mapperd; `onProgress` is not called over the segment. */
-  hash(name: string, _opts: HashOptions = {}): Promise<HashResult> {
+  hash(name: string, _opts: mapper.HashOptions = {}): Promise<mapper.HashResult> {
     return this.json(`hash ${name}`, { op: MapperOp.HASH, target: name, reserve: 1 << 20 }, true);
   }
 
@@ -394,11 +385,11 @@ export class SegmentMapper extends PeerClient implements MapperApi {
     return this.json(`info ${name}`, { op: MapperOp.INFO, target: name, flags: this.flags(opts) }, true);
   }
 
-  list(): Promise<VolumeSummary[]> {
+  list(): Promise<mapper.VolumeSummary[]> {
     return this.json('list', { op: MapperOp.LIST, reserve: 64 * 1024 }, true);
   }
 
-  entries(name: string, opts: LoadOptions = {}): Promise<readonly MapEntry[]> {
+  entries(name: string, opts: LoadOptions = {}): Promise<readonly mapper.MapEntry[]> {
     return this.json(
       `entries ${name}`,
       { op: MapperOp.ENTRIES, target: name, flags: this.flags(opts), reserve: 64 * 1024 },
@@ -437,27 +428,24 @@ export class SegmentMapper extends PeerClient implements MapperApi {
   }
 
   mapRead(name: string, offset: number, length: number, opts?: LoadOptions): Promise<ObjectSegment[]> {
-    if (this.caching && !opts?.assumeV0) {
-      const hit = this.lookup(name, offset, length, false);
-      if (hit) {
-        this.cacheStats.hits++;
-        return Promise.resolve(hit);
-      }
-      this.cacheStats.misses++;
-    }
-    return this.track(name, () => this.segments(MapperOp.MAPR, name, offset, length, opts));
+    return this.map(MapperOp.MAPR, name, offset, length, opts);
   }
 
   mapWrite(name: string, offset: number, length: number, opts?: LoadOptions): Promise<ObjectSegment[]> {
+    return this.map(MapperOp.MAPW, name, offset, length, opts);
+  }
+
+  /** A map lookup: from the cache when every block is there (for a write: writable), else from mapperd. */
+  private map(op: number, name: string, offset: number, length: number, opts?: LoadOptions) {
     if (this.caching && !opts?.assumeV0) {
-      const hit = this.lookup(name, offset, length, true);
+      const hit = this.lookup(name, offset, length, op === MapperOp.MAPW);
       if (hit) {
         this.cacheStats.hits++;
         return Promise.resolve(hit);
       }
       this.cacheStats.misses++;
     }
-    return this.track(name, () => this.segments(MapperOp.MAPW, name, offset, length, opts));
+    return this.track(name, () => this.segments(op, name, offset, length, opts));
   }
 
   assertWritable(name: string, opts: LoadOptions = {}): Promise<void> {

@@ -2,90 +2,19 @@
  * vlmcd's request handler: volume I/O on a Composer over a SegmentMapper (mapperd) and a
  * SegmentBlocker (blockerb). Reads are composed straight into the request's shared-memory data;
  * writes hand the request's data to the composer without a copy of their own. Map lookups come
- * from the SegmentMapper's lease-guarded cache when they can (no mapperd round trip).
- *
- * Ops (target = the volume): X_READ 1 and X_WRITE 2 (offset, size; XF_FUA; a zero-size write with
- * XF_FLUSH is a flush barrier, as in the original), X_FLUSH 20, X_SNAPSHOT 16 (data = the snapshot
- * name as a target payload; reply JSON VolumeInfo), X_CLOSE 15, X_DELETE 5, X_INFO 11 (reply
- * `xseg_reply_info {u64 size}`); ours from 96: WRITEZEROES 96 (flag NOHOLE), TRIM 97, BLOCKSTATUS
- * 98 (reply JSON extents), FREEZE 99 (drain, then answer: a barrier for one volume), READV 100
- * (several reads of one volume in one request, see `encodeReadVector`).
+ * from the SegmentMapper's lease-guarded cache when they can (no mapperd round trip). The ops it
+ * serves are in protocol/vlmc-wire.ts.
  */
 import { Composer } from '@archipelago/composer';
-import { ArchipelagoError, decodeTargetPayload, encodeInfoReply, Op, opName, XF } from '@archipelago/libxseg';
+import { ArchipelagoError, decodeTargetPayload, encodeInfoReply, XF } from '@archipelago/libxseg';
 import type { RespondOptions, Segment, XsegRequest } from '@archipelago/libxseg/segment';
 import type { Logger } from '@archipelago/mapper';
-import type { PeerService } from './blocker-peer.js';
-import type { VlmcdPeerOptions } from './options.js';
-import { SegmentBlocker } from './segment-blocker.js';
-import { SegmentMapper } from './segment-mapper.js';
-import { payloadOf, toJson } from './wire.js';
-
-export const VlmcOp = {
-  PING: Op.PING,
-  READ: Op.READ,
-  WRITE: Op.WRITE,
-  DELETE: Op.DELETE,
-  INFO: Op.INFO,
-  CLOSE: Op.CLOSE,
-  SNAPSHOT: Op.SNAPSHOT,
-  FLUSH: Op.FLUSH,
-  WRITEZEROES: 96,
-  TRIM: 97,
-  BLOCKSTATUS: 98,
-  FREEZE: 99,
-  READV: 100,
-} as const;
-
-/**
- * READV: the request's data starts with `u32 count, u32 0`, then `count` × `{u64 offset, u64
- * length}`; `size` = those bytes. The reply data (the same shared memory, reserved as the larger
- * of the two) is the reads' bytes one after the other; `serviced` = their sum. Any failed read
- * fails the whole request (the client then reads one by one, for each read's own answer).
- * One request and one reply instead of `count`: fewer wake-ups on both sides.
- */
-export const READV_MAX = 256;
-
-export function readVectorBytes(count: number): number {
-  return 8 + 16 * count;
-}
-
-export function encodeReadVector(into: Buffer, items: readonly { offset: number; length: number }[]): number {
-  into.writeUInt32LE(items.length, 0);
-  into.writeUInt32LE(0, 4);
-  let at = 8;
-  for (const it of items) {
-    into.writeBigUInt64LE(BigInt(it.offset), at);
-    into.writeBigUInt64LE(BigInt(it.length), at + 8);
-    at += 16;
-  }
-  return at;
-}
-
-export function decodeReadVector(data: Buffer): { offset: number; length: number }[] {
-  if (data.length < 8) throw new ArchipelagoError('EINVAL', 'READV: shorter than its header');
-  const count = data.readUInt32LE(0);
-  if (count > READV_MAX || data.length < readVectorBytes(count))
-    throw new ArchipelagoError(
-      'EINVAL',
-      `READV: ${count} reads do not fit ${data.length} bytes (at most ${READV_MAX})`,
-    );
-  const out: { offset: number; length: number }[] = [];
-  for (let i = 0, at = 8; i < count; i++, at += 16) {
-    const offset = Number(data.readBigUInt64LE(at));
-    const length = Number(data.readBigUInt64LE(at + 8));
-    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length))
-      throw new ArchipelagoError('EINVAL', 'READV: offset or length out of range');
-    out.push({ offset, length });
-  }
-  return out;
-}
-
-/** Flags of ours for vlmcd (from 0x400, above the blocker peer's). */
-export const VlmcFlag = {
-  /** write-zeroes: write real zeros instead of returning whole blocks to the zero block. */
-  NOHOLE: 0x400,
-} as const;
+import { SegmentBlocker } from '../clients/segment-blocker.js';
+import { SegmentMapper } from '../clients/segment-mapper.js';
+import type { VlmcdPeerOptions } from '../options.js';
+import { decodeReadVector, VlmcFlag, VlmcOp } from '../protocol/vlmc-wire.js';
+import { payloadOf, toJson } from '../protocol/wire.js';
+import { notServed, type PeerService, peerService } from './service.js';
 
 export function createVlmcService(
   o: VlmcdPeerOptions,
@@ -103,8 +32,6 @@ export function createVlmcService(
     const name = req.target;
     const fua = (req.flags & XF.FUA) !== 0;
     switch (req.op) {
-      case VlmcOp.PING:
-        return { serviced: 0 };
       case VlmcOp.READ:
         await composer.readInto(name, req.offset, payloadOf(req));
         return { serviced: req.size };
@@ -167,17 +94,12 @@ export function createVlmcService(
         return { data, serviced: data.length };
       }
       default:
-        throw new ArchipelagoError('ENOTSUP', `op ${req.op} (${opName(req.op)}) is not served by vlmcd`, {
-          details: { op: req.op },
-        });
+        throw notServed(req, 'vlmcd');
     }
   }
 
-  return {
-    composer,
-    serve,
-    async close() {
-      await Promise.allSettled([mapper.close(), blockerb.close()]);
-    },
+  const close = async () => {
+    await Promise.allSettled([mapper.close(), blockerb.close()]);
   };
+  return { composer, ...peerService(serve, close) };
 }

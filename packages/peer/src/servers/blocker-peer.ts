@@ -14,7 +14,6 @@ import {
   encodeInfoReply,
   encodeTargetPayload,
   Op,
-  opName,
   XF,
 } from '@archipelago/libxseg';
 import type { RespondOptions, XsegRequest } from '@archipelago/libxseg/segment';
@@ -22,20 +21,16 @@ import {
   type FileBlockerPeerOptions,
   RADOS_CONNECT_TIMEOUT_MS,
   type RadosBlockerPeerOptions,
-} from './options.js';
-import { LIST_PAGE_BYTES, PeerFlag, PeerOp, payloadOf } from './wire.js';
+} from '../options.js';
+import { LIST_PAGE_BYTES, PeerFlag, PeerOp, payloadOf } from '../protocol/wire.js';
+import { notServed, type PeerService, peerService } from './service.js';
+
+export type { PeerService };
 
 /** The longest identity a lock request may carry. */
 const MAX_IDENTITY = 128;
 /** Per-identity lock blockers kept open. */
 const MAX_LOCKERS = 256;
-
-/** What a peer process serves on its ports (blocker, mapperd, vlmcd). */
-export interface PeerService {
-  /** Serves one request; resolves with the reply (the caller responds), rejects with the error. */
-  serve(req: XsegRequest): Promise<RespondOptions>;
-  close(): Promise<void>;
-}
 
 export type BlockerService = PeerService;
 
@@ -83,8 +78,6 @@ export function createBlockerService(
     const name = req.target;
     const missingOk = (req.flags & PeerFlag.MISSINGOK) !== 0;
     switch (req.op) {
-      case Op.PING:
-        return { serviced: 0 };
       case Op.READ: {
         const out = payload(req);
         // Straight into the request's shared data: no fresh buffer per read (first touches of
@@ -167,23 +160,14 @@ export function createBlockerService(
         return { data, serviced: more ? 1 : 0 };
       }
       default:
-        throw new ArchipelagoError(
-          'ENOTSUP',
-          `op ${req.op} (${opName(req.op)}) is not served by a blocker peer`,
-          {
-            details: { op: req.op },
-          },
-        );
+        throw notServed(req, 'a blocker peer');
     }
   }
 
-  return {
-    serve,
-    async close() {
-      await Promise.all([main.close(), ...[...lockers.values()].map((b) => b.close())]);
-      lockers.clear();
-    },
-  };
+  return peerService(serve, async () => {
+    await Promise.all([main.close(), ...[...lockers.values()].map((b) => b.close())]);
+    lockers.clear();
+  });
 }
 
 /** A blocker peer over files: per-identity lockers are FileBlockers with a tiny fd cache. */

@@ -1,5 +1,5 @@
 /**
- * SegmentVolumes: volume I/O through a vlmcd peer (vlmc-peer.ts), with the composer's method
+ * SegmentVolumes: volume I/O through a vlmcd peer (protocol/vlmc-wire.ts), with the composer's method
  * shapes (`VolumeApi`), so the NBD export and the `vlmc` commands use it in place of an
  * in-process Composer. A write is copied once, straight into the request's shared-memory data; a
  * read is copied once out of the reply. I/O, flush, close and info are retried when vlmcd died or
@@ -14,9 +14,9 @@ import type { Extent, VolumeApi, WriteOptions, ZeroOptions } from '@archipelago/
 import { ArchipelagoError, decodeInfoReply, encodeTargetPayload, XF } from '@archipelago/libxseg';
 import type { XsegReply } from '@archipelago/libxseg/segment';
 import type { VolumeInfo } from '@archipelago/mapper';
+import { encodeReadVector, READV_MAX, readVectorBytes, VlmcFlag, VlmcOp } from '../protocol/vlmc-wire.js';
+import { fromJson } from '../protocol/wire.js';
 import { PeerClient, type PeerClientOptions, UNTRACKED } from './client.js';
-import { encodeReadVector, READV_MAX, readVectorBytes, VlmcFlag, VlmcOp } from './vlmc-peer.js';
-import { fromJson } from './wire.js';
 
 export interface SegmentVolumesOptions extends PeerClientOptions {
   /** Notes which volumes an operation opened (a SegmentMapper with `trackOpens`). */

@@ -23,11 +23,17 @@ import {
   Mapper,
   type ObjectSegment,
 } from '@archipelago/mapper';
-import type { PeerService } from './blocker-peer.js';
-import { encodeLease, encodeSegments, type LeaseInfo, MapperFlag, MapperOp } from './mapper-wire.js';
-import type { MapperdPeerOptions } from './options.js';
-import { SegmentBlocker } from './segment-blocker.js';
-import { daemonSpin, fromJson, payloadOf, toJson } from './wire.js';
+import { SegmentBlocker } from '../clients/segment-blocker.js';
+import type { MapperdPeerOptions } from '../options.js';
+import {
+  encodeLease,
+  encodeSegments,
+  type LeaseInfo,
+  MapperFlag,
+  MapperOp,
+} from '../protocol/mapper-wire.js';
+import { daemonSpin, fromJson, payloadOf, toJson } from '../protocol/wire.js';
+import { notServed, type PeerService, peerService } from './service.js';
 
 /** The environment variable with the map lease time in ms (0: vlmcd caches no maps). */
 export const MAP_LEASE_ENV = 'ARCHIPELAGO_MAP_LEASE_MS';
@@ -105,8 +111,6 @@ export function createMapperService(
     const name = req.target;
     const caching = (req.flags & MapperFlag.CACHE) !== 0;
     switch (req.op) {
-      case MapperOp.PING:
-        return { serviced: 0 };
       case MapperOp.HELLO:
         return json({ identity: o.identity, open: mapper.openVolumes() });
       case MapperOp.MAPR: {
@@ -183,25 +187,20 @@ export function createMapperService(
         await leases.change(name, req, () => mapper.discard(name, req.offset, load(req)));
         return { serviced: 0 };
       default:
-        throw new ArchipelagoError('ENOTSUP', `op ${req.op} (${opName(req.op)}) is not served by mapperd`, {
-          details: { op: req.op },
-        });
+        throw notServed(req, 'mapperd');
     }
   }
 
-  return {
-    mapper,
-    serve,
-    async close() {
-      try {
-        // The volume locks go with mapper.close(): not before the leases on their maps ran out.
-        await leases.close();
-        await mapper.close();
-      } finally {
-        await Promise.allSettled([blockerm.close(), blockerb.close()]);
-      }
-    },
+  const close = async () => {
+    try {
+      // The volume locks go with mapper.close(): not before the leases on their maps ran out.
+      await leases.close();
+      await mapper.close();
+    } finally {
+      await Promise.allSettled([blockerm.close(), blockerb.close()]);
+    }
   };
+  return { mapper, ...peerService(serve, close) };
 }
 
 function resp(data: Buffer): RespondOptions {
@@ -307,13 +306,9 @@ class Leases {
     }
   }
 
-  private async counted<T>(name: string, fn: () => Promise<T>): Promise<T> {
+  private counted<T>(name: string, fn: () => Promise<T>): Promise<T> {
     this.enter(name);
-    try {
-      return await fn();
-    } finally {
-      this.leave(name);
-    }
+    return fn().finally(() => this.leave(name));
   }
 
   private enter(name: string): void {
