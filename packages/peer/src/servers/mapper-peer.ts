@@ -10,7 +10,7 @@
  * volume's I/O) before any map change that does not come from the holder itself. Such changes
  * also wait, after a restart of mapperd, until a lease time has passed since the start (the
  * leases of the previous mapperd have run out by then), and stopping waits for the leases to run
- * out before the volume locks are released.
+ * out. Stopping keeps the volume locks: they belong to the host's identity, not to this process.
  */
 import { ArchipelagoError, decodeTargetPayload, opName, XF } from '@archipelago/libxseg';
 import type { Port, RespondOptions, Segment, XsegRequest } from '@archipelago/libxseg/segment';
@@ -193,9 +193,10 @@ export function createMapperService(
 
   const close = async () => {
     try {
-      // The volume locks go with mapper.close(): not before the leases on their maps ran out.
+      // The leases on cached maps run out first, so no client uses a cache across the stop. The
+      // volume locks stay: they belong to the host (its one identity), not to this process, so a
+      // volume opened with `vlmc open` (or mapped) is still this host's after a restart.
       await leases.close();
-      await mapper.close();
     } finally {
       await Promise.allSettled([blockerm.close(), blockerb.close()]);
     }
