@@ -11,31 +11,49 @@
  * extra await); so those three must return a promise and never throw (an async method does).
  * The other methods are plain async functions.
  *
- * Locks (one place for acquire, release and the owner, so that holder records and fencing can be
- * added here): a backend offers one attempt at a time (`_lockSession`), the holder of a lock
- * (`_lockHolder`) and the removal of a lock (`_unlock`); the base decides what an acquire or a
- * release means. A waiting acquire sleeps `lockPollMs` between attempts, or as the backend's
+ * Locks (one place for acquire, release, renewal, take-over and breaking): a backend stores lock
+ * records (holder.ts) and offers one attempt at a time to create a lock (`_lockSession`), the
+ * record of a lock (`_lockHolder`), a compare-and-replace of a record (`_replace`), the removal of
+ * a lock (`_unlock`) and, where it can, fencing of a holder (`_fence`: RADOS blocklists it); the
+ * base decides what an acquire, a release, a renewal or a break means, and when a holder is dead
+ * (`deadHolder`). A waiting acquire sleeps `lockPollMs` between attempts, or as the backend's
  * session says (RADOS wakes on watch/notify); close() ends every wait with ECLOSED.
  */
 import {
   type AcquireOptions,
+  type AcquireResult,
   type Blocker,
+  type BreakOptions,
+  type BreakReport,
   LOCK_SUFFIX,
   type ObjectInfo,
   type ReadOptions,
   type ReleaseOptions,
+  type RenewOptions,
   type WriteOptions,
 } from './contract.js';
 import { CallGate } from './gate.js';
 import {
+  currentProcess,
+  deadHolder,
+  describeHolder,
+  type LockProcess,
+  type LockRecord,
+  sameHost,
+  sameProcess,
+} from './holder.js';
+import {
+  cannotFenceError,
   checkName,
   checkPrefix,
   closedError,
   countError,
   dataError,
+  holderAliveError,
   isValidObjectName,
   lengthError,
   lockedError,
+  lockLostError,
   lockTimeoutError,
   type NameRole,
   nameError,
@@ -45,16 +63,16 @@ import {
   timeoutError,
 } from './rules.js';
 
-/** Who holds a lock. Backends may carry more (RADOS: its lockers) for their `_unlock`. */
-export interface LockHolder {
-  /** The owner identity. */
-  readonly owner: string;
-}
+/** Who holds a lock: its record. Backends may carry more (RADOS: its lockers) for `_unlock`. */
+export type LockHolder = LockRecord;
 
 /** One acquire's attempts at a lock (AbstractBlocker._lockSession). */
 export interface LockSession {
-  /** Tries once: null when the lock is ours now (also when it already was), else its owner. */
-  attempt(): Promise<string | null>;
+  /**
+   * Tries once to create the lock with the record `record()` gives now: null when this attempt
+   * created it, else the record of the lock as it is (whoever holds it, this identity included).
+   */
+  attempt(): Promise<LockRecord | null>;
   /**
    * Between the attempts of a waiting acquire: resolves when another attempt is worth it, at the
    * latest after `ms` (default: the base's sleep of `lockPollMs`). Use `sleep()`, which close()
@@ -74,6 +92,10 @@ export interface AbstractBlockerOptions {
   lockTimeoutMs?: number;
   /** Sleep between the attempts of a waiting acquire, in ms. Default 100. */
   lockPollMs?: number;
+  /** Lease of a process hold, ms, when the caller names none. Default 15000; 0: no lease. */
+  leaseMs?: number;
+  /** The process locks are held for by default (tests). Default: this process. */
+  process?: LockProcess;
 }
 
 export abstract class AbstractBlocker<H extends LockHolder = LockHolder> implements Blocker {
@@ -84,6 +106,10 @@ export abstract class AbstractBlocker<H extends LockHolder = LockHolder> impleme
   readonly lockTimeoutMs: number;
   /** Sleep between the attempts of a waiting acquire, in ms. */
   readonly lockPollMs: number;
+  /** Default lease of a process hold, ms (0: none). */
+  readonly leaseMs: number;
+  /** The process this blocker holds locks for, unless a call says `as`. */
+  readonly process: LockProcess;
 
   // Plain (not #private) fields: RadosBlocker.withIdentity views reach them through the prototype.
   private readonly gate = new CallGate(closedError);
@@ -105,6 +131,8 @@ export abstract class AbstractBlocker<H extends LockHolder = LockHolder> impleme
     this.identity = opts.identity;
     this.lockTimeoutMs = opts.lockTimeoutMs ?? 30_000;
     this.lockPollMs = opts.lockPollMs ?? 100;
+    this.leaseMs = opts.leaseMs ?? 15_000;
+    this.process = opts.process ?? currentProcess();
   }
 
   // ------------------------------------------------------------------ objects (the hot path)
@@ -191,11 +219,15 @@ export abstract class AbstractBlocker<H extends LockHolder = LockHolder> impleme
 
   // ------------------------------------------------------------------ locks
 
-  acquire(name: string, options?: AcquireOptions): Promise<void> {
+  acquire(name: string, options?: AcquireOptions): Promise<AcquireResult> {
     const t = options?.timeoutMs;
-    const bad = t === undefined ? null : timeoutError(t, name);
-    const wait = options?.wait === true;
-    return this.counted(name, 'lock name', bad, () => this.acquireLock(name, wait, t ?? this.lockTimeoutMs));
+    const bad =
+      t === undefined
+        ? (leaseError(options?.leaseMs) ?? null)
+        : (timeoutError(t, name) ?? leaseError(options?.leaseMs));
+    return this.counted(name, 'lock name', bad, () =>
+      this.acquireLock(name, options ?? {}, t ?? this.lockTimeoutMs),
+    );
   }
 
   release(name: string, options?: ReleaseOptions): Promise<void> {
@@ -203,8 +235,29 @@ export abstract class AbstractBlocker<H extends LockHolder = LockHolder> impleme
   }
 
   async lockOwner(name: string): Promise<string | null> {
-    const holder = await this.counted(name, 'lock name', null, () => this._lockHolder(name));
-    return holder?.owner ?? null;
+    return (await this.lockInfo(name))?.owner ?? null;
+  }
+
+  lockInfo(name: string): Promise<LockRecord | null> {
+    return this.counted(name, 'lock name', null, () => this._lockHolder(name));
+  }
+
+  renew(name: string, options?: RenewOptions): Promise<LockRecord> {
+    return this.counted(name, 'lock name', leaseError(options?.leaseMs), async () => {
+      const self = options?.as ?? this.process;
+      const cur = await this._lockHolder(name);
+      if (cur === null) throw notLockedError(name);
+      if (cur.owner !== this.identity || !sameProcess(cur.process, self))
+        throw lockLostError(name, describeHolder(cur));
+      const next = this.recordFor({ leaseMs: options?.leaseMs ?? this.leaseMs }, self);
+      if (await this._replace(name, cur, next)) return next;
+      const now = await this._lockHolder(name);
+      throw now === null ? notLockedError(name) : lockLostError(name, describeHolder(now));
+    });
+  }
+
+  breakLock(name: string, options?: BreakOptions): Promise<BreakReport> {
+    return this.counted(name, 'lock name', null, () => this.breakHolder(name, options ?? {}));
   }
 
   /**
@@ -227,25 +280,123 @@ export abstract class AbstractBlocker<H extends LockHolder = LockHolder> impleme
     }
   }
 
-  /** Tries, and with `wait` tries again until the lock is ours, the timeout or close(). */
-  private async acquireLock(name: string, wait: boolean, timeoutMs: number): Promise<void> {
-    const session = this._lockSession(name, wait);
+  /** The record an acquire (or renewal) of `opts` writes for process `self`, as of now. */
+  private recordFor(opts: Pick<AcquireOptions, 'hold' | 'leaseMs'>, self: LockProcess): LockRecord {
+    if (opts.hold === 'host') return { owner: this.identity, process: null, expires: null };
+    const lease = opts.leaseMs ?? this.leaseMs;
+    return { owner: this.identity, process: self, expires: lease > 0 ? Date.now() + lease : null };
+  }
+
+  /**
+   * Tries, and with `wait` tries again until the lock is ours, the timeout or close(). A lock this
+   * identity holds already is ours (its record rewritten to the hold asked for, unless another
+   * live process of this host holds it); a provably dead holder's lock is fenced, broken and
+   * taken over.
+   */
+  private async acquireLock(name: string, opts: AcquireOptions, timeoutMs: number): Promise<AcquireResult> {
+    const self = opts.as ?? this.process;
+    const want = () => this.recordFor(opts, self);
+    const session = this._lockSession(name, opts.wait === true, want);
+    /** A dead holder this acquire broke the lock of, to report once the lock is ours. */
+    let broken: { previous: LockRecord; tookOver: string } | null = null;
     try {
-      let owner = await session.attempt();
-      if (owner === null) return;
-      if (!wait) throw lockedError(name, owner);
       const deadline = Date.now() + timeoutMs;
       for (;;) {
+        const cur = await session.attempt();
+        if (cur === null)
+          return { took: true, previous: broken?.previous ?? null, tookOver: broken?.tookOver ?? null };
+        const settled = await this.settleHeld(name, cur, want, self);
+        if (settled === 'again') continue;
+        if ('broke' in settled) {
+          broken = { previous: cur, tookOver: settled.broke };
+          continue;
+        }
+        if (settled.result !== null) return settled.result;
+        if (opts.wait !== true) throw lockedError(name, cur.owner);
         const left = deadline - Date.now();
-        if (left <= 0) throw lockTimeoutError(name, owner, timeoutMs);
+        if (left <= 0) throw lockTimeoutError(name, cur.owner, timeoutMs);
         this.assertOpen();
         await (session.pause ? session.pause(left) : this.sleep(Math.min(this.lockPollMs, left)));
         this.assertOpen();
-        owner = await session.attempt();
-        if (owner === null) return;
       }
     } finally {
       await session.end?.();
+    }
+  }
+
+  /**
+   * An acquire found lock `name` held as `cur`: `result` when the lock is (or became) ours, or
+   * null when another live holder keeps it; `broke` (why the holder was dead) when this call
+   * fenced and removed a dead holder's lock; 'again' when the lock changed meanwhile.
+   */
+  private async settleHeld(
+    name: string,
+    cur: LockRecord,
+    want: () => LockRecord,
+    self: LockProcess,
+  ): Promise<{ result: AcquireResult | null } | { broke: string } | 'again'> {
+    const dead = deadHolder(cur, self);
+    if (cur.owner !== this.identity) {
+      if (dead === null) return { result: null };
+      await this._fence(name, cur as H);
+      return (await this._unlock(name, cur)) ? { broke: dead } : 'again';
+    }
+    // This identity holds it: ours, idempotently. Rewrite the record to the hold asked for, except
+    // over another live process of this host (it holds the volume; same-host serialization keeps
+    // the two apart, not this lock).
+    const next = want();
+    const otherLive = cur.process !== null && !sameProcess(cur.process, self) && dead === null;
+    if (otherLive && next.process !== null) return { result: { took: false, previous: cur, tookOver: null } };
+    if (dead !== null && cur.process !== null && !sameHost(cur.process, self))
+      await this._fence(name, cur as H);
+    if (!sameRecord(cur, next) && !(await this._replace(name, cur as H, next))) return 'again';
+    return {
+      result:
+        dead === null
+          ? { took: false, previous: cur, tookOver: null }
+          : { took: true, previous: cur, tookOver: dead },
+    };
+  }
+
+  /** breakLock: fence the holder, then free the lock (see the contract). */
+  private async breakHolder(name: string, opts: BreakOptions): Promise<BreakReport> {
+    const self = this.process;
+    for (;;) {
+      const cur = await this._lockHolder(name);
+      if (cur === null) throw notLockedError(name);
+      const who = describeHolder(cur);
+      let fenced: string | null;
+      if (cur.process === null) fenced = 'held by the host: no process';
+      else fenced = deadHolder(cur, self);
+      if (fenced === null && cur.process !== null && sameHost(cur.process, self))
+        throw holderAliveError(name, who);
+      if (fenced === null) fenced = await this._fence(name, cur);
+      if (fenced === null) {
+        // (cur is this backend's holder type: _lockHolder gave it)
+        // A live holder elsewhere that nothing can cut off: take the lock from it (it finds the lock
+        // lost at its next renewal and stops) and wait until its lease has run out.
+        if (cur.expires === null) throw cannotFenceError(name, who, 'it holds no lease to wait out');
+        const ours = this.recordFor({ leaseMs: cur.expires - Date.now() + this.leaseMs }, self);
+        if (!(await this._replace(name, cur, ours))) continue;
+        const waitMs = opts.waitMs ?? this.leaseMs + 1000;
+        const left = cur.expires - Date.now();
+        if (left > waitMs) {
+          await this._unlock(name, ours);
+          throw cannotFenceError(
+            name,
+            who,
+            `its lease ends in ${left} ms, more than the ${waitMs} ms allowed`,
+          );
+        }
+        if (left > 0) {
+          opts.onWait?.(`the lease of ${who} to run out`, left);
+          await this.sleep(left);
+          this.assertOpen();
+        }
+        await this._unlock(name, ours);
+        return { previous: cur, fenced: 'its lease ran out' };
+      }
+      if (await this._unlock(name, cur)) return { previous: cur, fenced };
     }
   }
 
@@ -349,17 +500,52 @@ export abstract class AbstractBlocker<H extends LockHolder = LockHolder> impleme
 
   protected abstract _hash(name: string, size: number): Promise<string>;
 
-  /** The attempts of one acquire of lock `name` (`wait`: a waiting acquire will follow up). */
-  protected abstract _lockSession(name: string, wait: boolean): LockSession;
+  /**
+   * The attempts of one acquire of lock `name` (`wait`: a waiting acquire will follow up), each
+   * creating the lock with the record `record()` gives at that moment.
+   */
+  protected abstract _lockSession(name: string, wait: boolean, record: () => LockRecord): LockSession;
 
-  /** Who holds lock `name`, or null when it is free. */
+  /** The record of lock `name`, or null when it is free. */
   protected abstract _lockHolder(name: string): Promise<H | null>;
 
-  /** Removes lock `name` whoever holds it (`holder`, as just read); false when it was gone already. */
-  protected abstract _unlock(name: string, holder: H): Promise<boolean>;
+  /**
+   * Replaces the record of lock `name` with `next` if it still is `expected` (as `_lockHolder`
+   * gave it): false when it changed (or is gone) meanwhile.
+   */
+  protected abstract _replace(name: string, expected: H, next: LockRecord): Promise<boolean>;
+
+  /**
+   * Removes lock `name` if it still is `holder` (as `_lockHolder` gave it, or as this blocker
+   * wrote it); false when it changed or was gone already.
+   */
+  protected abstract _unlock(name: string, holder: LockRecord): Promise<boolean>;
+
+  /**
+   * Makes `holder` unable to write (RADOS: blocklists its client address) and says how, or null
+   * when this backend cannot (file blockers: the base waits for the holder's lease instead).
+   */
+  protected _fence(_name: string, _holder: H): Promise<string | null> {
+    return Promise.resolve(null);
+  }
 
   protected abstract _flush(): Promise<void>;
 
   /** After close(), once no call is in flight: releases fds, connections, ... */
   protected abstract _close(): Promise<void>;
+}
+
+/** EINVAL unless a lease (ms) is a safe integer >= 0 (or not given). */
+function leaseError(ms: unknown): Error | null {
+  if (ms === undefined) return null;
+  return countError(ms, 'leaseMs');
+}
+
+/** True when two records say the same (owner, process, lease). */
+function sameRecord(a: LockRecord, b: LockRecord): boolean {
+  return (
+    a.owner === b.owner &&
+    a.expires === b.expires &&
+    (a.process === null ? b.process === null : sameProcess(a.process, b.process))
+  );
 }

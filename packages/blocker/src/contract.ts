@@ -10,8 +10,16 @@
  * Errors are ArchipelagoError with codes: ENOENT_OBJECT (missing object where one is required),
  * ELOCKED (lock held by another owner; `details.owner` names it), ENOTLOCKED (release of a lock we
  * do not hold), ETIMEDOUT (blocking acquire gave up), ENOSPC / EIO (storage faults), EINVAL_NAME
- * (a name that could escape the store), ECLOSED (used after close()).
+ * (a name that could escape the store), ECLOSED (used after close()), EBUSY (breaking the lock of
+ * a live process of this host).
+ *
+ * Locks carry a record of their holder (holder.ts): the owner identity, and either the holding
+ * process (host, boot id, pid and its start time) with a lease, or nobody (held by the host). A
+ * lock whose holding process is provably dead (gone from this host, or its lease expired) is
+ * taken over by the next acquire, after fencing it.
  */
+
+import type { LockProcess, LockRecord } from './holder.js';
 
 export interface ReadOptions {
   /** Treat a missing object as all zeros instead of failing with ENOENT_OBJECT. */
@@ -31,6 +39,58 @@ export interface AcquireOptions {
   wait?: boolean;
   /** With `wait`, give up after this many milliseconds with ETIMEDOUT (default: the blocker's). */
   timeoutMs?: number;
+  /**
+   * Who holds the lock (default `process`): this process, under a lease of `leaseMs` that `renew`
+   * extends; or the `host`, i.e. the identity with no process and no lease (`vlmc open`, `vlmc
+   * lock`), kept until released or broken. On a lock this identity holds already, the record is
+   * rewritten to say so (a process adopting a host hold, or handing its hold back to the host).
+   */
+  hold?: 'process' | 'host';
+  /** Lease of a process hold, ms (default: the blocker's `leaseMs`; 0: no lease). */
+  leaseMs?: number;
+  /** The process the lock is held for (default: this one). A blocker peer passes its client's. */
+  as?: LockProcess;
+}
+
+/** What an acquire did. */
+export interface AcquireResult {
+  /** True when this call took the lock; false when this identity held it already. */
+  took: boolean;
+  /** The lock's record before this call (null: it was free). */
+  previous: LockRecord | null;
+  /**
+   * Why `previous`, a holder this call took the lock over from, was provably dead (its pid gone,
+   * its lease expired); it was fenced first. Null when no holder was taken over.
+   */
+  tookOver: string | null;
+}
+
+export interface RenewOptions {
+  /** The new lease, ms from now (default: the blocker's `leaseMs`). */
+  leaseMs?: number;
+  /** The process holding the lock (default: this one). */
+  as?: LockProcess;
+}
+
+export interface BreakOptions {
+  /**
+   * How long to wait, at most, for a live holder elsewhere whose lease cannot be cut short (file
+   * blockers) to lose it, ms (default: the blocker's `leaseMs` plus a second).
+   */
+  waitMs?: number;
+  /** Called once before such a wait, with what is waited for (for progress output). */
+  onWait?: (what: string, ms: number) => void;
+}
+
+/** What a breakLock did. */
+export interface BreakReport {
+  /** The holder the lock was taken from. */
+  previous: LockRecord;
+  /**
+   * How that holder was made unable to write before the lock was broken: `blocklisted <addr>`
+   * (RADOS), `its lease ran out`, `its process is gone`, `held by the host: no process`.
+   */
+  fenced: string;
 }
 
 export interface ReleaseOptions {
@@ -92,7 +152,30 @@ export interface Blocker {
    * for the same identity. Fails with ELOCKED when another owner holds it and `wait` is not set;
    * with `wait`, blocks until free or `timeoutMs`, then ETIMEDOUT.
    */
-  acquire(name: string, options?: AcquireOptions): Promise<void>;
+  acquire(name: string, options?: AcquireOptions): Promise<AcquireResult>;
+
+  /**
+   * The lock's record (owner, holding process, lease), or null when it is free. A lock written
+   * by an older version (its owner alone) reads as held by the host.
+   */
+  lockInfo(name: string): Promise<LockRecord | null>;
+
+  /**
+   * Extends the lease of a lock this process holds. ELOCKED when another owner (or another
+   * process) holds it now: the lock was lost, and the caller must stop writing; ENOTLOCKED when
+   * it is free.
+   */
+  renew(name: string, options?: RenewOptions): Promise<LockRecord>;
+
+  /**
+   * Takes the lock away from its holder, whoever it is, after making sure the holder can no longer
+   * write (fencing): RADOS blocklists the holder's client; a file blocker takes the lock and waits
+   * for the holder's lease to end (a live holder finds it lost at its next renewal and stops;
+   * one that does not renew stops at the end of its lease). The lock is left free. ENOTLOCKED when
+   * it is free; EBUSY when the holder is a live process on this host (stop it instead);
+   * ETIMEDOUT when the holder kept it past `waitMs`.
+   */
+  breakLock(name: string, options?: BreakOptions): Promise<BreakReport>;
 
   /**
    * Releases the lock. Fails with ENOTLOCKED when it is not held, and with ELOCKED when another
@@ -130,6 +213,8 @@ export interface Blocker {
   /** Releases resources (fd cache, connections). Locks stay held: they belong to the identity. */
   close(): Promise<void>;
 }
+
+export type { LockProcess, LockRecord } from './holder.js';
 
 /** The suffix the contract appends to lock names (reference §1.2). */
 export const LOCK_SUFFIX = '_lock';

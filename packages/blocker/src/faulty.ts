@@ -1,16 +1,31 @@
 import { ArchipelagoError } from '@archipelago/libxseg';
 import type {
   AcquireOptions,
+  AcquireResult,
   Blocker,
+  BreakOptions,
+  BreakReport,
   ObjectInfo,
   ReadOptions,
   ReleaseOptions,
+  RenewOptions,
   WriteOptions,
 } from './contract.js';
+import type { LockRecord } from './holder.js';
 
 /** Which calls fail. A rule matches on the method and, optionally, the object name. */
 export interface FaultPlan {
-  method: 'read' | 'write' | 'writeFull' | 'copy' | 'delete' | 'acquire' | 'release' | 'hash';
+  method:
+    | 'read'
+    | 'write'
+    | 'writeFull'
+    | 'copy'
+    | 'delete'
+    | 'acquire'
+    | 'release'
+    | 'renew'
+    | 'breakLock'
+    | 'hash';
   /** Only names matching this fail (default: every name). */
   match?: RegExp;
   /** Let this many matching calls through first (default 0). */
@@ -33,6 +48,10 @@ export class FaultyBlocker implements Blocker {
   private readonly plans: Array<FaultPlan & { seen: number; failed: number }> = [];
   /** Every failure injected so far, as `method name`. */
   readonly injected: string[] = [];
+  /** Every call that changes the store, in order, as `method name` (what `crashAfter` counts). */
+  readonly changes: string[] = [];
+  /** After this many changes, every call fails: the process "crashed" (null: no crash armed). */
+  private crashAt: number | null = null;
 
   /** Present when the wrapped blocker can hash. */
   readonly hash?: (name: string, size: number) => Promise<string>;
@@ -72,7 +91,44 @@ export class FaultyBlocker implements Blocker {
     this.plans.length = 0;
   }
 
+  /**
+   * Simulates a crash right after the `n`-th call that changes the store (counting from now):
+   * that call goes through, and every later call of any kind fails with EIO, as a killed
+   * process makes no more calls (LevelDB's fault-injection env drops what follows a crash the
+   * same way). `crashAfter(null)` disarms it.
+   */
+  crashAfter(n: number | null): void {
+    this.crashAt = n === null ? null : this.changes.length + n;
+  }
+
+  /** True once a crash armed with `crashAfter` has happened. */
+  get crashed(): boolean {
+    return this.crashAt !== null && this.changes.length >= this.crashAt;
+  }
+
+  private readonly CHANGES = new Set<FaultPlan['method']>([
+    'write',
+    'writeFull',
+    'copy',
+    'delete',
+    'acquire',
+    'release',
+    'renew',
+    'breakLock',
+    'hash',
+  ]);
+
+  /** After a crash (`crashAfter`), every call fails. */
+  private checkCrash(method: string, name: string): void {
+    if (this.crashed) {
+      this.injected.push(`${method} ${name} (after the crash)`);
+      throw new ArchipelagoError('EIO', `injected crash: ${method} ${name} after the process died`);
+    }
+  }
+
   private check(method: FaultPlan['method'], name: string): void {
+    this.checkCrash(method, name);
+    if (this.CHANGES.has(method)) this.changes.push(`${method} ${name}`);
     for (const p of this.plans) {
       if (p.method !== method || (p.match && !p.match.test(name))) continue;
       p.seen++;
@@ -104,24 +160,40 @@ export class FaultyBlocker implements Blocker {
     this.check('delete', name);
     return this.inner.delete(name);
   }
-  info(name: string): Promise<ObjectInfo | null> {
+  async info(name: string): Promise<ObjectInfo | null> {
+    this.checkCrash('info', name);
     return this.inner.info(name);
   }
-  exists(name: string): Promise<boolean> {
+  async exists(name: string): Promise<boolean> {
+    this.checkCrash('exists', name);
     return this.inner.exists(name);
   }
   list(prefix?: string): AsyncIterable<string> {
+    this.checkCrash('list', prefix ?? '');
     return this.inner.list(prefix);
   }
-  async acquire(name: string, options?: AcquireOptions): Promise<void> {
+  async acquire(name: string, options?: AcquireOptions): Promise<AcquireResult> {
     this.check('acquire', name);
     return this.inner.acquire(name, options);
+  }
+  async renew(name: string, options?: RenewOptions): Promise<LockRecord> {
+    this.check('renew', name);
+    return this.inner.renew(name, options);
+  }
+  async breakLock(name: string, options?: BreakOptions): Promise<BreakReport> {
+    this.check('breakLock', name);
+    return this.inner.breakLock(name, options);
+  }
+  async lockInfo(name: string): Promise<LockRecord | null> {
+    this.checkCrash('lockInfo', name);
+    return this.inner.lockInfo(name);
   }
   async release(name: string, options?: ReleaseOptions): Promise<void> {
     this.check('release', name);
     return this.inner.release(name, options);
   }
-  lockOwner(name: string): Promise<string | null> {
+  async lockOwner(name: string): Promise<string | null> {
+    this.checkCrash('lockOwner', name);
     return this.inner.lockOwner(name);
   }
   flush(): Promise<void> {

@@ -7,4 +7,5 @@ export {
 export * from './contract.js';
 export { type FaultPlan, FaultyBlocker } from './faulty.js';
 export { CallGate } from './gate.js';
+export * from './holder.js';
 export * from './rules.js';

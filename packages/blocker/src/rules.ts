@@ -159,6 +159,31 @@ export function lockTimeoutError(lock: string, owner: string, timeoutMs: number)
   );
 }
 
+/** ELOCKED: a renewal found the lock held by someone else: it was lost (broken or taken over). */
+export function lockLostError(lock: string, holder: string): ArchipelagoError {
+  return new ArchipelagoError(
+    'ELOCKED',
+    `lock ${lock} was lost: it is held by ${holder} now; stop writing under it`,
+    { details: { lock, lost: true, holder } },
+  );
+}
+
+/** EBUSY: a break of a lock a live process of this host holds. */
+export function holderAliveError(lock: string, holder: string): ArchipelagoError {
+  return new ArchipelagoError(
+    'EBUSY',
+    `lock ${lock} is held by ${holder}, a live process of this host; stop it (vlmc unmap, vlmc close) instead of breaking its lock`,
+    { details: { lock, holder } },
+  );
+}
+
+/** ETIMEDOUT: a break that could not fence a holder that keeps renewing its lease. */
+export function cannotFenceError(lock: string, holder: string, why: string): ArchipelagoError {
+  return new ArchipelagoError('ETIMEDOUT', `cannot break lock ${lock} of ${holder}: ${why}`, {
+    details: { lock, holder },
+  });
+}
+
 /** ENOENT_OBJECT: a read (or copy source) of an object that does not exist. */
 export function missingObjectError(name: string, cause?: unknown): ArchipelagoError {
   return new ArchipelagoError('ENOENT_OBJECT', `object ${name} does not exist`, {

@@ -11,6 +11,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { ArchipelagoError, type ErrorCode } from '@archipelago/libxseg';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { type Blocker, LOCK_SUFFIX } from '../contract.js';
+import { currentProcess, type LockProcess, processStart } from '../holder.js';
 import {
   closedError,
   countError,
@@ -778,6 +779,162 @@ export function blockerConformance(opts: ConformanceOptions): void {
         expect(took).toBeLessThan(5000);
         expect(e.details).toEqual({ lock: name, owner: IDENTITY_A, timeoutMs: 400 });
         expect(await b.lockOwner(name)).toBe(IDENTITY_A);
+      });
+    });
+
+    describe('lock records, leases and take-over', () => {
+      const self = currentProcess();
+      /** A process of this host that is gone (no such pid). */
+      const deadHere: LockProcess = { ...self, pid: 2 ** 22 + 17, start: '1' };
+      /** A live process of another host (another hostname): known only by its lease. */
+      const elsewhere: LockProcess = {
+        host: `${self.host}-other`,
+        boot: 'another-boot',
+        pid: 4242,
+        start: '42',
+      };
+
+      it('records the owner, the holding process and a lease; host holds have neither', async () => {
+        const a = await open(IDENTITY_A);
+        const name = `${prefix()}vol`;
+        const t0 = Date.now();
+        const r = await a.acquire(name, { leaseMs: 60_000 });
+        expect(r).toEqual({ took: true, previous: null, tookOver: null });
+        const info = await a.lockInfo(name);
+        expect(info?.owner).toBe(IDENTITY_A);
+        expect(info?.process).toEqual(self);
+        expect(info?.expires).toBeGreaterThanOrEqual(t0 + 60_000);
+        expect(info?.expires).toBeLessThan(Date.now() + 61_000);
+        const host = `${prefix()}vol`;
+        await a.acquire(host, { hold: 'host' });
+        expect(await a.lockInfo(host)).toMatchObject({ owner: IDENTITY_A, process: null, expires: null });
+        expect(await a.lockInfo(`${prefix()}free`)).toBeNull();
+      });
+
+      it('lets a process adopt a host hold and hand it back, without taking it', async () => {
+        const a = await open(IDENTITY_A);
+        const name = `${prefix()}vol`;
+        await a.acquire(name, { hold: 'host' });
+        const adopt = await a.acquire(name);
+        expect(adopt.took).toBe(false);
+        expect(adopt.previous).toMatchObject({ owner: IDENTITY_A, process: null });
+        expect((await a.lockInfo(name))?.process).toEqual(self);
+        const back = await a.acquire(name, { hold: 'host' });
+        expect(back.took).toBe(false);
+        expect(await a.lockInfo(name)).toMatchObject({ owner: IDENTITY_A, process: null, expires: null });
+        await a.release(name);
+      });
+
+      it('renews its own lease; a lost lock fails the renewal with ELOCKED', async () => {
+        const a = await open(IDENTITY_A);
+        const b = await open(IDENTITY_B);
+        const name = `${prefix()}vol`;
+        await a.acquire(name, { leaseMs: 5_000 });
+        const first = (await a.lockInfo(name))?.expires as number;
+        await new Promise((r) => setTimeout(r, 20));
+        const renewed = await a.renew(name, { leaseMs: 30_000 });
+        expect(renewed.expires).toBeGreaterThan(first + 20_000);
+        expect((await a.lockInfo(name))?.expires).toBe(renewed.expires);
+        // The lock goes to B (a forced release, as an administrator would): A's renewal says so.
+        await b.release(name, { force: true });
+        await b.acquire(name);
+        const lost = await expectCode(a.renew(name), 'ELOCKED');
+        expect(lost.details).toMatchObject({ lock: name, lost: true });
+        expect(await a.lockOwner(name)).toBe(IDENTITY_B);
+        await b.release(name);
+        await expectCode(a.renew(name), 'ENOTLOCKED');
+      });
+
+      it('takes over the lock of a dead process of this host, and says why', async () => {
+        const a = await open(IDENTITY_A);
+        const b = await open(IDENTITY_B);
+        const name = `${prefix()}vol`;
+        await a.acquire(name, { as: deadHere });
+        const r = await b.acquire(name);
+        expect(r.took).toBe(true);
+        expect(r.previous).toMatchObject({ owner: IDENTITY_A, process: deadHere });
+        expect(r.tookOver).toMatch(/its process \d+ on .* is gone/);
+        expect(await b.lockInfo(name)).toMatchObject({ owner: IDENTITY_B, process: self });
+        await b.release(name);
+      });
+
+      it("takes over its own identity's lock from a dead process as a lock it took", async () => {
+        const a = await open(IDENTITY_A);
+        const name = `${prefix()}vol`;
+        await a.acquire(name, { as: deadHere });
+        const r = await a.acquire(name);
+        expect(r.took).toBe(true);
+        expect(r.tookOver).toMatch(/is gone/);
+        expect((await a.lockInfo(name))?.process).toEqual(self);
+        await a.release(name);
+      });
+
+      it('takes over the lock of a process elsewhere only once its lease has expired', async () => {
+        const a = await open(IDENTITY_A);
+        const b = await open(IDENTITY_B);
+        const name = `${prefix()}vol`;
+        await a.acquire(name, { as: elsewhere, leaseMs: 400 });
+        await expectCode(b.acquire(name), 'ELOCKED');
+        await new Promise((r) => setTimeout(r, 600));
+        const r = await b.acquire(name);
+        expect(r.took).toBe(true);
+        expect(r.tookOver).toMatch(/lease expired/);
+        expect(await a.lockOwner(name)).toBe(IDENTITY_B);
+        await b.release(name);
+      });
+
+      it('never takes over a host hold, and leaves another live process of this identity alone', async () => {
+        const a = await open(IDENTITY_A);
+        const b = await open(IDENTITY_B);
+        const name = `${prefix()}vol`;
+        await a.acquire(name, { hold: 'host' });
+        await expectCode(b.acquire(name), 'ELOCKED');
+        const parent: LockProcess = { ...self, pid: process.ppid, start: processStart(process.ppid) ?? '0' };
+        const other = `${prefix()}vol`;
+        await a.acquire(other, { as: parent });
+        const r = await a.acquire(other);
+        expect(r).toMatchObject({ took: false, tookOver: null });
+        expect((await a.lockInfo(other))?.process).toEqual(parent);
+      });
+
+      it('breakLock: EBUSY for a live process of this host; fences and frees a dead or host-held lock', async () => {
+        const a = await open(IDENTITY_A);
+        const b = await open(IDENTITY_B);
+        const live = `${prefix()}vol`;
+        await a.acquire(live);
+        const busy = await expectCode(b.breakLock(live), 'EBUSY');
+        expect(busy.message).toMatch(/live process of this host/);
+        expect(await b.lockOwner(live)).toBe(IDENTITY_A);
+        const host = `${prefix()}vol`;
+        await a.acquire(host, { hold: 'host' });
+        expect((await b.breakLock(host)).fenced).toBe('held by the host: no process');
+        expect(await b.lockOwner(host)).toBeNull();
+        const dead = `${prefix()}vol`;
+        await a.acquire(dead, { as: deadHere });
+        const report = await b.breakLock(dead);
+        expect(report.previous).toMatchObject({ owner: IDENTITY_A, process: deadHere });
+        expect(report.fenced).toMatch(/is gone/);
+        expect(await b.lockOwner(dead)).toBeNull();
+        await expectCode(b.breakLock(dead), 'ENOTLOCKED');
+      });
+
+      it('breakLock of a live holder elsewhere: fences it (blocklist or its lease), and its renewal fails', async () => {
+        const a = await open(IDENTITY_A);
+        const b = await open(IDENTITY_B);
+        const name = `${prefix()}vol`;
+        await a.acquire(name, { as: elsewhere, leaseMs: 500 });
+        const waits: number[] = [];
+        const t0 = Date.now();
+        const report = await b.breakLock(name, { onWait: (_what, ms) => waits.push(ms) });
+        expect(report.previous).toMatchObject({ owner: IDENTITY_A, process: elsewhere });
+        if (report.fenced === 'its lease ran out') {
+          // No way to cut the holder off: the breaker waited until its lease ended.
+          expect(Date.now()).toBeGreaterThanOrEqual((report.previous.expires as number) - 5);
+          expect(waits.length).toBe(1);
+        } else expect(report.fenced).toMatch(/^blocklisted /);
+        expect(Date.now() - t0).toBeLessThan(10_000);
+        expect(await b.lockOwner(name)).toBeNull();
+        await expectCode(a.renew(name, { as: elsewhere }), 'ENOTLOCKED');
       });
     });
 

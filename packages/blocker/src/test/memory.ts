@@ -5,15 +5,17 @@
  * implementation that keeps the conformance suite honest; it is not for production use.
  */
 import { createHash } from 'node:crypto';
+import { isDeepStrictEqual } from 'node:util';
 import { AbstractBlocker, type LockSession } from '../base.js';
 import { resolveIdentity } from '../contract.js';
+import type { LockProcess, LockRecord } from '../holder.js';
 import { missingObjectError, missingSourceError } from '../rules.js';
 
 /** Objects and locks shared by the MemoryBlockers built on it. */
 export class MemoryStore {
   readonly objects = new Map<string, Buffer>();
-  /** Lock name (without the suffix) → owner identity. */
-  readonly locks = new Map<string, string>();
+  /** Lock name (without the suffix) → its record. */
+  readonly locks = new Map<string, LockRecord>();
 }
 
 export interface MemoryBlockerOptions {
@@ -23,6 +25,10 @@ export interface MemoryBlockerOptions {
   lockTimeoutMs?: number;
   /** Poll interval of a waiting acquire, in ms. Default 10. */
   lockPollMs?: number;
+  /** Default lease of a process hold, ms. Default 15000. */
+  leaseMs?: number;
+  /** The process locks are held for (default this one). */
+  process?: LockProcess;
 }
 
 export class MemoryBlocker extends AbstractBlocker {
@@ -34,6 +40,8 @@ export class MemoryBlocker extends AbstractBlocker {
       identity: resolveIdentity('MemoryBlocker', opts.identity ?? 'memory_1', ''),
       lockTimeoutMs: opts.lockTimeoutMs ?? 30_000,
       lockPollMs: opts.lockPollMs ?? 10,
+      ...(opts.leaseMs !== undefined ? { leaseMs: opts.leaseMs } : {}),
+      ...(opts.process !== undefined ? { process: opts.process } : {}),
     });
     this.store = opts.store ?? new MemoryStore();
   }
@@ -90,23 +98,32 @@ export class MemoryBlocker extends AbstractBlocker {
     return h;
   }
 
-  protected _lockSession(name: string): LockSession {
+  protected _lockSession(name: string, _wait: boolean, record: () => LockRecord): LockSession {
     return {
       attempt: async () => {
-        const owner = this.store.locks.get(name);
-        if (owner !== undefined && owner !== this.identity) return owner;
-        this.store.locks.set(name, this.identity);
+        const cur = this.store.locks.get(name);
+        if (cur !== undefined) return structuredClone(cur);
+        this.store.locks.set(name, record());
         return null;
       },
     };
   }
 
-  protected async _lockHolder(name: string): Promise<{ owner: string } | null> {
-    const owner = this.store.locks.get(name);
-    return owner === undefined ? null : { owner };
+  protected async _lockHolder(name: string): Promise<LockRecord | null> {
+    const cur = this.store.locks.get(name);
+    return cur === undefined ? null : structuredClone(cur);
   }
 
-  protected async _unlock(name: string): Promise<boolean> {
+  protected async _replace(name: string, expected: LockRecord, next: LockRecord): Promise<boolean> {
+    const cur = this.store.locks.get(name);
+    if (cur === undefined || !isDeepStrictEqual(cur, expected)) return false;
+    this.store.locks.set(name, structuredClone(next));
+    return true;
+  }
+
+  protected async _unlock(name: string, holder: LockRecord): Promise<boolean> {
+    const cur = this.store.locks.get(name);
+    if (cur === undefined || !isDeepStrictEqual(cur, holder)) return false;
     return this.store.locks.delete(name);
   }
 
