@@ -150,13 +150,22 @@ describe('layout', () => {
 });
 
 describe('lock files', () => {
-  it('holds the owner identity as its whole content, so `cat` shows it', async () => {
+  it('holds the owner identity on its first line and the holding process after it, so `cat` shows both', async () => {
     const dir = freshDir();
     const b = make({ dir, identity: 'node7_1601' });
-    await b.acquire('myvol');
+    const t0 = Date.now();
+    await b.acquire('myvol', { leaseMs: 60_000 });
     const lockFile = expectedPath(dir, 'myvol_lock');
     expect(b.lockPath('myvol')).toBe(lockFile);
-    expect(execFileSync('cat', [lockFile]).toString()).toBe('node7_1601');
+    const [owner, record, end] = execFileSync('cat', [lockFile]).toString().split('\n');
+    expect(owner).toBe('node7_1601');
+    const r = JSON.parse(record as string) as Record<string, unknown>;
+    expect(r).toMatchObject({ pid: process.pid, host: hostname() });
+    expect(r.expires).toBeGreaterThanOrEqual(t0 + 60_000);
+    expect(end).toBe('');
+    // A host hold (vlmc open) is the identity alone, as every lock of an older version.
+    await b.acquire('myvol', { hold: 'host' });
+    expect(execFileSync('cat', [lockFile]).toString()).toBe('node7_1601\n');
     await b.release('myvol');
     expect(existsSync(lockFile)).toBe(false);
   });
@@ -166,7 +175,7 @@ describe('lock files', () => {
     const b = make({ dir });
     expect(b.identity).toBe(`${hostname()}_embedded`);
     await b.acquire('v');
-    expect(readFileSync(expectedPath(dir, 'v_lock'), 'utf8')).toBe(`${hostname()}_embedded`);
+    expect(readFileSync(expectedPath(dir, 'v_lock'), 'utf8').split('\n')[0]).toBe(`${hostname()}_embedded`);
   });
 
   it('keeps locks flat in lockDir when set, and out of the data tree', async () => {
@@ -177,7 +186,7 @@ describe('lock files', () => {
     const b = make({ dir, lockDir, identity: 'b_2' });
     await a.acquire('myvol');
     expect(readdirSync(lockDir)).toEqual(['myvol_lock']);
-    expect(readFileSync(join(lockDir, 'myvol_lock'), 'utf8')).toBe('a_1');
+    expect(readFileSync(join(lockDir, 'myvol_lock'), 'utf8').split('\n')[0]).toBe('a_1');
     expect(existsSync(dir)).toBe(false); // a lock touches nothing in the data tree
     const e = await expectCode(b.acquire('myvol'), 'ELOCKED');
     expect(e.details.owner).toBe('a_1');
@@ -217,7 +226,7 @@ describe('lock files', () => {
     await expectCode(b.acquire('vol', { wait: true, timeoutMs: 50 }), 'ETIMEDOUT');
     await b.release('vol', { force: true });
     await b.acquire('vol');
-    expect(readFileSync(expectedPath(dir, 'vol_lock'), 'utf8')).toBe('b_2');
+    expect(readFileSync(expectedPath(dir, 'vol_lock'), 'utf8').split('\n')[0]).toBe('b_2');
   });
 
   it('uses lockTimeoutMs when a waiting acquire names no timeout', async () => {

@@ -2,8 +2,9 @@
  * The file blocker: objects as plain files under a hashed directory tree (reference §4.3).
  *
  *   <dir>/<h0h1>/<h2h3>/<h4h5>/<name>      h = lowercase hex of SHA-256(name), first 3 bytes
- *   <name>_lock                            a lock: the owner's identity is the whole content,
- *                                          in <lockDir>/ when set, else hashed like an object
+ *   <name>_lock                            a lock: the owner's identity on the first line, then
+ *                                          the holding process and lease (encodeLock), in
+ *                                          <lockDir>/ when set, else hashed like an object
  *
  * Durability: every write is followed by fdatasync (with `sync: 'flush'`, write-back: a write is
  * acknowledged from the page cache and synced by the next flush(), or at once when the caller asks
@@ -22,6 +23,7 @@ import {
   checkData,
   checkName,
   LOCK_SUFFIX,
+  type LockRecord,
   type LockSession,
   missingObjectError,
   missingSourceError,
@@ -64,6 +66,8 @@ export interface FileBlockerOptions {
   lockTimeoutMs?: number;
   /** How often a waiting acquire polls the lock file, in ms. Default 100. */
   lockPollMs?: number;
+  /** Default lease of a process hold, in ms (0: none). Default 15000. */
+  leaseMs?: number;
   /**
    * `always` (default): fdatasync before every write resolves. `flush`: write-back; writes are
    * durable once flush() resolves (or at once with `{ durable: true }`). writeFull, copy and hash
@@ -125,7 +129,13 @@ export class FileBlocker extends AbstractBlocker {
     if (!Number.isFinite(lockPollMs) || lockPollMs <= 0)
       throw new RangeError('FileBlocker: "lockPollMs" must be > 0');
 
-    super({ kind: 'file', identity, lockTimeoutMs, lockPollMs });
+    super({
+      kind: 'file',
+      identity,
+      lockTimeoutMs,
+      lockPollMs,
+      ...(opts.leaseMs !== undefined ? { leaseMs: opts.leaseMs } : {}),
+    });
     this.dir = resolve(opts.dir);
     this.lockDir = opts.lockDir === undefined ? null : resolve(opts.lockDir);
     this.direct = opts.direct && O_DIRECT !== 0 ? 'untested' : 'off';
@@ -348,26 +358,29 @@ export class FileBlocker extends AbstractBlocker {
   // ------------------------------------------------------------------ locks
 
   /**
-   * The NFS-safe idiom: our identity goes to a unique synced file, which each attempt links to
+   * The NFS-safe idiom: the lock record goes to a unique synced file, which each attempt links to
    * the lock name; link(2) fails with EEXIST when the lock exists, atomically, even on NFS.
    */
-  protected _lockSession(name: string): LockSession {
+  protected _lockSession(name: string, _wait: boolean, record: () => LockRecord): LockSession {
     const lp = this.lockPath(name);
     const ld = dirname(lp);
     const tmp = `${lp}${TEMP_MARK}${randomBytes(6).toString('hex')}`;
-    let ready: Promise<void> | null = null;
+    let dir: Promise<void> | null = null;
     return {
       attempt: async () => {
         try {
-          ready ??= this.ensureDir(ld).then(() => writeSynced(tmp, Buffer.from(this.identity)));
-          await ready;
+          dir ??= this.ensureDir(ld);
+          await dir;
+          // The record as of this attempt (a lease counts from when the lock is taken).
+          await fsp.unlink(tmp).catch(() => {});
+          await writeSynced(tmp, Buffer.from(encodeLock(record())));
           for (;;) {
             if (await linkLock(tmp, lp)) {
               await fsio.fsyncDir(ld);
               return null;
             }
-            const owner = await readOwner(lp);
-            if (owner !== null) return owner === this.identity ? null : owner; // ours: idempotent
+            const cur = await readLock(lp);
+            if (cur !== null) return cur;
             // released between our link and our read: try again
           }
         } catch (e) {
@@ -378,18 +391,45 @@ export class FileBlocker extends AbstractBlocker {
     };
   }
 
-  protected async _lockHolder(name: string): Promise<{ owner: string } | null> {
+  protected async _lockHolder(name: string): Promise<LockRecord | null> {
     try {
-      const owner = await readOwner(this.lockPath(name));
-      return owner === null ? null : { owner };
+      return await readLock(this.lockPath(name));
     } catch (e) {
       throw fromSystemError(e, `read lock ${name}`);
     }
   }
 
-  protected async _unlock(name: string): Promise<boolean> {
+  /**
+   * Rewrites the record (temp file + rename over the lock) if it still is `expected`. The
+   * compare and the rename are two steps: a file system offers no compare-and-swap, so two hosts
+   * rewriting one lock at the same moment are kept apart by the lease rules (docs/ARCHITECTURE.md,
+   * "Locks, leases and fencing"), not by this call.
+   */
+  protected async _replace(name: string, expected: LockRecord, next: LockRecord): Promise<boolean> {
     const lp = this.lockPath(name);
     try {
+      const cur = await readLock(lp);
+      if (cur === null || !sameLockRecord(cur, expected)) return false;
+      const tmp = `${lp}${TEMP_MARK}${randomBytes(6).toString('hex')}`;
+      try {
+        await writeSynced(tmp, Buffer.from(encodeLock(next)));
+        await fsp.rename(tmp, lp);
+      } catch (e) {
+        await fsp.unlink(tmp).catch(() => {});
+        throw e;
+      }
+      await fsio.fsyncDir(dirname(lp));
+      return true;
+    } catch (e) {
+      throw fromSystemError(e, `rewrite lock ${name}`);
+    }
+  }
+
+  protected async _unlock(name: string, holder: LockRecord): Promise<boolean> {
+    const lp = this.lockPath(name);
+    try {
+      const cur = await readLock(lp);
+      if (cur === null || !sameLockRecord(cur, holder)) return false;
       await fsp.unlink(lp);
       return true;
     } catch (e) {
@@ -913,16 +953,58 @@ async function linkLock(tmp: string, lock: string): Promise<boolean> {
   }
 }
 
-/** The identity in a lock file (one trailing newline ignored), or null when there is no lock. */
-async function readOwner(lockPath: string): Promise<string | null> {
+/**
+ * A lock file: the owner identity on the first line (what `cat` shows, and all an older version
+ * wrote), then, for a process hold, one JSON line with the holding process and the lease:
+ *
+ *     host1_embedded
+ *     {"pid":4242,"start":"123456","boot":"6f1c…","host":"host1","expires":1796600000000}
+ *
+ * A file with the owner alone is a host hold (`vlmc open`), as every lock of an older version.
+ */
+export function encodeLock(r: LockRecord): string {
+  if (r.process === null) return `${r.owner}\n`;
+  const { pid, start, boot, host } = r.process;
+  return `${r.owner}\n${JSON.stringify({ pid, start, boot, host, expires: r.expires })}\n`;
+}
+
+/** Parses a lock file (see encodeLock); a second line that is no record is ignored. */
+export function decodeLock(text: string): LockRecord {
+  const lines = text.split(/\r?\n/);
+  const owner = lines[0] ?? '';
   try {
-    const s = await fsp.readFile(lockPath, 'utf8');
-    return s.endsWith('\n') ? s.slice(0, s.endsWith('\r\n') ? -2 : -1) : s;
+    const o = JSON.parse(lines[1] ?? '') as Record<string, unknown>;
+    if (
+      typeof o.pid === 'number' &&
+      typeof o.start === 'string' &&
+      typeof o.boot === 'string' &&
+      typeof o.host === 'string'
+    )
+      return {
+        owner,
+        process: { pid: o.pid, start: o.start, boot: o.boot, host: o.host },
+        expires: typeof o.expires === 'number' ? o.expires : null,
+      };
+  } catch {
+    // the owner alone: a host hold
+  }
+  return { owner, process: null, expires: null };
+}
+
+/** The record in a lock file, or null when there is no lock. */
+async function readLock(lockPath: string): Promise<LockRecord | null> {
+  try {
+    return decodeLock(await fsp.readFile(lockPath, 'utf8'));
   } catch (e) {
     const code = fsio.errno(e);
     if (code === 'ENOENT' || code === 'ENOTDIR') return null;
     throw e;
   }
+}
+
+/** True when two records say the same (owner, process, lease). */
+function sameLockRecord(a: LockRecord, b: LockRecord): boolean {
+  return encodeLock(a) === encodeLock(b);
 }
 
 async function pathExists(path: string): Promise<boolean> {
