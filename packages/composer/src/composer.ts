@@ -144,8 +144,9 @@ export class Composer implements VolumeApi {
         }),
       );
       // FUA covers the map too: mapWrite may have just pointed a block at a new object, and a
-      // write-back blockerm holds that entry only until its next flush.
-      if (opts.fua) await this.mapper.flush();
+      // write-back blockerm holds that entry only until its next flush. The mapper also re-checks
+      // that the volume is still ours before the write is acknowledged (fencing).
+      if (opts.fua) await this.mapper.flush(name);
     });
   }
 
@@ -168,7 +169,7 @@ export class Composer implements VolumeApi {
           await this.blockerb.write(w!.target, w!.offset, zeros(seg.size), { durable: opts.fua === true });
         }),
       );
-      if (opts.fua) await this.mapper.flush();
+      if (opts.fua) await this.mapper.flush(name);
     });
   }
 
@@ -177,9 +178,12 @@ export class Composer implements VolumeApi {
     return this.writeZeroes(name, offset, length);
   }
 
-  /** Makes every acknowledged write durable. */
-  async flush(_name?: string): Promise<void> {
-    await Promise.all([this.blockerb.flush(), this.mapper.flush()]);
+  /**
+   * Makes every acknowledged write durable. With a volume name, the mapper also re-checks that the
+   * volume is still this process's before the flush is acknowledged (EIO fenced when it is not).
+   */
+  async flush(name?: string): Promise<void> {
+    await Promise.all([this.blockerb.flush(), this.mapper.flush(name)]);
   }
 
   /** Data and zero extents of a range (zero blocks are holes). */

@@ -33,6 +33,12 @@ export interface MapperApi {
   openVolume(name: string, opts?: LoadOptions): Promise<VolumeInfo>;
   /** Drops the cached map and releases the lock. */
   closeVolume(name: string): Promise<void>;
+  /**
+   * This client is done with open volume `name` but the volume stays locked by the host (what a
+   * `vlmc open` leaves behind): a local mapper turns its lock into a host hold; a remote one only
+   * stops tracking it (the daemon keeps it open).
+   */
+  handOver(name: string): Promise<void>;
   lock(name: string): Promise<void>;
   unlock(name: string, opts?: { force?: boolean }): Promise<void>;
   info(name: string, opts?: LoadOptions): Promise<VolumeInfo>;
@@ -46,10 +52,13 @@ export interface MapperApi {
   assertWritable(name: string, opts?: LoadOptions): Promise<void>;
   /** Turns block `index` back into the zero block. */
   discard(name: string, index: number, opts?: LoadOptions): Promise<void>;
-  /** Makes map changes durable. */
-  flush(): Promise<void>;
+  /**
+   * Makes map changes durable; with a volume name, also re-checks that the volume is still this
+   * client's (before a FLUSH or FUA is acknowledged): EIO fenced when its lock was lost.
+   */
+  flush(name?: string): Promise<void>;
   /** Volumes this mapper (or, for a remote one, this client) opened and has not closed. */
   openVolumes(): string[];
-  /** Closes the mapper (a local one releases the locks of its open volumes). */
-  close(): Promise<void>;
+  /** Closes the mapper (a local one releases the locks of its open volumes, or hands them to the host). */
+  close(opts?: { keepLocks?: boolean }): Promise<void>;
 }

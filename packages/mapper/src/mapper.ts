@@ -27,6 +27,7 @@ import {
   type VolumeInfo,
   type VolumeSummary,
 } from './types.js';
+import type { HostLocks } from './host-locks.js';
 import { VolumeLocks } from './volume-locks.js';
 
 export { MAX_VOLUME_SIZE } from './map.js';
@@ -41,6 +42,13 @@ export interface MapperOptions {
   /** Deletes and copies issued at once by remove/resize (default 64). */
   parallelism?: number;
   logger?: Logger;
+  /**
+   * Lease of the volume locks this mapper holds, ms (default 0: no lease, never renewed; the
+   * runtime gives `[mapperd] lease_timeout`). See volume-locks.ts.
+   */
+  leaseMs?: number;
+  /** Same-host serialization (the runtime's flock host locks); absent: none. */
+  hostLocks?: HostLocks;
 }
 
 /** What `Mapper.openMap` shows of an open volume's cached map, at the moment it is called. */
@@ -85,6 +93,8 @@ export class Mapper implements MapperApi {
     this.locks = new VolumeLocks(opts.blockerm, this.store, {
       lockTimeoutMs: opts.lockTimeoutMs ?? 30_000,
       log: this.log,
+      ...(opts.leaseMs !== undefined ? { leaseMs: opts.leaseMs } : {}),
+      ...(opts.hostLocks !== undefined ? { hostLocks: opts.hostLocks } : {}),
     });
     this.ctx = {
       store: this.store,
@@ -168,7 +178,15 @@ export class Mapper implements MapperApi {
     return this.locks.closeVolume(name);
   }
 
-  /** Takes the volume lock (non-blocking), independent of caching: `vlmc lock`. */
+  /**
+   * Ends this process's use of open volume `name` and keeps its lock for the host (a host hold):
+   * what `vlmc open` leaves behind when its command ends.
+   */
+  async handOver(name: string): Promise<void> {
+    await this.locks.handOver(name);
+  }
+
+  /** Takes the volume lock for the host (non-blocking), independent of caching: `vlmc lock`. */
   async lock(name: string): Promise<void> {
     this.ctx.checkOpen();
     await this.locks.lock(name);
@@ -220,21 +238,31 @@ export class Mapper implements MapperApi {
 
   // The mapper itself
 
-  /** Makes every acknowledged map write durable (matters when blockerm runs write-back). */
-  async flush(): Promise<void> {
+  /**
+   * Makes every acknowledged map write durable (matters when blockerm runs write-back). With a
+   * volume name, also re-checks that the volume is still this process's (lease valid, lock still
+   * naming it) before the caller acknowledges a FLUSH or FUA: a lost lock fails with EIO fenced.
+   */
+  async flush(name?: string): Promise<void> {
     await this.store.flush();
+    if (name !== undefined) await this.locks.verify(name);
   }
 
-  /** Releases every lock this mapper holds (shutdown). */
-  async close(): Promise<void> {
+  /**
+   * Closes every open volume (shutdown): releases its lock, or with `keepLocks` hands it to the
+   * host (a host hold: the volume stays this host's, e.g. across a restart of mapperd).
+   */
+  async close(opts: { keepLocks?: boolean } = {}): Promise<void> {
     if (this.closed) return;
     for (const name of this.locks.names()) {
       try {
-        await this.locks.closeVolume(name);
+        if (opts.keepLocks) await this.locks.handOver(name);
+        else await this.locks.closeVolume(name);
       } catch (e) {
         this.log.warn({ volume: name, err: String(e) }, 'close at shutdown failed');
       }
     }
+    this.locks.stop();
     this.closed = true;
   }
 

@@ -1,8 +1,19 @@
 /**
- * Volume locks: every lock check of the mapper happens here. A volume whose lock this mapper
- * holds is "open": its map is cached (write-through, through the map store) together with the
- * mutexes that order the work on it. Every other access reloads the map (reference §2.2).
+ * Volume locks: every lock check of the mapper happens here. A volume this mapper holds is
+ * "open": its map is cached (write-through, through the map store) together with the mutexes that
+ * order the work on it. Every other access reloads the map (reference §2.2).
  *
+ * Holding a volume takes two locks (docs/ARCHITECTURE.md, "Locks, leases and fencing"):
+ * - the **host lock** (injected `HostLocks`, a flock on this host): one process of the host at a
+ *   time opens a volume or changes its map; the others wait (bounded) or read uncached;
+ * - the **volume lock** (the blocker lock `<vol>_lock`), held by this process under a **lease**
+ *   that a timer renews every lease/3. The lease is valid until the last successful renewal plus
+ *   the lease minus a margin (lease/5); once it is not, or a renewal finds the lock lost, the volume
+ *   is **fenced**: every later I/O on it fails with EIO (`details.fenced`) and nothing more is
+ *   written under the lock. A lock this host held without a process (`vlmc open`) is adopted while
+ *   the volume is open and handed back to the host when this process is done with it.
+ *
+ * Within the process:
  * - the per-name mutex (`opening`) makes opening a volume happen once;
  * - the per-volume mutex (`OpenVolume.meta`) runs map changes (snapshot, resize, remove, rename,
  *   close) one at a time;
@@ -10,9 +21,10 @@
  * - the barrier (`OpenVolume.barrier`) is up while a map change runs: new copy-ups and discards
  *   wait for it, and the change starts once the ones under way have finished.
  */
-import type { Blocker } from '@archipelago/blocker';
+import type { Blocker, LockRecord } from '@archipelago/blocker';
 import { ArchipelagoError, archipError } from '@archipelago/libxseg';
 import { validateVolumeName } from '@archipelago/mapfile';
+import type { HostLockHandle, HostLocks } from './host-locks.js';
 import type { LoadedMap } from './map.js';
 import type { MapStore } from './map-store.js';
 import { KeyedMutex } from './mutex.js';
@@ -29,24 +41,53 @@ export interface OpenVolume {
   barrier: Promise<void> | null;
   /** This mapper took the lock when opening (false: the identity held it already). */
   readonly tookLock: boolean;
+  /** The lock was the host's (`vlmc open`) before this process adopted it: handed back at close. */
+  readonly hostHeld: boolean;
+  /** This process's host lock of the volume (null without same-host serialization). */
+  readonly hostLock: HostLockHandle | null;
+  /** performance.now() until which the lease is valid (Infinity without a lease). */
+  validUntil: number;
+  /** Why the volume was fenced (every I/O fails with it), or null. */
+  fenced: ArchipelagoError | null;
 }
 
 export interface VolumeLocksOptions {
-  /** How long a write waits for another owner's lock before failing with ELOCKED. */
+  /** How long a write (or, on this host, a map change) waits for a lock before failing. */
   lockTimeoutMs: number;
   log: Logger;
+  /** Lease of the volume locks this mapper holds, ms; 0: no lease, no renewal (tests). */
+  leaseMs?: number;
+  /** Same-host serialization; absent: none (one process, tests). */
+  hostLocks?: HostLocks;
+}
+
+/** The error every I/O of a fenced volume fails with. */
+function fencedError(name: string, why: string): ArchipelagoError {
+  return archipError(
+    'EIO',
+    `volume "${name}" is fenced: ${why}; this process no longer writes it (unmap and map it again once the other holder is done)`,
+    { details: { volume: name, fenced: true, why } },
+  );
 }
 
 export class VolumeLocks {
   /** Volumes whose lock this mapper holds (guarded by `opening` per name). */
   private readonly open = new Map<string, OpenVolume>();
   private readonly opening = new KeyedMutex<string>();
+  private readonly leaseMs: number;
+  /** The margin the lease ends early by, on this side (clocks and pauses; see holder.ts). */
+  private readonly marginMs: number;
+  private renewer: NodeJS.Timeout | null = null;
+  private renewing = false;
 
   constructor(
     private readonly blockerm: Blocker,
     private readonly store: MapStore,
     private readonly opts: VolumeLocksOptions,
-  ) {}
+  ) {
+    this.leaseMs = opts.leaseMs ?? 0;
+    this.marginMs = Math.floor(this.leaseMs / 5);
+  }
 
   /** The lock owner identity of this mapper. */
   get identity(): string {
@@ -58,14 +99,20 @@ export class VolumeLocks {
     return this.blockerm.lockOwner(name);
   }
 
-  /** The open volume `name`, if this mapper holds it open. */
+  /**
+   * The open volume `name`, if this mapper holds it open; throws the fence error once it is
+   * fenced or its lease has lapsed (the hot path: a map lookup and a clock read).
+   */
   cached(name: string): OpenVolume | undefined {
-    return this.open.get(name);
+    const vol = this.open.get(name);
+    if (vol === undefined) return undefined;
+    if (vol.fenced === null && performance.now() <= vol.validUntil) return vol;
+    throw this.fence(name, vol, 'its lease ran out before it could be renewed (the lock store was unreachable, or this process was paused)');
   }
 
   /** The cached map of `name` when it is open, else the map loaded fresh (and not cached). */
   async current(name: string, opts: LoadOptions): Promise<LoadedMap> {
-    const cached = this.open.get(name);
+    const cached = this.cached(name);
     return cached ? cached.map : await this.store.load(name, opts);
   }
 
@@ -74,91 +121,147 @@ export class VolumeLocks {
     return [...this.open.keys()];
   }
 
-  /** Drops `name` from the open volumes (the lock stays as it is). */
+  /** Drops `name` from the open volumes (the locks stay as they are). */
   forget(name: string): void {
+    const vol = this.open.get(name);
     this.open.delete(name);
+    void vol?.hostLock?.release();
+    this.scheduleRenewals();
   }
 
   /**
    * Opens (locks and caches) a volume; an open one is returned as it is. `wait` selects the
-   * write path's blocking acquire (up to the lock timeout); otherwise ELOCKED at once.
-   * A v0/v1 map, or one found under `archip_<name>`, is upgraded on the way.
+   * write path: it waits for another host's lock (up to the lock timeout); otherwise ELOCKED at
+   * once. On this host, it waits for the host lock with `wait`, and fails at once (EBUSY, naming
+   * the holder's pid) without. A v0/v1 map, or one found under `archip_<name>`, is upgraded on the
+   * way. A dead holder's lock is taken over (logged).
    */
   openVolume(name: string, opts: LoadOptions, wait: boolean): Promise<OpenVolume> {
     return this.opening.run(name, async () => {
-      const have = this.open.get(name);
+      const have = this.cached(name);
       if (have) return have;
       validateVolumeName(name);
-      const tookLock = wait ? await this.acquireWaiting(name) : await this.acquireNow(name);
+      const hostLock = await this.hostLock(name, wait);
       try {
-        let map = await this.store.load(name, opts);
-        if (map.version !== 2 || map.storedAs !== name) map = await this.store.upgrade(map);
-        const vol: OpenVolume = {
-          map,
-          meta: new KeyedMutex(),
-          entryLocks: new KeyedMutex(),
-          barrier: null,
-          tookLock,
-        };
-        this.open.set(name, vol);
-        return vol;
+        const got = wait ? await this.acquireWaiting(name) : await this.acquireNow(name);
+        const tookLock = got.took;
+        try {
+          let map = await this.store.load(name, opts);
+          if (map.version !== 2 || map.storedAs !== name) map = await this.store.upgrade(map);
+          const vol: OpenVolume = {
+            map,
+            meta: new KeyedMutex(),
+            entryLocks: new KeyedMutex(),
+            barrier: null,
+            tookLock,
+            hostHeld: !tookLock && got.previous !== null && got.previous.process === null,
+            hostLock,
+            validUntil: got.validUntil,
+            fenced: null,
+          };
+          this.open.set(name, vol);
+          this.scheduleRenewals();
+          return vol;
+        } catch (e) {
+          await this.letGo(name, { tookLock, hostHeld: !tookLock && got.previous?.process === null });
+          throw e;
+        }
       } catch (e) {
-        if (tookLock) await this.releaseQuietly(name);
+        await hostLock?.release();
         throw e;
       }
     });
   }
 
   /**
-   * Drops the cached map and releases the lock. Pending copy-ups finish first. A failed release
-   * is logged and the close still succeeds (reference §2.2); ELOCKED when another owner holds
-   * the lock of a volume this mapper did not have open.
+   * Drops the cached map and releases the lock (`vlmc close`, unmap). Pending copy-ups finish
+   * first. A failed release is logged and the close still succeeds (reference §2.2); ELOCKED when
+   * another owner holds the lock of a volume this mapper did not have open.
    */
   async closeVolume(name: string): Promise<void> {
     const vol = this.open.get(name);
     if (vol) {
       await vol.meta.run('meta', () => vol.entryLocks.idle());
       this.open.delete(name);
+      this.scheduleRenewals();
     }
-    const owner = await this.blockerm.lockOwner(name);
-    if (owner === this.blockerm.identity) await this.releaseQuietly(name);
-    else if (!vol && owner !== null) {
-      throw archipError('ELOCKED', `volume "${name}" is locked by ${owner}, not by this host`, {
-        details: { volume: name, owner },
-      });
+    try {
+      const owner = await this.blockerm.lockOwner(name);
+      if (owner === this.blockerm.identity) await this.releaseQuietly(name);
+      else if (!vol && owner !== null) {
+        throw archipError('ELOCKED', `volume "${name}" is locked by ${owner}, not by this host`, {
+          details: { volume: name, owner },
+        });
+      }
+    } finally {
+      await vol?.hostLock?.release();
     }
-  }
-
-  /** Takes the volume lock (non-blocking), independent of caching: `vlmc lock`. */
-  async lock(name: string): Promise<void> {
-    await this.acquireNow(name);
-  }
-
-  /** Releases the volume lock; `force` breaks another owner's lock: `vlmc unlock [-f]`. */
-  async unlock(name: string, opts: { force?: boolean }): Promise<void> {
-    this.open.delete(name);
-    await this.blockerm.release(name, opts);
   }
 
   /**
-   * Runs `fn` holding the lock of `name` (taken without waiting, ELOCKED names the owner), for
-   * an operation that writes a map under a name nobody has open: create, the target of a
-   * snapshot or rename. The lock is released afterwards if this call took it.
+   * Ends this process's use of open volume `name` but keeps its volume lock for the host (a host
+   * hold: `vlmc open` outlives the command that opened it). Pending copy-ups finish first.
+   */
+  async handOver(name: string): Promise<void> {
+    const vol = this.open.get(name);
+    if (!vol) return;
+    await vol.meta.run('meta', () => vol.entryLocks.idle());
+    this.open.delete(name);
+    this.scheduleRenewals();
+    try {
+      if (vol.fenced === null) await this.blockerm.acquire(name, { hold: 'host' });
+    } finally {
+      await vol.hostLock?.release();
+    }
+  }
+
+  /** Takes the volume lock (non-blocking) for the host, independent of caching: `vlmc lock`. */
+  async lock(name: string): Promise<void> {
+    const r = await this.blockerm.acquire(name, { hold: 'host' });
+    this.logTakeover(name, r.tookOver, r.previous);
+  }
+
+  /**
+   * Releases the volume lock; `force` removes another owner's lock as it is, without fencing it
+   * (`Blocker.breakLock` fences first: what `vlmc unlock -f` uses).
+   */
+  async unlock(name: string, opts: { force?: boolean }): Promise<void> {
+    const vol = this.open.get(name);
+    this.open.delete(name);
+    this.scheduleRenewals();
+    try {
+      await this.blockerm.release(name, opts);
+    } finally {
+      await vol?.hostLock?.release();
+    }
+  }
+
+  /**
+   * Runs `fn` holding the lock of `name` (taken without waiting, ELOCKED names the owner; on this
+   * host the host lock is waited for), for an operation that writes a map under a name nobody has
+   * open: create, the target of a snapshot or rename. The locks are released afterwards if this
+   * call took them.
    */
   async withName<T>(name: string, fn: () => Promise<T>): Promise<T> {
-    const took = await this.acquireNow(name);
+    const hostLock = this.open.has(name) ? null : await this.hostLock(name, true);
     try {
-      return await fn();
+      const got = await this.acquireNow(name);
+      try {
+        return await fn();
+      } finally {
+        await this.letGo(name, { tookLock: got.took, hostHeld: !got.took && got.previous?.process === null });
+      }
     } finally {
-      if (took) await this.releaseQuietly(name);
+      await hostLock?.release();
     }
   }
 
   /**
    * Runs a map-changing operation on open volume `name` (opened for the call if it is not):
    * behind the volume's mutex and its barrier, once the copy-ups and discards under way have
-   * finished. The lock is taken without waiting (ELOCKED names the owner). What this call opened
-   * is closed afterwards; `closeAfter` closes it whatever (the name is gone: remove, rename).
+   * finished. Another host's lock fails it at once (ELOCKED names the owner); another process of
+   * this host is waited for (bounded). What this call opened is closed afterwards; `closeAfter`
+   * closes it whatever (the name is gone: remove, rename).
    */
   async withChange<T>(
     name: string,
@@ -167,7 +270,7 @@ export class VolumeLocks {
     how: { closeAfter?: boolean } = {},
   ): Promise<T> {
     const wasOpen = this.open.has(name);
-    const vol = await this.openVolume(name, opts, false);
+    const vol = wasOpen ? (this.cached(name) as OpenVolume) : await this.openForChange(name, opts);
     let result: T;
     try {
       result = await vol.meta.run('meta', async () => {
@@ -177,6 +280,7 @@ export class VolumeLocks {
         });
         try {
           await vol.entryLocks.idle();
+          this.assertValid(name, vol);
           return await fn(vol);
         } finally {
           vol.barrier = null;
@@ -185,41 +289,188 @@ export class VolumeLocks {
       });
     } finally {
       // Drop what this call opened. The lock goes only if this call took it (a lock this host
-      // held before, e.g. from `vlmc lock`, stays) or the name itself is gone (remove, rename).
-      if (!wasOpen || how.closeAfter) this.open.delete(name);
-      if (how.closeAfter || (!wasOpen && vol.tookLock)) await this.releaseQuietly(name);
+      // held before, e.g. from `vlmc lock`, goes back to the host) or the name itself is gone.
+      if (!wasOpen || how.closeAfter) {
+        this.open.delete(name);
+        this.scheduleRenewals();
+        try {
+          if (how.closeAfter) await this.releaseQuietly(name);
+          else await this.letGo(name, vol);
+        } finally {
+          await vol.hostLock?.release();
+        }
+      }
     }
     return result;
   }
 
   /**
-   * Takes the lock without waiting. Resolves true when this call took it, false when this
-   * identity already held it (then the caller must not release it).
+   * Re-checks, before a map entry is written or a FLUSH/FUA is acknowledged, that open volume
+   * `name` is still this process's: its lease is valid and its lock still names this process.
+   * A lock found lost fences the volume.
    */
-  private async acquireNow(name: string): Promise<boolean> {
-    const held = (await this.blockerm.lockOwner(name)) === this.blockerm.identity;
-    await this.blockerm.acquire(name, { wait: false });
-    return !held;
+  async verify(name: string): Promise<void> {
+    const vol = this.cached(name);
+    if (!vol || this.leaseMs === 0) return;
+    const r = await this.blockerm.lockInfo(name);
+    const mine = r !== null && r.owner === this.blockerm.identity && r.process !== null && r.process.pid === process.pid;
+    if (!mine) throw this.fence(name, vol, `its lock is held by ${describeRecord(r)} now`);
+    this.assertValid(name, vol);
+  }
+
+  /** Stops renewing leases (the locks stay as they are: shutdown, crash tests). */
+  stop(): void {
+    if (this.renewer) clearInterval(this.renewer);
+    this.renewer = null;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  /** openVolume for a map change: on this host the host lock is waited for, another host's lock is not. */
+  private openForChange(name: string, opts: LoadOptions): Promise<OpenVolume> {
+    return this.opening.run(name, async () => {
+      const have = this.cached(name);
+      if (have) return have;
+      validateVolumeName(name);
+      const hostLock = await this.hostLock(name, true);
+      try {
+        const got = await this.acquireNow(name);
+        try {
+          let map = await this.store.load(name, opts);
+          if (map.version !== 2 || map.storedAs !== name) map = await this.store.upgrade(map);
+          const vol: OpenVolume = {
+            map,
+            meta: new KeyedMutex(),
+            entryLocks: new KeyedMutex(),
+            barrier: null,
+            tookLock: got.took,
+            hostHeld: !got.took && got.previous !== null && got.previous.process === null,
+            hostLock,
+            validUntil: got.validUntil,
+            fenced: null,
+          };
+          this.open.set(name, vol);
+          this.scheduleRenewals();
+          return vol;
+        } catch (e) {
+          await this.letGo(name, { tookLock: got.took, hostHeld: !got.took && got.previous?.process === null });
+          throw e;
+        }
+      } catch (e) {
+        await hostLock?.release();
+        throw e;
+      }
+    });
+  }
+
+  private async hostLock(name: string, wait: boolean): Promise<HostLockHandle | null> {
+    if (!this.opts.hostLocks) return null;
+    return this.opts.hostLocks.acquire(name, { wait, timeoutMs: this.opts.lockTimeoutMs });
+  }
+
+  /** Throws the fence error when `vol` is fenced or its lease lapsed. */
+  private assertValid(name: string, vol: OpenVolume): void {
+    if (vol.fenced) throw vol.fenced;
+    if (performance.now() > vol.validUntil)
+      throw this.fence(name, vol, 'its lease ran out before it could be renewed (the lock store was unreachable, or this process was paused)');
+  }
+
+  /** Fences `vol` (once: logged) and returns the error its I/O fails with. */
+  private fence(name: string, vol: OpenVolume, why: string): ArchipelagoError {
+    if (vol.fenced) return vol.fenced;
+    vol.fenced = fencedError(name, why);
+    this.opts.log.error({ volume: name, why }, `fenced: volume ${name}: ${why}; no more writes from this process`);
+    return vol.fenced;
+  }
+
+  /**
+   * Lets go of the volume lock after use: released if this process took it, handed back to the
+   * host if the host held it before, left alone otherwise (another live process of this identity).
+   */
+  private async letGo(name: string, how: { tookLock: boolean; hostHeld: boolean }): Promise<void> {
+    if (how.tookLock) await this.releaseQuietly(name);
+    else if (how.hostHeld) {
+      try {
+        await this.blockerm.acquire(name, { hold: 'host' });
+      } catch (e) {
+        this.opts.log.warn({ volume: name, err: String(e) }, 'could not hand the lock back to the host');
+      }
+    }
+  }
+
+  /** Takes the lock without waiting, as a process hold under this mapper's lease. */
+  private async acquireNow(name: string): Promise<Acquired> {
+    const before = performance.now();
+    const r = await this.blockerm.acquire(name, { wait: false, leaseMs: this.leaseMs });
+    this.logTakeover(name, r.tookOver, r.previous);
+    return { ...r, validUntil: this.validFrom(before) };
   }
 
   /** Takes the lock, waiting up to the lock timeout; same result as acquireNow. */
-  private async acquireWaiting(name: string): Promise<boolean> {
-    const held = (await this.blockerm.lockOwner(name)) === this.blockerm.identity;
+  private async acquireWaiting(name: string): Promise<Acquired> {
     const timeoutMs = this.opts.lockTimeoutMs;
+    const before = performance.now();
     try {
-      await this.blockerm.acquire(name, { wait: true, timeoutMs });
-      return !held;
+      const r = await this.blockerm.acquire(name, { wait: true, timeoutMs, leaseMs: this.leaseMs });
+      this.logTakeover(name, r.tookOver, r.previous);
+      return { ...r, validUntil: this.validFrom(before) };
     } catch (e) {
       if (!ArchipelagoError.is(e, 'ETIMEDOUT')) throw e;
       const owner = await this.blockerm.lockOwner(name);
       throw archipError(
         'ELOCKED',
         `volume "${name}" is locked by ${owner ?? 'another owner'} (waited ${timeoutMs} ms)`,
-        {
-          cause: e,
-          details: { volume: name, owner },
-        },
+        { cause: e, details: { volume: name, owner } },
       );
+    }
+  }
+
+  /** Until when a lease taken (or renewed) by a call that started at `before` is valid here. */
+  private validFrom(before: number): number {
+    return this.leaseMs === 0 ? Number.POSITIVE_INFINITY : before + this.leaseMs - this.marginMs;
+  }
+
+  private logTakeover(name: string, why: string | null, previous: LockRecord | null): void {
+    if (why === null) return;
+    this.opts.log.warn(
+      { volume: name, previous, why },
+      `took over the lock of volume ${name} from ${describeRecord(previous)}: ${why}`,
+    );
+  }
+
+  /** Runs the renewal timer while some volume is open under a lease. */
+  private scheduleRenewals(): void {
+    const want = this.leaseMs > 0 && this.open.size > 0;
+    if (want && !this.renewer) {
+      this.renewer = setInterval(() => void this.renewAll(), Math.max(50, Math.floor(this.leaseMs / 3)));
+      this.renewer.unref();
+    } else if (!want && this.renewer) this.stop();
+  }
+
+  /** Renews every open volume's lease; a lock found lost fences its volume. */
+  private async renewAll(): Promise<void> {
+    if (this.renewing) return;
+    this.renewing = true;
+    try {
+      await Promise.all(
+        [...this.open].map(async ([name, vol]) => {
+          if (vol.fenced) return;
+          const before = performance.now();
+          try {
+            await this.blockerm.renew(name, { leaseMs: this.leaseMs });
+            if (this.open.get(name) === vol && performance.now() <= vol.validUntil)
+              vol.validUntil = this.validFrom(before);
+          } catch (e) {
+            if (ArchipelagoError.is(e, 'ELOCKED') || ArchipelagoError.is(e, 'ENOTLOCKED'))
+              this.fence(name, vol, `its lock was lost (${(e as Error).message})`);
+            else if (ArchipelagoError.isInstance(e) && e.details.fenced === true)
+              this.fence(name, vol, e.message);
+            else this.opts.log.warn({ volume: name, err: String(e) }, 'lease renewal failed; retrying');
+          }
+        }),
+      );
+    } finally {
+      this.renewing = false;
     }
   }
 
@@ -231,4 +482,12 @@ export class VolumeLocks {
         this.opts.log.warn({ volume: name, err: String(e) }, 'lock release failed');
     }
   }
+}
+
+type Acquired = { took: boolean; previous: LockRecord | null; validUntil: number };
+
+function describeRecord(r: LockRecord | null): string {
+  if (r === null) return 'nobody';
+  const p = r.process;
+  return p === null ? `${r.owner} (held by the host)` : `${r.owner} (pid ${p.pid} on ${p.host})`;
 }

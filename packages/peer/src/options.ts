@@ -75,6 +75,10 @@ export interface MapperdPeerOptions {
   identity: string;
   /** How long a write waits for another owner's volume lock, ms. */
   lockTimeoutMs?: number;
+  /** The lease volume locks are held under, ms (0: none). */
+  leaseMs?: number;
+  /** Directory of the host locks (same-host serialization with the host's other processes). */
+  hostLockDir?: string;
 }
 
 /** vlmcd: a Composer over mapperd and blockerb. */
@@ -236,6 +240,8 @@ export function checkPeerOptions(value: unknown): PeerOptions {
       blockermPort: port(m, 'blockermPort'),
       identity: str(m, 'identity'),
       ...(m.lockTimeoutMs !== undefined ? { lockTimeoutMs: int(m, 'lockTimeoutMs', 0, 86_400_000) } : {}),
+      ...(m.leaseMs !== undefined ? { leaseMs: int(m, 'leaseMs', 0, 86_400_000) } : {}),
+      ...(m.hostLockDir !== undefined ? { hostLockDir: str(m, 'hostLockDir') } : {}),
     };
   } else {
     const v = obj(o.vlmcd, '"vlmcd"');

@@ -94,6 +94,7 @@ export const CONFIG_SCHEMA = {
       blockerb_port: { ...port, default: 1000 },
       blockerm_port: { ...port, default: 1002 },
       lock_timeout: { type: 'number', exclusiveMinimum: 0, default: 30 },
+      lease_timeout: { type: 'number', minimum: 0, default: 15 },
     }),
   },
   vlmcd: {

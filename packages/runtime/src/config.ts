@@ -107,6 +107,12 @@ export interface MapperdSection extends PeerSection {
   blockerm_port: number;
   /** Seconds a write waits for another owner's volume lock. */
   lock_timeout: number;
+  /**
+   * Seconds of the lease a process holds a volume lock under (renewed every third of it; a
+   * holder that cannot renew stops writing, and another host may take the lock over once it has
+   * run out). 0: no lease (only for tests).
+   */
+  lease_timeout: number;
 }
 
 export interface VlmcdSection extends PeerSection {
@@ -194,6 +200,7 @@ const PEER_KEYS: Readonly<Record<string, Kind>> = {
   blockerb_port: 'int',
   blockerm_port: 'int',
   lock_timeout: 'number',
+  lease_timeout: 'number',
   blocker_port: 'int',
   mapper_port: 'int',
   logging_conf: 'string',
@@ -335,6 +342,7 @@ export function defaultConfig(dataDir: string): ArchipelagoConfig {
       blockerb_port: 1000,
       blockerm_port: 1002,
       lock_timeout: 30,
+      lease_timeout: 15,
     },
     vlmcd: {
       type: 'vlmcd',

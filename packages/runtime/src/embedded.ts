@@ -9,7 +9,8 @@ import { ArchipelagoError } from '@archipelago/libxseg';
 import { Mapper } from '@archipelago/mapper';
 import type { BlockerPeerOptions, RadosBlockerPeerOptions } from '@archipelago/peer/options';
 import { type ArchipelagoConfig, isLoaded, type LoadedConfig } from './config.js';
-import { blockerOptions, hostIdentity, lockTimeoutMs } from './sections.js';
+import { FlockHostLocks } from './host-locks.js';
+import { blockerOptions, hostIdentity, hostLockDir, leaseMs, lockTimeoutMs } from './sections.js';
 import { closeOnce, type EmbeddedRuntime, type RuntimeOptions } from './types.js';
 
 /** The part of @archipelago/blocker-rados the runtime uses (loaded on demand: it is native). */
@@ -85,6 +86,9 @@ export async function openEmbeddedRuntime(
     blockerm,
     blockerb,
     lockTimeoutMs: lockTimeoutMs(config),
+    leaseMs: leaseMs(config),
+    // Same-host serialization needs the run directory, which only a configuration file has.
+    ...(isLoaded(input) ? { hostLocks: new FlockHostLocks(hostLockDir(input)) } : {}),
     ...(opts.logger ? { logger: opts.logger } : {}),
   });
   const composer = new Composer({ mapper, blockerb, ...(opts.logger ? { logger: opts.logger } : {}) });
@@ -99,7 +103,8 @@ export async function openEmbeddedRuntime(
     identity,
     close: closeOnce(async ({ keepLocks }) => {
       try {
-        if (!keepLocks) await mapper.close();
+        // keepLocks: the volumes still open stay this host's (host holds), as `vlmc open` asks.
+        await mapper.close({ keepLocks: keepLocks === true });
       } finally {
         await Promise.allSettled([blockerm.close(), blockerb.close()]);
       }

@@ -4,7 +4,7 @@
  * directories laid out as the embedded default (`DIR/maps`, `DIR/blocks`), through an embedded
  * runtime with the host's identity.
  */
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { type Gateway, type GatewayUser, startGateway } from '@archipelago/gateway';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { type ArchipelagoConfig, defaultConfig, type LoadedConfig, loadConfig } from './config.js';
@@ -63,15 +63,20 @@ function parseAuth(o: GatewayLaunch): { users: GatewayUser[]; tokens: Record<str
   return { users, tokens };
 }
 
-/** The configuration the gateway serves: the data directories given, or the file. */
+/**
+ * The configuration the gateway serves: the file, or the data directories given, laid out as the
+ * embedded default there (`DIR/archipelago.conf`'s): so its run directory, where the host locks
+ * are, is the one `vlmc` uses on that data.
+ */
 function gatewayConfig(o: GatewayLaunch): LoadedConfig | ArchipelagoConfig {
   if (o.data === undefined && o.maps === undefined && o.blocks === undefined) return loadConfig(o.config);
   if ((o.maps === undefined || o.blocks === undefined) && o.data === undefined)
     throw new ArchipelagoError('EINVAL', '--data DIR, or both --maps DIR and --blocks DIR');
-  const c = defaultConfig(resolve(o.data ?? '.'));
-  if (o.maps !== undefined) c.blockerm.archip_dir = resolve(o.maps);
-  if (o.blocks !== undefined) c.blockerb.archip_dir = resolve(o.blocks);
-  return c;
+  const config = defaultConfig(resolve(o.data ?? '.'));
+  if (o.maps !== undefined) config.blockerm.archip_dir = resolve(o.maps);
+  if (o.blocks !== undefined) config.blockerb.archip_dir = resolve(o.blocks);
+  if (o.data === undefined) return config;
+  return { path: join(resolve(o.data), 'archipelago.conf'), source: 'default', created: false, config };
 }
 
 /** Opens the runtime and starts the gateway on it. */

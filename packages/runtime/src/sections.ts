@@ -5,6 +5,7 @@
  * means the same thing in `vlmc` and in the daemons.
  */
 import { hostname } from 'node:os';
+import { join } from 'node:path';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import type { BlockerPeerOptions, PeerOptions, RadosBlockerPeerOptions } from '@archipelago/peer/options';
 import {
@@ -14,7 +15,7 @@ import {
   isLoaded,
   type LoadedConfig,
 } from './config.js';
-import { logfileOf, pidfileOf, sectionOf, segmentName } from './paths.js';
+import { logfileOf, pidfileOf, runDirectory, sectionOf, segmentName } from './paths.js';
 
 /** The default `unique_str`: the identity of a host that sets none is `<hostname>_embedded`. */
 export const DEFAULT_UNIQUE_STR = 'embedded';
@@ -115,6 +116,19 @@ export function lockTimeoutMs(loaded: LoadedConfig | ArchipelagoConfig): number 
   return Math.round(configOf(loaded).mapperd.lock_timeout * 1000);
 }
 
+/** `[mapperd] lease_timeout`, in milliseconds: the lease volume locks are held under. */
+export function leaseMs(loaded: LoadedConfig | ArchipelagoConfig): number {
+  return Math.round((configOf(loaded).mapperd.lease_timeout ?? 15) * 1000);
+}
+
+/**
+ * Where the host locks of a configuration live (same-host serialization): `<run dir>/host-locks`.
+ * Every process of a host that uses the same blockers must use the same run directory.
+ */
+export function hostLockDir(loaded: LoadedConfig): string {
+  return join(runDirectory(loaded), 'host-locks');
+}
+
 /** The resolved options a peer process gets (as JSON in ARCHIPELAGO_PEER). */
 export function peerOptions(loaded: LoadedConfig, role: string): PeerOptions {
   const s = sectionOf(loaded, role);
@@ -145,6 +159,8 @@ export function peerOptions(loaded: LoadedConfig, role: string): PeerOptions {
         blockermPort: m.blockerm_port,
         identity: hostIdentity(loaded),
         lockTimeoutMs: lockTimeoutMs(loaded),
+        leaseMs: leaseMs(loaded),
+        hostLockDir: hostLockDir(loaded),
       },
     };
   }

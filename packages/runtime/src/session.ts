@@ -48,23 +48,28 @@ export class Session {
   }
 
   /**
-   * Call before an operation on volume `name`. When this host already holds its lock (an earlier
-   * `vlmc open` or `vlmc lock`), the volume is adopted as open here, so the operation treats it as
-   * open and the lock is still held afterwards.
+   * Call before an operation on volume `name`. When this host holds its lock without a process
+   * (an earlier `vlmc open` or `vlmc lock`), the volume is adopted as open here, so the operation
+   * treats it as open and the lock goes back to the host afterwards. A lock a dead process of
+   * this host left behind (a killed command) is not adopted: the operation takes it over and
+   * lets it go. One another live process of this host holds (a mapped volume) is left alone.
    */
   async adopt(name: string): Promise<void> {
     const rt = await this.runtime();
-    const owner = await rt.blockerm.lockOwner(name);
-    if (owner !== rt.identity) return;
+    const held = await rt.blockerm.lockInfo(name);
+    if (held === null || held.owner !== rt.identity || held.process !== null) return;
     this.keep.add(name);
     if (rt.mapper.openVolumes().includes(name)) return;
     try {
       await rt.mapper.info(name);
+      await rt.mapper.openVolume(name);
     } catch (e) {
       if (ArchipelagoError.is(e, 'ENOENT_VOLUME')) return; // a lock on a name with no volume yet
+      // Another process of this host has it open just now (EBUSY): the operation reads it
+      // uncached, or waits for it, as any other.
+      if (ArchipelagoError.is(e, 'EBUSY')) return;
       throw e;
     }
-    await rt.mapper.openVolume(name);
   }
 
   /** The run-state of mapped volumes for this configuration. */
@@ -91,8 +96,9 @@ export class Session {
   }
 
   /**
-   * Closes the volumes opened implicitly, then the runtime (keeping the locks of the volumes
-   * kept open). Throws the first failure after trying everything.
+   * Closes the volumes opened implicitly, hands those kept open to the host (a host hold:
+   * `vlmc open` outlives its command; a process hold would die with it), then closes the runtime.
+   * Throws the first failure after trying everything.
    */
   async close(): Promise<void> {
     if (!this.runtimePromise) return;
@@ -101,9 +107,9 @@ export class Session {
     this.runtimePromise = undefined;
     if (!rt) return;
     for (const name of rt.mapper.openVolumes()) {
-      if (this.keep.has(name)) continue;
       try {
-        await rt.composer.close(name);
+        if (this.keep.has(name)) await rt.composer.frozen(name, () => rt.mapper.handOver(name));
+        else await rt.composer.close(name);
       } catch (e) {
         problem ??= e;
       }

@@ -114,17 +114,40 @@ export async function lockVolume(s: Session, name: string): Promise<{ name: stri
   return { name, owner: rt.identity };
 }
 
-/** Releases the volume lock; `force` breaks another host's. */
+export interface UnlockResult {
+  name: string;
+  unlocked: true;
+  previousOwner: string | null;
+  identity: string;
+  /** With force, over another holder: who held it, and how it was fenced before the break. */
+  broke?: { holder: string; pid: number | null; host: string | null; fenced: string };
+}
+
+/**
+ * Releases this host's volume lock. With `force`, breaks another holder's after fencing it
+ * (`Blocker.breakLock`: RADOS blocklists it, a file blocker waits out its lease), and refuses
+ * (EBUSY) when the holder is a live process of this host: `vlmc unmap` or `vlmc close` it instead.
+ */
 export async function unlockVolume(
   s: Session,
   name: string,
-  opts: { force: boolean },
-): Promise<{ name: string; unlocked: true; previousOwner: string | null; identity: string }> {
+  opts: { force: boolean; onWait?: (what: string, ms: number) => void },
+): Promise<UnlockResult> {
   validateVolumeName(name);
   const rt = await s.runtime();
-  const owner = await rt.blockerm.lockOwner(name);
-  await rt.mapper.unlock(name, { force: opts.force });
-  return { name, unlocked: true, previousOwner: owner, identity: rt.identity };
+  const held = await rt.blockerm.lockInfo(name);
+  const out = { name, unlocked: true as const, previousOwner: held?.owner ?? null, identity: rt.identity };
+  const ours = held !== null && held.owner === rt.identity && (held.process === null || !opts.force);
+  if (!opts.force || held === null || ours) {
+    await rt.mapper.unlock(name, { force: false });
+    return out;
+  }
+  const report = await rt.blockerm.breakLock(name, opts.onWait ? { onWait: opts.onWait } : {});
+  const p = report.previous.process;
+  return {
+    ...out,
+    broke: { holder: report.previous.owner, pid: p?.pid ?? null, host: p?.host ?? null, fenced: report.fenced },
+  };
 }
 
 /** Removes a volume or snapshot (refused while it is mapped). */

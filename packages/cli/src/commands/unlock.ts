@@ -1,13 +1,17 @@
-import { unlockVolume } from '@archipelago/runtime';
+import { type UnlockResult, unlockVolume } from '@archipelago/runtime';
 import { Args, Flags } from '@oclif/core';
 import { VlmcCommand } from '../base.js';
 
 export default class Unlock extends VlmcCommand {
-  static override summary = 'Unlock a volume; -f breaks a lock another host holds.';
+  static override summary = 'Unlock a volume; -f breaks a lock another holder has, after fencing it.';
 
   static override description =
-    `Only the lock's owner may unlock it. To recover from a crashed host, check the owner \
-first ("vlmc info NAME" shows it) and make sure that host no longer uses the volume, then break the lock with -f.`;
+    `Only the lock's owner may unlock it. -f breaks another holder's lock, but first makes sure \
+that holder can no longer write: on RADOS its client is blocklisted; on a shared file system the \
+lock is taken from it and -f waits until the holder's lease has run out (a live holder notices at \
+its next renewal and stops writing). -f refuses when the holder is a live process of this host: \
+unmap or close the volume instead. A holder that crashed needs no -f: the next writer takes its \
+lock over once its process is gone (this host) or its lease has run out (another host).`;
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> vol1',
@@ -29,11 +33,18 @@ first ("vlmc info NAME" shows it) and make sure that host no longer uses the vol
     }),
   };
 
-  async run(): Promise<{ name: string; unlocked: true; previousOwner: string | null }> {
+  async run(): Promise<UnlockResult> {
     const { args, flags } = await this.parse(Unlock);
-    const r = await unlockVolume(this.session(), args.name, { force: flags.force });
-    const broke = r.previousOwner && r.previousOwner !== r.identity;
-    this.say(broke ? `unlocked ${r.name} (broke the lock of ${r.previousOwner})` : `unlocked ${r.name}`);
-    return { name: r.name, unlocked: true, previousOwner: r.previousOwner };
+    const r = await unlockVolume(this.session(), args.name, {
+      force: flags.force,
+      onWait: (what, ms) => {
+        if (!this.jsonEnabled()) process.stderr.write(`waiting ${(ms / 1000).toFixed(1)} s for ${what}\n`);
+      },
+    });
+    if (r.broke) {
+      const who = r.broke.pid === null ? r.broke.holder : `${r.broke.holder} (pid ${r.broke.pid} on ${r.broke.host})`;
+      this.say(`fenced ${who}: ${r.broke.fenced}; broke the lock of ${r.name}`);
+    } else this.say(`unlocked ${r.name}`);
+    return r;
   }
 }

@@ -31,7 +31,8 @@ export const mapRead: MapRange = async (ctx, name, offset, length, opts = {}) =>
     try {
       map = (await ctx.locks.openVolume(name, opts, false)).map;
     } catch (e) {
-      if (!ArchipelagoError.is(e, 'ELOCKED')) throw e;
+      // Another host holds the volume (ELOCKED), or another process of this host (EBUSY).
+      if (!ArchipelagoError.is(e, 'ELOCKED') && !ArchipelagoError.is(e, 'EBUSY')) throw e;
       map = await ctx.store.load(name, opts);
     }
   }

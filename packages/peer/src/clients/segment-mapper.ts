@@ -476,8 +476,18 @@ export class SegmentMapper extends PeerClient implements MapperApi {
     );
   }
 
-  flush(): Promise<void> {
-    return this.simple('flush', { op: MapperOp.FLUSH }, true);
+  /** FLUSH; with a volume name mapperd also re-checks that the volume is still its own (fencing). */
+  flush(name?: string): Promise<void> {
+    return this.simple(
+      name === undefined ? 'flush' : `flush ${name}`,
+      { op: MapperOp.FLUSH, ...(name !== undefined ? { target: name } : {}) },
+      true,
+    );
+  }
+
+  /** This client is done with `name`; mapperd keeps it open (and its lock) for the host. */
+  async handOver(name: string): Promise<void> {
+    this.opened.delete(name);
   }
 
   openVolumes(): string[] {

@@ -100,6 +100,7 @@ export function createMapperService(
     blockerm,
     blockerb,
     ...(o.lockTimeoutMs !== undefined ? { lockTimeoutMs: o.lockTimeoutMs } : {}),
+    ...(o.leaseMs !== undefined ? { leaseMs: o.leaseMs } : {}),
     ...(logger ? { logger } : {}),
   });
 
@@ -168,7 +169,8 @@ export function createMapperService(
       case MapperOp.HASH:
         return json(await mapper.hash(name));
       case MapperOp.FLUSH:
-        await mapper.flush();
+        // With a volume name: the client acknowledges a FLUSH/FUA of it, so re-check it is ours.
+        await mapper.flush(name === '' ? undefined : name);
         return { serviced: 0 };
       case MapperOp.LOCK:
         await mapper.lock(name);
@@ -195,8 +197,10 @@ export function createMapperService(
     try {
       // The leases on cached maps run out first, so no client uses a cache across the stop. The
       // volume locks stay: they belong to the host (its one identity), not to this process, so a
-      // volume opened with `vlmc open` (or mapped) is still this host's after a restart.
+      // volume opened with `vlmc open` (or mapped) is still this host's after a restart: each is
+      // handed to the host (a host hold), not left to a dead process's lease.
       await leases.close();
+      await mapper.close({ keepLocks: true });
     } finally {
       await Promise.allSettled([blockerm.close(), blockerb.close()]);
     }
