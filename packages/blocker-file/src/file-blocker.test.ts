@@ -439,3 +439,20 @@ describe('storage errors', () => {
     });
   });
 });
+
+describe('revalidateWrites: no write through a cached fd of a replaced file', () => {
+  for (const revalidate of [false, true]) {
+    it(`${revalidate ? 'with' : 'without'} it, a write after another blocker replaced the object ${revalidate ? 'lands in the new file' : 'is lost in the unlinked one'}`, async () => {
+      const dir = freshDir();
+      const a = make({ dir, identity: 'a_1', revalidateWrites: revalidate });
+      const b = make({ dir, identity: 'b_2' });
+      await a.write('map_0000000000000000', 0, Buffer.alloc(256, 1)); // a caches the fd
+      await b.writeFull('map_0000000000000000', Buffer.alloc(256, 2)); // temp + rename: a new inode
+      await a.write('map_0000000000000000', 0, Buffer.alloc(128, 3)); // a 128-byte map entry
+      const back = await b.read('map_0000000000000000', 0, 256);
+      expect(back.subarray(0, 128).every((x) => x === (revalidate ? 3 : 2))).toBe(true);
+      expect(back.subarray(128).every((x) => x === 2)).toBe(true);
+      await Promise.all([a.close(), b.close()]);
+    });
+  }
+});

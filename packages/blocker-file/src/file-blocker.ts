@@ -69,6 +69,13 @@ export interface FileBlockerOptions {
   /** Default lease of a process hold, in ms (0: none). Default 15000. */
   leaseMs?: number;
   /**
+   * Before a write through a cached fd, check that the path still names that file (another
+   * process or host may have replaced it: writeFull and copy go through temp + rename), and
+   * reopen it if not, so no write lands in an unlinked inode. For blockerm, whose map blocks other
+   * hosts rewrite; it costs a stat and an fstat per write. Default false.
+   */
+  revalidateWrites?: boolean;
+  /**
    * `always` (default): fdatasync before every write resolves. `flush`: write-back; writes are
    * durable once flush() resolves (or at once with `{ durable: true }`). writeFull, copy and hash
    * are always durable (copy-up ordering depends on it).
@@ -99,6 +106,8 @@ export class FileBlocker extends AbstractBlocker {
   private probeFd: number | null = null;
   /** O_DIRECT writes to one file run one at a time (they read-modify-write edge blocks and truncate). */
   private readonly directWrites = new Map<string, Promise<void>>();
+  /** See FileBlockerOptions.revalidateWrites. */
+  private readonly revalidateWrites: boolean;
   /** Write-back mode: paths written since the last flush, not yet synced. */
   private dirty = new Set<string>();
   /**
@@ -139,6 +148,7 @@ export class FileBlocker extends AbstractBlocker {
     this.dir = resolve(opts.dir);
     this.lockDir = opts.lockDir === undefined ? null : resolve(opts.lockDir);
     this.direct = opts.direct && O_DIRECT !== 0 ? 'untested' : 'off';
+    this.revalidateWrites = opts.revalidateWrites === true;
     if (opts.sync !== undefined && opts.sync !== 'always' && opts.sync !== 'flush') {
       throw new TypeError('FileBlocker: "sync" must be "always" or "flush"');
     }
@@ -610,11 +620,25 @@ export class FileBlocker extends AbstractBlocker {
    * directory entries are left pending (dirtyDirs): the caller syncs them with its data (a durable
    * write) or the next flush does (write-back).
    */
+  /** True when `path` still names the file `entry` has open (same device and inode). */
+  private async sameFile(entry: FdEntry, path: string): Promise<boolean> {
+    const [byPath, byFd] = await Promise.all([
+      fsp.stat(path).catch(() => null),
+      new Promise<fs.Stats | null>((resolve) => fs.fstat(entry.fd, (err, st) => resolve(err ? null : st))),
+    ]);
+    return byPath !== null && byFd !== null && byPath.ino === byFd.ino && byPath.dev === byFd.dev;
+  }
+
   private async openForWrite(path: string): Promise<FdEntry> {
     const dir = dirname(path);
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.fds.get(path);
+        const entry = await this.fds.get(path);
+        if (!this.revalidateWrites || (await this.sameFile(entry, path))) return entry;
+        // Replaced (or removed) behind this cached fd: drop it and open the path again.
+        this.fds.release(entry);
+        this.fds.invalidate(path);
+        continue;
       } catch (e) {
         const code = fsio.errno(e);
         if ((code !== 'ENOENT' && code !== 'ENOTDIR') || attempt >= 5) throw e;

@@ -32,6 +32,8 @@ export interface FileBlockerPeerOptions {
   sync?: 'always' | 'flush';
   /** Identity of locks taken without an identity (`<hostname>_<unique_str>`). */
   identity?: string;
+  /** Reopen a cached fd whose file was replaced before writing through it (blockerm: map blocks). */
+  revalidateWrites?: boolean;
 }
 
 /** A blocker peer over a Ceph pool (`@archipelago/blocker-rados`); the keys mirror the config's. */
@@ -158,6 +160,7 @@ function checkBlocker(b: Record<string, unknown>): BlockerPeerOptions {
     if (b.direct !== undefined) blocker.direct = b.direct === true;
     if (b.sync !== undefined) blocker.sync = syncOf(b);
     if (b.identity !== undefined) blocker.identity = str(b, 'identity');
+    if (b.revalidateWrites !== undefined) blocker.revalidateWrites = b.revalidateWrites === true;
     return blocker;
   }
   if (b.type === 'rados_blocker') {

@@ -34,6 +34,7 @@ export async function openBlocker(
       dir: o.dir,
       ...(o.lockDir !== undefined ? { lockDir: o.lockDir } : {}),
       ...(o.identity !== undefined ? { identity: o.identity } : {}),
+      ...(o.revalidateWrites ? { revalidateWrites: true } : {}),
       direct: (o.direct ?? false) || (bulk?.direct ?? false),
       ...(o.fdcache !== undefined ? { fdCache: o.fdcache } : {}),
       sync: bulk ? 'flush' : (o.sync ?? 'always'),

@@ -76,6 +76,9 @@ export function blockerOptions(loaded: LoadedConfig, role: string): BlockerPeerO
     ...(typeof s.fdcache === 'number' ? { fdcache: s.fdcache } : {}),
     ...(typeof s.direct === 'boolean' ? { direct: s.direct } : {}),
     ...(s.sync !== undefined ? { sync: s.sync } : {}),
+    // Map blocks are rewritten (temp + rename) by other processes and hosts: never write an
+    // entry through a cached fd of a replaced file.
+    ...(role === 'blockerm' ? { revalidateWrites: true } : {}),
     identity,
   };
 }
