@@ -3,6 +3,7 @@ import { archipError } from '@archipelago/libxseg';
 import { type MapEntry, MapFlag, ObjFlag } from '@archipelago/mapfile';
 import type { MapperApi } from './api.js';
 import type { MapperContext } from './context.js';
+import type { HostLocks } from './host-locks.js';
 import { describe } from './map.js';
 import { MapStore } from './map-store.js';
 import { clone, create, createFromEntries } from './ops/create.js';
@@ -27,7 +28,6 @@ import {
   type VolumeInfo,
   type VolumeSummary,
 } from './types.js';
-import type { HostLocks } from './host-locks.js';
 import { VolumeLocks } from './volume-locks.js';
 
 export { MAX_VOLUME_SIZE } from './map.js';

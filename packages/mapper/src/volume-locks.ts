@@ -107,7 +107,11 @@ export class VolumeLocks {
     const vol = this.open.get(name);
     if (vol === undefined) return undefined;
     if (vol.fenced === null && performance.now() <= vol.validUntil) return vol;
-    throw this.fence(name, vol, 'its lease ran out before it could be renewed (the lock store was unreachable, or this process was paused)');
+    throw this.fence(
+      name,
+      vol,
+      'its lease ran out before it could be renewed (the lock store was unreachable, or this process was paused)',
+    );
   }
 
   /** The cached map of `name` when it is open, else the map loaded fresh (and not cached). */
@@ -313,7 +317,8 @@ export class VolumeLocks {
     const vol = this.cached(name);
     if (!vol || this.leaseMs === 0) return;
     const r = await this.blockerm.lockInfo(name);
-    const mine = r !== null && r.owner === this.blockerm.identity && r.process !== null && r.process.pid === process.pid;
+    const mine =
+      r !== null && r.owner === this.blockerm.identity && r.process !== null && r.process.pid === process.pid;
     if (!mine) throw this.fence(name, vol, `its lock is held by ${describeRecord(r)} now`);
     this.assertValid(name, vol);
   }
@@ -353,7 +358,10 @@ export class VolumeLocks {
           this.scheduleRenewals();
           return vol;
         } catch (e) {
-          await this.letGo(name, { tookLock: got.took, hostHeld: !got.took && got.previous?.process === null });
+          await this.letGo(name, {
+            tookLock: got.took,
+            hostHeld: !got.took && got.previous?.process === null,
+          });
           throw e;
         }
       } catch (e) {
@@ -372,14 +380,21 @@ export class VolumeLocks {
   private assertValid(name: string, vol: OpenVolume): void {
     if (vol.fenced) throw vol.fenced;
     if (performance.now() > vol.validUntil)
-      throw this.fence(name, vol, 'its lease ran out before it could be renewed (the lock store was unreachable, or this process was paused)');
+      throw this.fence(
+        name,
+        vol,
+        'its lease ran out before it could be renewed (the lock store was unreachable, or this process was paused)',
+      );
   }
 
   /** Fences `vol` (once: logged) and returns the error its I/O fails with. */
   private fence(name: string, vol: OpenVolume, why: string): ArchipelagoError {
     if (vol.fenced) return vol.fenced;
     vol.fenced = fencedError(name, why);
-    this.opts.log.error({ volume: name, why }, `fenced: volume ${name}: ${why}; no more writes from this process`);
+    this.opts.log.error(
+      { volume: name, why },
+      `fenced: volume ${name}: ${why}; no more writes from this process`,
+    );
     return vol.fenced;
   }
 

@@ -146,7 +146,12 @@ export async function unlockVolume(
   const p = report.previous.process;
   return {
     ...out,
-    broke: { holder: report.previous.owner, pid: p?.pid ?? null, host: p?.host ?? null, fenced: report.fenced },
+    broke: {
+      holder: report.previous.owner,
+      pid: p?.pid ?? null,
+      host: p?.host ?? null,
+      fenced: report.fenced,
+    },
   };
 }
 

@@ -42,7 +42,8 @@ lock over once its process is gone (this host) or its lease has run out (another
       },
     });
     if (r.broke) {
-      const who = r.broke.pid === null ? r.broke.holder : `${r.broke.holder} (pid ${r.broke.pid} on ${r.broke.host})`;
+      const who =
+        r.broke.pid === null ? r.broke.holder : `${r.broke.holder} (pid ${r.broke.pid} on ${r.broke.host})`;
       this.say(`fenced ${who}: ${r.broke.fenced}; broke the lock of ${r.name}`);
     } else this.say(`unlocked ${r.name}`);
     return r;
