@@ -11,7 +11,7 @@ export { VOLUME_DAEMONS } from './daemons-client.js';
 export { openBlocker, openEmbeddedRuntime } from './embedded.js';
 export { type ControlRequest, callControl } from './endpoint/control.js';
 export { ENDPOINT_ENV, type HostRequest, runHost } from './endpoint/host.js';
-export { ENDPOINT_MAIN, listMapped, type MapOptions, mapVolume, unmapVolume } from './endpoint/map.js';
+export { endpointMain, listMapped, type MapOptions, mapVolume, unmapVolume } from './endpoint/map.js';
 export { type MappedEntry, type MappedStatus, RunState } from './endpoint/runstate.js';
 export { type GatewayLaunch, launchGateway, type RunningGateway } from './gateway.js';
 export * from './paths.js';

@@ -12,8 +12,10 @@ import { outputOf, pidfileOf, runDirectory, sectionOf, segmentName } from './pat
 import { peerOptions } from './sections.js';
 import { spawnDetached } from './spawn.js';
 
-/** The peer process's entry script (built): `node PEER_MAIN` with ARCHIPELAGO_PEER set. */
-export const PEER_MAIN: string = createRequire(import.meta.url).resolve('@archipelago/peer/main');
+/** The peer process's entry script (built): `node peerMain()` with ARCHIPELAGO_PEER set. */
+export function peerMain(): string {
+  return createRequire(import.meta.url).resolve('@archipelago/peer/main');
+}
 
 /** Roles that run as daemons. */
 export const DAEMON_ROLES = new Set(['blockerb', 'blockerm', 'mapperd', 'vlmcd']);
@@ -120,7 +122,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export async function startRole(loaded: LoadedConfig, role: string): Promise<{ role: string; pid: number }> {
   const opts = peerOptions(loaded, role);
   const { pid } = await spawnDetached({
-    entry: PEER_MAIN,
+    entry: peerMain(),
     env: { [PEER_OPTIONS_ENV]: JSON.stringify(opts) },
     logFile: outputOf(loaded, role),
     seeLog: opts.logfile,

@@ -13,8 +13,10 @@ import { ENDPOINT_ENV, type HostRequest } from './host.js';
 import { attachDevice, detachDevice, nbdModuleAvailable } from './kernel.js';
 import type { MappedEntry, MappedStatus } from './runstate.js';
 
-/** The endpoint process's entry script (built). */
-export const ENDPOINT_MAIN: string = createRequire(import.meta.url).resolve('@archipelago/runtime/endpoint');
+/** The endpoint process's entry script (built; resolved when first needed, so importing works unbuilt). */
+export function endpointMain(): string {
+  return createRequire(import.meta.url).resolve('@archipelago/runtime/endpoint');
+}
 
 const READY_TIMEOUT_MS = 60_000;
 const EXIT_WAIT_MS = 30_000;
@@ -72,7 +74,7 @@ export async function mapVolume(s: Session, name: string, opts: MapOptions = {})
     runDir: state.dir,
   };
   const { ready: entry } = await spawnDetached<MappedEntry>({
-    entry: ENDPOINT_MAIN,
+    entry: endpointMain(),
     env: {
       [ENDPOINT_ENV]: JSON.stringify(req),
       UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16',
