@@ -149,13 +149,8 @@ Napi::Value AddressAlignment(const Napi::CallbackInfo& info) {
 
 Napi::Value Flock(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 2) {
-    Napi::TypeError::New(env, "flock(fd, op)").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  int64_t fd, op;
-  if (!IntArg(info, 0, 0, INT32_MAX, &fd)) return env.Undefined();
-  if (!IntArg(info, 1, 0, INT32_MAX, &op)) return env.Undefined();
+  int64_t fd, op;  // a missing argument is "not a number" to IntArg
+  if (!IntArg(info, 0, 0, INT32_MAX, &fd) || !IntArg(info, 1, 0, INT32_MAX, &op)) return env.Undefined();
   if (op != LOCK_SH && op != LOCK_EX && op != LOCK_UN) {
     Napi::RangeError::New(env, "op must be LOCK_SH, LOCK_EX or LOCK_UN").ThrowAsJavaScriptException();
     return env.Undefined();

@@ -1,14 +1,6 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import {
-  existsSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  readlinkSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { readdir, readlink } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -224,13 +216,10 @@ describe('FlockHostLocks in one process', () => {
     const child = spawn('sleep', ['30'], { stdio: 'ignore' });
     children.add(child);
     await new Promise((r) => child.once('spawn', r));
-    const fds = readdirSync(`/proc/${child.pid}/fd`).map((fd) => {
-      try {
-        return readlinkSync(`/proc/${child.pid}/fd/${fd}`);
-      } catch {
-        return '';
-      }
-    });
+    const proc = `/proc/${child.pid}/fd`;
+    const fds = await Promise.all(
+      (await readdir(proc)).map((fd) => readlink(join(proc, fd)).catch(() => '')),
+    );
     expect(fds).toContain('/dev/null'); // its stdio: the listing works
     expect(fds).not.toContain(join(dir, 'cx'));
     await h.release();
