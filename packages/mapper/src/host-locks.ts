@@ -1,46 +1,22 @@
 /**
- * Host locks: one process of this host at a time changes a volume's map or holds it open.
- *
- * The blocker lock (`<vol>_lock`) separates identities (hosts); every process of one host takes
- * it as the same identity, so it cannot separate them. A host lock does: a process takes the
- * host lock of a volume before it changes the volume's map or opens it, and keeps it until it is
- * done (a one-shot command for its duration, an endpoint or a daemon while the volume is open).
- * The implementation is injected (`@archipelago/runtime`'s `FlockHostLocks`: `flock(2)` on
- * `<run dir>/host-locks/<volume>`, dropped by the kernel when its process dies), so the mapper
- * depends on no file layout.
- *
- * Semantics every implementation keeps:
- * - exclusive per name, between processes AND within one process: a second `acquire` of a name
- *   whose handle is not released yet waits or fails like one from another process;
- * - bounded: `acquire` waits at most `timeoutMs` (no wait when `wait` is false), then fails with
- *   `EBUSY` naming the holder's pid (`details: { volume, pid }`, pid null when unknown);
- * - nothing outlives its process: a killed holder's locks are free at once.
+ * Same-host serialization: a per-volume lock among the processes of one host (the blocker lock
+ * cannot tell them apart: they share the host's identity). The mapper takes it, injected, before
+ * it opens a volume or changes a map; the runtime gives the flock-based implementation.
  */
 
-export interface HostLockOptions {
-  /** Wait for a holder to release it (false: fail at once when it is held). */
-  wait: boolean;
-  /** How long to wait at most (ms), when `wait`. */
-  timeoutMs: number;
-}
-
-/** A host lock held by this process, until `release`. */
+/** A host lock held by this process. */
 export interface HostLockHandle {
-  /** The volume name it was acquired for. */
   readonly name: string;
-  /** Releases the lock; a second call does nothing. */
+  /** Lets the lock go (idempotent). */
   release(): Promise<void>;
 }
 
 export interface HostLocks {
   /**
-   * Takes the host lock of volume `name`, waiting as `o` says; EBUSY when a holder keeps it
-   * (`volume "v" is busy: another process of this host (pid N) is changing or holding it; ...`).
+   * Takes the host lock of volume `name` for this process. Without `wait`, or once `timeoutMs`
+   * has passed, fails with EBUSY naming the pid of the process holding it.
    */
-  acquire(name: string, o: HostLockOptions): Promise<HostLockHandle>;
-  /**
-   * The pid of the process holding the host lock of `name` now, or null when it is free (-1 when
-   * it is held by a process that cannot be named, as `F_OFD_GETLK` says).
-   */
+  acquire(name: string, o: { wait: boolean; timeoutMs: number }): Promise<HostLockHandle>;
+  /** The pid of the live process holding the host lock of `name`, or null. */
   holder(name: string): Promise<number | null>;
 }

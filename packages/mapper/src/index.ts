@@ -1,5 +1,5 @@
 export type { MapperApi } from './api.js';
-export type { HostLockHandle, HostLockOptions, HostLocks } from './host-locks.js';
+export type { HostLockHandle, HostLocks } from './host-locks.js';
 export { MAX_VOLUME_SIZE, Mapper, type MapperOptions, type OpenMapView } from './mapper.js';
 export { KeyedMutex, Mutex } from './mutex.js';
 export * from './types.js';

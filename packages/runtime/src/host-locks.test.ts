@@ -7,14 +7,14 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { build } from 'esbuild';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { FlockHostLocks, hostLocksIn } from './host-locks.js';
+import { FlockHostLocks } from './host-locks.js';
 
 // A real disk, as a run directory would be (and not /tmp: tmpfs is fine for locks, but the
 // scratch rule of this repository is /var/tmp).
 const root = mkdtempSync(join('/var/tmp', 'archip-host-locks-'));
 let n = 0;
 /** A fresh lock directory (under a run directory that does not exist yet). */
-const freshDir = () => hostLocksIn(join(root, `run${n++}`));
+const freshDir = () => join(root, `run${n++}`, 'host-locks');
 
 const children = new Set<ChildProcess>();
 afterEach(() => {

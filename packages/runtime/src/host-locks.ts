@@ -1,7 +1,7 @@
 /**
  * Host locks: one process of this host at a time changes a volume's map or holds it open
  * (`HostLocks` of `@archipelago/mapper`, which says why). `FlockHostLocks` takes
- * `flock(LOCK_EX)` on `<dir>/<volume>` (`dir` is `<run dir>/host-locks`: `hostLocksIn`):
+ * `flock(LOCK_EX)` on `<dir>/<volume>` (the wirings give `<run dir>/host-locks`: `hostLockDir`):
  *
  * - the lock is the flock, and only it: the kernel drops it when the holder's process dies (or
  *   closes the file), so a killed command never leaves one behind;
@@ -38,12 +38,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { flock, flockAvailable } from '@archipelago/fastio';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { isValidObjectName } from '@archipelago/mapfile';
-import type { HostLockHandle, HostLockOptions, HostLocks } from '@archipelago/mapper';
-
-/** The host-lock directory of a run directory: `<runDir>/host-locks`. */
-export function hostLocksIn(runDir: string): string {
-  return join(runDir, 'host-locks');
-}
+import type { HostLockHandle, HostLocks } from '@archipelago/mapper';
 
 /** The first and the longest pause between two tries of a held lock (ms). */
 const FIRST_PAUSE_MS = 5;
@@ -66,7 +61,7 @@ export class FlockHostLocks implements HostLocks {
     return join(this.dir, name);
   }
 
-  async acquire(name: string, o: HostLockOptions): Promise<HostLockHandle> {
+  async acquire(name: string, o: { wait: boolean; timeoutMs: number }): Promise<HostLockHandle> {
     const path = this.pathOf(name);
     if (!(o.timeoutMs >= 0)) throw new RangeError(`host lock timeoutMs must be >= 0, got ${o.timeoutMs}`);
     needFlock();
