@@ -6,7 +6,7 @@ import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { build } from 'esbuild';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { FlockHostLocks } from './host-locks.js';
 
 // A real disk, as a run directory would be (and not /tmp: tmpfs is fine for locks, but the
@@ -338,8 +338,9 @@ describe('FlockHostLocks between processes', () => {
       const dir = freshDir();
       const locks = new FlockHostLocks(dir);
       await (await locks.acquire('ext', { wait: false, timeoutMs: 0 })).release();
-      const f = spawn('flock', ['-x', join(dir, 'ext'), 'sleep', '30'], { stdio: 'ignore' });
-      children.add(f);
+      // In its own process group: flock(1) runs sleep as its child, and both go at the end.
+      const f = spawn('flock', ['-x', join(dir, 'ext'), 'sleep', '30'], { stdio: 'ignore', detached: true });
+      onTestFinished(() => process.kill(-(f.pid as number), 'SIGKILL'));
       const until = performance.now() + 5000;
       while ((await locks.holder('ext')) === null && performance.now() < until)
         await new Promise((r) => setTimeout(r, 10));
