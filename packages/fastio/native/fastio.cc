@@ -10,6 +10,9 @@
 //     MADV_HUGEPAGE (unmapped when the Buffer is collected), or -errno when mmap fails
 //   addressAlignment(typedArray) -> the largest power of two (capped at 1 MiB) dividing the
 //     address of the array's first byte (an O_DIRECT transfer needs 512 or 4096)
+//   flock(fd, op) -> 0, or -errno (-EWOULDBLOCK when another open file description holds a
+//     conflicting lock). op is LOCK_SH, LOCK_EX or LOCK_UN; LOCK_NB is always added: it runs on
+//     the main thread and never waits (a caller that wants to wait polls).
 //
 // Arguments are checked here (types, buffer bounds): a bad call throws a TypeError/RangeError,
 // never reads or writes outside the buffer.
@@ -17,6 +20,7 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -143,12 +147,31 @@ Napi::Value AddressAlignment(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(align));
 }
 
+Napi::Value Flock(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t fd, op;  // a missing argument is "not a number" to IntArg
+  if (!IntArg(info, 0, 0, INT32_MAX, &fd) || !IntArg(info, 1, 0, INT32_MAX, &op)) return env.Undefined();
+  if (op != LOCK_SH && op != LOCK_EX && op != LOCK_UN) {
+    Napi::RangeError::New(env, "op must be LOCK_SH, LOCK_EX or LOCK_UN").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int r;
+  do {
+    r = flock(static_cast<int>(fd), static_cast<int>(op) | LOCK_NB);
+  } while (r < 0 && errno == EINTR);
+  return Napi::Number::New(env, r < 0 ? -static_cast<double>(errno) : 0);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("largeBuffer", Napi::Function::New(env, LargeBuffer, "largeBuffer"));
   exports.Set("addressAlignment", Napi::Function::New(env, AddressAlignment, "addressAlignment"));
   exports.Set("preadNowait", Napi::Function::New(env, PreadNowait, "preadNowait"));
   exports.Set("setSendBuffer", Napi::Function::New(env, SetSendBuffer, "setSendBuffer"));
-  exports.Set("VERSION", Napi::Number::New(env, 2));
+  exports.Set("flock", Napi::Function::New(env, Flock, "flock"));
+  exports.Set("LOCK_SH", Napi::Number::New(env, LOCK_SH));
+  exports.Set("LOCK_EX", Napi::Number::New(env, LOCK_EX));
+  exports.Set("LOCK_UN", Napi::Number::New(env, LOCK_UN));
+  exports.Set("VERSION", Napi::Number::New(env, 3));
   return exports;
 }
 

@@ -19,6 +19,8 @@ import {
   addressAlignment,
   available,
   EAGAIN,
+  flock,
+  flockAvailable,
   largeBuffer,
   preadNowait,
   sendBufferAvailable,
@@ -144,6 +146,13 @@ describe.runIf(wanted)('preadNowait (Linux, addon built)', () => {
 });
 
 describe.skipIf(wanted)('without the addon (not Linux, or ARCHIP_FASTIO=0)', () => {
+  it.runIf(process.platform === 'linux')('still locks with ARCHIP_FASTIO=0: flock has no plain path', () => {
+    const { fd } = file('fastio-off-flock', Buffer.alloc(0));
+    expect(flockAvailable).toBe(true);
+    expect(flock(fd, 'ex')).toBe(true);
+    expect(flock(fd, 'un')).toBe(true);
+  });
+
   it('answers EAGAIN and undefined, so callers take their plain paths', () => {
     const { fd } = file('fallback', randomBytes(64));
     expect(available()).toBe(false);
@@ -228,5 +237,68 @@ describe.runIf(wanted)('largeBuffer and addressAlignment', () => {
     // Each is its own mapping, unmapped by the garbage collector: allocating far more than
     // fits at once must not run out of address space or memory.
     for (let i = 0; i < 64; i++) largeBuffer(64 * 1024 * 1024)[0] = i;
+  });
+});
+
+/** Whether util-linux `flock -n` gets the lock of `path` now (another process's view). */
+function otherProcessCanLock(path: string, mode: '-x' | '-s' = '-x'): boolean {
+  const r = spawnSync('flock', [mode, '-n', '-E', '99', path, 'true']);
+  if (r.status !== 0 && r.status !== 99) throw new Error(`flock(1) failed: ${r.stderr}`);
+  return r.status === 0;
+}
+const haveFlockTool = spawnSync('flock', ['--version']).status === 0;
+
+describe.runIf(process.platform === 'linux')('flock', () => {
+  it('is there on Linux whatever ARCHIP_FASTIO says', () => {
+    expect(flockAvailable).toBe(true);
+  });
+
+  it('conflicts between two open() of one file, even in one process, and never waits', () => {
+    const { fd: a, path } = file('lock-two-opens', Buffer.alloc(0));
+    const b = openSync(path, 'r');
+    fds.push(b);
+    expect(flock(a, 'ex')).toBe(true);
+    const t0 = process.hrtime.bigint();
+    expect(flock(b, 'ex')).toBe(false);
+    expect(flock(b, 'sh')).toBe(false);
+    expect(Number(process.hrtime.bigint() - t0) / 1e6).toBeLessThan(50);
+    // Again on the same fd: the same open file description, so it already holds it.
+    expect(flock(a, 'ex')).toBe(true);
+    expect(flock(a, 'un')).toBe(true);
+    expect(flock(b, 'ex')).toBe(true);
+    expect(flock(a, 'ex')).toBe(false);
+    expect(flock(b, 'un')).toBe(true);
+  });
+
+  it('shares LOCK_SH between holders and excludes LOCK_EX from them', () => {
+    const { fd: a, path } = file('lock-shared', Buffer.alloc(0));
+    const b = openSync(path, 'r');
+    fds.push(b);
+    expect(flock(a, 'sh')).toBe(true);
+    expect(flock(b, 'sh')).toBe(true);
+    expect(flock(b, 'ex')).toBe(false);
+    expect(flock(a, 'un')).toBe(true);
+    // Alone now: a shared lock converts to an exclusive one.
+    expect(flock(b, 'ex')).toBe(true);
+    expect(flock(b, 'un')).toBe(true);
+  });
+
+  it.runIf(haveFlockTool)('is seen by other processes, and closing the fd releases it', () => {
+    const path = join(root, 'lock-close');
+    writeFileSync(path, '');
+    const fd = openSync(path, 'r');
+    expect(otherProcessCanLock(path)).toBe(true);
+    expect(flock(fd, 'ex')).toBe(true);
+    expect(otherProcessCanLock(path)).toBe(false);
+    expect(otherProcessCanLock(path, '-s')).toBe(false);
+    closeSync(fd);
+    expect(otherProcessCanLock(path)).toBe(true);
+  });
+
+  it('gives a system error for a bad fd and a RangeError for a bad op', () => {
+    expect(() => flock(1 << 30, 'ex')).toThrow(expect.objectContaining({ code: 'EBADF', syscall: 'flock' }));
+    const { fd } = file('lock-args', Buffer.alloc(0));
+    expect(() => flock(fd, 'x' as 'ex')).toThrow(RangeError);
+    expect(() => flock(-1, 'ex')).toThrow(RangeError);
   });
 });

@@ -1,5 +1,5 @@
 /**
- * The few Linux I/O calls Node has no API for, from a small optional native addon:
+ * The few Linux calls Node has no API for, from a small native addon:
  *
  * - `preadNowait`: one `preadv2(..., RWF_NOWAIT)` on the calling thread. When the bytes are in
  *   the page cache it copies them at once (no libuv thread-pool hop: no post to a worker, no
@@ -11,11 +11,14 @@
  *   page can cost tens of microseconds (a 32 MiB buffer: ~130 ms measured here, ~5–15 ms with huge
  *   pages), and a page-aligned buffer can go to O_DIRECT as is, without a bounce copy.
  * - `addressAlignment`: the alignment of a buffer's address (0 when unknown), for that check.
+ * - `flock`: `flock(2)` with LOCK_NB, on the calling thread (it never waits: a caller that wants
+ *   to wait polls). The one call here without a fallback: without the addon it throws ENOTSUP.
  *
- * When the addon is not built (not Linux, no compiler at install time) or the kernel lacks
- * RWF_NOWAIT (< 4.14: EOPNOTSUPP), `available` / `sendBufferAvailable` are false and the calls
- * answer "not done" (`-EAGAIN`, `undefined`), so callers never need a second code path for it.
- * `ARCHIP_FASTIO=0` in the environment switches the addon off (for A/B measurements).
+ * The first four are optional fast paths: when the addon is not built (not Linux, no compiler at
+ * install time) or the kernel lacks RWF_NOWAIT (< 4.14: EOPNOTSUPP), `available` /
+ * `sendBufferAvailable` are false and the calls answer "not done" (`-EAGAIN`, `undefined`), so
+ * callers never need a second code path for them. `ARCHIP_FASTIO=0` in the environment switches
+ * those fast paths off (for A/B measurements); `flock` still works then.
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -28,6 +31,11 @@ interface Native {
   /** Absent from an addon built before VERSION 2. */
   largeBuffer?: (bytes: number) => Buffer | number;
   addressAlignment?: (buf: Uint8Array) => number;
+  /** Absent from an addon built before VERSION 3. */
+  flock?: (fd: number, op: number) => number;
+  LOCK_SH?: number;
+  LOCK_EX?: number;
+  LOCK_UN?: number;
   VERSION: number;
 }
 
@@ -36,7 +44,7 @@ const E = constants.errno;
 export const EAGAIN = -E.EAGAIN;
 
 function load(): Native | null {
-  if (process.platform !== 'linux' || process.env.ARCHIP_FASTIO === '0') return null;
+  if (process.platform !== 'linux') return null;
   // build/Release while developing (node-gyp output), dist/ once built (what turbo caches).
   for (const rel of ['../build/Release/fastio.node', './fastio.node', '../dist/fastio.node']) {
     const p = fileURLToPath(new URL(rel, import.meta.url));
@@ -50,7 +58,9 @@ function load(): Native | null {
   return null;
 }
 
-const native = load();
+const addon = load();
+/** The addon for the optional fast paths: not with ARCHIP_FASTIO=0 (A/B runs). */
+const native = process.env.ARCHIP_FASTIO === '0' ? null : addon;
 let nowait = native !== null;
 
 /** Whether `preadNowait` can read synchronously (addon loaded, RWF_NOWAIT not refused so far). */
@@ -137,4 +147,37 @@ export function largeBuffer(bytes: number): Buffer {
  */
 export function addressAlignment(buf: Uint8Array): number {
   return native?.addressAlignment?.(buf) ?? 0;
+}
+
+const FLOCK_OPS = { ex: 'LOCK_EX', sh: 'LOCK_SH', un: 'LOCK_UN' } as const;
+export type FlockOp = keyof typeof FLOCK_OPS;
+
+/** Whether `flock` works: the addon is loaded (whatever ARCHIP_FASTIO says). */
+export const flockAvailable = typeof addon?.flock === 'function';
+
+/**
+ * `flock(fd, LOCK_EX | LOCK_NB)` (`'ex'`), `LOCK_SH` (`'sh'`) or `LOCK_UN` (`'un'`), on the
+ * calling thread and never waiting. Returns true when done, false when another open file
+ * description holds a conflicting lock (EWOULDBLOCK) — another process, or another `open()` of
+ * the same file in this one: flock locks belong to the open file description, not the process.
+ * The kernel drops the lock when the last fd of that description is closed, the process's
+ * death included. To wait, poll. Throws the system error (EBADF...), a RangeError for a bad
+ * `op`, and an `ENOTSUP` error without the addon (there is no fallback for a lock).
+ */
+export function flock(fd: number, op: FlockOp): boolean {
+  const call = addon?.flock;
+  if (addon === null || call === undefined) {
+    const e: NodeJS.ErrnoException = new Error(
+      'ENOTSUP: flock needs the @archipelago/fastio native addon, which is not built: rebuild it (pnpm run build)',
+    );
+    e.code = 'ENOTSUP';
+    e.errno = -E.ENOTSUP;
+    throw e;
+  }
+  const code = Object.hasOwn(FLOCK_OPS, op) ? addon[FLOCK_OPS[op]] : undefined;
+  if (code === undefined) throw new RangeError(`flock: op must be 'ex', 'sh' or 'un', got ${String(op)}`);
+  const n = call(fd, code);
+  if (n === 0) return true;
+  if (n === -E.EWOULDBLOCK || n === -E.EAGAIN) return false;
+  throw errnoError(-n, 'flock');
 }
