@@ -4,3 +4,4 @@ export { MAX_VOLUME_SIZE, Mapper, type MapperOptions, type OpenMapView } from '.
 export { KeyedMutex, Mutex } from './mutex.js';
 export * from './types.js';
 export { type StoreUsage, storeUsage, type UsageSource, type VolumeUsage, volumeUsage } from './usage.js';
+export { FlockHostLocks } from './flock-host-locks.js';

@@ -9,7 +9,7 @@ import { ArchipelagoError } from '@archipelago/libxseg';
 import { Mapper } from '@archipelago/mapper';
 import type { BlockerPeerOptions, RadosBlockerPeerOptions } from '@archipelago/peer/options';
 import { type ArchipelagoConfig, isLoaded, type LoadedConfig } from './config.js';
-import { FlockHostLocks } from './host-locks.js';
+import { FlockHostLocks } from '@archipelago/mapper';
 import { blockerOptions, hostIdentity, hostLockDir, leaseMs, lockTimeoutMs } from './sections.js';
 import { closeOnce, type EmbeddedRuntime, type RuntimeOptions } from './types.js';
 

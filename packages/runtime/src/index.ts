@@ -14,7 +14,6 @@ export { ENDPOINT_ENV, type HostRequest, runHost } from './endpoint/host.js';
 export { endpointMain, listMapped, type MapOptions, mapVolume, unmapVolume } from './endpoint/map.js';
 export { type MappedEntry, type MappedStatus, RunState } from './endpoint/runstate.js';
 export { type GatewayLaunch, launchGateway, type RunningGateway } from './gateway.js';
-export { FlockHostLocks } from './host-locks.js';
 export * from './paths.js';
 export * from './peers.js';
 export { blockerOptions, DEFAULT_UNIQUE_STR, hostIdentity, lockTimeoutMs, peerOptions } from './sections.js';

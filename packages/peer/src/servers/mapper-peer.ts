@@ -17,6 +17,7 @@ import type { Port, RespondOptions, Segment, XsegRequest } from '@archipelago/li
 import {
   type CloneOptions,
   type CreateFromEntriesOptions,
+  FlockHostLocks,
   KeyedMutex,
   type LoadOptions,
   type Logger,
@@ -101,6 +102,8 @@ export function createMapperService(
     blockerb,
     ...(o.lockTimeoutMs !== undefined ? { lockTimeoutMs: o.lockTimeoutMs } : {}),
     ...(o.leaseMs !== undefined ? { leaseMs: o.leaseMs } : {}),
+    // Same-host serialization with this host's other processes (an embedded vlmc, the gateway).
+    ...(o.hostLockDir !== undefined ? { hostLocks: new FlockHostLocks(o.hostLockDir) } : {}),
     ...(logger ? { logger } : {}),
   });
 

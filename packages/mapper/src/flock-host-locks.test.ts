@@ -7,7 +7,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { build } from 'esbuild';
 import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
-import { FlockHostLocks } from './host-locks.js';
+import { FlockHostLocks } from './flock-host-locks.js';
 
 // A real disk, as a run directory would be (and not /tmp: tmpfs is fine for locks, but the
 // scratch rule of this repository is /var/tmp).
@@ -36,7 +36,7 @@ const FASTIO_SRC = join(
   'index.ts',
 );
 const CHILD_MAIN = `
-  import { FlockHostLocks } from './host-locks.ts';
+  import { FlockHostLocks } from './flock-host-locks.ts';
   const [dir, name, wait, timeoutMs, holdMs] = process.argv.slice(2);
   const say = (o) => process.stdout.write(JSON.stringify(o) + '\\n');
   const locks = new FlockHostLocks(dir);

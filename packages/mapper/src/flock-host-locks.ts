@@ -38,7 +38,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { flock, flockAvailable } from '@archipelago/fastio';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { isValidObjectName } from '@archipelago/mapfile';
-import type { HostLockHandle, HostLocks } from '@archipelago/mapper';
+import type { HostLockHandle, HostLocks } from './host-locks.js';
 
 /** The first and the longest pause between two tries of a held lock (ms). */
 const FIRST_PAUSE_MS = 5;
