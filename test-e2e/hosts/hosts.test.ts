@@ -6,12 +6,14 @@
  * cut off and crashed, and nothing is left behind. Skipped (saying why) where namespaces cannot be
  * made: not root, or no `ip netns`. Needs the built CLI (`pnpm run build`).
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { processStart } from '../../packages/blocker/src/holder.js';
 import {
+  cleanupLeftovers,
   createHosts,
   type Host,
   type Hosts,
@@ -39,7 +41,7 @@ suite(reason ? `two hosts on one machine (skipped: ${reason})` : 'two hosts on o
     if (!existsSync(join(ROOT, 'packages/cli/dist/bundle/vlmc.mjs')))
       throw new Error('packages/cli is not built: run "pnpm run build" first');
     requireTool('qemu-img', 'qemu-utils');
-    set = await createHosts(['host-a', 'host-b'], { ceph: true });
+    set = await createHosts(['host-a', 'host-b'], { ceph: true, config: { mapperd: { lock_timeout: 2 } } });
     a = set.host('host-a');
     b = set.host('host-b');
   }, 120_000);
@@ -62,6 +64,10 @@ suite(reason ? `two hosts on one machine (skipped: ${reason})` : 'two hosts on o
     expect(a.runDir).not.toBe(b.runDir);
     expect((await a.run('sh', ['-c', 'echo $ARCHIPELAGO_CONF'])).stdout.trim()).toBe(a.confs.file);
     expect((await b.run('sh', ['-c', 'echo $ARCHIPELAGO_CONF'])).stdout.trim()).toBe(b.confs.file);
+    const conf = readFileSync(a.confs.file, 'utf8');
+    expect(conf).toContain(`RUN_DIR = ${a.runDir}`);
+    expect(conf).toContain(`archip_dir = ${set.shared.maps}`);
+    expect(conf).toMatch(/\[mapperd\][^[]*lock_timeout = 2/); // createHosts' `config` over the defaults
   });
 
   it('hosts reach each other and the root side of the bridge, nothing else', async () => {
@@ -165,14 +171,9 @@ suite(reason ? `two hosts on one machine (skipped: ${reason})` : 'two hosts on o
   });
 });
 
-// After the suite: nothing of the set left on the machine (namespaces, links, state, dirs).
-suite('two hosts: destroy', () => {
-  it('removes namespaces, links, state, segments and directories', async () => {
-    const set = await createHosts(['gone-a', 'gone-b']);
-    const { id, dir } = set;
-    await set.hosts[0]?.ok('create', 'v', '--size', '4M');
-    set.hosts[0]?.spawn('sleep', ['600'], { stdio: 'ignore', detached: true }).unref();
-    await set.destroy();
+// Destroy and the cleanup of crashed runs: nothing of a set left on the machine.
+suite('two hosts: destroy and leftovers', () => {
+  const gone = (id: number, dir: string) => {
     const netns = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
     expect(netns).not.toMatch(new RegExp(`^${NAME_PREFIX}${id}-`, 'm'));
     const links = execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' });
@@ -180,6 +181,43 @@ suite('two hosts: destroy', () => {
     expect(existsSync(join(STATE_DIR, String(id)))).toBe(false);
     expect(existsSync(dir)).toBe(false);
     expect(readdirSync('/dev/shm').filter((f) => f.startsWith(`${NAME_PREFIX}${id}-`))).toEqual([]);
+  };
+
+  it('destroy removes namespaces, links, state, segments, directories and every process', async () => {
+    const set = await createHosts(['gone-a', 'gone-b']);
+    const a = set.hosts[0] as Host;
+    await a.ok('create', 'v', '--size', '4M');
+    const orphan = a.spawn('sleep', ['600'], { stdio: 'ignore', detached: true });
+    const killed = new Promise((r) => orphan.once('exit', (_c, signal) => r(signal)));
+    orphan.unref();
+    await set.destroy();
+    expect(await killed).toBe('SIGKILL');
+    gone(set.id, set.dir);
     await set.destroy(); // idempotent
+  });
+
+  it('a set whose owner died (a crashed run) is removed by the next cleanup, found by its names', async () => {
+    const set = await createHosts(['crash-a']);
+    // Make a process of ours the set's owner, then let it die as a crashed test run would.
+    const owner = spawn('sleep', ['600'], { stdio: 'ignore' });
+    const state = join(STATE_DIR, String(set.id), 'owner.json');
+    const pid = owner.pid as number;
+    writeFileSync(state, JSON.stringify({ pid, start: processStart(pid), dir: set.dir }));
+    // a stray namespace of that set (as a crash in the middle of createHosts leaves)
+    execFileSync('ip', ['netns', 'add', `${NAME_PREFIX}${set.id}-stray`]);
+    const leftover = (set.hosts[0] as Host).spawn('sleep', ['600'], { stdio: 'ignore' });
+    const killed = new Promise((r) => leftover.once('exit', (_c, signal) => r(signal)));
+
+    expect(await cleanupLeftovers()).not.toContain(set.id); // its owner lives
+    expect(existsSync(state)).toBe(true);
+    owner.kill('SIGKILL');
+    await new Promise((r) => owner.once('exit', r));
+    expect(await cleanupLeftovers()).toContain(set.id);
+    expect(await killed).toBe('SIGKILL');
+    gone(set.id, set.dir);
+    expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).not.toContain(
+      `${NAME_PREFIX}${set.id}-stray`,
+    );
+    await set.destroy(); // no longer its owner's: touches nothing (N may be another set's by now)
   });
 });

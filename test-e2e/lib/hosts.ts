@@ -24,7 +24,7 @@
  * not, for a skip.
  */
 import { type ChildProcess, execFile, execFileSync, type SpawnOptions, spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -168,11 +168,13 @@ interface Owner {
 /**
  * Removes set N by its names, whatever state it is in: kills the processes of its namespaces,
  * stops its cluster, deletes namespaces, links, UTS files, segments, its directory, its state.
- * Arguments: N, the set's directory ('' when unknown), STATE_DIR, the cluster script.
+ * Arguments: N, the set's directory ('' when unknown), STATE_DIR, the cluster script, and the
+ * owner.json the set must still have ('' for any: a dead set, removed under the state lock).
  */
 const TEARDOWN = `
 set +e
-n=$1 dir=$2 state=$3/$1 ceph=$4
+n=$1 dir=$2 state=$3/$1 ceph=$4 expect=$5
+if [ -n "$expect" ] && [ "$(cat "$state/owner.json" 2>/dev/null)" != "$expect" ]; then exit 0; fi
 nss=$(ip netns list | awk '{print $1}' | grep -E "^${NAME_PREFIX}$n-")
 for ns in $nss; do pids=$(ip netns pids "$ns"); [ -n "$pids" ] && kill -9 $pids; done
 for _ in $(seq 1 50); do
@@ -191,12 +193,33 @@ rm -rf "$state"
 exit 0
 `;
 
-function teardownArgs(n: number, dir: string): string[] {
-  return ['-c', TEARDOWN, 'teardown', String(n), dir, STATE_DIR, CEPH_SCRIPT];
+/** The teardown of a dead set, by a caller that holds the state lock. */
+async function teardown(n: number, dir: string): Promise<void> {
+  await run('bash', ['-c', TEARDOWN, 'teardown', String(n), dir, STATE_DIR, CEPH_SCRIPT, ''], {
+    timeout: 120_000,
+  });
 }
 
-async function teardown(n: number, dir: string): Promise<void> {
-  await run('bash', teardownArgs(n, dir), { timeout: 120_000 });
+/**
+ * The owner's teardown of its own set: under the state lock, and only while the set is still its
+ * own (no one removed it and reused N meanwhile), so it never touches another set.
+ */
+function ownTeardownArgs(n: number, dir: string, owner: string): string[] {
+  const lock = join(STATE_DIR, '.lock');
+  return [
+    '-w',
+    '120',
+    lock,
+    'bash',
+    '-c',
+    TEARDOWN,
+    'teardown',
+    String(n),
+    dir,
+    STATE_DIR,
+    CEPH_SCRIPT,
+    owner,
+  ];
 }
 
 async function readOwner(n: number): Promise<Owner | null> {
@@ -271,6 +294,9 @@ export function cleanupLeftovers(): Promise<number[]> {
   return withStateLock(removeDeadSets);
 }
 
+/** Sets of this process not destroyed yet: removed at exit (synchronously) as a last resort. */
+const live = new Map<number, { dir: string; owner: string }>();
+
 /** A free set number: no state, no names, no address of its subnet in use on this machine. */
 async function allocate(dir: string): Promise<number> {
   const taken = await knownSets();
@@ -284,18 +310,17 @@ async function allocate(dir: string): Promise<number> {
     await mkdir(state);
     const owner: Owner = { pid: process.pid, start: processStart(process.pid) ?? '0', dir };
     await writeFile(join(state, 'owner.json'), JSON.stringify(owner));
+    live.set(n, { dir, owner: JSON.stringify(owner) });
     return n;
   }
   throw new Error(`no free subnet ${SUBNET}.N.0/24 for a set of hosts (254 in use?)`);
 }
 
-/** Sets of this process not destroyed yet: removed at exit (synchronously) as a last resort. */
-const live = new Map<number, string>();
 let exitHook = false;
 function onExit(): void {
-  for (const [n, dir] of live) {
+  for (const [n, { dir, owner }] of live) {
     try {
-      execFileSync('bash', teardownArgs(n, dir), { stdio: 'ignore', timeout: 60_000 });
+      execFileSync('flock', ownTeardownArgs(n, dir, owner), { stdio: 'ignore', timeout: 130_000 });
     } catch {
       // the next createHosts removes it
     }
@@ -390,15 +415,18 @@ export async function createHosts(names: string[], opts: HostsOptions = {}): Pro
   const n = await withStateLock(async () => {
     await removeDeadSets();
     return allocate(dir);
+  }).catch(async (e) => {
+    await rm(dir, { recursive: true, force: true });
+    throw e;
   });
-  live.set(n, dir);
   if (!exitHook) {
     exitHook = true;
     process.once('exit', onExit);
   }
   const destroy = async () => {
-    if (!live.has(n)) return;
-    await teardown(n, dir);
+    const mine = live.get(n);
+    if (!mine) return;
+    await run('flock', ownTeardownArgs(n, dir, mine.owner), { timeout: 130_000 });
     live.delete(n);
   };
   try {
