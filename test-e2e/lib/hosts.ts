@@ -151,10 +151,17 @@ export async function hostsUnavailable(): Promise<string | null> {
   } finally {
     await run('ip', ['netns', 'del', probe]).catch(() => undefined);
   }
+  // A UTS namespace kept by a bind mount on a file, as createHosts keeps each host's.
+  const uts = join(STATE_DIR, `.probe-${process.pid}.uts`);
   try {
-    await run('unshare', ['--uts', 'hostname', 'archh-probe']);
+    await mkdir(STATE_DIR, { recursive: true });
+    await writeFile(uts, '');
+    await run('unshare', [`--uts=${uts}`, 'hostname', 'archh-probe']);
   } catch (e) {
-    return `"unshare --uts" fails here: ${(e as { stderr?: string }).stderr?.trim() || String(e)}`;
+    return `"unshare --uts=<file>" fails here: ${(e as { stderr?: string }).stderr?.trim() || String(e)}`;
+  } finally {
+    await run('umount', [uts]).catch(() => undefined);
+    await rm(uts, { force: true });
   }
   return null;
 }
@@ -181,6 +188,7 @@ for _ in $(seq 1 50); do
   left=; for ns in $nss; do left="$left$(ip netns pids "$ns")"; done
   [ -z "$left" ] && break; sleep 0.1
 done
+case "$dir" in */archip-hosts-*) ;; *) dir= ;; esac # only ever a set's own temp directory
 [ -n "$dir" ] && [ -f "$dir/ceph/ceph.conf" ] && bash "$ceph" purge "$dir/ceph" >/dev/null 2>&1
 for ns in $nss; do ip netns del "$ns"; done
 for l in $(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E "^${NAME_PREFIX}$n(v[0-9]+)?$"); do
