@@ -388,16 +388,14 @@ function hostConfig(
   };
 }
 
+/** `r` and, when `args` asked for `--json`, its stdout parsed (undefined if it is not JSON). */
 function withJson<T extends Result>(r: T, args: string[]): T & { json: unknown } {
-  let json: unknown;
-  if (args.includes('--json')) {
-    try {
-      json = JSON.parse(r.stdout);
-    } catch {
-      json = undefined;
-    }
+  if (!args.includes('--json')) return { ...r, json: undefined };
+  try {
+    return { ...r, json: JSON.parse(r.stdout) as unknown };
+  } catch {
+    return { ...r, json: undefined };
   }
-  return { ...r, json };
 }
 
 /**
