@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A throwaway single-node Ceph cluster for tests and benchmarks: one ceph-mon and one ceph-osd
-# (memstore) on 127.0.0.1, everything (config, data, logs, sockets, pids, keys) under <dir>, cephx
+# (memstore) on 127.0.0.1 (or CEPH_PUBLIC_ADDR), everything (config, data, logs, sockets, pids, keys) under <dir>, cephx
 # (or auth none), no mgr. Writes <dir>/ceph.conf, which names the admin keyring <dir>/keyring, so
 # every client that reads it (ceph, rados, rbd, fio, qemu, our blocker) connects as client.admin;
 # creates the pools "blocks", "maps" and "rbd".
@@ -13,7 +13,11 @@
 #
 # Concurrent callers are serialized with flock on <dir>/.lock, so many test files may call start.
 # Environment: CEPH_POOLS (default "blocks maps rbd"), CEPH_MEMSTORE_BYTES (default 8 GiB),
-# CEPH_AUTH (cephx, the default, or none; read when the cluster is created).
+# CEPH_AUTH (cephx, the default, or none; read when the cluster is created), CEPH_PUBLIC_ADDR (the
+# IPv4 address the monitor and the OSD listen on and advertise, default 127.0.0.1; read when the
+# cluster is created: an address of the root namespace's side of a veth pair or bridge lets
+# network namespaces reach the cluster, see test-e2e/lib/hosts.ts; starting an existing cluster
+# with a different CEPH_PUBLIC_ADDR fails).
 set -euo pipefail
 
 cmd=${1:-}
@@ -42,6 +46,11 @@ case "$auth" in
     exit 2
     ;;
 esac
+addr=${CEPH_PUBLIC_ADDR:-127.0.0.1}
+if ! [[ "$addr" =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}$ ]]; then
+  echo "ceph-cluster: CEPH_PUBLIC_ADDR must be an IPv4 address, not '$addr'" >&2
+  exit 2
+fi
 
 exec 9>"$dir/.lock"
 flock 9
@@ -63,9 +72,9 @@ stop_daemon() { # pidfile
 }
 
 free_port() {
-  python3 - <<'PY'
-import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()
+  python3 - "$addr" <<'PY'
+import socket, sys
+s = socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1]); s.close()
 PY
 }
 
@@ -74,8 +83,9 @@ write_conf() {
   cat >"$conf" <<CONF
 [global]
 fsid = $fsid
-mon_host = v2:127.0.0.1:$port
-public_addr = 127.0.0.1
+mon_host = v2:$addr:$port
+public_addr = $addr
+cluster_addr = $addr
 ms_bind_msgr1 = false
 auth_cluster_required = $auth
 auth_service_required = $auth
@@ -136,6 +146,14 @@ start_osd() {
 }
 
 start() {
+  if [ -f "$dir/.created" ] && [ -n "${CEPH_PUBLIC_ADDR:-}" ]; then
+    local was
+    was=$(sed -n 's/^public_addr = //p' "$conf")
+    if [ "$was" != "$addr" ]; then
+      echo "ceph-cluster: the cluster in $dir listens on $was, not CEPH_PUBLIC_ADDR=$addr (purge it first)" >&2
+      exit 2
+    fi
+  fi
   if status; then return 0; fi
   stop_daemon "$dir/osd.0.pid"
   stop_daemon "$dir/mon.a.pid"
@@ -152,7 +170,7 @@ start() {
     ceph-authtool "$dir/keyring" --gen-key -n client.admin --cap mon 'allow *' --cap osd 'allow *' \
       --cap mds 'allow *' --cap mgr 'allow *' >/dev/null
     chmod 600 "$dir/keyring"
-    monmaptool --create --clobber --fsid "$fsid" --addv a "[v2:127.0.0.1:$port]" "$dir/monmap" >/dev/null
+    monmaptool --create --clobber --fsid "$fsid" --addv a "[v2:$addr:$port]" "$dir/monmap" >/dev/null
     ceph-mon -c "$conf" --mkfs -i a --monmap "$dir/monmap" --keyring "$dir/keyring" >/dev/null 9>&-
     ceph-mon -c "$conf" -i a 9>&-
     local osd_uuid

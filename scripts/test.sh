@@ -21,6 +21,11 @@ command -v ceph-mon >/dev/null || need_pkgs+=(ceph-mon)
 command -v ceph-osd >/dev/null || need_pkgs+=(ceph-osd)
 command -v rados >/dev/null || need_pkgs+=(ceph-common)
 [ -f /usr/include/rados/librados.h ] || need_pkgs+=(librados-dev)
+# Two hosts on one machine (test-e2e/lib/hosts.ts): network namespaces, veth pairs and a bridge
+# (ip), UTS namespaces and entering them (unshare, nsenter, flock), and the hosts' hostname.
+command -v ip >/dev/null || need_pkgs+=(iproute2)
+{ command -v nsenter && command -v unshare && command -v flock; } >/dev/null || need_pkgs+=(util-linux)
+command -v hostname >/dev/null || need_pkgs+=(hostname)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${need_pkgs[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -65,37 +65,55 @@ export function ensureCluster(name = 'shared'): Promise<TestCluster> {
 }
 
 async function startCluster(name: string): Promise<TestCluster> {
-  {
-    const missing: string[] = [];
-    for (const b of ['ceph-mon', 'ceph-osd', 'ceph', 'rados']) if (!(await which(b))) missing.push(b);
-    if (missing.length > 0) {
-      throw new Error(
-        `RADOS tests need a Ceph cluster but ${missing.join(', ')} is not installed: apt-get install ${CEPH_PACKAGES} (scripts/test.sh does)`,
-      );
-    }
-    if (!radosAvailable()) throw new Error(`${NOT_BUILT_MESSAGE} (pnpm run build in packages/blocker-rados)`);
-    let root: string;
-    try {
-      root = inject('cephDir');
-    } catch {
-      root = '';
-    }
-    if (!root) root = mkdtempSync(join(tmpdir(), 'archip-ceph-')); // run without the global setup
-    const dir = join(root, name);
-    try {
-      await run('bash', [SCRIPT, 'start', dir], { timeout: 90_000 });
-    } catch (e) {
-      const err = e as { stderr?: string; message: string };
-      throw new Error(`could not start the test Ceph cluster in ${dir}: ${err.stderr || err.message}`);
-    }
-    return {
-      dir,
-      conf: join(dir, 'ceph.conf'),
-      restartOsd: async () => {
-        await run('bash', [SCRIPT, 'restart-osd', dir], { timeout: 90_000 });
-      },
-    };
+  await requireCephTools();
+  if (!radosAvailable()) throw new Error(`${NOT_BUILT_MESSAGE} (pnpm run build in packages/blocker-rados)`);
+  let root: string;
+  try {
+    root = inject('cephDir');
+  } catch {
+    root = '';
   }
+  if (!root) root = mkdtempSync(join(tmpdir(), 'archip-ceph-')); // run without the global setup
+  return startClusterIn(join(root, name));
+}
+
+/** Fails with the packages to install when the Ceph daemons or clients are missing. */
+export async function requireCephTools(): Promise<void> {
+  const missing: string[] = [];
+  for (const b of ['ceph-mon', 'ceph-osd', 'ceph', 'rados']) if (!(await which(b))) missing.push(b);
+  if (missing.length > 0) {
+    throw new Error(
+      `RADOS tests need a Ceph cluster but ${missing.join(', ')} is not installed: apt-get install ${CEPH_PACKAGES} (scripts/test.sh does)`,
+    );
+  }
+}
+
+/**
+ * Starts (or finds running) a cluster in `dir` with scripts/ceph-cluster.sh. `publicAddr`
+ * (CEPH_PUBLIC_ADDR) makes the monitor and the OSD listen on that IPv4 address instead of
+ * 127.0.0.1: network namespaces reach it there (test-e2e/lib/hosts.ts). The caller stops it
+ * (`purgeClusterIn`) unless `dir` is under the run's cephDir, which the global teardown purges.
+ */
+export async function startClusterIn(dir: string, opts: { publicAddr?: string } = {}): Promise<TestCluster> {
+  const env = opts.publicAddr ? { ...process.env, CEPH_PUBLIC_ADDR: opts.publicAddr } : process.env;
+  try {
+    await run('bash', [SCRIPT, 'start', dir], { timeout: 90_000, env });
+  } catch (e) {
+    const err = e as { stderr?: string; message: string };
+    throw new Error(`could not start the test Ceph cluster in ${dir}: ${err.stderr || err.message}`);
+  }
+  return {
+    dir,
+    conf: join(dir, 'ceph.conf'),
+    restartOsd: async () => {
+      await run('bash', [SCRIPT, 'restart-osd', dir], { timeout: 90_000, env });
+    },
+  };
+}
+
+/** Stops the cluster in `dir` (if it runs) and removes `dir`. */
+export async function purgeClusterIn(dir: string): Promise<void> {
+  await run('bash', [SCRIPT, 'purge', dir], { timeout: 90_000 });
 }
 
 /** A fresh RADOS namespace name: a test that uses one sees an empty pool. */
