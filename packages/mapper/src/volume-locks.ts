@@ -197,18 +197,15 @@ export class VolumeLocks {
    * identity already held it (then the caller must not release it).
    */
   private async acquireNow(name: string): Promise<boolean> {
-    const held = (await this.blockerm.lockOwner(name)) === this.blockerm.identity;
-    await this.blockerm.acquire(name, { wait: false });
-    return !held;
+    // `took` is also true when this identity's lock was held by a dead process and taken over.
+    return (await this.blockerm.acquire(name, { wait: false })).took;
   }
 
   /** Takes the lock, waiting up to the lock timeout; same result as acquireNow. */
   private async acquireWaiting(name: string): Promise<boolean> {
-    const held = (await this.blockerm.lockOwner(name)) === this.blockerm.identity;
     const timeoutMs = this.opts.lockTimeoutMs;
     try {
-      await this.blockerm.acquire(name, { wait: true, timeoutMs });
-      return !held;
+      return (await this.blockerm.acquire(name, { wait: true, timeoutMs })).took;
     } catch (e) {
       if (!ArchipelagoError.is(e, 'ETIMEDOUT')) throw e;
       const owner = await this.blockerm.lockOwner(name);
