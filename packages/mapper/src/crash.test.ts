@@ -172,37 +172,58 @@ for (const kind of ['file', 'memory'] as const) {
         const done = await look(store);
         const n = dry.changes.length;
         expect(n).toBeGreaterThan(0);
+        if (process.env.CRASH_VERBOSE)
+          console.log(`${kind} ${sc.name}: ${n} changes: ${dry.changes.join(', ')}`);
         for (let k = 1; k <= n; k++) {
-          await store.restore();
-          const run = await runCrashing(store, k, sc.op);
-          const at = `crash after change ${k}/${n} (${run.changes[k - 1]})`;
-          const b = store.open();
-          try {
-            const names = namesOf(before.state, done.state);
-            await repair(mapperOver(b), names);
-            const m = mapperOver(b);
-            const after = await observe(m, b);
-            expect(after.incomplete, `${at}: maps left incomplete`).toEqual([]);
-            expect(await aliasing(m), `${at}: aliasing`).toEqual([]);
-            const matches = sameState(after.state, before.state)
-              ? 'not done'
-              : sameState(after.state, done.state)
-                ? 'done'
-                : null;
-            expect(
-              matches,
-              `${at}: neither done nor not done:\n${JSON.stringify({ after: after.state, before: before.state, done: done.state }, null, 1)}`,
-            ).not.toBeNull();
-            await m.close();
-            await nextOperations(mapperOver(b), b, after.state);
-            expect(await leftLocks(store, namesOf(after.state)), `${at}: locks`).toEqual([]);
-          } finally {
-            await b.close();
+          for (const next of ['use', 'retry'] as const) {
+            await store.restore();
+            const run = await runCrashing(store, k, sc.op);
+            const at = `crash after change ${k}/${n} (${run.changes[k - 1]}), then ${next}`;
+            await afterCrash(store, at, next === 'retry' ? sc.op : null, before.state, done.state);
           }
         }
       });
     }
   });
+}
+
+/**
+ * The next process after a crash: uses every name (`retry` null) or runs the operation again,
+ * then checks the invariants: with `retry`, the state must be "done"; else done or not done.
+ */
+async function afterCrash(
+  store: CrashStore,
+  at: string,
+  retry: Scenario['op'] | null,
+  before: StoreState,
+  done: StoreState,
+): Promise<void> {
+  const b = store.open();
+  try {
+    if (retry) {
+      const m = mapperOver(b);
+      const result = await outcome(retry(m, b));
+      expect(['ok', 'EEXIST_VOLUME', 'ENOENT_VOLUME'], `${at}: the retry failed`).toContain(result);
+      await m.close();
+    } else await repair(mapperOver(b), namesOf(before, done));
+    const m = mapperOver(b);
+    const after = await observe(m, b);
+    expect(after.incomplete, `${at}: maps left incomplete`).toEqual([]);
+    expect(await aliasing(m), `${at}: aliasing`).toEqual([]);
+    const matches = sameState(after.state, done)
+      ? 'done'
+      : sameState(after.state, before)
+        ? 'not done'
+        : null;
+    const why = JSON.stringify({ after: after.state, before, done }, null, 1);
+    expect(matches, `${at}: neither done nor not done:\n${why}`).not.toBeNull();
+    if (retry) expect(matches, `${at}: the retry did not finish it:\n${why}`).toBe('done');
+    await m.close();
+    await nextOperations(mapperOver(b), b, after.state);
+    expect(await leftLocks(store, namesOf(after.state)), `${at}: locks`).toEqual([]);
+  } finally {
+    await b.close();
+  }
 }
 
 /** The store as a fresh mapper sees it (no repair: the state is settled or nothing happened). */

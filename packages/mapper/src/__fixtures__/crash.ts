@@ -37,8 +37,8 @@ export const IDENTITY = 'crashhost_embedded';
 /** Maps, data and locks of one host, in one store that survives the processes using it. */
 export interface CrashStore {
   readonly kind: 'file' | 'memory';
-  /** A blocker over the store, for process `proc` (default: this one). */
-  open(proc?: LockProcess): Blocker;
+  /** A blocker over the store, for process `proc` (default: this one), as `identity` (another host). */
+  open(proc?: LockProcess, identity?: string): Blocker;
   /** Empties the store. */
   clear(): Promise<void>;
   /** Remembers the store's contents; `restore` goes back to them. */
@@ -55,8 +55,8 @@ export async function fileStore(): Promise<CrashStore> {
   const saved = join(root, 'saved');
   return {
     kind: 'file',
-    open: (proc) => {
-      const b = new FileBlocker({ dir, identity: IDENTITY, lockPollMs: 5 });
+    open: (proc, identity = IDENTITY) => {
+      const b = new FileBlocker({ dir, identity, lockPollMs: 5 });
       return proc ? asProcess(b, proc) : b;
     },
     clear: () => rm(dir, { recursive: true, force: true }),
@@ -78,8 +78,8 @@ export async function memoryStore(): Promise<CrashStore> {
   let saved: { objects: Map<string, Buffer>; locks: typeof store.locks } | null = null;
   return {
     kind: 'memory',
-    open: (proc) =>
-      new MemoryBlocker({ store, identity: IDENTITY, lockPollMs: 5, ...(proc ? { process: proc } : {}) }),
+    open: (proc, identity = IDENTITY) =>
+      new MemoryBlocker({ store, identity, lockPollMs: 5, ...(proc ? { process: proc } : {}) }),
     async clear() {
       store.objects.clear();
       store.locks.clear();
