@@ -1,8 +1,8 @@
 import { type ArchipelagoError, archipError } from '@archipelago/libxseg';
 import {
   type MapEntry,
-  type MapIntent,
   MapFlag,
+  type MapIntent,
   MIN_BLOCKSIZE,
   ObjFlag,
   ZERO_ENTRY,

@@ -1,4 +1,6 @@
 /** Reading about maps: info, list, entries. */
+
+import { ArchipelagoError } from '@archipelago/libxseg';
 import {
   decodeHeaderV2,
   decodeIntent,
@@ -7,7 +9,6 @@ import {
   MapFlag,
   objectCount,
 } from '@archipelago/mapfile';
-import { ArchipelagoError } from '@archipelago/libxseg';
 import type { MapperContext } from '../context.js';
 import { describe, type LoadedMap } from '../map.js';
 import type { LoadOptions, VolumeInfo, VolumeSummary } from '../types.js';

@@ -16,7 +16,7 @@
  * An INCOMPLETE map without an intent (a killed import) is left for `remove`.
  */
 import { ArchipelagoError } from '@archipelago/libxseg';
-import { type MapIntent, MapFlag, objectCount } from '@archipelago/mapfile';
+import { MapFlag, type MapIntent, objectCount } from '@archipelago/mapfile';
 import type { MapperContext } from '../context.js';
 import type { HeaderState } from '../map-store.js';
 
