@@ -210,6 +210,52 @@ for (const kind of ['file', 'memory'] as const) {
   });
 }
 
+describe('a rename under way in this mapper', () => {
+  it('is not undone by other callers of the same mapper using the new or the old name meanwhile', async () => {
+    const store = await memoryStore();
+    await setup(store);
+    await store.restore();
+    const b = store.open();
+    // Hold the commit (the old header marked deleted) until the others have tried.
+    let letGo!: () => void;
+    const gate = new Promise<void>((r) => {
+      letGo = r;
+    });
+    let reached!: () => void;
+    const atCommit = new Promise<void>((r) => {
+      reached = r;
+    });
+    const held = new Proxy(b, {
+      get(target, prop) {
+        if (prop === 'writeFull')
+          return async (name: string, data: Uint8Array) => {
+            if (name === 'v') {
+              reached();
+              await gate;
+            }
+            return target.writeFull(name, data);
+          };
+        const v: unknown = Reflect.get(target, prop, target);
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    });
+    const m = mapperOver(held);
+    const renaming = m.rename('v', 'w');
+    await atCommit;
+    expect((await m.info('w')).incomplete).toBe(true);
+    expect(await outcome(m.openVolume('w'))).toBe('EBUSY');
+    expect(await outcome(m.create('w', { size: BS, blocksize: BS }))).toBe('EBUSY');
+    expect(await outcome(m.remove('w'))).toBe('EBUSY');
+    letGo();
+    expect((await renaming).name).toBe('w');
+    expect((await m.info('w')).incomplete).toBe(false);
+    expect((await get(m, b, 'w', 33 * BS, BS)).equals(A33)).toBe(true);
+    expect(await outcome(m.info('v'))).toBe('ENOENT_VOLUME');
+    await m.close();
+    await b.close();
+  });
+});
+
 /** The changes of an uninterrupted rename from the saved store, in order. */
 async function countChanges(store: CrashStore): Promise<string[]> {
   await store.restore();

@@ -3,7 +3,7 @@ import { MapFlag, validateVolumeName } from '@archipelago/mapfile';
 import type { MapperContext } from '../context.js';
 import { describe, type LoadedMap } from '../map.js';
 import type { VolumeInfo } from '../types.js';
-import { claimName, repairing, settle } from './repair.js';
+import { claimName, repairing, settle, whileRenaming } from './repair.js';
 
 /**
  * Renames a volume or snapshot. Its objects keep their names; the new name takes the epoch past
@@ -24,33 +24,35 @@ export async function rename(ctx: MapperContext, name: string, newName: string):
       name,
       async (vol) => {
         if (newName === name) throw archipError('EEXIST_VOLUME', `volume "${name}" already has that name`);
-        return ctx.locks.withName(newName, async () => {
-          const held = new Set([name, newName]);
-          const epoch = (await claimName(ctx, newName, held)) + 1n;
-          const old = vol.map;
-          const renamed: LoadedMap = { ...old, name: newName, storedAs: newName, version: 2, epoch };
-          try {
-            await ctx.store.writeMap(renamed, undefined, {
-              flags: old.flags | MapFlag.INCOMPLETE,
-              intent: { kind: 'renamed-from', name, epoch: old.epoch },
-            });
-            await ctx.store.markDeleted(old, { kind: 'renamed-to', name: newName, epoch });
-            await ctx.store.writeHeader(renamed, old.flags);
-          } catch (e) {
-            // Finish or undo it now if the store lets us; else the next use of either name does.
-            if ((await settle(ctx, newName, held).catch(() => null)) !== 'rolled-forward') throw e;
-          }
-          ctx.locks.forget(name);
-          try {
-            await ctx.store.deleteMapBlocks(name, old.blocksize, 0, old.entries.length);
-            await ctx.store.markDeleted(old);
-          } catch (e) {
-            // Renamed all the same: the next use of the old name tidies it up (ops/repair.ts).
-            ctx.log.warn({ volume: name, err: String(e) }, 'rename: the old map stays to be tidied up');
-          }
-          ctx.log.info({ volume: name, to: newName }, 'renamed volume');
-          return describe(renamed, null);
-        });
+        const held = new Set([name, newName]);
+        return ctx.locks.withName(newName, () =>
+          whileRenaming(ctx, [name, newName], held, async () => {
+            const epoch = (await claimName(ctx, newName, held)) + 1n;
+            const old = vol.map;
+            const renamed: LoadedMap = { ...old, name: newName, storedAs: newName, version: 2, epoch };
+            try {
+              await ctx.store.writeMap(renamed, undefined, {
+                flags: old.flags | MapFlag.INCOMPLETE,
+                intent: { kind: 'renamed-from', name, epoch: old.epoch },
+              });
+              await ctx.store.markDeleted(old, { kind: 'renamed-to', name: newName, epoch });
+              await ctx.store.writeHeader(renamed, old.flags);
+            } catch (e) {
+              // Finish or undo it now if the store lets us; else the next use of either name does.
+              if ((await settle(ctx, newName, held).catch(() => null)) !== 'rolled-forward') throw e;
+            }
+            ctx.locks.forget(name);
+            try {
+              await ctx.store.deleteMapBlocks(name, old.blocksize, 0, old.entries.length);
+              await ctx.store.markDeleted(old);
+            } catch (e) {
+              // Renamed all the same: the next use of the old name tidies it up (ops/repair.ts).
+              ctx.log.warn({ volume: name, err: String(e) }, 'rename: the old map stays to be tidied up');
+            }
+            ctx.log.info({ volume: name, to: newName }, 'renamed volume');
+            return describe(renamed, null);
+          }),
+        );
       },
       {},
       { closeAfter: true },

@@ -15,7 +15,7 @@
  *   reused without undoing the rename.
  * An INCOMPLETE map without an intent (a killed import) is left for `remove`.
  */
-import { ArchipelagoError } from '@archipelago/libxseg';
+import { ArchipelagoError, archipError } from '@archipelago/libxseg';
 import { MapFlag, type MapIntent, objectCount } from '@archipelago/mapfile';
 import type { MapperContext } from '../context.js';
 import type { HeaderState } from '../map-store.js';
@@ -39,6 +39,37 @@ export type Settled =
  */
 export function settle(ctx: MapperContext, name: string, held: Set<string> = new Set()): Promise<Settled> {
   return locked(ctx, name, held, () => settleLocked(ctx, name, held));
+}
+
+/**
+ * Names a rename of this mapper is changing, with the `held` set of that rename. One identity's
+ * lock does not keep two callers of one mapper apart (mapperd serves many clients), so settling
+ * checks here that it does not undo a rename that is still under way.
+ */
+const renaming = new WeakMap<object, Map<string, Set<string>>>();
+
+/** Runs `fn` (a rename of `names`, holding their locks as `held`) with the names marked as being renamed. */
+export async function whileRenaming<T>(
+  ctx: MapperContext,
+  names: string[],
+  held: Set<string>,
+  fn: () => Promise<T>,
+): Promise<T> {
+  let busy = renaming.get(ctx.store);
+  if (!busy) renaming.set(ctx.store, (busy = new Map()));
+  for (const n of names) {
+    if (busy.has(n)) throw beingRenamed(n);
+  }
+  for (const n of names) busy.set(n, held);
+  try {
+    return await fn();
+  } finally {
+    for (const n of names) busy.delete(n);
+  }
+}
+
+function beingRenamed(name: string) {
+  return archipError('EBUSY', `volume "${name}" is being renamed; try again`, { details: { volume: name } });
 }
 
 /**
@@ -108,6 +139,8 @@ const sameIntent = (i: MapIntent | null, kind: MapIntent['kind'], name: string, 
 const entryCount = (s: HeaderState) => objectCount(s.header.size, s.header.blocksize);
 
 async function settleLocked(ctx: MapperContext, name: string, held: Set<string>): Promise<Settled> {
+  const by = renaming.get(ctx.store)?.get(name);
+  if (by !== undefined && by !== held) throw beingRenamed(name);
   const st = await ctx.store.state(name);
   if (st === null || isLive(st)) return 'clean';
   const { header, intent } = st;
