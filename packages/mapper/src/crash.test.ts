@@ -76,10 +76,29 @@ async function withLegacy(m: Mapper, b: Blocker): Promise<void> {
   await b.writeFull(`archip_${digest.toString('hex')}`, pattern('leg', 0, 0, 64));
 }
 
+/** A write the operation saw acknowledged: it must read back after any later crash. */
+interface Acked {
+  vol: string;
+  offset: number;
+  data: Buffer;
+}
+
 interface Scenario {
   name: string;
   setup?: (m: Mapper, b: Blocker) => Promise<void>;
-  op: (m: Mapper, b: Blocker) => Promise<unknown>;
+  op: (m: Mapper, b: Blocker, acked: Acked[]) => Promise<unknown>;
+  /**
+   * A sequence of operations: a crash may leave the store between two of them, so instead of
+   * "done or not done", every map must be as it was before or after (a snapshot never changes),
+   * and every write acknowledged before the crash reads back.
+   */
+  sequence?: boolean;
+}
+
+/** Writes `data` at `offset` of `vol` and notes it acknowledged. */
+async function ackedPut(m: Mapper, b: Blocker, acked: Acked[], vol: string, offset: number, data: Buffer) {
+  await put(m, b, vol, offset, data);
+  acked.push({ vol, offset, data });
 }
 
 const scenarios: Scenario[] = [
@@ -100,6 +119,19 @@ const scenarios: Scenario[] = [
   { name: 'discard an owned block', op: (m) => m.discard('v', 1) },
   { name: 'discard a shared block', op: (m) => m.discard('v', 33) },
   { name: 'upgrade a v1 map (open)', setup: withLegacy, op: (m) => m.openVolume('leg') },
+  {
+    name: 'writes, a snapshot, writes',
+    sequence: true,
+    op: async (m, b, acked) => {
+      await ackedPut(m, b, acked, 'v', 0, pattern('v', 0, 3));
+      await ackedPut(m, b, acked, 'v', 10 * BS, pattern('v', 10, 3));
+      await m.snapshot('v', 's1');
+      await ackedPut(m, b, acked, 'v', 0, pattern('v', 0, 4));
+      await ackedPut(m, b, acked, 'v', 33 * BS, pattern('v', 33, 4));
+      await m.discard('v', 10);
+      acked.push({ vol: 'v', offset: 10 * BS, data: Buffer.alloc(BS) });
+    },
+  },
   {
     name: 'upgrade a v1 map (write)',
     setup: withLegacy,
@@ -175,7 +207,7 @@ for (const kind of ['file', 'memory'] as const) {
         const before = await look(store);
         // The dry run: how many changes, and what "done" looks like.
         await store.restore();
-        const dry = await runCrashing(store, null, sc.op);
+        const dry = await runCrashing(store, null, (m, b) => sc.op(m, b, []));
         expect(dry.error).toBeNull();
         const done = await look(store);
         const n = dry.changes.length;
@@ -183,11 +215,16 @@ for (const kind of ['file', 'memory'] as const) {
         if (process.env.CRASH_VERBOSE)
           console.log(`${kind} ${sc.name}: ${n} changes: ${dry.changes.join(', ')}`);
         for (let k = 1; k <= n; k++) {
-          for (const next of ['use', 'retry'] as const) {
+          for (const next of sc.sequence ? (['use'] as const) : (['use', 'retry'] as const)) {
             await store.restore();
-            const run = await runCrashing(store, k, sc.op);
+            const acked: Acked[] = [];
+            const run = await runCrashing(store, k, (m, b) => sc.op(m, b, acked));
             const at = `crash after change ${k}/${n} (${run.changes[k - 1]}), then ${next}`;
-            await afterCrash(store, at, next === 'retry' ? sc.op : null, before.state, done.state);
+            const retry = next === 'retry' ? (m: Mapper, b: Blocker) => sc.op(m, b, []) : null;
+            await afterCrash(store, at, retry, before.state, done.state, {
+              acked,
+              sequence: sc.sequence === true,
+            });
           }
         }
       });
@@ -202,9 +239,10 @@ for (const kind of ['file', 'memory'] as const) {
 async function afterCrash(
   store: CrashStore,
   at: string,
-  retry: Scenario['op'] | null,
+  retry: ((m: Mapper, b: Blocker) => Promise<unknown>) | null,
   before: StoreState,
   done: StoreState,
+  run: { acked: Acked[]; sequence: boolean },
 ): Promise<void> {
   const b = store.open();
   try {
@@ -218,14 +256,30 @@ async function afterCrash(
     const after = await observe(m, b);
     expect(after.incomplete, `${at}: maps left incomplete`).toEqual([]);
     expect(await aliasing(m), `${at}: aliasing`).toEqual([]);
-    const matches = sameState(after.state, done)
-      ? 'done'
-      : sameState(after.state, before)
-        ? 'not done'
-        : null;
     const why = JSON.stringify({ after: after.state, before, done }, null, 1);
-    expect(matches, `${at}: neither done nor not done:\n${why}`).not.toBeNull();
-    if (retry) expect(matches, `${at}: the retry did not finish it:\n${why}`).toBe('done');
+    if (run.sequence) {
+      for (const [name, s] of Object.entries(after.state)) {
+        expect(name in before || name in done, `${at}: ${name} appeared`).toBe(true);
+        if (s.readonly)
+          expect([before[name], done[name]], `${at}: snapshot ${name}:\n${why}`).toContainEqual(s);
+      }
+    } else {
+      const matches = sameState(after.state, done)
+        ? 'done'
+        : sameState(after.state, before)
+          ? 'not done'
+          : null;
+      expect(matches, `${at}: neither done nor not done:\n${why}`).not.toBeNull();
+      if (retry) expect(matches, `${at}: the retry did not finish it:\n${why}`).toBe('done');
+    }
+    // Every write acknowledged before the crash reads back (the last one to each place counts).
+    const last = new Map(run.acked.map((w) => [`${w.vol}@${w.offset}`, w]));
+    for (const w of last.values()) {
+      expect(
+        (await get(m, b, w.vol, w.offset, w.data.length)).equals(w.data),
+        `${at}: acknowledged write to ${w.vol} at ${w.offset}`,
+      ).toBe(true);
+    }
     await m.close();
     await nextOperations(mapperOver(b), b, after.state);
     expect(await leftLocks(store, namesOf(after.state)), `${at}: locks`).toEqual([]);
