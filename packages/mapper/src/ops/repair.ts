@@ -56,7 +56,10 @@ export async function whileRenaming<T>(
   fn: () => Promise<T>,
 ): Promise<T> {
   let busy = renaming.get(ctx.store);
-  if (!busy) renaming.set(ctx.store, (busy = new Map()));
+  if (!busy) {
+    busy = new Map();
+    renaming.set(ctx.store, busy);
+  }
   for (const n of names) {
     if (busy.has(n)) throw beingRenamed(n);
   }
