@@ -12,6 +12,14 @@ export function infoLines(v: VolumeInfo): string[] {
     ['blocksize', formatSize(v.blocksize)],
     ['epoch', String(v.epoch)],
     ['readonly', v.readonly ? 'yes (snapshot)' : 'no'],
+    ...(v.incomplete
+      ? [
+          [
+            'incomplete',
+            'yes (an interrupted import: vlmc remove removes it; or a rename: its next use settles it)',
+          ] as [string, string],
+        ]
+      : []),
     ['version', String(v.version)],
     ['objects', String(v.objects)],
     ['allocated', `${v.allocated} (${formatSize(v.allocated * v.blocksize)} at most)`],

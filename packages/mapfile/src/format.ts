@@ -32,8 +32,20 @@ export const MAP_IO_CHUNK = 512 * 1024;
 
 /** Persistent per-entry flags (the v2 on-disk flag byte). */
 export const ObjFlag = { WRITABLE: 0x1, ARCHIP: 0x2, ZERO: 0x4, DELETED: 0x8 } as const;
-/** Persistent map flags (the v2 header flags word). */
-export const MapFlag = { READONLY: 0x1, DELETED: 0x2 } as const;
+/**
+ * Persistent map flags (the v2 header flags word). INCOMPLETE: the map is being built (an import
+ * under way, or the new name of a rename not yet committed) and must not be used.
+ */
+export const MapFlag = { READONLY: 0x1, DELETED: 0x2, INCOMPLETE: 0x4 } as const;
+
+/** Offset in a v2 header object of the optional intent record (after the 32-byte header). */
+export const INTENT_OFFSET = 32;
+/** Big-endian u32 that starts an intent record: ASCII "INTN". */
+export const INTENT_MAGIC = 0x494e544e;
+/** Bytes of an intent record before the name: magic, kind, name length, epoch. */
+export const INTENT_FIXED_SIZE = 14;
+/** Intent kinds (the u8 at INTENT_OFFSET + 4). */
+export const IntentKind = { RENAMED_FROM: 1, RENAMED_TO: 2 } as const;
 
 /** Name of the zero block: hex SHA-256 of the empty string. */
 export const ZERO_BLOCK = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';

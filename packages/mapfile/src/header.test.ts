@@ -5,8 +5,10 @@ import {
   AMF_SIGNATURE,
   DEFAULT_BLOCKSIZE,
   decodeHeaderV2,
+  decodeIntent,
   detectVersion,
   encodeHeaderV2,
+  encodeIntent,
   entriesPerMapBlock,
   HEADER_V2_SIZE,
   isValidBlocksize,
@@ -234,4 +236,49 @@ describe('geometry', () => {
       expect(offset).toBe((index % (bs / 128)) * 128);
     },
   );
+});
+
+describe('intent record after the header', () => {
+  it('golden bytes: renamed-from "old" at epoch 7, stored at offset 32', () => {
+    const rec = encodeIntent({ kind: 'renamed-from', name: 'old', epoch: 7n });
+    // "INTN"    kind len epoch (u64 BE)      "old"
+    expect(rec.toString('hex')).toBe('494e544e' + '01' + '03' + '0000000000000007' + '6f6c64');
+    const head = Buffer.alloc(MAX_HEADER_SIZE);
+    const h = encodeHeaderV2({ size: 1, blocksize: 1024, flags: MapFlag.INCOMPLETE, epoch: 1n });
+    Buffer.concat([h, rec]).copy(head);
+    expect(decodeHeaderV2(head, VOL).flags).toBe(MapFlag.INCOMPLETE);
+    expect(decodeIntent(head)).toEqual({ kind: 'renamed-from', name: 'old', epoch: 7n });
+  });
+
+  test.prop([
+    fc.constantFrom('renamed-from' as const, 'renamed-to' as const),
+    fc.stringMatching(/^[A-Za-z0-9_-]{1,123}$/),
+    fc.bigInt({ min: 0n, max: UINT64_MAX }),
+  ])('decode(header + encode(i)) == i', (kind, name, epoch) => {
+    const h = encodeHeaderV2({ size: 0, blocksize: 4 * MiB, flags: MapFlag.DELETED, epoch: 1n });
+    const stored = Buffer.concat([h, encodeIntent({ kind, name, epoch })]);
+    expect(stored.length).toBeLessThanOrEqual(MAX_HEADER_SIZE);
+    expect(decodeIntent(stored)).toEqual({ kind, name, epoch });
+  });
+
+  it('a header alone, zero fill, or stray bytes read as no intent', () => {
+    const h = encodeHeaderV2({ size: 0, blocksize: 4 * MiB, flags: 0, epoch: 1n });
+    expect(decodeIntent(h)).toBeNull();
+    expect(decodeIntent(Buffer.concat([h, Buffer.alloc(480)]))).toBeNull();
+    expect(decodeIntent(Buffer.concat([h, Buffer.alloc(480, 0xab)]))).toBeNull();
+    const rec = encodeIntent({ kind: 'renamed-to', name: 'x', epoch: 1n });
+    const unknownKind = Buffer.from(rec);
+    unknownKind[4] = 9;
+    expect(decodeIntent(Buffer.concat([h, unknownKind]))).toBeNull();
+    const badName = Buffer.from(rec);
+    badName[14] = 0x2f; // "/"
+    expect(decodeIntent(Buffer.concat([h, badName]))).toBeNull();
+    expect(decodeIntent(Buffer.concat([h, rec.subarray(0, rec.length - 1)]))).toBeNull();
+  });
+
+  it('refuses to encode a bad name, kind or epoch', () => {
+    expect(() => encodeIntent({ kind: 'renamed-to', name: 'a/b', epoch: 1n })).toThrow(RangeError);
+    expect(() => encodeIntent({ kind: 'renamed-to', name: 'a', epoch: -1n })).toThrow(RangeError);
+    expect(() => encodeIntent({ kind: 'other' as 'renamed-to', name: 'a', epoch: 1n })).toThrow(RangeError);
+  });
 });

@@ -4,12 +4,17 @@ import {
   AMF_VERSION,
   ENTRY_V2_SIZE,
   HEADER_V2_SIZE,
+  INTENT_FIXED_SIZE,
+  INTENT_MAGIC,
+  INTENT_OFFSET,
+  IntentKind,
   MAX_HEADER_SIZE,
+  MAX_OBJECT_LEN,
   MIN_BLOCKSIZE,
   UINT64_MAX,
 } from './format.js';
-import { hex16 } from './names.js';
-import type { MapHeader } from './types.js';
+import { hex16, isValidObjectName } from './names.js';
+import type { MapHeader, MapIntent } from './types.js';
 
 const U32_MAX = 0xffffffff;
 
@@ -52,6 +57,51 @@ export function encodeHeaderV2(h: { size: number; blocksize: number; flags: numb
   buf.writeUInt32BE(h.flags, 20);
   buf.writeBigUInt64BE(h.epoch, 24);
   return buf;
+}
+
+/**
+ * Encodes an intent record (FORMAT.md, "Intent record"), to be stored right after the 32-byte
+ * header. Throws RangeError for a name that is not a valid object name or an epoch that is not a u64.
+ */
+export function encodeIntent(intent: MapIntent): Buffer {
+  const kind =
+    intent.kind === 'renamed-from'
+      ? IntentKind.RENAMED_FROM
+      : intent.kind === 'renamed-to'
+        ? IntentKind.RENAMED_TO
+        : 0;
+  if (kind === 0) throw new RangeError(`encodeIntent: unknown kind ${String(intent.kind)}`);
+  if (!isValidObjectName(intent.name)) throw new RangeError(`encodeIntent: bad name "${intent.name}"`);
+  if (typeof intent.epoch !== 'bigint' || intent.epoch < 0n || intent.epoch > UINT64_MAX) {
+    throw new RangeError(`encodeIntent: epoch ${String(intent.epoch)} is not a u64`);
+  }
+  const name = Buffer.from(intent.name, 'latin1');
+  const buf = Buffer.alloc(INTENT_FIXED_SIZE + name.length);
+  buf.writeUInt32BE(INTENT_MAGIC, 0);
+  buf.writeUInt8(kind, 4);
+  buf.writeUInt8(name.length, 5);
+  buf.writeBigUInt64BE(intent.epoch, 6);
+  name.copy(buf, INTENT_FIXED_SIZE);
+  return buf;
+}
+
+/**
+ * The intent record stored after the header in `head` (the first bytes of a v2 header object), or
+ * null when there is none. Anything that is not a well-formed record (no magic, an unknown kind, a
+ * bad name) reads as none: bytes 32..511 of older maps may hold anything.
+ */
+export function decodeIntent(head: Buffer): MapIntent | null {
+  const at = INTENT_OFFSET;
+  if (head.length < at + INTENT_FIXED_SIZE || head.readUInt32BE(at) !== INTENT_MAGIC) return null;
+  const kind = head.readUInt8(at + 4);
+  const len = head.readUInt8(at + 5);
+  if (len < 1 || len > MAX_OBJECT_LEN || head.length < at + INTENT_FIXED_SIZE + len) return null;
+  const name = head.toString('latin1', at + INTENT_FIXED_SIZE, at + INTENT_FIXED_SIZE + len);
+  if (!isValidObjectName(name)) return null;
+  const epoch = head.readBigUInt64BE(at + 6);
+  if (kind === IntentKind.RENAMED_FROM) return { kind: 'renamed-from', name, epoch };
+  if (kind === IntentKind.RENAMED_TO) return { kind: 'renamed-to', name, epoch };
+  return null;
 }
 
 /** u32 at `at`, reading missing bytes past the end of `head` as zero (blockers zero-fill past EOF). */

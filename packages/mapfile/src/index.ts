@@ -5,4 +5,4 @@ export * from './hash.js';
 export * from './header.js';
 export * from './legacy.js';
 export * from './names.js';
-export type { MapEntry, MapHeader } from './types.js';
+export type { MapEntry, MapHeader, MapIntent } from './types.js';

@@ -16,3 +16,16 @@ export interface MapEntry {
   name: string;
   flags: number;
 }
+
+/**
+ * What an interrupted multi-step operation meant, stored after a v2 header (FORMAT.md, "Intent
+ * record") so that the next operation can finish or undo it. A rename writes `renamed-from` on the
+ * new name's INCOMPLETE map, then `renamed-to` on the old name's DELETED header (the commit).
+ */
+export interface MapIntent {
+  kind: 'renamed-from' | 'renamed-to';
+  /** The other map of the rename. */
+  name: string;
+  /** That map's epoch (renamed-from: the old map's; renamed-to: the new map's). */
+  epoch: bigint;
+}

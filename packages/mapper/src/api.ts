@@ -19,6 +19,11 @@ import type {
 export interface MapperApi {
   /** Creates an empty volume of `size` bytes. */
   create(name: string, opts: CreateOptions): Promise<VolumeInfo>;
+  /**
+   * Makes a volume created with `{ incomplete: true }` (and open in this mapper) a volume. Optional:
+   * a mapper that cannot build incomplete volumes leaves it out (and creates complete ones).
+   */
+  complete?(name: string): Promise<VolumeInfo>;
   /** Creates volume `name` from snapshot `source` (copy-on-write). */
   clone(source: string, name: string, opts?: CloneOptions): Promise<VolumeInfo>;
   /** Creates a map from explicit entries (X_CREATE: Pithos hashmaps). */

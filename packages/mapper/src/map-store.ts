@@ -8,6 +8,7 @@ import { archipError } from '@archipelago/libxseg';
 import {
   decodeEntriesV2,
   decodeHeaderV2,
+  decodeIntent,
   decodeV0,
   decodeV1,
   detectVersion,
@@ -15,24 +16,35 @@ import {
   encodeEntriesV2,
   encodeEntryV2,
   encodeHeaderV2,
+  encodeIntent,
   entriesPerMapBlock,
   isValidObjectName,
   MAX_HEADER_SIZE,
   type MapEntry,
   MapFlag,
   type MapHeader,
+  type MapIntent,
   mapBlockLocation,
   mapBlockName,
   objectCount,
   ZERO_ENTRY,
   zeroRecords,
 } from '@archipelago/mapfile';
-import type { LoadedMap } from './map.js';
+import { incompleteError, type LoadedMap } from './map.js';
 import { pool } from './mutex.js';
 import type { LoadOptions, Logger } from './types.js';
 
 /** Map-block buffers a store keeps warm for loading maps (and map loads run this many reads at once). */
 const MAP_BUFFERS = 2;
+
+/** A v2 header as stored: its fields and the intent record after it (FORMAT.md). */
+export interface HeaderState {
+  header: MapHeader;
+  intent: MapIntent | null;
+}
+
+/** What a header is written from: the map's name and geometry. */
+export type HeaderOf = Pick<LoadedMap, 'name' | 'size' | 'blocksize' | 'epoch'>;
 
 export interface MapStoreOptions {
   /** Map blocks written or deleted at once. */
@@ -57,7 +69,26 @@ export class MapStore {
     return { bytes, stored: Math.min(info.size, MAX_HEADER_SIZE) };
   }
 
-  /** Loads a map from storage, whatever its version. ENOENT_VOLUME when absent or deleted. */
+  /**
+   * The v2 header stored under `name` and its intent record, deleted or not; null when there is
+   * no v2 header (no object, or a v0/v1 map). For settling interrupted operations (ops/repair.ts).
+   */
+  async state(name: string): Promise<HeaderState | null> {
+    const head = await this.readHead(name);
+    if (!head) return null;
+    const bytes = head.bytes.subarray(0, head.stored);
+    try {
+      if (detectVersion(bytes, name) !== 2) return null;
+    } catch {
+      return null; // not a map we know: nothing to settle
+    }
+    return { header: decodeHeaderV2(bytes, name), intent: decodeIntent(bytes) };
+  }
+
+  /**
+   * Loads a map from storage, whatever its version. ENOENT_VOLUME when absent or deleted; EBUSY
+   * when INCOMPLETE, unless `opts.incomplete` (its builder).
+   */
   async load(name: string, opts: LoadOptions): Promise<LoadedMap> {
     if (!isValidObjectName(name)) throw archipError('EINVAL_NAME', `"${name}" is not a valid map name`);
     let storedAs = name;
@@ -77,6 +108,9 @@ export class MapStore {
           details: { volume: name },
         });
       }
+      if (h.flags & MapFlag.INCOMPLETE && !opts.incomplete) {
+        throw incompleteError(name, decodeIntent(head.bytes.subarray(0, head.stored)));
+      }
       entries = await this.readEntries(name, h);
     } else {
       // v0 and v1 maps are one object: read it whole.
@@ -90,7 +124,7 @@ export class MapStore {
 
   /**
    * The epoch of a deleted map stored under `name`, 0 when there is none; EEXIST_VOLUME when a
-   * live map (of any version) is there.
+   * live or incomplete map (of any version) is there.
    */
   async deletedEpoch(name: string): Promise<bigint> {
     const head = await this.readHead(name);
@@ -99,6 +133,13 @@ export class MapStore {
     if (version === 2) {
       const h = decodeHeaderV2(head.bytes.subarray(0, head.stored), name);
       if (h.flags & MapFlag.DELETED) return h.epoch;
+      if (h.flags & MapFlag.INCOMPLETE) {
+        throw archipError(
+          'EEXIST_VOLUME',
+          `volume "${name}" already exists, incomplete (an interrupted import or rename); remove it (vlmc remove ${name})`,
+          { details: { volume: name, incomplete: true } },
+        );
+      }
     }
     throw archipError('EEXIST_VOLUME', `volume "${name}" already exists`, { details: { volume: name } });
   }
@@ -108,7 +149,13 @@ export class MapStore {
     return this.blockerm.list();
   }
 
-  /** Rewrites a v0/v1 map (or one found under `archip_<name>`) as v2 under its own name (§1.8). */
+  /**
+   * Rewrites a v0/v1 map (or one found under `archip_<name>`) as v2 under its own name (§1.8):
+   * map blocks, then the header (which replaces a v0/v1 map stored under the name itself: the
+   * commit), then `archip_<name>` is deleted. Killed before the header, the old map is intact
+   * (the blocks are overwritten next time); killed after it, `archip_<name>` is a leftover that
+   * nothing reads (`load` and `list` look at `<name>` first).
+   */
   async upgrade(map: LoadedMap): Promise<LoadedMap> {
     const next: LoadedMap = { ...map, version: 2, storedAs: map.name };
     await this.writeMap(next);
@@ -117,30 +164,45 @@ export class MapStore {
     return next;
   }
 
-  /** The map-block contents of a map (entries encoded as v2 records, one buffer per block). */
-  encodeBlocks(map: LoadedMap): Buffer[] {
+  /**
+   * The map-block contents of a map (entries encoded as v2 records, one buffer per block), from
+   * map block `first` on.
+   */
+  encodeBlocks(map: LoadedMap, first = 0): Buffer[] {
     const per = entriesPerMapBlock(map.blocksize);
     const n = map.entries.length;
     const blocks = Math.ceil(n / per);
-    return Array.from({ length: blocks }, (_, b) => {
+    return Array.from({ length: Math.max(0, blocks - first) }, (_, i) => {
+      const b = first + i;
       const from = b * per;
       const to = Math.min(n, from + per);
       // A block of nothing but zero entries (most of a thin map) shares one encoded buffer.
       let zero = true;
-      for (let i = from; i < to && zero; i++) zero = map.entries[i] === ZERO_ENTRY;
+      for (let j = from; j < to && zero; j++) zero = map.entries[j] === ZERO_ENTRY;
       return zero ? zeroRecords(to - from) : encodeEntriesV2(map.entries.slice(from, to));
     });
   }
 
   /**
-   * Writes a whole v2 map: every map block first, then the header (reference §1.7). `encoded`
-   * lets a caller that writes the same entries twice (snapshot) encode them once.
+   * Writes a whole v2 map: every map block first, then the header (reference §1.7), which makes
+   * it a map (a crash before it leaves blocks that the next write of the name overwrites).
+   * `encoded` lets a caller that writes the same entries twice (snapshot) encode them once;
+   * `head` writes the header with other flags than the map's, and an intent record.
    */
-  async writeMap(map: LoadedMap, encoded: Buffer[] = this.encodeBlocks(map)): Promise<void> {
-    await pool(encoded.length, this.opts.parallelism, (b) =>
-      this.blockerm.writeFull(mapBlockName(map.name, b), encoded[b]!),
+  async writeMap(
+    map: LoadedMap,
+    encoded: Buffer[] = this.encodeBlocks(map),
+    head: { flags?: number; intent?: MapIntent | null } = {},
+  ): Promise<void> {
+    await this.writeBlocks(map.name, encoded);
+    await this.writeHeader(map, head.flags ?? map.flags, head.intent ?? null);
+  }
+
+  /** Writes map blocks `first`, `first + 1`, ... of map `name` from `encoded` (see encodeBlocks). */
+  async writeBlocks(name: string, encoded: Buffer[], first = 0): Promise<void> {
+    await pool(encoded.length, this.opts.parallelism, (i) =>
+      this.blockerm.writeFull(mapBlockName(name, first + i), encoded[i]!),
     );
-    await this.writeHeader(map, map.flags);
   }
 
   /**
@@ -154,11 +216,12 @@ export class MapStore {
   }
 
   /**
-   * Marks `map` deleted: its header, rewritten with the DELETED flag, stays (so the name's epoch
-   * survives); its map blocks are left for `deleteMapBlocks`.
+   * Marks `map` deleted: its header, rewritten with the DELETED flag (and without INCOMPLETE),
+   * stays (so the name's epoch survives); its map blocks are left for `deleteMapBlocks`. A rename
+   * passes the `renamed-to` intent that commits it.
    */
-  markDeleted(map: LoadedMap): Promise<void> {
-    return this.writeHeader(map, map.flags | MapFlag.DELETED);
+  markDeleted(map: HeaderOf & { flags: number }, intent: MapIntent | null = null): Promise<void> {
+    return this.writeHeader(map, (map.flags & ~MapFlag.INCOMPLETE) | MapFlag.DELETED, intent);
   }
 
   /** Deletes the map blocks that held entries [fromEntry, toEntry) and no entry below fromEntry. */
@@ -176,11 +239,13 @@ export class MapStore {
     return this.blockerm.flush();
   }
 
-  private async writeHeader(map: LoadedMap, flags: number): Promise<void> {
-    await this.blockerm.writeFull(
-      map.name,
-      encodeHeaderV2({ size: map.size, blocksize: map.blocksize, flags, epoch: map.epoch }),
-    );
+  /**
+   * Writes the header of `map` with `flags`, followed by `intent` (or by nothing: a header
+   * object is replaced whole, so an earlier intent goes).
+   */
+  async writeHeader(map: HeaderOf, flags: number, intent: MapIntent | null = null): Promise<void> {
+    const header = encodeHeaderV2({ size: map.size, blocksize: map.blocksize, flags, epoch: map.epoch });
+    await this.blockerm.writeFull(map.name, intent ? Buffer.concat([header, encodeIntent(intent)]) : header);
   }
 
   private async readEntries(name: string, h: MapHeader): Promise<MapEntry[]> {

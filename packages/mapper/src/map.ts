@@ -1,5 +1,12 @@
-import { archipError } from '@archipelago/libxseg';
-import { type MapEntry, MapFlag, MIN_BLOCKSIZE, ObjFlag, ZERO_ENTRY } from '@archipelago/mapfile';
+import { type ArchipelagoError, archipError } from '@archipelago/libxseg';
+import {
+  type MapEntry,
+  MapFlag,
+  type MapIntent,
+  MIN_BLOCKSIZE,
+  ObjFlag,
+  ZERO_ENTRY,
+} from '@archipelago/mapfile';
 import type { VolumeInfo } from './types.js';
 
 /** A map as the mapper holds it in memory. */
@@ -33,6 +40,27 @@ export const isOwned = (e: MapEntry) =>
 const CONTENT_NAME = /^[0-9a-f]{64}$/;
 export const isContentName = (name: string) => CONTENT_NAME.test(name);
 export const isReadonly = (map: LoadedMap) => (map.flags & MapFlag.READONLY) !== 0;
+/** Being built (import, the new name of a rename not yet settled): nobody but its builder uses it. */
+export const isIncomplete = (map: Pick<LoadedMap, 'flags'>) => (map.flags & MapFlag.INCOMPLETE) !== 0;
+
+/**
+ * EBUSY for using INCOMPLETE map `name`. With a `renamed-from` intent the error says so (and
+ * `details.renamedFrom` lets the operation settle the rename and try again).
+ */
+export function incompleteError(name: string, intent: MapIntent | null): ArchipelagoError {
+  if (intent?.kind === 'renamed-from') {
+    return archipError(
+      'EBUSY',
+      `volume "${name}" is incomplete (an interrupted rename from "${intent.name}"); the next change of "${name}" finishes or undoes the rename`,
+      { details: { volume: name, incomplete: true, renamedFrom: intent.name } },
+    );
+  }
+  return archipError(
+    'EBUSY',
+    `volume "${name}" is incomplete (an interrupted import or rename); remove it (vlmc remove ${name})`,
+    { details: { volume: name, incomplete: true } },
+  );
+}
 
 /** What `info` tells about a map, with `lockOwner` as the caller found it. */
 export function describe(map: LoadedMap, lockOwner: string | null): VolumeInfo {
@@ -48,6 +76,7 @@ export function describe(map: LoadedMap, lockOwner: string | null): VolumeInfo {
     blocksize: map.blocksize,
     epoch: map.epoch,
     readonly: isReadonly(map),
+    incomplete: isIncomplete(map),
     version: map.version,
     objects: map.entries.length,
     allocated,

@@ -6,11 +6,11 @@ import type { MapperContext } from './context.js';
 import type { HostLocks } from './host-locks.js';
 import { describe } from './map.js';
 import { MapStore } from './map-store.js';
-import { clone, create, createFromEntries } from './ops/create.js';
+import { clone, complete, create, createFromEntries } from './ops/create.js';
 import { discard } from './ops/discard.js';
 import { createHashedMap, hash } from './ops/hash.js';
 import { entries, info, list } from './ops/info.js';
-import { assertWritable, mapRead, mapWrite } from './ops/map-io.js';
+import { assertWritable, mapRead, mapWrite, openVolume } from './ops/map-io.js';
 import { remove } from './ops/remove.js';
 import { rename } from './ops/rename.js';
 import { resize } from './ops/resize.js';
@@ -115,6 +115,11 @@ export class Mapper implements MapperApi {
     return create(this.ctx, name, opts);
   }
 
+  /** Makes volume `name`, created `incomplete` by this mapper, a volume (ops/create.ts). */
+  complete(name: string): Promise<VolumeInfo> {
+    return complete(this.ctx, name);
+  }
+
   /** Creates volume `name` as a thin clone of snapshot `source`; no data is copied. */
   clone(source: string, name: string, opts?: CloneOptions): Promise<VolumeInfo> {
     return clone(this.ctx, source, name, opts);
@@ -166,7 +171,7 @@ export class Mapper implements MapperApi {
   /** Takes the volume lock without waiting and caches the map. Idempotent for this owner. */
   async openVolume(name: string, opts: LoadOptions = {}): Promise<VolumeInfo> {
     this.ctx.checkOpen();
-    const vol = await this.locks.openVolume(name, opts, false);
+    const vol = await openVolume(this.ctx, name, opts, false);
     return describe(vol.map, this.locks.identity);
   }
 

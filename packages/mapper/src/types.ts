@@ -10,6 +10,12 @@ export interface VolumeInfo {
   epoch: bigint;
   /** A snapshot (or Pithos file): read-only. */
   readonly: boolean;
+  /**
+   * The map is being built and cannot be used (the INCOMPLETE map flag): an import under way or
+   * killed, or the new name of a rename that was interrupted and could not be settled yet.
+   * Open, write, clone and snapshot refuse it (EBUSY); `remove` removes it.
+   */
+  incomplete: boolean;
   /** On-storage format version the map was found in (2 once upgraded). */
   version: 0 | 1 | 2;
   /** Number of blocks (map entries). */
@@ -46,11 +52,22 @@ export interface LoadOptions {
   assumeV0?: boolean;
   /** Size hint for v0 maps. */
   v0Size?: number;
+  /**
+   * Load (or open) the map even when it is INCOMPLETE: for its builder only (an import writing
+   * into the volume it created with `incomplete`). Everyone else gets EBUSY for such a map.
+   */
+  incomplete?: boolean;
 }
 
 export interface CreateOptions {
   size: number;
   blocksize?: number;
+  /**
+   * Create the volume INCOMPLETE, for a builder (import): it is opened by this mapper (lock held,
+   * map cached), so this mapper may write it, and nobody else may use it until `complete(name)`.
+   * Killed before that, it stays incomplete: `info` says so and `remove` removes it.
+   */
+  incomplete?: boolean;
 }
 
 export interface CloneOptions extends LoadOptions {

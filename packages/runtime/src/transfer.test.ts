@@ -7,11 +7,16 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { FileBlocker } from '@archipelago/blocker-file';
+import { FaultyBlocker } from '@archipelago/blocker';
+import { FileBlocker } from '@archipelago/blocker-file';
+import { Composer } from '@archipelago/composer';
+import { ArchipelagoError } from '@archipelago/libxseg';
+import { Mapper } from '@archipelago/mapper';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { defaultConfig } from './config.js';
 import { openEmbeddedRuntime } from './embedded.js';
 import { exportVolume, importFile } from './transfer.js';
+import type { Runtime } from './types.js';
 
 const MiB = 1024 * 1024;
 let dir: string;
@@ -115,6 +120,112 @@ describe('bulk import', () => {
       expect((await rt.mapper.list()).map((v) => v.name)).not.toContain('bulk2');
     } finally {
       await rt.close();
+    }
+  });
+});
+
+describe('a killed import', () => {
+  /**
+   * The import crashes after each of its store changes in turn (FaultyBlocker.crashAfter(k): maps
+   * and data in one file store, so that k counts every change in order), next to a volume `keep`
+   * with data; a fresh mapper then finds no volume, or one marked incomplete (which nothing opens
+   * and `remove` removes, leaving `keep` whole), or the complete image.
+   */
+  it('leaves no volume, or one marked incomplete that remove removes, or the whole image', {
+    timeout: 120_000,
+  }, async () => {
+    // 3 blocks of 4 MiB and a partial one; block 1 all zero.
+    const img = randomBytes(3 * 4 * MiB + 100 * 1024);
+    img.fill(0, 4 * MiB, 2 * 4 * MiB);
+    await writeFile(join(dir, 'img.raw'), img);
+    const shm = await mkdtemp(join('/dev/shm', 'archip-import-'));
+    const keep = randomBytes(64 * 1024);
+    const stack = (b: FileBlocker | FaultyBlocker) => {
+      const mapper = new Mapper({ blockerm: b, blockerb: b, lockTimeoutMs: 100 });
+      const composer = new Composer({ mapper, blockerb: b });
+      return { mapper, composer, blockerb: b } as unknown as Runtime & { mapper: Mapper };
+    };
+    const run = async (k: number | null) => {
+      await rm(shm, { recursive: true, force: true });
+      const setup = new FileBlocker({ dir: shm });
+      const s = stack(setup);
+      await s.mapper.create('keep', { size: keep.length, blocksize: 64 * 1024 });
+      await s.composer.write('keep', 0, keep);
+      await s.mapper.close();
+      await setup.close();
+      const inner = new FileBlocker({ dir: shm });
+      const faulty = new FaultyBlocker(inner);
+      faulty.crashAfter(k);
+      const rt = stack(faulty);
+      const error = await importFile(rt, join(dir, 'img.raw'), 'img', { inflight: 2 }).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      await rt.mapper.close().catch(() => {});
+      await inner.close(); // the calls in flight settle: the process is gone
+      return { n: faulty.changes.length, error };
+    };
+    try {
+      const dry = await run(null);
+      expect(dry.error).toBeNull();
+      const seen = new Set<string>();
+      for (let k = 1; k <= dry.n; k++) {
+        const { error } = await run(k);
+        const at = `crash after change ${k}/${dry.n}`;
+        const b = new FileBlocker({ dir: shm });
+        const rt = stack(b);
+        try {
+          const names = (await rt.mapper.list()).map(
+            (v) => `${v.name}${v.incomplete ? ' (incomplete)' : ''}`,
+          );
+          if (names.includes('img (incomplete)')) {
+            seen.add('incomplete');
+            expect(error, at).not.toBeNull();
+            expect((await rt.mapper.info('img')).incomplete).toBe(true);
+            const open = await rt.mapper.openVolume('img').catch((e: unknown) => e);
+            expect(ArchipelagoError.is(open, 'EBUSY'), at).toBe(true);
+            await rt.mapper.remove('img');
+            expect(
+              (await rt.mapper.list()).map((v) => v.name),
+              at,
+            ).toEqual(['keep']);
+            const left: string[] = [];
+            for await (const o of b.list('img_')) left.push(o);
+            expect(left, `${at}: objects of the removed import`).toEqual([]);
+          } else if (names.includes('img')) {
+            seen.add('done');
+            const back = await rt.composer.read('img', 0, img.length);
+            expect(sha(back), at).toBe(sha(img));
+          } else {
+            seen.add('none');
+            expect(names, at).toEqual(['keep']);
+          }
+          expect(sha(await rt.composer.read('keep', 0, keep.length)), `${at}: keep`).toBe(sha(keep));
+        } finally {
+          await rt.mapper.close();
+          await b.close();
+        }
+      }
+      expect([...seen].sort()).toEqual(['done', 'incomplete', 'none']);
+    } finally {
+      await rm(shm, { recursive: true, force: true });
+    }
+  });
+
+  it('a successful import is complete', async () => {
+    await writeFile(join(dir, 'img.raw'), randomBytes(MiB));
+    const rt = await openEmbeddedRuntime(defaultConfig(dir));
+    try {
+      await importFile(rt, join(dir, 'img.raw'), 'ok1');
+      expect((await rt.mapper.info('ok1')).incomplete).toBe(false);
+    } finally {
+      await rt.close();
+    }
+    const again = await openEmbeddedRuntime(defaultConfig(dir));
+    try {
+      expect((await again.mapper.list()).map((v) => [v.name, v.incomplete])).toEqual([['ok1', false]]);
+    } finally {
+      await again.close();
     }
   });
 });

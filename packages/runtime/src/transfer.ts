@@ -158,6 +158,11 @@ function finish(stats: Omit<TransferStats, 'seconds' | 'mibPerSec'>, started: nu
  * Creates volume `name` with the size of `file` and copies the file into it. All-zero blocks are
  * skipped (they stay zero blocks). Fails with EEXIST_VOLUME when the volume exists. When the copy
  * fails, the half-filled volume is removed again.
+ *
+ * The volume is created INCOMPLETE (where the mapper can: the in-process one) and made a volume
+ * only once the data and then the map entries are durable: an import killed before that leaves
+ * a volume `vlmc info` shows as incomplete, that nothing can open, and that `vlmc remove` removes
+ * (or, killed before the map was written, no volume at all).
  */
 export async function importFile(
   rt: Runtime,
@@ -180,7 +185,7 @@ export async function importFile(
     const size = st.size;
     if (size === 0)
       throw new ArchipelagoError('EINVAL_SIZE', `${file} is empty: a volume needs at least one byte`);
-    const info = await rt.mapper.create(name, { size });
+    const info = await rt.mapper.create(name, { size, incomplete: true });
     const bs = info.blocksize;
     const blocks = info.objects;
     // Page-aligned (O_DIRECT takes them without a bounce copy), on huge pages where possible.
@@ -208,10 +213,19 @@ export async function importFile(
         done += len;
         opts.onProgress?.(done, size);
       });
-      // The data before the map entries that name it.
+      // The data before the map entries that name it, and both before the volume is complete.
       await flusher.drain();
       await rt.blockerb.flush();
       await rt.composer.flush(name);
+      if (info.incomplete) {
+        if (!rt.mapper.complete) {
+          throw new ArchipelagoError(
+            'ENOTSUP',
+            `the mapper made "${name}" incomplete but cannot complete it`,
+          );
+        }
+        await rt.mapper.complete(name);
+      }
     } catch (e) {
       // Do not leave a volume with half an image in it behind.
       await flusher.drain().catch(() => {});

@@ -16,6 +16,7 @@ import {
   checkBlocksize,
   checkSize,
   describe,
+  isIncomplete,
   isReadonly,
   MAX_VOLUME_SIZE,
   type NewMap,
@@ -23,8 +24,13 @@ import {
   zeroEntry,
 } from '../map.js';
 import type { CloneOptions, CreateFromEntriesOptions, CreateOptions, VolumeInfo } from '../types.js';
+import { claimName, repairing } from './repair.js';
 
-/** Creates an empty volume of `size` bytes: every block is the zero block. */
+/**
+ * Creates an empty volume of `size` bytes: every block is the zero block. With `incomplete`, the
+ * volume is created INCOMPLETE and opened by this mapper for its builder (import), which makes it
+ * a volume with `complete` once it is filled.
+ */
 export async function create(ctx: MapperContext, name: string, opts: CreateOptions): Promise<VolumeInfo> {
   ctx.checkOpen();
   validateVolumeName(name);
@@ -32,9 +38,49 @@ export async function create(ctx: MapperContext, name: string, opts: CreateOptio
   checkBlocksize(blocksize);
   checkSize(opts.size);
   const entries = Array.from({ length: objectCount(opts.size, blocksize) }, zeroEntry);
-  const info = await writeNew(ctx, name, { size: opts.size, blocksize, flags: 0, entries });
-  ctx.log.info({ volume: name, size: opts.size, epoch: String(info.epoch) }, 'created volume');
+  const flags = opts.incomplete ? MapFlag.INCOMPLETE : 0;
+  let info = await writeNew(ctx, name, { size: opts.size, blocksize, flags, entries });
+  if (opts.incomplete) {
+    const vol = await ctx.locks.openVolume(name, { incomplete: true }, false);
+    info = describe(vol.map, ctx.locks.identity);
+  }
+  ctx.log.info(
+    { volume: name, size: opts.size, epoch: String(info.epoch), incomplete: info.incomplete },
+    'created volume',
+  );
   return info;
+}
+
+/**
+ * Makes volume `name`, created `incomplete` and open in this mapper, a volume: its header is
+ * rewritten without INCOMPLETE. The builder calls it once everything it wrote is durable. A
+ * volume that is complete already is left as it is.
+ */
+export async function complete(ctx: MapperContext, name: string): Promise<VolumeInfo> {
+  ctx.checkOpen();
+  if (!ctx.locks.cached(name)) {
+    throw archipError(
+      'EINVAL',
+      `cannot complete "${name}": this mapper is not building it (create it incomplete)`,
+      {
+        details: { volume: name },
+      },
+    );
+  }
+  const map = await ctx.locks.withChange(
+    name,
+    async (vol) => {
+      if (isIncomplete(vol.map)) {
+        const flags = vol.map.flags & ~MapFlag.INCOMPLETE;
+        await ctx.store.writeHeader(vol.map, flags);
+        vol.map = { ...vol.map, flags };
+        ctx.log.info({ volume: name }, 'completed volume');
+      }
+      return vol.map;
+    },
+    { incomplete: true },
+  );
+  return describe(map, await ctx.locks.owner(name));
 }
 
 /** Creates volume `name` as a thin clone of snapshot `source`; no data is copied. */
@@ -46,7 +92,7 @@ export async function clone(
 ): Promise<VolumeInfo> {
   ctx.checkOpen();
   validateVolumeName(name);
-  const src = await ctx.store.load(source, opts);
+  const src = await repairing(ctx, () => ctx.store.load(source, opts));
   if (!isReadonly(src)) {
     throw archipError(
       'ENOTSNAPSHOT',
@@ -121,13 +167,14 @@ export async function createFromEntries(
 }
 
 /**
- * Writes a new map under `name`, holding its lock: fails with EEXIST_VOLUME when a live map has
- * the name; the map takes the epoch one past any deleted map of that name, so object names are
- * never reused.
+ * Writes a new map under `name`, holding its lock: fails with EEXIST_VOLUME when a live (or
+ * incomplete) map has the name; the map takes the epoch one past any deleted map of that name,
+ * so object names are never reused. Map blocks first, the header last: a crash before the header
+ * leaves no map (the blocks are overwritten by the next map of the name).
  */
 async function writeNew(ctx: MapperContext, name: string, map: Omit<NewMap, 'epoch'>): Promise<VolumeInfo> {
   const made = await ctx.locks.withName(name, async () => {
-    const prevEpoch = await ctx.store.deletedEpoch(name);
+    const prevEpoch = await claimName(ctx, name, new Set([name]));
     if (prevEpoch >= UINT64_MAX - 2n) {
       throw archipError('EOVERFLOW', `volume name "${name}" has used up its epochs`);
     }

@@ -2,6 +2,7 @@ import { archipError } from '@archipelago/libxseg';
 import type { MapperContext } from '../context.js';
 import { isOwned, isReadonly, isZero, zeroEntry } from '../map.js';
 import type { LoadOptions } from '../types.js';
+import { openVolume } from './map-io.js';
 
 /**
  * Turns block `index` back into the zero block (trim / write-zeroes of a whole block). The map
@@ -14,7 +15,7 @@ export async function discard(
   opts: LoadOptions = {},
 ): Promise<void> {
   ctx.checkOpen();
-  const vol = ctx.locks.cached(name) ?? (await ctx.locks.openVolume(name, opts, true));
+  const vol = ctx.locks.cached(name) ?? (await openVolume(ctx, name, opts, true));
   if (isReadonly(vol.map)) throw archipError('EREADONLY', `"${name}" is a snapshot; writes are refused`);
   if (index < 0 || index >= vol.map.entries.length)
     throw archipError('ERANGE', `block ${index} is past the end of "${name}"`);

@@ -6,6 +6,7 @@ import { isContentName, isReadonly, isZero, type LoadedMap } from '../map.js';
 import { pool } from '../mutex.js';
 import type { HashOptions, HashResult } from '../types.js';
 import { createFromEntries } from './create.js';
+import { repairing } from './repair.js';
 
 /**
  * Hashes snapshot `name` (reference §2.7, the mapper X_HASH the original disabled): every block
@@ -23,7 +24,7 @@ export async function hash(ctx: MapperContext, name: string, opts: HashOptions =
   if (!hashObject) {
     throw archipError('ENOTSUP', `the ${blockerb.kind} blocker cannot hash objects; use a blocker that can`);
   }
-  const src = await ctx.locks.current(name, {});
+  const src = await repairing(ctx, () => ctx.locks.current(name, {}));
   if (!isReadonly(src)) {
     throw archipError('ENOTSNAPSHOT', `cannot hash "${name}": it is a writable volume; snapshot it first`, {
       details: { volume: name },

@@ -8,6 +8,20 @@ import type { MapperContext } from '../context.js';
 import { isReadonly, isZero, type LoadedMap } from '../map.js';
 import type { LoadOptions, ObjectSegment } from '../types.js';
 import type { OpenVolume } from '../volume-locks.js';
+import { repairing } from './repair.js';
+
+/**
+ * Opens volume `name` for this mapper (lock taken, map cached; `wait`: as a write does, up to the
+ * lock timeout), settling an interrupted rename to it first when there is one.
+ */
+export function openVolume(
+  ctx: MapperContext,
+  name: string,
+  opts: LoadOptions,
+  wait: boolean,
+): Promise<OpenVolume> {
+  return repairing(ctx, () => ctx.locks.openVolume(name, opts, wait));
+}
 
 /** Maps `[offset, offset+length)` of volume `name` to the object segments that hold it. */
 export type MapRange = (
@@ -29,7 +43,7 @@ export const mapRead: MapRange = async (ctx, name, offset, length, opts = {}) =>
   if (cached) map = cached.map;
   else {
     try {
-      map = (await ctx.locks.openVolume(name, opts, false)).map;
+      map = (await openVolume(ctx, name, opts, false)).map;
     } catch (e) {
       // Another host holds the volume (ELOCKED), or another process of this host (EBUSY).
       if (!ArchipelagoError.is(e, 'ELOCKED') && !ArchipelagoError.is(e, 'EBUSY')) throw e;
@@ -46,7 +60,7 @@ export const mapRead: MapRange = async (ctx, name, offset, length, opts = {}) =>
  */
 export const mapWrite: MapRange = async (ctx, name, offset, length, opts = {}) => {
   ctx.checkOpen();
-  const vol = ctx.locks.cached(name) ?? (await ctx.locks.openVolume(name, opts, true));
+  const vol = ctx.locks.cached(name) ?? (await openVolume(ctx, name, opts, true));
   while (vol.barrier) await vol.barrier;
   const map = vol.map;
   if (isReadonly(map)) throw refused(map.name);
@@ -73,14 +87,15 @@ export async function assertWritable(
   opts: LoadOptions = {},
 ): Promise<void> {
   ctx.checkOpen();
-  const { map } = ctx.locks.cached(name) ?? (await ctx.locks.openVolume(name, opts, true));
+  const { map } = ctx.locks.cached(name) ?? (await openVolume(ctx, name, opts, true));
   if (isReadonly(map)) throw refused(name);
 }
 
 /**
  * Makes block `index` of an open volume writable: copies its object to
  * `<volume>_<epoch>_<index>` (durably), then writes the one map entry that names the copy. A
- * crash between the two leaves the old entry, so the volume still reads its old data.
+ * crash between the two leaves the old entry, so the volume still reads its old data (and the
+ * copy is overwritten by the next copy-up).
  */
 export function copyUp(ctx: MapperContext, vol: OpenVolume, index: number): Promise<void> {
   return vol.entryLocks.run(index, async () => {
@@ -88,7 +103,11 @@ export function copyUp(ctx: MapperContext, vol: OpenVolume, index: number): Prom
     const e = map.entries[index]!;
     if (e.flags & ObjFlag.WRITABLE) return; // done by an earlier waiter
     const target = dataObjectName(map.name, map.epoch, index);
-    if (isZero(e)) {
+    if (e.name === target) {
+      // Its own object of the current epoch, not marked writable: only a snapshot killed while
+      // rewriting the origin's map blocks (before its header moved the epoch on) leaves that, and
+      // no snapshot names an object of the current epoch. It is this volume's to write again.
+    } else if (isZero(e)) {
       // No data to copy. An object of that name can only be a leftover of an interrupted
       // discard; clear it so the unwritten parts of the block read as zeros.
       await ctx.blockerb.delete(target);

@@ -1,34 +1,61 @@
 import { archipError } from '@archipelago/libxseg';
-import { validateVolumeName } from '@archipelago/mapfile';
+import { MapFlag, validateVolumeName } from '@archipelago/mapfile';
 import type { MapperContext } from '../context.js';
 import { describe, type LoadedMap } from '../map.js';
 import type { VolumeInfo } from '../types.js';
+import { claimName, repairing, settle, whileRenaming } from './repair.js';
 
 /**
- * Renames a volume or snapshot: the map is written under the new name (taking the epoch past any
- * deleted map of that name), then the old header is marked deleted (keeping the old name's epoch)
- * and the old map blocks go. Its objects keep their names.
+ * Renames a volume or snapshot. Its objects keep their names; the new name takes the epoch past
+ * any deleted map of that name, the old name keeps its epoch (deleted). Crash-atomic (ops/repair.ts):
+ * 1. the map is written under the new name, INCOMPLETE, with a `renamed-from` intent;
+ * 2. the old header is marked DELETED with a `renamed-to` intent: the commit;
+ * 3. the new header is rewritten without INCOMPLETE;
+ * 4. the old map blocks go and the old header forgets the intent.
+ * At no point are both names usable volumes. Killed (or failing) before 2, the old name is the
+ * volume and the next use of the new name undoes step 1; after 2, the new name is, and its next
+ * use (or the old name's) finishes the rest.
  */
 export async function rename(ctx: MapperContext, name: string, newName: string): Promise<VolumeInfo> {
   ctx.checkOpen();
   validateVolumeName(newName);
-  return ctx.locks.withChange(
-    name,
-    async (vol) => {
-      if (newName === name) throw archipError('EEXIST_VOLUME', `volume "${name}" already has that name`);
-      return ctx.locks.withName(newName, async () => {
-        const epoch = (await ctx.store.deletedEpoch(newName)) + 1n;
-        const old = vol.map;
-        const renamed: LoadedMap = { ...old, name: newName, storedAs: newName, version: 2, epoch };
-        await ctx.store.writeMap(renamed);
-        await ctx.store.markDeleted(old);
-        await ctx.store.deleteMapBlocks(name, old.blocksize, 0, old.entries.length);
-        ctx.locks.forget(name);
-        ctx.log.info({ volume: name, to: newName }, 'renamed volume');
-        return describe(renamed, null);
-      });
-    },
-    {},
-    { closeAfter: true },
+  return repairing(ctx, () =>
+    ctx.locks.withChange(
+      name,
+      async (vol) => {
+        if (newName === name) throw archipError('EEXIST_VOLUME', `volume "${name}" already has that name`);
+        const held = new Set([name, newName]);
+        return ctx.locks.withName(newName, () =>
+          whileRenaming(ctx, [name, newName], held, async () => {
+            const epoch = (await claimName(ctx, newName, held)) + 1n;
+            const old = vol.map;
+            const renamed: LoadedMap = { ...old, name: newName, storedAs: newName, version: 2, epoch };
+            try {
+              await ctx.store.writeMap(renamed, undefined, {
+                flags: old.flags | MapFlag.INCOMPLETE,
+                intent: { kind: 'renamed-from', name, epoch: old.epoch },
+              });
+              await ctx.store.markDeleted(old, { kind: 'renamed-to', name: newName, epoch });
+              await ctx.store.writeHeader(renamed, old.flags);
+            } catch (e) {
+              // Finish or undo it now if the store lets us; else the next use of either name does.
+              if ((await settle(ctx, newName, held).catch(() => null)) !== 'rolled-forward') throw e;
+            }
+            ctx.locks.forget(name);
+            try {
+              await ctx.store.deleteMapBlocks(name, old.blocksize, 0, old.entries.length);
+              await ctx.store.markDeleted(old);
+            } catch (e) {
+              // Renamed all the same: the next use of the old name tidies it up (ops/repair.ts).
+              ctx.log.warn({ volume: name, err: String(e) }, 'rename: the old map stays to be tidied up');
+            }
+            ctx.log.info({ volume: name, to: newName }, 'renamed volume');
+            return describe(renamed, null);
+          }),
+        );
+      },
+      {},
+      { closeAfter: true },
+    ),
   );
 }
