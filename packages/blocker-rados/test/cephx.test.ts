@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { currentProcess } from '@archipelago/blocker';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RadosBlocker, type RadosBlockerOptions } from '../src/index.js';
@@ -141,6 +142,83 @@ describe('cephx', () => {
       expect((e as ArchipelagoError).details).toMatchObject({ errno: 1 });
     } finally {
       await b.close();
+    }
+  });
+
+  it('fencing needs the mon cap "osd blocklist": without it a break is refused and the lock kept', async () => {
+    const ns = freshNamespace('fence-caps');
+    const elsewhere = { ...currentProcess(), host: 'cephx-test-elsewhere' };
+    // The holder: client.admin on a librados client of its own (another connect timeout, another
+    // rados_t, another address), as a holder on another host has.
+    const holder = await RadosBlocker.open({
+      cephConf: conf,
+      pool: 'blocks',
+      namespace: ns,
+      connectTimeoutMs: 9_991,
+    });
+    const addr = holder.clientAddr as string;
+    try {
+      await holder.acquire('vol', { as: elsewhere, leaseMs: 60_000 });
+      const plain = await RadosBlocker.open({
+        cephConf: conf,
+        pool: 'blocks',
+        namespace: ns,
+        cephxId: id,
+        keyring,
+      });
+      try {
+        expect(plain.clientAddr).not.toBe(addr);
+        const e = await plain.breakLock('vol').catch((x: unknown) => x);
+        expect(ArchipelagoError.is(e, 'EINVAL_CONFIG'), String(e)).toBe(true);
+        expect((e as Error).message).toContain(
+          `refused client.${id} the command "osd blocklist add ${addr}"`,
+        );
+        expect((e as Error).message).toContain(`allow command "osd blocklist"`);
+        expect((e as ArchipelagoError).details).toMatchObject({ lock: 'vol', addr, errno: 13 });
+      } finally {
+        await plain.close();
+      }
+      expect(await holder.lockInfo('vol')).toMatchObject({ process: elsewhere });
+      await holder.write('data', 0, Buffer.from('still writing'));
+
+      // The same client with the cap may fence: the break blocklists the holder.
+      const fencerId = `${id}-fencer`;
+      const fencerKeyring = join(dir, `ceph.client.${fencerId}.keyring`);
+      await runOk('ceph', [
+        '-c',
+        conf,
+        'auth',
+        'get-or-create',
+        `client.${fencerId}`,
+        'mon',
+        'allow r, allow command "osd blocklist"',
+        'osd',
+        'allow rwx pool=blocks',
+        '-o',
+        fencerKeyring,
+      ]);
+      const fencer = await RadosBlocker.open({
+        cephConf: conf,
+        pool: 'blocks',
+        namespace: ns,
+        cephxId: fencerId,
+        keyring: fencerKeyring,
+        blocklistExpireSeconds: 600,
+      });
+      try {
+        expect((await fencer.breakLock('vol')).fenced).toBe(`blocklisted ${addr}`);
+        await expect(holder.write('data', 0, Buffer.from('too late'))).rejects.toMatchObject({
+          code: 'EIO',
+          details: { fenced: true },
+        });
+        expect((await fencer.read('data', 0, 13)).toString()).toBe('still writing');
+      } finally {
+        await fencer.close();
+        await runOk('ceph', ['-c', conf, 'auth', 'rm', `client.${fencerId}`]);
+        await runOk('ceph', ['-c', conf, 'osd', 'blocklist', 'rm', addr]);
+      }
+    } finally {
+      await holder.close();
     }
   });
 });
