@@ -43,6 +43,11 @@ async function failure(o: Partial<RadosBlockerOptions>): Promise<{ e: unknown; m
   return { e, ms: Date.now() - t0 };
 }
 
+/** A blocker on pool "blocks", namespace `ns`, as client.<id> (caps: mon 'allow r', osd on "blocks"). */
+function openAs(ns: string): Promise<RadosBlocker> {
+  return RadosBlocker.open({ cephConf: conf, pool: 'blocks', namespace: ns, cephxId: id, keyring });
+}
+
 beforeAll(async () => {
   conf = (await ensureCluster()).conf;
   dir = await mkdtemp(join(tmpdir(), 'archip-cephx-'));
@@ -78,13 +83,7 @@ describe('cephx', () => {
 
   it('connects with a client id and its own keyring; the object is really there', async () => {
     const ns = freshNamespace('cephx');
-    const b = await RadosBlocker.open({
-      cephConf: conf,
-      pool: 'blocks',
-      namespace: ns,
-      cephxId: id,
-      keyring,
-    });
+    const b = await openAs(ns);
     try {
       expect(b.cephxId).toBe(id);
       await b.writeFull('obj1', Buffer.from('written by a cephx client'));
@@ -159,13 +158,7 @@ describe('cephx', () => {
     const addr = holder.clientAddr as string;
     try {
       await holder.acquire('vol', { as: elsewhere, leaseMs: 60_000 });
-      const plain = await RadosBlocker.open({
-        cephConf: conf,
-        pool: 'blocks',
-        namespace: ns,
-        cephxId: id,
-        keyring,
-      });
+      const plain = await openAs(ns);
       try {
         expect(plain.clientAddr).not.toBe(addr);
         const e = await plain.breakLock('vol').catch((x: unknown) => x);

@@ -102,6 +102,9 @@ class Pool : public Napi::ObjectWrap<Pool> {
   Napi::Value Operate(const Napi::CallbackInfo& info, std::unique_ptr<AioOp> op);
   // ops.cc
   JsMethod WriteOp, ReadOp;
+  template <typename Run>
+  Napi::Value CompoundOp(const Napi::CallbackInfo& info, bool write, const char* usage, const char* call,
+                         Run run);
   // watch.cc
   JsMethod WatchObject, Unwatch, Notify;
   // list.cc

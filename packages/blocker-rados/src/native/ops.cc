@@ -106,119 +106,102 @@ Napi::Value OpResult(Napi::Env env, const OpOut& out, const std::vector<Step>& s
 
 }  // namespace
 
+// Parses `steps` (info[1]) for object info[0], then runs `run(io, oid, steps, out)` (builds and
+// performs the op, returns its rc) on a worker thread, resolving with OpResult.
+template <typename Run>
+Napi::Value Pool::CompoundOp(const Napi::CallbackInfo& info, bool write, const char* usage, const char* call,
+                             Run run) {
+  auto steps = std::make_shared<std::vector<Step>>();
+  bool ok = info[0].IsString() && ParseSteps(info[1], write, steps.get());
+  if (!Usage(info, ok, usage) || !Check(info)) return info.Env().Undefined();
+  std::string oid = info[0].As<Napi::String>().Utf8Value();
+  auto out = std::make_shared<OpOut>();
+  rados_ioctx_t io = io_;
+  return RunAsync(
+      info.Env(), Value(), std::string(call) + " " + oid,
+      [io, oid, steps, out, run]() -> int {
+        size_t n = steps->size();
+        out->prvals.assign(n, 0);
+        out->execOut.assign(n, std::string());
+        out->xattrs.assign(n, {});
+        out->rc = run(io, oid, *steps, *out);
+        return 0;
+      },
+      [out, steps](Napi::Env env) -> Napi::Value { return OpResult(env, *out, *steps); });
+}
+
 // writeOp(oid, steps) -> Promise<{rc, prvals, results}>: one rados_write_op_t with `steps` in
 // order (cmpxattr, setxattr, rmxattr, exec, create; `failOk` lets a step fail without failing the
 // op). Resolves also when the op failed: `rc` is then the negative errno (ECANCELED: a cmpxattr did
 // not match) and `prvals` says which exec failed. Every buffer is copied before this returns.
 Napi::Value Pool::WriteOp(const Napi::CallbackInfo& info) {
-  auto steps = std::make_shared<std::vector<Step>>();
-  bool ok = info[0].IsString() && ParseSteps(info[1], true, steps.get());
-  if (!Usage(info, ok, "writeOp(oid, steps)") || !Check(info)) return info.Env().Undefined();
-  std::string oid = info[0].As<Napi::String>().Utf8Value();
-  auto out = std::make_shared<OpOut>();
-  rados_ioctx_t io = io_;
-  return RunAsync(
-      info.Env(), Value(), "rados_write_op_operate " + oid,
-      [io, oid, steps, out]() -> int {
-        size_t n = steps->size();
-        out->prvals.assign(n, 0);
-        out->execOut.assign(n, std::string());
-        out->xattrs.assign(n, {});
-        rados_write_op_t op = rados_create_write_op();
-        if (op == nullptr) return -ENOMEM;
-        for (size_t i = 0; i < n; i++) {
-          const Step& s = (*steps)[i];
-          switch (s.kind) {
-            case Step::kCmpXattr:
-              rados_write_op_cmpxattr(op, s.name.c_str(), LIBRADOS_CMPXATTR_OP_EQ, s.data.data(), s.data.size());
-              break;
-            case Step::kSetXattr:
-              rados_write_op_setxattr(op, s.name.c_str(), s.data.data(), s.data.size());
-              break;
-            case Step::kRmXattr:
-              rados_write_op_rmxattr(op, s.name.c_str());
-              break;
-            case Step::kExec:
-              rados_write_op_exec(op, s.name.c_str(), s.method.c_str(), s.data.data(), s.data.size(),
-                                  &out->prvals[i]);
-              break;
-            case Step::kCreate:
-              rados_write_op_create(op, s.exclusive ? LIBRADOS_CREATE_EXCLUSIVE : LIBRADOS_CREATE_IDEMPOTENT,
-                                    nullptr);
-              break;
-            default:
-              break;
-          }
-          if (s.failOk) rados_write_op_set_flags(op, LIBRADOS_OP_FLAG_FAILOK);
-        }
-        out->rc = rados_write_op_operate(op, io, oid.c_str(), nullptr, 0);
-        rados_release_write_op(op);
-        return 0;
-      },
-      [out, steps](Napi::Env env) -> Napi::Value { return OpResult(env, *out, *steps); });
+  return CompoundOp(info, true, "writeOp(oid, steps)", "rados_write_op_operate",
+                    [](rados_ioctx_t io, const std::string& oid, const std::vector<Step>& steps, OpOut& out) {
+                      rados_write_op_t op = rados_create_write_op();
+                      if (op == nullptr) return -ENOMEM;
+                      for (size_t i = 0; i < steps.size(); i++) {
+                        const Step& s = steps[i];
+                        const char* v = s.data.data();
+                        if (s.kind == Step::kCmpXattr)
+                          rados_write_op_cmpxattr(op, s.name.c_str(), LIBRADOS_CMPXATTR_OP_EQ, v, s.data.size());
+                        else if (s.kind == Step::kSetXattr)
+                          rados_write_op_setxattr(op, s.name.c_str(), v, s.data.size());
+                        else if (s.kind == Step::kRmXattr)
+                          rados_write_op_rmxattr(op, s.name.c_str());
+                        else if (s.kind == Step::kExec)
+                          rados_write_op_exec(op, s.name.c_str(), s.method.c_str(), v, s.data.size(), &out.prvals[i]);
+                        else if (s.kind == Step::kCreate)
+                          rados_write_op_create(
+                              op, s.exclusive ? LIBRADOS_CREATE_EXCLUSIVE : LIBRADOS_CREATE_IDEMPOTENT, nullptr);
+                        if (s.failOk) rados_write_op_set_flags(op, LIBRADOS_OP_FLAG_FAILOK);
+                      }
+                      int rc = rados_write_op_operate(op, io, oid.c_str(), nullptr, 0);
+                      rados_release_write_op(op);
+                      return rc;
+                    });
 }
 
 // readOp(oid, steps) -> Promise<{rc, prvals, results}>: one rados_read_op_t (cmpxattr, exec,
 // getxattrs), read as one snapshot of the object. `results[i]` is an exec's output Buffer, or a
 // getxattrs' {name: Buffer}; `rc` is -ENOENT for a missing object.
 Napi::Value Pool::ReadOp(const Napi::CallbackInfo& info) {
-  auto steps = std::make_shared<std::vector<Step>>();
-  bool ok = info[0].IsString() && ParseSteps(info[1], false, steps.get());
-  if (!Usage(info, ok, "readOp(oid, steps)") || !Check(info)) return info.Env().Undefined();
-  std::string oid = info[0].As<Napi::String>().Utf8Value();
-  auto out = std::make_shared<OpOut>();
-  rados_ioctx_t io = io_;
-  return RunAsync(
-      info.Env(), Value(), "rados_read_op_operate " + oid,
-      [io, oid, steps, out]() -> int {
-        size_t n = steps->size();
-        out->prvals.assign(n, 0);
-        out->execOut.assign(n, std::string());
-        out->xattrs.assign(n, {});
+  return CompoundOp(
+      info, false, "readOp(oid, steps)", "rados_read_op_operate",
+      [](rados_ioctx_t io, const std::string& oid, const std::vector<Step>& steps, OpOut& out) {
+        size_t n = steps.size();
         std::vector<char*> bufs(n, nullptr);
         std::vector<size_t> lens(n, 0);
         std::vector<rados_xattrs_iter_t> iters(n, nullptr);
         rados_read_op_t op = rados_create_read_op();
         if (op == nullptr) return -ENOMEM;
         for (size_t i = 0; i < n; i++) {
-          const Step& s = (*steps)[i];
-          switch (s.kind) {
-            case Step::kCmpXattr:
-              rados_read_op_cmpxattr(op, s.name.c_str(), LIBRADOS_CMPXATTR_OP_EQ, s.data.data(), s.data.size());
-              break;
-            case Step::kExec:
-              rados_read_op_exec(op, s.name.c_str(), s.method.c_str(), s.data.data(), s.data.size(), &bufs[i],
-                                 &lens[i], &out->prvals[i]);
-              break;
-            case Step::kGetXattrs:
-              rados_read_op_getxattrs(op, &iters[i], &out->prvals[i]);
-              break;
-            default:
-              break;
-          }
+          const Step& s = steps[i];
+          if (s.kind == Step::kCmpXattr)
+            rados_read_op_cmpxattr(op, s.name.c_str(), LIBRADOS_CMPXATTR_OP_EQ, s.data.data(), s.data.size());
+          else if (s.kind == Step::kExec)
+            rados_read_op_exec(op, s.name.c_str(), s.method.c_str(), s.data.data(), s.data.size(), &bufs[i],
+                               &lens[i], &out.prvals[i]);
+          else if (s.kind == Step::kGetXattrs)
+            rados_read_op_getxattrs(op, &iters[i], &out.prvals[i]);
           if (s.failOk) rados_read_op_set_flags(op, LIBRADOS_OP_FLAG_FAILOK);
         }
-        out->rc = rados_read_op_operate(op, io, oid.c_str(), 0);
+        int rc = rados_read_op_operate(op, io, oid.c_str(), 0);
         rados_release_read_op(op);
         for (size_t i = 0; i < n; i++) {
           if (bufs[i] != nullptr) {
-            out->execOut[i].assign(bufs[i], lens[i]);
+            out.execOut[i].assign(bufs[i], lens[i]);
             rados_buffer_free(bufs[i]);
           }
-          if (iters[i] != nullptr) {
-            for (;;) {
-              const char* name = nullptr;
-              const char* val = nullptr;
-              size_t len = 0;
-              if (rados_getxattrs_next(iters[i], &name, &val, &len) < 0 || name == nullptr) break;
-              out->xattrs[i].emplace_back(name, std::string(val, len));
-            }
-            rados_getxattrs_end(iters[i]);
-          }
+          if (iters[i] == nullptr) continue;
+          const char* name = nullptr;
+          const char* val = nullptr;
+          size_t len = 0;
+          while (rados_getxattrs_next(iters[i], &name, &val, &len) == 0 && name != nullptr)
+            out.xattrs[i].emplace_back(name, std::string(val, len));
+          rados_getxattrs_end(iters[i]);
         }
-        return 0;
-      },
-      [out, steps](Napi::Env env) -> Napi::Value { return OpResult(env, *out, *steps); });
+        return rc;
+      });
 }
 
 }  // namespace archip
