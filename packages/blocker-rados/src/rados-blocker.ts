@@ -43,7 +43,7 @@ import {
 } from '@archipelago/blocker';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import type { ClsLocker } from './cls-lock.js';
-import { acquireConnection, type Connection } from './connection.js';
+import { acquireConnection, type Connection, isOwnAddress } from './connection.js';
 import { EBLOCKLISTED, errnoOf, fromRadosError } from './errors.js';
 import { loadBinding, type NativePool } from './native.js';
 import {
@@ -699,8 +699,8 @@ export class RadosBlocker extends AbstractBlocker {
    * Fences the holder of `holder`: blocklists its client address (rados_blocklist_add, for
    * `blocklistExpireSeconds`), as `rbd` does before it breaks an exclusive lock, so that the OSDs
    * refuse its writes from now on. Null (the base then waits out its lease) when that client is
-   * this process's own (several identities share one client) or its address is unknown; a process
-   * of this host that is gone needs nothing. Refuses (throws) when the cephx client may not
+   * one of this process's own (several identities share one client; a process never fences
+   * itself) or its address is unknown; a process of this host that is gone needs nothing. Refuses (throws) when the cephx client may not
    * blocklist: a holder that cannot be fenced keeps its lock.
    */
   protected override _fence(name: string, holder: LockRecord): Promise<string | null> {
@@ -711,12 +711,13 @@ export class RadosBlocker extends AbstractBlocker {
   private async fence(name: string, rec: LockRecord, client: string | undefined): Promise<string | null> {
     const p = rec.process;
     if (p !== null && sameHost(p, this.process)) {
+      if (sameProcess(p, this.process)) return null; // never this process: it would fence itself
       const gone = deadHolder({ ...rec, expires: null }, this.process);
       if (gone !== null) return gone; // its client died with it
     }
     const native = this[NATIVE] ?? (await this.ready);
     const addr = rec.addr;
-    if (addr === undefined || addr === '' || addr === native.addr || client === native.client) return null;
+    if (addr === undefined || addr === '' || isOwnAddress(addr) || client === native.client) return null;
     const done = `blocklisted ${addr}`;
     const last = this.fencedAt.get(addr);
     const keepS = this.blocklistExpireSeconds || 3600;

@@ -8,11 +8,11 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { currentProcess } from '@archipelago/blocker';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RadosBlocker, type RadosBlockerOptions } from '../src/index.js';
 import { ensureCluster, freshNamespace } from './cluster.js';
+import { removeBlocklisted, startHolder, stopHolders } from './holder.js';
 import { runOk } from './run.js';
 
 let conf: string;
@@ -146,21 +146,19 @@ describe('cephx', () => {
 
   it('fencing needs the mon cap "osd blocklist": without it a break is refused and the lock kept', async () => {
     const ns = freshNamespace('fence-caps');
-    const elsewhere = { ...currentProcess(), host: 'cephx-test-elsewhere' };
-    // The holder: client.admin on a librados client of its own (another connect timeout, another
-    // rados_t, another address), as a holder on another host has.
-    const holder = await RadosBlocker.open({
-      cephConf: conf,
+    // The holder: a process of its own (its own client and address), holding as if on another
+    // host, writing a counter into vol_data.
+    const holder = await startHolder({
       pool: 'blocks',
       namespace: ns,
-      connectTimeoutMs: 9_991,
+      volume: 'vol',
+      leaseMs: 60_000,
+      host: 'elsewhere',
     });
-    const addr = holder.clientAddr as string;
+    const addr = holder.ready.addr as string;
     try {
-      await holder.acquire('vol', { as: elsewhere, leaseMs: 60_000 });
       const plain = await openAs(ns);
       try {
-        expect(plain.clientAddr).not.toBe(addr);
         const e = await plain.breakLock('vol').catch((x: unknown) => x);
         expect(ArchipelagoError.is(e, 'EINVAL_CONFIG'), String(e)).toBe(true);
         expect((e as Error).message).toContain(
@@ -168,25 +166,27 @@ describe('cephx', () => {
         );
         expect((e as Error).message).toContain(`allow command "osd blocklist"`);
         expect((e as ArchipelagoError).details).toMatchObject({ lock: 'vol', addr, errno: 13 });
+        expect(await plain.lockInfo('vol')).toMatchObject({
+          owner: 'holder_1',
+          process: { host: 'elsewhere' },
+        });
       } finally {
         await plain.close();
       }
-      expect(await holder.lockInfo('vol')).toMatchObject({ process: elsewhere });
-      await holder.write('data', 0, Buffer.from('still writing'));
+      const from = holder.events.length;
+      await holder.next((x) => x.event === 'wrote', from); // still writing
 
-      // The same client with the cap may fence: the break blocklists the holder.
+      // A client with the cap may fence: the break blocklists the holder, whose writes then fail.
       const fencerId = `${id}-fencer`;
       const fencerKeyring = join(dir, `ceph.client.${fencerId}.keyring`);
+      const caps = ['mon', 'allow r, allow command "osd blocklist"', 'osd', 'allow rwx pool=blocks'];
       await runOk('ceph', [
         '-c',
         conf,
         'auth',
         'get-or-create',
         `client.${fencerId}`,
-        'mon',
-        'allow r, allow command "osd blocklist"',
-        'osd',
-        'allow rwx pool=blocks',
+        ...caps,
         '-o',
         fencerKeyring,
       ]);
@@ -200,18 +200,18 @@ describe('cephx', () => {
       });
       try {
         expect((await fencer.breakLock('vol')).fenced).toBe(`blocklisted ${addr}`);
-        await expect(holder.write('data', 0, Buffer.from('too late'))).rejects.toMatchObject({
+        const after = holder.events.length;
+        expect(await holder.next((x) => x.event === 'write-failed', after)).toMatchObject({
           code: 'EIO',
-          details: { fenced: true },
+          fenced: true,
         });
-        expect((await fencer.read('data', 0, 13)).toString()).toBe('still writing');
       } finally {
         await fencer.close();
         await runOk('ceph', ['-c', conf, 'auth', 'rm', `client.${fencerId}`]);
-        await runOk('ceph', ['-c', conf, 'osd', 'blocklist', 'rm', addr]);
       }
     } finally {
-      await holder.close();
+      stopHolders();
+      await removeBlocklisted();
     }
   });
 });

@@ -4,126 +4,25 @@
  * a holder stopped past its lease (SIGSTOP) is fenced and taken over by the next acquire, and
  * fails the same way once it runs again (SIGCONT). Every blocklist entry made here is removed.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
+import { currentProcess } from '@archipelago/blocker';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { RadosBlocker } from '../src/index.js';
 import { ensureCluster, freshNamespace, lockInfo, openRados } from './cluster.js';
-import { runOk } from './run.js';
+import { blocklist, removeBlocklisted, startHolder, stopHolders } from './holder.js';
 
-const CHILD = join(import.meta.dirname, 'child');
-/**
- * No admin socket for the `ceph` CLI: the test cluster's conf gives every client.admin the same
- * one, and while the holder that owns it is stopped, a new client waits 10 s to find out.
- */
-const NO_ASOK = ['--admin-socket='];
-
-interface Event {
-  event: string;
-  n?: number;
-  addr?: string;
-  client?: string;
-  pid?: number;
-  code?: string;
-  message?: string;
-  fenced?: boolean;
-}
-
-/** A lock-holder child and what it said so far. */
-interface Holder {
-  child: ChildProcess;
-  events: Event[];
-  ready: Event;
-  /** Resolves with the first event (from index `from` on) that `match` accepts. */
-  next(match: (e: Event) => boolean, from?: number, timeoutMs?: number): Promise<Event>;
-  stderr(): string;
-}
-
-const children: ChildProcess[] = [];
-const blocklisted = new Set<string>();
 const opened: RadosBlocker[] = [];
 
 afterEach(async () => {
-  for (const c of children.splice(0)) {
-    c.kill('SIGCONT');
-    c.kill('SIGKILL');
-  }
+  stopHolders();
   await Promise.all(opened.splice(0).map((b) => b.close()));
 });
 
-afterAll(async () => {
-  const { conf } = await ensureCluster();
-  for (const addr of blocklisted)
-    await runOk('ceph', ['-c', conf, ...NO_ASOK, 'osd', 'blocklist', 'rm', addr]);
-});
-
-async function startHolder(o: {
-  namespace: string;
-  volume: string;
-  leaseMs: number;
-  host?: string;
-}): Promise<Holder> {
-  const { conf } = await ensureCluster();
-  const spec = { conf, pool: 'maps', identity: 'holder_1', writeEveryMs: 50, ...o };
-  const child = spawn(
-    process.execPath,
-    ['--conditions=source', '--import', './ts-register.mjs', 'lock-holder.ts'],
-    {
-      cwd: CHILD,
-      env: { ...process.env, ARCHIP_HOLDER: JSON.stringify(spec) },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
-  children.push(child);
-  const events: Event[] = [];
-  const waiters = new Set<() => void>();
-  let err = '';
-  child.stderr?.on('data', (d: Buffer) => {
-    err += d.toString();
-  });
-  createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
-    events.push(JSON.parse(line) as Event);
-    for (const w of [...waiters]) w();
-  });
-  const next = (match: (e: Event) => boolean, from = 0, timeoutMs = 20_000) =>
-    new Promise<Event>((resolve, reject) => {
-      const check = () => {
-        const e = events.slice(from).find(match);
-        if (e === undefined) return;
-        clearTimeout(timer);
-        waiters.delete(check);
-        resolve(e);
-      };
-      const timer = setTimeout(() => {
-        waiters.delete(check);
-        reject(
-          new Error(
-            `the holder did not report it within ${timeoutMs} ms; it said ${JSON.stringify(events.slice(-5))}\n${err}`,
-          ),
-        );
-      }, timeoutMs);
-      waiters.add(check);
-      check();
-    });
-  const ready = await next((e) => e.event === 'ready', 0, 30_000);
-  return { child, events, ready, next, stderr: () => err };
-}
+afterAll(removeBlocklisted);
 
 async function open(namespace: string, identity: string, extra = {}): Promise<RadosBlocker> {
   const b = await openRados({ pool: 'maps', namespace, identity, blocklistExpireSeconds: 600, ...extra });
   opened.push(b);
   return b;
-}
-
-/** `ceph osd blocklist ls`: the blocklisted addresses (one `<addr> <until>` a line). */
-async function blocklist(): Promise<string[]> {
-  const { conf } = await ensureCluster();
-  const r = await runOk('ceph', ['-c', conf, ...NO_ASOK, 'osd', 'blocklist', 'ls']);
-  return r.stdout
-    .split('\n')
-    .map((l) => l.split(' ')[0] ?? '')
-    .filter((a) => a !== '');
 }
 
 /** The counter the holder last wrote into `<volume>_data`. */
@@ -141,7 +40,6 @@ describe('fencing a lock holder in another process', () => {
       host: 'fence-test-elsewhere',
     });
     const addr = holder.ready.addr as string;
-    blocklisted.add(addr);
     await holder.next((e) => e.event === 'wrote' && (e.n ?? 0) >= 3);
     const b = await open(ns, 'breaker_1');
     expect(addr).not.toBe(b.clientAddr);
@@ -177,7 +75,6 @@ describe('fencing a lock holder in another process', () => {
     const ns = freshNamespace('fence-stop');
     const holder = await startHolder({ namespace: ns, volume: 'vol', leaseMs: 1500 });
     const addr = holder.ready.addr as string;
-    blocklisted.add(addr);
     await holder.next((e) => e.event === 'wrote' && (e.n ?? 0) >= 3);
     const b = await open(ns, 'taker_1', { lockRecheckMs: 200 });
     await expect(b.acquire('vol')).rejects.toMatchObject({ code: 'ELOCKED', details: { owner: 'holder_1' } });
@@ -206,5 +103,18 @@ describe('fencing a lock holder in another process', () => {
     expect((await b.renew('vol')).owner).toBe('taker_1');
     const { conf } = await ensureCluster();
     expect((await lockInfo(conf, 'maps', ns, 'vol')).lockers[0]?.name).toBe(b.clientName);
+  });
+
+  it('never blocklists a client of this process: a break waits out the lease instead', async () => {
+    const ns = freshNamespace('fence-self');
+    // Two librados clients of this process (another connect timeout makes another client).
+    const holder = await open(ns, 'holder_1', { connectTimeoutMs: 9_992 });
+    const b = await open(ns, 'breaker_1');
+    expect(holder.clientAddr).not.toBe(b.clientAddr);
+    await holder.acquire('vol', { as: { ...currentProcess(), host: 'fence-test-elsewhere' }, leaseMs: 700 });
+    const report = await b.breakLock('vol');
+    expect(report.fenced).toBe('its lease ran out');
+    expect(await blocklist()).not.toContain(holder.clientAddr);
+    await holder.write('still', 0, Buffer.from('mine')); // not fenced
   });
 });
