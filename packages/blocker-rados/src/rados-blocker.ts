@@ -651,9 +651,9 @@ export class RadosBlocker extends AbstractBlocker {
     const pool = await this.connected();
     const native = this[NATIVE] ?? (await this.ready);
     const oid = name + LOCK_SUFFIX;
-    const state = await this.readState(pool, name);
-    const cur = holderOf(state);
-    if (cur === null || !sameHolder(cur, expected)) return false;
+    const state = await this.stateFor(pool, name, expected);
+    if (state === null) return false;
+    const cur = holderOf(state) as LockRecord;
     const hold = this.hold(native, next);
     const status = statusOf(state);
     const mine = state.stored?.client === native.client && state.stored.cookie === this.cookie;
@@ -682,9 +682,8 @@ export class RadosBlocker extends AbstractBlocker {
   protected async _unlock(name: string, holder: LockRecord): Promise<boolean> {
     const pool = await this.connected();
     const oid = name + LOCK_SUFFIX;
-    const state = await this.readState(pool, name);
-    const cur = holderOf(state);
-    if (cur === null || !sameHolder(cur, holder)) return false;
+    const state = await this.stateFor(pool, name, holder);
+    if (state === null) return false;
     if (statusOf(state) === 'stale') await this.fenceStale(name, state);
     if ((await this.swap(name, 'release', remove(pool, oid, state.raw, state.locker))) !== 'done')
       return false;
@@ -762,6 +761,19 @@ export class RadosBlocker extends AbstractBlocker {
           : `archipelago ${rec.owner} on ${p.host} pid ${p.pid}`,
       durationMs: rec.expires === null ? 0 : Math.max(1, rec.expires - Date.now()),
     };
+  }
+
+  /**
+   * The lock state a compare-and-swap of `rec` is guarded by: the one `rec` was read from (the
+   * guard makes the op fail if the lock changed since), or, for a record the base made, the lock
+   * as it is now if it still shows `rec`; null when it does not.
+   */
+  private async stateFor(pool: NativePool, name: string, rec: LockRecord): Promise<LockState | null> {
+    const known = stateOf(rec);
+    if (known !== undefined) return known;
+    const state = await this.readState(pool, name);
+    const cur = holderOf(state);
+    return cur !== null && sameHolder(cur, rec) ? state : null;
   }
 
   private async readState(pool: NativePool, name: string): Promise<LockState> {
@@ -881,22 +893,11 @@ function stateOf(rec: LockRecord): LockState | undefined {
   return (rec as { [STATE]?: LockState })[STATE];
 }
 
-/**
- * True when `cur` (just read) is still the `expected` holder: the same stored record (and, for a
- * holder without one, the same cls holder); a record without its read state (one the base made)
- * compares by owner, process and lease.
- */
-function sameHolder(cur: LockRecord, expected: LockRecord): boolean {
-  const a = stateOf(cur);
-  const b = stateOf(expected);
-  if (a !== undefined && b !== undefined) {
-    if (a.raw !== b.raw) return false;
-    if (statusOf(a) !== 'foreign' && statusOf(b) !== 'foreign') return true; // the record names its holder
-    return a.locker?.client === b.locker?.client && a.locker?.cookie === b.locker?.cookie;
-  }
+/** True when `cur` (just read) shows the record `rec` the base made: same owner, process, lease. */
+function sameHolder(cur: LockRecord, rec: LockRecord): boolean {
   return (
-    cur.owner === expected.owner &&
-    cur.expires === expected.expires &&
-    (cur.process === null ? expected.process === null : sameProcess(cur.process, expected.process))
+    cur.owner === rec.owner &&
+    cur.expires === rec.expires &&
+    (cur.process === null ? rec.process === null : sameProcess(cur.process, rec.process))
   );
 }
