@@ -33,6 +33,13 @@ interface Entry {
 }
 
 const clients = new Map<string, Entry>();
+/** Addresses of this process's connected clients: fencing never blocklists one of them. */
+const ownAddrs = new Set<string>();
+
+/** True when `addr` is a librados client of this process (rados_getaddrs of one connected here). */
+export function isOwnAddress(addr: string): boolean {
+  return ownAddrs.has(addr);
+}
 
 function seconds(ms: number): string {
   return String(Math.max(1, Math.ceil(ms / 1000)));
@@ -68,6 +75,8 @@ async function connectNew(o: ConnectOptions): Promise<NativeCluster> {
   }
   try {
     await cluster.connect({ id: o.cephxId, conf: o.cephConf, keyring: o.keyring, options });
+    const addr = cluster.addrs();
+    if (addr) ownAddrs.add(addr);
     return cluster;
   } catch (e) {
     await cluster.shutdown().catch(() => {});
@@ -149,7 +158,9 @@ export async function acquireConnection(o: ConnectOptions): Promise<Connection> 
       released = true;
       if (--e.refs === 0) {
         if (clients.get(key) === e) clients.delete(key);
+        const addr = cluster.addrs();
         await cluster.shutdown();
+        if (addr) ownAddrs.delete(addr);
       }
     },
   };

@@ -11,10 +11,25 @@ export interface NativeError extends Error {
   syscall?: string;
 }
 
-export interface NativeLocker {
-  client: string;
-  cookie: string;
-  address: string;
+/** One step of a compound object op (Pool.writeOp / readOp), in order; `failOk`: may fail alone. */
+export type NativeStep = (
+  | { kind: 'cmpxattr'; name: string; value: Uint8Array }
+  | { kind: 'setxattr'; name: string; value: Uint8Array }
+  | { kind: 'rmxattr'; name: string }
+  | { kind: 'exec'; cls: string; method: string; input: Uint8Array }
+  | { kind: 'create'; exclusive: boolean }
+  | { kind: 'getxattrs' }
+) & { failOk?: boolean };
+
+/**
+ * What a compound op did: `rc` >= 0 when it was applied, else the negative errno (ECANCELED: a
+ * cmpxattr did not match; ENOENT: no such object); `prvals[i]`, step i's own result (exec and
+ * getxattrs: the failing exec says which); `results[i]`, an exec's output or a getxattrs' values.
+ */
+export interface NativeOpResult {
+  rc: number;
+  prvals: number[];
+  results: Array<Buffer | Record<string, Buffer> | null>;
 }
 
 export interface NativePool {
@@ -26,19 +41,10 @@ export interface NativePool {
   create(oid: string, exclusive: boolean, buf?: Uint8Array): Promise<void>;
   remove(oid: string): Promise<void>;
   stat(oid: string): Promise<{ size: number; mtime: number }>;
-  lockExclusive(
-    oid: string,
-    name: string,
-    cookie: string,
-    description: string,
-    renew: boolean,
-  ): Promise<void>;
-  unlock(oid: string, name: string, cookie: string): Promise<void>;
-  listLockers(
-    oid: string,
-    name: string,
-  ): Promise<{ exclusive: boolean; tag: string; lockers: NativeLocker[] }>;
-  breakLock(oid: string, name: string, client: string, cookie: string): Promise<void>;
+  /** One rados_write_op_t (cmpxattr, setxattr, rmxattr, exec, create), all or nothing. */
+  writeOp(oid: string, steps: NativeStep[]): Promise<NativeOpResult>;
+  /** One rados_read_op_t (cmpxattr, exec, getxattrs): one snapshot of the object. */
+  readOp(oid: string, steps: NativeStep[]): Promise<NativeOpResult>;
   watch(oid: string, onEvent: (err?: number) => void): Promise<number | null>;
   unwatch(id: number): Promise<void>;
   notify(oid: string, timeoutMs: number): Promise<boolean>;
@@ -59,6 +65,10 @@ export interface NativeCluster {
   openPool(name: string, namespace?: string): Promise<NativePool>;
   shutdown(): Promise<void>;
   instanceId(): string | null;
+  /** This client's address, e.g. `127.0.0.1:0/850420696` (rados_getaddrs): what fencing blocklists. */
+  addrs(): string | null;
+  /** `osd blocklist add <addr>` for `expireSeconds` (0: the cluster's default, an hour). */
+  blocklistAdd(addr: string, expireSeconds: number): Promise<void>;
   /** Resolves once the client has the monitors' latest OSD map (tests: after `ceph osd pause`). */
   waitForLatestOsdmap(): Promise<void>;
 }

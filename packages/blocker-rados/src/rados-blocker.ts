@@ -4,14 +4,17 @@
  * event loop); lock calls, watch/notify and listing run on libuv worker threads. Nothing blocks
  * the event loop.
  *
- * Locks: `<name>_lock` carries the exclusive cls_lock lock "RadosLock". The cookie is
- * `<identity>#<random>`, unique per blocker instance, and the description names the identity,
- * host and pid, so `rados -p <pool> lock info <name>_lock RadosLock` shows who holds it. The owner
- * identity is read back from the cookie (rados_list_lockers does not return descriptions). A lock
- * held by another instance of our own identity (a restarted blocker on this host) is ours: it is
- * broken and re-taken, which keeps locks idempotent per identity as the contract says. Waiting
- * acquires watch the lock object and retry when a release notifies them; a bounded re-check timer
- * is the safety net for a lost notify (e.g. a releaser that crashed).
+ * Locks: `<name>_lock` carries the exclusive cls_lock lock "RadosLock" and the lock's record
+ * (holder.ts) in its xattr `archipelago.holder`, changed together by compound ops guarded by a
+ * compare of the record (rados-locks.ts). A process hold has a lease the OSD enforces (the cls
+ * lock's duration; `renew` extends it with LOCK_FLAG_MUST_RENEW, which fails once it ran out); a
+ * host hold has none. The cookie is `<identity>#<random>`, unique per blocker instance, and the
+ * description names the identity, host and pid, so `rados -p <pool> lock info <name>_lock
+ * RadosLock` shows who holds it. Fencing blocklists the holder's client address
+ * (rados_blocklist_add, as `rbd` does before breaking an exclusive lock); a blocklisted client's
+ * calls fail with EIO and `details.fenced`. Waiting acquires watch the lock object and retry when
+ * a release notifies them; a bounded re-check timer is the safety net for a lost notify (e.g. a
+ * releaser that crashed).
  *
  * Durability: by default (`sync: 'always'`) a write resolves once RADOS has committed it. With
  * `sync: 'flush'` (write-back, as librbd's default cache policy "writearound") a write resolves
@@ -24,22 +27,39 @@ import { createHash, randomBytes } from 'node:crypto';
 import { constants, hostname } from 'node:os';
 import {
   AbstractBlocker,
+  type AcquireOptions,
+  type AcquireResult,
   closedError,
+  deadHolder,
+  describeHolder,
   LOCK_SUFFIX,
-  type LockHolder,
+  type LockRecord,
   type LockSession,
   missingObjectError,
   missingSourceError,
   resolveIdentity,
+  sameHost,
+  sameProcess,
 } from '@archipelago/blocker';
 import { ArchipelagoError } from '@archipelago/libxseg';
-import { acquireConnection, type Connection } from './connection.js';
-import { errnoOf, fromRadosError } from './errors.js';
-import { loadBinding, type NativeLocker, type NativePool } from './native.js';
+import type { ClsLocker } from './cls-lock.js';
+import { acquireConnection, type Connection, isOwnAddress } from './connection.js';
+import { EBLOCKLISTED, errnoOf, fromRadosError } from './errors.js';
+import { loadBinding, type NativePool } from './native.js';
+import {
+  breakLocker,
+  encodeRecord,
+  type Hold,
+  type LockState,
+  readLock,
+  remove,
+  renew,
+  type StoredRecord,
+  type Swap,
+  statusOf,
+  take,
+} from './rados-locks.js';
 import { WriteBack } from './write-back.js';
-
-/** The cls_lock lock name the original radosd used. */
-export const RADOS_LOCK_NAME = 'RadosLock';
 
 const LIST_BATCH = 1000;
 const E = constants.errno;
@@ -83,6 +103,16 @@ export interface RadosBlockerOptions {
   /** A waiting acquire re-checks the lock this often even without a notify, in ms. Default 2000. */
   lockRecheckMs?: number;
   /**
+   * Lease of a process hold when the caller names none, ms (default 15000; 0: none). The OSD drops
+   * a lock whose holder did not renew it within its lease.
+   */
+  leaseMs?: number;
+  /**
+   * How long a client this blocker fences stays blocklisted, seconds; 0 (default): the cluster's
+   * `mon_osd_blocklist_default_expire` (an hour).
+   */
+  blocklistExpireSeconds?: number;
+  /**
    * `always` (default): a write resolves once RADOS has committed it. `flush`: write-back (as
    * librbd's default cache, writearound): a write resolves once librados has it, and is durable
    * once the next flush() resolves, or at once with `{ durable: true }` (NBD FUA). flush() rejects
@@ -103,11 +133,22 @@ const NATIVE = Symbol('archipelago.rados.native');
 interface NativeState {
   conn: Connection;
   pool: NativePool;
+  /** This client's entity name, `client.<global id>`. */
+  client: string;
+  /** This client's address (rados_getaddrs): what another blocker blocklists to fence it. */
+  addr: string;
 }
 
-/** A RADOS lock's holder: the owner identity, and the lockers `rados lock info` lists. */
-interface RadosHolder extends LockHolder {
-  lockers: NativeLocker[];
+/**
+ * The lock object's state a record was read from, kept on the record (not enumerable: records
+ * compare and serialize as the contract's) for the compare-and-swap of `_replace` / `_unlock`.
+ */
+const STATE = Symbol('archipelago.rados.lockState');
+
+/** One acquire's note of a stale holder it fenced and took the lock from (see `acquire`). */
+interface TakeOver {
+  previous: LockRecord | null;
+  why: string | null;
 }
 
 /**
@@ -115,7 +156,7 @@ interface RadosHolder extends LockHolder {
  * the store (its `_read`, `_write`, ...), the cls_lock lock calls and the watch/notify wake-ups
  * of waiting acquires.
  */
-export class RadosBlocker extends AbstractBlocker<RadosHolder> {
+export class RadosBlocker extends AbstractBlocker {
   readonly pool: string;
   readonly namespace: string;
   readonly cephConf: string | undefined;
@@ -124,8 +165,8 @@ export class RadosBlocker extends AbstractBlocker<RadosHolder> {
   readonly lockRecheckMs: number;
   /** This instance's lock cookie: `<identity>#<random hex>`. */
   readonly cookie: string;
-  /** What `rados lock info` shows as the description. */
-  readonly lockDescription: string;
+  /** Seconds a client this blocker fences stays blocklisted (0: the cluster's default). */
+  readonly blocklistExpireSeconds: number;
   readonly sync: 'always' | 'flush';
   /** `sync: 'flush'`: the most bytes acknowledged and not yet committed. */
   readonly maxDirtyBytes: number;
@@ -135,6 +176,10 @@ export class RadosBlocker extends AbstractBlocker<RadosHolder> {
   private readonly notifies = new Set<Promise<unknown>>();
   /** Write-back state (`sync: 'flush'`), shared with withIdentity views; null for `always`. */
   private readonly writeBack: WriteBack | null;
+  /** Client addresses this blocker blocklisted, and when (one blocklist per holder, not per lock). */
+  private readonly fencedAt = new Map<string, number>();
+  /** Set by `acquire` for the `_lockSession` it starts (synchronously) in the base. */
+  private takeOver: TakeOver | null = null;
 
   /**
    * Starts connecting at once; calls wait for the connection. Prefer `RadosBlocker.open()`, which
@@ -165,11 +210,15 @@ export class RadosBlocker extends AbstractBlocker<RadosHolder> {
     const opTimeoutMs = opts.opTimeoutMs ?? 0;
     const lockTimeoutMs = opts.lockTimeoutMs ?? 30_000;
     const lockRecheckMs = opts.lockRecheckMs ?? 2000;
+    const leaseMs = opts.leaseMs ?? 15_000;
+    const blocklistExpireSeconds = opts.blocklistExpireSeconds ?? 0;
     for (const [k, v, min] of [
       ['connectTimeoutMs', connectTimeoutMs, 1],
       ['opTimeoutMs', opTimeoutMs, 0],
       ['lockTimeoutMs', lockTimeoutMs, 0],
       ['lockRecheckMs', lockRecheckMs, 1],
+      ['leaseMs', leaseMs, 0],
+      ['blocklistExpireSeconds', blocklistExpireSeconds, 0],
     ] as const) {
       if (typeof v !== 'number' || !Number.isFinite(v) || v < min)
         throw new RangeError(`RadosBlocker: "${k}" must be >= ${min}`);
@@ -183,7 +232,10 @@ export class RadosBlocker extends AbstractBlocker<RadosHolder> {
         `RadosBlocker: "maxDirtyBytes" must be an integer from 1 to ${MAX_DIRTY_BYTES_LIMIT} (64 MiB), got ${String(opts.maxDirtyBytes)}`,
       );
     }
-    super({ kind: 'rados', identity, lockTimeoutMs, lockPollMs: lockRecheckMs });
+    if (!Number.isSafeInteger(leaseMs) || !Number.isSafeInteger(blocklistExpireSeconds))
+      throw new RangeError('RadosBlocker: "leaseMs" and "blocklistExpireSeconds" must be integers');
+    super({ kind: 'rados', identity, lockTimeoutMs, lockPollMs: lockRecheckMs, leaseMs });
+    this.blocklistExpireSeconds = blocklistExpireSeconds;
     this.sync = opts.sync ?? 'always';
     this.maxDirtyBytes = maxDirtyBytes;
     this.writeBack =
@@ -195,7 +247,7 @@ export class RadosBlocker extends AbstractBlocker<RadosHolder> {
               if (native === null) return Promise.reject(closedError());
               return native.pool.writeExtents(name, bufs, offsets);
             },
-            error: (e, name) => fromRadosError(e, `write ${name}`, { name }),
+            error: (e, name) => this.fail(e, `write ${name}`, { name }),
           })
         : null;
     this.pool = opts.pool;
@@ -204,7 +256,6 @@ export class RadosBlocker extends AbstractBlocker<RadosHolder> {
     this.cephxId = cephxId;
     this.lockRecheckMs = lockRecheckMs;
     this.cookie = `${identity}#${randomBytes(8).toString('hex')}`;
-    this.lockDescription = `archipelago ${identity} on ${hostname()} pid ${process.pid}`;
     this.ready = (async () => {
       const conn = await acquireConnection({
         cephConf: opts.cephConf,
@@ -215,7 +266,8 @@ export class RadosBlocker extends AbstractBlocker<RadosHolder> {
       });
       try {
         const pool = await conn.cluster.openPool(opts.pool, opts.namespace);
-        this[NATIVE] = { conn, pool };
+        const client = conn.cluster.instanceId() ?? 'client.?';
+        this[NATIVE] = { conn, pool, client, addr: conn.cluster.addrs() ?? '' };
         return this[NATIVE];
       } catch (e) {
         await conn.release().catch(() => {});
@@ -263,14 +315,18 @@ export class RadosBlocker extends AbstractBlocker<RadosHolder> {
     return Object.create(this, {
       identity: { value: id, enumerable: true },
       cookie: { value: `${id}${tag}`, enumerable: true },
-      lockDescription: { value: `archipelago ${id} on ${hostname()} pid ${process.pid}`, enumerable: true },
       close: { value: async () => {} },
     }) as RadosBlocker;
   }
 
   /** librados client name of this blocker's connection (what `rados lock info` lists), once connected. */
   get clientName(): string | null {
-    return this[NATIVE]?.conn.cluster.instanceId() ?? null;
+    return this[NATIVE]?.client ?? null;
+  }
+
+  /** This blocker's client address (what fencing it blocklists, what its lock records say), once connected. */
+  get clientAddr(): string | null {
+    return this[NATIVE]?.addr ?? null;
   }
 
   // ------------------------------------------------------------------ objects
@@ -297,7 +353,7 @@ export class RadosBlocker extends AbstractBlocker<RadosHolder> {
         if (missingOk) return Buffer.alloc(length);
         throw missingObjectError(name, e);
       }
-      throw fromRadosError(e, `read ${name}`, { name });
+      throw this.fail(e, `read ${name}`, { name });
     }
   }
 
@@ -318,7 +374,7 @@ export class RadosBlocker extends AbstractBlocker<RadosHolder> {
         target.fill(0);
         return;
       }
-      throw fromRadosError(e, `read ${name}`, { name });
+      throw this.fail(e, `read ${name}`, { name });
     }
   }
 
@@ -347,7 +403,7 @@ export class RadosBlocker extends AbstractBlocker<RadosHolder> {
       if (data.byteLength === 0) await pool.create(name, false);
       else await pool.write(name, data, offset);
     } catch (e) {
-      throw fromRadosError(e, `write ${name}`, { name });
+      throw this.fail(e, `write ${name}`, { name });
     }
   }
 
@@ -358,7 +414,7 @@ export class RadosBlocker extends AbstractBlocker<RadosHolder> {
     try {
       await pool.writeFull(name, data);
     } catch (e) {
-      throw fromRadosError(e, `writeFull ${name}`, { name });
+      throw this.fail(e, `writeFull ${name}`, { name });
     }
   }
 
@@ -377,9 +433,9 @@ export class RadosBlocker extends AbstractBlocker<RadosHolder> {
       op = n === 0 ? pool.create(name, false) : pool.write(name, data, offset);
     } catch (e) {
       wb.cancel(n);
-      throw fromRadosError(e, `write ${name}`, { name });
+      throw this.fail(e, `write ${name}`, { name });
     }
-    wb.track(name, n, op, (e) => fromRadosError(e, `write ${name}`, { name }));
+    wb.track(name, n, op, (e) => this.fail(e, `write ${name}`, { name }));
   }
 
   /** Read the source whole, then write_full the destination (as the original radosd did). */
@@ -394,14 +450,14 @@ export class RadosBlocker extends AbstractBlocker<RadosHolder> {
       const got = size > 0 ? await pool.read(src, data, 0) : 0;
       if (got < size) data = data.subarray(0, got);
     } catch (e) {
-      if (errnoOf(e) !== E.ENOENT) throw fromRadosError(e, `copy ${src} to ${dst}`, { name: src });
+      if (errnoOf(e) !== E.ENOENT) throw this.fail(e, `copy ${src} to ${dst}`, { name: src });
       if (!missingOk) throw missingSourceError(src, e);
       data = Buffer.alloc(0);
     }
     try {
       await pool.writeFull(dst, data);
     } catch (e) {
-      throw fromRadosError(e, `copy ${src} to ${dst}`, { name: dst });
+      throw this.fail(e, `copy ${src} to ${dst}`, { name: dst });
     }
   }
 
@@ -413,7 +469,7 @@ export class RadosBlocker extends AbstractBlocker<RadosHolder> {
       return true;
     } catch (e) {
       if (errnoOf(e) === E.ENOENT) return false;
-      throw fromRadosError(e, `delete ${name}`, { name });
+      throw this.fail(e, `delete ${name}`, { name });
     }
   }
 
@@ -424,7 +480,7 @@ export class RadosBlocker extends AbstractBlocker<RadosHolder> {
       return (await pool.stat(name)).size;
     } catch (e) {
       if (errnoOf(e) === E.ENOENT) return null;
-      throw fromRadosError(e, `info ${name}`, { name });
+      throw this.fail(e, `info ${name}`, { name });
     }
   }
 
@@ -443,7 +499,7 @@ export class RadosBlocker extends AbstractBlocker<RadosHolder> {
         try {
           batch = await pool.listNext(id, LIST_BATCH, prefix);
         } catch (e) {
-          throw fromRadosError(e, `list ${this.pool}`);
+          throw this.fail(e, `list ${this.pool}`);
         }
         yield* batch.names;
         if (batch.done) return;
@@ -470,7 +526,7 @@ export class RadosBlocker extends AbstractBlocker<RadosHolder> {
     try {
       await pool.create(h, true, body);
     } catch (e) {
-      if (errnoOf(e) !== E.EEXIST) throw fromRadosError(e, `hash ${name}`, { name, hash: h });
+      if (errnoOf(e) !== E.EEXIST) throw this.fail(e, `hash ${name}`, { name, hash: h });
     }
     return h;
   }
@@ -478,13 +534,38 @@ export class RadosBlocker extends AbstractBlocker<RadosHolder> {
   // ------------------------------------------------------------------ locks
 
   /**
+   * The contract's acquire. When the lock's last holder let its lease run out on the OSD without
+   * releasing it (stale: it died, hung or was stopped, and may still write), the attempt fences
+   * that holder and takes the lock in the backend (the OSD says it is free; the base's rule could
+   * not tell a stopped process of this host from a live one); this reports it as `previous` and
+   * `tookOver`. The base calls `_lockSession` synchronously from `acquire`, which is how the
+   * session finds this call's note.
+   */
+  override acquire(name: string, options?: AcquireOptions): Promise<AcquireResult> {
+    const note: TakeOver = { previous: null, why: null };
+    this.takeOver = note;
+    let result: Promise<AcquireResult>;
+    try {
+      result = super.acquire(name, options);
+    } finally {
+      this.takeOver = null;
+    }
+    return result.then((r) =>
+      note.previous !== null && r.took && r.previous === null
+        ? { took: true, previous: note.previous, tookOver: note.why }
+        : r,
+    );
+  }
+
+  /**
    * A waiting acquire watches the lock object and tries again when a release notifies it, or
    * after `lockRecheckMs` (the safety net for a lost notify, e.g. a releaser that crashed). The
    * watch starts after the first failed attempt and is followed at once by a second one, so a
    * release between the first attempt and the watch is not missed.
    */
-  protected _lockSession(name: string): LockSession {
+  protected _lockSession(name: string, _wait: boolean, record: () => LockRecord): LockSession {
     const oid = name + LOCK_SUFFIX;
+    const note = this.takeOver;
     let pool: NativePool | null = null;
     let watchId: number | null = null;
     let watched = false;
@@ -494,7 +575,7 @@ export class RadosBlocker extends AbstractBlocker<RadosHolder> {
       attempt: async () => {
         pool ??= await this.connected();
         woken = false;
-        return this.tryLock(pool, name);
+        return this.tryLock(pool, name, record, note);
       },
       pause: async (ms) => {
         if (watched && !woken) await this.sleep(Math.min(ms, this.lockRecheckMs), (w) => (wake = w));
@@ -507,7 +588,7 @@ export class RadosBlocker extends AbstractBlocker<RadosHolder> {
             wake?.();
           });
         } catch (e) {
-          if (errnoOf(e) !== E.ENOENT) throw fromRadosError(e, `acquire ${name}`, { lock: name });
+          if (errnoOf(e) !== E.ENOENT) throw this.fail(e, `acquire ${name}`, { lock: name });
           // the lock object vanished: it is free, the next attempt takes it
         }
       },
@@ -517,26 +598,95 @@ export class RadosBlocker extends AbstractBlocker<RadosHolder> {
     };
   }
 
-  /** The owner is another identity's when any locker is not ours (release checks exactly that). */
-  protected async _lockHolder(name: string): Promise<RadosHolder | null> {
-    const lockers = await this.lockers(await this.connected(), name);
-    const first = lockers.find((l) => ownerOf(l) !== this.identity) ?? lockers[0];
-    return first === undefined ? null : { owner: ownerOf(first), lockers };
+  /**
+   * One attempt: takes the lock (null), or returns the record of its holder. A stale lock (its
+   * holder's lease ran out on the OSD) is fenced and taken.
+   */
+  private async tryLock(
+    pool: NativePool,
+    name: string,
+    record: () => LockRecord,
+    note: TakeOver | null,
+  ): Promise<LockRecord | null> {
+    const native = this[NATIVE] ?? (await this.ready);
+    let state: LockState | null = null; // what the next take expects (null: no record)
+    for (let attempt = 0; attempt < 50; attempt++) {
+      let fenced: string | null = null;
+      if (state !== null) fenced = await this.fenceStale(name, state);
+      const hold = this.hold(native, record());
+      if (
+        (await this.swap(name, 'acquire', take(pool, name + LOCK_SUFFIX, state?.raw ?? null, hold))) ===
+        'done'
+      ) {
+        const stale = state === null ? null : holderOf(state);
+        if (stale !== null && note !== null) {
+          const why = deadHolder(stale, this.process) ?? 'its lease ran out on the OSD (it did not renew it)';
+          note.previous = stale;
+          note.why = fenced === null ? why : `${why}; ${fenced}`;
+        }
+        return null;
+      }
+      const now = await this.readState(pool, name);
+      const status = statusOf(now);
+      if (status === 'held' || status === 'foreign') return holderOf(now);
+      state = status === 'stale' ? now : null;
+    }
+    throw new ArchipelagoError('EIO', `acquire ${name}: the lock kept changing during 50 attempts`, {
+      details: { lock: name },
+    });
   }
 
-  /** Unlocks our cookie, breaks any other; then notifies the waiters (close() waits for that). */
-  protected async _unlock(name: string, holder: RadosHolder): Promise<boolean> {
+  /** The record of lock `name` (of its stale holder too), or null when it is free. */
+  protected async _lockHolder(name: string): Promise<LockRecord | null> {
+    return holderOf(await this.readState(await this.connected(), name));
+  }
+
+  /**
+   * Replaces the record (and the hold) of lock `name` with `next` for this blocker if it still is
+   * `expected`: a renewal of our own hold in place (LOCK_FLAG_MUST_RENEW: fails once our lease ran
+   * out on the OSD), else breaking the holder's cls lock and taking it, each op guarded by the
+   * record. A stale holder of another client is fenced first.
+   */
+  protected async _replace(name: string, expected: LockRecord, next: LockRecord): Promise<boolean> {
+    const pool = await this.connected();
+    const native = this[NATIVE] ?? (await this.ready);
+    const oid = name + LOCK_SUFFIX;
+    const state = await this.stateFor(pool, name, expected);
+    if (state === null) return false;
+    const cur = holderOf(state) as LockRecord;
+    const hold = this.hold(native, next);
+    const status = statusOf(state);
+    const mine = state.stored?.client === native.client && state.stored.cookie === this.cookie;
+    if (mine && status === 'held')
+      return (await this.swap(name, 'renew', renew(pool, oid, state.raw as string, hold))) === 'done';
+    if (mine && status === 'stale') {
+      throw new ArchipelagoError(
+        'ELOCKED',
+        `lock ${name} was lost: its lease ran out on the OSD before this renewal (${describeHolder(cur)}); stop writing under it`,
+        { details: { lock: name, lost: true, holder: describeHolder(cur) } },
+      );
+    }
+    if (status === 'stale') await this.fenceStale(name, state);
+    if (
+      state.locker !== null &&
+      (await this.swap(name, 'break', breakLocker(pool, oid, state.raw, state.locker))) !== 'done'
+    )
+      return false;
+    return (await this.swap(name, 'acquire', take(pool, oid, state.raw, hold))) === 'done';
+  }
+
+  /**
+   * Frees lock `name` (its cls lock and its record, in one op) if it still is `holder`; a stale
+   * holder of another client is fenced first. Notifies the waiters (close() waits for that).
+   */
+  protected async _unlock(name: string, holder: LockRecord): Promise<boolean> {
     const pool = await this.connected();
     const oid = name + LOCK_SUFFIX;
-    for (const l of holder.lockers) {
-      try {
-        if (l.cookie === this.cookie) await pool.unlock(oid, RADOS_LOCK_NAME, l.cookie);
-        else await pool.breakLock(oid, RADOS_LOCK_NAME, l.client, l.cookie);
-      } catch (e) {
-        if (errnoOf(e) !== E.ENOENT) throw fromRadosError(e, `release ${name}`, { lock: name });
-        // released concurrently: the lock is free either way
-      }
-    }
+    const state = await this.stateFor(pool, name, holder);
+    if (state === null) return false;
+    if (statusOf(state) === 'stale') await this.fenceStale(name, state);
+    if ((await this.swap(name, 'release', remove(pool, oid, state.raw, state.locker))) !== 'done')
+      return false;
     // Wake waiters (every blocker watching <name>_lock); close() waits for this.
     const n = pool.notify(oid, 2000).catch(() => false);
     this.notifies.add(n);
@@ -544,42 +694,110 @@ export class RadosBlocker extends AbstractBlocker<RadosHolder> {
     return true;
   }
 
-  /** One attempt: null when the lock is now ours, else the owner holding it. */
-  private async tryLock(pool: NativePool, name: string): Promise<string | null> {
-    const oid = name + LOCK_SUFFIX;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await pool.lockExclusive(oid, RADOS_LOCK_NAME, this.cookie, this.lockDescription, true);
-        return null;
-      } catch (e) {
-        const errno = errnoOf(e);
-        if (errno !== E.EBUSY && errno !== E.EEXIST)
-          throw fromRadosError(e, `acquire ${name}`, { lock: name });
+  /**
+   * Fences the holder of `holder`: blocklists its client address (rados_blocklist_add, for
+   * `blocklistExpireSeconds`), as `rbd` does before it breaks an exclusive lock, so that the OSDs
+   * refuse its writes from now on. Null (the base then waits out its lease) when that client is
+   * one of this process's own (several identities share one client; a process never fences
+   * itself) or its address is unknown; a process of this host that is gone needs nothing. Refuses (throws) when the cephx client may not
+   * blocklist: a holder that cannot be fenced keeps its lock.
+   */
+  protected override _fence(name: string, holder: LockRecord): Promise<string | null> {
+    const state = stateOf(holder);
+    return this.fence(name, holder, state?.stored?.client ?? state?.locker?.client);
+  }
+
+  private async fence(name: string, rec: LockRecord, client: string | undefined): Promise<string | null> {
+    const p = rec.process;
+    if (p !== null && sameHost(p, this.process)) {
+      if (sameProcess(p, this.process)) return null; // never this process: it would fence itself
+      const gone = deadHolder({ ...rec, expires: null }, this.process);
+      if (gone !== null) return gone; // its client died with it
+    }
+    const native = this[NATIVE] ?? (await this.ready);
+    const addr = rec.addr;
+    if (addr === undefined || addr === '' || isOwnAddress(addr) || client === native.client) return null;
+    const done = `blocklisted ${addr}`;
+    const last = this.fencedAt.get(addr);
+    const keepS = this.blocklistExpireSeconds || 3600;
+    if (last !== undefined && Date.now() - last < (keepS * 1000) / 2) return done;
+    try {
+      await native.conn.cluster.blocklistAdd(addr, this.blocklistExpireSeconds);
+    } catch (e) {
+      const errno = errnoOf(e);
+      if (errno === E.EACCES || errno === E.EPERM) {
+        throw new ArchipelagoError(
+          'EINVAL_CONFIG',
+          `cannot fence ${describeHolder(rec)} of lock ${name}: the Ceph cluster refused client.${this.cephxId} the command "osd blocklist add ${addr}" (${(e as Error).message}); its mon caps must allow it (mon 'profile rbd', or mon 'allow r, allow command "osd blocklist"'); the lock was left to its holder`,
+          { cause: e, details: { lock: name, holder: describeHolder(rec), addr, errno } },
+        );
       }
-      const lockers = await this.lockers(pool, name);
-      const held = lockers[0];
-      if (held === undefined) {
-        if (attempt < 10) continue; // released meanwhile: try again
-        return 'unknown';
-      }
-      const owner = ownerOf(held);
-      if (owner !== this.identity || attempt >= 10) return owner;
-      // Held by another instance of our own identity (a restarted or second blocker on this
-      // host): the contract makes locks belong to the identity, so take it over.
-      try {
-        await pool.breakLock(oid, RADOS_LOCK_NAME, held.client, held.cookie);
-      } catch (e) {
-        if (errnoOf(e) !== E.ENOENT) throw fromRadosError(e, `acquire ${name}`, { lock: name });
-      }
+      throw this.fail(e, `fence ${describeHolder(rec)} of lock ${name} (blocklist ${addr})`, {
+        lock: name,
+        addr,
+      });
+    }
+    this.fencedAt.set(addr, Date.now());
+    return done;
+  }
+
+  /** Fences the holder of a stale record (see `fence`): it let its lease run out without releasing. */
+  private fenceStale(name: string, state: LockState): Promise<string | null> {
+    const rec = holderOf(state);
+    return rec === null || state.stored === null
+      ? Promise.resolve(null)
+      : this.fence(name, rec, state.stored.client);
+  }
+
+  /** What this blocker stores to hold a lock with record `rec`: the record, description, lease. */
+  private hold(native: NativeState, rec: LockRecord): Hold {
+    const p = rec.process;
+    return {
+      record: encodeRecord({ ...rec, addr: native.addr }, native.client, this.cookie),
+      cookie: this.cookie,
+      description:
+        p === null
+          ? `archipelago ${rec.owner} on ${hostname()} (host hold)`
+          : `archipelago ${rec.owner} on ${p.host} pid ${p.pid}`,
+      durationMs: rec.expires === null ? 0 : Math.max(1, rec.expires - Date.now()),
+    };
+  }
+
+  /**
+   * The lock state a compare-and-swap of `rec` is guarded by: the one `rec` was read from (the
+   * guard makes the op fail if the lock changed since), or, for a record the base made, the lock
+   * as it is now if it still shows `rec`; null when it does not.
+   */
+  private async stateFor(pool: NativePool, name: string, rec: LockRecord): Promise<LockState | null> {
+    const known = stateOf(rec);
+    if (known !== undefined) return known;
+    const state = await this.readState(pool, name);
+    const cur = holderOf(state);
+    return cur !== null && sameHolder(cur, rec) ? state : null;
+  }
+
+  private async readState(pool: NativePool, name: string): Promise<LockState> {
+    try {
+      return await readLock(pool, name + LOCK_SUFFIX);
+    } catch (e) {
+      throw this.fail(e, `lock info ${name}`, { lock: name });
     }
   }
 
-  private async lockers(pool: NativePool, name: string): Promise<NativeLocker[]> {
+  private async swap(name: string, what: string, op: Promise<Swap>): Promise<Swap> {
     try {
-      return (await pool.listLockers(name + LOCK_SUFFIX, RADOS_LOCK_NAME)).lockers;
+      return await op;
     } catch (e) {
-      throw fromRadosError(e, `lock info ${name}`, { lock: name });
+      throw this.fail(e, `${what} ${name}`, { lock: name });
     }
+  }
+
+  /** fromRadosError, naming this client when it was fenced. */
+  private fail(e: unknown, what: string, details: Record<string, unknown> = {}): ArchipelagoError {
+    const native = this[NATIVE];
+    if (errnoOf(e) === EBLOCKLISTED && native)
+      return fromRadosError(e, what, { ...details, client: native.client, addr: native.addr });
+    return fromRadosError(e, what, details);
   }
 
   // ------------------------------------------------------------------ lifecycle
@@ -647,7 +865,39 @@ export class RadosBlocker extends AbstractBlocker<RadosHolder> {
 // ------------------------------------------------------------------ helpers
 
 /** The identity in a lock's cookie (`<identity>#<random>`); foreign locks show client/cookie. */
-export function ownerOf(l: NativeLocker): string {
+export function ownerOf(l: Pick<ClsLocker, 'client' | 'cookie'>): string {
   const i = l.cookie.lastIndexOf('#');
   return i > 0 ? l.cookie.slice(0, i) : `${l.client}/${l.cookie}`;
+}
+
+/**
+ * The record a lock state shows (the read state attached, not enumerable), or null when it is
+ * free. A holder without a record of ours (an older version's lock, or `rados lock`) is held by
+ * the host: its owner from the cookie, no process, no lease.
+ */
+function holderOf(state: LockState): LockRecord | null {
+  const status = statusOf(state);
+  if (status === 'free') return null;
+  let rec: LockRecord;
+  if (status === 'foreign') {
+    rec = { owner: ownerOf(state.locker as ClsLocker), process: null, expires: null };
+  } else {
+    const { client: _c, cookie: _k, ...plain } = state.stored as StoredRecord;
+    rec = plain;
+  }
+  Object.defineProperty(rec, STATE, { value: state, enumerable: false });
+  return rec;
+}
+
+function stateOf(rec: LockRecord): LockState | undefined {
+  return (rec as { [STATE]?: LockState })[STATE];
+}
+
+/** True when `cur` (just read) shows the record `rec` the base made: same owner, process, lease. */
+function sameHolder(cur: LockRecord, rec: LockRecord): boolean {
+  return (
+    cur.owner === rec.owner &&
+    cur.expires === rec.expires &&
+    (cur.process === null ? rec.process === null : sameProcess(cur.process, rec.process))
+  );
 }

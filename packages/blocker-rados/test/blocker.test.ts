@@ -1,12 +1,14 @@
 /** RADOS specifics beyond the conformance suite: lock visibility and reclaim, hash, connect errors. */
 import { createHash, randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { currentProcess } from '@archipelago/blocker';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { afterEach, describe, expect, it } from 'vitest';
-import { NOT_BUILT_MESSAGE, RADOS_LOCK_NAME, RadosBlocker } from '../src/index.js';
-import { ensureCluster, freshNamespace, lockInfo, openRados } from './cluster.js';
+import { NOT_BUILT_MESSAGE, RADOS_LOCK_NAME, RadosBlocker, RECORD_XATTR } from '../src/index.js';
+import { ensureCluster, freshNamespace, lockInfo, openRados, type RadosLockInfo } from './cluster.js';
+import { runOk } from './run.js';
 
 const opened: RadosBlocker[] = [];
 afterEach(async () => {
@@ -62,6 +64,92 @@ describe('RADOS locks', () => {
     await waiting;
     expect(Date.now() - t0).toBeLessThan(2000);
     expect(await a.lockOwner('w')).toBe('hostB_2');
+  });
+
+  it('shows identity and pid in `rados lock info`, the whole record in its xattr, both renewed together', async () => {
+    const ns = freshNamespace('record');
+    const b = await open({ namespace: ns, identity: 'hostA_1', leaseMs: 60_000 });
+    const { conf } = await ensureCluster();
+    const xattr = async (vol: string) =>
+      JSON.parse(
+        (await runOk('rados', ['-c', conf, '-p', 'maps', '-N', ns, 'getxattr', `${vol}_lock`, RECORD_XATTR]))
+          .stdout,
+      ) as Record<string, unknown>;
+    /** `rados lock info`'s expiration (OSD clock) in ms since the epoch; 0: none. */
+    const expiration = (info: RadosLockInfo) =>
+      Date.parse((info.lockers[0]?.expiration ?? '').replace(/\+0000$/, 'Z')) || 0;
+
+    await b.acquire('vol1');
+    const rec = await b.lockInfo('vol1');
+    expect(rec).toEqual({
+      owner: 'hostA_1',
+      process: currentProcess(),
+      expires: rec?.expires,
+      addr: b.clientAddr,
+    });
+    let info = await lockInfo(conf, 'maps', ns, 'vol1');
+    expect(info.lockers[0]?.description).toBe(`archipelago hostA_1 on ${hostname()} pid ${process.pid}`);
+    expect(Math.abs(expiration(info) - (rec?.expires as number))).toBeLessThan(2000);
+    expect(await xattr('vol1')).toEqual({ ...rec, client: b.clientName, cookie: b.cookie });
+
+    const renewed = await b.renew('vol1', { leaseMs: 120_000 });
+    expect(renewed.expires).toBeGreaterThan((rec?.expires as number) + 50_000);
+    info = await lockInfo(conf, 'maps', ns, 'vol1');
+    expect(Math.abs(expiration(info) - (renewed.expires as number))).toBeLessThan(2000);
+    expect((await xattr('vol1')).expires).toBe(renewed.expires);
+    expect((await b.lockInfo('vol1'))?.expires).toBe(renewed.expires);
+
+    await b.acquire('vol1', { hold: 'host' });
+    info = await lockInfo(conf, 'maps', ns, 'vol1');
+    expect(info.lockers[0]?.description).toBe(`archipelago hostA_1 on ${hostname()} (host hold)`);
+    expect(expiration(info)).toBe(0);
+    expect(await xattr('vol1')).toMatchObject({ owner: 'hostA_1', process: null, expires: null });
+
+    await b.release('vol1');
+    expect((await lockInfo(conf, 'maps', ns, 'vol1')).lockers).toEqual([]);
+    const attrs = await runOk('rados', ['-c', conf, '-p', 'maps', '-N', ns, 'listxattr', 'vol1_lock']);
+    expect(attrs.stdout).not.toContain(RECORD_XATTR);
+  });
+
+  it('a lease not renewed runs out on the OSD: the late renewal says the lock was lost; release cleans up', async () => {
+    const ns = freshNamespace('lapse');
+    const a = await open({ namespace: ns, identity: 'hostA_1' });
+    await a.acquire('v', { leaseMs: 600 });
+    await new Promise((r) => setTimeout(r, 1000));
+    const e = await a.renew('v').catch((x: unknown) => x);
+    expect(ArchipelagoError.is(e, 'ELOCKED'), String(e)).toBe(true);
+    expect((e as ArchipelagoError).details).toMatchObject({ lock: 'v', lost: true });
+    expect((e as Error).message).toMatch(/lease ran out on the OSD before this renewal/);
+    await a.release('v'); // its own stale record: removed, nobody fenced
+    expect(await a.lockInfo('v')).toBeNull();
+    expect((await a.acquire('v')).previous).toBeNull();
+  });
+
+  it('reads a lock taken without a record (an older version, `rados lock get`) as a host hold', async () => {
+    const ns = freshNamespace('legacy');
+    const { conf } = await ensureCluster();
+    await runOk('rados', [
+      '-c',
+      conf,
+      '-p',
+      'maps',
+      '-N',
+      ns,
+      'lock',
+      'get',
+      'old_lock',
+      RADOS_LOCK_NAME,
+      '--lock-cookie',
+      'hostZ_9#0123456789abcdef',
+      '--lock-description',
+      'archipelago hostZ_9 on hostZ pid 1',
+    ]);
+    const b = await open({ namespace: ns, identity: 'hostB_2' });
+    expect(await b.lockInfo('old')).toEqual({ owner: 'hostZ_9', process: null, expires: null });
+    await expect(b.acquire('old')).rejects.toMatchObject({ code: 'ELOCKED', details: { owner: 'hostZ_9' } });
+    expect((await b.breakLock('old')).fenced).toBe('held by the host: no process');
+    expect(await b.lockInfo('old')).toBeNull();
+    expect((await b.acquire('old')).took).toBe(true);
   });
 
   it('force-breaks another identity’s lock', async () => {

@@ -12,6 +12,7 @@ import { ArchipelagoError } from '@archipelago/libxseg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RadosBlocker, type RadosBlockerOptions } from '../src/index.js';
 import { ensureCluster, freshNamespace } from './cluster.js';
+import { removeBlocklisted, startHolder, stopHolders } from './holder.js';
 import { runOk } from './run.js';
 
 let conf: string;
@@ -40,6 +41,11 @@ async function failure(o: Partial<RadosBlockerOptions>): Promise<{ e: unknown; m
     (x: unknown) => x,
   );
   return { e, ms: Date.now() - t0 };
+}
+
+/** A blocker on pool "blocks", namespace `ns`, as client.<id> (caps: mon 'allow r', osd on "blocks"). */
+function openAs(ns: string): Promise<RadosBlocker> {
+  return RadosBlocker.open({ cephConf: conf, pool: 'blocks', namespace: ns, cephxId: id, keyring });
 }
 
 beforeAll(async () => {
@@ -77,13 +83,7 @@ describe('cephx', () => {
 
   it('connects with a client id and its own keyring; the object is really there', async () => {
     const ns = freshNamespace('cephx');
-    const b = await RadosBlocker.open({
-      cephConf: conf,
-      pool: 'blocks',
-      namespace: ns,
-      cephxId: id,
-      keyring,
-    });
+    const b = await openAs(ns);
     try {
       expect(b.cephxId).toBe(id);
       await b.writeFull('obj1', Buffer.from('written by a cephx client'));
@@ -141,6 +141,77 @@ describe('cephx', () => {
       expect((e as ArchipelagoError).details).toMatchObject({ errno: 1 });
     } finally {
       await b.close();
+    }
+  });
+
+  it('fencing needs the mon cap "osd blocklist": without it a break is refused and the lock kept', async () => {
+    const ns = freshNamespace('fence-caps');
+    // The holder: a process of its own (its own client and address), holding as if on another
+    // host, writing a counter into vol_data.
+    const holder = await startHolder({
+      pool: 'blocks',
+      namespace: ns,
+      volume: 'vol',
+      leaseMs: 60_000,
+      host: 'elsewhere',
+    });
+    const addr = holder.ready.addr as string;
+    try {
+      const plain = await openAs(ns);
+      try {
+        const e = await plain.breakLock('vol').catch((x: unknown) => x);
+        expect(ArchipelagoError.is(e, 'EINVAL_CONFIG'), String(e)).toBe(true);
+        expect((e as Error).message).toContain(
+          `refused client.${id} the command "osd blocklist add ${addr}"`,
+        );
+        expect((e as Error).message).toContain(`allow command "osd blocklist"`);
+        expect((e as ArchipelagoError).details).toMatchObject({ lock: 'vol', addr, errno: 13 });
+        expect(await plain.lockInfo('vol')).toMatchObject({
+          owner: 'holder_1',
+          process: { host: 'elsewhere' },
+        });
+      } finally {
+        await plain.close();
+      }
+      const from = holder.events.length;
+      await holder.next((x) => x.event === 'wrote', from); // still writing
+
+      // A client with the cap may fence: the break blocklists the holder, whose writes then fail.
+      const fencerId = `${id}-fencer`;
+      const fencerKeyring = join(dir, `ceph.client.${fencerId}.keyring`);
+      const caps = ['mon', 'allow r, allow command "osd blocklist"', 'osd', 'allow rwx pool=blocks'];
+      await runOk('ceph', [
+        '-c',
+        conf,
+        'auth',
+        'get-or-create',
+        `client.${fencerId}`,
+        ...caps,
+        '-o',
+        fencerKeyring,
+      ]);
+      const fencer = await RadosBlocker.open({
+        cephConf: conf,
+        pool: 'blocks',
+        namespace: ns,
+        cephxId: fencerId,
+        keyring: fencerKeyring,
+        blocklistExpireSeconds: 600,
+      });
+      try {
+        expect((await fencer.breakLock('vol')).fenced).toBe(`blocklisted ${addr}`);
+        const after = holder.events.length;
+        expect(await holder.next((x) => x.event === 'write-failed', after)).toMatchObject({
+          code: 'EIO',
+          fenced: true,
+        });
+      } finally {
+        await fencer.close();
+        await runOk('ceph', ['-c', conf, 'auth', 'rm', `client.${fencerId}`]);
+      }
+    } finally {
+      stopHolders();
+      await removeBlocklisted();
     }
   });
 });

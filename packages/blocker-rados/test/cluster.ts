@@ -125,7 +125,8 @@ export function freshNamespace(tag: string): string {
 export interface RadosLockInfo {
   name: string;
   type: string;
-  lockers: Array<{ cookie: string; description: string; name: string }>;
+  /** `expiration`: when the OSD drops the holder (`0.000000`: never), on the OSD's clock. */
+  lockers: Array<{ cookie: string; description: string; name: string; expiration: string; addr: string }>;
 }
 
 /** `rados lock info` of `<volume>_lock` in namespace `ns` of `pool`, as an administrator reads it. */

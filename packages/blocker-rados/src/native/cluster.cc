@@ -9,7 +9,9 @@ Napi::Function Cluster::Init(Napi::Env env) {
                       InstanceMethod<&Cluster::OpenPool>("openPool"),
                       InstanceMethod<&Cluster::Shutdown>("shutdown"),
                       InstanceMethod<&Cluster::InstanceId>("instanceId"),
-                      InstanceMethod<&Cluster::WaitForLatestOsdmap>("waitForLatestOsdmap")});
+                      InstanceMethod<&Cluster::WaitForLatestOsdmap>("waitForLatestOsdmap"),
+                      InstanceMethod<&Cluster::Addrs>("addrs"),
+                      InstanceMethod<&Cluster::BlocklistAdd>("blocklistAdd")});
 }
 
 Cluster::Cluster(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Cluster>(info) {}
@@ -115,6 +117,39 @@ Napi::Value Cluster::WaitForLatestOsdmap(const Napi::CallbackInfo& info) {
   rados_t c = cluster_;
   return RunAsync(env, Value(), "rados_wait_for_latest_osdmap",
                   [c]() { return rados_wait_for_latest_osdmap(c); });
+}
+
+// addrs() -> the client's messenger addresses (rados_getaddrs), what fencing blocklists; null
+// before connect.
+Napi::Value Cluster::Addrs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!connected_) return env.Null();
+  char* addrs = nullptr;
+  int r = rados_getaddrs(cluster_, &addrs);
+  if (r < 0) {
+    ErrnoError(env, -r, "rados_getaddrs").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::String s = Napi::String::New(env, addrs != nullptr ? addrs : "");
+  free(addrs);  // rados_getaddrs strdup()s it
+  return s;
+}
+
+// blocklistAdd(addr, expireSeconds) -> Promise<void>: the monitors' "osd blocklist add" for one
+// client address (0: the cluster's default expiry); librados then waits for the OSD map that has it.
+Napi::Value Cluster::BlocklistAdd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!Usage(info, connected_ && info[0].IsString() && info[1].IsNumber(),
+             "blocklistAdd(addr, expireSeconds) needs a connected cluster"))
+    return env.Undefined();
+  std::string addr = info[0].As<Napi::String>().Utf8Value();
+  uint32_t expire = info[1].As<Napi::Number>().Uint32Value();
+  rados_t c = cluster_;
+  return RunAsync(env, Value(), "rados_blocklist_add " + addr, [c, addr, expire]() {
+    std::vector<char> a(addr.begin(), addr.end());
+    a.push_back(0);
+    return rados_blocklist_add(c, a.data(), expire);
+  });
 }
 
 }  // namespace archip

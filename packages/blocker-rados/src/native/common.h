@@ -72,7 +72,7 @@ class Cluster : public Napi::ObjectWrap<Cluster> {
   rados_t handle() const { return cluster_; }
 
  private:
-  JsMethod Connect, OpenPool, Shutdown, InstanceId, WaitForLatestOsdmap;
+  JsMethod Connect, OpenPool, Shutdown, InstanceId, WaitForLatestOsdmap, Addrs, BlocklistAdd;
   rados_t cluster_ = nullptr;
   bool connected_ = false;
 };
@@ -100,11 +100,11 @@ class Pool : public Napi::ObjectWrap<Pool> {
   JsMethod Read, Write, WriteFull, WriteExtents, Create, Remove, Stat;
   Napi::Value Transfer(const Napi::CallbackInfo& info, bool read);
   Napi::Value Operate(const Napi::CallbackInfo& info, std::unique_ptr<AioOp> op);
-  // locks.cc
-  JsMethod LockExclusive, Unlock, ListLockers, BreakLock;
-  template <typename Call>
-  Napi::Value LockCall(const Napi::CallbackInfo& info, size_t n, const char* usage, const char* call, Call fn,
-                       PromiseWorker::Result result = nullptr);
+  // ops.cc
+  JsMethod WriteOp, ReadOp;
+  template <typename Run>
+  Napi::Value CompoundOp(const Napi::CallbackInfo& info, bool write, const char* usage, const char* call,
+                         Run run);
   // watch.cc
   JsMethod WatchObject, Unwatch, Notify;
   // list.cc

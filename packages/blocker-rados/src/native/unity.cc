@@ -3,7 +3,7 @@
 #include "cluster.cc"
 #include "pool.cc"
 #include "aio.cc"
-#include "locks.cc"
+#include "ops.cc"
 #include "watch.cc"
 #include "list.cc"
 #include "addon.cc"

@@ -1,0 +1,64 @@
+/**
+ * A lock holder in a process of its own (test/fencing.test.ts spawns it through ts-register.mjs):
+ * opens a RadosBlocker with its own librados client, takes lock `volume` as a process hold with
+ * lease `leaseMs`, renews it every lease/3 and writes a counter into object `<volume>_data` every
+ * `writeEveryMs`. It reports on stdout, one JSON object a line: `ready` (its client address and
+ * name), `wrote` (n), `write-failed` / `renew-failed` (n, code, message, fenced).
+ *
+ * Options come as JSON in ARCHIP_HOLDER: conf, pool, namespace, identity, volume, leaseMs,
+ * writeEveryMs, and `host`: hold the lock for this process as if it ran on that host (a holder
+ * elsewhere, whose lock a break fences instead of refusing).
+ */
+import { currentProcess, type LockProcess } from '@archipelago/blocker';
+import { ArchipelagoError } from '@archipelago/libxseg';
+import { RadosBlocker } from '../../src/index.js';
+
+interface Options {
+  conf: string;
+  pool: string;
+  namespace: string;
+  identity: string;
+  volume: string;
+  leaseMs: number;
+  writeEveryMs: number;
+  host?: string;
+}
+
+const o = JSON.parse(process.env.ARCHIP_HOLDER ?? '{}') as Options;
+const say = (event: string, extra: Record<string, unknown> = {}) =>
+  process.stdout.write(`${JSON.stringify({ event, ...extra })}\n`);
+const failure = (e: unknown) =>
+  ArchipelagoError.isInstance(e)
+    ? { code: e.code, message: e.message, fenced: e.details.fenced === true }
+    : { code: 'unknown', message: String(e), fenced: false };
+
+const b = await RadosBlocker.open({
+  cephConf: o.conf,
+  pool: o.pool,
+  namespace: o.namespace,
+  identity: o.identity,
+  leaseMs: o.leaseMs,
+  opTimeoutMs: 30_000, // never hang a test: a stuck op fails (ETIMEDOUT) instead
+});
+const as: LockProcess | undefined = o.host === undefined ? undefined : { ...currentProcess(), host: o.host };
+await b.acquire(o.volume, as === undefined ? {} : { as });
+say('ready', { addr: b.clientAddr, client: b.clientName, pid: process.pid });
+
+setInterval(
+  () => {
+    b.renew(o.volume, as === undefined ? {} : { as }).then(
+      () => {},
+      (e: unknown) => say('renew-failed', failure(e)),
+    );
+  },
+  Math.max(50, Math.floor(o.leaseMs / 3)),
+);
+let n = 0;
+setInterval(() => {
+  const k = ++n;
+  b.write(`${o.volume}_data`, 0, Buffer.from(String(k).padStart(12, '0'))).then(
+    () => say('wrote', { n: k }),
+    (e: unknown) => say('write-failed', { n: k, ...failure(e) }),
+  );
+}, o.writeEveryMs);
+process.on('SIGTERM', () => process.exit(0));
