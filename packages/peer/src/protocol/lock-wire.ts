@@ -43,9 +43,7 @@ export function encodeLockArgs(a: LockArgs): Buffer {
  */
 export function decodeLockArgs(data: Buffer, what: string): LockArgs {
   if (data[0] !== 0x7b) return { identity: checkIdentity(data.toString('utf8'), what), hold: 'host' };
-  const o = fromJson<Record<string, unknown>>(data, what);
-  if (o === null || typeof o !== 'object' || Array.isArray(o))
-    throw bad(what, 'the arguments must be a JSON object');
+  const o = fromJson<Record<string, unknown>>(data, what); // `{` and valid: an object
   const a: LockArgs = { identity: checkIdentity(o.identity, what) };
   if (o.hold !== undefined) {
     if (o.hold !== 'process' && o.hold !== 'host') throw bad(what, '"hold" must be "process" or "host"');
