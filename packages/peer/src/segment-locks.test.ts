@@ -38,6 +38,25 @@ afterAll(() => h.teardown());
 const client = (o: { identity?: string; process?: LockProcess } = {}) =>
   new SegmentBlocker({ segment: seg, port: PORT, identity: o.identity ?? 'host1_client', ...o });
 
+/** A process of another host (known by its lease only). */
+const ELSEWHERE: LockProcess = { host: 'elsewhere', boot: 'b', pid: 4242, start: '1' };
+
+/** Runs `fn` with clients A and B (identities host1_a, host1_b); A holds lock `name` for ELSEWHERE. */
+async function withHeldElsewhere(
+  name: string,
+  leaseMs: number,
+  fn: (a: SegmentBlocker, b: SegmentBlocker) => Promise<void>,
+): Promise<void> {
+  const a = client({ identity: 'host1_a' });
+  const b = client({ identity: 'host1_b' });
+  try {
+    await a.acquire(name, { as: ELSEWHERE, leaseMs });
+    await fn(a, b);
+  } finally {
+    await Promise.all([a.close(), b.close()]);
+  }
+}
+
 /** Sends one raw request to the peer; resolves with its JSON answer or rejects with its error. */
 async function raw(op: number, target: string, data: Buffer, flags = 0): Promise<unknown> {
   const port = seg.bindDynamicPort();
@@ -136,24 +155,17 @@ describe('locks over the segment', () => {
     }
   });
 
-  it('breakLock without onWait waits for the lease in the peer, in one call', async () => {
-    const a = client({ identity: 'host1_a' });
-    const b = client({ identity: 'host1_b' });
-    try {
-      const elsewhere: LockProcess = { host: 'elsewhere', boot: 'b', pid: 4242, start: '1' };
-      await a.acquire('vol6', { as: elsewhere, leaseMs: 300 });
+  it('breakLock without onWait waits for the lease in the peer, in one call', () =>
+    withHeldElsewhere('vol6', 300, async (_a, b) => {
       const t0 = Date.now();
       const report = await b.breakLock('vol6');
       expect(report).toMatchObject({
-        previous: { owner: 'host1_a', process: elsewhere },
+        previous: { owner: 'host1_a', process: ELSEWHERE },
         fenced: 'its lease ran out',
       });
       expect(Date.now() - t0).toBeGreaterThanOrEqual(200);
       expect(await b.lockInfo('vol6')).toBeNull();
-    } finally {
-      await Promise.all([a.close(), b.close()]);
-    }
-  });
+    }));
 });
 
 describe('a fenced blocker over the segment', () => {
@@ -237,12 +249,8 @@ describe('lock calls when the blocker peer dies', () => {
     }
   });
 
-  it('a break the peer was waiting in when killed fails, and is not sent again', async () => {
-    const a = client({ identity: 'host1_a' });
-    const b = client({ identity: 'host1_b' });
-    try {
-      const elsewhere: LockProcess = { host: 'elsewhere', boot: 'b', pid: 4242, start: '1' };
-      await a.acquire('vol8', { as: elsewhere, leaseMs: 5_000 });
+  it('a break the peer was waiting in when killed fails, and is not sent again', () =>
+    withHeldElsewhere('vol8', 5_000, async (a, b) => {
       const waits: number[] = [];
       const broken = b.breakLock('vol8', { onWait: (_what, ms) => waits.push(ms) }).catch((e: unknown) => e);
       // The peer took the lock from the holder and waits out its lease.
@@ -259,8 +267,5 @@ describe('lock calls when the blocker peer dies', () => {
       // Which the next acquire of this host takes over.
       expect(await a.acquire('vol8')).toMatchObject({ took: true, tookOver: /is gone/ });
       await a.release('vol8');
-    } finally {
-      await Promise.all([a.close(), b.close()]);
-    }
-  });
+    }));
 });
