@@ -284,7 +284,10 @@ export class SegmentBlocker extends AbstractBlocker {
     });
   }
 
-  /** Extends the lease (RENEW, retried: renewing twice is renewing). ELOCKED `lost` when the lock is another's now. */
+  /**
+   * RENEW: extends the lease of the lock this client's process holds (retried: renewing twice is
+   * renewing). ELOCKED with `details.lost` when the lock is another's now.
+   */
   override renew(name: string, options: RenewOptions = {}): Promise<LockRecord> {
     return this.counted(name, 'lock name', leaseError(options.leaseMs), () => {
       const data = this.lockArgs({
