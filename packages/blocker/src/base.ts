@@ -264,7 +264,7 @@ export abstract class AbstractBlocker<H extends LockHolder = LockHolder> impleme
    * The calls off the hot path: checks (closed, then `name` in its `role`, then `bad`, another
    * argument's error), then `run`, counted as a call in flight until it settles.
    */
-  private async counted<T>(
+  protected async counted<T>(
     name: unknown,
     role: NameRole,
     bad: Error | null,

@@ -19,6 +19,7 @@ export {
   type VlmcdPeerOptions,
 } from './options.js';
 export { type PidfileState, pidAlive, readPidfile, removePidfile, writePidfile } from './pidfile.js';
+export { type BreakReply, decodeLockArgs, encodeLockArgs, type LockArgs } from './protocol/lock-wire.js';
 export { decodeSegments, encodeSegments, MapperOp } from './protocol/mapper-wire.js';
 export { VlmcFlag, VlmcOp } from './protocol/vlmc-wire.js';
 export {

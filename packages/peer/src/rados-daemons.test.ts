@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
+import type { LockProcess } from '@archipelago/blocker';
 import { blockerConformance } from '@archipelago/blocker/test';
 import { Op, XF } from '@archipelago/libxseg';
 import type { Segment } from '@archipelago/libxseg/segment';
@@ -107,7 +109,10 @@ describe('mapperd and vlmcd over rados_blocker peers', () => {
       const info = await lockInfo('maps', 'idlock_lock');
       expect(info.lockers).toHaveLength(1);
       expect(info.lockers[0]?.cookie).toMatch(/^hostA_client#[0-9a-f]{16}$/);
-      expect(info.lockers[0]?.description).toMatch(/^archipelago hostA_client on \S+ pid \d+$/);
+      // Held for the client (this process), not for the blocker peer: `rados lock info` names its pid.
+      expect(info.lockers[0]?.description).toBe(
+        `archipelago hostA_client on ${hostname()} pid ${process.pid}`,
+      );
       expect(await b.lockOwner('idlock')).toBe('hostA_client');
       await expect(b.acquire('idlock')).rejects.toMatchObject({
         code: 'ELOCKED',
@@ -135,6 +140,42 @@ describe('mapperd and vlmcd over rados_blocker peers', () => {
       await Promise.all([a.close(), b.close()]);
     }
   });
+});
+
+describe('a blocker peer fenced by another host', () => {
+  it('fails its clients with EIO fenced, as a local RadosBlocker would, and they do not retry', async () => {
+    // A blocker peer of its own: fencing blocklists its RADOS client, so every client of it.
+    const FENCED_PORT = 9;
+    await h.start({ ...base('blockerf', FENCED_PORT), blocker: rados('maps') });
+    const a = new SegmentBlocker({ segment: seg, port: FENCED_PORT, identity: 'hostA_fenced' });
+    const { RadosBlocker } = await import('@archipelago/blocker-rados');
+    const other = await RadosBlocker.open({
+      pool: 'maps',
+      namespace: ns,
+      cephConf: conf,
+      identity: 'hostB_breaker',
+    });
+    try {
+      // A process of another host holds the lock through the peer (so a break fences, not EBUSY).
+      const elsewhere: LockProcess = { host: 'hostA', boot: 'another-boot', pid: 4242, start: '42' };
+      await a.acquire('fencelock', { as: elsewhere, leaseMs: 60_000 });
+      const report = await other.breakLock('fencelock');
+      expect(report.fenced).toMatch(/^blocklisted /);
+      expect(report.previous).toMatchObject({ owner: 'hostA_fenced', process: elsewhere });
+      for (const call of [
+        () => a.renew('fencelock', { as: elsewhere }),
+        () => a.write('fenced-object', 0, Buffer.from('late')),
+      ]) {
+        const e = await call().catch((err: unknown) => err);
+        expect(e).toMatchObject({ code: 'EIO', message: /was fenced/, details: { fenced: true } });
+      }
+      expect(a.retries).toBe(0);
+      expect(await other.exists('fenced-object')).toBe(false);
+    } finally {
+      await Promise.all([a.close(), other.close()]);
+      h.children.get('blockerf')?.kill('SIGKILL');
+    }
+  }, 60_000);
 });
 
 describe('an unreachable cluster', () => {

@@ -251,8 +251,9 @@ export async function startPeer(opts: PeerOptions): Promise<RunningPeer> {
           log.warn({ err, port: p.number }, 'leaving the port failed');
         }
       }
-      seg.close();
+      // The service first: mapperd's close still talks to blockerm (it hands its volumes to the host).
       await service.close();
+      seg.close();
       removePidfile(opts.pidfile);
       log.info(`${opts.role} stopped`);
       log.flush();

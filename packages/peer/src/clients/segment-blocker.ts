@@ -1,19 +1,33 @@
 /**
  * SegmentBlocker: a Blocker whose calls go through the segment to a blocker peer. It binds one
  * dynamic port and sends each call as one request (protocol/wire.ts); the peer's errors come back
- * as the same ArchipelagoErrors the local blocker would have thrown. Every blocker call is
- * idempotent (for one identity), so each is retried when the peer died or stopped (client.ts).
+ * as the same ArchipelagoErrors the local blocker would have thrown. Calls are retried when the
+ * peer died or stopped (client.ts), except breakLock (below).
  *
- * Arguments, close() and the waiting acquire are AbstractBlocker's, as for every blocker: a bad
- * name never reaches the segment, and misuse fails here as it would on a local blocker.
+ * Arguments and close() are AbstractBlocker's, as for every blocker: a bad name never reaches the
+ * segment, and misuse fails here as it would on a local blocker. The lock logic (take-over of a
+ * dead holder, fencing, renewal, breaking) runs in the peer, on its blocker of this client's
+ * identity, for this client's process (`process`, or the `as` of a call): the lock records the
+ * pid of the process using this SegmentBlocker, never the blocker peer's. So acquire, renew,
+ * breakLock and release are one call to the peer each (protocol/lock-wire.ts), and the backend's
+ * lock hooks are never reached here.
  */
 import { hostname } from 'node:os';
 import {
   AbstractBlocker,
+  type AcquireOptions,
+  type AcquireResult,
+  type BreakOptions,
+  type BreakReport,
+  countError,
   isValidObjectName,
-  type LockHolder,
+  type LockProcess,
+  type LockRecord,
   type LockSession,
+  lockTimeoutError,
+  type RenewOptions,
   resolveIdentity,
+  timeoutError,
 } from '@archipelago/blocker';
 import {
   ArchipelagoError,
@@ -24,7 +38,8 @@ import {
   XF,
 } from '@archipelago/libxseg';
 import type { XsegReply } from '@archipelago/libxseg/segment';
-import { PeerFlag, PeerOp } from '../protocol/wire.js';
+import { type BreakReply, encodeLockArgs, type LockArgs } from '../protocol/lock-wire.js';
+import { fromJson, PeerFlag, PeerOp } from '../protocol/wire.js';
 import { PeerClient, type PeerClientOptions, type Send } from './client.js';
 
 export interface SegmentBlockerOptions extends PeerClientOptions {
@@ -36,7 +51,14 @@ export interface SegmentBlockerOptions extends PeerClientOptions {
   lockTimeoutMs?: number;
   /** How often a waiting acquire retries, in ms (default 100). */
   lockPollMs?: number;
+  /** Lease of a process hold when a call names none, ms (default 15000; 0: no lease). */
+  leaseMs?: number;
+  /** The process locks are held for unless a call says `as` (default: this process). */
+  process?: LockProcess;
 }
+
+/** Room reserved for a JSON answer (a lock record, an acquire's result); a longer one still fits. */
+const JSON_REPLY_ROOM = 2048;
 
 /** The segment side of a SegmentBlocker: every call may be sent again after the peer died. */
 class BlockerLink extends PeerClient {
@@ -59,12 +81,20 @@ class BlockerLink extends PeerClient {
   override simple(what: string, o: Send): Promise<void> {
     return super.simple(what, o);
   }
+
+  /** A call answered with JSON; `retry`: send it again after the peer died or stopped. */
+  async json<T>(what: string, o: Send, retry: boolean): Promise<T> {
+    const r = await super.request(what, { reserve: JSON_REPLY_ROOM, ...o }, retry);
+    try {
+      return fromJson<T>(r.data.subarray(0, r.serviced), what);
+    } finally {
+      r.release();
+    }
+  }
 }
 
 export class SegmentBlocker extends AbstractBlocker {
   private readonly link: BlockerLink;
-  /** The identity as lock requests carry it. */
-  private readonly id: Buffer;
 
   constructor(opts: SegmentBlockerOptions) {
     const identity = resolveIdentity('SegmentBlocker', opts.identity ?? `${hostname()}_segment`, hostname());
@@ -73,8 +103,9 @@ export class SegmentBlocker extends AbstractBlocker {
       identity,
       ...(opts.lockTimeoutMs !== undefined ? { lockTimeoutMs: opts.lockTimeoutMs } : {}),
       ...(opts.lockPollMs !== undefined ? { lockPollMs: opts.lockPollMs } : {}),
+      ...(opts.leaseMs !== undefined ? { leaseMs: opts.leaseMs } : {}),
+      ...(opts.process !== undefined ? { process: opts.process } : {}),
     });
-    this.id = Buffer.from(identity);
     this.link = new BlockerLink(opts);
   }
 
@@ -217,42 +248,86 @@ export class SegmentBlocker extends AbstractBlocker {
     }
   }
 
+  // ------------------------------------------------------------------ locks (decided by the peer)
+
   /**
-   * Each attempt is one non-blocking acquire (XF_NOSYNC) on the peer, so no peer slot is held
-   * while waiting and close() ends the wait at once. (The wire also has the blocking form, without
-   * XF_NOSYNC, for clients that want the peer to wait.)
+   * One ACQUIRE per attempt, which the peer's blocker of this identity decides for `as` (this
+   * client's process unless the call names another): it takes a free lock, takes over a dead
+   * holder's after fencing it, and rewrites a lock this identity holds to the hold asked for.
+   * Attempts do not wait in the peer (XF_NOSYNC): a waiting acquire tries again every
+   * `lockPollMs` from here, so no peer slot is held while it waits and close() ends the wait at
+   * once (ECLOSED). Retried after a peer restart: for one identity and process acquire is
+   * idempotent (an attempt the dead peer had served finds the lock ours: `took` false).
    */
-  protected _lockSession(name: string): LockSession {
-    return {
-      attempt: async () => {
+  override acquire(name: string, options: AcquireOptions = {}): Promise<AcquireResult> {
+    const t = options.timeoutMs;
+    const bad = (t === undefined ? null : timeoutError(t, name)) ?? leaseError(options.leaseMs);
+    return this.counted(name, 'lock name', bad, async () => {
+      const hold = options.hold ?? 'process';
+      const args = this.lockArgs({
+        hold,
+        leaseMs: options.leaseMs ?? this.leaseMs,
+        ...(hold === 'process' ? { as: options.as ?? this.process } : {}),
+      });
+      const deadline = Date.now() + (t ?? this.lockTimeoutMs);
+      for (;;) {
         try {
-          await this.link.simple(`acquire ${name}`, {
-            op: Op.ACQUIRE,
-            target: name,
-            flags: XF.NOSYNC,
-            size: this.id.length,
-            data: this.id,
-          });
-          return null;
+          const o = { op: Op.ACQUIRE, target: name, flags: XF.NOSYNC, data: args };
+          return await this.link.json<AcquireResult>(`acquire ${name}`, o, true);
         } catch (e) {
-          if (!ArchipelagoError.is(e, 'ELOCKED')) throw e;
-          return String(e.details.owner);
+          if (options.wait !== true || !ArchipelagoError.is(e, 'ELOCKED')) throw e;
+          const left = deadline - Date.now();
+          if (left <= 0) throw lockTimeoutError(name, String(e.details.owner), t ?? this.lockTimeoutMs);
+          await this.pollPause(left);
         }
-      },
-    };
+      }
+    });
   }
 
-  protected async _lockHolder(name: string): Promise<LockHolder | null> {
-    const r = await this.link.request(`lockOwner ${name}`, {
-      op: PeerOp.LOCKOWNER,
-      target: name,
-      reserve: 256,
+  /**
+   * RENEW: extends the lease of the lock this client's process holds (retried: renewing twice is
+   * renewing). ELOCKED with `details.lost` when the lock is another's now.
+   */
+  override renew(name: string, options: RenewOptions = {}): Promise<LockRecord> {
+    return this.counted(name, 'lock name', leaseError(options.leaseMs), () => {
+      const data = this.lockArgs({
+        leaseMs: options.leaseMs ?? this.leaseMs,
+        as: options.as ?? this.process,
+      });
+      return this.link.json<LockRecord>(`renew ${name}`, { op: PeerOp.RENEW, target: name, data }, true);
     });
-    try {
-      return r.serviced === 0 ? null : { owner: r.data.subarray(0, r.serviced).toString('utf8') };
-    } finally {
-      r.release();
-    }
+  }
+
+  /**
+   * BREAK, done by the peer's blocker of this identity. With `onWait`, the peer answers as soon as
+   * the break starts waiting for a holder's lease to run out (file blockers); `onWait` is called
+   * and a second BREAK (`join`) collects the report. Never sent again after the peer died: the
+   * break may have run, and a lock taken since by someone else must not be broken by a retry.
+   */
+  override breakLock(name: string, options: BreakOptions = {}): Promise<BreakReport> {
+    return this.counted(name, 'lock name', null, async () => {
+      const waitMs = options.waitMs ?? this.leaseMs + 1000;
+      const send = (a: Partial<LockArgs>) =>
+        this.link.json<BreakReply>(
+          `breakLock ${name}`,
+          { op: PeerOp.BREAK, target: name, data: this.lockArgs(a) },
+          false,
+        );
+      let r = await send({ waitMs, ...(options.onWait ? { progress: true } : {}) });
+      if ('waiting' in r) {
+        options.onWait?.(r.waiting.what, r.waiting.ms);
+        r = await send({ waitMs, join: true });
+      }
+      if (!('report' in r))
+        throw new ArchipelagoError('EIO', `breakLock ${name}: the blocker peer answered no report`);
+      return r.report;
+    });
+  }
+
+  /** LOCKINFO: the record (owner, holding process, lease), as the peer's blocker reads it. */
+  protected _lockHolder(name: string): Promise<LockRecord | null> {
+    const o = { op: PeerOp.LOCKINFO, target: name };
+    return this.link.json<LockRecord | null>(`lockInfo ${name}`, o, true);
   }
 
   /** One round trip: the peer's blocker (with this identity) makes the owner check itself. */
@@ -261,18 +336,33 @@ export class SegmentBlocker extends AbstractBlocker {
       op: Op.RELEASE,
       target: name,
       flags: force ? XF.FORCE : 0,
-      size: this.id.length,
-      data: this.id,
+      data: this.lockArgs({}),
     });
   }
 
-  /** A forced release on the peer (what the base's `_release` asks for once it checked the holder). */
-  protected _unlock(name: string): Promise<boolean> {
-    return absentAs(
-      false,
-      this._release(name, true).then(() => true),
-      'ENOTLOCKED',
-    );
+  // acquire, renew, breakLock and release run in the peer: AbstractBlocker never calls these.
+  protected _lockSession(): LockSession {
+    throw decidedByPeer('_lockSession');
+  }
+
+  protected _replace(): Promise<boolean> {
+    return Promise.reject(decidedByPeer('_replace'));
+  }
+
+  protected _unlock(): Promise<boolean> {
+    return Promise.reject(decidedByPeer('_unlock'));
+  }
+
+  /** The arguments of a lock call: this identity and `a`. */
+  private lockArgs(a: Partial<LockArgs>): Buffer {
+    return encodeLockArgs({ identity: this.identity, ...a });
+  }
+
+  /** Between two attempts of a waiting acquire: `lockPollMs` at most; close() ends it (ECLOSED). */
+  private async pollPause(left: number): Promise<void> {
+    this.assertOpen();
+    await this.sleep(Math.min(this.lockPollMs, left));
+    this.assertOpen();
   }
 
   protected _flush(): Promise<void> {
@@ -285,21 +375,30 @@ export class SegmentBlocker extends AbstractBlocker {
   }
 }
 
+/** EINVAL unless a lease (ms) is an integer >= 0 (or not given), as every blocker checks it. */
+function leaseError(ms: unknown): Error | null {
+  return ms === undefined ? null : countError(ms, 'leaseMs');
+}
+
+/** A lock hook of AbstractBlocker reached on a SegmentBlocker: a bug (the peer runs the lock logic). */
+function decidedByPeer(hook: string): ArchipelagoError {
+  return new ArchipelagoError(
+    'EIO',
+    `SegmentBlocker.${hook}: the blocker peer runs the lock logic; this is a bug`,
+  );
+}
+
 /** A Buffer over the same bytes (the segment copies them once, into the request). */
 function toBuffer(data: Uint8Array): Buffer {
   return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
 }
 
-/** `p`, or `value` when it fails with `code` (the peer's way of saying "there is none"). */
-async function absentAs<T, A>(
-  value: A,
-  p: Promise<T>,
-  code: 'ENOENT_OBJECT' | 'ENOTLOCKED' = 'ENOENT_OBJECT',
-) {
+/** `p`, or `value` when it fails with ENOENT_OBJECT (the peer's way of saying "there is none"). */
+async function absentAs<T, A>(value: A, p: Promise<T>) {
   try {
     return await p;
   } catch (e) {
-    if (ArchipelagoError.is(e, code)) return value;
+    if (ArchipelagoError.is(e, 'ENOENT_OBJECT')) return value;
     throw e;
   }
 }

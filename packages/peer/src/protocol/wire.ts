@@ -16,6 +16,12 @@ export const PeerOp = {
   LOCKOWNER: 65,
   /** list: target = prefix, data = cursor (last name of the previous page, empty at first). */
   LIST: 66,
+  /** lockInfo: target = lock name; reply JSON LockRecord, or null when free. */
+  LOCKINFO: 67,
+  /** renew: target = lock name, data = JSON LockArgs (identity, leaseMs, as); reply JSON LockRecord. */
+  RENEW: 68,
+  /** breakLock: target = lock name, data = JSON LockArgs (identity, waitMs, progress, join); reply JSON BreakReply. */
+  BREAK: 69,
 } as const;
 
 /** The blocker ops a blocker peer serves. */
@@ -64,13 +70,16 @@ export function encodeError(e: unknown): Buffer {
   } else {
     message = e instanceof Error ? e.message : String(e);
   }
-  let json: string;
+  let json: Buffer;
   try {
-    json = JSON.stringify({ code, message, details });
+    json = toJson({ code, message, details });
   } catch {
-    json = JSON.stringify({ code, message, details: {} });
+    // Details JSON cannot carry (a cycle): keep the plain values, so a flag such as
+    // `details.fenced` still crosses.
+    const plain = Object.entries(details).filter(([, v]) => v === null || typeof v !== 'object');
+    json = toJson({ code, message, details: Object.fromEntries(plain) });
   }
-  return Buffer.concat([ERROR_MAGIC, Buffer.from(json)]);
+  return Buffer.concat([ERROR_MAGIC, json]);
 }
 
 /**
@@ -80,12 +89,11 @@ export function encodeError(e: unknown): Buffer {
 export function decodeError(data: Buffer, what: string, peer = 'blocker'): ArchipelagoError {
   if (data.length > ERROR_MAGIC.length && data.subarray(0, ERROR_MAGIC.length).equals(ERROR_MAGIC)) {
     try {
-      const o = JSON.parse(data.subarray(ERROR_MAGIC.length).toString()) as {
-        code?: unknown;
-        message?: unknown;
-        details?: unknown;
-      };
-      if (typeof o.code === 'string' && o.code in ERROR_CODES && typeof o.message === 'string') {
+      const o = fromJson<{ code?: unknown; message?: unknown; details?: unknown } | null>(
+        data.subarray(ERROR_MAGIC.length),
+        what,
+      );
+      if (typeof o?.code === 'string' && o.code in ERROR_CODES && typeof o.message === 'string') {
         const details =
           o.details && typeof o.details === 'object' ? (o.details as Record<string, unknown>) : {};
         return new ArchipelagoError(o.code as ErrorCode, o.message, { details });

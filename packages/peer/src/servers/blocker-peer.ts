@@ -1,11 +1,13 @@
 /**
  * The blocker peer's request handler: each segment request becomes one Blocker call on the peer's
  * blocker (a FileBlocker or a RadosBlocker); the answer (or the error, see wire.ts) goes back in
- * the reply. Locks belong to the client's identity, so acquire/release go through a blocker with
- * that identity (`lockerFor`), kept in a small LRU.
+ * the reply. Locks belong to the client's identity, so acquire, renew, break and release go
+ * through a blocker with that identity (`lockerFor`), kept in a small LRU; and they are held for
+ * the client's process (`as`, lock-wire.ts), never for this peer's: the lock records the pid of
+ * mapperd or of a `vlmc map` endpoint.
  */
 import { hostname } from 'node:os';
-import { type Blocker, readIntoBuffer } from '@archipelago/blocker';
+import { type Blocker, type BreakReport, readIntoBuffer } from '@archipelago/blocker';
 import { FileBlocker } from '@archipelago/blocker-file';
 import type { RadosBlocker } from '@archipelago/blocker-rados';
 import {
@@ -14,6 +16,7 @@ import {
   encodeInfoReply,
   encodeTargetPayload,
   Op,
+  opName,
   XF,
 } from '@archipelago/libxseg';
 import type { RespondOptions, XsegRequest } from '@archipelago/libxseg/segment';
@@ -22,23 +25,40 @@ import {
   RADOS_CONNECT_TIMEOUT_MS,
   type RadosBlockerPeerOptions,
 } from '../options.js';
-import { LIST_PAGE_BYTES, PeerFlag, PeerOp, payloadOf } from '../protocol/wire.js';
+import { type BreakReply, decodeLockArgs, holderOf, type LockArgs } from '../protocol/lock-wire.js';
+import { LIST_PAGE_BYTES, PeerFlag, PeerOp, payloadOf, toJson } from '../protocol/wire.js';
 import { notServed, type PeerService, peerService } from './service.js';
 
 export type { PeerService };
 
-/** The longest identity a lock request may carry. */
-const MAX_IDENTITY = 128;
 /** Per-identity lock blockers kept open. */
 const MAX_LOCKERS = 256;
+/** How long the report of a break nobody collected is kept, ms. */
+const BREAK_KEEP_MS = 60_000;
+
+/** A breakLock under way: a BREAK with `join` collects its report. */
+interface BreakJob {
+  report: Promise<BreakReport>;
+  /** Resolves when the break starts waiting for a holder's lease to run out. */
+  waiting: Promise<{ what: string; ms: number }>;
+  done: boolean;
+}
 
 export type BlockerService = PeerService;
+
+const nothing = () => null;
+
+/** A reply carrying `value` as JSON. */
+function json(value: unknown): RespondOptions {
+  const data = toJson(value);
+  return { data, serviced: data.length };
+}
 
 /**
  * The blocker peer over any blocker. `main` serves every object call and the locks of requests
  * without an identity; `lockerFor(identity)` gives a blocker whose locks belong to `identity`
- * (used for acquire/release only; closed when it falls out of the LRU of `MAX_LOCKERS`, and at
- * close). The service owns `main` and the lockers: `close()` closes them.
+ * (used for acquire, renew, breakLock and release; closed when it falls out of the LRU of
+ * `MAX_LOCKERS`, and at close). The service owns `main` and the lockers: `close()` closes them.
  */
 export function createBlockerService(
   main: Blocker,
@@ -63,11 +83,51 @@ export function createBlockerService(
     return b;
   };
 
-  const identityOf = (req: XsegRequest): string => {
-    const len = Math.min(req.size, req.data.length);
-    if (len > MAX_IDENTITY)
-      throw new ArchipelagoError('EINVAL', `lock identity longer than ${MAX_IDENTITY} bytes`);
-    return req.data.subarray(0, len).toString('utf8');
+  const argsOf = (req: XsegRequest): LockArgs => decodeLockArgs(payloadOf(req), opName(req.op));
+
+  /** Breaks under way, by identity and lock: a client that was told of a wait comes back (join). */
+  const breaks = new Map<string, BreakJob>();
+  const startBreak = (key: string, b: Blocker, name: string, a: LockArgs): BreakJob => {
+    let signal: (w: { what: string; ms: number }) => void = () => {};
+    const waiting = new Promise<{ what: string; ms: number }>((r) => {
+      signal = r;
+    });
+    const report = b.breakLock(name, {
+      ...(a.waitMs !== undefined ? { waitMs: a.waitMs } : {}),
+      onWait: (what, ms) => signal({ what, ms }),
+    });
+    const job: BreakJob = { report, waiting, done: false };
+    const settled = () => {
+      job.done = true;
+      setTimeout(() => {
+        if (breaks.get(key) === job) breaks.delete(key);
+      }, BREAK_KEEP_MS).unref();
+    };
+    report.then(settled, settled);
+    breaks.set(key, job);
+    return job;
+  };
+  const breakLock = async (name: string, a: LockArgs): Promise<BreakReply> => {
+    const key = `${a.identity}\n${name}`;
+    const found = breaks.get(key);
+    if (a.join && found === undefined)
+      throw new ArchipelagoError(
+        'EIO',
+        `breakLock ${name}: no break of it by ${a.identity} is under way here (the blocker peer restarted?); see who holds it now and break it again`,
+        { details: { lock: name } },
+      );
+    // A break this identity started on the lock and has not finished: join it.
+    const job =
+      found !== undefined && (a.join || !found.done) ? found : startBreak(key, locker(a.identity), name, a);
+    if (a.progress && !a.join) {
+      const waiting = await Promise.race([job.report.then(nothing, nothing), job.waiting]);
+      if (waiting !== null) return { waiting };
+    }
+    try {
+      return { report: await job.report };
+    } finally {
+      if (breaks.get(key) === job) breaks.delete(key);
+    }
   };
 
   const payload = payloadOf;
@@ -123,19 +183,34 @@ export function createBlockerService(
         await main.flush();
         return { serviced: 0 };
       case Op.ACQUIRE: {
-        const b = locker(identityOf(req));
+        const a = argsOf(req);
         const wait = (req.flags & XF.NOSYNC) === 0;
-        await b.acquire(name, {
+        const r = await locker(a.identity).acquire(name, {
           wait,
           ...(wait && req.flags & PeerFlag.TIMEOUT ? { timeoutMs: req.offset } : {}),
+          ...(a.hold === 'host' ? { hold: 'host' as const } : { as: holderOf(a, 'acquire') }),
+          ...(a.leaseMs !== undefined ? { leaseMs: a.leaseMs } : {}),
         });
-        return { serviced: 0 };
+        return json(r);
       }
       case Op.RELEASE: {
-        const b = locker(identityOf(req));
+        const b = locker(argsOf(req).identity);
         await b.release(name, { force: (req.flags & XF.FORCE) !== 0 });
         return { serviced: 0 };
       }
+      case PeerOp.RENEW: {
+        const a = argsOf(req);
+        return json(
+          await locker(a.identity).renew(name, {
+            as: holderOf(a, 'renew'),
+            ...(a.leaseMs !== undefined ? { leaseMs: a.leaseMs } : {}),
+          }),
+        );
+      }
+      case PeerOp.BREAK:
+        return json(await breakLock(name, argsOf(req)));
+      case PeerOp.LOCKINFO:
+        return json(await main.lockInfo(name));
       case PeerOp.LOCKOWNER: {
         const owner = await main.lockOwner(name);
         if (owner === null) return { serviced: 0, data: Buffer.alloc(0) };
