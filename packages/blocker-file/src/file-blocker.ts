@@ -989,7 +989,11 @@ async function linkLock(tmp: string, lock: string): Promise<boolean> {
 export function encodeLock(r: LockRecord): string {
   if (r.process === null) return `${r.owner}\n`;
   const { pid, start, boot, host } = r.process;
-  return `${r.owner}\n${JSON.stringify({ pid, start, boot, host, expires: r.expires })}\n`;
+  const extra = {
+    ...(r.proxied === true ? { proxied: true } : {}),
+    ...(r.notBefore !== undefined ? { notBefore: r.notBefore } : {}),
+  };
+  return `${r.owner}\n${JSON.stringify({ pid, start, boot, host, expires: r.expires, ...extra })}\n`;
 }
 
 /** Parses a lock file (see encodeLock); a second line that is no record is ignored. */
@@ -1008,6 +1012,8 @@ export function decodeLock(text: string): LockRecord {
         owner,
         process: { pid: o.pid, start: o.start, boot: o.boot, host: o.host },
         expires: typeof o.expires === 'number' ? o.expires : null,
+        ...(o.proxied === true ? { proxied: true } : {}),
+        ...(typeof o.notBefore === 'number' ? { notBefore: o.notBefore } : {}),
       };
   } catch {
     // the owner alone: a host hold

@@ -70,6 +70,8 @@ export function encodeRecord(rec: LockRecord, client: string, cookie: string): s
     process: rec.process,
     expires: rec.expires,
     ...(rec.addr !== undefined ? { addr: rec.addr } : {}),
+    ...(rec.proxied === true ? { proxied: true } : {}),
+    ...(rec.notBefore !== undefined ? { notBefore: rec.notBefore } : {}),
     client,
     cookie,
   };
@@ -114,6 +116,8 @@ export function decodeRecord(raw: string): StoredRecord | null {
     process: p === null ? null : { host: p.host, boot: p.boot, pid: p.pid, start: p.start },
     expires: o.expires as number | null,
     ...(typeof o.addr === 'string' ? { addr: o.addr } : {}),
+    ...(o.proxied === true ? { proxied: true } : {}),
+    ...(typeof o.notBefore === 'number' ? { notBefore: o.notBefore } : {}),
     client: o.client,
     cookie: o.cookie,
   };

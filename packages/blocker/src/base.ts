@@ -284,7 +284,12 @@ export abstract class AbstractBlocker<H extends LockHolder = LockHolder> impleme
   private recordFor(opts: Pick<AcquireOptions, 'hold' | 'leaseMs'>, self: LockProcess): LockRecord {
     if (opts.hold === 'host') return { owner: this.identity, process: null, expires: null };
     const lease = opts.leaseMs ?? this.leaseMs;
-    return { owner: this.identity, process: self, expires: lease > 0 ? Date.now() + lease : null };
+    return {
+      owner: this.identity,
+      process: self,
+      expires: lease > 0 ? Date.now() + lease : null,
+      ...(sameProcess(self, this.process) ? {} : { proxied: true }),
+    };
   }
 
   /**
@@ -370,13 +375,21 @@ export abstract class AbstractBlocker<H extends LockHolder = LockHolder> impleme
       else fenced = deadHolder(cur, self);
       if (fenced === null && cur.process !== null && sameHost(cur.process, self))
         throw holderAliveError(name, who);
-      if (fenced === null) fenced = await this._fence(name, cur);
+      let cutOff: string | null = null;
       if (fenced === null) {
-        // (cur is this backend's holder type: _lockHolder gave it)
-        // A live holder elsewhere that nothing can cut off: take the lock from it (it finds the lock
-        // lost at its next renewal and stops) and wait until its lease has run out.
+        cutOff = await this._fence(name, cur);
+        // Cutting off the writer's client stops the holder only if that client is the holder's own.
+        if (cutOff !== null && cur.proxied !== true) fenced = cutOff;
+      }
+      if (fenced === null) {
+        // A live holder elsewhere that nothing can cut off (entirely): take the lock from it (it
+        // finds the lock lost at its next renewal and stops) and wait until its lease has run out.
+        // Until then nobody may take the lock over, even if this breaker dies (`notBefore`).
         if (cur.expires === null) throw cannotFenceError(name, who, 'it holds no lease to wait out');
-        const ours = this.recordFor({ leaseMs: cur.expires - Date.now() + this.leaseMs }, self);
+        const ours = {
+          ...this.recordFor({ leaseMs: cur.expires - Date.now() + this.leaseMs }, self),
+          notBefore: cur.expires,
+        };
         if (!(await this._replace(name, cur, ours))) continue;
         const waitMs = opts.waitMs ?? this.leaseMs + 1000;
         const left = cur.expires - Date.now();
@@ -394,7 +407,10 @@ export abstract class AbstractBlocker<H extends LockHolder = LockHolder> impleme
           this.assertOpen();
         }
         await this._unlock(name, ours);
-        return { previous: cur, fenced: 'its lease ran out' };
+        return {
+          previous: cur,
+          fenced: cutOff === null ? 'its lease ran out' : `${cutOff}, and its lease ran out`,
+        };
       }
       if (await this._unlock(name, cur)) return { previous: cur, fenced };
     }

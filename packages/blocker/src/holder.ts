@@ -37,6 +37,18 @@ export interface LockRecord {
   expires: number | null;
   /** RADOS: the holder's client address, which fencing blocklists. */
   addr?: string;
+  /**
+   * The lock is held for a process other than the blocker that wrote it (a blocker peer holds
+   * it for its client): cutting off the writer's client (`addr`) does not stop the holder's other
+   * clients, so a break also waits its lease out.
+   */
+  proxied?: boolean;
+  /**
+   * Nobody may take this lock over before this time (ms since the epoch), even if its holder is
+   * dead: a breaker that took the lock from a live holder elsewhere writes it, so that if the
+   * breaker dies the old holder's lease still has to run out first.
+   */
+  notBefore?: number;
 }
 
 /** The start time of process `pid` (field 22 of its /proc stat), or null when it is gone. */
@@ -96,6 +108,7 @@ export function sameHost(p: LockProcess, self: LockProcess): boolean {
 export function deadHolder(r: LockRecord, self: LockProcess, now: number = Date.now()): string | null {
   const p = r.process;
   if (p === null) return null; // held by a host, not by a process: never taken over
+  if (r.notBefore !== undefined && now <= r.notBefore) return null; // a break is still fencing
   if (sameHost(p, self)) {
     if (!pidAlive(p.pid)) return `its process ${p.pid} on ${p.host} is gone`;
     const start = processStart(p.pid);

@@ -23,6 +23,7 @@ export async function discard(
   await vol.entryLocks.run(index, async () => {
     const e = vol.map.entries[index]!;
     if (isZero(e)) return;
+    await ctx.locks.verify(name); // still ours (fencing)
     await ctx.store.writeEntry(vol, index, zeroEntry());
     if (isOwned(e)) await ctx.blockerb.delete(e.name);
   });

@@ -114,6 +114,8 @@ export function copyUp(ctx: MapperContext, vol: OpenVolume, index: number): Prom
     } else {
       await ctx.blockerb.copy(e.name, target, { missingOk: true });
     }
+    // The entry makes the copy this volume's: only while the volume is still ours (fencing).
+    await ctx.locks.verify(map.name);
     await ctx.store.writeEntry(vol, index, { name: target, flags: ObjFlag.WRITABLE | ObjFlag.ARCHIP });
   });
 }

@@ -286,6 +286,11 @@ export class SegmentMapper extends PeerClient implements MapperApi {
     return this.json(`create ${name}`, { op: MapperOp.CLONE, target: name, ...this.args(opts) }, false);
   }
 
+  /** Makes a volume created with `{ incomplete: true }` (an import) usable: mapperd completes it. */
+  complete(name: string): Promise<VolumeInfo> {
+    return this.json(`complete ${name}`, { op: MapperOp.COMPLETE, target: name }, false);
+  }
+
   clone(source: string, name: string, opts: mapper.CloneOptions = {}): Promise<VolumeInfo> {
     if (typeof source !== 'string' || source === '')
       throw new ArchipelagoError('EINVAL_NAME', 'clone: the source snapshot name is missing');

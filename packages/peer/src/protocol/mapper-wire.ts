@@ -15,7 +15,7 @@ export const MapperOp = {
   TRUNCATE: Op.TRUNCATE,
   /** remove. */
   DELETE: Op.DELETE,
-  /** create (no source) or clone: data = JSON `{ source?, size?, blocksize?, assumeV0?, v0Size? }`. */
+  /** create (no source) or clone: data = JSON `{ source?, size?, blocksize?, incomplete?, assumeV0?, v0Size? }`. */
   CLONE: Op.CLONE,
   /** info: reply JSON VolumeInfo. */
   INFO: Op.INFO,
@@ -55,6 +55,8 @@ export const MapperOp = {
    * drop what you cached of volume `target`, drain the I/O that used it, then answer.
    */
   INVALIDATE: 88,
+  /** complete: a volume created incomplete (`{ incomplete: true }`: an import) becomes usable. */
+  COMPLETE: 89,
 } as const;
 
 /**

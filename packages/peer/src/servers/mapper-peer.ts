@@ -44,6 +44,9 @@ export const DEFAULT_MAP_LEASE_MS = 1000;
 const RECALL_TIMEOUT_MS = 30_000;
 /** How often a recall checks that the holder still lives. */
 const RECALL_POLL_MS = 200;
+/** How long a stopping mapperd tries to hand its open volumes to the host (host holds). */
+const HANDOVER_TIMEOUT_MS = 5_000;
+
 /**
  * A lease that ran out longer ago than this is not recalled: the holder stopped using its cache
  * then (an I/O that looked a mapping up just before would have finished since).
@@ -156,7 +159,13 @@ export function createMapperService(
         if (a.source === undefined || a.source === '') {
           const blocksize = optNum(a, 'blocksize', 'create');
           if (size === undefined) throw new ArchipelagoError('EINVAL_SIZE', 'create: "size" is required');
-          return json(await mapper.create(name, { size, ...(blocksize ? { blocksize } : {}) }));
+          return json(
+            await mapper.create(name, {
+              size,
+              ...(blocksize ? { blocksize } : {}),
+              ...(a.incomplete === true ? { incomplete: true } : {}),
+            }),
+          );
         }
         if (typeof a.source !== 'string')
           throw new ArchipelagoError('EINVAL', 'clone: "source" must be a string');
@@ -166,6 +175,8 @@ export function createMapperService(
         if (v0Size !== undefined) co.v0Size = v0Size;
         return json(await mapper.clone(a.source, name, co));
       }
+      case MapperOp.COMPLETE:
+        return json(await mapper.complete(name));
       case MapperOp.CREATE:
         // The mapper checks every field of the options (sizes, entry names, counts).
         return json(await mapper.createFromEntries(name, args(req) as unknown as CreateFromEntriesOptions));
@@ -203,7 +214,17 @@ export function createMapperService(
       // volume opened with `vlmc open` (or mapped) is still this host's after a restart: each is
       // handed to the host (a host hold), not left to a dead process's lease.
       await leases.close();
-      await mapper.close({ keepLocks: true });
+      // Bounded: a dead blockerm must not hold the stop (the locks then stay as they are, and the
+      // next holder takes over a dead process's lock by itself).
+      let timer: NodeJS.Timeout | undefined;
+      const handedOver = await Promise.race([
+        mapper.close({ keepLocks: true }).then(() => true),
+        new Promise<false>((r) => {
+          timer = setTimeout(() => r(false), HANDOVER_TIMEOUT_MS);
+        }),
+      ]).finally(() => clearTimeout(timer));
+      if (!handedOver)
+        logger?.warn({ ms: HANDOVER_TIMEOUT_MS }, 'stop: handing the open volumes to the host timed out');
     } finally {
       await Promise.allSettled([blockerm.close(), blockerb.close()]);
     }
