@@ -308,7 +308,8 @@ for (const blocker of ['file', 'rados'] as BlockerKind[]) {
               await exited;
               // A killed `vlmc open` may have finished its work first: then host A holds the volume
               // (a host hold, kept until `vlmc close`, never taken over) and B is rightly refused.
-              const held = typeof observer.lockInfo === 'function' ? await observer.lockInfo(killed.lock) : null;
+              const held =
+                typeof observer.lockInfo === 'function' ? await observer.lockInfo(killed.lock) : null;
               if (killed.args[0] === 'open' && held?.owner === 'host-a_embedded' && held.process === null) {
                 const refused = await b.vlmc('open', 'k');
                 expect(refused.stderr).toMatch(/ELOCKED: .*host-a_embedded/);

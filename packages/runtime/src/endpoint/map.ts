@@ -4,6 +4,7 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { createRequire } from 'node:module';
+import { currentProcess, deadHolder, describeHolder } from '@archipelago/blocker';
 import { ArchipelagoError, pidAlive } from '@archipelago/libxseg';
 import { validateVolumeName } from '@archipelago/mapfile';
 import type { Session } from '../session.js';
@@ -56,12 +57,14 @@ export async function mapVolume(s: Session, name: string, opts: MapOptions = {})
     );
   }
   if (existing) await state.remove(name); // stale: its process is gone
-  // Fail early, in this process, for a volume that does not exist or is locked elsewhere.
+  // Fail early, in this process, for a volume that does not exist or is locked by another live
+  // holder (a dead one's lock the endpoint takes over).
   const rt = await s.runtime();
-  const info = await rt.mapper.info(name);
-  if (info.lockOwner !== null && info.lockOwner !== rt.identity) {
-    throw new ArchipelagoError('ELOCKED', `volume "${name}" is locked by ${info.lockOwner}`, {
-      details: { volume: name, owner: info.lockOwner },
+  await rt.mapper.info(name);
+  const held = await rt.blockerm.lockInfo(name);
+  if (held !== null && held.owner !== rt.identity && deadHolder(held, currentProcess()) === null) {
+    throw new ArchipelagoError('ELOCKED', `volume "${name}" is locked by ${describeHolder(held)}`, {
+      details: { volume: name, owner: held.owner },
     });
   }
   await mkdir(state.dir, { recursive: true, mode: 0o770 });
