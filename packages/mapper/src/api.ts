@@ -37,7 +37,11 @@ export interface MapperApi {
   /** Takes the volume lock without waiting and caches the map. */
   openVolume(name: string, opts?: LoadOptions): Promise<VolumeInfo>;
   /** Drops the cached map and releases the lock. */
-  closeVolume(name: string): Promise<void>;
+  closeVolume(
+    name: string,
+    /** restoreHostHold: a volume the host held (`vlmc open`) before this client opened it goes back to the host. */
+    opts?: { restoreHostHold?: boolean },
+  ): Promise<void>;
   /**
    * This client is done with open volume `name` but the volume stays locked by the host (what a
    * `vlmc open` leaves behind): a local mapper turns its lock into a host hold; a remote one only

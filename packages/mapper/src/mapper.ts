@@ -179,8 +179,8 @@ export class Mapper implements MapperApi {
    * Drops the cached map and releases the lock. Pending copy-ups finish first. A failed release
    * is logged and the close still succeeds (reference §2.2).
    */
-  closeVolume(name: string): Promise<void> {
-    return this.locks.closeVolume(name);
+  closeVolume(name: string, opts: { restoreHostHold?: boolean } = {}): Promise<void> {
+    return this.locks.closeVolume(name, opts);
   }
 
   /**

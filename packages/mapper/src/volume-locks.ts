@@ -61,6 +61,9 @@ export interface VolumeLocksOptions {
   hostLocks?: HostLocks;
 }
 
+const LAPSED =
+  'its lease ran out before it could be renewed (the lock store was unreachable, or this process was paused)';
+
 /** The error every I/O of a fenced volume fails with. */
 function fencedError(name: string, why: string): ArchipelagoError {
   return archipError(
@@ -101,17 +104,15 @@ export class VolumeLocks {
 
   /**
    * The open volume `name`, if this mapper holds it open; throws the fence error once it is
-   * fenced or its lease has lapsed (the hot path: a map lookup and a clock read).
+   * fenced, and for a `write` (anything that changes the volume) also once its lease has lapsed.
+   * The hot path: a map lookup, and for writes a clock read (reads skip it: a read cannot harm
+   * the volume, and a fenced holder's reads fail once a renewal or a write found it fenced).
    */
-  cached(name: string): OpenVolume | undefined {
+  cached(name: string, write = false): OpenVolume | undefined {
     const vol = this.open.get(name);
     if (vol === undefined) return undefined;
-    if (vol.fenced === null && performance.now() <= vol.validUntil) return vol;
-    throw this.fence(
-      name,
-      vol,
-      'its lease ran out before it could be renewed (the lock store was unreachable, or this process was paused)',
-    );
+    if (vol.fenced === null && (!write || performance.now() <= vol.validUntil)) return vol;
+    throw this.fence(name, vol, LAPSED);
   }
 
   /** The cached map of `name` when it is open, else the map loaded fresh (and not cached). */
@@ -182,8 +183,10 @@ export class VolumeLocks {
    * first. A failed release is logged and the close still succeeds (reference §2.2); ELOCKED when
    * another owner holds the lock of a volume this mapper did not have open.
    */
-  async closeVolume(name: string): Promise<void> {
+  async closeVolume(name: string, opts: { restoreHostHold?: boolean } = {}): Promise<void> {
     const vol = this.open.get(name);
+    // A mapped volume that was `vlmc open`ed before: unmapping gives it back to the host.
+    if (vol?.hostHeld && opts.restoreHostHold) return this.handOver(name);
     if (vol) {
       await vol.meta.run('meta', () => vol.entryLocks.idle());
       this.open.delete(name);
@@ -274,7 +277,7 @@ export class VolumeLocks {
     how: { closeAfter?: boolean } = {},
   ): Promise<T> {
     const wasOpen = this.open.has(name);
-    const vol = wasOpen ? (this.cached(name) as OpenVolume) : await this.openForChange(name, opts);
+    const vol = wasOpen ? (this.cached(name, true) as OpenVolume) : await this.openForChange(name, opts);
     let result: T;
     try {
       result = await vol.meta.run('meta', async () => {
@@ -314,7 +317,7 @@ export class VolumeLocks {
    * A lock found lost fences the volume.
    */
   async verify(name: string): Promise<void> {
-    const vol = this.cached(name);
+    const vol = this.cached(name, true);
     if (!vol || this.leaseMs === 0) return;
     const r = await this.blockerm.lockInfo(name);
     const mine =
@@ -379,12 +382,7 @@ export class VolumeLocks {
   /** Throws the fence error when `vol` is fenced or its lease lapsed. */
   private assertValid(name: string, vol: OpenVolume): void {
     if (vol.fenced) throw vol.fenced;
-    if (performance.now() > vol.validUntil)
-      throw this.fence(
-        name,
-        vol,
-        'its lease ran out before it could be renewed (the lock store was unreachable, or this process was paused)',
-      );
+    if (performance.now() > vol.validUntil) throw this.fence(name, vol, LAPSED);
   }
 
   /** Fences `vol` (once: logged) and returns the error its I/O fails with. */

@@ -6,10 +6,9 @@ import type { Blocker } from '@archipelago/blocker';
 import { FileBlocker } from '@archipelago/blocker-file';
 import { Composer } from '@archipelago/composer';
 import { ArchipelagoError } from '@archipelago/libxseg';
-import { Mapper } from '@archipelago/mapper';
+import { FlockHostLocks, Mapper } from '@archipelago/mapper';
 import type { BlockerPeerOptions, RadosBlockerPeerOptions } from '@archipelago/peer/options';
 import { type ArchipelagoConfig, isLoaded, type LoadedConfig } from './config.js';
-import { FlockHostLocks } from '@archipelago/mapper';
 import { blockerOptions, hostIdentity, hostLockDir, leaseMs, lockTimeoutMs } from './sections.js';
 import { closeOnce, type EmbeddedRuntime, type RuntimeOptions } from './types.js';
 

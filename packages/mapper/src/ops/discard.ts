@@ -15,7 +15,7 @@ export async function discard(
   opts: LoadOptions = {},
 ): Promise<void> {
   ctx.checkOpen();
-  const vol = ctx.locks.cached(name) ?? (await openVolume(ctx, name, opts, true));
+  const vol = ctx.locks.cached(name, true) ?? (await openVolume(ctx, name, opts, true));
   if (isReadonly(vol.map)) throw archipError('EREADONLY', `"${name}" is a snapshot; writes are refused`);
   if (index < 0 || index >= vol.map.entries.length)
     throw archipError('ERANGE', `block ${index} is past the end of "${name}"`);

@@ -60,7 +60,7 @@ export const mapRead: MapRange = async (ctx, name, offset, length, opts = {}) =>
  */
 export const mapWrite: MapRange = async (ctx, name, offset, length, opts = {}) => {
   ctx.checkOpen();
-  const vol = ctx.locks.cached(name) ?? (await openVolume(ctx, name, opts, true));
+  const vol = ctx.locks.cached(name, true) ?? (await openVolume(ctx, name, opts, true));
   while (vol.barrier) await vol.barrier;
   const map = vol.map;
   if (isReadonly(map)) throw refused(map.name);
@@ -87,7 +87,7 @@ export async function assertWritable(
   opts: LoadOptions = {},
 ): Promise<void> {
   ctx.checkOpen();
-  const { map } = ctx.locks.cached(name) ?? (await openVolume(ctx, name, opts, true));
+  const { map } = ctx.locks.cached(name, true) ?? (await openVolume(ctx, name, opts, true));
   if (isReadonly(map)) throw refused(name);
 }
 

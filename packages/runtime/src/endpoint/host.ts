@@ -61,7 +61,9 @@ export async function runHost(req: HostRequest): Promise<void> {
       await server.close();
       log.debug({ ms: Date.now() - t0 }, 'nbd server closed');
       try {
-        await rt.composer.close(name);
+        // Drains, then closes: the lock is released, or given back to the host if it held the
+        // volume (`vlmc open`) before it was mapped.
+        await rt.composer.frozen(name, () => rt.mapper.closeVolume(name, { restoreHostHold: true }));
       } catch (e) {
         log.warn({ volume: name, err: String(e) }, 'close failed');
       }
