@@ -168,15 +168,20 @@ export async function run(c: Composer, o: Cmd): Promise<void> {
   }
 }
 
-/** Runs a command: null when it succeeds, the code of the ArchipelagoError it fails with. */
-export async function outcome(c: Composer, o: Cmd): Promise<string | null> {
+/** Runs a command: null when it succeeds, else the ArchipelagoError it fails with. */
+export async function failure(c: Composer, o: Cmd): Promise<ArchipelagoError | null> {
   try {
     await run(c, o);
     return null;
   } catch (e) {
     if (!ArchipelagoError.isInstance(e)) throw e;
-    return e.code;
+    return e;
   }
+}
+
+/** Runs a command: null when it succeeds, the code of the ArchipelagoError it fails with. */
+export async function outcome(c: Composer, o: Cmd): Promise<string | null> {
+  return (await failure(c, o))?.code ?? null;
 }
 
 /** Every live volume of a real store (from the volume list), read back whole. */
@@ -190,7 +195,8 @@ export async function readStore(c: Composer): Promise<Model> {
 /** The first way `real` differs from `model` (names, kinds, sizes, then bytes), or null. */
 export function difference(real: Model, model: Model): string | null {
   const names = (m: Model) => [...m.keys()].sort().join(',');
-  if (names(real) !== names(model)) return `the volumes are [${names(real)}], the model has [${names(model)}]`;
+  if (names(real) !== names(model))
+    return `the volumes are [${names(real)}], the model has [${names(model)}]`;
   for (const [name, want] of model) {
     const got = real.get(name) as ModelVolume;
     if (got.readonly !== want.readonly)

@@ -11,7 +11,18 @@ import { Mapper } from '@archipelago/mapper';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { Composer } from '../composer.js';
-import { apply, BS, difference, type Model, NAMES, type Name, type Op, outcome, readStore, resolve } from './model-ops.js';
+import {
+  apply,
+  BS,
+  difference,
+  type Model,
+  NAMES,
+  type Name,
+  type Op,
+  outcome,
+  readStore,
+  resolve,
+} from './model-ops.js';
 
 /** A fresh, empty pair of blockers (maps, data); `dispose` removes their storage. */
 export interface Stack {
