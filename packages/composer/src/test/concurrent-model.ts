@@ -52,12 +52,12 @@ export interface ConcurrentVolumeModelOptions {
   seed?: number;
   /**
    * Also race pairs that take the locks of two names in opposite orders (rename va vb with rename
-   * vb va, or snapshots between them): default false, see the package README.
+   * vb va, or snapshots between them): default false, see the README.
    */
   lockCycles?: boolean;
   /**
    * Also race a clone with a remove or rename of its source that changes its target (clone sa sa
-   * with remove sa; clone sa vc with rename sa vc): default false, see the package README.
+   * with remove sa or rename sa vc; clone sa vc with rename sa vc): default false, see the README.
    */
   cloneRaces?: boolean;
   /** Steps after the prelude (default 8 to 20). */
@@ -87,16 +87,17 @@ function lockCycle(a: Op, b: Op): boolean {
 }
 
 /**
- * A clone of snapshot S to T with, at once, a remove of S when T is S, or a rename of S to T.
- * The clone reads S without its lock, then claims T: when the other op runs in between, the
- * outcome is no order's (both succeed, S coming back as a clone of itself; or the rename succeeds
- * and the clone fails EEXIST_VOLUME instead of ENOENT_VOLUME).
+ * A clone of snapshot S to T with, at once, a remove or rename of S when T is S, or a rename of
+ * S to T. The clone reads S without its lock, then claims T: when the other op runs in between,
+ * the outcome is no order's (both succeed, S coming back as a clone of what it was; or the rename
+ * succeeds and the clone fails EEXIST_VOLUME instead of ENOENT_VOLUME).
  */
 function cloneRace(a: Op, b: Op): boolean {
   const race = (c: Op, o: Op) =>
     c.op === 'clone' &&
-    ((o.op === 'remove' && o.name === c.snap && c.name === c.snap) ||
-      (o.op === 'rename' && o.name === c.snap && o.to === c.name));
+    (o.op === 'remove' || o.op === 'rename') &&
+    o.name === c.snap &&
+    (c.name === c.snap || (o.op === 'rename' && o.to === c.name));
   return race(a, b) || race(b, a);
 }
 
