@@ -455,4 +455,21 @@ describe('revalidateWrites: no write through a cached fd of a replaced file', ()
       await Promise.all([a.close(), b.close()]);
     });
   }
+
+  it('with it, a read after another blocker replaced or removed the object sees that, not the cached fd', async () => {
+    const dir = freshDir();
+    const a = make({ dir, identity: 'a_1', revalidateWrites: true });
+    const b = make({ dir, identity: 'b_2' });
+    await b.writeFull('vol', Buffer.from('one'));
+    expect((await a.read('vol', 0, 3)).toString()).toBe('one'); // a caches the fd
+    await b.writeFull('vol', Buffer.from('two')); // a header rewritten by another process
+    expect((await a.read('vol', 0, 3)).toString()).toBe('two');
+    await b.writeFull('vol', Buffer.from('six'));
+    const into = Buffer.alloc(3);
+    await a.readInto?.('vol', 0, into);
+    expect(into.toString()).toBe('six');
+    await b.delete('vol');
+    expect(await a.read('vol', 0, 3, { missingOk: true })).toEqual(Buffer.alloc(3));
+    await Promise.all([a.close(), b.close()]);
+  });
 });

@@ -69,10 +69,11 @@ export interface FileBlockerOptions {
   /** Default lease of a process hold, in ms (0: none). Default 15000. */
   leaseMs?: number;
   /**
-   * Before a write through a cached fd, check that the path still names that file (another
-   * process or host may have replaced it: writeFull and copy go through temp + rename), and
-   * reopen it if not, so no write lands in an unlinked inode. For blockerm, whose map blocks other
-   * hosts rewrite; it costs a stat and an fstat per write. Default false.
+   * Before a read or a write through a cached fd, check that the path still names that file
+   * (another process or host may have replaced it: writeFull and copy go through temp + rename),
+   * and reopen it if not, so no write lands in an unlinked inode and no read returns a replaced
+   * map. For blockerm, whose headers and map blocks other processes and hosts rewrite; it costs a
+   * stat and an fstat per read and write. Default false.
    */
   revalidateWrites?: boolean;
   /**
@@ -212,6 +213,7 @@ export class FileBlocker extends AbstractBlocker {
         }
         throw fromSystemError(e, `read ${name}`);
       }
+      if (!(await this.stillCurrent(entry, path))) continue;
       try {
         return entry.direct
           ? await this.readDirect(entry.fd, offset, length, target)
@@ -245,6 +247,7 @@ export class FileBlocker extends AbstractBlocker {
       }
       throw fromSystemError(e, `read ${name}`);
     }
+    if (!(await this.stillCurrent(entry, path))) return this._readInto(name, offset, target);
     try {
       const got = await fsio.preadCachedFully(entry.fd, target, 0, target.length, offset);
       if (got < target.length) target.fill(0, got);
@@ -620,6 +623,17 @@ export class FileBlocker extends AbstractBlocker {
    * directory entries are left pending (dirtyDirs): the caller syncs them with its data (a durable
    * write) or the next flush does (write-back).
    */
+  /**
+   * With `revalidateWrites`, whether `path` still names the file `entry` has open; when it does
+   * not (another process replaced or removed it), the entry is released and dropped from the cache.
+   */
+  private async stillCurrent(entry: FdEntry, path: string): Promise<boolean> {
+    if (!this.revalidateWrites || (await this.sameFile(entry, path))) return true;
+    this.fds.release(entry);
+    this.fds.invalidate(path);
+    return false;
+  }
+
   /** True when `path` still names the file `entry` has open (same device and inode). */
   private async sameFile(entry: FdEntry, path: string): Promise<boolean> {
     const [byPath, byFd] = await Promise.all([
@@ -634,11 +648,8 @@ export class FileBlocker extends AbstractBlocker {
     for (let attempt = 0; ; attempt++) {
       try {
         const entry = await this.fds.get(path);
-        if (!this.revalidateWrites || (await this.sameFile(entry, path))) return entry;
-        // Replaced (or removed) behind this cached fd: drop it and open the path again.
-        this.fds.release(entry);
-        this.fds.invalidate(path);
-        continue;
+        if (await this.stillCurrent(entry, path)) return entry;
+        continue; // replaced (or removed) behind this cached fd: open the path again
       } catch (e) {
         const code = fsio.errno(e);
         if ((code !== 'ENOENT' && code !== 'ENOTDIR') || attempt >= 5) throw e;
