@@ -81,6 +81,8 @@ export class VolumeLocks {
   /** The margin the lease ends early by, on this side (clocks and pauses; see holder.ts). */
   private readonly marginMs: number;
   private renewer: NodeJS.Timeout | null = null;
+  /** The host locks this process holds, with how many of its callers hold each. */
+  private readonly hostHeld = new Map<string, { handle: HostLockHandle; count: number }>();
   private renewing = false;
 
   constructor(
@@ -374,9 +376,56 @@ export class VolumeLocks {
     });
   }
 
+  /**
+   * This process's host lock of `name`, re-entrant within the process: an operation on two names
+   * takes both up front in name order (`withHostLocks`, so two processes never wait for each
+   * other in a cycle), and what it then opens or changes under them takes them again without
+   * waiting. In one process the mapper's own mutexes order the work; the host lock keeps the
+   * other processes of the host out. The flock goes when the last holder in the process lets go.
+   */
   private async hostLock(name: string, wait: boolean): Promise<HostLockHandle | null> {
-    if (!this.opts.hostLocks) return null;
-    return this.opts.hostLocks.acquire(name, { wait, timeoutMs: this.opts.lockTimeoutMs });
+    const locks = this.opts.hostLocks;
+    if (!locks) return null;
+    let held = this.hostHeld.get(name);
+    if (!held) {
+      const handle = await locks.acquire(name, { wait, timeoutMs: this.opts.lockTimeoutMs });
+      // (another caller of this process may have taken it meanwhile: keep one flock per name)
+      const raced = this.hostHeld.get(name);
+      if (raced) await handle.release();
+      held = raced ?? { handle, count: 0 };
+      this.hostHeld.set(name, held);
+    }
+    held.count++;
+    const entry = held;
+    let released = false;
+    return {
+      name,
+      release: async () => {
+        if (released) return;
+        released = true;
+        if (--entry.count > 0) return;
+        if (this.hostHeld.get(name) === entry) this.hostHeld.delete(name);
+        await entry.handle.release();
+      },
+    };
+  }
+
+  /**
+   * Runs `fn` holding the host locks of every name in `names`, taken in name order (waiting,
+   * bounded): for an operation on two names (snapshot, rename, clone), so that two processes
+   * doing the opposite never deadlock.
+   */
+  async withHostLocks<T>(names: readonly string[], fn: () => Promise<T>): Promise<T> {
+    const held: HostLockHandle[] = [];
+    try {
+      for (const n of [...new Set(names)].sort()) {
+        const h = await this.hostLock(n, true);
+        if (h) held.push(h);
+      }
+      return await fn();
+    } finally {
+      for (const h of held.reverse()) await h.release();
+    }
   }
 
   /** Throws the fence error when `vol` is fenced or its lease lapsed. */

@@ -92,6 +92,17 @@ export async function clone(
 ): Promise<VolumeInfo> {
   ctx.checkOpen();
   validateVolumeName(name);
+  // The source's host lock too (both in name order): no other process of this host removes or
+  // renames the snapshot while its entries are being copied.
+  return ctx.locks.withHostLocks([source, name], () => cloneLocked(ctx, source, name, opts));
+}
+
+async function cloneLocked(
+  ctx: MapperContext,
+  source: string,
+  name: string,
+  opts: CloneOptions,
+): Promise<VolumeInfo> {
   const src = await repairing(ctx, () => ctx.store.load(source, opts));
   if (!isReadonly(src)) {
     throw archipError(

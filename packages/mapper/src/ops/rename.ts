@@ -20,42 +20,46 @@ export async function rename(ctx: MapperContext, name: string, newName: string):
   ctx.checkOpen();
   validateVolumeName(newName);
   return repairing(ctx, () =>
-    ctx.locks.withChange(
-      name,
-      async (vol) => {
-        if (newName === name) throw archipError('EEXIST_VOLUME', `volume "${name}" already has that name`);
-        const held = new Set([name, newName]);
-        return ctx.locks.withName(newName, () =>
-          whileRenaming(ctx, [name, newName], held, async () => {
-            const epoch = (await claimName(ctx, newName, held)) + 1n;
-            const old = vol.map;
-            const renamed: LoadedMap = { ...old, name: newName, storedAs: newName, version: 2, epoch };
-            try {
-              await ctx.store.writeMap(renamed, undefined, {
-                flags: old.flags | MapFlag.INCOMPLETE,
-                intent: { kind: 'renamed-from', name, epoch: old.epoch },
-              });
-              await ctx.store.markDeleted(old, { kind: 'renamed-to', name: newName, epoch });
-              await ctx.store.writeHeader(renamed, old.flags);
-            } catch (e) {
-              // Finish or undo it now if the store lets us; else the next use of either name does.
-              if ((await settle(ctx, newName, held).catch(() => null)) !== 'rolled-forward') throw e;
-            }
-            ctx.locks.forget(name);
-            try {
-              await ctx.store.deleteMapBlocks(name, old.blocksize, 0, old.entries.length);
-              await ctx.store.markDeleted(old);
-            } catch (e) {
-              // Renamed all the same: the next use of the old name tidies it up (ops/repair.ts).
-              ctx.log.warn({ volume: name, err: String(e) }, 'rename: the old map stays to be tidied up');
-            }
-            ctx.log.info({ volume: name, to: newName }, 'renamed volume');
-            return describe(renamed, null);
-          }),
-        );
-      },
-      {},
-      { closeAfter: true },
+    // Both names' host locks up front, in name order: no cycle with another process's operation,
+    // and the old name stays this process's until its map is gone.
+    ctx.locks.withHostLocks([name, newName], () =>
+      ctx.locks.withChange(
+        name,
+        async (vol) => {
+          if (newName === name) throw archipError('EEXIST_VOLUME', `volume "${name}" already has that name`);
+          const held = new Set([name, newName]);
+          return ctx.locks.withName(newName, () =>
+            whileRenaming(ctx, [name, newName], held, async () => {
+              const epoch = (await claimName(ctx, newName, held)) + 1n;
+              const old = vol.map;
+              const renamed: LoadedMap = { ...old, name: newName, storedAs: newName, version: 2, epoch };
+              try {
+                await ctx.store.writeMap(renamed, undefined, {
+                  flags: old.flags | MapFlag.INCOMPLETE,
+                  intent: { kind: 'renamed-from', name, epoch: old.epoch },
+                });
+                await ctx.store.markDeleted(old, { kind: 'renamed-to', name: newName, epoch });
+                await ctx.store.writeHeader(renamed, old.flags);
+              } catch (e) {
+                // Finish or undo it now if the store lets us; else the next use of either name does.
+                if ((await settle(ctx, newName, held).catch(() => null)) !== 'rolled-forward') throw e;
+              }
+              ctx.locks.forget(name);
+              try {
+                await ctx.store.deleteMapBlocks(name, old.blocksize, 0, old.entries.length);
+                await ctx.store.markDeleted(old);
+              } catch (e) {
+                // Renamed all the same: the next use of the old name tidies it up (ops/repair.ts).
+                ctx.log.warn({ volume: name, err: String(e) }, 'rename: the old map stays to be tidied up');
+              }
+              ctx.log.info({ volume: name, to: newName }, 'renamed volume');
+              return describe(renamed, null);
+            }),
+          );
+        },
+        {},
+        { closeAfter: true },
+      ),
     ),
   );
 }

@@ -18,38 +18,44 @@ export async function snapshot(ctx: MapperContext, name: string, snap: string): 
   ctx.checkOpen();
   validateVolumeName(snap);
   return repairing(ctx, () =>
-    ctx.locks.withChange(name, async (vol) => {
-      const origin = vol.map;
-      if (isReadonly(origin)) {
-        throw archipError('EREADONLY', `"${name}" is a snapshot already; clone it to get a writable volume`);
-      }
-      if (origin.epoch >= UINT64_MAX)
-        throw archipError('EOVERFLOW', `volume "${name}" has used up its epochs`);
-      return ctx.locks.withName(snap, async () => {
-        const snapEpoch = await claimName(ctx, snap, new Set([name, snap]));
-        // Entries are values: one that is not writable (a zero block, an object already shared)
-        // is kept as it is instead of copied, which keeps a thin map's snapshot allocation-free.
-        const shared = origin.entries.map((e) =>
-          e.flags & ObjFlag.WRITABLE ? { name: e.name, flags: e.flags & ~ObjFlag.WRITABLE } : e,
-        );
-        // Origin first: once it no longer claims the objects, the snapshot can never see them change.
-        const nextOrigin: LoadedMap = { ...origin, entries: shared, epoch: origin.epoch + 1n };
-        const encoded = ctx.store.encodeBlocks(nextOrigin);
-        await ctx.store.writeMap(nextOrigin, encoded);
-        vol.map = nextOrigin;
-        const snapMap = newMap(snap, {
-          size: origin.size,
-          blocksize: origin.blocksize,
-          flags: MapFlag.READONLY,
-          // The reference gives snapshots epoch 0. We keep a deleted predecessor's epoch instead, so
-          // that removing the snapshot and re-creating the name as a volume never reuses object names.
-          epoch: snapEpoch,
-          entries: shared.slice(),
+    // Both names' host locks up front, in name order: no cycle with another process's operation.
+    ctx.locks.withHostLocks([name, snap], () =>
+      ctx.locks.withChange(name, async (vol) => {
+        const origin = vol.map;
+        if (isReadonly(origin)) {
+          throw archipError(
+            'EREADONLY',
+            `"${name}" is a snapshot already; clone it to get a writable volume`,
+          );
+        }
+        if (origin.epoch >= UINT64_MAX)
+          throw archipError('EOVERFLOW', `volume "${name}" has used up its epochs`);
+        return ctx.locks.withName(snap, async () => {
+          const snapEpoch = await claimName(ctx, snap, new Set([name, snap]));
+          // Entries are values: one that is not writable (a zero block, an object already shared)
+          // is kept as it is instead of copied, which keeps a thin map's snapshot allocation-free.
+          const shared = origin.entries.map((e) =>
+            e.flags & ObjFlag.WRITABLE ? { name: e.name, flags: e.flags & ~ObjFlag.WRITABLE } : e,
+          );
+          // Origin first: once it no longer claims the objects, the snapshot can never see them change.
+          const nextOrigin: LoadedMap = { ...origin, entries: shared, epoch: origin.epoch + 1n };
+          const encoded = ctx.store.encodeBlocks(nextOrigin);
+          await ctx.store.writeMap(nextOrigin, encoded);
+          vol.map = nextOrigin;
+          const snapMap = newMap(snap, {
+            size: origin.size,
+            blocksize: origin.blocksize,
+            flags: MapFlag.READONLY,
+            // The reference gives snapshots epoch 0. We keep a deleted predecessor's epoch instead, so
+            // that removing the snapshot and re-creating the name as a volume never reuses object names.
+            epoch: snapEpoch,
+            entries: shared.slice(),
+          });
+          await ctx.store.writeMap(snapMap, encoded);
+          ctx.log.info({ volume: name, snapshot: snap }, 'snapshot taken');
+          return describe(snapMap, null);
         });
-        await ctx.store.writeMap(snapMap, encoded);
-        ctx.log.info({ volume: name, snapshot: snap }, 'snapshot taken');
-        return describe(snapMap, null);
-      });
-    }),
+      }),
+    ),
   );
 }
