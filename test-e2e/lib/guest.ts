@@ -26,7 +26,7 @@
 import { type ChildProcess, execFile, type SpawnOptions, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import { gunzipSync } from 'node:zlib';
@@ -139,7 +139,8 @@ function findKernel(): KernelChoice | null {
     if (!f.startsWith('vmlinuz-')) continue;
     const version = f.slice('vmlinuz-'.length);
     const modulesDir = join('/lib/modules', version);
-    if (existsSync(join(modulesDir, 'modules.dep'))) found.push({ version, vmlinuz: join('/boot', f), modulesDir });
+    if (existsSync(join(modulesDir, 'modules.dep')))
+      found.push({ version, vmlinuz: join('/boot', f), modulesDir });
   }
   const rank = (k: KernelChoice) => (k.version.endsWith('-cloud-amd64') ? 1 : 0);
   found.sort((a, b) => rank(b) - rank(a) || b.version.localeCompare(a.version, 'en', { numeric: true }));
@@ -305,6 +306,7 @@ export async function prepareGuest(): Promise<PreparedGuest> {
   ]);
   await mkdir(CACHE_DIR, { recursive: true });
   const tmp = await mkdtemp(`${dir}.tmp-`);
+  await chmod(tmp, 0o755);
   await writeFile(join(tmp, 'vmlinuz'), kernelBytes);
   await writeFile(join(tmp, 'initramfs.cpio'), cpio);
   await writeFile(join(tmp, 'init'), init);
@@ -331,6 +333,44 @@ export async function makeExt4Image(path: string, sizeMiB = 64): Promise<void> {
   await run('mkfs.ext4', ['-F', '-q', '-L', 'archip-guest', '-E', 'nodiscard', path], {
     env: { ...process.env, PATH: `/usr/sbin:/sbin:/usr/bin:/bin:${process.env.PATH ?? ''}` },
   });
+}
+
+/** Runs a `vlmc` command and resolves with its stdout, failing on error: `Env.ok`, `Host.ok`. */
+export type VlmcOk = (...args: string[]) => Promise<string>;
+
+export interface GuestDisk {
+  /** The ext4 image imported. */
+  image: string;
+  imageSha256: string;
+  /** The volume imported, its snapshot, and the clones made of the snapshot. */
+  volume: string;
+  snapshot: string;
+  clones: string[];
+}
+
+/**
+ * The guest's disk as issue 15 has it: an empty ext4 image of `sizeMiB` at `<dir>/<volume>.img`,
+ * imported (`vlmc import`) as `volume`, snapshotted as `<volume>-snap`, and cloned from the
+ * snapshot into each of `clones` (the guests boot from clones). `vlmc` runs the commands (an
+ * `Env`'s or a `Host`'s `ok`).
+ */
+export async function makeGuestDisk(
+  vlmc: VlmcOk,
+  dir: string,
+  opts: { volume?: string; clones?: string[]; sizeMiB?: number } = {},
+): Promise<GuestDisk> {
+  const volume = opts.volume ?? 'guest-base';
+  const snapshot = `${volume}-snap`;
+  const image = join(dir, `${volume}.img`);
+  await makeExt4Image(image, opts.sizeMiB ?? 64);
+  const imageSha256 = createHash('sha256')
+    .update(await readFile(image))
+    .digest('hex');
+  await vlmc('import', image, volume);
+  await vlmc('snapshot', volume, snapshot);
+  const clones = opts.clones ?? [];
+  for (const c of clones) await vlmc('create', c, '--snap', snapshot);
+  return { image, imageSha256, volume, snapshot, clones };
 }
 
 export interface GuestImageReport {
@@ -405,7 +445,11 @@ export async function verifyGuestImage(image: string): Promise<GuestImageReport>
 // --- booting ------------------------------------------------------------------------------------
 
 /** The qemu -blockdev of an NBD URI (`nbd+unix:///name?socket=PATH` or `nbd://host:port/name`). */
-export function nbdBlockdev(uri: string, nodeName = 'disk0', reconnectDelay?: number): Record<string, unknown> {
+export function nbdBlockdev(
+  uri: string,
+  nodeName = 'disk0',
+  reconnectDelay?: number,
+): Record<string, unknown> {
   const u = new URL(uri);
   const exportName = decodeURIComponent(u.pathname.replace(/^\//, ''));
   let server: Record<string, unknown>;
@@ -498,7 +542,11 @@ export class Guest {
   }
 
   /** Waits until `test(serial)` returns a value (not undefined/false); fails if qemu exits first. */
-  async waitSerial<T>(test: (serial: string) => T | undefined | false, timeoutMs = 30_000, what = 'output'): Promise<T> {
+  async waitSerial<T>(
+    test: (serial: string) => T | undefined | false,
+    timeoutMs = 30_000,
+    what = 'output',
+  ): Promise<T> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const v = test(this.serial);
@@ -506,7 +554,9 @@ export class Guest {
       const left = deadline - Date.now();
       if (this.exit || left <= 0) {
         const why = this.exit ? `qemu exited (${JSON.stringify(this.exit)})` : `${timeoutMs} ms passed`;
-        throw new Error(`no ${what} from the guest: ${why}\n--- serial:\n${this.serial}\n--- stderr:\n${this.stderr}`);
+        throw new Error(
+          `no ${what} from the guest: ${why}\n--- serial:\n${this.serial}\n--- stderr:\n${this.stderr}`,
+        );
       }
       await new Promise<void>((r) => {
         const t = setTimeout(r, Math.min(left, 1000));
@@ -541,13 +591,15 @@ export class Guest {
    * Tells the writer to stop and waits for the guest to unmount and power off; resolves with the
    * number of files it wrote. Throws if it did not unmount cleanly or qemu did not exit 0.
    */
-  async stopWriter(timeoutMs = 30_000): Promise<number> {
+  async stopWriter(timeoutMs = 60_000): Promise<number> {
     this.send('stop');
     const m = await this.waitFor(/writer: stopped at [\d.]+s after (\d+) files/, timeoutMs);
     await this.waitFor(/guest: unmounted/, timeoutMs);
     const ex = await Promise.race([this.exited, sleep(timeoutMs).then(() => null)]);
-    if (!ex || ex.code !== 0) {
-      throw new Error(`qemu did not exit 0 after the guest powered off: ${JSON.stringify(ex)}\n${this.stderr}`);
+    if (ex?.code !== 0) {
+      throw new Error(
+        `qemu did not exit 0 after the guest powered off: ${JSON.stringify(ex)}\n${this.stderr}`,
+      );
     }
     return Number(m[1]);
   }

@@ -167,7 +167,8 @@ export class QmpClient {
       if (info.status === 'failed' || info.status === 'cancelled') {
         throw new Error(`migration ${info.status}: ${info['error-desc'] ?? JSON.stringify(info)}`);
       }
-      if (Date.now() > deadline) throw new Error(`migration not done in ${timeoutMs} ms: ${JSON.stringify(info)}`);
+      if (Date.now() > deadline)
+        throw new Error(`migration not done in ${timeoutMs} ms: ${JSON.stringify(info)}`);
       await sleep(pollMs);
     }
   }
