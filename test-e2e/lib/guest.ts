@@ -401,6 +401,7 @@ export async function verifyGuestImage(image: string): Promise<GuestImageReport>
     });
   });
   if (fsck.code !== 0) throw new Error(`e2fsck -fn ${image} exited ${fsck.code}:\n${fsck.out}`);
+  await mkdir(CACHE_DIR, { recursive: true });
   const out = await mkdtemp(join(CACHE_DIR, 'verify-'));
   try {
     await run('debugfs', ['-R', `rdump /data ${out}`, image], { env });
