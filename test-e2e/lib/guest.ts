@@ -36,6 +36,7 @@ const run = promisify(execFile);
 
 export const QEMU = '/usr/bin/qemu-system-x86_64';
 export const BUSYBOX = '/bin/busybox';
+const SETPRIV = '/usr/bin/setpriv';
 /** Where prepared guests are cached, one directory per hash of their inputs. */
 export const CACHE_DIR = '/var/tmp/archip-guest';
 /** Modules the guest loads (with their dependencies) unless the kernel has them built in. */
@@ -663,7 +664,11 @@ export async function bootGuest(opts: BootOptions): Promise<Guest> {
   const guest = opts.guest ?? (await prepareGuest());
   await rm(opts.qmpSocket, { force: true });
   const start = opts.spawn ?? ((cmd, args, o) => spawn(cmd, args, o));
-  const proc = start(QEMU, guestArgs(opts, guest), { stdio: ['pipe', 'pipe', 'pipe'] });
+  // qemu dies with the test process (SIGKILL as parent-death signal): no guest left running.
+  const [cmd, args] = existsSync(SETPRIV)
+    ? [SETPRIV, ['--pdeathsig', 'KILL', '--', QEMU, ...guestArgs(opts, guest)]]
+    : [QEMU, guestArgs(opts, guest)];
+  const proc = start(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   const g = new Guest(proc);
   try {
     g.qmp = await Promise.race([
