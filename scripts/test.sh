@@ -26,6 +26,15 @@ command -v rados >/dev/null || need_pkgs+=(ceph-common)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
 { command -v nsenter && command -v unshare && command -v flock; } >/dev/null || need_pkgs+=(util-linux)
 command -v hostname >/dev/null || need_pkgs+=(hostname)
+# A qemu guest for the live-migration tests (test-e2e/lib/guest.ts): qemu, a Debian kernel with
+# its modules (the small cloud flavour), a static busybox for its initramfs, and e2fsprogs to make
+# and check its ext4 disk.
+command -v qemu-system-x86_64 >/dev/null || need_pkgs+=(qemu-system-x86)
+have_kernel=no
+for k in /boot/vmlinuz-*; do [ -f "/lib/modules/${k#/boot/vmlinuz-}/modules.dep" ] && have_kernel=yes; done
+[ $have_kernel = yes ] || need_pkgs+=(linux-image-cloud-amd64)
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || need_pkgs+=(busybox-static)
+{ [ -x /usr/sbin/debugfs ] || [ -x /sbin/debugfs ]; } || need_pkgs+=(e2fsprogs)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${need_pkgs[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
