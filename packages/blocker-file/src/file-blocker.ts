@@ -17,7 +17,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import {
   AbstractBlocker,
   checkData,
@@ -27,6 +27,7 @@ import {
   type LockSession,
   missingObjectError,
   missingSourceError,
+  type ReleaseRequest,
   resolveIdentity,
 } from '@archipelago/blocker';
 import { addressAlignment } from '@archipelago/fastio';
@@ -451,6 +452,63 @@ export class FileBlocker extends AbstractBlocker {
     } finally {
       this.fds.invalidate(lp);
     }
+  }
+
+  /** Where the release request of lock `name` lives: next to the lock, `<lock>~release`. */
+  private releasePath(name: string): string {
+    return `${this.lockPath(name)}${TEMP_MARK}release`;
+  }
+
+  /**
+   * Watches for a release request of lock `name` with inotify on the lock's directory (no poll:
+   * on a network file system that does not deliver other hosts' changes to inotify, the holder's
+   * renewal still reports the request).
+   */
+  watchRelease(name: string, listener: () => void): () => void {
+    const file = basename(this.releasePath(name));
+    let w: fs.FSWatcher | null = null;
+    try {
+      w = fs.watch(dirname(this.lockPath(name)), { persistent: false }, (_ev, f) => {
+        if (f === file) listener();
+      });
+      w.on('error', () => w?.close());
+    } catch {
+      // no directory yet (the lock is not held): the renewal reports requests
+    }
+    return () => w?.close();
+  }
+
+  protected override async _requestRelease(name: string, req: ReleaseRequest): Promise<void> {
+    const rp = this.releasePath(name);
+    const tmp = `${rp}${randomBytes(6).toString('hex')}`;
+    try {
+      await writeSynced(tmp, Buffer.from(`${JSON.stringify(req)}\n`));
+      await fsp.rename(tmp, rp);
+    } catch (e) {
+      await fsp.unlink(tmp).catch(() => {});
+      throw fromSystemError(e, `request release of ${name}`);
+    }
+  }
+
+  protected override async _releaseRequest(name: string): Promise<ReleaseRequest | null> {
+    let text: string;
+    try {
+      text = await fsp.readFile(this.releasePath(name), 'utf8');
+    } catch (e) {
+      if (fsio.errno(e) === 'ENOENT') return null;
+      throw fromSystemError(e, `read the release request of ${name}`);
+    }
+    try {
+      const r = JSON.parse(text) as Partial<ReleaseRequest>;
+      if (typeof r.by === 'string' && typeof r.at === 'number') return { by: r.by, at: r.at };
+    } catch {
+      // a torn or foreign file still asks for the lock
+    }
+    return { by: 'unknown', at: 0 };
+  }
+
+  protected override async _clearReleaseRequest(name: string): Promise<void> {
+    await fsp.unlink(this.releasePath(name)).catch(() => {});
   }
 
   // ------------------------------------------------------------------ content addressing

@@ -19,6 +19,7 @@
  * (`deadHolder`). A waiting acquire sleeps `lockPollMs` between attempts, or as the backend's
  * session says (RADOS wakes on watch/notify); close() ends every wait with ECLOSED.
  */
+import { ArchipelagoError } from '@archipelago/libxseg';
 import {
   type AcquireOptions,
   type AcquireResult,
@@ -30,6 +31,7 @@ import {
   type ReadOptions,
   type ReleaseOptions,
   type RenewOptions,
+  type RequestReleaseOptions,
   type WriteOptions,
 } from './contract.js';
 import { CallGate } from './gate.js';
@@ -39,6 +41,7 @@ import {
   describeHolder,
   type LockProcess,
   type LockRecord,
+  type ReleaseRequest,
   sameHost,
   sameProcess,
 } from './holder.js';
@@ -250,9 +253,29 @@ export abstract class AbstractBlocker<H extends LockHolder = LockHolder> impleme
       if (cur.owner !== this.identity || !sameProcess(cur.process, self))
         throw lockLostError(name, describeHolder(cur));
       const next = this.recordFor({ leaseMs: options?.leaseMs ?? this.leaseMs }, self);
-      if (await this._replace(name, cur, next)) return next;
+      if (await this._replace(name, cur, next)) {
+        const asked = await this._releaseRequest(name);
+        return asked === null ? next : { ...next, releaseRequested: asked };
+      }
       const now = await this._lockHolder(name);
       throw now === null ? notLockedError(name) : lockLostError(name, describeHolder(now));
+    });
+  }
+
+  requestRelease(name: string, options?: RequestReleaseOptions): Promise<LockRecord | null> {
+    const by = options?.by;
+    const bad =
+      by === undefined || (typeof by === 'string' && by !== '')
+        ? null
+        : new ArchipelagoError(
+            'EINVAL',
+            `requestRelease: "by" must be a non-empty string, got ${String(by)}`,
+          );
+    return this.counted(name, 'lock name', bad, async () => {
+      const cur = await this._lockHolder(name);
+      if (cur === null) return null;
+      await this._requestRelease(name, { by: by ?? this.identity, at: Date.now() });
+      return cur;
     });
   }
 
@@ -308,8 +331,11 @@ export abstract class AbstractBlocker<H extends LockHolder = LockHolder> impleme
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         const cur = await session.attempt();
-        if (cur === null)
+        if (cur === null) {
+          // A request left for the lock's previous holder is not addressed to this one.
+          await this._clearReleaseRequest(name);
           return { took: true, previous: broken?.previous ?? null, tookOver: broken?.tookOver ?? null };
+        }
         const settled = await this.settleHeld(name, cur, want, self);
         if (settled === 'again') continue;
         if ('broke' in settled) {
@@ -425,6 +451,7 @@ export abstract class AbstractBlocker<H extends LockHolder = LockHolder> impleme
     if (holder === null) throw notLockedError(name);
     if (holder.owner !== this.identity && !force) throw notOwnerError(name, holder.owner, this.identity);
     if (!(await this._unlock(name, holder))) throw notLockedError(name);
+    await this._clearReleaseRequest(name);
   }
 
   // ------------------------------------------------------------------ lifecycle
@@ -543,6 +570,26 @@ export abstract class AbstractBlocker<H extends LockHolder = LockHolder> impleme
    */
   protected _fence(_name: string, _holder: H): Promise<string | null> {
     return Promise.resolve(null);
+  }
+
+  /**
+   * Records release request `req` for lock `name` and wakes its watchers where the backend can
+   * (the cooperative hand-over). Default: nowhere to record it (ENOTSUP).
+   */
+  protected _requestRelease(name: string, _req: ReleaseRequest): Promise<void> {
+    return Promise.reject(
+      new ArchipelagoError('ENOTSUP', `${this.kind} blocker cannot ask the holder of ${name} to release it`),
+    );
+  }
+
+  /** The release request pending for lock `name`, or null (default: none). */
+  protected _releaseRequest(_name: string): Promise<ReleaseRequest | null> {
+    return Promise.resolve(null);
+  }
+
+  /** Drops the release request of lock `name`, if any (the lock changed hands). */
+  protected _clearReleaseRequest(_name: string): Promise<void> {
+    return Promise.resolve();
   }
 
   protected abstract _flush(): Promise<void>;

@@ -82,6 +82,11 @@ export interface BreakOptions {
   onWait?: (what: string, ms: number) => void;
 }
 
+export interface RequestReleaseOptions {
+  /** Who asks (default: this blocker's identity). */
+  by?: string;
+}
+
 /** What a breakLock did. */
 export interface BreakReport {
   /** The holder the lock was taken from. */
@@ -178,6 +183,23 @@ export interface Blocker {
   breakLock(name: string, options?: BreakOptions): Promise<BreakReport>;
 
   /**
+   * Asks the holder of lock `name` to let it go (cooperative hand-over, as RBD's exclusive lock):
+   * records a release request the holder's next `renew` reports (`releaseRequested`) and wakes
+   * its `watchRelease` listener where the backend can (files: a request file next to the lock,
+   * seen by inotify; RADOS: notify on the lock object). Resolves with the lock's record as it was
+   * asked (null: it is free, nothing was asked). The request is dropped when the lock changes hands.
+   */
+  requestRelease(name: string, options?: RequestReleaseOptions): Promise<LockRecord | null>;
+
+  /**
+   * Calls `listener` soon after a release of lock `name` is requested: a hint (the holder's
+   * `renew` reports the request in any case), so a holder hands over in milliseconds rather than
+   * at its next renewal. Returns the function that stops watching. Absent where a backend cannot
+   * watch (the request then waits for the renewal).
+   */
+  watchRelease?(name: string, listener: () => void): () => void;
+
+  /**
    * Releases the lock. Fails with ENOTLOCKED when it is not held, and with ELOCKED when another
    * owner holds it and `force` is not set.
    */
@@ -214,7 +236,7 @@ export interface Blocker {
   close(): Promise<void>;
 }
 
-export type { LockProcess, LockRecord } from './holder.js';
+export type { LockProcess, LockRecord, ReleaseRequest } from './holder.js';
 
 /** The suffix the contract appends to lock names (reference §1.2). */
 export const LOCK_SUFFIX = '_lock';

@@ -9,6 +9,7 @@ import type {
   ReadOptions,
   ReleaseOptions,
   RenewOptions,
+  RequestReleaseOptions,
   WriteOptions,
 } from './contract.js';
 import type { LockRecord } from './holder.js';
@@ -25,6 +26,7 @@ export interface FaultPlan {
     | 'release'
     | 'renew'
     | 'breakLock'
+    | 'requestRelease'
     | 'hash';
   /** Only names matching this fail (default: every name). */
   match?: RegExp;
@@ -183,6 +185,13 @@ export class FaultyBlocker implements Blocker {
   async breakLock(name: string, options?: BreakOptions): Promise<BreakReport> {
     this.check('breakLock', name);
     return this.inner.breakLock(name, options);
+  }
+  async requestRelease(name: string, options?: RequestReleaseOptions): Promise<LockRecord | null> {
+    this.check('requestRelease', name);
+    return this.inner.requestRelease(name, options);
+  }
+  watchRelease(name: string, listener: () => void): () => void {
+    return this.inner.watchRelease?.(name, listener) ?? (() => {});
   }
   async lockInfo(name: string): Promise<LockRecord | null> {
     this.checkCrash('lockInfo', name);

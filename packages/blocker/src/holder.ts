@@ -49,6 +49,19 @@ export interface LockRecord {
    * breaker dies the old holder's lease still has to run out first.
    */
   notBefore?: number;
+  /**
+   * Not stored: what `renew` reports when another owner asked the holder to let the lock go
+   * (`requestRelease`, the cooperative hand-over of live migration).
+   */
+  releaseRequested?: ReleaseRequest;
+}
+
+/** A request that the holder of a lock let it go (`Blocker.requestRelease`). */
+export interface ReleaseRequest {
+  /** Who asks: the requester's identity. */
+  by: string;
+  /** When it asked, ms since the epoch on the requester's clock. */
+  at: number;
 }
 
 /** The start time of process `pid` (field 22 of its /proc stat), or null when it is gone. */

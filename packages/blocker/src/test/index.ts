@@ -985,6 +985,67 @@ export function blockerConformance(opts: ConformanceOptions): void {
       });
     });
 
+    describe('release requests (cooperative hand-over)', () => {
+      it("reports another owner's request at the holder's renewal, and drops it when the lock changes hands", async () => {
+        const a = await open(IDENTITY_A);
+        const b = await open(IDENTITY_B);
+        const name = `${prefix()}vol`;
+        expect(await b.requestRelease(name)).toBeNull(); // free: nothing to ask
+        await a.acquire(name, { leaseMs: 60_000 });
+        expect((await a.renew(name)).releaseRequested).toBeUndefined();
+        const t0 = Date.now();
+        const asked = await b.requestRelease(name);
+        expect(asked?.owner).toBe(IDENTITY_A);
+        const renewed = await a.renew(name);
+        expect(renewed.releaseRequested?.by).toBe(IDENTITY_B);
+        expect(renewed.releaseRequested?.at).toBeGreaterThanOrEqual(t0 - 1000);
+        // Still A's until A lets go: a request takes nothing by itself.
+        await expectCode(b.acquire(name), 'ELOCKED');
+        await a.release(name);
+        const took = await b.acquire(name, { leaseMs: 60_000 });
+        expect(took.took).toBe(true);
+        // The request was A's to answer: B's renewals do not see it.
+        expect((await b.renew(name)).releaseRequested).toBeUndefined();
+        await b.release(name);
+      });
+
+      it('names the requester it is given, and refuses a bad one with EINVAL', async () => {
+        const a = await open(IDENTITY_A);
+        const b = await open(IDENTITY_B);
+        const name = `${prefix()}vol`;
+        await a.acquire(name, { leaseMs: 60_000 });
+        await b.requestRelease(name, { by: 'mapper-of-b_7' });
+        expect((await a.renew(name)).releaseRequested?.by).toBe('mapper-of-b_7');
+        await expectCode(b.requestRelease(name, { by: '' }), 'EINVAL');
+        await expectCode(b.requestRelease('../x'), 'EINVAL_NAME');
+        await a.release(name);
+      });
+
+      it('wakes the holder that watches the lock, when the blocker can watch', async () => {
+        const a = await open(IDENTITY_A);
+        const b = await open(IDENTITY_B);
+        const name = `${prefix()}vol`;
+        await a.acquire(name, { leaseMs: 60_000 });
+        if (a.watchRelease === undefined) {
+          await a.release(name);
+          return; // the renewal reports requests (tested above)
+        }
+        let woken = 0;
+        const stop = a.watchRelease(name, () => {
+          woken++;
+        });
+        try {
+          await b.requestRelease(name);
+          const deadline = Date.now() + 5000;
+          while (woken === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+          expect(woken).toBeGreaterThan(0);
+        } finally {
+          stop();
+          await a.release(name);
+        }
+      });
+    });
+
     describe('names', () => {
       it('accepts every name the rules allow, up to 123 characters', async () => {
         const b = await open();

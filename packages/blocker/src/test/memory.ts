@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
 import { AbstractBlocker, type LockSession } from '../base.js';
 import { resolveIdentity } from '../contract.js';
-import type { LockProcess, LockRecord } from '../holder.js';
+import type { LockProcess, LockRecord, ReleaseRequest } from '../holder.js';
 import { missingObjectError, missingSourceError } from '../rules.js';
 
 /** Objects and locks shared by the MemoryBlockers built on it. */
@@ -16,6 +16,10 @@ export class MemoryStore {
   readonly objects = new Map<string, Buffer>();
   /** Lock name (without the suffix) → its record. */
   readonly locks = new Map<string, LockRecord>();
+  /** Lock name → the release request pending for its holder. */
+  readonly releaseRequests = new Map<string, ReleaseRequest>();
+  /** Lock name → the listeners of `watchRelease`. */
+  readonly releaseWatchers = new Map<string, Set<() => void>>();
 }
 
 export interface MemoryBlockerOptions {
@@ -125,6 +129,28 @@ export class MemoryBlocker extends AbstractBlocker {
     const cur = this.store.locks.get(name);
     if (cur === undefined || !isDeepStrictEqual(cur, holder)) return false;
     return this.store.locks.delete(name);
+  }
+
+  watchRelease(name: string, listener: () => void): () => void {
+    let set = this.store.releaseWatchers.get(name);
+    if (!set) this.store.releaseWatchers.set(name, (set = new Set()));
+    const once = () => listener();
+    set.add(once);
+    return () => void set.delete(once);
+  }
+
+  protected override async _requestRelease(name: string, req: ReleaseRequest): Promise<void> {
+    this.store.releaseRequests.set(name, { ...req });
+    for (const l of this.store.releaseWatchers.get(name) ?? []) queueMicrotask(l);
+  }
+
+  protected override async _releaseRequest(name: string): Promise<ReleaseRequest | null> {
+    const r = this.store.releaseRequests.get(name);
+    return r === undefined ? null : { ...r };
+  }
+
+  protected override async _clearReleaseRequest(name: string): Promise<void> {
+    this.store.releaseRequests.delete(name);
   }
 
   protected async _flush(): Promise<void> {}
