@@ -132,8 +132,8 @@ export class MemoryBlocker extends AbstractBlocker {
   }
 
   watchRelease(name: string, listener: () => void): () => void {
-    let set = this.store.releaseWatchers.get(name);
-    if (!set) this.store.releaseWatchers.set(name, (set = new Set()));
+    const set = this.store.releaseWatchers.get(name) ?? new Set<() => void>();
+    this.store.releaseWatchers.set(name, set);
     const once = () => listener();
     set.add(once);
     return () => void set.delete(once);
