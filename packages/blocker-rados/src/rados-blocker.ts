@@ -33,6 +33,7 @@ import {
   deadHolder,
   describeHolder,
   LOCK_SUFFIX,
+  type LockProcess,
   type LockRecord,
   type LockSession,
   missingObjectError,
@@ -107,6 +108,8 @@ export interface RadosBlockerOptions {
    * a lock whose holder did not renew it within its lease.
    */
   leaseMs?: number;
+  /** The process this blocker holds locks for (tests: a process "of another host"). Default: this one. */
+  process?: LockProcess;
   /**
    * How long a client this blocker fences stays blocklisted, seconds; 0 (default): the cluster's
    * `mon_osd_blocklist_default_expire` (an hour).
@@ -234,7 +237,14 @@ export class RadosBlocker extends AbstractBlocker {
     }
     if (!Number.isSafeInteger(leaseMs) || !Number.isSafeInteger(blocklistExpireSeconds))
       throw new RangeError('RadosBlocker: "leaseMs" and "blocklistExpireSeconds" must be integers');
-    super({ kind: 'rados', identity, lockTimeoutMs, lockPollMs: lockRecheckMs, leaseMs });
+    super({
+      kind: 'rados',
+      identity,
+      lockTimeoutMs,
+      lockPollMs: lockRecheckMs,
+      leaseMs,
+      ...(opts.process ? { process: opts.process } : {}),
+    });
     this.blocklistExpireSeconds = blocklistExpireSeconds;
     this.sync = opts.sync ?? 'always';
     this.maxDirtyBytes = maxDirtyBytes;

@@ -36,6 +36,11 @@ export interface MapperApi {
   resize(name: string, size: number): Promise<VolumeInfo>;
   /** Takes the volume lock without waiting and caches the map. */
   openVolume(name: string, opts?: LoadOptions): Promise<VolumeInfo>;
+  /**
+   * Reads of `name` go uncached without trying its lock (another owner holds it) until a write
+   * asks for it. Optional: a mapper that keeps no such state (a client of mapperd) omits it.
+   */
+  markYielded?(name: string): void;
   /** Drops the cached map and releases the lock. */
   closeVolume(
     name: string,

@@ -28,7 +28,7 @@ import {
   type VolumeInfo,
   type VolumeSummary,
 } from './types.js';
-import { VolumeLocks } from './volume-locks.js';
+import { type ReleaseHandler, VolumeLocks } from './volume-locks.js';
 
 export { MAX_VOLUME_SIZE } from './map.js';
 
@@ -181,6 +181,29 @@ export class Mapper implements MapperApi {
    */
   closeVolume(name: string, opts: { restoreHostHold?: boolean } = {}): Promise<void> {
     return this.locks.closeVolume(name, opts);
+  }
+
+  /**
+   * Hands open volume `name` over to another owner that asked for it (call it once the volume's
+   * I/O has drained): its lock is released and its reads are served uncached, without trying the
+   * lock, until the next write asks for the lock back.
+   */
+  yieldVolume(name: string): Promise<void> {
+    return this.locks.yieldVolume(name);
+  }
+
+  /** Reads of `name` go uncached without trying its lock (another owner holds it) until a write. */
+  markYielded(name: string): void {
+    this.locks.markYielded(name);
+  }
+
+  /**
+   * What this mapper's owner does when another owner asks for a volume it holds open
+   * (cooperative hand-over): typically drain the volume's I/O, flush, `yieldVolume`. Without a
+   * handler, requests are logged and the asker's wait runs out.
+   */
+  set onReleaseRequest(handler: ReleaseHandler | null) {
+    this.locks.releaseHandler = handler;
   }
 
   /**

@@ -49,7 +49,17 @@ export interface OpenVolume {
   validUntil: number;
   /** Why the volume was fenced (every I/O fails with it), or null. */
   fenced: ArchipelagoError | null;
+  /** Stops watching for release requests (null: not watching). */
+  unwatch: (() => void) | null;
+  /** A release was requested and the release handler is handing the volume over. */
+  releasing: boolean;
 }
+
+/**
+ * What the owner of the mapper does when another owner asks for a volume this process holds
+ * (cooperative hand-over): drain the volume's I/O, flush, and `yieldVolume` it.
+ */
+export type ReleaseHandler = (name: string, by: string) => Promise<void>;
 
 export interface VolumeLocksOptions {
   /** How long a write (or, on this host, a map change) waits for a lock before failing. */
@@ -84,6 +94,10 @@ export class VolumeLocks {
   /** The host locks this process holds, with how many of its callers hold each. */
   private readonly hostHeld = new Map<string, { handle: HostLockHandle; count: number }>();
   private renewing = false;
+  /** Volumes handed over on request: read uncached without trying the lock, until a write. */
+  private readonly yielded = new Set<string>();
+  /** The owner's answer to a release request (none: requests are logged and left to time out). */
+  releaseHandler: ReleaseHandler | null = null;
 
   constructor(
     private readonly blockerm: Blocker,
@@ -131,9 +145,8 @@ export class VolumeLocks {
   /** Drops `name` from the open volumes (the locks stay as they are). */
   forget(name: string): void {
     const vol = this.open.get(name);
-    this.open.delete(name);
+    this.drop(name);
     void vol?.hostLock?.release();
-    this.scheduleRenewals();
   }
 
   /**
@@ -165,9 +178,10 @@ export class VolumeLocks {
             hostLock,
             validUntil: got.validUntil,
             fenced: null,
+            unwatch: null,
+            releasing: false,
           };
-          this.open.set(name, vol);
-          this.scheduleRenewals();
+          this.add(name, vol);
           return vol;
         } catch (e) {
           await this.letGo(name, { tookLock, hostHeld: !tookLock && got.previous?.process === null });
@@ -191,8 +205,7 @@ export class VolumeLocks {
     if (vol?.hostHeld && opts.restoreHostHold) return this.handOver(name);
     if (vol) {
       await vol.meta.run('meta', () => vol.entryLocks.idle());
-      this.open.delete(name);
-      this.scheduleRenewals();
+      this.drop(name);
     }
     try {
       const owner = await this.blockerm.lockOwner(name);
@@ -215,8 +228,7 @@ export class VolumeLocks {
     const vol = this.open.get(name);
     if (!vol) return;
     await vol.meta.run('meta', () => vol.entryLocks.idle());
-    this.open.delete(name);
-    this.scheduleRenewals();
+    this.drop(name);
     try {
       if (vol.fenced === null) await this.blockerm.acquire(name, { hold: 'host' });
     } finally {
@@ -236,8 +248,7 @@ export class VolumeLocks {
    */
   async unlock(name: string, opts: { force?: boolean }): Promise<void> {
     const vol = this.open.get(name);
-    this.open.delete(name);
-    this.scheduleRenewals();
+    this.drop(name);
     try {
       await this.blockerm.release(name, opts);
     } finally {
@@ -300,8 +311,7 @@ export class VolumeLocks {
       // Drop what this call opened. The lock goes only if this call took it (a lock this host
       // held before, e.g. from `vlmc lock`, goes back to the host) or the name itself is gone.
       if (!wasOpen || how.closeAfter) {
-        this.open.delete(name);
-        this.scheduleRenewals();
+        this.drop(name);
         try {
           if (how.closeAfter) await this.releaseQuietly(name);
           else await this.letGo(name, vol);
@@ -326,6 +336,30 @@ export class VolumeLocks {
       r !== null && r.owner === this.blockerm.identity && r.process !== null && r.process.pid === process.pid;
     if (!mine) throw this.fence(name, vol, `its lock is held by ${describeRecord(r)} now`);
     this.assertValid(name, vol);
+  }
+
+  /**
+   * Hands open volume `name` over to another owner that asked for it (the release handler calls
+   * this once the volume's I/O has drained): closes it (lock released, also a lock this host held
+   * before) and marks it yielded: reads of it are served uncached without trying the lock, and
+   * the next write asks for the lock back.
+   */
+  async yieldVolume(name: string): Promise<void> {
+    this.yielded.add(name);
+    await this.closeVolume(name);
+  }
+
+  /** True when `name` was handed over (or found held elsewhere) and no write asked for it since. */
+  isYielded(name: string): boolean {
+    return this.yielded.has(name);
+  }
+
+  /**
+   * Marks `name` as held elsewhere: reads go uncached without trying the lock until a write
+   * takes it (the NBD endpoint of a migration's destination).
+   */
+  markYielded(name: string): void {
+    if (!this.open.has(name)) this.yielded.add(name);
   }
 
   /** Stops renewing leases (the locks stay as they are: shutdown, crash tests). */
@@ -358,9 +392,10 @@ export class VolumeLocks {
             hostLock,
             validUntil: got.validUntil,
             fenced: null,
+            unwatch: null,
+            releasing: false,
           };
-          this.open.set(name, vol);
-          this.scheduleRenewals();
+          this.add(name, vol);
           return vol;
         } catch (e) {
           await this.letGo(name, {
@@ -428,6 +463,54 @@ export class VolumeLocks {
     }
   }
 
+  /** Records `vol` as open, watches for release requests, and keeps its lease renewed. */
+  private add(name: string, vol: OpenVolume): void {
+    this.open.set(name, vol);
+    this.yielded.delete(name);
+    if (this.leaseMs > 0 && this.blockerm.watchRelease)
+      vol.unwatch = this.blockerm.watchRelease(name, () => void this.renewOne(name, vol));
+    this.scheduleRenewals();
+  }
+
+  /** Forgets open volume `name` (the locks stay as they are) and stops watching it. */
+  private drop(name: string): void {
+    const vol = this.open.get(name);
+    this.open.delete(name);
+    vol?.unwatch?.();
+    if (vol) vol.unwatch = null;
+    this.scheduleRenewals();
+  }
+
+  /**
+   * Another owner asked for open volume `name` (seen at a renewal): the release handler hands it
+   * over, once; without a handler the request is logged and the asker's wait runs out.
+   */
+  private requested(name: string, vol: OpenVolume, by: string): void {
+    if (this.open.get(name) !== vol || vol.fenced !== null || vol.releasing) return;
+    vol.releasing = true;
+    const handler = this.releaseHandler;
+    if (handler === null) {
+      this.opts.log.warn(
+        { volume: name, by },
+        `${by} asks for volume ${name}; this process keeps it until it is done with it`,
+      );
+      return;
+    }
+    this.opts.log.info({ volume: name, by }, `handing volume ${name} over to ${by} (it asked for it)`);
+    const t0 = performance.now();
+    handler(name, by).then(
+      () =>
+        this.opts.log.info(
+          { volume: name, by, ms: Math.round(performance.now() - t0) },
+          `handed volume ${name} over to ${by}`,
+        ),
+      (e) => {
+        vol.releasing = false;
+        this.opts.log.warn({ volume: name, by, err: String(e) }, `could not hand volume ${name} over`);
+      },
+    );
+  }
+
   /** Throws the fence error when `vol` is fenced or its lease lapsed. */
   private assertValid(name: string, vol: OpenVolume): void {
     if (vol.fenced) throw vol.fenced;
@@ -468,23 +551,68 @@ export class VolumeLocks {
     return { ...r, validUntil: this.validFrom(before) };
   }
 
-  /** Takes the lock, waiting up to the lock timeout; same result as acquireNow. */
+  /**
+   * Takes the lock for a write, waiting up to the lock timeout. A live holder elsewhere is asked
+   * to hand the volume over (`requestRelease`), again every lease/3 while this waits (a request
+   * is dropped when the lock changes hands); a dead one is taken over (fenced first). Same result
+   * as acquireNow; ELOCKED naming the holder when the wait runs out.
+   */
   private async acquireWaiting(name: string): Promise<Acquired> {
     const timeoutMs = this.opts.lockTimeoutMs;
-    const before = performance.now();
-    try {
-      const r = await this.blockerm.acquire(name, { wait: true, timeoutMs, leaseMs: this.leaseMs });
-      this.logTakeover(name, r.tookOver, r.previous);
-      return { ...r, validUntil: this.validFrom(before) };
-    } catch (e) {
-      if (!ArchipelagoError.is(e, 'ETIMEDOUT')) throw e;
-      const owner = await this.blockerm.lockOwner(name);
-      throw archipError(
-        'ELOCKED',
-        `volume "${name}" is locked by ${owner ?? 'another owner'} (waited ${timeoutMs} ms)`,
-        { cause: e, details: { volume: name, owner } },
-      );
+    const deadline = performance.now() + timeoutMs;
+    const askEvery = Math.max(250, Math.floor((this.leaseMs || 3000) / 3));
+    let asked: LockRecord | null = null;
+    for (;;) {
+      const before = performance.now();
+      const left = Math.ceil(deadline - before);
+      try {
+        const wait = asked !== null && left > 0;
+        const r = await this.blockerm.acquire(name, {
+          wait,
+          ...(wait ? { timeoutMs: Math.min(left, askEvery) } : {}),
+          leaseMs: this.leaseMs,
+        });
+        this.logTakeover(name, r.tookOver, r.previous);
+        if (asked !== null)
+          this.opts.log.info(
+            { volume: name, from: asked.owner, ms: Math.round(performance.now() - before) },
+            `took volume ${name} over from ${describeRecord(asked)}`,
+          );
+        return { ...r, validUntil: this.validFrom(before) };
+      } catch (e) {
+        if (!ArchipelagoError.is(e, 'ELOCKED') && !ArchipelagoError.is(e, 'ETIMEDOUT')) throw e;
+        if (deadline - performance.now() <= 0) throw await this.heldError(name, asked, timeoutMs, e);
+        const holder = await this.ask(name);
+        if (holder !== null) asked = holder;
+        else asked ??= { owner: 'nobody', process: null, expires: null };
+      }
     }
+  }
+
+  /** Asks the holder of `name` to hand it over; its record (null: free now). */
+  private async ask(name: string): Promise<LockRecord | null> {
+    try {
+      return await this.blockerm.requestRelease(name, { by: this.blockerm.identity });
+    } catch (e) {
+      if (!ArchipelagoError.is(e, 'ENOTSUP')) throw e;
+      return await this.blockerm.lockInfo(name); // a blocker that cannot ask: wait as before
+    }
+  }
+
+  /** ELOCKED for a write that waited `ms` for the lock of `name` in vain. */
+  private async heldError(name: string, asked: LockRecord | null, ms: number, cause: unknown) {
+    const now = await this.blockerm.lockInfo(name).catch(() => asked);
+    const who = describeRecord(now);
+    const why =
+      now?.process === null
+        ? `it is held by the host (vlmc open or vlmc lock there): "vlmc close ${name}" there, or "vlmc unlock -f ${name}"`
+        : asked !== null
+          ? `it was asked to hand the volume over and did not within ${ms} ms`
+          : `waited ${ms} ms`;
+    return archipError('ELOCKED', `volume "${name}" is locked by ${who}; ${why}`, {
+      cause,
+      details: { volume: name, owner: now?.owner ?? null, holder: now },
+    });
   }
 
   /** Until when a lease taken (or renewed) by a call that started at `before` is valid here. */
@@ -514,25 +642,30 @@ export class VolumeLocks {
     if (this.renewing) return;
     this.renewing = true;
     try {
-      await Promise.all(
-        [...this.open].map(async ([name, vol]) => {
-          if (vol.fenced) return;
-          const before = performance.now();
-          try {
-            await this.blockerm.renew(name, { leaseMs: this.leaseMs });
-            if (this.open.get(name) === vol && performance.now() <= vol.validUntil)
-              vol.validUntil = this.validFrom(before);
-          } catch (e) {
-            if (ArchipelagoError.is(e, 'ELOCKED') || ArchipelagoError.is(e, 'ENOTLOCKED'))
-              this.fence(name, vol, `its lock was lost (${(e as Error).message})`);
-            else if (ArchipelagoError.isInstance(e) && e.details.fenced === true)
-              this.fence(name, vol, e.message);
-            else this.opts.log.warn({ volume: name, err: String(e) }, 'lease renewal failed; retrying');
-          }
-        }),
-      );
+      await Promise.all([...this.open].map(([name, vol]) => this.renewOne(name, vol)));
     } finally {
       this.renewing = false;
+    }
+  }
+
+  /**
+   * Renews the lease of open volume `name`: a lock found lost fences it; a release request the
+   * renewal reports goes to the release handler. Also what a `watchRelease` hint runs.
+   */
+  private async renewOne(name: string, vol: OpenVolume): Promise<void> {
+    if (vol.fenced || this.open.get(name) !== vol) return;
+    const before = performance.now();
+    try {
+      const r = await this.blockerm.renew(name, { leaseMs: this.leaseMs });
+      if (this.open.get(name) === vol && performance.now() <= vol.validUntil)
+        vol.validUntil = this.validFrom(before);
+      if (r.releaseRequested) this.requested(name, vol, r.releaseRequested.by);
+    } catch (e) {
+      if (this.open.get(name) !== vol) return; // closed meanwhile (a hint racing the hand-over)
+      if (ArchipelagoError.is(e, 'ELOCKED') || ArchipelagoError.is(e, 'ENOTLOCKED'))
+        this.fence(name, vol, `its lock was lost (${(e as Error).message})`);
+      else if (ArchipelagoError.isInstance(e) && e.details.fenced === true) this.fence(name, vol, e.message);
+      else this.opts.log.warn({ volume: name, err: String(e) }, 'lease renewal failed; retrying');
     }
   }
 

@@ -92,6 +92,12 @@ export async function openEmbeddedRuntime(
     ...(opts.logger ? { logger: opts.logger } : {}),
   });
   const composer = new Composer({ mapper, blockerb, ...(opts.logger ? { logger: opts.logger } : {}) });
+  if (opts.handOver)
+    mapper.onReleaseRequest = (name) =>
+      composer.frozen(name, async () => {
+        await blockerb.flush();
+        await mapper.yieldVolume(name);
+      });
   return {
     wiring: 'embedded',
     config,

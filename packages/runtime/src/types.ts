@@ -59,6 +59,13 @@ export interface RuntimeOptions {
   wiring?: Wiring;
   /** The daemon wiring only: who composes volume I/O (default: `vlmcd`, or ARCHIPELAGO_COMPOSE). */
   compose?: Compose;
+  /**
+   * The embedded wiring: answer another owner's release request for a volume this process holds
+   * (cooperative hand-over, live migration) by draining its I/O, flushing and handing it over;
+   * its reads then go uncached. For long-lived holders (the NBD endpoint); a short command keeps
+   * its volume until it ends. In the daemon wiring mapperd answers them.
+   */
+  handOver?: boolean;
 }
 
 /** A `Runtime.close` that runs `fn` once: later calls get the first call's promise. */

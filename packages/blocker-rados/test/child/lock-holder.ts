@@ -9,7 +9,7 @@
  * writeEveryMs, and `host`: hold the lock for this process as if it ran on that host (a holder
  * elsewhere, whose lock a break fences instead of refusing).
  */
-import { currentProcess, type LockProcess } from '@archipelago/blocker';
+import { currentProcess } from '@archipelago/blocker';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { RadosBlocker } from '../../src/index.js';
 
@@ -39,14 +39,15 @@ const b = await RadosBlocker.open({
   identity: o.identity,
   leaseMs: o.leaseMs,
   opTimeoutMs: 30_000, // never hang a test: a stuck op fails (ETIMEDOUT) instead
+  // This process, as if it ran on host `o.host` (its own hold, not one held for another process).
+  ...(o.host === undefined ? {} : { process: { ...currentProcess(), host: o.host } }),
 });
-const as: LockProcess | undefined = o.host === undefined ? undefined : { ...currentProcess(), host: o.host };
-await b.acquire(o.volume, as === undefined ? {} : { as });
+await b.acquire(o.volume);
 say('ready', { addr: b.clientAddr, client: b.clientName, pid: process.pid });
 
 setInterval(
   () => {
-    b.renew(o.volume, as === undefined ? {} : { as }).then(
+    b.renew(o.volume).then(
       () => {},
       (e: unknown) => say('renew-failed', failure(e)),
     );

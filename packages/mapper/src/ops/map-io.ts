@@ -34,14 +34,18 @@ export type MapRange = (
 
 /**
  * Object segments for reading `[offset, offset+length)`. Tries the lock without waiting; when
- * another owner holds it, the map is loaded fresh and not cached.
+ * another owner holds it (or this mapper handed the volume over), the map is loaded fresh and
+ * not cached (the guide's rule a).
  */
 export const mapRead: MapRange = async (ctx, name, offset, length, opts = {}) => {
   ctx.checkOpen();
   let map: LoadedMap;
   const cached = ctx.locks.cached(name);
   if (cached) map = cached.map;
-  else {
+  else if (ctx.locks.isYielded(name)) {
+    // Handed over to (or found held by) another owner: read without trying the lock.
+    map = await ctx.store.load(name, opts);
+  } else {
     try {
       map = (await openVolume(ctx, name, opts, false)).map;
     } catch (e) {

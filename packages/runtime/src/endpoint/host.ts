@@ -8,11 +8,13 @@
  * `READY <json entry>` or `ERROR <json error>`, then keeps running.
  */
 import { dirname } from 'node:path';
+import { describeHolder } from '@archipelago/blocker';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { NbdServer, volumeExport } from '@archipelago/nbd';
 import pino from 'pino';
 import { loadConfig } from '../config.js';
 import { reportReady } from '../spawn.js';
+import type { Runtime } from '../types.js';
 import { openRuntime } from '../wiring.js';
 import { type ControlRequest, serveControl } from './control.js';
 import { type MappedEntry, RunState } from './runstate.js';
@@ -34,13 +36,33 @@ function nbdUri(volume: string, socket: string | undefined, port: number | undef
   return socket ? `nbd+unix:///${volume}?socket=${socket}` : `nbd://127.0.0.1:${port}/${volume}`;
 }
 
+/**
+ * Opens the volume (its lock taken, its map cached); when another owner holds it (a live
+ * migration's destination), serves it without the lock: reads uncached, and the first write asks
+ * the holder to hand the volume over (docs/ARCHITECTURE.md, "Hand-over").
+ */
+async function openOrFollow(rt: Runtime, name: string, log: pino.Logger) {
+  try {
+    return await rt.mapper.openVolume(name);
+  } catch (e) {
+    if (!ArchipelagoError.is(e, 'ELOCKED')) throw e;
+    const holder = await rt.blockerm.lockInfo(name);
+    rt.mapper.markYielded?.(name);
+    log.info(
+      { volume: name, holder },
+      `volume ${name} is held by ${holder ? describeHolder(holder) : 'another owner'}: serving reads uncached; the first write asks for it`,
+    );
+    return await rt.mapper.info(name);
+  }
+}
+
 export async function runHost(req: HostRequest): Promise<void> {
   const log = pino({ level: process.env.ARCHIPELAGO_LOG_LEVEL ?? 'info' }, pino.destination(2));
   const state = new RunState(req.runDir);
   const loaded = loadConfig(req.config);
-  const rt = await openRuntime(loaded, { logger: log, compose: 'local' });
+  const rt = await openRuntime(loaded, { logger: log, compose: 'local', handOver: true });
   const name = req.volume;
-  let info = await rt.mapper.openVolume(name);
+  let info = await openOrFollow(rt, name, log);
   const readonly = req.readonly || info.readonly;
   const server = new NbdServer({
     exports: (n) =>

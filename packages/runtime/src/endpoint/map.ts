@@ -4,7 +4,6 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { currentProcess, deadHolder, describeHolder } from '@archipelago/blocker';
 import { ArchipelagoError, pidAlive } from '@archipelago/libxseg';
 import { validateVolumeName } from '@archipelago/mapfile';
 import type { Session } from '../session.js';
@@ -57,16 +56,11 @@ export async function mapVolume(s: Session, name: string, opts: MapOptions = {})
     );
   }
   if (existing) await state.remove(name); // stale: its process is gone
-  // Fail early, in this process, for a volume that does not exist or is locked by another live
-  // holder (a dead one's lock the endpoint takes over).
+  // Fail early, in this process, for a volume that does not exist. A volume another owner holds
+  // is mapped all the same (live migration's destination): the endpoint serves its reads
+  // uncached and its first write asks the holder to hand the volume over.
   const rt = await s.runtime();
   await rt.mapper.info(name);
-  const held = await rt.blockerm.lockInfo(name);
-  if (held !== null && held.owner !== rt.identity && deadHolder(held, currentProcess()) === null) {
-    throw new ArchipelagoError('ELOCKED', `volume "${name}" is locked by ${describeHolder(held)}`, {
-      details: { volume: name, owner: held.owner },
-    });
-  }
   await mkdir(state.dir, { recursive: true, mode: 0o770 });
   const req: HostRequest = {
     config: s.configuration().path,
