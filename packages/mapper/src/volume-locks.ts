@@ -21,7 +21,7 @@
  * - the barrier (`OpenVolume.barrier`) is up while a map change runs: new copy-ups and discards
  *   wait for it, and the change starts once the ones under way have finished.
  */
-import type { Blocker, LockRecord } from '@archipelago/blocker';
+import { type Blocker, currentProcess, deadHolder, type LockRecord } from '@archipelago/blocker';
 import { ArchipelagoError, archipError } from '@archipelago/libxseg';
 import { validateVolumeName } from '@archipelago/mapfile';
 import type { HostLockHandle, HostLocks } from './host-locks.js';
@@ -450,11 +450,17 @@ export class VolumeLocks {
    * bounded): for an operation on two names (snapshot, rename, clone), so that two processes
    * doing the opposite never deadlock.
    */
-  async withHostLocks<T>(names: readonly string[], fn: () => Promise<T>): Promise<T> {
+  async withHostLocks<T>(
+    names: readonly string[],
+    fn: () => Promise<T>,
+    opts: { orHeldOpen?: readonly string[] } = {},
+  ): Promise<T> {
     const held: HostLockHandle[] = [];
     try {
       for (const n of [...new Set(names)].sort()) {
-        const h = await this.hostLock(n, true);
+        const h = opts.orHeldOpen?.includes(n)
+          ? await this.hostLockOrHeldOpen(n)
+          : await this.hostLock(n, true);
         if (h) held.push(h);
       }
       return await fn();
@@ -509,6 +515,29 @@ export class VolumeLocks {
         this.opts.log.warn({ volume: name, by, err: String(e) }, `could not hand volume ${name} over`);
       },
     );
+  }
+
+  /**
+   * The host lock of `name`, or null without waiting when another live process of this host holds
+   * `name` open (its volume lock is that process's: e.g. the endpoint of a mapped snapshot). That
+   * process keeps the host lock while it has the volume open, so nobody of this host removes or
+   * renames it meanwhile either: enough for a reader of its map (a clone of a mapped snapshot).
+   */
+  private async hostLockOrHeldOpen(name: string): Promise<HostLockHandle | null> {
+    try {
+      return await this.hostLock(name, false);
+    } catch (e) {
+      if (!ArchipelagoError.is(e, 'EBUSY')) throw e;
+      const r = await this.blockerm.lockInfo(name);
+      const openElsewhereHere =
+        r !== null &&
+        r.owner === this.blockerm.identity &&
+        r.process !== null &&
+        r.process.pid !== process.pid &&
+        deadHolder(r, currentProcess()) === null;
+      if (openElsewhereHere) return null;
+      return await this.hostLock(name, true);
+    }
   }
 
   /** Throws the fence error when `vol` is fenced or its lease lapsed. */

@@ -157,10 +157,14 @@ describe('a blocker peer fenced by another host', () => {
     });
     try {
       // A process of another host holds the lock through the peer (so a break fences, not EBUSY).
+      // The hold is the peer's client's (proxied): blocklisting the peer cuts off only what goes
+      // through it, so the break also waits out the holder's lease.
       const elsewhere: LockProcess = { host: 'hostA', boot: 'another-boot', pid: 4242, start: '42' };
-      await a.acquire('fencelock', { as: elsewhere, leaseMs: 60_000 });
+      await a.acquire('fencelock', { as: elsewhere, leaseMs: 1500 });
+      const t0 = Date.now();
       const report = await other.breakLock('fencelock');
-      expect(report.fenced).toMatch(/^blocklisted /);
+      expect(report.fenced).toMatch(/^blocklisted \S+, and its lease ran out$/);
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(1000);
       expect(report.previous).toMatchObject({ owner: 'hostA_fenced', process: elsewhere });
       for (const call of [
         () => a.renew('fencelock', { as: elsewhere }),

@@ -264,8 +264,16 @@ describe('lock calls when the blocker peer dies', () => {
       // Not sent again: the lock is as the dead peer left it, held for its (dead) process.
       const left = await b.lockInfo('vol8');
       expect(left).toMatchObject({ owner: 'host1_b', process: { pid: peer?.pid } });
-      // Which the next acquire of this host takes over.
-      expect(await a.acquire('vol8')).toMatchObject({ took: true, tookOver: /is gone/ });
+      // Which the next acquire of this host takes over, but only once the lease of the holder the
+      // break took it from has run out (notBefore): that holder may still be writing until then.
+      expect(left?.notBefore).toBeGreaterThan(Date.now());
+      await expect(a.acquire('vol8')).rejects.toMatchObject({ code: 'ELOCKED' });
+      const t0 = Date.now();
+      expect(await a.acquire('vol8', { wait: true, timeoutMs: 10_000 })).toMatchObject({
+        took: true,
+        tookOver: /is gone/,
+      });
+      expect(Date.now()).toBeGreaterThanOrEqual((left?.notBefore ?? t0) - 50);
       await a.release('vol8');
     }));
 });

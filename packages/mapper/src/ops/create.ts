@@ -93,8 +93,11 @@ export async function clone(
   ctx.checkOpen();
   validateVolumeName(name);
   // The source's host lock too (both in name order): no other process of this host removes or
-  // renames the snapshot while its entries are being copied.
-  return ctx.locks.withHostLocks([source, name], () => cloneLocked(ctx, source, name, opts));
+  // renames the snapshot while its entries are being copied. A snapshot another process of this
+  // host holds open (mapped) is kept from that by its holder: its host lock is not waited for.
+  return ctx.locks.withHostLocks([source, name], () => cloneLocked(ctx, source, name, opts), {
+    orHeldOpen: [source],
+  });
 }
 
 async function cloneLocked(
