@@ -4,6 +4,7 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { createRequire } from 'node:module';
+import { describeHolder } from '@archipelago/blocker';
 import { ArchipelagoError, pidAlive } from '@archipelago/libxseg';
 import { validateVolumeName } from '@archipelago/mapfile';
 import type { Session } from '../session.js';
@@ -61,6 +62,16 @@ export async function mapVolume(s: Session, name: string, opts: MapOptions = {})
   // uncached and its first write asks the holder to hand the volume over.
   const rt = await s.runtime();
   await rt.mapper.info(name);
+  // A host hold elsewhere (`vlmc open`/`vlmc lock` there) has no process that could hand the
+  // volume over: refuse a writable mapping now rather than fail its first write later.
+  const held = await rt.blockerm.lockInfo(name);
+  if (held !== null && held.owner !== rt.identity && held.process === null && !opts.readonly) {
+    throw new ArchipelagoError(
+      'ELOCKED',
+      `volume "${name}" is locked by ${describeHolder(held)}, which no process there can hand over; "vlmc close ${name}" there (or "vlmc unlock -f ${name}"), or map it --readonly`,
+      { details: { volume: name, owner: held.owner } },
+    );
+  }
   await mkdir(state.dir, { recursive: true, mode: 0o770 });
   const req: HostRequest = {
     config: s.configuration().path,
