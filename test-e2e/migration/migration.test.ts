@@ -110,6 +110,29 @@ for (const blocker of ['file', 'rados'] as BlockerKind[]) {
         return g;
       };
 
+      it('an explicit vlmc open on B asks the endpoint on A, which hands the volume over', async () => {
+        await a.ok('create', 'openme', '--size', '8M');
+        await a.ok('map', 'openme');
+        expect(await observer.lockOwner('openme')).toBe('mig-a_embedded');
+        const t0 = Date.now();
+        const opened = await b.vlmc('open', 'openme');
+        const ms = Date.now() - t0;
+        expect(opened.code, opened.stderr).toBe(0);
+        expect(await observer.lockOwner('openme')).toBe('mig-b_embedded');
+        expect(
+          logLines(await endpointLog(a, 'openme'), /^handed volume openme over to mig-b_embedded/),
+        ).toHaveLength(1);
+        // A's mapping still serves reads (uncached); B's hold is a host hold until `vlmc close`.
+        expect((await observer.lockInfo('openme'))?.process).toBeNull();
+        await b.ok('close', 'openme');
+        const unmap = await a.vlmc('unmap', 'openme');
+        expect(unmap.code, unmap.stderr).toBe(0);
+        expect(await observer.lockOwner('openme')).toBeNull();
+        console.log(
+          `vlmc open on B (${blocker}): took the volume from A's endpoint in ${ms} ms (command included)`,
+        );
+      }, 120_000);
+
       it('migrates a writing guest from A to B: B maps while A holds the volume, A hands it over with no manual step, nothing is lost', {
         timeout: 420_000,
       }, async () => {

@@ -35,7 +35,7 @@ export interface MapperApi {
   rename(name: string, newName: string): Promise<VolumeInfo>;
   resize(name: string, size: number): Promise<VolumeInfo>;
   /** Takes the volume lock without waiting and caches the map. */
-  openVolume(name: string, opts?: LoadOptions): Promise<VolumeInfo>;
+  openVolume(name: string, opts?: LoadOptions, how?: { ask?: boolean }): Promise<VolumeInfo>;
   /**
    * Reads of `name` go uncached without trying its lock (another owner holds it) until a write
    * asks for it. Optional: a mapper that keeps no such state (a client of mapperd) omits it.

@@ -127,4 +127,23 @@ describe('cooperative hand-over between two owners', () => {
     expect(await b.m.lockOwner('v')).toBe('host-b_1');
     expect((await b.read('v', 0, 4096)).equals(fill(0xb1))).toBe(true);
   });
+
+  it('vlmc open asks a live holder elsewhere and takes the volume; a host hold elsewhere fails at once', async () => {
+    const a = host('host-a_1', { leaseMs: 30_000 });
+    const b = host('host-b_1', { lockTimeoutMs: 5000 });
+    await a.mapper.create('v', { size: 8 * MiB });
+    await a.mapper.create('w', { size: 8 * MiB });
+    await a.mapper.openVolume('v');
+    a.mapper.onReleaseRequest = (name) => a.mapper.yieldVolume(name);
+    await b.mapper.openVolume('v', {}, { ask: true });
+    expect(await b.m.lockOwner('v')).toBe('host-b_1');
+    // A host hold elsewhere has no process to answer: ELOCKED at once, saying how to free it.
+    await a.mapper.lock('w');
+    const t0 = performance.now();
+    const e = await b.mapper.openVolume('w', {}, { ask: true }).catch((x: unknown) => x);
+    expect(ArchipelagoError.is(e, 'ELOCKED'), String(e)).toBe(true);
+    expect(String((e as Error).message)).toMatch(/held by the host/);
+    expect(performance.now() - t0).toBeLessThan(1000);
+    await expect(a.mapper.openVolume('v')).rejects.toMatchObject({ code: 'ELOCKED' });
+  });
 });

@@ -168,10 +168,14 @@ export class Mapper implements MapperApi {
 
   // Open, close, locks (volume-locks.ts)
 
-  /** Takes the volume lock without waiting and caches the map. Idempotent for this owner. */
-  async openVolume(name: string, opts: LoadOptions = {}): Promise<VolumeInfo> {
+  /**
+   * Takes the volume lock without waiting and caches the map. Idempotent for this owner. With
+   * `ask` (`vlmc open`), a live holder elsewhere is asked to hand the volume over and waited for
+   * (bounded); a host hold elsewhere fails at once (ELOCKED saying how to free it).
+   */
+  async openVolume(name: string, opts: LoadOptions = {}, how: { ask?: boolean } = {}): Promise<VolumeInfo> {
     this.ctx.checkOpen();
-    const vol = await openVolume(this.ctx, name, opts, false);
+    const vol = await openVolume(this.ctx, name, opts, how.ask ? 'ask' : false);
     return describe(vol.map, this.locks.identity);
   }
 

@@ -156,14 +156,16 @@ export class VolumeLocks {
    * the holder's pid) without. A v0/v1 map, or one found under `archip_<name>`, is upgraded on the
    * way. A dead holder's lock is taken over (logged).
    */
-  openVolume(name: string, opts: LoadOptions, wait: boolean): Promise<OpenVolume> {
+  openVolume(name: string, opts: LoadOptions, wait: boolean | 'ask'): Promise<OpenVolume> {
     return this.opening.run(name, async () => {
       const have = this.cached(name);
       if (have) return have;
       validateVolumeName(name);
-      const hostLock = await this.hostLock(name, wait);
+      const hostLock = await this.hostLock(name, wait === true);
       try {
-        const got = wait ? await this.acquireWaiting(name) : await this.acquireNow(name);
+        const got = wait
+          ? await this.acquireWaiting(name, { hostHoldFails: wait === 'ask' })
+          : await this.acquireNow(name);
         const tookLock = got.took;
         try {
           let map = await this.store.load(name, opts);
@@ -586,7 +588,7 @@ export class VolumeLocks {
    * is dropped when the lock changes hands); a dead one is taken over (fenced first). Same result
    * as acquireNow; ELOCKED naming the holder when the wait runs out.
    */
-  private async acquireWaiting(name: string): Promise<Acquired> {
+  private async acquireWaiting(name: string, how: { hostHoldFails?: boolean } = {}): Promise<Acquired> {
     const timeoutMs = this.opts.lockTimeoutMs;
     const deadline = performance.now() + timeoutMs;
     const askEvery = Math.max(250, Math.floor((this.leaseMs || 3000) / 3));
@@ -612,6 +614,9 @@ export class VolumeLocks {
         if (!ArchipelagoError.is(e, 'ELOCKED') && !ArchipelagoError.is(e, 'ETIMEDOUT')) throw e;
         if (deadline - performance.now() <= 0) throw await this.heldError(name, asked, timeoutMs, e);
         const holder = await this.ask(name);
+        // `vlmc open`: a host hold has nobody to answer, so say so now rather than wait.
+        if (holder?.process === null && holder.owner !== this.blockerm.identity && how.hostHoldFails)
+          throw await this.heldError(name, holder, 0, e);
         if (holder !== null) asked = holder;
         else asked ??= { owner: 'nobody', process: null, expires: null };
       }

@@ -83,7 +83,8 @@ export async function openVolume(s: Session, name: string): Promise<VolumeInfo> 
   const rt = await s.runtime();
   // Check that the volume exists first: a failed open would also drop a lock `vlmc lock` took.
   await rt.mapper.info(name);
-  const info = await rt.mapper.openVolume(name);
+  // Asks a live holder elsewhere to hand the volume over (bounded), as a write would.
+  const info = await rt.mapper.openVolume(name, {}, { ask: true });
   s.keepOpen(name);
   return info;
 }

@@ -18,7 +18,7 @@ export function openVolume(
   ctx: MapperContext,
   name: string,
   opts: LoadOptions,
-  wait: boolean,
+  wait: boolean | 'ask',
 ): Promise<OpenVolume> {
   return repairing(ctx, () => ctx.locks.openVolume(name, opts, wait));
 }
