@@ -32,13 +32,13 @@ import {
   AbstractBlocker,
   type AcquireOptions,
   type AcquireResult,
+  checkName,
   closedError,
   deadHolder,
   describeHolder,
   LOCK_SUFFIX,
   type LockRecord,
   type LockSession,
-  checkName,
   missingObjectError,
   missingSourceError,
   type ReleaseRequest,
@@ -677,7 +677,8 @@ export class RadosBlocker extends AbstractBlocker {
     const status = statusOf(state);
     const mine = state.stored?.client === native.client && state.stored.cookie === this.cookie;
     if (mine && status === 'held') {
-      if ((await this.swap(name, 'renew', renew(pool, oid, state.raw as string, hold))) !== 'done') return false;
+      if ((await this.swap(name, 'renew', renew(pool, oid, state.raw as string, hold))) !== 'done')
+        return false;
       // The op was guarded by the record `state` was read with: the request it showed is ours.
       this.renewedAsks.set(this.askKey(name), state.request);
       return true;
@@ -722,25 +723,33 @@ export class RadosBlocker extends AbstractBlocker {
 
   /**
    * Records `req` for the holder of lock `name`: the xattr `archipelago.release` of `<name>_lock`,
-   * set by an op guarded by the holder's record (re-read and tried again when the holder renewed
-   * or changed meanwhile; nothing is asked when the lock became free). Then notifies the lock
-   * object (not awaited; close() waits for it): the holder's `watchRelease` calls its listener,
-   * waiting acquires ignore it.
+   * set by an op guarded by the holder's record, so it is set only while that holder holds the
+   * lock (when it renewed meanwhile, tried again; when the lock was freed or changed hands, nothing
+   * is asked: a request is for the holder it was made to, and the requester asks again). Then
+   * notifies the lock object (not awaited; close() waits for it): the holder's `watchRelease`
+   * calls its listener, waiting acquires ignore it.
    */
   protected override async _requestRelease(name: string, req: ReleaseRequest): Promise<void> {
     const pool = await this.connected();
     const oid = name + LOCK_SUFFIX;
+    let asked: string | null = null; // the holder asked: its cls_lock client and cookie
     for (let attempt = 0; attempt < 50; attempt++) {
       const state = await this.readState(pool, name);
-      if (statusOf(state) === 'free') return; // released meanwhile: nobody to ask
+      const holder = holderKey(state);
+      if (holder === null || (asked !== null && holder !== asked)) return; // freed or changed hands
+      asked = holder;
       if ((await this.swap(name, 'request release of', askRelease(pool, oid, state.raw, req))) === 'done') {
         this.notifyLock(pool, oid, NOTIFY_RELEASE_REQUEST);
         return;
       }
     }
-    throw new ArchipelagoError('EIO', `request release of ${name}: the lock kept changing during 50 attempts`, {
-      details: { lock: name },
-    });
+    throw new ArchipelagoError(
+      'EIO',
+      `request release of ${name}: the lock kept changing during 50 attempts`,
+      {
+        details: { lock: name },
+      },
+    );
   }
 
   /**
@@ -773,9 +782,10 @@ export class RadosBlocker extends AbstractBlocker {
   /**
    * Watches `<name>_lock` (rados_watch2) and calls `listener` on every release request notified
    * to it, whoever sent it (a blocker may hold a lock for other processes, `as`); notifies of
-   * releases (every release, this blocker's own included) do not call it. A watch the cluster
-   * broke (an OSD restart, a lost connection) is set up again, and if a request is pending by
-   * then the listener is called (its notify may have been missed). No watch when the lock object
+   * releases (every release, this blocker's own included) do not call it. The watch is in place a
+   * few ms after this returns; a request made before that is found by one read once it is (and
+   * the listener called). A watch the cluster broke (an OSD restart, a lost connection) is set up
+   * again the same way, so a request whose notify it missed still calls the listener. No watch when the lock object
    * does not exist (nobody holds the lock: the holder's renewal reports requests). Returns the
    * function that stops watching; close() stops every watch. The watch does not keep the process
    * alive, and no listener call comes after stop or close.
@@ -804,14 +814,15 @@ export class RadosBlocker extends AbstractBlocker {
           id = await pool.watch(oid, onEvent);
           return;
         } catch (e) {
-          if (!live() || errnoOf(e) === E.ENOENT) return; // no lock object: nobody holds it
+          // No lock object (nobody holds it), or this client was fenced (for good): give up.
+          if (!live() || errnoOf(e) === E.ENOENT || errnoOf(e) === EBLOCKLISTED) return;
           await this.sleep(this.lockRecheckMs); // the cluster refused it (a blip): try again
         }
       }
     };
-    // Broken watch: watch again, then ask the lock object whether a request came meanwhile.
-    const rewatch = async () => {
-      await unwatch();
+    // Once watching, a request made before the watch was in place has its notify behind it:
+    // ask the lock object (one read op) whether one is pending.
+    const establish = async () => {
       await watch();
       if (!live() || id === null || pool === null) return;
       const state = await readLock(pool, oid).catch(() => null);
@@ -820,10 +831,11 @@ export class RadosBlocker extends AbstractBlocker {
     let running: Promise<void> = Promise.resolve();
     const onEvent = (err?: number, payload?: Buffer) => {
       if (!live()) return;
-      if (err !== undefined) running = running.then(rewatch);
+      // A broken watch: drop it and watch again (a notify may have been missed meanwhile).
+      if (err !== undefined) running = running.then(unwatch).then(establish);
       else if (isReleaseRequest(payload)) listener();
     };
-    running = watch();
+    running = establish();
     const stop = async () => {
       if (stopped) return;
       stopped = true;
@@ -1041,6 +1053,12 @@ function holderOf(state: LockState): LockRecord | null {
   }
   Object.defineProperty(rec, STATE, { value: state, enumerable: false });
   return rec;
+}
+
+/** Who holds the lock in `state` (its cls_lock client and cookie, the record's when stale), or null: free. */
+function holderKey(state: LockState): string | null {
+  const h = state.locker ?? state.stored;
+  return h === null ? null : `${h.client} ${h.cookie}`;
 }
 
 function stateOf(rec: LockRecord): LockState | undefined {

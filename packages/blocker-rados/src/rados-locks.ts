@@ -286,7 +286,12 @@ export function remove(
  * Records release request `req` for the holder whose record is `raw`, if it still is: `changed`
  * when the lock changed hands, was renewed or freed meanwhile (or the object is gone).
  */
-export function askRelease(pool: NativePool, oid: string, raw: string | null, req: ReleaseRequest): Promise<Swap> {
+export function askRelease(
+  pool: NativePool,
+  oid: string,
+  raw: string | null,
+  req: ReleaseRequest,
+): Promise<Swap> {
   const value = Buffer.from(JSON.stringify({ by: req.by, at: req.at }), 'utf8');
   return swap(pool, oid, 'request release', [guard(raw), { kind: 'setxattr', name: RELEASE_XATTR, value }]);
 }
@@ -297,5 +302,5 @@ export const NOTIFY_RELEASE_REQUEST = Buffer.from('archipelago:release-request')
 
 /** True when a notify's payload is a release request (not a release: those wake waiters). */
 export function isReleaseRequest(payload: Buffer | undefined): boolean {
-  return payload !== undefined && payload.equals(NOTIFY_RELEASE_REQUEST);
+  return payload?.equals(NOTIFY_RELEASE_REQUEST) === true;
 }

@@ -8,6 +8,12 @@
  * Options come as JSON in ARCHIP_HOLDER: conf, pool, namespace, identity, volume, leaseMs,
  * writeEveryMs, and `host`: hold the lock for this process as if it ran on that host (a holder
  * elsewhere, whose lock a break fences instead of refusing).
+ *
+ * Release requests (test/release-requests.test.ts): with `watchRelease` it watches the lock
+ * (`watchRelease`) and reports each wake-up as `release-requested`; a renewal that reports a
+ * request says `renew-requested`. With `yieldOnRequest` it then releases the lock (`released`,
+ * with `how`: watch or renew) and stops writing. Times `t` are CLOCK_MONOTONIC in µs
+ * (process.hrtime), comparable with the test process's.
  */
 import { currentProcess, type LockProcess } from '@archipelago/blocker';
 import { ArchipelagoError } from '@archipelago/libxseg';
@@ -22,6 +28,8 @@ interface Options {
   leaseMs: number;
   writeEveryMs: number;
   host?: string;
+  watchRelease?: boolean;
+  yieldOnRequest?: boolean;
 }
 
 const o = JSON.parse(process.env.ARCHIP_HOLDER ?? '{}') as Options;
@@ -42,12 +50,33 @@ const b = await RadosBlocker.open({
 });
 const as: LockProcess | undefined = o.host === undefined ? undefined : { ...currentProcess(), host: o.host };
 await b.acquire(o.volume, as === undefined ? {} : { as });
+const now = () => Number(process.hrtime.bigint() / 1000n);
+let holding = true;
+const yieldLock = (how: string) => {
+  if (!holding) return;
+  holding = false;
+  b.release(o.volume).then(
+    () => say('released', { how, t: now() }),
+    (e: unknown) => say('release-failed', failure(e)),
+  );
+};
+if (o.watchRelease === true) {
+  b.watchRelease(o.volume, () => {
+    say('release-requested', { t: now() });
+    if (o.yieldOnRequest === true) yieldLock('watch');
+  });
+}
 say('ready', { addr: b.clientAddr, client: b.clientName, pid: process.pid });
 
 setInterval(
   () => {
+    if (!holding) return;
     b.renew(o.volume, as === undefined ? {} : { as }).then(
-      () => {},
+      (r) => {
+        if (r.releaseRequested === undefined) return;
+        say('renew-requested', { by: r.releaseRequested.by, t: now() });
+        if (o.yieldOnRequest === true) yieldLock('renew');
+      },
       (e: unknown) => say('renew-failed', failure(e)),
     );
   },
@@ -55,6 +84,7 @@ setInterval(
 );
 let n = 0;
 setInterval(() => {
+  if (!holding) return;
   const k = ++n;
   b.write(`${o.volume}_data`, 0, Buffer.from(String(k).padStart(12, '0'))).then(
     () => say('wrote', { n: k }),
