@@ -212,7 +212,6 @@ describe('release requests on RADOS', () => {
     );
     expect(med).toBeLessThan(100);
     expect(max).toBeLessThan(1000);
-    expect(holder.events.filter((e) => e.event === 'renew-requested')).toEqual([]);
   }, 60_000);
 
   it('a holder that yields on the hint hands the lock to a waiting acquire well before its next renewal', async () => {

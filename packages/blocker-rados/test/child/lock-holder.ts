@@ -10,10 +10,9 @@
  * elsewhere, whose lock a break fences instead of refusing).
  *
  * Release requests (test/release-requests.test.ts): with `watchRelease` it watches the lock
- * (`watchRelease`) and reports each wake-up as `release-requested`; a renewal that reports a
- * request says `renew-requested`. With `yieldOnRequest` it then releases the lock (`released`,
- * with `how`: watch or renew) and stops writing. Times `t` are CLOCK_MONOTONIC in µs
- * (process.hrtime), comparable with the test process's.
+ * (`watchRelease`) and reports each wake-up as `release-requested`; with `yieldOnRequest` it then
+ * releases the lock (`released`, `how: 'watch'`) and stops writing. Times `t` are CLOCK_MONOTONIC
+ * in µs (process.hrtime), comparable with the test process's.
  */
 import { currentProcess, type LockProcess } from '@archipelago/blocker';
 import { ArchipelagoError } from '@archipelago/libxseg';
@@ -50,33 +49,26 @@ const b = await RadosBlocker.open({
 });
 const as: LockProcess | undefined = o.host === undefined ? undefined : { ...currentProcess(), host: o.host };
 await b.acquire(o.volume, as === undefined ? {} : { as });
+say('ready', { addr: b.clientAddr, client: b.clientName, pid: process.pid });
+// (a request made before the watch is in place is found once it is: watchRelease reads the lock)
 const now = () => Number(process.hrtime.bigint() / 1000n);
 let holding = true;
-const yieldLock = (how: string) => {
-  if (!holding) return;
-  holding = false;
-  b.release(o.volume).then(
-    () => say('released', { how, t: now() }),
-    (e: unknown) => say('release-failed', failure(e)),
-  );
-};
 if (o.watchRelease === true) {
   b.watchRelease(o.volume, () => {
     say('release-requested', { t: now() });
-    if (o.yieldOnRequest === true) yieldLock('watch');
+    if (o.yieldOnRequest !== true || !holding) return;
+    holding = false;
+    b.release(o.volume).then(
+      () => say('released', { how: 'watch', t: now() }),
+      (e: unknown) => say('release-failed', failure(e)),
+    );
   });
 }
-say('ready', { addr: b.clientAddr, client: b.clientName, pid: process.pid });
 
 setInterval(
   () => {
-    if (!holding) return;
     b.renew(o.volume, as === undefined ? {} : { as }).then(
-      (r) => {
-        if (r.releaseRequested === undefined) return;
-        say('renew-requested', { by: r.releaseRequested.by, t: now() });
-        if (o.yieldOnRequest === true) yieldLock('renew');
-      },
+      () => {},
       (e: unknown) => say('renew-failed', failure(e)),
     );
   },
