@@ -785,10 +785,10 @@ export class RadosBlocker extends AbstractBlocker {
    * releases (every release, this blocker's own included) do not call it. The watch is in place a
    * few ms after this returns; a request made before that is found by one read once it is (and
    * the listener called). A watch the cluster broke (an OSD restart, a lost connection) is set up
-   * again the same way, so a request whose notify it missed still calls the listener. No watch when the lock object
-   * does not exist (nobody holds the lock: the holder's renewal reports requests). Returns the
-   * function that stops watching; close() stops every watch. The watch does not keep the process
-   * alive, and no listener call comes after stop or close.
+   * again the same way, so a request whose notify it missed still calls the listener. No watch
+   * when the lock object does not exist (nobody holds the lock: the holder's renewal reports
+   * requests). Returns the function that stops watching; close() stops every watch. The watch does
+   * not keep the process alive, and no listener call comes after stop or close.
    */
   watchRelease(name: string, listener: () => void): () => void {
     checkName(name, 'lock name');
@@ -995,8 +995,8 @@ export class RadosBlocker extends AbstractBlocker {
 
   /**
    * Once close() refused new calls, ended waiting acquires and the calls in flight ended: stops
-   * the release watches, waits for outstanding notifies, flushes (write-back), then closes the pool context and drops the
-   * connection. Locks stay held (they belong to the identity). Rejects, once everything is
+   * the release watches, waits for outstanding notifies, flushes (write-back), then closes the
+   * pool context and drops the connection. Locks stay held (they belong to the identity). Rejects, once everything is
    * closed, when an acknowledged write failed that no flush reported.
    */
   protected async _close(): Promise<void> {
