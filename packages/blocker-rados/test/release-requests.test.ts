@@ -48,6 +48,25 @@ const until = async (cond: () => boolean, ms: number) => {
 
 const monotonicUs = () => Number(process.hrtime.bigint() / 1000n);
 
+/**
+ * A holder of lock `vol` (identity hostA_mapperd) in a process of its own, watching for release
+ * requests and, with `yieldOnRequest`, releasing on one. Its lease is 30 s, so it renews every
+ * 10 s: whatever happens faster than that came through the watch. It writes nothing.
+ */
+async function watchingHolder(tag: string, yieldOnRequest: boolean) {
+  const ns = freshNamespace(tag);
+  const holder = await startHolder({
+    namespace: ns,
+    volume: 'vol',
+    leaseMs: 30_000,
+    writeEveryMs: 3_600_000,
+    identity: 'hostA_mapperd',
+    watchRelease: true,
+    yieldOnRequest,
+  });
+  return { ns, holder };
+}
+
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
 }
@@ -180,15 +199,7 @@ describe('release requests on RADOS', () => {
   });
 
   it('wakes a holder in another process within milliseconds (measured), which hands the lock over', async () => {
-    const ns = freshNamespace('release-wake');
-    const holder = await startHolder({
-      namespace: ns,
-      volume: 'vol',
-      leaseMs: 30_000, // renewals every 10 s: a hand-over faster than that came through the watch
-      writeEveryMs: 3_600_000,
-      identity: 'hostA_mapperd',
-      watchRelease: true,
-    });
+    const { ns, holder } = await watchingHolder('release-wake', false);
     const b = await open(ns, 'hostB_mapperd');
     // The watch is in place once a request made now is seen; then measure.
     const first = holder.events.length;
@@ -215,16 +226,7 @@ describe('release requests on RADOS', () => {
   }, 60_000);
 
   it('a holder that yields on the hint hands the lock to a waiting acquire well before its next renewal', async () => {
-    const ns = freshNamespace('release-handover');
-    const holder = await startHolder({
-      namespace: ns,
-      volume: 'vol',
-      leaseMs: 30_000,
-      writeEveryMs: 3_600_000,
-      identity: 'hostA_mapperd',
-      watchRelease: true,
-      yieldOnRequest: true,
-    });
+    const { ns, holder } = await watchingHolder('release-handover', true);
     const b = await open(ns, 'hostB_mapperd');
     await new Promise((r) => setTimeout(r, 300)); // the watch is in place
     const t0 = monotonicUs();
