@@ -8,4 +8,4 @@ export {
   RadosBlocker,
   type RadosBlockerOptions,
 } from './rados-blocker.js';
-export { RADOS_LOCK_NAME, RECORD_XATTR } from './rados-locks.js';
+export { RADOS_LOCK_NAME, RECORD_XATTR, RELEASE_XATTR } from './rados-locks.js';

@@ -45,9 +45,20 @@ export interface NativePool {
   writeOp(oid: string, steps: NativeStep[]): Promise<NativeOpResult>;
   /** One rados_read_op_t (cmpxattr, exec, getxattrs): one snapshot of the object. */
   readOp(oid: string, steps: NativeStep[]): Promise<NativeOpResult>;
-  watch(oid: string, onEvent: (err?: number) => void): Promise<number | null>;
+  /**
+   * rados_watch2 on `oid`: `onEvent(undefined, payload)` on every notify (acknowledged already;
+   * an empty Buffer when it had none), `onEvent(-errno)` when the watch broke (unwatch it and
+   * watch again). Resolves with the watch's id, or null when the pool was closed meanwhile.
+   * The watch does not keep the process alive.
+   */
+  watch(oid: string, onEvent: (err?: number, payload?: Buffer) => void): Promise<number | null>;
+  /** Ends a watch: no `onEvent` of it runs once this resolves. */
   unwatch(id: number): Promise<void>;
-  notify(oid: string, timeoutMs: number): Promise<boolean>;
+  /**
+   * rados_notify2 with `payload` (default none): resolves once every watcher acknowledged it or
+   * after `timeoutMs`; false when the object does not exist.
+   */
+  notify(oid: string, timeoutMs: number, payload?: Uint8Array): Promise<boolean>;
   listOpen(): number;
   listNext(id: number, max: number, prefix: string): Promise<{ names: string[]; done: boolean }>;
   listClose(id: number): void;

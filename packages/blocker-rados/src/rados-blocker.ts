@@ -14,7 +14,10 @@
  * (rados_blocklist_add, as `rbd` does before breaking an exclusive lock); a blocklisted client's
  * calls fail with EIO and `details.fenced`. Waiting acquires watch the lock object and retry when
  * a release notifies them; a bounded re-check timer is the safety net for a lost notify (e.g. a
- * releaser that crashed).
+ * releaser that crashed). A release request (the cooperative hand-over) is the lock object's xattr
+ * `archipelago.release`, set by an op guarded by the holder's record and dropped by the op that
+ * takes or frees the lock; the requester then notifies the lock object, and `watchRelease` (the
+ * holder's watch on it) calls its listener; the holder's renewal reports it in any case.
  *
  * Durability: by default (`sync: 'always'`) a write resolves once RADOS has committed it. With
  * `sync: 'flush'` (write-back, as librbd's default cache policy "writearound") a write resolves
@@ -29,6 +32,7 @@ import {
   AbstractBlocker,
   type AcquireOptions,
   type AcquireResult,
+  checkName,
   closedError,
   deadHolder,
   describeHolder,
@@ -38,6 +42,7 @@ import {
   type LockSession,
   missingObjectError,
   missingSourceError,
+  type ReleaseRequest,
   resolveIdentity,
   sameHost,
   sameProcess,
@@ -48,10 +53,14 @@ import { acquireConnection, type Connection, isOwnAddress } from './connection.j
 import { EBLOCKLISTED, errnoOf, fromRadosError } from './errors.js';
 import { loadBinding, type NativePool } from './native.js';
 import {
+  askRelease,
   breakLocker,
   encodeRecord,
   type Hold,
+  isReleaseRequest,
   type LockState,
+  NOTIFY_RELEASE_REQUEST,
+  NOTIFY_RELEASED,
   readLock,
   remove,
   renew,
@@ -63,6 +72,8 @@ import {
 import { WriteBack } from './write-back.js';
 
 const LIST_BATCH = 1000;
+/** How long a notify waits for the watchers' acks (a dead watcher's until its watch times out). */
+const NOTIFY_TIMEOUT_MS = 2000;
 const E = constants.errno;
 const MiB = 1024 * 1024;
 /** Default `maxDirtyBytes`: librbd's rbd_cache_max_dirty. */
@@ -183,6 +194,13 @@ export class RadosBlocker extends AbstractBlocker {
   private readonly fencedAt = new Map<string, number>();
   /** Set by `acquire` for the `_lockSession` it starts (synchronously) in the base. */
   private takeOver: TakeOver | null = null;
+  /**
+   * `<cookie> <lock>` → the release request the lock object showed when a renewal of ours
+   * succeeded (see `_releaseRequest`); shared with withIdentity views (their cookies differ).
+   */
+  private readonly renewedAsks = new Map<string, ReleaseRequest | null>();
+  /** The stop functions of the live `watchRelease` watches (close() stops them). */
+  private readonly releaseWatches = new Set<() => Promise<void>>();
 
   /**
    * Starts connecting at once; calls wait for the connection. Prefer `RadosBlocker.open()`, which
@@ -593,7 +611,8 @@ export class RadosBlocker extends AbstractBlocker {
         watched = true;
         if (watchId !== null || pool === null) return;
         try {
-          watchId = await pool.watch(oid, () => {
+          watchId = await pool.watch(oid, (err, payload) => {
+            if (err === undefined && isReleaseRequest(payload)) return; // a request frees nothing
             woken = true;
             wake?.();
           });
@@ -667,8 +686,13 @@ export class RadosBlocker extends AbstractBlocker {
     const hold = this.hold(native, next);
     const status = statusOf(state);
     const mine = state.stored?.client === native.client && state.stored.cookie === this.cookie;
-    if (mine && status === 'held')
-      return (await this.swap(name, 'renew', renew(pool, oid, state.raw as string, hold))) === 'done';
+    if (mine && status === 'held') {
+      if ((await this.swap(name, 'renew', renew(pool, oid, state.raw as string, hold))) !== 'done')
+        return false;
+      // The op was guarded by the record `state` was read with: the request it showed is ours.
+      this.renewedAsks.set(this.askKey(name), state.request);
+      return true;
+    }
     if (mine && status === 'stale') {
       throw new ArchipelagoError(
         'ELOCKED',
@@ -682,7 +706,9 @@ export class RadosBlocker extends AbstractBlocker {
       (await this.swap(name, 'break', breakLocker(pool, oid, state.raw, state.locker))) !== 'done'
     )
       return false;
-    return (await this.swap(name, 'acquire', take(pool, oid, state.raw, hold))) === 'done';
+    if ((await this.swap(name, 'acquire', take(pool, oid, state.raw, hold))) !== 'done') return false;
+    this.renewedAsks.set(this.askKey(name), null); // taking it dropped any request
+    return true;
   }
 
   /**
@@ -697,11 +723,150 @@ export class RadosBlocker extends AbstractBlocker {
     if (statusOf(state) === 'stale') await this.fenceStale(name, state);
     if ((await this.swap(name, 'release', remove(pool, oid, state.raw, state.locker))) !== 'done')
       return false;
+    this.renewedAsks.delete(this.askKey(name));
     // Wake waiters (every blocker watching <name>_lock); close() waits for this.
-    const n = pool.notify(oid, 2000).catch(() => false);
+    this.notifyLock(pool, oid, NOTIFY_RELEASED);
+    return true;
+  }
+
+  // ------------------------------------------------------------------ release requests
+
+  /**
+   * Records `req` for the holder of lock `name`: the xattr `archipelago.release` of `<name>_lock`,
+   * set by an op guarded by the holder's record, so it is set only while that holder holds the
+   * lock (when it renewed meanwhile, tried again; when the lock was freed or changed hands, nothing
+   * is asked: a request is for the holder it was made to, and the requester asks again). Then
+   * notifies the lock object (not awaited; close() waits for it): the holder's `watchRelease`
+   * calls its listener, waiting acquires ignore it.
+   */
+  protected override async _requestRelease(name: string, req: ReleaseRequest): Promise<void> {
+    const pool = await this.connected();
+    const oid = name + LOCK_SUFFIX;
+    let asked: string | null = null; // the holder asked: its cls_lock client and cookie
+    for (let attempt = 0; attempt < 50; attempt++) {
+      const state = await this.readState(pool, name);
+      const holder = holderKey(state);
+      if (holder === null || (asked !== null && holder !== asked)) return; // freed or changed hands
+      asked = holder;
+      if ((await this.swap(name, 'request release of', askRelease(pool, oid, state.raw, req))) === 'done') {
+        this.notifyLock(pool, oid, NOTIFY_RELEASE_REQUEST);
+        return;
+      }
+    }
+    throw new ArchipelagoError(
+      'EIO',
+      `request release of ${name}: the lock kept changing during 50 attempts`,
+      {
+        details: { lock: name },
+      },
+    );
+  }
+
+  /**
+   * The release request pending for the holder of lock `name`. After a renewal of ours (the
+   * base's only call) no op at all: the renewal's compound op was guarded by the record read
+   * together with the request (one read op, `get_info` + `getxattrs`), so that request is still
+   * addressed to us (only taking or freeing the lock drops one, and either changes the record).
+   * A request that arrives between that read and the renewal is reported at the next renewal
+   * (or at once through `watchRelease`). Otherwise one read op.
+   */
+  protected override async _releaseRequest(name: string): Promise<ReleaseRequest | null> {
+    const key = this.askKey(name);
+    const seen = this.renewedAsks.get(key);
+    if (seen !== undefined) {
+      this.renewedAsks.delete(key);
+      return seen;
+    }
+    return (await this.readState(await this.connected(), name)).request;
+  }
+
+  /**
+   * Nothing to do: the op that takes the lock and the op that frees it drop the request
+   * themselves, atomically with the change of hands. A separate removal after them would be
+   * wrong, not just redundant: it could drop a request already addressed to the new holder.
+   */
+  protected override _clearReleaseRequest(_name: string): Promise<void> {
+    return Promise.resolve();
+  }
+
+  /**
+   * Watches `<name>_lock` (rados_watch2) and calls `listener` on every release request notified
+   * to it, whoever sent it (a blocker may hold a lock for other processes, `as`); notifies of
+   * releases (every release, this blocker's own included) do not call it. The watch is in place a
+   * few ms after this returns; a request made before that is found by one read once it is (and
+   * the listener called). A watch the cluster broke (an OSD restart, a lost connection) is set up
+   * again the same way, so a request whose notify it missed still calls the listener. No watch
+   * when the lock object does not exist (nobody holds the lock: the holder's renewal reports
+   * requests). Returns the function that stops watching; close() stops every watch. The watch does
+   * not keep the process alive, and no listener call comes after stop or close.
+   */
+  watchRelease(name: string, listener: () => void): () => void {
+    checkName(name, 'lock name');
+    this.assertOpen();
+    const oid = name + LOCK_SUFFIX;
+    let stopped = false;
+    let pool: NativePool | null = null;
+    let id: number | null = null;
+    const live = () => !stopped && !this.closed;
+    const unwatch = async () => {
+      const w = id;
+      id = null;
+      if (w !== null) await pool?.unwatch(w).catch(() => {});
+    };
+    const watch = async (): Promise<void> => {
+      try {
+        pool ??= await this.connected();
+      } catch {
+        return; // never connected: every call says so
+      }
+      while (live()) {
+        try {
+          id = await pool.watch(oid, onEvent);
+          return;
+        } catch (e) {
+          // No lock object (nobody holds it), or this client was fenced (for good): give up.
+          if (!live() || errnoOf(e) === E.ENOENT || errnoOf(e) === EBLOCKLISTED) return;
+          await this.sleep(this.lockRecheckMs); // the cluster refused it (a blip): try again
+        }
+      }
+    };
+    // Once watching, a request made before the watch was in place has its notify behind it:
+    // ask the lock object (one read op) whether one is pending.
+    const establish = async () => {
+      await watch();
+      if (!live() || id === null || pool === null) return;
+      const state = await readLock(pool, oid).catch(() => null);
+      if (live() && state !== null && state.request !== null && statusOf(state) !== 'free') listener();
+    };
+    let running: Promise<void> = Promise.resolve();
+    const onEvent = (err?: number, payload?: Buffer) => {
+      if (!live()) return;
+      // A broken watch: drop it and watch again (a notify may have been missed meanwhile).
+      if (err !== undefined) running = running.then(unwatch).then(establish);
+      else if (isReleaseRequest(payload)) listener();
+    };
+    running = establish();
+    const stop = async () => {
+      if (stopped) return;
+      stopped = true;
+      this.releaseWatches.delete(stop);
+      await running.catch(() => {});
+      await unwatch();
+    };
+    this.releaseWatches.add(stop);
+    return () => void stop();
+  }
+
+  /** The key of `renewedAsks` for lock `name` of this blocker (or view). */
+  private askKey(name: string): string {
+    return `${this.cookie} ${name}`;
+  }
+
+  /** Notifies `oid` with `payload`, not awaited (close() waits for it). */
+  private notifyLock(pool: NativePool, oid: string, payload: Buffer): void {
+    const n = pool.notify(oid, NOTIFY_TIMEOUT_MS, payload).catch(() => false);
     this.notifies.add(n);
     void n.finally(() => this.notifies.delete(n));
-    return true;
   }
 
   /**
@@ -839,12 +1004,13 @@ export class RadosBlocker extends AbstractBlocker {
   }
 
   /**
-   * Once close() refused new calls, ended waiting acquires and the calls in flight ended: waits
-   * for outstanding notifies, flushes (write-back), then closes the pool context and drops the
-   * connection. Locks stay held (they belong to the identity). Rejects, once everything is
+   * Once close() refused new calls, ended waiting acquires and the calls in flight ended: stops
+   * the release watches, waits for outstanding notifies, flushes (write-back), then closes the
+   * pool context and drops the connection. Locks stay held (they belong to the identity). Rejects, once everything is
    * closed, when an acknowledged write failed that no flush reported.
    */
   protected async _close(): Promise<void> {
+    await Promise.allSettled([...this.releaseWatches].map((stop) => stop()));
     await Promise.allSettled([...this.notifies]);
     let lost: unknown = null;
     if (this.writeBack) await this.writeBack.flush().catch((e: unknown) => (lost = e));
@@ -897,6 +1063,12 @@ function holderOf(state: LockState): LockRecord | null {
   }
   Object.defineProperty(rec, STATE, { value: state, enumerable: false });
   return rec;
+}
+
+/** Who holds the lock in `state` (its cls_lock client and cookie, the record's when stale), or null: free. */
+function holderKey(state: LockState): string | null {
+  const h = state.locker ?? state.stored;
+  return h === null ? null : `${h.client} ${h.cookie}`;
 }
 
 function stateOf(rec: LockRecord): LockState | undefined {

@@ -6,6 +6,11 @@
  * by a compare of the record as last read (compare-and-swap): taking the lock and writing its
  * record, renewing both, breaking and removing both. A read takes both in one read op.
  *
+ * A release request (`requestRelease`, the cooperative hand-over) is the xattr `archipelago.release`
+ * of the same object, `{ by, at }` as JSON: set only by an op guarded by the holder's record (so
+ * it is addressed to the holder that record names), and removed by the very op that takes or frees
+ * the lock (so a new holder never finds its predecessor's request).
+ *
  * A record without its cls_lock holder is **stale**: the holder's lease ran out on the OSD (it
  * did not renew in time: it died, hung or was stopped) or someone broke the cls lock by hand. It
  * did not release the lock, so it may still be alive and writing; the next taker fences it first.
@@ -13,7 +18,7 @@
  */
 import { constants } from 'node:os';
 import { getSystemErrorName } from 'node:util';
-import type { LockProcess, LockRecord } from '@archipelago/blocker';
+import type { LockProcess, LockRecord, ReleaseRequest } from '@archipelago/blocker';
 import {
   breakInput,
   type ClsLocker,
@@ -28,6 +33,8 @@ import type { NativeError, NativeOpResult, NativePool, NativeStep } from './nati
 export const RADOS_LOCK_NAME = 'RadosLock';
 /** The xattr of the lock object that holds the lock record (`rados getxattr <obj> archipelago.holder`). */
 export const RECORD_XATTR = 'archipelago.holder';
+/** The xattr of the lock object that holds a pending release request, `{ by, at }` as JSON. */
+export const RELEASE_XATTR = 'archipelago.release';
 
 const E = constants.errno;
 
@@ -47,6 +54,8 @@ export interface LockState {
   stored: StoredRecord | null;
   /** The cls_lock holder, or null: free, or its lease ran out on the OSD. */
   locker: ClsLocker | null;
+  /** The release request pending for the holder (RELEASE_XATTR), or null. */
+  request: ReleaseRequest | null;
 }
 
 /**
@@ -134,14 +143,32 @@ export async function readLock(pool: NativePool, oid: string): Promise<LockState
     { kind: 'exec', cls: 'lock', method: 'get_info', input: getInfoInput(RADOS_LOCK_NAME) },
     { kind: 'getxattrs' },
   ]);
-  if (r.rc === -E.ENOENT) return { raw: null, stored: null, locker: null };
+  if (r.rc === -E.ENOENT) return { raw: null, stored: null, locker: null, request: null };
   if (r.rc < 0) throw opError(r.rc, `lock info ${oid}`);
   const info = r.results[0];
   const locker = Buffer.isBuffer(info) ? (decodeLockInfo(info).lockers[0] ?? null) : null;
   const xattrs = r.results[1] as Record<string, Buffer> | null;
   const value = xattrs?.[RECORD_XATTR];
   const raw = value === undefined ? null : value.toString('utf8');
-  return { raw, stored: raw === null ? null : decodeRecord(raw), locker };
+  const asked = xattrs?.[RELEASE_XATTR];
+  return {
+    raw,
+    stored: raw === null ? null : decodeRecord(raw),
+    locker,
+    request: asked === undefined ? null : decodeRequest(asked),
+  };
+}
+
+/** A stored release request; a torn or foreign value still asks (by "unknown", at 0). */
+export function decodeRequest(value: Buffer): ReleaseRequest {
+  try {
+    const r = JSON.parse(value.toString('utf8')) as Partial<ReleaseRequest> | null;
+    if (typeof r?.by === 'string' && r.by !== '' && Number.isSafeInteger(r.at))
+      return { by: r.by, at: r.at as number };
+  } catch {
+    // below
+  }
+  return { by: 'unknown', at: 0 };
 }
 
 /** What a compare-and-swap did: done; `changed` (the record or the holder was not as expected). */
@@ -165,6 +192,9 @@ function lockStep(hold: Hold, flags: number): NativeStep {
 function setRecord(rec: string): NativeStep {
   return { kind: 'setxattr', name: RECORD_XATTR, value: Buffer.from(rec, 'utf8') };
 }
+
+/** Drops the release request, if any (failOk: there usually is none, ENODATA). */
+const DROP_REQUEST: NativeStep = { kind: 'rmxattr', name: RELEASE_XATTR, failOk: true };
 
 function breakStep(locker: ClsLocker): NativeStep {
   return {
@@ -204,11 +234,12 @@ async function swap(pool: NativePool, oid: string, what: string, steps: NativeSt
 }
 
 /**
- * Takes the lock with `hold` if the record is still `raw` (null: there is none). A lock object
- * that does not exist yet is created by the same op.
+ * Takes the lock with `hold` if the record is still `raw` (null: there is none), dropping any
+ * release request in the same op (it was for an earlier holder). A lock object that does not exist
+ * yet is created by the same op.
  */
 export async function take(pool: NativePool, oid: string, raw: string | null, hold: Hold): Promise<Swap> {
-  const steps = [lockStep(hold, 0), setRecord(hold.record)];
+  const steps = [lockStep(hold, 0), setRecord(hold.record), DROP_REQUEST];
   const r = await pool.writeOp(oid, [guard(raw), ...steps]);
   if (r.rc !== -E.ENOENT || raw !== null) return outcome(r, `acquire ${oid}`);
   // The object does not exist (the guard had nothing to compare): create it in the same op.
@@ -235,7 +266,10 @@ export function breakLocker(
   return swap(pool, oid, 'break', [guard(raw), breakStep(locker)]);
 }
 
-/** Frees the lock: breaks `locker` (if any) and removes the record, if the record is still `raw`. */
+/**
+ * Frees the lock: breaks `locker` (if any) and removes the record and any release request, if the
+ * record is still `raw`.
+ */
 export function remove(
   pool: NativePool,
   oid: string,
@@ -244,6 +278,29 @@ export function remove(
 ): Promise<Swap> {
   const steps: NativeStep[] = [guard(raw)];
   if (locker !== null) steps.push(breakStep(locker));
-  steps.push({ kind: 'rmxattr', name: RECORD_XATTR });
+  steps.push({ kind: 'rmxattr', name: RECORD_XATTR }, DROP_REQUEST);
   return swap(pool, oid, 'release', steps);
+}
+
+/**
+ * Records release request `req` for the holder whose record is `raw`, if it still is: `changed`
+ * when the lock changed hands, was renewed or freed meanwhile (or the object is gone).
+ */
+export function askRelease(
+  pool: NativePool,
+  oid: string,
+  raw: string | null,
+  req: ReleaseRequest,
+): Promise<Swap> {
+  const value = Buffer.from(JSON.stringify({ by: req.by, at: req.at }), 'utf8');
+  return swap(pool, oid, 'request release', [guard(raw), { kind: 'setxattr', name: RELEASE_XATTR, value }]);
+}
+
+/** Notify payloads on a lock object: who reacts to which (see RadosBlocker.watchRelease). */
+export const NOTIFY_RELEASED = Buffer.from('archipelago:released');
+export const NOTIFY_RELEASE_REQUEST = Buffer.from('archipelago:release-request');
+
+/** True when a notify's payload is a release request (not a release: those wake waiters). */
+export function isReleaseRequest(payload: Buffer | undefined): boolean {
+  return payload?.equals(NOTIFY_RELEASE_REQUEST) === true;
 }

@@ -26,6 +26,10 @@ export interface Event {
   code?: string;
   message?: string;
   fenced?: boolean;
+  /** CLOCK_MONOTONIC, µs (release requests). */
+  t?: number;
+  by?: string;
+  how?: string;
 }
 
 /** A lock-holder child and what it said so far. */
@@ -48,6 +52,10 @@ export async function startHolder(o: {
   volume: string;
   leaseMs: number;
   host?: string;
+  writeEveryMs?: number;
+  identity?: string;
+  watchRelease?: boolean;
+  yieldOnRequest?: boolean;
 }): Promise<Holder> {
   const { conf } = await ensureCluster();
   const spec = { conf, pool: 'maps', identity: 'holder_1', writeEveryMs: 50, ...o };

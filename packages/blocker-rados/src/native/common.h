@@ -139,8 +139,8 @@ struct AioOp {
   explicit AioOp(Napi::Env env) : deferred(Napi::Promise::Deferred::New(env)) {}
 };
 
-// One registered watch: notifies reach `tsfn`, which calls the JS callback with no arguments
-// (a notify) or with a negative errno (the watch broke and must be re-established).
+// One registered watch: notifies reach `tsfn`, which calls the JS callback with (undefined, the
+// notify's payload as a Buffer) or with a negative errno (the watch broke and must be re-established).
 struct Watch {
   Pool* pool = nullptr;
   rados_ioctx_t io = nullptr;

@@ -1,14 +1,19 @@
-// Watch/notify: a waiter watches the lock object; a releaser notifies it. Notifies arrive on a
-// librados thread, are acknowledged there, and reach JS through a threadsafe function.
+// Watch/notify on lock objects: waiting acquires and release watchers (watchRelease) watch the
+// lock object; a releaser and a requester of a release notify it, each with its own payload.
+// Notifies arrive on a librados thread, are acknowledged there at once, and reach JS (with a copy
+// of their payload) through a threadsafe function.
 #include "common.h"
 
 namespace archip {
 
 namespace {
-void OnNotify(void* arg, uint64_t notify_id, uint64_t handle, uint64_t, void*, size_t) {
+void OnNotify(void* arg, uint64_t notify_id, uint64_t handle, uint64_t, void* data, size_t len) {
   Watch* w = static_cast<Watch*>(arg);
   rados_notify_ack(w->io, w->oid.c_str(), notify_id, handle, nullptr, 0);
-  w->tsfn.NonBlockingCall();
+  std::string payload = len > 0 && data != nullptr ? std::string(static_cast<const char*>(data), len) : std::string();
+  w->tsfn.NonBlockingCall([payload](Napi::Env env, Napi::Function cb) {
+    cb.Call({env.Undefined(), Napi::Buffer<char>::Copy(env, payload.data(), payload.size())});
+  });
 }
 void OnWatchError(void* arg, uint64_t, int err) {
   Watch* w = static_cast<Watch*>(arg);
@@ -23,8 +28,9 @@ void ReleaseWatch(Watch* w) {
   delete w;
 }
 
-// watch(oid, callback) -> Promise<id>; callback() on every notify, callback(-errno) when the
-// watch breaks. The watch does not keep the process alive.
+// watch(oid, callback) -> Promise<id>; callback(undefined, payload: Buffer) on every notify
+// (acknowledged already; an empty Buffer for a notify without payload), callback(-errno) when the
+// watch breaks (unwatch it and watch again). The watch does not keep the process alive.
 Napi::Value Pool::WatchObject(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!Check(info) || !Usage(info, info[0].IsString() && info[1].IsFunction(), "watch(oid, callback)"))
@@ -80,21 +86,33 @@ Napi::Value Pool::Unwatch(const Napi::CallbackInfo& info) {
       });
 }
 
-// notify(oid, timeoutMs) -> Promise<boolean>: false when the object does not exist.
+// notify(oid, timeoutMs, payload?: Uint8Array) -> Promise<boolean>: false when the object does not
+// exist. Resolves once every watcher acknowledged it or `timeoutMs` passed (a watcher that did not
+// ack in time still got it or is gone). The payload (copied at the call) reaches every watcher.
 Napi::Value Pool::Notify(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!Check(info) || !Usage(info, info[0].IsString() && info[1].IsNumber(), "notify(oid, timeoutMs)"))
+  if (!Check(info) ||
+      !Usage(info,
+             info[0].IsString() && info[1].IsNumber() && (info[2].IsUndefined() || info[2].IsTypedArray()),
+             "notify(oid, timeoutMs, payload?)"))
     return env.Undefined();
   std::string oid = info[0].As<Napi::String>().Utf8Value();
   uint64_t timeout = static_cast<uint64_t>(info[1].As<Napi::Number>().Int64Value());
+  std::string payload;
+  if (info[2].IsTypedArray()) {
+    Napi::TypedArray t = info[2].As<Napi::TypedArray>();
+    Napi::ArrayBuffer ab = t.ArrayBuffer();
+    payload.assign(static_cast<const char*>(ab.Data()) + t.ByteOffset(), t.ByteLength());
+  }
   rados_ioctx_t io = io_;
   auto found = std::make_shared<bool>(true);
   return RunAsync(
       env, Value(), "rados_notify2 " + oid,
-      [io, oid, timeout, found]() -> int {
+      [io, oid, timeout, found, payload]() -> int {
         char* reply = nullptr;
         size_t replyLen = 0;
-        int r = rados_notify2(io, oid.c_str(), nullptr, 0, timeout, &reply, &replyLen);
+        int r = rados_notify2(io, oid.c_str(), payload.empty() ? nullptr : payload.data(), payload.size(),
+                              timeout, &reply, &replyLen);
         if (reply != nullptr) rados_buffer_free(reply);
         if (r == -ENOENT) {
           *found = false;

@@ -8,6 +8,11 @@
  * Options come as JSON in ARCHIP_HOLDER: conf, pool, namespace, identity, volume, leaseMs,
  * writeEveryMs, and `host`: hold the lock for this process as if it ran on that host (a holder
  * elsewhere, whose lock a break fences instead of refusing).
+ *
+ * Release requests (test/release-requests.test.ts): with `watchRelease` it watches the lock
+ * (`watchRelease`) and reports each wake-up as `release-requested`; with `yieldOnRequest` it then
+ * releases the lock (`released`, `how: 'watch'`) and stops writing. Times `t` are CLOCK_MONOTONIC
+ * in µs (process.hrtime), comparable with the test process's.
  */
 import { currentProcess } from '@archipelago/blocker';
 import { ArchipelagoError } from '@archipelago/libxseg';
@@ -22,6 +27,8 @@ interface Options {
   leaseMs: number;
   writeEveryMs: number;
   host?: string;
+  watchRelease?: boolean;
+  yieldOnRequest?: boolean;
 }
 
 const o = JSON.parse(process.env.ARCHIP_HOLDER ?? '{}') as Options;
@@ -44,6 +51,20 @@ const b = await RadosBlocker.open({
 });
 await b.acquire(o.volume);
 say('ready', { addr: b.clientAddr, client: b.clientName, pid: process.pid });
+// (a request made before the watch is in place is found once it is: watchRelease reads the lock)
+const now = () => Number(process.hrtime.bigint() / 1000n);
+let holding = true;
+if (o.watchRelease === true) {
+  b.watchRelease(o.volume, () => {
+    say('release-requested', { t: now() });
+    if (o.yieldOnRequest !== true || !holding) return;
+    holding = false;
+    b.release(o.volume).then(
+      () => say('released', { how: 'watch', t: now() }),
+      (e: unknown) => say('release-failed', failure(e)),
+    );
+  });
+}
 
 setInterval(
   () => {
@@ -56,6 +77,7 @@ setInterval(
 );
 let n = 0;
 setInterval(() => {
+  if (!holding) return;
   const k = ++n;
   b.write(`${o.volume}_data`, 0, Buffer.from(String(k).padStart(12, '0'))).then(
     () => say('wrote', { n: k }),
