@@ -380,7 +380,28 @@ export class FileBlocker extends AbstractBlocker {
     const ld = dirname(lp);
     const tmp = `${lp}${TEMP_MARK}${randomBytes(6).toString('hex')}`;
     let dir: Promise<void> | null = null;
+    // A waiting acquire sleeps lockPollMs between attempts (the rule on a network file system),
+    // and wakes early when inotify sees the lock file go (a release on this machine's view of
+    // the directory): a hand-over then takes milliseconds, not a poll interval.
+    let watcher: fs.FSWatcher | null = null;
+    let wake: (() => void) | null = null;
+    const base = basename(lp);
     return {
+      pause: (ms) => {
+        if (watcher === null) {
+          try {
+            watcher = fs.watch(ld, { persistent: false }, (_ev, f) => {
+              if (f === base) wake?.();
+            });
+            watcher.on('error', () => {});
+          } catch {
+            // no directory, no inotify: poll
+          }
+        }
+        return this.sleep(Math.min(ms, this.lockPollMs), (w) => {
+          wake = w;
+        });
+      },
       attempt: async () => {
         try {
           dir ??= this.ensureDir(ld);
@@ -401,7 +422,10 @@ export class FileBlocker extends AbstractBlocker {
           throw fromSystemError(e, `acquire ${name}`);
         }
       },
-      end: () => fsp.unlink(tmp).catch(() => {}),
+      end: () => {
+        (watcher as fs.FSWatcher | null)?.close();
+        return fsp.unlink(tmp).catch(() => {});
+      },
     };
   }
 
