@@ -1,16 +1,16 @@
 /**
  * What the restart tests share: fio through a mapped volume's NBD socket (fio's nbd engine, crc32c
  * verify), a writer that records what was acknowledged (../daemons/nbd-writer.py), reading a
- * volume back, and the checks that nothing is left behind (volume locks, segment requests).
+ * volume back, and the check that no request is left in the segment.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
 import { expect } from 'vitest';
-import { Segment } from '../../packages/libxseg/src/segment/index.js';
-import { ENV, type TestConfig, until } from '../daemons/helpers.js';
-
-export const MiB = 1 << 20;
+import type { SegmentReport } from '../../packages/libxseg/src/segment/index.js';
+import { ENV, type TestConfig, until, XSEG } from '../daemons/helpers.js';
 
 export interface FioRun {
   child: ChildProcess;
@@ -110,14 +110,9 @@ export function expectClean(r: FioResult, blocks: number): void {
 export const SLOTS = 64;
 export const SLOT = 64 * 1024;
 
-/** What nbd-writer.py writes into `slot` for its `seq`-th write. */
+/** What nbd-writer.py writes into `slot` for its `seq`-th write: (slot, seq) as two u32 LE, repeated. */
 export function pattern(slot: number, seq: number): Buffer {
-  const head = Buffer.alloc(8);
-  head.writeUInt32LE(slot, 0);
-  head.writeUInt32LE(seq, 4);
-  const b = Buffer.alloc(SLOT);
-  for (let i = 0; i < SLOT; i += 8) head.copy(b, i);
-  return b;
+  return Buffer.alloc(SLOT, Buffer.from(new Uint32Array([slot, seq]).buffer));
 }
 
 export interface Writer {
@@ -146,25 +141,19 @@ export function startWriter(sock: string, volume: string): Writer {
   let acks = 0;
   let lastAck = Date.now();
   let maxGap = 0;
-  let buf = '';
   let done = false;
-  child.stdout?.on('data', (d: Buffer) => {
-    buf += d.toString();
-    let nl = buf.indexOf('\n');
-    while (nl >= 0) {
-      const [kind, a, b, ...rest] = buf.slice(0, nl).split(' ');
-      buf = buf.slice(nl + 1);
-      nl = buf.indexOf('\n');
-      if (kind === 'ack') {
-        const now = Date.now();
-        maxGap = Math.max(maxGap, now - lastAck);
-        lastAck = now;
-        last.set(Number(a), Number(b));
-        acks++;
-      } else if (kind === 'err') {
-        last.delete(Number(a));
-        errors.push({ at: Date.now(), text: `${a} ${b} ${rest.join(' ')}` });
-      } else if (kind === 'done') done = true;
+  createInterface({ input: child.stdout as Readable }).on('line', (line) => {
+    const [kind, a, b, ...rest] = line.split(' ');
+    if (kind === 'done') done = true;
+    else if (kind === 'err') {
+      last.delete(Number(a));
+      errors.push({ at: Date.now(), text: `${a} ${b} ${rest.join(' ')}` });
+    } else if (kind === 'ack') {
+      const now = Date.now();
+      maxGap = Math.max(maxGap, now - lastAck);
+      lastAck = now;
+      last.set(Number(a), Number(b));
+      acks++;
     }
   });
   return {
@@ -216,35 +205,21 @@ export function expectAcknowledged(
   expect(checked).toBeGreaterThanOrEqual(min);
 }
 
-/** Lock files (`*_lock`) under `dir`. */
-export function lockFiles(dir: string): string[] {
-  const out: string[] = [];
-  const walk = (d: string) => {
-    for (const n of readdirSync(d)) {
-      const p = join(d, n);
-      if (statSync(p).isDirectory()) walk(p);
-      else if (n.endsWith('_lock')) out.push(n);
-    }
-  };
-  walk(dir);
-  return out;
-}
-
-/** No request accepted and never answered, no queued request, no lock of a dead process. */
+/**
+ * What `xseg <spec> reportall` says is clean: no request accepted and never answered, none
+ * queued, no segment lock held.
+ */
 export function expectCleanSegment(c: TestConfig): void {
-  const seg = Segment.join(c.spec);
-  try {
-    const rep = seg.report();
-    expect(rep.requests.accepted).toBe(0);
-    expect(rep.requests.corrupt).toBe(0);
-    expect(rep.locks.filter((l) => l.ownerPid !== 0)).toEqual([]);
-    for (const p of rep.ports) {
-      expect(p.requestQueue, `port ${p.port}`).toBe(0);
-      expect(p.replyQueue, `port ${p.port}`).toBe(0);
-    }
-  } finally {
-    seg.close();
-  }
+  const r = spawnSync(process.execPath, [XSEG, c.spec, 'reportall', '--json'], { encoding: 'utf8' });
+  expect(r.status, r.stderr).toBe(0);
+  const rep = JSON.parse(r.stdout) as SegmentReport;
+  expect({ accepted: rep.requests.accepted, corrupt: rep.requests.corrupt }).toEqual({
+    accepted: 0,
+    corrupt: 0,
+  });
+  expect(rep.locks.filter((l) => l.ownerPid !== 0)).toEqual([]);
+  const busy = rep.ports.filter((p) => p.requestQueue + p.replyQueue > 0).map((p) => p.port);
+  expect(busy, 'ports with requests or replies queued').toEqual([]);
 }
 
 /** The pid of the endpoint serving `volume` (its run-state entry). */

@@ -3,12 +3,14 @@
  * daemons do. It drains and closes the volume as usual; with the daemon wiring that waits for
  * mapperd and blockerb, which may be restarting (`archipelago restart`: they come back within
  * seconds and the stop goes on), or gone for good (killed, the segment removed). So:
- * - the segment is gone (no peer can ever answer): the calls in flight fail at once;
- * - otherwise the stop waits up to `ARCHIPELAGO_STOP_GRACE_MS` (default 10 s) for them, then
- *   fails them (`abortDaemonCalls`) and goes on: the volume lock is left to the next holder,
- *   which takes over a dead process's lock by itself;
+ * - the segment is gone (no peer can ever answer), or none of the peers it uses runs (killed, or
+ *   `archipelago stop -f`: only a start would bring them back, and an unmap does not wait for
+ *   one): the calls in flight fail at once;
+ * - otherwise (a peer restarting) the stop waits up to `ARCHIPELAGO_STOP_GRACE_MS` (default
+ *   10 s) for them, then fails them (`abortDaemonCalls`) and goes on;
  * - a last resort exits the process `HARD_EXIT_AFTER_MS` after the grace, whatever still runs.
- * `vlmc unmap` waits 30 s for the process to exit, so the stop stays well inside it.
+ * A volume lock not released so is left to the next holder, which takes over a dead process's
+ * lock by itself. `vlmc unmap` waits 30 s for the process to exit: the stop stays well inside.
  */
 import type { Logger } from '@archipelago/mapper';
 import { abortDaemonCalls, daemonPeers } from '../daemons-client.js';
@@ -52,7 +54,9 @@ export function guardStop(
     abortDaemonCalls(rt, `the endpoint is stopping: ${why}`);
   };
   const gone = () => daemonPeers(rt).some((p) => p.state === 'segment gone');
+  const peers = daemonPeers(rt);
   if (gone()) abort('the segment is gone');
+  else if (peers.length > 0 && peers.every((p) => p.state !== 'running')) abort('no peer is running');
   const check = setInterval(() => {
     if (gone()) abort('the segment is gone');
     else if (Date.now() - t0 >= graceMs) abort(`the daemons did not answer within ${graceMs} ms`);
