@@ -90,6 +90,7 @@ describe('restarts under a mapped volume (rados_blocker peers)', () => {
       `RADOS: restart under fio verify: restart took ${restartMs} ms (per peer ${JSON.stringify((r.json as { downMs: unknown }).downMs)}); the client's longest write ${f.maxWriteMs.toFixed(0)} ms, longest read ${f.maxReadMs.toFixed(0)} ms; ${f.writes} writes, ${f.reads} verified, error ${f.error}`,
     );
     expectClean(f, 4096);
+    expect(Math.max(f.maxWriteMs, f.maxReadMs)).toBeLessThan(5000);
     await expectUnmappedClean(c, 'rrv', conf, ns);
   }, 180_000);
 

@@ -95,6 +95,8 @@ describe('archipelago restart under a mapped volume (file blocker)', () => {
       `restart under fio verify: restart took ${restartMs} ms (per peer ${JSON.stringify(res.downMs)}); the client's longest write ${f.maxWriteMs.toFixed(0)} ms, longest read ${f.maxReadMs.toFixed(0)} ms; ${f.writes} writes, ${f.reads} verified, error ${f.error}`,
     );
     expectClean(f, 4096);
+    // A short stall (measured 0.2-0.4 s), well under the restart's own time.
+    expect(Math.max(f.maxWriteMs, f.maxReadMs)).toBeLessThan(5000);
     expectUnmappedClean(c, 'rv');
   }, 120_000);
 
