@@ -7,15 +7,54 @@
  * mapperd's leases as vlmcd does, and straight to blockerb. Volume locks are mapperd's, taken as
  * the host's identity (`hostIdentity`), the same an embedded `vlmc` of this host has: a volume
  * opened before `archipelago start` stays this host's after it, and the reverse.
+ *
+ * Restarts: `archipelago restart` keeps the segment while this process is on it, so the clients
+ * keep their ports and their requests wait in the peers' queues for the restarted peers (retried
+ * when a peer had taken them). No call hangs for ever: a call to a peer that is not running fails
+ * after `ARCHIPELAGO_PEER_DOWN_TIMEOUT_MS` (default 30 s), every call fails at once when the
+ * segment is gone, and `abortDaemonCalls` ends them all (a stopping endpoint).
  */
 import { Composer, type VolumeApi } from '@archipelago/composer';
 import { ArchipelagoError } from '@archipelago/libxseg';
+import type { PeerState } from '@archipelago/peer';
 import type { LoadedConfig } from './config.js';
 import { pidfileOf, portOf, segmentSpecOf } from './paths.js';
 import { type Compose, closeOnce, type Runtime } from './types.js';
 
 /** The roles whose daemons carry volume I/O for `vlmc` and the NBD endpoint. */
 export const VOLUME_DAEMONS = ['mapperd', 'vlmcd'] as const;
+
+/** How long a call may wait for a peer that is not running (ms; default 30000, 0: for ever). */
+export const PEER_DOWN_TIMEOUT_ENV = 'ARCHIPELAGO_PEER_DOWN_TIMEOUT_MS';
+
+export function peerDownTimeoutMs(env: NodeJS.ProcessEnv = process.env): number {
+  const v = env[PEER_DOWN_TIMEOUT_ENV];
+  const n = v === undefined || v === '' ? Number.NaN : Number(v);
+  return Number.isSafeInteger(n) && n >= 0 ? n : 30_000;
+}
+
+/** One client of a daemon runtime, as `daemonPeers` shows it. */
+interface DaemonClient {
+  role: string;
+  peerState(): PeerState;
+  abort(reason?: string): void;
+}
+
+const clientsOf = new WeakMap<Runtime, DaemonClient[]>();
+
+/** The peers a daemon runtime talks to and whether each is running (empty for the embedded one). */
+export function daemonPeers(rt: Runtime): { role: string; state: PeerState }[] {
+  return (clientsOf.get(rt) ?? []).map((c) => ({ role: c.role, state: c.peerState() }));
+}
+
+/**
+ * Fails every call a daemon runtime has in flight at once (`ECLOSED`, `details.aborted`) and
+ * refuses new ones: for a process that stops and will not wait for its peers any longer. A no-op
+ * for the embedded runtime.
+ */
+export function abortDaemonCalls(rt: Runtime, reason: string): void {
+  for (const c of clientsOf.get(rt) ?? []) c.abort(reason);
+}
 
 export async function connectDaemons(loaded: LoadedConfig, compose: Compose): Promise<Runtime> {
   const local = compose === 'local';
@@ -32,9 +71,15 @@ export async function connectDaemons(loaded: LoadedConfig, compose: Compose): Pr
   const { Segment } = await import('@archipelago/libxseg/segment');
   const segment = Segment.join(segmentSpecOf(loaded));
   const clients: { disconnect(): Promise<void> }[] = [];
+  const watched: DaemonClient[] = [];
+  const deadPeerTimeoutMs = peerDownTimeoutMs();
+  const watch = (role: string, c: Omit<DaemonClient, 'role'>) => {
+    watched.push({ role, peerState: () => c.peerState(), abort: (r) => c.abort(r) });
+  };
   try {
     const mapper = new peer.SegmentMapper({
       segment,
+      deadPeerTimeoutMs,
       port: portOf(loaded, 'mapperd'),
       trackOpens: true,
       // A local composer caches map lookups under leases; mapperd recalls them (INVALIDATE to
@@ -42,34 +87,45 @@ export async function connectDaemons(loaded: LoadedConfig, compose: Compose): Pr
       cache: local,
     });
     clients.push(mapper);
+    watch('mapperd', mapper);
     const { identity } = await mapper.hello();
     let vlmcd: VolumeApi | null = null;
     if (!local) {
-      const v = new peer.SegmentVolumes({ segment, port: portOf(loaded, 'vlmcd'), tracker: mapper });
+      const v = new peer.SegmentVolumes({
+        segment,
+        deadPeerTimeoutMs,
+        port: portOf(loaded, 'vlmcd'),
+        tracker: mapper,
+      });
       clients.push(v);
+      watch('vlmcd', v);
       vlmcd = v;
     }
     const blockerm = new peer.SegmentBlocker({
       segment,
+      deadPeerTimeoutMs,
       port: portOf(loaded, 'blockerm'),
       identity,
       kind: 'blockerm',
     });
     clients.push(blockerm);
+    watch('blockerm', blockerm);
     const blockerb = new peer.SegmentBlocker({
       segment,
+      deadPeerTimeoutMs,
       port: portOf(loaded, 'blockerb'),
       identity,
       kind: 'blockerb',
     });
     clients.push(blockerb);
+    watch('blockerb', blockerb);
     let composer = vlmcd;
     if (!composer) {
       const c = new Composer({ mapper, blockerb });
       mapper.onRecall = (name) => c.frozen(name, async () => {});
       composer = c;
     }
-    return {
+    const rt: Runtime = {
       wiring: 'daemons',
       config: loaded.config,
       configPath: loaded.path,
@@ -87,6 +143,8 @@ export async function connectDaemons(loaded: LoadedConfig, compose: Compose): Pr
         }
       }),
     };
+    clientsOf.set(rt, watched);
+    return rt;
   } catch (e) {
     await Promise.allSettled(clients.map((c) => c.disconnect()));
     segment.close();

@@ -7,12 +7,19 @@
  */
 export * from './config.js';
 export { CONFIG_ENV, SYSTEM_CONFIG_PATH } from './config.js';
-export { VOLUME_DAEMONS } from './daemons-client.js';
+export {
+  abortDaemonCalls,
+  daemonPeers,
+  PEER_DOWN_TIMEOUT_ENV,
+  peerDownTimeoutMs,
+  VOLUME_DAEMONS,
+} from './daemons-client.js';
 export { openBlocker, openEmbeddedRuntime } from './embedded.js';
 export { type ControlRequest, callControl } from './endpoint/control.js';
 export { ENDPOINT_ENV, type HostRequest, runHost } from './endpoint/host.js';
 export { endpointMain, listMapped, type MapOptions, mapVolume, unmapVolume } from './endpoint/map.js';
 export { type MappedEntry, type MappedStatus, RunState } from './endpoint/runstate.js';
+export { guardStop, STOP_GRACE_ENV, type StopGuard, stopGraceMs } from './endpoint/stop-guard.js';
 export { type GatewayLaunch, launchGateway, type RunningGateway } from './gateway.js';
 export * from './paths.js';
 export * from './peers.js';

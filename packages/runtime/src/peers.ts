@@ -1,6 +1,10 @@
 /**
  * What `archipelago start|stop|restart|status` do, as functions (the oclif commands only parse
  * and print). Roles come from `[PEERS] ROLES`, in that order for start and in reverse for stop.
+ *
+ * The segment outlives the peers while other processes are on it (mapped volumes' endpoints,
+ * running `vlmc` commands): their ports and the requests queued for the peers stay, and restarted
+ * peers serve them (XSEG's design; see `restart`). Only a segment nobody else uses is destroyed.
  */
 import { existsSync, unlinkSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -8,7 +12,7 @@ import { ArchipelagoError, pidAlive, readPidfile } from '@archipelago/libxseg';
 import { PEER_OPTIONS_ENV, type PeerOptions, RADOS_CONNECT_TIMEOUT_MS } from '@archipelago/peer/options';
 import type { LoadedConfig } from './config.js';
 import { RunState } from './endpoint/runstate.js';
-import { outputOf, pidfileOf, runDirectory, sectionOf, segmentName } from './paths.js';
+import { outputOf, pidfileOf, runDirectory, sectionOf, segmentName, segmentSpecOf } from './paths.js';
 import { peerOptions } from './sections.js';
 import { spawnDetached } from './spawn.js';
 
@@ -24,6 +28,8 @@ export const EMBEDDED_ROLES = new Set<string>();
 
 export const START_TIMEOUT_MS = 3_000;
 export const STOP_TIMEOUT_MS = 15_000;
+/** After a SIGKILL (`restart -f` of a peer that did not stop), how long to wait for it to go. */
+export const KILL_TIMEOUT_MS = 5_000;
 
 export type Say = (line: string) => void;
 
@@ -141,12 +147,20 @@ export async function startRole(loaded: LoadedConfig, role: string): Promise<{ r
 
 export interface StopResult {
   role: string;
-  result: 'stopped' | 'not running' | 'stale pidfile removed' | 'embedded';
+  result: 'stopped' | 'killed' | 'not running' | 'stale pidfile removed' | 'embedded';
   pid?: number;
 }
 
-/** SIGTERMs one peer and waits (up to 15 s) for it to remove its pidfile and exit. */
-export async function stopRole(loaded: LoadedConfig, role: string): Promise<StopResult> {
+/**
+ * SIGTERMs one peer and waits (up to 15 s) for it to remove its pidfile and exit. With `kill`, a
+ * peer still running then is killed (SIGKILL): the requests it had taken are failed back when its
+ * port is bound again (the next start), and its clients send them again.
+ */
+export async function stopRole(
+  loaded: LoadedConfig,
+  role: string,
+  opts: { kill?: boolean } = {},
+): Promise<StopResult> {
   if (!isDaemonRole(loaded, role)) return { role, result: 'embedded' };
   const pidfile = pidfileOf(loaded, role);
   const st = readPidfile(pidfile);
@@ -165,9 +179,18 @@ export async function stopRole(loaded: LoadedConfig, role: string): Promise<Stop
   } catch {
     // exited meanwhile
   }
-  const deadline = Date.now() + STOP_TIMEOUT_MS;
+  let deadline = Date.now() + STOP_TIMEOUT_MS;
+  let killed = false;
   while (pidAlive(pid)) {
-    if (Date.now() > deadline)
+    if (Date.now() > deadline && opts.kill && !killed) {
+      killed = true;
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // exited meanwhile
+      }
+      deadline = Date.now() + KILL_TIMEOUT_MS;
+    } else if (Date.now() > deadline)
       throw new ArchipelagoError(
         'ETIMEDOUT',
         `${role} (pid ${pid}) did not stop within ${STOP_TIMEOUT_MS / 1000} s`,
@@ -184,7 +207,7 @@ export async function stopRole(loaded: LoadedConfig, role: string): Promise<Stop
       // gone
     }
   }
-  return { role, result: 'stopped', pid };
+  return { role, result: killed ? 'killed' : 'stopped', pid };
 }
 
 export interface StartResult {
@@ -240,19 +263,77 @@ export async function start(
   return out;
 }
 
-/** Stops the roles in reverse ROLES order; with no role, then destroys the segment. */
+/** A live process other than the peers with a port on the segment (an endpoint, a `vlmc` command). */
+export interface SegmentClient {
+  pid: number;
+  ports: number[];
+}
+
+/**
+ * The processes other than the running peers that have ports on the segment (none when there is
+ * no segment). Ports of dead processes do not count.
+ */
+export async function segmentClients(loaded: LoadedConfig): Promise<SegmentClient[]> {
+  if (!existsSync(`/dev/shm/${segmentName(loaded)}`)) return [];
+  const peers = new Set(
+    configuredRoles(loaded)
+      .map((r) => readPidfile(pidfileOf(loaded, r)))
+      .flatMap((st) => (st.state === 'running' ? [st.pid] : [])),
+  );
+  const { Segment } = await import('@archipelago/libxseg/segment');
+  let seg: ReturnType<typeof Segment.join>;
+  try {
+    seg = Segment.join(segmentSpecOf(loaded));
+  } catch {
+    return [];
+  }
+  try {
+    const by = new Map<number, number[]>();
+    for (const p of seg.report().ports) {
+      if (!p.bound || !p.ownerAlive || peers.has(p.ownerPid) || p.ownerPid === process.pid) continue;
+      by.set(p.ownerPid, [...(by.get(p.ownerPid) ?? []), p.port]);
+    }
+    return [...by].map(([pid, ports]) => ({ pid, ports }));
+  } finally {
+    seg.close();
+  }
+}
+
+/** Destroys the segment unless other processes still use it; says which. */
+async function retireSegment(loaded: LoadedConfig, say: Say): Promise<'destroyed' | 'kept' | 'none'> {
+  const name = segmentName(loaded);
+  if (!existsSync(`/dev/shm/${name}`)) return 'none';
+  const clients = await segmentClients(loaded);
+  if (clients.length > 0) {
+    say(
+      `segment ${name}: kept: in use by ${clients.length === 1 ? 'process' : 'processes'} ${clients.map((c) => c.pid).join(', ')} (mapped volumes, vlmc commands); their requests wait for the peers ("archipelago start"), up to 30 s`,
+    );
+    return 'kept';
+  }
+  const { Segment } = await import('@archipelago/libxseg/segment');
+  Segment.destroy(name);
+  say(`segment ${name}: destroyed`);
+  return 'destroyed';
+}
+
+/**
+ * Stops the roles in reverse ROLES order; with no role, then destroys the segment, unless other
+ * processes still use it (it is kept for them, and the next `start` joins it). Refused (EBUSY)
+ * while volumes are mapped, unless `force`: their I/O then waits for the peers to be started again
+ * (failing after 30 s).
+ */
 export async function stop(
   loaded: LoadedConfig,
   role: string | undefined,
   opts: { force?: boolean },
   say: Say,
-): Promise<{ peers: StopResult[]; segmentDestroyed: boolean }> {
+): Promise<{ peers: StopResult[]; segmentDestroyed: boolean; segmentKept?: boolean }> {
   const roles = selectRoles(loaded, role).reverse();
   const mapped = (await mappedVolumes(loaded)).filter((v) => v.alive);
   if (mapped.length > 0 && !opts.force)
     throw new ArchipelagoError(
       'EBUSY',
-      `volumes are mapped: ${mapped.map((v) => v.volume).join(', ')}; unmap them first, or use -f`,
+      `volumes are mapped: ${mapped.map((v) => v.volume).join(', ')}; unmap them first, or use "restart" (the mapped volumes keep running), or -f (their I/O waits until the peers are started again)`,
       { details: { mapped: mapped.map((v) => v.volume) } },
     );
   const peers: StopResult[] = [];
@@ -261,15 +342,75 @@ export async function stop(
     peers.push(res);
     if (res.result !== 'embedded') say(`${r}: ${res.result}${res.pid ? ` (pid ${res.pid})` : ''}`);
   }
-  let segmentDestroyed = false;
-  if (role === undefined) {
-    const name = segmentName(loaded);
-    if (existsSync(`/dev/shm/${name}`)) {
-      const { Segment } = await import('@archipelago/libxseg/segment');
-      Segment.destroy(name);
-      segmentDestroyed = true;
-      say(`segment ${name}: destroyed`);
+  if (role !== undefined) return { peers, segmentDestroyed: false };
+  const seg = await retireSegment(loaded, say);
+  return { peers, segmentDestroyed: seg === 'destroyed', ...(seg === 'kept' ? { segmentKept: true } : {}) };
+}
+
+export interface RestartResult {
+  /**
+   * `rolling`: one peer at a time, stopped and started again, on the segment the clients use;
+   * `full`: all stopped, the segment destroyed (nobody else used it), all started again.
+   */
+  mode: 'rolling' | 'full';
+  stopped: { peers: StopResult[]; segmentDestroyed: boolean };
+  started: StartResult[];
+  /** Per role, how long it was not serving (ms): from its stop to its successor's pidfile. */
+  downMs: Record<string, number>;
+}
+
+/**
+ * Restarts all peers (or one) and never refuses for mapped volumes. While other processes use
+ * the segment (mapped volumes, `vlmc` commands), the peers are restarted one at a time in ROLES
+ * order on that segment: each stops (draining what it had taken; what comes meanwhile queues for
+ * its successor) and starts again, and the clients' calls wait in its queue meanwhile, so a
+ * mapped volume's client sees a short stall per peer and no error. Otherwise the peers are all
+ * stopped, the segment destroyed and everything started fresh. `kill`: a peer that does not stop
+ * within 15 s is killed (its requests are failed back when its successor binds its port, and sent
+ * again by their clients).
+ */
+export async function restart(
+  loaded: LoadedConfig,
+  role: string | undefined,
+  opts: { kill?: boolean },
+  say: Say,
+): Promise<RestartResult> {
+  const roles = selectRoles(loaded, role);
+  const inUse = role !== undefined || (await segmentClients(loaded)).length > 0;
+  const downMs: Record<string, number> = {};
+  if (!inUse) {
+    const peers: StopResult[] = [];
+    for (const r of [...roles].reverse()) {
+      const res = await stopRole(loaded, r, opts);
+      peers.push(res);
+      if (res.result !== 'embedded') say(`${r}: ${res.result}${res.pid ? ` (pid ${res.pid})` : ''}`);
     }
+    // Someone may have joined meanwhile: then the segment stays for them.
+    const seg = await retireSegment(loaded, say);
+    const started = await start(loaded, role, say);
+    return { mode: 'full', stopped: { peers, segmentDestroyed: seg === 'destroyed' }, started, downMs };
   }
-  return { peers, segmentDestroyed };
+  const peers: StopResult[] = [];
+  const started: StartResult[] = [];
+  for (const r of roles) {
+    if (!isDaemonRole(loaded, r)) {
+      started.push({ role: r, result: 'embedded' });
+      continue;
+    }
+    const t0 = Date.now();
+    const res = await stopRole(loaded, r, opts);
+    peers.push(res);
+    let pid: number;
+    try {
+      ({ pid } = await startRole(loaded, r));
+    } catch (e) {
+      say(`${r}: ${res.result}, and did not start again; its clients wait for it (up to 30 s)`);
+      throw e;
+    }
+    downMs[r] = Date.now() - t0;
+    started.push({ role: r, result: 'started', pid });
+    const was = res.pid !== undefined ? `pid ${res.pid} ${res.result}` : res.result;
+    say(`${r}: restarted (${was}, now pid ${pid}; ${downMs[r]} ms)`);
+  }
+  return { mode: 'rolling', stopped: { peers, segmentDestroyed: false }, started, downMs };
 }

@@ -6,7 +6,17 @@
  * or by the restarted peer binding its port) or with `ECLOSED` + `details.stopping` (a clean
  * stop). The retried request waits in the peer's queue until a new peer serves it, so a restart
  * is transparent; after `retryTimeoutMs` without an answer the call fails with `ETIMEDOUT`.
+ *
+ * **Dead peers** (no call ever hangs): while calls are in flight and none has been answered for a
+ * watch period, the client looks at the peer's port in the segment. A live owner is a peer that
+ * is just slow (left alone). No live owner: the calls wait for a new peer (a restart keeps the
+ * segment, and a restarted peer serves what queued meanwhile), up to `deadPeerTimeoutMs`, then
+ * fail with `ETIMEDOUT` (`details.peerDown`). No live owner *and* the segment file is gone or
+ * another one (removed: `xseg destroy`, or replaced): nothing can ever answer, so every call
+ * fails at once, and later ones too (`EIO`, `details.segmentGone`). `abort()` fails every call in
+ * flight at once (a stopping process that will not wait for its peers).
  */
+import { statSync } from 'node:fs';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { type Port, Segment, type SubmitOptions, type XsegReply } from '@archipelago/libxseg/segment';
 import { daemonSpin, decodeError, isPeerGone } from '../protocol/wire.js';
@@ -27,6 +37,35 @@ export interface PeerClientOptions {
    * 30000; 0 disables retries).
    */
   retryTimeoutMs?: number;
+  /**
+   * How long calls may wait while the peer is not running (its port has no live owner), in ms;
+   * then they fail with `ETIMEDOUT` (default: `retryTimeoutMs`, 30000; 0: wait for ever).
+   */
+  deadPeerTimeoutMs?: number;
+}
+
+/** What a client sees of its peer (`PeerClient.peerState`). */
+export type PeerState = 'running' | 'down' | 'segment gone';
+
+/** How often a client with unanswered calls looks at its peer (ms). */
+export const PEER_WATCH_MS = 250;
+
+/** A call in flight: how to fail it, and its retry deadline's timer. */
+interface Call {
+  reject: (e: unknown) => void;
+  timer: NodeJS.Timeout | undefined;
+}
+
+/** The identity of a segment's file (`/dev/shm/<name>`) when a client first saw it. */
+const segmentFiles = new WeakMap<Segment, string | null>();
+
+function fileIdentity(name: string): string | null {
+  try {
+    const st = statSync(`/dev/shm/${name}`, { bigint: true });
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return null;
+  }
 }
 
 /** What a call sends: submit options, or a filled prepared request (zero copy). */
@@ -37,9 +76,19 @@ export class PeerClient {
   protected readonly segment: Segment;
   private readonly ownsSegment: boolean;
   protected readonly port: Port;
-  private readonly inflight = new Set<Promise<unknown>>();
+  private readonly pending = new Set<Call>();
+  /** Calls answered (or failed) so far: the watch sees whether any was since its last look. */
+  private settled = 0;
+  private seen = 0;
+  private watchTimer: NodeJS.Timeout | undefined;
+  /** Since when (Date.now()) the peer has been seen down with calls waiting; 0: it was not. */
+  private downSince = 0;
+  /** Set once nothing can answer any more (the segment is gone): every call fails with it. */
+  private broken: ArchipelagoError | null = null;
+  private idle: (() => void) | undefined;
   protected closed = false;
   private readonly retryTimeoutMs: number;
+  private readonly deadPeerTimeoutMs: number;
   /** Calls retried after the peer died or stopped (for tests and logs). */
   retries = 0;
 
@@ -49,6 +98,7 @@ export class PeerClient {
   ) {
     this.peerPort = opts.port;
     this.retryTimeoutMs = opts.retryTimeoutMs ?? 30_000;
+    this.deadPeerTimeoutMs = opts.deadPeerTimeoutMs ?? (opts.retryTimeoutMs || 30_000);
     if (typeof opts.segment === 'string') {
       this.segment = Segment.join(opts.segment);
       this.ownsSegment = true;
@@ -64,6 +114,7 @@ export class PeerClient {
       throw e;
     }
     this.port.unref();
+    if (!segmentFiles.has(this.segment)) segmentFiles.set(this.segment, fileIdentity(this.segment.name));
   }
 
   /** The dynamic port this client sends from. */
@@ -71,15 +122,134 @@ export class PeerClient {
     return this.port.number;
   }
 
-  private follow<T>(p: Promise<T>): Promise<T> {
-    if (this.inflight.size === 0) this.port.ref();
-    this.inflight.add(p);
-    const done = () => {
-      this.inflight.delete(p);
-      if (this.inflight.size === 0 && !this.closed) this.port.unref();
-    };
-    p.then(done, done);
-    return p;
+  /**
+   * The reply of `p`, unless the call is given up first (`giveUp`: a retry deadline, a dead peer,
+   * `abort`); a reply that comes after that is released unread.
+   */
+  private follow(p: Promise<XsegReply>, deadline = 0, what = ''): Promise<XsegReply> {
+    return new Promise<XsegReply>((resolve, reject) => {
+      const call: Call = { reject, timer: undefined };
+      if (this.pending.size === 0) this.port.ref();
+      this.pending.add(call);
+      this.watchTimer ??= setTimeout(this.watch, PEER_WATCH_MS).unref();
+      if (deadline > 0)
+        call.timer = setTimeout(
+          () => this.giveUp(call, this.retryTimeout(what)),
+          Math.max(0, deadline - Date.now()),
+        );
+      p.then(
+        (r) => {
+          if (!this.done(call)) releaseQuietly(r);
+          else resolve(r);
+        },
+        (e: unknown) => {
+          if (this.done(call)) reject(e);
+        },
+      );
+    });
+  }
+
+  /** Ends a call's bookkeeping; false when it was given up already. */
+  private done(call: Call): boolean {
+    if (!this.pending.delete(call)) return false;
+    if (call.timer !== undefined) clearTimeout(call.timer);
+    this.settled++;
+    if (this.pending.size === 0) {
+      if (!this.closed) this.port.unref();
+      this.idle?.();
+    }
+    return true;
+  }
+
+  private giveUp(call: Call, e: ArchipelagoError): void {
+    if (this.done(call)) call.reject(e);
+  }
+
+  private retryTimeout(what: string): ArchipelagoError {
+    return new ArchipelagoError(
+      'ETIMEDOUT',
+      `${what}: the ${this.peerName} peer on port ${this.peerPort} did not come back within ${this.retryTimeoutMs} ms; start it (archipelago start) and retry`,
+      { details: { port: this.peerPort, peer: this.peerName } },
+    );
+  }
+
+  /**
+   * Looks at the peer while calls wait and none was answered since the last look (see the file
+   * comment); runs every PEER_WATCH_MS while calls are in flight.
+   */
+  private readonly watch = (): void => {
+    this.watchTimer = undefined;
+    if (this.pending.size === 0) {
+      this.downSince = 0;
+      return;
+    }
+    if (this.settled !== this.seen) {
+      this.seen = this.settled;
+      this.downSince = 0;
+    } else {
+      const state = this.peerState();
+      if (state === 'segment gone') {
+        this.broken = new ArchipelagoError(
+          'EIO',
+          `the segment "${this.segment.name}" is gone (removed or replaced) and the ${this.peerName} peer on port ${this.peerPort} with it: nothing can answer this process any more; end it (vlmc unmap) and start again`,
+          { details: { port: this.peerPort, peer: this.peerName, segmentGone: true } },
+        );
+        this.failAll(this.broken);
+        return;
+      }
+      if (state === 'running') this.downSince = 0;
+      else {
+        const now = Date.now();
+        if (this.downSince === 0) this.downSince = now;
+        else if (this.deadPeerTimeoutMs > 0 && now - this.downSince >= this.deadPeerTimeoutMs) {
+          this.failAll(
+            new ArchipelagoError(
+              'ETIMEDOUT',
+              `the ${this.peerName} peer on port ${this.peerPort} has not been running for ${Math.round((now - this.downSince) / 1000)} s; start it (archipelago start) and retry`,
+              { details: { port: this.peerPort, peer: this.peerName, peerDown: true } },
+            ),
+          );
+          this.downSince = 0;
+          return;
+        }
+      }
+    }
+    this.watchTimer = setTimeout(this.watch, PEER_WATCH_MS).unref();
+  };
+
+  /**
+   * Whether a peer serves the port this client sends to: `running` (its port has a live owner),
+   * `down` (no live owner: requests wait for a new peer), or `segment gone` (no live owner, and the
+   * segment's file is gone or another one: no peer can ever take them).
+   */
+  peerState(): PeerState {
+    if (this.broken) return 'segment gone';
+    let alive: boolean;
+    try {
+      const p = this.segment.report().ports.find((x) => x.port === this.peerPort);
+      alive = p?.bound === true && p.ownerAlive;
+    } catch {
+      return 'segment gone';
+    }
+    if (alive) return 'running';
+    const file = fileIdentity(this.segment.name);
+    return file === null || file !== segmentFiles.get(this.segment) ? 'segment gone' : 'down';
+  }
+
+  /** Fails every call in flight with `e` (their late replies, if any, are released unread). */
+  private failAll(e: ArchipelagoError): void {
+    for (const call of [...this.pending]) this.giveUp(call, e);
+  }
+
+  /**
+   * Fails every call in flight at once (`ECLOSED`, `details.aborted`, never retried) and refuses
+   * new ones: for a process that is stopping and will not wait for its peers any longer.
+   */
+  abort(reason = 'aborted'): void {
+    this.broken ??= new ArchipelagoError('ECLOSED', `the ${this.peerName} client: ${reason}`, {
+      details: { port: this.peerPort, peer: this.peerName, aborted: true },
+    });
+    this.failAll(this.broken);
   }
 
   /**
@@ -93,13 +263,12 @@ export class PeerClient {
     retry = false,
   ): Promise<XsegReply> {
     if (this.closed) throw new ArchipelagoError('ECLOSED', `${what}: the ${this.peerName} client was closed`);
+    if (this.broken) throw this.broken;
     const once = () =>
       typeof o === 'function' ? o(this.peerPort) : this.port.call({ ...o, dst: this.peerPort }, UNTRACKED);
     let deadline = 0;
     for (;;) {
-      let reply: XsegReply;
-      if (deadline === 0) reply = await this.follow(once());
-      else reply = await this.withTimeout(what, once(), deadline);
+      const reply = await this.follow(once(), deadline, what);
       if (reply.error) {
         reply.release();
         throw reply.error;
@@ -107,44 +276,11 @@ export class PeerClient {
       if (reply.ok) return reply;
       const err = decodeError(reply.data, what, this.peerName);
       reply.release();
-      if (!retry || this.retryTimeoutMs === 0 || this.closed || !isPeerGone(err)) throw err;
+      if (!retry || this.retryTimeoutMs === 0 || this.closed || this.broken || !isPeerGone(err)) throw err;
       if (deadline === 0) deadline = Date.now() + this.retryTimeoutMs;
       else if (Date.now() >= deadline) throw err;
       this.retries++;
     }
-  }
-
-  /** A retried call: it may wait in a dead peer's queue, so it has a deadline. */
-  private withTimeout(what: string, p: Promise<XsegReply>, deadline: number): Promise<XsegReply> {
-    const tracked = this.follow(p);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(
-        () => {
-          // The late reply, if it ever comes, is released unread; close() does not wait for it.
-          this.inflight.delete(p);
-          if (this.inflight.size === 0 && !this.closed) this.port.unref();
-          tracked.then((r) => r.release()).catch(() => {});
-          reject(
-            new ArchipelagoError(
-              'ETIMEDOUT',
-              `${what}: the ${this.peerName} peer on port ${this.peerPort} did not come back within ${this.retryTimeoutMs} ms; start it (archipelago start) and retry`,
-              { details: { port: this.peerPort, peer: this.peerName } },
-            ),
-          );
-        },
-        Math.max(0, deadline - Date.now()),
-      );
-      tracked.then(
-        (r) => {
-          clearTimeout(timer);
-          resolve(r);
-        },
-        (e) => {
-          clearTimeout(timer);
-          reject(e);
-        },
-      );
-    });
   }
 
   /**
@@ -189,15 +325,30 @@ export class PeerClient {
     await this.simple('ping', { op: 0 });
   }
 
-  /** Waits for calls in flight, then leaves the port (and the segment, when it joined it). */
+  /**
+   * Waits for calls in flight, then leaves the port (and the segment, when it joined it). Bounded:
+   * calls to a peer that is gone fail (see the file comment), and `abort()` ends them at once.
+   */
   async disconnect(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await Promise.allSettled([...this.inflight]);
+    if (this.pending.size > 0)
+      await new Promise<void>((r) => {
+        this.idle = r;
+      });
+    if (this.watchTimer !== undefined) clearTimeout(this.watchTimer);
     try {
       this.port.close();
     } finally {
       if (this.ownsSegment) this.segment.close();
     }
+  }
+}
+
+function releaseQuietly(r: XsegReply): void {
+  try {
+    r.release();
+  } catch {
+    // the segment is closed: nothing to give back
   }
 }

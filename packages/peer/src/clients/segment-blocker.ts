@@ -40,7 +40,7 @@ import {
 import type { XsegReply } from '@archipelago/libxseg/segment';
 import { type BreakReply, encodeLockArgs, type LockArgs } from '../protocol/lock-wire.js';
 import { fromJson, PeerFlag, PeerOp } from '../protocol/wire.js';
-import { PeerClient, type PeerClientOptions, type Send } from './client.js';
+import { PeerClient, type PeerClientOptions, type PeerState, type Send } from './client.js';
 
 export interface SegmentBlockerOptions extends PeerClientOptions {
   /** Lock owner identity; default `<hostname>_segment`. */
@@ -128,6 +128,16 @@ export class SegmentBlocker extends AbstractBlocker {
   ping(): Promise<void> {
     this.assertOpen();
     return this.link.ping();
+  }
+
+  /** Whether the blocker peer serves its port (`PeerClient.peerState`). */
+  peerState(): PeerState {
+    return this.link.peerState();
+  }
+
+  /** Fails every call in flight at once and refuses new ones (`PeerClient.abort`). */
+  abort(reason?: string): void {
+    this.link.abort(reason);
   }
 
   /** close(), under the name every segment client has. */

@@ -18,6 +18,7 @@ import type { Runtime } from '../types.js';
 import { openRuntime } from '../wiring.js';
 import { type ControlRequest, serveControl } from './control.js';
 import { type MappedEntry, RunState } from './runstate.js';
+import { guardStop } from './stop-guard.js';
 
 /** The environment variable carrying the `HostRequest` as JSON. */
 export const ENDPOINT_ENV = 'ARCHIPELAGO_ENDPOINT';
@@ -80,6 +81,8 @@ export async function runHost(req: HostRequest): Promise<void> {
     stopping ??= (async () => {
       log.info({ volume: name, why }, 'unmapping');
       const t0 = Date.now();
+      // Bounded even when the daemons are gone (stop-guard.ts).
+      const guard = guardStop(rt, log);
       await server.close();
       log.debug({ ms: Date.now() - t0 }, 'nbd server closed');
       try {
@@ -90,7 +93,12 @@ export async function runHost(req: HostRequest): Promise<void> {
         log.warn({ volume: name, err: String(e) }, 'close failed');
       }
       log.debug({ ms: Date.now() - t0 }, 'volume closed');
-      await rt.close();
+      try {
+        await rt.close();
+      } catch (e) {
+        log.warn({ volume: name, err: String(e) }, 'closing the runtime failed');
+      }
+      guard.done();
       await state.remove(name);
       control.close();
       log.info({ volume: name, ms: Date.now() - t0 }, 'unmapped');
