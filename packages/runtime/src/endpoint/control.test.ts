@@ -1,5 +1,6 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { connect } from 'node:net';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { connect, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ArchipelagoError, pidAlive } from '@archipelago/libxseg';
@@ -14,6 +15,19 @@ beforeEach(async () => {
 afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
+
+/** Listens on `path`; `stale` (the file renamed away and back after close) leaves a socket nobody answers on. */
+async function socketAt(path: string): Promise<Server> {
+  const s = createServer((c) => c.destroy());
+  await new Promise<void>((resolve) => s.listen(path, resolve));
+  return s;
+}
+
+async function staleSocketAt(path: string): Promise<void> {
+  const s = await socketAt(`${path}.tmp`);
+  await rename(`${path}.tmp`, path); // close() unlinks the name it bound, not this one
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+}
 
 function raw(path: string, bytes: string): Promise<string> {
   return new Promise((resolve) => {
@@ -48,6 +62,22 @@ describe('control channel', () => {
       expect(await callControl(path, { op: 'ping' })).toEqual({ epoch: '5' });
     } finally {
       server.close();
+    }
+  });
+
+  it('replaces what a dead holder left at its path, never a live holder (EBUSY)', async () => {
+    const path = join(dir, 'v.ctl');
+    await staleSocketAt(path);
+    const first = await serveControl(path, async () => ({ n: 1 }));
+    try {
+      expect(await callControl(path, { op: 'ping' })).toEqual({ n: 1 });
+      await expect(serveControl(path, async () => ({ n: 2 }))).rejects.toMatchObject({
+        code: 'EBUSY',
+        details: { control: path },
+      });
+      expect(await callControl(path, { op: 'ping' })).toEqual({ n: 1 });
+    } finally {
+      first.close();
     }
   });
 
@@ -87,5 +117,34 @@ describe('run-state', () => {
     await st.remove('b');
     expect((await st.list()).length).toBe(1);
     expect(pidAlive(process.pid)).toBe(true);
+  });
+
+  it('records the holder start time: a pid now used by another process is stale', async () => {
+    const st = new RunState(join(dir, 'run'));
+    const base = { readonly: false, config: '/c', started: 'now', uri: 'u', control: '' };
+    await st.write({ ...base, volume: 'a', pid: process.pid });
+    const written = JSON.parse(await readFile(join(dir, 'run', 'a.json'), 'utf8')) as { start?: string };
+    expect(written.start).toMatch(/^\d+$/);
+    expect((await st.read('a'))?.alive).toBe(true);
+    await st.write({ ...base, volume: 'b', pid: process.pid, start: '1' }); // another process, same pid
+    expect((await st.read('b'))?.alive).toBe(false);
+  });
+
+  it("remove clears a dead endpoint's sockets (custom path included) and leaves live ones", async () => {
+    const st = new RunState(join(dir, 'run'));
+    await mkdir(st.dir, { recursive: true });
+    const custom = join(dir, 'custom.sock');
+    for (const p of [st.socketPath('v'), st.controlPath('v'), custom]) await staleSocketAt(p);
+    await writeFile(join(st.dir, 'v.json'), '{}');
+    await st.remove('v', custom);
+    for (const p of [st.socketPath('v'), st.controlPath('v'), custom, join(st.dir, 'v.json')])
+      expect(existsSync(p)).toBe(false);
+    const live = await socketAt(custom);
+    try {
+      await st.remove('v', custom);
+      expect(existsSync(custom)).toBe(true);
+    } finally {
+      live.close();
+    }
   });
 });

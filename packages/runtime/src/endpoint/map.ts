@@ -1,18 +1,25 @@
 /**
  * `vlmc map`, `unmap` and `showmapped`: a mapped volume is served by a background endpoint
  * process (host.ts) that holds it open, recorded in the run-state.
+ *
+ * An endpoint killed with kill -9 (or crashed) leaves its run-state entry, its sockets and the
+ * volume lock behind; `vlmc map` of the same volume clears the first two (nobody answers on them)
+ * and the new endpoint takes the lock over (its holder process is provably gone), so a client
+ * that reconnects (qemu's `reconnect-delay`) goes on with no error: test-e2e/endpoint-restart/.
  */
-import { mkdir } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import { createRequire } from 'node:module';
+import { dirname, resolve } from 'node:path';
 import { currentProcess, deadHolder, describeHolder } from '@archipelago/blocker';
 import { ArchipelagoError, pidAlive } from '@archipelago/libxseg';
 import { validateVolumeName } from '@archipelago/mapfile';
+import { unixSocketState, unlinkIfPresent } from '@archipelago/nbd';
 import type { Session } from '../session.js';
 import { spawnDetached } from '../spawn.js';
 import { callControl } from './control.js';
 import { ENDPOINT_ENV, type HostRequest } from './host.js';
 import { attachDevice, detachDevice, nbdModuleAvailable } from './kernel.js';
-import type { MappedEntry, MappedStatus } from './runstate.js';
+import type { MappedEntry, MappedStatus, RunState } from './runstate.js';
 
 /** The endpoint process's entry script (built; resolved when first needed, so importing works unbuilt). */
 export function endpointMain(): string {
@@ -34,7 +41,10 @@ export interface MapOptions {
 
 /**
  * Starts the endpoint of `name` (it opens the volume, takes its lock, serves NBD), waits until it
- * accepts connections, and returns its run-state entry.
+ * accepts connections, and returns its run-state entry. What a dead endpoint of `name` left (its
+ * entry, its sockets) is cleared first; refused with EBUSY when `name` is mapped by a live
+ * endpoint or the socket (port) is in use by another one or another process, EINVAL when a
+ * non-socket file is at the socket path.
  */
 export async function mapVolume(s: Session, name: string, opts: MapOptions = {}): Promise<MappedEntry> {
   validateVolumeName(name);
@@ -50,13 +60,17 @@ export async function mapVolume(s: Session, name: string, opts: MapOptions = {})
   if (existing?.alive) {
     throw new ArchipelagoError(
       'EBUSY',
-      `"${name}" is already mapped at ${existing.uri} (pid ${existing.pid})`,
+      `"${name}" is already mapped at ${existing.uri} (pid ${existing.pid}); "vlmc unmap ${name}" first`,
       {
         details: { volume: name, uri: existing.uri, pid: existing.pid },
       },
     );
   }
-  if (existing) await state.remove(name); // stale: its process is gone
+  // Stale: its endpoint died (crash, kill -9). Its entry and sockets go; its lock, held by a
+  // process that is gone, the new endpoint takes over.
+  if (existing) await state.remove(name, existing.socket);
+  const socket = opts.port === undefined ? resolve(opts.socket ?? state.socketPath(name)) : undefined;
+  await checkListenTarget(state, name, socket, opts.port);
   // Fail early, in this process, for a volume that does not exist or is locked by another live
   // holder (a dead one's lock the endpoint takes over).
   const rt = await s.runtime();
@@ -72,7 +86,7 @@ export async function mapVolume(s: Session, name: string, opts: MapOptions = {})
     config: s.configuration().path,
     volume: name,
     readonly: opts.readonly ?? false,
-    ...(opts.socket ? { socket: opts.socket } : {}),
+    ...(socket ? { socket } : {}),
     ...(opts.port !== undefined ? { port: opts.port } : {}),
     runDir: state.dir,
   };
@@ -106,6 +120,66 @@ export async function mapVolume(s: Session, name: string, opts: MapOptions = {})
 }
 
 /**
+ * Fails with a clear error, before any process is started, when the endpoint of `name` could not
+ * listen where it is asked to: the socket (or port) of another live endpoint, a socket another
+ * process answers on, a file that is no socket, a missing directory. A socket nobody answers on
+ * (left by an endpoint killed with kill -9) is removed.
+ */
+async function checkListenTarget(
+  state: RunState,
+  name: string,
+  socket: string | undefined,
+  port: number | undefined,
+): Promise<void> {
+  const others = (await state.list()).filter((e) => e.alive && e.volume !== name);
+  if (socket === undefined) {
+    const user = port ? others.find((e) => e.port === port) : undefined;
+    if (user) {
+      throw new ArchipelagoError(
+        'EBUSY',
+        `port ${port} is in use by the endpoint of "${user.volume}" (pid ${user.pid}); unmap it or map with another --port`,
+        { details: { volume: name, port, by: user.volume, pid: user.pid } },
+      );
+    }
+    return; // any other user of the port: the endpoint's listen names it (EBUSY)
+  }
+  const user = others.find((e) => e.socket !== undefined && resolve(e.socket) === socket);
+  if (user) {
+    throw new ArchipelagoError(
+      'EBUSY',
+      `socket ${socket} is in use by the endpoint of "${user.volume}" (pid ${user.pid}); unmap it or map with another --socket`,
+      { details: { volume: name, socket, by: user.volume, pid: user.pid } },
+    );
+  }
+  const dir = dirname(socket);
+  const dirOk = await stat(dir).then(
+    (st) => st.isDirectory(),
+    () => false,
+  );
+  if (!dirOk && dir !== state.dir) {
+    throw new ArchipelagoError('EINVAL', `cannot listen on ${socket}: ${dir} is not a directory`, {
+      details: { volume: name, socket },
+    });
+  }
+  const there = await unixSocketState(socket);
+  if (there === 'live') {
+    throw new ArchipelagoError(
+      'EBUSY',
+      `socket ${socket} is in use by another process (no endpoint of this host maps a volume there); map with another --socket`,
+      { details: { volume: name, socket } },
+    );
+  }
+  if (there === 'not-socket') {
+    throw new ArchipelagoError(
+      'EINVAL',
+      `cannot listen on ${socket}: it exists and is not a socket; map with another --socket`,
+      { details: { volume: name, socket } },
+    );
+  }
+  if (there === 'stale') await unlinkIfPresent(socket); // its server died without unlinking it
+}
+
+/**
  * Stops the endpoint of a mapped volume (by name, NBD URI or device): it drains, closes the
  * volume and exits. A stale mapping (its process died) is cleaned up: the entry is removed and
  * this host's lock on the volume released.
@@ -127,7 +201,7 @@ export async function unmapVolume(
   }
   if (entry.device) await detachDevice(entry.device);
   if (!entry.alive) {
-    await state.remove(entry.volume);
+    await state.remove(entry.volume, entry.socket);
     const rt = await s.runtime();
     if ((await rt.blockerm.lockOwner(entry.volume)) === rt.identity) await rt.mapper.unlock(entry.volume);
     return { volume: entry.volume, stale: true, pid: entry.pid };

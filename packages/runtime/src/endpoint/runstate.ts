@@ -1,6 +1,8 @@
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { processStart } from '@archipelago/blocker';
 import { pidAlive } from '@archipelago/libxseg';
+import { removeStaleSocket, unlinkIfPresent } from '@archipelago/nbd';
 
 /** What `vlmc map` records for a mapped volume (one JSON file per volume in the run directory). */
 export interface MappedEntry {
@@ -19,17 +21,26 @@ export interface MappedEntry {
   /** Config file the holder runs with. */
   config: string;
   started: string;
+  /**
+   * Start time of the endpoint process (field 22 of /proc/<pid>/stat), filled in by `write`: a
+   * pid reused by another process after the endpoint died does not pass for the endpoint.
+   */
+  start?: string;
 }
 
 export interface MappedStatus extends MappedEntry {
-  /** False when the holder process is gone (a stale entry, e.g. after a crash). */
+  /**
+   * False when the holder process is gone (a stale entry, e.g. after a crash or kill -9), or its
+   * pid now belongs to another process.
+   */
   alive: boolean;
 }
 
 /**
  * The run-state of mapped volumes: files `<dir>/<volume>.json`, written atomically (temp +
  * rename) so a crash of `vlmc` or of the holder never leaves half an entry. Stale entries (the
- * holder is dead) are reported, not hidden.
+ * holder is dead) are reported, not hidden; `remove` clears what a dead holder left (its entry and
+ * the sockets nobody listens on any more), so the volume maps again at once.
  */
 export class RunState {
   constructor(readonly dir: string) {}
@@ -53,7 +64,9 @@ export class RunState {
   async write(entry: MappedEntry): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o770 });
     const tmp = `${this.file(entry.volume)}.${process.pid}.tmp`;
-    await writeFile(tmp, `${JSON.stringify(entry, null, 2)}\n`, { mode: 0o660 });
+    const start = entry.start ?? processStart(entry.pid) ?? undefined;
+    const full: MappedEntry = start === undefined ? entry : { ...entry, start };
+    await writeFile(tmp, `${JSON.stringify(full, null, 2)}\n`, { mode: 0o660 });
     await rename(tmp, this.file(entry.volume));
   }
 
@@ -67,7 +80,7 @@ export class RunState {
     }
     try {
       const entry = JSON.parse(text) as MappedEntry;
-      return { ...entry, alive: pidAlive(entry.pid) };
+      return { ...entry, alive: holderAlive(entry) };
     } catch {
       return null; // not ours or damaged: treated as absent
     }
@@ -96,9 +109,24 @@ export class RunState {
     return (await this.list()).find((e) => e.uri === what || e.device === what || e.socket === what) ?? null;
   }
 
-  async remove(volume: string): Promise<void> {
-    await rm(this.file(volume), { force: true });
-    await rm(this.socketPath(volume), { force: true });
-    await rm(this.controlPath(volume), { force: true });
+  /**
+   * Removes the entry of `volume`, and the sockets of its endpoint that nobody answers on any more
+   * (the default NBD socket, the control socket, and `socket`, a custom `--socket` path): an
+   * endpoint that exits unlinks its sockets itself, one killed with kill -9 leaves them behind.
+   * A socket a live process answers on is left alone.
+   */
+  async remove(volume: string, socket?: string): Promise<void> {
+    await unlinkIfPresent(this.file(volume));
+    const sockets = new Set([this.socketPath(volume), this.controlPath(volume)]);
+    if (socket) sockets.add(socket);
+    for (const path of sockets) await removeStaleSocket(path);
   }
+}
+
+/** True while the entry's process runs and is the same process (its start time matches). */
+function holderAlive(entry: MappedEntry): boolean {
+  if (!pidAlive(entry.pid)) return false;
+  if (entry.start === undefined) return true;
+  const start = processStart(entry.pid);
+  return start === null || start === entry.start;
 }
