@@ -1,6 +1,6 @@
 import { createServer, type Server, type Socket } from 'node:net';
-import { ArchipelagoError } from '@archipelago/libxseg';
 import { sendBufferAvailable, setSendBuffer } from '@archipelago/fastio';
+import { ArchipelagoError } from '@archipelago/libxseg';
 import { NbdConnection } from './connection.js';
 import { DEFAULT_MAX_INFLIGHT_BYTES } from './constants.js';
 import type { ConnectionContext } from './phase.js';
