@@ -1,8 +1,10 @@
-import { existsSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { connect, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { ArchipelagoError, pidAlive } from '@archipelago/libxseg';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { callControl, serveControl } from './control.js';
@@ -146,5 +148,34 @@ describe('run-state', () => {
     } finally {
       live.close();
     }
+  });
+
+  it('remove leaves Node able to import a linked package afterwards (nodejs/node#51142)', () => {
+    // Node 20's realpathSync trusts the stat array of the last sync/callback stat: after one of a
+    // socket (fs.promises.rm does one) the next import() of a pnpm-linked package resolves
+    // through the symlink and fails; `vlmc map` in daemons mode did, after a kill -9. Needs the
+    // built dist (a plain node process, as vlmc runs).
+    const pkg = join(dirname(fileURLToPath(import.meta.url)), '../..');
+    if (!existsSync(join(pkg, 'dist/index.js'))) throw new Error('packages/runtime is not built: pnpm build');
+    const script = `
+      const { RunState } = await import('@archipelago/runtime');
+      const net = await import('node:net');
+      const { rename } = await import('node:fs/promises');
+      const st = new RunState(process.argv[1]);
+      for (const p of [st.socketPath('v'), st.controlPath('v')]) {
+        const s = net.createServer();
+        await new Promise((r) => s.listen(p + '.tmp', r));
+        await rename(p + '.tmp', p);
+        await new Promise((r) => s.close(r));
+      }
+      await st.remove('v');
+      await import('@archipelago/peer');
+      console.log('imported');`;
+    mkdirSync(join(dir, 'run'));
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', script, join(dir, 'run')], {
+      cwd: pkg,
+      encoding: 'utf8',
+    });
+    expect(out.trim()).toBe('imported');
   });
 });
