@@ -7,19 +7,17 @@
  * and the new endpoint takes the lock over (its holder process is provably gone), so a client
  * that reconnects (qemu's `reconnect-delay`) goes on with no error: test-e2e/endpoint-restart/.
  */
-import { mkdir, stat } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { dirname, resolve } from 'node:path';
 import { currentProcess, deadHolder, describeHolder } from '@archipelago/blocker';
 import { ArchipelagoError, pidAlive } from '@archipelago/libxseg';
 import { validateVolumeName } from '@archipelago/mapfile';
-import { unixSocketState, unlinkIfPresent } from '@archipelago/nbd';
 import type { Session } from '../session.js';
 import { spawnDetached } from '../spawn.js';
 import { callControl } from './control.js';
 import { ENDPOINT_ENV, type HostRequest } from './host.js';
 import { attachDevice, detachDevice, nbdModuleAvailable } from './kernel.js';
-import type { MappedEntry, MappedStatus, RunState } from './runstate.js';
+import type { MappedEntry, MappedStatus } from './runstate.js';
 
 /** The endpoint process's entry script (built; resolved when first needed, so importing works unbuilt). */
 export function endpointMain(): string {
@@ -66,11 +64,7 @@ export async function mapVolume(s: Session, name: string, opts: MapOptions = {})
       },
     );
   }
-  // Stale: its endpoint died (crash, kill -9). Its entry and sockets go; its lock, held by a
-  // process that is gone, the new endpoint takes over.
-  if (existing) await state.remove(name, existing.socket);
-  const socket = opts.port === undefined ? resolve(opts.socket ?? state.socketPath(name)) : undefined;
-  await checkListenTarget(state, name, socket, opts.port);
+  if (existing) await state.remove(name); // stale: its process is gone
   // Fail early, in this process, for a volume that does not exist or is locked by another live
   // holder (a dead one's lock the endpoint takes over).
   const rt = await s.runtime();
@@ -81,6 +75,9 @@ export async function mapVolume(s: Session, name: string, opts: MapOptions = {})
       details: { volume: name, owner: held.owner },
     });
   }
+  // Where the endpoint will listen: what a dead endpoint (kill -9) left there is cleared, a socket
+  // or port a live endpoint or another process uses is refused, before anything is started.
+  const socket = await state.listenTarget(name, opts, existing);
   await mkdir(state.dir, { recursive: true, mode: 0o770 });
   const req: HostRequest = {
     config: s.configuration().path,
@@ -117,66 +114,6 @@ export async function mapVolume(s: Session, name: string, opts: MapOptions = {})
     await state.write(entry);
   }
   return entry;
-}
-
-/**
- * Fails with a clear error, before any process is started, when the endpoint of `name` could not
- * listen where it is asked to: the socket (or port) of another live endpoint, a socket another
- * process answers on, a file that is no socket, a missing directory. A socket nobody answers on
- * (left by an endpoint killed with kill -9) is removed.
- */
-async function checkListenTarget(
-  state: RunState,
-  name: string,
-  socket: string | undefined,
-  port: number | undefined,
-): Promise<void> {
-  const others = (await state.list()).filter((e) => e.alive && e.volume !== name);
-  if (socket === undefined) {
-    const user = port ? others.find((e) => e.port === port) : undefined;
-    if (user) {
-      throw new ArchipelagoError(
-        'EBUSY',
-        `port ${port} is in use by the endpoint of "${user.volume}" (pid ${user.pid}); unmap it or map with another --port`,
-        { details: { volume: name, port, by: user.volume, pid: user.pid } },
-      );
-    }
-    return; // any other user of the port: the endpoint's listen names it (EBUSY)
-  }
-  const user = others.find((e) => e.socket !== undefined && resolve(e.socket) === socket);
-  if (user) {
-    throw new ArchipelagoError(
-      'EBUSY',
-      `socket ${socket} is in use by the endpoint of "${user.volume}" (pid ${user.pid}); unmap it or map with another --socket`,
-      { details: { volume: name, socket, by: user.volume, pid: user.pid } },
-    );
-  }
-  const dir = dirname(socket);
-  const dirOk = await stat(dir).then(
-    (st) => st.isDirectory(),
-    () => false,
-  );
-  if (!dirOk && dir !== state.dir) {
-    throw new ArchipelagoError('EINVAL', `cannot listen on ${socket}: ${dir} is not a directory`, {
-      details: { volume: name, socket },
-    });
-  }
-  const there = await unixSocketState(socket);
-  if (there === 'live') {
-    throw new ArchipelagoError(
-      'EBUSY',
-      `socket ${socket} is in use by another process (no endpoint of this host maps a volume there); map with another --socket`,
-      { details: { volume: name, socket } },
-    );
-  }
-  if (there === 'not-socket') {
-    throw new ArchipelagoError(
-      'EINVAL',
-      `cannot listen on ${socket}: it exists and is not a socket; map with another --socket`,
-      { details: { volume: name, socket } },
-    );
-  }
-  if (there === 'stale') await unlinkIfPresent(socket); // its server died without unlinking it
 }
 
 /**

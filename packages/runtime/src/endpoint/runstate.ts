@@ -1,8 +1,8 @@
-import { mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import { processStart } from '@archipelago/blocker';
-import { pidAlive } from '@archipelago/libxseg';
-import { removeStaleSocket, unlinkIfPresent } from '@archipelago/nbd';
+import { ArchipelagoError, pidAlive } from '@archipelago/libxseg';
+import { removeStaleSocket, unixSocketState, unlinkIfPresent } from '@archipelago/nbd';
 
 /** What `vlmc map` records for a mapped volume (one JSON file per volume in the run directory). */
 export interface MappedEntry {
@@ -121,6 +121,79 @@ export class RunState {
     if (socket) sockets.add(socket);
     for (const path of sockets) await removeStaleSocket(path);
   }
+
+  /**
+   * The socket the endpoint of `volume` is to listen on (absolute; undefined for a TCP port),
+   * checked before the endpoint is started, with a clear error where it could not listen: the
+   * socket or port of a live endpoint of another volume (EBUSY, naming it), a socket another
+   * process answers on (EBUSY), a file that is no socket or a missing directory (EINVAL). A socket
+   * nobody answers on (left by an endpoint killed with kill -9) is removed, and so is the custom
+   * socket of `previous`, the stale entry of this volume, when the new one listens elsewhere.
+   */
+  async listenTarget(
+    volume: string,
+    req: ListenRequest,
+    previous?: MappedEntry | null,
+  ): Promise<string | undefined> {
+    const socket = req.port === undefined ? resolve(req.socket ?? this.socketPath(volume)) : undefined;
+    if (previous?.socket && resolve(previous.socket) !== socket) await removeStaleSocket(previous.socket);
+    const others = (await this.list()).filter((e) => e.alive && e.volume !== volume);
+    if (socket === undefined) {
+      const user = req.port ? others.find((e) => e.port === req.port) : undefined;
+      if (user) {
+        throw new ArchipelagoError(
+          'EBUSY',
+          `port ${req.port} is in use by the endpoint of "${user.volume}" (pid ${user.pid}); unmap it or map with another --port`,
+          { details: { volume, port: req.port, by: user.volume, pid: user.pid } },
+        );
+      }
+      return undefined; // any other user of the port: the endpoint's listen names it (EBUSY)
+    }
+    const user = others.find((e) => e.socket !== undefined && resolve(e.socket) === socket);
+    if (user) {
+      throw new ArchipelagoError(
+        'EBUSY',
+        `socket ${socket} is in use by the endpoint of "${user.volume}" (pid ${user.pid}); unmap it or map with another --socket`,
+        { details: { volume, socket, by: user.volume, pid: user.pid } },
+      );
+    }
+    const dir = dirname(socket);
+    const isDir = await stat(dir).then(
+      (st) => st.isDirectory(),
+      () => false,
+    );
+    if (!isDir && dir !== this.dir) {
+      throw new ArchipelagoError('EINVAL', `cannot listen on ${socket}: ${dir} is not a directory`, {
+        details: { volume, socket },
+      });
+    }
+    const there = await unixSocketState(socket);
+    if (there === 'live') {
+      throw new ArchipelagoError(
+        'EBUSY',
+        `socket ${socket} is in use by another process (no endpoint of this host maps a volume there); map with another --socket`,
+        { details: { volume, socket } },
+      );
+    }
+    if (there === 'not-socket') {
+      throw new ArchipelagoError(
+        'EINVAL',
+        `cannot listen on ${socket}: it exists and is not a socket; map with another --socket`,
+        { details: { volume, socket } },
+      );
+    }
+    if (there === 'stale') await unlinkIfPresent(socket); // its server died without unlinking it
+    return socket;
+  }
+}
+
+/**
+ * Where an endpoint asks to listen (`vlmc map --socket PATH | --port N`); the default socket when
+ * neither is given.
+ */
+export interface ListenRequest {
+  socket?: string;
+  port?: number;
 }
 
 /** True while the entry's process runs and is the same process (its start time matches). */
