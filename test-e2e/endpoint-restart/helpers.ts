@@ -60,19 +60,19 @@ export async function makeTarget(mode: Mode): Promise<Target> {
     runDir: c.runDir,
     async vlmc(...args) {
       const r = await sh(process.execPath, [VLMC, '-c', c.conf, ...args]);
-      let json: unknown;
-      if (args.includes('--json')) {
-        try {
-          json = JSON.parse(r.stdout);
-        } catch {
-          json = undefined;
-        }
-      }
-      return { ...r, json };
+      return { ...r, json: args.includes('--json') ? parseOrUndefined(r.stdout) : undefined };
     },
     daemonPid: (role) => c.pidOf(role),
     dispose: async () => c.cleanup(),
   };
+}
+
+function parseOrUndefined(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }
 
 export async function mapped(t: Target, volume: string): Promise<Mapped | undefined> {

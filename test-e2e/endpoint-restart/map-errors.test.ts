@@ -8,24 +8,22 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, onTestFinished } from 'vitest';
 import { pidAlive } from '../../packages/libxseg/src/process.js';
 import { lockRecord, makeTarget, mapOk, mapped, sleep, type Target } from './helpers.js';
 
 let t: Target | undefined;
-const servers: Server[] = [];
 afterEach(async () => {
-  for (const s of servers.splice(0)) s.close();
   await t?.dispose();
   t = undefined;
 });
 
-async function listenOn(where: string | number): Promise<void> {
+/** A server of another process's kind on `path` (or an ephemeral 127.0.0.1 port), closed after the test. */
+async function listenOn(path?: string): Promise<Server> {
   const s = createServer((c) => c.destroy());
-  servers.push(s);
-  await new Promise<void>((resolve) =>
-    typeof where === 'string' ? s.listen(where, resolve) : s.listen(where, '127.0.0.1', resolve),
-  );
+  onTestFinished(() => void s.close());
+  await new Promise<void>((resolve) => (path ? s.listen(path, resolve) : s.listen(0, '127.0.0.1', resolve)));
+  return s;
 }
 
 /** `vlmc map` fails with exit 1 and one line `vlmc: CODE: message` on stderr. */
@@ -112,9 +110,7 @@ describe('vlmc map refusals: one line naming the cause', () => {
       'EBUSY',
       new RegExp(`port ${onPort.port} is in use by the endpoint of "b"`),
     );
-    const busy = createServer();
-    servers.push(busy);
-    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+    const busy = await listenOn();
     const port = (busy.address() as { port: number }).port;
     await refused(
       ['a', '--port', String(port)],
