@@ -11,4 +11,10 @@ export type {
   NbdLogger,
   NbdServerOptions,
 } from './types.js';
+export {
+  removeStaleSocket,
+  type UnixSocketState,
+  unixSocketState,
+  unlinkIfPresent,
+} from './unix-socket.js';
 export { type VolumeBackend, type VolumeExportOptions, volumeExport } from './volume-export.js';

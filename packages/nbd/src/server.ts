@@ -1,10 +1,12 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { sendBufferAvailable, setSendBuffer } from '@archipelago/fastio';
+import { ArchipelagoError } from '@archipelago/libxseg';
 import { NbdConnection } from './connection.js';
 import { DEFAULT_MAX_INFLIGHT_BYTES } from './constants.js';
 import type { ConnectionContext } from './phase.js';
 import { ReadBufferPool } from './read-pool.js';
 import type { ListenAddress, ListenTarget, NbdExport, NbdLogger, NbdServerOptions } from './types.js';
+import { unixSocketState, unlinkIfPresent } from './unix-socket.js';
 
 const noop = () => {};
 const SILENT: NbdLogger = { info: noop, warn: noop, error: noop, debug: noop };
@@ -66,17 +68,66 @@ export class NbdServer {
     return this.conns.size;
   }
 
-  listen(target: ListenTarget): Promise<ListenAddress> {
-    if (this.server) return Promise.reject(new Error('NbdServer: already listening'));
+  /**
+   * Listens on a TCP port or a unix socket. Fails with EBUSY when the port or socket is in use by
+   * a live server, and with EINVAL when something other than a socket is at the path; a stale
+   * socket (its server died without unlinking it) is replaced unless `replaceStale: false`.
+   */
+  async listen(target: ListenTarget): Promise<ListenAddress> {
+    if (this.server) throw new Error('NbdServer: already listening');
+    if (!('path' in target)) return this.listenOnce(target);
+    try {
+      return await this.listenOnce(target);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw e;
+    }
+    const state = await unixSocketState(target.path);
+    if (state === 'stale' && target.replaceStale !== false) {
+      await unlinkIfPresent(target.path);
+      this.log.info({ path: target.path }, 'nbd: replaced a stale socket (its server is gone)');
+    } else if (state !== 'absent') {
+      throw state === 'not-socket'
+        ? new ArchipelagoError('EINVAL', `cannot listen on ${target.path}: it exists and is not a socket`, {
+            details: { socket: target.path },
+          })
+        : new ArchipelagoError(
+            'EBUSY',
+            `cannot listen on ${target.path}: ${state === 'live' ? 'another server answers on it' : 'a socket nobody listens on is there'}`,
+            { details: { socket: target.path } },
+          );
+    }
+    try {
+      return await this.listenOnce(target);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw e;
+      throw new ArchipelagoError(
+        'EBUSY',
+        `cannot listen on ${target.path}: another server took it meanwhile`,
+        {
+          details: { socket: target.path },
+        },
+      );
+    }
+  }
+
+  private listenOnce(target: ListenTarget): Promise<ListenAddress> {
     this.closing = false;
     const server = createServer({ allowHalfOpen: true, pauseOnConnect: false }, (socket) =>
       this.accept(socket),
     );
     this.server = server;
     return new Promise<ListenAddress>((resolve, reject) => {
-      const onError = (e: Error) => {
+      const onError = (e: NodeJS.ErrnoException) => {
         this.server = undefined;
-        reject(e);
+        if (e.code === 'EADDRINUSE' && !('path' in target)) {
+          const where = `${target.host ?? '127.0.0.1'}:${target.port}`;
+          reject(
+            new ArchipelagoError('EBUSY', `cannot listen on ${where}: the port is in use`, {
+              cause: e,
+              details: { host: target.host ?? '127.0.0.1', port: target.port },
+            }),
+          );
+        } else reject(e);
       };
       server.once('error', onError);
       const ready = () => {

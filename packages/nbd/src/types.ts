@@ -80,7 +80,17 @@ export interface NbdServerOptions {
   readPoolBytes?: number;
 }
 
-export type ListenTarget = { port: number; host?: string } | { path: string };
+export type ListenTarget =
+  | { port: number; host?: string }
+  | {
+      path: string;
+      /**
+       * A socket left at `path` by a server that died without unlinking it (kill -9), which
+       * nobody listens on, is unlinked and the listen retried (default true). A socket a live
+       * server answers on is never touched: the listen fails with EBUSY.
+       */
+      replaceStale?: boolean;
+    };
 export interface ListenAddress {
   port?: number;
   path?: string;

@@ -11,7 +11,11 @@ over NBD, waits until it accepts connections, and prints the NBD URI: \
 nbd+unix:///<name>?socket=PATH by default, or nbd://127.0.0.1:PORT/<name> with --port. \
 qemu, qemu-img, nbdinfo, nbdcopy, fio and the kernel's nbd-client can use it as a disk. \
 Snapshots (and --readonly maps) are served read-only. While mapped, "vlmc snapshot", "info" and \
-"close" go to that process, and "remove" and "rename" are refused. Undo with "vlmc unmap".`;
+"close" go to that process, and "remove" and "rename" are refused. Undo with "vlmc unmap". \
+A mapping whose endpoint died (crash, kill -9) is mapped again at once, on the same socket: what \
+it left (its entry, its sockets, its lock) is taken over, so a client that reconnects (qemu's \
+reconnect-delay) goes on. Refused with EBUSY: a volume already mapped, a socket or port in use by \
+another endpoint or process; with EINVAL: a --socket path holding a file or in a missing directory.`;
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> vol1',

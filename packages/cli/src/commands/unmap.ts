@@ -7,8 +7,8 @@ export default class Unmap extends VlmcCommand {
 
   static override description =
     `Accepts the volume name, its NBD URI, or its kernel device. In-flight I/O is drained before \
-the volume is closed. A stale mapping (its process died) is cleaned up: the entry is removed and \
-this host's lock on the volume is released.`;
+the volume is closed. A stale mapping (its process died) is cleaned up: the entry and the sockets \
+nobody answers on any more are removed and this host's lock on the volume is released.`;
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> vol1',

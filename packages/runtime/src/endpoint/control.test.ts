@@ -1,7 +1,10 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { connect } from 'node:net';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { connect, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { ArchipelagoError, pidAlive } from '@archipelago/libxseg';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { callControl, serveControl } from './control.js';
@@ -14,6 +17,19 @@ beforeEach(async () => {
 afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
+
+/** Listens on `path`; `stale` (the file renamed away and back after close) leaves a socket nobody answers on. */
+async function socketAt(path: string): Promise<Server> {
+  const s = createServer((c) => c.destroy());
+  await new Promise<void>((resolve) => s.listen(path, resolve));
+  return s;
+}
+
+async function staleSocketAt(path: string): Promise<void> {
+  const s = await socketAt(`${path}.tmp`);
+  await rename(`${path}.tmp`, path); // close() unlinks the name it bound, not this one
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+}
 
 function raw(path: string, bytes: string): Promise<string> {
   return new Promise((resolve) => {
@@ -48,6 +64,22 @@ describe('control channel', () => {
       expect(await callControl(path, { op: 'ping' })).toEqual({ epoch: '5' });
     } finally {
       server.close();
+    }
+  });
+
+  it('replaces what a dead holder left at its path, never a live holder (EBUSY)', async () => {
+    const path = join(dir, 'v.ctl');
+    await staleSocketAt(path);
+    const first = await serveControl(path, async () => ({ n: 1 }));
+    try {
+      expect(await callControl(path, { op: 'ping' })).toEqual({ n: 1 });
+      await expect(serveControl(path, async () => ({ n: 2 }))).rejects.toMatchObject({
+        code: 'EBUSY',
+        details: { control: path },
+      });
+      expect(await callControl(path, { op: 'ping' })).toEqual({ n: 1 });
+    } finally {
+      first.close();
     }
   });
 
@@ -87,5 +119,63 @@ describe('run-state', () => {
     await st.remove('b');
     expect((await st.list()).length).toBe(1);
     expect(pidAlive(process.pid)).toBe(true);
+  });
+
+  it('records the holder start time: a pid now used by another process is stale', async () => {
+    const st = new RunState(join(dir, 'run'));
+    const base = { readonly: false, config: '/c', started: 'now', uri: 'u', control: '' };
+    await st.write({ ...base, volume: 'a', pid: process.pid });
+    const written = JSON.parse(await readFile(join(dir, 'run', 'a.json'), 'utf8')) as { start?: string };
+    expect(written.start).toMatch(/^\d+$/);
+    expect((await st.read('a'))?.alive).toBe(true);
+    await st.write({ ...base, volume: 'b', pid: process.pid, start: '1' }); // another process, same pid
+    expect((await st.read('b'))?.alive).toBe(false);
+  });
+
+  it("remove clears a dead endpoint's sockets (custom path included) and leaves live ones", async () => {
+    const st = new RunState(join(dir, 'run'));
+    await mkdir(st.dir, { recursive: true });
+    const custom = join(dir, 'custom.sock');
+    for (const p of [st.socketPath('v'), st.controlPath('v'), custom]) await staleSocketAt(p);
+    await writeFile(join(st.dir, 'v.json'), '{}');
+    await st.remove('v', custom);
+    for (const p of [st.socketPath('v'), st.controlPath('v'), custom, join(st.dir, 'v.json')])
+      expect(existsSync(p)).toBe(false);
+    const live = await socketAt(custom);
+    try {
+      await st.remove('v', custom);
+      expect(existsSync(custom)).toBe(true);
+    } finally {
+      live.close();
+    }
+  });
+
+  it('remove leaves Node able to import a linked package afterwards (nodejs/node#51142)', () => {
+    // Node 20's realpathSync trusts the stat array of the last sync/callback stat: after one of a
+    // socket (fs.promises.rm does one) the next import() of a pnpm-linked package resolves
+    // through the symlink and fails; `vlmc map` in daemons mode did, after a kill -9. Needs the
+    // built dist (a plain node process, as vlmc runs).
+    const pkg = join(dirname(fileURLToPath(import.meta.url)), '../..');
+    if (!existsSync(join(pkg, 'dist/index.js'))) throw new Error('packages/runtime is not built: pnpm build');
+    const script = `
+      const { RunState } = await import('@archipelago/runtime');
+      const net = await import('node:net');
+      const { rename } = await import('node:fs/promises');
+      const st = new RunState(process.argv[1]);
+      for (const p of [st.socketPath('v'), st.controlPath('v')]) {
+        const s = net.createServer();
+        await new Promise((r) => s.listen(p + '.tmp', r));
+        await rename(p + '.tmp', p);
+        await new Promise((r) => s.close(r));
+      }
+      await st.remove('v');
+      await import('@archipelago/peer');
+      console.log('imported');`;
+    mkdirSync(join(dir, 'run'));
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', script, join(dir, 'run')], {
+      cwd: pkg,
+      encoding: 'utf8',
+    });
+    expect(out.trim()).toBe('imported');
   });
 });

@@ -1,6 +1,6 @@
-import { rm } from 'node:fs/promises';
 import { connect, createServer, type Server } from 'node:net';
 import { ArchipelagoError, type ErrorCode } from '@archipelago/libxseg';
+import { unixSocketState, unlinkIfPresent } from '@archipelago/nbd';
 
 /** A request to the process holding a mapped volume. */
 export type ControlRequest =
@@ -21,13 +21,21 @@ function bigintAsString(_key: string, value: unknown): unknown {
 
 /**
  * Serves the control channel: one JSON request per line, one JSON reply per line. Anything
- * malformed gets an error reply; the holder never dies from a client's bytes.
+ * malformed gets an error reply; the holder never dies from a client's bytes. Whatever is left at
+ * `path` by a holder that died (kill -9) is replaced; a live process answering there is not: EBUSY.
  */
 export async function serveControl(
   path: string,
   handle: (req: ControlRequest) => Promise<unknown>,
 ): Promise<Server> {
-  await rm(path, { force: true });
+  if ((await unixSocketState(path)) === 'live') {
+    throw new ArchipelagoError(
+      'EBUSY',
+      `the control socket ${path} is answered by a live process: is this volume mapped by another endpoint? (see "vlmc showmapped")`,
+      { details: { control: path } },
+    );
+  }
+  await unlinkIfPresent(path);
   const server = createServer((sock) => {
     let buf = '';
     sock.setEncoding('utf8');

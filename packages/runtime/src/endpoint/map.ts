@@ -1,6 +1,11 @@
 /**
  * `vlmc map`, `unmap` and `showmapped`: a mapped volume is served by a background endpoint
  * process (host.ts) that holds it open, recorded in the run-state.
+ *
+ * An endpoint killed with kill -9 (or crashed) leaves its run-state entry, its sockets and the
+ * volume lock behind; `vlmc map` of the same volume clears the first two (nobody answers on them)
+ * and the new endpoint takes the lock over (its holder process is provably gone), so a client
+ * that reconnects (qemu's `reconnect-delay`) goes on with no error: test-e2e/endpoint-restart/.
  */
 import { mkdir } from 'node:fs/promises';
 import { createRequire } from 'node:module';
@@ -34,7 +39,10 @@ export interface MapOptions {
 
 /**
  * Starts the endpoint of `name` (it opens the volume, takes its lock, serves NBD), waits until it
- * accepts connections, and returns its run-state entry.
+ * accepts connections, and returns its run-state entry. What a dead endpoint of `name` left (its
+ * entry, its sockets) is cleared first; refused with EBUSY when `name` is mapped by a live
+ * endpoint or the socket (port) is in use by another one or another process, EINVAL when a
+ * non-socket file is at the socket path.
  */
 export async function mapVolume(s: Session, name: string, opts: MapOptions = {}): Promise<MappedEntry> {
   validateVolumeName(name);
@@ -50,7 +58,7 @@ export async function mapVolume(s: Session, name: string, opts: MapOptions = {})
   if (existing?.alive) {
     throw new ArchipelagoError(
       'EBUSY',
-      `"${name}" is already mapped at ${existing.uri} (pid ${existing.pid})`,
+      `"${name}" is already mapped at ${existing.uri} (pid ${existing.pid}); "vlmc unmap ${name}" first`,
       {
         details: { volume: name, uri: existing.uri, pid: existing.pid },
       },
@@ -72,12 +80,15 @@ export async function mapVolume(s: Session, name: string, opts: MapOptions = {})
       { details: { volume: name, owner: held.owner } },
     );
   }
+  // Where the endpoint will listen: what a dead endpoint (kill -9) left there is cleared, a socket
+  // or port a live endpoint or another process uses is refused, before anything is started.
+  const socket = await state.listenTarget(name, opts, existing);
   await mkdir(state.dir, { recursive: true, mode: 0o770 });
   const req: HostRequest = {
     config: s.configuration().path,
     volume: name,
     readonly: opts.readonly ?? false,
-    ...(opts.socket ? { socket: opts.socket } : {}),
+    ...(socket ? { socket } : {}),
     ...(opts.port !== undefined ? { port: opts.port } : {}),
     runDir: state.dir,
   };
@@ -132,7 +143,7 @@ export async function unmapVolume(
   }
   if (entry.device) await detachDevice(entry.device);
   if (!entry.alive) {
-    await state.remove(entry.volume);
+    await state.remove(entry.volume, entry.socket);
     const rt = await s.runtime();
     if ((await rt.blockerm.lockOwner(entry.volume)) === rt.identity) await rt.mapper.unlock(entry.volume);
     return { volume: entry.volume, stale: true, pid: entry.pid };

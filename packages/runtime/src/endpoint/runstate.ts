@@ -1,6 +1,8 @@
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { pidAlive } from '@archipelago/libxseg';
+import { mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { processStart } from '@archipelago/blocker';
+import { ArchipelagoError, pidAlive } from '@archipelago/libxseg';
+import { removeStaleSocket, unixSocketState, unlinkIfPresent } from '@archipelago/nbd';
 
 /** What `vlmc map` records for a mapped volume (one JSON file per volume in the run directory). */
 export interface MappedEntry {
@@ -19,17 +21,26 @@ export interface MappedEntry {
   /** Config file the holder runs with. */
   config: string;
   started: string;
+  /**
+   * Start time of the endpoint process (field 22 of /proc/<pid>/stat), filled in by `write`: a
+   * pid reused by another process after the endpoint died does not pass for the endpoint.
+   */
+  start?: string;
 }
 
 export interface MappedStatus extends MappedEntry {
-  /** False when the holder process is gone (a stale entry, e.g. after a crash). */
+  /**
+   * False when the holder process is gone (a stale entry, e.g. after a crash or kill -9), or its
+   * pid now belongs to another process.
+   */
   alive: boolean;
 }
 
 /**
  * The run-state of mapped volumes: files `<dir>/<volume>.json`, written atomically (temp +
  * rename) so a crash of `vlmc` or of the holder never leaves half an entry. Stale entries (the
- * holder is dead) are reported, not hidden.
+ * holder is dead) are reported, not hidden; `remove` clears what a dead holder left (its entry and
+ * the sockets nobody listens on any more), so the volume maps again at once.
  */
 export class RunState {
   constructor(readonly dir: string) {}
@@ -53,7 +64,9 @@ export class RunState {
   async write(entry: MappedEntry): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o770 });
     const tmp = `${this.file(entry.volume)}.${process.pid}.tmp`;
-    await writeFile(tmp, `${JSON.stringify(entry, null, 2)}\n`, { mode: 0o660 });
+    const start = entry.start ?? processStart(entry.pid) ?? undefined;
+    const full: MappedEntry = start === undefined ? entry : { ...entry, start };
+    await writeFile(tmp, `${JSON.stringify(full, null, 2)}\n`, { mode: 0o660 });
     await rename(tmp, this.file(entry.volume));
   }
 
@@ -67,7 +80,7 @@ export class RunState {
     }
     try {
       const entry = JSON.parse(text) as MappedEntry;
-      return { ...entry, alive: pidAlive(entry.pid) };
+      return { ...entry, alive: holderAlive(entry) };
     } catch {
       return null; // not ours or damaged: treated as absent
     }
@@ -96,9 +109,97 @@ export class RunState {
     return (await this.list()).find((e) => e.uri === what || e.device === what || e.socket === what) ?? null;
   }
 
-  async remove(volume: string): Promise<void> {
-    await rm(this.file(volume), { force: true });
-    await rm(this.socketPath(volume), { force: true });
-    await rm(this.controlPath(volume), { force: true });
+  /**
+   * Removes the entry of `volume`, and the sockets of its endpoint that nobody answers on any more
+   * (the default NBD socket, the control socket, and `socket`, a custom `--socket` path): an
+   * endpoint that exits unlinks its sockets itself, one killed with kill -9 leaves them behind.
+   * A socket a live process answers on is left alone.
+   */
+  async remove(volume: string, socket?: string): Promise<void> {
+    await unlinkIfPresent(this.file(volume));
+    const sockets = new Set([this.socketPath(volume), this.controlPath(volume)]);
+    if (socket) sockets.add(socket);
+    for (const path of sockets) await removeStaleSocket(path);
   }
+
+  /**
+   * The socket the endpoint of `volume` is to listen on (absolute; undefined for a TCP port),
+   * checked before the endpoint is started, with a clear error where it could not listen: the
+   * socket or port of a live endpoint of another volume (EBUSY, naming it), a socket another
+   * process answers on (EBUSY), a file that is no socket or a missing directory (EINVAL). A socket
+   * nobody answers on (left by an endpoint killed with kill -9) is removed, and so is the custom
+   * socket of `previous`, the stale entry of this volume, when the new one listens elsewhere.
+   */
+  async listenTarget(
+    volume: string,
+    req: ListenRequest,
+    previous?: MappedEntry | null,
+  ): Promise<string | undefined> {
+    const socket = req.port === undefined ? resolve(req.socket ?? this.socketPath(volume)) : undefined;
+    if (previous?.socket && resolve(previous.socket) !== socket) await removeStaleSocket(previous.socket);
+    const others = (await this.list()).filter((e) => e.alive && e.volume !== volume);
+    if (socket === undefined) {
+      const user = req.port ? others.find((e) => e.port === req.port) : undefined;
+      if (user) {
+        throw new ArchipelagoError(
+          'EBUSY',
+          `port ${req.port} is in use by the endpoint of "${user.volume}" (pid ${user.pid}); unmap it or map with another --port`,
+          { details: { volume, port: req.port, by: user.volume, pid: user.pid } },
+        );
+      }
+      return undefined; // any other user of the port: the endpoint's listen names it (EBUSY)
+    }
+    const user = others.find((e) => e.socket !== undefined && resolve(e.socket) === socket);
+    if (user) {
+      throw new ArchipelagoError(
+        'EBUSY',
+        `socket ${socket} is in use by the endpoint of "${user.volume}" (pid ${user.pid}); unmap it or map with another --socket`,
+        { details: { volume, socket, by: user.volume, pid: user.pid } },
+      );
+    }
+    const dir = dirname(socket);
+    const isDir = await stat(dir).then(
+      (st) => st.isDirectory(),
+      () => false,
+    );
+    if (!isDir && dir !== this.dir) {
+      throw new ArchipelagoError('EINVAL', `cannot listen on ${socket}: ${dir} is not a directory`, {
+        details: { volume, socket },
+      });
+    }
+    const there = await unixSocketState(socket);
+    if (there === 'live') {
+      throw new ArchipelagoError(
+        'EBUSY',
+        `socket ${socket} is in use by another process (no endpoint of this host maps a volume there); map with another --socket`,
+        { details: { volume, socket } },
+      );
+    }
+    if (there === 'not-socket') {
+      throw new ArchipelagoError(
+        'EINVAL',
+        `cannot listen on ${socket}: it exists and is not a socket; map with another --socket`,
+        { details: { volume, socket } },
+      );
+    }
+    if (there === 'stale') await unlinkIfPresent(socket); // its server died without unlinking it
+    return socket;
+  }
+}
+
+/**
+ * Where an endpoint asks to listen (`vlmc map --socket PATH | --port N`); the default socket when
+ * neither is given.
+ */
+export interface ListenRequest {
+  socket?: string;
+  port?: number;
+}
+
+/** True while the entry's process runs and is the same process (its start time matches). */
+function holderAlive(entry: MappedEntry): boolean {
+  if (!pidAlive(entry.pid)) return false;
+  if (entry.start === undefined) return true;
+  const start = processStart(entry.pid);
+  return start === null || start === entry.start;
 }
