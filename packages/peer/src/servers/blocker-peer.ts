@@ -1,8 +1,9 @@
 /**
  * The blocker peer's request handler: each segment request becomes one Blocker call on the peer's
  * blocker (a FileBlocker or a RadosBlocker); the answer (or the error, see wire.ts) goes back in
- * the reply. Locks belong to the client's identity, so acquire, renew, break and release go
- * through a blocker with that identity (`lockerFor`), kept in a small LRU; and they are held for
+ * the reply. Locks belong to the client's identity, so acquire, renew, break, release and
+ * release requests go through a blocker with that identity (`lockerFor`), kept in a small LRU
+ * (a RENEW's record carries `releaseRequested` when another owner asked); and they are held for
  * the client's process (`as`, lock-wire.ts), never for this peer's: the lock records the pid of
  * mapperd or of a `vlmc map` endpoint.
  */
@@ -209,6 +210,12 @@ export function createBlockerService(
       }
       case PeerOp.BREAK:
         return json(await breakLock(name, argsOf(req)));
+      case PeerOp.REQUEST_RELEASE: {
+        // Recorded by the blocker of the asking identity (the file blocker: a request file next
+        // to the lock, which the holder's renewal reads, wherever its blocker peer runs).
+        const a = argsOf(req);
+        return json(await locker(a.identity).requestRelease(name, a.by !== undefined ? { by: a.by } : {}));
+      }
       case PeerOp.LOCKINFO:
         return json(await main.lockInfo(name));
       case PeerOp.LOCKOWNER: {
