@@ -13,7 +13,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FileBlocker } from '@archipelago/blocker-file';
 import { Composer } from '@archipelago/composer';
-import { ArchipelagoError, Op, XF } from '@archipelago/libxseg';
+import { ArchipelagoError } from '@archipelago/libxseg';
 import type { Segment } from '@archipelago/libxseg/segment';
 import { Mapper } from '@archipelago/mapper';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -21,8 +21,7 @@ import { SegmentBlocker } from './clients/segment-blocker.js';
 import { SegmentMapper } from './clients/segment-mapper.js';
 import { SegmentVolumes } from './clients/segment-volumes.js';
 import type { PeerOptions } from './options.js';
-import { encodeLockArgs, type LockArgs } from './protocol/lock-wire.js';
-import { decodeError, fromJson, PeerOp } from './protocol/wire.js';
+import { decodeError, PeerOp, toJson } from './protocol/wire.js';
 import { type PeerHarness, PORTS, peerHarness } from './test-peers.js';
 
 /** The volume-lock lease of both mapperds: they renew (and see requests) every LEASE_MS / 3. */
@@ -80,6 +79,7 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
+  for (const c of toClose) await c.close().catch(() => {});
   for (const c of [a?.vols, a?.mapper, a?.locks, b?.mapper, b?.blockerb, b?.locks])
     await c?.disconnect().catch(() => {});
   await hb.teardown();
@@ -98,13 +98,31 @@ const failure = (p: Promise<unknown>) =>
     (e: unknown) => e as Error,
   );
 
-/** How long host `h`'s mapperd took to hand volume `v` over to `to` (its log), ms. */
-function handedMs(h: PeerHarness, v: string, to: string): number {
-  const line = mapperdLog(h)
-    .split('\n')
-    .findLast((l) => l.includes(`"handed volume ${v} over to ${to}"`));
-  return line === undefined ? Number.NaN : (JSON.parse(line) as { ms: number }).ms;
+/**
+ * How long host `h`'s mapperd took to hand volume `v` over to `to`, until the asker held the lock
+ * (its log, written once the asker took it: waited for up to a second), ms.
+ */
+async function handedMs(h: PeerHarness, v: string, to: string): Promise<number> {
+  for (let i = 0; i < 100; i++) {
+    const line = mapperdLog(h)
+      .split('\n')
+      .findLast((l) => l.includes(`"handed volume ${v} over to ${to}"`));
+    if (line !== undefined) return (JSON.parse(line) as { ms: number }).ms;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return Number.NaN;
 }
+
+/** Embedded parts of identity `identity` on the shared storage (closed after the test file). */
+function embedded(identity: string, leaseMs: number) {
+  const m = new FileBlocker({ dir: maps, identity, lockPollMs: 20 });
+  const bb = new FileBlocker({ dir: blocks, identity });
+  const mapper = new Mapper({ blockerm: m, blockerb: bb, leaseMs, lockTimeoutMs: LOCK_TIMEOUT_MS });
+  const composer = new Composer({ mapper, blockerb: bb });
+  toClose.push(mapper, bb, m);
+  return { m, bb, mapper, composer };
+}
+const toClose: { close(): Promise<void> }[] = [];
 
 async function timed<T>(p: Promise<T>): Promise<{ value: T; ms: number }> {
   const t0 = performance.now();
@@ -112,55 +130,64 @@ async function timed<T>(p: Promise<T>): Promise<{ value: T; ms: number }> {
   return { value, ms: Math.round(performance.now() - t0) };
 }
 
-/** Sends one raw lock request to host A's blockerm; its JSON answer, or its error. */
-async function raw(op: number, target: string, args: LockArgs, flags = 0): Promise<unknown> {
-  const port = segA.bindDynamicPort();
-  try {
-    const r = await port.call({
-      dst: P.blockerm,
-      op,
-      target,
-      data: encodeLockArgs(args),
-      flags,
-      reserve: 2048,
-    });
-    try {
-      if (!r.ok) throw decodeError(Buffer.from(r.data), 'raw');
-      return r.serviced === 0 ? undefined : fromJson(r.data.subarray(0, r.serviced), 'raw');
-    } finally {
-      r.release();
-    }
-  } finally {
-    port.close();
-  }
-}
-
 describe('REQUEST_RELEASE on the wire', () => {
   it(`records a request the holder's RENEW reply carries; null for a free lock; EINVAL for a bad "by"`, async () => {
-    const as = { host: 'elsewhere', boot: 'b', pid: 4242, start: '1' };
+    const elsewhere = { host: 'elsewhere', boot: 'b', pid: 4242, start: '1' };
     const lock = 'wire1';
-    expect(await raw(PeerOp.REQUEST_RELEASE, lock, { identity: 'x_asker' })).toBeNull();
-    await raw(Op.ACQUIRE, lock, { identity: 'x_holder', as, leaseMs: 60_000 }, XF.NOSYNC);
-    const asked = (await raw(PeerOp.REQUEST_RELEASE, lock, { identity: 'x_asker', by: 'x_vm7' })) as {
-      owner: string;
-    };
-    expect(asked.owner).toBe('x_holder');
-    const renewed = (await raw(PeerOp.RENEW, lock, { identity: 'x_holder', as, leaseMs: 60_000 })) as {
-      owner: string;
-      releaseRequested?: { by: string; at: number };
-    };
-    expect(renewed.owner).toBe('x_holder');
-    expect(renewed.releaseRequested?.by).toBe('x_vm7');
-    expect(renewed.releaseRequested?.at).toBeGreaterThan(Date.now() - 60_000);
-    for (const by of ['', 5, 'x'.repeat(129)]) {
-      const e = await failure(
-        raw(PeerOp.REQUEST_RELEASE, lock, { identity: 'x_asker', by } as unknown as LockArgs),
-      );
-      expect(ArchipelagoError.is(e, 'EINVAL'), String(e)).toBe(true);
-      expect(e.message).toMatch(/"by"/);
+    const holder = new SegmentBlocker({
+      segment: segA,
+      port: P.blockerm,
+      identity: 'x_holder',
+      process: elsewhere,
+    });
+    const asker = new SegmentBlocker({ segment: segA, port: P.blockerm, identity: 'x_asker' });
+    const port = segA.bindDynamicPort();
+    try {
+      expect(await asker.requestRelease(lock)).toBeNull();
+      await holder.acquire(lock, { leaseMs: 60_000 });
+      expect((await asker.requestRelease(lock, { by: 'x_vm7' }))?.owner).toBe('x_holder');
+      // The JSON record of RENEW's reply keeps the request.
+      const renewed = await holder.renew(lock, { leaseMs: 60_000 });
+      expect(renewed.owner).toBe('x_holder');
+      expect(renewed.releaseRequested?.by).toBe('x_vm7');
+      expect(renewed.releaseRequested?.at).toBeGreaterThan(Date.now() - 60_000);
+      // The peer checks "by" itself (SegmentBlocker never sends a bad one).
+      for (const by of ['', 5, 'x'.repeat(129)]) {
+        const data = toJson({ identity: 'x_asker', by });
+        const r = await port.call({ dst: P.blockerm, op: PeerOp.REQUEST_RELEASE, target: lock, data });
+        const e = r.ok ? null : decodeError(Buffer.from(r.data), 'raw');
+        r.release();
+        expect(e?.code, String(by)).toBe('EINVAL');
+        expect(e?.message).toMatch(/"by"/);
+      }
+      await holder.release(lock);
+      expect(await a.locks.lockOwner(lock)).toBeNull();
+    } finally {
+      port.close();
+      await holder.close();
+      await asker.close();
     }
-    await raw(Op.RELEASE, lock, { identity: 'x_holder' });
-    expect(await a.locks.lockOwner(lock)).toBeNull();
+  });
+});
+
+describe("one identity's lock calls in the blocker peer", () => {
+  it('a release racing a renewal of the same lock stays released (the renewal does not bring it back)', async () => {
+    const lock = 'race1';
+    const holder = new SegmentBlocker({ segment: segA, port: P.blockerm, identity: 'x_racer' });
+    let back = 0;
+    try {
+      for (let i = 0; i < 50; i++) {
+        await holder.acquire(lock, { leaseMs: 60_000 });
+        await Promise.all([holder.renew(lock, { leaseMs: 60_000 }).catch(() => null), holder.release(lock)]);
+        if ((await holder.lockOwner(lock)) !== null) {
+          back++;
+          await holder.release(lock);
+        }
+      }
+    } finally {
+      await holder.close();
+    }
+    expect(back).toBe(0);
   });
 });
 
@@ -204,8 +231,8 @@ describe('cooperative hand-over between two hosts of daemons', () => {
     expect(same(await a.vols.read(v, 0, 3 * 4096), all)).toBe(true);
     // The time to the holder's next renewal dominates; the hand-over itself (recall, flush, yield)
     // is short.
-    const workA = handedMs(ha, v, B_ID);
-    const workB = handedMs(hb, v, A_ID);
+    const workA = await handedMs(ha, v, B_ID);
+    const workB = await handedMs(hb, v, A_ID);
     expect(workA).toBeLessThan(500);
     expect(workB).toBeLessThan(500);
     console.log(
@@ -238,36 +265,78 @@ describe('cooperative hand-over between two hosts of daemons', () => {
 
   it('an embedded holder of another identity that watches its lock hands over at once', async () => {
     const v = 'hov3';
-    const m = new FileBlocker({ dir: maps, identity: 'hostc_embedded', lockPollMs: 20 });
-    const bb = new FileBlocker({ dir: blocks, identity: 'hostc_embedded' });
     // A long lease: a prompt hand-over was woken by the watch (inotify), not by a renewal.
-    const c = new Mapper({ blockerm: m, blockerb: bb, leaseMs: 60_000, lockTimeoutMs: LOCK_TIMEOUT_MS });
-    const cc = new Composer({ mapper: c, blockerb: bb });
+    const { m, bb, mapper: c, composer: cc } = embedded('hostc_embedded', 60_000);
     c.onReleaseRequest = (name) =>
       cc.frozen(name, async () => {
         await bb.flush();
         await c.yieldVolume(name);
       });
+    await c.create(v, { size: 8 * MiB });
+    await cc.write(v, 0, fill(0xc1));
+    expect(await b.locks.lockOwner(v)).toBe('hostc_embedded');
+    const t = await timed(b.composer.write(v, 4096, fill(0xb2)));
+    expect(await b.locks.lockOwner(v)).toBe(B_ID);
+    expect(t.ms).toBeLessThan(1500);
+    expect(same(await cc.read(v, 0, 8192), Buffer.concat([fill(0xc1), fill(0xb2)]))).toBe(true);
+    // And back to the embedded writer: B's mapperd yields at its next renewal.
+    const back = await timed(cc.write(v, 0, fill(0xc3)));
+    expect(await m.lockOwner(v)).toBe('hostc_embedded');
+    expect(same(await b.composer.read(v, 0, 8192), Buffer.concat([fill(0xc3), fill(0xb2)]))).toBe(true);
+    console.log(
+      `embedded holder (watching) → daemons: ${t.ms} ms; daemons (renewing every ${LEASE_MS / 3} ms) → embedded: ${back.ms} ms`,
+    );
+  });
+});
+
+describe('writes in flight at the hand-over', () => {
+  it("none of the old holder's writes lands after the new owner's: they drain first, or wait for the volume", async () => {
+    const v = 'hov6';
+    const blocks32 = Array.from({ length: 32 }, (_, k) => k * 4 * MiB + 8192); // one per object
+    await a.mapper.create(v, { size: 128 * MiB });
+    // Host A writes each block over and over through vlmcd (copy-ups first, then cached
+    // mappings) until told to stop.
+    let acked = 0;
+    let stop = false;
+    const errors: unknown[] = [];
+    const writers = blocks32.map(async (off, k) => {
+      for (let i = 0; !stop; i++) {
+        await a.vols.write(v, off, fill(0x10 + ((k + i) % 0x60))).catch((e: unknown) => errors.push(e));
+        acked++;
+      }
+    });
+    // The new owner: embedded, without a release handler (it keeps the volume while it has it),
+    // and without a lease: an embedded holder's close can race its own renewal (which A's asks
+    // trigger through the watch) and leave the lock behind (the file blocker rewrites a renewed
+    // lock by rename; the blocker peer serializes them, an embedded blocker does not).
+    const { composer: cc } = embedded('hoste_embedded', 0);
+    let t = { ms: 0 };
+    let ackedBefore = 0;
     try {
-      await c.create(v, { size: 8 * MiB });
-      await cc.write(v, 0, fill(0xc1));
-      expect(await b.locks.lockOwner(v)).toBe('hostc_embedded');
-      const t = await timed(b.composer.write(v, 4096, fill(0xb2)));
-      expect(await b.locks.lockOwner(v)).toBe(B_ID);
-      expect(t.ms).toBeLessThan(1500);
-      expect(same(await cc.read(v, 0, 8192), Buffer.concat([fill(0xc1), fill(0xb2)]))).toBe(true);
-      // And back to the embedded writer: B's mapperd yields at its next renewal.
-      const back = await timed(cc.write(v, 0, fill(0xc3)));
-      expect(await m.lockOwner(v)).toBe('hostc_embedded');
-      expect(same(await b.composer.read(v, 0, 8192), Buffer.concat([fill(0xc3), fill(0xb2)]))).toBe(true);
-      console.log(
-        `embedded holder (watching) → daemons: ${t.ms} ms; daemons (renewing every ${LEASE_MS / 3} ms) → embedded: ${back.ms} ms`,
-      );
+      while (acked < 200) await new Promise((r) => setTimeout(r, 5));
+      t = await timed(Promise.all(blocks32.map((off) => cc.write(v, off, fill(0xee)))));
+      ackedBefore = acked;
+      // Every block reads the new owner's data: no write of A landed after it. A's writes since
+      // wait for the volume (A's mapperd asks for it back; reads through A would wait behind them).
+      for (const off of blocks32)
+        expect(same(await cc.read(v, off, 4096), fill(0xee)), `block at ${off}`).toBe(true);
+      expect(acked).toBe(ackedBefore);
     } finally {
-      await c.close();
-      await bb.close();
-      await m.close();
+      // The new owner is done with it (well within A's lock timeout): A's waiting writes take
+      // the volume back and end (also when an expectation failed).
+      stop = true;
+      await cc.close(v);
     }
+    await Promise.all(writers);
+    expect(errors).toEqual([]);
+    expect(acked).toBeGreaterThan(ackedBefore);
+    for (const off of blocks32) {
+      const got = await a.vols.read(v, off, 4096);
+      expect(same(got, await cc.read(v, off, 4096))).toBe(true);
+      const byte = got[0] ?? -1;
+      expect(same(got, fill(byte)) && (byte === 0xee || (byte >= 0x10 && byte < 0x70))).toBe(true);
+    }
+    console.log(`under 32 writers on the holder: hand-over ${t.ms} ms (${ackedBefore} writes of A before)`);
   });
 });
 
@@ -294,23 +363,15 @@ describe('a holder that does not hand over', () => {
 
   it('a live holder without a release handler: ELOCKED naming it (process and host) after asking', async () => {
     const v = 'hov5';
-    const m = new FileBlocker({ dir: maps, identity: 'hostd_embedded' });
-    const bb = new FileBlocker({ dir: blocks, identity: 'hostd_embedded' });
-    const d = new Mapper({ blockerm: m, blockerb: bb, leaseMs: 3000, lockTimeoutMs: LOCK_TIMEOUT_MS });
-    try {
-      await d.create(v, { size: 8 * MiB });
-      await d.openVolume(v);
-      const t0 = performance.now();
-      const e = await failure(b.composer.write(v, 0, fill(1)));
-      const ms = performance.now() - t0;
-      expect(ArchipelagoError.is(e, 'ELOCKED'), String(e)).toBe(true);
-      expect(e.message).toMatch(/hostd_embedded \(pid \d+ on .*\).*asked to hand the volume over/);
-      expect(ms).toBeLessThan(LOCK_TIMEOUT_MS + 2000);
-      expect(await m.lockOwner(v)).toBe('hostd_embedded');
-    } finally {
-      await d.close();
-      await bb.close();
-      await m.close();
-    }
+    const { m, mapper: d } = embedded('hostd_embedded', 3000);
+    await d.create(v, { size: 8 * MiB });
+    await d.openVolume(v);
+    const t0 = performance.now();
+    const e = await failure(b.composer.write(v, 0, fill(1)));
+    const ms = performance.now() - t0;
+    expect(ArchipelagoError.is(e, 'ELOCKED'), String(e)).toBe(true);
+    expect(e.message).toMatch(/hostd_embedded \(pid \d+ on .*\).*asked to hand the volume over/);
+    expect(ms).toBeLessThan(LOCK_TIMEOUT_MS + 2000);
+    expect(await m.lockOwner(v)).toBe('hostd_embedded');
   });
 });

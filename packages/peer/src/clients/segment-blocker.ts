@@ -334,14 +334,9 @@ export class SegmentBlocker extends AbstractBlocker {
    */
   override requestRelease(name: string, options: RequestReleaseOptions = {}): Promise<LockRecord | null> {
     const by = options.by;
-    const bad =
-      by === undefined || (typeof by === 'string' && by !== '')
-        ? null
-        : new ArchipelagoError(
-            'EINVAL',
-            `requestRelease: "by" must be a non-empty string, got ${String(by)}`,
-          );
-    return this.counted(name, 'lock name', bad, () => {
+    // A bad "by": AbstractBlocker's check fails the call before it reaches any hook.
+    if (by !== undefined && (typeof by !== 'string' || by === '')) return super.requestRelease(name, options);
+    return this.counted(name, 'lock name', null, () => {
       const data = this.lockArgs(by === undefined ? {} : { by });
       const o = { op: PeerOp.REQUEST_RELEASE, target: name, data };
       return this.link.json<LockRecord | null>(`requestRelease ${name}`, o, true);

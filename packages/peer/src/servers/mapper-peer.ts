@@ -49,6 +49,9 @@ export const DEFAULT_MAP_LEASE_MS = 1000;
 const RECALL_TIMEOUT_MS = 30_000;
 /** How often a recall checks that the holder still lives. */
 const RECALL_POLL_MS = 200;
+/** How long a hand-over holds this mapperd's next writes of the volume for the asker to take it. */
+const TAKE_WAIT_MS = 1000;
+const TAKE_POLL_MS = 10;
 /** How long a stopping mapperd tries to hand its open volumes to the host (host holds). */
 const HANDOVER_TIMEOUT_MS = 5_000;
 
@@ -119,16 +122,18 @@ export function createMapperService(
   const args = (req: XsegRequest) => obj(fromJson(payloadOf(req), opName(req.op)), opName(req.op));
   const leases = new Leases(mapper, segment, mapLeaseMs(), logger);
 
-  // Cooperative hand-over (docs/ARCHITECTURE.md, "Hand-over"): another owner asked for a volume
-  // this mapperd holds (its renewal through blockerm reported the request). Its clients' I/O
-  // drains as before a map change (the lease recalled with INVALIDATE), blockerb flushes, and the
-  // volume is yielded: its lock released, reads through mapperd served uncached; a client's next
-  // write asks for the lock back.
-  mapper.onReleaseRequest = (name, by) =>
+  // Cooperative hand-over (README, "Hand-over in the daemon wiring"): another owner asked for a
+  // volume this mapperd holds (its renewal through blockerm reported the request). Its clients'
+  // I/O drains as before a map change (the lease recalled with INVALIDATE), blockerb flushes, and
+  // the volume is yielded: its lock released, reads through mapperd served uncached; a client's
+  // next write asks for the lock back. (The Mapper logs the request and the hand-over's time.)
+  mapper.onReleaseRequest = (name) =>
     leases.handOver(name, async () => {
       await blockerb.flush();
       await mapper.yieldVolume(name);
-      logger?.info({ volume: name, by }, `volume ${name} yielded to ${by}`);
+      // The asker polls for the free lock: let it take it before this host's writes, queued
+      // behind the hand-over, take it back at once (they would starve the asker).
+      await untilTaken(blockerm, name);
     });
 
   async function serve(req: XsegRequest): Promise<RespondOptions> {
@@ -249,6 +254,18 @@ export function createMapperService(
   return { mapper, ...peerService(serve, close) };
 }
 
+/**
+ * Waits (up to TAKE_WAIT_MS, checking every TAKE_POLL_MS) until lock `name`, just released, is
+ * held again: by the owner that asked for it, normally within one of its lock polls.
+ */
+async function untilTaken(blockerm: SegmentBlocker, name: string): Promise<void> {
+  const end = now() + TAKE_WAIT_MS;
+  while (now() < end) {
+    if ((await blockerm.lockInfo(name).catch(() => null)) !== null) return;
+    await sleep(TAKE_POLL_MS);
+  }
+}
+
 function resp(data: Buffer): RespondOptions {
   return { data, serviced: data.length };
 }
@@ -348,19 +365,20 @@ class Leases {
   }
 
   /**
-   * Hands volume `name` over to another owner (`fn` yields it), as a change by nobody: the lease
-   * is recalled from its holder (which drains the volume's I/O), and until `fn` is done no copy-up
-   * runs on the volume, the holder's included (mustRecall, change).
+   * Hands volume `name` over to another owner (`fn` yields it), as a change by nobody: behind the
+   * volume's gate, the lease is recalled from its holder (which drains the volume's I/O: the
+   * holder's copy-ups asked meanwhile still run, its drain waits for them), then no copy-up runs
+   * on the volume, the holder's included (mustRecall, change), until `fn` is done.
    */
-  async handOver(name: string, fn: () => Promise<void>): Promise<void> {
-    this.handing.add(name);
-    const t0 = now();
-    try {
-      await this.exclusive(name, fn);
-      this.log?.debug({ volume: name, ms: Math.round(now() - t0) }, 'volume handed over');
-    } finally {
-      this.handing.delete(name);
-    }
+  handOver(name: string, fn: () => Promise<void>): Promise<void> {
+    return this.exclusive(name, async () => {
+      this.handing.add(name);
+      try {
+        await fn();
+      } finally {
+        this.handing.delete(name);
+      }
+    });
   }
 
   /** Runs `fn` on `name` behind the volume's gate, after the restart grace and the recall. */
