@@ -9,8 +9,9 @@
  * dead holder, fencing, renewal, breaking) runs in the peer, on its blocker of this client's
  * identity, for this client's process (`process`, or the `as` of a call): the lock records the
  * pid of the process using this SegmentBlocker, never the blocker peer's. So acquire, renew,
- * breakLock and release are one call to the peer each (protocol/lock-wire.ts), and the backend's
- * lock hooks are never reached here.
+ * breakLock, release and requestRelease are one call to the peer each (protocol/lock-wire.ts),
+ * and the backend's lock hooks are never reached here. No `watchRelease`: a release request
+ * reaches the holder at its next renewal (the RENEW reply's `releaseRequested`).
  */
 import { hostname } from 'node:os';
 import {
@@ -26,6 +27,7 @@ import {
   type LockSession,
   lockTimeoutError,
   type RenewOptions,
+  type RequestReleaseOptions,
   resolveIdentity,
   timeoutError,
 } from '@archipelago/blocker';
@@ -331,6 +333,23 @@ export class SegmentBlocker extends AbstractBlocker {
       if (!('report' in r))
         throw new ArchipelagoError('EIO', `breakLock ${name}: the blocker peer answered no report`);
       return r.report;
+    });
+  }
+
+  /**
+   * REQUEST_RELEASE: the peer's blocker of this identity records the request for the holder
+   * (the cooperative hand-over; its next RENEW reports it, wherever it renews). One round trip;
+   * retried after a peer restart (asking twice is asking). A backend that cannot ask answers
+   * ENOTSUP, as a local one would.
+   */
+  override requestRelease(name: string, options: RequestReleaseOptions = {}): Promise<LockRecord | null> {
+    const by = options.by;
+    // A bad "by": AbstractBlocker's check fails the call before it reaches any hook.
+    if (by !== undefined && (typeof by !== 'string' || by === '')) return super.requestRelease(name, options);
+    return this.counted(name, 'lock name', null, () => {
+      const data = this.lockArgs(by === undefined ? {} : { by });
+      const o = { op: PeerOp.REQUEST_RELEASE, target: name, data };
+      return this.link.json<LockRecord | null>(`requestRelease ${name}`, o, true);
     });
   }
 

@@ -1,8 +1,10 @@
 /**
- * The lock calls over the segment (README, "Wire protocol"): what ACQUIRE, RENEW and BREAK carry
- * (JSON `LockArgs`: the client's identity and the process the lock is held for, never the blocker
- * peer's own), and what BREAK answers. Results are JSON (wire.ts `toJson`): an AcquireResult, a
- * LockRecord, a BreakReply.
+ * The lock calls over the segment (README, "Wire protocol"): what ACQUIRE, RENEW, BREAK and
+ * REQUEST_RELEASE carry
+ * (JSON `LockArgs`: the client's identity and the process the lock is held for, never the
+ * blocker peer's own), and what BREAK answers. Results are JSON (wire.ts `toJson`): an
+ * AcquireResult, a LockRecord (RENEW's carries `releaseRequested` when another owner asked for
+ * the lock), a BreakReply, the asked holder's LockRecord or null.
  */
 import type { BreakReport, LockProcess } from '@archipelago/blocker';
 import { ArchipelagoError } from '@archipelago/libxseg';
@@ -27,6 +29,8 @@ export interface LockArgs {
   progress?: boolean;
   /** BREAK: collect the report of the break this identity already started on the lock. */
   join?: boolean;
+  /** REQUEST_RELEASE: who asks (default `identity`). */
+  by?: string;
 }
 
 /** What BREAK answers: the report, or (with `progress`) that the break waits `ms` for `what`. */
@@ -54,6 +58,11 @@ export function decodeLockArgs(data: Buffer, what: string): LockArgs {
   if (o.as !== undefined) a.as = lockProcess(o.as, what);
   if (o.progress === true) a.progress = true;
   if (o.join === true) a.join = true;
+  if (o.by !== undefined) {
+    if (typeof o.by !== 'string' || o.by === '' || Buffer.byteLength(o.by) > MAX_IDENTITY_BYTES)
+      throw bad(what, `"by" must be a non-empty string of at most ${MAX_IDENTITY_BYTES} bytes`);
+    a.by = o.by;
+  }
   return a;
 }
 

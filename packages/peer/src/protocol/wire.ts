@@ -22,6 +22,11 @@ export const PeerOp = {
   RENEW: 68,
   /** breakLock: target = lock name, data = JSON LockArgs (identity, waitMs, progress, join); reply JSON BreakReply. */
   BREAK: 69,
+  /**
+   * requestRelease: target = lock name, data = JSON LockArgs (identity, by); reply JSON
+   * LockRecord (the holder asked), or null when the lock is free (nothing asked).
+   */
+  REQUEST_RELEASE: 70,
 } as const;
 
 /** The blocker ops a blocker peer serves. */

@@ -1,8 +1,9 @@
 /**
  * The blocker peer's request handler: each segment request becomes one Blocker call on the peer's
  * blocker (a FileBlocker or a RadosBlocker); the answer (or the error, see wire.ts) goes back in
- * the reply. Locks belong to the client's identity, so acquire, renew, break and release go
- * through a blocker with that identity (`lockerFor`), kept in a small LRU; and they are held for
+ * the reply. Locks belong to the client's identity, so acquire, renew, break, release and
+ * release requests go through a blocker with that identity (`lockerFor`), kept in a small LRU
+ * (a RENEW's record carries `releaseRequested` when another owner asked); and they are held for
  * the client's process (`as`, lock-wire.ts), never for this peer's: the lock records the pid of
  * mapperd or of a `vlmc map` endpoint.
  */
@@ -20,6 +21,7 @@ import {
   XF,
 } from '@archipelago/libxseg';
 import type { RespondOptions, XsegRequest } from '@archipelago/libxseg/segment';
+import { KeyedMutex } from '@archipelago/mapper';
 import {
   type FileBlockerPeerOptions,
   RADOS_CONNECT_TIMEOUT_MS,
@@ -84,6 +86,17 @@ export function createBlockerService(
   };
 
   const argsOf = (req: XsegRequest): LockArgs => decodeLockArgs(payloadOf(req), opName(req.op));
+
+  /**
+   * One identity's calls on one lock run one at a time: a blocker rewrites a lock it holds
+   * (renew, re-acquire) by reading it and then renaming a new record over it, so a release of
+   * that identity running in between would be undone (the lock back, for a holder that let it
+   * go: a hand-over's asker would wait in vain). Waiting calls (BREAK, a blocking ACQUIRE) are not
+   * serialized: they would hold the others up.
+   */
+  const serial = new KeyedMutex<string>();
+  const inTurn = <T>(a: LockArgs, name: string, fn: () => Promise<T>): Promise<T> =>
+    serial.run(`${a.identity}\n${name}`, fn);
 
   /** Breaks under way, by identity and lock: a client that was told of a wait comes back (join). */
   const breaks = new Map<string, BreakJob>();
@@ -185,30 +198,35 @@ export function createBlockerService(
       case Op.ACQUIRE: {
         const a = argsOf(req);
         const wait = (req.flags & XF.NOSYNC) === 0;
-        const r = await locker(a.identity).acquire(name, {
-          wait,
-          ...(wait && req.flags & PeerFlag.TIMEOUT ? { timeoutMs: req.offset } : {}),
-          ...(a.hold === 'host' ? { hold: 'host' as const } : { as: holderOf(a, 'acquire') }),
-          ...(a.leaseMs !== undefined ? { leaseMs: a.leaseMs } : {}),
-        });
-        return json(r);
+        const acquire = () =>
+          locker(a.identity).acquire(name, {
+            wait,
+            ...(wait && req.flags & PeerFlag.TIMEOUT ? { timeoutMs: req.offset } : {}),
+            ...(a.hold === 'host' ? { hold: 'host' as const } : { as: holderOf(a, 'acquire') }),
+            ...(a.leaseMs !== undefined ? { leaseMs: a.leaseMs } : {}),
+          });
+        return json(await (wait ? acquire() : inTurn(a, name, acquire)));
       }
       case Op.RELEASE: {
-        const b = locker(argsOf(req).identity);
-        await b.release(name, { force: (req.flags & XF.FORCE) !== 0 });
+        const a = argsOf(req);
+        const force = (req.flags & XF.FORCE) !== 0;
+        await inTurn(a, name, () => locker(a.identity).release(name, { force }));
         return { serviced: 0 };
       }
       case PeerOp.RENEW: {
         const a = argsOf(req);
-        return json(
-          await locker(a.identity).renew(name, {
-            as: holderOf(a, 'renew'),
-            ...(a.leaseMs !== undefined ? { leaseMs: a.leaseMs } : {}),
-          }),
-        );
+        const as = holderOf(a, 'renew');
+        const leaseMs = a.leaseMs !== undefined ? { leaseMs: a.leaseMs } : {};
+        return json(await inTurn(a, name, () => locker(a.identity).renew(name, { as, ...leaseMs })));
       }
       case PeerOp.BREAK:
         return json(await breakLock(name, argsOf(req)));
+      case PeerOp.REQUEST_RELEASE: {
+        // Recorded by the blocker of the asking identity (the file blocker: a request file next
+        // to the lock, which the holder's renewal reads, wherever its blocker peer runs).
+        const a = argsOf(req);
+        return json(await locker(a.identity).requestRelease(name, a.by !== undefined ? { by: a.by } : {}));
+      }
       case PeerOp.LOCKINFO:
         return json(await main.lockInfo(name));
       case PeerOp.LOCKOWNER: {

@@ -11,6 +11,11 @@
  * also wait, after a restart of mapperd, until a lease time has passed since the start (the
  * leases of the previous mapperd have run out by then), and stopping waits for the leases to run
  * out. Stopping keeps the volume locks: they belong to the host's identity, not to this process.
+ *
+ * Hand-over: when another owner asks for a volume this mapperd holds (its lease renewal through
+ * blockerm reports the request), the volume is handed over as a change by nobody: the lease is
+ * recalled (the clients' I/O drains), no copy-up runs meanwhile, blockerb flushes and the volume
+ * is yielded (lock released; reads served uncached; the next write asks for the lock back).
  */
 import { ArchipelagoError, decodeTargetPayload, opName, XF } from '@archipelago/libxseg';
 import type { Port, RespondOptions, Segment, XsegRequest } from '@archipelago/libxseg/segment';
@@ -44,6 +49,9 @@ export const DEFAULT_MAP_LEASE_MS = 1000;
 const RECALL_TIMEOUT_MS = 30_000;
 /** How often a recall checks that the holder still lives. */
 const RECALL_POLL_MS = 200;
+/** How long a hand-over holds this mapperd's next writes of the volume for the asker to take it. */
+const TAKE_WAIT_MS = 1000;
+const TAKE_POLL_MS = 10;
 /** How long a stopping mapperd tries to hand its open volumes to the host (host holds). */
 const HANDOVER_TIMEOUT_MS = 5_000;
 
@@ -113,6 +121,20 @@ export function createMapperService(
   const load = (req: XsegRequest): LoadOptions => ((req.flags & XF.ASSUMEV0) !== 0 ? { assumeV0: true } : {});
   const args = (req: XsegRequest) => obj(fromJson(payloadOf(req), opName(req.op)), opName(req.op));
   const leases = new Leases(mapper, segment, mapLeaseMs(), logger);
+
+  // Cooperative hand-over (README, "Hand-over in the daemon wiring"): another owner asked for a
+  // volume this mapperd holds (its renewal through blockerm reported the request). Its clients'
+  // I/O drains as before a map change (the lease recalled with INVALIDATE), blockerb flushes, and
+  // the volume is yielded: its lock released, reads through mapperd served uncached; a client's
+  // next write asks for the lock back. (The Mapper logs the request and the hand-over's time.)
+  mapper.onReleaseRequest = (name) =>
+    leases.handOver(name, async () => {
+      await blockerb.flush();
+      await mapper.yieldVolume(name);
+      // The asker polls for the free lock: let it take it before this host's writes, queued
+      // behind the hand-over, take it back at once (they would starve the asker).
+      await untilTaken(blockerm, name);
+    });
 
   async function serve(req: XsegRequest): Promise<RespondOptions> {
     const name = req.target;
@@ -232,6 +254,18 @@ export function createMapperService(
   return { mapper, ...peerService(serve, close) };
 }
 
+/**
+ * Waits (up to TAKE_WAIT_MS, checking every TAKE_POLL_MS) until lock `name`, just released, is
+ * held again: by the owner that asked for it, normally within one of its lock polls.
+ */
+async function untilTaken(blockerm: SegmentBlocker, name: string): Promise<void> {
+  const end = now() + TAKE_WAIT_MS;
+  while (now() < end) {
+    if ((await blockerm.lockInfo(name).catch(() => null)) !== null) return;
+    await sleep(TAKE_POLL_MS);
+  }
+}
+
 function resp(data: Buffer): RespondOptions {
   return { data, serviced: data.length };
 }
@@ -254,6 +288,8 @@ class Leases {
   private readonly leases = new Map<string, Lease>();
   /** Changes running, per volume. */
   private readonly changing = new Map<string, number>();
+  /** Volumes being handed over to another owner (handOver). */
+  private readonly handing = new Set<string>();
   private readonly gate = new KeyedMutex<string>();
   private readonly startedAt = now();
   private port: Port | undefined;
@@ -305,9 +341,11 @@ class Leases {
 
   /**
    * Whether a copy-up request must go through `change`: it does not come from the caching client
-   * that holds the lease (or could take it), and a lease is out or a change runs.
+   * that holds the lease (or could take it), and a lease is out or a change runs; or the volume
+   * is being handed over (then every copy-up waits for that to end).
    */
   mustRecall(name: string, req: XsegRequest): boolean {
+    if (this.handing.has(name)) return true;
     const l = this.leases.get(name);
     if ((req.flags & MapperFlag.CACHE) !== 0 && (l === undefined || l.port === req.src)) return false;
     return this.busy(name) || l !== undefined;
@@ -316,11 +354,35 @@ class Leases {
   /** Runs a map change on `name` requested by `req` (see the class comment). */
   async change<T>(name: string, req: XsegRequest, fn: () => Promise<T>): Promise<T> {
     const l = this.leases.get(name);
-    const own = (req.flags & MapperFlag.CACHE) !== 0 && (!l || l.port === req.src);
+    // During a hand-over even the holder's own changes (its copy-ups) wait for it to end: none
+    // may use the volume's map while its lock goes to another owner.
+    const own = (req.flags & MapperFlag.CACHE) !== 0 && (!l || l.port === req.src) && !this.handing.has(name);
     if (own) {
       this.leases.delete(name);
       return this.counted(name, fn);
     }
+    return this.exclusive(name, fn);
+  }
+
+  /**
+   * Hands volume `name` over to another owner (`fn` yields it), as a change by nobody: behind the
+   * volume's gate, the lease is recalled from its holder (which drains the volume's I/O: the
+   * holder's copy-ups asked meanwhile still run, its drain waits for them), then no copy-up runs
+   * on the volume, the holder's included (mustRecall, change), until `fn` is done.
+   */
+  handOver(name: string, fn: () => Promise<void>): Promise<void> {
+    return this.exclusive(name, async () => {
+      this.handing.add(name);
+      try {
+        await fn();
+      } finally {
+        this.handing.delete(name);
+      }
+    });
+  }
+
+  /** Runs `fn` on `name` behind the volume's gate, after the restart grace and the recall. */
+  private async exclusive<T>(name: string, fn: () => Promise<T>): Promise<T> {
     // Counted from here: no lease is granted while this change waits for the gate either.
     this.enter(name);
     try {
