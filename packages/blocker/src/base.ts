@@ -118,6 +118,8 @@ export abstract class AbstractBlocker<H extends LockHolder = LockHolder> impleme
   private readonly gate = new CallGate(closedError);
   /** Wake-ups of sleeping waits, called by close(). */
   private readonly sleepers = new Set<() => void>();
+  /** The last lock call of each lock name in flight here (`oneAtATime`). */
+  private readonly lockCalls = new Map<string, Promise<unknown>>();
   private closing: Promise<void> | null = null;
   /** Settles a counted call: made once, so the hot path allocates no closure per call. */
   private readonly leaveOk = <T>(v: T): T => {
@@ -228,13 +230,18 @@ export abstract class AbstractBlocker<H extends LockHolder = LockHolder> impleme
       t === undefined
         ? (leaseError(options?.leaseMs) ?? null)
         : (timeoutError(t, name) ?? leaseError(options?.leaseMs));
+    const run = () => this.acquireLock(name, options ?? {}, t ?? this.lockTimeoutMs);
+    // A waiting acquire is not serialized (it would hold the others of this name for its wait);
+    // it only takes a lock nobody of this identity holds.
     return this.counted(name, 'lock name', bad, () =>
-      this.acquireLock(name, options ?? {}, t ?? this.lockTimeoutMs),
+      options?.wait === true ? run() : this.oneAtATime(name, run),
     );
   }
 
   release(name: string, options?: ReleaseOptions): Promise<void> {
-    return this.counted(name, 'lock name', null, () => this._release(name, options?.force === true));
+    return this.counted(name, 'lock name', null, () =>
+      this.oneAtATime(name, () => this._release(name, options?.force === true)),
+    );
   }
 
   async lockOwner(name: string): Promise<string | null> {
@@ -246,20 +253,22 @@ export abstract class AbstractBlocker<H extends LockHolder = LockHolder> impleme
   }
 
   renew(name: string, options?: RenewOptions): Promise<LockRecord> {
-    return this.counted(name, 'lock name', leaseError(options?.leaseMs), async () => {
-      const self = options?.as ?? this.process;
-      const cur = await this._lockHolder(name);
-      if (cur === null) throw notLockedError(name);
-      if (cur.owner !== this.identity || !sameProcess(cur.process, self))
-        throw lockLostError(name, describeHolder(cur));
-      const next = this.recordFor({ leaseMs: options?.leaseMs ?? this.leaseMs }, self);
-      if (await this._replace(name, cur, next)) {
-        const asked = await this._releaseRequest(name);
-        return asked === null ? next : { ...next, releaseRequested: asked };
-      }
-      const now = await this._lockHolder(name);
-      throw now === null ? notLockedError(name) : lockLostError(name, describeHolder(now));
-    });
+    return this.counted(name, 'lock name', leaseError(options?.leaseMs), () =>
+      this.oneAtATime(name, async () => {
+        const self = options?.as ?? this.process;
+        const cur = await this._lockHolder(name);
+        if (cur === null) throw notLockedError(name);
+        if (cur.owner !== this.identity || !sameProcess(cur.process, self))
+          throw lockLostError(name, describeHolder(cur));
+        const next = this.recordFor({ leaseMs: options?.leaseMs ?? this.leaseMs }, self);
+        if (await this._replace(name, cur, next)) {
+          const asked = await this._releaseRequest(name);
+          return asked === null ? next : { ...next, releaseRequested: asked };
+        }
+        const now = await this._lockHolder(name);
+        throw now === null ? notLockedError(name) : lockLostError(name, describeHolder(now));
+      }),
+    );
   }
 
   requestRelease(name: string, options?: RequestReleaseOptions): Promise<LockRecord | null> {
@@ -301,6 +310,26 @@ export abstract class AbstractBlocker<H extends LockHolder = LockHolder> impleme
     } finally {
       this.leave();
     }
+  }
+
+  /**
+   * Runs `fn` after the lock calls of `name` this blocker has in flight: a renewal reads the
+   * record and then replaces it (two steps on a file system), so a release or a hand-back to the
+   * host running between them would be undone by it (the lock back, for a process done with it).
+   */
+  private oneAtATime<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.lockCalls.get(name);
+    // Idle: run at once (synchronously: a backend may rely on acquire calling its session so).
+    const run = prev === undefined ? fn() : prev.then(fn, fn);
+    const settled = run.then(
+      () => {},
+      () => {},
+    );
+    this.lockCalls.set(name, settled);
+    void settled.then(() => {
+      if (this.lockCalls.get(name) === settled) this.lockCalls.delete(name);
+    });
+    return run;
   }
 
   /** The record an acquire (or renewal) of `opts` writes for process `self`, as of now. */

@@ -146,4 +146,35 @@ describe('cooperative hand-over between two owners', () => {
     expect(performance.now() - t0).toBeLessThan(1000);
     await expect(a.mapper.openVolume('v')).rejects.toMatchObject({ code: 'ELOCKED' });
   });
+
+  it('writes queued behind one that waited in vain fail with its error, not one timeout after another', async () => {
+    const a = host('host-a_1');
+    const b = host('host-b_1', { lockTimeoutMs: 1000 });
+    await a.mapper.create('v', { size: 8 * MiB });
+    await a.mapper.openVolume('v'); // no release handler: keeps it
+    const t0 = performance.now();
+    const results = await Promise.allSettled(
+      Array.from({ length: 6 }, (_, i) => b.write('v', i * 4096, fill(i))),
+    );
+    const ms = performance.now() - t0;
+    expect(results.map((r) => r.status)).toEqual(Array(6).fill('rejected'));
+    for (const r of results)
+      expect(ArchipelagoError.is((r as PromiseRejectedResult).reason, 'ELOCKED')).toBe(true);
+    expect(ms, 'one lock timeout, not six').toBeLessThan(2500);
+    // A later write waits (and asks) again.
+    const t1 = performance.now();
+    await expect(b.write('v', 0, fill(9))).rejects.toMatchObject({ code: 'ELOCKED' });
+    expect(performance.now() - t1).toBeGreaterThanOrEqual(900);
+  });
+
+  it("closing a volume this process handed over is quiet: the lock stays the taker's", async () => {
+    const a = host('host-a_1', { leaseMs: 30_000 });
+    const b = host('host-b_1');
+    await a.mapper.create('v', { size: 8 * MiB });
+    await a.mapper.openVolume('v');
+    a.mapper.onReleaseRequest = (name) => a.mapper.yieldVolume(name);
+    await b.write('v', 0, fill(7));
+    await a.mapper.closeVolume('v', { restoreHostHold: true });
+    expect(await a.m.lockOwner('v')).toBe('host-b_1');
+  });
 });

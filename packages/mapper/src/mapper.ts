@@ -189,11 +189,13 @@ export class Mapper implements MapperApi {
 
   /**
    * Hands open volume `name` over to another owner that asked for it (call it once the volume's
-   * I/O has drained): its lock is released and its reads are served uncached, without trying the
-   * lock, until the next write asks for the lock back.
+   * I/O has drained, and hold new I/O back until it resolves): its lock is released, and then
+   * waited for the asker to take (up to `awaitTakerMs`, default 1 s: writes queued here would
+   * otherwise take the free lock straight back); its reads are served uncached, without trying
+   * the lock, until the next write asks for the lock back.
    */
-  yieldVolume(name: string): Promise<void> {
-    return this.locks.yieldVolume(name);
+  yieldVolume(name: string, opts: { awaitTakerMs?: number } = {}): Promise<void> {
+    return this.locks.yieldVolume(name, opts);
   }
 
   /** Reads of `name` go uncached without trying its lock (another owner holds it) until a write. */

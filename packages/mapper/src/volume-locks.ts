@@ -94,6 +94,8 @@ export class VolumeLocks {
   /** The host locks this process holds, with how many of its callers hold each. */
   private readonly hostHeld = new Map<string, { handle: HostLockHandle; count: number }>();
   private renewing = false;
+  /** The last wait for a lock that ran out in vain, per name (see openVolume). */
+  private readonly waitFailed = new Map<string, { at: number; error: ArchipelagoError }>();
   /** Volumes handed over on request: read uncached without trying the lock, until a write. */
   private readonly yielded = new Set<string>();
   /** The owner's answer to a release request (none: requests are logged and left to time out). */
@@ -157,15 +159,28 @@ export class VolumeLocks {
    * way. A dead holder's lock is taken over (logged).
    */
   openVolume(name: string, opts: LoadOptions, wait: boolean | 'ask'): Promise<OpenVolume> {
+    const queued = performance.now();
     return this.opening.run(name, async () => {
       const have = this.cached(name);
       if (have) return have;
       validateVolumeName(name);
+      // Writes queued behind one that waited out the lock timeout in vain fail with its error
+      // rather than each wait the whole timeout again, one after the other.
+      const failed = this.waitFailed.get(name);
+      if (wait !== false && failed !== undefined && failed.at >= queued) throw failed.error;
       const hostLock = await this.hostLock(name, wait === true);
       try {
-        const got = wait
-          ? await this.acquireWaiting(name, { hostHoldFails: wait === 'ask' })
-          : await this.acquireNow(name);
+        let got: Acquired;
+        try {
+          got = wait
+            ? await this.acquireWaiting(name, { hostHoldFails: wait === 'ask' })
+            : await this.acquireNow(name);
+        } catch (e) {
+          if (wait !== false && ArchipelagoError.is(e, 'ELOCKED'))
+            this.waitFailed.set(name, { at: performance.now(), error: e as ArchipelagoError });
+          throw e;
+        }
+        this.waitFailed.delete(name);
         const tookLock = got.took;
         try {
           let map = await this.store.load(name, opts);
@@ -203,6 +218,8 @@ export class VolumeLocks {
    */
   async closeVolume(name: string, opts: { restoreHostHold?: boolean } = {}): Promise<void> {
     const vol = this.open.get(name);
+    // Handed over (or never had): nothing of this process to close; the lock is the other's.
+    if (!vol && this.yielded.delete(name)) return;
     // A mapped volume that was `vlmc open`ed before: unmapping gives it back to the host.
     if (vol?.hostHeld && opts.restoreHostHold) return this.handOver(name);
     if (vol) {
@@ -346,9 +363,17 @@ export class VolumeLocks {
    * before) and marks it yielded: reads of it are served uncached without trying the lock, and
    * the next write asks for the lock back.
    */
-  async yieldVolume(name: string): Promise<void> {
+  async yieldVolume(name: string, opts: { awaitTakerMs?: number } = {}): Promise<void> {
     this.yielded.add(name);
     await this.closeVolume(name);
+    // Give the asker the lock: this process's writes queued behind the hand-over would otherwise
+    // find it free and take it straight back (the caller still holds them back).
+    const until = performance.now() + (opts.awaitTakerMs ?? 1000);
+    while (performance.now() < until) {
+      const owner = await this.blockerm.lockOwner(name).catch(() => null);
+      if (owner !== null && owner !== this.blockerm.identity) return;
+      await new Promise((r) => setTimeout(r, 20));
+    }
   }
 
   /** True when `name` was handed over (or found held elsewhere) and no write asked for it since. */

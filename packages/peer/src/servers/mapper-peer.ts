@@ -130,9 +130,9 @@ export function createMapperService(
   mapper.onReleaseRequest = (name) =>
     leases.handOver(name, async () => {
       await blockerb.flush();
-      await mapper.yieldVolume(name);
       // The asker polls for the free lock: let it take it before this host's writes, queued
       // behind the hand-over, take it back at once (they would starve the asker).
+      await mapper.yieldVolume(name, { awaitTakerMs: 0 });
       await untilTaken(blockerm, name);
     });
 
