@@ -119,9 +119,12 @@ for (const blocker of ['file', 'rados'] as BlockerKind[]) {
         const ms = Date.now() - t0;
         expect(opened.code, opened.stderr).toBe(0);
         expect(await observer.lockOwner('openme')).toBe('mig-b_embedded');
-        expect(
-          logLines(await endpointLog(a, 'openme'), /^handed volume openme over to mig-b_embedded/),
-        ).toHaveLength(1);
+        // A logs the hand-over once it saw B take the lock (it polls for that): wait for the line.
+        const handed = async () =>
+          logLines(await endpointLog(a, 'openme'), /^handed volume openme over to mig-b_embedded/);
+        for (let t = Date.now(); (await handed()).length === 0 && Date.now() - t < 5000; )
+          await new Promise((r) => setTimeout(r, 50));
+        expect(await handed()).toHaveLength(1);
         // A's mapping still serves reads (uncached); B's hold is a host hold until `vlmc close`.
         expect((await observer.lockInfo('openme'))?.process).toBeNull();
         await b.ok('close', 'openme');
