@@ -29,6 +29,8 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { processStart } from '../../packages/blocker/src/holder.js';
+import type { Blocker } from '../../packages/blocker/src/index.js';
+import { FileBlocker } from '../../packages/blocker-file/src/index.js';
 import { ENV, type Result, ROOT, sh, VLMC } from './vlmc.js';
 
 const run = promisify(execFile);
@@ -616,4 +618,16 @@ async function build(
     },
     destroy,
   };
+}
+
+/** A blocker over the set's maps store, in the root namespace: who holds a lock (tests' observer). */
+export async function openLockObserver(kind: BlockerKind, set: Hosts): Promise<Blocker> {
+  if (kind === 'file') return new FileBlocker({ dir: set.shared.maps, identity: 'observer_1' });
+  const { RadosBlocker } = await import('../../packages/blocker-rados/src/index.js');
+  return RadosBlocker.open({
+    cephConf: set.cluster?.conf as string,
+    pool: 'maps',
+    namespace: set.radosNamespace,
+    identity: 'observer_1',
+  });
 }

@@ -17,7 +17,6 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Blocker } from '../../packages/blocker/src/index.js';
-import { FileBlocker } from '../../packages/blocker-file/src/index.js';
 import {
   bootGuest,
   type Guest,
@@ -27,25 +26,20 @@ import {
   prepareGuest,
   verifyGuestImage,
 } from '../lib/guest.js';
-import { type BlockerKind, createHosts, type Host, type Hosts, hostsUnavailable } from '../lib/hosts.js';
+import {
+  type BlockerKind,
+  createHosts,
+  type Host,
+  type Hosts,
+  hostsUnavailable,
+  openLockObserver,
+} from '../lib/hosts.js';
 
 const unavailable = guestUnavailable() ?? (await hostsUnavailable());
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const DISK_MIB = 32;
 const MIGRATION_PORT = 4444;
 const NO_ERRORS = /writer: ERROR|guest: FAILED|I\/O error|EXT4-fs error|blk_update_request/;
-
-/** A blocker over the set's maps store, in the root namespace: who holds a lock. */
-async function openObserver(kind: BlockerKind, set: Hosts): Promise<Blocker> {
-  if (kind === 'file') return new FileBlocker({ dir: set.shared.maps, identity: 'observer_1' });
-  const { RadosBlocker } = await import('../../packages/blocker-rados/src/index.js');
-  return RadosBlocker.open({
-    cephConf: set.cluster?.conf as string,
-    pool: 'maps',
-    namespace: set.radosNamespace,
-    identity: 'observer_1',
-  });
-}
 
 /** The endpoint log of `volume` mapped in `host`. */
 const endpointLog = (host: Host, volume: string) =>
@@ -83,7 +77,7 @@ for (const blocker of ['file', 'rados'] as BlockerKind[]) {
         set = await createHosts(['mig-a', 'mig-b'], { blocker });
         a = set.host('mig-a');
         b = set.host('mig-b');
-        observer = await openObserver(blocker, set);
+        observer = await openLockObserver(blocker, set);
         const disk = await makeGuestDisk((...args) => a.ok(...args), set.dir, {
           volume: 'base',
           clones: ['vm'],

@@ -13,9 +13,14 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Blocker } from '../../packages/blocker/src/index.js';
-import { FileBlocker } from '../../packages/blocker-file/src/index.js';
-import { type BlockerKind, createHosts, type Host, type Hosts, hostsUnavailable } from '../lib/hosts.js';
+import {
+  type BlockerKind,
+  createHosts,
+  type Host,
+  type Hosts,
+  hostsUnavailable,
+  openLockObserver,
+} from '../lib/hosts.js';
 import { requireTool, VLMC } from '../lib/vlmc.js';
 
 const MiB = 1024 * 1024;
@@ -94,18 +99,6 @@ async function writeMapped(host: Host, name: string, offset: number, byte: numbe
   const io = await host.run('qemu-io', ['-f', 'raw', '-c', `write -P ${byte} ${offset} 1M`, uri]);
   expect(io.stdout, io.stderr).toMatch(/wrote 1048576\/1048576 bytes/);
   await host.ok('unmap', name);
-}
-
-/** A blocker over the set's maps store, in this (the root) namespace: who holds a lock. */
-async function openObserver(kind: BlockerKind, set: Hosts): Promise<Blocker> {
-  if (kind === 'file') return new FileBlocker({ dir: set.shared.maps, identity: 'observer_1' });
-  const { RadosBlocker } = await import('../../packages/blocker-rados/src/index.js');
-  return RadosBlocker.open({
-    cephConf: set.cluster?.conf as string,
-    pool: 'maps',
-    namespace: set.radosNamespace,
-    identity: 'observer_1',
-  });
 }
 
 /** The pid of the endpoint holding `name` mapped in `host`. */
@@ -284,7 +277,7 @@ for (const blocker of ['file', 'rados'] as BlockerKind[]) {
             () => ({ args: ['open', 'k'], lock: 'k' }),
           ];
           // The store as an observer sees it, from the root namespace.
-          const observer = await openObserver(blocker, set);
+          const observer = await openLockObserver(blocker, set);
           let killedHolding = 0;
           try {
             for (const make of commands) {

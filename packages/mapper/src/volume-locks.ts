@@ -181,29 +181,7 @@ export class VolumeLocks {
           throw e;
         }
         this.waitFailed.delete(name);
-        const tookLock = got.took;
-        try {
-          let map = await this.store.load(name, opts);
-          if (map.version !== 2 || map.storedAs !== name) map = await this.store.upgrade(map);
-          const vol: OpenVolume = {
-            map,
-            meta: new KeyedMutex(),
-            entryLocks: new KeyedMutex(),
-            barrier: null,
-            tookLock,
-            hostHeld: !tookLock && got.previous !== null && got.previous.process === null,
-            hostLock,
-            validUntil: got.validUntil,
-            fenced: null,
-            unwatch: null,
-            releasing: false,
-          };
-          this.add(name, vol);
-          return vol;
-        } catch (e) {
-          await this.letGo(name, { tookLock, hostHeld: !tookLock && got.previous?.process === null });
-          throw e;
-        }
+        return await this.cacheOpened(name, opts, got, hostLock);
       } catch (e) {
         await hostLock?.release();
         throw e;
@@ -406,31 +384,7 @@ export class VolumeLocks {
       const hostLock = await this.hostLock(name, true);
       try {
         const got = await this.acquireNow(name);
-        try {
-          let map = await this.store.load(name, opts);
-          if (map.version !== 2 || map.storedAs !== name) map = await this.store.upgrade(map);
-          const vol: OpenVolume = {
-            map,
-            meta: new KeyedMutex(),
-            entryLocks: new KeyedMutex(),
-            barrier: null,
-            tookLock: got.took,
-            hostHeld: !got.took && got.previous !== null && got.previous.process === null,
-            hostLock,
-            validUntil: got.validUntil,
-            fenced: null,
-            unwatch: null,
-            releasing: false,
-          };
-          this.add(name, vol);
-          return vol;
-        } catch (e) {
-          await this.letGo(name, {
-            tookLock: got.took,
-            hostHeld: !got.took && got.previous?.process === null,
-          });
-          throw e;
-        }
+        return await this.cacheOpened(name, opts, got, hostLock);
       } catch (e) {
         await hostLock?.release();
         throw e;
@@ -493,6 +447,41 @@ export class VolumeLocks {
       return await fn();
     } finally {
       for (const h of held.reverse()) await h.release();
+    }
+  }
+
+  /**
+   * Loads (and upgrades) the map of `name`, whose lock this call just got, and records it open;
+   * on a failure lets the lock go again as it was.
+   */
+  private async cacheOpened(
+    name: string,
+    opts: LoadOptions,
+    got: Acquired,
+    hostLock: HostLockHandle | null,
+  ): Promise<OpenVolume> {
+    const hostHeld = !got.took && got.previous !== null && got.previous.process === null;
+    try {
+      let map = await this.store.load(name, opts);
+      if (map.version !== 2 || map.storedAs !== name) map = await this.store.upgrade(map);
+      const vol: OpenVolume = {
+        map,
+        meta: new KeyedMutex(),
+        entryLocks: new KeyedMutex(),
+        barrier: null,
+        tookLock: got.took,
+        hostHeld,
+        hostLock,
+        validUntil: got.validUntil,
+        fenced: null,
+        unwatch: null,
+        releasing: false,
+      };
+      this.add(name, vol);
+      return vol;
+    } catch (e) {
+      await this.letGo(name, { tookLock: got.took, hostHeld });
+      throw e;
     }
   }
 
