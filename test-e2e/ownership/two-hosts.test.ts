@@ -149,6 +149,7 @@ for (const blocker of ['file', 'rados'] as BlockerKind[]) {
             '--iodepth=8',
             '--verify=crc32c',
             '--do_verify=1',
+            '--verify_state_save=0',
             '--output-format=normal',
           ]);
           expect(fioOk.code, fioOk.stdout + fioOk.stderr).toBe(0);
@@ -164,6 +165,7 @@ for (const blocker of ['file', 'rados'] as BlockerKind[]) {
               '--size=32M',
               '--iodepth=8',
               '--verify=crc32c',
+              '--verify_state_save=0',
               '--time_based',
               '--runtime=40',
             ],
