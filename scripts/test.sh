@@ -15,6 +15,7 @@ command -v fio >/dev/null || need_pkgs+=(fio)
 command -v nbdkit >/dev/null || need_pkgs+=(nbdkit)
 [ -x /usr/bin/swift ] || need_pkgs+=(python3-swiftclient)
 command -v curl >/dev/null || need_pkgs+=(curl)
+command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)  # verifies packages/archipelago/systemd
 # A throwaway single-node Ceph cluster (scripts/ceph-cluster.sh) and the librados headers for
 # the RADOS blocker's native binding (installed before the build below).
 command -v ceph-mon >/dev/null || need_pkgs+=(ceph-mon)
