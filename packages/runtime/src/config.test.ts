@@ -176,7 +176,9 @@ lock_timeout = 2.5
   ])('rejects %s with EINVAL_CONFIG naming the file and the key', async (_what, line, message) => {
     const p = await writeConf(
       'bad.conf',
-      MINIMAL.replace('archip_dir = blocks', `archip_dir = blocks\n${line}`),
+      line.startsWith('type =')
+        ? MINIMAL.replace('type = file_blocker', line)
+        : MINIMAL.replace('archip_dir = blocks', `archip_dir = blocks\n${line}`),
     );
     const e = failure(() => loadConfig(p, { env: {}, systemPath }));
     expect(e.code).toBe('EINVAL_CONFIG');
