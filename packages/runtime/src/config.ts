@@ -235,7 +235,11 @@ const KNOWN_ROLES: Readonly<Record<string, string | undefined>> = {
 };
 
 /** Keys of the per-role sections (any role, any type): how a value is converted. */
-const PEER_KEYS: Readonly<Record<string, Kind>> = Object.assign({}, COMMON_PEER_KEYS, ...Object.values(TYPE_KEYS));
+const PEER_KEYS: Readonly<Record<string, Kind>> = Object.assign(
+  {},
+  COMMON_PEER_KEYS,
+  ...Object.values(TYPE_KEYS),
+);
 
 /** The keys a section of peer type `type` may have; every peer key when the type is not known. */
 function keysOfType(type: string | undefined): Readonly<Record<string, Kind>> {
@@ -372,7 +376,8 @@ function rawSections(text: string, problems: string[]): RawSection[] {
     if (sec) {
       const name = canonical(sec[1]!.trim(), Object.keys(GLOBAL_KEYS));
       const first = seen.get(name);
-      if (first !== undefined) problems.push(`line ${line}: duplicate section [${name}] (first at line ${first})`);
+      if (first !== undefined)
+        problems.push(`line ${line}: duplicate section [${name}] (first at line ${first})`);
       else seen.set(name, line);
       cur = { name, line, keys: new Map() };
       out.push(cur);
@@ -438,9 +443,13 @@ export function lintConfigText(text: string): string[] {
       if (names.some((k) => k.toLowerCase() === key.toLowerCase())) continue;
       const otherType = global
         ? undefined
-        : PEER_TYPES.find((t) => Object.keys(TYPE_KEYS[t]!).some((k) => k.toLowerCase() === key.toLowerCase()));
+        : PEER_TYPES.find((t) =>
+            Object.keys(TYPE_KEYS[t]!).some((k) => k.toLowerCase() === key.toLowerCase()),
+          );
       if (otherType !== undefined)
-        problems.push(`line ${line}: ${what} ${key} is a key of type ${otherType} and has no effect here: remove it`);
+        problems.push(
+          `line ${line}: ${what} ${key} is a key of type ${otherType} and has no effect here: remove it`,
+        );
       else problems.push(`line ${line}: unknown key ${what} ${key}${didYouMean(key, names)}`);
     }
   }
@@ -826,7 +835,8 @@ export const NO_EFFECT: Readonly<Record<string, string>> = {
 export function configNotices(loaded: LoadedConfig | ArchipelagoConfig): string[] {
   const c = configOf(loaded);
   const out: string[] = [];
-  const say = (section: string, key: string) => out.push(`[${section}] ${key}: no effect here: ${NO_EFFECT[key]}`);
+  const say = (section: string, key: string) =>
+    out.push(`[${section}] ${key}: no effect here: ${NO_EFFECT[key]}`);
   if (c.ARCHIPELAGO?.BLKTAP_ENABLED === true) say('ARCHIPELAGO', 'BLKTAP_ENABLED');
   if (c.XSEG?.segment_alignment !== undefined) say('XSEG', 'segment_alignment');
   for (const [name, body] of Object.entries(c)) {

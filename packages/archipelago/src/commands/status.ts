@@ -4,7 +4,7 @@ import { ArchipelagoCommand } from '../base.js';
 
 export default class Status extends ArchipelagoCommand {
   static override summary =
-    "Show the segment (and its heap use), each peer (running, not running, stale pidfile) and the mapped volumes.";
+    'Show the segment (and its heap use), each peer (running, not running, stale pidfile) and the mapped volumes.';
   static override description =
     'The heap use is what the requests in flight hold now: used / total MiB; with --json, segment.heap has used, size, free and largestFree (bytes) and requests {held, total}.';
   static override examples = ['<%= config.bin %> status', '<%= config.bin %> status mapperd --json'];
