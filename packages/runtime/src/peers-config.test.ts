@@ -95,6 +95,7 @@ describe('SEGMENT_SIZE (the guide\'s "Calculating SEGMENT_SIZE")', () => {
     let err: unknown;
     try {
       await start(l, undefined, () => {});
+      await stop(l, undefined, { force: true }, () => {}); // started: undo it, then fail below
     } catch (e) {
       err = e;
     }
