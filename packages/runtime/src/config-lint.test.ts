@@ -134,6 +134,8 @@ describe('values out of range are EINVAL_CONFIG, never INTERNAL', () => {
     ['mapperd', 'lease_timeout = 999999', 'mapperd.lease_timeout must be <= 86400'],
     ['XSEG', 'SEGMENT_SIZE = 99999999999', 'XSEG.SEGMENT_SIZE must be <= 1048576'],
     ['XSEG', 'SEGMENT_PORTS = 70000', 'XSEG.SEGMENT_PORTS must be <= 65536'],
+    ['XSEG', 'segment_type = sysv', 'XSEG.segment_type must be one of posix'],
+    ['XSEG', 'segment_name = ../etc', 'XSEG.segment_name must match pattern'],
   ])('[%s] %s', async (section, line, message) => {
     const text =
       section === 'blockerb'

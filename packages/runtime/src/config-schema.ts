@@ -81,6 +81,9 @@ export const CONFIG_SCHEMA = {
       VTOOL_START: { ...port, default: 1003 },
       VTOOL_END: { ...port, default: 1022 },
       segment_alignment: { type: 'integer', minimum: 0, maximum: 64 },
+      // Only POSIX shared memory; the name is a file in /dev/shm.
+      segment_type: { type: 'string', enum: ['posix'] },
+      segment_name: { type: 'string', pattern: '^[A-Za-z0-9_][A-Za-z0-9._-]{0,199}$' },
     },
   },
   PEERS: {
