@@ -8,52 +8,38 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { serializeConfig } from '@archipelago/runtime';
 import { afterAll, describe, expect, it } from 'vitest';
 
 const BIN = fileURLToPath(new URL('../bin/archipelago.js', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'archip-cli-conf-'));
 const segment = `cliconf${process.pid}`;
 
+/** Four peers on small ports, nr_ops 16 (they need 400 MiB), two keys that have no effect here. */
 function conf(size: number): string {
   const p = join(dir, 'archipelago.conf');
-  writeFileSync(
-    p,
-    `[ARCHIPELAGO]
-BLKTAP_ENABLED = True
-[XSEG]
-SEGMENT_PORTS = 128
-SEGMENT_DYNPORTS = 64
-SEGMENT_SIZE = ${size}
-VTOOL_START = 100
-VTOOL_END = 110
-segment_name = ${segment}
-[blockerb]
-type = file_blocker
-portno_start = 10
-portno_end = 10
-nr_ops = 16
-archip_dir = blocks
-threshold = 1000
-[blockerm]
-type = file_blocker
-portno_start = 12
-portno_end = 12
-nr_ops = 16
-archip_dir = maps
-[mapperd]
-portno_start = 11
-portno_end = 11
-nr_ops = 16
-blockerb_port = 10
-blockerm_port = 12
-[vlmcd]
-portno_start = 20
-portno_end = 30
-nr_ops = 16
-blocker_port = 10
-mapper_port = 11
-`,
-  );
+  const peer = (port: number, more: Record<string, unknown>) => ({
+    portno_start: port,
+    portno_end: port,
+    nr_ops: 16,
+    ...more,
+  });
+  const sections = {
+    ARCHIPELAGO: { BLKTAP_ENABLED: true },
+    XSEG: {
+      SEGMENT_PORTS: 128,
+      SEGMENT_DYNPORTS: 64,
+      SEGMENT_SIZE: size,
+      VTOOL_START: 100,
+      VTOOL_END: 110,
+      segment_name: segment,
+    },
+    blockerb: peer(10, { type: 'file_blocker', archip_dir: 'blocks', threshold: 1000 }),
+    blockerm: peer(12, { type: 'file_blocker', archip_dir: 'maps' }),
+    mapperd: peer(11, { blockerb_port: 10, blockerm_port: 12 }),
+    vlmcd: { ...peer(20, { blocker_port: 10, mapper_port: 11 }), portno_end: 30 },
+  };
+  writeFileSync(p, serializeConfig(sections));
   return p;
 }
 
