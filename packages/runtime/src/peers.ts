@@ -505,6 +505,8 @@ export async function restart(
   say: Say,
 ): Promise<RestartResult> {
   const roles = selectRoles(loaded, role);
+  // Refused before anything stops: a full restart would start nothing again.
+  checkSegmentSize(loaded);
   const inUse = role !== undefined || (await segmentClients(loaded)).length > 0;
   const downMs: Record<string, number> = {};
   if (!inUse) {
