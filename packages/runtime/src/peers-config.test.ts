@@ -11,7 +11,7 @@ import { ArchipelagoError, pidAlive } from '@archipelago/libxseg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultConfig, type LoadedConfig, loadConfig } from './config.js';
 import { pidfileOf, segmentName, segmentSpecOf } from './paths.js';
-import { checkSegmentSize, segmentNeed, start, status, stop } from './peers.js';
+import { checkSegmentSize, restart, segmentNeed, start, status, stop } from './peers.js';
 
 const ORDER = ['blockerm', 'vlmcd', 'blockerb', 'mapperd'];
 
@@ -95,6 +95,7 @@ describe('SEGMENT_SIZE (the guide\'s "Calculating SEGMENT_SIZE")', () => {
     expect(msg).toContain(
       '256 + 16 × 4 MiB (blockerb) + 16 × 4 MiB (blockerm) + 16 × 512 KiB (mapperd) + 16 × 512 KiB (vlmcd) = 400 MiB',
     );
+    await expect(restart(l, undefined, {}, () => {})).rejects.toMatchObject({ code: 'EINVAL_CONFIG' });
     for (const r of ORDER) expect(existsSync(pidfileOf(l, r))).toBe(false);
     expect(existsSync(`/dev/shm/${segmentName(l)}`)).toBe(false);
   });
