@@ -24,7 +24,7 @@ const { values: opts } = parseArgs({
 });
 const N = Number(opts.n);
 const ENV = { ...process.env, PATH: `/usr/bin:/usr/sbin:${process.env.PATH ?? ''}` };
-const { dir, conf, segment } = await daemonsConfig(opts.dir, 'bench-hops', 256);
+const { dir, conf, segment } = await daemonsConfig(opts.dir, 'bench-hops', 1280);
 
 const tool = (...a) => run(process.execPath, [TOOL, '-c', conf, ...a], ENV);
 const vlmc = (...a) =>

@@ -50,7 +50,7 @@ const ALL_ROWS = [
 const rows = opts.rows ? ALL_ROWS.filter((r) => opts.rows.split(',').includes(r.id)) : ALL_ROWS;
 
 const ENV = { ...process.env, PATH: `/usr/bin:/usr/sbin:${process.env.PATH ?? ''}` };
-const { dir, conf } = await daemonsConfig(opts.dir, 'bench-daemons', 512);
+const { dir, conf } = await daemonsConfig(opts.dir, 'bench-daemons', 1280);
 
 const tool = (...a) => run(process.execPath, [TOOL, '-c', conf, ...a], ENV);
 const vlmc = (wiring, ...a) =>

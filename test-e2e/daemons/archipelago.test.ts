@@ -40,7 +40,7 @@ describe('archipelago start / status / stop', () => {
     );
 
     const st = cfg.tool('status', '--json').json as StatusJson;
-    expect(st.segment).toEqual({ name: cfg.segment, exists: true });
+    expect(st.segment).toMatchObject({ name: cfg.segment, exists: true });
     expect(st.peers.map((p) => [p.role, p.state])).toEqual([
       ['blockerb', 'running'],
       ['blockerm', 'running'],

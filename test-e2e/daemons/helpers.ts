@@ -45,7 +45,7 @@ export function makeConfig(opts: { logLevel?: number; env?: NodeJS.ProcessEnv } 
     `[XSEG]
 SEGMENT_PORTS = 128
 SEGMENT_DYNPORTS = 64
-SEGMENT_SIZE = 96
+SEGMENT_SIZE = 400
 VTOOL_START = 100
 VTOOL_END = 110
 segment_name = ${segment}

@@ -3,7 +3,11 @@
  * validator generated from it (config-validate.generated.ts) is what `vlmc` runs, and the
  * generator must be able to load the schema without loading that validator.
  */
-const port = { type: 'integer', minimum: 0 } as const;
+/** Ports are below SEGMENT_PORTS, at most 65536 (the segment's limit). */
+const port = { type: 'integer', minimum: 0, maximum: 65535 } as const;
+/** The longest timeouts (seconds) a peer accepts: an hour to connect, a day for the others. */
+const MAX_CONNECT_SECONDS = 3600;
+const MAX_SECONDS = 86_400;
 
 function peerSchema(
   type: readonly string[],
@@ -18,12 +22,12 @@ function peerSchema(
       type: { type: 'string', enum: type, ...(type.length === 1 ? { default: type[0] } : {}) },
       portno_start: { ...port, default: start },
       portno_end: { ...port, default: end },
-      nr_ops: { type: 'integer', minimum: 1, default: nrOps },
+      nr_ops: { type: 'integer', minimum: 1, maximum: 65536, default: nrOps },
       log_level: { type: 'integer', minimum: 0, maximum: 3 },
       umask: { type: 'integer', minimum: 0, maximum: 0o777 },
-      nr_threads: { type: 'integer', minimum: 1 },
+      nr_threads: { type: 'integer', minimum: 1, maximum: 1024 },
       logfile: { type: 'string' },
-      threshold: { type: 'integer' },
+      threshold: { type: 'integer', minimum: 0, maximum: 2147483647 },
       ...extra,
     },
   } as const;
@@ -32,19 +36,19 @@ function peerSchema(
 const blockerExtra = {
   archip_dir: { type: 'string', minLength: 1 },
   lock_dir: { type: 'string', minLength: 1 },
-  fdcache: { type: 'integer', minimum: 1, default: 512 },
+  fdcache: { type: 'integer', minimum: 2, maximum: 1048576, default: 512 },
   direct: { type: 'boolean', default: false },
   sync: { type: 'string', enum: ['always', 'flush'], default: 'always' },
   pithos_migrate: { type: 'boolean' },
   unique_str: { type: 'string', minLength: 1, maxLength: 128 },
-  prefix: { type: 'string', maxLength: 10 },
+  prefix: { type: 'string', pattern: '^[A-Za-z0-9._-]{0,10}$' },
   pool: { type: 'string', minLength: 1 },
   cephx_id: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,64}$' },
   ceph_conf: { type: 'string', minLength: 1 },
   keyring: { type: 'string', minLength: 1 },
   namespace: { type: 'string', pattern: '^[A-Za-z0-9._-]{0,64}$' },
-  connect_timeout: { type: 'number', exclusiveMinimum: 0 },
-  op_timeout: { type: 'number', minimum: 0 },
+  connect_timeout: { type: 'number', exclusiveMinimum: 0, maximum: MAX_CONNECT_SECONDS },
+  op_timeout: { type: 'number', minimum: 0, maximum: MAX_SECONDS },
 };
 
 function blockerSchema(portno: number) {
@@ -70,12 +74,16 @@ export const CONFIG_SCHEMA = {
     type: 'object',
     default: {},
     properties: {
-      SEGMENT_PORTS: { type: 'integer', minimum: 1, default: 2048 },
-      SEGMENT_DYNPORTS: { type: 'integer', minimum: 0, default: 1024 },
-      SEGMENT_SIZE: { type: 'integer', minimum: 1, default: 2048 },
+      SEGMENT_PORTS: { type: 'integer', minimum: 2, maximum: 65536, default: 2048 },
+      SEGMENT_DYNPORTS: { type: 'integer', minimum: 1, maximum: 65535, default: 1024 },
+      // MiB: the segment's heap is 1 MiB to 1 TiB.
+      SEGMENT_SIZE: { type: 'integer', minimum: 1, maximum: 1048576, default: 2048 },
       VTOOL_START: { ...port, default: 1003 },
       VTOOL_END: { ...port, default: 1022 },
-      segment_alignment: { type: 'integer', minimum: 0 },
+      segment_alignment: { type: 'integer', minimum: 0, maximum: 64 },
+      // Only POSIX shared memory; the name is a file in /dev/shm.
+      segment_type: { type: 'string', enum: ['posix'] },
+      segment_name: { type: 'string', pattern: '^[A-Za-z0-9_][A-Za-z0-9._-]{0,199}$' },
     },
   },
   PEERS: {
@@ -93,8 +101,8 @@ export const CONFIG_SCHEMA = {
     ...peerSchema(['mapperd'], 1001, 1001, 512, {
       blockerb_port: { ...port, default: 1000 },
       blockerm_port: { ...port, default: 1002 },
-      lock_timeout: { type: 'number', exclusiveMinimum: 0, default: 30 },
-      lease_timeout: { type: 'number', minimum: 0, default: 15 },
+      lock_timeout: { type: 'number', exclusiveMinimum: 0, maximum: MAX_SECONDS, default: 30 },
+      lease_timeout: { type: 'number', minimum: 0, maximum: MAX_SECONDS, default: 15 },
     }),
   },
   vlmcd: {

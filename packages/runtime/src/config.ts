@@ -58,8 +58,10 @@ export interface XsegSection {
 }
 
 export interface PeersSection {
-  /** Space-separated roles, also their start order. */
+  /** Space-separated roles, also their start order unless ORDER is set. */
   ROLES: string;
+  /** Space-separated: the start order (stop: the reverse); exactly the roles of ROLES. */
+  ORDER?: string;
   [key: string]: unknown;
 }
 
@@ -171,8 +173,8 @@ const GLOBAL_KEYS: Readonly<Record<string, Readonly<Record<string, Kind>>>> = {
   PEERS: { ROLES: 'string', ORDER: 'string' },
 };
 
-/** Keys of the per-role sections (any role). */
-const PEER_KEYS: Readonly<Record<string, Kind>> = {
+/** Keys every peer section may have (reference §5.2: "all"). `pidfile` is honoured for every role here. */
+const COMMON_PEER_KEYS: Readonly<Record<string, Kind>> = {
   type: 'string',
   portno_start: 'int',
   portno_end: 'int',
@@ -182,31 +184,68 @@ const PEER_KEYS: Readonly<Record<string, Kind>> = {
   log_level: 'int',
   umask: 'umask',
   nr_threads: 'int',
-  archip_dir: 'string',
-  lock_dir: 'string',
-  fdcache: 'int',
-  direct: 'bool',
-  sync: 'string',
-  pithos_migrate: 'bool',
-  unique_str: 'string',
-  prefix: 'string',
-  pool: 'string',
-  cephx_id: 'string',
-  ceph_conf: 'string',
-  keyring: 'string',
-  namespace: 'string',
-  connect_timeout: 'number',
-  op_timeout: 'number',
-  blockerb_port: 'int',
-  blockerm_port: 'int',
-  lock_timeout: 'number',
-  lease_timeout: 'number',
-  blocker_port: 'int',
-  mapper_port: 'int',
-  logging_conf: 'string',
-  socket_path: 'string',
   pidfile: 'string',
 };
+
+/** Keys of both blocker types. */
+const BLOCKER_KEYS: Readonly<Record<string, Kind>> = { sync: 'string', unique_str: 'string' };
+
+/** The keys each peer type adds to COMMON_PEER_KEYS (the guide and reference §5.2, per type). */
+const TYPE_KEYS: Readonly<Record<string, Readonly<Record<string, Kind>>>> = {
+  file_blocker: {
+    ...BLOCKER_KEYS,
+    archip_dir: 'string',
+    lock_dir: 'string',
+    fdcache: 'int',
+    direct: 'bool',
+    pithos_migrate: 'bool',
+    prefix: 'string',
+  },
+  rados_blocker: {
+    ...BLOCKER_KEYS,
+    pool: 'string',
+    cephx_id: 'string',
+    ceph_conf: 'string',
+    keyring: 'string',
+    namespace: 'string',
+    connect_timeout: 'number',
+    op_timeout: 'number',
+  },
+  mapperd: {
+    blockerb_port: 'int',
+    blockerm_port: 'int',
+    lock_timeout: 'number',
+    lease_timeout: 'number',
+    unique_str: 'string',
+  },
+  vlmcd: { blocker_port: 'int', mapper_port: 'int' },
+  poold: { logging_conf: 'string', socket_path: 'string' },
+};
+
+/** The peer types a role's `type` may name. */
+export const PEER_TYPES: readonly string[] = Object.keys(TYPE_KEYS);
+
+/** The roles of the original, known whether or not `[PEERS] ROLES` names them; their type when it is implied. */
+const KNOWN_ROLES: Readonly<Record<string, string | undefined>> = {
+  blockerb: undefined,
+  blockerm: undefined,
+  mapperd: 'mapperd',
+  vlmcd: 'vlmcd',
+  poold: 'poold',
+};
+
+/** Keys of the per-role sections (any role, any type): how a value is converted. */
+const PEER_KEYS: Readonly<Record<string, Kind>> = Object.assign(
+  {},
+  COMMON_PEER_KEYS,
+  ...Object.values(TYPE_KEYS),
+);
+
+/** The keys a section of peer type `type` may have; every peer key when the type is not known. */
+function keysOfType(type: string | undefined): Readonly<Record<string, Kind>> {
+  const t = type !== undefined ? TYPE_KEYS[type] : undefined;
+  return t ? { ...COMMON_PEER_KEYS, ...t } : PEER_KEYS;
+}
 
 const TRUE_WORDS = new Set(['true', 'yes', 'on', '1']);
 const FALSE_WORDS = new Set(['false', 'no', 'off', '0']);
@@ -279,6 +318,142 @@ export function deserializeConfig(text: string): Record<string, unknown> {
     out[section] = sec;
   }
   return out;
+}
+
+// ------------------------------------------------------------------------------------------------
+// The raw text: sections and keys that exist, once each
+
+/** Levenshtein distance (insertions, deletions, substitutions), case-insensitive. */
+function editDistance(a: string, b: string): number {
+  const x = a.toLowerCase();
+  const y = b.toLowerCase();
+  let prev = Array.from({ length: y.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= x.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= y.length; j++)
+      cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (x[i - 1] === y[j - 1] ? 0 : 1));
+    prev = cur;
+  }
+  return prev[y.length]!;
+}
+
+/** `; did you mean \`k\`?` for the closest of `known` (at most 2 edits, and fewer than half the name), else ''. */
+export function didYouMean(name: string, known: readonly string[]): string {
+  let best: string | undefined;
+  let bestD = Number.POSITIVE_INFINITY;
+  for (const k of known) {
+    const d = editDistance(name, k);
+    if (d < bestD) {
+      bestD = d;
+      best = k;
+    }
+  }
+  if (best === undefined || bestD > 2 || bestD * 2 >= Math.max(name.length, best.length)) return '';
+  return `; did you mean \`${best}\`?`;
+}
+
+interface RawSection {
+  name: string;
+  line: number;
+  keys: Map<string, { key: string; value: string; line: number }>;
+}
+
+/**
+ * Reads INI text line by line as the `ini` package does (`;`/`#` comments, `[section]`,
+ * `key = value`), keeping line numbers and what `ini` merges silently: duplicate sections and
+ * keys are problems here, as Python's ConfigParser (strict) made them.
+ */
+function rawSections(text: string, problems: string[]): RawSection[] {
+  const out: RawSection[] = [];
+  const seen = new Map<string, number>();
+  let cur: RawSection | undefined;
+  const lines = text.split(/\r?\n/);
+  for (let i = 0; i < lines.length; i++) {
+    const line = i + 1;
+    const t = lines[i]!.trim();
+    if (t === '' || t.startsWith(';') || t.startsWith('#')) continue;
+    const sec = /^\[([^\]]*)\]\s*$/.exec(t);
+    if (sec) {
+      const name = canonical(sec[1]!.trim(), Object.keys(GLOBAL_KEYS));
+      const first = seen.get(name);
+      if (first !== undefined)
+        problems.push(`line ${line}: duplicate section [${name}] (first at line ${first})`);
+      else seen.set(name, line);
+      cur = { name, line, keys: new Map() };
+      out.push(cur);
+      continue;
+    }
+    const eq = t.indexOf('=');
+    const key = (eq < 0 ? t : t.slice(0, eq)).trim();
+    const value = eq < 0 ? '' : t.slice(eq + 1).trim();
+    if (cur === undefined) {
+      problems.push(`line ${line}: key \`${key}\` is outside any section`);
+      continue;
+    }
+    const l = key.toLowerCase();
+    const dup = cur.keys.get(l);
+    if (dup) problems.push(`line ${line}: duplicate key [${cur.name}] ${key} (first at line ${dup.line})`);
+    else cur.keys.set(l, { key, value, line });
+  }
+  return out;
+}
+
+/**
+ * Checks the raw text of a configuration file: every section is a global section, a role of
+ * `[PEERS] ROLES` or a role of the original; every key is one its section (for a role: its type)
+ * has; no section or key is given twice. Problems name the line, the section and the key, with
+ * "did you mean" for a near miss. A key of the other blocker type (say `fdcache` in a
+ * rados_blocker section) is a problem too: it would have no effect.
+ */
+export function lintConfigText(text: string): string[] {
+  const problems: string[] = [];
+  const sections = rawSections(text, problems);
+  const peers = sections.find((s) => s.name === 'PEERS');
+  const roles = (peers?.keys.get('roles')?.value ?? 'blockerb blockerm mapperd vlmcd')
+    .split(/[\s,]+/)
+    .filter((r) => r !== '');
+  const knownSections = [...Object.keys(GLOBAL_KEYS), ...new Set([...roles, ...Object.keys(KNOWN_ROLES)])];
+  for (const s of sections) {
+    const global = GLOBAL_KEYS[s.name];
+    let allowed: Readonly<Record<string, Kind>>;
+    let what: string;
+    if (global) {
+      allowed = global;
+      what = `[${s.name}]`;
+    } else if (roles.includes(s.name) || s.name in KNOWN_ROLES) {
+      const typeValue = s.keys.get('type')?.value;
+      const type = typeValue ?? KNOWN_ROLES[s.name];
+      // The schema names a wrong type of the four roles it knows (with the types they allow).
+      if (type !== undefined && !PEER_TYPES.includes(type) && !(s.name in CONFIG_SCHEMA)) {
+        problems.push(
+          `line ${s.keys.get('type')?.line ?? s.line}: [${s.name}] type \`${type}\` is not a peer type (${PEER_TYPES.join(', ')})${didYouMean(type, PEER_TYPES)}`,
+        );
+        continue;
+      }
+      allowed = keysOfType(type);
+      what = type !== undefined ? `[${s.name}] (type ${type})` : `[${s.name}]`;
+    } else {
+      problems.push(
+        `line ${s.line}: unknown section [${s.name}]: not a global section, nor a role of [PEERS] ROLES (${roles.join(' ')})${didYouMean(s.name, knownSections)}`,
+      );
+      continue;
+    }
+    const names = Object.keys(allowed);
+    for (const { key, line } of s.keys.values()) {
+      if (names.some((k) => k.toLowerCase() === key.toLowerCase())) continue;
+      const otherType = global
+        ? undefined
+        : PEER_TYPES.find((t) =>
+            Object.keys(TYPE_KEYS[t]!).some((k) => k.toLowerCase() === key.toLowerCase()),
+          );
+      if (otherType !== undefined)
+        problems.push(
+          `line ${line}: ${what} ${key} is a key of type ${otherType} and has no effect here: remove it`,
+        );
+      else problems.push(`line ${line}: unknown key ${what} ${key}${didYouMean(key, names)}`);
+    }
+  }
+  return problems;
 }
 
 /** A plain config object → INI text (booleans as True/False and umasks in octal, as Python wrote them). */
@@ -413,6 +588,16 @@ export function loadConfig(path?: string, opts: LoadConfigOptions = {}): LoadedC
       details: { file },
     });
   }
+  if (exists) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (e) {
+      throw configError(file, [`cannot read it: ${String(e)}`]);
+    }
+    const problems = lintConfigText(text);
+    if (problems.length > 0) throw configError(file, problems);
+  }
   const ext = extname(file);
   let data: Record<string, unknown>;
   try {
@@ -521,6 +706,22 @@ function isPowerOfTwo(n: number): boolean {
   return Number.isSafeInteger(n) && n > 0 && (n & (n - 1)) === 0;
 }
 
+const words = (v: string): string[] => v.split(/[\s,]+/).filter((r) => r !== '');
+
+/** The roles of `[PEERS] ROLES`, in their written order. */
+export function rolesOf(c: ArchipelagoConfig): string[] {
+  return words(String(c.PEERS.ROLES ?? ''));
+}
+
+/**
+ * The order the peers start in: `[PEERS] ORDER` when set (the loader checked that it names each
+ * role of ROLES once), else ROLES. They stop in the reverse order.
+ */
+export function startOrder(c: ArchipelagoConfig): string[] {
+  const order = c.PEERS.ORDER;
+  return typeof order === 'string' && words(order).length > 0 ? words(order) : rolesOf(c);
+}
+
 /** Checks a JSON schema cannot express. Returns one problem per line, naming the key. */
 export function checkSemantics(c: ArchipelagoConfig): string[] {
   const out: string[] = [];
@@ -530,8 +731,23 @@ export function checkSemantics(c: ArchipelagoConfig): string[] {
       `XSEG.SEGMENT_DYNPORTS (${x.SEGMENT_DYNPORTS}) must not exceed XSEG.SEGMENT_PORTS (${x.SEGMENT_PORTS})`,
     );
   }
-  const roles = c.PEERS.ROLES.split(/\s+/).filter((r) => r !== '');
+  const roles = rolesOf(c);
   const peers = new Set<string>(['blockerb', 'blockerm', 'mapperd', 'vlmcd', ...roles]);
+  if (c.PEERS.ORDER !== undefined) {
+    const order = words(String(c.PEERS.ORDER));
+    const missing = roles.filter((r) => !order.includes(r));
+    const extra = order.filter((r) => !roles.includes(r));
+    const twice = order.filter((r, i) => order.indexOf(r) !== i);
+    const why = [
+      ...(missing.length ? [`leaves out ${missing.join(', ')}`] : []),
+      ...(extra.length ? [`names ${extra.join(', ')}, not in PEERS.ROLES`] : []),
+      ...(twice.length ? [`names ${[...new Set(twice)].join(', ')} twice`] : []),
+    ];
+    if (why.length > 0)
+      out.push(
+        `PEERS.ORDER (${order.join(' ')}) must name each role of PEERS.ROLES (${roles.join(' ')}) once: it ${why.join(' and ')}`,
+      );
+  }
   for (const r of roles) {
     if (typeof c[r] !== 'object' || c[r] === null)
       out.push(`PEERS.ROLES names "${r}" but there is no [${r}] section`);
@@ -596,6 +812,41 @@ function resolveDirs(c: ArchipelagoConfig, base: string): void {
     if (b.ceph_conf !== undefined) b.ceph_conf = resolve(base, b.ceph_conf);
     if (b.keyring !== undefined) b.keyring = resolve(base, b.keyring);
   }
+}
+
+/** Why each key that is accepted but has no effect here has none (see `configNotices`). */
+export const NO_EFFECT: Readonly<Record<string, string>> = {
+  BLKTAP_ENABLED:
+    'there is no Xen blktap here: volumes are exposed through NBD (vlmc map), and vlmc runs whatever BLKTAP_ENABLED says',
+  segment_alignment: 'the segment aligns itself (pages of 4 KiB, request data on 64 bytes)',
+  threshold:
+    'peers do not spin a fixed number of loops before sleeping: they sleep until a request wakes them (bounded adaptive spins, see ARCHIPELAGO_XSEG_SPIN_US)',
+  pithos_migrate:
+    'the old Pithos path layout (<dir>/<n0n1>/<n2n3>/<n4n5>/<name>) is not read here: objects live only in the hashed layout',
+  prefix:
+    'checked (at most 10 of [A-Za-z0-9._-]); the original only used it to refuse object names shorter than prefix+6 characters, and every object name here is longer',
+};
+
+/**
+ * One line per key the file sets that has no effect here, naming the section, the key and why:
+ * `BLKTAP_ENABLED = True`, `segment_alignment`, `threshold`, `pithos_migrate = True`, `prefix`.
+ * `archipelago start` prints them once, on stderr; embedded commands may do the same.
+ */
+export function configNotices(loaded: LoadedConfig | ArchipelagoConfig): string[] {
+  const c = configOf(loaded);
+  const out: string[] = [];
+  const say = (section: string, key: string) =>
+    out.push(`[${section}] ${key}: no effect here: ${NO_EFFECT[key]}`);
+  if (c.ARCHIPELAGO?.BLKTAP_ENABLED === true) say('ARCHIPELAGO', 'BLKTAP_ENABLED');
+  if (c.XSEG?.segment_alignment !== undefined) say('XSEG', 'segment_alignment');
+  for (const [name, body] of Object.entries(c)) {
+    if (name in GLOBAL_KEYS || typeof body !== 'object' || body === null) continue;
+    const sec = body as Record<string, unknown>;
+    if (sec.threshold !== undefined) say(name, 'threshold');
+    if (sec.pithos_migrate === true) say(name, 'pithos_migrate');
+    if (sec.prefix !== undefined) say(name, 'prefix');
+  }
+  return out;
 }
 
 /** True for a loaded configuration (file path and contents), false for bare contents. */

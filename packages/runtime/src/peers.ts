@@ -1,6 +1,8 @@
 /**
  * What `archipelago start|stop|restart|status` do, as functions (the oclif commands only parse
- * and print). Roles come from `[PEERS] ROLES`, in that order for start and in reverse for stop.
+ * and print). Roles come from `[PEERS] ROLES`; they start in `[PEERS] ORDER` (else ROLES order)
+ * and stop in the reverse. `start` first checks that SEGMENT_SIZE holds what the peers need
+ * (`segmentNeed`).
  *
  * The segment outlives the peers while other processes are on it (mapped volumes' endpoints,
  * running `vlmc` commands): their ports and the requests queued for the peers stay, and restarted
@@ -9,8 +11,9 @@
 import { existsSync, unlinkSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { ArchipelagoError, pidAlive, readPidfile } from '@archipelago/libxseg';
+import { DEFAULT_BLOCKSIZE, MAP_IO_CHUNK } from '@archipelago/mapfile';
 import { PEER_OPTIONS_ENV, type PeerOptions, RADOS_CONNECT_TIMEOUT_MS } from '@archipelago/peer/options';
-import type { LoadedConfig } from './config.js';
+import { type LoadedConfig, rolesOf, startOrder } from './config.js';
 import { RunState } from './endpoint/runstate.js';
 import { outputOf, pidfileOf, runDirectory, sectionOf, segmentName, segmentSpecOf } from './paths.js';
 import { peerOptions } from './sections.js';
@@ -33,15 +36,17 @@ export const KILL_TIMEOUT_MS = 5_000;
 
 export type Say = (line: string) => void;
 
+/** The roles of `[PEERS] ROLES`, as written. */
 export function configuredRoles(loaded: LoadedConfig): string[] {
-  return String(loaded.config.PEERS.ROLES ?? '')
-    .split(/[\s,]+/)
-    .filter((r) => r !== '');
+  return rolesOf(loaded.config);
 }
 
-/** The roles a command acts on: one (checked against ROLES) or all, in ROLES order. */
+/**
+ * The roles a command acts on, in start order (`[PEERS] ORDER`, else ROLES): one (checked
+ * against ROLES) or all.
+ */
 export function selectRoles(loaded: LoadedConfig, role?: string): string[] {
-  const all = configuredRoles(loaded);
+  const all = startOrder(loaded.config);
   if (role === undefined) return all;
   if (!all.includes(role))
     throw new ArchipelagoError('EINVAL', `unknown peer "${role}": [PEERS] ROLES is "${all.join(' ')}"`, {
@@ -70,6 +75,92 @@ export function startTimeoutOf(opts: PeerOptions): number {
   const b = opts.blocker;
   if (b?.type !== 'rados_blocker') return START_TIMEOUT_MS;
   return START_TIMEOUT_MS + (b.connectTimeoutMs ?? RADOS_CONNECT_TIMEOUT_MS);
+}
+
+// ------------------------------------------------------------------------------------------------
+// SEGMENT_SIZE
+
+/** The base of the guide's rule of thumb (MiB): `vlmc` commands, the gateway, bookkeeping. */
+export const SEGMENT_BASE_MIB = 256;
+/**
+ * The request size the rule counts for vlmcd (bytes): the guide's 512 KiB. Its clients (mapped
+ * volumes) send what their block layer sends: Linux's nbd splits at max_sectors_kb (1280 KiB by
+ * default) and the NBD endpoint allows up to 32 MiB, but most requests are far smaller; the
+ * heap use `archipelago status` shows is the check.
+ */
+export const VLMCD_REQUEST_BYTES = 512 * 1024;
+
+const MiB = 1024 * 1024;
+
+/** The largest request a peer of `type` handles, per request in flight (bytes); undefined: none. */
+export function requestBytesOf(type: string): number | undefined {
+  switch (type) {
+    case 'file_blocker':
+    case 'rados_blocker':
+      return DEFAULT_BLOCKSIZE; // a whole object (an import's write, a copy-up's read)
+    case 'mapperd':
+      return MAP_IO_CHUNK; // map I/O to blockerm is split into such chunks
+    case 'vlmcd':
+      return VLMCD_REQUEST_BYTES;
+    default:
+      return undefined;
+  }
+}
+
+export interface SegmentTerm {
+  role: string;
+  type: string;
+  nrOps: number;
+  /** The largest request the role handles (bytes). */
+  requestBytes: number;
+  /** nrOps × requestBytes, in MiB. */
+  mib: number;
+}
+
+export interface SegmentNeed {
+  /** What the configured peers need: base + the terms, rounded up (MiB). */
+  needMiB: number;
+  baseMiB: number;
+  terms: SegmentTerm[];
+  /** The computation, spelled out: `256 + 64 × 4 MiB (blockerb) + ... = 1280 MiB`. */
+  formula: string;
+}
+
+const sizeText = (b: number) => (b % MiB === 0 ? `${b / MiB} MiB` : `${b / 1024} KiB`);
+
+/**
+ * The guide's rule of thumb ("Calculating SEGMENT_SIZE"), for the peers this configuration runs:
+ * 256 MiB + Σ over the daemon roles of ROLES of nr_ops × the largest request of its type
+ * (blockers 4 MiB, an object; mapperd 512 KiB, a map chunk; vlmcd 512 KiB). Each request in
+ * flight holds its data in the segment's heap until it is answered.
+ */
+export function segmentNeed(loaded: LoadedConfig): SegmentNeed {
+  const terms: SegmentTerm[] = [];
+  for (const role of configuredRoles(loaded)) {
+    if (!isDaemonRole(loaded, role)) continue;
+    const s = sectionOf(loaded, role);
+    const type = String(s.type ?? role);
+    const requestBytes = requestBytesOf(type);
+    const nrOps = typeof s.nr_ops === 'number' ? s.nr_ops : 0;
+    if (requestBytes === undefined || nrOps <= 0) continue;
+    terms.push({ role, type, nrOps, requestBytes, mib: (nrOps * requestBytes) / MiB });
+  }
+  const needMiB = SEGMENT_BASE_MIB + Math.ceil(terms.reduce((a, t) => a + t.mib, 0));
+  const formula = `${SEGMENT_BASE_MIB}${terms.map((t) => ` + ${t.nrOps} × ${sizeText(t.requestBytes)} (${t.role})`).join('')} = ${needMiB} MiB`;
+  return { needMiB, baseMiB: SEGMENT_BASE_MIB, terms, formula };
+}
+
+/** EINVAL_CONFIG when `[XSEG] SEGMENT_SIZE` is below what `segmentNeed` computes. */
+export function checkSegmentSize(loaded: LoadedConfig): SegmentNeed {
+  const need = segmentNeed(loaded);
+  const size = loaded.config.XSEG.SEGMENT_SIZE;
+  if (size < need.needMiB)
+    throw new ArchipelagoError(
+      'EINVAL_CONFIG',
+      `${loaded.path}: XSEG.SEGMENT_SIZE is ${size} MiB; the peers need at least ${need.needMiB} MiB: base + nr_ops × the largest request of each peer: ${need.formula}. Raise SEGMENT_SIZE, or lower nr_ops`,
+      { details: { file: loaded.path, keys: ['XSEG.SEGMENT_SIZE'], segmentSize: size, ...need } },
+    );
+  return need;
 }
 
 export interface MappedVolume {
@@ -104,9 +195,22 @@ export function roleStatus(loaded: LoadedConfig, role: string): RoleStatus {
   return { role, state: 'not running', pidfile };
 }
 
+/** The segment's heap (bytes), as `archipelago status` shows it. */
+export interface HeapUse {
+  /** Bytes in use by requests' data (chunk headers included). */
+  used: number;
+  /** The heap's size (about SEGMENT_SIZE MiB). */
+  size: number;
+  free: number;
+  /** The largest request data the heap can hold now. */
+  largestFree: number;
+  /** Requests allocated / in the pool. */
+  requests: { held: number; total: number };
+}
+
 export interface StatusReport {
   config: string;
-  segment: { name: string; exists: boolean };
+  segment: { name: string; exists: boolean; heap?: HeapUse };
   peers: RoleStatus[];
   mapped: MappedVolume[];
 }
@@ -114,12 +218,33 @@ export interface StatusReport {
 /** The segment, every peer of ROLES (or the one named) and the live mapped volumes. */
 export async function status(loaded: LoadedConfig, role?: string): Promise<StatusReport> {
   const name = segmentName(loaded);
+  const exists = existsSync(`/dev/shm/${name}`);
+  const heap = exists ? await heapUse(loaded) : undefined;
   return {
     config: loaded.path,
-    segment: { name, exists: existsSync(`/dev/shm/${name}`) },
+    segment: { name, exists, ...(heap ? { heap } : {}) },
     peers: selectRoles(loaded, role).map((r) => roleStatus(loaded, r)),
     mapped: (await mappedVolumes(loaded)).filter((v) => v.alive),
   };
+}
+
+/** The heap use of the configuration's segment; undefined when it cannot be joined. */
+export async function heapUse(loaded: LoadedConfig): Promise<HeapUse | undefined> {
+  const { Segment } = await import('@archipelago/libxseg/segment');
+  let seg: ReturnType<typeof Segment.join>;
+  try {
+    seg = Segment.join(segmentSpecOf(loaded));
+  } catch {
+    return undefined;
+  }
+  try {
+    const r = seg.report();
+    const { used, size, free, largestFree } = r.heap;
+    const held = r.requests.total - r.requests.free;
+    return { used, size, free, largestFree, requests: { held, total: r.requests.total } };
+  } finally {
+    seg.close();
+  }
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -216,13 +341,17 @@ export interface StartResult {
   pid?: number;
 }
 
-/** Starts the roles in ROLES order; on a failure stops those it started, and rethrows. */
+/**
+ * Starts the roles in `[PEERS] ORDER` (else ROLES) order, after checking SEGMENT_SIZE
+ * (`checkSegmentSize`); on a failure stops those it started, and rethrows.
+ */
 export async function start(
   loaded: LoadedConfig,
   role: string | undefined,
   say: Say,
 ): Promise<StartResult[]> {
   const roles = selectRoles(loaded, role);
+  checkSegmentSize(loaded);
   for (const r of roles) {
     if (!isDaemonRole(loaded, r)) continue;
     const st = roleStatus(loaded, r);
@@ -317,7 +446,7 @@ async function retireSegment(loaded: LoadedConfig, say: Say): Promise<'destroyed
 }
 
 /**
- * Stops the roles in reverse ROLES order; with no role, then destroys the segment, unless other
+ * Stops the roles in reverse start order (`[PEERS] ORDER`, else ROLES); with no role, then destroys the segment, unless other
  * processes still use it (it is kept for them, and the next `start` joins it). Refused (EBUSY)
  * while volumes are mapped, unless `force`: their I/O then waits for the peers to be started again
  * (failing after 30 s).
@@ -376,6 +505,8 @@ export async function restart(
   say: Say,
 ): Promise<RestartResult> {
   const roles = selectRoles(loaded, role);
+  // Refused before anything stops: a full restart would start nothing again.
+  checkSegmentSize(loaded);
   const inUse = role !== undefined || (await segmentClients(loaded)).length > 0;
   const downMs: Record<string, number> = {};
   if (!inUse) {

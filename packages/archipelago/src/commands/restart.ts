@@ -5,7 +5,7 @@ import { ArchipelagoCommand } from '../base.js';
 export default class Restart extends ArchipelagoCommand {
   static override summary = 'Restart all peers, or one, under mapped volumes too.';
   static override description =
-    "Never refused for mapped volumes. While other processes use the segment (mapped volumes, running vlmc commands), the peers are restarted one at a time in [PEERS] ROLES order on that segment: each stops (draining what it had taken) and starts again, and the clients wait for it, so an NBD client sees a short stall and no error. Otherwise all peers stop, the segment is destroyed and created again, and all start. The last step of the guide's peer-failure procedure.";
+    "Never refused for mapped volumes. While other processes use the segment (mapped volumes, running vlmc commands), the peers are restarted one at a time in [PEERS] ORDER (else ROLES) order on that segment: each stops (draining what it had taken) and starts again, and the clients wait for it, so an NBD client sees a short stall and no error. Otherwise all peers stop, the segment is destroyed and created again, and all start. The last step of the guide's peer-failure procedure.";
   static override examples = [
     '<%= config.bin %> restart',
     '<%= config.bin %> restart mapperd',
@@ -22,6 +22,8 @@ export default class Restart extends ArchipelagoCommand {
 
   async run(): Promise<RestartResult> {
     const { args, flags } = await this.parse(Restart);
-    return restart(this.configuration(flags.config), args.role, { kill: flags.force }, this.sayLine);
+    const loaded = this.configuration(flags.config);
+    this.printNotices(loaded);
+    return restart(loaded, args.role, { kill: flags.force }, this.sayLine);
   }
 }

@@ -3,7 +3,7 @@ import { Args, Flags } from '@oclif/core';
 import { ArchipelagoCommand } from '../base.js';
 
 export default class Stop extends ArchipelagoCommand {
-  static override summary = 'Stop the peers in reverse [PEERS] ROLES order, or one peer.';
+  static override summary = 'Stop the peers in reverse [PEERS] ORDER (else ROLES) order, or one peer.';
   static override description =
     'SIGTERMs each peer and waits up to 15 s for it to drain and exit; stale pidfiles are removed. Stopping all peers then destroys the segment, unless other processes still use it (mapped volumes, vlmc commands): it is kept for them and the next start joins it. Refused while volumes are mapped, unless -f: use restart to restart the peers under mapped volumes.';
   static override examples = [
