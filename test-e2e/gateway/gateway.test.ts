@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FileBlocker } from '../../packages/blocker-file/src/index.js';
 import { type Gateway, startGateway } from '../../packages/gateway/src/index.js';
 import { merkleRoot, pithosBlockHash, ZERO_BLOCK } from '../../packages/mapfile/src/index.js';
+import { objectKey } from '../../packages/gateway/src/names.js';
 import { Mapper } from '../../packages/mapper/src/index.js';
 import { curl, run, SWIFT_ENV, storedBytes } from './helpers.js';
 
@@ -348,6 +349,76 @@ describe('gateway: the swift client', () => {
     const delc = await S('delete', 'swift-c');
     expect(delc.code, delc.stderr).toBe(0);
     expect((await S('list')).stdout.toString().split('\n')).not.toContain('swift-c');
+  });
+});
+
+describe("gateway: every file passes swift download's MD5 check", () => {
+  const S = (...args: string[]) =>
+    run('swift', ['-A', `${base}/auth/v1.0`, '-U', 'test:tester', '-K', 'testing', ...args], SWIFT_ENV);
+
+  it('uploaded, hashmap PUT, bridged from a snapshot, and a record from before MD5 ETags', async () => {
+    expect((await curl(['-X', 'PUT', ...auth, `${base}/test/etags`])).status).toBe(201);
+    const want = new Map<string, Buffer>();
+    // Uploaded by swift itself.
+    const up = Buffer.concat([randomBytes(BS + 77), Buffer.alloc(BS), randomBytes(10)]);
+    const upRun = await S('upload', '--object-name', 'uploaded.bin', 'etags', await file('etag-up.bin', up));
+    expect(upRun.code, upRun.stderr).toBe(0);
+    want.set('uploaded.bin', up);
+    // The same blocks by hashmap PUT (no data sent, so no MD5 seen on the wire).
+    const hm = await curl([...auth, `${base}/test/etags/uploaded.bin?hashmap&format=json`]);
+    const put = await curl([
+      '-X',
+      'PUT',
+      '--data-binary',
+      hm.body.toString(),
+      ...auth,
+      `${base}/test/etags/by-hashmap.bin?hashmap`,
+    ]);
+    expect(put.status, put.body.toString()).toBe(201);
+    expect(put.headers.etag).toBe(md5(up));
+    want.set('by-hashmap.bin', up);
+    // A snapshot published through the bridge (its blocks named by SHA-256, not by MD5).
+    const bs = 4 * MiB;
+    await mapper.create('etagvol', { size: 2 * bs });
+    const payload = randomBytes(bs + 4321);
+    let at = 0;
+    for (const s of await mapper.mapWrite('etagvol', 0, payload.length)) {
+      await blocks.write(s.target, s.offset, payload.subarray(at, at + s.size));
+      at += s.size;
+    }
+    await mapper.snapshot('etagvol', 'etagvol-snap');
+    const reg = await curl([
+      '-X',
+      'PUT',
+      '-H',
+      'X-Archipelago-Source-Map: etagvol-snap',
+      '-H',
+      'Content-Length: 0',
+      ...auth,
+      `${base}/test/etags/snapshot.raw`,
+    ]);
+    expect(reg.status, reg.body.toString()).toBe(201);
+    const whole = Buffer.concat([payload, Buffer.alloc(2 * bs - payload.length)]);
+    expect(reg.headers.etag).toBe(md5(whole));
+    want.set('snapshot.raw', whole);
+    // A record written before every file had an MD5: its ETag was the Merkle root.
+    const oldData = randomBytes(BS + 5);
+    expect(
+      (await curl(['-T', await file('etag-old.bin', oldData), ...auth, `${base}/test/etags/old.bin`])).status,
+    ).toBe(201);
+    const key = objectKey('test', 'etags', 'old.bin');
+    const rec = JSON.parse((await maps.read(key, 0, (await maps.info(key))!.size)).toString());
+    await maps.writeFull(key, Buffer.from(JSON.stringify({ ...rec, etag: rec.hash })));
+    want.set('old.bin', oldData);
+
+    const out = join(dir, 'etag-down');
+    const down = await S('download', 'etags', '-D', out);
+    expect(down.code, down.stderr).toBe(0);
+    expect(down.stderr).not.toMatch(/md5sum != etag/);
+    for (const [name, data] of want) {
+      expect((await readFile(join(out, name))).equals(data), name).toBe(true);
+      expect((await curl(['-I', ...auth, `${base}/test/etags/${name}`])).headers.etag, name).toBe(md5(data));
+    }
   });
 });
 
