@@ -12,8 +12,8 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FileBlocker } from '../../packages/blocker-file/src/index.js';
 import { type Gateway, startGateway } from '../../packages/gateway/src/index.js';
-import { merkleRoot, pithosBlockHash, ZERO_BLOCK } from '../../packages/mapfile/src/index.js';
 import { objectKey } from '../../packages/gateway/src/names.js';
+import { merkleRoot, pithosBlockHash, ZERO_BLOCK } from '../../packages/mapfile/src/index.js';
 import { Mapper } from '../../packages/mapper/src/index.js';
 import { curl, run, SWIFT_ENV, storedBytes } from './helpers.js';
 

@@ -1,7 +1,7 @@
 import type * as http from 'node:http';
 import { describe, expect, it } from 'vitest';
 import { Auth } from './auth.js';
-import { HttpError } from './http.js';
+import type { HttpError } from './http.js';
 
 /** A request as `Auth` reads it, and an answer recording its head. */
 const req = (headers: Record<string, string>, method = 'GET') =>
