@@ -6,11 +6,10 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { curl } from './helpers.js';
+import { curl, rawExchange } from './helpers.js';
 
 const GATEWAY = resolve(import.meta.dirname, '../../packages/archipelago/bin/archipelago-gateway.js');
 const secret = (tag: string) => `${tag}${randomBytes(12).toString('hex')}`;
@@ -87,24 +86,15 @@ function commandLines(pid: number): string[] {
 }
 
 /** Sends `head` and `body` on a raw socket, then stalls; resolves what came back and when it closed. */
-function stall(url: string, head: string, body = Buffer.alloc(0)): Promise<{ answer: string; ms: number }> {
-  const u = new URL(url);
-  const t0 = performance.now();
-  return new Promise((resolveStall, reject) => {
-    const chunks: Buffer[] = [];
-    const s = connect(Number(u.port), u.hostname, () => {
+const stall = (url: string, head: string, body = Buffer.alloc(0)) =>
+  rawExchange(
+    url,
+    (s) => {
       s.write(head);
       if (body.length) s.write(body);
-    });
-    const guard = setTimeout(() => s.destroy(), 8000);
-    s.on('data', (c) => chunks.push(c));
-    s.on('error', reject);
-    s.on('close', () => {
-      clearTimeout(guard);
-      resolveStall({ answer: Buffer.concat(chunks).toString('latin1'), ms: performance.now() - t0 });
-    });
-  });
-}
+    },
+    8000,
+  );
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'archip-gw-proc-'));
@@ -219,8 +209,8 @@ describe('gateway process: tokens expire as X-Auth-Token-Expires says', () => {
 });
 
 describe('gateway process: slow requests are cut (slowloris)', () => {
-  const put = (name: string, length: number) =>
-    `PUT /test/c/${name} HTTP/1.1\r\nHost: x\r\nX-Auth-Token: ${FILE_TOKEN}\r\nContent-Length: ${length}\r\n\r\n`;
+  const put = (name: string, length: number, extra = '') =>
+    `PUT /test/c/${name} HTTP/1.1\r\nHost: x\r\nX-Auth-Token: ${FILE_TOKEN}\r\nContent-Length: ${length}\r\n${extra}\r\n`;
   const exists = async (name: string) =>
     (await curl(['-I', '-H', `X-Auth-Token: ${FILE_TOKEN}`, `${gw.url}/test/c/${name}`])).status;
 
@@ -243,23 +233,14 @@ describe('gateway process: slow requests are cut (slowloris)', () => {
   });
 
   it('lets a body that pauses less than the timeout finish', async () => {
-    const data = randomBytes(3000);
-    const u = new URL(gw.url);
-    const answer = await new Promise<string>((resolveAnswer, reject) => {
-      const chunks: Buffer[] = [];
-      const s = connect(Number(u.port), u.hostname, async () => {
-        s.write(put('paced', data.length));
-        for (let i = 0; i < 3; i++) {
-          s.write(data.subarray(i * 1000, (i + 1) * 1000));
-          await new Promise((r) => setTimeout(r, 500));
-        }
-      });
-      s.on('data', (c) => {
-        chunks.push(c);
-        if (Buffer.concat(chunks).includes('\r\n\r\n')) s.end();
-      });
-      s.on('error', reject);
-      s.on('close', () => resolveAnswer(Buffer.concat(chunks).toString('latin1')));
+    // Four pauses of 300 ms: the body takes longer than the timeout, no pause does.
+    const data = randomBytes(4000);
+    const { answer } = await rawExchange(gw.url, async (s) => {
+      s.write(put('paced', data.length, 'Connection: close\r\n'));
+      for (let i = 0; i < 4; i++) {
+        await new Promise((r) => setTimeout(r, 300));
+        s.write(data.subarray(i * 1000, (i + 1) * 1000));
+      }
     });
     expect(answer).toMatch(/^HTTP\/1\.1 201 /);
     expect(await exists('paced')).toBe(200);
