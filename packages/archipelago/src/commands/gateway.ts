@@ -9,7 +9,8 @@ export default class Gateway extends ArchipelagoCommand {
   static override description =
     `Serves files (read-only maps of content-addressed blocks) over HTTP from the blockers of the \
 configuration, or of a data directory laid out as the embedded default (--data DIR: DIR/maps and \
-DIR/blocks). Stops cleanly on SIGTERM or SIGINT. "archipelago-gateway ARGS" is "archipelago \
+DIR/blocks). Users and tokens come from --auth-file (or $ARCHIPELAGO_GATEWAY_AUTH_FILE) and \
+$ARCHIPELAGO_GATEWAY_USERS / $ARCHIPELAGO_GATEWAY_TOKENS, never the command line. Stops cleanly on SIGTERM or SIGINT. "archipelago-gateway ARGS" is "archipelago \
 gateway ARGS". See packages/gateway/README.md for the API.`;
 
   static override examples = [
@@ -38,18 +39,22 @@ gateway ARGS". See packages/gateway/README.md for the API.`;
     }),
     'token-lifetime': Flags.integer({
       min: 1,
+      helpValue: 'SECONDS',
       summary: 'Seconds a token handed out at auth stays valid (X-Auth-Token-Expires; default 86400).',
     }),
     'headers-timeout': Flags.integer({
       min: 0,
+      helpValue: 'SECONDS',
       summary: 'Seconds a client has to send a request head (default 60; 0: none); then 408.',
     }),
     'body-timeout': Flags.integer({
       min: 0,
+      helpValue: 'SECONDS',
       summary: 'Seconds a request body may stall (default 30; 0: none); then 408, nothing stored.',
     }),
     'request-timeout': Flags.integer({
       min: 0,
+      helpValue: 'SECONDS',
       summary: 'Seconds a whole request may take to arrive (default 0: no limit); then 408.',
     }),
     'no-auth': Flags.boolean({ summary: 'Open every account without authentication (testing only).' }),
