@@ -32,6 +32,8 @@ describe('gateway credentials', () => {
       /accessible by others \(mode 0604\)/,
     );
     expect(() => readAuthFile(authFile('group', 'user a a:u k\n', 0o660))).toThrow(/writable by its group/);
+    expect(() => readAuthFile(join(dir, 'none'))).toThrow(/^auth file .*none: ENOENT/);
+    expect(() => readAuthFile(dir)).toThrow(`auth file ${dir}: not a regular file`);
     const bad = authFile('bad', 'user a a:u k\nuser a s3cret\n', 0o600);
     expect(() => readAuthFile(bad)).toThrow(`bad user at ${bad}:2: want ACCOUNT USER KEY [TOKEN]`);
     expect(() => readAuthFile(bad)).not.toThrow(/s3cret/);

@@ -4,7 +4,7 @@
  * directories laid out as the embedded default (`DIR/maps`, `DIR/blocks`), through an embedded
  * runtime with the host's identity.
  */
-import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { type Gateway, type GatewayAuth, type GatewayUser, startGateway } from '@archipelago/gateway';
 import { ArchipelagoError } from '@archipelago/libxseg';
@@ -108,7 +108,13 @@ function parseToken(fields: string[], where: string): [string, string] {
  */
 export function readAuthFile(path: string): GatewayCredentials {
   let text: string;
-  const fd = openSync(path, 'r');
+  let fd: number;
+  try {
+    // O_NONBLOCK: a FIFO must be refused below, not block the open.
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (e) {
+    throw new ArchipelagoError('EINVAL', `auth file ${path}: ${(e as Error).message}`);
+  }
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) throw new ArchipelagoError('EINVAL', `auth file ${path}: not a regular file`);
@@ -175,13 +181,16 @@ export function gatewayCredentials(o: GatewayLaunch): GatewayCredentials {
 }
 
 function parseAuth(o: GatewayLaunch): GatewayAuth {
+  const life = o.tokenLifetime;
+  if (life !== undefined && (!Number.isSafeInteger(life) || life < 1))
+    throw new ArchipelagoError('EINVAL', 'tokenLifetime: whole seconds, at least 1');
   const { users, tokens } = gatewayCredentials(o);
   if (users.length === 0 && Object.keys(tokens).length === 0)
     throw new ArchipelagoError(
       'EINVAL',
       `no users or tokens: give --auth-file FILE (or ${GATEWAY_ENV.users} / ${GATEWAY_ENV.tokens}), or --no-auth`,
     );
-  return { users, tokens, ...(o.tokenLifetime !== undefined ? { tokenLifetime: o.tokenLifetime } : {}) };
+  return { users, tokens, ...(life !== undefined ? { tokenLifetime: life } : {}) };
 }
 
 /** Seconds (a launch option) → milliseconds (a gateway option), checked. */
