@@ -12,9 +12,10 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FileBlocker } from '../../packages/blocker-file/src/index.js';
 import { type Gateway, startGateway } from '../../packages/gateway/src/index.js';
+import { objectKey } from '../../packages/gateway/src/names.js';
 import { merkleRoot, pithosBlockHash, ZERO_BLOCK } from '../../packages/mapfile/src/index.js';
 import { Mapper } from '../../packages/mapper/src/index.js';
-import { curl, run, SWIFT_ENV, storedBytes } from './helpers.js';
+import { curl, rawExchange, run, SWIFT_ENV, storedBytes } from './helpers.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const MiB = 1024 * 1024;
@@ -351,28 +352,93 @@ describe('gateway: the swift client', () => {
   });
 });
 
+/**
+ * A volume `name` of `blocks4m` 4 MiB blocks holding `payload` from its start, snapshotted as
+ * `<name>-snap`; resolves the snapshot's whole contents.
+ */
+async function snapshotOf(name: string, blocks4m: number, payload: Buffer): Promise<Buffer> {
+  const size = blocks4m * 4 * MiB;
+  await mapper.create(name, { size });
+  let at = 0;
+  for (const s of await mapper.mapWrite(name, 0, payload.length)) {
+    await blocks.write(s.target, s.offset, payload.subarray(at, at + s.size));
+    at += s.size;
+  }
+  await mapper.snapshot(name, `${name}-snap`);
+  return Buffer.concat([payload, Buffer.alloc(size - payload.length)]);
+}
+
+/** Publishes map `source` as the file at `path` through the bridge (X-Archipelago-Source-Map). */
+const publish = (source: string, path: string, token = TOKEN) =>
+  curl([
+    '-X',
+    'PUT',
+    '-H',
+    `X-Archipelago-Source-Map: ${source}`,
+    '-H',
+    'Content-Length: 0',
+    '-H',
+    `X-Auth-Token: ${token}`,
+    `${base}${path}`,
+  ]);
+
+describe("gateway: every file passes swift download's MD5 check", () => {
+  const S = (...args: string[]) =>
+    run('swift', ['-A', `${base}/auth/v1.0`, '-U', 'test:tester', '-K', 'testing', ...args], SWIFT_ENV);
+
+  it('uploaded, hashmap PUT, bridged from a snapshot, and a record from before MD5 ETags', async () => {
+    expect((await curl(['-X', 'PUT', ...auth, `${base}/test/etags`])).status).toBe(201);
+    const want = new Map<string, Buffer>();
+    // Uploaded by swift itself.
+    const up = Buffer.concat([randomBytes(BS + 77), Buffer.alloc(BS), randomBytes(10)]);
+    const upRun = await S('upload', '--object-name', 'uploaded.bin', 'etags', await file('etag-up.bin', up));
+    expect(upRun.code, upRun.stderr).toBe(0);
+    want.set('uploaded.bin', up);
+    // The same blocks by hashmap PUT (no data sent, so no MD5 seen on the wire).
+    const hm = await curl([...auth, `${base}/test/etags/uploaded.bin?hashmap&format=json`]);
+    const put = await curl([
+      '-X',
+      'PUT',
+      '--data-binary',
+      hm.body.toString(),
+      ...auth,
+      `${base}/test/etags/by-hashmap.bin?hashmap`,
+    ]);
+    expect(put.status, put.body.toString()).toBe(201);
+    expect(put.headers.etag).toBe(md5(up));
+    want.set('by-hashmap.bin', up);
+    // A snapshot published through the bridge (its blocks named by SHA-256, not by MD5).
+    const whole = await snapshotOf('etagvol', 2, randomBytes(4 * MiB + 4321));
+    const reg = await publish('etagvol-snap', '/test/etags/snapshot.raw');
+    expect(reg.status, reg.body.toString()).toBe(201);
+    expect(reg.headers.etag).toBe(md5(whole));
+    want.set('snapshot.raw', whole);
+    // A record written before every file had an MD5: its ETag was the Merkle root.
+    const oldData = randomBytes(BS + 5);
+    expect(
+      (await curl(['-T', await file('etag-old.bin', oldData), ...auth, `${base}/test/etags/old.bin`])).status,
+    ).toBe(201);
+    const key = objectKey('test', 'etags', 'old.bin');
+    const rec = JSON.parse((await maps.read(key, 0, (await maps.info(key))!.size)).toString());
+    await maps.writeFull(key, Buffer.from(JSON.stringify({ ...rec, etag: rec.hash })));
+    want.set('old.bin', oldData);
+
+    const out = join(dir, 'etag-down');
+    const down = await S('download', 'etags', '-D', out);
+    expect(down.code, down.stderr).toBe(0);
+    expect(down.stderr).not.toMatch(/md5sum != etag/);
+    for (const [name, data] of want) {
+      expect((await readFile(join(out, name))).equals(data), name).toBe(true);
+      expect((await curl(['-I', ...auth, `${base}/test/etags/${name}`])).headers.etag, name).toBe(md5(data));
+    }
+  });
+});
+
 describe('gateway: bridges to volumes', () => {
   it('registers a snapshot as a file and clones a file into a volume, copying no data', async () => {
     const bs = 4 * MiB;
-    await mapper.create('gwvol', { size: 3 * bs });
-    const payload = randomBytes(bs + 5000);
-    let at = 0;
-    for (const s of await mapper.mapWrite('gwvol', 0, payload.length)) {
-      await blocks.write(s.target, s.offset, payload.subarray(at, at + s.size));
-      at += s.size;
-    }
-    await mapper.snapshot('gwvol', 'gwvol-snap');
-    const whole = Buffer.concat([payload, Buffer.alloc(3 * bs - payload.length)]);
-    const reg = await curl([
-      '-X',
-      'PUT',
-      '-H',
-      'X-Archipelago-Source-Map: gwvol-snap',
-      '-H',
-      'Content-Length: 0',
-      ...auth,
-      `${base}/test/bridge/image.raw`,
-    ]);
+    const whole = await snapshotOf('gwvol', 3, randomBytes(bs + 5000));
+    const reg = await publish('gwvol-snap', '/test/bridge/image.raw');
     expect(reg.status, reg.body.toString()).toBe(201);
     const root = merkleRoot(hashesOf(whole, bs));
     expect(reg.headers['x-object-hash']).toBe(root);
@@ -409,29 +475,10 @@ describe('gateway: bridges to volumes', () => {
     expect(Buffer.concat(parts).equals(whole)).toBe(true);
     // Only bridge accounts may reach maps by name.
     expect((await curl(['-X', 'PUT', `${base}/other/oc`, '-H', `X-Auth-Token: ${OTHER}`])).status).toBe(201);
-    const denied = await curl([
-      '-X',
-      'PUT',
-      '-H',
-      'X-Archipelago-Source-Map: gwvol-snap',
-      '-H',
-      'Content-Length: 0',
-      '-H',
-      `X-Auth-Token: ${OTHER}`,
-      `${base}/other/oc/stolen`,
-    ]);
+    const denied = await publish('gwvol-snap', '/other/oc/stolen', OTHER);
     expect(denied.status).toBe(403);
     // A writable volume cannot be registered.
-    const bad = await curl([
-      '-X',
-      'PUT',
-      '-H',
-      'X-Archipelago-Source-Map: gwvol',
-      '-H',
-      'Content-Length: 0',
-      ...auth,
-      `${base}/test/bridge/x`,
-    ]);
+    const bad = await publish('gwvol', '/test/bridge/x');
     expect(bad.status).toBe(409);
   });
 });
@@ -472,16 +519,7 @@ describe('gateway: files and vlmc share maps', () => {
     expect(hashed.code, hashed.stderr).toBe(0);
     const name = hashed.stdout.toString().trim();
     expect(name).toMatch(/^[0-9a-f]{64}/);
-    const reg = await curl([
-      '-X',
-      'PUT',
-      '-H',
-      `X-Archipelago-Source-Map: ${name}`,
-      '-H',
-      'Content-Length: 0',
-      ...auth,
-      `${base}/test/bridge/from-vlmc.raw`,
-    ]);
+    const reg = await publish(name, '/test/bridge/from-vlmc.raw');
     expect(reg.status, reg.body.toString()).toBe(201);
     expect(reg.headers['x-archipelago-map']).toBe(name);
     const got = await curl([...auth, `${base}/test/bridge/from-vlmc.raw`]);
@@ -602,23 +640,10 @@ describe('gateway: hostile input', () => {
 });
 
 /** Sends raw bytes, returns what the server answered until it closes (or 5 s). */
-function rawRequest(head: string, body: Buffer): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const u = new URL(base);
-    const chunks: Buffer[] = [];
-    const s = connect(Number(u.port), u.hostname, () => {
-      s.write(head);
-      if (body.length) s.write(body);
-    });
-    const timer = setTimeout(() => s.destroy(), 5000);
-    s.on('data', (c) => chunks.push(c));
-    s.on('close', () => {
-      clearTimeout(timer);
-      resolve(Buffer.concat(chunks).toString('latin1'));
-    });
-    s.on('error', (e) => {
-      if (chunks.length) return;
-      reject(e);
-    });
+async function rawRequest(head: string, body: Buffer): Promise<string> {
+  const r = await rawExchange(base, (s) => {
+    s.write(head);
+    if (body.length) s.write(body);
   });
+  return r.answer;
 }

@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import { readdir, stat } from 'node:fs/promises';
+import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 
 export interface Run {
@@ -60,3 +61,31 @@ export async function storedBytes(dir: string): Promise<number> {
 
 /** A `swift` binary: the Debian python3-swiftclient one (a pyenv python may shadow it on PATH). */
 export const SWIFT_ENV: NodeJS.ProcessEnv = { ...process.env, PATH: `/usr/bin:${process.env.PATH ?? ''}` };
+
+/**
+ * Connects to the gateway at `url`, lets `send` write raw bytes (and pause as it likes), and
+ * resolves what the server answered once it closes the connection (or `guardMs` passed), and
+ * after how many ms.
+ */
+export function rawExchange(
+  url: string,
+  send: (s: Socket) => void | Promise<void>,
+  guardMs = 5000,
+): Promise<{ answer: string; ms: number }> {
+  const u = new URL(url);
+  const t0 = performance.now();
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const s = connect(Number(u.port), u.hostname, () => void send(s));
+    const guard = setTimeout(() => s.destroy(), guardMs);
+    s.on('data', (c) => chunks.push(c));
+    s.on('close', () => {
+      clearTimeout(guard);
+      resolve({ answer: Buffer.concat(chunks).toString('latin1'), ms: performance.now() - t0 });
+    });
+    s.on('error', (e) => {
+      if (chunks.length) return;
+      reject(e);
+    });
+  });
+}

@@ -5,7 +5,7 @@
 import type * as http from 'node:http';
 import { requireContainer } from './container.js';
 import type { ContainerTarget, GatewayContext, Handler } from './context.js';
-import { drainBody, HttpError, header, wantsJson } from './http.js';
+import { bodyChunks, drainBody, HttpError, header, wantsJson } from './http.js';
 import { Upload } from './store.js';
 
 /** What a body came to: its block hashes, length, and MD5 when asked for. */
@@ -25,7 +25,7 @@ export const postBlocks: Handler<ContainerTarget> = async (ctx, req, res, t) => 
   const ct = (header(req, 'content-type') ?? '').split(';')[0]!.trim().toLowerCase();
   if (ct !== 'application/octet-stream') {
     // Metadata updates are accepted and ignored (no container metadata is kept).
-    await drainBody(req, 64 * 1024);
+    await drainBody(req, 64 * 1024, ctx.bodyTimeout);
     res.writeHead(204);
     res.end();
     return;
@@ -64,7 +64,7 @@ export async function receiveBlocks(
   }
   const up = new Upload(store, store.blocksize, store.inflight, o.md5);
   try {
-    for await (const chunk of req as AsyncIterable<Buffer>) {
+    for await (const chunk of bodyChunks(req, ctx.bodyTimeout)) {
       if (up.bytes + chunk.length > maxObject) {
         throw new HttpError(413, `objects are limited to ${maxObject} bytes`);
       }

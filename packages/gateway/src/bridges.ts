@@ -26,7 +26,7 @@ export const publishMap: Handler<ObjectTarget> = async (ctx, req, res, t) => {
   const { contentType, meta } = await putHeaders(ctx, req, t);
   const source = header(req, 'x-archipelago-source-map')!;
   checkBridge(ctx, t.account);
-  await drainBody(req, 0);
+  await drainBody(req, 0, ctx.bodyTimeout);
   if (!isMapName(source)) throw new HttpError(400, 'bad X-Archipelago-Source-Map');
   const rec = await ctx.store.registerMap(t.account, t.container, t.object, source, { contentType, meta });
   created(res, rec);
@@ -38,7 +38,7 @@ export const publishMap: Handler<ObjectTarget> = async (ctx, req, res, t) => {
  */
 export const cloneToVolume: Handler<ObjectTarget> = async (ctx, req, res, t) => {
   const rec = await findObject(ctx, t);
-  await drainBody(req, 64 * 1024);
+  await drainBody(req, 64 * 1024, ctx.bodyTimeout);
   const vol = header(req, 'x-archipelago-clone-to')!;
   checkBridge(ctx, rec.account);
   if (!isMapName(vol)) throw new HttpError(400, 'bad X-Archipelago-Clone-To');

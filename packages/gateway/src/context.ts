@@ -19,6 +19,11 @@ export interface GatewayAuth {
   users?: GatewayUser[];
   /** Pre-shared tokens → account (Pithos style: clients send X-Auth-Token only). */
   tokens?: Record<string, string>;
+  /**
+   * Seconds a token handed out at auth stays valid (`X-Auth-Token-Expires`; default 86400). Past
+   * them it gets 401 and the client authenticates again. Pre-shared `tokens` do not expire.
+   */
+  tokenLifetime?: number;
 }
 
 export interface GatewayOptions {
@@ -49,8 +54,21 @@ export interface GatewayOptions {
    * account when `auth` is false.
    */
   bridgeAccounts?: string[];
-  /** Compute the MD5 of streamed uploads for ETag (default true; Swift clients check it). */
-  md5?: boolean;
+  /**
+   * Milliseconds a client has to send a request's head (default 60 000); past them the gateway
+   * answers 408 and closes the connection (slowloris). 0: no limit.
+   */
+  headersTimeout?: number;
+  /**
+   * Milliseconds a request body may stall, no byte arriving (default 30 000); past them the request
+   * is answered 408, the connection closed, and nothing of the body is made visible. 0: no limit.
+   */
+  bodyTimeout?: number;
+  /**
+   * Milliseconds a whole request (head and body) may take to arrive (default 0: no limit, as big
+   * uploads take long); past them 408 and the connection closed, nothing made visible.
+   */
+  requestTimeout?: number;
   logger?: Logger;
 }
 
@@ -69,6 +87,8 @@ export interface GatewayContext {
   readonly opts: GatewayOptions;
   /** Largest object accepted by PUT or block POST (`opts.maxObjectSize`, default 5 GiB). */
   readonly maxObject: number;
+  /** How long a request body may stall, ms (`opts.bodyTimeout`, default 30 000; 0: no limit). */
+  readonly bodyTimeout: number;
 }
 
 /** A request path, `/<account>[/<container>[/<object...>]]`, decoded and checked, and its query. */

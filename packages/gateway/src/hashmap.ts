@@ -11,7 +11,7 @@ import { isContentName } from './store.js';
 
 /** `GET`/`HEAD ...?hashmap`: `{block_hash, block_size, bytes, hashes}` (only format=json). */
 export const getHashmap: Handler<ObjectTarget> = async (ctx, req, res, t) => {
-  const rec = await findObject(ctx, t);
+  const rec = await ctx.store.withMd5(await findObject(ctx, t));
   const fmt = t.query.get('format') ?? 'json';
   if (fmt !== 'json') throw new HttpError(400, 'only format=json hashmaps are served');
   const hashes = await ctx.store.hashes(rec);
@@ -33,7 +33,7 @@ export const getHashmap: Handler<ObjectTarget> = async (ctx, req, res, t) => {
 export const putHashmap: Handler<ObjectTarget> = async (ctx, req, res, t) => {
   const { contentType, meta } = await putHeaders(ctx, req, t);
   const { store, maxObject } = ctx;
-  const body = await readBody(req, hashmapLimit(maxObject, store.blocksize));
+  const body = await readBody(req, hashmapLimit(maxObject, store.blocksize), ctx.bodyTimeout);
   const hm = parseHashmap(body, store.blocksize, maxObject);
   const missing = await store.missing(hm.hashes);
   if (missing.length > 0) {

@@ -104,15 +104,62 @@ export async function write(res: http.ServerResponse, buf: Buffer, done?: () => 
   });
 }
 
-/** Reads a small body whole, refusing more than `limit` bytes with 413. */
-export async function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
+/**
+ * The chunks of a request body, in order. When no byte arrives for `idleMs` while the consumer
+ * waits for the next chunk (time it spends on a chunk does not count), throws a 408 `HttpError`:
+ * the error answer then closes the connection, the rest of the body unread. `idleMs` 0: no limit.
+ * A consumer that stops early for another reason ends the stream (as `for await` on it does).
+ */
+export async function* bodyChunks(req: http.IncomingMessage, idleMs: number): AsyncGenerator<Buffer> {
+  const it = (req as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+  let waiting = false;
+  let stall: ((e: HttpError) => void) | undefined;
+  const stalled = new Promise<never>((_, reject) => {
+    stall = reject;
+  });
+  stalled.catch(() => {});
+  const timer =
+    idleMs > 0
+      ? setTimeout(() => {
+          if (waiting)
+            stall?.(new HttpError(408, `the request body stalled (no bytes for ${idleMs / 1000} s)`));
+        }, idleMs)
+      : undefined;
+  let done = false;
+  let timedOut = false;
+  try {
+    for (;;) {
+      waiting = true;
+      timer?.refresh();
+      let r: IteratorResult<Buffer>;
+      try {
+        r = timer ? await Promise.race([it.next(), stalled]) : await it.next();
+      } catch (e) {
+        timedOut = e instanceof HttpError && e.status === 408;
+        throw e;
+      }
+      waiting = false;
+      if (r.done) {
+        done = true;
+        return;
+      }
+      yield r.value;
+    }
+  } finally {
+    clearTimeout(timer);
+    if (!done && !timedOut) await it.return?.();
+  }
+}
+
+/** Reads a small body whole, refusing more than `limit` bytes with 413 (408 if it stalls `idleMs`). */
+export async function readBody(req: http.IncomingMessage, limit: number, idleMs: number): Promise<Buffer> {
   const cl = header(req, 'content-length');
   if (cl !== undefined && (!/^\d{1,16}$/.test(cl) || Number(cl) > limit)) {
     throw new HttpError(413, `this body is limited to ${limit} bytes`);
   }
   const parts: Buffer[] = [];
   let n = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
+  for await (const chunk of bodyChunks(req, idleMs)) {
     n += chunk.length;
     if (n > limit) throw new HttpError(413, `this body is limited to ${limit} bytes`);
     parts.push(chunk);
@@ -121,7 +168,7 @@ export async function readBody(req: http.IncomingMessage, limit: number): Promis
   return Buffer.concat(parts);
 }
 
-/** Reads and forgets a small body (at most `limit` bytes, else 413). */
-export async function drainBody(req: http.IncomingMessage, limit: number): Promise<void> {
-  await readBody(req, limit);
+/** Reads and forgets a small body (at most `limit` bytes, else 413; 408 if it stalls `idleMs`). */
+export async function drainBody(req: http.IncomingMessage, limit: number, idleMs: number): Promise<void> {
+  await readBody(req, limit, idleMs);
 }

@@ -46,8 +46,7 @@ export function created(res: http.ServerResponse, rec: FileRecord): void {
 export const putObject: Handler<ObjectTarget> = async (ctx, req, res, t) => {
   const { contentType, meta } = await putHeaders(ctx, req, t);
   const want = header(req, 'etag')?.replace(/^"|"$/g, '').toLowerCase();
-  const md5 = ctx.opts.md5 ?? true;
-  const up = await receiveBlocks(ctx, req, { md5: md5 || want !== undefined });
+  const up = await receiveBlocks(ctx, req, { md5: true });
   if (want !== undefined && up.md5 !== want) {
     throw new HttpError(422, 'the body does not match its ETag (MD5); nothing was stored');
   }
@@ -55,7 +54,7 @@ export const putObject: Handler<ObjectTarget> = async (ctx, req, res, t) => {
     hashes: up.hashes,
     bytes: up.bytes,
     blocksize: ctx.store.blocksize,
-    ...(md5 && up.md5 ? { etag: up.md5 } : {}),
+    ...(up.md5 ? { md5: up.md5 } : {}),
     contentType,
     meta,
   });
@@ -81,7 +80,7 @@ export async function findObject(ctx: GatewayContext, t: ObjectTarget): Promise<
 /** `POST /<a>/<c>/<o>` without a bridge header: a metadata update, accepted (202) and not kept. */
 export const postObject: Handler<ObjectTarget> = async (ctx, req, res, t) => {
   await findObject(ctx, t);
-  await drainBody(req, 64 * 1024);
+  await drainBody(req, 64 * 1024, ctx.bodyTimeout);
   res.writeHead(202, { 'Content-Length': 0 });
   res.end();
 };
@@ -91,7 +90,7 @@ export const postObject: Handler<ObjectTarget> = async (ctx, req, res, t) => {
  * (206 multipart/byteranges), unsatisfiable (416); a malformed Range is ignored (200).
  */
 export const getObject: Handler<ObjectTarget> = async (ctx, req, res, t) => {
-  const rec = await findObject(ctx, t);
+  const rec = await ctx.store.withMd5(await findObject(ctx, t));
   const head = req.method === 'HEAD';
   const size = rec.bytes;
   const base = { ...objectHeaders(rec), 'Accept-Ranges': 'bytes' };

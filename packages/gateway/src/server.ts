@@ -53,8 +53,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const server = http.createServer(
     {
       maxHeaderSize: opts.maxHeaderSize ?? 16 * 1024,
-      requestTimeout: 0, // big uploads take long; idle peers are cut by headersTimeout / keepAlive
-      headersTimeout: 60_000,
+      ...serverTimeouts(opts),
       keepAliveTimeout: 5_000,
     },
     (req, res) => {
@@ -93,6 +92,29 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   };
 }
 
+/**
+ * Node's own limits on a request's arrival: the head within `headersTimeout`, the whole request
+ * within `requestTimeout` (0: none; big uploads take long, a stalled body is cut by `bodyTimeout`
+ * instead). Node checks them every `connectionsCheckingInterval` (default 30 s), which would add
+ * up to that much to each: here a quarter of the shortest, between 250 ms and 30 s.
+ */
+function serverTimeouts(opts: GatewayOptions): http.ServerOptions {
+  const request = checkMs('requestTimeout', opts.requestTimeout ?? 0);
+  let headers = checkMs('headersTimeout', opts.headersTimeout ?? 60_000);
+  if (request > 0 && (headers === 0 || headers > request)) headers = request; // Node requires <=
+  const shortest = Math.min(...[headers, request].filter((t) => t > 0), 120_000);
+  return {
+    headersTimeout: headers,
+    requestTimeout: request,
+    connectionsCheckingInterval: Math.max(250, Math.min(30_000, Math.floor(shortest / 4))),
+  };
+}
+
+function checkMs(name: string, v: number): number {
+  if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`${name}: milliseconds, an integer >= 0`);
+  return v;
+}
+
 /** Routes a request by its path (auth, account, container, object) and method to its resource. */
 class Router {
   /** What clients reach the gateway at, for X-Storage-Url (set once it listens). */
@@ -102,7 +124,12 @@ class Router {
   private readonly maxUrl: number;
 
   constructor(store: FileStore, opts: GatewayOptions) {
-    this.ctx = { store, opts, maxObject: opts.maxObjectSize ?? 5 * 1024 ** 3 };
+    this.ctx = {
+      store,
+      opts,
+      maxObject: opts.maxObjectSize ?? 5 * 1024 ** 3,
+      bodyTimeout: checkMs('bodyTimeout', opts.bodyTimeout ?? 30_000),
+    };
     this.maxUrl = opts.maxUrlLength ?? 8192;
     this.auth = new Auth(opts.auth);
   }

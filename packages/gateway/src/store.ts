@@ -29,7 +29,11 @@ export interface FileRecord {
   blocksize: number;
   /** Pithos top-level hash (Merkle root): X-Object-Hash. */
   hash: string;
-  /** MD5 of the contents when known (a streamed PUT), else the Merkle root. */
+  /**
+   * MD5 of the contents (hex), what Swift clients check a download against: computed while a
+   * streamed PUT arrives, else by reading the file once when it is made (hashmap PUT, bridge).
+   * Records written before that held the Merkle root here for those (see `FileStore.withMd5`).
+   */
   etag: string;
   contentType: string;
   /** Milliseconds since the epoch. */
@@ -63,6 +67,9 @@ const hasStoreContent = (b: Blocker): b is Blocker & ContentStore =>
   typeof (b as Partial<ContentStore>).storeContent === 'function';
 
 const HEX64 = /^[0-9a-f]{64}$/;
+const MD5_HEX = /^[0-9a-f]{32}$/;
+/** MD5s computed for old records, by map name (a map's content never changes); bounded. */
+const MD5_CACHE_MAX = 4096;
 export const isContentName = (s: string) => HEX64.test(s);
 
 /** `block` without trailing zero bytes (subarray, no copy). */
@@ -99,6 +106,7 @@ export class FileStore {
   readonly mapper: Mapper;
   readonly blocksize: number;
   readonly inflight: number;
+  private readonly md5s = new Map<string, string>();
 
   constructor(opts: StoreOptions) {
     this.blockerm = opts.blockerm;
@@ -220,8 +228,51 @@ export class FileStore {
   }
 
   /**
+   * The MD5 (hex) of the file of `bytes` bytes whose `blocksize`-byte blocks are `hashes`: its
+   * blocks read once, in order, `inflight` ahead (the zero block and bytes past a stored block's
+   * content are zeros).
+   */
+  async md5Of(hashes: readonly string[], bytes: number, blocksize: number): Promise<string> {
+    const md5 = createHash('md5');
+    const n = Math.ceil(bytes / blocksize);
+    const read = (i: number): Promise<Buffer> => {
+      const len = Math.min(blocksize, bytes - i * blocksize);
+      const h = hashes[i];
+      if (h === undefined || h === ZERO_BLOCK) return Promise.resolve(zeroBuf(len));
+      const p = this.blockerb.read(h, 0, len);
+      p.catch(() => {}); // awaited in order below; an early failure must not go unhandled
+      return p;
+    };
+    const ahead: Promise<Buffer>[] = [];
+    let next = 0;
+    while (next < n && ahead.length < this.inflight) ahead.push(read(next++));
+    while (ahead.length > 0) {
+      md5.update(await ahead.shift()!);
+      if (next < n) ahead.push(read(next++));
+    }
+    return md5.digest('hex');
+  }
+
+  /**
+   * `rec` with its MD5 as ETag. Records written before every file had one hold the Merkle root:
+   * their MD5 is computed by reading the file (once per map and process), so every download
+   * passes a Swift client's check. Publishing such a file again stores it.
+   */
+  async withMd5(rec: FileRecord): Promise<FileRecord> {
+    if (MD5_HEX.test(rec.etag)) return rec;
+    let md5 = this.md5s.get(rec.map);
+    if (md5 === undefined) {
+      md5 = await this.md5Of(await this.hashes(rec), rec.bytes, rec.blocksize);
+      if (this.md5s.size >= MD5_CACHE_MAX) this.md5s.clear();
+      this.md5s.set(rec.map, md5);
+    }
+    return { ...rec, etag: md5 };
+  }
+
+  /**
    * Makes the file visible: writes (or finds) the content map of `hashes`, then the record.
-   * Every non-zero hash must be stored already.
+   * Every non-zero hash must be stored already. Without `md5` (a streamed PUT computes it), the
+   * file is read once to compute it.
    */
   async commit(
     account: string,
@@ -231,12 +282,13 @@ export class FileStore {
       hashes: string[];
       bytes: number;
       blocksize: number;
-      etag?: string;
+      md5?: string;
       contentType: string;
       meta: Record<string, string>;
     },
   ): Promise<FileRecord> {
     const made = await this.mapper.createHashedMap(f.hashes, f.bytes, f.blocksize);
+    const md5 = f.md5 ?? (await this.md5Of(f.hashes, f.bytes, f.blocksize));
     const rec: FileRecord = {
       v: 1,
       account,
@@ -246,7 +298,7 @@ export class FileStore {
       bytes: f.bytes,
       blocksize: f.blocksize,
       hash: made.root,
-      etag: f.etag ?? made.root,
+      etag: md5,
       contentType: f.contentType,
       lastModified: Date.now(),
       meta: f.meta,

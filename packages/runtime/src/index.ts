@@ -20,7 +20,14 @@ export { ENDPOINT_ENV, type HostRequest, runHost } from './endpoint/host.js';
 export { endpointMain, listMapped, type MapOptions, mapVolume, unmapVolume } from './endpoint/map.js';
 export { type MappedEntry, type MappedStatus, RunState } from './endpoint/runstate.js';
 export { guardStop, STOP_GRACE_ENV, type StopGuard, stopGraceMs } from './endpoint/stop-guard.js';
-export { type GatewayLaunch, launchGateway, type RunningGateway } from './gateway.js';
+export {
+  GATEWAY_ENV,
+  type GatewayLaunch,
+  gatewayCredentials,
+  launchGateway,
+  type RunningGateway,
+  readAuthFile,
+} from './gateway.js';
 export * from './paths.js';
 export * from './peers.js';
 export { blockerOptions, DEFAULT_UNIQUE_STR, hostIdentity, lockTimeoutMs, peerOptions } from './sections.js';
