@@ -98,4 +98,39 @@ describe('xseg', () => {
     expect(text.stdout).toMatch(/port 1 \(dynamic: False\)/);
     expect(text.stdout).toMatch(/owner: pid \d+ \(dead\)/);
   });
+
+  it("the guide's \"Peer failure\" procedure: kill -9 a peer holding a lock, recoverlocks <port>, recoverport <port>", async () => {
+    const s = spec();
+    await xseg(s, 'create');
+    // A peer bound to port 3 that accepted two requests and holds port 3's own lock.
+    const script = `
+      import { Segment } from ${JSON.stringify(fileURLToPath(new URL('../../libxseg/dist/segment/index.js', import.meta.url)))};
+      const seg = Segment.join(${JSON.stringify(s)});
+      const p = seg.bindPort(3);
+      let n = 0;
+      p.onRequest(() => { if (++n === 2) { seg[Object.getOwnPropertySymbols(seg)[0]].debugHoldLock('port', 3); process.send('held'); } });
+      const c = seg.bindPort(0);
+      for (let i = 0; i < 2; i++) c.submit({ dst: 3, op: 1, size: 4096 });
+    `;
+    const child = fork('-', [], { execArgv: ['--input-type=module', '-e', script] });
+    await new Promise((r) => child.once('message', r));
+    const pid = child.pid as number;
+    // While the peer lives, the port is refused with the reason (it is not taken as pid 3).
+    const alive = await xseg(s, 'recoverlocks', '3');
+    expect(alive.code).toBe(1);
+    expect(alive.stderr).toMatch(new RegExp(`EBUSY: port 3 is bound by pid ${pid}, which is alive`));
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('exit', r));
+    const locks = await xseg(s, 'recoverlocks', '3');
+    expect(locks.code).toBe(0);
+    expect(locks.stdout).toBe(`port 3: dead owner pid ${pid}: 1 locks recovered\n`);
+    expect(JSON.parse((await xseg(s, 'recoverport', '3', '--json')).stdout)).toEqual({
+      port: 3,
+      failed: 2,
+      freed: 0,
+    });
+    const after = JSON.parse((await xseg(s, 'reportall', '--json')).stdout);
+    expect(after.locks.filter((l: { ownerPid: number }) => l.ownerPid === pid)).toEqual([]);
+    expect(after.requests.accepted).toBe(0);
+  });
 });
