@@ -85,6 +85,24 @@ export function formatSize(bytes: number): string {
   return `${bytes} B`;
 }
 
+/**
+ * A size a user can trust to the byte: `formatSize` when that is exact (`4 KiB`, `1.5 MiB`,
+ * `100 B`), otherwise the exact byte count with the rounded size after it
+ * (`4097 B, about 4 KiB`). For what the user asked for or will rely on (create, resize, hash);
+ * progress and summaries keep the shorter `formatSize`.
+ */
+export function formatSizeExact(bytes: number): string {
+  if (!Number.isFinite(bytes)) return String(bytes);
+  const abs = Math.abs(bytes);
+  for (const [unit, name] of UNIT_NAMES) {
+    if (abs >= unit) {
+      const v = Math.round((bytes / unit) * 100) / 100;
+      return v * unit === bytes ? `${v} ${name}` : `${bytes} B, about ${v} ${name}`;
+    }
+  }
+  return `${bytes} B`;
+}
+
 /** Bytes per second as `123.4 MiB/s`. */
 export function formatRate(bytes: number, seconds: number): string {
   if (seconds <= 0) return '-- MiB/s';

@@ -3,9 +3,10 @@
  * in either wiring, reaching a mapped volume through its holder. The commands parse flags, call
  * one of these and print the result.
  */
+import { dirSpace } from '@archipelago/blocker-file';
 import { ArchipelagoError } from '@archipelago/libxseg';
-import { validateVolumeName, ZERO_BLOCK } from '@archipelago/mapfile';
-import type { VolumeInfo, VolumeSummary } from '@archipelago/mapper';
+import { DEFAULT_BLOCKSIZE, validateVolumeName, ZERO_BLOCK } from '@archipelago/mapfile';
+import { checkMapSpace, type VolumeInfo, type VolumeSummary } from '@archipelago/mapper';
 import { callControl } from './endpoint/control.js';
 import type { MappedStatus } from './endpoint/runstate.js';
 import type { Session } from './session.js';
@@ -24,7 +25,12 @@ async function settled(s: Session, v: VolumeInfo): Promise<VolumeInfo> {
   return { ...v, lockOwner: await rt.blockerm.lockOwner(v.name) };
 }
 
-/** A new empty volume of `size` bytes, or with `snap` a thin clone of that snapshot. */
+/**
+ * A new empty volume of `size` bytes, or with `snap` a thin clone of that snapshot. Refused with
+ * ENOSPC, before anything is written, when blockerm has no room for the map (the mapper checks
+ * where it can see its blocker's free space; in the daemon wiring a file blockerm's directory is
+ * checked here, as mapperd reaches blockerm over the segment).
+ */
 export async function createVolume(
   s: Session,
   name: string,
@@ -33,6 +39,10 @@ export async function createVolume(
   if (opts.size === undefined && opts.snap === undefined)
     throw new ArchipelagoError('EINVAL_SIZE', 'create needs --size SIZE, --snap SNAP, or both');
   const rt = await s.runtime();
+  const m = s.configuration().config.blockerm;
+  if (rt.wiring === 'daemons' && opts.size !== undefined && m.type === 'file_blocker' && m.archip_dir) {
+    checkMapSpace(await dirSpace(m.archip_dir), name, opts.size, DEFAULT_BLOCKSIZE);
+  }
   if (opts.snap === undefined) return settled(s, await rt.mapper.create(name, { size: opts.size as number }));
   return settled(
     s,

@@ -99,7 +99,7 @@ describe('xseg', () => {
     expect(text.stdout).toMatch(/owner: pid \d+ \(dead\)/);
   });
 
-  it("the guide's \"Peer failure\" procedure: kill -9 a peer holding a lock, recoverlocks <port>, recoverport <port>", async () => {
+  it('the guide\'s "Peer failure" procedure: kill -9 a peer holding a lock, recoverlocks <port>, recoverport <port>', async () => {
     const s = spec();
     await xseg(s, 'create');
     // A peer bound to port 3 that accepted two requests and holds port 3's own lock.

@@ -1,4 +1,4 @@
-import { formatSize, parseSize } from '@archipelago/cli-kit';
+import { formatSizeExact, parseSize } from '@archipelago/cli-kit';
 import type { VolumeInfo } from '@archipelago/mapper';
 import { createVolume } from '@archipelago/runtime';
 import { Args, Flags } from '@oclif/core';
@@ -47,7 +47,7 @@ A bare number means MiB, as in the original vlmc.`;
       ...(flags.snap !== undefined ? { snap: flags.snap } : {}),
     });
     const clone = flags.snap === undefined ? '' : ` as a clone of snapshot ${flags.snap}`;
-    this.say(`created volume ${info.name} (${formatSize(info.size)})${clone}`);
+    this.say(`created volume ${info.name} (${formatSizeExact(info.size)})${clone}`);
     return info;
   }
 }
