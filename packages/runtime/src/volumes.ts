@@ -14,7 +14,9 @@ import {
   DEFAULT_IMPORT_INFLIGHT,
   DEFAULT_INFLIGHT,
   exportVolume,
+  exportVolumeToStream,
   importFile,
+  importStream,
   type TransferOptions,
   type TransferStats,
 } from './transfer.js';
@@ -257,4 +259,30 @@ export async function exportImage(
   const rt = await s.runtime({ bulk: true });
   await s.adopt(name);
   return exportVolume(rt, name, file, { inflight: DEFAULT_INFLIGHT, ...opts });
+}
+
+/**
+ * A new volume from a stream with no size up front (`vlmc import - NAME`: stdin); see
+ * `importStream` for `size` and growth. Bulk mode, as `importImage`.
+ */
+export async function importImageFrom(
+  s: Session,
+  input: AsyncIterable<Uint8Array>,
+  name: string,
+  opts: TransferOptions & { size?: number } = {},
+): Promise<TransferStats> {
+  const rt = await s.runtime({ bulk: true });
+  return importStream(rt, input, name, { inflight: DEFAULT_IMPORT_INFLIGHT, ...opts });
+}
+
+/** A volume or snapshot to a stream, every byte in order (`vlmc export NAME -`: stdout). */
+export async function exportImageTo(
+  s: Session,
+  name: string,
+  out: NodeJS.WritableStream,
+  opts: TransferOptions = {},
+): Promise<TransferStats> {
+  const rt = await s.runtime({ bulk: true });
+  await s.adopt(name);
+  return exportVolumeToStream(rt, name, out, { inflight: DEFAULT_INFLIGHT, ...opts });
 }

@@ -1,4 +1,5 @@
 /** Making maps under new names: create, clone, createFromEntries. */
+import { getHeapStatistics } from 'node:v8';
 import type { StorageSpace } from '@archipelago/blocker';
 import { archipError } from '@archipelago/libxseg';
 import {
@@ -46,9 +47,36 @@ function bytesText(n: number): string {
   return u < 0 ? `${n} bytes` : `${n} bytes (${Math.round(v * 100) / 100} ${units[u]})`;
 }
 
+/** Bytes of this process's memory an entry of a held map takes at most (its array slot and a share). */
+const ENTRY_MEMORY = 16;
+
+/** Entries one JavaScript array holds at most (V8's FixedArray limit, 2^27 less a header). */
+const MAX_HELD_ENTRIES = 2 ** 27 - 16;
+
 /**
- * Refuses (ENOSPC) a new map of `size` bytes that storage with `space` free has no room for;
- * null `space` (a blocker that cannot tell: RADOS) passes. A 1 PiB volume's map alone is 32 GiB.
+ * Refuses (EINVAL_SIZE) a map whose entries this process could not hold: the mapper keeps a volume's
+ * entries in memory, and a 1 PiB volume has 268 million of them. Better refused up front than a
+ * JavaScript heap abort halfway through writing the map.
+ */
+function checkMapMemory(name: string, size: number, blocksize: number): void {
+  const n = objectCount(size, blocksize);
+  const heap = getHeapStatistics();
+  const room = heap.heap_size_limit - heap.used_heap_size;
+  const most = Math.min(MAX_HELD_ENTRIES, Math.floor(room / 2 / ENTRY_MEMORY));
+  if (n <= most) return;
+  throw archipError(
+    'EINVAL_SIZE',
+    `the map of "${name}" (${size} bytes: ${n} blocks of ${blocksize} bytes) is more than the mapper can hold in memory ` +
+      `(${most} entries here); the largest volume with ${blocksize}-byte blocks is ${bytesText(most * blocksize)}`,
+    { details: { volume: name, size, blocks: n } },
+  );
+}
+
+/**
+ * Refuses (ENOSPC) a new map of `size` bytes that storage with `space` free has no room for
+ * (null `space`: a blocker that cannot tell, RADOS, passes), then (EINVAL_SIZE) one whose entries
+ * this process cannot hold. A 1 PiB volume's map alone is 32 GiB. Called before anything is
+ * allocated or written.
  */
 export function checkMapSpace(
   space: StorageSpace | null,
@@ -56,9 +84,8 @@ export function checkMapSpace(
   size: number,
   blocksize: number,
 ): void {
-  if (space === null) return;
   const needed = mapStorageBytes(size, blocksize);
-  if (needed <= space.available) return;
+  if (space === null || needed <= space.available) return checkMapMemory(name, size, blocksize);
   throw archipError(
     'ENOSPC',
     `not enough space for the map of "${name}": ${size} bytes in ${blocksize}-byte blocks need ` +
