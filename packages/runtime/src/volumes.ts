@@ -5,7 +5,7 @@
  */
 import { dirSpace } from '@archipelago/blocker-file';
 import { ArchipelagoError } from '@archipelago/libxseg';
-import { DEFAULT_BLOCKSIZE, validateVolumeName, ZERO_BLOCK } from '@archipelago/mapfile';
+import { DEFAULT_BLOCKSIZE, ObjFlag, validateVolumeName, ZERO_BLOCK } from '@archipelago/mapfile';
 import { checkMapSpace, type VolumeInfo, type VolumeSummary } from '@archipelago/mapper';
 import { callControl } from './endpoint/control.js';
 import type { MappedStatus } from './endpoint/runstate.js';
@@ -52,18 +52,66 @@ export async function createVolume(
   );
 }
 
-/** A volume's description; for a mapped volume, its holder's view (and where it is mapped). */
+/**
+ * Where a volume comes from, as far as its map tells (maps record no parent; this is derived):
+ * `parent`, for a clone, is the snapshot whose objects it still shares: the one snapshot that
+ * has every shared entry of the clone (not written since the clone, not owned by it) at the same
+ * block; `origin`, for a snapshot, is the volume whose data objects it holds (`<volume>_<epoch>_<n>`,
+ * the most of its blocks), when a map of that name is still there. Null when it cannot be told
+ * (a clone not sharing any data, or several snapshots matching: `parentCandidates` lists them).
+ */
+export interface Lineage {
+  parent?: string | null;
+  parentCandidates?: string[];
+  origin?: string | null;
+}
+
+const DATA_OBJECT = /^(.+)_[0-9a-f]{16}_[0-9a-f]{16}$/;
+
+async function lineage(s: Session, info: VolumeInfo): Promise<Lineage> {
+  const rt = await s.runtime();
+  const entries = await rt.mapper.entries(info.name);
+  const all = await rt.mapper.list();
+  if (info.readonly) {
+    const counts = new Map<string, number>();
+    for (const e of entries) {
+      const m = DATA_OBJECT.exec(e.name);
+      if (m && !(e.flags & ObjFlag.ZERO)) counts.set(m[1]!, (counts.get(m[1]!) ?? 0) + 1);
+    }
+    const [best] = [...counts].sort((a, b) => b[1] - a[1])[0] ?? [null];
+    return { origin: best !== null && all.some((v) => v.name === best && !v.readonly) ? best : null };
+  }
+  const shared: number[] = [];
+  entries.forEach((e, i) => {
+    if (!(e.flags & (ObjFlag.WRITABLE | ObjFlag.ZERO)) && !e.name.startsWith(`${info.name}_`)) shared.push(i);
+  });
+  if (shared.length === 0) return { parent: null };
+  const matches: string[] = [];
+  for (const v of all) {
+    if (!v.readonly || v.incomplete || v.blocksize !== info.blocksize || v.name === info.name) continue;
+    const snap = await rt.mapper.entries(v.name).catch(() => null);
+    if (snap && shared.every((i) => snap[i]?.name === entries[i]!.name)) matches.push(v.name);
+  }
+  return matches.length === 1 ? { parent: matches[0]! } : { parent: null, parentCandidates: matches };
+}
+
+/**
+ * A volume's description; for a mapped volume, its holder's view (and where it is mapped). With
+ * `lineage`, also the parent snapshot of a clone or the origin of a snapshot (`Lineage`).
+ */
 export async function volumeInfo(
   s: Session,
   name: string,
-): Promise<{ info: VolumeInfo; mapped: MappedStatus | null }> {
+  opts: { lineage?: boolean } = {},
+): Promise<{ info: VolumeInfo & Lineage; mapped: MappedStatus | null }> {
   const holder = await s.holder(name);
+  let info: VolumeInfo;
   if (holder) {
-    const info = (await callControl(holder.control, { op: 'info' })) as VolumeInfo;
-    return { info: { ...info, epoch: BigInt(info.epoch) }, mapped: holder };
-  }
-  const rt = await s.runtime();
-  return { info: await rt.mapper.info(name), mapped: null };
+    const got = (await callControl(holder.control, { op: 'info' })) as VolumeInfo;
+    info = { ...got, epoch: BigInt(got.epoch) };
+  } else info = await (await s.runtime()).mapper.info(name);
+  const extra = opts.lineage && !info.incomplete ? await lineage(s, info) : {};
+  return { info: { ...info, ...extra }, mapped: holder };
 }
 
 /** Every volume and snapshot. */
