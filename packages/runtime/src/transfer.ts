@@ -10,6 +10,7 @@ import { type FileHandle, open, stat } from 'node:fs/promises';
 import { addressAlignment, largeBuffer } from '@archipelago/fastio';
 import { ArchipelagoError, fromSystemError } from '@archipelago/libxseg';
 import { DEFAULT_BLOCKSIZE, ObjFlag } from '@archipelago/mapfile';
+import type { LoadOptions } from '@archipelago/mapper';
 import type { Runtime } from './types.js';
 
 /** Blocks in flight by default. */
@@ -62,6 +63,11 @@ export interface TransferOptions {
   flushEvery?: number;
   /** Called with the bytes done so far (zero blocks count as done). */
   onProgress?: (done: number, total: number) => void;
+  /**
+   * Export: how to load the map (a Pithos v0 map: `{ assumeV0: true, v0Size }`). A v0 map is read
+   * straight from its content-addressed blocks in blockerb (it is read-only, nothing is copied up).
+   */
+  load?: LoadOptions;
 }
 
 export interface TransferStats {
@@ -251,8 +257,9 @@ export async function exportVolume(
 ): Promise<TransferStats> {
   const started = performance.now();
   const inflight = Math.max(1, opts.inflight ?? DEFAULT_INFLIGHT);
-  const info = await rt.mapper.info(name);
-  const entries = await rt.mapper.entries(name);
+  const load = opts.load ?? {};
+  const info = await rt.mapper.info(name, load);
+  const entries = await rt.mapper.entries(name, load);
   try {
     const st = await stat(file);
     if (!st.isFile()) {
@@ -296,7 +303,8 @@ export async function exportVolume(
       if (!e || e.flags & ObjFlag.ZERO) zeroSkipped++;
       else {
         let data: Buffer;
-        if (volumes.readInto) {
+        if (load.assumeV0) data = await rt.blockerb.read(e.name, 0, len);
+        else if (volumes.readInto) {
           buffers[slot] ??= largeBuffer(bs);
           data = await volumes.readInto(name, offset, buffers[slot]!.subarray(0, len));
         } else data = await volumes.read(name, offset, len);
@@ -371,15 +379,17 @@ export async function exportVolumeToStream(
 ): Promise<TransferStats> {
   const started = performance.now();
   const inflight = Math.max(1, opts.inflight ?? DEFAULT_INFLIGHT);
-  const info = await rt.mapper.info(name);
-  const entries = await rt.mapper.entries(name);
+  const load = opts.load ?? {};
+  const info = await rt.mapper.info(name, load);
+  const entries = await rt.mapper.entries(name, load);
   const { size, blocksize: bs, objects: blocks } = info;
   const zeroBlock = Buffer.alloc(bs);
   const reads = new Map<number, Promise<Buffer | null>>();
   const readBlock = (i: number): Promise<Buffer | null> => {
     const e = entries[i];
     if (!e || e.flags & ObjFlag.ZERO) return Promise.resolve(null);
-    return rt.composer.read(name, i * bs, Math.min(bs, size - i * bs));
+    const len = Math.min(bs, size - i * bs);
+    return load.assumeV0 ? rt.blockerb.read(e.name, 0, len) : rt.composer.read(name, i * bs, len);
   };
   let written = 0;
   let zeroSkipped = 0;

@@ -6,7 +6,7 @@
 import { dirSpace } from '@archipelago/blocker-file';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { DEFAULT_BLOCKSIZE, ObjFlag, validateVolumeName, ZERO_BLOCK } from '@archipelago/mapfile';
-import { checkMapSpace, type VolumeInfo, type VolumeSummary } from '@archipelago/mapper';
+import { checkMapSpace, type LoadOptions, type VolumeInfo, type VolumeSummary } from '@archipelago/mapper';
 import { callControl } from './endpoint/control.js';
 import type { MappedStatus } from './endpoint/runstate.js';
 import type { Session } from './session.js';
@@ -36,7 +36,7 @@ async function settled(s: Session, v: VolumeInfo): Promise<VolumeInfo> {
 export async function createVolume(
   s: Session,
   name: string,
-  opts: { size?: number; snap?: string },
+  opts: { size?: number; snap?: string; load?: LoadOptions },
 ): Promise<VolumeInfo> {
   if (opts.size === undefined && opts.snap === undefined)
     throw new ArchipelagoError('EINVAL_SIZE', 'create needs --size SIZE, --snap SNAP, or both');
@@ -48,7 +48,10 @@ export async function createVolume(
   if (opts.snap === undefined) return settled(s, await rt.mapper.create(name, { size: opts.size as number }));
   return settled(
     s,
-    await rt.mapper.clone(opts.snap, name, opts.size === undefined ? {} : { size: opts.size }),
+    await rt.mapper.clone(opts.snap, name, {
+      ...opts.load,
+      ...(opts.size === undefined ? {} : { size: opts.size }),
+    }),
   );
 }
 
@@ -68,9 +71,9 @@ export interface Lineage {
 
 const DATA_OBJECT = /^(.+)_[0-9a-f]{16}_[0-9a-f]{16}$/;
 
-async function lineage(s: Session, info: VolumeInfo): Promise<Lineage> {
+async function lineage(s: Session, info: VolumeInfo, load: LoadOptions): Promise<Lineage> {
   const rt = await s.runtime();
-  const entries = await rt.mapper.entries(info.name);
+  const entries = await rt.mapper.entries(info.name, load);
   const all = await rt.mapper.list();
   if (info.readonly) {
     const counts = new Map<string, number>();
@@ -102,15 +105,16 @@ async function lineage(s: Session, info: VolumeInfo): Promise<Lineage> {
 export async function volumeInfo(
   s: Session,
   name: string,
-  opts: { lineage?: boolean } = {},
+  opts: { lineage?: boolean; load?: LoadOptions } = {},
 ): Promise<{ info: VolumeInfo & Lineage; mapped: MappedStatus | null }> {
+  const load = opts.load ?? {};
   const holder = await s.holder(name);
   let info: VolumeInfo;
   if (holder) {
     const got = (await callControl(holder.control, { op: 'info' })) as VolumeInfo;
     info = { ...got, epoch: BigInt(got.epoch) };
-  } else info = await (await s.runtime()).mapper.info(name);
-  const extra = opts.lineage && !info.incomplete ? await lineage(s, info) : {};
+  } else info = await (await s.runtime()).mapper.info(name, load);
+  const extra = opts.lineage && !info.incomplete ? await lineage(s, info, load) : {};
   return { info: { ...info, ...extra }, mapped: holder };
 }
 

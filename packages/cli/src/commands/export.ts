@@ -3,6 +3,7 @@ import { DEFAULT_INFLIGHT, exportImage, exportImageTo, type TransferStats } from
 import { Args, Flags } from '@oclif/core';
 import { VlmcCommand } from '../base.js';
 import { transferSummary } from '../format.js';
+import { v0Flags, v0Load } from '../v0.js';
 
 export default class Export extends VlmcCommand {
   static override summary = 'Write a volume or snapshot to a sparse raw image file, or to stdout (-).';
@@ -28,6 +29,7 @@ else does: the summary goes to stderr when it is a terminal, and --json is refus
 
   static override flags = {
     inflight: Flags.integer({ summary: 'Blocks in flight.', default: DEFAULT_INFLIGHT, min: 1, max: 256 }),
+    ...v0Flags,
   };
 
   async run(): Promise<TransferStats> {
@@ -40,14 +42,22 @@ else does: the summary goes to stderr when it is a terminal, and --json is refus
         );
       }
       const stats = await this.withProgress('export', (onProgress) =>
-        exportImageTo(this.session(), args.name, process.stdout, { inflight: flags.inflight, ...onProgress }),
+        exportImageTo(this.session(), args.name, process.stdout, {
+          inflight: flags.inflight,
+          load: v0Load(flags),
+          ...onProgress,
+        }),
       );
       if (process.stderr.isTTY)
         process.stderr.write(`${transferSummary(`exported ${args.name} to stdout`, stats)}\n`);
       return stats;
     }
     const stats = await this.withProgress('export', (onProgress) =>
-      exportImage(this.session(), args.name, args.file, { inflight: flags.inflight, ...onProgress }),
+      exportImage(this.session(), args.name, args.file, {
+        inflight: flags.inflight,
+        load: v0Load(flags),
+        ...onProgress,
+      }),
     );
     this.say(transferSummary(`exported ${args.name} to ${args.file}`, stats));
     return stats;

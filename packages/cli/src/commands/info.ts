@@ -3,6 +3,7 @@ import { type Lineage, volumeInfo } from '@archipelago/runtime';
 import { Args } from '@oclif/core';
 import { VlmcCommand } from '../base.js';
 import { infoLines } from '../format.js';
+import { v0Flags, v0Load } from '../v0.js';
 
 export default class Info extends VlmcCommand {
   static override summary = 'Show a volume: size, block size, epoch, objects, lock owner.';
@@ -24,9 +25,14 @@ block with any snapshot any more has no parent, and several identical snapshots 
     name: Args.string({ required: true, description: 'Volume or snapshot.' }),
   };
 
+  static override flags = { ...v0Flags };
+
   async run(): Promise<VolumeInfo & Lineage> {
-    const { args } = await this.parse(Info);
-    const { info, mapped } = await volumeInfo(this.session(), args.name, { lineage: true });
+    const { args, flags } = await this.parse(Info);
+    const { info, mapped } = await volumeInfo(this.session(), args.name, {
+      lineage: true,
+      load: v0Load(flags),
+    });
     for (const line of infoLines(info)) this.say(line);
     if (mapped) this.say(`mapped:      ${mapped.uri} (pid ${mapped.pid})`);
     return info;
