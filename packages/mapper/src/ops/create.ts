@@ -85,7 +85,10 @@ export function checkMapSpace(
   blocksize: number,
 ): void {
   const needed = mapStorageBytes(size, blocksize);
-  if (space === null || needed <= space.available) return checkMapMemory(name, size, blocksize);
+  if (space === null || needed <= space.available) {
+    checkMapMemory(name, size, blocksize);
+    return;
+  }
   throw archipError(
     'ENOSPC',
     `not enough space for the map of "${name}": ${size} bytes in ${blocksize}-byte blocks need ` +
