@@ -244,6 +244,17 @@ export async function importFile(
   }
 }
 
+/** What both exports start from: blocks in flight, how to load the map, the map's facts and entries. */
+async function exportSource(rt: Runtime, name: string, opts: TransferOptions) {
+  const load = opts.load ?? {};
+  return {
+    inflight: Math.max(1, opts.inflight ?? DEFAULT_INFLIGHT),
+    load,
+    info: await rt.mapper.info(name, load),
+    entries: await rt.mapper.entries(name, load),
+  };
+}
+
 /**
  * Writes volume `name` to `file` (created, or truncated) as a sparse raw image: the file is sized
  * to the volume, zero blocks and all-zero blocks are left as holes, the rest is written with
@@ -256,10 +267,7 @@ export async function exportVolume(
   opts: TransferOptions = {},
 ): Promise<TransferStats> {
   const started = performance.now();
-  const inflight = Math.max(1, opts.inflight ?? DEFAULT_INFLIGHT);
-  const load = opts.load ?? {};
-  const info = await rt.mapper.info(name, load);
-  const entries = await rt.mapper.entries(name, load);
+  const { inflight, load, info, entries } = await exportSource(rt, name, opts);
   try {
     const st = await stat(file);
     if (!st.isFile()) {
@@ -378,10 +386,7 @@ export async function exportVolumeToStream(
   opts: TransferOptions = {},
 ): Promise<TransferStats> {
   const started = performance.now();
-  const inflight = Math.max(1, opts.inflight ?? DEFAULT_INFLIGHT);
-  const load = opts.load ?? {};
-  const info = await rt.mapper.info(name, load);
-  const entries = await rt.mapper.entries(name, load);
+  const { inflight, load, info, entries } = await exportSource(rt, name, opts);
   const { size, blocksize: bs, objects: blocks } = info;
   const zeroBlock = Buffer.alloc(bs);
   const reads = new Map<number, Promise<Buffer | null>>();

@@ -287,54 +287,34 @@ export async function hashSnapshot(
 }
 
 /**
- * A new volume from a raw image. Bulk mode: the new volume's objects need not be durable one by
- * one (a crash in the middle leaves a partial volume either way); everything is flushed, data
- * first, before the import reports success.
+ * A new volume from a raw image file, or from a stream with no size up front (`vlmc import - NAME`:
+ * stdin; see `importStream` for `size` and growth). Bulk mode: the new volume's objects need not be
+ * durable one by one (a crash in the middle leaves a partial volume either way); everything is
+ * flushed, data first, before the import reports success.
  */
 export async function importImage(
   s: Session,
-  file: string,
-  name: string,
-  opts: TransferOptions = {},
-): Promise<TransferStats> {
-  const rt = await s.runtime({ bulk: true });
-  return importFile(rt, file, name, { inflight: DEFAULT_IMPORT_INFLIGHT, ...opts });
-}
-
-/** A volume or snapshot to a sparse raw file (bulk mode: O_DIRECT reads into the slot buffers). */
-export async function exportImage(
-  s: Session,
-  name: string,
-  file: string,
-  opts: TransferOptions = {},
-): Promise<TransferStats> {
-  const rt = await s.runtime({ bulk: true });
-  await s.adopt(name);
-  return exportVolume(rt, name, file, { inflight: DEFAULT_INFLIGHT, ...opts });
-}
-
-/**
- * A new volume from a stream with no size up front (`vlmc import - NAME`: stdin); see
- * `importStream` for `size` and growth. Bulk mode, as `importImage`.
- */
-export async function importImageFrom(
-  s: Session,
-  input: AsyncIterable<Uint8Array>,
+  from: string | AsyncIterable<Uint8Array>,
   name: string,
   opts: TransferOptions & { size?: number } = {},
 ): Promise<TransferStats> {
   const rt = await s.runtime({ bulk: true });
-  return importStream(rt, input, name, { inflight: DEFAULT_IMPORT_INFLIGHT, ...opts });
+  const o = { inflight: DEFAULT_IMPORT_INFLIGHT, ...opts };
+  return typeof from === 'string' ? importFile(rt, from, name, o) : importStream(rt, from, name, o);
 }
 
-/** A volume or snapshot to a stream, every byte in order (`vlmc export NAME -`: stdout). */
-export async function exportImageTo(
+/**
+ * A volume or snapshot to a sparse raw file (bulk mode: O_DIRECT reads into the slot buffers), or
+ * to a stream, every byte in order (`vlmc export NAME -`: stdout).
+ */
+export async function exportImage(
   s: Session,
   name: string,
-  out: NodeJS.WritableStream,
+  to: string | NodeJS.WritableStream,
   opts: TransferOptions = {},
 ): Promise<TransferStats> {
   const rt = await s.runtime({ bulk: true });
   await s.adopt(name);
-  return exportVolumeToStream(rt, name, out, { inflight: DEFAULT_INFLIGHT, ...opts });
+  const o = { inflight: DEFAULT_INFLIGHT, ...opts };
+  return typeof to === 'string' ? exportVolume(rt, name, to, o) : exportVolumeToStream(rt, name, to, o);
 }

@@ -1,5 +1,5 @@
 import { ArchipelagoError } from '@archipelago/libxseg';
-import { DEFAULT_INFLIGHT, exportImage, exportImageTo, type TransferStats } from '@archipelago/runtime';
+import { DEFAULT_INFLIGHT, exportImage, type TransferStats } from '@archipelago/runtime';
 import { Args, Flags } from '@oclif/core';
 import { VlmcCommand } from '../base.js';
 import { transferSummary } from '../format.js';
@@ -42,7 +42,7 @@ else does: the summary goes to stderr when it is a terminal, and --json is refus
         );
       }
       const stats = await this.withProgress('export', (onProgress) =>
-        exportImageTo(this.session(), args.name, process.stdout, {
+        exportImage(this.session(), args.name, process.stdout, {
           inflight: flags.inflight,
           load: v0Load(flags),
           ...onProgress,

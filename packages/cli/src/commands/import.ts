@@ -1,11 +1,6 @@
 import { parseSize } from '@archipelago/cli-kit';
 import { ArchipelagoError } from '@archipelago/libxseg';
-import {
-  DEFAULT_IMPORT_INFLIGHT,
-  importImage,
-  importImageFrom,
-  type TransferStats,
-} from '@archipelago/runtime';
+import { DEFAULT_IMPORT_INFLIGHT, importImage, type TransferStats } from '@archipelago/runtime';
 import { Args, Flags } from '@oclif/core';
 import { VlmcCommand } from '../base.js';
 import { transferSummary } from '../format.js';
@@ -53,7 +48,7 @@ the input may be shorter (the rest reads as zeros) but not longer.`;
     if (args.file === '-') {
       const size = flags.size === undefined ? {} : { size: parseSize(flags.size) };
       const stats = await this.withProgress('import', (onProgress) =>
-        importImageFrom(this.session(), process.stdin, args.name, {
+        importImage(this.session(), process.stdin, args.name, {
           inflight: flags.inflight,
           ...size,
           ...onProgress,
