@@ -29,6 +29,7 @@ import {
   missingSourceError,
   type ReleaseRequest,
   resolveIdentity,
+  type StorageSpace,
 } from '@archipelago/blocker';
 import { addressAlignment } from '@archipelago/fastio';
 import { ArchipelagoError, fromSystemError } from '@archipelago/libxseg';
@@ -156,6 +157,11 @@ export class FileBlocker extends AbstractBlocker {
     }
     this.sync = opts.sync ?? 'always';
     this.fds = new FdCache(fdCache, (path) => this.openFile(path, 0));
+  }
+
+  /** `dirSpace` of the blocker's directory. */
+  space(): Promise<StorageSpace> {
+    return dirSpace(this.dir);
   }
 
   /**
@@ -1143,4 +1149,22 @@ async function pathExists(path: string): Promise<boolean> {
 async function settleAll(all: Promise<unknown>[]): Promise<void> {
   const results = await Promise.allSettled(all);
   for (const r of results) if (r.status === 'rejected') throw r.reason;
+}
+
+/**
+ * `statfs` of `dir` (of its nearest existing parent when it does not exist yet): the bytes an
+ * unprivileged writer may still use (`bavail`), and the file system's size.
+ */
+export async function dirSpace(dir: string): Promise<StorageSpace> {
+  let where = resolve(dir);
+  for (;;) {
+    try {
+      const st = await fsp.statfs(where);
+      return { available: st.bavail * st.bsize, total: st.blocks * st.bsize, where };
+    } catch (e) {
+      const parent = dirname(where);
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || parent === where) throw e;
+      where = parent;
+    }
+  }
 }

@@ -108,6 +108,16 @@ export interface ObjectInfo {
   size: number;
 }
 
+/** What `Blocker.space` tells. */
+export interface StorageSpace {
+  /** Bytes a new object may still take. */
+  available: number;
+  /** Bytes of the whole storage. */
+  total: number;
+  /** Where that was measured (a directory, a pool). */
+  where: string;
+}
+
 export interface Blocker {
   readonly specificationVersion: 'v1';
   /** Short kind name, e.g. "file" or "rados". */
@@ -225,6 +235,13 @@ export interface Blocker {
    * Use `readIntoBuffer`, which falls back to `read` for blockers without it.
    */
   readInto?(name: string, offset: number, target: Buffer): Promise<void>;
+
+  /**
+   * Free and total bytes of the storage this blocker writes to (a file blocker: `statfs` of its
+   * directory, `available` as an unprivileged writer sees it). Optional: blockers that cannot tell
+   * cheaply leave it undefined, and callers skip the check (the RADOS blocker: use `ceph df`).
+   */
+  space?(): Promise<StorageSpace>;
 
   /**
    * Makes every acknowledged write durable, whichever process-local write it came from (a no-op

@@ -10,6 +10,7 @@ import type {
   ReleaseOptions,
   RenewOptions,
   RequestReleaseOptions,
+  StorageSpace,
   WriteOptions,
 } from './contract.js';
 import type { LockRecord } from './holder.js';
@@ -59,6 +60,8 @@ export class FaultyBlocker implements Blocker {
   readonly hash?: (name: string, size: number) => Promise<string>;
   /** Present when the wrapped blocker has it; a `read` fault plan covers it too. */
   readonly readInto?: (name: string, offset: number, target: Buffer) => Promise<void>;
+  /** Present when the wrapped blocker has it. */
+  readonly space?: () => Promise<StorageSpace>;
 
   constructor(readonly inner: Blocker) {
     this.kind = `faulty(${inner.kind})`;
@@ -70,6 +73,8 @@ export class FaultyBlocker implements Blocker {
         return innerHash(name, size);
       };
     }
+    const innerSpace = inner.space?.bind(inner);
+    if (innerSpace) this.space = innerSpace;
     const innerReadInto = inner.readInto?.bind(inner);
     if (innerReadInto) {
       this.readInto = async (name: string, offset: number, target: Buffer) => {

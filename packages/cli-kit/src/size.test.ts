@@ -1,6 +1,6 @@
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { describe, expect, it } from 'vitest';
-import { formatRate, formatSize, parseSize } from './size.js';
+import { formatRate, formatSize, formatSizeExact, parseSize } from './size.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -75,6 +75,21 @@ describe('formatSize', () => {
   it('round-trips through parseSize for whole units', () => {
     for (const s of ['1 KiB', '3 MiB', '7 GiB', '2 TiB'])
       expect(formatSize(parseSize(s.replace(' ', '')))).toBe(s);
+  });
+});
+
+describe('formatSizeExact', () => {
+  it.each([
+    [100, '100 B'],
+    [4096, '4 KiB'],
+    [4097, '4097 B, about 4 KiB'],
+    [1.5 * MiB, '1.5 MiB'],
+    [10 * GiB, '10 GiB'],
+    [GiB + 1, '1073741825 B, about 1 GiB'],
+    [64 * MiB + 1000, '67109864 B, about 64 MiB'],
+    [1024 * TiB, '1 PiB'],
+  ])('%d → %s (never rounded without the exact bytes)', (bytes, text) => {
+    expect(formatSizeExact(bytes)).toBe(text);
   });
 });
 

@@ -72,17 +72,32 @@ const UNIT_NAMES: ReadonlyArray<[number, string]> = [
   [KiB, 'KiB'],
 ];
 
+/** `bytes` in its largest whole unit, rounded to two decimals, or null below 1 KiB. */
+function inUnit(bytes: number): { value: number; unit: number; name: string } | null {
+  const abs = Math.abs(bytes);
+  const found = UNIT_NAMES.find(([unit]) => abs >= unit);
+  if (!found) return null;
+  const [unit, name] = found;
+  return { value: Math.round((bytes / unit) * 100) / 100, unit, name };
+}
+
 /** `10737418240` → `10 GiB`, `1572864` → `1.5 MiB`, `100` → `100 B` (up to two decimals). */
 export function formatSize(bytes: number): string {
   if (!Number.isFinite(bytes)) return String(bytes);
-  const abs = Math.abs(bytes);
-  for (const [unit, name] of UNIT_NAMES) {
-    if (abs >= unit) {
-      const v = Math.round((bytes / unit) * 100) / 100;
-      return `${v} ${name}`;
-    }
-  }
-  return `${bytes} B`;
+  const u = inUnit(bytes);
+  return u ? `${u.value} ${u.name}` : `${bytes} B`;
+}
+
+/**
+ * A size a user can trust to the byte: `formatSize` when that is exact (`4 KiB`, `1.5 MiB`,
+ * `100 B`), otherwise the exact byte count with the rounded size after it
+ * (`4097 B, about 4 KiB`). For what the user asked for or will rely on (create, resize, hash);
+ * progress and summaries keep the shorter `formatSize`.
+ */
+export function formatSizeExact(bytes: number): string {
+  const u = Number.isFinite(bytes) ? inUnit(bytes) : null;
+  if (!u || u.value * u.unit === bytes) return formatSize(bytes);
+  return `${bytes} B, about ${u.value} ${u.name}`;
 }
 
 /** Bytes per second as `123.4 MiB/s`. */

@@ -2,10 +2,10 @@
 
 import { formatSize } from '@archipelago/cli-kit';
 import type { VolumeInfo } from '@archipelago/mapper';
-import type { TransferStats } from '@archipelago/runtime';
+import type { Lineage, TransferStats } from '@archipelago/runtime';
 
 /** `vlmc info` lines: one `key: value` per line, aligned. */
-export function infoLines(v: VolumeInfo): string[] {
+export function infoLines(v: VolumeInfo & Lineage): string[] {
   const rows: Array<[string, string]> = [
     ['name', v.name],
     ['size', `${formatSize(v.size)} (${v.size} bytes)`],
@@ -20,6 +20,7 @@ export function infoLines(v: VolumeInfo): string[] {
           ] as [string, string],
         ]
       : []),
+    ...lineageRows(v),
     ['version', String(v.version)],
     ['objects', String(v.objects)],
     ['allocated', `${v.allocated} (${formatSize(v.allocated * v.blocksize)} at most)`],
@@ -36,4 +37,19 @@ export function transferSummary(verb: string, s: TransferStats): string {
     `${verb}: ${formatSize(s.bytes)} (${s.bytes} bytes), ${s.written} blocks written, ` +
     `${s.zeroSkipped} zero blocks skipped, ${s.seconds.toFixed(2)} s, ${s.mibPerSec.toFixed(1)} MiB/s`
   );
+}
+
+/** The `parent` (a clone) or `origin` (a snapshot) rows of `vlmc info`, when they were worked out. */
+function lineageRows(v: Lineage): Array<[string, string]> {
+  if (v.origin !== undefined) return [['origin', v.origin ?? '(unknown)']];
+  if (v.parent === undefined) return [];
+  if (v.parent !== null) return [['parent', `${v.parent} (snapshot)`]];
+  const c = v.parentCandidates ?? [];
+  return [['parent', c.length > 0 ? `one of ${c.join(', ')} (identical snapshots)` : '(none)']];
+}
+
+/** A `vlmc ls` line: the name, marked `(snapshot)` or `(incomplete)` when it is one. */
+export function listLine(v: { name: string; readonly: boolean; incomplete: boolean }): string {
+  const marks = [v.readonly ? 'snapshot' : '', v.incomplete ? 'incomplete' : ''].filter(Boolean);
+  return marks.length > 0 ? `${v.name} (${marks.join(', ')})` : v.name;
 }

@@ -129,7 +129,7 @@ describe.concurrent('volume life cycle', SLOW, () => {
 
     const listed = await vlmc(['list']);
     expect(listed.stdout.split('\n').filter(Boolean)).toEqual(
-      expect.arrayContaining(['life01', 'life01-snap', 'life02', 'life03']),
+      expect.arrayContaining(['life01', 'life01-snap (snapshot)', 'life02', 'life03']),
     );
     const records = await json<Array<{ name: string; readonly: boolean }>>(['ls']);
     expect(records.find((r) => r.name === 'life01-snap')?.readonly).toBe(true);

@@ -3,7 +3,7 @@
  * map blocks, single entries, the v0/v1 → v2 upgrade). It caches nothing; which maps are cached
  * is the volume locks' business (`volume-locks.ts`).
  */
-import { type Blocker, readIntoBuffer } from '@archipelago/blocker';
+import { type Blocker, readIntoBuffer, type StorageSpace } from '@archipelago/blocker';
 import { archipError } from '@archipelago/libxseg';
 import {
   decodeEntriesV2,
@@ -60,6 +60,11 @@ export class MapStore {
     private readonly blockerm: Blocker,
     private readonly opts: MapStoreOptions,
   ) {}
+
+  /** Free space of blockerm's storage, or null when its blocker cannot tell (`Blocker.space`). */
+  async space(): Promise<StorageSpace | null> {
+    return this.blockerm.space ? this.blockerm.space() : null;
+  }
 
   /** Reads the first 512 bytes of a map object; null when it does not exist. */
   async readHead(obj: string): Promise<{ bytes: Buffer; stored: number } | null> {

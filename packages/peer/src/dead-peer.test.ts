@@ -7,7 +7,15 @@
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { Segment } from '@archipelago/libxseg/segment';
 import { afterEach, describe, expect, it } from 'vitest';
-import { PEER_WATCH_MS, PeerClient, type PeerClientOptions } from './clients/client.js';
+import {
+  PEER_DOWN_TIMEOUT_ENV,
+  PEER_WATCH_MS,
+  PeerClient,
+  type PeerClientOptions,
+} from './clients/client.js';
+import { SegmentMapper } from './clients/segment-mapper.js';
+import { SegmentVolumes } from './clients/segment-volumes.js';
+import { PORTS, peerHarness } from './test-peers.js';
 
 class Pinger extends PeerClient {
   constructor(opts: PeerClientOptions) {
@@ -133,4 +141,51 @@ describe('a client whose peer is gone', () => {
     await closing;
     expect(c.retries).toBe(0);
   });
+});
+
+/**
+ * The operator's case (ARCHITECTURE, "dead peer"): blockerb is killed (-9) under a volume, and
+ * I/O through vlmcd (as `vlmc` and the NBD endpoint send it in the daemon wiring) fails within
+ * ARCHIPELAGO_PEER_DOWN_TIMEOUT_MS with ETIMEDOUT (or EIO) instead of hanging: vlmcd's and
+ * mapperd's own clients of blockerb take the timeout from their environment (1.5 s here, 30 s by
+ * default). Peers are processes of the built dist/main.js.
+ */
+describe('I/O through vlmcd when blockerb dies', () => {
+  it('fails with ETIMEDOUT within ARCHIPELAGO_PEER_DOWN_TIMEOUT_MS (peers honour the variable)', async () => {
+    const TIMEOUT = 1500;
+    const h = peerHarness('dpchain', { env: { [PEER_DOWN_TIMEOUT_ENV]: String(TIMEOUT) } });
+    try {
+      const s = await h.startAll(h.fourRoles('dp_mapperd'));
+      const mapper = new SegmentMapper({ segment: s, port: PORTS.mapperd, trackOpens: true });
+      // The vlmc side waits for live vlmcd however long (it is alive: slow, not dead).
+      const vols = new SegmentVolumes({
+        segment: s,
+        port: PORTS.vlmcd,
+        tracker: mapper,
+        deadPeerTimeoutMs: 0,
+      });
+      try {
+        await mapper.create('dp1', { size: 8 * 1024 * 1024 });
+        const data = Buffer.alloc(4096, 7);
+        await vols.write('dp1', 0, data);
+        expect((await vols.read('dp1', 0, 4096)).equals(data)).toBe(true);
+        const blockerb = h.children.get('blockerb')!;
+        blockerb.kill('SIGKILL');
+        await new Promise((r) => blockerb.once('exit', r));
+        for (const io of [() => vols.read('dp1', 0, 4096), () => vols.write('dp1', 4 * 1024 * 1024, data)]) {
+          const { e, ms } = await outcome(io());
+          expect(ArchipelagoError.isInstance(e), String(e)).toBe(true);
+          expect(['ETIMEDOUT', 'EIO']).toContain((e as ArchipelagoError).code);
+          expect((e as Error).message).toMatch(/blockerb|peer on port 3/);
+          expect(ms).toBeGreaterThanOrEqual(TIMEOUT - 300);
+          expect(ms).toBeLessThan(TIMEOUT + 4000);
+        }
+      } finally {
+        await vols.close().catch(() => {});
+        await mapper.close().catch(() => {});
+      }
+    } finally {
+      await h.teardown();
+    }
+  }, 60_000);
 });

@@ -1,6 +1,13 @@
 /** Archipelago peers as daemons: the peer runtime, the blocker, mapperd and vlmcd peers, and their clients. */
 
-export { PEER_WATCH_MS, PeerClient, type PeerClientOptions, type PeerState } from './clients/client.js';
+export {
+  envPeerDownTimeoutMs,
+  PEER_DOWN_TIMEOUT_ENV,
+  PEER_WATCH_MS,
+  PeerClient,
+  type PeerClientOptions,
+  type PeerState,
+} from './clients/client.js';
 export { SegmentBlocker, type SegmentBlockerOptions } from './clients/segment-blocker.js';
 export { type MapperHello, SegmentMapper, type SegmentMapperOptions } from './clients/segment-mapper.js';
 export { SegmentVolumes, type SegmentVolumesOptions } from './clients/segment-volumes.js';

@@ -9,7 +9,8 @@ import { constants } from 'node:fs';
 import { type FileHandle, open, stat } from 'node:fs/promises';
 import { addressAlignment, largeBuffer } from '@archipelago/fastio';
 import { ArchipelagoError, fromSystemError } from '@archipelago/libxseg';
-import { ObjFlag } from '@archipelago/mapfile';
+import { DEFAULT_BLOCKSIZE, ObjFlag } from '@archipelago/mapfile';
+import type { LoadOptions } from '@archipelago/mapper';
 import type { Runtime } from './types.js';
 
 /** Blocks in flight by default. */
@@ -62,6 +63,11 @@ export interface TransferOptions {
   flushEvery?: number;
   /** Called with the bytes done so far (zero blocks count as done). */
   onProgress?: (done: number, total: number) => void;
+  /**
+   * Export: how to load the map (a Pithos v0 map: `{ assumeV0: true, v0Size }`). A v0 map is read
+   * straight from its content-addressed blocks in blockerb (it is read-only, nothing is copied up).
+   */
+  load?: LoadOptions;
 }
 
 export interface TransferStats {
@@ -238,6 +244,17 @@ export async function importFile(
   }
 }
 
+/** What both exports start from: blocks in flight, how to load the map, the map's facts and entries. */
+async function exportSource(rt: Runtime, name: string, opts: TransferOptions) {
+  const load = opts.load ?? {};
+  return {
+    inflight: Math.max(1, opts.inflight ?? DEFAULT_INFLIGHT),
+    load,
+    info: await rt.mapper.info(name, load),
+    entries: await rt.mapper.entries(name, load),
+  };
+}
+
 /**
  * Writes volume `name` to `file` (created, or truncated) as a sparse raw image: the file is sized
  * to the volume, zero blocks and all-zero blocks are left as holes, the rest is written with
@@ -250,9 +267,7 @@ export async function exportVolume(
   opts: TransferOptions = {},
 ): Promise<TransferStats> {
   const started = performance.now();
-  const inflight = Math.max(1, opts.inflight ?? DEFAULT_INFLIGHT);
-  const info = await rt.mapper.info(name);
-  const entries = await rt.mapper.entries(name);
+  const { inflight, load, info, entries } = await exportSource(rt, name, opts);
   try {
     const st = await stat(file);
     if (!st.isFile()) {
@@ -296,7 +311,8 @@ export async function exportVolume(
       if (!e || e.flags & ObjFlag.ZERO) zeroSkipped++;
       else {
         let data: Buffer;
-        if (volumes.readInto) {
+        if (load.assumeV0) data = await rt.blockerb.read(e.name, 0, len);
+        else if (volumes.readInto) {
           buffers[slot] ??= largeBuffer(bs);
           data = await volumes.readInto(name, offset, buffers[slot]!.subarray(0, len));
         } else data = await volumes.read(name, offset, len);
@@ -347,3 +363,197 @@ async function openDirect(file: string): Promise<FileHandle | null> {
     return null;
   }
 }
+
+/** Where a streamed import starts when it is not told the size: 64 blocks, doubled as data comes. */
+const STREAM_GROW_BLOCKS = 64;
+
+/** Resolves once `out` took `data` (its write callback), so the caller follows its pace. */
+function writeTo(out: NodeJS.WritableStream, data: Uint8Array): Promise<void> {
+  return new Promise((resolve, reject) => {
+    out.write(data, (e) => (e ? reject(fromSystemError(e, 'cannot write the output')) : resolve()));
+  });
+}
+
+/**
+ * Writes volume `name` to the stream `out` (`vlmc export NAME -`: stdout), every byte in order,
+ * zero blocks as zeros (a pipe has no holes). `inflight` blocks are read ahead while the stream
+ * takes the earlier ones. Nothing but the volume's bytes goes to `out`; `file` of the stats is `-`.
+ */
+export async function exportVolumeToStream(
+  rt: Runtime,
+  name: string,
+  out: NodeJS.WritableStream,
+  opts: TransferOptions = {},
+): Promise<TransferStats> {
+  const started = performance.now();
+  const { inflight, load, info, entries } = await exportSource(rt, name, opts);
+  const { size, blocksize: bs, objects: blocks } = info;
+  const zeroBlock = Buffer.alloc(bs);
+  const reads = new Map<number, Promise<Buffer | null>>();
+  const readBlock = (i: number): Promise<Buffer | null> => {
+    const e = entries[i];
+    if (!e || e.flags & ObjFlag.ZERO) return Promise.resolve(null);
+    const len = Math.min(bs, size - i * bs);
+    return load.assumeV0 ? rt.blockerb.read(e.name, 0, len) : rt.composer.read(name, i * bs, len);
+  };
+  let written = 0;
+  let zeroSkipped = 0;
+  let done = 0;
+  try {
+    for (let i = 0; i < blocks; i++) {
+      for (let j = i; j < Math.min(blocks, i + inflight); j++) if (!reads.has(j)) reads.set(j, readBlock(j));
+      const len = Math.min(bs, size - i * bs);
+      const data = await reads.get(i)!;
+      reads.delete(i);
+      if (data === null || isAllZero(data)) {
+        zeroSkipped++;
+        await writeTo(out, zeroBlock.subarray(0, len));
+      } else {
+        written++;
+        await writeTo(out, data);
+      }
+      done += len;
+      opts.onProgress?.(done, size);
+    }
+  } finally {
+    // Reads started ahead of a failure must not reject unhandled.
+    for (const p of reads.values()) p.catch(() => {});
+  }
+  return finish(
+    { volume: name, file: '-', bytes: size, blocksize: bs, blocks, written, zeroSkipped },
+    started,
+  );
+}
+
+/**
+ * Creates volume `name` from the bytes of the stream `input` (`vlmc import - NAME`: stdin), which
+ * has no size up front. With `size`, the volume has that size and the stream may hold at most that
+ * many bytes (the rest reads as zeros); without, the volume grows as data arrives (64 blocks,
+ * doubled when full) and is cut to the bytes read at the end. As `importFile`: all-zero blocks are
+ * skipped, the volume stays INCOMPLETE until the data and the map are durable (a killed import
+ * leaves an incomplete volume that `vlmc remove` removes), and a failed import removes it.
+ */
+export async function importStream(
+  rt: Runtime,
+  input: AsyncIterable<Uint8Array>,
+  name: string,
+  opts: TransferOptions & { size?: number } = {},
+): Promise<TransferStats> {
+  const started = performance.now();
+  const inflight = Math.max(1, opts.inflight ?? DEFAULT_IMPORT_INFLIGHT);
+  const fixed = opts.size;
+  const first = await rt.mapper.create(name, {
+    size: fixed ?? STREAM_GROW_BLOCKS * DEFAULT_BLOCKSIZE,
+    incomplete: true,
+  });
+  const bs = first.blocksize;
+  let capacity = first.size;
+  let offset = 0;
+  let written = 0;
+  let zeroSkipped = 0;
+  const free: Buffer[] = [];
+  let buffers = 0;
+  const pending = new Set<Promise<void>>();
+  let failure: unknown = null;
+  const flusher = backgroundFlusher(opts.flushEvery ?? FLUSH_EVERY, () => rt.blockerb.flush());
+  const take = async (): Promise<Buffer> => {
+    while (free.length === 0 && buffers >= inflight) await Promise.race(pending);
+    if (failure !== null) throw failure;
+    if (free.length > 0) return free.pop()!;
+    buffers++;
+    return largeBuffer(bs);
+  };
+  const settle = async () => {
+    await Promise.all(pending);
+    if (failure !== null) throw failure;
+  };
+  /** Writes the block in `buf[0, len)` at `offset`, growing the volume first when needed. */
+  const put = async (buf: Buffer, len: number): Promise<void> => {
+    if (fixed !== undefined && offset + len > fixed) {
+      throw new ArchipelagoError(
+        'EINVAL_SIZE',
+        `the input holds more than the ${fixed} bytes of --size; give a larger --size, or none (the volume then takes the input's size)`,
+      );
+    }
+    if (offset + len > capacity) {
+      await settle();
+      capacity = Math.max(offset + len, Math.min(capacity * 2, MAX_STREAM_SIZE));
+      await rt.composer.frozen(name, () => rt.mapper.resize(name, capacity));
+    }
+    const data = buf.subarray(0, len);
+    if (isAllZero(data)) {
+      zeroSkipped++;
+      free.push(buf);
+    } else {
+      const p: Promise<void> = rt.composer
+        .write(name, offset, data)
+        .then(
+          () => {
+            written++;
+            flusher.note(len);
+          },
+          (e: unknown) => {
+            failure ??= e;
+          },
+        )
+        .finally(() => {
+          pending.delete(p);
+          free.push(buf);
+        });
+      pending.add(p);
+    }
+    offset += len;
+    opts.onProgress?.(offset, fixed ?? offset);
+  };
+  try {
+    let buf = await take();
+    let fill = 0;
+    try {
+      for await (const chunk of input) {
+        let at = 0;
+        while (at < chunk.length) {
+          const n = Math.min(bs - fill, chunk.length - at);
+          buf.set(chunk.subarray(at, at + n), fill);
+          fill += n;
+          at += n;
+          if (fill === bs) {
+            await put(buf, bs);
+            buf = await take();
+            fill = 0;
+          }
+        }
+      }
+    } catch (e) {
+      if (ArchipelagoError.isInstance(e)) throw e;
+      throw fromSystemError(e, 'cannot read the input');
+    }
+    if (fill > 0) await put(buf, fill);
+    await settle();
+    if (offset === 0)
+      throw new ArchipelagoError('EINVAL_SIZE', 'the input is empty: a volume needs at least one byte');
+    const size = fixed ?? offset;
+    if (size !== capacity) await rt.composer.frozen(name, () => rt.mapper.resize(name, size));
+    // The data before the map entries that name it, and both before the volume is complete.
+    await flusher.drain();
+    await rt.blockerb.flush();
+    await rt.composer.flush(name);
+    if (first.incomplete) {
+      if (!rt.mapper.complete)
+        throw new ArchipelagoError('ENOTSUP', `the mapper made "${name}" incomplete but cannot complete it`);
+      await rt.mapper.complete(name);
+    }
+    const blocks = Math.ceil(size / bs);
+    return finish(
+      { volume: name, file: '-', bytes: size, blocksize: bs, blocks, written, zeroSkipped },
+      started,
+    );
+  } catch (e) {
+    await Promise.allSettled(pending);
+    await flusher.drain().catch(() => {});
+    await rt.composer.remove(name).catch(() => {});
+    throw e;
+  }
+}
+
+/** The largest volume a streamed import grows to (the mapper's limit, 1 PiB). */
+const MAX_STREAM_SIZE = 2 ** 50;

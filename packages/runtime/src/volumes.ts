@@ -3,9 +3,10 @@
  * in either wiring, reaching a mapped volume through its holder. The commands parse flags, call
  * one of these and print the result.
  */
+import { dirSpace } from '@archipelago/blocker-file';
 import { ArchipelagoError } from '@archipelago/libxseg';
-import { validateVolumeName, ZERO_BLOCK } from '@archipelago/mapfile';
-import type { VolumeInfo, VolumeSummary } from '@archipelago/mapper';
+import { DEFAULT_BLOCKSIZE, ObjFlag, validateVolumeName, ZERO_BLOCK } from '@archipelago/mapfile';
+import { checkMapSpace, type LoadOptions, type VolumeInfo, type VolumeSummary } from '@archipelago/mapper';
 import { callControl } from './endpoint/control.js';
 import type { MappedStatus } from './endpoint/runstate.js';
 import type { Session } from './session.js';
@@ -13,7 +14,9 @@ import {
   DEFAULT_IMPORT_INFLIGHT,
   DEFAULT_INFLIGHT,
   exportVolume,
+  exportVolumeToStream,
   importFile,
+  importStream,
   type TransferOptions,
   type TransferStats,
 } from './transfer.js';
@@ -24,34 +27,95 @@ async function settled(s: Session, v: VolumeInfo): Promise<VolumeInfo> {
   return { ...v, lockOwner: await rt.blockerm.lockOwner(v.name) };
 }
 
-/** A new empty volume of `size` bytes, or with `snap` a thin clone of that snapshot. */
+/**
+ * A new empty volume of `size` bytes, or with `snap` a thin clone of that snapshot. Refused with
+ * ENOSPC, before anything is written, when blockerm has no room for the map (the mapper checks
+ * where it can see its blocker's free space; in the daemon wiring a file blockerm's directory is
+ * checked here, as mapperd reaches blockerm over the segment).
+ */
 export async function createVolume(
   s: Session,
   name: string,
-  opts: { size?: number; snap?: string },
+  opts: { size?: number; snap?: string; load?: LoadOptions },
 ): Promise<VolumeInfo> {
   if (opts.size === undefined && opts.snap === undefined)
     throw new ArchipelagoError('EINVAL_SIZE', 'create needs --size SIZE, --snap SNAP, or both');
   const rt = await s.runtime();
+  const m = s.configuration().config.blockerm;
+  if (rt.wiring === 'daemons' && opts.size !== undefined && m.type === 'file_blocker' && m.archip_dir) {
+    checkMapSpace(await dirSpace(m.archip_dir), name, opts.size, DEFAULT_BLOCKSIZE);
+  }
   if (opts.snap === undefined) return settled(s, await rt.mapper.create(name, { size: opts.size as number }));
   return settled(
     s,
-    await rt.mapper.clone(opts.snap, name, opts.size === undefined ? {} : { size: opts.size }),
+    await rt.mapper.clone(opts.snap, name, {
+      ...opts.load,
+      ...(opts.size === undefined ? {} : { size: opts.size }),
+    }),
   );
 }
 
-/** A volume's description; for a mapped volume, its holder's view (and where it is mapped). */
+/**
+ * Where a volume comes from, as far as its map tells (maps record no parent; this is derived):
+ * `parent`, for a clone, is the snapshot whose objects it still shares: the one snapshot that
+ * has every shared entry of the clone (not written since the clone, not owned by it) at the same
+ * block; `origin`, for a snapshot, is the volume whose data objects it holds (`<volume>_<epoch>_<n>`,
+ * the most of its blocks), when a map of that name is still there. Null when it cannot be told
+ * (a clone not sharing any data, or several snapshots matching: `parentCandidates` lists them).
+ */
+export interface Lineage {
+  parent?: string | null;
+  parentCandidates?: string[];
+  origin?: string | null;
+}
+
+const DATA_OBJECT = /^(.+)_[0-9a-f]{16}_[0-9a-f]{16}$/;
+
+async function lineage(s: Session, info: VolumeInfo, load: LoadOptions): Promise<Lineage> {
+  const rt = await s.runtime();
+  const entries = await rt.mapper.entries(info.name, load);
+  const all = await rt.mapper.list();
+  if (info.readonly) {
+    const counts = new Map<string, number>();
+    for (const e of entries) {
+      const m = DATA_OBJECT.exec(e.name);
+      if (m && !(e.flags & ObjFlag.ZERO)) counts.set(m[1]!, (counts.get(m[1]!) ?? 0) + 1);
+    }
+    const [best] = [...counts].sort((a, b) => b[1] - a[1])[0] ?? [null];
+    return { origin: best !== null && all.some((v) => v.name === best && !v.readonly) ? best : null };
+  }
+  const shared: number[] = [];
+  entries.forEach((e, i) => {
+    if (!(e.flags & (ObjFlag.WRITABLE | ObjFlag.ZERO)) && !e.name.startsWith(`${info.name}_`)) shared.push(i);
+  });
+  if (shared.length === 0) return { parent: null };
+  const matches: string[] = [];
+  for (const v of all) {
+    if (!v.readonly || v.incomplete || v.blocksize !== info.blocksize || v.name === info.name) continue;
+    const snap = await rt.mapper.entries(v.name).catch(() => null);
+    if (snap && shared.every((i) => snap[i]?.name === entries[i]!.name)) matches.push(v.name);
+  }
+  return matches.length === 1 ? { parent: matches[0]! } : { parent: null, parentCandidates: matches };
+}
+
+/**
+ * A volume's description; for a mapped volume, its holder's view (and where it is mapped). With
+ * `lineage`, also the parent snapshot of a clone or the origin of a snapshot (`Lineage`).
+ */
 export async function volumeInfo(
   s: Session,
   name: string,
-): Promise<{ info: VolumeInfo; mapped: MappedStatus | null }> {
+  opts: { lineage?: boolean; load?: LoadOptions } = {},
+): Promise<{ info: VolumeInfo & Lineage; mapped: MappedStatus | null }> {
+  const load = opts.load ?? {};
   const holder = await s.holder(name);
+  let info: VolumeInfo;
   if (holder) {
-    const info = (await callControl(holder.control, { op: 'info' })) as VolumeInfo;
-    return { info: { ...info, epoch: BigInt(info.epoch) }, mapped: holder };
-  }
-  const rt = await s.runtime();
-  return { info: await rt.mapper.info(name), mapped: null };
+    const got = (await callControl(holder.control, { op: 'info' })) as VolumeInfo;
+    info = { ...got, epoch: BigInt(got.epoch) };
+  } else info = await (await s.runtime()).mapper.info(name, load);
+  const extra = opts.lineage && !info.incomplete ? await lineage(s, info, load) : {};
+  return { info: { ...info, ...extra }, mapped: holder };
 }
 
 /** Every volume and snapshot. */
@@ -223,28 +287,34 @@ export async function hashSnapshot(
 }
 
 /**
- * A new volume from a raw image. Bulk mode: the new volume's objects need not be durable one by
- * one (a crash in the middle leaves a partial volume either way); everything is flushed, data
- * first, before the import reports success.
+ * A new volume from a raw image file, or from a stream with no size up front (`vlmc import - NAME`:
+ * stdin; see `importStream` for `size` and growth). Bulk mode: the new volume's objects need not be
+ * durable one by one (a crash in the middle leaves a partial volume either way); everything is
+ * flushed, data first, before the import reports success.
  */
 export async function importImage(
   s: Session,
-  file: string,
+  from: string | AsyncIterable<Uint8Array>,
   name: string,
-  opts: TransferOptions = {},
+  opts: TransferOptions & { size?: number } = {},
 ): Promise<TransferStats> {
   const rt = await s.runtime({ bulk: true });
-  return importFile(rt, file, name, { inflight: DEFAULT_IMPORT_INFLIGHT, ...opts });
+  const o = { inflight: DEFAULT_IMPORT_INFLIGHT, ...opts };
+  return typeof from === 'string' ? importFile(rt, from, name, o) : importStream(rt, from, name, o);
 }
 
-/** A volume or snapshot to a sparse raw file (bulk mode: O_DIRECT reads into the slot buffers). */
+/**
+ * A volume or snapshot to a sparse raw file (bulk mode: O_DIRECT reads into the slot buffers), or
+ * to a stream, every byte in order (`vlmc export NAME -`: stdout).
+ */
 export async function exportImage(
   s: Session,
   name: string,
-  file: string,
+  to: string | NodeJS.WritableStream,
   opts: TransferOptions = {},
 ): Promise<TransferStats> {
   const rt = await s.runtime({ bulk: true });
   await s.adopt(name);
-  return exportVolume(rt, name, file, { inflight: DEFAULT_INFLIGHT, ...opts });
+  const o = { inflight: DEFAULT_INFLIGHT, ...opts };
+  return typeof to === 'string' ? exportVolume(rt, name, to, o) : exportVolumeToStream(rt, name, to, o);
 }

@@ -29,6 +29,25 @@ afterEach(async () => {
   for (const n of names.splice(0)) await xseg(`posix:${n}:`, 'destroy');
 });
 
+/**
+ * A peer process on segment `spec` that binds `port`, accepts `requests` requests (sent from its
+ * port 0) it never answers, then holds the lock of `lockPort`; resolves once it does.
+ */
+async function stuckPeer(spec: string, o: { port: number; requests: number; lockPort: number }) {
+  const script = `
+    import { Segment } from ${JSON.stringify(fileURLToPath(new URL('../../libxseg/dist/segment/index.js', import.meta.url)))};
+    const seg = Segment.join(${JSON.stringify(spec)});
+    const p = seg.bindPort(${o.port});
+    let n = 0;
+    p.onRequest(() => { if (++n === ${o.requests}) { seg[Object.getOwnPropertySymbols(seg)[0]].debugHoldLock('port', ${o.lockPort}); process.send('held'); } });
+    const c = seg.bindPort(0);
+    for (let i = 0; i < ${o.requests}; i++) c.submit({ dst: ${o.port}, op: 1, size: 4096 });
+  `;
+  const child = fork('-', [], { execArgv: ['--input-type=module', '-e', script] });
+  await new Promise((r) => child.once('message', r));
+  return child;
+}
+
 describe('xseg', () => {
   it('creates, reports and destroys a segment (spec first, as in the original)', async () => {
     const s = spec();
@@ -64,17 +83,7 @@ describe('xseg', () => {
     const s = spec();
     await xseg(s, 'create');
     // A peer that binds port 1, accepts three requests it will never answer, and holds port 2's lock.
-    const script = `
-      import { Segment } from ${JSON.stringify(fileURLToPath(new URL('../../libxseg/dist/segment/index.js', import.meta.url)))};
-      const seg = Segment.join(${JSON.stringify(s)});
-      const p = seg.bindPort(1);
-      let n = 0;
-      p.onRequest(() => { if (++n === 3) { seg[Object.getOwnPropertySymbols(seg)[0]].debugHoldLock('port', 2); process.send('held'); } });
-      const c = seg.bindPort(0);
-      for (let i = 0; i < 3; i++) c.submit({ dst: 1, op: 1, size: 4096 });
-    `;
-    const child = fork('-', [], { execArgv: ['--input-type=module', '-e', script] });
-    await new Promise((r) => child.once('message', r));
+    const child = await stuckPeer(s, { port: 1, requests: 3, lockPort: 2 });
     const pid = child.pid as number;
     const live = await xseg(s, 'recoverlocks', String(pid));
     expect(live.code).toBe(1);
@@ -97,5 +106,30 @@ describe('xseg', () => {
     const text = await xseg(s, 'report', '1');
     expect(text.stdout).toMatch(/port 1 \(dynamic: False\)/);
     expect(text.stdout).toMatch(/owner: pid \d+ \(dead\)/);
+  });
+
+  it('the guide\'s "Peer failure" procedure: kill -9 a peer holding a lock, recoverlocks <port>, recoverport <port>', async () => {
+    const s = spec();
+    await xseg(s, 'create');
+    // A peer bound to port 3 that accepted two requests and holds port 3's own lock.
+    const child = await stuckPeer(s, { port: 3, requests: 2, lockPort: 3 });
+    const pid = child.pid as number;
+    // While the peer lives, the port is refused with the reason (it is not taken as pid 3).
+    const alive = await xseg(s, 'recoverlocks', '3');
+    expect(alive.code).toBe(1);
+    expect(alive.stderr).toMatch(new RegExp(`EBUSY: port 3 is bound by pid ${pid}, which is alive`));
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('exit', r));
+    const locks = await xseg(s, 'recoverlocks', '3');
+    expect(locks.code).toBe(0);
+    expect(locks.stdout).toBe(`port 3: dead owner pid ${pid}: 1 locks recovered\n`);
+    expect(JSON.parse((await xseg(s, 'recoverport', '3', '--json')).stdout)).toEqual({
+      port: 3,
+      failed: 2,
+      freed: 0,
+    });
+    const after = JSON.parse((await xseg(s, 'reportall', '--json')).stdout);
+    expect(after.locks.filter((l: { ownerPid: number }) => l.ownerPid === pid)).toEqual([]);
+    expect(after.requests.accepted).toBe(0);
   });
 });

@@ -1,8 +1,9 @@
-import { formatSize, parseSize } from '@archipelago/cli-kit';
+import { formatSizeExact, parseSize } from '@archipelago/cli-kit';
 import type { VolumeInfo } from '@archipelago/mapper';
 import { createVolume } from '@archipelago/runtime';
 import { Args, Flags } from '@oclif/core';
 import { VlmcCommand } from '../base.js';
+import { v0Flags, v0Load } from '../v0.js';
 
 export default class Create extends VlmcCommand {
   static override summary = 'Create a volume: empty, or as a thin clone of a snapshot.';
@@ -22,6 +23,10 @@ A bare number means MiB, as in the original vlmc.`;
       command: '<%= config.bin %> <%= command.id %> vol2 --snap snap1',
     },
     {
+      description: 'A clone of a Pithos v0 map (a file of 5000000 bytes), as the Ganeti create script does',
+      command: '<%= config.bin %> <%= command.id %> vol4 --snap 5f1c...e9 --v0-size 5000000',
+    },
+    {
       description: 'A clone grown to 20 GiB',
       command: '<%= config.bin %> <%= command.id %> vol3 --snap snap1 -s 20G',
     },
@@ -38,16 +43,17 @@ A bare number means MiB, as in the original vlmc.`;
       helpValue: 'SIZE',
     }),
     snap: Flags.string({ summary: 'Snapshot to clone the volume from.', helpValue: 'SNAP' }),
+    ...v0Flags,
   };
 
   async run(): Promise<VolumeInfo> {
     const { args, flags } = await this.parse(Create);
     const info = await createVolume(this.session(), args.name, {
       ...(flags.size !== undefined ? { size: parseSize(flags.size) } : {}),
-      ...(flags.snap !== undefined ? { snap: flags.snap } : {}),
+      ...(flags.snap !== undefined ? { snap: flags.snap, load: v0Load(flags) } : {}),
     });
     const clone = flags.snap === undefined ? '' : ` as a clone of snapshot ${flags.snap}`;
-    this.say(`created volume ${info.name} (${formatSize(info.size)})${clone}`);
+    this.say(`created volume ${info.name} (${formatSizeExact(info.size)})${clone}`);
     return info;
   }
 }

@@ -1,4 +1,4 @@
-import { formatSize } from '@archipelago/cli-kit';
+import { formatSizeExact } from '@archipelago/cli-kit';
 import { type HashResult, hashSnapshot } from '@archipelago/runtime';
 import { Args, Flags } from '@oclif/core';
 import { VlmcCommand } from '../base.js';
@@ -35,7 +35,7 @@ A progress bar is drawn on stderr when it is a terminal.`;
     );
     if (this.progressAllowed()) {
       process.stderr.write(
-        `hashed ${args.snapshot} (${formatSize(out.size)}, ${out.contentBlocks} content blocks) in ${out.seconds.toFixed(2)} s${out.existed ? ' (already hashed)' : ''}\n`,
+        `hashed ${args.snapshot} (${formatSizeExact(out.size)}, ${out.contentBlocks} content blocks) in ${out.seconds.toFixed(2)} s${out.existed ? ' (already hashed)' : ''}\n`,
       );
     }
     this.say(out.name);

@@ -1,4 +1,4 @@
-import { formatSize, parseSize } from '@archipelago/cli-kit';
+import { formatSizeExact, parseSize } from '@archipelago/cli-kit';
 import type { VolumeInfo } from '@archipelago/mapper';
 import { resizeVolume } from '@archipelago/runtime';
 import { Args, Flags } from '@oclif/core';
@@ -29,7 +29,7 @@ the blocks past the new end; data there is lost. Snapshots cannot be resized.`;
   async run(): Promise<VolumeInfo> {
     const { args, flags } = await this.parse(Resize);
     const info = await resizeVolume(this.session(), args.name, parseSize(flags.size));
-    this.say(`resized ${info.name} to ${formatSize(info.size)}`);
+    this.say(`resized ${info.name} to ${formatSizeExact(info.size)}`);
     return info;
   }
 }

@@ -1,8 +1,12 @@
 /** Making maps under new names: create, clone, createFromEntries. */
+import { getHeapStatistics } from 'node:v8';
+import type { StorageSpace } from '@archipelago/blocker';
 import { archipError } from '@archipelago/libxseg';
 import {
   DEFAULT_BLOCKSIZE,
+  ENTRY_V2_SIZE,
   isValidObjectName,
+  MAX_HEADER_SIZE,
   type MapEntry,
   MapFlag,
   ObjFlag,
@@ -26,6 +30,73 @@ import {
 import type { CloneOptions, CreateFromEntriesOptions, CreateOptions, VolumeInfo } from '../types.js';
 import { claimName, repairing } from './repair.js';
 
+/** Bytes a v2 map of `size` bytes in `blocksize` blocks takes in blockerm: its entries and header. */
+export function mapStorageBytes(size: number, blocksize: number): number {
+  return objectCount(size, blocksize) * ENTRY_V2_SIZE + MAX_HEADER_SIZE;
+}
+
+/** `n` bytes, with the binary unit when it is at least 1 KiB (`34359738880 bytes (32 GiB)`). */
+function bytesText(n: number): string {
+  const units = ['KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let v = n;
+  let u = -1;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return u < 0 ? `${n} bytes` : `${n} bytes (${Math.round(v * 100) / 100} ${units[u]})`;
+}
+
+/** Bytes of this process's memory an entry of a held map takes at most (its array slot and a share). */
+const ENTRY_MEMORY = 16;
+
+/** Entries one JavaScript array holds at most (V8's FixedArray limit, 2^27 less a header). */
+const MAX_HELD_ENTRIES = 2 ** 27 - 16;
+
+/**
+ * Refuses (EINVAL_SIZE) a map whose entries this process could not hold: the mapper keeps a volume's
+ * entries in memory, and a 1 PiB volume has 268 million of them. Better refused up front than a
+ * JavaScript heap abort halfway through writing the map.
+ */
+function checkMapMemory(name: string, size: number, blocksize: number): void {
+  const n = objectCount(size, blocksize);
+  const heap = getHeapStatistics();
+  const room = heap.heap_size_limit - heap.used_heap_size;
+  const most = Math.min(MAX_HELD_ENTRIES, Math.floor(room / 2 / ENTRY_MEMORY));
+  if (n <= most) return;
+  throw archipError(
+    'EINVAL_SIZE',
+    `the map of "${name}" (${size} bytes: ${n} blocks of ${blocksize} bytes) is more than the mapper can hold in memory ` +
+      `(${most} entries here); the largest volume with ${blocksize}-byte blocks is ${bytesText(most * blocksize)}`,
+    { details: { volume: name, size, blocks: n } },
+  );
+}
+
+/**
+ * Refuses (ENOSPC) a new map of `size` bytes that storage with `space` free has no room for
+ * (null `space`: a blocker that cannot tell, RADOS, passes), then (EINVAL_SIZE) one whose entries
+ * this process cannot hold. A 1 PiB volume's map alone is 32 GiB. Called before anything is
+ * allocated or written.
+ */
+export function checkMapSpace(
+  space: StorageSpace | null,
+  name: string,
+  size: number,
+  blocksize: number,
+): void {
+  const needed = mapStorageBytes(size, blocksize);
+  if (space === null || needed <= space.available) {
+    checkMapMemory(name, size, blocksize);
+    return;
+  }
+  throw archipError(
+    'ENOSPC',
+    `not enough space for the map of "${name}": ${size} bytes in ${blocksize}-byte blocks need ` +
+      `${bytesText(needed)} of map, ${space.where} has ${bytesText(space.available)} available`,
+    { details: { volume: name, size, needed, available: space.available, where: space.where } },
+  );
+}
+
 /**
  * Creates an empty volume of `size` bytes: every block is the zero block. With `incomplete`, the
  * volume is created INCOMPLETE and opened by this mapper for its builder (import), which makes it
@@ -37,6 +108,7 @@ export async function create(ctx: MapperContext, name: string, opts: CreateOptio
   const blocksize = opts.blocksize ?? DEFAULT_BLOCKSIZE;
   checkBlocksize(blocksize);
   checkSize(opts.size);
+  checkMapSpace(await ctx.store.space(), name, opts.size, blocksize);
   const entries = Array.from({ length: objectCount(opts.size, blocksize) }, zeroEntry);
   const flags = opts.incomplete ? MapFlag.INCOMPLETE : 0;
   let info = await writeNew(ctx, name, { size: opts.size, blocksize, flags, entries });
@@ -124,6 +196,7 @@ async function cloneLocked(
       `clone size ${size} is smaller than snapshot "${source}" (${src.size} bytes)`,
     );
   }
+  checkMapSpace(await ctx.store.space(), name, size, src.blocksize);
   const n = objectCount(size, src.blocksize);
   const entries: MapEntry[] = new Array(n);
   for (let i = 0; i < n; i++) {

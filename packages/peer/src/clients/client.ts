@@ -39,9 +39,22 @@ export interface PeerClientOptions {
   retryTimeoutMs?: number;
   /**
    * How long calls may wait while the peer is not running (its port has no live owner), in ms;
-   * then they fail with `ETIMEDOUT` (default: `retryTimeoutMs`, 30000; 0: wait for ever).
+   * then they fail with `ETIMEDOUT` (default: `ARCHIPELAGO_PEER_DOWN_TIMEOUT_MS` of the
+   * environment, else `retryTimeoutMs`, else 30000; 0: wait for ever). The peers' own clients of
+   * other peers (vlmcd and mapperd to blockerb and blockerm) take the default too, so a dead
+   * blocker peer fails a `vlmc` or NBD request through vlmcd after that long, not never.
    */
   deadPeerTimeoutMs?: number;
+}
+
+/** The environment variable that bounds how long any client waits for a peer that is not running. */
+export const PEER_DOWN_TIMEOUT_ENV = 'ARCHIPELAGO_PEER_DOWN_TIMEOUT_MS';
+
+/** `ARCHIPELAGO_PEER_DOWN_TIMEOUT_MS` when it is a whole number of ms (0: for ever), else undefined. */
+export function envPeerDownTimeoutMs(env: NodeJS.ProcessEnv = process.env): number | undefined {
+  const v = env[PEER_DOWN_TIMEOUT_ENV];
+  const n = v === undefined || v === '' ? Number.NaN : Number(v);
+  return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
 }
 
 /** What a client sees of its peer (`PeerClient.peerState`). */
@@ -98,7 +111,8 @@ export class PeerClient {
   ) {
     this.peerPort = opts.port;
     this.retryTimeoutMs = opts.retryTimeoutMs ?? 30_000;
-    this.deadPeerTimeoutMs = opts.deadPeerTimeoutMs ?? (opts.retryTimeoutMs || 30_000);
+    this.deadPeerTimeoutMs =
+      opts.deadPeerTimeoutMs ?? envPeerDownTimeoutMs() ?? (opts.retryTimeoutMs || 30_000);
     if (typeof opts.segment === 'string') {
       this.segment = Segment.join(opts.segment);
       this.ownsSegment = true;
