@@ -9,6 +9,7 @@ import { type Gateway, type GatewayUser, startGateway } from '@archipelago/gatew
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { type ArchipelagoConfig, defaultConfig, type LoadedConfig, loadConfig } from './config.js';
 import { openEmbeddedRuntime } from './embedded.js';
+import { switchToServiceAccount } from './sections.js';
 import type { EmbeddedRuntime } from './types.js';
 
 export interface GatewayLaunch {
@@ -82,7 +83,8 @@ function gatewayConfig(o: GatewayLaunch): LoadedConfig | ArchipelagoConfig {
 /** Opens the runtime and starts the gateway on it. */
 export async function launchGateway(o: GatewayLaunch): Promise<RunningGateway> {
   const auth = o.noAuth ? false : parseAuth(o);
-  const runtime = await openEmbeddedRuntime(gatewayConfig(o));
+  const config = gatewayConfig(o);
+  const runtime = await openEmbeddedRuntime(config);
   let gateway: Gateway;
   try {
     gateway = await startGateway({
@@ -98,6 +100,14 @@ export async function launchGateway(o: GatewayLaunch): Promise<RunningGateway> {
       ...(o.bridgeAccounts !== undefined ? { bridgeAccounts: o.bridgeAccounts } : {}),
     });
   } catch (e) {
+    await runtime.close();
+    throw e;
+  }
+  // Listening (a port below 1024 needs root): on as [ARCHIPELAGO] USER/GROUP (docs/PRIVILEGES.md).
+  try {
+    switchToServiceAccount(config);
+  } catch (e) {
+    await gateway.close();
     await runtime.close();
     throw e;
   }

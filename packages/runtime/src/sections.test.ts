@@ -17,7 +17,12 @@ function config(blockerb: Record<string, unknown>): ReturnType<typeof loadConfig
   const c = defaultConfig(dir);
   const { portno_start, portno_end, nr_ops } = c.blockerb;
   const path = join(dir, 'archipelago.conf');
-  writeFileSync(path, serializeConfig({ ...c, blockerb: { portno_start, portno_end, nr_ops, ...blockerb } }));
+  // USER/GROUP root: peerOptions looks the account up when run as root (the tests are).
+  const ARCHIPELAGO = { ...c.ARCHIPELAGO, USER: 'root', GROUP: 'root' };
+  writeFileSync(
+    path,
+    serializeConfig({ ...c, ARCHIPELAGO, blockerb: { portno_start, portno_end, nr_ops, ...blockerb } }),
+  );
   return loadConfig(path);
 }
 
