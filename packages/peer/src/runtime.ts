@@ -254,8 +254,12 @@ export async function startPeer(opts: PeerOptions): Promise<RunningPeer> {
     fd = undefined;
     commitPidfile(ready);
   } catch (e) {
-    if (fd !== undefined) closeSync(fd);
-    removePidfile(opts.pidfile);
+    try {
+      if (fd !== undefined) closeSync(fd);
+      removePidfile(opts.pidfile);
+    } catch {
+      // after the switch the pidfile's directory may be out of reach: an empty pidfile reads as stale
+    }
     for (const p of ports) p.close();
     seg.close();
     await service.close();
