@@ -30,7 +30,10 @@ export function isRoot(): boolean {
 function lookup(db: 'passwd' | 'group', name: string): string[] | null {
   if (name === '' || name.includes(':') || name.includes('\n')) return null;
   try {
-    const line = execFileSync('getent', [db, name], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    const line = execFileSync('getent', [db, name], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
     const first = line.split('\n')[0];
     return first ? first.split(':') : null;
   } catch (e) {
@@ -157,7 +160,10 @@ export function switchAccount(account: Account): SwitchResult {
  * After the switch: each directory must be readable, writable and searchable by this process;
  * otherwise EINVAL_CONFIG naming the key, the directory and the account, with what to do.
  */
-export function checkServiceDirs(dirs: ReadonlyArray<{ key: string; path: string }>, account: Account | null): void {
+export function checkServiceDirs(
+  dirs: ReadonlyArray<{ key: string; path: string }>,
+  account: Account | null,
+): void {
   for (const { key, path } of dirs) {
     try {
       accessSync(path, constants.R_OK | constants.W_OK | constants.X_OK);

@@ -246,7 +246,10 @@ export function peerOptions(loaded: LoadedConfig, role: string): PeerOptions {
  * the role's umask applied here too (the log file is created by the starter), and the run
  * directory and the directories of its pidfile and log made (2770; owned by USER:GROUP as root).
  */
-export function peerLaunch(loaded: LoadedConfig, role: string): { opts: PeerOptions; env: Record<string, string> } {
+export function peerLaunch(
+  loaded: LoadedConfig,
+  role: string,
+): { opts: PeerOptions; env: Record<string, string> } {
   const opts = peerOptions(loaded, role);
   process.umask(opts.umask ?? umaskOf(loaded, role));
   const account = opts.account ?? null;
