@@ -23,7 +23,18 @@ export { guardStop, STOP_GRACE_ENV, type StopGuard, stopGraceMs } from './endpoi
 export { type GatewayLaunch, launchGateway, type RunningGateway } from './gateway.js';
 export * from './paths.js';
 export * from './peers.js';
-export { blockerOptions, DEFAULT_UNIQUE_STR, hostIdentity, lockTimeoutMs, peerOptions } from './sections.js';
+export {
+  blockerOptions,
+  DEFAULT_UNIQUE_STR,
+  hostIdentity,
+  lockTimeoutMs,
+  makeDataDirs,
+  peerLaunch,
+  peerOptions,
+  serviceAccount,
+  switchToServiceAccount,
+  umaskOf,
+} from './sections.js';
 export { Session, type SessionOptions } from './session.js';
 export {
   logTail,
