@@ -10,7 +10,7 @@ import {
   chmodSync,
   existsSync,
   lstatSync,
-  mkdtempSync,
+  mkdirSync,
   readdirSync,
   readFileSync,
   rmSync,
@@ -18,6 +18,7 @@ import {
 } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeConfig, type TestConfig } from '../daemons/helpers.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const TOOL = join(ROOT, 'packages/archipelago/bin/archipelago.js');
@@ -82,58 +83,25 @@ function walk(dir: string): string[] {
   return out;
 }
 
-function config(dir: string, segment: string, user = USER): string {
-  return `[ARCHIPELAGO]
-USER = ${user}
-GROUP = ${GROUP}
-UMASK = 0o007
-
-[XSEG]
-SEGMENT_PORTS = 128
-SEGMENT_DYNPORTS = 64
-SEGMENT_SIZE = 96
-VTOOL_START = 100
-VTOOL_END = 110
-segment_name = ${segment}
-
-[PEERS]
-ROLES = blockerb blockerm mapperd vlmcd
-
-[blockerb]
-type = file_blocker
-portno_start = 10
-portno_end = 10
-nr_ops = 16
-archip_dir = ${dir}/blocks
-nr_threads = 12
-
-[blockerm]
-type = file_blocker
-portno_start = 12
-portno_end = 12
-nr_ops = 16
-archip_dir = ${dir}/maps
-lock_dir = ${dir}/locks
-
-[mapperd]
-type = mapperd
-portno_start = 11
-portno_end = 11
-nr_ops = 16
-blockerb_port = 10
-blockerm_port = 12
-umask = 0o027
-
-[vlmcd]
-type = vlmcd
-portno_start = 20
-portno_end = 30
-nr_ops = 16
-blocker_port = 10
-mapper_port = 11
-`;
+/**
+ * The daemons' test configuration (test-e2e/daemons), with USER/GROUP naming `user`, a blocker's
+ * `nr_threads`, a `lock_dir` and a per-peer `umask`; its directory searchable by the accounts,
+ * its run directory left to `archipelago start` to make.
+ */
+function privConfig(user = USER): TestConfig {
+  const c = makeConfig();
+  chmodSync(c.dir, 0o711);
+  rmSync(c.runDir, { recursive: true });
+  const text = readFileSync(c.conf, 'utf8')
+    .replace('USER = root\nGROUP = root', `USER = ${user}\nGROUP = ${GROUP}\nUMASK = 0o007`)
+    .replace('[blockerb]\n', '[blockerb]\nnr_threads = 12\n')
+    .replace('[blockerm]\n', '[blockerm]\nlock_dir = locks\n')
+    .replace('[mapperd]\n', '[mapperd]\numask = 0o027\n');
+  writeFileSync(c.conf, text, { mode: 0o644 });
+  return c;
 }
 
+let cfg: TestConfig;
 let dir = '';
 let conf = '';
 let segment = '';
@@ -148,20 +116,17 @@ describe.skipIf(!isRoot)('USER, GROUP, UMASK: the daemons run as the configured 
     ensureAccounts();
     uid = idOf('passwd', USER);
     gid = idOf('group', GROUP);
-    // Under /var/tmp, searchable (not listable) by others: the accounts reach what is theirs.
-    dir = mkdtempSync('/var/tmp/archip-priv-');
-    chmodSync(dir, 0o711);
-    segment = `archpriv${process.pid}`;
-    conf = join(dir, 'archipelago.conf');
-    writeFileSync(conf, config(dir, segment), { mode: 0o644 });
+    cfg = privConfig();
+    ({ dir, conf, segment } = cfg);
     const started = sh(process.execPath, [TOOL, '-c', conf, 'start']);
     expect(started.status, started.stderr).toBe(0);
     for (const r of ROLES) pids[r] = Number(readFileSync(join(dir, 'run', `${r}.pid`), 'utf8'));
   });
 
   afterAll(() => {
-    if (conf) sh(process.execPath, [TOOL, '-c', conf, 'stop', '-f']);
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    if (!cfg) return;
+    cfg.tool('stop', '-f');
+    cfg.cleanup();
   });
 
   it('every peer runs as USER and GROUP (real, effective, saved, fs ids; groups of USER), with its umask', () => {
@@ -191,7 +156,7 @@ describe.skipIf(!isRoot)('USER, GROUP, UMASK: the daemons run as the configured 
   });
 
   it('a member of GROUP uses the segment and the volumes; anybody else is refused', () => {
-    const spec = `posix:${segment}:64:128:96:12`;
+    const spec = cfg.spec;
     // Data written by root (a vlmc command through the daemons) and by the member.
     const src = join(dir, 'run', 'src.raw');
     writeFileSync(src, Buffer.from(MARKER.repeat(1000)));
@@ -302,19 +267,18 @@ describe.skipIf(!isRoot)('USER, GROUP, UMASK: the daemons run as the configured 
   });
 
   it('a USER or GROUP that does not exist is a clear start-up error, and nothing starts', () => {
-    const other = mkdtempSync('/var/tmp/archip-priv-missing-');
+    const other = privConfig('archip-no-such-user');
     try {
-      const c = join(other, 'archipelago.conf');
-      writeFileSync(c, config(other, `${segment}m`, 'archip-no-such-user'));
-      const r = sh(process.execPath, [TOOL, '-c', c, 'start']);
+      const r = other.tool('start');
       expect(r.status).toBe(1);
       expect(r.stderr).toBe(
-        `archipelago: EINVAL_CONFIG: ${c}: [ARCHIPELAGO] USER = archip-no-such-user: no such user on this host; create it (as root: scripts/install.sh creates "archipelago", or "useradd --system archip-no-such-user"), or name an existing user\n`,
+        `archipelago: EINVAL_CONFIG: ${other.conf}: [ARCHIPELAGO] USER = archip-no-such-user: no such user on this host; create it (as root: scripts/install.sh creates "archipelago", or "useradd --system archip-no-such-user"), or name an existing user\n`,
       );
-      expect(existsSync(join(other, 'run', 'blockerb.pid'))).toBe(false);
-      expect(existsSync(`/dev/shm/${segment}m`)).toBe(false);
+      expect(existsSync(join(other.runDir, 'blockerb.pid'))).toBe(false);
+      expect(existsSync(`/dev/shm/${other.segment}`)).toBe(false);
     } finally {
-      rmSync(other, { recursive: true, force: true });
+      mkdirSync(other.runDir, { recursive: true }); // cleanup() lists it
+      other.cleanup();
     }
   });
 });

@@ -3,23 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ArchipelagoError } from '@archipelago/libxseg';
 import { afterAll, describe, expect, it } from 'vitest';
-import { checkPeerOptions, peerEnvironment } from './options.js';
 import { lookupGroup, lookupUser, makeServiceDir, resolveAccount } from './privileges.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'archip-priv-unit-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-const BASE = {
-  role: 'blockerb',
-  segment: { name: 's', dynports: 8, ports: 16, sizeMiB: 4 },
-  portStart: 1,
-  portEnd: 1,
-  nrOps: 4,
-  pidfile: '/run/x.pid',
-  logfile: '/run/x.log',
-  logLevel: 2,
-  blocker: { type: 'file_blocker', dir: '/srv/blocks' },
-};
 
 describe('accounts', () => {
   it('looks users and groups up in the account databases', () => {
@@ -79,28 +66,5 @@ describe('makeServiceDir', () => {
     }
     expect(makeServiceDir(join(top, 'b'), null)).toEqual([]);
     expect((statSync(dir).mode & 0o7777).toString(8)).toBe('700'); // mkdtemp's, untouched
-  });
-});
-
-describe('peer options: account, umask, nr_threads', () => {
-  it('checks them and passes nr_threads to the spawned process as UV_THREADPOOL_SIZE', () => {
-    const o = checkPeerOptions({
-      ...BASE,
-      account: { user: 'archipelago', uid: 998, group: 'archipelago', gid: 997 },
-      umask: 0o007,
-      nrThreads: 12,
-    });
-    expect(o).toMatchObject({ account: { uid: 998, gid: 997 }, umask: 7, nrThreads: 12 });
-    const env = peerEnvironment(o);
-    expect(env.UV_THREADPOOL_SIZE).toBe('12');
-    expect(JSON.parse(env.ARCHIPELAGO_PEER as string)).toEqual(o);
-    expect(peerEnvironment(checkPeerOptions(BASE)).UV_THREADPOOL_SIZE).toBeUndefined();
-    expect(() => checkPeerOptions({ ...BASE, nrThreads: 2000 })).toThrow(
-      /"nrThreads" must be an integer in 1..1024/,
-    );
-    expect(() => checkPeerOptions({ ...BASE, umask: 0o1000 })).toThrow(/"umask"/);
-    expect(() => checkPeerOptions({ ...BASE, account: { user: 'x', uid: -1, group: 'x', gid: 0 } })).toThrow(
-      /"uid"/,
-    );
   });
 });
