@@ -77,7 +77,9 @@ describe('peerOptions: USER/GROUP, UMASK/umask, nr_threads', () => {
   });
 
   it('refuses nr_threads beyond the pool limit, naming the file and the key', () => {
-    const c = config({ type: 'file_blocker', archip_dir: 'blocks', nr_threads: 5000 });
+    // Set after loading: what peerOptions itself refuses, whatever the loader checks.
+    const c = config({ type: 'file_blocker', archip_dir: 'blocks' });
+    (c.config.blockerb as unknown as Record<string, unknown>).nr_threads = 5000;
     expect(() => peerOptions(c, 'blockerb')).toThrow(
       /archipelago\.conf: \[blockerb\] nr_threads must be an integer in 1\.\.1024/,
     );
