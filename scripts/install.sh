@@ -11,6 +11,19 @@ if ! command -v pnpm >/dev/null || [ "$(pnpm -v)" != "$want" ]; then
   echo "== installing pnpm $want"
   npm install -g "pnpm@$want" --loglevel=error >/dev/null
 fi
+# The account the daemons switch to ([ARCHIPELAGO] USER and GROUP, "archipelago" by default), made
+# when run as root and missing, as the original's Debian package did (adduser --system --group).
+if [ "$(id -u)" -eq 0 ]; then
+  if ! getent group archipelago >/dev/null; then
+    echo "== creating the system group archipelago"
+    groupadd --system archipelago
+  fi
+  if ! getent passwd archipelago >/dev/null; then
+    echo "== creating the system user archipelago"
+    useradd --system --gid archipelago --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin --comment "Archipelago daemons" archipelago
+  fi
+fi
 echo "== pnpm install"
 pnpm install --frozen-lockfile --reporter=silent
 echo "== build"

@@ -171,7 +171,10 @@ describe('archipelago-gateway and archipelago gateway: one launcher', () => {
     }
     // The same data through `archipelago gateway`, reading it from a configuration file.
     const gwConf = join(dir, 'gw.conf');
-    writeFileSync(gwConf, serializeConfig(defaultConfig(data) as unknown as Record<string, unknown>));
+    // As root, the gateway would switch to USER: the temp directory is not reachable by another account.
+    const gwConfig = defaultConfig(data);
+    gwConfig.ARCHIPELAGO = { ...gwConfig.ARCHIPELAGO, USER: 'root', GROUP: 'root' };
+    writeFileSync(gwConf, serializeConfig(gwConfig as unknown as Record<string, unknown>));
     const b = await startGatewayProcess(TOOL, [
       'gateway',
       '-c',

@@ -42,7 +42,13 @@ export function makeConfig(opts: { logLevel?: number; env?: NodeJS.ProcessEnv } 
   const logLevel = opts.logLevel ?? 2;
   writeFileSync(
     conf,
-    `[XSEG]
+    // The daemons stay root: the test's directories are not reachable by another account
+    // (test-e2e/privileges runs them as another user).
+    `[ARCHIPELAGO]
+USER = root
+GROUP = root
+
+[XSEG]
 SEGMENT_PORTS = 128
 SEGMENT_DYNPORTS = 64
 SEGMENT_SIZE = 400

@@ -365,7 +365,8 @@ function hostConfig(
   blockers: Record<'blockerb' | 'blockerm', ConfigSections[string]>,
 ): ConfigSections {
   return {
-    ARCHIPELAGO: { RUN_DIR: runDir },
+    // The daemons stay root: the host's directories are not reachable by another account.
+    ARCHIPELAGO: { RUN_DIR: runDir, USER: 'root', GROUP: 'root' },
     XSEG: {
       SEGMENT_PORTS: 128,
       SEGMENT_DYNPORTS: 64,

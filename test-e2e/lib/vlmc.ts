@@ -58,7 +58,7 @@ export class Env {
     if (blockers) {
       await writeFile(
         conf,
-        `[ARCHIPELAGO]\n[XSEG]\n[PEERS]\n${blockers(dir)}\n[mapperd]\nlock_timeout = 5\n[vlmcd]\n`,
+        `[ARCHIPELAGO]\nUSER = root\nGROUP = root\n[XSEG]\n[PEERS]\n${blockers(dir)}\n[mapperd]\nlock_timeout = 5\n[vlmcd]\n`,
       );
       return new Env(dir, conf);
     }
@@ -66,6 +66,9 @@ export class Env {
       conf,
       [
         '[ARCHIPELAGO]',
+        // The daemons stay root: the temp directory is not reachable by another account.
+        'USER = root',
+        'GROUP = root',
         '[XSEG]',
         '[PEERS]',
         '[blockerb]',

@@ -25,7 +25,7 @@ function conf(size: number): string {
     ...more,
   });
   const sections = {
-    ARCHIPELAGO: { BLKTAP_ENABLED: true },
+    ARCHIPELAGO: { BLKTAP_ENABLED: true, USER: 'root', GROUP: 'root' },
     XSEG: {
       SEGMENT_PORTS: 128,
       SEGMENT_DYNPORTS: 64,

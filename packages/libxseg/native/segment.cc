@@ -90,6 +90,9 @@ std::shared_ptr<Mapping> Seg::create(const std::string& name, const Geometry& g)
     if (errno == EEXIST) fail("EBUSY", "segment '" + name + "' already exists (destroy it first)");
     fail("EIO", "shm_open(" + name + "): " + strerror(errno));
   }
+  // User and group read-write whatever the umask, never others: members of the creator's group
+  // (Archipelago's GROUP, see share()) join and use it.
+  fchmod(fd, 0660);
   if (ftruncate(fd, static_cast<off_t>(size)) != 0) {
     int e = errno;
     close(fd);
@@ -157,6 +160,8 @@ std::shared_ptr<Mapping> Seg::create(const std::string& name, const Geometry& g)
 std::shared_ptr<Mapping> Seg::join(const std::string& name) {
   check_name(name);
   int fd = shm_open(shm_path(name).c_str(), O_RDWR, 0);
+  if (fd < 0 && errno == EACCES)
+    fail("EIO", "shm_open(" + name + "): permission denied: only its owner and the members of its group (Archipelago's GROUP) may join /dev/shm/" + name);
   if (fd < 0) {
     if (errno == ENOENT) fail("EINVAL", "no segment '" + name + "' (create it first)");
     fail("EIO", "shm_open(" + name + "): " + strerror(errno));
@@ -180,6 +185,33 @@ std::shared_ptr<Mapping> Seg::join(const std::string& name) {
                        std::to_string(VERSION) + " (destroy and re-create it)");
   Seg s(m);  // checks the geometry
   return m;
+}
+
+// The doorbell directory: setgid so that every FIFO made in it has the directory's group, and
+// rwx for user and group so that any member can make its own.
+static void make_doorbell_dir(const std::string& dir) {
+  if (mkdir(dir.c_str(), 0770) == 0) chmod(dir.c_str(), 02770);
+  else if (errno != EEXIST) fail("EIO", "mkdir " + dir + ": " + strerror(errno));
+}
+
+void Seg::share(const std::string& name, int64_t uid, int64_t gid) {
+  check_name(name);
+  std::string path = "/dev/shm/" + name;
+  if (chown(path.c_str(), static_cast<uid_t>(uid), static_cast<gid_t>(gid)) != 0 || chmod(path.c_str(), 0660) != 0)
+    fail("EIO", "chown/chmod " + path + ": " + strerror(errno));
+  std::string dir = doorbell_dir(name);
+  make_doorbell_dir(dir);
+  if (chown(dir.c_str(), static_cast<uid_t>(uid), static_cast<gid_t>(gid)) != 0 || chmod(dir.c_str(), 02770) != 0)
+    fail("EIO", "chown/chmod " + dir + ": " + strerror(errno));
+  // Doorbells made before (by the creator, by clients): the group's too.
+  if (DIR* d = opendir(dir.c_str())) {
+    while (struct dirent* e = readdir(d)) {
+      if (e->d_name[0] == '.') continue;
+      std::string f = dir + "/" + e->d_name;
+      if (chown(f.c_str(), static_cast<uid_t>(-1), static_cast<gid_t>(gid)) == 0) chmod(f.c_str(), 0660);
+    }
+    closedir(d);
+  }
 }
 
 void Seg::destroy(const std::string& name) {
@@ -616,9 +648,11 @@ int Seg::open_doorbell(uint32_t n) {
   port(n);
   const std::string& name = map_->name;
   std::string dir = doorbell_dir(name);
-  if (mkdir(dir.c_str(), 0770) != 0 && errno != EEXIST) fail("EIO", "mkdir " + dir + ": " + strerror(errno));
+  make_doorbell_dir(dir);
   std::string path = doorbell_path(name, n);
-  if (mkfifo(path.c_str(), 0660) != 0 && errno != EEXIST) fail("EIO", "mkfifo " + path + ": " + strerror(errno));
+  // 0660 whatever the umask: every process of the group rings it.
+  if (mkfifo(path.c_str(), 0660) == 0) chmod(path.c_str(), 0660);
+  else if (errno != EEXIST) fail("EIO", "mkfifo " + path + ": " + strerror(errno));
   // O_RDWR: the reader also counts as a writer, so the FIFO never reports hang-up while peers
   // come and go (Linux allows O_RDWR on a FIFO).
   int fd = open(path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);

@@ -45,6 +45,8 @@ struct Recovered {
 class Seg {
  public:
   static std::shared_ptr<Mapping> create(const std::string& name, const Geometry& g);
+  // Gives the segment and its doorbells to uid:gid (-1: unchanged), user and group read-write.
+  static void share(const std::string& name, int64_t uid, int64_t gid);
   static std::shared_ptr<Mapping> join(const std::string& name);
   static void destroy(const std::string& name);
 

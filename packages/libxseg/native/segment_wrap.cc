@@ -41,6 +41,7 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
                            StaticMethod<&W::JsStatic<&W::Create>>("create"),
                            StaticMethod<&W::JsStatic<&W::Join>>("join"),
                            StaticMethod<&W::JsStatic<&W::Destroy>>("destroy"),
+                           StaticMethod<&W::JsStatic<&W::Share>>("share"),
                            InstanceMethod<&W::Js<&W::Geometry>>("geometry"),
                            InstanceMethod<&W::Js<&W::Bind>>("bind"),
                            InstanceMethod<&W::Js<&W::BindDynamic>>("bindDynamic"),
@@ -141,6 +142,12 @@ class NativeSegment : public Napi::ObjectWrap<NativeSegment> {
   static Napi::Value Destroy(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Seg::destroy(info[0].As<Napi::String>());
+    return env.Undefined();
+  }
+
+  static Napi::Value Share(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Seg::share(info[0].As<Napi::String>(), static_cast<int64_t>(Num(info[1])), static_cast<int64_t>(Num(info[2])));
     return env.Undefined();
   }
 

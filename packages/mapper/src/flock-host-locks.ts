@@ -31,6 +31,7 @@ import {
   openSync,
   readFileSync,
   readSync,
+  statSync,
   writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
@@ -107,10 +108,14 @@ export class FlockHostLocks implements HostLocks {
     }
   }
 
-  /** Creates the directory (0770, whatever the umask) when it is missing. */
+  /**
+   * Creates the directory (0770, whatever the umask) when it is missing, keeping the setgid bit
+   * it inherits from a setgid parent (Archipelago's run directory is 2770, group GROUP), so lock
+   * files made in it by any process are the group's.
+   */
   private makeDir(): void {
     const first = mkdirSync(this.dir, { recursive: true, mode: 0o770 });
-    if (first !== undefined) chmodSync(this.dir, 0o770);
+    if (first !== undefined) chmodSync(this.dir, 0o770 | (statSync(this.dir).mode & 0o2000));
   }
 }
 

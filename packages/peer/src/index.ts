@@ -15,9 +15,11 @@ export {
   type BlockerPeerOptions,
   checkPeerOptions,
   type FileBlockerPeerOptions,
+  MAX_THREADS,
   type MapperdPeerOptions,
   PEER_OPTIONS_ENV,
   type PeerOptions,
+  peerEnvironment,
   RADOS_CONNECT_TIMEOUT_MS,
   type RadosBlockerPeerOptions,
   type SegmentOptions,
@@ -25,7 +27,28 @@ export {
   syslogSocketOf,
   type VlmcdPeerOptions,
 } from './options.js';
-export { type PidfileState, pidAlive, readPidfile, removePidfile, writePidfile } from './pidfile.js';
+export {
+  commitPidfile,
+  createPidfile,
+  type PidfileState,
+  pidAlive,
+  readPidfile,
+  removePidfile,
+  writePidfile,
+} from './pidfile.js';
+export {
+  type Account,
+  applyUmask,
+  checkServiceDirs,
+  isRoot,
+  lookupGroup,
+  lookupUser,
+  makeServiceDir,
+  resolveAccount,
+  SERVICE_DIR_MODE,
+  type SwitchResult,
+  switchAccount,
+} from './privileges.js';
 export { type BreakReply, decodeLockArgs, encodeLockArgs, type LockArgs } from './protocol/lock-wire.js';
 export { decodeSegments, encodeSegments, MapperOp } from './protocol/mapper-wire.js';
 export { VlmcFlag, VlmcOp } from './protocol/vlmc-wire.js';

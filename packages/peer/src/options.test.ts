@@ -1,6 +1,6 @@
 /** checkPeerOptions for blocker peers: file_blocker and rados_blocker options, and what is refused. */
 import { describe, expect, it } from 'vitest';
-import { checkPeerOptions } from './options.js';
+import { checkPeerOptions, peerEnvironment } from './options.js';
 
 const common = {
   role: 'blockerm',
@@ -98,6 +98,31 @@ describe('checkPeerOptions: rados_blocker', () => {
     ).toEqual({ type: 'file_blocker', dir: '/d', fdcache: 8 });
     expect(() => checkPeerOptions({ ...common, blocker: { type: 'file_blocker', pool: 'p' } })).toThrow(
       /"dir" must be a non-empty string/,
+    );
+  });
+});
+
+const FILE = { ...common, blocker: { type: 'file_blocker', dir: '/srv/blocks' } };
+
+describe('peer options: account, umask, nr_threads', () => {
+  it('checks them and passes nr_threads to the spawned process as UV_THREADPOOL_SIZE', () => {
+    const o = checkPeerOptions({
+      ...FILE,
+      account: { user: 'archipelago', uid: 998, group: 'archipelago', gid: 997 },
+      umask: 0o007,
+      nrThreads: 12,
+    });
+    expect(o).toMatchObject({ account: { uid: 998, gid: 997 }, umask: 7, nrThreads: 12 });
+    const env = peerEnvironment(o);
+    expect(env.UV_THREADPOOL_SIZE).toBe('12');
+    expect(JSON.parse(env.ARCHIPELAGO_PEER as string)).toEqual(o);
+    expect(peerEnvironment(checkPeerOptions(FILE)).UV_THREADPOOL_SIZE).toBeUndefined();
+    expect(() => checkPeerOptions({ ...FILE, nrThreads: 2000 })).toThrow(
+      /"nrThreads" must be an integer in 1..1024/,
+    );
+    expect(() => checkPeerOptions({ ...FILE, umask: 0o1000 })).toThrow(/"umask"/);
+    expect(() => checkPeerOptions({ ...FILE, account: { user: 'x', uid: -1, group: 'x', gid: 0 } })).toThrow(
+      /"uid"/,
     );
   });
 });

@@ -4,6 +4,7 @@
  * peer package never reads the configuration file itself: `@archipelago/cli` sits above it.
  */
 import { ArchipelagoError } from '@archipelago/libxseg';
+import type { Account } from './privileges.js';
 
 /** The environment variable carrying `PeerOptions` as JSON. */
 export const PEER_OPTIONS_ENV = 'ARCHIPELAGO_PEER';
@@ -106,6 +107,34 @@ export interface PeerOptions {
   blocker?: BlockerPeerOptions;
   mapperd?: MapperdPeerOptions;
   vlmcd?: VlmcdPeerOptions;
+  /**
+   * `[ARCHIPELAGO] USER`/`GROUP`, resolved: a peer started as root switches to this account once
+   * it has opened what needs root (log, backend, segment, ports, pidfile). Absent: no switch.
+   */
+  account?: Account;
+  /** The umask the peer applies before it creates anything (the section's `umask`, else `UMASK`). */
+  umask?: number;
+  /**
+   * A blocker's `nr_threads`: the size of the libuv thread pool its file I/O runs on. It only takes
+   * effect as `UV_THREADPOOL_SIZE` in the peer's environment at spawn (`peerEnvironment`); the peer
+   * logs a warning when it started without it.
+   */
+  nrThreads?: number;
+}
+
+/** Largest libuv thread pool (libuv caps `UV_THREADPOOL_SIZE` there). */
+export const MAX_THREADS = 1024;
+
+/**
+ * The environment a peer process is spawned with: its options as JSON, and for `nrThreads` the
+ * thread-pool size (libuv reads `UV_THREADPOOL_SIZE` once, when the pool first starts, which is
+ * before the peer's code runs: setting it later has no effect).
+ */
+export function peerEnvironment(opts: PeerOptions): Record<string, string> {
+  return {
+    [PEER_OPTIONS_ENV]: JSON.stringify(opts),
+    ...(opts.nrThreads !== undefined ? { UV_THREADPOOL_SIZE: String(opts.nrThreads) } : {}),
+  };
 }
 
 /** `logfile` values that mean syslog (facility LOCAL0): `syslog`, or `syslog:<socket path>`. */
@@ -261,6 +290,17 @@ export function checkPeerOptions(value: unknown): PeerOptions {
     logLevel: int(o, 'logLevel', 0, 3),
     ...service,
   };
+  if (o.account !== undefined) {
+    const a = obj(o.account, '"account"');
+    opts.account = {
+      user: str(a, 'user'),
+      uid: int(a, 'uid', 0, 2 ** 32 - 2),
+      group: str(a, 'group'),
+      gid: int(a, 'gid', 0, 2 ** 32 - 2),
+    };
+  }
+  if (o.umask !== undefined) opts.umask = int(o, 'umask', 0, 0o777);
+  if (o.nrThreads !== undefined) opts.nrThreads = int(o, 'nrThreads', 1, MAX_THREADS);
   if (opts.portEnd < opts.portStart) bad('"portEnd" is below "portStart"');
   return opts;
 }

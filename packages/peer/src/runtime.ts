@@ -1,18 +1,22 @@
 /**
- * The peer runtime: one process per role. It writes nothing to the segment before its checks
- * pass: refuses a live pidfile, opens its backend (a blocker peer's RADOS connection fails the
- * start here, within its connect timeout), joins (or creates) the segment, binds its ports (a dead previous
- * owner's accepted requests are failed back by the bind), writes the pidfile — the sign that it
- * is ready — and serves up to `nrOps` requests at once. SIGTERM/SIGINT drain what was accepted,
+ * The peer runtime: one process per role. It applies its umask before it creates anything, and
+ * writes nothing to the segment before its checks pass: refuses a live pidfile, makes its data
+ * directories, opens its backend (a blocker peer's RADOS connection fails the start here, within
+ * its connect timeout), joins (or creates) the segment and shares it with its group, binds its
+ * ports (a dead previous owner's accepted requests are failed back by the bind), creates the
+ * pidfile, switches to its account (when started as root; see privileges.ts) and checks that
+ * account can use its directories, then writes its pid into the pidfile — the sign that it is
+ * ready — and serves up to `nrOps` requests at once. SIGTERM/SIGINT drain what was accepted,
  * leave the ports and remove the pidfile; SIGUSR1 lowers and SIGUSR2 raises the log level.
  */
-import { mkdirSync } from 'node:fs';
+import { closeSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ArchipelagoError, XS } from '@archipelago/libxseg';
 import { type Port, Segment, type XsegRequest } from '@archipelago/libxseg/segment';
 import { type Logger, pino } from 'pino';
 import { type PeerOptions, segmentSpec, syslogSocketOf } from './options.js';
-import { readPidfile, removePidfile, writePidfile } from './pidfile.js';
+import { commitPidfile, createPidfile, readPidfile, removePidfile } from './pidfile.js';
+import { applyUmask, checkServiceDirs, isRoot, makeServiceDir, switchAccount } from './privileges.js';
 import { daemonSpin, encodeError } from './protocol/wire.js';
 import {
   createFileBlockerService,
@@ -74,6 +78,34 @@ function blockerSummary(b: NonNullable<PeerOptions['blocker']>): Record<string, 
   };
 }
 
+/**
+ * The directories this peer writes into, with the configuration key that names them: made (mode
+ * 2770, owned by its account when root) before the switch, checked after it.
+ */
+function serviceDirs(opts: PeerOptions): Array<{ key: string; path: string }> {
+  const r = opts.role;
+  const b = opts.blocker;
+  if (b?.type === 'file_blocker')
+    return [
+      { key: `[${r}] archip_dir`, path: b.dir },
+      ...(b.lockDir !== undefined ? [{ key: `[${r}] lock_dir`, path: b.lockDir }] : []),
+    ];
+  if (opts.mapperd?.hostLockDir !== undefined)
+    return [{ key: 'the host locks (<RUN_DIR>/host-locks)', path: opts.mapperd.hostLockDir }];
+  return [];
+}
+
+/** `nrThreads` only works when the process was spawned with it (`peerEnvironment`): say when not. */
+function checkThreadPool(opts: PeerOptions, log: Logger): void {
+  if (opts.nrThreads === undefined) return;
+  const env = process.env.UV_THREADPOOL_SIZE;
+  if (env !== String(opts.nrThreads))
+    log.warn(
+      { nrThreads: opts.nrThreads, UV_THREADPOOL_SIZE: env ?? null },
+      'nr_threads has no effect: the peer was not started with UV_THREADPOOL_SIZE set to it',
+    );
+}
+
 export interface RunningPeer {
   readonly ports: readonly number[];
   readonly logger: Logger;
@@ -95,8 +127,10 @@ const DRAIN_TIMEOUT_MS = 12_000;
 
 /** Starts the peer in this process. */
 export async function startPeer(opts: PeerOptions): Promise<RunningPeer> {
+  applyUmask(opts.umask);
   const log = createLogger(opts.logfile, opts.logLevel, opts.role);
   let level = opts.logLevel;
+  checkThreadPool(opts, log);
 
   // A live pidfile refuses the start before anything touches the segment.
   const pre = readPidfile(opts.pidfile);
@@ -111,10 +145,16 @@ export async function startPeer(opts: PeerOptions): Promise<RunningPeer> {
   if (pre.state === 'stale') log.warn({ pidfile: opts.pidfile, pid: pre.pid }, 'replacing a stale pidfile');
 
   const spec = segmentSpec(opts.segment);
+  const account = opts.account ?? null;
+  const dirs = serviceDirs(opts);
+  for (const d of dirs) makeServiceDir(d.path, account);
   const blockerService = await createBlockerService(opts, log);
   let seg: Segment;
   try {
     seg = Segment.open(spec, daemonSpin());
+    // The segment and its wake-up files: user and group read-write, so that the peers after
+    // their switch and every member of the group can join and use it.
+    if (account && isRoot()) Segment.share(seg.name, account);
   } catch (e) {
     await blockerService?.close();
     throw e;
@@ -201,10 +241,25 @@ export async function startPeer(opts: PeerOptions): Promise<RunningPeer> {
     });
   }
 
+  // The pidfile is made while still root (any directory), the pid written once switched.
+  let fd: number | undefined;
+  let switched: string;
   try {
-    const w = writePidfile(opts.pidfile);
-    if (w.replacedStale !== false) log.warn({ stalePid: w.replacedStale }, 'replaced a stale pidfile');
+    const made = createPidfile(opts.pidfile, process.pid, account ?? undefined);
+    fd = made.fd;
+    if (made.replacedStale !== false) log.warn({ stalePid: made.replacedStale }, 'replaced a stale pidfile');
+    switched = account ? switchAccount(account) : 'no account';
+    checkServiceDirs(dirs, account);
+    const ready = fd;
+    fd = undefined;
+    commitPidfile(ready);
   } catch (e) {
+    try {
+      if (fd !== undefined) closeSync(fd);
+      removePidfile(opts.pidfile);
+    } catch {
+      // after the switch the pidfile's directory may be out of reach: an empty pidfile reads as stale
+    }
     for (const p of ports) p.close();
     seg.close();
     await service.close();
@@ -215,6 +270,11 @@ export async function startPeer(opts: PeerOptions): Promise<RunningPeer> {
       segment: spec,
       ports: ports.map((p) => p.number),
       nrOps: opts.nrOps,
+      uid: process.getuid?.(),
+      gid: process.getgid?.(),
+      ...(opts.account ? { user: opts.account.user, group: opts.account.group, switched } : {}),
+      umask: `0${process.umask().toString(8).padStart(3, '0')}`,
+      ...(opts.nrThreads !== undefined ? { nrThreads: opts.nrThreads } : {}),
       ...(opts.blocker ? blockerSummary(opts.blocker) : {}),
       ...(opts.mapperd ? { mapperd: opts.mapperd } : {}),
       ...(opts.vlmcd ? { vlmcd: opts.vlmcd } : {}),

@@ -1,6 +1,8 @@
 /**
  * The embedded wiring: blockerm, blockerb, mapper and composer in this process, built from the
- * configuration with the same options the daemons get (`blockerOptions`).
+ * configuration with the same options the daemons get (`blockerOptions`). It never switches
+ * account (it is the caller's command); it applies `[ARCHIPELAGO] UMASK` and makes missing data
+ * directories 2770, owned by USER:GROUP when run as root (see docs/PRIVILEGES.md).
  */
 import type { Blocker } from '@archipelago/blocker';
 import { FileBlocker } from '@archipelago/blocker-file';
@@ -9,7 +11,15 @@ import { ArchipelagoError } from '@archipelago/libxseg';
 import { FlockHostLocks, Mapper } from '@archipelago/mapper';
 import type { BlockerPeerOptions, RadosBlockerPeerOptions } from '@archipelago/peer/options';
 import { type ArchipelagoConfig, isLoaded, type LoadedConfig } from './config.js';
-import { blockerOptions, hostIdentity, hostLockDir, leaseMs, lockTimeoutMs } from './sections.js';
+import {
+  blockerOptions,
+  hostIdentity,
+  hostLockDir,
+  leaseMs,
+  lockTimeoutMs,
+  makeDataDirs,
+  umaskOf,
+} from './sections.js';
 import { closeOnce, type EmbeddedRuntime, type RuntimeOptions } from './types.js';
 
 /** The part of @archipelago/blocker-rados the runtime uses (loaded on demand: it is native). */
@@ -64,6 +74,10 @@ export async function openEmbeddedRuntime(
   const file = isLoaded(input) ? input.path : null;
   const { config } = loaded;
   const identity = hostIdentity(input);
+  // Everything this process creates: user and group read-write (UMASK), in directories made
+  // 2770 (USER:GROUP when root) so the daemons, as USER, can use them too (docs/PRIVILEGES.md).
+  process.umask(umaskOf(input));
+  if (isLoaded(input)) makeDataDirs(input);
   const blockerm = await openBlocker(
     blockerOptions(loaded, 'blockerm'),
     opts.bulk ? { direct: false } : null,

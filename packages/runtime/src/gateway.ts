@@ -10,6 +10,7 @@ import { type Gateway, type GatewayAuth, type GatewayUser, startGateway } from '
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { type ArchipelagoConfig, defaultConfig, type LoadedConfig, loadConfig } from './config.js';
 import { openEmbeddedRuntime } from './embedded.js';
+import { switchToServiceAccount } from './sections.js';
 import type { EmbeddedRuntime } from './types.js';
 
 export interface GatewayLaunch {
@@ -223,7 +224,8 @@ export async function launchGateway(o: GatewayLaunch): Promise<RunningGateway> {
   const headersTimeout = ms('headersTimeout', o.headersTimeout);
   const bodyTimeout = ms('bodyTimeout', o.bodyTimeout);
   const requestTimeout = ms('requestTimeout', o.requestTimeout);
-  const runtime = await openEmbeddedRuntime(gatewayConfig(o));
+  const config = gatewayConfig(o);
+  const runtime = await openEmbeddedRuntime(config);
   let gateway: Gateway;
   try {
     gateway = await startGateway({
@@ -242,6 +244,14 @@ export async function launchGateway(o: GatewayLaunch): Promise<RunningGateway> {
       ...(requestTimeout !== undefined ? { requestTimeout } : {}),
     });
   } catch (e) {
+    await runtime.close();
+    throw e;
+  }
+  // Listening (a port below 1024 needs root): on as [ARCHIPELAGO] USER/GROUP (docs/PRIVILEGES.md).
+  try {
+    switchToServiceAccount(config);
+  } catch (e) {
+    await gateway.close();
     await runtime.close();
     throw e;
   }

@@ -30,7 +30,18 @@ export {
 } from './gateway.js';
 export * from './paths.js';
 export * from './peers.js';
-export { blockerOptions, DEFAULT_UNIQUE_STR, hostIdentity, lockTimeoutMs, peerOptions } from './sections.js';
+export {
+  blockerOptions,
+  DEFAULT_UNIQUE_STR,
+  hostIdentity,
+  lockTimeoutMs,
+  makeDataDirs,
+  peerLaunch,
+  peerOptions,
+  serviceAccount,
+  switchToServiceAccount,
+  umaskOf,
+} from './sections.js';
 export { Session, type SessionOptions } from './session.js';
 export {
   logTail,

@@ -19,7 +19,11 @@ function conf(dir: string, segment: string, xseg: string, peers: string): string
   const p = join(dir, 'archipelago.conf');
   writeFileSync(
     p,
-    `[XSEG]
+    `[ARCHIPELAGO]
+USER = root
+GROUP = root
+
+[XSEG]
 SEGMENT_PORTS = 128
 SEGMENT_DYNPORTS = 64
 VTOOL_START = 100

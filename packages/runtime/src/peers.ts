@@ -12,11 +12,11 @@ import { existsSync, unlinkSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { ArchipelagoError, pidAlive, readPidfile } from '@archipelago/libxseg';
 import { DEFAULT_BLOCKSIZE, MAP_IO_CHUNK } from '@archipelago/mapfile';
-import { PEER_OPTIONS_ENV, type PeerOptions, RADOS_CONNECT_TIMEOUT_MS } from '@archipelago/peer/options';
+import { type PeerOptions, RADOS_CONNECT_TIMEOUT_MS } from '@archipelago/peer/options';
 import { type LoadedConfig, rolesOf, startOrder } from './config.js';
 import { RunState } from './endpoint/runstate.js';
 import { outputOf, pidfileOf, runDirectory, sectionOf, segmentName, segmentSpecOf } from './paths.js';
-import { peerOptions } from './sections.js';
+import { peerLaunch } from './sections.js';
 import { spawnDetached } from './spawn.js';
 
 /** The peer process's entry script (built): `node peerMain()` with ARCHIPELAGO_PEER set. */
@@ -251,10 +251,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Spawns one peer and waits for its pidfile (3 s; a rados_blocker also gets its connect timeout). */
 export async function startRole(loaded: LoadedConfig, role: string): Promise<{ role: string; pid: number }> {
-  const opts = peerOptions(loaded, role);
+  const { opts, env } = peerLaunch(loaded, role);
   const { pid } = await spawnDetached({
     entry: peerMain(),
-    env: { [PEER_OPTIONS_ENV]: JSON.stringify(opts) },
+    env,
     logFile: outputOf(loaded, role),
     seeLog: opts.logfile,
     readiness: {

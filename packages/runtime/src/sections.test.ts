@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { defaultConfig, loadConfig, serializeConfig } from './config.js';
-import { hostIdentity, peerOptions } from './sections.js';
+import { hostIdentity, peerOptions, serviceAccount } from './sections.js';
 
 let dir: string | undefined;
 afterEach(() => {
@@ -17,7 +17,12 @@ function config(blockerb: Record<string, unknown>): ReturnType<typeof loadConfig
   const c = defaultConfig(dir);
   const { portno_start, portno_end, nr_ops } = c.blockerb;
   const path = join(dir, 'archipelago.conf');
-  writeFileSync(path, serializeConfig({ ...c, blockerb: { portno_start, portno_end, nr_ops, ...blockerb } }));
+  // USER/GROUP root: peerOptions looks the account up when run as root (the tests are).
+  const ARCHIPELAGO = { ...c.ARCHIPELAGO, USER: 'root', GROUP: 'root' };
+  writeFileSync(
+    path,
+    serializeConfig({ ...c, ARCHIPELAGO, blockerb: { portno_start, portno_end, nr_ops, ...blockerb } }),
+  );
   return loadConfig(path);
 }
 
@@ -58,4 +63,38 @@ describe('hostIdentity: one lock identity per host', () => {
       /blockerm\.unique_str \(nodeB\) and mapperd\.unique_str \(nodeA\) differ; a host has one identity/,
     );
   });
+});
+
+describe('peerOptions: USER/GROUP, UMASK/umask, nr_threads', () => {
+  it("carries the account (as root), the section's umask over UMASK, and a blocker's nr_threads", () => {
+    const c = config({ type: 'file_blocker', archip_dir: 'blocks', nr_threads: 12, umask: 0o027 });
+    const b = peerOptions(c, 'blockerb');
+    expect(b).toMatchObject({ umask: 0o027, nrThreads: 12 });
+    expect(peerOptions(c, 'blockerm').umask).toBe(0o007);
+    expect(peerOptions(c, 'blockerm').nrThreads).toBeUndefined();
+    if (process.getuid?.() === 0) expect(b.account).toEqual({ user: 'root', uid: 0, group: 'root', gid: 0 });
+    else expect(b.account).toBeUndefined(); // not root: no switch to make
+  });
+
+  it('refuses nr_threads beyond the pool limit, naming the file and the key', () => {
+    // Set after loading: what peerOptions itself refuses, whatever the loader checks.
+    const c = config({ type: 'file_blocker', archip_dir: 'blocks' });
+    (c.config.blockerb as unknown as Record<string, unknown>).nr_threads = 5000;
+    expect(() => peerOptions(c, 'blockerb')).toThrow(
+      /archipelago\.conf: \[blockerb\] nr_threads must be an integer in 1\.\.1024/,
+    );
+  });
+
+  it.skipIf(process.getuid?.() !== 0)(
+    'as root, a USER that does not exist is EINVAL_CONFIG naming the file',
+    () => {
+      const c = config({ type: 'file_blocker', archip_dir: 'blocks' });
+      c.config.ARCHIPELAGO.USER = 'archip-no-such-user';
+      expect(() => peerOptions(c, 'blockerb')).toThrow(
+        `${c.path}: [ARCHIPELAGO] USER = archip-no-such-user: no such user on this host`,
+      );
+      // The per-user default configuration is its user's: no switch, no lookup.
+      expect(serviceAccount({ ...c, source: 'default' })).toBeNull();
+    },
+  );
 });

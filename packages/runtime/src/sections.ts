@@ -4,10 +4,26 @@
  * hands `peerOptions` (which embeds the same `blockerOptions`) to each peer process, so a key
  * means the same thing in `vlmc` and in the daemons.
  */
+import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { ArchipelagoError } from '@archipelago/libxseg';
-import type { BlockerPeerOptions, PeerOptions, RadosBlockerPeerOptions } from '@archipelago/peer/options';
+import {
+  type BlockerPeerOptions,
+  MAX_THREADS,
+  type PeerOptions,
+  peerEnvironment,
+  type RadosBlockerPeerOptions,
+} from '@archipelago/peer/options';
+import {
+  type Account,
+  checkServiceDirs,
+  isRoot,
+  makeServiceDir,
+  resolveAccount,
+  type SwitchResult,
+  switchAccount,
+} from '@archipelago/peer/privileges';
 import {
   type ArchipelagoConfig,
   type BlockerSection,
@@ -15,7 +31,7 @@ import {
   isLoaded,
   type LoadedConfig,
 } from './config.js';
-import { logfileOf, pidfileOf, runDirectory, sectionOf, segmentName } from './paths.js';
+import { logfileOf, outputOf, pidfileOf, runDirectory, sectionOf, segmentName } from './paths.js';
 
 /** The default `unique_str`: the identity of a host that sets none is `<hostname>_embedded`. */
 export const DEFAULT_UNIQUE_STR = 'embedded';
@@ -132,9 +148,56 @@ export function hostLockDir(loaded: LoadedConfig): string {
   return join(runDirectory(loaded), 'host-locks');
 }
 
+/**
+ * The account the services of a configuration run as: `[ARCHIPELAGO] USER` and `GROUP`, looked up
+ * (a missing one is EINVAL_CONFIG naming the key and the file). Null when there is no switch to
+ * make: this process is not root (it cannot switch; the umask still applies), or the configuration
+ * is the per-user default (`~/.local/share/archipelago`, or the gateway's `--data` directory),
+ * which belongs to whoever runs it. USER = root is allowed: no switch then.
+ */
+export function serviceAccount(loaded: LoadedConfig | ArchipelagoConfig): Account | null {
+  if (!isLoaded(loaded) || loaded.source === 'default' || !isRoot()) return null;
+  const a = loaded.config.ARCHIPELAGO;
+  return resolveAccount(a.USER, a.GROUP, `${loaded.path}: [ARCHIPELAGO]`);
+}
+
+/**
+ * `serviceAccount` for a process that does not switch (an embedded command, making directories
+ * the daemons will use): null instead of an error when USER or GROUP does not exist here.
+ */
+export function serviceAccountIfAny(loaded: LoadedConfig | ArchipelagoConfig): Account | null {
+  try {
+    return serviceAccount(loaded);
+  } catch (e) {
+    if (ArchipelagoError.is(e, 'EINVAL_CONFIG')) return null;
+    throw e;
+  }
+}
+
+/** A role's umask: its section's `umask`, else `[ARCHIPELAGO] UMASK`. */
+export function umaskOf(loaded: LoadedConfig | ArchipelagoConfig, role?: string): number {
+  const config = configOf(loaded);
+  const own = role === undefined ? undefined : (config[role] as Record<string, unknown> | undefined)?.umask;
+  return typeof own === 'number' ? own : config.ARCHIPELAGO.UMASK;
+}
+
+/**
+ * A blocker section's `nr_threads` (1..1024): the size of the thread pool the blocker peer's file
+ * I/O runs on. Other roles have no threads to size (as in the original: only blockers had).
+ */
+function nrThreadsOf(loaded: LoadedConfig, role: string, s: Record<string, unknown>): number | undefined {
+  const n = s.nr_threads;
+  if (n === undefined || (s.type !== 'file_blocker' && s.type !== 'rados_blocker')) return undefined;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > MAX_THREADS)
+    throw bad(loaded, role, 'nr_threads', `must be an integer in 1..${MAX_THREADS}, got ${String(n)}`);
+  return n;
+}
+
 /** The resolved options a peer process gets (as JSON in ARCHIPELAGO_PEER). */
 export function peerOptions(loaded: LoadedConfig, role: string): PeerOptions {
   const s = sectionOf(loaded, role);
+  const account = serviceAccount(loaded);
+  const nrThreads = nrThreadsOf(loaded, role, s);
   const x = loaded.config.XSEG;
   const level = typeof s.log_level === 'number' ? s.log_level : 2;
   const common = {
@@ -151,6 +214,9 @@ export function peerOptions(loaded: LoadedConfig, role: string): PeerOptions {
     pidfile: pidfileOf(loaded, role),
     logfile: logfileOf(loaded, role),
     logLevel: Math.max(0, Math.min(3, level)),
+    ...(account ? { account } : {}),
+    umask: umaskOf(loaded, role),
+    ...(nrThreads !== undefined ? { nrThreads } : {}),
   };
   if (s.type === 'mapperd') {
     const m = loaded.config.mapperd;
@@ -172,4 +238,66 @@ export function peerOptions(loaded: LoadedConfig, role: string): PeerOptions {
     return { ...common, vlmcd: { type: 'vlmcd', blockerPort: v.blocker_port, mapperPort: v.mapper_port } };
   }
   return { ...common, blocker: blockerOptions(loaded, role) };
+}
+
+/**
+ * What `archipelago start` does for a role right before spawning it: its options, the environment
+ * to spawn it with (`peerEnvironment`: the options, and `UV_THREADPOOL_SIZE` for `nr_threads`),
+ * the role's umask applied here too (the log file is created by the starter), and the run
+ * directory and the directories of its pidfile and log made (2770; owned by USER:GROUP as root).
+ */
+export function peerLaunch(
+  loaded: LoadedConfig,
+  role: string,
+): { opts: PeerOptions; env: Record<string, string> } {
+  const opts = peerOptions(loaded, role);
+  process.umask(opts.umask ?? umaskOf(loaded, role));
+  const account = opts.account ?? null;
+  for (const dir of new Set([runDirectory(loaded), dirname(opts.pidfile), dirname(outputOf(loaded, role))]))
+    makeServiceDir(dir, account);
+  return { opts, env: peerEnvironment(opts) };
+}
+
+/** The directories a configuration's processes write into, with the key that names each. */
+function dataDirs(loaded: LoadedConfig): Array<{ key: string; path: string }> {
+  const dirs = [
+    { key: '[ARCHIPELAGO] RUN_DIR', path: runDirectory(loaded) },
+    { key: 'the host locks (<RUN_DIR>/host-locks)', path: hostLockDir(loaded) },
+  ];
+  for (const role of ['blockerb', 'blockerm']) {
+    const s = loaded.config[role] as Partial<BlockerSection> | undefined;
+    if (s?.type !== 'file_blocker') continue;
+    if (s.archip_dir) dirs.push({ key: `[${role}] archip_dir`, path: s.archip_dir });
+    if (s.lock_dir) dirs.push({ key: `[${role}] lock_dir`, path: s.lock_dir });
+  }
+  return dirs;
+}
+
+/**
+ * A service run in-process (the gateway), once it has what needs root (its listening socket):
+ * switches to `serviceAccount` (when root and the configuration names one), then checks that
+ * the account can use the configuration's directories. Returns what happened.
+ */
+export function switchToServiceAccount(input: LoadedConfig | ArchipelagoConfig): SwitchResult | 'no account' {
+  const account = serviceAccount(input);
+  if (!account || !isLoaded(input)) return 'no account';
+  const r = switchAccount(account);
+  checkServiceDirs(dataDirs(input), account);
+  return r;
+}
+
+/**
+ * The directories a configuration's processes write into, made when missing (mode 2770; owned by
+ * USER:GROUP when made as root and they exist): the run directory, the host locks, and each file
+ * blocker's archip_dir and lock_dir. An embedded command run as root before the daemons are
+ * started thus leaves directories the daemons (as USER) can use. Existing directories are left
+ * as they are.
+ */
+export function makeDataDirs(loaded: LoadedConfig): void {
+  let account: Account | null | undefined;
+  for (const { path: d } of dataDirs(loaded)) {
+    if (existsSync(d)) continue;
+    account ??= serviceAccountIfAny(loaded); // looked up only when something is made
+    makeServiceDir(d, account);
+  }
 }

@@ -106,6 +106,7 @@ export interface NativeSegmentClass {
   ): NativeSegment;
   join(name: string): NativeSegment;
   destroy(name: string): void;
+  share(name: string, uid: number, gid: number): void;
 }
 
 let addon: { NativeSegment: NativeSegmentClass; VERSION: number } | undefined;

@@ -309,6 +309,19 @@ export class Segment {
     }
   }
 
+  /**
+   * Gives the segment `/dev/shm/<name>` and its wake-up files (`/dev/shm/<name>.bell/`) to an
+   * account: owner `uid` (-1: unchanged) and group `gid`, mode 0660 (the directory 2770, setgid,
+   * so doorbells made later are the group's too). Root does this for Archipelago's USER and GROUP:
+   * every member of the group can then join and use the segment, nobody else can open it.
+   */
+  static share(name: string, owner: { uid: number; gid: number }): void {
+    checkInt('uid', owner.uid, -1, 2 ** 32 - 2);
+    checkInt('gid', owner.gid, 0, 2 ** 32 - 2);
+    const { NativeSegment } = loadAddon();
+    call(() => NativeSegment.share(name, owner.uid, owner.gid));
+  }
+
   /** Unlinks `/dev/shm/<name>`. Processes that have it mapped keep their mapping. */
   static destroy(nameOrSpec: string | SegmentSpec): void {
     const name =
