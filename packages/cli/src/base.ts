@@ -29,7 +29,10 @@ export abstract class VlmcCommand extends ToolCommand {
 
   /** This command's session (after `parse`, so `-c` is known). */
   protected session(): Session {
-    this.current ??= new Session(this.configPath === undefined ? {} : { config: this.configPath });
+    this.current ??= new Session({
+      ...(this.configPath === undefined ? {} : { config: this.configPath }),
+      notice: (line) => process.stderr.write(`vlmc: notice: ${line}\n`),
+    });
     return this.current;
   }
 

@@ -7,7 +7,7 @@
  * endpoint), never behind its back.
  */
 import { ArchipelagoError } from '@archipelago/libxseg';
-import { type LoadedConfig, loadConfig } from './config.js';
+import { configNotices, type LoadedConfig, loadConfig } from './config.js';
 import { type MappedStatus, RunState } from './endpoint/runstate.js';
 import { runDirectory } from './paths.js';
 import type { Runtime, RuntimeOptions } from './types.js';
@@ -16,6 +16,11 @@ import { openRuntime } from './wiring.js';
 export interface SessionOptions {
   /** `-c/--config`: else ARCHIPELAGO_CONF, /etc/archipelago/archipelago.conf, the per-user default. */
   config?: string;
+  /**
+   * Told once, when the configuration is loaded, of each key set there that has no effect here
+   * (`configNotices`): vlmc prints them on stderr, so `--json` output stays clean.
+   */
+  notice?: (line: string) => void;
 }
 
 export class Session {
@@ -28,7 +33,10 @@ export class Session {
 
   /** The configuration, loaded once. */
   configuration(): LoadedConfig {
-    this.loaded ??= loadConfig(this.opts.config);
+    if (!this.loaded) {
+      this.loaded = loadConfig(this.opts.config);
+      if (this.opts.notice) for (const n of configNotices(this.loaded)) this.opts.notice(n);
+    }
     return this.loaded;
   }
 
