@@ -252,7 +252,7 @@ describe.concurrent('vlmc as the guide and rbd users expect', { timeout: 120_000
       const r = await sh(`vlmc -c ${conf} create big1 --size 1P`);
       expect(r.code).toBe(1);
       expect(r.stderr).toMatch(
-        /^vlmc: ENOSPC: not enough space for the map of "big1": 1125899906842624 bytes in 4194304-byte blocks need 34359738880 bytes \(32 GiB\) of map, .*small(/maps)? has \d+ bytes \(.*\) available\n$/,
+        /^vlmc: ENOSPC: not enough space for the map of "big1": 1125899906842624 bytes in 4194304-byte blocks need 34359738880 bytes \(32 GiB\) of map, .*small(\/maps)? has \d+ bytes \(.*\) available\n$/,
       );
       expect(Date.now() - t0).toBeLessThan(10_000);
       const r2 = await sh(`vlmc -c ${conf} create big2 --size 100G --json`);
