@@ -6,11 +6,14 @@
  * errors, and the umask the scripts apply. Two hosts (migration): test-e2e/ganeti/.
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+// The repository's own codec (this package has no TypeScript dependencies of its own).
+import { merkleRoot } from '../../mapfile/src/index.js';
 import {
   ganetiUnavailable,
   kvmUri,
@@ -194,6 +197,64 @@ archip_dir = ${dir}/maps
       expect(await run('detach', { VOL_NAME: clone })).toMatchObject({ code: 0, stdout: '' });
       expect(await run('remove', { VOL_NAME: clone })).toMatchObject({ code: 0 });
       await vlmc('remove', snap);
+    });
+
+    it('create from a Pithos v0 image (EXTP_ORIGIN + EXTP_ORIGIN_SIZE), laid out as the original did', async () => {
+      // Pithos: 4 MiB blocks named by the SHA-256 of the block without its trailing zeros (a zero
+      // block is the hash of nothing and is not stored); the map is the concatenated 32-byte
+      // hashes, no header, named by their Merkle root. Objects live at <dir>/h0h1/h2h3/h4h5/<name>.
+      const BS = 4 * MiB;
+      const img = Buffer.concat([Buffer.alloc(BS, 0x5a), Buffer.alloc(BS), Buffer.alloc(MiB, 0xc3)]);
+      const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+      const put = async (root: string, name: string, data: Uint8Array) => {
+        const h = sha(Buffer.from(name));
+        const p = join(root, h.slice(0, 2), h.slice(2, 4), h.slice(4, 6), name);
+        await mkdir(dirname(p), { recursive: true });
+        await writeFile(p, data);
+      };
+      const blocks = [0, 1, 2].map((i) => img.subarray(i * BS, Math.min(img.length, (i + 1) * BS)));
+      const strip = (b: Buffer) => {
+        let end = b.length;
+        while (end > 0 && b[end - 1] === 0) end--;
+        return b.subarray(0, end);
+      };
+      const hashes = blocks.map((b) => sha(strip(b)));
+      for (const [i, b] of blocks.entries())
+        if (i !== 1) await put(join(dir, 'blocks'), hashes[i]!, strip(b));
+      const image = merkleRoot(hashes);
+      await put(join(dir, 'maps'), image, Buffer.concat(hashes.map((h) => Buffer.from(h, 'hex'))));
+
+      const disk = `${vol}-v0`;
+      const c = await run('create', {
+        VOL_NAME: disk,
+        VOL_SIZE: '16',
+        EXTP_ORIGIN: image,
+        EXTP_ORIGIN_SIZE: String(img.length),
+      });
+      expect(c, c.stderr).toMatchObject({ code: 0, stdout: '' });
+      expect((await info(disk)).size).toBe(16 * MiB);
+      const a = await run('attach', { VOL_NAME: disk });
+      const uri = kvmUri(a.stdout) as string;
+      const r = await qemuIo(
+        uri,
+        'read -P 0x5a 0 4M',
+        'read -P 0 4M 4M',
+        'read -P 0xc3 8M 1M',
+        'read -P 0 9M 7M',
+      );
+      expect(r.code, r.stderr + r.stdout).toBe(0);
+      expect(await run('detach', { VOL_NAME: disk })).toMatchObject({ code: 0, stdout: '' });
+      expect(await run('remove', { VOL_NAME: disk })).toMatchObject({ code: 0 });
+      // A size that does not match the map is refused, and nothing is created.
+      const bad = await run('create', {
+        VOL_NAME: disk,
+        VOL_SIZE: '16',
+        EXTP_ORIGIN: image,
+        EXTP_ORIGIN_SIZE: String(img.length + BS),
+      });
+      expect(bad.code).toBe(1);
+      expect(bad.stderr).toMatch(/ECORRUPT_MAP/);
+      expect((await vlmc('info', disk, '--json')).code).toBe(1);
     });
 
     it('refuses a wrong environment with status 2 and a usage on -h, and fails with vlmc', async () => {
