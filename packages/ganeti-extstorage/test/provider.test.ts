@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 // The repository's own codec (this package has no TypeScript dependencies of its own).
-import { merkleRoot } from '../../mapfile/src/index.js';
+import { merkleRoot, pithosBlockHash, stripTrailingZeros } from '../../mapfile/src/index.js';
 import {
   ganetiUnavailable,
   kvmUri,
@@ -213,14 +213,9 @@ archip_dir = ${dir}/maps
         await writeFile(p, data);
       };
       const blocks = [0, 1, 2].map((i) => img.subarray(i * BS, Math.min(img.length, (i + 1) * BS)));
-      const strip = (b: Buffer) => {
-        let end = b.length;
-        while (end > 0 && b[end - 1] === 0) end--;
-        return b.subarray(0, end);
-      };
-      const hashes = blocks.map((b) => sha(strip(b)));
+      const hashes = blocks.map((b) => pithosBlockHash(b));
       for (const [i, b] of blocks.entries())
-        if (i !== 1) await put(join(dir, 'blocks'), hashes[i]!, strip(b));
+        if (i !== 1) await put(join(dir, 'blocks'), hashes[i]!, stripTrailingZeros(b));
       const image = merkleRoot(hashes);
       await put(join(dir, 'maps'), image, Buffer.concat(hashes.map((h) => Buffer.from(h, 'hex'))));
 

@@ -9,58 +9,45 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ArchipelagoError, pidAlive } from '@archipelago/libxseg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { defaultConfig, type LoadedConfig, loadConfig } from './config.js';
+import { defaultConfig, type LoadedConfig, loadConfig, serializeConfig } from './config.js';
 import { pidfileOf, segmentName, segmentSpecOf } from './paths.js';
 import { checkSegmentSize, restart, segmentNeed, start, status, stop } from './peers.js';
 
 const ORDER = ['blockerm', 'vlmcd', 'blockerb', 'mapperd'];
 
-function conf(dir: string, segment: string, xseg: string, peers: string): string {
+/** A daemons configuration in `dir` (written by our own serializer); `xseg`/`peers`: extra keys. */
+function conf(
+  dir: string,
+  segment: string,
+  xseg: Record<string, unknown>,
+  peers: Record<string, unknown>,
+): string {
   const p = join(dir, 'archipelago.conf');
+  const peer = (port: number, extra: Record<string, unknown>) => ({
+    portno_start: port,
+    portno_end: port,
+    nr_ops: 16,
+    ...extra,
+  });
   writeFileSync(
     p,
-    `[ARCHIPELAGO]
-USER = root
-GROUP = root
-
-[XSEG]
-SEGMENT_PORTS = 128
-SEGMENT_DYNPORTS = 64
-VTOOL_START = 100
-VTOOL_END = 110
-segment_name = ${segment}
-${xseg}
-[PEERS]
-ROLES = blockerb blockerm mapperd vlmcd
-${peers}
-[blockerb]
-type = file_blocker
-portno_start = 10
-portno_end = 10
-nr_ops = 16
-archip_dir = blocks
-
-[blockerm]
-type = file_blocker
-portno_start = 12
-portno_end = 12
-nr_ops = 16
-archip_dir = maps
-
-[mapperd]
-portno_start = 11
-portno_end = 11
-nr_ops = 16
-blockerb_port = 10
-blockerm_port = 12
-
-[vlmcd]
-portno_start = 20
-portno_end = 30
-nr_ops = 16
-blocker_port = 10
-mapper_port = 11
-`,
+    serializeConfig({
+      // The peers stay root: the test's directories are not reachable by another account.
+      ARCHIPELAGO: { USER: 'root', GROUP: 'root' },
+      XSEG: {
+        SEGMENT_PORTS: 128,
+        SEGMENT_DYNPORTS: 64,
+        VTOOL_START: 100,
+        VTOOL_END: 110,
+        segment_name: segment,
+        ...xseg,
+      },
+      PEERS: { ROLES: 'blockerb blockerm mapperd vlmcd', ...peers },
+      blockerb: peer(10, { type: 'file_blocker', archip_dir: 'blocks' }),
+      blockerm: peer(12, { type: 'file_blocker', archip_dir: 'maps' }),
+      mapperd: peer(11, { blockerb_port: 10, blockerm_port: 12 }),
+      vlmcd: { ...peer(20, { blocker_port: 10, mapper_port: 11 }), portno_end: 30 },
+    }),
   );
   return p;
 }
@@ -85,7 +72,7 @@ afterAll(async () => {
 
 describe('SEGMENT_SIZE (the guide\'s "Calculating SEGMENT_SIZE")', () => {
   it('start refuses a segment smaller than the peers need, with the number and the formula, and starts nothing', async () => {
-    const l = loadConfig(conf(dir, `cfgseg${process.pid}`, 'SEGMENT_SIZE = 1', ''), { env: {} });
+    const l = loadConfig(conf(dir, `cfgseg${process.pid}`, { SEGMENT_SIZE: 1 }, {}), { env: {} });
     let err: unknown;
     try {
       await start(l, undefined, () => {});
@@ -125,7 +112,7 @@ describe('[PEERS] ORDER', () => {
       ['blockerb blockerm mapperd', 'leaves out vlmcd'],
       ['blockerb blockerm mapperd vlmcd vlmcd', 'names vlmcd twice'],
     ] as const) {
-      const p = conf(dir, 'x', 'SEGMENT_SIZE = 400', `ORDER = ${order}`);
+      const p = conf(dir, 'x', { SEGMENT_SIZE: 400 }, { ORDER: order });
       expect(() => loadConfig(p, { env: {} })).toThrow(
         expect.objectContaining({
           code: 'EINVAL_CONFIG',
@@ -139,7 +126,7 @@ describe('[PEERS] ORDER', () => {
 
   it('orders start, and stop in reverse; status shows the heap in use', async () => {
     const segment = `cfgord${process.pid}`;
-    loaded = loadConfig(conf(dir, segment, 'SEGMENT_SIZE = 400', `ORDER = ${ORDER.join(' ')}`), {
+    loaded = loadConfig(conf(dir, segment, { SEGMENT_SIZE: 400 }, { ORDER: ORDER.join(' ') }), {
       env: {},
     });
     const started = await start(loaded, undefined, () => {});
