@@ -4,6 +4,7 @@
  * talking to a mapperd peer. Callers that accept a `MapperApi` work with either.
  */
 import type { MapEntry } from '@archipelago/mapfile';
+import type { RestoreOptions, TrashEntry, TrashOptions } from './ops/trash.js';
 import type {
   CloneOptions,
   CreateFromEntriesOptions,
@@ -33,6 +34,14 @@ export interface MapperApi {
   snapshot(name: string, snap: string): Promise<VolumeInfo>;
   remove(name: string, opts?: LoadOptions): Promise<void>;
   rename(name: string, newName: string): Promise<VolumeInfo>;
+  /** The trash (README, "Trash"): what `remove` moved there, oldest first. */
+  listTrash(opts?: TrashOptions): Promise<TrashEntry[]>;
+  /** Brings a removed volume or snapshot back under its name; EEXIST_VOLUME when the name was reused. */
+  restoreTrash(name: string, opts?: RestoreOptions): Promise<VolumeInfo>;
+  /** Drops one trash entry for good. */
+  purgeTrash(entry: string): Promise<TrashEntry>;
+  /** Purges every trash entry removed at least `ttlMs` before `nowMs`; returns them. */
+  purgeExpiredTrash(nowMs: number, ttlMs?: number): Promise<TrashEntry[]>;
   resize(name: string, size: number): Promise<VolumeInfo>;
   /** Takes the volume lock without waiting and caches the map. */
   openVolume(name: string, opts?: LoadOptions, how?: { ask?: boolean }): Promise<VolumeInfo>;

@@ -4,6 +4,15 @@ export type { HostLockHandle, HostLocks } from './host-locks.js';
 export { MAX_VOLUME_SIZE, Mapper, type MapperOptions, type OpenMapView } from './mapper.js';
 export { KeyedMutex, Mutex } from './mutex.js';
 export { checkMapSpace, mapStorageBytes } from './ops/create.js';
+export {
+  isTrashName,
+  parseTrashName,
+  type RestoreOptions,
+  TRASH_PREFIX,
+  type TrashEntry,
+  type TrashOptions,
+  trashName,
+} from './ops/trash.js';
 export * from './types.js';
 export { type StoreUsage, storeUsage, type UsageSource, type VolumeUsage, volumeUsage } from './usage.js';
 export type { ReleaseHandler } from './volume-locks.js';

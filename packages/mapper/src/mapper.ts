@@ -16,6 +16,16 @@ import { rename } from './ops/rename.js';
 import { resize } from './ops/resize.js';
 import { snapshot } from './ops/snapshot.js';
 import {
+  isTrashName,
+  listTrash,
+  purgeExpiredTrash,
+  purgeTrash,
+  type RestoreOptions,
+  restoreTrash,
+  type TrashEntry,
+  type TrashOptions,
+} from './ops/trash.js';
+import {
   type CloneOptions,
   type CreateFromEntriesOptions,
   type CreateOptions,
@@ -151,9 +161,31 @@ export class Mapper implements MapperApi {
     return snapshot(this.ctx, name, snap);
   }
 
-  /** Removes a volume: marks its map deleted, then deletes the objects it owns. */
+  /** Removes a volume or snapshot: it is gone for its users, and its map moves to the trash. */
   remove(name: string, opts?: LoadOptions): Promise<void> {
     return remove(this.ctx, name, opts);
+  }
+
+  // The trash (ops/trash.ts)
+
+  /** Every volume and snapshot in the trash, oldest removal first. */
+  listTrash(opts?: TrashOptions): Promise<TrashEntry[]> {
+    return listTrash(this.ctx, opts);
+  }
+
+  /** Brings `name` back from the trash (its latest entry, or `opts.entry`); EEXIST_VOLUME when the name was reused. */
+  restoreTrash(name: string, opts?: RestoreOptions): Promise<VolumeInfo> {
+    return restoreTrash(this.ctx, name, opts);
+  }
+
+  /** Drops one trash entry for good (its owned objects and map blocks go). */
+  purgeTrash(entry: string): Promise<TrashEntry> {
+    return purgeTrash(this.ctx, entry);
+  }
+
+  /** Purges every trash entry removed at least `ttlMs` (default 0) before `nowMs`. */
+  purgeExpiredTrash(nowMs: number, ttlMs?: number): Promise<TrashEntry[]> {
+    return purgeExpiredTrash(this.ctx, nowMs, ttlMs);
   }
 
   /** Renames a volume or snapshot. Its objects keep their names; the old name's epoch is kept. */
@@ -238,9 +270,9 @@ export class Mapper implements MapperApi {
     return info(this.ctx, name, opts);
   }
 
-  /** Every live map in blockerm, sorted by name, from their headers. */
-  list(): Promise<VolumeSummary[]> {
-    return list(this.ctx);
+  /** Every live map in blockerm, sorted by name, from their headers (trash entries hidden). */
+  async list(): Promise<VolumeSummary[]> {
+    return (await list(this.ctx)).filter((v) => !isTrashName(v.name));
   }
 
   /** The map entries of a volume (for export, du and hashing). */
