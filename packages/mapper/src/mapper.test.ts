@@ -58,8 +58,11 @@ describe('create, info, list, remove', () => {
     await mapper.closeVolume('ep');
     expect(await countObjects(blocks)).toEqual([dataObjectName('ep', 1n, 0)]);
     await mapper.remove('ep');
-    expect(await countObjects(blocks)).toEqual([]);
+    // The removed volume is in the trash (its objects with it) until it is purged.
+    expect(await countObjects(blocks)).toEqual([dataObjectName('ep', 1n, 0)]);
     expect(await codeOf(mapper.info('ep'))).toBe('ENOENT_VOLUME');
+    expect((await mapper.purgeExpiredTrash(Date.now())).map((e) => e.name)).toEqual(['ep']);
+    expect(await countObjects(blocks)).toEqual([]);
     expect(await maps.exists('ep')).toBe(true);
     expect((await mapper.list()).length).toBe(0);
     const again = await mapper.create('ep', { size: BS, blocksize: BS });
