@@ -31,6 +31,7 @@ import {
 } from './__fixtures__/crash.js';
 import { get, put } from './__fixtures__/stack.js';
 import type { Mapper } from './mapper.js';
+import { trashName } from './ops/trash.js';
 
 const BS = 4096;
 /** 40 blocks: two map blocks (32 entries each at this block size). */
@@ -76,6 +77,14 @@ async function withLegacy(m: Mapper, b: Blocker): Promise<void> {
   await b.writeFull(`archip_${digest.toString('hex')}`, pattern('leg', 0, 0, 64));
 }
 
+/** The base, with snapshot `s0` removed too (the trash holds `gone` and `s0`). */
+async function withSnapshotInTrash(m: Mapper, b: Blocker): Promise<void> {
+  await base(m, b);
+  const next = mapperOver(b);
+  await next.remove('s0');
+  await next.close();
+}
+
 /** A write the operation saw acknowledged: it must read back after any later crash. */
 interface Acked {
   vol: string;
@@ -113,6 +122,23 @@ const scenarios: Scenario[] = [
   { name: 'resize: shrink', op: (m) => m.resize('v', 20 * BS) },
   { name: 'remove a volume', op: (m) => m.remove('v') },
   { name: 'remove a snapshot', op: (m) => m.remove('s0') },
+  { name: 'restore a volume from the trash', op: (m) => m.restoreTrash('gone') },
+  { name: 'restore a snapshot from the trash', setup: withSnapshotInTrash, op: (m) => m.restoreTrash('s0') },
+  {
+    name: 'purge a trash entry',
+    setup: withSnapshotInTrash,
+    op: async (m) => {
+      const entry = (await m.listTrash()).find((t) => t.name === 'gone')?.entry;
+      return m.purgeTrash(entry ?? trashName('gone', 0)); // (a retry after it: ENOENT)
+    },
+  },
+  {
+    // Entry by entry: a crash leaves some purged and the others as they were.
+    name: 'purge the trash',
+    setup: withSnapshotInTrash,
+    sequence: true,
+    op: (m) => m.purgeExpiredTrash(Date.now()),
+  },
   { name: 'hash a snapshot', op: (m) => m.hash('s0') },
   { name: 'write with copy-up', op: (m, b) => put(m, b, 'v', 0, pattern('v', 0, 2)) },
   { name: 'write to a zero block', op: (m, b) => put(m, b, 'v', 10 * BS, pattern('v', 10, 2)) },
@@ -155,6 +181,7 @@ async function repair(m: Mapper, names: Iterable<string>): Promise<void> {
  */
 async function nextOperations(m: Mapper, b: Blocker, state: StoreState): Promise<void> {
   for (const [name, s] of Object.entries(state)) {
+    if (isTrash(name)) continue;
     if (s.readonly) {
       await m.clone(name, `next-${name}`);
       expect(digest(await get(m, b, `next-${name}`, 0, s.size))).toBe(s.bytes);
@@ -180,9 +207,12 @@ const digest = (buf: Buffer) => createHash('sha256').update(buf).digest('hex').s
 /** Every name a state, a change list or a scenario mentions (the locks to look at). */
 function namesOf(...states: StoreState[]): Set<string> {
   const names = new Set(['v', 's0', 's1', 'gone', 'n', 'c', 'w', 't', 'leg']);
-  for (const s of states) for (const n of Object.keys(s)) names.add(n);
+  for (const s of states) for (const n of Object.keys(s)) if (!isTrash(n)) names.add(n);
   return names;
 }
+
+/** A state's key for a trash entry (`observe`). */
+const isTrash = (key: string) => key.startsWith('trash:');
 
 for (const kind of ['file', 'memory'] as const) {
   describe(`crash at every step (${kind} blocker)`, () => {

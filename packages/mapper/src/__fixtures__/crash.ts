@@ -156,7 +156,11 @@ export interface MapState {
 
 export type StoreState = Record<string, MapState>;
 
-/** Every live map of the store, and every map marked incomplete (as `incomplete: name`). */
+/**
+ * Every live map of the store, and every map marked incomplete (as `incomplete: name`). Trash
+ * entries are in the state too, as `trash:<original name>:<n>` (the n-th entry of that name,
+ * oldest first: their internal names hold the removal time, which differs from run to run).
+ */
 export async function observe(m: Mapper, b: Blocker): Promise<{ state: StoreState; incomplete: string[] }> {
   const state: StoreState = {};
   const incomplete: string[] = [];
@@ -174,21 +178,46 @@ export async function observe(m: Mapper, b: Blocker): Promise<{ state: StoreStat
       entries,
     };
   }
+  const seen = new Map<string, number>();
+  for (const t of await m.listTrash()) {
+    const n = seen.get(t.name) ?? 0;
+    seen.set(t.name, n + 1);
+    const entries = await m.entries(t.entry);
+    const parts = await Promise.all(
+      entries.map((e) =>
+        e.flags & ObjFlag.ZERO ? Buffer.alloc(t.blocksize) : b.read(e.name, 0, t.blocksize, { missingOk: true }),
+      ),
+    );
+    state[`trash:${t.name}:${n}`] = {
+      readonly: t.kind === 'snapshot',
+      size: t.size,
+      bytes: createHash('sha256')
+        .update(Buffer.concat(parts).subarray(0, t.size))
+        .digest('hex')
+        .slice(0, 16),
+      entries: entries.map((e) => `${e.name} ${e.flags}`),
+    };
+  }
   return { state, incomplete };
 }
 
+/** Names of the live maps and trash entries (the maps whose objects are in use). */
+async function liveMaps(m: Mapper): Promise<string[]> {
+  const names = (await m.list()).filter((v) => !v.incomplete).map((v) => v.name);
+  return [...names, ...(await m.listTrash()).map((t) => t.entry)];
+}
+
 /**
- * Invariant 1: no object a live map names WRITABLE is named by another live map. Returns the
- * violations, as sentences.
+ * Invariant 1: no object a live map (or trash entry) names WRITABLE is named by another one.
+ * Returns the violations, as sentences.
  */
 export async function aliasing(m: Mapper): Promise<string[]> {
   const namedBy = new Map<string, Array<{ map: string; writable: boolean }>>();
-  for (const v of await m.list()) {
-    if (v.incomplete) continue;
-    for (const e of await m.entries(v.name)) {
+  for (const v of await liveMaps(m)) {
+    for (const e of await m.entries(v)) {
       if (e.flags & ObjFlag.ZERO) continue;
       const list = namedBy.get(e.name) ?? [];
-      list.push({ map: v.name, writable: (e.flags & ObjFlag.WRITABLE) !== 0 });
+      list.push({ map: v, writable: (e.flags & ObjFlag.WRITABLE) !== 0 });
       namedBy.set(e.name, list);
     }
   }
