@@ -15,16 +15,18 @@ import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 
 const dist = fileURLToPath(new URL('../dist/', import.meta.url));
-const commands = readdirSync(`${dist}commands`)
+// Commands of a topic live in a directory of it: commands/trash/ls.js is `trash:ls` (`vlmc trash ls`).
+const commands = readdirSync(`${dist}commands`, { recursive: true })
   .filter((f) => f.endsWith('.js'))
   .map((f) => f.slice(0, -3))
   .sort();
-const ident = (id) => `C_${id.replace(/[^A-Za-z0-9]/g, '_')}`;
+const ident = (path) => `C_${path.replace(/[^A-Za-z0-9]/g, '_')}`;
+const id = (path) => path.replaceAll('/', ':');
 const entry = [
   "import { execute } from '@oclif/core';",
   "import { normalizeArgv } from '@archipelago/cli-kit';",
-  ...commands.map((id) => `import ${ident(id)} from './commands/${id}.js';`),
-  `export const COMMANDS = { ${commands.map((id) => `${JSON.stringify(id)}: ${ident(id)}`).join(', ')} };`,
+  ...commands.map((path) => `import ${ident(path)} from './commands/${path}.js';`),
+  `export const COMMANDS = { ${commands.map((path) => `${JSON.stringify(id(path))}: ${ident(path)}`).join(', ')} };`,
   'export function main(args) { return execute({ args: normalizeArgv(args), dir: import.meta.url }); }',
 ].join('\n');
 

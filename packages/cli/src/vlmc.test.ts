@@ -281,6 +281,63 @@ describe.concurrent('import and export', SLOW, () => {
   });
 });
 
+describe.concurrent('trash', SLOW, () => {
+  it('remove puts a volume in the trash; trash ls shows it; trash restore brings it back, not over a reused name', async () => {
+    const image = Buffer.concat([randomBytes(BS), Buffer.alloc(BS), randomBytes(MiB)]);
+    const src = join(dir, 'trash.img');
+    await writeFile(src, image);
+    const digest = createHash('sha256').update(image).digest('hex');
+    await json(['import', src, 'tr01']);
+    await json(['snapshot', 'tr01', 'tr01-s']);
+    const t0 = Date.now();
+    expect(await json(['rm', 'tr01'])).toEqual({ name: 'tr01', removed: true });
+    await json(['rm', 'tr01-s']);
+    await fails(['info', 'tr01'], 'ENOENT_VOLUME');
+
+    type Rec = {
+      name: string;
+      kind: string;
+      size: number;
+      removedAt: string;
+      expiresAt: string;
+      entry: string;
+    };
+    const mine = async () => (await json<Rec[]>(['trash', 'ls'])).filter((r) => r.name.startsWith('tr01'));
+    const trash = await mine();
+    expect(trash.map((r) => [r.name, r.kind, r.size])).toEqual([
+      ['tr01', 'volume', image.length],
+      ['tr01-s', 'snapshot', image.length],
+    ]);
+    const removedAt = Date.parse(trash[0]!.removedAt);
+    expect(removedAt).toBeGreaterThanOrEqual(t0 - 1000);
+    expect(removedAt).toBeLessThanOrEqual(Date.now());
+    expect(trash[0]!.expiresAt).toBe(trash[0]!.removedAt); // trash_ttl 0: the next gc
+    const human = await vlmc(['trash', 'ls']);
+    expect(human.stdout).toMatch(/^NAME +KIND +SIZE +REMOVED +EXPIRES$/m);
+    expect(human.stdout).toMatch(/^tr01-s +snapshot +9 MiB +\d{4}-\d\d-\d\dT/m);
+
+    // The name is free again; while it is used, restoring is refused and changes nothing.
+    await json(['create', 'tr01', '--size', '1']);
+    const refused = await fails(['trash', 'restore', 'tr01'], 'EEXIST_VOLUME');
+    expect(refused).toContain('cannot restore "tr01" from the trash: the name was used again');
+    expect(await json(['info', 'tr01'])).toMatchObject({ size: MiB });
+    await json(['rm', 'tr01']);
+
+    // The first removal, by its entry: the bytes are the imported image's.
+    const restored = await json(['trash', 'restore', 'tr01', '--entry', trash[0]!.entry]);
+    expect(restored).toMatchObject({ name: 'tr01', size: image.length, readonly: false, lockOwner: null });
+    const out = join(dir, 'trash.out');
+    await json(['export', 'tr01', out]);
+    expect(await sha256(out)).toBe(digest);
+    expect((await vlmc(['trash', 'restore', 'tr01-s'])).stdout).toBe('restored tr01-s (snapshot)\n');
+    // Left in the trash: the second tr01 (1 MiB); `ls` shows no trash entry.
+    expect((await mine()).map((r) => [r.name, r.size])).toEqual([['tr01', MiB]]);
+    const listed = (await json<Array<{ name: string }>>(['ls'])).map((r) => r.name);
+    expect(listed).toEqual(expect.arrayContaining(['tr01', 'tr01-s']));
+    expect(listed.some((n) => n.includes('trash'))).toBe(false);
+  });
+});
+
 describe.concurrent('locks', SLOW, () => {
   it('lock, unlock and unlock -f between two hosts; ELOCKED names the owner', async () => {
     const B = ['-c', confB];

@@ -166,7 +166,9 @@ describe('trash', () => {
     expect(await mapper.listTrash()).toHaveLength(2);
     // `old` expired (if both were removed in the same millisecond, both did).
     const purged = await mapper.purgeExpiredTrash(old!.removedAt + ttl, ttl);
-    expect(purged.map((e) => e.name)).toEqual(young!.removedAt === old!.removedAt ? ['old', 'young'] : ['old']);
+    expect(purged.map((e) => e.name)).toEqual(
+      young!.removedAt === old!.removedAt ? ['old', 'young'] : ['old'],
+    );
     expect(purged[0]).toMatchObject({ entry: old!.entry, expiresAt: old!.removedAt + ttl });
     expect(await codeOf(mapper.restoreTrash('old'))).toBe('ENOENT_VOLUME');
     expect((await objects(blocks)).filter((n) => n.startsWith('old_'))).toEqual([]);

@@ -6,7 +6,13 @@
 import { dirSpace } from '@archipelago/blocker-file';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { DEFAULT_BLOCKSIZE, ObjFlag, validateVolumeName, ZERO_BLOCK } from '@archipelago/mapfile';
-import { checkMapSpace, type LoadOptions, type VolumeInfo, type VolumeSummary } from '@archipelago/mapper';
+import {
+  checkMapSpace,
+  type LoadOptions,
+  type TrashEntry,
+  type VolumeInfo,
+  type VolumeSummary,
+} from '@archipelago/mapper';
 import { callControl } from './endpoint/control.js';
 import type { MappedStatus } from './endpoint/runstate.js';
 import type { Session } from './session.js';
@@ -226,6 +232,34 @@ export async function removeVolume(s: Session, name: string): Promise<{ name: st
   const rt = await s.runtime();
   await rt.composer.remove(name);
   return { name, removed: true };
+}
+
+/**
+ * `[mapperd] trash_ttl` of the configuration (seconds) in ms: how long a removed volume stays in
+ * the trash; 0 (the default, and when the configuration has no such key) until the next gc.
+ */
+export function trashTtlMs(s: Session): number {
+  const mapperd = s.configuration().config.mapperd as unknown as Record<string, unknown>;
+  const ttl = mapperd.trash_ttl;
+  return typeof ttl === 'number' && Number.isFinite(ttl) && ttl > 0 ? ttl * 1000 : 0;
+}
+
+/** What the trash holds (`vlmc trash ls`): removed volumes and snapshots, oldest removal first. */
+export async function listTrash(s: Session): Promise<TrashEntry[]> {
+  return (await s.runtime()).mapper.listTrash({ ttlMs: trashTtlMs(s) });
+}
+
+/**
+ * Brings a removed volume or snapshot back under its name (`vlmc trash restore`): its latest
+ * trash entry, or `opts.entry`. EEXIST_VOLUME when the name was used again since the removal.
+ */
+export async function restoreFromTrash(
+  s: Session,
+  name: string,
+  opts: { entry?: string } = {},
+): Promise<VolumeInfo> {
+  const rt = await s.runtime();
+  return settled(s, await rt.mapper.restoreTrash(name, opts));
 }
 
 /** Renames a volume or snapshot (refused while it is mapped). */

@@ -185,16 +185,15 @@ export async function observe(m: Mapper, b: Blocker): Promise<{ state: StoreStat
     const entries = await m.entries(t.entry);
     const parts = await Promise.all(
       entries.map((e) =>
-        e.flags & ObjFlag.ZERO ? Buffer.alloc(t.blocksize) : b.read(e.name, 0, t.blocksize, { missingOk: true }),
+        e.flags & ObjFlag.ZERO
+          ? Buffer.alloc(t.blocksize)
+          : b.read(e.name, 0, t.blocksize, { missingOk: true }),
       ),
     );
     state[`trash:${t.name}:${n}`] = {
       readonly: t.kind === 'snapshot',
       size: t.size,
-      bytes: createHash('sha256')
-        .update(Buffer.concat(parts).subarray(0, t.size))
-        .digest('hex')
-        .slice(0, 16),
+      bytes: createHash('sha256').update(Buffer.concat(parts).subarray(0, t.size)).digest('hex').slice(0, 16),
       entries: entries.map((e) => `${e.name} ${e.flags}`),
     };
   }

@@ -161,7 +161,9 @@ export async function restoreTrash(
   const pick = mine[mine.length - 1];
   if (!pick) {
     const which = opts.entry === undefined ? '' : ` (entry ${opts.entry})`;
-    throw archipError('ENOENT_VOLUME', `"${name}"${which} is not in the trash`, { details: { volume: name } });
+    throw archipError('ENOENT_VOLUME', `"${name}"${which} is not in the trash`, {
+      details: { volume: name },
+    });
   }
   const { entry } = pick;
   return ctx.locks.withHostLocks([entry, name], () =>

@@ -344,6 +344,38 @@ export class SegmentMapper extends PeerClient implements MapperApi {
     return info;
   }
 
+  // The trash (MapperOp.TRASH): listing is idempotent and retried, the changes are not.
+
+  listTrash(opts: mapper.TrashOptions = {}): Promise<mapper.TrashEntry[]> {
+    return this.json(
+      'trash ls',
+      { op: MapperOp.TRASH, ...this.args({ action: 'list', ...opts }), reserve: 64 * 1024 },
+      true,
+    );
+  }
+
+  restoreTrash(name: string, opts: mapper.RestoreOptions = {}): Promise<VolumeInfo> {
+    const o = { op: MapperOp.TRASH, target: name, ...this.args({ action: 'restore', ...opts }) };
+    return this.json(`trash restore ${name}`, o, false);
+  }
+
+  purgeTrash(entry: string): Promise<mapper.TrashEntry> {
+    return this.json(
+      `trash purge ${entry}`,
+      { op: MapperOp.TRASH, target: entry, ...this.args({ action: 'purge' }) },
+      false,
+    );
+  }
+
+  purgeExpiredTrash(nowMs: number, ttlMs?: number): Promise<mapper.TrashEntry[]> {
+    const a = { action: 'purge-expired', nowMs, ...(ttlMs === undefined ? {} : { ttlMs }) };
+    return this.json(
+      'trash purge-expired',
+      { op: MapperOp.TRASH, ...this.args(a), reserve: 64 * 1024 },
+      false,
+    );
+  }
+
   resize(name: string, size: number): Promise<VolumeInfo> {
     if (!Number.isSafeInteger(size) || size < 0)
       throw new ArchipelagoError('EINVAL_SIZE', `resize: size must be an integer >= 0, got ${size}`);

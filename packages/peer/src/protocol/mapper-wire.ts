@@ -57,6 +57,13 @@ export const MapperOp = {
   INVALIDATE: 88,
   /** complete: a volume created incomplete (`{ incomplete: true }`: an import) becomes usable. */
   COMPLETE: 89,
+  /**
+   * The trash (mapper README, "Trash"): data = JSON `{ action, ... }`; `list` (`{ ttlMs? }`, reply
+   * JSON TrashEntry[]), `restore` (target = the name, `{ entry? }`, reply JSON VolumeInfo),
+   * `purge` (target = the entry, reply JSON TrashEntry), `purge-expired` (`{ nowMs, ttlMs? }`,
+   * reply JSON TrashEntry[]).
+   */
+  TRASH: 90,
 } as const;
 
 /**

@@ -136,6 +136,29 @@ export function createMapperService(
       await untilTaken(blockerm, name);
     });
 
+  /** MapperOp.TRASH: the trash calls, by `a.action`. */
+  function trash(name: string, a: Record<string, unknown>): Promise<unknown> {
+    const ttlMs = optNum(a, 'ttlMs', 'trash');
+    switch (a.action) {
+      case 'list':
+        return mapper.listTrash(ttlMs === undefined ? {} : { ttlMs });
+      case 'restore':
+        if (a.entry !== undefined && typeof a.entry !== 'string')
+          throw new ArchipelagoError('EINVAL', 'trash restore: "entry" must be a string');
+        return mapper.restoreTrash(name, a.entry === undefined ? {} : { entry: a.entry });
+      case 'purge':
+        return mapper.purgeTrash(name);
+      case 'purge-expired': {
+        const nowMs = optNum(a, 'nowMs', 'trash');
+        if (nowMs === undefined)
+          throw new ArchipelagoError('EINVAL', 'trash purge-expired: "nowMs" is required');
+        return mapper.purgeExpiredTrash(nowMs, ttlMs);
+      }
+      default:
+        throw new ArchipelagoError('EINVAL', `trash: unknown action ${JSON.stringify(a.action)}`);
+    }
+  }
+
   async function serve(req: XsegRequest): Promise<RespondOptions> {
     const name = req.target;
     const caching = (req.flags & MapperFlag.CACHE) !== 0;
@@ -199,6 +222,8 @@ export function createMapperService(
       }
       case MapperOp.COMPLETE:
         return json(await mapper.complete(name));
+      case MapperOp.TRASH:
+        return json(await trash(name, args(req)));
       case MapperOp.CREATE:
         // The mapper checks every field of the options (sizes, entry names, counts).
         return json(await mapper.createFromEntries(name, args(req) as unknown as CreateFromEntriesOptions));
