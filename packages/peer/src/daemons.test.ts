@@ -93,6 +93,36 @@ describe('mapperd and vlmcd over the segment', () => {
     }
   });
 
+  it('the trash through mapperd: remove, list, restore (refused over a reused name), purge', async () => {
+    const mapper = new SegmentMapper({ segment: seg, port: P.mapperd });
+    const vols = new SegmentVolumes({ segment: seg, port: P.vlmcd, tracker: mapper });
+    try {
+      await mapper.create('t1', { size: 8 * MiB, blocksize: 4 * MiB });
+      const data = randomBytes(MiB);
+      await vols.write('t1', 4 * MiB, data);
+      await vols.remove('t1');
+      await expect(mapper.info('t1')).rejects.toMatchObject({ code: 'ENOENT_VOLUME' });
+      const [e] = (await mapper.listTrash({ ttlMs: 5000 })).filter((x) => x.name === 't1');
+      expect(e).toMatchObject({ name: 't1', kind: 'volume', size: 8 * MiB });
+      expect(e!.expiresAt).toBe(e!.removedAt + 5000);
+      await mapper.create('t1', { size: MiB });
+      await expect(mapper.restoreTrash('t1')).rejects.toMatchObject({ code: 'EEXIST_VOLUME' });
+      await mapper.remove('t1');
+      const info = await mapper.restoreTrash('t1', { entry: e!.entry });
+      expect(info).toMatchObject({ name: 't1', size: 8 * MiB, readonly: false });
+      expect(typeof info.epoch).toBe('bigint');
+      expect((await vols.read('t1', 4 * MiB, MiB)).equals(data)).toBe(true);
+      await vols.close('t1');
+      const purged = await mapper.purgeExpiredTrash(Date.now());
+      expect(purged.filter((x) => x.name === 't1').map((x) => x.size)).toEqual([MiB]);
+      expect((await mapper.listTrash()).filter((x) => x.name === 't1')).toEqual([]);
+      await expect(mapper.purgeTrash(e!.entry)).rejects.toMatchObject({ code: 'ENOENT_VOLUME' });
+    } finally {
+      await vols.disconnect();
+      await mapper.close();
+    }
+  });
+
   it('random bytes in requests get error replies; mapperd and vlmcd keep serving', async () => {
     const port = seg.bindDynamicPort();
     const mapper = new SegmentMapper({ segment: seg, port: P.mapperd });
