@@ -1,6 +1,7 @@
 /**
  * `sync` of a `type = rados_blocker` section reaches the RadosBlocker of the embedded runtime, and
- * bulk mode (import, export) writes back as it does for file blockers. On the shared test cluster.
+ * bulk mode (import, export) writes back as it does for file blockers; the trash works on RADOS
+ * (remove, list, restore, purge). On the shared test cluster.
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -65,6 +66,30 @@ describe('embedded runtime on RADOS: sync', () => {
     try {
       expect((rt.blockerb as RadosBlocker).sync).toBe('flush');
       expect((rt.blockerm as RadosBlocker).sync).toBe('flush');
+    } finally {
+      await rt.close();
+    }
+  });
+
+  it('keeps a removed volume in the trash on RADOS; restores it byte for byte; purges it', async () => {
+    const rt = await openEmbeddedRuntime(loaded);
+    try {
+      await rt.mapper.create('tr', { size: 8 * 1024 * 1024 });
+      const data = Buffer.alloc(64 * 1024, 9);
+      await rt.composer.write('tr', 4 * 1024 * 1024, data);
+      await rt.composer.remove('tr');
+      await expect(rt.mapper.info('tr')).rejects.toMatchObject({ code: 'ENOENT_VOLUME' });
+      expect((await rt.mapper.list()).map((v) => v.name)).not.toContain('tr');
+      const [e] = await rt.mapper.listTrash();
+      expect(e).toMatchObject({ name: 'tr', kind: 'volume', size: 8 * 1024 * 1024 });
+      await rt.mapper.create('tr', { size: 1024 * 1024 });
+      await expect(rt.mapper.restoreTrash('tr')).rejects.toMatchObject({ code: 'EEXIST_VOLUME' });
+      await rt.mapper.remove('tr');
+      await rt.mapper.restoreTrash('tr', { entry: e!.entry });
+      expect((await rt.composer.read('tr', 4 * 1024 * 1024, data.length)).equals(data)).toBe(true);
+      await rt.composer.close('tr');
+      expect((await rt.mapper.purgeExpiredTrash(Date.now())).map((x) => x.size)).toEqual([1024 * 1024]);
+      expect(await rt.mapper.listTrash()).toEqual([]);
     } finally {
       await rt.close();
     }
