@@ -87,7 +87,8 @@ export interface OpenMapView {
  *
  * Crash safety: a copy-up's data object is durable before the map entry naming it is written;
  * a snapshot writes the origin (shared objects made read-only, epoch bumped) before the snapshot
- * map; remove marks the header deleted before deleting any object.
+ * map; remove moves the map to the trash like a rename (ops/trash.ts), and dropping a map (a purge
+ * of the trash, an incomplete map) marks the header deleted before deleting any object.
  */
 export class Mapper implements MapperApi {
   private readonly ctx: MapperContext;

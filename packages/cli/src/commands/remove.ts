@@ -8,8 +8,11 @@ export default class Remove extends VlmcCommand {
   static override summary = 'Remove a volume or a snapshot.';
 
   static override description =
-    `In-flight I/O is drained, the map is marked deleted, and the objects only this \
-volume owns are deleted. Objects shared with snapshots or clones stay: they are still in use.`;
+    `In-flight I/O is drained and the volume is gone: info, open and map say it does not exist, and \
+the name can be created again. Its data goes to the trash ("vlmc trash ls"), from where "vlmc trash \
+restore NAME" brings it back until the garbage collection drops it ([mapperd] trash_ttl seconds \
+later; 0, the default: the next gc). Clones of a removed snapshot keep their data. An interrupted \
+import (an incomplete volume) is deleted at once.`;
 
   static override examples = ['<%= config.bin %> <%= command.id %> vol1', '<%= config.bin %> rm vol1'];
 
