@@ -14,7 +14,7 @@ the name was removed more than once, the latest removal is restored, or the one 
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> vol1',
-    '<%= config.bin %> <%= command.id %> vol1 --entry -trash.019ab2c3d4e5.vol1 --json',
+    '<%= config.bin %> <%= command.id %> vol1 --entry=-trash.019ab2c3d4e5.vol1 --json',
   ];
 
   static override args = {
