@@ -15,7 +15,6 @@ import { type DiffExtent, diffBytes, diffEntries, type VolumeInfo } from '@archi
 import type { Session } from './session.js';
 import { isAllZero } from './transfer.js';
 import type { Runtime } from './types.js';
-import { snapshotVolume } from './volumes.js';
 
 /** Data pieces in flight by default (export: reads ahead; import: writes). */
 export const DEFAULT_DIFF_INFLIGHT = 8;
@@ -422,7 +421,7 @@ export async function importDiff(
     if (failure !== null) throw failure;
     await rt.blockerb.flush();
     await rt.composer.flush(volume);
-    if (plan.to !== null) await snapshotVolume(s, volume, plan.to);
+    if (plan.to !== null) await rt.composer.snapshot(volume, plan.to); // not mapped: checked above
     return {
       volume,
       file: typeof from === 'string' ? from : '-',
