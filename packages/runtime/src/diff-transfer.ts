@@ -13,7 +13,7 @@ import { ArchipelagoError, fromSystemError } from '@archipelago/libxseg';
 import { decodeRbdDiff, RbdDiffWriter, validateVolumeName } from '@archipelago/mapfile';
 import { type DiffExtent, diffBytes, diffEntries, type VolumeInfo } from '@archipelago/mapper';
 import type { Session } from './session.js';
-import { isAllZero } from './transfer.js';
+import { isAllZero, writeTo } from './transfer.js';
 import type { Runtime } from './types.js';
 
 /** Data pieces in flight by default (export: reads ahead; import: writes). */
@@ -106,13 +106,6 @@ export interface ExportDiffStats {
   /** Bytes of the stream. */
   streamBytes: number;
   seconds: number;
-}
-
-/** Resolves once `out` took `data` (its write callback), so the caller follows its pace. */
-function writeTo(out: NodeJS.WritableStream, data: Uint8Array): Promise<void> {
-  return new Promise((resolve, reject) => {
-    out.write(data, (e) => (e ? reject(fromSystemError(e, 'cannot write the output')) : resolve()));
-  });
 }
 
 /**
