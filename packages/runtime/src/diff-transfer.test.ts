@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { ArchipelagoError } from '@archipelago/libxseg';
+import { RbdDiffWriter } from '@archipelago/mapfile';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { diffVolume, exportDiff, importDiff } from './diff-transfer.js';
 import { Session } from './session.js';
@@ -213,6 +214,15 @@ describe('diff, export-diff, import-diff', () => {
       code: 'EINVAL',
       message: expect.stringMatching(/"v" has changed since/),
     });
+    // A size of 0 (rbd would resize to it) is refused before the volume is touched.
+    const w = new RbdDiffWriter();
+    const empty = Buffer.concat([w.imageSize(0), w.end()]);
+    expect(await codeOf(withSession(fresh, (s) => importDiff(s, Readable.from([empty]), 'v')))).toMatchObject(
+      {
+        code: 'EINVAL_SIZE',
+        message: expect.stringMatching(/the size 0.*nothing was changed/),
+      },
+    );
     expect(sha(await bytesOf(fresh, 'v'))).toBe(before);
     expect(await names(fresh)).toEqual(['s1', 'v']);
   });

@@ -11,7 +11,13 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { ArchipelagoError, fromSystemError } from '@archipelago/libxseg';
 import { decodeRbdDiff, RbdDiffWriter, validateVolumeName } from '@archipelago/mapfile';
-import { type DiffExtent, diffBytes, diffEntries, type VolumeInfo } from '@archipelago/mapper';
+import {
+  type DiffExtent,
+  diffBytes,
+  diffEntries,
+  MAX_VOLUME_SIZE,
+  type VolumeInfo,
+} from '@archipelago/mapper';
 import type { Session } from './session.js';
 import { isAllZero, writeTo } from './transfer.js';
 import type { Runtime } from './types.js';
@@ -320,6 +326,13 @@ async function checkTarget(rt: Runtime, volume: string, plan: DiffPlan): Promise
     }
   }
   const size = plan.size ?? info.size;
+  if (size <= 0 || size > MAX_VOLUME_SIZE) {
+    throw new ArchipelagoError(
+      'EINVAL_SIZE',
+      `the diff gives "${volume}" the size ${size}: a volume has 1 byte to 1 PiB; nothing was changed`,
+      { details: { volume, size } },
+    );
+  }
   if (plan.end > size) {
     throw new ArchipelagoError(
       'EINVAL',
