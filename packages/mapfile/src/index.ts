@@ -6,3 +6,4 @@ export * from './header.js';
 export * from './legacy.js';
 export * from './names.js';
 export type { MapEntry, MapHeader, MapIntent } from './types.js';
+export * from './rbd-diff.js';

@@ -16,3 +16,4 @@ export {
 export * from './types.js';
 export { type StoreUsage, storeUsage, type UsageSource, type VolumeUsage, volumeUsage } from './usage.js';
 export type { ReleaseHandler } from './volume-locks.js';
+export { type DiffExtent, type DiffSide, diffBytes, diffEntries } from './diff.js';

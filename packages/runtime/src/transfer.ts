@@ -368,7 +368,7 @@ async function openDirect(file: string): Promise<FileHandle | null> {
 const STREAM_GROW_BLOCKS = 64;
 
 /** Resolves once `out` took `data` (its write callback), so the caller follows its pace. */
-function writeTo(out: NodeJS.WritableStream, data: Uint8Array): Promise<void> {
+export function writeTo(out: NodeJS.WritableStream, data: Uint8Array): Promise<void> {
   return new Promise((resolve, reject) => {
     out.write(data, (e) => (e ? reject(fromSystemError(e, 'cannot write the output')) : resolve()));
   });

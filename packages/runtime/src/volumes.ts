@@ -352,3 +352,14 @@ export async function exportImage(
   const o = { inflight: DEFAULT_INFLIGHT, ...opts };
   return typeof to === 'string' ? exportVolume(rt, name, to, o) : exportVolumeToStream(rt, name, to, o);
 }
+
+export {
+  DEFAULT_DIFF_INFLIGHT,
+  type DiffTransferOptions,
+  diffVolume,
+  type ExportDiffStats,
+  exportDiff,
+  type ImportDiffStats,
+  importDiff,
+  type VolumeDiff,
+} from './diff-transfer.js';
