@@ -3,6 +3,7 @@ import { MapFlag, validateVolumeName } from '@archipelago/mapfile';
 import type { MapperContext } from '../context.js';
 import { describe, type LoadedMap } from '../map.js';
 import type { VolumeInfo } from '../types.js';
+import { dropLineage, readLineage, writeLineage } from './lineage.js';
 import { claimName, repairing, settle, whileRenaming } from './repair.js';
 
 /**
@@ -33,6 +34,11 @@ export async function rename(ctx: MapperContext, name: string, newName: string):
               const epoch = (await claimName(ctx, newName, held)) + 1n;
               const old = vol.map;
               const renamed: LoadedMap = { ...old, name: newName, storedAs: newName, version: 2, epoch };
+              // The lineage record moves with the map (same id: references follow the rename). The
+              // copy goes first, like the map blocks: until the commit it is the new name's leftover.
+              const lineage = await readLineage(ctx.blockerm, name);
+              if (lineage) await writeLineage(ctx.blockerm, newName, lineage);
+              else await dropLineage(ctx.blockerm, newName);
               try {
                 await ctx.store.writeMap(renamed, undefined, {
                   flags: old.flags | MapFlag.INCOMPLETE,
@@ -48,6 +54,7 @@ export async function rename(ctx: MapperContext, name: string, newName: string):
               try {
                 await ctx.store.deleteMapBlocks(name, old.blocksize, 0, old.entries.length);
                 await ctx.store.markDeleted(old);
+                if (lineage) await dropLineage(ctx.blockerm, name);
               } catch (e) {
                 // Renamed all the same: the next use of the old name tidies it up (ops/repair.ts).
                 ctx.log.warn({ volume: name, err: String(e) }, 'rename: the old map stays to be tidied up');
