@@ -112,7 +112,7 @@ export async function create(ctx: MapperContext, name: string, opts: CreateOptio
   checkMapSpace(await ctx.store.space(), name, opts.size, blocksize);
   const entries = Array.from({ length: objectCount(opts.size, blocksize) }, zeroEntry);
   const flags = opts.incomplete ? MapFlag.INCOMPLETE : 0;
-  let info = await writeNew(ctx, name, { size: opts.size, blocksize, flags, entries }, { parent: null });
+  let info = await writeNew(ctx, name, { size: opts.size, blocksize, flags, entries });
   if (opts.incomplete) {
     const vol = await ctx.locks.openVolume(name, { incomplete: true }, false);
     info = describe(vol.map, ctx.locks.identity);
@@ -263,8 +263,8 @@ export async function createFromEntries(
 /**
  * Writes a new map under `name`, holding its lock: fails with EEXIST_VOLUME when a live (or
  * incomplete) map has the name; the map takes the epoch one past any deleted map of that name,
- * so object names are never reused. The lineage record (`lineage`: a new one; none: a record a
- * former map of the name left goes), then map blocks, the header last: a crash before the header
+ * so object names are never reused. The lineage record (`lineage`: a new one, for a clone; none:
+ * not recorded, a record left under the name goes), then map blocks, the header last: a crash before the header
  * leaves no map (the record and blocks are replaced by the next map of the name).
  */
 async function writeNew(
@@ -279,7 +279,7 @@ async function writeNew(
       throw archipError('EOVERFLOW', `volume name "${name}" has used up its epochs`);
     }
     if (lineage) await writeLineage(ctx.blockerm, name, { id: newLineageId(), created: Date.now(), ...lineage });
-    else if (prevEpoch > 0n) await dropLineage(ctx.blockerm, name);
+    else await dropLineage(ctx.blockerm, name); // one a former map, or a killed clone, left
     const next = newMap(name, { ...map, epoch: prevEpoch + 1n });
     await ctx.store.writeMap(next);
     return next;

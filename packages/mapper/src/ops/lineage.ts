@@ -44,7 +44,7 @@ export async function dropLineage(blockerm: Pick<Blocker, 'delete'>, name: strin
 /** What the lineage queries read: the live maps, and their records in blockerm. */
 export interface LineageSource {
   readonly mapper: Pick<MapperApi, 'list'>;
-  readonly blockerm: Pick<Blocker, 'info' | 'read'>;
+  readonly blockerm: Pick<Blocker, 'info' | 'read' | 'list'>;
 }
 
 /** Another map as a map's lineage names it now: `removed` when no live map has that record id (or name). */
@@ -85,7 +85,11 @@ interface Index {
   maps: Map<string, VolumeSummary>;
   records: Map<string, LineageRecord | null>;
   byId: Map<string, string>;
+  /** Record ids of removed maps whose records are still stored, to their last names. */
+  removedById: Map<string, string>;
 }
+
+const SUFFIX = lineageObjectName('');
 
 async function index(src: LineageSource): Promise<Index> {
   const maps = new Map<string, VolumeSummary>();
@@ -99,14 +103,24 @@ async function index(src: LineageSource): Promise<Index> {
     }),
   );
   for (const [name, rec] of records) if (rec) byId.set(rec.id, name);
-  return { maps, records, byId };
+  // Records that outlive their maps (remove keeps them) tell the last name of a removed map.
+  const removedById = new Map<string, string>();
+  for await (const obj of src.blockerm.list()) {
+    if (!obj.endsWith(SUFFIX)) continue;
+    const name = obj.slice(0, -SUFFIX.length);
+    if (maps.has(name)) continue;
+    const rec = await readLineage(src.blockerm, name).catch(() => null);
+    if (rec && !byId.has(rec.id)) removedById.set(rec.id, name);
+  }
+  return { maps, records, byId, removedById };
 }
 
 /** Where a reference points now: the live map with its id (renamed or not), else its name, removed. */
 function resolve(ix: Index, ref: { name: string; id: string | null }): LineageLink {
   if (ref.id !== null) {
     const now = ix.byId.get(ref.id);
-    return now !== undefined ? { name: now, removed: false } : { name: ref.name, removed: true };
+    if (now !== undefined) return { name: now, removed: false };
+    return { name: ix.removedById.get(ref.id) ?? ref.name, removed: true };
   }
   return { name: ref.name, removed: !ix.maps.has(ref.name) };
 }
