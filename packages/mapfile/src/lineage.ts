@@ -87,7 +87,8 @@ export function decodeLineage(buf: Uint8Array): LineageRecord | null {
   else {
     const origin = ref(o.origin);
     const epoch = (o.origin as { epoch?: unknown } | undefined)?.epoch;
-    if (origin && typeof epoch === 'string' && /^[0-9]+$/.test(epoch)) rec.origin = { ...origin, epoch: BigInt(epoch) };
+    if (origin && typeof epoch === 'string' && /^[0-9]+$/.test(epoch))
+      rec.origin = { ...origin, epoch: BigInt(epoch) };
   }
   return rec;
 }

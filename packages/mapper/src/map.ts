@@ -56,11 +56,9 @@ export function incompleteError(name: string, intent: MapIntent | null): Archipe
     );
   }
   if (intent?.kind === 'rolling-back') {
-    return archipError(
-      'EBUSY',
-      `volume "${name}" is in the middle of a rollback; its next use finishes it`,
-      { details: { volume: name, incomplete: true, rollingBack: true } },
-    );
+    return archipError('EBUSY', `volume "${name}" is in the middle of a rollback; its next use finishes it`, {
+      details: { volume: name, incomplete: true, rollingBack: true },
+    });
   }
   return archipError(
     'EBUSY',

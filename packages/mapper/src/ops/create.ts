@@ -278,7 +278,8 @@ async function writeNew(
     if (prevEpoch >= UINT64_MAX - 2n) {
       throw archipError('EOVERFLOW', `volume name "${name}" has used up its epochs`);
     }
-    if (lineage) await writeLineage(ctx.blockerm, name, { id: newLineageId(), created: Date.now(), ...lineage });
+    if (lineage)
+      await writeLineage(ctx.blockerm, name, { id: newLineageId(), created: Date.now(), ...lineage });
     else await dropLineage(ctx.blockerm, name); // one a former map, or a killed clone, left
     const next = newMap(name, { ...map, epoch: prevEpoch + 1n });
     await ctx.store.writeMap(next);

@@ -32,7 +32,11 @@ export interface FlattenResult {
 
 /** True when `object` is one of `vol`'s own data objects (`<vol>_<epoch>_<index>`). */
 export function isOwnObject(vol: string, object: string): boolean {
-  return object.length === vol.length + 34 && object.startsWith(`${vol}_`) && /_[0-9a-f]{16}_[0-9a-f]{16}$/.test(object);
+  return (
+    object.length === vol.length + 34 &&
+    object.startsWith(`${vol}_`) &&
+    /_[0-9a-f]{16}_[0-9a-f]{16}$/.test(object)
+  );
 }
 
 /** The block indexes of map entries a flatten copies up. */
@@ -45,7 +49,11 @@ export function sharedBlocks(vol: string, entries: readonly { name: string; flag
   return out;
 }
 
-export async function flatten(ctx: MapperContext, name: string, opts: FlattenOptions = {}): Promise<FlattenResult> {
+export async function flatten(
+  ctx: MapperContext,
+  name: string,
+  opts: FlattenOptions = {},
+): Promise<FlattenResult> {
   ctx.checkOpen();
   const wasOpen = ctx.locks.cached(name) !== undefined;
   const vol = wasOpen
@@ -54,7 +62,8 @@ export async function flatten(ctx: MapperContext, name: string, opts: FlattenOpt
         throw heldElsewhere(e, name, 'flatten');
       });
   try {
-    if (isReadonly(vol.map)) throw archipError('EREADONLY', `"${name}" is a snapshot; only a volume can be flattened`);
+    if (isReadonly(vol.map))
+      throw archipError('EREADONLY', `"${name}" is a snapshot; only a volume can be flattened`);
     const todo = sharedBlocks(name, vol.map.entries);
     let done = 0;
     opts.onProgress?.(0, todo.length);

@@ -32,7 +32,11 @@ export async function readLineage(
 }
 
 /** Stores `rec` as the lineage record of map `name` (replacing any). */
-export function writeLineage(blockerm: Pick<Blocker, 'writeFull'>, name: string, rec: LineageRecord): Promise<void> {
+export function writeLineage(
+  blockerm: Pick<Blocker, 'writeFull'>,
+  name: string,
+  rec: LineageRecord,
+): Promise<void> {
   return blockerm.writeFull(lineageObjectName(name), encodeLineage(rec));
 }
 
@@ -128,7 +132,12 @@ function resolve(ix: Index, ref: { name: string; id: string | null }): LineageLi
 function lineageOf(ix: Index, name: string): MapLineage {
   const v = ix.maps.get(name);
   const rec = ix.records.get(name) ?? null;
-  const out: MapLineage = { name, readonly: v?.readonly ?? false, recorded: rec !== null, id: rec?.id ?? null };
+  const out: MapLineage = {
+    name,
+    readonly: v?.readonly ?? false,
+    recorded: rec !== null,
+    id: rec?.id ?? null,
+  };
   if (!rec) return out;
   if (rec.parent !== undefined) out.parent = rec.parent === null ? null : resolve(ix, rec.parent);
   if (rec.flattened) out.flattened = true;

@@ -117,7 +117,9 @@ export async function repairing<T>(ctx: MapperContext, fn: () => Promise<T>): Pr
 export function renameToSettle(e: unknown): string | null {
   if (!ArchipelagoError.is(e, 'EBUSY') || e.details.incomplete !== true) return null;
   const { volume, renamedFrom, rollingBack } = e.details;
-  return typeof volume === 'string' && (typeof renamedFrom === 'string' || rollingBack === true) ? volume : null;
+  return typeof volume === 'string' && (typeof renamedFrom === 'string' || rollingBack === true)
+    ? volume
+    : null;
 }
 
 /** Runs `fn` holding the lock of `name` (unless `held` has it already). */

@@ -40,7 +40,10 @@ export function heldElsewhere(e: unknown, name: string, action: string): unknown
  * snapshot holding objects of the volume (`<vol>_<epoch>_<index>`) or all of its shared entries.
  */
 async function checkLineage(ctx: MapperContext, vol: LoadedMap, snap: LoadedMap): Promise<void> {
-  const [v, s] = await Promise.all([readLineage(ctx.blockerm, vol.name), readLineage(ctx.blockerm, snap.name)]);
+  const [v, s] = await Promise.all([
+    readLineage(ctx.blockerm, vol.name),
+    readLineage(ctx.blockerm, snap.name),
+  ]);
   if (s?.origin) {
     if (v && s.origin.id === v.id) return;
     if (s.origin.id === null && s.origin.name === vol.name) return;
@@ -55,7 +58,15 @@ async function checkLineage(ctx: MapperContext, vol: LoadedMap, snap: LoadedMap)
     const shared = vol.entries.filter(
       (e) => !(e.flags & (ObjFlag.WRITABLE | ObjFlag.ZERO)) && DATA_OBJECT.exec(e.name)?.[1] !== vol.name,
     );
-    if (shared.length > 0 && vol.entries.every((e, i) => e.flags & (ObjFlag.WRITABLE | ObjFlag.ZERO) || DATA_OBJECT.exec(e.name)?.[1] === vol.name || snap.entries[i]?.name === e.name))
+    if (
+      shared.length > 0 &&
+      vol.entries.every(
+        (e, i) =>
+          e.flags & (ObjFlag.WRITABLE | ObjFlag.ZERO) ||
+          DATA_OBJECT.exec(e.name)?.[1] === vol.name ||
+          snap.entries[i]?.name === e.name,
+      )
+    )
       return;
   }
   throw archipError(
@@ -91,7 +102,8 @@ export async function rollback(ctx: MapperContext, name: string, snap: string): 
               );
             }
             await checkLineage(ctx, cur, src);
-            if (cur.epoch >= UINT64_MAX - 1n) throw archipError('EOVERFLOW', `volume "${name}" has used up its epochs`);
+            if (cur.epoch >= UINT64_MAX - 1n)
+              throw archipError('EOVERFLOW', `volume "${name}" has used up its epochs`);
             const epoch = cur.epoch + 1n;
             const staged = newMap(rollbackMapName(name), {
               size: src.size,
@@ -140,7 +152,8 @@ async function finish(
   };
   await ctx.store.writeMap(next);
   const before = objectCount(cur.size, cur.blocksize);
-  if (before > next.entries.length) await ctx.store.deleteMapBlocks(cur.name, cur.blocksize, next.entries.length, before);
+  if (before > next.entries.length)
+    await ctx.store.deleteMapBlocks(cur.name, cur.blocksize, next.entries.length, before);
   await ctx.store.deleteMapBlocks(staged.name, staged.blocksize, 0, staged.entries.length);
   await ctx.blockerm.delete(staged.name);
   return next;
@@ -150,7 +163,11 @@ async function finish(
  * Finishes a committed rollback of `name` (its header INCOMPLETE with a `rolling-back` intent),
  * holding its lock: called by ops/repair.ts when a map is found so.
  */
-export async function settleRollback(ctx: MapperContext, name: string, st: HeaderState): Promise<'rolled-forward'> {
+export async function settleRollback(
+  ctx: MapperContext,
+  name: string,
+  st: HeaderState,
+): Promise<'rolled-forward'> {
   const intent = st.intent!;
   const staged = await ctx.store.load(intent.name, { incomplete: true }).catch(() => null);
   if (!staged || staged.epoch !== intent.epoch) {

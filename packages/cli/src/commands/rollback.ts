@@ -1,0 +1,29 @@
+import type { VolumeInfo } from '@archipelago/mapper';
+import { rollbackVolume } from '@archipelago/runtime';
+import { Args } from '@oclif/core';
+import { VlmcCommand } from '../base.js';
+
+export default class Rollback extends VlmcCommand {
+  static override summary = "Roll a volume back to one of its snapshots: its contents become the snapshot's.";
+
+  static override description =
+    `A map change, never a copy of data: the volume takes the snapshot's blocks (shared, so its next \
+write to each copies it first), its size, and a new epoch. Whatever the volume held since is gone from it \
+(snapshot it first to keep it). The snapshot must be of the volume's lineage: a snapshot taken of it, or the \
+snapshot it was cloned from. Crash-safe: killed at any point, the volume is rolled back or untouched. Refused \
+while the volume is mapped: unmap it first.`;
+
+  static override examples = ['<%= config.bin %> <%= command.id %> vol1 vol1-monday'];
+
+  static override args = {
+    name: Args.string({ required: true, description: 'Volume to roll back.' }),
+    snap: Args.string({ required: true, description: 'Snapshot of its lineage.' }),
+  };
+
+  async run(): Promise<VolumeInfo> {
+    const { args } = await this.parse(Rollback);
+    const info = await rollbackVolume(this.session(), args.name, args.snap);
+    this.say(`rolled ${args.name} back to ${args.snap}`);
+    return info;
+  }
+}
