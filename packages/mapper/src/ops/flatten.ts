@@ -49,6 +49,7 @@ export function sharedBlocks(vol: string, entries: readonly { name: string; flag
   return out;
 }
 
+/** Flattens clone `name` (see the file comment). */
 export async function flatten(
   ctx: MapperContext,
   name: string,
