@@ -87,8 +87,14 @@ describe('vlmc lineage commands', { timeout: 60_000 }, () => {
     expect(await json('rollback v s-later')).toMatchObject({ name: 'v', size: 9000000 });
     expect(await sha('v')).toBe(want);
 
-    // flatten: the clone no longer needs its parent.
-    expect(await json('flatten c')).toMatchObject({ name: 'c', copied: 3, parent: 's-later' });
+    // flatten: the clone no longer needs its parent. Mapped, its holder does it while serving it.
+    const sock = join(dir, 'c.sock');
+    expect((await sh(`vlmc map c --socket ${sock}`)).code).toBe(0);
+    try {
+      expect(await json('flatten c')).toMatchObject({ name: 'c', copied: 3, parent: 's-later' });
+    } finally {
+      await sh('vlmc unmap c');
+    }
     expect(await json('info c')).toMatchObject({ parent: null, flattened: true });
     expect((await sh('vlmc info c')).stdout.toString()).toMatch(/^parent: +none \(flattened\)$/m);
     expect(await json('children s-later')).toEqual([]);

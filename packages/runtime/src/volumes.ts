@@ -379,10 +379,15 @@ async function withFullMapper<T>(s: Session, fn: (m: Mapper) => Promise<T>): Pro
 
 /**
  * Rolls volume `name` back to snapshot `snap` of its lineage: a crash-atomic map change, no data
- * copied. Refused (EBUSY naming the holder) while the volume is mapped: unmap it first.
+ * copied. A mapped volume is rolled back by its holder (I/O drained first), when the size stays
+ * and the holder runs the embedded wiring; refused (EBUSY naming it) otherwise.
  */
 export async function rollbackVolume(s: Session, name: string, snap: string): Promise<VolumeInfo> {
-  await s.refuseMapped(name, 'roll back');
+  const holder = await s.holder(name);
+  if (holder) {
+    const got = (await callControl(holder.control, { op: 'rollback', snap })) as VolumeInfo;
+    return { ...got, epoch: BigInt(got.epoch) };
+  }
   const rt = await s.runtime();
   if (rt.wiring === 'embedded') await s.adopt(name);
   return settled(s, await rt.composer.frozen(name, () => withFullMapper(s, (m) => m.rollback(name, snap))));
@@ -390,17 +395,23 @@ export async function rollbackVolume(s: Session, name: string, snap: string): Pr
 
 /**
  * Copies every block clone `name` still shares with its parent, so that it depends on nothing;
- * `onProgress` counts blocks. Refused (EBUSY naming the holder) while the volume is mapped.
+ * `onProgress` counts blocks. A mapped volume is flattened by its holder while it serves I/O (no
+ * progress then), when it runs the embedded wiring; refused (EBUSY naming it) otherwise.
  */
 export async function flattenVolume(
   s: Session,
   name: string,
   opts: { onProgress?: (done: number, total: number) => void } = {},
 ): Promise<FlattenResult & { seconds: number }> {
-  await s.refuseMapped(name, 'flatten');
+  const t0 = performance.now();
+  const holder = await s.holder(name);
+  if (holder) {
+    // No timeout worth the name: a flatten takes as long as its copies.
+    const r = (await callControl(holder.control, { op: 'flatten' }, 2 ** 31 - 1)) as FlattenResult;
+    return { ...r, seconds: (performance.now() - t0) / 1000 };
+  }
   const rt = await s.runtime();
   if (rt.wiring === 'embedded') await s.adopt(name);
-  const t0 = performance.now();
   const r = await withFullMapper(s, (m) =>
     m.flatten(name, opts.onProgress ? { onProgress: opts.onProgress } : {}),
   );

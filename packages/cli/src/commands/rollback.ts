@@ -10,8 +10,8 @@ export default class Rollback extends VlmcCommand {
     `A map change, never a copy of data: the volume takes the snapshot's blocks (shared, so its next \
 write to each copies it first), its size, and a new epoch. Whatever the volume held since is gone from it \
 (snapshot it first to keep it). The snapshot must be of the volume's lineage: a snapshot taken of it, or the \
-snapshot it was cloned from. Crash-safe: killed at any point, the volume is rolled back or untouched. Refused \
-while the volume is mapped: unmap it first.`;
+snapshot it was cloned from. Crash-safe: killed at any point, the volume is rolled back or untouched. A mapped \
+volume is rolled back by its holder, its I/O drained first, when its size stays (else unmap it first).`;
 
   static override examples = ['<%= config.bin %> <%= command.id %> vol1 vol1-monday'];
 
