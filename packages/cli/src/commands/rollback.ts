@@ -13,7 +13,10 @@ write to each copies it first), its size, and a new epoch. Whatever the volume h
 snapshot it was cloned from. Crash-safe: killed at any point, the volume is rolled back or untouched. A mapped \
 volume is rolled back by its holder, its I/O drained first, when its size stays (else unmap it first).`;
 
-  static override examples = ['<%= config.bin %> <%= command.id %> vol1 vol1-monday'];
+  static override examples = [
+    '<%= config.bin %> <%= command.id %> vol1 vol1-monday',
+    '<%= config.bin %> snapshots vol1    # which snapshots vol1 can go back to',
+  ];
 
   static override args = {
     name: Args.string({ required: true, description: 'Volume to roll back.' }),
@@ -22,8 +25,9 @@ volume is rolled back by its holder, its I/O drained first, when its size stays 
 
   async run(): Promise<VolumeInfo> {
     const { args } = await this.parse(Rollback);
-    const info = await rollbackVolume(this.session(), args.name, args.snap);
-    this.say(`rolled ${args.name} back to ${args.snap}`);
+    const { name, snap } = args;
+    const info = await rollbackVolume(this.session(), name, snap);
+    this.say(`rolled ${name} back to ${snap}`);
     return info;
   }
 }

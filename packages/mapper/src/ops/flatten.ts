@@ -53,7 +53,7 @@ export function sharedBlocks(vol: string, entries: readonly { name: string; flag
 export async function flatten(
   ctx: MapperContext,
   name: string,
-  opts: FlattenOptions = {},
+  { onProgress, parallelism }: FlattenOptions = {},
 ): Promise<FlattenResult> {
   ctx.checkOpen();
   const wasOpen = ctx.locks.cached(name) !== undefined;
@@ -67,11 +67,11 @@ export async function flatten(
       throw archipError('EREADONLY', `"${name}" is a snapshot; only a volume can be flattened`);
     const todo = sharedBlocks(name, vol.map.entries);
     let done = 0;
-    opts.onProgress?.(0, todo.length);
-    await pool(todo.length, Math.min(opts.parallelism ?? ctx.parallelism, 16), async (k) => {
+    onProgress?.(0, todo.length);
+    await pool(todo.length, Math.min(parallelism ?? ctx.parallelism, 16), async (k) => {
       while (vol.barrier) await vol.barrier; // a map change (snapshot) under way: after it
       await copyUp(ctx, vol, todo[k]!);
-      opts.onProgress?.(++done, todo.length);
+      onProgress?.(++done, todo.length);
     });
     // Blocks a snapshot taken meanwhile made shared are its own objects, not the parent's.
     const rec = await readLineage(ctx.blockerm, name);
