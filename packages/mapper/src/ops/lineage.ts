@@ -9,7 +9,13 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Blocker } from '@archipelago/blocker';
-import { decodeLineage, encodeLineage, type LineageRecord, lineageObjectName } from '@archipelago/mapfile';
+import {
+  decodeLineage,
+  encodeLineage,
+  type LineageRecord,
+  lineageObjectName,
+  validateVolumeName,
+} from '@archipelago/mapfile';
 import type { MapperApi } from '../api.js';
 import type { VolumeSummary } from '../types.js';
 
@@ -107,16 +113,26 @@ async function index(src: LineageSource): Promise<Index> {
     }),
   );
   for (const [name, rec] of records) if (rec) byId.set(rec.id, name);
-  // Records that outlive their maps (remove keeps them) tell the last name of a removed map.
+  // Records that outlive their maps (remove keeps them) tell the last name of a removed map (a
+  // user's name: not an internal one, such as a trash entry's, when a record moved there).
   const removedById = new Map<string, string>();
   for await (const obj of src.blockerm.list()) {
     if (!obj.endsWith(SUFFIX)) continue;
     const name = obj.slice(0, -SUFFIX.length);
-    if (maps.has(name)) continue;
+    if (maps.has(name) || !isVolumeName(name)) continue;
     const rec = await readLineage(src.blockerm, name).catch(() => null);
     if (rec && !byId.has(rec.id)) removedById.set(rec.id, name);
   }
   return { maps, records, byId, removedById };
+}
+
+function isVolumeName(name: string): boolean {
+  try {
+    validateVolumeName(name);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Where a reference points now: the live map with its id (renamed or not), else its name, removed. */
