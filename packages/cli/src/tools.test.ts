@@ -267,4 +267,47 @@ describe.concurrent('vlmc as the guide and rbd users expect', { timeout: 120_000
       await sh(`umount ${small}`);
     }
   });
+
+  it('vlmc snapshots, children, info (recorded lineage), rollback, flatten (through the holder when mapped)', async () => {
+    const r = await sh(
+      'head -c 9000000 /dev/urandom | vlmc import - lgv --size 9000000B >/dev/null && vlmc snapshot lgv lg-later >/dev/null' +
+        ' && vlmc create lgw --size 4M >/dev/null && vlmc snapshot lgw lgw1 >/dev/null',
+    );
+    expect(r.code, r.stderr).toBe(0);
+    await json('create lgc --snap lg-later');
+    await json('snapshot lgv lg-first'); // names out of alphabetical order: the list is by time
+    expect(
+      (await json<Array<{ name: string; ordinal: number }>>('snapshots lgv')).map((x) => x.name),
+    ).toEqual(['lg-later', 'lg-first']);
+    expect(await json('children lg-later')).toEqual(['lgc']);
+    expect(await json('info lgc')).toMatchObject({ parent: 'lg-later', lineage: 'recorded' });
+    expect(await json('info lg-later')).toMatchObject({ origin: 'lgv', lineage: 'recorded' });
+
+    // rollback: refused outside the lineage, saying why; then the volume reads as the snapshot.
+    const bad = await sh('vlmc rollback lgv lgw1');
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/EINVAL: cannot roll "lgv" back to "lgw1": it is not a snapshot of "lgv"/);
+    const want = await exportSha('lg-later');
+    expect(await json('rollback lgv lg-later')).toMatchObject({ name: 'lgv', size: 9000000 });
+    expect(await exportSha('lgv')).toBe(want);
+
+    // flatten: the clone no longer needs its parent. Mapped, its holder does it while serving it.
+    const sock = join(dir, 'lgc.sock');
+    expect((await sh(`vlmc map lgc --socket ${sock}`)).code).toBe(0);
+    try {
+      expect(await json('flatten lgc')).toMatchObject({ name: 'lgc', copied: 3, parent: 'lg-later' });
+    } finally {
+      await sh('vlmc unmap lgc');
+    }
+    expect(await json('info lgc')).toMatchObject({ parent: null, flattened: true });
+    expect((await sh('vlmc info lgc')).stdout.toString()).toMatch(/^parent: +none \(flattened\)$/m);
+    expect(await json('children lg-later')).toEqual([]);
+    await json('remove lg-later');
+    expect(await exportSha('lgc')).toBe(want);
+  });
 });
+
+/** SHA-256 of what `vlmc export NAME -` writes. */
+async function exportSha(name: string): Promise<string> {
+  return sha((await sh(`vlmc export ${name} -`)).stdout);
+}

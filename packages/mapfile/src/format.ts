@@ -45,7 +45,7 @@ export const INTENT_MAGIC = 0x494e544e;
 /** Bytes of an intent record before the name: magic, kind, name length, epoch. */
 export const INTENT_FIXED_SIZE = 14;
 /** Intent kinds (the u8 at INTENT_OFFSET + 4). */
-export const IntentKind = { RENAMED_FROM: 1, RENAMED_TO: 2 } as const;
+export const IntentKind = { RENAMED_FROM: 1, RENAMED_TO: 2, ROLLING_BACK: 3 } as const;
 
 /** Name of the zero block: hex SHA-256 of the empty string. */
 export const ZERO_BLOCK = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';

@@ -69,7 +69,9 @@ export function encodeIntent(intent: MapIntent): Buffer {
       ? IntentKind.RENAMED_FROM
       : intent.kind === 'renamed-to'
         ? IntentKind.RENAMED_TO
-        : 0;
+        : intent.kind === 'rolling-back'
+          ? IntentKind.ROLLING_BACK
+          : 0;
   if (kind === 0) throw new RangeError(`encodeIntent: unknown kind ${String(intent.kind)}`);
   if (!isValidObjectName(intent.name)) throw new RangeError(`encodeIntent: bad name "${intent.name}"`);
   if (typeof intent.epoch !== 'bigint' || intent.epoch < 0n || intent.epoch > UINT64_MAX) {
@@ -101,6 +103,7 @@ export function decodeIntent(head: Buffer): MapIntent | null {
   const epoch = head.readBigUInt64BE(at + 6);
   if (kind === IntentKind.RENAMED_FROM) return { kind: 'renamed-from', name, epoch };
   if (kind === IntentKind.RENAMED_TO) return { kind: 'renamed-to', name, epoch };
+  if (kind === IntentKind.ROLLING_BACK) return { kind: 'rolling-back', name, epoch };
   return null;
 }
 

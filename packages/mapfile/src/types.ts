@@ -23,9 +23,10 @@ export interface MapEntry {
  * new name's INCOMPLETE map, then `renamed-to` on the old name's DELETED header (the commit).
  */
 export interface MapIntent {
-  kind: 'renamed-from' | 'renamed-to';
-  /** The other map of the rename. */
+  /** `rolling-back`: a rollback committed on this (INCOMPLETE) map; `name` is the staged map to copy. */
+  kind: 'renamed-from' | 'renamed-to' | 'rolling-back';
+  /** The other map of the rename (or the staged map of a rollback). */
   name: string;
-  /** That map's epoch (renamed-from: the old map's; renamed-to: the new map's). */
+  /** That map's epoch (renamed-from: the old map's; renamed-to: the new map's; rolling-back: the staged map's). */
   epoch: bigint;
 }

@@ -4,6 +4,7 @@
  * talking to a mapperd peer. Callers that accept a `MapperApi` work with either.
  */
 import type { MapEntry } from '@archipelago/mapfile';
+import type { FlattenOptions, FlattenResult } from './ops/flatten.js';
 import type { RestoreOptions, TrashEntry, TrashOptions } from './ops/trash.js';
 import type {
   CloneOptions,
@@ -43,6 +44,13 @@ export interface MapperApi {
   /** Purges every trash entry removed at least `ttlMs` before `nowMs`; returns them. */
   purgeExpiredTrash(nowMs: number, ttlMs?: number): Promise<TrashEntry[]>;
   resize(name: string, size: number): Promise<VolumeInfo>;
+  /**
+   * Rolls a volume back to a snapshot of its lineage (a crash-atomic map change). Optional: a
+   * client of mapperd leaves it out (the tools run it on a mapper of their own).
+   */
+  rollback?(name: string, snap: string): Promise<VolumeInfo>;
+  /** Copies up every block a clone shares with its parent (optional, like `rollback`). */
+  flatten?(name: string, opts?: FlattenOptions): Promise<FlattenResult>;
   /** Takes the volume lock without waiting and caches the map. */
   openVolume(name: string, opts?: LoadOptions, how?: { ask?: boolean }): Promise<VolumeInfo>;
   /**

@@ -12,6 +12,8 @@ export interface MapperContext {
   readonly locks: VolumeLocks;
   /** Blocker holding data objects. */
   readonly blockerb: Blocker;
+  /** Blocker holding maps: lineage sidecars are read and written here directly (ops/lineage.ts). */
+  readonly blockerm: Blocker;
   /** Deletes and copies issued at once. */
   readonly parallelism: number;
   readonly log: Logger;

@@ -85,6 +85,15 @@ async function withSnapshotInTrash(m: Mapper, b: Blocker): Promise<void> {
   await next.close();
 }
 
+/** The base, and `c`, a clone of `s0` with one block of its own (ops/flatten.ts). */
+async function withClone(m: Mapper, b: Blocker): Promise<void> {
+  await base(m, b);
+  const n = mapperOver(b);
+  await n.clone('s0', 'c');
+  await put(n, b, 'c', 2 * BS, pattern('c', 2, 0));
+  await n.close();
+}
+
 /** A write the operation saw acknowledged: it must read back after any later crash. */
 interface Acked {
   vol: string;
@@ -145,6 +154,8 @@ const scenarios: Scenario[] = [
   { name: 'discard an owned block', op: (m) => m.discard('v', 1) },
   { name: 'discard a shared block', op: (m) => m.discard('v', 33) },
   { name: 'upgrade a v1 map (open)', setup: withLegacy, op: (m) => m.openVolume('leg') },
+  { name: 'rollback to a snapshot', op: (m) => m.rollback('v', 's0') },
+  { name: 'flatten a clone', setup: withClone, op: (m) => m.flatten('c') },
   {
     name: 'writes, a snapshot, writes',
     sequence: true,

@@ -1,9 +1,22 @@
 export type { MapperApi } from './api.js';
+export { type DiffExtent, type DiffSide, diffBytes, diffEntries } from './diff.js';
 export { FlockHostLocks } from './flock-host-locks.js';
 export type { HostLockHandle, HostLocks } from './host-locks.js';
 export { MAX_VOLUME_SIZE, Mapper, type MapperOptions, type OpenMapView } from './mapper.js';
 export { KeyedMutex, Mutex } from './mutex.js';
 export { checkMapSpace, mapStorageBytes } from './ops/create.js';
+export { type FlattenOptions, type FlattenResult, isOwnObject, sharedBlocks } from './ops/flatten.js';
+export {
+  childrenOf,
+  type LineageLink,
+  type LineageRecord,
+  type LineageSource,
+  type MapLineage,
+  mapLineage,
+  readLineage,
+  type SnapshotEntry,
+  snapshotsOf,
+} from './ops/lineage.js';
 export {
   isTrashName,
   parseTrashName,
@@ -16,4 +29,3 @@ export {
 export * from './types.js';
 export { type StoreUsage, storeUsage, type UsageSource, type VolumeUsage, volumeUsage } from './usage.js';
 export type { ReleaseHandler } from './volume-locks.js';
-export { type DiffExtent, type DiffSide, diffBytes, diffEntries } from './diff.js';

@@ -55,6 +55,11 @@ export function incompleteError(name: string, intent: MapIntent | null): Archipe
       { details: { volume: name, incomplete: true, renamedFrom: intent.name } },
     );
   }
+  if (intent?.kind === 'rolling-back') {
+    return archipError('EBUSY', `volume "${name}" is in the middle of a rollback; its next use finishes it`, {
+      details: { volume: name, incomplete: true, rollingBack: true },
+    });
+  }
   return archipError(
     'EBUSY',
     `volume "${name}" is incomplete (an interrupted import or rename); remove it (vlmc remove ${name})`,

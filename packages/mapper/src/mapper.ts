@@ -8,12 +8,14 @@ import { describe } from './map.js';
 import { MapStore } from './map-store.js';
 import { clone, complete, create, createFromEntries } from './ops/create.js';
 import { discard } from './ops/discard.js';
+import { type FlattenOptions, type FlattenResult, flatten } from './ops/flatten.js';
 import { createHashedMap, hash } from './ops/hash.js';
 import { entries, info, list } from './ops/info.js';
 import { assertWritable, mapRead, mapWrite, openVolume } from './ops/map-io.js';
 import { remove } from './ops/remove.js';
 import { rename } from './ops/rename.js';
 import { resize } from './ops/resize.js';
+import { rollback } from './ops/rollback.js';
 import { snapshot } from './ops/snapshot.js';
 import {
   isTrashName,
@@ -111,6 +113,7 @@ export class Mapper implements MapperApi {
       store: this.store,
       locks: this.locks,
       blockerb: opts.blockerb,
+      blockerm: opts.blockerm,
       parallelism,
       log: this.log,
       checkOpen: () => {
@@ -197,6 +200,22 @@ export class Mapper implements MapperApi {
   /** Grows or shrinks a volume. Bytes beyond the old end read as zeros after growing. */
   resize(name: string, size: number): Promise<VolumeInfo> {
     return resize(this.ctx, name, size);
+  }
+
+  /**
+   * Rolls volume `name` back to snapshot `snap` of its lineage: a crash-atomic map change
+   * (ops/rollback.ts). EBUSY naming the holder when another owner has the volume open.
+   */
+  rollback(name: string, snap: string): Promise<VolumeInfo> {
+    return rollback(this.ctx, name, snap);
+  }
+
+  /**
+   * Copies up every block clone `name` shares with its parent, through the copy-up path (safe
+   * while this mapper serves its writes), then records it flattened (ops/flatten.ts).
+   */
+  flatten(name: string, opts?: FlattenOptions): Promise<FlattenResult> {
+    return flatten(this.ctx, name, opts);
   }
 
   // Open, close, locks (volume-locks.ts)

@@ -8,7 +8,13 @@ import { ArchipelagoError } from '@archipelago/libxseg';
 import { DEFAULT_BLOCKSIZE, ObjFlag, validateVolumeName, ZERO_BLOCK } from '@archipelago/mapfile';
 import {
   checkMapSpace,
+  childrenOf,
+  type FlattenResult,
   type LoadOptions,
+  Mapper,
+  mapLineage,
+  type SnapshotEntry,
+  snapshotsOf,
   type TrashEntry,
   type VolumeInfo,
   type VolumeSummary,
@@ -62,22 +68,54 @@ export async function createVolume(
 }
 
 /**
- * Where a volume comes from, as far as its map tells (maps record no parent; this is derived):
- * `parent`, for a clone, is the snapshot whose objects it still shares: the one snapshot that
- * has every shared entry of the clone (not written since the clone, not owned by it) at the same
- * block; `origin`, for a snapshot, is the volume whose data objects it holds (`<volume>_<epoch>_<n>`,
- * the most of its blocks), when a map of that name is still there. Null when it cannot be told
- * (a clone not sharing any data, or several snapshots matching: `parentCandidates` lists them).
+ * Where a volume comes from. Recorded (`lineage: 'recorded'`, the map's lineage record, mapper
+ * README "Lineage, rollback, flatten"): `parent`, for a clone, is the snapshot it was cloned from
+ * (under its current name; `parentRemoved` when it is removed, then its last name; null once
+ * `flattened`); `origin`, for a snapshot, the volume it was taken of, and `snapshotEpoch` that
+ * volume's epoch then. Not recorded (maps of older versions or of the original), it is inferred
+ * (`lineage: 'inferred'`): `parent` is the snapshot whose objects it still shares: the one snapshot
+ * that has every shared entry of the clone (not written since the clone, not owned by it) at the
+ * same block; `origin` is the volume whose data objects it holds (`<volume>_<epoch>_<n>`, the most
+ * of its blocks), when a map of that name is still there. Null when it cannot be told (a clone
+ * not sharing any data, or several snapshots matching: `parentCandidates` lists them).
  */
 export interface Lineage {
   parent?: string | null;
   parentCandidates?: string[];
   origin?: string | null;
+  lineage?: 'recorded' | 'inferred';
+  parentRemoved?: boolean;
+  originRemoved?: boolean;
+  flattened?: boolean;
+  snapshotEpoch?: bigint;
 }
 
 const DATA_OBJECT = /^(.+)_[0-9a-f]{16}_[0-9a-f]{16}$/;
 
+/** The recorded lineage of a map, else the inferred one. */
 async function lineage(s: Session, info: VolumeInfo, load: LoadOptions): Promise<Lineage> {
+  const rt = await s.runtime();
+  const rec = await mapLineage({ mapper: rt.mapper, blockerm: rt.blockerm }, info.name).catch(() => null);
+  if (rec?.recorded && info.readonly && rec.origin !== undefined) {
+    const o = rec.origin;
+    if (o === null) return { origin: null, lineage: 'recorded' };
+    return {
+      origin: o.name,
+      ...(o.removed ? { originRemoved: true } : {}),
+      snapshotEpoch: o.epoch,
+      lineage: 'recorded',
+    };
+  }
+  if (rec?.recorded && !info.readonly && rec.parent !== undefined) {
+    const p = rec.parent;
+    const flat = rec.flattened ? { flattened: true } : {};
+    if (p === null) return { parent: null, ...flat, lineage: 'recorded' };
+    return { parent: p.name, ...(p.removed ? { parentRemoved: true } : {}), ...flat, lineage: 'recorded' };
+  }
+  return { ...(await inferLineage(s, info, load)), lineage: 'inferred' };
+}
+
+async function inferLineage(s: Session, info: VolumeInfo, load: LoadOptions): Promise<Lineage> {
   const rt = await s.runtime();
   const entries = await rt.mapper.entries(info.name, load);
   const all = await rt.mapper.list();
@@ -363,3 +401,84 @@ export {
   importDiff,
   type VolumeDiff,
 } from './diff-transfer.js';
+
+/** A mapper that can roll back and flatten: the embedded one, or one of this process over the daemons' blockers. */
+async function withFullMapper<T>(s: Session, fn: (m: Mapper) => Promise<T>): Promise<T> {
+  const rt = await s.runtime();
+  if (rt.mapper instanceof Mapper) return fn(rt.mapper);
+  // The daemon wiring: mapperd has no rollback or flatten over the segment. A mapper of this
+  // process takes the volume's lock through blockerm like any other owner (a volume mapperd
+  // holds open is refused with EBUSY naming it).
+  const m = new Mapper({ blockerm: rt.blockerm, blockerb: rt.blockerb });
+  try {
+    return await fn(m);
+  } finally {
+    await m.close();
+  }
+}
+
+/**
+ * Rolls volume `name` back to snapshot `snap` of its lineage: a crash-atomic map change, no data
+ * copied. A mapped volume is rolled back by its holder (I/O drained first), when the size stays
+ * and the holder runs the embedded wiring; refused (EBUSY naming it) otherwise.
+ */
+export async function rollbackVolume(s: Session, name: string, snap: string): Promise<VolumeInfo> {
+  const holder = await s.holder(name);
+  if (holder) {
+    const got = (await callControl(holder.control, { op: 'rollback', snap })) as VolumeInfo;
+    return { ...got, epoch: BigInt(got.epoch) };
+  }
+  const rt = await s.runtime();
+  if (rt.wiring === 'embedded') await s.adopt(name);
+  return settled(s, await rt.composer.frozen(name, () => withFullMapper(s, (m) => m.rollback(name, snap))));
+}
+
+/**
+ * Copies every block clone `name` still shares with its parent, so that it depends on nothing;
+ * `onProgress` counts blocks. A mapped volume is flattened by its holder while it serves I/O (no
+ * progress then), when it runs the embedded wiring; refused (EBUSY naming it) otherwise.
+ */
+export async function flattenVolume(
+  s: Session,
+  name: string,
+  opts: { onProgress?: (done: number, total: number) => void } = {},
+): Promise<FlattenResult & { seconds: number }> {
+  const t0 = performance.now();
+  const holder = await s.holder(name);
+  if (holder) {
+    // No timeout worth the name: a flatten takes as long as its copies.
+    const r = (await callControl(holder.control, { op: 'flatten' }, 2 ** 31 - 1)) as FlattenResult;
+    return { ...r, seconds: (performance.now() - t0) / 1000 };
+  }
+  const rt = await s.runtime();
+  if (rt.wiring === 'embedded') await s.adopt(name);
+  const r = await withFullMapper(s, (m) =>
+    m.flatten(name, opts.onProgress ? { onProgress: opts.onProgress } : {}),
+  );
+  return { ...r, seconds: (performance.now() - t0) / 1000 };
+}
+
+/** The live snapshots taken of volume `name` (under any of its names), oldest first. */
+export async function listSnapshots(s: Session, name: string): Promise<SnapshotEntry[]> {
+  const rt = await s.runtime();
+  const info = await rt.mapper.info(name);
+  if (info.readonly) {
+    throw new ArchipelagoError(
+      'EINVAL',
+      `"${name}" is a snapshot; "vlmc snapshots" lists the snapshots of a volume`,
+    );
+  }
+  return snapshotsOf({ mapper: rt.mapper, blockerm: rt.blockerm }, name);
+}
+
+/** The live clones of snapshot `name` (recorded; a flattened clone is no longer one). */
+export async function listChildren(s: Session, name: string): Promise<string[]> {
+  const rt = await s.runtime();
+  const info = await rt.mapper.info(name);
+  if (!info.readonly) {
+    throw new ArchipelagoError('ENOTSNAPSHOT', `"${name}" is a volume; only snapshots have clones`, {
+      details: { volume: name },
+    });
+  }
+  return childrenOf({ mapper: rt.mapper, blockerm: rt.blockerm }, name);
+}

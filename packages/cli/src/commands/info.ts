@@ -12,9 +12,11 @@ export default class Info extends VlmcCommand {
     `"allocated" counts the blocks backed by an object (not zero blocks); "writable" \
 those this volume owns and writes in place (the others are shared with a snapshot and copied on first write).
 
-"parent" (a clone) is the snapshot whose blocks it still shares, and "origin" (a snapshot) the volume whose \
-data it holds. Maps record neither: they are worked out from the object names, so a clone that shares no \
-block with any snapshot any more has no parent, and several identical snapshots are all named.`;
+"parent" (a clone) is the snapshot it was cloned from, and "origin" (a snapshot) the volume it was taken \
+of, as recorded when they were made (under their current names; "removed" when they are gone; a flattened \
+clone has none). For maps made by older versions, which record neither, they are worked out from the object \
+names: a clone that shares no block with any snapshot any more has no parent then, and several identical \
+snapshots are all named.`;
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> vol1',
@@ -33,8 +35,17 @@ block with any snapshot any more has no parent, and several identical snapshots 
       lineage: true,
       load: v0Load(flags),
     });
-    for (const line of infoLines(info)) this.say(line);
+    for (const line of infoLines(info)) this.say(lineageNotes(line, info));
     if (mapped) this.say(`mapped:      ${mapped.uri} (pid ${mapped.pid})`);
     return info;
   }
+}
+
+/** The `parent`/`origin` row of `infoLines`, with what the lineage record adds (removed, flattened). */
+function lineageNotes(line: string, info: Lineage): string {
+  if (info.parentRemoved && /^parent:/.test(line))
+    return line.replace(/\(snapshot\)$/, '(snapshot, removed)');
+  if (info.originRemoved && /^origin:/.test(line)) return `${line} (removed)`;
+  if (info.flattened && /^parent:/.test(line)) return `${line.replace(/\(none\)$/, 'none')} (flattened)`;
+  return line;
 }

@@ -28,6 +28,7 @@ import {
   zeroEntry,
 } from '../map.js';
 import type { CloneOptions, CreateFromEntriesOptions, CreateOptions, VolumeInfo } from '../types.js';
+import { dropLineage, type LineageRecord, newLineageId, readLineage, writeLineage } from './lineage.js';
 import { claimName, repairing } from './repair.js';
 
 /** Bytes a v2 map of `size` bytes in `blocksize` blocks takes in blockerm: its entries and header. */
@@ -207,7 +208,13 @@ async function cloneLocked(
       entries[i] = flags === e.flags ? e : { name: e.name, flags }; // entries are values
     }
   }
-  const info = await writeNew(ctx, name, { size, blocksize: src.blocksize, flags: 0, entries });
+  const srcLineage = await readLineage(ctx.blockerm, source);
+  const info = await writeNew(
+    ctx,
+    name,
+    { size, blocksize: src.blocksize, flags: 0, entries },
+    { parent: { name: source, id: srcLineage?.id ?? null } },
+  );
   ctx.log.info({ volume: name, source, size }, 'cloned volume');
   return info;
 }
@@ -256,15 +263,24 @@ export async function createFromEntries(
 /**
  * Writes a new map under `name`, holding its lock: fails with EEXIST_VOLUME when a live (or
  * incomplete) map has the name; the map takes the epoch one past any deleted map of that name,
- * so object names are never reused. Map blocks first, the header last: a crash before the header
- * leaves no map (the blocks are overwritten by the next map of the name).
+ * so object names are never reused. The lineage record (`lineage`: a new one, for a clone; none:
+ * not recorded, a record left under the name goes), then map blocks, the header last: a crash before the header
+ * leaves no map (the record and blocks are replaced by the next map of the name).
  */
-async function writeNew(ctx: MapperContext, name: string, map: Omit<NewMap, 'epoch'>): Promise<VolumeInfo> {
+async function writeNew(
+  ctx: MapperContext,
+  name: string,
+  map: Omit<NewMap, 'epoch'>,
+  lineage?: Pick<LineageRecord, 'parent'>,
+): Promise<VolumeInfo> {
   const made = await ctx.locks.withName(name, async () => {
     const prevEpoch = await claimName(ctx, name, new Set([name]));
     if (prevEpoch >= UINT64_MAX - 2n) {
       throw archipError('EOVERFLOW', `volume name "${name}" has used up its epochs`);
     }
+    if (lineage)
+      await writeLineage(ctx.blockerm, name, { id: newLineageId(), created: Date.now(), ...lineage });
+    else await dropLineage(ctx.blockerm, name); // one a former map, or a killed clone, left
     const next = newMap(name, { ...map, epoch: prevEpoch + 1n });
     await ctx.store.writeMap(next);
     return next;

@@ -3,6 +3,7 @@ import { MapFlag, validateVolumeName } from '@archipelago/mapfile';
 import type { MapperContext } from '../context.js';
 import { describe, type LoadedMap } from '../map.js';
 import type { VolumeInfo } from '../types.js';
+import { dropLineage, readLineage, writeLineage } from './lineage.js';
 import { claimName, repairing, settle, whileRenaming } from './repair.js';
 
 /**
@@ -54,6 +55,11 @@ export function moveMap(
   return whileRenaming(ctx, [name, newName], held, async () => {
     const epoch = (await claimName(ctx, newName, held)) + 1n;
     const moved: LoadedMap = { ...old, name: newName, storedAs: newName, version: 2, epoch };
+    // The lineage record moves with the map (same id: references follow the move). The copy goes
+    // first, like the map blocks: until the commit it is the new name's leftover.
+    const lineage = await readLineage(ctx.blockerm, name);
+    if (lineage) await writeLineage(ctx.blockerm, newName, lineage);
+    else await dropLineage(ctx.blockerm, newName);
     try {
       await ctx.store.writeMap(moved, undefined, {
         flags: old.flags | MapFlag.INCOMPLETE,
@@ -69,6 +75,7 @@ export function moveMap(
     try {
       await ctx.store.deleteMapBlocks(name, old.blocksize, 0, old.entries.length);
       await ctx.store.markDeleted(old);
+      if (lineage) await dropLineage(ctx.blockerm, name);
     } catch (e) {
       // Moved all the same: the next use of the old name tidies it up (ops/repair.ts).
       ctx.log.warn({ volume: name, err: String(e) }, 'rename: the old map stays to be tidied up');

@@ -19,6 +19,7 @@ import { ArchipelagoError, archipError } from '@archipelago/libxseg';
 import { MapFlag, type MapIntent, objectCount } from '@archipelago/mapfile';
 import type { MapperContext } from '../context.js';
 import type { HeaderState } from '../map-store.js';
+import { settleRollback } from './rollback.js';
 
 /** What settling a name found and did. */
 export type Settled =
@@ -115,8 +116,10 @@ export async function repairing<T>(ctx: MapperContext, fn: () => Promise<T>): Pr
 /** The volume an EBUSY "incomplete, interrupted rename" error names, else null. */
 export function renameToSettle(e: unknown): string | null {
   if (!ArchipelagoError.is(e, 'EBUSY') || e.details.incomplete !== true) return null;
-  const { volume, renamedFrom } = e.details;
-  return typeof volume === 'string' && typeof renamedFrom === 'string' ? volume : null;
+  const { volume, renamedFrom, rollingBack } = e.details;
+  return typeof volume === 'string' && (typeof renamedFrom === 'string' || rollingBack === true)
+    ? volume
+    : null;
 }
 
 /** Runs `fn` holding the lock of `name` (unless `held` has it already). */
@@ -149,6 +152,7 @@ async function settleLocked(ctx: MapperContext, name: string, held: Set<string>)
   const { header, intent } = st;
   const map = { name, ...header };
   if (isIncomplete(st)) {
+    if (intent?.kind === 'rolling-back') return settleRollback(ctx, name, st);
     if (intent?.kind !== 'renamed-from') return 'incomplete';
     const from = await ctx.store.state(intent.name);
     const committed =

@@ -3,6 +3,7 @@ import { MapFlag, ObjFlag, UINT64_MAX, validateVolumeName } from '@archipelago/m
 import type { MapperContext } from '../context.js';
 import { describe, isReadonly, type LoadedMap, newMap } from '../map.js';
 import type { VolumeInfo } from '../types.js';
+import { newLineageId, readLineage, writeLineage } from './lineage.js';
 import { claimName, repairing } from './repair.js';
 
 /**
@@ -32,6 +33,13 @@ export async function snapshot(ctx: MapperContext, name: string, snap: string): 
           throw archipError('EOVERFLOW', `volume "${name}" has used up its epochs`);
         return ctx.locks.withName(snap, async () => {
           const snapEpoch = await claimName(ctx, snap, new Set([name, snap]));
+          // Lineage (ops/lineage.ts): the origin needs a record id to be referred to (an older map
+          // gets one, its parent not known); the snapshot's record is written before its header.
+          let originLineage = await readLineage(ctx.blockerm, name);
+          if (!originLineage) {
+            originLineage = { id: newLineageId(), created: 0 };
+            await writeLineage(ctx.blockerm, name, originLineage);
+          }
           // Entries are values: one that is not writable (a zero block, an object already shared)
           // is kept as it is instead of copied, which keeps a thin map's snapshot allocation-free.
           const shared = origin.entries.map((e) =>
@@ -50,6 +58,11 @@ export async function snapshot(ctx: MapperContext, name: string, snap: string): 
             // that removing the snapshot and re-creating the name as a volume never reuses object names.
             epoch: snapEpoch,
             entries: shared.slice(),
+          });
+          await writeLineage(ctx.blockerm, snap, {
+            id: newLineageId(),
+            created: Date.now(),
+            origin: { name, id: originLineage.id, epoch: origin.epoch },
           });
           await ctx.store.writeMap(snapMap, encoded);
           ctx.log.info({ volume: name, snapshot: snap }, 'snapshot taken');

@@ -7,6 +7,8 @@ export type ControlRequest =
   | { op: 'ping' }
   | { op: 'info' }
   | { op: 'snapshot'; snap: string }
+  | { op: 'rollback'; snap: string }
+  | { op: 'flatten' }
   | { op: 'close' }
   | { op: 'unmap' };
 

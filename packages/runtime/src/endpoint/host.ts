@@ -10,6 +10,7 @@
 import { dirname } from 'node:path';
 import { describeHolder } from '@archipelago/blocker';
 import { ArchipelagoError } from '@archipelago/libxseg';
+import { Mapper } from '@archipelago/mapper';
 import { NbdServer, volumeExport } from '@archipelago/nbd';
 import pino from 'pino';
 import { loadConfig } from '../config.js';
@@ -114,6 +115,33 @@ export async function runHost(req: HostRequest): Promise<void> {
         return info;
       case 'snapshot':
         return rt.composer.snapshot(name, r.snap);
+      case 'rollback':
+      case 'flatten': {
+        // The holder's own mapper does it (mapper README "Lineage, rollback, flatten"); a client
+        // of mapperd cannot: mapperd has neither over the segment.
+        const m = rt.mapper;
+        if (!(m instanceof Mapper)) {
+          throw new ArchipelagoError(
+            'EBUSY',
+            `cannot ${r.op === 'flatten' ? 'flatten' : 'roll back'} "${name}" while it is mapped in the daemon wiring (pid ${process.pid}); run "vlmc unmap ${name}" first`,
+            { details: { volume: name, pid: process.pid } },
+          );
+        }
+        if (r.op === 'flatten') return m.flatten(name);
+        const snap = r.snap;
+        info = await rt.composer.frozen(name, async () => {
+          const to = await m.info(snap);
+          if (to.size !== info.size) {
+            throw new ArchipelagoError(
+              'EBUSY',
+              `cannot roll mapped "${name}" back to "${snap}": the size would change (${info.size} to ${to.size} bytes) under its NBD clients; run "vlmc unmap ${name}" first`,
+              { details: { volume: name, pid: process.pid } },
+            );
+          }
+          return m.rollback(name, snap);
+        });
+        return info;
+      }
       case 'close':
         // Drops the cache and releases the lock; the export stays up and the next I/O reopens.
         await rt.composer.close(name);
