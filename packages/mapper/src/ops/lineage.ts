@@ -7,6 +7,7 @@
  * id), so references survive renames. A map without a record (made by an older version, or by the
  * original mapper) is "not recorded": readers fall back to inference.
  */
+
 import { randomBytes } from 'node:crypto';
 import type { Blocker } from '@archipelago/blocker';
 import {
@@ -18,6 +19,7 @@ import {
 } from '@archipelago/mapfile';
 import type { MapperApi } from '../api.js';
 import type { VolumeSummary } from '../types.js';
+import { parseTrashName } from './trash.js';
 
 export type { LineageRecord } from '@archipelago/mapfile';
 
@@ -115,13 +117,20 @@ async function index(src: LineageSource): Promise<Index> {
   for (const [name, rec] of records) if (rec) byId.set(rec.id, name);
   // Records that outlive their maps (remove keeps them) tell the last name of a removed map (a
   // user's name: not an internal one, such as a trash entry's, when a record moved there).
+  // A record in the trash (remove moved it with its map) names the map by the name it was
+  // removed under, and wins over an older name's leftover record.
   const removedById = new Map<string, string>();
+  const fromTrash = new Set<string>();
   for await (const obj of src.blockerm.list()) {
     if (!obj.endsWith(SUFFIX)) continue;
-    const name = obj.slice(0, -SUFFIX.length);
-    if (maps.has(name) || !isVolumeName(name)) continue;
-    const rec = await readLineage(src.blockerm, name).catch(() => null);
-    if (rec && !byId.has(rec.id)) removedById.set(rec.id, name);
+    const stored = obj.slice(0, -SUFFIX.length);
+    if (maps.has(stored)) continue;
+    const trashed = parseTrashName(stored);
+    if (!trashed && !isVolumeName(stored)) continue;
+    const rec = await readLineage(src.blockerm, stored).catch(() => null);
+    if (!rec || byId.has(rec.id) || (!trashed && fromTrash.has(rec.id))) continue;
+    removedById.set(rec.id, trashed ? trashed.name : stored);
+    if (trashed) fromTrash.add(rec.id);
   }
   return { maps, records, byId, removedById };
 }
