@@ -306,7 +306,7 @@ describe('RadosBlocker sync: flush (write-back)', () => {
     expect(r.hash).toBe(createHash('sha256').update('new!').digest('hex'));
     expect(r.delete).toBe(true);
     expect(await b.exists('gone')).toBe(false);
-    expect(await b.info('wf')).toEqual({ size: 4 });
+    expect(await b.info('wf')).toMatchObject({ size: 4 });
     expect(r.listed).toEqual(['fresh']);
     expect((await unrelated).toString()).toBe('other');
     await b.flush();
