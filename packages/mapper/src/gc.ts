@@ -147,7 +147,11 @@ export async function takeGcHold(blockerm: Blocker, opts: GcHoldOptions): Promis
 }
 
 /** Runs `fn` under a gc hold (see takeGcHold). */
-export async function withGcHold<T>(blockerm: Blocker, opts: GcHoldOptions, fn: () => Promise<T>): Promise<T> {
+export async function withGcHold<T>(
+  blockerm: Blocker,
+  opts: GcHoldOptions,
+  fn: () => Promise<T>,
+): Promise<T> {
   const hold = await takeGcHold(blockerm, opts);
   try {
     return await fn();
@@ -405,7 +409,12 @@ async function runGc(opts: GcOptions, now: () => number): Promise<Omit<GcReport,
 
   // Who overlapped the run; a sweep is announced first (see takeGcHold).
   if (!dryRun) {
-    const st: GcState = { v: 1, sweeping: true, by: blockerm.identity, expires: now() + DEFAULT_HOLD_LEASE_MS * 4 };
+    const st: GcState = {
+      v: 1,
+      sweeping: true,
+      by: blockerm.identity,
+      expires: now() + DEFAULT_HOLD_LEASE_MS * 4,
+    };
     await blockerm.writeFull(GC_STATE, Buffer.from(JSON.stringify(st)));
   }
   try {
@@ -509,12 +518,20 @@ async function runGc(opts: GcOptions, now: () => number): Promise<Omit<GcReport,
       }
       // Hold records no later run needs: ended or expired before this run began.
       for (const h of byId.values()) {
-        if ((h.end ?? h.expires) < markStart) await blockerm.delete(`${GC_HOLD_PREFIX}${h.id}`).catch(() => false);
+        if ((h.end ?? h.expires) < markStart)
+          await blockerm.delete(`${GC_HOLD_PREFIX}${h.id}`).catch(() => false);
       }
     }
     const maps = liveEpoch.size;
     log.info(
-      { maps, unreferenced: unrefObjects, freed: freedObjects, freedBytes, mapBlocks: freedMapBlocks, dryRun },
+      {
+        maps,
+        unreferenced: unrefObjects,
+        freed: freedObjects,
+        freedBytes,
+        mapBlocks: freedMapBlocks,
+        dryRun,
+      },
       'gc done',
     );
     return {

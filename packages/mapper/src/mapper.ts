@@ -139,7 +139,9 @@ export class Mapper implements MapperApi {
   /** Hashes snapshot `name` into a read-only content-addressed map (reference §2.7). */
   hash(name: string, opts?: HashOptions): Promise<HashResult> {
     // Content objects are written (or found) long before the hashed map names them (gc.ts).
-    return withGcHold(this.blockerm, { what: `hash ${name}`, kind: 'dedup' }, () => hash(this.ctx, name, opts));
+    return withGcHold(this.blockerm, { what: `hash ${name}`, kind: 'dedup' }, () =>
+      hash(this.ctx, name, opts),
+    );
   }
 
   /** Writes (or finds) the read-only content map of `hashes`, named by their Merkle root. */

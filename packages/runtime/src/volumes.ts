@@ -4,9 +4,20 @@
  * one of these and print the result.
  */
 import { dirSpace } from '@archipelago/blocker-file';
+import type { Blocker } from '@archipelago/blocker';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { DEFAULT_BLOCKSIZE, ObjFlag, validateVolumeName, ZERO_BLOCK } from '@archipelago/mapfile';
-import { checkMapSpace, type LoadOptions, type VolumeInfo, type VolumeSummary } from '@archipelago/mapper';
+import {
+  checkMapSpace,
+  collectGarbage,
+  type GcProgress,
+  type GcReport,
+  type LoadOptions,
+  type VolumeInfo,
+  type VolumeSummary,
+} from '@archipelago/mapper';
+import { openBlocker } from './embedded.js';
+import { blockerOptions } from './sections.js';
 import { callControl } from './endpoint/control.js';
 import type { MappedStatus } from './endpoint/runstate.js';
 import type { Session } from './session.js';
@@ -317,4 +328,50 @@ export async function exportImage(
   await s.adopt(name);
   const o = { inflight: DEFAULT_INFLIGHT, ...opts };
   return typeof to === 'string' ? exportVolume(rt, name, to, o) : exportVolumeToStream(rt, name, to, o);
+}
+
+export interface GcRunOptions {
+  dryRun?: boolean;
+  /** Overrides `[mapperd] gc_grace` (ms). */
+  graceMs?: number;
+  onProgress?: (p: GcProgress) => void;
+}
+
+/**
+ * `vlmc gc`: one garbage collection over the configured blocker pair (`collectGarbage` in
+ * @archipelago/mapper), with `[mapperd] gc_grace`. It runs on the embedded wiring: in the daemon
+ * wiring this process opens blockerm and blockerb itself (the daemons' blockers over the segment
+ * cannot tell objects' ages), and works next to the daemons as any other process of the host.
+ */
+export async function gcStore(s: Session, opts: GcRunOptions = {}): Promise<GcReport> {
+  const loaded = s.configuration();
+  const graceMs = opts.graceMs ?? loaded.config.mapperd.gc_grace * 1000;
+  const run = (blockerm: Blocker, blockerb: Blocker) =>
+    collectGarbage({
+      blockerm,
+      blockerb,
+      graceMs,
+      ...(opts.dryRun ? { dryRun: true } : {}),
+      ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+    });
+  const rt = await s.runtime();
+  if (rt.wiring === 'embedded') return run(rt.blockerm, rt.blockerb);
+  const where = { file: loaded.path };
+  const blockerm = await openBlocker(blockerOptions(loaded, 'blockerm'), null, {
+    role: 'blockerm',
+    ...where,
+  });
+  try {
+    const blockerb = await openBlocker(blockerOptions(loaded, 'blockerb'), null, {
+      role: 'blockerb',
+      ...where,
+    });
+    try {
+      return await run(blockerm, blockerb);
+    } finally {
+      await blockerb.close().catch(() => {});
+    }
+  } finally {
+    await blockerm.close().catch(() => {});
+  }
 }

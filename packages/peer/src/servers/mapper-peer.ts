@@ -20,6 +20,7 @@
 import { ArchipelagoError, decodeTargetPayload, opName, XF } from '@archipelago/libxseg';
 import type { Port, RespondOptions, Segment, XsegRequest } from '@archipelago/libxseg/segment';
 import {
+  collectGarbage,
   type CloneOptions,
   type CreateFromEntriesOptions,
   FlockHostLocks,
@@ -229,7 +230,31 @@ export function createMapperService(
     }
   }
 
+  // `[mapperd] gc_interval`: a garbage collection now and then (@archipelago/mapper gc.ts). Over
+  // the segment the blockers cannot tell objects' ages, so these runs free what is provably dead
+  // (objects and map blocks of removed volumes); `vlmc gc` frees old orphans too.
+  let gcRun: Promise<unknown> | null = null;
+  const gcTimer =
+    o.gcIntervalMs !== undefined
+      ? setInterval(() => {
+          if (gcRun) return;
+          gcRun = collectGarbage({
+            blockerm,
+            blockerb,
+            ...(o.gcGraceMs !== undefined ? { graceMs: o.gcGraceMs } : {}),
+            ...(logger ? { log: logger } : {}),
+          })
+            .catch((e: unknown) => logger?.warn({ err: String(e) }, 'periodic gc failed'))
+            .finally(() => {
+              gcRun = null;
+            });
+        }, o.gcIntervalMs)
+      : null;
+  gcTimer?.unref();
+
   const close = async () => {
+    if (gcTimer) clearInterval(gcTimer);
+    await gcRun;
     try {
       // The leases on cached maps run out first, so no client uses a cache across the stop. The
       // volume locks stay: they belong to the host (its one identity), not to this process, so a
