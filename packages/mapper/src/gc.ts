@@ -181,7 +181,7 @@ async function readJson<T>(b: Blocker, key: string): Promise<T | null> {
 async function waitForSweep(blockerm: Blocker, now: () => number): Promise<void> {
   for (;;) {
     const st = await readJson<GcState>(blockerm, GC_STATE);
-    if (!st || !st.sweeping || st.expires < now()) return;
+    if (!st?.sweeping || st.expires < now()) return;
     await sleep(50);
   }
 }
@@ -271,7 +271,10 @@ export async function collectGarbage(opts: GcOptions): Promise<GcReport> {
   const dryRun = opts.dryRun === true;
   if (dryRun) return { ...(await runGc(opts, now)), waitedMs: 0, seconds: (performance.now() - t0) / 1000 };
   let mutex = processMutexes.get(opts.blockerm);
-  if (!mutex) processMutexes.set(opts.blockerm, (mutex = new Mutex()));
+  if (!mutex) {
+    mutex = new Mutex();
+    processMutexes.set(opts.blockerm, mutex);
+  }
   return mutex.run(async () => {
     const waitStart = now();
     const lock = await takeGcLock(opts, now);
@@ -390,7 +393,7 @@ async function runGc(opts: GcOptions, now: () => number): Promise<Omit<GcReport,
       const before = seen.get(o);
       if (before && before.stamp === stamp) return;
       // A v0 map (no signature) is tried unless the object is blockerb's too (a shared store).
-      const r = await readRoot(store, blockerm, o, marked, !candidateSet.has(o));
+      const r = await readRoot(store, o, marked, !candidateSet.has(o));
       if (r === 'data') {
         seen.set(o, { stamp, deleted: true, epoch: -1n, blocksize: 0 });
         return;
@@ -577,7 +580,6 @@ async function headerStamp(blockerm: Blocker, o: string): Promise<string | null>
  */
 async function readRoot(
   store: MapStore,
-  blockerm: Blocker,
   o: string,
   marked: Set<string>,
   tryV0: boolean,

@@ -3,8 +3,9 @@
  * in either wiring, reaching a mapped volume through its holder. The commands parse flags, call
  * one of these and print the result.
  */
-import { dirSpace } from '@archipelago/blocker-file';
+
 import type { Blocker } from '@archipelago/blocker';
+import { dirSpace } from '@archipelago/blocker-file';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { DEFAULT_BLOCKSIZE, ObjFlag, validateVolumeName, ZERO_BLOCK } from '@archipelago/mapfile';
 import {
@@ -17,9 +18,9 @@ import {
   type VolumeSummary,
 } from '@archipelago/mapper';
 import { openBlocker } from './embedded.js';
-import { blockerOptions } from './sections.js';
 import { callControl } from './endpoint/control.js';
 import type { MappedStatus } from './endpoint/runstate.js';
+import { blockerOptions } from './sections.js';
 import type { Session } from './session.js';
 import {
   DEFAULT_IMPORT_INFLIGHT,

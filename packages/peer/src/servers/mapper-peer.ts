@@ -20,9 +20,9 @@
 import { ArchipelagoError, decodeTargetPayload, opName, XF } from '@archipelago/libxseg';
 import type { Port, RespondOptions, Segment, XsegRequest } from '@archipelago/libxseg/segment';
 import {
-  collectGarbage,
   type CloneOptions,
   type CreateFromEntriesOptions,
+  collectGarbage,
   FlockHostLocks,
   KeyedMutex,
   type LoadOptions,
