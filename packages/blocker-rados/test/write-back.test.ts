@@ -300,7 +300,7 @@ describe('RadosBlocker sync: flush (write-back)', () => {
     );
     expect((r.read as Buffer).toString()).toBe('new!');
     expect(into.toString()).toBe('new!');
-    expect(r.info).toEqual({ size: 5 });
+    expect(r.info).toMatchObject({ size: 5 });
     expect(r.exists).toBe(true);
     expect((await b.read('x-copy', 0, 4)).toString()).toBe('new!');
     expect(r.hash).toBe(createHash('sha256').update('new!').digest('hex'));
