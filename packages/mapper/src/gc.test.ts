@@ -9,7 +9,7 @@ import { FileBlocker } from '@archipelago/blocker-file';
 import { dataObjectName } from '@archipelago/mapfile';
 import { describe, expect, it } from 'vitest';
 import { get, put, type TempStack, useTempStack } from './__fixtures__/stack.js';
-import { collectGarbage, GC_HOLD_PREFIX, type GcProgress, listGcHolds, takeGcHold } from './gc.js';
+import { collectGarbage, GC_HOLD_PREFIX, GC_STATE, type GcProgress, listGcHolds, takeGcHold } from './gc.js';
 import { storeUsage } from './usage.js';
 
 const BS = 4096;
@@ -134,10 +134,18 @@ describe('gc: producers under way', () => {
     expect(await names(s.blocks)).toContain('b'.repeat(64));
     expect(r2.holds.map((h) => h.kind)).toContain('dedup');
     await dedup.release();
-    // Released, a record stays for the runs that overlapped it, and goes in a later one.
-    expect((await listGcHolds(s.maps)).map((h) => h.what)).toEqual(['hash snap']); // import x's went
+    // Released with no gc under way, a hold's record goes; released while one runs, it stays,
+    // ended, for that run to see, and a later run deletes it.
+    expect(await listGcHolds(s.maps)).toEqual([]);
+    const running = { v: 1, sweeping: false, by: 'other_1', expires: Date.now() + 60_000 };
+    await s.maps.writeFull(GC_STATE, Buffer.from(JSON.stringify(running)));
+    const h3 = await takeGcHold(s.maps, { what: 'import y' });
+    await h3.release();
+    expect((await listGcHolds(s.maps)).map((h) => [h.what, typeof h.end])).toEqual([['import y', 'number']]);
+    await s.maps.delete(GC_STATE);
     await gc({ now: () => Date.now() + 3 * HOUR, graceMs: 0 });
     expect(await names(s.maps, GC_HOLD_PREFIX)).toEqual([]);
+    expect(await names(s.maps)).toEqual([]);
     expect(await names(s.blocks)).toEqual([]);
   });
 

@@ -50,6 +50,8 @@ export const GC_STATE = 'archip_gc.state';
 export const DEFAULT_GC_GRACE_MS = 10 * 60_000;
 /** Default lease of a gc hold and of the gc lock, ms. */
 export const DEFAULT_HOLD_LEASE_MS = 30_000;
+/** How long a gc run's state record counts unless rewritten (every quarter of it), ms. */
+const STATE_LEASE_MS = 60_000;
 /** Mark rounds before a run gives up (maps changing under it all the time). */
 const MAX_ROUNDS = 20;
 /** RADOS keeps whole seconds: an mtime may read up to this much early. */
@@ -133,7 +135,11 @@ export async function takeGcHold(blockerm: Blocker, opts: GcHoldOptions): Promis
     clearInterval(timer);
     await renewing;
     record.end = now();
-    await write().catch(() => {});
+    // With no gc run under way, no run can have missed this hold (one that starts now sees what
+    // it made): the record goes. Otherwise it stays, ended, for that run to see.
+    const st = await readJson<GcState>(blockerm, GC_STATE).catch(() => null);
+    if (st && st.expires >= now()) await write().catch(() => {});
+    else await blockerm.delete(key).catch(() => false);
   };
   if (record.kind === 'dedup') {
     try {
@@ -160,6 +166,7 @@ export async function withGcHold<T>(
   }
 }
 
+/** `archip_gc.state`: a gc run is under way (and sweeping), until `expires` unless rewritten. */
 interface GcState {
   v: 1;
   sweeping: boolean;
@@ -337,14 +344,52 @@ interface HeaderSeen {
 }
 
 async function runGc(opts: GcOptions, now: () => number): Promise<Omit<GcReport, 'waitedMs' | 'seconds'>> {
-  const { blockerm, blockerb } = opts;
+  const { blockerm } = opts;
   const log = opts.log ?? silentLogger;
   const dryRun = opts.dryRun === true;
+
+  // Announced before the mark begins (see takeGcHold's release), and kept fresh while it runs.
+  let sweeping = false;
+  const announce = () =>
+    dryRun
+      ? Promise.resolve()
+      : blockerm.writeFull(
+          GC_STATE,
+          Buffer.from(
+            JSON.stringify({
+              v: 1,
+              sweeping,
+              by: blockerm.identity,
+              expires: now() + STATE_LEASE_MS,
+            } satisfies GcState),
+          ),
+        );
+  await announce();
+  const stateTimer = dryRun ? null : setInterval(() => void announce().catch(() => {}), STATE_LEASE_MS / 4);
+  stateTimer?.unref();
+  try {
+    return await runAnnounced(opts, now, log, dryRun, () => {
+      sweeping = true;
+      return announce();
+    });
+  } finally {
+    if (stateTimer) clearInterval(stateTimer);
+    if (!dryRun) await blockerm.delete(GC_STATE).catch(() => false);
+  }
+}
+
+async function runAnnounced(
+  opts: GcOptions,
+  now: () => number,
+  log: Logger,
+  dryRun: boolean,
+  startSweep: () => Promise<void>,
+): Promise<Omit<GcReport, 'waitedMs' | 'seconds'>> {
+  const { blockerm, blockerb } = opts;
   const grace = opts.graceMs ?? DEFAULT_GC_GRACE_MS;
   const par = opts.parallelism ?? 32;
   const progress = opts.onProgress ?? (() => {});
   const store = new MapStore(blockerm, { parallelism: par, log });
-
   const markStart = now();
   const holdsAtStart = await listGcHolds(blockerm);
 
@@ -411,16 +456,8 @@ async function runGc(opts: GcOptions, now: () => number): Promise<Omit<GcReport,
   }
 
   // Who overlapped the run; a sweep is announced first (see takeGcHold).
-  if (!dryRun) {
-    const st: GcState = {
-      v: 1,
-      sweeping: true,
-      by: blockerm.identity,
-      expires: now() + DEFAULT_HOLD_LEASE_MS * 4,
-    };
-    await blockerm.writeFull(GC_STATE, Buffer.from(JSON.stringify(st)));
-  }
-  try {
+  if (!dryRun) await startSweep();
+  {
     const holdsNow = await listGcHolds(blockerm);
     const byId = new Map<string, GcHoldRecord>();
     for (const h of [...holdsAtStart, ...holdsNow]) {
@@ -561,8 +598,6 @@ async function runGc(opts: GcOptions, now: () => number): Promise<Omit<GcReport,
       holds: overlapping.map(({ what, kind, start, host, pid }) => ({ what, kind, start, host, pid })),
       cutoff,
     };
-  } finally {
-    if (!dryRun) await blockerm.delete(GC_STATE).catch(() => false);
   }
 }
 
