@@ -486,30 +486,23 @@ async function runAnnounced(
     };
 
     // Judge every unreferenced candidate.
-    let blockerObjects = 0;
-    let blockerBytes = 0;
-    let unrefObjects = 0;
-    let unrefBytes = 0;
-    let keptObjects = 0;
-    let keptBytes = 0;
+    /** Objects and bytes: in blockerb, unreferenced, kept (unreferenced but not doomed). */
+    const all = tally();
+    const unref = tally();
+    const kept = tally();
     const doomed: Array<{ name: string; size: number }> = [];
     await pool(candidates.length, par, async (i) => {
       const o = candidates[i]!;
       if (mapObjects.has(o)) return; // blockerm's own (a shared store)
       const info = await blockerb.info(o);
       if (!info) return;
-      blockerObjects++;
-      blockerBytes += info.size;
+      all.add(info.size);
       if (marked.has(o)) return;
-      unrefObjects++;
-      unrefBytes += info.size;
+      unref.add(info.size);
       const aged =
         info.mtime !== undefined && info.mtime + MTIME_SLACK_MS < cutoff && !(dedup && isContentName(o));
       if (dead(o) || aged) doomed.push({ name: o, size: info.size });
-      else {
-        keptObjects++;
-        keptBytes += info.size;
-      }
+      else kept.add(info.size);
     });
 
     // Map blocks of DELETED maps.
@@ -566,7 +559,7 @@ async function runAnnounced(
     log.info(
       {
         maps,
-        unreferenced: unrefObjects,
+        unreferenced: unref.objects,
         freed: freedObjects,
         freedBytes,
         mapBlocks: freedMapBlocks,
@@ -580,15 +573,15 @@ async function runAnnounced(
       deletedMaps: deletedMaps.size,
       rounds,
       fileRecords,
-      blockerObjects,
-      blockerBytes,
+      blockerObjects: all.objects,
+      blockerBytes: all.bytes,
       referencedObjects: marked.size,
-      unreferencedObjects: unrefObjects,
-      unreferencedBytes: unrefBytes,
+      unreferencedObjects: unref.objects,
+      unreferencedBytes: unref.bytes,
       reclaimableObjects: doomed.length,
       reclaimableBytes: doomed.reduce((a, d) => a + d.size, 0),
-      keptObjects,
-      keptBytes,
+      keptObjects: kept.objects,
+      keptBytes: kept.bytes,
       mapBlocks,
       mapBlockBytes,
       freedObjects,
@@ -599,6 +592,18 @@ async function runAnnounced(
       cutoff,
     };
   }
+}
+
+/** A count of objects and their bytes. */
+function tally() {
+  return {
+    objects: 0,
+    bytes: 0,
+    add(size: number) {
+      this.objects++;
+      this.bytes += size;
+    },
+  };
 }
 
 /** The header's first bytes and mtime, as a string that changes when the header is rewritten. */
