@@ -482,7 +482,8 @@ async function runAnnounced(
       const epoch = BigInt(`0x${m[2]}`);
       const live = liveEpoch.get(vol);
       if (live !== undefined) return epoch < live;
-      return deletedMaps.has(vol);
+      const gone = deletedMaps.get(vol);
+      return gone !== undefined && epoch <= gone.epoch; // (a later epoch: the name made again)
     };
 
     // Judge every unreferenced candidate.
