@@ -381,6 +381,8 @@ describe('O_DIRECT', () => {
     ).toBe(true);
     expect(readFileSync(expectedPath(dir, 'obj')).equals(expected)).toBe(true);
     expect(await b.info('obj')).toMatchObject({ size: expected.length });
+    // The file's mtime (garbage collection leaves young objects alone).
+    expect((await b.info('obj'))?.mtime).toBe(statSync(expectedPath(dir, 'obj')).mtimeMs);
   });
 
   it('is readable by a buffered blocker and vice versa', async () => {
