@@ -11,7 +11,8 @@
  * again, until a round finds nothing new (at most MAX_ROUNDS, else it gives up and deletes nothing).
  *
  * Sweep: an object of blockerb is deleted only when no root named it, it was listed after the
- * mark began (so it existed before), blockerm does not hold it too (a shared store), and either
+ * mark began (so it existed before), it is no map object (a store shared by both roles: headers,
+ * their map blocks and gc or gateway records stay), and either
  * - it is provably dead: a copy-up object `<vol>_<epoch>_<index>` of a map that is DELETED, or of
  *   an epoch older than its live map's (no copy-up makes those names any more); or
  * - it is older (mtime) than the cutoff: the mark's start, or the start of the oldest gc hold
@@ -406,6 +407,8 @@ async function runAnnounced(
   let unknown = 0;
   let rounds = 0;
   const mapObjects = new Set<string>();
+  /** Objects of blockerm that are no map but data (a store shared by both roles). */
+  const dataHeads = new Set<string>();
   const candidateSet = new Set(candidates);
   const readRecords = new Set<string>();
   for (;;) {
@@ -440,9 +443,11 @@ async function runAnnounced(
       // A v0 map (no signature) is tried unless the object is blockerb's too (a shared store).
       const r = await readRoot(store, o, marked, !candidateSet.has(o));
       if (r === 'data') {
+        dataHeads.add(o);
         seen.set(o, { stamp, deleted: true, epoch: -1n, blocksize: 0 });
         return;
       }
+      dataHeads.delete(o);
       if (r === 'unknown') {
         if (!before) unknown++;
         seen.set(o, { stamp, deleted: true, epoch: -1n, blocksize: 0 });
@@ -486,6 +491,14 @@ async function runAnnounced(
       return gone !== undefined && epoch <= gone.epoch; // (a later epoch: the name made again)
     };
 
+    // In a store shared by both roles, which of blockerm's objects are data: not a map header (live
+    // or removed), not a map block of one, not a gc or gateway record, nothing unknown.
+    const sharedData = (o: string) => {
+      if (dataHeads.has(o)) return true;
+      const m = MAP_BLOCK.exec(o);
+      return m !== null && (seen.get(m[1]!)?.epoch ?? -1n) < 0n && !o.startsWith('archip_gc.');
+    };
+
     // Judge every unreferenced candidate.
     /** Objects and bytes: in blockerb, unreferenced, kept (unreferenced but not doomed). */
     const all = tally();
@@ -494,7 +507,7 @@ async function runAnnounced(
     const doomed: Array<{ name: string; size: number }> = [];
     await pool(candidates.length, par, async (i) => {
       const o = candidates[i]!;
-      if (mapObjects.has(o)) return; // blockerm's own (a shared store)
+      if (mapObjects.has(o) && !sharedData(o)) return; // blockerm's own (a shared store)
       const info = await blockerb.info(o);
       if (!info) return;
       all.add(info.size);
@@ -620,6 +633,21 @@ async function headerStamp(blockerm: Blocker, o: string): Promise<string | null>
  * we can read (v0 maps without a hint are tried as such).
  */
 async function readRoot(
+  store: MapStore,
+  o: string,
+  marked: Set<string>,
+  tryV0: boolean,
+): Promise<Omit<HeaderSeen, 'stamp'> | 'unknown' | 'data'> {
+  try {
+    return await readMap(store, o, marked, tryV0);
+  } catch (e) {
+    // In a store shared with blockerb, a data object that looks like a map at first is data.
+    if (!tryV0) return 'data';
+    throw e;
+  }
+}
+
+async function readMap(
   store: MapStore,
   o: string,
   marked: Set<string>,
