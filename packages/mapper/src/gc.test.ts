@@ -60,7 +60,9 @@ describe('gc: what removal leaves behind', () => {
     expect(dry).toMatchObject({ reclaimableObjects: 3, reclaimableBytes: 3 * BS, freedObjects: 0 });
     expect((await usage()).unreferencedObjects).toBe(3); // a dry run deletes nothing
 
-    const r = await gc();
+    let prepared = 0;
+    const r = await gc({ prepare: async () => prepared++ });
+    expect(prepared).toBe(1); // (where the trash past its ttl is purged)
     expect(r).toMatchObject({ freedObjects: 3, freedBytes: 3 * BS, maps: 0, deletedMaps: 2 });
     const after = await usage();
     expect(after.unreferencedBytes).toBe(0);

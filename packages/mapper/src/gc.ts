@@ -211,6 +211,11 @@ export interface GcOptions {
   blockerb: Blocker;
   /** Find and count, delete nothing (no lock taken). */
   dryRun?: boolean;
+  /**
+   * Runs under the gc lock before the mark (not in a dry run): what must go first, e.g. the trash
+   * entries past `[mapperd] trash_ttl` (`mapper.purgeExpiredTrash`), so this run frees their objects.
+   */
+  prepare?: () => Promise<unknown>;
   /** See the module comment (default DEFAULT_GC_GRACE_MS). */
   graceMs?: number;
   /** How long to wait for another gc run, ms (default 10 minutes); then ETIMEDOUT. */
@@ -288,6 +293,7 @@ export async function collectGarbage(opts: GcOptions): Promise<GcReport> {
     const lock = await takeGcLock(opts, now);
     const waitedMs = now() - waitStart;
     try {
+      await opts.prepare?.();
       const r = await runGc(opts, now);
       return { ...r, waitedMs, seconds: (performance.now() - t0) / 1000 };
     } finally {

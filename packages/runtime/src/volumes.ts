@@ -335,6 +335,8 @@ export interface GcRunOptions {
   dryRun?: boolean;
   /** Overrides `[mapperd] gc_grace` (ms). */
   graceMs?: number;
+  /** Runs under the gc lock before the mark (`GcOptions.prepare`: the trash purge). */
+  prepare?: () => Promise<unknown>;
   onProgress?: (p: GcProgress) => void;
 }
 
@@ -353,6 +355,7 @@ export async function gcStore(s: Session, opts: GcRunOptions = {}): Promise<GcRe
       blockerb,
       graceMs,
       ...(opts.dryRun ? { dryRun: true } : {}),
+      ...(opts.prepare ? { prepare: opts.prepare } : {}),
       ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
     });
   const rt = await s.runtime();
