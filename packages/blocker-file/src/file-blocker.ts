@@ -27,6 +27,7 @@ import {
   type LockSession,
   missingObjectError,
   missingSourceError,
+  type ObjectInfo,
   type ReleaseRequest,
   resolveIdentity,
   type StorageSpace,
@@ -344,13 +345,14 @@ export class FileBlocker extends AbstractBlocker {
     }
   }
 
-  protected async _info(name: string): Promise<number | null> {
+  protected async _info(name: string): Promise<ObjectInfo | null> {
     const path = hashedPath(this.dir, name);
     // An O_DIRECT write briefly rounds the size up to the block; wait for it to settle.
     const pending = this.directWrites.get(path);
     if (pending) await pending;
     try {
-      return (await fsp.stat(path)).size;
+      const st = await fsp.stat(path);
+      return { size: st.size, mtime: st.mtimeMs };
     } catch (e) {
       const code = fsio.errno(e);
       if (code === 'ENOENT' || code === 'ENOTDIR') return null;

@@ -42,6 +42,7 @@ import {
   type LockSession,
   missingObjectError,
   missingSourceError,
+  type ObjectInfo,
   type ReleaseRequest,
   resolveIdentity,
   sameHost,
@@ -501,11 +502,13 @@ export class RadosBlocker extends AbstractBlocker {
     }
   }
 
-  protected async _info(name: string): Promise<number | null> {
+  protected async _info(name: string): Promise<ObjectInfo | null> {
     const pool = await this.connected();
     await this.settled(name);
     try {
-      return (await pool.stat(name)).size;
+      const st = await pool.stat(name);
+      // RADOS keeps whole seconds.
+      return { size: st.size, mtime: st.mtime * 1000 };
     } catch (e) {
       if (errnoOf(e) === E.ENOENT) return null;
       throw this.fail(e, `info ${name}`, { name });

@@ -41,7 +41,7 @@ describe('RadosBlocker.withIdentity', () => {
     await a.writeFull('obj', Buffer.from('shared'));
     expect((await b.read('obj', 0, 6)).toString()).toBe('shared');
     await a.close(); // a view's close does nothing
-    expect(await b.info('obj')).toEqual({ size: 6 });
+    expect(await b.info('obj')).toMatchObject({ size: 6 });
     await main.close();
     await expect(a.read('obj', 0, 1)).rejects.toMatchObject({ code: 'ECLOSED' });
   });

@@ -196,8 +196,8 @@ export abstract class AbstractBlocker<H extends LockHolder = LockHolder> impleme
   }
 
   async info(name: string): Promise<ObjectInfo | null> {
-    const size = await this.counted(name, 'object name', null, () => this._info(name));
-    return size === null ? null : { size };
+    const got = await this.counted(name, 'object name', null, () => this._info(name));
+    return got === null ? null : typeof got === 'number' ? { size: got } : got;
   }
 
   async exists(name: string): Promise<boolean> {
@@ -565,7 +565,7 @@ export abstract class AbstractBlocker<H extends LockHolder = LockHolder> impleme
   protected abstract _delete(name: string): Promise<boolean>;
 
   /** The object's size, or null when it does not exist. */
-  protected abstract _info(name: string): Promise<number | null>;
+  protected abstract _info(name: string): Promise<number | ObjectInfo | null>;
 
   /** Names starting with `prefix`; the base drops lock names and anything that is no object name. */
   protected abstract _list(prefix: string): AsyncIterable<string>;

@@ -106,6 +106,12 @@ export interface ReleaseOptions {
 export interface ObjectInfo {
   /** Stored length in bytes. Reads past it return zeros. */
   size: number;
+  /**
+   * When the object was last written, ms since the epoch, where the backend can tell (files:
+   * the file's mtime; RADOS: the object's mtime, whole seconds). Absent when it cannot (a blocker
+   * reached over the segment). Garbage collection uses it to leave young objects alone.
+   */
+  mtime?: number;
 }
 
 /** What `Blocker.space` tells. */

@@ -1,5 +1,5 @@
 /**
- * `vlmc hash`, `vlmc du` and cloning from a hashed map, run as a user runs them: the built CLI
+ * `vlmc hash`, `vlmc du`, cloning from a hashed map and `vlmc gc`, run as a user runs them: the built CLI
  * spawned with a temporary configuration. Build first: `npx tsc --build packages/cli`.
  */
 import { execFile } from 'node:child_process';
@@ -181,5 +181,28 @@ describe('vlmc hash, du and clone from a hash', { timeout: 300_000 }, () => {
     expect(r.stderr).toMatch(/^vlmc: ENOENT_VOLUME: /);
     const d = await vlmc(['du', 'nope']);
     expect(d.stderr).toMatch(/^vlmc: ENOENT_VOLUME: /);
+  });
+});
+
+describe('vlmc gc', { timeout: 120_000 }, () => {
+  it('snapshot, rm, rm leaks nothing after vlmc gc; du tells what gc frees; a dry run frees nothing', async () => {
+    const img = Buffer.concat([block(11), block(12), block(13)]);
+    await writeFile(join(dir, 'g.raw'), img);
+    await ok(['import', join(dir, 'g.raw'), 'gv']);
+    await ok(['snapshot', 'gv', 'gs']);
+    await ok(['remove', 'gv']);
+    await ok(['remove', 'gs']);
+
+    const before = await json<Record<string, number>>(['du']);
+    expect(before.unreferencedObjects).toBe(3);
+    expect(before.unreferencedBytes).toBe(img.length);
+    expect(before.reclaimableBytes).toBe(img.length);
+
+    const dry = await json(['gc', '--dry-run']);
+    expect(dry).toMatchObject({ dryRun: true, reclaimableObjects: 3, freedObjects: 0 });
+
+    const out = await ok(['gc']);
+    expect(out).toMatch(/^freed: +3 objects, 12 MiB \(12582912 bytes\); 0 map blocks$/m);
+    expect(await ok(['du'])).toMatch(/^unreferenced: +0 objects, 0 B \(0 bytes\)\nreclaimable: +0 objects/m);
   });
 });

@@ -3,6 +3,7 @@ import { archipError } from '@archipelago/libxseg';
 import { type MapEntry, MapFlag, ObjFlag } from '@archipelago/mapfile';
 import type { MapperApi } from './api.js';
 import type { MapperContext } from './context.js';
+import { withGcHold } from './gc.js';
 import type { HostLocks } from './host-locks.js';
 import { describe } from './map.js';
 import { MapStore } from './map-store.js';
@@ -97,11 +98,13 @@ export class Mapper implements MapperApi {
   private readonly locks: VolumeLocks;
   private readonly store: MapStore;
   private readonly log: Logger;
+  private readonly blockerm: Blocker;
   private closed = false;
 
   constructor(opts: MapperOptions) {
     const parallelism = opts.parallelism ?? 64;
     this.log = opts.logger ?? silentLogger;
+    this.blockerm = opts.blockerm;
     this.store = new MapStore(opts.blockerm, { parallelism, log: this.log });
     this.locks = new VolumeLocks(opts.blockerm, this.store, {
       lockTimeoutMs: opts.lockTimeoutMs ?? 30_000,
@@ -141,12 +144,18 @@ export class Mapper implements MapperApi {
 
   /** Creates map `name` from explicit entries (reference §2.5, X_CREATE). */
   createFromEntries(name: string, opts: CreateFromEntriesOptions): Promise<VolumeInfo> {
-    return createFromEntries(this.ctx, name, opts);
+    // It names objects that exist already (gc.ts: a dedup hold keeps gc off them meanwhile).
+    return withGcHold(this.blockerm, { what: `create ${name}`, kind: 'dedup' }, () =>
+      createFromEntries(this.ctx, name, opts),
+    );
   }
 
   /** Hashes snapshot `name` into a read-only content-addressed map (reference §2.7). */
   hash(name: string, opts?: HashOptions): Promise<HashResult> {
-    return hash(this.ctx, name, opts);
+    // Content objects are written (or found) long before the hashed map names them (gc.ts).
+    return withGcHold(this.blockerm, { what: `hash ${name}`, kind: 'dedup' }, () =>
+      hash(this.ctx, name, opts),
+    );
   }
 
   /** Writes (or finds) the read-only content map of `hashes`, named by their Merkle root. */
@@ -155,7 +164,9 @@ export class Mapper implements MapperApi {
     size: number,
     blocksize: number,
   ): Promise<{ name: string; root: string; existed: boolean }> {
-    return createHashedMap(this.ctx, hashes, size, blocksize);
+    return withGcHold(this.blockerm, { what: 'hashed map', kind: 'dedup' }, () =>
+      createHashedMap(this.ctx, hashes, size, blocksize),
+    );
   }
 
   // Map changes (ops/snapshot.ts, remove.ts, rename.ts, resize.ts)

@@ -82,6 +82,12 @@ export interface MapperdPeerOptions {
   leaseMs?: number;
   /** Directory of the host locks (same-host serialization with the host's other processes). */
   hostLockDir?: string;
+  /** `[mapperd] gc_interval`, ms: a garbage collection runs this often (absent: never). */
+  gcIntervalMs?: number;
+  /** `[mapperd] gc_grace`, ms (see @archipelago/mapper gc.ts). */
+  gcGraceMs?: number;
+  /** `[mapperd] trash_ttl`, ms: how long removed maps stay in the trash before a gc purges them. */
+  trashTtlMs?: number;
 }
 
 /** vlmcd: a Composer over mapperd and blockerb. */
@@ -274,6 +280,9 @@ export function checkPeerOptions(value: unknown): PeerOptions {
       ...(m.lockTimeoutMs !== undefined ? { lockTimeoutMs: int(m, 'lockTimeoutMs', 0, 86_400_000) } : {}),
       ...(m.leaseMs !== undefined ? { leaseMs: int(m, 'leaseMs', 0, 86_400_000) } : {}),
       ...(m.hostLockDir !== undefined ? { hostLockDir: str(m, 'hostLockDir') } : {}),
+      ...(m.gcIntervalMs !== undefined ? { gcIntervalMs: int(m, 'gcIntervalMs', 1, 2 ** 31 - 1) } : {}),
+      ...(m.gcGraceMs !== undefined ? { gcGraceMs: int(m, 'gcGraceMs', 0, Number.MAX_SAFE_INTEGER) } : {}),
+      ...(m.trashTtlMs !== undefined ? { trashTtlMs: int(m, 'trashTtlMs', 0, Number.MAX_SAFE_INTEGER) } : {}),
     };
   } else {
     const v = obj(o.vlmcd, '"vlmcd"');

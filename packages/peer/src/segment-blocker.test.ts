@@ -58,7 +58,7 @@ describe('blocker peer: malformed requests', () => {
       }
       const b = new SegmentBlocker({ segment: seg, port: PORT });
       await b.write('still-alive', 0, encodeTargetPayload('ok'));
-      expect(await b.info('still-alive')).toEqual({ size: 260 });
+      expect(await b.info('still-alive')).toMatchObject({ size: 260 });
       await b.close();
     } finally {
       port.close();

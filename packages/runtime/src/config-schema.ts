@@ -103,6 +103,9 @@ export const CONFIG_SCHEMA = {
       blockerm_port: { ...port, default: 1002 },
       lock_timeout: { type: 'number', exclusiveMinimum: 0, maximum: MAX_SECONDS, default: 30 },
       lease_timeout: { type: 'number', minimum: 0, maximum: MAX_SECONDS, default: 15 },
+      gc_interval: { type: 'number', minimum: 0, maximum: MAX_SECONDS * 365, default: 0 },
+      gc_grace: { type: 'number', minimum: 0, maximum: MAX_SECONDS * 365, default: 600 },
+      trash_ttl: { type: 'number', minimum: 0, maximum: MAX_SECONDS * 3650, default: 0 },
     }),
   },
   vlmcd: {

@@ -115,6 +115,15 @@ export interface MapperdSection extends PeerSection {
    * run out). 0: no lease (only for tests).
    */
   lease_timeout: number;
+  /** Seconds between garbage collections mapperd runs (`vlmc gc`); 0: none (default). */
+  gc_interval: number;
+  /**
+   * Seconds a gc leaves unreferenced objects alone after they were written (or after the oldest
+   * producer under way started), so uploads and copy-ups are never raced (default 600).
+   */
+  gc_grace: number;
+  /** Seconds a removed volume stays in the trash before gc collects it; 0: the next gc (default). */
+  trash_ttl: number;
 }
 
 export interface VlmcdSection extends PeerSection {
@@ -216,6 +225,9 @@ const TYPE_KEYS: Readonly<Record<string, Readonly<Record<string, Kind>>>> = {
     blockerm_port: 'int',
     lock_timeout: 'number',
     lease_timeout: 'number',
+    gc_interval: 'number',
+    gc_grace: 'number',
+    trash_ttl: 'number',
     unique_str: 'string',
   },
   vlmcd: { blocker_port: 'int', mapper_port: 'int' },
@@ -518,6 +530,9 @@ export function defaultConfig(dataDir: string): ArchipelagoConfig {
       blockerm_port: 1002,
       lock_timeout: 30,
       lease_timeout: 15,
+      gc_interval: 0,
+      gc_grace: 600,
+      trash_ttl: 0,
     },
     vlmcd: {
       type: 'vlmcd',

@@ -143,7 +143,7 @@ describe('a killed import', () => {
     const stack = (b: FileBlocker | FaultyBlocker) => {
       const mapper = new Mapper({ blockerm: b, blockerb: b, lockTimeoutMs: 100 });
       const composer = new Composer({ mapper, blockerb: b });
-      return { mapper, composer, blockerb: b } as unknown as Runtime & { mapper: Mapper };
+      return { mapper, composer, blockerm: b, blockerb: b } as unknown as Runtime & { mapper: Mapper };
     };
     const run = async (k: number | null) => {
       await rm(shm, { recursive: true, force: true });

@@ -10,7 +10,7 @@ import { type FileHandle, open, stat } from 'node:fs/promises';
 import { addressAlignment, largeBuffer } from '@archipelago/fastio';
 import { ArchipelagoError, fromSystemError } from '@archipelago/libxseg';
 import { DEFAULT_BLOCKSIZE, ObjFlag } from '@archipelago/mapfile';
-import type { LoadOptions } from '@archipelago/mapper';
+import { type LoadOptions, withGcHold } from '@archipelago/mapper';
 import type { Runtime } from './types.js';
 
 /** Blocks in flight by default. */
@@ -170,11 +170,22 @@ function finish(stats: Omit<TransferStats, 'seconds' | 'mibPerSec'>, started: nu
  * a volume `vlmc info` shows as incomplete, that nothing can open, and that `vlmc remove` removes
  * (or, killed before the map was written, no volume at all).
  */
-export async function importFile(
+export function importFile(
   rt: Runtime,
   file: string,
   name: string,
   opts: TransferOptions = {},
+): Promise<TransferStats> {
+  // The data goes before the map entries naming it (bulk mode: long before): a gc hold keeps gc
+  // off the new objects meanwhile (see @archipelago/mapper gc.ts).
+  return withGcHold(rt.blockerm, { what: `import ${name}` }, () => importFileHeld(rt, file, name, opts));
+}
+
+async function importFileHeld(
+  rt: Runtime,
+  file: string,
+  name: string,
+  opts: TransferOptions,
 ): Promise<TransferStats> {
   const started = performance.now();
   const inflight = Math.max(1, opts.inflight ?? DEFAULT_IMPORT_INFLIGHT);
@@ -433,11 +444,20 @@ export async function exportVolumeToStream(
  * skipped, the volume stays INCOMPLETE until the data and the map are durable (a killed import
  * leaves an incomplete volume that `vlmc remove` removes), and a failed import removes it.
  */
-export async function importStream(
+export function importStream(
   rt: Runtime,
   input: AsyncIterable<Uint8Array>,
   name: string,
   opts: TransferOptions & { size?: number } = {},
+): Promise<TransferStats> {
+  return withGcHold(rt.blockerm, { what: `import ${name}` }, () => importStreamHeld(rt, input, name, opts));
+}
+
+async function importStreamHeld(
+  rt: Runtime,
+  input: AsyncIterable<Uint8Array>,
+  name: string,
+  opts: TransferOptions & { size?: number },
 ): Promise<TransferStats> {
   const started = performance.now();
   const inflight = Math.max(1, opts.inflight ?? DEFAULT_IMPORT_INFLIGHT);

@@ -3,13 +3,18 @@
  * in either wiring, reaching a mapped volume through its holder. The commands parse flags, call
  * one of these and print the result.
  */
+
+import type { Blocker } from '@archipelago/blocker';
 import { dirSpace } from '@archipelago/blocker-file';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { DEFAULT_BLOCKSIZE, ObjFlag, validateVolumeName, ZERO_BLOCK } from '@archipelago/mapfile';
 import {
   checkMapSpace,
   childrenOf,
+  collectGarbage,
   type FlattenResult,
+  type GcProgress,
+  type GcReport,
   type LoadOptions,
   Mapper,
   mapLineage,
@@ -19,8 +24,10 @@ import {
   type VolumeInfo,
   type VolumeSummary,
 } from '@archipelago/mapper';
+import { openBlocker } from './embedded.js';
 import { callControl } from './endpoint/control.js';
 import type { MappedStatus } from './endpoint/runstate.js';
+import { blockerOptions } from './sections.js';
 import type { Session } from './session.js';
 import {
   DEFAULT_IMPORT_INFLIGHT,
@@ -481,4 +488,55 @@ export async function listChildren(s: Session, name: string): Promise<string[]> 
     });
   }
   return childrenOf({ mapper: rt.mapper, blockerm: rt.blockerm }, name);
+}
+
+export interface GcRunOptions {
+  dryRun?: boolean;
+  /** Overrides `[mapperd] gc_grace` (ms). */
+  graceMs?: number;
+  /** Runs under the gc lock before the mark (`GcOptions.prepare`: the trash purge). */
+  prepare?: () => Promise<unknown>;
+  onProgress?: (p: GcProgress) => void;
+}
+
+/**
+ * `vlmc gc`: one garbage collection over the configured blocker pair (`collectGarbage` in
+ * @archipelago/mapper), with `[mapperd] gc_grace`. It runs on the embedded wiring: in the daemon
+ * wiring this process opens blockerm and blockerb itself (the daemons' blockers over the segment
+ * cannot tell objects' ages), and works next to the daemons as any other process of the host.
+ */
+export async function gcStore(s: Session, opts: GcRunOptions = {}): Promise<GcReport> {
+  const loaded = s.configuration();
+  const graceMs = opts.graceMs ?? loaded.config.mapperd.gc_grace * 1000;
+  const rt = await s.runtime();
+  // Under the gc lock, before the mark: trash entries past `[mapperd] trash_ttl` are purged, so
+  // their objects are garbage in this very run (a dry run purges nothing).
+  const prepare = opts.prepare ?? (() => rt.mapper.purgeExpiredTrash(Date.now(), trashTtlMs(s)));
+  const run = (blockerm: Blocker, blockerb: Blocker) =>
+    collectGarbage({
+      blockerm,
+      blockerb,
+      graceMs,
+      ...(opts.dryRun ? { dryRun: true } : { prepare }),
+      ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+    });
+  if (rt.wiring === 'embedded') return run(rt.blockerm, rt.blockerb);
+  const where = { file: loaded.path };
+  const blockerm = await openBlocker(blockerOptions(loaded, 'blockerm'), null, {
+    role: 'blockerm',
+    ...where,
+  });
+  try {
+    const blockerb = await openBlocker(blockerOptions(loaded, 'blockerb'), null, {
+      role: 'blockerb',
+      ...where,
+    });
+    try {
+      return await run(blockerm, blockerb);
+    } finally {
+      await blockerb.close().catch(() => {});
+    }
+  } finally {
+    await blockerm.close().catch(() => {});
+  }
 }

@@ -1,5 +1,6 @@
 import { formatSize } from '@archipelago/cli-kit';
 import { type StoreUsage, storeUsage, type VolumeUsage, volumeUsage } from '@archipelago/mapper';
+import { gcStore } from '@archipelago/runtime';
 import { Args } from '@oclif/core';
 import { VlmcCommand } from '../base.js';
 
@@ -11,7 +12,7 @@ export default class Du extends VlmcCommand {
     `With a NAME, the use of one volume, snapshot or hashed map: its logical size, the blocks \
 backed by objects, the bytes of the distinct objects it references ("stored"), the bytes saved by \
 blocks sharing one object ("deduplicated"), and the bytes it shares with other maps. Without a \
-NAME, the whole store, including objects that no map references.`;
+NAME, the whole store, including objects that no map references, and what "vlmc gc" would free now ("reclaimable": unreferenced objects of removed volumes, or older than [mapperd] gc_grace).`;
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
@@ -22,7 +23,9 @@ NAME, the whole store, including objects that no map references.`;
     name: Args.string({ required: false, description: 'Volume, snapshot or hashed map.' }),
   };
 
-  async run(): Promise<VolumeUsage | StoreUsage> {
+  async run(): Promise<
+    VolumeUsage | (StoreUsage & { reclaimableObjects: number; reclaimableBytes: number })
+  > {
     const { args } = await this.parse(Du);
     const rt = await this.session().runtime();
     if (args.name !== undefined) {
@@ -41,7 +44,14 @@ NAME, the whole store, including objects that no map references.`;
       ]);
       return u;
     }
-    const u = await storeUsage(rt);
+    const usage = await storeUsage(rt);
+    const gc = await gcStore(this.session(), { dryRun: true });
+    const u = {
+      ...usage,
+      reclaimableObjects: gc.reclaimableObjects,
+      reclaimableBytes: gc.reclaimableBytes,
+      reclaimableMapBlocks: gc.mapBlocks,
+    };
     this.table([
       ['maps', String(u.maps)],
       ['size', `${formatSize(u.size)} (${u.size} bytes)`],
@@ -52,6 +62,7 @@ NAME, the whole store, including objects that no map references.`;
       ['deduplicated', bytes(u.bytesDeduplicated)],
       ['blocker', `${u.blockerObjects} objects, ${bytes(u.blockerBytes)}`],
       ['unreferenced', `${u.unreferencedObjects} objects, ${bytes(u.unreferencedBytes)}`],
+      ['reclaimable', `${u.reclaimableObjects} objects, ${bytes(u.reclaimableBytes)} (vlmc gc)`],
     ]);
     return u;
   }

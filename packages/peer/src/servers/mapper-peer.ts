@@ -22,6 +22,7 @@ import type { Port, RespondOptions, Segment, XsegRequest } from '@archipelago/li
 import {
   type CloneOptions,
   type CreateFromEntriesOptions,
+  collectGarbage,
   FlockHostLocks,
   KeyedMutex,
   type LoadOptions,
@@ -254,7 +255,33 @@ export function createMapperService(
     }
   }
 
+  // `[mapperd] gc_interval`: a garbage collection now and then (@archipelago/mapper gc.ts). Over
+  // the segment the blockers cannot tell objects' ages, so these runs free what is provably dead
+  // (objects and map blocks of removed volumes); `vlmc gc` frees old orphans too.
+  let gcRun: Promise<unknown> | null = null;
+  const gcTimer =
+    o.gcIntervalMs !== undefined
+      ? setInterval(() => {
+          if (gcRun) return;
+          gcRun = collectGarbage({
+            blockerm,
+            blockerb,
+            ...(o.gcGraceMs !== undefined ? { graceMs: o.gcGraceMs } : {}),
+            // Trash entries past `[mapperd] trash_ttl` go first, so their objects are garbage now.
+            prepare: () => mapper.purgeExpiredTrash(Date.now(), o.trashTtlMs ?? 0),
+            ...(logger ? { log: logger } : {}),
+          })
+            .catch((e: unknown) => logger?.warn({ err: String(e) }, 'periodic gc failed'))
+            .finally(() => {
+              gcRun = null;
+            });
+        }, o.gcIntervalMs)
+      : null;
+  gcTimer?.unref();
+
   const close = async () => {
+    if (gcTimer) clearInterval(gcTimer);
+    await gcRun;
     try {
       // The leases on cached maps run out first, so no client uses a cache across the stop. The
       // volume locks stay: they belong to the host (its one identity), not to this process, so a

@@ -1,0 +1,89 @@
+/**
+ * Crash points of gc (the harness of crash.test.ts): a gc killed after each of its store changes
+ * in turn leaves every live map as it was, every byte readable, and the next gc frees the rest.
+ * The store holds maps and data in one directory: gc tells its data objects from its maps.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type CrashStore, fileStore, mapperOver, observe, runCrashing } from './__fixtures__/crash.js';
+import { put } from './__fixtures__/stack.js';
+import { collectGarbage } from './gc.js';
+
+/** Data objects a crashed run deleted before it died. */
+const freedBefore = (changes: string[]) => changes.filter((c) => /^delete (v_|e{64})/.test(c)).length;
+
+const BS = 4096;
+const HOUR = 3_600_000;
+const later = () => Date.now() + HOUR;
+
+let store: CrashStore;
+beforeAll(async () => {
+  store = await fileStore();
+});
+afterAll(() => store.dispose());
+
+describe('gc crash points', () => {
+  it('killed after any change, it deleted nothing live; the next run frees the garbage', {
+    timeout: 60_000,
+  }, async () => {
+    {
+      const b = store.open();
+      const m = mapperOver(b);
+      await m.create('keep', { size: 3 * BS, blocksize: BS });
+      await put(m, b, 'keep', 0, Buffer.alloc(3 * BS, 1));
+      await m.snapshot('keep', 'ks');
+      await m.clone('ks', 'kc');
+      await put(m, b, 'kc', BS, Buffer.alloc(10, 2));
+      await put(m, b, 'keep', 2 * BS, Buffer.alloc(BS, 3));
+      await m.create('v', { size: 4 * BS, blocksize: BS });
+      await put(m, b, 'v', 0, Buffer.alloc(4 * BS, 4));
+      await m.snapshot('v', 's');
+      await m.remove('v');
+      await m.remove('s');
+      await b.writeFull('e'.repeat(64), Buffer.alloc(100, 5)); // an old orphan (on the clock below)
+      await m.close();
+      await b.close();
+    }
+    await store.save();
+    const expected = await stateOf();
+    const dry = await runCrashing(store, null, (_m, b) =>
+      collectGarbage({ blockerm: b, blockerb: b, graceMs: 0, now: later }),
+    );
+    expect(dry.error).toBeNull();
+    expect(await stateOf()).toEqual(expected);
+    expect(dry.changes.filter((c) => c.startsWith('delete ')).length).toBeGreaterThanOrEqual(5);
+    for (let k = 1; k <= dry.changes.length; k++) {
+      await store.restore();
+      const run = await runCrashing(store, k, (_m, b) =>
+        collectGarbage({ blockerm: b, blockerb: b, graceMs: 0, now: later }),
+      );
+      expect(run.crashed, `crash after change ${k}`).toBe(true);
+      expect(await stateOf(), `crash after change ${k}: ${dry.changes[k - 1]}`).toEqual(expected);
+      // The next run (another process) frees what is left.
+      const b = store.open();
+      try {
+        const r = await collectGarbage({ blockerm: b, blockerb: b, graceMs: 0, now: later });
+        expect(r.freedObjects + freedBefore(run.changes), `after crash ${k}`).toBe(5);
+        // (usage would count the maps as unreferenced objects here: one store holds both)
+        expect(
+          await collectGarbage({ blockerm: b, blockerb: b, dryRun: true, graceMs: 0, now: later }),
+        ).toMatchObject({
+          unreferencedObjects: 0,
+        });
+      } finally {
+        await b.close();
+      }
+    }
+  });
+});
+
+/** Every live map's contents, seen by a fresh process. */
+async function stateOf() {
+  const b = store.open();
+  const m = mapperOver(b);
+  try {
+    return (await observe(m, b)).state;
+  } finally {
+    await m.close();
+    await b.close();
+  }
+}

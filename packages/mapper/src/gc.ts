@@ -1,0 +1,729 @@
+/**
+ * Garbage collection: an online mark-and-sweep over one blocker pair (`vlmc gc`, `[mapperd]
+ * gc_interval`), and the gc holds that producers take while they make objects no map names yet.
+ *
+ * Mark: every map header in blockerm that is not DELETED is a root (volumes, snapshots, hashed
+ * maps, INCOMPLETE maps, trash entries, the new name of a rename under way), and so is every map a
+ * gateway file record (`gwo.*`) names. Their entries name the live objects. Maps change while
+ * the mark runs, so it goes in rounds: each round lists blockerm again and reads every header; a
+ * map that is new, or whose header changed since it was read (every operation that puts names into
+ * a map rewrites its header: create, clone, snapshot, rename, resize, complete, restore), is read
+ * again, until a round finds nothing new (at most MAX_ROUNDS, else it gives up and deletes nothing).
+ *
+ * Sweep: an object of blockerb is deleted only when no root named it, it was listed after the
+ * mark began (so it existed before), it is no map object (a store shared by both roles: headers,
+ * their map blocks and gc or gateway records stay), and either
+ * - it is provably dead: a copy-up object `<vol>_<epoch>_<index>` of a map that is DELETED, or of
+ *   an epoch older than its live map's (no copy-up makes those names any more); or
+ * - it is older (mtime) than the cutoff: the mark's start, or the start of the oldest gc hold
+ *   that overlapped the run if earlier, minus a grace (`graceMs`). Objects whose age the blocker
+ *   cannot tell stay. Content objects (64 hex) stay whenever a `dedup` hold overlapped the run
+ *   (a producer that finds a content object present reuses it without writing it).
+ * Map blocks (`<vol>_<hex16>`) of DELETED maps go too (the headers stay: epochs survive), under
+ * the map's lock, re-checked DELETED, and only blocks older than the mark.
+ *
+ * Holds (`takeGcHold`): a record `archip_gc.hold.<id>` in blockerm with the holder's start time
+ * and a lease it renews; released, it keeps its end time until a gc run that began after it
+ * deletes it, so a run knows every producer that overlapped it. A gc run writes `archip_gc.state`
+ * (sweeping) before it reads the holds for its sweep, and a `dedup` producer reads it after
+ * writing its hold and waits for a sweep under way to end: one of the two always sees the other.
+ *
+ * Two gc runs at once: the second waits for the first (the `archip_gc` lock in blockerm, and a
+ * mutex per blocker in this process). A dry run takes no lock and deletes nothing.
+ */
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { type Blocker, currentProcess, sameProcess } from '@archipelago/blocker';
+import { ArchipelagoError, archipError } from '@archipelago/libxseg';
+import { decodeHeaderV2, detectVersion, MapFlag } from '@archipelago/mapfile';
+import { isContentName, isZero } from './map.js';
+import { MapStore } from './map-store.js';
+import { Mutex, pool } from './mutex.js';
+import { type Logger, silentLogger } from './types.js';
+
+/** The gc lock's name in blockerm (stored as `archip_gc_lock`). */
+export const GC_LOCK = 'archip_gc';
+/** Prefix of gc hold records in blockerm. */
+export const GC_HOLD_PREFIX = 'archip_gc.hold.';
+/** The gc state record (sweeping or not) in blockerm. */
+export const GC_STATE = 'archip_gc.state';
+/** Default grace: objects younger than this (before the mark or the oldest hold) stay. */
+export const DEFAULT_GC_GRACE_MS = 10 * 60_000;
+/** Default lease of a gc hold and of the gc lock, ms. */
+export const DEFAULT_HOLD_LEASE_MS = 30_000;
+/** How long a gc run's state record counts unless rewritten (every quarter of it), ms. */
+const STATE_LEASE_MS = 60_000;
+/** Mark rounds before a run gives up (maps changing under it all the time). */
+const MAX_ROUNDS = 20;
+/** RADOS keeps whole seconds: an mtime may read up to this much early. */
+const MTIME_SLACK_MS = 1000;
+const MAP_BLOCK = /^(.+)_([0-9a-f]{16})$/;
+const DATA_OBJECT = /^(.+)_([0-9a-f]{16})_([0-9a-f]{16})$/;
+const GATEWAY_RECORD = 'gwo.';
+
+// ------------------------------------------------------------------ holds
+
+/** What a producer does while it holds: `write` makes new objects; `dedup` may reuse old ones. */
+export type GcHoldKind = 'write' | 'dedup';
+
+/** A hold record as stored (JSON). */
+export interface GcHoldRecord {
+  v: 1;
+  id: string;
+  /** What runs, for `vlmc gc` to show (e.g. `import vol1`, `hash snap1`). */
+  what: string;
+  kind: GcHoldKind;
+  host: string;
+  pid: number;
+  /** ms since the epoch. */
+  start: number;
+  /** The lease: the hold counts until then unless renewed. */
+  expires: number;
+  /** Set when released. */
+  end?: number;
+}
+
+export interface GcHold {
+  readonly record: Readonly<GcHoldRecord>;
+  /** Ends the hold (its record keeps the end time for gc runs that overlapped it). */
+  release(): Promise<void>;
+}
+
+export interface GcHoldOptions {
+  what: string;
+  kind?: GcHoldKind;
+  /** The hold's lease, ms (default DEFAULT_HOLD_LEASE_MS); renewed every third of it. */
+  leaseMs?: number;
+  now?: () => number;
+}
+
+/**
+ * Takes a gc hold in `blockerm` for a producer that writes objects before a map names them
+ * (import, `vlmc hash`, uploads). The hold is renewed in the background until `release`. A `dedup`
+ * hold waits for a gc sweep under way to finish before it resolves.
+ */
+export async function takeGcHold(blockerm: Blocker, opts: GcHoldOptions): Promise<GcHold> {
+  const now = opts.now ?? Date.now;
+  const lease = opts.leaseMs ?? DEFAULT_HOLD_LEASE_MS;
+  const id = `${Date.now().toString(36)}.${randomBytes(6).toString('hex')}`;
+  const record: GcHoldRecord = {
+    v: 1,
+    id,
+    what: opts.what,
+    kind: opts.kind ?? 'write',
+    host: hostname(),
+    pid: process.pid,
+    start: now(),
+    expires: now() + lease,
+  };
+  const key = `${GC_HOLD_PREFIX}${id}`;
+  const write = () => blockerm.writeFull(key, Buffer.from(JSON.stringify(record)));
+  await write();
+  let released = false;
+  let renewing: Promise<void> = Promise.resolve();
+  const timer = setInterval(
+    () => {
+      if (released) return;
+      record.expires = now() + lease;
+      renewing = write().catch(() => {});
+    },
+    Math.max(10, Math.floor(lease / 3)),
+  );
+  timer.unref();
+  const release = async () => {
+    if (released) return;
+    released = true;
+    clearInterval(timer);
+    await renewing;
+    record.end = now();
+    // With no gc run under way, no run can have missed this hold (one that starts now sees what
+    // it made): the record goes. Otherwise it stays, ended, for that run to see.
+    const st = await readJson<GcState>(blockerm, GC_STATE).catch(() => null);
+    if (st && st.expires >= now()) await write().catch(() => {});
+    else await blockerm.delete(key).catch(() => false);
+  };
+  if (record.kind === 'dedup') {
+    try {
+      await waitForSweep(blockerm, now);
+    } catch (e) {
+      await release();
+      throw e;
+    }
+  }
+  return { record, release };
+}
+
+/** Runs `fn` under a gc hold (see takeGcHold). */
+export async function withGcHold<T>(
+  blockerm: Blocker,
+  opts: GcHoldOptions,
+  fn: () => Promise<T>,
+): Promise<T> {
+  const hold = await takeGcHold(blockerm, opts);
+  try {
+    return await fn();
+  } finally {
+    await hold.release();
+  }
+}
+
+/** `archip_gc.state`: a gc run is under way (and sweeping), until `expires` unless rewritten. */
+interface GcState {
+  v: 1;
+  sweeping: boolean;
+  by: string;
+  expires: number;
+}
+
+async function readJson<T>(b: Blocker, key: string): Promise<T | null> {
+  const info = await b.info(key);
+  if (!info) return null;
+  try {
+    return JSON.parse((await b.read(key, 0, info.size, { missingOk: true })).toString('utf8')) as T;
+  } catch {
+    return null;
+  }
+}
+
+/** Waits while a gc run sweeps (its state record says so and its lease holds). */
+async function waitForSweep(blockerm: Blocker, now: () => number): Promise<void> {
+  for (;;) {
+    const st = await readJson<GcState>(blockerm, GC_STATE);
+    if (!st?.sweeping || st.expires < now()) return;
+    await sleep(50);
+  }
+}
+
+/** Every hold record in blockerm (ended and expired ones too). */
+export async function listGcHolds(blockerm: Blocker): Promise<GcHoldRecord[]> {
+  const out: GcHoldRecord[] = [];
+  for await (const key of blockerm.list(GC_HOLD_PREFIX)) {
+    const r = await readJson<GcHoldRecord>(blockerm, key);
+    if (r && r.v === 1 && typeof r.start === 'number') out.push(r);
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ the collector
+
+export interface GcOptions {
+  blockerm: Blocker;
+  blockerb: Blocker;
+  /** Find and count, delete nothing (no lock taken). */
+  dryRun?: boolean;
+  /**
+   * Runs under the gc lock before the mark (not in a dry run): what must go first, e.g. the trash
+   * entries past `[mapperd] trash_ttl` (`mapper.purgeExpiredTrash`), so this run frees their objects.
+   */
+  prepare?: () => Promise<unknown>;
+  /** See the module comment (default DEFAULT_GC_GRACE_MS). */
+  graceMs?: number;
+  /** How long to wait for another gc run, ms (default 10 minutes); then ETIMEDOUT. */
+  lockTimeoutMs?: number;
+  /** Deletes and reads at once (default 32). */
+  parallelism?: number;
+  onProgress?: (p: GcProgress) => void;
+  log?: Logger;
+  now?: () => number;
+}
+
+export interface GcProgress {
+  phase: 'wait' | 'list' | 'mark' | 'sweep';
+  done: number;
+  total: number;
+}
+
+/** What a gc run found and freed. */
+export interface GcReport {
+  dryRun: boolean;
+  /** Live maps marked (roots), and DELETED map headers seen. */
+  maps: number;
+  deletedMaps: number;
+  /** Mark rounds it took. */
+  rounds: number;
+  /** Gateway file records read. */
+  fileRecords: number;
+  /** Objects in blockerb when listed, and their bytes. */
+  blockerObjects: number;
+  blockerBytes: number;
+  /** Distinct objects the roots name. */
+  referencedObjects: number;
+  /** Objects no root names, and their bytes. */
+  unreferencedObjects: number;
+  unreferencedBytes: number;
+  /** Of those, what this run may delete (a dry run: would). */
+  reclaimableObjects: number;
+  reclaimableBytes: number;
+  /** Unreferenced but kept: younger than the cutoff, age unknown, or content under a dedup hold. */
+  keptObjects: number;
+  keptBytes: number;
+  /** Map blocks of DELETED maps that may go (a dry run: would), and their bytes. */
+  mapBlocks: number;
+  mapBlockBytes: number;
+  /** What was deleted (0 in a dry run). */
+  freedObjects: number;
+  freedBytes: number;
+  freedMapBlocks: number;
+  /** Objects blockerm holds that are neither maps, map blocks nor gc or gateway records. */
+  unknownMapObjects: number;
+  /** Holds that overlapped the run. */
+  holds: Array<Pick<GcHoldRecord, 'what' | 'kind' | 'start' | 'host' | 'pid'>>;
+  /** Objects older than this (ms since the epoch) could go. */
+  cutoff: number;
+  /** Waiting for another gc run, ms. */
+  waitedMs: number;
+  seconds: number;
+}
+
+const processMutexes = new WeakMap<Blocker, Mutex>();
+
+/** Runs one gc over the blocker pair (see the module comment). */
+export async function collectGarbage(opts: GcOptions): Promise<GcReport> {
+  const now = opts.now ?? Date.now;
+  const t0 = performance.now();
+  const dryRun = opts.dryRun === true;
+  if (dryRun) return { ...(await runGc(opts, now)), waitedMs: 0, seconds: (performance.now() - t0) / 1000 };
+  let mutex = processMutexes.get(opts.blockerm);
+  if (!mutex) {
+    mutex = new Mutex();
+    processMutexes.set(opts.blockerm, mutex);
+  }
+  return mutex.run(async () => {
+    const waitStart = now();
+    const lock = await takeGcLock(opts, now);
+    const waitedMs = now() - waitStart;
+    try {
+      await opts.prepare?.();
+      const r = await runGc(opts, now);
+      return { ...r, waitedMs, seconds: (performance.now() - t0) / 1000 };
+    } finally {
+      await lock.release();
+    }
+  });
+}
+
+/** The gc lock (cross-process), renewed while held. Waits for another run. */
+async function takeGcLock(opts: GcOptions, now: () => number): Promise<{ release(): Promise<void> }> {
+  const b = opts.blockerm;
+  const timeout = opts.lockTimeoutMs ?? 10 * 60_000;
+  const deadline = now() + timeout;
+  const self = currentProcess();
+  let announced = false;
+  for (;;) {
+    try {
+      const got = await b.acquire(GC_LOCK, { leaseMs: DEFAULT_HOLD_LEASE_MS });
+      // Same identity, another live process of this host: it runs a gc.
+      const other = !got.took && got.previous?.process && !sameProcess(got.previous.process, self);
+      if (!other) break;
+    } catch (e) {
+      if (!ArchipelagoError.is(e, 'ELOCKED')) throw e;
+    }
+    if (now() >= deadline) {
+      throw archipError('ETIMEDOUT', `another gc run kept running for ${Math.round(timeout / 1000)} s`);
+    }
+    if (!announced) {
+      announced = true;
+      opts.log?.info({}, 'another gc run is under way: waiting for it');
+      opts.onProgress?.({ phase: 'wait', done: 0, total: 0 });
+    }
+    await sleep(200);
+  }
+  const timer = setInterval(
+    () => void b.renew(GC_LOCK, { leaseMs: DEFAULT_HOLD_LEASE_MS }).catch(() => {}),
+    DEFAULT_HOLD_LEASE_MS / 3,
+  );
+  timer.unref();
+  return {
+    async release() {
+      clearInterval(timer);
+      await b.release(GC_LOCK).catch(() => {});
+    },
+  };
+}
+
+/** What the mark knows of one map header. */
+interface HeaderSeen {
+  /** The header's bytes and mtime when its map was read: a change means read again. */
+  stamp: string;
+  deleted: boolean;
+  epoch: bigint;
+  blocksize: number;
+}
+
+async function runGc(opts: GcOptions, now: () => number): Promise<Omit<GcReport, 'waitedMs' | 'seconds'>> {
+  const { blockerm } = opts;
+  const log = opts.log ?? silentLogger;
+  const dryRun = opts.dryRun === true;
+
+  // Announced before the mark begins (see takeGcHold's release), and kept fresh while it runs.
+  let sweeping = false;
+  const announce = () =>
+    dryRun
+      ? Promise.resolve()
+      : blockerm.writeFull(
+          GC_STATE,
+          Buffer.from(
+            JSON.stringify({
+              v: 1,
+              sweeping,
+              by: blockerm.identity,
+              expires: now() + STATE_LEASE_MS,
+            } satisfies GcState),
+          ),
+        );
+  await announce();
+  const stateTimer = dryRun ? null : setInterval(() => void announce().catch(() => {}), STATE_LEASE_MS / 4);
+  stateTimer?.unref();
+  try {
+    return await runAnnounced(opts, now, log, dryRun, () => {
+      sweeping = true;
+      return announce();
+    });
+  } finally {
+    if (stateTimer) clearInterval(stateTimer);
+    if (!dryRun) await blockerm.delete(GC_STATE).catch(() => false);
+  }
+}
+
+async function runAnnounced(
+  opts: GcOptions,
+  now: () => number,
+  log: Logger,
+  dryRun: boolean,
+  startSweep: () => Promise<void>,
+): Promise<Omit<GcReport, 'waitedMs' | 'seconds'>> {
+  const { blockerm, blockerb } = opts;
+  const grace = opts.graceMs ?? DEFAULT_GC_GRACE_MS;
+  const par = opts.parallelism ?? 32;
+  const progress = opts.onProgress ?? (() => {});
+  const store = new MapStore(blockerm, { parallelism: par, log });
+  const markStart = now();
+  const holdsAtStart = await listGcHolds(blockerm);
+
+  // What exists before the mark: only these may go.
+  progress({ phase: 'list', done: 0, total: 0 });
+  const candidates: string[] = [];
+  for await (const o of blockerb.list()) candidates.push(o);
+  progress({ phase: 'list', done: candidates.length, total: candidates.length });
+
+  // Mark, in rounds until nothing changes.
+  const marked = new Set<string>();
+  const seen = new Map<string, HeaderSeen>();
+  let fileRecords = 0;
+  let unknown = 0;
+  let rounds = 0;
+  const mapObjects = new Set<string>();
+  /** Objects of blockerm that are no map but data (a store shared by both roles). */
+  const dataHeads = new Set<string>();
+  const candidateSet = new Set(candidates);
+  const readRecords = new Set<string>();
+  for (;;) {
+    rounds++;
+    if (rounds > MAX_ROUNDS) {
+      throw archipError(
+        'EBUSY',
+        `gc: maps kept changing through ${MAX_ROUNDS} mark rounds; nothing was deleted, try again later`,
+      );
+    }
+    const heads: string[] = [];
+    for await (const o of blockerm.list()) {
+      mapObjects.add(o);
+      if (o.startsWith('archip_gc.')) continue;
+      if (o.startsWith(GATEWAY_RECORD)) {
+        if (readRecords.has(o)) continue;
+        readRecords.add(o);
+        const rec = await readJson<{ map?: unknown }>(blockerm, o);
+        if (rec && typeof rec.map === 'string') fileRecords++;
+        continue; // its map is a live map in blockerm: a root below
+      }
+      if (o.startsWith('gwc.') || MAP_BLOCK.test(o)) continue;
+      heads.push(o);
+    }
+    let changed = 0;
+    await pool(heads.length, par, async (i) => {
+      const o = heads[i]!;
+      const stamp = await headerStamp(blockerm, o);
+      if (stamp === null) return;
+      const before = seen.get(o);
+      if (before && before.stamp === stamp) return;
+      // A v0 map (no signature) is tried unless the object is blockerb's too (a shared store).
+      const r = await readRoot(store, o, marked, !candidateSet.has(o));
+      if (r === 'data') {
+        dataHeads.add(o);
+        seen.set(o, { stamp, deleted: true, epoch: -1n, blocksize: 0 });
+        return;
+      }
+      dataHeads.delete(o);
+      if (r === 'unknown') {
+        if (!before) unknown++;
+        seen.set(o, { stamp, deleted: true, epoch: -1n, blocksize: 0 });
+        return;
+      }
+      changed++; // a map new or changed since read: one more round
+      seen.set(o, { stamp, ...r });
+    });
+    progress({ phase: 'mark', done: seen.size, total: seen.size });
+    if (changed === 0) break;
+  }
+
+  // Who overlapped the run; a sweep is announced first (see takeGcHold).
+  if (!dryRun) await startSweep();
+  {
+    const holdsNow = await listGcHolds(blockerm);
+    const byId = new Map<string, GcHoldRecord>();
+    for (const h of [...holdsAtStart, ...holdsNow]) {
+      const prev = byId.get(h.id);
+      if (!prev || (h.end ?? h.expires) > (prev.end ?? prev.expires)) byId.set(h.id, h);
+    }
+    const overlapping = [...byId.values()].filter((h) => (h.end ?? h.expires) >= markStart);
+    const cutoff = Math.min(markStart, ...overlapping.map((h) => h.start)) - grace;
+    const dedup = overlapping.some((h) => h.kind === 'dedup');
+
+    const liveEpoch = new Map<string, bigint>();
+    const deletedMaps = new Map<string, HeaderSeen>();
+    for (const [o, h] of seen) {
+      if (h.epoch < 0n) continue;
+      if (h.deleted) deletedMaps.set(o, h);
+      else liveEpoch.set(o, h.epoch);
+    }
+    const dead = (o: string) => {
+      const m = DATA_OBJECT.exec(o);
+      if (!m) return false;
+      const vol = m[1]!;
+      const epoch = BigInt(`0x${m[2]}`);
+      const live = liveEpoch.get(vol);
+      if (live !== undefined) return epoch < live;
+      const gone = deletedMaps.get(vol);
+      return gone !== undefined && epoch <= gone.epoch; // (a later epoch: the name made again)
+    };
+
+    // In a store shared by both roles, which of blockerm's objects are data: not a map header (live
+    // or removed), not a map block of one, not a gc or gateway record, nothing unknown.
+    const sharedData = (o: string) => {
+      if (dataHeads.has(o)) return true;
+      const m = MAP_BLOCK.exec(o);
+      return m !== null && (seen.get(m[1]!)?.epoch ?? -1n) < 0n && !o.startsWith('archip_gc.');
+    };
+
+    // Judge every unreferenced candidate.
+    /** Objects and bytes: in blockerb, unreferenced, kept (unreferenced but not doomed). */
+    const all = tally();
+    const unref = tally();
+    const kept = tally();
+    const doomed: Array<{ name: string; size: number }> = [];
+    await pool(candidates.length, par, async (i) => {
+      const o = candidates[i]!;
+      if (mapObjects.has(o) && !sharedData(o)) return; // blockerm's own (a shared store)
+      const info = await blockerb.info(o);
+      if (!info) return;
+      all.add(info.size);
+      if (marked.has(o)) return;
+      unref.add(info.size);
+      const aged =
+        info.mtime !== undefined && info.mtime + MTIME_SLACK_MS < cutoff && !(dedup && isContentName(o));
+      if (dead(o) || aged) doomed.push({ name: o, size: info.size });
+      else kept.add(info.size);
+    });
+
+    // Map blocks of DELETED maps.
+    const blocksOf = new Map<string, string[]>();
+    for (const o of mapObjects) {
+      const m = MAP_BLOCK.exec(o);
+      if (!m || !deletedMaps.has(m[1]!)) continue;
+      const list = blocksOf.get(m[1]!) ?? [];
+      list.push(o);
+      blocksOf.set(m[1]!, list);
+    }
+    let mapBlocks = 0;
+    let mapBlockBytes = 0;
+    const oldBlocks = new Map<string, string[]>();
+    for (const [vol, blocks] of blocksOf) {
+      const keep: string[] = [];
+      for (const blk of blocks) {
+        const info = await blockerm.info(blk);
+        if (!info || (info.mtime !== undefined && info.mtime + MTIME_SLACK_MS >= markStart)) continue;
+        keep.push(blk);
+        mapBlocks++;
+        mapBlockBytes += info.size;
+      }
+      if (keep.length > 0) oldBlocks.set(vol, keep);
+    }
+
+    let freedObjects = 0;
+    let freedBytes = 0;
+    let freedMapBlocks = 0;
+    if (!dryRun) {
+      let done = 0;
+      const total = doomed.length + mapBlocks;
+      progress({ phase: 'sweep', done, total });
+      await pool(doomed.length, par, async (i) => {
+        const d = doomed[i]!;
+        if (await blockerb.delete(d.name)) {
+          freedObjects++;
+          freedBytes += d.size;
+        }
+        progress({ phase: 'sweep', done: ++done, total });
+      });
+      for (const [vol, blocks] of oldBlocks) {
+        freedMapBlocks += await deleteMapBlocks(blockerm, vol, blocks, deletedMaps.get(vol)!, log);
+        done += blocks.length;
+        progress({ phase: 'sweep', done, total });
+      }
+      // Hold records no later run needs: ended or expired before this run began.
+      for (const h of byId.values()) {
+        if ((h.end ?? h.expires) < markStart)
+          await blockerm.delete(`${GC_HOLD_PREFIX}${h.id}`).catch(() => false);
+      }
+    }
+    const maps = liveEpoch.size;
+    log.info(
+      {
+        maps,
+        unreferenced: unref.objects,
+        freed: freedObjects,
+        freedBytes,
+        mapBlocks: freedMapBlocks,
+        dryRun,
+      },
+      'gc done',
+    );
+    return {
+      dryRun,
+      maps,
+      deletedMaps: deletedMaps.size,
+      rounds,
+      fileRecords,
+      blockerObjects: all.objects,
+      blockerBytes: all.bytes,
+      referencedObjects: marked.size,
+      unreferencedObjects: unref.objects,
+      unreferencedBytes: unref.bytes,
+      reclaimableObjects: doomed.length,
+      reclaimableBytes: doomed.reduce((a, d) => a + d.size, 0),
+      keptObjects: kept.objects,
+      keptBytes: kept.bytes,
+      mapBlocks,
+      mapBlockBytes,
+      freedObjects,
+      freedBytes,
+      freedMapBlocks,
+      unknownMapObjects: unknown,
+      holds: overlapping.map(({ what, kind, start, host, pid }) => ({ what, kind, start, host, pid })),
+      cutoff,
+    };
+  }
+}
+
+/** A count of objects and their bytes. */
+function tally() {
+  return {
+    objects: 0,
+    bytes: 0,
+    add(size: number) {
+      this.objects++;
+      this.bytes += size;
+    },
+  };
+}
+
+/** The header's first bytes and mtime, as a string that changes when the header is rewritten. */
+async function headerStamp(blockerm: Blocker, o: string): Promise<string | null> {
+  const info = await blockerm.info(o);
+  if (!info) return null;
+  const head = await blockerm.read(o, 0, Math.min(info.size, 512), { missingOk: true });
+  return `${info.size}:${info.mtime ?? ''}:${head.toString('base64')}`;
+}
+
+/**
+ * Reads map object `o` and marks what its entries name (when live). 'unknown' when `o` is no map
+ * we can read (v0 maps without a hint are tried as such).
+ */
+async function readRoot(
+  store: MapStore,
+  o: string,
+  marked: Set<string>,
+  tryV0: boolean,
+): Promise<Omit<HeaderSeen, 'stamp'> | 'unknown' | 'data'> {
+  try {
+    return await readMap(store, o, marked, tryV0);
+  } catch (e) {
+    // In a store shared with blockerb, a data object that looks like a map at first is data.
+    if (!tryV0) return 'data';
+    throw e;
+  }
+}
+
+async function readMap(
+  store: MapStore,
+  o: string,
+  marked: Set<string>,
+  tryV0: boolean,
+): Promise<Omit<HeaderSeen, 'stamp'> | 'unknown' | 'data'> {
+  const head = await store.readHead(o);
+  if (!head) return { deleted: true, epoch: 0n, blocksize: 0 };
+  const bytes = head.bytes.subarray(0, head.stored);
+  let version: 0 | 1 | 2;
+  try {
+    version = detectVersion(bytes, o);
+  } catch {
+    if (!tryV0) return 'data';
+    version = 0;
+  }
+  let epoch = 0n;
+  let blocksize = 0;
+  if (version === 2) {
+    const h = decodeHeaderV2(bytes, o);
+    epoch = h.epoch;
+    blocksize = h.blocksize;
+    if (h.flags & MapFlag.DELETED) return { deleted: true, epoch, blocksize };
+  }
+  try {
+    const map = await store.load(o, { incomplete: true, assumeV0: version === 0 });
+    for (const e of map.entries) if (!isZero(e)) marked.add(e.name);
+    return { deleted: false, epoch: map.epoch, blocksize: map.blocksize };
+  } catch (e) {
+    // Removed between the two reads: the next round sees its header changed.
+    if (ArchipelagoError.is(e, 'ENOENT_VOLUME')) return { deleted: true, epoch, blocksize };
+    if (version === 0) return 'unknown';
+    throw archipError(
+      'ECORRUPT_MAP',
+      `gc: map "${o}" cannot be read (${e instanceof Error ? e.message : String(e)}); nothing was deleted`,
+      { cause: e, details: { volume: o } },
+    );
+  }
+}
+
+/** Deletes the map blocks of DELETED map `vol` under its lock, if it is still DELETED. */
+async function deleteMapBlocks(
+  blockerm: Blocker,
+  vol: string,
+  blocks: string[],
+  was: HeaderSeen,
+  log: Logger,
+): Promise<number> {
+  let got: Awaited<ReturnType<Blocker['acquire']>>;
+  try {
+    got = await blockerm.acquire(vol, { leaseMs: DEFAULT_HOLD_LEASE_MS });
+  } catch (e) {
+    if (ArchipelagoError.is(e, 'ELOCKED')) return 0; // in use: the next run
+    throw e;
+  }
+  if (!got.took) return 0; // this identity holds it (a mapper of this host making the name again)
+  try {
+    const info = await blockerm.info(vol);
+    if (!info) return 0;
+    const head = await blockerm.read(vol, 0, Math.min(info.size, 512), { missingOk: true });
+    const h = decodeHeaderV2(head, vol);
+    if (!(h.flags & MapFlag.DELETED) || h.epoch !== was.epoch) return 0; // made again meanwhile
+    let n = 0;
+    for (const b of blocks) if (await blockerm.delete(b)) n++;
+    return n;
+  } catch (e) {
+    log.warn({ volume: vol, err: String(e) }, 'gc: map blocks left');
+    return 0;
+  } finally {
+    if (got.took) await blockerm.release(vol).catch(() => {});
+  }
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
