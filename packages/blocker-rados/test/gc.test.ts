@@ -56,6 +56,7 @@ describe('gc on RADOS', () => {
     await mapper.snapshot('v', 's');
     await mapper.remove('v');
     await mapper.remove('s');
+    await mapper.purgeExpiredTrash(Date.now(), 0); // as gc does with trash_ttl = 0
     await pair.blockerb.writeFull('c'.repeat(64), fill(10, 3)); // an abandoned upload's block
     expect((await gc({ dryRun: true })).reclaimableObjects).toBe(2);
     const r = await gc();
@@ -94,6 +95,7 @@ describe('gc on RADOS', () => {
         await write(`c${round}`, round * BS, fill(10, 100 + round));
         if (round >= 1) {
           await mapper.remove(`s${round - 1}`);
+          await mapper.purgeExpiredTrash(Date.now(), 0);
           model.delete(`s${round - 1}`);
         }
       }

@@ -8,7 +8,9 @@
  * the mark runs, so it goes in rounds: each round lists blockerm again and reads every header; a
  * map that is new, or whose header changed since it was read (every operation that puts names into
  * a map rewrites its header: create, clone, snapshot, rename, resize, complete, restore), is read
- * again, until a round finds nothing new (at most MAX_ROUNDS, else it gives up and deletes nothing).
+ * again; the rounds end when one finds no live map under a name not seen live before (a map
+ * changed in place names nothing a candidate could be: see the round below), at most MAX_ROUNDS,
+ * else it gives up and deletes nothing.
  *
  * Sweep: an object of blockerb is deleted only when no root named it, it was listed after the
  * mark began (so it existed before), it is no map object (a store shared by both roles: headers,
@@ -225,6 +227,11 @@ export interface GcOptions {
   onProgress?: (p: GcProgress) => void;
   log?: Logger;
   now?: () => number;
+  /**
+   * A dry run counts these maps as gone: what `prepare` would remove first (the expired trash
+   * entries), so `vlmc du` reports what a real run frees. Ignored by a real run.
+   */
+  asIfPurged?: ReadonlySet<string>;
 }
 
 export interface GcProgress {
@@ -447,7 +454,10 @@ async function runAnnounced(
       const before = seen.get(o);
       if (before && before.stamp === stamp) return;
       // A v0 map (no signature) is tried unless the object is blockerb's too (a shared store).
-      const r = await readRoot(store, o, marked, !candidateSet.has(o));
+      const r =
+        opts.dryRun && opts.asIfPurged?.has(o)
+          ? { deleted: true, epoch: -1n, blocksize: 0 }
+          : await readRoot(store, o, marked, !candidateSet.has(o));
       if (r === 'data') {
         dataHeads.add(o);
         seen.set(o, { stamp, deleted: true, epoch: -1n, blocksize: 0 });
@@ -459,7 +469,14 @@ async function runAnnounced(
         seen.set(o, { stamp, deleted: true, epoch: -1n, blocksize: 0 });
         return;
       }
-      changed++; // a map new or changed since read: one more round
+      // One more round when a live map appeared under a name not seen live before (a clone, a
+      // snapshot, a rename, a move to or from the trash): its entries may name objects listed
+      // before the mark that no map read so far names. A live map changed in place needs no
+      // round of its own: what it names anew is a copy-up made after the listing (no candidate),
+      // or objects of a map that is itself marked (a rollback's snapshot, a restored entry's),
+      // or objects a gc hold covers (hash, import, X_CREATE). Waiting for in-place changes
+      // to stop would never end on a busy store.
+      if (!r.deleted && (!before || before.deleted)) changed++;
       seen.set(o, { stamp, ...r });
     });
     progress({ phase: 'mark', done: seen.size, total: seen.size });

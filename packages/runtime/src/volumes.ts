@@ -512,12 +512,20 @@ export async function gcStore(s: Session, opts: GcRunOptions = {}): Promise<GcRe
   // Under the gc lock, before the mark: trash entries past `[mapperd] trash_ttl` are purged, so
   // their objects are garbage in this very run (a dry run purges nothing).
   const prepare = opts.prepare ?? (() => rt.mapper.purgeExpiredTrash(Date.now(), trashTtlMs(s)));
+  // A dry run (and `vlmc du`) counts the expired entries as purged: what a real run frees.
+  const expired = opts.dryRun
+    ? new Set(
+        (await rt.mapper.listTrash({ ttlMs: trashTtlMs(s) }))
+          .filter((t) => t.expiresAt <= Date.now())
+          .map((t) => t.entry),
+      )
+    : undefined;
   const run = (blockerm: Blocker, blockerb: Blocker) =>
     collectGarbage({
       blockerm,
       blockerb,
       graceMs,
-      ...(opts.dryRun ? { dryRun: true } : { prepare }),
+      ...(opts.dryRun ? { dryRun: true, ...(expired ? { asIfPurged: expired } : {}) } : { prepare }),
       ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
     });
   if (rt.wiring === 'embedded') return run(rt.blockerm, rt.blockerb);
