@@ -4,7 +4,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -14,7 +14,7 @@ import { FileBlocker } from '../../packages/blocker-file/src/index.js';
 import { type Gateway, startGateway } from '../../packages/gateway/src/index.js';
 import { objectKey } from '../../packages/gateway/src/names.js';
 import { merkleRoot, pithosBlockHash, ZERO_BLOCK } from '../../packages/mapfile/src/index.js';
-import { Mapper } from '../../packages/mapper/src/index.js';
+import { collectGarbage, Mapper } from '../../packages/mapper/src/index.js';
 import { curl, rawExchange, run, SWIFT_ENV, storedBytes } from './helpers.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -610,6 +610,57 @@ describe('gateway: hostile input', () => {
       expect((await curl(['-I', ...auth, h(`/test/hostile/${n}`)])).status, n).toBe(404);
     }
     expect((await curl([...auth, h('/test/hostile')])).status).toBe(204);
+  });
+
+  it('a gc run during an upload keeps the old stored block the upload reuses (a gc hold)', async () => {
+    // An old orphan: a stored block no file names (as after a file was deleted).
+    const old = randomBytes(BS);
+    const tail = randomBytes(BS);
+    const oldName = pithosBlockHash(old);
+    await blocks.writeFull(oldName, old);
+    const where = sha256(Buffer.from(oldName));
+    const path = join(
+      dir,
+      'data',
+      'blocks',
+      where.slice(0, 2),
+      where.slice(2, 4),
+      where.slice(4, 6),
+      oldName,
+    );
+    await utimes(path, Date.now() / 1000 - 3600, Date.now() / 1000 - 3600); // an hour old
+    const done = new Promise<number>((resolve, reject) => {
+      const u = new URL(base);
+      const s = connect(Number(u.port), u.hostname, () => {
+        s.write(
+          `PUT /test/hostile/reuse HTTP/1.1\r\nHost: x\r\nX-Auth-Token: ${TOKEN}\r\nContent-Length: ${2 * BS}\r\nConnection: close\r\n\r\n`,
+        );
+        // The first block (the orphan's bytes: found stored, not written again), then a pause
+        // while gc runs, then the rest.
+        s.write(old, async () => {
+          await new Promise((r) => setTimeout(r, 400));
+          try {
+            const r = await collectGarbage({ blockerm: maps, blockerb: blocks, graceMs: 0 });
+            expect(r.freedObjects).toBe(0);
+          } catch (e) {
+            reject(e);
+          }
+          s.write(tail);
+        });
+      });
+      let reply = '';
+      s.on('data', (d) => {
+        reply += d.toString();
+      });
+      s.on('close', () => resolve(Number(/^HTTP\/1\.1 (\d+)/.exec(reply)?.[1])));
+      s.on('error', reject);
+    });
+    expect(await done).toBe(201);
+    expect(await blocks.exists(pithosBlockHash(old))).toBe(true);
+    const got = await curl([...auth, h('/test/hostile/reuse')]);
+    expect(got.status).toBe(200);
+    expect(md5(got.body)).toBe(md5(Buffer.concat([old, tail])));
+    expect((await curl(['-X', 'DELETE', ...auth, h('/test/hostile/reuse')])).status).toBe(204);
   });
 
   it('leaves no visible file when the client disconnects mid-upload', async () => {

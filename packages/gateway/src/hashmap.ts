@@ -35,9 +35,20 @@ export const putHashmap: Handler<ObjectTarget> = async (ctx, req, res, t) => {
   const { store, maxObject } = ctx;
   const body = await readBody(req, hashmapLimit(maxObject, store.blocksize), ctx.bodyTimeout);
   const hm = parseHashmap(body, store.blocksize, maxObject);
-  const missing = await store.missing(hm.hashes);
-  if (missing.length > 0) {
-    const text = JSON.stringify(missing);
+  // The check that every block is stored and the commit naming them, under one gc hold.
+  const rec = await store.upload(`hashmap PUT ${t.account}/${t.container}/${t.object}`, async () => {
+    const missing = await store.missing(hm.hashes);
+    if (missing.length > 0) return missing;
+    return store.commit(t.account, t.container, t.object, {
+      hashes: hm.hashes,
+      bytes: hm.bytes,
+      blocksize: store.blocksize,
+      contentType: contentType.startsWith('application/json') ? 'application/octet-stream' : contentType,
+      meta,
+    });
+  });
+  if (Array.isArray(rec)) {
+    const text = JSON.stringify(rec);
     res.writeHead(409, {
       'Content-Type': 'application/json; charset=utf-8',
       'Content-Length': Buffer.byteLength(text),
@@ -45,13 +56,6 @@ export const putHashmap: Handler<ObjectTarget> = async (ctx, req, res, t) => {
     res.end(text);
     return;
   }
-  const rec = await store.commit(t.account, t.container, t.object, {
-    hashes: hm.hashes,
-    bytes: hm.bytes,
-    blocksize: store.blocksize,
-    contentType: contentType.startsWith('application/json') ? 'application/octet-stream' : contentType,
-    meta,
-  });
   created(res, rec);
 };
 

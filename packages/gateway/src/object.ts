@@ -46,17 +46,19 @@ export function created(res: http.ServerResponse, rec: FileRecord): void {
 export const putObject: Handler<ObjectTarget> = async (ctx, req, res, t) => {
   const { contentType, meta } = await putHeaders(ctx, req, t);
   const want = header(req, 'etag')?.replace(/^"|"$/g, '').toLowerCase();
-  const up = await receiveBlocks(ctx, req, { md5: true });
-  if (want !== undefined && up.md5 !== want) {
-    throw new HttpError(422, 'the body does not match its ETag (MD5); nothing was stored');
-  }
-  const rec = await ctx.store.commit(t.account, t.container, t.object, {
-    hashes: up.hashes,
-    bytes: up.bytes,
-    blocksize: ctx.store.blocksize,
-    ...(up.md5 ? { md5: up.md5 } : {}),
-    contentType,
-    meta,
+  const rec = await ctx.store.upload(`PUT ${t.account}/${t.container}/${t.object}`, async () => {
+    const up = await receiveBlocks(ctx, req, { md5: true });
+    if (want !== undefined && up.md5 !== want) {
+      throw new HttpError(422, 'the body does not match its ETag (MD5); nothing was stored');
+    }
+    return ctx.store.commit(t.account, t.container, t.object, {
+      hashes: up.hashes,
+      bytes: up.bytes,
+      blocksize: ctx.store.blocksize,
+      ...(up.md5 ? { md5: up.md5 } : {}),
+      contentType,
+      meta,
+    });
   });
   created(res, rec);
 };

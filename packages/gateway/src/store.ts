@@ -15,7 +15,7 @@ import { createHash } from 'node:crypto';
 import { type Blocker, readIntoBuffer } from '@archipelago/blocker';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { DEFAULT_BLOCKSIZE, type MapEntry, ObjFlag, ZERO_BLOCK } from '@archipelago/mapfile';
-import type { Mapper } from '@archipelago/mapper';
+import { type Mapper, withGcHold } from '@archipelago/mapper';
 import { containerKey, containerPrefix, objectKey, objectPrefix } from './names.js';
 
 export interface FileRecord {
@@ -218,6 +218,15 @@ export class FileStore {
     const b = this.blockerb;
     if (hasStoreContent(b)) await b.storeContent(h, data);
     else if (!(await b.exists(h))) await b.writeFull(h, data);
+  }
+
+  /**
+   * Runs an upload (blocks stored or found stored, then the commit that names them) under a gc
+   * `dedup` hold: a block found already stored is not written again, so without the hold a gc run
+   * between that check and the commit could sweep it as an old orphan (@archipelago/mapper gc.ts).
+   */
+  upload<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    return withGcHold(this.blockerm, { what: `gateway ${what}`, kind: 'dedup' }, fn);
   }
 
   /** The hashes of `hashes` that are not stored (the zero block never is), unique, in order. */
