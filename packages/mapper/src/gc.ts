@@ -8,9 +8,13 @@
  * the mark runs, so it goes in rounds: each round lists blockerm again and reads every header; a
  * map that is new, or whose header changed since it was read (every operation that puts names into
  * a map rewrites its header: create, clone, snapshot, rename, resize, complete, restore), is read
- * again; the rounds end when one finds no live map under a name not seen live before (a map
- * changed in place names nothing a candidate could be: see the round below), at most MAX_ROUNDS,
- * else it gives up and deletes nothing.
+ * again; the rounds end with one that read no map that was not live when read before: no new
+ * live map, and no map newly read DELETED (at most MAX_ROUNDS, else it gives up and deletes
+ * nothing). The second half is what makes a move safe (a rename, a remove to the trash, a
+ * restore): a move writes the new name whole before it marks the old one DELETED, so a run that
+ * read the old name DELETED and the new one before it was written sees the new header changed,
+ * or the name new, in the round after. A map changed in place (a copy-up writes an entry, not
+ * the header) names nothing a candidate could be: see the round below.
  *
  * Sweep: an object of blockerb is deleted only when no root named it, it was listed after the
  * mark began (so it existed before), it is no map object (a store shared by both roles: headers,
@@ -471,12 +475,16 @@ async function runAnnounced(
       }
       // One more round when a live map appeared under a name not seen live before (a clone, a
       // snapshot, a rename, a move to or from the trash): its entries may name objects listed
-      // before the mark that no map read so far names. A live map changed in place needs no
-      // round of its own: what it names anew is a copy-up made after the listing (no candidate),
-      // or objects of a map that is itself marked (a rollback's snapshot, a restored entry's),
-      // or objects a gc hold covers (hash, import, X_CREATE). Waiting for in-place changes
-      // to stop would never end on a busy store.
-      if (!r.deleted && (!before || before.deleted)) changed++;
+      // before the mark that no map read so far names. And one more when a map is read DELETED
+      // that was not read live before (or changed since it was read DELETED): it may have moved
+      // (a rename, a remove to the trash, a restore) under a name that was read before the move
+      // wrote it; a move writes the new name whole before it marks the old one DELETED, so the
+      // next round finds the new name's header changed (or the name new) and reads it. A live
+      // map changed in place needs no round of its own: what it names anew is a copy-up made
+      // after the listing (no candidate), or objects of a map that is itself marked (a
+      // rollback's snapshot), or objects a gc hold covers (hash, import, X_CREATE). Waiting for
+      // in-place changes to stop would never end on a busy store.
+      if (!before || before.deleted) changed++;
       seen.set(o, { stamp, ...r });
     });
     progress({ phase: 'mark', done: seen.size, total: seen.size });
@@ -675,6 +683,7 @@ async function readMap(
   o: string,
   marked: Set<string>,
   tryV0: boolean,
+  attempt = 0,
 ): Promise<Omit<HeaderSeen, 'stamp'> | 'unknown' | 'data'> {
   const head = await store.readHead(o);
   if (!head) return { deleted: true, epoch: 0n, blocksize: 0 };
@@ -702,6 +711,12 @@ async function readMap(
     // Removed between the two reads: the next round sees its header changed.
     if (ArchipelagoError.is(e, 'ENOENT_VOLUME')) return { deleted: true, epoch, blocksize };
     if (version === 0) return 'unknown';
+    // Its map blocks may have gone (or been rewritten) under the read: a trash purge, a restore
+    // or a remove commits on the header first, then deletes the blocks. Read the header again;
+    // when it changed, the map is read as it is now (it holds nothing when it became DELETED).
+    const again = await store.readHead(o);
+    const now = again?.bytes.subarray(0, again.stored);
+    if (!now?.equals(bytes) && attempt < 3) return readMap(store, o, marked, tryV0, attempt + 1);
     throw archipError(
       'ECORRUPT_MAP',
       `gc: map "${o}" cannot be read (${e instanceof Error ? e.message : String(e)}); nothing was deleted`,
