@@ -15,13 +15,18 @@ Snapshots (and --readonly maps) are served read-only. While mapped, "vlmc snapsh
 A mapping whose endpoint died (crash, kill -9) is mapped again at once, on the same socket: what \
 it left (its entry, its sockets, its lock) is taken over, so a client that reconnects (qemu's \
 reconnect-delay) goes on. Refused with EBUSY: a volume already mapped, a socket or port in use by \
-another endpoint or process; with EINVAL: a --socket path holding a file or in a missing directory.`;
+another endpoint or process; with EINVAL: a --socket path holding a file or in a missing directory. \
+With --fuse PATH the volume is also served as the regular file PATH (a one-file FUSE mount, created \
+when missing; read-only for --readonly maps and snapshots), and --device loop (or /dev/loopN) puts a \
+loop device over it: a kernel block device on kernels without the nbd module. The device, or else \
+the file, is printed instead of the URI.`;
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> vol1',
     'qemu-img info "$(<%= config.bin %> <%= command.id %> vol1)"',
     '<%= config.bin %> <%= command.id %> vol1-snap --port 10809',
     '<%= config.bin %> <%= command.id %> vol1 --device /dev/nbd0',
+    '<%= config.bin %> <%= command.id %> vol1 --fuse /run/vol1.img --device loop',
   ];
 
   static override args = {
@@ -42,8 +47,13 @@ another endpoint or process; with EINVAL: a --socket path holding a file or in a
       max: 65535,
     }),
     device: Flags.string({
-      summary: 'Also attach this kernel NBD device through nbd-client.',
-      helpValue: '/dev/nbdX',
+      summary:
+        'Also attach this kernel NBD device through nbd-client; with --fuse, a loop device over the file: "loop" (the first free one) or /dev/loopN.',
+      helpValue: '/dev/nbdX|loop',
+    }),
+    fuse: Flags.string({
+      summary: 'Also serve the volume as this regular file through FUSE (created when missing).',
+      helpValue: 'PATH',
     }),
   };
 
@@ -54,7 +64,12 @@ another endpoint or process; with EINVAL: a --socket path holding a file or in a
       ...(flags.socket ? { socket: flags.socket } : {}),
       ...(flags.port !== undefined ? { port: flags.port } : {}),
       ...(flags.device ? { device: flags.device } : {}),
+      ...(flags.fuse ? { fuse: flags.fuse } : {}),
     });
+    if (entry.fuse) {
+      this.log(entry.device ?? entry.fuse); // one line: dev=$(vlmc map ... --device loop)
+      return entry;
+    }
     this.log(entry.uri);
     if (entry.device) this.say(`attached ${entry.device}`);
     return entry;

@@ -18,6 +18,7 @@ import { reportReady } from '../spawn.js';
 import type { Runtime } from '../types.js';
 import { openRuntime } from '../wiring.js';
 import { type ControlRequest, serveControl } from './control.js';
+import { serveVolumeFile } from './fuse.js';
 import { type MappedEntry, RunState } from './runstate.js';
 import { guardStop } from './stop-guard.js';
 
@@ -32,6 +33,8 @@ export interface HostRequest {
   socket?: string;
   port?: number;
   runDir: string;
+  /** Also serve the volume as this regular file through FUSE (fuse.ts). */
+  fuse?: string;
 }
 
 function nbdUri(volume: string, socket: string | undefined, port: number | undefined): string {
@@ -77,6 +80,18 @@ export async function runHost(req: HostRequest): Promise<void> {
   });
   const socket = req.port === undefined ? (req.socket ?? state.socketPath(name)) : undefined;
   const addr = await server.listen(socket ? { path: socket } : { port: req.port ?? 0, host: '127.0.0.1' });
+  const fuse = req.fuse
+    ? await serveVolumeFile(rt, {
+        volume: name,
+        size: info.size,
+        readonly,
+        path: req.fuse,
+        logger: log,
+      }).catch(async (e: unknown) => {
+        await server.close();
+        throw e;
+      })
+    : null;
   let stopping: Promise<void> | null = null;
   const stop = (why: string) => {
     stopping ??= (async () => {
@@ -84,6 +99,9 @@ export async function runHost(req: HostRequest): Promise<void> {
       const t0 = Date.now();
       // Bounded even when the daemons are gone (stop-guard.ts).
       const guard = guardStop(rt, log);
+      // The FUSE file first: its users' last requests are served before the volume closes.
+      if (fuse && !(await fuse.close().catch(() => false)))
+        log.warn({ path: fuse.path }, 'the FUSE file was in use: unmounted lazily');
       await server.close();
       log.debug({ ms: Date.now() - t0 }, 'nbd server closed');
       try {
@@ -159,6 +177,7 @@ export async function runHost(req: HostRequest): Promise<void> {
     uri: nbdUri(name, addr.path, addr.port),
     ...(addr.path ? { socket: addr.path } : {}),
     ...(addr.port !== undefined ? { port: addr.port } : {}),
+    ...(fuse ? { fuse: fuse.path } : {}),
     readonly,
     control: state.controlPath(name),
     config: loaded.path,

@@ -15,6 +15,7 @@ import { validateVolumeName } from '@archipelago/mapfile';
 import type { Session } from '../session.js';
 import { spawnDetached } from '../spawn.js';
 import { callControl } from './control.js';
+import { attachFuseDevice, checkFuseRequest, releaseFuse } from './fuse.js';
 import { ENDPOINT_ENV, type HostRequest } from './host.js';
 import { attachDevice, detachDevice, nbdModuleAvailable } from './kernel.js';
 import type { MappedEntry, MappedStatus } from './runstate.js';
@@ -33,8 +34,13 @@ export interface MapOptions {
   socket?: string;
   /** TCP port on 127.0.0.1 instead of a unix socket (0 picks one). */
   port?: number;
-  /** Also attach this kernel NBD device through nbd-client. */
+  /**
+   * Also attach this kernel NBD device through nbd-client; with `fuse`, a loop device over the
+   * file instead: `loop` (the first free one) or `/dev/loopN`.
+   */
   device?: string;
+  /** Also serve the volume as this regular file through FUSE (created when missing). */
+  fuse?: string;
 }
 
 /**
@@ -46,7 +52,7 @@ export interface MapOptions {
  */
 export async function mapVolume(s: Session, name: string, opts: MapOptions = {}): Promise<MappedEntry> {
   validateVolumeName(name);
-  if (opts.device && !nbdModuleAvailable(opts.device)) {
+  if (opts.device && !opts.fuse && !nbdModuleAvailable(opts.device)) {
     throw new ArchipelagoError(
       'ENOTSUP',
       `cannot attach ${opts.device}: this kernel has no nbd module loaded (try "modprobe nbd"); map without --device and use the NBD URI`,
@@ -64,7 +70,9 @@ export async function mapVolume(s: Session, name: string, opts: MapOptions = {})
       },
     );
   }
+  if (existing?.fuse) await releaseFuse(existing); // its loop device and dead FUSE mount
   if (existing) await state.remove(name); // stale: its process is gone
+  const fuse = opts.fuse !== undefined ? await checkFuseRequest(opts.fuse, opts.device) : undefined;
   // Fail early, in this process, for a volume that does not exist. A volume another owner holds
   // is mapped all the same (live migration's destination): the endpoint serves its reads
   // uncached and its first write asks the holder to hand the volume over.
@@ -91,6 +99,7 @@ export async function mapVolume(s: Session, name: string, opts: MapOptions = {})
     ...(socket ? { socket } : {}),
     ...(opts.port !== undefined ? { port: opts.port } : {}),
     runDir: state.dir,
+    ...(fuse ? { fuse } : {}),
   };
   const { ready: entry } = await spawnDetached<MappedEntry>({
     entry: endpointMain(),
@@ -110,12 +119,13 @@ export async function mapVolume(s: Session, name: string, opts: MapOptions = {})
   });
   if (opts.device) {
     try {
-      await attachDevice(entry, opts.device);
+      if (entry.fuse) entry.device = (await attachFuseDevice(entry, opts.device)).device;
+      else await attachDevice(entry, opts.device);
     } catch (e) {
       process.kill(entry.pid, 'SIGTERM');
       throw e;
     }
-    entry.device = opts.device;
+    entry.device ??= opts.device;
     await state.write(entry);
   }
   return entry;
@@ -141,7 +151,8 @@ export async function unmapVolume(
       },
     );
   }
-  if (entry.device) await detachDevice(entry.device);
+  if (entry.fuse) await releaseFuse(entry);
+  else if (entry.device) await detachDevice(entry.device);
   if (!entry.alive) {
     await state.remove(entry.volume, entry.socket);
     const rt = await s.runtime();

@@ -13,8 +13,10 @@ export interface MappedEntry {
   uri: string;
   socket?: string;
   port?: number;
-  /** Kernel device attached through nbd-client, if any. */
+  /** Kernel device attached through nbd-client (or a loop device over `fuse`), if any. */
   device?: string;
+  /** The regular file the volume is served as through FUSE (`vlmc map --fuse`), if any. */
+  fuse?: string;
   readonly: boolean;
   /** Unix socket of the holder's control channel. */
   control: string;
@@ -102,11 +104,19 @@ export class RunState {
     return out;
   }
 
-  /** Finds an entry by volume name, NBD URI or kernel device. */
+  /** Finds an entry by volume name, NBD URI, kernel device or FUSE file. */
   async find(what: string): Promise<MappedStatus | null> {
     const direct = /^[A-Za-z0-9._-]+$/.test(what) ? await this.read(what) : null;
     if (direct) return direct;
-    return (await this.list()).find((e) => e.uri === what || e.device === what || e.socket === what) ?? null;
+    return (
+      (await this.list()).find(
+        (e) =>
+          e.uri === what ||
+          e.device === what ||
+          e.socket === what ||
+          (e.fuse !== undefined && e.fuse === resolve(what)),
+      ) ?? null
+    );
   }
 
   /**
