@@ -10,6 +10,7 @@
 import { mkdir } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { describeHolder } from '@archipelago/blocker';
+import { isLoopDevice } from '@archipelago/fuse';
 import { ArchipelagoError, pidAlive } from '@archipelago/libxseg';
 import { validateVolumeName } from '@archipelago/mapfile';
 import type { Session } from '../session.js';
@@ -52,6 +53,15 @@ export interface MapOptions {
  */
 export async function mapVolume(s: Session, name: string, opts: MapOptions = {}): Promise<MappedEntry> {
   validateVolumeName(name);
+  if (opts.device && !opts.fuse && (opts.device === 'loop' || isLoopDevice(opts.device))) {
+    throw new ArchipelagoError(
+      'EINVAL',
+      `a loop device goes over a FUSE file: add --fuse PATH to attach ${opts.device}`,
+      {
+        details: { device: opts.device },
+      },
+    );
+  }
   if (opts.device && !opts.fuse && !nbdModuleAvailable(opts.device)) {
     throw new ArchipelagoError(
       'ENOTSUP',
