@@ -27,6 +27,8 @@ command -v rados >/dev/null || need_pkgs+=(ceph-common)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
 { command -v nsenter && command -v unshare && command -v flock; } >/dev/null || need_pkgs+=(util-linux)
 command -v hostname >/dev/null || need_pkgs+=(hostname)
+# Loop devices over a volume's FUSE file (test-e2e/fuse, packages/fuse): losetup, mount, umount.
+command -v losetup >/dev/null || need_pkgs+=(mount)
 # A qemu guest for the live-migration tests (test-e2e/lib/guest.ts): qemu, a Debian kernel with
 # its modules (the small cloud flavour), a static busybox for its initramfs, and e2fsprogs to make
 # and check its ext4 disk.
