@@ -55,16 +55,11 @@ export const FOPEN_DIRECT_IO = 1 << 0;
 /** Concurrent direct writes on one inode (7.36+): the kernel does not serialize them. */
 export const FOPEN_PARALLEL_DIRECT_WRITES = 1 << 6;
 
-/** fuse_setattr_in.valid bits. */
-export const FATTR_MODE = 1 << 0;
-export const FATTR_UID = 1 << 1;
-export const FATTR_GID = 1 << 2;
-export const FATTR_SIZE = 1 << 3;
+/** fuse_setattr_in.valid bits (FATTR_*). */
+export const Fattr = { MODE: 1 << 0, UID: 1 << 1, GID: 1 << 2, SIZE: 1 << 3 } as const;
 
-/** fallocate(2) modes. */
-export const FALLOC_FL_KEEP_SIZE = 0x01;
-export const FALLOC_FL_PUNCH_HOLE = 0x02;
-export const FALLOC_FL_ZERO_RANGE = 0x10;
+/** fallocate(2) modes (FALLOC_FL_*). */
+export const Falloc = { KEEP_SIZE: 0x01, PUNCH_HOLE: 0x02, ZERO_RANGE: 0x10 } as const;
 
 /** Linux errno values replies carry (negated in the header). */
 export const Errno = {
@@ -80,25 +75,20 @@ export const Errno = {
   EOPNOTSUPP: 95,
 } as const;
 
-/** The kernel refuses a read buffer smaller than this. */
-export const FUSE_MIN_READ_BUFFER = 8192;
+/**
+ * Sizes of the structures: fuse_in_header, fuse_out_header, fuse_write_in (7.9+; the data
+ * follows it), fuse_attr, fuse_init_out (7.23+).
+ */
+export const Size = { IN_HEADER: 40, OUT_HEADER: 16, WRITE_IN: 40, ATTR: 88, INIT_OUT: 64 } as const;
 
-export const IN_HEADER_SIZE = 40;
-export const OUT_HEADER_SIZE = 16;
-/** fuse_write_in (7.9+): the data follows it. */
-export const WRITE_IN_SIZE = 40;
-/** fuse_attr. */
-export const ATTR_SIZE = 88;
-export const INIT_OUT_SIZE = 64;
-
-/** A request as read from /dev/fuse: its header and its body (a view of the read buffer). */
+/**
+ * A request as read from /dev/fuse: what it asks, its id, and its body (a view of the read
+ * buffer). The header's nodeid (always the root here), uid, gid and pid are not needed: the
+ * kernel checks permissions (default_permissions).
+ */
 export interface FuseRequest {
   opcode: number;
   unique: bigint;
-  nodeid: bigint;
-  uid: number;
-  gid: number;
-  pid: number;
   body: Buffer;
 }
 
@@ -109,9 +99,9 @@ export interface FuseRequest {
  * can still be answered.
  */
 export function decodeRequest(buf: Buffer, n: number): FuseRequest {
-  if (n < IN_HEADER_SIZE) {
+  if (n < Size.IN_HEADER) {
     throw new FuseProtocolError(
-      `request of ${n} bytes is shorter than its ${IN_HEADER_SIZE}-byte header`,
+      `request of ${n} bytes is shorter than its ${Size.IN_HEADER}-byte header`,
       n >= 16 ? buf.readBigUInt64LE(8) : null,
     );
   }
@@ -121,11 +111,7 @@ export function decodeRequest(buf: Buffer, n: number): FuseRequest {
   return {
     opcode: buf.readUInt32LE(4),
     unique,
-    nodeid: buf.readBigUInt64LE(16),
-    uid: buf.readUInt32LE(24),
-    gid: buf.readUInt32LE(28),
-    pid: buf.readUInt32LE(32),
-    body: buf.subarray(IN_HEADER_SIZE, n),
+    body: buf.subarray(Size.IN_HEADER, n),
   };
 }
 
@@ -155,26 +141,25 @@ export function writeOutHeader(out: Buffer, len: number, errno: number, unique: 
 
 /** A reply carrying only an error (or success with no payload). */
 export function errorReply(unique: bigint, errno: number): Buffer {
-  const out = Buffer.alloc(OUT_HEADER_SIZE);
-  writeOutHeader(out, OUT_HEADER_SIZE, errno, unique);
+  const out = Buffer.alloc(Size.OUT_HEADER);
+  writeOutHeader(out, Size.OUT_HEADER, errno, unique);
   return out;
 }
 
 /** A reply with `payloadSize` bytes of payload, zeroed, header filled in. */
 export function replyBuffer(unique: bigint, payloadSize: number): Buffer {
-  const out = Buffer.alloc(OUT_HEADER_SIZE + payloadSize);
+  const out = Buffer.alloc(Size.OUT_HEADER + payloadSize);
   writeOutHeader(out, out.length, 0, unique);
   return out;
 }
 
-export interface InitIn {
+/** fuse_init_in: the kernel's protocol version, readahead and the flags it offers. */
+export function decodeInit(req: FuseRequest): {
   major: number;
   minor: number;
   maxReadahead: number;
   flags: number;
-}
-
-export function decodeInit(req: FuseRequest): InitIn {
+} {
   needBody(req, 16, 'INIT');
   const b = req.body;
   return {
@@ -196,8 +181,8 @@ export interface InitOut {
 }
 
 export function encodeInit(unique: bigint, o: InitOut): Buffer {
-  const out = replyBuffer(unique, INIT_OUT_SIZE);
-  const p = OUT_HEADER_SIZE;
+  const out = replyBuffer(unique, Size.INIT_OUT);
+  const p = Size.OUT_HEADER;
   out.writeUInt32LE(FUSE_KERNEL_VERSION, p);
   out.writeUInt32LE(o.minor, p + 4);
   out.writeUInt32LE(o.maxReadahead, p + 8);
@@ -241,30 +226,16 @@ function writeAttr(out: Buffer, p: number, a: FileAttr): void {
 
 /** fuse_attr_out: attributes valid for `validSec` seconds. */
 export function encodeAttr(unique: bigint, a: FileAttr, validSec: number): Buffer {
-  const out = replyBuffer(unique, 16 + ATTR_SIZE);
-  out.writeBigUInt64LE(BigInt(validSec), OUT_HEADER_SIZE);
-  writeAttr(out, OUT_HEADER_SIZE + 16, a);
+  const out = replyBuffer(unique, 16 + Size.ATTR);
+  out.writeBigUInt64LE(BigInt(validSec), Size.OUT_HEADER);
+  writeAttr(out, Size.OUT_HEADER + 16, a);
   return out;
 }
 
-export interface SetattrIn {
-  valid: number;
-  size: number;
-  mode: number;
-  uid: number;
-  gid: number;
-}
-
-export function decodeSetattr(req: FuseRequest): SetattrIn {
+/** fuse_setattr_in: which attributes change (`valid`, Fattr bits) and the new size. */
+export function decodeSetattr(req: FuseRequest): { valid: number; size: number } {
   needBody(req, 88, 'SETATTR');
-  const b = req.body;
-  return {
-    valid: b.readUInt32LE(0),
-    size: Number(b.readBigUInt64LE(16)),
-    mode: b.readUInt32LE(68),
-    uid: b.readUInt32LE(76),
-    gid: b.readUInt32LE(80),
-  };
+  return { valid: req.body.readUInt32LE(0), size: Number(req.body.readBigUInt64LE(16)) };
 }
 
 export function decodeOpen(req: FuseRequest): { flags: number } {
@@ -274,8 +245,8 @@ export function decodeOpen(req: FuseRequest): { flags: number } {
 
 export function encodeOpen(unique: bigint, fh: bigint, openFlags: number): Buffer {
   const out = replyBuffer(unique, 16);
-  out.writeBigUInt64LE(fh, OUT_HEADER_SIZE);
-  out.writeUInt32LE(openFlags, OUT_HEADER_SIZE + 8);
+  out.writeBigUInt64LE(fh, Size.OUT_HEADER);
+  out.writeUInt32LE(openFlags, Size.OUT_HEADER + 8);
   return out;
 }
 
@@ -292,24 +263,24 @@ export function decodeRead(req: FuseRequest): IoIn {
 
 /** WRITE: offset and size, and the data (a view of the read buffer: copy it to keep it). */
 export function decodeWrite(req: FuseRequest): IoIn & { data: Buffer } {
-  needBody(req, WRITE_IN_SIZE, 'WRITE');
+  needBody(req, Size.WRITE_IN, 'WRITE');
   const size = req.body.readUInt32LE(16);
-  if (req.body.length !== WRITE_IN_SIZE + size) {
+  if (req.body.length !== Size.WRITE_IN + size) {
     throw new FuseProtocolError(
-      `WRITE of ${size} bytes carries ${req.body.length - WRITE_IN_SIZE}`,
+      `WRITE of ${size} bytes carries ${req.body.length - Size.WRITE_IN}`,
       req.unique,
     );
   }
   return {
     offset: Number(req.body.readBigUInt64LE(8)),
     size,
-    data: req.body.subarray(WRITE_IN_SIZE),
+    data: req.body.subarray(Size.WRITE_IN),
   };
 }
 
 export function encodeWrite(unique: bigint, size: number): Buffer {
   const out = replyBuffer(unique, 8);
-  out.writeUInt32LE(size, OUT_HEADER_SIZE);
+  out.writeUInt32LE(size, Size.OUT_HEADER);
   return out;
 }
 
@@ -326,7 +297,7 @@ export function decodeFallocate(req: FuseRequest): { offset: number; length: num
 /** fuse_statfs_out for a filesystem of one file of `size` bytes, all of it in use. */
 export function encodeStatfs(unique: bigint, size: number, bsize: number): Buffer {
   const out = replyBuffer(unique, 80);
-  const p = OUT_HEADER_SIZE;
+  const p = Size.OUT_HEADER;
   out.writeBigUInt64LE(BigInt(Math.ceil(size / bsize)), p); // blocks
   out.writeBigUInt64LE(1n, p + 24); // files
   out.writeUInt32LE(bsize, p + 40);

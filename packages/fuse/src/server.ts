@@ -25,13 +25,8 @@ import {
   encodeStatfs,
   encodeWrite,
   errorReply,
-  FALLOC_FL_KEEP_SIZE,
-  FALLOC_FL_PUNCH_HOLE,
-  FALLOC_FL_ZERO_RANGE,
-  FATTR_GID,
-  FATTR_MODE,
-  FATTR_SIZE,
-  FATTR_UID,
+  Falloc,
+  Fattr,
   type FileAttr,
   FOPEN_DIRECT_IO,
   FOPEN_PARALLEL_DIRECT_WRITES,
@@ -43,8 +38,8 @@ import {
   InitFlag,
   NO_REPLY,
   Op,
-  OUT_HEADER_SIZE,
   S_IFREG,
+  Size,
   writeOutHeader,
 } from './protocol.js';
 
@@ -310,11 +305,11 @@ export class FuseFileServer {
 
   private setattr(req: FuseRequest): Buffer {
     const s = decodeSetattr(req);
-    if (s.valid & FATTR_SIZE && s.size !== this.file.size) {
+    if (s.valid & Fattr.SIZE && s.size !== this.file.size) {
       // A volume's size changes with "vlmc resize", not through its file.
       return errorReply(req.unique, this.file.readonly ? Errno.EROFS : Errno.EINVAL);
     }
-    if (s.valid & (FATTR_MODE | FATTR_UID | FATTR_GID)) return errorReply(req.unique, Errno.EPERM);
+    if (s.valid & (Fattr.MODE | Fattr.UID | Fattr.GID)) return errorReply(req.unique, Errno.EPERM);
     return encodeAttr(req.unique, this.attr, 1); // times: accepted, not kept
   }
 
@@ -322,9 +317,9 @@ export class FuseFileServer {
     const { offset, size } = decodeRead(req);
     this.stats.reads++;
     const len = Math.max(0, Math.min(size, this.file.size - offset));
-    const out = Buffer.allocUnsafe(OUT_HEADER_SIZE + len);
+    const out = Buffer.allocUnsafe(Size.OUT_HEADER + len);
     writeOutHeader(out, out.length, 0, req.unique);
-    if (len > 0) await this.file.readInto(offset, out.subarray(OUT_HEADER_SIZE));
+    if (len > 0) await this.file.readInto(offset, out.subarray(Size.OUT_HEADER));
     return out;
   }
 
@@ -356,11 +351,11 @@ export class FuseFileServer {
   private async fallocate(req: FuseRequest): Promise<Buffer> {
     const { offset, length, mode } = decodeFallocate(req);
     const end = offset + length;
-    if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
+    if (mode & ~(Falloc.KEEP_SIZE | Falloc.PUNCH_HOLE | Falloc.ZERO_RANGE)) {
       return errorReply(req.unique, Errno.EOPNOTSUPP);
     }
     if (this.file.readonly) return errorReply(req.unique, Errno.EROFS);
-    if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
+    if (mode & (Falloc.PUNCH_HOLE | Falloc.ZERO_RANGE)) {
       const to = Math.min(end, this.file.size);
       if (to > offset) {
         await this.file.writeZeroes(offset, to - offset);
@@ -369,7 +364,7 @@ export class FuseFileServer {
       return errorReply(req.unique, 0);
     }
     // Plain allocation: every byte of a volume is there already; past its end it cannot grow.
-    if (end > this.file.size && !(mode & FALLOC_FL_KEEP_SIZE)) return errorReply(req.unique, Errno.EFBIG);
+    if (end > this.file.size && !(mode & Falloc.KEEP_SIZE)) return errorReply(req.unique, Errno.EFBIG);
     return errorReply(req.unique, 0);
   }
 }
