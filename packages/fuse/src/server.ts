@@ -279,10 +279,7 @@ export class FuseFileServer {
 
   private init(req: FuseRequest): Buffer {
     const i = decodeInit(req);
-    if (
-      i.major !== FUSE_KERNEL_VERSION ||
-      (i.major === FUSE_KERNEL_VERSION && i.minor < FUSE_MIN_MINOR_VERSION)
-    ) {
+    if (i.major !== FUSE_KERNEL_VERSION || i.minor < FUSE_MIN_MINOR_VERSION) {
       this.opts.logger?.warn(
         { major: i.major, minor: i.minor },
         'fuse: kernel protocol version not supported',
