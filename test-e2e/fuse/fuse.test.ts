@@ -134,6 +134,13 @@ describe.skipIf(!canRun)('vlmc map --fuse --device loop: ext4 on a volume throug
     expect(await env.ok('unmap', fuse)).toContain('unmapped vol'); // by its file
   });
 
+  it('refuses with one clear line: a directory as the file, a loop device without --fuse', async () => {
+    const dir = await env.vlmc('map', 'vol', '--fuse', mnt);
+    expect(dir.stderr).toContain(`EINVAL: ${mnt} is not a regular file`);
+    const loop = await env.vlmc('map', 'vol', '--device', 'loop');
+    expect(loop.stderr).toContain('EINVAL: a loop device goes over a FUSE file: add --fuse PATH');
+  });
+
   it('kill -9 of the endpoint: the filesystem gets I/O errors at once (no hung task), vlmc unmap recovers', async () => {
     const { device: dev, fuse, pid } = await mapFuse('vol');
     await run('mount', dev, mnt);

@@ -82,7 +82,6 @@ export async function mapVolume(s: Session, name: string, opts: MapOptions = {})
   }
   if (existing?.fuse) await releaseFuse(existing); // its loop device and dead FUSE mount
   if (existing) await state.remove(name); // stale: its process is gone
-  const fuse = opts.fuse !== undefined ? await checkFuseRequest(opts.fuse, opts.device) : undefined;
   // Fail early, in this process, for a volume that does not exist. A volume another owner holds
   // is mapped all the same (live migration's destination): the endpoint serves its reads
   // uncached and its first write asks the holder to hand the volume over.
@@ -101,6 +100,8 @@ export async function mapVolume(s: Session, name: string, opts: MapOptions = {})
   // Where the endpoint will listen: what a dead endpoint (kill -9) left there is cleared, a socket
   // or port a live endpoint or another process uses is refused, before anything is started.
   const socket = await state.listenTarget(name, opts, existing);
+  // The FUSE file: a regular file (created when missing) nothing is mounted on.
+  const fuse = opts.fuse !== undefined ? await checkFuseRequest(opts.fuse, opts.device) : undefined;
   await mkdir(state.dir, { recursive: true, mode: 0o770 });
   const req: HostRequest = {
     config: s.configuration().path,
