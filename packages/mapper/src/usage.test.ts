@@ -127,7 +127,11 @@ describe('usage', () => {
       trashBytes: 0,
     });
     // Without listTrash (a minimal source) the trash counts nothing.
-    const minimal = { info: mapper.info.bind(mapper), list: mapper.list.bind(mapper), entries: mapper.entries.bind(mapper) };
+    const minimal = {
+      info: mapper.info.bind(mapper),
+      list: mapper.list.bind(mapper),
+      entries: mapper.entries.bind(mapper),
+    };
     expect(await storeUsage({ mapper: minimal, blockerb: blocks })).toMatchObject({ trashEntries: 0 });
   });
 });

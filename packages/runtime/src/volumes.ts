@@ -413,12 +413,10 @@ export {
  * The mapper's `rollback` / `flatten`: the embedded Mapper's, or in the daemon wiring mapperd's
  * (MapperOp.ROLLBACK / FLATTEN through the SegmentMapper).
  */
-function lifeCycleOp<K extends 'rollback' | 'flatten'>(
-  mapper: MapperApi,
-  op: K,
-): NonNullable<MapperApi[K]> {
+function lifeCycleOp<K extends 'rollback' | 'flatten'>(mapper: MapperApi, op: K): NonNullable<MapperApi[K]> {
   const fn = mapper[op];
-  if (!fn) throw new ArchipelagoError('ENOTSUP', `this mapper cannot ${op === 'rollback' ? 'roll back' : op}`);
+  if (!fn)
+    throw new ArchipelagoError('ENOTSUP', `this mapper cannot ${op === 'rollback' ? 'roll back' : op}`);
   return fn.bind(mapper) as NonNullable<MapperApi[K]>;
 }
 
