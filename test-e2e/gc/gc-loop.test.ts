@@ -36,9 +36,9 @@ interface Run {
 }
 
 /** Runs a program without blocking this process (the loops below run side by side). */
-function exec(cmd: string, args: string[], env: NodeJS.ProcessEnv = ENV): Promise<Run> {
+function exec(cmd: string, args: string[], env: NodeJS.ProcessEnv = ENV, cwd?: string): Promise<Run> {
   return new Promise((resolve) => {
-    execFile(cmd, args, { env, maxBuffer: 64 * MiB, timeout: 60_000 }, (err, stdout, stderr) => {
+    execFile(cmd, args, { env, cwd, maxBuffer: 64 * MiB, timeout: 60_000 }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
       let json: unknown;
       if (args.includes('--json')) {
@@ -81,7 +81,7 @@ async function nbdRead(uri: string, tag: string): Promise<Buffer> {
 }
 
 interface FioResult {
-  code: number | null;
+  code: number;
   out: string;
   error: number;
   writes: number;
@@ -105,52 +105,42 @@ function fio(
     numberIos?: number;
     verifyOnly?: boolean;
   },
-): { done: Promise<FioResult>; running: () => boolean } {
-  const args = [
-    '--name=gc',
-    '--ioengine=nbd',
-    `--uri=${uri}`,
-    '--rw=randwrite',
-    `--bs=${o.bs}`,
-    `--offset=${o.offset}`,
-    `--size=${o.size}`,
-    '--iodepth=8',
-    '--verify=crc32c',
-    '--verify_fatal=1',
-    '--output-format=json',
-    ...(o.iops ? [`--rate_iops=${o.iops}`] : []),
-    ...(o.backlog ? [`--verify_backlog=${o.backlog}`] : []),
-    ...(o.numberIos ? [`--number_ios=${o.numberIos}`] : []),
-    ...(o.verifyOnly ? ['--verify_only=1'] : []),
-  ];
-  const child = spawn('fio', args, { env: ENV, cwd: cfg.dir, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout?.on('data', (d: Buffer) => {
-    out += d.toString();
+): Promise<FioResult> {
+  const params: Record<string, string | number | undefined> = {
+    name: 'gc',
+    ioengine: 'nbd',
+    uri,
+    rw: 'randwrite',
+    bs: o.bs,
+    offset: o.offset,
+    size: o.size,
+    iodepth: 8,
+    verify: 'crc32c',
+    verify_fatal: 1,
+    'output-format': 'json',
+    rate_iops: o.iops || undefined,
+    verify_backlog: o.backlog,
+    number_ios: o.numberIos,
+    verify_only: o.verifyOnly ? 1 : undefined,
+  };
+  const args = Object.entries(params).flatMap(([k, v]) => (v === undefined ? [] : [`--${k}=${v}`]));
+  // In the test's directory: fio leaves its verify state files where it runs.
+  return exec('fio', args, ENV, cfg.dir).then((r): FioResult => {
+    const out = r.stdout + r.stderr;
+    let job: { error: number; write: { total_ios: number }; read: { total_ios: number } } | undefined;
+    try {
+      job = JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))).jobs[0];
+    } catch {
+      job = undefined;
+    }
+    return {
+      code: r.code,
+      out,
+      error: job?.error ?? -1,
+      writes: job?.write.total_ios ?? 0,
+      reads: job?.read.total_ios ?? 0,
+    };
   });
-  child.stderr?.on('data', (d: Buffer) => {
-    out += d.toString();
-  });
-  let exited = false;
-  const done = new Promise<FioResult>((resolve) => {
-    child.once('exit', (code) => {
-      exited = true;
-      let job: { error: number; write: { total_ios: number }; read: { total_ios: number } } | undefined;
-      try {
-        job = JSON.parse(out.slice(out.indexOf('{'))).jobs[0];
-      } catch {
-        job = undefined;
-      }
-      resolve({
-        code,
-        out,
-        error: job?.error ?? -1,
-        writes: job?.write.total_ios ?? 0,
-        reads: job?.read.total_ios ?? 0,
-      });
-    });
-  });
-  return { done, running: () => !exited };
 }
 
 /** fio ran clean: no I/O error, no bad block, and it wrote (unless `writes` is null) and verified every block. */
@@ -221,8 +211,7 @@ describe('rollback and flatten through the daemons (vlmc map)', () => {
     let flattening = true;
     const jobs = (async () => {
       const out: FioResult[] = [];
-      while (flattening)
-        out.push(await fio(uri, { offset: '16M', size: '16M', bs: '64k', numberIos: 32 }).done);
+      while (flattening) out.push(await fio(uri, { offset: '16M', size: '16M', bs: '64k', numberIos: 32 }));
       return out;
     })();
     await new Promise((r) => setTimeout(r, 200));
@@ -237,7 +226,7 @@ describe('rollback and flatten through the daemons (vlmc map)', () => {
     expect(during.length, 'fio jobs ran while the flatten ran').toBeGreaterThan(0);
     expect(flat).toMatchObject({ name: 'clone', parent: 'base-s' });
     expect(flat.copied).toBeGreaterThan(0);
-    expectClean(await fio(uri, { offset: '16M', size: '16M', bs: '64k' }).done, 256);
+    expectClean(await fio(uri, { offset: '16M', size: '16M', bs: '64k' }), 256);
     const info = await ok<{ parent: string | null; flattened?: boolean }>('info', 'clone', '--json');
     expect(info.parent ?? null).toBeNull();
 
@@ -249,7 +238,7 @@ describe('rollback and flatten through the daemons (vlmc map)', () => {
     expect(sha(now.subarray(0, 16 * MiB)), 'the first half, never written: the image').toBe(
       sha(img.subarray(0, 16 * MiB)),
     );
-    expectClean(await fio(uri, { offset: '16M', size: '16M', bs: '64k', verifyOnly: true }).done, null, 256);
+    expectClean(await fio(uri, { offset: '16M', size: '16M', bs: '64k', verifyOnly: true }), null, 256);
 
     // Rollback of a mapped volume: refused, with what to do; done once it is unmapped.
     await ok('snapshot', 'clone', 'clone-s');
@@ -286,7 +275,7 @@ describe('gc under load', () => {
       const out: FioResult[] = [];
       do {
         writing = true;
-        out.push(await fio(uri, job).done);
+        out.push(await fio(uri, job));
         writing = false;
       } while (loading());
       return out;
@@ -349,18 +338,22 @@ describe('gc under load', () => {
 
     // Every byte: the volume by fio's own check (a verify-only pass of the same job), snapshots,
     // their clones and hashed maps against what each snapshot held when taken, and the files.
-    expectClean(await fio(uri, { ...job, iops: 0, verifyOnly: true }).done, null, 512);
-    for (const k of kept) {
-      expect(sha(await exported(k.snap)), k.snap).toBe(k.sha);
-      expect(sha(await exported(k.clone)), k.clone).toBe(k.sha);
-      expect(sha(await exported(k.hashed)), `${k.hashed} (hash of ${k.snap})`).toBe(k.sha);
-    }
-    for (const file of files) {
-      const out = join(cfg.dir, `down-${file.name}`);
-      const down = await swift('download', 'gc-c', file.name, '-o', out);
-      expect(down.code, down.stderr).toBe(0); // swift checks the ETag (MD5) itself
-      expect(md5(readFileSync(out)), file.name).toBe(file.md5);
-    }
+    expectClean(await fio(uri, { ...job, iops: 0, verifyOnly: true }), null, 512);
+    await Promise.all(
+      kept.flatMap((k) =>
+        [k.snap, k.clone, k.hashed].map(async (name) =>
+          expect(sha(await exported(name)), `${name} (of ${k.snap})`).toBe(k.sha),
+        ),
+      ),
+    );
+    await Promise.all(
+      files.map(async (file) => {
+        const out = join(cfg.dir, `down-${file.name}`);
+        const down = await swift('download', 'gc-c', file.name, '-o', out);
+        expect(down.code, down.stderr).toBe(0); // swift checks the ETag (MD5) itself
+        expect(md5(readFileSync(out)), file.name).toBe(file.md5);
+      }),
+    );
 
     // A last gc leaves nothing unreferenced (the trash, ttl 0, is emptied by it too).
     await ok('unmap', 'g');
