@@ -197,8 +197,8 @@ afterAll(async () => {
 
 describe('rollback and flatten through the daemons (vlmc map)', () => {
   it('flattens a mapped clone while fio writes it; every byte reads back after its parents are collected', async () => {
-    // 32 MiB of 4 MiB blocks: the clone shares 8 blocks with its parent snapshot.
-    const img = randomBytes(32 * MiB);
+    // 16 MiB of 4 MiB blocks: the clone shares 4 blocks with its parent snapshot.
+    const img = randomBytes(16 * MiB);
     writeFileSync(join(cfg.dir, 'img.raw'), img);
     await ok('import', join(cfg.dir, 'img.raw'), 'base');
     await ok('snapshot', 'base', 'base-s');
@@ -211,7 +211,7 @@ describe('rollback and flatten through the daemons (vlmc map)', () => {
     let flattening = true;
     const jobs = (async () => {
       const out: FioResult[] = [];
-      while (flattening) out.push(await fio(uri, { offset: '16M', size: '16M', bs: '64k', numberIos: 32 }));
+      while (flattening) out.push(await fio(uri, { offset: '8M', size: '8M', bs: '64k', numberIos: 32 }));
       return out;
     })();
     await new Promise((r) => setTimeout(r, 200));
@@ -226,17 +226,23 @@ describe('rollback and flatten through the daemons (vlmc map)', () => {
     expect(during.length, 'fio jobs ran while the flatten ran').toBeGreaterThan(0);
     expect(flat).toMatchObject({ name: 'clone', parent: 'base-s' });
     expect(flat.copied).toBeGreaterThan(0);
-    expectClean(await fio(uri, { offset: '16M', size: '16M', bs: '64k' }), 256);
+    expectClean(await fio(uri, { offset: '8M', size: '8M', bs: '64k' }), 128);
 
     // The clone depends on nothing: its parent chain removed and collected, it reads the same.
     await ok('remove', 'base-s');
     await ok('remove', 'base');
+    // Both in the trash, which alone names the image's four blocks now (the clone has its own).
+    expect(await ok('du', '--json')).toMatchObject({
+      trashEntries: 2,
+      trashObjects: 4,
+      trashBytes: img.length,
+    });
     await ok('gc', '--grace', '0');
     const now = await nbdRead(uri, 'clone-after');
-    expect(sha(now.subarray(0, 16 * MiB)), 'the first half, never written: the image').toBe(
-      sha(img.subarray(0, 16 * MiB)),
+    expect(sha(now.subarray(0, 8 * MiB)), 'the first half, never written: the image').toBe(
+      sha(img.subarray(0, 8 * MiB)),
     );
-    expectClean(await fio(uri, { offset: '16M', size: '16M', bs: '64k', verifyOnly: true }), null, 256);
+    expectClean(await fio(uri, { offset: '8M', size: '8M', bs: '64k', verifyOnly: true }), null, 128);
 
     // Rollback of a mapped volume: refused, with what to do; done once it is unmapped.
     await ok('snapshot', 'clone', 'clone-s');
@@ -281,12 +287,22 @@ describe('gc under load', () => {
 
     // gc, over and over, with no grace: only the holds and the mark protect what is in flight.
     const gcRuns: { freedObjects: number; freedBytes: number }[] = [];
+    let gcStarted = 0;
     const gcLoop = (async () => {
-      while (loading()) gcRuns.push(await ok('gc', '--grace', '0', '--json'));
+      while (loading()) {
+        gcStarted++;
+        gcRuns.push(await ok('gc', '--grace', '0', '--json'));
+      }
     })();
+    /** Waits, the load going on, until a gc run that started after this call is over. */
+    const nextGc = async () => {
+      const after = gcStarted + 1;
+      while (gcRuns.length < after) await new Promise((r) => setTimeout(r, 50));
+    };
 
     // Snapshots of the volume being written, each exported at once (what it must keep reading),
-    // a clone of each and its hashed map; the previous snapshot and clone go (garbage).
+    // a clone of each and its hashed map; the previous snapshot and clone go (garbage). Each loop
+    // ends after a gc run that started after its last removal.
     const kept: { snap: string; clone: string; hashed: string; sha: string }[] = [];
     let fioDuringSnapshots = 0;
     const snapLoop = (async () => {
@@ -305,6 +321,7 @@ describe('gc under load', () => {
           await ok('remove', old.snap);
         }
       }
+      await nextGc();
     })().finally(() => working--);
 
     // Files through the gateway: every other one deleted again (its blocks become garbage).
@@ -321,6 +338,7 @@ describe('gc under load', () => {
           expect(del.code, del.stderr).toBe(0);
         } else files.push({ name, md5: md5(data) });
       }
+      await nextGc();
     })().finally(() => working--);
 
     await Promise.all([snapLoop, uploadLoop]);
