@@ -93,6 +93,45 @@ describe('usage', () => {
       blockerBytes: 2 * BS + 100,
       unreferencedObjects: 1,
       unreferencedBytes: 100,
+      trashEntries: 0,
+      trashObjects: 0,
+      trashBytes: 0,
     });
+  });
+
+  it('tells apart what the trash holds: objects only trash entries name, and how many entries', async () => {
+    await mapper.create('vol', { size: 4 * BS, blocksize: BS });
+    await put(mapper, blocks, 'vol', 0, Buffer.concat([fill(BS, 1), fill(BS, 2), fill(BS, 3)]));
+    await mapper.snapshot('vol', 'snap');
+    await mapper.clone('snap', 'clone'); // keeps the snapshot's three objects live
+    await put(mapper, blocks, 'vol', 0, fill(BS, 4)); // vol's own copy of block 0
+    await mapper.remove('vol');
+    await mapper.remove('snap');
+    await blocks.writeFull('stray', fill(100, 1));
+    const u = await storeUsage({ mapper, blockerb: blocks });
+    expect(u).toMatchObject({
+      maps: 1, // the clone
+      objects: 3,
+      trashEntries: 2,
+      // vol's copy-up: only vol's trash entry names it; the snapshot's three the clone still names
+      trashObjects: 1,
+      trashBytes: BS,
+      unreferencedObjects: 2, // the trash's, and the stray object
+      unreferencedBytes: BS + 100,
+    });
+    // Emptied, the trash holds nothing; its objects are plain garbage then.
+    for (const t of await mapper.listTrash()) await mapper.purgeTrash(t.entry);
+    expect(await storeUsage({ mapper, blockerb: blocks })).toMatchObject({
+      trashEntries: 0,
+      trashObjects: 0,
+      trashBytes: 0,
+    });
+    // Without listTrash (a minimal source) the trash counts nothing.
+    const minimal = {
+      info: mapper.info.bind(mapper),
+      list: mapper.list.bind(mapper),
+      entries: mapper.entries.bind(mapper),
+    };
+    expect(await storeUsage({ mapper: minimal, blockerb: blocks })).toMatchObject({ trashEntries: 0 });
   });
 });

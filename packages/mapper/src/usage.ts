@@ -9,9 +9,12 @@ import type { MapperApi } from './api.js';
 import { isContentName, isZero } from './map.js';
 import type { MapEntry } from './types.js';
 
-/** What the accounting reads: the maps, and the data objects' sizes. */
+/**
+ * What the accounting reads: the maps, and the data objects' sizes; with `listTrash`, the trash's
+ * entries too (`StoreUsage.trash*`; without it they count 0).
+ */
 export interface UsageSource {
-  readonly mapper: Pick<MapperApi, 'info' | 'list' | 'entries'>;
+  readonly mapper: Pick<MapperApi, 'info' | 'list' | 'entries'> & Partial<Pick<MapperApi, 'listTrash'>>;
   readonly blockerb: Pick<Blocker, 'info' | 'list'>;
 }
 
@@ -59,9 +62,21 @@ export interface StoreUsage {
   /** Every object in blockerb, and their bytes. */
   blockerObjects: number;
   blockerBytes: number;
-  /** Objects no live map references (left by deleted gateway files or interrupted work). */
+  /**
+   * Objects no live map references (left by removed volumes, deleted gateway files or interrupted
+   * work), the trash's included.
+   */
   unreferencedObjects: number;
   unreferencedBytes: number;
+  /** Removed volumes and snapshots in the trash (`vlmc trash ls`). */
+  trashEntries: number;
+  /**
+   * Of the unreferenced objects, those a trash entry names, and their bytes: what the trash holds
+   * (gc frees them once their entries expire, `[mapperd] trash_ttl`; `vlmc trash restore` brings
+   * them back).
+   */
+  trashObjects: number;
+  trashBytes: number;
 }
 
 /**
@@ -141,10 +156,13 @@ export async function storeUsage(src: UsageSource): Promise<StoreUsage> {
     stored += (await sizeOf(o)) ?? 0;
     if (isContentName(o)) content++;
   }
+  const trash = await trashObjects(src.mapper, distinct);
   let blockerObjects = 0;
   let blockerBytes = 0;
   let unrefObjects = 0;
   let unrefBytes = 0;
+  let trashObjectCount = 0;
+  let trashBytes = 0;
   for await (const o of src.blockerb.list()) {
     const s = (await sizeOf(o)) ?? 0;
     blockerObjects++;
@@ -152,6 +170,10 @@ export async function storeUsage(src: UsageSource): Promise<StoreUsage> {
     if (!distinct.has(o)) {
       unrefObjects++;
       unrefBytes += s;
+      if (trash.objects.has(o)) {
+        trashObjectCount++;
+        trashBytes += s;
+      }
     }
   }
   return {
@@ -167,7 +189,35 @@ export async function storeUsage(src: UsageSource): Promise<StoreUsage> {
     blockerBytes,
     unreferencedObjects: unrefObjects,
     unreferencedBytes: unrefBytes,
+    trashEntries: trash.entries,
+    trashObjects: trashObjectCount,
+    trashBytes,
   };
+}
+
+/**
+ * The trash's entries and the objects they name that no live map (`live`) names; an entry purged
+ * or restored meanwhile is left out.
+ */
+async function trashObjects(
+  mapper: UsageSource['mapper'],
+  live: ReadonlySet<string>,
+): Promise<{ entries: number; objects: Set<string> }> {
+  const objects = new Set<string>();
+  if (!mapper.listTrash) return { entries: 0, objects };
+  let entries = 0;
+  for (const t of await mapper.listTrash()) {
+    let es: readonly MapEntry[];
+    try {
+      es = await mapper.entries(t.entry);
+    } catch (e) {
+      if (ArchipelagoError.is(e, 'ENOENT_VOLUME')) continue; // purged or restored meanwhile
+      throw e;
+    }
+    entries++;
+    for (const e of es) if (!isZero(e) && !live.has(e.name)) objects.add(e.name);
+  }
+  return { entries, objects };
 }
 
 /** The size of an object in blockerb, null when it is missing; each object is asked once. */

@@ -6,6 +6,16 @@
 import { ArchipelagoError } from '@archipelago/libxseg';
 import type { Account } from './privileges.js';
 
+/** The environment variable that bounds how long any client waits for a peer that is not running. */
+export const PEER_DOWN_TIMEOUT_ENV = 'ARCHIPELAGO_PEER_DOWN_TIMEOUT_MS';
+
+/** `ARCHIPELAGO_PEER_DOWN_TIMEOUT_MS` when it is a whole number of ms (0: for ever), else undefined. */
+export function envPeerDownTimeoutMs(env: NodeJS.ProcessEnv = process.env): number | undefined {
+  const v = env[PEER_DOWN_TIMEOUT_ENV];
+  const n = v === undefined || v === '' ? Number.NaN : Number(v);
+  return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
+}
+
 /** The environment variable carrying `PeerOptions` as JSON. */
 export const PEER_OPTIONS_ENV = 'ARCHIPELAGO_PEER';
 

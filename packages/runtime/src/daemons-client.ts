@@ -17,6 +17,7 @@
 import { Composer, type VolumeApi } from '@archipelago/composer';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import type { PeerState } from '@archipelago/peer';
+import { envPeerDownTimeoutMs, PEER_DOWN_TIMEOUT_ENV } from '@archipelago/peer/options';
 import type { LoadedConfig } from './config.js';
 import { pidfileOf, portOf, segmentSpecOf } from './paths.js';
 import { type Compose, closeOnce, type Runtime } from './types.js';
@@ -24,13 +25,15 @@ import { type Compose, closeOnce, type Runtime } from './types.js';
 /** The roles whose daemons carry volume I/O for `vlmc` and the NBD endpoint. */
 export const VOLUME_DAEMONS = ['mapperd', 'vlmcd'] as const;
 
-/** How long a call may wait for a peer that is not running (ms; default 30000, 0: for ever). */
-export const PEER_DOWN_TIMEOUT_ENV = 'ARCHIPELAGO_PEER_DOWN_TIMEOUT_MS';
+/** How long a call may wait for a peer that is not running, by default (ms). */
+const DEFAULT_PEER_DOWN_TIMEOUT_MS = 30_000;
 
+/** The environment variable of that bound (parsed by @archipelago/peer). */
+export { PEER_DOWN_TIMEOUT_ENV };
+
+/** How long a call may wait for a peer that is not running (ms; default 30000, 0: for ever). */
 export function peerDownTimeoutMs(env: NodeJS.ProcessEnv = process.env): number {
-  const v = env[PEER_DOWN_TIMEOUT_ENV];
-  const n = v === undefined || v === '' ? Number.NaN : Number(v);
-  return Number.isSafeInteger(n) && n >= 0 ? n : 30_000;
+  return envPeerDownTimeoutMs(env) ?? DEFAULT_PEER_DOWN_TIMEOUT_MS;
 }
 
 /** One client of a daemon runtime, as `daemonPeers` shows it. */

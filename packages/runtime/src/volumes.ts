@@ -16,7 +16,7 @@ import {
   type GcProgress,
   type GcReport,
   type LoadOptions,
-  Mapper,
+  type MapperApi,
   mapLineage,
   type SnapshotEntry,
   snapshotsOf,
@@ -409,25 +409,22 @@ export {
   type VolumeDiff,
 } from './diff-transfer.js';
 
-/** A mapper that can roll back and flatten: the embedded one, or one of this process over the daemons' blockers. */
-async function withFullMapper<T>(s: Session, fn: (m: Mapper) => Promise<T>): Promise<T> {
-  const rt = await s.runtime();
-  if (rt.mapper instanceof Mapper) return fn(rt.mapper);
-  // The daemon wiring: mapperd has no rollback or flatten over the segment. A mapper of this
-  // process takes the volume's lock through blockerm like any other owner (a volume mapperd
-  // holds open is refused with EBUSY naming it).
-  const m = new Mapper({ blockerm: rt.blockerm, blockerb: rt.blockerb });
-  try {
-    return await fn(m);
-  } finally {
-    await m.close();
-  }
+/**
+ * The mapper's `rollback` / `flatten`: the embedded Mapper's, or in the daemon wiring mapperd's
+ * (MapperOp.ROLLBACK / FLATTEN through the SegmentMapper).
+ */
+function lifeCycleOp<K extends 'rollback' | 'flatten'>(mapper: MapperApi, op: K): NonNullable<MapperApi[K]> {
+  const fn = mapper[op];
+  if (!fn)
+    throw new ArchipelagoError('ENOTSUP', `this mapper cannot ${op === 'rollback' ? 'roll back' : op}`);
+  return fn.bind(mapper) as NonNullable<MapperApi[K]>;
 }
 
 /**
  * Rolls volume `name` back to snapshot `snap` of its lineage: a crash-atomic map change, no data
  * copied. A mapped volume is rolled back by its holder (I/O drained first), when the size stays
- * and the holder runs the embedded wiring; refused (EBUSY naming it) otherwise.
+ * and the holder runs the embedded wiring; refused (EBUSY naming it) otherwise. In the daemon
+ * wiring mapperd does it (and refuses a volume it holds open for its clients).
  */
 export async function rollbackVolume(s: Session, name: string, snap: string): Promise<VolumeInfo> {
   const holder = await s.holder(name);
@@ -437,13 +434,15 @@ export async function rollbackVolume(s: Session, name: string, snap: string): Pr
   }
   const rt = await s.runtime();
   if (rt.wiring === 'embedded') await s.adopt(name);
-  return settled(s, await rt.composer.frozen(name, () => withFullMapper(s, (m) => m.rollback(name, snap))));
+  const rollback = lifeCycleOp(rt.mapper, 'rollback');
+  return settled(s, await rt.composer.frozen(name, () => rollback(name, snap)));
 }
 
 /**
  * Copies every block clone `name` still shares with its parent, so that it depends on nothing;
- * `onProgress` counts blocks. A mapped volume is flattened by its holder while it serves I/O (no
- * progress then), when it runs the embedded wiring; refused (EBUSY naming it) otherwise.
+ * `onProgress` counts blocks. In the daemon wiring mapperd does it, online when the volume is
+ * mapped (no progress then). In the embedded wiring a mapped volume is flattened by its holder
+ * while it serves I/O (no progress then either).
  */
 export async function flattenVolume(
   s: Session,
@@ -451,16 +450,17 @@ export async function flattenVolume(
   opts: { onProgress?: (done: number, total: number) => void } = {},
 ): Promise<FlattenResult & { seconds: number }> {
   const t0 = performance.now();
-  const holder = await s.holder(name);
+  const rt = await s.runtime();
+  const holder = rt.wiring === 'daemons' ? null : await s.holder(name);
   if (holder) {
     // No timeout worth the name: a flatten takes as long as its copies.
     const r = (await callControl(holder.control, { op: 'flatten' }, 2 ** 31 - 1)) as FlattenResult;
     return { ...r, seconds: (performance.now() - t0) / 1000 };
   }
-  const rt = await s.runtime();
   if (rt.wiring === 'embedded') await s.adopt(name);
-  const r = await withFullMapper(s, (m) =>
-    m.flatten(name, opts.onProgress ? { onProgress: opts.onProgress } : {}),
+  const r = await lifeCycleOp(rt.mapper, 'flatten')(
+    name,
+    opts.onProgress ? { onProgress: opts.onProgress } : {},
   );
   return { ...r, seconds: (performance.now() - t0) / 1000 };
 }

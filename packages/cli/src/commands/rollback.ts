@@ -11,7 +11,9 @@ export default class Rollback extends VlmcCommand {
 write to each copies it first), its size, and a new epoch. Whatever the volume held since is gone from it \
 (snapshot it first to keep it). The snapshot must be of the volume's lineage: a snapshot taken of it, or the \
 snapshot it was cloned from. Crash-safe: killed at any point, the volume is rolled back or untouched. A mapped \
-volume is rolled back by its holder, its I/O drained first, when its size stays (else unmap it first).`;
+volume is rolled back by its holder, its I/O drained first, when its size stays (else unmap it first); \
+with the daemons running (archipelago start) mapperd rolls the volume back, and a mapped volume is refused: \
+unmap it first.`;
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> vol1 vol1-monday',

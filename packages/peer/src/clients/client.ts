@@ -19,6 +19,7 @@
 import { statSync } from 'node:fs';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { type Port, Segment, type SubmitOptions, type XsegReply } from '@archipelago/libxseg/segment';
+import { envPeerDownTimeoutMs } from '../options.js';
 import { daemonSpin, decodeError, isPeerGone } from '../protocol/wire.js';
 
 /**
@@ -47,15 +48,8 @@ export interface PeerClientOptions {
   deadPeerTimeoutMs?: number;
 }
 
-/** The environment variable that bounds how long any client waits for a peer that is not running. */
-export const PEER_DOWN_TIMEOUT_ENV = 'ARCHIPELAGO_PEER_DOWN_TIMEOUT_MS';
-
-/** `ARCHIPELAGO_PEER_DOWN_TIMEOUT_MS` when it is a whole number of ms (0: for ever), else undefined. */
-export function envPeerDownTimeoutMs(env: NodeJS.ProcessEnv = process.env): number | undefined {
-  const v = env[PEER_DOWN_TIMEOUT_ENV];
-  const n = v === undefined || v === '' ? Number.NaN : Number(v);
-  return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
-}
+// In options.ts (a module without the segment's native code, for the runtime to import eagerly).
+export { envPeerDownTimeoutMs, PEER_DOWN_TIMEOUT_ENV } from '../options.js';
 
 /** What a client sees of its peer (`PeerClient.peerState`). */
 export type PeerState = 'running' | 'down' | 'segment gone';

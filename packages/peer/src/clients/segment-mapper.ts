@@ -376,6 +376,34 @@ export class SegmentMapper extends PeerClient implements MapperApi {
     );
   }
 
+  /**
+   * Rolls `name` back to snapshot `snap` in mapperd (MapperOp.ROLLBACK; not retried: a map
+   * change). EBUSY when mapperd holds it open for another client.
+   */
+  rollback(name: string, snap: string): Promise<VolumeInfo> {
+    const data = encodeTargetPayload(snap);
+    const flags = this.changeFlags();
+    return this.own(name, () =>
+      this.json(
+        `rollback ${name}`,
+        { op: MapperOp.ROLLBACK, target: name, data, size: data.length, flags },
+        false,
+      ),
+    );
+  }
+
+  /**
+   * Flattens clone `name` in mapperd (MapperOp.FLATTEN), online when it is mapped: its clients'
+   * I/O goes on meanwhile. Retried when mapperd restarts (a flatten run again finishes the
+   * work); `onProgress` is not called over the segment.
+   */
+  flatten(name: string, _opts: mapper.FlattenOptions = {}): Promise<mapper.FlattenResult> {
+    const flags = this.changeFlags();
+    return this.own(name, () =>
+      this.json(`flatten ${name}`, { op: MapperOp.FLATTEN, target: name, flags }, true),
+    );
+  }
+
   resize(name: string, size: number): Promise<VolumeInfo> {
     if (!Number.isSafeInteger(size) || size < 0)
       throw new ArchipelagoError('EINVAL_SIZE', `resize: size must be an integer >= 0, got ${size}`);

@@ -64,6 +64,18 @@ export const MapperOp = {
    * reply JSON TrashEntry[]).
    */
   TRASH: 90,
+  /**
+   * rollback (mapper README "Lineage, rollback, flatten"): data = the snapshot's name (target
+   * payload); reply JSON VolumeInfo. Refused (EBUSY) while mapperd holds the volume open for
+   * another client (mapped, or kept open by `vlmc open`): only a lease holder may roll back the
+   * volume it serves.
+   */
+  ROLLBACK: 91,
+  /**
+   * flatten: copies up every block the clone shares with its parent, online (the clients' I/O
+   * goes on, uncached while it runs); reply JSON FlattenResult.
+   */
+  FLATTEN: 92,
 } as const;
 
 /**

@@ -160,6 +160,20 @@ export function createMapperService(
     }
   }
 
+  /**
+   * A rollback changes what a volume reads under its clients: refused (EBUSY) when this mapperd
+   * holds `name` open and the request does not come from a caching client (the one that serves
+   * it: a `vlmc map` endpoint, vlmcd) — it is mapped, or kept open by `vlmc open`.
+   */
+  function refuseOpenForOthers(name: string, req: XsegRequest, action: string): void {
+    if ((req.flags & MapperFlag.CACHE) !== 0 || !mapper.openVolumes().includes(name)) return;
+    throw new ArchipelagoError(
+      'EBUSY',
+      `cannot ${action} "${name}": mapperd (pid ${process.pid}) holds it open for its clients (mapped, or kept open by "vlmc open"); run "vlmc unmap ${name}" (or "vlmc close ${name}") first`,
+      { details: { volume: name, pid: process.pid } },
+    );
+  }
+
   async function serve(req: XsegRequest): Promise<RespondOptions> {
     const name = req.target;
     const caching = (req.flags & MapperFlag.CACHE) !== 0;
@@ -225,6 +239,21 @@ export function createMapperService(
         return json(await mapper.complete(name));
       case MapperOp.TRASH:
         return json(await trash(name, args(req)));
+      case MapperOp.ROLLBACK: {
+        const snap = decodeTargetPayload(Buffer.from(payloadOf(req)));
+        refuseOpenForOthers(name, req, 'roll back'); // before recalling anyone's lease
+        return json(
+          await leases.change(name, req, async () => {
+            refuseOpenForOthers(name, req, 'roll back');
+            return mapper.rollback(name, snap);
+          }),
+        );
+      }
+      case MapperOp.FLATTEN:
+        // Online: behind the change gate the lease is recalled (its holder drains its I/O), then
+        // no lease is granted until the flatten is done, so the holder's lookups come here
+        // uncached; its copy-ups run beside the flatten's, as in a mapper that serves its writes.
+        return json(await leases.change(name, req, () => mapper.flatten(name)));
       case MapperOp.CREATE:
         // The mapper checks every field of the options (sizes, entry names, counts).
         return json(await mapper.createFromEntries(name, args(req) as unknown as CreateFromEntriesOptions));
