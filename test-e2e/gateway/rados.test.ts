@@ -34,7 +34,8 @@ afterAll(async () => {
 describe('gateway on RADOS: deleted files are reclaimed', () => {
   it('upload twice and another, delete: gc frees what no file names; the twin reads whole', async () => {
     const url = (n: string) => `${gw.url}/t/c/${n}`;
-    const put = async (n: string, b: Buffer) => expect((await fetch(url(n), { method: 'PUT', body: b })).status).toBe(201);
+    const put = async (n: string, b: Buffer) =>
+      expect((await fetch(url(n), { method: 'PUT', body: b })).status).toBe(201);
     const del = async (n: string) => expect((await fetch(url(n), { method: 'DELETE' })).status).toBe(204);
     const gc = () => collectGarbage({ ...pair });
     const usage = () => storeUsage({ mapper, blockerb: pair.blockerb });

@@ -10,7 +10,13 @@ import { createHash, randomBytes } from 'node:crypto';
 import { cp, mkdtemp, rm, stat } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Blocker, currentBoot, FaultyBlocker, type LockProcess, processStart } from '@archipelago/blocker';
+import {
+  type Blocker,
+  currentBoot,
+  FaultyBlocker,
+  type LockProcess,
+  processStart,
+} from '@archipelago/blocker';
 import { FileBlocker } from '@archipelago/blocker-file';
 import { collectGarbage, GATEWAY_OWNED_PREFIX, Mapper, storeUsage } from '@archipelago/mapper';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -171,7 +177,8 @@ async function crashEverywhere(
       for (const f of there) maps.add((await q.files.getObject('t', 'c', f))!.map);
       expect((await q.mapper.list()).map((m) => m.name).sort(), what).toEqual([...maps].sort());
       const markers: string[] = [];
-      for await (const o of q.maps.list(GATEWAY_OWNED_PREFIX)) markers.push(o.slice(GATEWAY_OWNED_PREFIX.length));
+      for await (const o of q.maps.list(GATEWAY_OWNED_PREFIX))
+        markers.push(o.slice(GATEWAY_OWNED_PREFIX.length));
       expect(markers.sort(), what).toEqual([...maps].sort());
     } finally {
       await q.close();
@@ -222,7 +229,11 @@ describe('gateway crash points', () => {
     await cp(store(), saved(), { recursive: true });
 
     // A delete of the only file of its content, and of one of two files sharing theirs.
-    const d1 = await crashEverywhere((p) => p.files.deleteObject('t', 'c', 'solo'), ['keep', 'twin'], ['solo']);
+    const d1 = await crashEverywhere(
+      (p) => p.files.deleteObject('t', 'c', 'solo'),
+      ['keep', 'twin'],
+      ['solo'],
+    );
     await crashEverywhere((p) => p.files.deleteObject('t', 'c', 'twin'), ['keep', 'solo'], ['twin']);
     // An upload of new content (its blocks are stored first; the crash counts blockerm changes).
     const u = await crashEverywhere((p) => upload(p, 'new', Z), ['keep', 'twin', 'solo'], ['new']);

@@ -263,7 +263,12 @@ describe('gateway gc: races', () => {
     expect(removedMaps).toBeGreaterThan(0);
     // Whatever the runs under way had to keep (held), a later run frees.
     await gc();
-    expect(await du()).toMatchObject({ maps: 0, blockerObjects: 0, unreferencedBytes: 0, reclaimableBytes: 0 });
+    expect(await du()).toMatchObject({
+      maps: 0,
+      blockerObjects: 0,
+      unreferencedBytes: 0,
+      reclaimableBytes: 0,
+    });
   }, 30_000);
 });
 

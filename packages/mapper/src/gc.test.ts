@@ -306,7 +306,10 @@ describe('gc: maps the HTTP gateway made', () => {
   }
   /** A gateway file record naming `map` (the gc reads only `map`). */
   const record = (n: number, map: string) =>
-    s.maps.writeFull(`gwo.${'0'.repeat(32)}.${n.toString(16).padStart(64, '0')}`, Buffer.from(JSON.stringify({ map })));
+    s.maps.writeFull(
+      `gwo.${'0'.repeat(32)}.${n.toString(16).padStart(64, '0')}`,
+      Buffer.from(JSON.stringify({ map })),
+    );
   const unrecord = (n: number) => s.maps.delete(`gwo.${'0'.repeat(32)}.${n.toString(16).padStart(64, '0')}`);
 
   it('an owned map goes once no file record names it; its objects go at once when nothing else runs', async () => {
@@ -334,7 +337,7 @@ describe('gc: maps the HTTP gateway made', () => {
     expect(await names(s.maps, GATEWAY_OWNED_PREFIX)).toEqual([]);
   });
 
-  it('a map vlmc hash made or found is the user\'s; a marker with no map goes', async () => {
+  it("a map vlmc hash made or found is the user's; a marker with no map goes", async () => {
     await s.mapper.create('v', { size: 2 * BS, blocksize: BS });
     await put(s.mapper, s.blocks, 'v', 0, Buffer.concat([fill(BS, 7), fill(BS, 8)]));
     await s.mapper.snapshot('v', 'snap');

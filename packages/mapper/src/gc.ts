@@ -257,7 +257,10 @@ export const gatewayOwnedMarker = (map: string) => `${GATEWAY_OWNED_PREFIX}${map
 
 /** Marks hashed map `map` as the gateway's (under its lock, after making it). */
 export async function ownHashedMap(blockerm: Blocker, map: string): Promise<void> {
-  await blockerm.writeFull(gatewayOwnedMarker(map), Buffer.from(JSON.stringify({ v: 1, map, at: Date.now() })));
+  await blockerm.writeFull(
+    gatewayOwnedMarker(map),
+    Buffer.from(JSON.stringify({ v: 1, map, at: Date.now() })),
+  );
 }
 
 /** Makes hashed map `map` a user's (`vlmc hash`): gc keeps it whatever files name it. */
@@ -357,7 +360,10 @@ export async function withHashedMapLock<T>(blockerm: Blocker, map: string, fn: (
 }
 
 /** The maps gateway file records name, and how many records name one. */
-async function mapsOfRecords(blockerm: Blocker, par: number): Promise<{ maps: Set<string>; records: number }> {
+async function mapsOfRecords(
+  blockerm: Blocker,
+  par: number,
+): Promise<{ maps: Set<string>; records: number }> {
   const keys: string[] = [];
   for await (const k of blockerm.list(GATEWAY_RECORD)) keys.push(k);
   const maps = new Set<string>();
@@ -475,7 +481,9 @@ async function removedNames(blockerm: Blocker, map: string): Promise<string[]> {
     const obj = mapBlockName(map, b);
     const info = await blockerm.info(obj);
     if (!info) continue;
-    const bytes = await blockerm.read(obj, 0, Math.min(info.size, count * ENTRY_V2_SIZE), { missingOk: true });
+    const bytes = await blockerm.read(obj, 0, Math.min(info.size, count * ENTRY_V2_SIZE), {
+      missingOk: true,
+    });
     try {
       for (const e of decodeEntriesV2(bytes, count, map, b * per)) if (!isZero(e)) out.push(e.name);
     } catch {
@@ -526,7 +534,12 @@ async function removeOrphans(
 }
 
 /** Marks owned map `map` DELETED under its lock; false when it was not (in use, or not owned). */
-async function removeOwnedMap(blockerm: Blocker, store: MapStore, map: string, log: Logger): Promise<boolean> {
+async function removeOwnedMap(
+  blockerm: Blocker,
+  store: MapStore,
+  map: string,
+  log: Logger,
+): Promise<boolean> {
   if (!(await isGatewayOwned(blockerm, map))) return false; // disowned meanwhile (vlmc hash)
   let got: Awaited<ReturnType<Blocker['acquire']>>;
   try {
@@ -807,8 +820,8 @@ async function runAnnounced(
       if (before && before.stamp === stamp) return;
       // A v0 map (no signature) is tried unless the object is blockerb's too (a shared store).
       const r = asIfGone.has(o)
-          ? { deleted: true, epoch: -1n, blocksize: 0 }
-          : await readRoot(store, o, marked, !candidateSet.has(o));
+        ? { deleted: true, epoch: -1n, blocksize: 0 }
+        : await readRoot(store, o, marked, !candidateSet.has(o));
       if (r === 'data') {
         dataHeads.add(o);
         seen.set(o, { stamp, deleted: true, epoch: -1n, blocksize: 0 });
