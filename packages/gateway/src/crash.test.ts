@@ -5,21 +5,16 @@
  * process then finds every file either there and whole or gone, never a record naming a map whose
  * blocks went; and the next gc collects what is left, down to 0 unreferenced bytes.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { cp, mkdtemp, rm, stat } from 'node:fs/promises';
-import { hostname, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  type Blocker,
-  currentBoot,
-  FaultyBlocker,
-  type LockProcess,
-  processStart,
-} from '@archipelago/blocker';
+import { type Blocker, FaultyBlocker } from '@archipelago/blocker';
 import { FileBlocker } from '@archipelago/blocker-file';
 import { collectGarbage, GATEWAY_OWNED_PREFIX, Mapper, storeUsage } from '@archipelago/mapper';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+// The mapper's crash harness: a `sleep` child holds the crashed run's locks and dies at the crash.
+import { asProcess, victim } from '../../mapper/src/__fixtures__/crash.js';
 import { FileStore, Upload } from './store.js';
 
 const BS = 4096;
@@ -92,40 +87,6 @@ async function read(p: Proc, name: string): Promise<Buffer | null> {
   });
   await Promise.all(entries.map((e, i) => p.files.readBlockInto(e, 0, parts[i]!)));
   return Buffer.concat(parts);
-}
-
-/** A live process of this host whose death a crash is: the crashed run's locks name it. */
-async function victim(): Promise<{ proc: LockProcess; kill(): Promise<void> }> {
-  const child: ChildProcess = spawn('sleep', ['600'], { stdio: 'ignore' });
-  await new Promise<void>((resolve, reject) => {
-    child.once('spawn', resolve);
-    child.once('error', reject);
-  });
-  const pid = child.pid!;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  return {
-    proc: { host: hostname(), boot: currentBoot(), pid, start: processStart(pid) ?? '0' },
-    async kill() {
-      child.kill('SIGKILL');
-      await exited;
-    },
-  };
-}
-
-/** `b` taking and renewing its locks for `proc`. */
-function asProcess(b: Blocker, proc: LockProcess): Blocker {
-  return new Proxy(b, {
-    get(target, prop) {
-      if (prop === 'acquire')
-        return (name: string, o: Parameters<Blocker['acquire']>[1] = {}) =>
-          target.acquire(name, { ...o, as: o.as ?? proc });
-      if (prop === 'renew')
-        return (name: string, o: Parameters<Blocker['renew']>[1] = {}) =>
-          target.renew(name, { ...o, as: o.as ?? proc });
-      const v: unknown = Reflect.get(target, prop, target);
-      return typeof v === 'function' ? v.bind(target) : v;
-    },
-  });
 }
 
 /**

@@ -306,42 +306,69 @@ export async function lockHashedMap(
   opts: { timeoutMs?: number } = {},
 ): Promise<HashedMapLock | null> {
   const name = `${HASHED_MAP_LOCK}${hashedMapRoot(map)}`;
-  const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
   const endTurn = await localTurn(`${blockerm.identity}\0${name}`);
-  const self = currentProcess();
   try {
-    for (;;) {
-      try {
-        const got = await blockerm.acquire(name, { leaseMs: DEFAULT_HOLD_LEASE_MS });
-        // Same identity, another live process of this host: it holds the lock.
-        const other = !got.took && got.previous?.process && !sameProcess(got.previous.process, self);
-        if (!other) break;
-      } catch (e) {
-        if (!ArchipelagoError.is(e, 'ELOCKED')) throw e;
-      }
-      if (Date.now() >= deadline) {
-        endTurn();
-        return null;
-      }
-      await sleep(20);
+    const lock = await takeLeasedLock(blockerm, name, {
+      deadline: Date.now() + (opts.timeoutMs ?? 60_000),
+      now: Date.now,
+      pollMs: 20,
+    });
+    if (!lock) {
+      endTurn();
+      return null;
     }
+    let released = false;
+    return {
+      async release() {
+        if (released) return;
+        released = true;
+        await lock.release();
+        endTurn();
+      },
+    };
   } catch (e) {
     endTurn();
     throw e;
   }
+}
+
+/**
+ * Takes blocker lock `name` for this process, waiting while another holds it (another identity,
+ * or another live process of this identity) until `deadline`; null when it stayed taken. Held, it
+ * is renewed under a lease until released. `onWait` is called once, when it has to wait.
+ */
+async function takeLeasedLock(
+  b: Blocker,
+  name: string,
+  o: { deadline: number; now: () => number; pollMs: number; onWait?: () => void },
+): Promise<{ release(): Promise<void> } | null> {
+  const self = currentProcess();
+  let waited = false;
+  for (;;) {
+    try {
+      const got = await b.acquire(name, { leaseMs: DEFAULT_HOLD_LEASE_MS });
+      // Same identity, another live process of this host: it holds the lock.
+      const other = !got.took && got.previous?.process && !sameProcess(got.previous.process, self);
+      if (!other) break;
+    } catch (e) {
+      if (!ArchipelagoError.is(e, 'ELOCKED')) throw e;
+    }
+    if (o.now() >= o.deadline) return null;
+    if (!waited) {
+      waited = true;
+      o.onWait?.();
+    }
+    await sleep(o.pollMs);
+  }
   const timer = setInterval(
-    () => void blockerm.renew(name, { leaseMs: DEFAULT_HOLD_LEASE_MS }).catch(() => {}),
+    () => void b.renew(name, { leaseMs: DEFAULT_HOLD_LEASE_MS }).catch(() => {}),
     DEFAULT_HOLD_LEASE_MS / 3,
   );
   timer.unref();
-  let released = false;
   return {
     async release() {
-      if (released) return;
-      released = true;
       clearInterval(timer);
-      await blockerm.release(name).catch(() => {});
-      endTurn();
+      await b.release(name).catch(() => {});
     },
   };
 }
@@ -670,41 +697,19 @@ export async function collectGarbage(opts: GcOptions): Promise<GcReport> {
 
 /** The gc lock (cross-process), renewed while held. Waits for another run. */
 async function takeGcLock(opts: GcOptions, now: () => number): Promise<{ release(): Promise<void> }> {
-  const b = opts.blockerm;
   const timeout = opts.lockTimeoutMs ?? 10 * 60_000;
-  const deadline = now() + timeout;
-  const self = currentProcess();
-  let announced = false;
-  for (;;) {
-    try {
-      const got = await b.acquire(GC_LOCK, { leaseMs: DEFAULT_HOLD_LEASE_MS });
-      // Same identity, another live process of this host: it runs a gc.
-      const other = !got.took && got.previous?.process && !sameProcess(got.previous.process, self);
-      if (!other) break;
-    } catch (e) {
-      if (!ArchipelagoError.is(e, 'ELOCKED')) throw e;
-    }
-    if (now() >= deadline) {
-      throw archipError('ETIMEDOUT', `another gc run kept running for ${Math.round(timeout / 1000)} s`);
-    }
-    if (!announced) {
-      announced = true;
+  const lock = await takeLeasedLock(opts.blockerm, GC_LOCK, {
+    deadline: now() + timeout,
+    now,
+    pollMs: 200,
+    onWait: () => {
       opts.log?.info({}, 'another gc run is under way: waiting for it');
       opts.onProgress?.({ phase: 'wait', done: 0, total: 0 });
-    }
-    await sleep(200);
-  }
-  const timer = setInterval(
-    () => void b.renew(GC_LOCK, { leaseMs: DEFAULT_HOLD_LEASE_MS }).catch(() => {}),
-    DEFAULT_HOLD_LEASE_MS / 3,
-  );
-  timer.unref();
-  return {
-    async release() {
-      clearInterval(timer);
-      await b.release(GC_LOCK).catch(() => {});
     },
-  };
+  });
+  if (!lock)
+    throw archipError('ETIMEDOUT', `another gc run kept running for ${Math.round(timeout / 1000)} s`);
+  return lock;
 }
 
 /** What the mark knows of one map header. */
