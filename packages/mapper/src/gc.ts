@@ -29,8 +29,10 @@
  *   that overlapped the run if earlier, minus a grace (`graceMs`). Objects whose age the blocker
  *   cannot tell stay. Content objects (64 hex) stay whenever a `dedup` hold overlapped the run
  *   (a producer that finds a content object present reuses it without writing it); or
- * - it was named by a gateway map this run removed and no hold at all overlapped the run (every
- *   producer that may reuse an object holds one, so nothing can be naming it anew).
+ * - it was named by a removed gateway map (removed by this run, or by an earlier one that could
+ *   not judge its objects: its marker and map blocks stay until a run did) and no hold at all
+ *   overlapped the run (every producer that may reuse an object holds one, so nothing can be
+ *   naming it anew).
  * Map blocks (`<vol>_<hex16>`) of DELETED maps go too (the headers stay: epochs survive), under
  * the map's lock, re-checked DELETED, and only blocks older than the mark.
  *
