@@ -388,11 +388,11 @@ export async function withHashedMapLock<T>(blockerm: Blocker, map: string, fn: (
   }
 }
 
-/** The maps gateway file records name, and how many records name one. */
+/** The maps gateway file records name, the records read, and how many of them name a map. */
 async function mapsOfRecords(
   blockerm: Blocker,
   par: number,
-): Promise<{ maps: Set<string>; records: number }> {
+): Promise<{ maps: Set<string>; keys: string[]; records: number }> {
   const keys: string[] = [];
   for await (const k of blockerm.list(GATEWAY_RECORD)) keys.push(k);
   const maps = new Set<string>();
@@ -404,7 +404,7 @@ async function mapsOfRecords(
       records++;
     }
   });
-  return { maps, records };
+  return { maps, keys, records };
 }
 
 /** What gc does with the gateway's maps in one run (see judgeGatewayMaps). */
@@ -417,6 +417,9 @@ interface GatewayMapsSeen {
   removedOwned: Set<string>;
   /** The objects the removed owned maps name. */
   names: Set<string>;
+  /** The file records read (the mark counts them without reading them again), and those naming a map. */
+  recordKeys: string[];
+  records: number;
 }
 
 /**
@@ -433,11 +436,20 @@ async function judgeGatewayMaps(
   log: Logger,
   dryRun: boolean,
 ): Promise<GatewayMapsSeen> {
-  const seen: GatewayMapsSeen = { removed: 0, asIfGone: [], removedOwned: new Set(), names: new Set() };
+  const seen: GatewayMapsSeen = {
+    removed: 0,
+    asIfGone: [],
+    removedOwned: new Set(),
+    names: new Set(),
+    recordKeys: [],
+    records: 0,
+  };
   const owned: string[] = [];
   for await (const k of blockerm.list(GATEWAY_OWNED_PREFIX)) owned.push(k.slice(GATEWAY_OWNED_PREFIX.length));
   if (owned.length === 0) return seen;
-  const { maps: named } = await mapsOfRecords(blockerm, par);
+  const { maps: named, keys, records } = await mapsOfRecords(blockerm, par);
+  seen.recordKeys = keys;
+  seen.records = records;
   const orphans: string[] = [];
   const stale: string[] = [];
   await pool(owned.length, par, async (i) => {
@@ -788,14 +800,14 @@ async function runAnnounced(
   // Mark, in rounds until nothing changes.
   const marked = new Set<string>();
   const seen = new Map<string, HeaderSeen>();
-  let fileRecords = 0;
+  let fileRecords = gw.records;
   let unknown = 0;
   let rounds = 0;
   const mapObjects = new Set<string>();
   /** Objects of blockerm that are no map but data (a store shared by both roles). */
   const dataHeads = new Set<string>();
   const candidateSet = new Set(candidates);
-  const readRecords = new Set<string>();
+  const readRecords = new Set<string>(gw.recordKeys);
   for (;;) {
     rounds++;
     if (rounds > MAX_ROUNDS) {
