@@ -4,7 +4,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -14,7 +14,7 @@ import { FileBlocker } from '../../packages/blocker-file/src/index.js';
 import { type Gateway, startGateway } from '../../packages/gateway/src/index.js';
 import { objectKey } from '../../packages/gateway/src/names.js';
 import { merkleRoot, pithosBlockHash, ZERO_BLOCK } from '../../packages/mapfile/src/index.js';
-import { collectGarbage, Mapper } from '../../packages/mapper/src/index.js';
+import { collectGarbage, Mapper, storeUsage } from '../../packages/mapper/src/index.js';
 import { curl, rawExchange, run, SWIFT_ENV, storedBytes } from './helpers.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -524,6 +524,91 @@ describe('gateway: files and vlmc share maps', () => {
     expect(reg.headers['x-archipelago-map']).toBe(name);
     const got = await curl([...auth, `${base}/test/bridge/from-vlmc.raw`]);
     expect(got.body.subarray(0, data.length).equals(data)).toBe(true);
+  });
+});
+
+describe('gateway: deleted files are reclaimed by vlmc gc', () => {
+  it('swift upload twice, delete: vlmc gc frees only what no file names, vlmc du shows 0 unreferenced', async () => {
+    // A store of its own (the other tests leave abandoned uploads' blocks, kept for the grace).
+    const gdir = join(dir, 'gc');
+    // (as the runtime opens blockerm: other processes, vlmc gc here, rewrite its objects)
+    const gmaps = new FileBlocker({ dir: join(gdir, 'maps'), identity: 'gw_e2e_gc', revalidateWrites: true });
+    const gblocks = new FileBlocker({ dir: join(gdir, 'blocks'), identity: 'gw_e2e_gc' });
+    const gmapper = new Mapper({ blockerm: gmaps, blockerb: gblocks });
+    const g = await startGateway({
+      blockerm: gmaps,
+      blockerb: gblocks,
+      mapper: gmapper,
+      blocksize: BS,
+      auth: { users: [{ user: 'test:tester', key: 'testing', account: 'test' }] },
+    });
+    try {
+      const conf = join(gdir, 'vlmc.conf');
+      await mkdir(gdir, { recursive: true });
+      await writeFile(
+        conf,
+        `[ARCHIPELAGO]\nUSER = archipelago\nGROUP = archipelago\nBLKTAP_ENABLED = False\nUMASK = 0o007\n\n` +
+          `[blockerb]\ntype = file_blocker\narchip_dir = ${join(gdir, 'blocks')}\nunique_str = cli\n\n` +
+          `[blockerm]\ntype = file_blocker\narchip_dir = ${join(gdir, 'maps')}\nunique_str = cli\n`,
+      );
+      const env = { ...process.env, ARCHIPELAGO_CONF: conf, XDG_DATA_HOME: join(gdir, 'xdg') };
+      const VLMC = join(ROOT, 'packages', 'cli', 'bin', 'vlmc.js');
+      const vlmcJson = async (...args: string[]) => {
+        const r = await run(process.execPath, [VLMC, ...args, '--json'], env);
+        expect(r.code, `vlmc ${args.join(' ')}: ${r.stderr}`).toBe(0);
+        return JSON.parse(r.stdout.toString()) as Record<string, number>;
+      };
+      const S = (...args: string[]) =>
+        run('swift', ['-A', `${g.url}/auth/v1.0`, '-U', 'test:tester', '-K', 'testing', ...args], SWIFT_ENV);
+      const x = Buffer.concat([randomBytes(2 * BS), Buffer.alloc(BS), randomBytes(Math.floor(BS / 3))]);
+      const y = randomBytes(2 * BS + 5);
+      const src = join(gdir, 'src');
+      await mkdir(src);
+      await writeFile(join(src, 'first.bin'), x);
+      await writeFile(join(src, 'second.bin'), x);
+      await writeFile(join(src, 'other.bin'), y);
+      const up = await S('upload', '--object-name', 'up', 'gc', src); // up/first.bin, ...
+      expect(up.code, up.stderr).toBe(0);
+      const xBlocks = 3; // the zero block is stored nowhere
+      const yBlocks = 3;
+      const usage = () => storeUsage({ mapper: gmapper, blockerb: gblocks });
+      expect(await usage()).toMatchObject({ blockerObjects: xBlocks + yBlocks, unreferencedBytes: 0 });
+
+      // One of the two files of x, and the only file of y, go.
+      const del = await S('delete', 'gc', 'up/first.bin', 'up/other.bin');
+      expect(del.code, del.stderr).toBe(0);
+      expect(await collectGarbage({ blockerm: gmaps, blockerb: gblocks, dryRun: true })).toMatchObject({
+        reclaimableObjects: yBlocks,
+        reclaimableBytes: y.length,
+      });
+      const r = await vlmcJson('gc');
+      expect(r).toMatchObject({ gatewayMaps: 1, freedObjects: yBlocks, freedBytes: y.length });
+      expect(await vlmcJson('du')).toMatchObject({
+        blockerObjects: xBlocks,
+        unreferencedBytes: 0,
+        reclaimableObjects: 0,
+        reclaimableBytes: 0,
+      });
+      // The second file of x survives: swift checks the download against its ETag (MD5).
+      const out = join(gdir, 'second.out');
+      const down = await S('download', 'gc', 'up/second.bin', '-o', out);
+      expect(down.code, down.stderr).toBe(0);
+      expect(md5(await readFile(out))).toBe(md5(x));
+
+      // The last file of x goes: nothing is left in blockerb.
+      expect((await S('delete', 'gc', 'up/second.bin')).code).toBe(0);
+      expect(await collectGarbage({ blockerm: gmaps, blockerb: gblocks })).toMatchObject({
+        gatewayMaps: 1,
+        freedObjects: xBlocks,
+      });
+      expect(await usage()).toMatchObject({ maps: 0, blockerObjects: 0, unreferencedBytes: 0 });
+      expect(await storedBytes(join(gdir, 'blocks'))).toBe(0);
+    } finally {
+      await g.close();
+      await gmapper.close();
+      await gmaps.close();
+      await gblocks.close();
+    }
   });
 });
 

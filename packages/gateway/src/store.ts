@@ -10,12 +10,23 @@
  *   (`gwo.*`), named by digests of the names (see names.ts). A record is written whole and
  *   atomically (writeFull) and only after every block and the map are durable, so a failed or
  *   abandoned upload never leaves a visible file.
+ * - Reclamation: a map the gateway makes is marked gateway-owned (`gwm.<map>`); `vlmc gc` removes
+ *   an owned map once no record names it, and frees its blocks. A commit makes (or finds) the map
+ *   and writes the record under the hashed map's lock, which gc takes to remove one, so a record
+ *   never names a map gc removed (@archipelago/mapper gc.ts, "gateway-owned hashed maps").
  */
 import { createHash } from 'node:crypto';
 import { type Blocker, readIntoBuffer } from '@archipelago/blocker';
 import { ArchipelagoError } from '@archipelago/libxseg';
-import { DEFAULT_BLOCKSIZE, type MapEntry, ObjFlag, ZERO_BLOCK } from '@archipelago/mapfile';
-import { type Mapper, withGcHold } from '@archipelago/mapper';
+import { DEFAULT_BLOCKSIZE, type MapEntry, merkleRoot, ObjFlag, ZERO_BLOCK } from '@archipelago/mapfile';
+import {
+  disownHashedMap,
+  isGatewayOwned,
+  type Mapper,
+  ownHashedMap,
+  withGcHold,
+  withHashedMapLock,
+} from '@archipelago/mapper';
 import { containerKey, containerPrefix, objectKey, objectPrefix } from './names.js';
 
 export interface FileRecord {
@@ -296,24 +307,56 @@ export class FileStore {
       meta: Record<string, string>;
     },
   ): Promise<FileRecord> {
-    const made = await this.mapper.createHashedMap(f.hashes, f.bytes, f.blocksize);
     const md5 = f.md5 ?? (await this.md5Of(f.hashes, f.bytes, f.blocksize));
-    const rec: FileRecord = {
-      v: 1,
-      account,
-      container,
-      name,
-      map: made.name,
-      bytes: f.bytes,
-      blocksize: f.blocksize,
-      hash: made.root,
-      etag: md5,
-      contentType: f.contentType,
-      lastModified: Date.now(),
-      meta: f.meta,
-    };
-    await this.writeJson(objectKey(account, container, name), rec);
-    return rec;
+    const root = merkleRoot(f.hashes);
+    return withHashedMapLock(this.blockerm, root, async () => {
+      const made = await this.makeMap(root, f.hashes, f.bytes, f.blocksize);
+      const rec: FileRecord = {
+        v: 1,
+        account,
+        container,
+        name,
+        map: made.name,
+        bytes: f.bytes,
+        blocksize: f.blocksize,
+        hash: made.root,
+        etag: md5,
+        contentType: f.contentType,
+        lastModified: Date.now(),
+        meta: f.meta,
+      };
+      await this.writeJson(objectKey(account, container, name), rec);
+      return rec;
+    });
+  }
+
+  /**
+   * Makes (or finds) the content map of `hashes` under its lock (held by the caller). A map made
+   * here is the gateway's: its marker is written before it (for each name the map may take that
+   * is not a live map now), so a crash leaves a marker gc clears, never an unowned map nothing
+   * would collect; the marker of the name not taken goes. A map found (a user's `vlmc hash`, or
+   * another file's) keeps its owner.
+   */
+  private async makeMap(root: string, hashes: string[], bytes: number, blocksize: number) {
+    const marked: string[] = [];
+    for (const c of [root, `${root}.${bytes}`]) {
+      if ((await this.isLiveMap(c)) || (await isGatewayOwned(this.blockerm, c))) continue;
+      await ownHashedMap(this.blockerm, c);
+      marked.push(c);
+    }
+    const made = await this.mapper.createHashedMap(hashes, bytes, blocksize);
+    for (const c of marked) if (c !== made.name) await disownHashedMap(this.blockerm, c);
+    return made;
+  }
+
+  private async isLiveMap(name: string): Promise<boolean> {
+    try {
+      await this.mapper.info(name);
+      return true;
+    } catch (e) {
+      if (ArchipelagoError.is(e, 'ENOENT_VOLUME')) return false;
+      throw e;
+    }
   }
 
   /**

@@ -3,13 +3,25 @@
  * unreferenced, a dry run deletes nothing, holds and the grace keep what producers are making,
  * two runs at once take turns.
  */
+import { createHash } from 'node:crypto';
 import { readdir, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FileBlocker } from '@archipelago/blocker-file';
 import { dataObjectName, mapBlockName } from '@archipelago/mapfile';
 import { describe, expect, it } from 'vitest';
 import { get, put, type TempStack, useTempStack } from './__fixtures__/stack.js';
-import { collectGarbage, GC_HOLD_PREFIX, GC_STATE, type GcProgress, listGcHolds, takeGcHold } from './gc.js';
+import {
+  collectGarbage,
+  GATEWAY_OWNED_PREFIX,
+  GC_HOLD_PREFIX,
+  GC_STATE,
+  type GcProgress,
+  isGatewayOwned,
+  listGcHolds,
+  lockHashedMap,
+  ownHashedMap,
+  takeGcHold,
+} from './gc.js';
 import { TRASH_PREFIX } from './ops/trash.js';
 import { storeUsage } from './usage.js';
 
@@ -273,6 +285,89 @@ describe('gc: producers under way', () => {
         expect(order[i]!.split(' ')[0]).toBe(order[i + 1]!.split(' ')[0]);
       }
       expect(b.waitedMs + c.waitedMs + a.waitedMs).toBeGreaterThan(0);
+    } finally {
+      await other.close();
+    }
+  });
+});
+
+describe('gc: maps the HTTP gateway made', () => {
+  /** Content objects as the gateway stores them, and the hashed map it makes of them, owned. */
+  async function gatewayMap(...fills: number[]): Promise<{ map: string; objects: string[] }> {
+    const objects: string[] = [];
+    for (const v of fills) {
+      const name = createHash('sha256').update(fill(BS, v)).digest('hex');
+      await s.blocks.writeFull(name, fill(BS, v));
+      objects.push(name);
+    }
+    const made = await s.mapper.createHashedMap(objects, fills.length * BS, BS);
+    if (!made.existed) await ownHashedMap(s.maps, made.name);
+    return { map: made.name, objects };
+  }
+  /** A gateway file record naming `map` (the gc reads only `map`). */
+  const record = (n: number, map: string) =>
+    s.maps.writeFull(
+      `gwo.${'0'.repeat(32)}.${n.toString(16).padStart(64, '0')}`,
+      Buffer.from(JSON.stringify({ map })),
+    );
+  const unrecord = (n: number) => s.maps.delete(`gwo.${'0'.repeat(32)}.${n.toString(16).padStart(64, '0')}`);
+
+  it('an owned map goes once no file record names it; its objects go at once when nothing else runs', async () => {
+    const a = await gatewayMap(1, 2, 3);
+    const b = await gatewayMap(3, 4); // shares an object with a
+    await record(1, a.map);
+    await record(2, b.map);
+    expect(await gc()).toMatchObject({ gatewayMaps: 0, freedObjects: 0, fileRecords: 2 });
+    await unrecord(1);
+    const dry = await gc({ dryRun: true });
+    expect(dry).toMatchObject({ gatewayMaps: 1, reclaimableObjects: 2, freedObjects: 0 });
+    expect((await s.mapper.list()).map((m) => m.name)).toContain(a.map); // a dry run removes nothing
+    // Default grace (10 minutes): the objects go anyway, they were the removed map's.
+    expect(await gc()).toMatchObject({ gatewayMaps: 1, freedObjects: 2, freedBytes: 2 * BS });
+    expect((await s.mapper.list()).map((m) => m.name)).toEqual([b.map]);
+    expect(await names(s.blocks)).toEqual([...b.objects].sort());
+    // Its marker goes with its map blocks (they tell a later run what it named; those younger than
+    // a second stay a run).
+    expect(await gc({ now: () => Date.now() + HOUR })).toMatchObject({ freedObjects: 0 });
+    expect(await isGatewayOwned(s.maps, a.map)).toBe(false);
+    await unrecord(2);
+    await gc();
+    expect(await usage()).toMatchObject({ maps: 0, blockerObjects: 0, unreferencedBytes: 0 });
+    await gc({ now: () => Date.now() + HOUR }); // (map blocks younger than a second stay a run)
+    expect(await names(s.maps, GATEWAY_OWNED_PREFIX)).toEqual([]);
+  });
+
+  it("a map vlmc hash made or found is the user's; a marker with no map goes", async () => {
+    await s.mapper.create('v', { size: 2 * BS, blocksize: BS });
+    await put(s.mapper, s.blocks, 'v', 0, Buffer.concat([fill(BS, 7), fill(BS, 8)]));
+    await s.mapper.snapshot('v', 'snap');
+    const g = await gatewayMap(7, 8); // the gateway first...
+    expect(await isGatewayOwned(s.maps, g.map)).toBe(true);
+    const h = await s.mapper.hash('snap'); // ...then vlmc hash finds the same map: the user's now
+    expect(h).toMatchObject({ name: g.map, existed: true });
+    expect(await isGatewayOwned(s.maps, g.map)).toBe(false);
+    await ownHashedMap(s.maps, 'f'.repeat(64)); // a gateway killed between marker and map
+    expect(await gc({ graceMs: 0, now: () => Date.now() + HOUR })).toMatchObject({ gatewayMaps: 0 });
+    expect((await s.mapper.list()).map((m) => m.name)).toContain(g.map);
+    expect(await names(s.maps, GATEWAY_OWNED_PREFIX)).toEqual([]);
+  });
+
+  it('an owned map whose lock is held (a commit under way) stays; a record written under the lock keeps it', async () => {
+    const a = await gatewayMap(5, 6);
+    const other = new FileBlocker({ dir: join(s.dir, 'maps'), identity: 'g_2' }); // another gateway
+    try {
+      const lock = await lockHashedMap(other, a.map);
+      expect(lock).not.toBeNull();
+      const running = gc();
+      await new Promise((r) => setTimeout(r, 200));
+      await record(1, a.map); // the commit writes its record, then lets go
+      await lock!.release();
+      expect(await running).toMatchObject({ freedObjects: 0 });
+      expect(await gc({ graceMs: 0, now: () => Date.now() + HOUR })).toMatchObject({
+        gatewayMaps: 0,
+        freedObjects: 0,
+      });
+      expect((await s.mapper.list()).map((m) => m.name)).toEqual([a.map]);
     } finally {
       await other.close();
     }

@@ -2,9 +2,13 @@
  * Garbage collection: an online mark-and-sweep over one blocker pair (`vlmc gc`, `[mapperd]
  * gc_interval`), and the gc holds that producers take while they make objects no map names yet.
  *
+ * Gateway maps first: a hashed map the HTTP gateway made (marked `gwm.<map>`) that no gateway
+ * file record (`gwo.*`) names any more is removed (marked DELETED) under its lock, so its blocks
+ * are garbage in this run (see "gateway-owned hashed maps" below).
+ *
  * Mark: every map header in blockerm that is not DELETED is a root (volumes, snapshots, hashed
- * maps, INCOMPLETE maps, trash entries, the new name of a rename under way), and so is every map a
- * gateway file record (`gwo.*`) names. Their entries name the live objects. Maps change while
+ * maps, INCOMPLETE maps, trash entries, the new name of a rename under way; the maps gateway
+ * file records name are among them). Their entries name the live objects. Maps change while
  * the mark runs, so it goes in rounds: each round lists blockerm again and reads every header; a
  * map that is new, or whose header changed since it was read (every operation that puts names into
  * a map rewrites its header: create, clone, snapshot, rename, resize, complete, restore), is read
@@ -24,7 +28,11 @@
  * - it is older (mtime) than the cutoff: the mark's start, or the start of the oldest gc hold
  *   that overlapped the run if earlier, minus a grace (`graceMs`). Objects whose age the blocker
  *   cannot tell stay. Content objects (64 hex) stay whenever a `dedup` hold overlapped the run
- *   (a producer that finds a content object present reuses it without writing it).
+ *   (a producer that finds a content object present reuses it without writing it); or
+ * - it was named by a removed gateway map (removed by this run, or by an earlier one that could
+ *   not judge its objects: its marker and map blocks stay until a run did) and no hold at all
+ *   overlapped the run (every producer that may reuse an object holds one, so nothing can be
+ *   naming it anew).
  * Map blocks (`<vol>_<hex16>`) of DELETED maps go too (the headers stay: epochs survive), under
  * the map's lock, re-checked DELETED, and only blocks older than the mark.
  *
@@ -41,7 +49,16 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { type Blocker, currentProcess, sameProcess } from '@archipelago/blocker';
 import { ArchipelagoError, archipError } from '@archipelago/libxseg';
-import { decodeHeaderV2, detectVersion, MapFlag } from '@archipelago/mapfile';
+import {
+  decodeEntriesV2,
+  decodeHeaderV2,
+  detectVersion,
+  ENTRY_V2_SIZE,
+  entriesPerMapBlock,
+  MapFlag,
+  mapBlockName,
+  objectCount,
+} from '@archipelago/mapfile';
 import { isContentName, isZero } from './map.js';
 import { MapStore } from './map-store.js';
 import { Mutex, pool } from './mutex.js';
@@ -66,6 +83,14 @@ const MTIME_SLACK_MS = 1000;
 const MAP_BLOCK = /^(.+)_([0-9a-f]{16})$/;
 const DATA_OBJECT = /^(.+)_([0-9a-f]{16})_([0-9a-f]{16})$/;
 const GATEWAY_RECORD = 'gwo.';
+/** Prefix of the gateway's ownership markers in blockerm: `gwm.<map>` (see ownHashedMap). */
+export const GATEWAY_OWNED_PREFIX = 'gwm.';
+/** Prefix of the hashed-map locks in blockerm (`gwl.<root>`, stored as `gwl.<root>_lock`). */
+const HASHED_MAP_LOCK = 'gwl.';
+/** How long gc waits for a hashed map's lock before it leaves that map to a later run, ms. */
+const ORPHAN_LOCK_WAIT_MS = 2000;
+/** Orphaned gateway maps locked and removed at once. */
+const ORPHAN_BATCH = 64;
 
 // ------------------------------------------------------------------ holds
 
@@ -210,6 +235,372 @@ export async function listGcHolds(blockerm: Blocker): Promise<GcHoldRecord[]> {
   return out;
 }
 
+// ------------------------------------------------------------------ gateway-owned hashed maps
+
+/**
+ * The HTTP gateway's files are content-named hashed maps (`<root>` or `<root>.<size>`), which
+ * `vlmc hash` images and other files may share. A map the gateway made is marked owned
+ * (`gwm.<map>`, `ownHashedMap`): gc keeps an owned map only while some gateway file record
+ * (`gwo.*`) names it, and removes it (marks it DELETED) once none does, so its blocks are
+ * garbage. A map `vlmc hash` makes or finds is disowned (`disownHashedMap`): it stays a root as
+ * every map users made. Who names a hashed map (a gateway commit writing a record, `vlmc hash`
+ * disowning, gc removing) does so under the hashed map's lock (`lockHashedMap`, per root), so gc
+ * never removes a map a record is about to name, nor a map `vlmc hash` just handed out.
+ */
+
+/** `<root>` of a hashed map named `<root>` or `<root>.<size>`. */
+export function hashedMapRoot(map: string): string {
+  const i = map.indexOf('.');
+  return i < 0 ? map : map.slice(0, i);
+}
+
+/** The ownership marker of gateway-made map `map`. */
+export const gatewayOwnedMarker = (map: string) => `${GATEWAY_OWNED_PREFIX}${map}`;
+
+/** Marks hashed map `map` as the gateway's (under its lock, after making it). */
+export async function ownHashedMap(blockerm: Blocker, map: string): Promise<void> {
+  await blockerm.writeFull(
+    gatewayOwnedMarker(map),
+    Buffer.from(JSON.stringify({ v: 1, map, at: Date.now() })),
+  );
+}
+
+/** Makes hashed map `map` a user's (`vlmc hash`): gc keeps it whatever files name it. */
+export async function disownHashedMap(blockerm: Blocker, map: string): Promise<void> {
+  await blockerm.delete(gatewayOwnedMarker(map));
+}
+
+/** True when the gateway owns hashed map `map`. */
+export function isGatewayOwned(blockerm: Blocker, map: string): Promise<boolean> {
+  return blockerm.exists(gatewayOwnedMarker(map));
+}
+
+/** In-process turns at the hashed-map locks (the blocker lock is reentrant within a process). */
+const localTurns = new Map<string, Promise<void>>();
+
+async function localTurn(key: string): Promise<() => void> {
+  const prev = localTurns.get(key) ?? Promise.resolve();
+  let done!: () => void;
+  const mine = new Promise<void>((r) => {
+    done = r;
+  });
+  const tail = prev.then(() => mine);
+  localTurns.set(key, tail);
+  await prev;
+  return () => {
+    done();
+    if (localTurns.get(key) === tail) localTurns.delete(key);
+  };
+}
+
+export interface HashedMapLock {
+  release(): Promise<void>;
+}
+
+/**
+ * Takes the lock of the hashed maps of `map`'s root (`gwl.<root>` in blockerm, under a lease
+ * renewed while held; one holder in this process at a time), waiting up to `timeoutMs` (default
+ * 60 s); null when it stayed taken.
+ */
+export async function lockHashedMap(
+  blockerm: Blocker,
+  map: string,
+  opts: { timeoutMs?: number } = {},
+): Promise<HashedMapLock | null> {
+  const name = `${HASHED_MAP_LOCK}${hashedMapRoot(map)}`;
+  const endTurn = await localTurn(`${blockerm.identity}\0${name}`);
+  try {
+    const lock = await takeLeasedLock(blockerm, name, {
+      deadline: Date.now() + (opts.timeoutMs ?? 60_000),
+      now: Date.now,
+      pollMs: 20,
+    });
+    if (!lock) {
+      endTurn();
+      return null;
+    }
+    let released = false;
+    return {
+      async release() {
+        if (released) return;
+        released = true;
+        await lock.release();
+        endTurn();
+      },
+    };
+  } catch (e) {
+    endTurn();
+    throw e;
+  }
+}
+
+/**
+ * Takes blocker lock `name` for this process, waiting while another holds it (another identity,
+ * or another live process of this identity) until `deadline`; null when it stayed taken. Held, it
+ * is renewed under a lease until released. `onWait` is called once, when it has to wait.
+ */
+async function takeLeasedLock(
+  b: Blocker,
+  name: string,
+  o: { deadline: number; now: () => number; pollMs: number; onWait?: () => void },
+): Promise<{ release(): Promise<void> } | null> {
+  const self = currentProcess();
+  let waited = false;
+  for (;;) {
+    try {
+      const got = await b.acquire(name, { leaseMs: DEFAULT_HOLD_LEASE_MS });
+      // Same identity, another live process of this host: it holds the lock.
+      const other = !got.took && got.previous?.process && !sameProcess(got.previous.process, self);
+      if (!other) break;
+    } catch (e) {
+      if (!ArchipelagoError.is(e, 'ELOCKED')) throw e;
+    }
+    if (o.now() >= o.deadline) return null;
+    if (!waited) {
+      waited = true;
+      o.onWait?.();
+    }
+    await sleep(o.pollMs);
+  }
+  const timer = setInterval(
+    () => void b.renew(name, { leaseMs: DEFAULT_HOLD_LEASE_MS }).catch(() => {}),
+    DEFAULT_HOLD_LEASE_MS / 3,
+  );
+  timer.unref();
+  return {
+    async release() {
+      clearInterval(timer);
+      await b.release(name).catch(() => {});
+    },
+  };
+}
+
+/** Runs `fn` under the lock of `map`'s root (see lockHashedMap); ETIMEDOUT after a minute. */
+export async function withHashedMapLock<T>(blockerm: Blocker, map: string, fn: () => Promise<T>): Promise<T> {
+  const lock = await lockHashedMap(blockerm, map);
+  if (!lock) {
+    throw archipError('ETIMEDOUT', `the lock of hashed map ${hashedMapRoot(map)} stayed taken for 60 s`);
+  }
+  try {
+    return await fn();
+  } finally {
+    await lock.release();
+  }
+}
+
+/** The maps gateway file records name, the records read, and how many of them name a map. */
+async function mapsOfRecords(
+  blockerm: Blocker,
+  par: number,
+): Promise<{ maps: Set<string>; keys: string[]; records: number }> {
+  const keys: string[] = [];
+  for await (const k of blockerm.list(GATEWAY_RECORD)) keys.push(k);
+  const maps = new Set<string>();
+  let records = 0;
+  await pool(keys.length, par, async (i) => {
+    const r = await readJson<{ map?: unknown }>(blockerm, keys[i]!);
+    if (r && typeof r.map === 'string') {
+      maps.add(r.map);
+      records++;
+    }
+  });
+  return { maps, keys, records };
+}
+
+/** What gc does with the gateway's maps in one run (see judgeGatewayMaps). */
+interface GatewayMapsSeen {
+  /** Live owned maps no record names that this run removed (a dry run: would remove). */
+  removed: number;
+  /** A dry run reads these as removed. */
+  asIfGone: string[];
+  /** Removed owned maps (this run or before) whose marker stays until their objects are judged. */
+  removedOwned: Set<string>;
+  /** The objects the removed owned maps name. */
+  names: Set<string>;
+  /** The file records read (the mark counts them without reading them again), and those naming a map. */
+  recordKeys: string[];
+  records: number;
+}
+
+/**
+ * The gateway's maps: an owned map (marker `gwm.<map>`) no file record names is removed (marked
+ * DELETED, under its root's lock, with the records read again under it); its marker stays, so
+ * this run and later ones know the objects it named were the gateway's and go once no root
+ * names them and no producer overlaps the run (the sweep), then the marker goes with the map's
+ * blocks. A marker whose map is gone (a crash of the gateway between marker and map) goes.
+ */
+async function judgeGatewayMaps(
+  blockerm: Blocker,
+  store: MapStore,
+  par: number,
+  log: Logger,
+  dryRun: boolean,
+): Promise<GatewayMapsSeen> {
+  const seen: GatewayMapsSeen = {
+    removed: 0,
+    asIfGone: [],
+    removedOwned: new Set(),
+    names: new Set(),
+    recordKeys: [],
+    records: 0,
+  };
+  const owned: string[] = [];
+  for await (const k of blockerm.list(GATEWAY_OWNED_PREFIX)) owned.push(k.slice(GATEWAY_OWNED_PREFIX.length));
+  if (owned.length === 0) return seen;
+  const { maps: named, keys, records } = await mapsOfRecords(blockerm, par);
+  seen.recordKeys = keys;
+  seen.records = records;
+  const orphans: string[] = [];
+  const stale: string[] = [];
+  await pool(owned.length, par, async (i) => {
+    const m = owned[i]!;
+    const st = await store.state(m);
+    if (st === null) {
+      if (!(await blockerm.exists(m))) stale.push(m);
+    } else if (st.header.flags & MapFlag.DELETED) seen.removedOwned.add(m);
+    else if (!(st.header.flags & MapFlag.INCOMPLETE) && !named.has(m)) orphans.push(m);
+  });
+  if (dryRun) {
+    for (const m of orphans) {
+      for (const n of await namesOf(store, m)) seen.names.add(n);
+      seen.asIfGone.push(m);
+    }
+    seen.removed = orphans.length;
+  } else {
+    if (stale.length > 0) await disownIf(blockerm, store, stale, (st) => st === null);
+    const removed = await removeOrphans(blockerm, store, orphans, par, log);
+    seen.removed = removed.length;
+    for (const m of removed) seen.removedOwned.add(m);
+  }
+  for (const m of seen.removedOwned) for (const n of await removedNames(blockerm, m)) seen.names.add(n);
+  return seen;
+}
+
+/** Drops the markers of `maps` whose map state passes `gone`, each under its root's lock. */
+async function disownIf(
+  blockerm: Blocker,
+  store: MapStore,
+  maps: Iterable<string>,
+  gone: (st: Awaited<ReturnType<MapStore['state']>>) => boolean,
+): Promise<void> {
+  for (const m of maps) {
+    const lock = await lockHashedMap(blockerm, m, { timeoutMs: ORPHAN_LOCK_WAIT_MS });
+    if (!lock) continue;
+    try {
+      const st = await store.state(m);
+      if (gone(st) && (st !== null || !(await blockerm.exists(m)))) await disownHashedMap(blockerm, m);
+    } finally {
+      await lock.release();
+    }
+  }
+}
+
+/** The objects the entries of live map `map` name (none when it is no longer live). */
+async function namesOf(store: MapStore, map: string): Promise<string[]> {
+  try {
+    return (await store.load(map, {})).entries.filter((e) => !isZero(e)).map((e) => e.name);
+  } catch (e) {
+    if (ArchipelagoError.is(e, 'ENOENT_VOLUME') || ArchipelagoError.is(e, 'EBUSY')) return [];
+    throw e;
+  }
+}
+
+/** The objects a removed (DELETED) v2 map's entries name, from the map blocks that are left. */
+async function removedNames(blockerm: Blocker, map: string): Promise<string[]> {
+  const head = await blockerm.read(map, 0, 512, { missingOk: true });
+  let h: ReturnType<typeof decodeHeaderV2>;
+  try {
+    h = decodeHeaderV2(head, map);
+  } catch {
+    return [];
+  }
+  const n = objectCount(h.size, h.blocksize);
+  const per = entriesPerMapBlock(h.blocksize);
+  const out: string[] = [];
+  for (let b = 0; b * per < n; b++) {
+    const count = Math.min(per, n - b * per);
+    const obj = mapBlockName(map, b);
+    const info = await blockerm.info(obj);
+    if (!info) continue;
+    const bytes = await blockerm.read(obj, 0, Math.min(info.size, count * ENTRY_V2_SIZE), {
+      missingOk: true,
+    });
+    try {
+      for (const e of decodeEntriesV2(bytes, count, map, b * per)) if (!isZero(e)) out.push(e.name);
+    } catch {
+      // A damaged map block: its objects are left to the grace.
+    }
+  }
+  return out;
+}
+
+/**
+ * Removes the orphaned gateway maps `orphans` (marks them DELETED; their markers stay): under
+ * each root's lock, once no record names them after the locks are held. Resolves the maps
+ * removed. A map whose lock stays taken, or that is open, is left to a later run.
+ */
+async function removeOrphans(
+  blockerm: Blocker,
+  store: MapStore,
+  orphans: readonly string[],
+  par: number,
+  log: Logger,
+): Promise<string[]> {
+  const removed: string[] = [];
+  const byRoot = new Map<string, string[]>();
+  for (const m of orphans) {
+    const r = hashedMapRoot(m);
+    byRoot.set(r, [...(byRoot.get(r) ?? []), m]);
+  }
+  const roots = [...byRoot.keys()];
+  for (let at = 0; at < roots.length; at += ORPHAN_BATCH) {
+    const locked: Array<[string, HashedMapLock]> = [];
+    try {
+      for (const r of roots.slice(at, at + ORPHAN_BATCH)) {
+        const lock = await lockHashedMap(blockerm, r, { timeoutMs: ORPHAN_LOCK_WAIT_MS });
+        if (lock) locked.push([r, lock]);
+      }
+      // Records are written under these locks: read now, they are what keeps the maps.
+      const { maps: named } = await mapsOfRecords(blockerm, par);
+      for (const [r] of locked) {
+        for (const m of byRoot.get(r)!) {
+          if (!named.has(m) && (await removeOwnedMap(blockerm, store, m, log))) removed.push(m);
+        }
+      }
+    } finally {
+      for (const [, lock] of locked) await lock.release();
+    }
+  }
+  return removed;
+}
+
+/** Marks owned map `map` DELETED under its lock; false when it was not (in use, or not owned). */
+async function removeOwnedMap(
+  blockerm: Blocker,
+  store: MapStore,
+  map: string,
+  log: Logger,
+): Promise<boolean> {
+  if (!(await isGatewayOwned(blockerm, map))) return false; // disowned meanwhile (vlmc hash)
+  let got: Awaited<ReturnType<Blocker['acquire']>>;
+  try {
+    got = await blockerm.acquire(map, { leaseMs: DEFAULT_HOLD_LEASE_MS });
+  } catch (e) {
+    if (ArchipelagoError.is(e, 'ELOCKED')) return false; // in use: the next run
+    throw e;
+  }
+  if (!got.took) return false; // this identity holds it (open somewhere): the next run
+  try {
+    const st = await store.state(map);
+    if (st === null || st.header.flags & (MapFlag.DELETED | MapFlag.INCOMPLETE)) return false;
+    await store.markDeleted(await store.load(map, {}));
+    log.info({ map }, 'gc: removed a gateway map no file names');
+    return true;
+  } finally {
+    await blockerm.release(map).catch(() => {});
+  }
+}
+
 // ------------------------------------------------------------------ the collector
 
 export interface GcOptions {
@@ -254,6 +645,11 @@ export interface GcReport {
   rounds: number;
   /** Gateway file records read. */
   fileRecords: number;
+  /**
+   * Gateway-made maps no file names any more that this run removed (a dry run: would remove),
+   * so their blocks are garbage (see ownHashedMap).
+   */
+  gatewayMaps: number;
   /** Objects in blockerb when listed, and their bytes. */
   blockerObjects: number;
   blockerBytes: number;
@@ -315,41 +711,19 @@ export async function collectGarbage(opts: GcOptions): Promise<GcReport> {
 
 /** The gc lock (cross-process), renewed while held. Waits for another run. */
 async function takeGcLock(opts: GcOptions, now: () => number): Promise<{ release(): Promise<void> }> {
-  const b = opts.blockerm;
   const timeout = opts.lockTimeoutMs ?? 10 * 60_000;
-  const deadline = now() + timeout;
-  const self = currentProcess();
-  let announced = false;
-  for (;;) {
-    try {
-      const got = await b.acquire(GC_LOCK, { leaseMs: DEFAULT_HOLD_LEASE_MS });
-      // Same identity, another live process of this host: it runs a gc.
-      const other = !got.took && got.previous?.process && !sameProcess(got.previous.process, self);
-      if (!other) break;
-    } catch (e) {
-      if (!ArchipelagoError.is(e, 'ELOCKED')) throw e;
-    }
-    if (now() >= deadline) {
-      throw archipError('ETIMEDOUT', `another gc run kept running for ${Math.round(timeout / 1000)} s`);
-    }
-    if (!announced) {
-      announced = true;
+  const lock = await takeLeasedLock(opts.blockerm, GC_LOCK, {
+    deadline: now() + timeout,
+    now,
+    pollMs: 200,
+    onWait: () => {
       opts.log?.info({}, 'another gc run is under way: waiting for it');
       opts.onProgress?.({ phase: 'wait', done: 0, total: 0 });
-    }
-    await sleep(200);
-  }
-  const timer = setInterval(
-    () => void b.renew(GC_LOCK, { leaseMs: DEFAULT_HOLD_LEASE_MS }).catch(() => {}),
-    DEFAULT_HOLD_LEASE_MS / 3,
-  );
-  timer.unref();
-  return {
-    async release() {
-      clearInterval(timer);
-      await b.release(GC_LOCK).catch(() => {});
     },
-  };
+  });
+  if (!lock)
+    throw archipError('ETIMEDOUT', `another gc run kept running for ${Math.round(timeout / 1000)} s`);
+  return lock;
 }
 
 /** What the mark knows of one map header. */
@@ -411,6 +785,12 @@ async function runAnnounced(
   const markStart = now();
   const holdsAtStart = await listGcHolds(blockerm);
 
+  // Gateway maps whose last file went: removed first (a dry run counts them as removed), so their
+  // objects are garbage in this run. Those objects go at once when no producer overlapped the
+  // run (nothing can be reusing them: see the sweep), else once older than the cutoff.
+  const gw = await judgeGatewayMaps(blockerm, store, par, log, dryRun);
+  const asIfGone = new Set([...(dryRun ? (opts.asIfPurged ?? []) : []), ...gw.asIfGone]);
+
   // What exists before the mark: only these may go.
   progress({ phase: 'list', done: 0, total: 0 });
   const candidates: string[] = [];
@@ -420,14 +800,14 @@ async function runAnnounced(
   // Mark, in rounds until nothing changes.
   const marked = new Set<string>();
   const seen = new Map<string, HeaderSeen>();
-  let fileRecords = 0;
+  let fileRecords = gw.records;
   let unknown = 0;
   let rounds = 0;
   const mapObjects = new Set<string>();
   /** Objects of blockerm that are no map but data (a store shared by both roles). */
   const dataHeads = new Set<string>();
   const candidateSet = new Set(candidates);
-  const readRecords = new Set<string>();
+  const readRecords = new Set<string>(gw.recordKeys);
   for (;;) {
     rounds++;
     if (rounds > MAX_ROUNDS) {
@@ -447,7 +827,7 @@ async function runAnnounced(
         if (rec && typeof rec.map === 'string') fileRecords++;
         continue; // its map is a live map in blockerm: a root below
       }
-      if (o.startsWith('gwc.') || MAP_BLOCK.test(o)) continue;
+      if (o.startsWith('gwc.') || o.startsWith(GATEWAY_OWNED_PREFIX) || MAP_BLOCK.test(o)) continue;
       heads.push(o);
     }
     let changed = 0;
@@ -458,10 +838,9 @@ async function runAnnounced(
       const before = seen.get(o);
       if (before && before.stamp === stamp) return;
       // A v0 map (no signature) is tried unless the object is blockerb's too (a shared store).
-      const r =
-        opts.dryRun && opts.asIfPurged?.has(o)
-          ? { deleted: true, epoch: -1n, blocksize: 0 }
-          : await readRoot(store, o, marked, !candidateSet.has(o));
+      const r = asIfGone.has(o)
+        ? { deleted: true, epoch: -1n, blocksize: 0 }
+        : await readRoot(store, o, marked, !candidateSet.has(o));
       if (r === 'data') {
         dataHeads.add(o);
         seen.set(o, { stamp, deleted: true, epoch: -1n, blocksize: 0 });
@@ -503,6 +882,9 @@ async function runAnnounced(
     const overlapping = [...byId.values()].filter((h) => (h.end ?? h.expires) >= markStart);
     const cutoff = Math.min(markStart, ...overlapping.map((h) => h.start)) - grace;
     const dedup = overlapping.some((h) => h.kind === 'dedup');
+    // No producer overlapped the run: nothing can be reusing the objects of a removed gateway map
+    // (every producer that reuses content objects holds a dedup hold), so they go whatever age.
+    const quiet = overlapping.length === 0;
 
     const liveEpoch = new Map<string, bigint>();
     const deletedMaps = new Map<string, HeaderSeen>();
@@ -546,7 +928,7 @@ async function runAnnounced(
       unref.add(info.size);
       const aged =
         info.mtime !== undefined && info.mtime + MTIME_SLACK_MS < cutoff && !(dedup && isContentName(o));
-      if (dead(o) || aged) doomed.push({ name: o, size: info.size });
+      if (dead(o) || aged || (quiet && gw.names.has(o))) doomed.push({ name: o, size: info.size });
       else kept.add(info.size);
     });
 
@@ -563,6 +945,8 @@ async function runAnnounced(
     let mapBlockBytes = 0;
     const oldBlocks = new Map<string, string[]>();
     for (const [vol, blocks] of blocksOf) {
+      // A removed gateway map's blocks tell later runs what it named: kept until a run could judge.
+      if (gw.removedOwned.has(vol) && !quiet) continue;
       const keep: string[] = [];
       for (const blk of blocks) {
         const info = await blockerm.info(blk);
@@ -594,6 +978,19 @@ async function runAnnounced(
         done += blocks.length;
         progress({ phase: 'sweep', done, total });
       }
+      // Removed gateway maps judged (their objects went) and with no map block left: the marker
+      // goes, unless the map was made again meanwhile.
+      if (quiet && gw.removedOwned.size > 0) {
+        const judged: string[] = [];
+        for (const m of gw.removedOwned) {
+          let left = false;
+          for await (const o of blockerm.list(`${m}_`)) if (MAP_BLOCK.exec(o)?.[1] === m) left = true;
+          if (!left) judged.push(m);
+        }
+        await disownIf(blockerm, store, judged, (st) =>
+          st === null ? true : (st.header.flags & MapFlag.DELETED) !== 0,
+        );
+      }
       // Hold records no later run needs: ended or expired before this run began.
       for (const h of byId.values()) {
         if ((h.end ?? h.expires) < markStart)
@@ -618,6 +1015,7 @@ async function runAnnounced(
       deletedMaps: deletedMaps.size,
       rounds,
       fileRecords,
+      gatewayMaps: gw.removed,
       blockerObjects: all.objects,
       blockerBytes: all.bytes,
       referencedObjects: marked.size,

@@ -5,6 +5,8 @@ export {
   collectGarbage,
   DEFAULT_GC_GRACE_MS,
   DEFAULT_HOLD_LEASE_MS,
+  disownHashedMap,
+  GATEWAY_OWNED_PREFIX,
   GC_HOLD_PREFIX,
   GC_LOCK,
   GC_STATE,
@@ -15,9 +17,16 @@ export {
   type GcOptions,
   type GcProgress,
   type GcReport,
+  gatewayOwnedMarker,
+  type HashedMapLock,
+  hashedMapRoot,
+  isGatewayOwned,
   listGcHolds,
+  lockHashedMap,
+  ownHashedMap,
   takeGcHold,
   withGcHold,
+  withHashedMapLock,
 } from './gc.js';
 export type { HostLockHandle, HostLocks } from './host-locks.js';
 export { MAX_VOLUME_SIZE, Mapper, type MapperOptions, type OpenMapView } from './mapper.js';

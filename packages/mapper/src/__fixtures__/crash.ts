@@ -105,7 +105,7 @@ export async function memoryStore(): Promise<CrashStore> {
  * `b` with its locks taken and renewed for process `proc` (FileBlocker has no option for it; the
  * contract's `as` does it per call).
  */
-function asProcess(b: Blocker, proc: LockProcess): Blocker {
+export function asProcess(b: Blocker, proc: LockProcess): Blocker {
   return new Proxy(b, {
     get(target, prop) {
       if (prop === 'acquire')

@@ -2,6 +2,7 @@
 import { ArchipelagoError, archipError } from '@archipelago/libxseg';
 import { merkleRoot, ObjFlag, ZERO_BLOCK } from '@archipelago/mapfile';
 import type { MapperContext } from '../context.js';
+import { disownHashedMap, withHashedMapLock } from '../gc.js';
 import { isContentName, isReadonly, isZero, type LoadedMap } from '../map.js';
 import { pool } from '../mutex.js';
 import type { HashOptions, HashResult } from '../types.js';
@@ -46,7 +47,12 @@ export async function hash(ctx: MapperContext, name: string, opts: HashOptions =
     bytes += len;
     opts.onProgress?.(done, n, bytes);
   });
-  const made = await createHashedMap(ctx, hashes, src.size, bs);
+  // A user's map: if the gateway made it, it is the user's now (gc keeps it whatever files name it).
+  const made = await withHashedMapLock(ctx.blockerm, merkleRoot(hashes), async () => {
+    const m = await createHashedMap(ctx, hashes, src.size, bs);
+    await disownHashedMap(ctx.blockerm, m.name);
+    return m;
+  });
   if (!made.existed) ctx.log.info({ snapshot: name, hashed: made.name }, 'hashed snapshot');
   return { ...made, hashes, size: src.size, blocksize: bs };
 }
