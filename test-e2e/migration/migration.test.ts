@@ -167,7 +167,15 @@ for (const blocker of ['file', 'rados'] as BlockerKind[]) {
           info = await src.qmp.waitMigration(120_000);
           switchedAt = Date.now();
           expect(await src.qmp.queryStatus()).toMatchObject({ status: 'postmigrate', running: false });
-          expect(await dst.qmp.queryStatus()).toMatchObject({ status: 'running', running: true });
+          // The source reports "completed" once it sent the last state; the destination runs
+          // once it has loaded it (a moment later, longer on a loaded machine).
+          const dstUp = Date.now();
+          let dstStatus = await dst.qmp.queryStatus();
+          while (dstStatus.status === 'inmigrate' && Date.now() - dstUp < 30_000) {
+            await new Promise((r) => setTimeout(r, 50));
+            dstStatus = await dst.qmp.queryStatus();
+          }
+          expect(dstStatus).toMatchObject({ status: 'running', running: true });
           await src.qmp.quit();
           await src.exited;
           const atSwitch = src.files;

@@ -53,7 +53,9 @@ describe('wake-ups between processes', () => {
     const s = cli.stats();
     expect(s?.spins).toBeGreaterThanOrEqual(1); // it did try
     expect(s?.hits).toBe(0); // the spin gave up long before the 100 ms reply
-    expect(s?.wakes).toBeGreaterThanOrEqual(3);
+    // Each reply came through the doorbell, or (on a loaded machine, the loop woken late) was
+    // found by the drain of an earlier wake-up: never by the spin.
+    expect(s?.wakes).toBeGreaterThanOrEqual(1);
     seg.close();
   });
 
