@@ -16,6 +16,7 @@
  * in a temp dir and purges it at the end. Needs `pnpm build`. Writes bench/results/<out>.json.
  */
 import { execFile, execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -38,11 +39,24 @@ const { values: o } = parseArgs({
 const runs = Number(o.runs);
 const TIB = 1024 ** 4;
 
-/** Wall ms of one command (spawned, waited for). Fails loudly on a non-zero exit. */
+/** CPU ms (user + sys) of each timed step, by side name and op: this VM's 2 CPUs are shared. */
+const cpuOf = [];
+let timeOut = '';
+
+/**
+ * Wall ms of one command (spawned under /usr/bin/time, waited for); its CPU ms (user + sys) goes
+ * to `cpuOf`. Fails loudly on a non-zero exit.
+ */
 async function timed(cmd, args, env) {
   const t0 = process.hrtime.bigint();
-  await exec(cmd, args, { env: { ...process.env, ...env }, maxBuffer: 1 << 24 });
-  return Number(process.hrtime.bigint() - t0) / 1e6;
+  await exec('/usr/bin/time', ['-f', '%U %S', '-o', timeOut, cmd, ...args], {
+    env: { ...process.env, ...env },
+    maxBuffer: 1 << 24,
+  });
+  const wall = Number(process.hrtime.bigint() - t0) / 1e6;
+  const [u, sy] = readFileSync(timeOut, 'utf8').trim().split(/\s+/).slice(-2).map(Number);
+  cpuOf.push((u + sy) * 1000);
+  return wall;
 }
 
 async function inProcessSide(kind, blockerm, blockerb) {
@@ -54,8 +68,11 @@ async function inProcessSide(kind, blockerm, blockerb) {
     async pass() {
       const i = n++;
       const t = async (f) => {
+        const c0 = process.cpuUsage();
         const t0 = process.hrtime.bigint();
         await f();
+        const c = process.cpuUsage(c0);
+        cpuOf.push((c.user + c.system) / 1000);
         return Number(process.hrtime.bigint() - t0) / 1e6;
       };
       return {
@@ -134,6 +151,7 @@ const median = (xs) => {
 
 async function main() {
   const tmp = await mkdtemp(join(tmpdir(), 'archip-snap-bench-'));
+  timeOut = join(tmp, 'time.out');
   const load = [loadavg()[0]];
   let clusterDir = null;
   let cephConf = o.conf ?? null;
@@ -184,9 +202,16 @@ async function main() {
   // One warm-up pass (the vlmc code cache, the page cache, librbd's first connection), untimed.
   for (const s of sides) await s.pass();
   const results = new Map(sides.map((s) => [s.name, []]));
+  const cpu = new Map(sides.map((s) => [s.name, []]));
   for (let r = 0; r < runs; r++) {
     const order = sides.map((_, i) => sides[(i + r) % sides.length]);
-    for (const s of order) results.get(s.name).push(await s.pass());
+    for (const s of order) {
+      cpuOf.length = 0;
+      const p = await s.pass();
+      results.get(s.name).push(p);
+      // The steps ran in the order of their keys.
+      cpu.get(s.name).push(Object.fromEntries(Object.keys(p).map((k, i) => [k, cpuOf[i]])));
+    }
     load.push(loadavg()[0]);
   }
   for (const c of closers) await c().catch(() => {});
@@ -194,25 +219,38 @@ async function main() {
   await rm(tmp, { recursive: true, force: true });
 
   const ops = ['create', 'snapshot', 'clone', 'info'];
-  const table = {};
-  for (const [name, passes] of results) {
-    table[name] = {};
-    for (const op of [...ops, 'start']) {
-      const xs = passes.map((p) => p[op]).filter((x) => x !== undefined);
-      if (xs.length) table[name][op] = { median: median(xs), min: Math.min(...xs), max: Math.max(...xs) };
+  const summarize = (from) => {
+    const t = {};
+    for (const [name, passes] of from) {
+      t[name] = {};
+      for (const op of [...ops, 'start']) {
+        const xs = passes.map((p) => p[op]).filter((x) => x !== undefined);
+        if (xs.length) t[name][op] = { median: median(xs), min: Math.min(...xs), max: Math.max(...xs) };
+      }
     }
-  }
-  const cell = (name, op) => {
-    const c = table[name]?.[op];
+    return t;
+  };
+  const table = summarize(results);
+  const cpuTable = summarize(cpu);
+  const cellOf = (t) => (name, op) => {
+    const c = t[name]?.[op];
     return c ? `${c.median.toFixed(0)} (${c.min.toFixed(0)}–${c.max.toFixed(0)})` : '';
   };
+  const cell = cellOf(table);
+  const cpuCell = cellOf(cpuTable);
   const lines = [
     `runs ${runs}, ${cpus().length} CPUs, load average (1 min) during the run: ${load.map((x) => x.toFixed(1)).join(', ')}`,
-    `node -e 0: ${cell('node -e 0', 'start')} ms`,
+    `node -e 0: ${cell('node -e 0', 'start')} ms wall, ${cpuCell('node -e 0', 'start')} ms CPU`,
     '',
+    'wall ms, median (min–max)',
     `| side | ${ops.join(' | ')} |`,
     `|---|${ops.map(() => '---:').join('|')}|`,
     ...sides.filter((s) => s !== nodeSide).map((s) => `| ${s.name} | ${ops.map((op) => cell(s.name, op)).join(' | ')} |`),
+    '',
+    'CPU ms (user + sys of the command; in process: of this process), median (min–max)',
+    `| side | ${ops.join(' | ')} |`,
+    `|---|${ops.map(() => '---:').join('|')}|`,
+    ...sides.filter((s) => s !== nodeSide).map((s) => `| ${s.name} | ${ops.map((op) => cpuCell(s.name, op)).join(' | ')} |`),
     '',
     'ratios of medians (< 1: ours faster)',
     `| ours / reference | ${ops.join(' | ')} |`,
@@ -226,7 +264,7 @@ async function main() {
   }
   console.log(lines.join('\n'));
   const outFile = join(ROOT, 'bench', 'results', `${o.out}.json`);
-  await writeFile(outFile, JSON.stringify({ when: new Date().toISOString(), runs, load, table }, null, 2));
+  await writeFile(outFile, JSON.stringify({ when: new Date().toISOString(), runs, load, table, cpu: cpuTable }, null, 2));
   console.error(`# wrote ${outFile}`);
   try {
     console.error(`# uptime: ${execFileSync('uptime').toString().trim()}`);

@@ -51,9 +51,32 @@ export default fail;`,
   },
 };
 
+/**
+ * oclif's config asks wsl-utils whether it runs under WSL (its `platform`: "wsl" or the OS), and
+ * loading wsl-utils loads child_process, fs/promises and PowerShell helpers: ~10-15 ms of every
+ * call. vlmc uses none of oclif's WSL-dependent features (opening a browser, shell detection); in
+ * the bundle, isWsl is the kernel-release test alone (a WSL kernel's release names Microsoft).
+ */
+const wslStub = {
+  name: 'wsl-utils-stub',
+  setup(b) {
+    b.onResolve({ filter: /^wsl-utils$/ }, (args) => ({ path: args.path, namespace: 'wsl-utils-stub' }));
+    b.onLoad({ filter: /.*/, namespace: 'wsl-utils-stub' }, () => ({
+      contents: `import { release } from 'node:os';
+export const isWsl = process.platform === 'linux' && release().toLowerCase().includes('microsoft');
+const fail = () => { throw new Error('wsl-utils is not bundled in vlmc'); };
+export const powerShellPath = fail;
+export const powerShellPathFromWsl = fail;
+export const wslDefaultBrowser = fail;
+export const wslDrivesMountPoint = fail;`,
+      loader: 'js',
+    }));
+  },
+};
+
 const out = `${dist}bundle/vlmc.cjs`;
 const result = await build({
-  plugins: [unusedByConf],
+  plugins: [unusedByConf, wslStub],
   stdin: { contents: entry, resolveDir: dist, sourcefile: 'vlmc-entry.js', loader: 'js' },
   bundle: true,
   platform: 'node',
