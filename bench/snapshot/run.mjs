@@ -181,8 +181,18 @@ async function main() {
     const { RadosBlocker } = await import(
       pathToFileURL(join(ROOT, 'packages/blocker-rados/dist/index.js')).href
     );
-    const rm_ = await RadosBlocker.open({ cephConf, pool: 'maps', namespace: `${ns}ip`, identity: 'bench_ip' });
-    const rb = await RadosBlocker.open({ cephConf, pool: 'blocks', namespace: `${ns}ip`, identity: 'bench_ip' });
+    const rm_ = await RadosBlocker.open({
+      cephConf,
+      pool: 'maps',
+      namespace: `${ns}ip`,
+      identity: 'bench_ip',
+    });
+    const rb = await RadosBlocker.open({
+      cephConf,
+      pool: 'blocks',
+      namespace: `${ns}ip`,
+      identity: 'bench_ip',
+    });
     const ip = await inProcessSide('rados', rm_, rb);
     sides.push(vlmcSide('rados', radosConf), ip, rbdSide(cephConf));
     closers.push(
@@ -245,18 +255,27 @@ async function main() {
     'wall ms, median (min–max)',
     `| side | ${ops.join(' | ')} |`,
     `|---|${ops.map(() => '---:').join('|')}|`,
-    ...sides.filter((s) => s !== nodeSide).map((s) => `| ${s.name} | ${ops.map((op) => cell(s.name, op)).join(' | ')} |`),
+    ...sides
+      .filter((s) => s !== nodeSide)
+      .map((s) => `| ${s.name} | ${ops.map((op) => cell(s.name, op)).join(' | ')} |`),
     '',
     'CPU ms (user + sys of the command; in process: of this process), median (min–max)',
     `| side | ${ops.join(' | ')} |`,
     `|---|${ops.map(() => '---:').join('|')}|`,
-    ...sides.filter((s) => s !== nodeSide).map((s) => `| ${s.name} | ${ops.map((op) => cpuCell(s.name, op)).join(' | ')} |`),
+    ...sides
+      .filter((s) => s !== nodeSide)
+      .map((s) => `| ${s.name} | ${ops.map((op) => cpuCell(s.name, op)).join(' | ')} |`),
     '',
     'ratios of medians (< 1: ours faster)',
     `| ours / reference | ${ops.join(' | ')} |`,
     `|---|${ops.map(() => '---:').join('|')}|`,
   ];
-  const ratio = (a, b) => ops.map((op) => (table[a]?.[op] && table[b]?.[op] ? (table[a][op].median / table[b][op].median).toFixed(2) : '')).join(' | ');
+  const ratio = (a, b) =>
+    ops
+      .map((op) =>
+        table[a]?.[op] && table[b]?.[op] ? (table[a][op].median / table[b][op].median).toFixed(2) : '',
+      )
+      .join(' | ');
   lines.push(`| vlmc (file) / qemu-img | ${ratio('vlmc (file)', 'qemu-img (qcow2)')} |`);
   if (table.rbd) {
     lines.push(`| vlmc (rados) / rbd | ${ratio('vlmc (rados)', 'rbd')} |`);
@@ -264,7 +283,10 @@ async function main() {
   }
   console.log(lines.join('\n'));
   const outFile = join(ROOT, 'bench', 'results', `${o.out}.json`);
-  await writeFile(outFile, JSON.stringify({ when: new Date().toISOString(), runs, load, table, cpu: cpuTable }, null, 2));
+  await writeFile(
+    outFile,
+    JSON.stringify({ when: new Date().toISOString(), runs, load, table, cpu: cpuTable }, null, 2),
+  );
   console.error(`# wrote ${outFile}`);
   try {
     console.error(`# uptime: ${execFileSync('uptime').toString().trim()}`);

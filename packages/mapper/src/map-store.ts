@@ -232,7 +232,9 @@ export class MapStore {
       const from = b * per;
       const to = Math.min(n, from + per);
       // A block of nothing but zero entries (most of a thin map) shares one encoded buffer.
-      return allZero(map.entries, from, to) ? zeroRecords(to - from) : encodeEntriesV2(map.entries.slice(from, to));
+      return allZero(map.entries, from, to)
+        ? zeroRecords(to - from)
+        : encodeEntriesV2(map.entries.slice(from, to));
     });
   }
 
@@ -377,7 +379,10 @@ export class MapStore {
    * The entries of v2 map `name` and the map blocks found absent (which read as zero entries
    * when the header says SPARSE, and are a corruption otherwise).
    */
-  private async readEntries(name: string, h: MapHeader): Promise<{ entries: MapEntry[]; absent: Set<number> }> {
+  private async readEntries(
+    name: string,
+    h: MapHeader,
+  ): Promise<{ entries: MapEntry[]; absent: Set<number> }> {
     const sparse = (h.flags & MapFlag.SPARSE) !== 0;
     const absent = new Set<number>();
     const n = objectCount(h.size, h.blocksize);

@@ -56,7 +56,12 @@ async function blockEntries(b: Blocker, name: string, i: number, count = PER) {
 }
 
 /** Writes map `name` the way maps were written before SPARSE: every block, then a plain header. */
-async function writePlainMap(b: Blocker, name: string, entries: { name: string; flags: number }[], epoch = 1n) {
+async function writePlainMap(
+  b: Blocker,
+  name: string,
+  entries: { name: string; flags: number }[],
+  epoch = 1n,
+) {
   for (let i = 0; i * PER < entries.length; i++) {
     await b.writeFull(mapBlockName(name, i), encodeEntriesV2(entries.slice(i * PER, (i + 1) * PER)));
   }
@@ -145,7 +150,9 @@ describe('sparse maps', () => {
     try {
       expect(await get(other.mapper, other.b, 'v', 40 * BS, BS)).toEqual(fill(BS, 5));
       expect(await get(other.mapper, other.b, 'v', 99 * BS, BS)).toEqual(fill(BS, 9));
-      expect(await get(other.mapper, other.b, 'c', 0, 2 * BS)).toEqual(Buffer.alloc(2 * BS, 0).fill(1, 0, BS));
+      expect(await get(other.mapper, other.b, 'c', 0, 2 * BS)).toEqual(
+        Buffer.alloc(2 * BS, 0).fill(1, 0, BS),
+      );
       const s0 = await get(other.mapper, other.b, 's0', 0, SIZE);
       expect(s0.equals(Buffer.alloc(SIZE).fill(4, 40 * BS, 41 * BS))).toBe(true);
     } finally {
