@@ -248,23 +248,22 @@ async function main() {
   };
   const cell = cellOf(table);
   const cpuCell = cellOf(cpuTable);
+  const head = [`| side | ${ops.join(' | ')} |`, `|---|${ops.map(() => '---:').join('|')}|`];
+  const rows = (c) =>
+    sides
+      .filter((s) => s !== nodeSide)
+      .map((s) => `| ${s.name} | ${ops.map((op) => c(s.name, op)).join(' | ')} |`);
   const lines = [
     `runs ${runs}, ${cpus().length} CPUs, load average (1 min) during the run: ${load.map((x) => x.toFixed(1)).join(', ')}`,
     `node -e 0: ${cell('node -e 0', 'start')} ms wall, ${cpuCell('node -e 0', 'start')} ms CPU`,
     '',
     'wall ms, median (min–max)',
-    `| side | ${ops.join(' | ')} |`,
-    `|---|${ops.map(() => '---:').join('|')}|`,
-    ...sides
-      .filter((s) => s !== nodeSide)
-      .map((s) => `| ${s.name} | ${ops.map((op) => cell(s.name, op)).join(' | ')} |`),
+    ...head,
+    ...rows(cell),
     '',
     'CPU ms (user + sys of the command; in process: of this process), median (min–max)',
-    `| side | ${ops.join(' | ')} |`,
-    `|---|${ops.map(() => '---:').join('|')}|`,
-    ...sides
-      .filter((s) => s !== nodeSide)
-      .map((s) => `| ${s.name} | ${ops.map((op) => cpuCell(s.name, op)).join(' | ')} |`),
+    ...head,
+    ...rows(cpuCell),
     '',
     'ratios of medians (< 1: ours faster)',
     `| ours / reference | ${ops.join(' | ')} |`,
