@@ -11,6 +11,10 @@
  * time per command, ms, and ours/reference ratios (< 1: we are faster).
  *
  *   node bench/snapshot/run.mjs [--runs 7] [--conf CEPH_CONF | --no-rados] [--out snapshot]
+ *                               [--before OTHER_TREE]
+ *
+ * --before runs OTHER_TREE's built vlmc too (another checkout of the repository, e.g. the commit
+ * before a change, built), on its own file store, as the side "vlmc before (file)".
  *
  * Without --conf (and without --no-rados) it starts a throwaway cluster (scripts/ceph-cluster.sh)
  * in a temp dir and purges it at the end. Needs `pnpm build`. Writes bench/results/<out>.json.
@@ -34,6 +38,7 @@ const { values: o } = parseArgs({
     conf: { type: 'string' },
     'no-rados': { type: 'boolean', default: false },
     out: { type: 'string', default: 'snapshot' },
+    before: { type: 'string' },
   },
 });
 const runs = Number(o.runs);
@@ -59,12 +64,12 @@ async function timed(cmd, args, env) {
   return wall;
 }
 
-async function inProcessSide(kind, blockerm, blockerb) {
-  const { Mapper } = await import(pathToFileURL(join(ROOT, 'packages/mapper/dist/index.js')).href);
+async function inProcessSide(kind, blockerm, blockerb, root = ROOT, name = `in-process (${kind})`) {
+  const { Mapper } = await import(pathToFileURL(join(root, 'packages/mapper/dist/index.js')).href);
   const mapper = new Mapper({ blockerm, blockerb });
   let n = 0;
   return {
-    name: `in-process (${kind})`,
+    name,
     async pass() {
       const i = n++;
       const t = async (f) => {
@@ -86,10 +91,10 @@ async function inProcessSide(kind, blockerm, blockerb) {
   };
 }
 
-function vlmcSide(kind, conf) {
+function vlmcSide(kind, conf, bin = VLMC) {
   let n = 0;
   const env = { ARCHIPELAGO_CONF: conf };
-  const v = (...a) => timed(process.execPath, [VLMC, ...a], env);
+  const v = (...a) => timed(process.execPath, [bin, ...a], env);
   return {
     name: `vlmc (${kind})`,
     async pass() {
@@ -172,6 +177,25 @@ async function main() {
   const fb = new FileBlocker({ dir: join(tmp, 'ip-blocks'), identity: 'bench_ip' });
   const sides = [vlmcSide('file', fileConf), await inProcessSide('file', fm, fb), qemuSide(tmp)];
   const closers = [() => sides[1].close(), () => fm.close(), () => fb.close()];
+  if (o.before) {
+    const beforeConf = join(tmp, 'before.conf');
+    await writeFile(
+      beforeConf,
+      `[blockerb]\ntype = file_blocker\narchip_dir = ${join(tmp, 'b-blocks')}\nunique_str = bench\n\n` +
+        `[blockerm]\ntype = file_blocker\narchip_dir = ${join(tmp, 'b-maps')}\nunique_str = bench\n`,
+    );
+    sides.push(vlmcSide('file', beforeConf, join(o.before, 'packages', 'cli', 'bin', 'vlmc.js')));
+    sides.at(-1).name = 'vlmc before (file)';
+    const bm = new FileBlocker({ dir: join(tmp, 'ipb-maps'), identity: 'bench_ip' });
+    const bb = new FileBlocker({ dir: join(tmp, 'ipb-blocks'), identity: 'bench_ip' });
+    const ipb = await inProcessSide('file', bm, bb, o.before, 'in-process before (file)');
+    sides.push(ipb);
+    closers.push(
+      () => ipb.close(),
+      () => bm.close(),
+      () => bb.close(),
+    );
+  }
   if (cephConf) {
     const ns = `snapbench${Date.now()}`;
     const radosConf = join(tmp, 'rados.conf');
@@ -265,20 +289,31 @@ async function main() {
     ...head,
     ...rows(cpuCell),
     '',
-    'ratios of medians (< 1: ours faster)',
-    `| ours / reference | ${ops.join(' | ')} |`,
-    `|---|${ops.map(() => '---:').join('|')}|`,
   ];
-  const ratio = (a, b) =>
-    ops
-      .map((op) =>
-        table[a]?.[op] && table[b]?.[op] ? (table[a][op].median / table[b][op].median).toFixed(2) : '',
-      )
-      .join(' | ');
-  lines.push(`| vlmc (file) / qemu-img | ${ratio('vlmc (file)', 'qemu-img (qcow2)')} |`);
-  if (table.rbd) {
-    lines.push(`| vlmc (rados) / rbd | ${ratio('vlmc (rados)', 'rbd')} |`);
-    lines.push(`| vlmc (file) / rbd | ${ratio('vlmc (file)', 'rbd')} |`);
+  const pairs = [
+    ['vlmc (file)', 'qemu-img (qcow2)'],
+    ['in-process (file)', 'in-process before (file)'],
+    ['vlmc (file)', 'vlmc before (file)'],
+    ['vlmc (rados)', 'rbd'],
+    ['vlmc (file)', 'rbd'],
+  ].filter(([a, b]) => table[a] && table[b]);
+  for (const [what, t] of [
+    ['wall', table],
+    ['CPU', cpuTable],
+  ]) {
+    const ratio = (a, b) =>
+      ops
+        .map((op) => (t[a]?.[op] && t[b]?.[op]?.median ? (t[a][op].median / t[b][op].median).toFixed(2) : ''))
+        .join(' | ');
+    lines.push(
+      '',
+      `ratios of ${what} medians (< 1: ours faster)`,
+      `| ours / reference | ${ops.join(' | ')} |`,
+    );
+    lines.push(
+      `|---|${ops.map(() => '---:').join('|')}|`,
+      ...pairs.map(([a, b]) => `| ${a} / ${b} | ${ratio(a, b)} |`),
+    );
   }
   console.log(lines.join('\n'));
   const outFile = join(ROOT, 'bench', 'results', `${o.out}.json`);
