@@ -68,6 +68,18 @@ async function writePlainMap(
   await b.writeFull(name, encodeHeaderV2({ size: entries.length * BS, blocksize: BS, flags: 0, epoch }));
 }
 
+/** Runs `use` with a fresh mapper over the same store (another process, as a next command is). */
+async function nextProcess(use: (other: ReturnType<typeof stack>) => Promise<void>): Promise<void> {
+  const other = stack(s.dir, 's_2');
+  try {
+    await use(other);
+  } finally {
+    await other.mapper.close();
+    await other.m.close();
+    await other.b.close();
+  }
+}
+
 describe('sparse maps', () => {
   it('create, snapshot and clone of a thin volume store headers only, and read back as zeros', async () => {
     const m = s.mapper;
@@ -81,17 +93,14 @@ describe('sparse maps', () => {
     }
     expect((await headerFlags(s.maps, 'snap')) & MapFlag.READONLY).toBe(MapFlag.READONLY);
     // A fresh process reads them: every block zero.
-    const other = stack(s.dir, 's_2');
-    try {
+    await nextProcess(async (other) => {
       for (const name of ['v', 'snap', 'c']) {
         expect((await get(other.mapper, other.b, name, 0, SIZE)).equals(Buffer.alloc(SIZE))).toBe(true);
         const info = await other.mapper.info(name);
         expect(info.size).toBe(SIZE);
         expect(info.epoch).toBe(name === 'v' ? 2n : name === 'snap' ? 0n : 1n);
       }
-    } finally {
-      await other.mapper.close();
-    }
+    });
   });
 
   it('the first write into an absent map block stores that block whole; others stay absent', async () => {
@@ -111,17 +120,14 @@ describe('sparse maps', () => {
     ]);
     expect(block2.findIndex((e) => e !== ZERO_ENTRY)).toBe(70 - 2 * PER);
     await m.close();
-    const other = stack(s.dir, 's_2');
-    try {
+    await nextProcess(async (other) => {
       const all = await get(other.mapper, other.b, 'v', 0, SIZE);
       const want = Buffer.alloc(SIZE);
       want.fill(7, 70 * BS, 71 * BS);
       want.fill(8, 71 * BS, 72 * BS);
       want.fill(3, 3 * BS, 4 * BS);
       expect(all.equals(want)).toBe(true);
-    } finally {
-      await other.mapper.close();
-    }
+    });
   });
 
   it('a snapshot rewrites only the origin blocks with writable entries; the snapshot holds the same', async () => {
@@ -146,8 +152,7 @@ describe('sparse maps', () => {
     expect(await get(m, s.blocks, 'c', 40 * BS, BS)).toEqual(fill(BS, 4));
     await put(m, s.blocks, 'c', 0, fill(BS, 1));
     await m.close();
-    const other = stack(s.dir, 's_2');
-    try {
+    await nextProcess(async (other) => {
       expect(await get(other.mapper, other.b, 'v', 40 * BS, BS)).toEqual(fill(BS, 5));
       expect(await get(other.mapper, other.b, 'v', 99 * BS, BS)).toEqual(fill(BS, 9));
       expect(await get(other.mapper, other.b, 'c', 0, 2 * BS)).toEqual(
@@ -155,9 +160,7 @@ describe('sparse maps', () => {
       );
       const s0 = await get(other.mapper, other.b, 's0', 0, SIZE);
       expect(s0.equals(Buffer.alloc(SIZE).fill(4, 40 * BS, 41 * BS))).toBe(true);
-    } finally {
-      await other.mapper.close();
-    }
+    });
   });
 
   it('a map written the old way is read, written, snapshotted and cloned; its own format stays', async () => {
@@ -178,12 +181,9 @@ describe('sparse maps', () => {
     // Without the flag, a missing block is still a corruption.
     await m.close();
     await s.maps.delete(mapBlockName('old', 2));
-    const other = stack(s.dir, 's_2');
-    try {
+    await nextProcess(async (other) => {
       expect(await codeOf(other.mapper.info('old'))).toBe('ECORRUPT_MAP');
-    } finally {
-      await other.mapper.close();
-    }
+    });
   });
 
   it('with sparseMaps: false, new maps are plain v2 maps (every block stored, no flag)', async () => {
@@ -220,8 +220,7 @@ describe('sparse maps', () => {
     // v's three first objects (shared with s0), v's copy-up of block 0, c's block 70.
     expect(r).toMatchObject({ blockerObjects: 5, referencedObjects: 5, freedObjects: 0 });
     await m.close();
-    const other = stack(s.dir, 's_2');
-    try {
+    await nextProcess(async (other) => {
       const at = (vol: string, i: number) => get(other.mapper, other.b, vol, i * BS, BS);
       expect(await at('v', 0)).toEqual(fill(BS, 100));
       expect(await at('v', 40)).toEqual(fill(BS, 41));
@@ -230,9 +229,7 @@ describe('sparse maps', () => {
       expect(await at('c', 70)).toEqual(fill(BS, 70));
       expect(await at('c', 40)).toEqual(fill(BS, 41));
       expect(await other.b.exists('gone_0000000000000001_0000000000000032')).toBe(false);
-    } finally {
-      await other.mapper.close();
-    }
+    });
   });
 
   it('a sparse map removed while it is read is not read as zeros', async () => {
