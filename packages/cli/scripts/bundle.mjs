@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
- * Bundles `vlmc` (every command, oclif, conf and our packages) into one ES module,
- * dist/bundle/vlmc.mjs, after tsc. Why: a command's start is paid by every `vlmc` call, and
+ * Bundles `vlmc` (every command, oclif, conf and our packages) into one CommonJS module,
+ * dist/bundle/vlmc.cjs, after tsc (CommonJS so that bin/vlmc.js can compile it with a V8 code
+ * cache, which Node 20 offers for scripts only, not for ES modules). Why: a command's start is paid by every `vlmc` call, and
  * Node spends most of it resolving, reading and compiling hundreds of small modules; one file
  * roughly halves the start-up CPU (numbers in packages/cli/README.md).
  *
@@ -10,7 +11,7 @@
  * module (they load from node_modules as usual, so this package depends on them), and
  * typescript, which oclif only requires in development mode.
  */
-import { readdirSync } from 'node:fs';
+import { readdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 
@@ -50,14 +51,76 @@ export default fail;`,
   },
 };
 
-await build({
-  plugins: [unusedByConf],
+/**
+ * oclif's config asks wsl-utils whether it runs under WSL (its `platform`: "wsl" or the OS), and
+ * loading wsl-utils loads child_process, fs/promises and PowerShell helpers: ~10-15 ms of every
+ * call. vlmc uses none of oclif's WSL-dependent features (opening a browser, shell detection); in
+ * the bundle, isWsl is the kernel-release test alone (a WSL kernel's release names Microsoft).
+ */
+const wslStub = {
+  name: 'wsl-utils-stub',
+  setup(b) {
+    b.onResolve({ filter: /^wsl-utils$/ }, (args) => ({ path: args.path, namespace: 'wsl-utils-stub' }));
+    b.onLoad({ filter: /.*/, namespace: 'wsl-utils-stub' }, () => ({
+      contents: `import { release } from 'node:os';
+export const isWsl = process.platform === 'linux' && release().toLowerCase().includes('microsoft');
+const fail = () => { throw new Error('wsl-utils is not bundled in vlmc'); };
+export const powerShellPath = fail;
+export const powerShellPathFromWsl = fail;
+export const wslDefaultBrowser = fail;
+export const wslDrivesMountPoint = fail;`,
+      loader: 'js',
+    }));
+  },
+};
+
+/**
+ * oclif's logger loads the debug package at start-up, which loads supports-color, tty and the
+ * stream machinery: ~10-20 ms of every call, for output that only DEBUG=... shows. In the bundle,
+ * oclif gets debug itself only when DEBUG is set, and silent loggers otherwise.
+ */
+const debugWhenSet = {
+  name: 'debug-when-set',
+  setup(b) {
+    b.onResolve({ filter: /^debug$/ }, (args) =>
+      args.namespace === 'file' && args.importer.includes('/@oclif/core/')
+        ? { path: args.resolveDir, namespace: 'debug-when-set' }
+        : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: 'debug-when-set' }, (args) => ({
+      contents: `if (process.env.DEBUG) module.exports = require('debug');
+else {
+  const make = (namespace) => {
+    const log = () => {};
+    log.enabled = false;
+    log.namespace = namespace;
+    log.log = () => {};
+    log.extend = (sub, delimiter = ':') => make(namespace + delimiter + sub);
+    return log;
+  };
+  make.enable = () => {};
+  make.disable = () => '';
+  make.enabled = () => false;
+  module.exports = make;
+}`,
+      resolveDir: args.path,
+      loader: 'js',
+    }));
+  },
+};
+
+const out = `${dist}bundle/vlmc.cjs`;
+const result = await build({
+  plugins: [unusedByConf, wslStub, debugWhenSet],
   stdin: { contents: entry, resolveDir: dist, sourcefile: 'vlmc-entry.js', loader: 'js' },
   bundle: true,
   platform: 'node',
-  format: 'esm',
+  format: 'cjs',
   target: 'node20',
-  outfile: `${dist}bundle/vlmc.mjs`,
+  outfile: out,
+  write: false,
+  // The sources are ES modules: their import.meta.url is the bundle's own URL.
+  define: { 'import.meta.url': '__vlmcUrl' },
   external: [
     '@archipelago/blocker-rados',
     // Finds its addon next to its own module (bundled, it would look beside the bundle).
@@ -67,11 +130,29 @@ await build({
     'typescript',
     '*.node',
   ],
-  // CommonJS dependencies call require(); give the ES module one.
   banner: {
-    js: "import { createRequire as __vlmcRequire } from 'node:module';\nconst require = __vlmcRequire(import.meta.url);",
+    js: "const __vlmcUrl = require('node:url').pathToFileURL(__filename).href;\nconst __vlmcImport = require('./import.cjs');",
   },
   legalComments: 'none',
   logLevel: 'warning',
 });
-console.log(`bundled ${commands.length} commands into dist/bundle/vlmc.mjs`);
+/**
+ * bin/vlmc.js compiles the bundle as a vm.Script with a code cache. In Node 20, import() in such a
+ * script needs --experimental-vm-modules, and functions read from a code cache lose even the
+ * default loader: so the bundle's import() calls (addons, the RADOS blocker, oclif's hooks) go to
+ * import.cjs, an ordinary module whose import() is Node's own, resolving from this directory as
+ * the bundle's would. esbuild prints code, so an `import(` not right after a quote, a dot or a
+ * name character is an import expression ("import()" in a message stays as it is).
+ */
+let code = result.outputFiles[0].text;
+let dynamic = 0;
+code = code.replace(/(?<![\w$."'`])import\(/g, () => {
+  dynamic++;
+  return '__vlmcImport(';
+});
+writeFileSync(out, code);
+writeFileSync(
+  `${dist}bundle/import.cjs`,
+  '// import() for the bundle (see scripts/bundle.mjs)\nmodule.exports = (specifier) => import(specifier);\n',
+);
+console.log(`bundled ${commands.length} commands into dist/bundle/vlmc.cjs (${dynamic} import() calls)`);

@@ -66,7 +66,7 @@ async function putObject(root: string, name: string, data: Uint8Array): Promise<
 }
 
 beforeAll(async () => {
-  if (!existsSync(join(PKG, 'dist', 'bundle', 'vlmc.mjs')))
+  if (!existsSync(join(PKG, 'dist', 'bundle', 'vlmc.cjs')))
     throw new Error('the CLI is not built: run pnpm build');
   dir = await mkdtemp(join(tmpdir(), 'vlmc-tools-'));
   await writeFile(join(dir, 'a.conf'), testConf(join(dir, 'data'), 'hostA'));

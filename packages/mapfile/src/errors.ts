@@ -11,7 +11,9 @@ export type CorruptMapFault =
   | 'bad-objectlen'
   | 'truncated-map-block'
   | 'truncated-entry'
-  | 'entry-count-mismatch';
+  | 'entry-count-mismatch'
+  /** A SPARSE map's header changed while its blocks were read (some found absent). */
+  | 'map-changed';
 
 /** Builds an ECORRUPT_MAP error whose message names the volume and the fault. */
 export function corruptMap(

@@ -12,7 +12,7 @@ describe('format constants', () => {
     expect(api.ZERO_BLOCK).toBe(createHash('sha256').update('').digest('hex'));
     expect(api.UINT64_MAX).toBe(2n ** 64n - 1n);
     expect(api.ObjFlag).toEqual({ WRITABLE: 1, ARCHIP: 2, ZERO: 4, DELETED: 8 });
-    expect(api.MapFlag).toEqual({ READONLY: 1, DELETED: 2, INCOMPLETE: 4 });
+    expect(api.MapFlag).toEqual({ READONLY: 1, DELETED: 2, INCOMPLETE: 4, SPARSE: 8 });
     expect(Buffer.from('INTN').readUInt32BE(0)).toBe(api.INTENT_MAGIC);
   });
 

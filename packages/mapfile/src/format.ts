@@ -34,9 +34,12 @@ export const MAP_IO_CHUNK = 512 * 1024;
 export const ObjFlag = { WRITABLE: 0x1, ARCHIP: 0x2, ZERO: 0x4, DELETED: 0x8 } as const;
 /**
  * Persistent map flags (the v2 header flags word). INCOMPLETE: the map is being built (an import
- * under way, or the new name of a rename not yet committed) and must not be used.
+ * under way, or the new name of a rename not yet committed) and must not be used. SPARSE: a map
+ * block that holds nothing but plain zero entries may be absent (it reads as those entries); the
+ * original mapper does not know it and fails to load such a map (a missing map block fails its
+ * read). See FORMAT.md, "Sparse map blocks".
  */
-export const MapFlag = { READONLY: 0x1, DELETED: 0x2, INCOMPLETE: 0x4 } as const;
+export const MapFlag = { READONLY: 0x1, DELETED: 0x2, INCOMPLETE: 0x4, SPARSE: 0x8 } as const;
 
 /** Offset in a v2 header object of the optional intent record (after the 32-byte header). */
 export const INTENT_OFFSET = 32;

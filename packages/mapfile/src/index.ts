@@ -6,5 +6,5 @@ export * from './header.js';
 export * from './legacy.js';
 export * from './lineage.js';
 export * from './names.js';
-export type { MapEntry, MapHeader, MapIntent } from './types.js';
 export * from './rbd-diff.js';
+export type { MapEntry, MapHeader, MapIntent } from './types.js';

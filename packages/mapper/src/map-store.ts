@@ -6,6 +6,7 @@
 import { type Blocker, readIntoBuffer, type StorageSpace } from '@archipelago/blocker';
 import { archipError } from '@archipelago/libxseg';
 import {
+  corruptMap,
   decodeEntriesV2,
   decodeHeaderV2,
   decodeIntent,
@@ -50,16 +51,54 @@ export interface MapStoreOptions {
   /** Map blocks written or deleted at once. */
   parallelism: number;
   log: Logger;
+  /**
+   * New maps (create, clone, snapshot, import) are written SPARSE: map blocks of nothing but zero
+   * entries are not stored (FORMAT.md, "Sparse map blocks"). Default true; false writes plain v2
+   * maps, which the original mapper can read.
+   */
+  sparse?: boolean;
 }
+
+/** What this store knows about the map blocks of a SPARSE map (keyed by its entries array). */
+interface BlockState {
+  name: string;
+  /** Map blocks known absent (they read as zero entries). */
+  absent: Set<number>;
+  /** Map blocks known present. Blocks in neither set are looked up when first written. */
+  present: Set<number>;
+}
+
+/** True when entries [from, to) are all the plain zero entry (what an absent map block reads as). */
+function allZero(entries: readonly MapEntry[], from: number, to: number): boolean {
+  for (let j = from; j < to; j++) if (entries[j] !== ZERO_ENTRY) return false;
+  return true;
+}
+
+/** How many times a load re-reads a SPARSE map that changed under it before it gives up. */
+const SPARSE_RELOADS = 3;
 
 export class MapStore {
   /** Map-block read buffers kept warm between map loads (at most MAP_BUFFERS). */
   private readonly mapBuffers: Buffer[] = [];
+  /** Block states of SPARSE maps this store loaded or wrote, by entries array (see writeEntry). */
+  private readonly blockStates = new WeakMap<MapEntry[], BlockState>();
+  /** Absent map blocks being written whole before their first entry write, by object name. */
+  private readonly materializing = new Map<string, Promise<void>>();
 
   constructor(
     private readonly blockerm: Blocker,
     private readonly opts: MapStoreOptions,
   ) {}
+
+  /** Whether new maps are written SPARSE (MapStoreOptions.sparse). */
+  get sparse(): boolean {
+    return this.opts.sparse ?? true;
+  }
+
+  /** The header flags of a new map with `flags`: SPARSE added when this store writes new maps so. */
+  newMapFlags(flags: number): number {
+    return this.sparse ? flags | MapFlag.SPARSE : flags;
+  }
 
   /** Free space of blockerm's storage, or null when its blocker cannot tell (`Blocker.space`). */
   async space(): Promise<StorageSpace | null> {
@@ -94,7 +133,7 @@ export class MapStore {
    * Loads a map from storage, whatever its version. ENOENT_VOLUME when absent or deleted; EBUSY
    * when INCOMPLETE, unless `opts.incomplete` (its builder).
    */
-  async load(name: string, opts: LoadOptions): Promise<LoadedMap> {
+  async load(name: string, opts: LoadOptions, reload = 0): Promise<LoadedMap> {
     if (!isValidObjectName(name)) throw archipError('EINVAL_NAME', `"${name}" is not a valid map name`);
     let storedAs = name;
     let head = await this.readHead(name);
@@ -116,7 +155,18 @@ export class MapStore {
       if (h.flags & MapFlag.INCOMPLETE && !opts.incomplete) {
         throw incompleteError(name, decodeIntent(head.bytes.subarray(0, head.stored)));
       }
-      entries = await this.readEntries(name, h);
+      const read = await this.readEntries(name, h);
+      entries = read.entries;
+      if (read.absent.size > 0) {
+        // An absent block of a SPARSE map reads as zero entries, but it may also have been deleted
+        // under this read: a remove, a trash purge or a rollback commits on the header first and
+        // deletes blocks after. If the header changed, read the map as it is now.
+        const again = await this.readHead(name);
+        if (!again?.bytes.equals(head.bytes)) {
+          if (reload < SPARSE_RELOADS) return this.load(name, opts, reload + 1);
+          throw corruptMap(name, 'map-changed', 'the map changed while it was read (absent map blocks)', {});
+        }
+      }
     } else {
       // v0 and v1 maps are one object: read it whole.
       const info = await this.blockerm.info(storedAs);
@@ -182,25 +232,60 @@ export class MapStore {
       const from = b * per;
       const to = Math.min(n, from + per);
       // A block of nothing but zero entries (most of a thin map) shares one encoded buffer.
-      let zero = true;
-      for (let j = from; j < to && zero; j++) zero = map.entries[j] === ZERO_ENTRY;
-      return zero ? zeroRecords(to - from) : encodeEntriesV2(map.entries.slice(from, to));
+      return allZero(map.entries, from, to)
+        ? zeroRecords(to - from)
+        : encodeEntriesV2(map.entries.slice(from, to));
     });
+  }
+
+  /** For each map block of `map`: true when it holds nothing but plain zero entries. */
+  zeroBlocks(map: Pick<LoadedMap, 'blocksize' | 'entries'>): boolean[] {
+    const per = entriesPerMapBlock(map.blocksize);
+    const n = map.entries.length;
+    return Array.from({ length: Math.ceil(n / per) }, (_, b) =>
+      allZero(map.entries, b * per, Math.min(n, b * per + per)),
+    );
   }
 
   /**
    * Writes a whole v2 map: every map block first, then the header (reference §1.7), which makes
    * it a map (a crash before it leaves blocks that the next write of the name overwrites).
    * `encoded` lets a caller that writes the same entries twice (snapshot) encode them once;
-   * `head` writes the header with other flags than the map's, and an intent record.
+   * `head` writes the header with other flags than the map's, and an intent record, and
+   * `head.unchanged[b]` says that map block b already stores what the map holds (it is skipped).
+   *
+   * A SPARSE map (by the flags its header is written with) stores no block of nothing but zero
+   * entries: such a block is skipped when absent, and rewritten (as zero records) when present,
+   * never deleted, so that a crash before the header leaves the old map as readable as a crash of
+   * a plain rewrite does.
    */
   async writeMap(
     map: LoadedMap,
     encoded: Buffer[] = this.encodeBlocks(map),
-    head: { flags?: number; intent?: MapIntent | null } = {},
+    head: { flags?: number; intent?: MapIntent | null; unchanged?: readonly boolean[] } = {},
   ): Promise<void> {
-    await this.writeBlocks(map.name, encoded);
-    await this.writeHeader(map, head.flags ?? map.flags, head.intent ?? null);
+    const flags = head.flags ?? map.flags;
+    const unchanged = head.unchanged ?? [];
+    if (flags & MapFlag.SPARSE) {
+      const zero = this.zeroBlocks(map);
+      const state: BlockState = { name: map.name, absent: new Set(), present: new Set() };
+      await pool(encoded.length, this.opts.parallelism, async (b) => {
+        if (unchanged[b]) return; // unknown until written
+        const obj = mapBlockName(map.name, b);
+        if (zero[b] && !(await this.blockerm.info(obj))) {
+          state.absent.add(b);
+          return;
+        }
+        await this.blockerm.writeFull(obj, encoded[b]!);
+        state.present.add(b);
+      });
+      this.blockStates.set(map.entries, state);
+    } else {
+      await pool(encoded.length, this.opts.parallelism, async (b) => {
+        if (!unchanged[b]) await this.blockerm.writeFull(mapBlockName(map.name, b), encoded[b]!);
+      });
+    }
+    await this.writeHeader(map, flags, head.intent ?? null);
   }
 
   /** Writes map blocks `first`, `first + 1`, ... of map `name` from `encoded` (see encodeBlocks). */
@@ -215,9 +300,46 @@ export class MapStore {
    * (write-through).
    */
   async writeEntry(vol: { map: LoadedMap }, index: number, entry: MapEntry): Promise<void> {
-    const { blockId, offset } = mapBlockLocation(index, vol.map.blocksize);
-    await this.blockerm.write(mapBlockName(vol.map.name, blockId), offset, encodeEntryV2(entry));
-    vol.map.entries[index] = entry;
+    const map = vol.map;
+    const { blockId, offset } = mapBlockLocation(index, map.blocksize);
+    if (map.flags & MapFlag.SPARSE) {
+      let st = this.blockStates.get(map.entries);
+      if (!st || st.name !== map.name) {
+        st = { name: map.name, absent: new Set(), present: new Set() };
+        this.blockStates.set(map.entries, st);
+      }
+      if (!st.present.has(blockId)) await this.materialize(map, st, blockId);
+    }
+    await this.blockerm.write(mapBlockName(map.name, blockId), offset, encodeEntryV2(entry));
+    map.entries[index] = entry;
+  }
+
+  /**
+   * Makes map block `b` of SPARSE map `map` present before an entry is written into it: a
+   * 128-byte write into a missing object would create it zero-filled before the record, and zero
+   * bytes are not zero records. The block is written whole from the cached entries (entries being
+   * written meanwhile are set there only after their own write, which waits for this one).
+   */
+  private materialize(map: LoadedMap, st: BlockState, b: number): Promise<void> {
+    const obj = mapBlockName(map.name, b);
+    let p = this.materializing.get(obj);
+    if (!p) {
+      p = (async () => {
+        if (st.absent.has(b) || !(await this.blockerm.info(obj))) {
+          const per = entriesPerMapBlock(map.blocksize);
+          const from = b * per;
+          const to = Math.min(map.entries.length, from + per);
+          const bytes = allZero(map.entries, from, to)
+            ? zeroRecords(to - from)
+            : encodeEntriesV2(map.entries.slice(from, to));
+          await this.blockerm.writeFull(obj, bytes);
+        }
+        st.absent.delete(b);
+        st.present.add(b);
+      })().finally(() => this.materializing.delete(obj));
+      this.materializing.set(obj, p);
+    }
+    return p;
   }
 
   /**
@@ -253,7 +375,16 @@ export class MapStore {
     await this.blockerm.writeFull(map.name, intent ? Buffer.concat([header, encodeIntent(intent)]) : header);
   }
 
-  private async readEntries(name: string, h: MapHeader): Promise<MapEntry[]> {
+  /**
+   * The entries of v2 map `name` and the map blocks found absent (which read as zero entries
+   * when the header says SPARSE, and are a corruption otherwise).
+   */
+  private async readEntries(
+    name: string,
+    h: MapHeader,
+  ): Promise<{ entries: MapEntry[]; absent: Set<number> }> {
+    const sparse = (h.flags & MapFlag.SPARSE) !== 0;
+    const absent = new Set<number>();
     const n = objectCount(h.size, h.blocksize);
     const per = entriesPerMapBlock(h.blocksize);
     const blocks = Math.ceil(n / per);
@@ -269,6 +400,11 @@ export class MapStore {
           const count = Math.min(per, n - b * per);
           const obj = mapBlockName(name, b);
           const info = await this.blockerm.info(obj);
+          if (!info && sparse) {
+            absent.add(b);
+            parts[b] = new Array<MapEntry>(count).fill(ZERO_ENTRY);
+            continue;
+          }
           const need = count * ENTRY_V2_SIZE;
           const stored = Math.min(info?.size ?? 0, need);
           const target = buf.length >= need ? buf.subarray(0, need) : Buffer.allocUnsafe(need);
@@ -280,12 +416,21 @@ export class MapStore {
       }
     };
     await Promise.all(Array.from({ length: Math.min(MAP_BUFFERS, blocks) }, worker));
-    if (parts.length === 1) return parts[0]!;
-    const entries = new Array<MapEntry>(n);
-    for (let b = 0; b < blocks; b++) {
-      const part = parts[b]!;
-      for (let i = 0, at = b * per; i < part.length; i++) entries[at + i] = part[i]!;
+    let entries: MapEntry[];
+    if (parts.length === 1) entries = parts[0]!;
+    else if (absent.size === blocks) entries = new Array<MapEntry>(n).fill(ZERO_ENTRY);
+    else {
+      entries = new Array<MapEntry>(n);
+      for (let b = 0; b < blocks; b++) {
+        const part = parts[b]!;
+        for (let i = 0, at = b * per; i < part.length; i++) entries[at + i] = part[i]!;
+      }
     }
-    return entries;
+    if (sparse) {
+      const present = new Set<number>();
+      for (let b = 0; b < blocks; b++) if (!absent.has(b)) present.add(b);
+      this.blockStates.set(entries, { name, absent, present });
+    }
+    return { entries, absent };
   }
 }

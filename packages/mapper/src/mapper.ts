@@ -62,6 +62,11 @@ export interface MapperOptions {
   leaseMs?: number;
   /** Same-host serialization (the runtime's flock host locks); absent: none. */
   hostLocks?: HostLocks;
+  /**
+   * Write new maps SPARSE (default true): a thin map's all-zero map blocks are not stored, which
+   * the original mapper cannot read; false writes plain v2 maps (map-store.ts, MapStoreOptions).
+   */
+  sparseMaps?: boolean;
 }
 
 /** What `Mapper.openMap` shows of an open volume's cached map, at the moment it is called. */
@@ -105,7 +110,11 @@ export class Mapper implements MapperApi {
     const parallelism = opts.parallelism ?? 64;
     this.log = opts.logger ?? silentLogger;
     this.blockerm = opts.blockerm;
-    this.store = new MapStore(opts.blockerm, { parallelism, log: this.log });
+    this.store = new MapStore(opts.blockerm, {
+      parallelism,
+      log: this.log,
+      ...(opts.sparseMaps !== undefined ? { sparse: opts.sparseMaps } : {}),
+    });
     this.locks = new VolumeLocks(opts.blockerm, this.store, {
       lockTimeoutMs: opts.lockTimeoutMs ?? 30_000,
       log: this.log,

@@ -281,7 +281,8 @@ async function writeNew(
     if (lineage)
       await writeLineage(ctx.blockerm, name, { id: newLineageId(), created: Date.now(), ...lineage });
     else await dropLineage(ctx.blockerm, name); // one a former map, or a killed clone, left
-    const next = newMap(name, { ...map, epoch: prevEpoch + 1n });
+    // New maps are SPARSE (unless the store is told otherwise): a thin map's zero blocks are not written.
+    const next = newMap(name, { ...map, flags: ctx.store.newMapFlags(map.flags), epoch: prevEpoch + 1n });
     await ctx.store.writeMap(next);
     return next;
   });

@@ -1,5 +1,5 @@
 import { archipError } from '@archipelago/libxseg';
-import { MapFlag, ObjFlag, UINT64_MAX, validateVolumeName } from '@archipelago/mapfile';
+import { entriesPerMapBlock, MapFlag, ObjFlag, UINT64_MAX, validateVolumeName } from '@archipelago/mapfile';
 import type { MapperContext } from '../context.js';
 import { describe, isReadonly, type LoadedMap, newMap } from '../map.js';
 import type { VolumeInfo } from '../types.js';
@@ -48,12 +48,14 @@ export async function snapshot(ctx: MapperContext, name: string, snap: string): 
           // Origin first: once it no longer claims the objects, the snapshot can never see them change.
           const nextOrigin: LoadedMap = { ...origin, entries: shared, epoch: origin.epoch + 1n };
           const encoded = ctx.store.encodeBlocks(nextOrigin);
-          await ctx.store.writeMap(nextOrigin, encoded);
+          // Only the origin's map blocks that held a WRITABLE entry change (a thin volume has none):
+          // the others are skipped, and the origin's commit is its header alone.
+          await ctx.store.writeMap(nextOrigin, encoded, { unchanged: unchangedBlocks(origin) });
           vol.map = nextOrigin;
           const snapMap = newMap(snap, {
             size: origin.size,
             blocksize: origin.blocksize,
-            flags: MapFlag.READONLY,
+            flags: ctx.store.newMapFlags(MapFlag.READONLY),
             // The reference gives snapshots epoch 0. We keep a deleted predecessor's epoch instead, so
             // that removing the snapshot and re-creating the name as a volume never reuses object names.
             epoch: snapEpoch,
@@ -71,4 +73,17 @@ export async function snapshot(ctx: MapperContext, name: string, snap: string): 
       }),
     ),
   );
+}
+
+/** For each map block of `map`: true when no entry in it is WRITABLE (a snapshot leaves it as it is). */
+function unchangedBlocks(map: LoadedMap): boolean[] {
+  if (map.version !== 2 || map.storedAs !== map.name) return []; // not stored as v2 blocks: write all
+  const per = entriesPerMapBlock(map.blocksize);
+  const n = map.entries.length;
+  return Array.from({ length: Math.ceil(n / per) }, (_, b) => {
+    for (let i = b * per, end = Math.min(n, i + per); i < end; i++) {
+      if (map.entries[i]!.flags & ObjFlag.WRITABLE) return false;
+    }
+    return true;
+  });
 }

@@ -1,0 +1,269 @@
+/**
+ * SPARSE maps (map-store.ts; mapfile FORMAT.md, "Sparse map blocks"): new maps store no map block
+ * of nothing but zero entries; create, snapshot and clone of a thin volume write headers only;
+ * the first write into an absent block stores the block whole; maps written the old way (every
+ * block present, no flag) are read, snapshotted and cloned as before; gc keeps every live object;
+ * a map removed under a reader is not read as zeros.
+ */
+import { join } from 'node:path';
+import type { Blocker } from '@archipelago/blocker';
+import { FileBlocker } from '@archipelago/blocker-file';
+import {
+  decodeEntriesV2,
+  decodeHeaderV2,
+  ENTRY_V2_SIZE,
+  encodeEntriesV2,
+  encodeHeaderV2,
+  MapFlag,
+  mapBlockName,
+  ObjFlag,
+  ZERO_ENTRY,
+} from '@archipelago/mapfile';
+import { describe, expect, it } from 'vitest';
+import { codeOf, get, put, stack, type TempStack, useTempStack } from './__fixtures__/stack.js';
+import { collectGarbage } from './gc.js';
+import { MapStore } from './map-store.js';
+import { Mapper } from './mapper.js';
+import { silentLogger } from './types.js';
+
+const BS = 4096;
+/** Entries per map block at BS: 32. */
+const PER = BS / ENTRY_V2_SIZE;
+/** 100 blocks: map blocks 0..3 (the last holds 4 entries). */
+const N = 100;
+const SIZE = N * BS;
+const fill = (n: number, v: number) => Buffer.alloc(n, v);
+
+let s: TempStack;
+useTempStack('archip-mapper-sparse-', 's_1', (t) => {
+  s = t;
+});
+
+/** Which of map blocks 0..count-1 of `name` are stored. */
+async function storedBlocks(b: Blocker, name: string, count = Math.ceil(N / PER)): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < count; i++) if (await b.exists(mapBlockName(name, i))) out.push(i);
+  return out;
+}
+
+async function headerFlags(b: Blocker, name: string): Promise<number> {
+  return decodeHeaderV2(await b.read(name, 0, 32), name).flags;
+}
+
+/** The entries stored in map block `i` of `name` (count records), decoded as any reader does. */
+async function blockEntries(b: Blocker, name: string, i: number, count = PER) {
+  return decodeEntriesV2(await b.read(mapBlockName(name, i), 0, count * ENTRY_V2_SIZE), count, name, i * PER);
+}
+
+/** Writes map `name` the way maps were written before SPARSE: every block, then a plain header. */
+async function writePlainMap(
+  b: Blocker,
+  name: string,
+  entries: { name: string; flags: number }[],
+  epoch = 1n,
+) {
+  for (let i = 0; i * PER < entries.length; i++) {
+    await b.writeFull(mapBlockName(name, i), encodeEntriesV2(entries.slice(i * PER, (i + 1) * PER)));
+  }
+  await b.writeFull(name, encodeHeaderV2({ size: entries.length * BS, blocksize: BS, flags: 0, epoch }));
+}
+
+/** Runs `use` with a fresh mapper over the same store (another process, as a next command is). */
+async function nextProcess(use: (other: ReturnType<typeof stack>) => Promise<void>): Promise<void> {
+  const other = stack(s.dir, 's_2');
+  try {
+    await use(other);
+  } finally {
+    await other.mapper.close();
+    await other.m.close();
+    await other.b.close();
+  }
+}
+
+describe('sparse maps', () => {
+  it('create, snapshot and clone of a thin volume store headers only, and read back as zeros', async () => {
+    const m = s.mapper;
+    await m.create('v', { size: SIZE, blocksize: BS });
+    await m.snapshot('v', 'snap');
+    await m.clone('snap', 'c');
+    await m.close();
+    for (const name of ['v', 'snap', 'c']) {
+      expect(await storedBlocks(s.maps, name)).toEqual([]);
+      expect((await headerFlags(s.maps, name)) & MapFlag.SPARSE).toBe(MapFlag.SPARSE);
+    }
+    expect((await headerFlags(s.maps, 'snap')) & MapFlag.READONLY).toBe(MapFlag.READONLY);
+    // A fresh process reads them: every block zero.
+    await nextProcess(async (other) => {
+      for (const name of ['v', 'snap', 'c']) {
+        expect((await get(other.mapper, other.b, name, 0, SIZE)).equals(Buffer.alloc(SIZE))).toBe(true);
+        const info = await other.mapper.info(name);
+        expect(info.size).toBe(SIZE);
+        expect(info.epoch).toBe(name === 'v' ? 2n : name === 'snap' ? 0n : 1n);
+      }
+    });
+  });
+
+  it('the first write into an absent map block stores that block whole; others stay absent', async () => {
+    const m = s.mapper;
+    await m.create('v', { size: SIZE, blocksize: BS });
+    // Two writes into map block 2 at once (entries 70 and 71), one into block 0.
+    await Promise.all([
+      put(m, s.blocks, 'v', 70 * BS, fill(BS, 7)),
+      put(m, s.blocks, 'v', 71 * BS, fill(BS, 8)),
+      put(m, s.blocks, 'v', 3 * BS, fill(BS, 3)),
+    ]);
+    expect(await storedBlocks(s.maps, 'v')).toEqual([0, 2]);
+    const block2 = await blockEntries(s.maps, 'v', 2);
+    expect(block2.filter((e) => e !== ZERO_ENTRY).map((e) => e.flags)).toEqual([
+      ObjFlag.WRITABLE | ObjFlag.ARCHIP,
+      ObjFlag.WRITABLE | ObjFlag.ARCHIP,
+    ]);
+    expect(block2.findIndex((e) => e !== ZERO_ENTRY)).toBe(70 - 2 * PER);
+    await m.close();
+    await nextProcess(async (other) => {
+      const all = await get(other.mapper, other.b, 'v', 0, SIZE);
+      const want = Buffer.alloc(SIZE);
+      want.fill(7, 70 * BS, 71 * BS);
+      want.fill(8, 71 * BS, 72 * BS);
+      want.fill(3, 3 * BS, 4 * BS);
+      expect(all.equals(want)).toBe(true);
+    });
+  });
+
+  it('a snapshot rewrites only the origin blocks with writable entries; the snapshot holds the same', async () => {
+    const m = s.mapper;
+    await m.create('v', { size: SIZE, blocksize: BS });
+    await put(m, s.blocks, 'v', 40 * BS, fill(BS, 4));
+    await m.snapshot('v', 's0'); // block 1 rewritten (entry 40 no longer WRITABLE)
+    const before = (await s.maps.info(mapBlockName('v', 1)))!.mtime;
+    await new Promise((r) => setTimeout(r, 20));
+    await m.snapshot('v', 's1'); // nothing WRITABLE now: the origin's header only
+    expect((await s.maps.info(mapBlockName('v', 1)))!.mtime).toBe(before);
+    expect(await storedBlocks(s.maps, 'v')).toEqual([1]);
+    expect(await storedBlocks(s.maps, 's1')).toEqual([1]);
+    expect(await blockEntries(s.maps, 's1', 1)).toEqual(await blockEntries(s.maps, 'v', 1));
+    // The volume copies up on its next write; both snapshots keep the old bytes.
+    await put(m, s.blocks, 'v', 40 * BS, fill(BS, 5));
+    await put(m, s.blocks, 'v', 99 * BS, fill(BS, 9)); // the last, short map block
+    expect(await get(m, s.blocks, 's0', 40 * BS, BS)).toEqual(fill(BS, 4));
+    expect(await get(m, s.blocks, 's1', 40 * BS, BS)).toEqual(fill(BS, 4));
+    await m.clone('s1', 'c');
+    expect(await storedBlocks(s.maps, 'c')).toEqual([1]);
+    expect(await get(m, s.blocks, 'c', 40 * BS, BS)).toEqual(fill(BS, 4));
+    await put(m, s.blocks, 'c', 0, fill(BS, 1));
+    await m.close();
+    await nextProcess(async (other) => {
+      expect(await get(other.mapper, other.b, 'v', 40 * BS, BS)).toEqual(fill(BS, 5));
+      expect(await get(other.mapper, other.b, 'v', 99 * BS, BS)).toEqual(fill(BS, 9));
+      expect(await get(other.mapper, other.b, 'c', 0, 2 * BS)).toEqual(
+        Buffer.alloc(2 * BS, 0).fill(1, 0, BS),
+      );
+      const s0 = await get(other.mapper, other.b, 's0', 0, SIZE);
+      expect(s0.equals(Buffer.alloc(SIZE).fill(4, 40 * BS, 41 * BS))).toBe(true);
+    });
+  });
+
+  it('a map written the old way is read, written, snapshotted and cloned; its own format stays', async () => {
+    const entries = Array.from({ length: N }, () => ZERO_ENTRY);
+    await writePlainMap(s.maps, 'old', entries);
+    const m = s.mapper;
+    expect((await get(m, s.blocks, 'old', 0, SIZE)).equals(Buffer.alloc(SIZE))).toBe(true);
+    await put(m, s.blocks, 'old', 10 * BS, fill(BS, 1));
+    await m.snapshot('old', 'olds');
+    expect((await headerFlags(s.maps, 'old')) & MapFlag.SPARSE).toBe(0);
+    expect(await storedBlocks(s.maps, 'old')).toEqual([0, 1, 2, 3]);
+    expect(await storedBlocks(s.maps, 'olds')).toEqual([0]);
+    await m.clone('olds', 'oldc');
+    await put(m, s.blocks, 'old', 10 * BS, fill(BS, 2));
+    expect(await get(m, s.blocks, 'olds', 10 * BS, BS)).toEqual(fill(BS, 1));
+    expect(await get(m, s.blocks, 'oldc', 10 * BS, BS)).toEqual(fill(BS, 1));
+    expect(await get(m, s.blocks, 'old', 10 * BS, BS)).toEqual(fill(BS, 2));
+    // Without the flag, a missing block is still a corruption.
+    await m.close();
+    await s.maps.delete(mapBlockName('old', 2));
+    await nextProcess(async (other) => {
+      expect(await codeOf(other.mapper.info('old'))).toBe('ECORRUPT_MAP');
+    });
+  });
+
+  it('with sparseMaps: false, new maps are plain v2 maps (every block stored, no flag)', async () => {
+    const mapper = new Mapper({ blockerm: s.maps, blockerb: s.blocks, sparseMaps: false });
+    try {
+      await mapper.create('p', { size: SIZE, blocksize: BS });
+      await mapper.snapshot('p', 'ps');
+      for (const name of ['p', 'ps']) {
+        expect(await storedBlocks(s.maps, name)).toEqual([0, 1, 2, 3]);
+        expect((await headerFlags(s.maps, name)) & MapFlag.SPARSE).toBe(0);
+      }
+    } finally {
+      await mapper.close();
+    }
+  });
+
+  it('gc on sparse maps keeps every live object', async () => {
+    const m = s.mapper;
+    await m.create('v', { size: SIZE, blocksize: BS });
+    for (const i of [0, 40, 99]) await put(m, s.blocks, 'v', i * BS, fill(BS, i + 1));
+    await m.snapshot('v', 's0');
+    await m.clone('s0', 'c');
+    await put(m, s.blocks, 'c', 70 * BS, fill(BS, 70));
+    await put(m, s.blocks, 'v', 0, fill(BS, 100));
+    await m.create('gone', { size: SIZE, blocksize: BS });
+    await put(m, s.blocks, 'gone', 50 * BS, fill(BS, 50));
+    await m.remove('gone');
+    const r = await collectGarbage({
+      blockerm: s.maps,
+      blockerb: s.blocks,
+      prepare: () => s.mapper.purgeExpiredTrash(Date.now(), 0),
+      graceMs: 0,
+    });
+    // v's three first objects (shared with s0), v's copy-up of block 0, c's block 70.
+    expect(r).toMatchObject({ blockerObjects: 5, referencedObjects: 5, freedObjects: 0 });
+    await m.close();
+    await nextProcess(async (other) => {
+      const at = (vol: string, i: number) => get(other.mapper, other.b, vol, i * BS, BS);
+      expect(await at('v', 0)).toEqual(fill(BS, 100));
+      expect(await at('v', 40)).toEqual(fill(BS, 41));
+      expect(await at('v', 99)).toEqual(fill(BS, 100));
+      expect(await at('s0', 0)).toEqual(fill(BS, 1));
+      expect(await at('c', 70)).toEqual(fill(BS, 70));
+      expect(await at('c', 40)).toEqual(fill(BS, 41));
+      expect(await other.b.exists('gone_0000000000000001_0000000000000032')).toBe(false);
+    });
+  });
+
+  it('a sparse map removed while it is read is not read as zeros', async () => {
+    const m = s.mapper;
+    await m.create('v', { size: SIZE, blocksize: BS });
+    await put(m, s.blocks, 'v', 40 * BS, fill(BS, 4));
+    await m.close();
+    // A reader whose blockerm sees the map removed (header first, then its blocks) right after
+    // it read the header: block 1 is then absent, and the header changed.
+    const maps = new FileBlocker({ dir: join(s.dir, 'maps'), identity: 'r_1' });
+    let removed = false;
+    const racing = new Proxy(maps, {
+      get(target, prop, recv) {
+        if (prop === 'info') {
+          return async (name: string) => {
+            if (!removed && name === mapBlockName('v', 0)) {
+              removed = true;
+              const h = decodeHeaderV2(await target.read('v', 0, 32), 'v');
+              await target.writeFull('v', encodeHeaderV2({ ...h, flags: h.flags | MapFlag.DELETED }));
+              await target.delete(mapBlockName('v', 1));
+            }
+            return target.info(name);
+          };
+        }
+        const v = Reflect.get(target, prop, recv);
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    });
+    try {
+      const store = new MapStore(racing, { parallelism: 4, log: silentLogger });
+      expect(await codeOf(store.load('v', {}))).toBe('ENOENT_VOLUME');
+      expect(removed).toBe(true);
+    } finally {
+      await maps.close();
+    }
+  });
+});
