@@ -45,6 +45,17 @@ another endpoint or process; with EINVAL: a --socket path holding a file or in a
       summary: 'Also attach this kernel NBD device through nbd-client.',
       helpValue: '/dev/nbdX',
     }),
+    'vhost-user': Flags.string({
+      summary: "Also serve the volume as a vhost-user-blk back-end on this unix socket (qemu's vhost-user-blk-pci).",
+      helpValue: 'SOCKET',
+    }),
+    queues: Flags.integer({
+      summary: 'The most virtqueues the vhost-user-blk device offers (qemu picks with num-queues).',
+      helpValue: 'N',
+      min: 1,
+      max: 64,
+      dependsOn: ['vhost-user'],
+    }),
   };
 
   async run(): Promise<MappedEntry> {
@@ -54,9 +65,11 @@ another endpoint or process; with EINVAL: a --socket path holding a file or in a
       ...(flags.socket ? { socket: flags.socket } : {}),
       ...(flags.port !== undefined ? { port: flags.port } : {}),
       ...(flags.device ? { device: flags.device } : {}),
+      ...(flags['vhost-user'] ? { vhostUser: flags['vhost-user'], queues: flags.queues ?? 1 } : {}),
     });
     this.log(entry.uri);
     if (entry.device) this.say(`attached ${entry.device}`);
+    if (entry.vhostUser) this.say(`vhost-user-blk on ${entry.vhostUser}`);
     return entry;
   }
 }

@@ -20,6 +20,7 @@ import { openRuntime } from '../wiring.js';
 import { type ControlRequest, serveControl } from './control.js';
 import { type MappedEntry, RunState } from './runstate.js';
 import { guardStop } from './stop-guard.js';
+import { serveVhostUser, type VhostUserRequest } from './vhost.js';
 
 /** The environment variable carrying the `HostRequest` as JSON. */
 export const ENDPOINT_ENV = 'ARCHIPELAGO_ENDPOINT';
@@ -32,6 +33,8 @@ export interface HostRequest {
   socket?: string;
   port?: number;
   runDir: string;
+  /** Also serve the volume as a vhost-user-blk back-end (vhost.ts). */
+  vhostUser?: VhostUserRequest;
 }
 
 function nbdUri(volume: string, socket: string | undefined, port: number | undefined): string {
@@ -77,6 +80,7 @@ export async function runHost(req: HostRequest): Promise<void> {
   });
   const socket = req.port === undefined ? (req.socket ?? state.socketPath(name)) : undefined;
   const addr = await server.listen(socket ? { path: socket } : { port: req.port ?? 0, host: '127.0.0.1' });
+  const vhost = req.vhostUser ? await serveVhostUser(req.vhostUser, rt, name, info, readonly, log) : null;
   let stopping: Promise<void> | null = null;
   const stop = (why: string) => {
     stopping ??= (async () => {
@@ -85,6 +89,7 @@ export async function runHost(req: HostRequest): Promise<void> {
       // Bounded even when the daemons are gone (stop-guard.ts).
       const guard = guardStop(rt, log);
       await server.close();
+      await vhost?.close();
       log.debug({ ms: Date.now() - t0 }, 'nbd server closed');
       try {
         // Drains, then closes: the lock is released, or given back to the host if it held the
@@ -159,6 +164,7 @@ export async function runHost(req: HostRequest): Promise<void> {
     uri: nbdUri(name, addr.path, addr.port),
     ...(addr.path ? { socket: addr.path } : {}),
     ...(addr.port !== undefined ? { port: addr.port } : {}),
+    ...(req.vhostUser ? { vhostUser: req.vhostUser.socket } : {}),
     readonly,
     control: state.controlPath(name),
     config: loaded.path,

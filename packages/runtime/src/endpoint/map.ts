@@ -18,6 +18,7 @@ import { callControl } from './control.js';
 import { ENDPOINT_ENV, type HostRequest } from './host.js';
 import { attachDevice, detachDevice, nbdModuleAvailable } from './kernel.js';
 import type { MappedEntry, MappedStatus } from './runstate.js';
+import { checkVhostSocket } from './vhost.js';
 
 /** The endpoint process's entry script (built; resolved when first needed, so importing works unbuilt). */
 export function endpointMain(): string {
@@ -35,6 +36,10 @@ export interface MapOptions {
   port?: number;
   /** Also attach this kernel NBD device through nbd-client. */
   device?: string;
+  /** Also serve a vhost-user-blk back-end on this unix socket (for qemu's vhost-user-blk-pci). */
+  vhostUser?: string;
+  /** The most virtqueues the vhost-user-blk device offers (default 1). */
+  queues?: number;
 }
 
 /**
@@ -83,6 +88,7 @@ export async function mapVolume(s: Session, name: string, opts: MapOptions = {})
   // Where the endpoint will listen: what a dead endpoint (kill -9) left there is cleared, a socket
   // or port a live endpoint or another process uses is refused, before anything is started.
   const socket = await state.listenTarget(name, opts, existing);
+  const vhostUser = opts.vhostUser ? await checkVhostSocket(opts.vhostUser) : undefined;
   await mkdir(state.dir, { recursive: true, mode: 0o770 });
   const req: HostRequest = {
     config: s.configuration().path,
@@ -91,6 +97,7 @@ export async function mapVolume(s: Session, name: string, opts: MapOptions = {})
     ...(socket ? { socket } : {}),
     ...(opts.port !== undefined ? { port: opts.port } : {}),
     runDir: state.dir,
+    ...(vhostUser ? { vhostUser: { socket: vhostUser, queues: opts.queues ?? 1 } } : {}),
   };
   const { ready: entry } = await spawnDetached<MappedEntry>({
     entry: endpointMain(),

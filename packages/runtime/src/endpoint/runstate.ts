@@ -13,6 +13,8 @@ export interface MappedEntry {
   uri: string;
   socket?: string;
   port?: number;
+  /** vhost-user-blk socket (`vlmc map --vhost-user`), if any. */
+  vhostUser?: string;
   /** Kernel device attached through nbd-client, if any. */
   device?: string;
   readonly: boolean;
