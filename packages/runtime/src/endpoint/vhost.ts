@@ -19,16 +19,11 @@ export interface VhostUserRequest {
 }
 
 /**
- * Checks, in `vlmc map`'s own process, that SOCKET can be served: the addon is built, no process
- * answers on the socket, its directory exists. Returns the absolute path.
+ * Checks, in `vlmc map`'s own process, that SOCKET can be served: no process answers on it, no
+ * other file is there. Returns the absolute path. (Whether the addon is built is the endpoint
+ * process's check: `vlmc` itself is a bundle that does not load it.)
  */
 export async function checkVhostSocket(socket: string): Promise<string> {
-  if (!available()) {
-    throw new ArchipelagoError(
-      'ENOTSUP',
-      'vhost-user-blk needs the @archipelago/vhost native addon, which is not built here (a C++ compiler and the Node headers are needed: pnpm run build)',
-    );
-  }
   const path = resolve(socket);
   const there = await unixSocketState(path).catch(() => 'absent' as const);
   if (there === 'live') {
@@ -53,6 +48,12 @@ export async function serveVhostUser(
   readonly: boolean,
   log: pino.Logger,
 ): Promise<VhostUserBlkServer> {
+  if (!available()) {
+    throw new ArchipelagoError(
+      'ENOTSUP',
+      'vhost-user-blk needs the @archipelago/vhost native addon, which is not built here (a C++ compiler and the Node headers are needed: pnpm run build)',
+    );
+  }
   const c = rt.composer;
   const server = new VhostUserBlkServer({
     path: req.socket,
