@@ -43,7 +43,8 @@ constexpr uint32_t FLAG_VERSION = 0x1, FLAG_REPLY = 0x4, FLAG_NEED_REPLY = 0x8;
 constexpr uint64_t F_PROTOCOL_FEATURES = 1ull << 30;
 constexpr uint64_t PF_MQ = 1ull << 0, PF_REPLY_ACK = 1ull << 3, PF_CONFIG = 1ull << 9;
 constexpr uint64_t PROTOCOL_FEATURES = PF_MQ | PF_REPLY_ACK | PF_CONFIG;
-constexpr uint64_t VIRTIO_F_VERSION_1 = 1ull << 32, RING_F_INDIRECT_DESC = 1ull << 28;
+constexpr uint64_t VIRTIO_F_VERSION_1 = 1ull << 32, RING_F_INDIRECT_DESC = 1ull << 28,
+                   RING_F_EVENT_IDX = 1ull << 29;
 constexpr uint64_t BLK_F_SEG_MAX = 1ull << 2, BLK_F_RO = 1ull << 5, BLK_F_BLK_SIZE = 1ull << 6,
                    BLK_F_FLUSH = 1ull << 9, BLK_F_MQ = 1ull << 12, BLK_F_DISCARD = 1ull << 13,
                    BLK_F_WRITE_ZEROES = 1ull << 14;
@@ -127,6 +128,8 @@ struct Vring {
   uint8_t* used = nullptr;    // flags, idx, {id,len}[num], avail_event
   uint16_t lastAvail = 0;
   uint16_t usedIdx = 0;
+  uint16_t signalledUsed = 0;  // used idx at the last notification (EVENT_IDX)
+  bool signalledValid = false;
   int kickFd = -1, callFd = -1;
   uv_poll_t* kickPoll = nullptr;
   bool enabled = false;
@@ -300,7 +303,8 @@ void Device::resetRing(Vring& vq) {
   vq.used = nullptr;
   vq.num = 0;
   vq.descUva = vq.availUva = vq.usedUva = 0;
-  vq.lastAvail = vq.usedIdx = 0;
+  vq.lastAvail = vq.usedIdx = vq.signalledUsed = 0;
+  vq.signalledValid = false;
   vq.enabled = vq.started = vq.notifyPending = vq.baseReplyPending = false;
   vq.inflight = 0;
 }
@@ -469,7 +473,7 @@ bool Device::handle(uint32_t req, uint32_t flags, uint8_t* p, uint32_t size, std
   uint64_t result = 0;
   switch (req) {
     case GET_FEATURES: {
-      uint64_t f = VIRTIO_F_VERSION_1 | F_PROTOCOL_FEATURES | RING_F_INDIRECT_DESC | BLK_F_SEG_MAX |
+      uint64_t f = VIRTIO_F_VERSION_1 | F_PROTOCOL_FEATURES | RING_F_INDIRECT_DESC | RING_F_EVENT_IDX | BLK_F_SEG_MAX |
                    BLK_F_BLK_SIZE | BLK_F_FLUSH | BLK_F_MQ | BLK_F_DISCARD | BLK_F_WRITE_ZEROES;
       if (readonly_) f |= BLK_F_RO;
       return replyU64(req, f);
@@ -556,6 +560,7 @@ bool Device::handle(uint32_t req, uint32_t flags, uint8_t* p, uint32_t size, std
       if (!vq) return false;
       vq->lastAvail = static_cast<uint16_t>(s[1]);
       vq->usedIdx = static_cast<uint16_t>(s[1]);
+      vq->signalledValid = false;
       break;
     }
     case GET_VRING_BASE: {
@@ -664,10 +669,20 @@ void Device::onKick(Vring& vq) {
 }
 
 void Device::processRing(Vring& vq) {
-  if (!vq.started || !vq.enabled || !vq.desc) return;
+  const bool eventIdx = features_ & RING_F_EVENT_IDX;
   for (;;) {
+    // A request's callback may have dropped the connection (the ring is reset then).
+    if (!vq.started || !vq.enabled || !vq.desc) return;
     uint16_t availIdx = __atomic_load_n(&vq.avail[1], __ATOMIC_ACQUIRE);
-    if (availIdx == vq.lastAvail) break;
+    if (availIdx == vq.lastAvail) {
+      if (!eventIdx) break;
+      // Ask for a kick at the next request (avail_event), then look again: one may have come
+      // between the load above and the store (virtio 1.1, 2.6.7.2).
+      __atomic_store_n(reinterpret_cast<uint16_t*>(vq.used + 4 + 8ull * vq.num), vq.lastAvail, __ATOMIC_RELEASE);
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      if (__atomic_load_n(&vq.avail[1], __ATOMIC_ACQUIRE) == vq.lastAvail) break;
+      continue;
+    }
     if (static_cast<uint16_t>(availIdx - vq.lastAvail) > vq.num) {
       log("avail index moved by more than the ring size: ring ignored until reset");
       vq.started = false;
@@ -701,7 +716,17 @@ void Device::notify(Vring& vq) {
   vq.notifyPending = false;
   std::atomic_thread_fence(std::memory_order_seq_cst);
   if (vq.callFd < 0 || !vq.avail) return;
-  if (__atomic_load_n(&vq.avail[0], __ATOMIC_ACQUIRE) & AVAIL_F_NO_INTERRUPT) return;
+  if (features_ & RING_F_EVENT_IDX) {
+    // Notify only when used idx passed used_event since the last notification (2.6.7.2).
+    uint16_t event = __atomic_load_n(&vq.avail[2 + vq.num], __ATOMIC_ACQUIRE);
+    uint16_t now = vq.usedIdx, old = vq.signalledUsed;
+    bool valid = vq.signalledValid;
+    vq.signalledUsed = now;
+    vq.signalledValid = true;
+    if (valid && static_cast<uint16_t>(now - event - 1) >= static_cast<uint16_t>(now - old)) return;
+  } else if (__atomic_load_n(&vq.avail[0], __ATOMIC_ACQUIRE) & AVAIL_F_NO_INTERRUPT) {
+    return;
+  }
   uint64_t one = 1;
   ssize_t r = write(vq.callFd, &one, 8);
   (void)r;
