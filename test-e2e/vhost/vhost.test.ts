@@ -2,9 +2,11 @@
  * `vlmc map --vhost-user` with real qemu (TCG): the test guest (test-e2e/lib/guest.ts: a Debian
  * kernel and a busybox initramfs whose writer writes checksummed files on ext4) boots with its
  * disk as `vhost-user-blk-pci` on the endpoint's socket, guest RAM in a shared memfd.
- * - a clone of a snapshot, mapped writable: the guest mounts it, writes files, `vlmc snapshot`
- *   while mapped, stops; the host checks the clone (e2fsck, every logged file's sha256) and that
- *   the snapshot it was cloned from is unchanged;
+ * - a clone of a snapshot, mapped writable (two queues): the guest mounts it and writes files;
+ *   `vlmc snapshot` while mapped; the endpoint is killed with kill -9 under the running guest and
+ *   mapped again: qemu reconnects (`reconnect=1`), the requests that were in flight are sent
+ *   again, the guest goes on; it stops; the host checks the clone (e2fsck, every logged file's
+ *   sha256) and that the snapshot it was cloned from is unchanged;
  * - a read-only map: the guest sees a read-only disk (VIRTIO_BLK_F_RO) and cannot write.
  * Malformed descriptor chains are packages/vhost/src/vhost.test.ts's (a front-end that sends them).
  */
@@ -42,7 +44,7 @@ function vhostSpawn(socket: string, queues: number) {
       }
       if (a === '-device' && args[i + 1]?.startsWith('virtio-blk-pci')) {
         i++;
-        out.push('-chardev', `socket,id=vhost0,path=${socket}`, '-device', `vhost-user-blk-pci,chardev=vhost0,num-queues=${queues}`);
+        out.push('-chardev', `socket,id=vhost0,path=${socket},reconnect=1`, '-device', `vhost-user-blk-pci,chardev=vhost0,num-queues=${queues}`);
         continue;
       }
       if (a === '-machine') {
@@ -89,7 +91,7 @@ suite(reason ? `vhost-user-blk with qemu (skipped: ${reason})` : 'vhost-user-blk
     return g;
   }
 
-  it('a guest mounts a clone over vhost-user-blk, writes files, snapshot while mapped; the host checks them', SLOW, async () => {
+  it('a guest writes a clone over vhost-user-blk; snapshot while mapped; kill -9 and map again under it; the host checks', SLOW, async () => {
     const sock = join(env.dir, 'vm1.vhost');
     await env.ok('map', 'vm1', '--vhost-user', sock, '--queues', '2');
     const mapped = JSON.parse(await env.ok('showmapped', '--json')) as Array<{ volume: string; vhostUser?: string }>;
@@ -98,7 +100,13 @@ suite(reason ? `vhost-user-blk with qemu (skipped: ${reason})` : 'vhost-user-blk
     await g.waitFor(/writer: started/, 60_000);
     await g.waitFiles(5, 60_000);
     await env.ok('snapshot', 'vm1', 'vm1-live');
-    await g.waitFiles(8, 60_000);
+    const pid = (JSON.parse(await env.ok('showmapped', '--json')) as Array<{ volume: string; pid: number }>).find(
+      (e) => e.volume === 'vm1',
+    )!.pid;
+    process.kill(pid, 'SIGKILL');
+    const before = g.files;
+    await env.ok('map', 'vm1', '--vhost-user', sock, '--queues', '2');
+    await g.waitFiles(before + 3, 60_000);
     const files = await g.stopWriter();
     expect(g.serial).not.toMatch(/writer: ERROR|guest: FAILED|I\/O error|EXT4-fs error/);
     await env.ok('unmap', 'vm1');
