@@ -44,7 +44,12 @@ function vhostSpawn(socket: string, queues: number) {
       }
       if (a === '-device' && args[i + 1]?.startsWith('virtio-blk-pci')) {
         i++;
-        out.push('-chardev', `socket,id=vhost0,path=${socket},reconnect=1`, '-device', `vhost-user-blk-pci,chardev=vhost0,num-queues=${queues}`);
+        out.push(
+          '-chardev',
+          `socket,id=vhost0,path=${socket},reconnect=1`,
+          '-device',
+          `vhost-user-blk-pci,chardev=vhost0,num-queues=${queues}`,
+        );
         continue;
       }
       if (a === '-machine') {
@@ -67,7 +72,11 @@ suite(reason ? `vhost-user-blk with qemu (skipped: ${reason})` : 'vhost-user-blk
   beforeAll(async () => {
     prepared = await prepareGuest();
     env = await Env.create('vhost');
-    const disk = await makeGuestDisk((...a) => env.ok(...a), env.dir, { volume: 'base', clones: ['vm1'], sizeMiB: 32 });
+    const disk = await makeGuestDisk((...a) => env.ok(...a), env.dir, {
+      volume: 'base',
+      clones: ['vm1'],
+      sizeMiB: 32,
+    });
     baseSha = disk.imageSha256;
   }, 60_000);
 
@@ -91,35 +100,44 @@ suite(reason ? `vhost-user-blk with qemu (skipped: ${reason})` : 'vhost-user-blk
     return g;
   }
 
-  it('a guest writes a clone over vhost-user-blk; snapshot while mapped; kill -9 and map again under it; the host checks', SLOW, async () => {
-    const sock = join(env.dir, 'vm1.vhost');
-    await env.ok('map', 'vm1', '--vhost-user', sock, '--queues', '2');
-    const mapped = JSON.parse(await env.ok('showmapped', '--json')) as Array<{ volume: string; vhostUser?: string }>;
-    expect(mapped.find((e) => e.volume === 'vm1')?.vhostUser).toBe(sock);
-    const g = await boot(sock, 'vm1', 2);
-    await g.waitFor(/writer: started/, 60_000);
-    await g.waitFiles(5, 60_000);
-    await env.ok('snapshot', 'vm1', 'vm1-live');
-    const pid = (JSON.parse(await env.ok('showmapped', '--json')) as Array<{ volume: string; pid: number }>).find(
-      (e) => e.volume === 'vm1',
-    )!.pid;
-    process.kill(pid, 'SIGKILL');
-    const before = g.files;
-    await env.ok('map', 'vm1', '--vhost-user', sock, '--queues', '2');
-    await g.waitFiles(before + 3, 60_000);
-    const files = await g.stopWriter();
-    expect(g.serial).not.toMatch(/writer: ERROR|guest: FAILED|I\/O error|EXT4-fs error/);
-    await env.ok('unmap', 'vm1');
-    const raw = join(env.dir, 'vm1.raw');
-    await env.ok('export', 'vm1', raw);
-    const report = await verifyGuestImage(raw);
-    expect(report.last).toBe(files - 1);
-    expect(report.files + report.removed).toBe(files);
-    const snap = join(env.dir, 'base-snap.raw');
-    await env.ok('export', 'base-snap', snap);
-    expect(sha(await readFile(snap)), 'the snapshot is the image imported').toBe(baseSha);
-    console.log(`vhost guest: ${files} files written, ${report.files} on the disk (${(report.bytes / 1048576).toFixed(1)} MiB)`);
-  });
+  it(
+    'a guest writes a clone over vhost-user-blk; snapshot while mapped; kill -9 and map again under it; the host checks',
+    SLOW,
+    async () => {
+      const sock = join(env.dir, 'vm1.vhost');
+      await env.ok('map', 'vm1', '--vhost-user', sock, '--queues', '2');
+      const mapped = JSON.parse(await env.ok('showmapped', '--json')) as Array<{
+        volume: string;
+        vhostUser?: string;
+      }>;
+      expect(mapped.find((e) => e.volume === 'vm1')?.vhostUser).toBe(sock);
+      const g = await boot(sock, 'vm1', 2);
+      await g.waitFor(/writer: started/, 60_000);
+      await g.waitFiles(5, 60_000);
+      await env.ok('snapshot', 'vm1', 'vm1-live');
+      const pid = (
+        JSON.parse(await env.ok('showmapped', '--json')) as Array<{ volume: string; pid: number }>
+      ).find((e) => e.volume === 'vm1')!.pid;
+      process.kill(pid, 'SIGKILL');
+      const before = g.files;
+      await env.ok('map', 'vm1', '--vhost-user', sock, '--queues', '2');
+      await g.waitFiles(before + 3, 60_000);
+      const files = await g.stopWriter();
+      expect(g.serial).not.toMatch(/writer: ERROR|guest: FAILED|I\/O error|EXT4-fs error/);
+      await env.ok('unmap', 'vm1');
+      const raw = join(env.dir, 'vm1.raw');
+      await env.ok('export', 'vm1', raw);
+      const report = await verifyGuestImage(raw);
+      expect(report.last).toBe(files - 1);
+      expect(report.files + report.removed).toBe(files);
+      const snap = join(env.dir, 'base-snap.raw');
+      await env.ok('export', 'base-snap', snap);
+      expect(sha(await readFile(snap)), 'the snapshot is the image imported').toBe(baseSha);
+      console.log(
+        `vhost guest: ${files} files written, ${report.files} on the disk (${(report.bytes / 1048576).toFixed(1)} MiB)`,
+      );
+    },
+  );
 
   it('a read-only map: the guest sees a read-only disk and writes nothing', SLOW, async () => {
     const sock = join(env.dir, 'snap.vhost');

@@ -118,9 +118,12 @@ export class VhostUserBlkServer {
   /** Listens on `opts.path`; resolves once the socket accepts connections. */
   async listen(): Promise<void> {
     if (!native) {
-      throw Object.assign(new Error('the vhost-user addon is not built (packages/vhost: node scripts/build.mjs)'), {
-        code: 'ENOTSUP',
-      });
+      throw Object.assign(
+        new Error('the vhost-user addon is not built (packages/vhost: node scripts/build.mjs)'),
+        {
+          code: 'ENOTSUP',
+        },
+      );
     }
     const o = this.opts;
     try {
@@ -144,12 +147,17 @@ export class VhostUserBlkServer {
     const r = this.dev.listen();
     if (r < 0) {
       this.dev = null;
-      throw Object.assign(new Error(`cannot listen on ${o.path}: errno ${-r}`), { code: 'EADDRINUSE', errno: r });
+      throw Object.assign(new Error(`cannot listen on ${o.path}: errno ${-r}`), {
+        code: 'EADDRINUSE',
+        errno: r,
+      });
     }
   }
 
   stats(): VhostStats {
-    return this.dev ? this.dev.stats() : { connected: false, connections: 0, requests: 0, badRequests: 0, inflight: 0 };
+    return this.dev
+      ? this.dev.stats()
+      : { connected: false, connections: 0, requests: 0, badRequests: 0, inflight: 0 };
   }
 
   /** Stops listening, drops the front-end, and waits for the requests in flight. */
@@ -199,7 +207,8 @@ export class VhostUserBlkServer {
     switch (type) {
       case VIRTIO_BLK.T_IN:
       case VIRTIO_BLK.T_OUT: {
-        const one = (buf: Buffer, at: number) => (type === VIRTIO_BLK.T_IN ? b.readInto(at, buf) : b.write(at, buf));
+        const one = (buf: Buffer, at: number) =>
+          type === VIRTIO_BLK.T_IN ? b.readInto(at, buf) : b.write(at, buf);
         if (bufs.length === 1) return one(bufs[0]!, off);
         const all: Promise<unknown>[] = [];
         for (const buf of bufs) {
@@ -219,7 +228,8 @@ export class VhostUserBlkServer {
           const s = Number(segs.readBigUInt64LE(i));
           const n = segs.readUInt32LE(i + 8);
           const flags = segs.readUInt32LE(i + 12);
-          if (s > this.capacity || n > this.capacity - s) throw new Error('discard/write-zeroes beyond the end');
+          if (s > this.capacity || n > this.capacity - s)
+            throw new Error('discard/write-zeroes beyond the end');
           if (n === 0) continue;
           if (type === VIRTIO_BLK.T_DISCARD) all.push(b.trim(s * SECTOR, n * SECTOR));
           else all.push(b.writeZeroes(s * SECTOR, n * SECTOR, { noHole: (flags & 1) === 0 }));

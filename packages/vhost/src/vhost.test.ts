@@ -49,10 +49,15 @@ function memoryDisk(size: number) {
 /** Runs one scenario of the front-end against `socket`: its JSON observations. */
 function frontend(socket: string, scenario: string, arg?: string): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
-    execFile(PYTHON!, [FRONTEND, socket, scenario, ...(arg ? [arg] : [])], { timeout: 60_000 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`frontend.py ${scenario}: ${err.message}\n${stderr}`));
-      else resolve(JSON.parse(stdout) as Record<string, unknown>);
-    });
+    execFile(
+      PYTHON!,
+      [FRONTEND, socket, scenario, ...(arg ? [arg] : [])],
+      { timeout: 60_000 },
+      (err, stdout, stderr) => {
+        if (err) reject(new Error(`frontend.py ${scenario}: ${err.message}\n${stderr}`));
+        else resolve(JSON.parse(stdout) as Record<string, unknown>);
+      },
+    );
   });
 }
 
@@ -90,7 +95,8 @@ suite(why ? `vhost-user-blk back-end (skipped: ${why})` : 'vhost-user-blk back-e
       const f = BigInt(o.features as number);
       expect(f & (1n << 32n), 'VIRTIO_F_VERSION_1').toBeTruthy();
       expect(f & (1n << 5n), 'not read-only').toBe(0n);
-      for (const bit of [9n, 12n, 13n, 14n, 28n, 30n]) expect(f & (1n << bit), `feature bit ${bit}`).toBeTruthy();
+      for (const bit of [9n, 12n, 13n, 14n, 28n, 30n])
+        expect(f & (1n << bit), `feature bit ${bit}`).toBeTruthy();
       expect(o).toMatchObject({
         queueNum: 2,
         capacity: SIZE / 512,

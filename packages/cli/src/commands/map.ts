@@ -46,7 +46,8 @@ another endpoint or process; with EINVAL: a --socket path holding a file or in a
       helpValue: '/dev/nbdX',
     }),
     'vhost-user': Flags.string({
-      summary: "Also serve the volume as a vhost-user-blk back-end on this unix socket (qemu's vhost-user-blk-pci).",
+      summary:
+        "Also serve the volume as a vhost-user-blk back-end on this unix socket (qemu's vhost-user-blk-pci).",
       helpValue: 'SOCKET',
     }),
     queues: Flags.integer({

@@ -27,9 +27,13 @@ export async function checkVhostSocket(socket: string): Promise<string> {
   const path = resolve(socket);
   const there = await unixSocketState(path).catch(() => 'absent' as const);
   if (there === 'live') {
-    throw new ArchipelagoError('EBUSY', `socket ${path} is in use by another process; map with another --vhost-user path`, {
-      details: { socket: path },
-    });
+    throw new ArchipelagoError(
+      'EBUSY',
+      `socket ${path} is in use by another process; map with another --vhost-user path`,
+      {
+        details: { socket: path },
+      },
+    );
   }
   if (there === 'not-socket') {
     throw new ArchipelagoError('EINVAL', `cannot listen on ${path}: a file that is not a socket is there`, {
@@ -64,7 +68,9 @@ export async function serveVhostUser(
     serial: name,
     logger: log,
     backend: {
-      readInto: c.readInto ? (off, out) => c.readInto!(name, off, out) : (off, out) => c.read(name, off, out.length).then((b) => b.copy(out)),
+      readInto: c.readInto
+        ? (off, out) => c.readInto!(name, off, out)
+        : (off, out) => c.read(name, off, out.length).then((b) => b.copy(out)),
       write: (off, data) => c.write(name, off, data),
       flush: () => c.flush(name),
       trim: (off, len) => c.trim(name, off, len),
