@@ -15,18 +15,10 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import {
-  bootGuest,
-  type Guest,
-  guestUnavailable,
-  makeGuestDisk,
-  type PreparedGuest,
-  prepareGuest,
-  verifyGuestImage,
-} from '../lib/guest.js';
+import * as lib from '../lib/guest.js';
 import { Env } from '../lib/vlmc.js';
 
-const reason = guestUnavailable();
+const reason = lib.guestUnavailable();
 const suite = reason ? describe.skip : describe;
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const SLOW = { timeout: 120_000 };
@@ -65,14 +57,14 @@ function vhostSpawn(socket: string, queues: number) {
 
 suite(reason ? `vhost-user-blk with qemu (skipped: ${reason})` : 'vhost-user-blk with qemu', () => {
   let env: Env;
-  let prepared: PreparedGuest;
+  let prepared: lib.PreparedGuest;
   let baseSha: string;
-  const guests: Guest[] = [];
+  const guests: lib.Guest[] = [];
 
   beforeAll(async () => {
-    prepared = await prepareGuest();
+    prepared = await lib.prepareGuest();
     env = await Env.create('vhost');
-    const disk = await makeGuestDisk((...a) => env.ok(...a), env.dir, {
+    const disk = await lib.makeGuestDisk((...a) => env.ok(...a), env.dir, {
       volume: 'base',
       clones: ['vm1'],
       sizeMiB: 32,
@@ -88,8 +80,8 @@ suite(reason ? `vhost-user-blk with qemu (skipped: ${reason})` : 'vhost-user-blk
     await env?.dispose();
   });
 
-  async function boot(socket: string, tag: string, queues = 1): Promise<Guest> {
-    const g = await bootGuest({
+  async function boot(socket: string, tag: string, queues = 1): Promise<lib.Guest> {
+    const g = await lib.bootGuest({
       guest: prepared,
       diskUri: 'nbd+unix:///unused?socket=/nonexistent',
       qmpSocket: join(env.dir, `${tag}.qmp`),
@@ -127,7 +119,7 @@ suite(reason ? `vhost-user-blk with qemu (skipped: ${reason})` : 'vhost-user-blk
       await env.ok('unmap', 'vm1');
       const raw = join(env.dir, 'vm1.raw');
       await env.ok('export', 'vm1', raw);
-      const report = await verifyGuestImage(raw);
+      const report = await lib.verifyGuestImage(raw);
       expect(report.last).toBe(files - 1);
       expect(report.files + report.removed).toBe(files);
       const snap = join(env.dir, 'base-snap.raw');

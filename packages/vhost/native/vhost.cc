@@ -469,6 +469,15 @@ bool Device::handle(uint32_t req, uint32_t flags, uint8_t* p, uint32_t size, std
     return true;
   };
   auto ring = [&](uint32_t idx) -> Vring* { return idx < rings_.size() ? &rings_[idx] : nullptr; };
+  // A vring state payload (index, num): the ring, or null for a short payload or a bad index.
+  uint32_t num = 0;
+  auto state = [&]() -> Vring* {
+    if (size < 8) return nullptr;
+    uint32_t st[2];
+    memcpy(st, p, 8);
+    num = st[1];
+    return ring(st[0]);
+  };
   bool ack = (protocolFeatures_ & PF_REPLY_ACK) && (flags & FLAG_NEED_REPLY);
   uint64_t result = 0;
   switch (req) {
@@ -524,12 +533,9 @@ bool Device::handle(uint32_t req, uint32_t flags, uint8_t* p, uint32_t size, std
       break;
     }
     case SET_VRING_NUM: {
-      if (size < 8) return false;
-      uint32_t s[2];
-      memcpy(s, p, 8);
-      Vring* vq = ring(s[0]);
-      if (!vq || s[1] == 0 || s[1] > MAX_RING || (s[1] & (s[1] - 1))) return false;
-      vq->num = s[1];
+      Vring* vq = state();
+      if (!vq || num == 0 || num > MAX_RING || (num & (num - 1))) return false;
+      vq->num = num;
       mapRings();
       break;
     }
@@ -553,21 +559,15 @@ bool Device::handle(uint32_t req, uint32_t flags, uint8_t* p, uint32_t size, std
       break;
     }
     case SET_VRING_BASE: {
-      if (size < 8) return false;
-      uint32_t s[2];
-      memcpy(s, p, 8);
-      Vring* vq = ring(s[0]);
+      Vring* vq = state();
       if (!vq) return false;
-      vq->lastAvail = static_cast<uint16_t>(s[1]);
-      vq->usedIdx = static_cast<uint16_t>(s[1]);
+      vq->lastAvail = static_cast<uint16_t>(num);
+      vq->usedIdx = static_cast<uint16_t>(num);
       vq->signalledValid = false;
       break;
     }
     case GET_VRING_BASE: {
-      if (size < 8) return false;
-      uint32_t s[2];
-      memcpy(s, p, 8);
-      Vring* vq = ring(s[0]);
+      Vring* vq = state();
       if (!vq) return false;
       // Stop the ring; the answer waits for the requests in flight (their used entries must be
       // written before the front-end takes the ring back).
@@ -605,12 +605,9 @@ bool Device::handle(uint32_t req, uint32_t flags, uint8_t* p, uint32_t size, std
       break;
     }
     case SET_VRING_ENABLE: {
-      if (size < 8) return false;
-      uint32_t s[2];
-      memcpy(s, p, 8);
-      Vring* vq = ring(s[0]);
+      Vring* vq = state();
       if (!vq) return false;
-      vq->enabled = s[1] != 0;
+      vq->enabled = num != 0;
       if (vq->enabled && vq->started) processRing(*vq);
       break;
     }

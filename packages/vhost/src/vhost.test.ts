@@ -88,9 +88,24 @@ suite(why ? `vhost-user-blk back-end (skipped: ${why})` : 'vhost-user-blk back-e
     return { ...m, server, socket: join(dir, `${name}.sock`) };
   }
 
-  it('negotiates, serves IN/OUT/FLUSH/GET_ID/WRITE_ZEROES/DISCARD on two queues and indirect chains', async () => {
-    const s = await serve('basic', false, 2);
+  async function withServer(
+    name: string,
+    readonly: boolean,
+    ...rest:
+      | [number, (s: Awaited<ReturnType<typeof serve>>) => Promise<void>]
+      | [(s: Awaited<ReturnType<typeof serve>>) => Promise<void>]
+  ): Promise<void> {
+    const [queues, fn] = rest.length === 2 ? rest : [1, rest[0]];
+    const s = await serve(name, readonly, queues);
     try {
+      await fn(s);
+    } finally {
+      await s.server.close();
+    }
+  }
+
+  it('negotiates, serves IN/OUT/FLUSH/GET_ID/WRITE_ZEROES/DISCARD on two queues and indirect chains', async () => {
+    await withServer('basic', false, 2, async (s) => {
       const o = await frontend(s.socket, 'basic');
       const f = BigInt(o.features as number);
       expect(f & (1n << 32n), 'VIRTIO_F_VERSION_1').toBeTruthy();
@@ -127,14 +142,11 @@ suite(why ? `vhost-user-blk back-end (skipped: ${why})` : 'vhost-user-blk back-e
       expect(s.calls).toContain('trim 51200 4096');
       expect(s.disk.subarray(4096, 8192).every((b) => b === 0)).toBe(true);
       expect(s.server.stats()).toMatchObject({ connections: 1, inflight: 0 });
-    } finally {
-      await s.server.close();
-    }
+    });
   });
 
   it('answers garbage descriptors with an error status or an empty used entry, and keeps serving', async () => {
-    const s = await serve('garbage', false);
-    try {
+    await withServer('garbage', false, async (s) => {
       const o = await frontend(s.socket, 'garbage', '11');
       // The status byte reachable: VIRTIO_BLK_S_IOERR in it, used length 1.
       expect(o.outside).toEqual([1, 1]);
@@ -147,31 +159,23 @@ suite(why ? `vhost-user-blk back-end (skipped: ${why})` : 'vhost-user-blk back-e
       expect(o.randomRounds).toBe(60);
       expect(o).toMatchObject({ afterWrite: 0, afterRead: true });
       expect(s.server.stats().badRequests).toBeGreaterThan(5);
-    } finally {
-      await s.server.close();
-    }
+    });
   });
 
   it('read-only: writes, write-zeroes and discards get VIRTIO_BLK_S_IOERR; the device says VIRTIO_BLK_F_RO', async () => {
-    const s = await serve('ro', true);
-    try {
+    await withServer('ro', true, async (s) => {
       const o = await frontend(s.socket, 'readonly');
       expect(BigInt(o.features as number) & (1n << 5n)).toBeTruthy();
       expect(o).toMatchObject({ write: 1, writeZeroes: 1, discard: 1, read: 0 });
       expect(s.calls.filter((c) => !c.startsWith('read'))).toEqual([]);
-    } finally {
-      await s.server.close();
-    }
+    });
   });
 
   it('a front-end that reconnects goes on; GET_VRING_BASE answers the next avail index', async () => {
-    const s = await serve('reconnect', false);
-    try {
+    await withServer('reconnect', false, async (s) => {
       const o = await frontend(s.socket, 'reconnect');
       expect(o).toMatchObject({ write: 0, read: 0, same: true, vringBase: [0, 1] });
       expect(s.server.stats().connections).toBe(2);
-    } finally {
-      await s.server.close();
-    }
+    });
   });
 });
