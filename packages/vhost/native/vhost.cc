@@ -843,11 +843,18 @@ void Device::handleRequest(Vring& vq, uint32_t head) {
   // Data: the readable bytes after the header, the writable bytes before the status byte.
   std::vector<Iov> data;
   uint64_t dataLen = 0;
+  // Buffers adjacent in our mapping (guest pages that are adjacent) become one.
+  auto add = [&data](uint8_t* p, uint64_t len) {
+    if (!data.empty() && data.back().p + data.back().len == p)
+      data.back().len += len;
+    else
+      data.push_back({p, len});
+  };
   if (type == T_IN || type == T_GET_ID) {
     uint64_t want = wrLen - 1;
     for (auto& v : wr) {
       uint64_t k = v.len < want - dataLen ? v.len : want - dataLen;
-      if (k) data.push_back({v.p, k});
+      if (k) add(v.p, k);
       dataLen += k;
     }
   } else {
@@ -856,7 +863,7 @@ void Device::handleRequest(Vring& vq, uint32_t head) {
       uint64_t s = v.len < skip ? v.len : skip;
       skip -= s;
       if (v.len > s) {
-        data.push_back({v.p + s, v.len - s});
+        add(v.p + s, v.len - s);
         dataLen += v.len - s;
       }
     }

@@ -104,6 +104,8 @@ export function available(): boolean {
 }
 
 const SECTOR = 512;
+/** Requests whose pieces average less than this go to the backend in one call, through a copy. */
+const BOUNCE_BELOW = 64 * 1024;
 
 export class VhostUserBlkServer {
   private dev: NativeDevice | null = null;
@@ -207,12 +209,23 @@ export class VhostUserBlkServer {
     switch (type) {
       case VIRTIO_BLK.T_IN:
       case VIRTIO_BLK.T_OUT: {
-        const one = (buf: Buffer, at: number) =>
-          type === VIRTIO_BLK.T_IN ? b.readInto(at, buf) : b.write(at, buf);
-        if (bufs.length === 1) return one(bufs[0]!, off);
+        if (bufs.length === 1)
+          return type === VIRTIO_BLK.T_IN ? b.readInto(off, bufs[0]!) : b.write(off, bufs[0]!);
+        let total = 0;
+        for (const buf of bufs) total += buf.length;
+        if (total / bufs.length < BOUNCE_BELOW) {
+          // Many small pieces (a guest's scattered 4 KiB pages): one backend call through a bounce
+          // buffer costs far less than a call per piece (measured: bench/vhost, 1 MiB requests).
+          if (type === VIRTIO_BLK.T_OUT) return b.write(off, Buffer.concat(bufs, total));
+          const bounce = Buffer.allocUnsafe(total);
+          return b.readInto(off, bounce).then(() => {
+            let at = 0;
+            for (const buf of bufs) at += bounce.copy(buf, 0, at, at + buf.length);
+          });
+        }
         const all: Promise<unknown>[] = [];
         for (const buf of bufs) {
-          all.push(one(buf, off));
+          all.push(type === VIRTIO_BLK.T_IN ? b.readInto(off, buf) : b.write(off, buf));
           off += buf.length;
         }
         return Promise.all(all);

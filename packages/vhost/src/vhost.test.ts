@@ -5,6 +5,7 @@
  * checked on both sides. qemu itself is test-e2e/vhost/'s.
  */
 import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -121,6 +122,8 @@ suite(why ? `vhost-user-blk back-end (skipped: ${why})` : 'vhost-user-blk back-e
         memTableAck: 0,
         write: [0, 1],
         read: [0, 8193, true],
+        scatterWrite: 0,
+        scatterRead: [0, 16385, true],
         called: true,
         id: [0, 'vol-serial-1'],
         flush: 0,
@@ -134,9 +137,15 @@ suite(why ? `vhost-user-blk back-end (skipped: ${why})` : 'vhost-user-blk back-e
         beyondEnd: 1,
         partialSector: 1,
       });
-      // What reached the disk: the 8 KiB write in the two parts the guest split it into.
-      expect(s.calls).toContain('write 4096 4096');
-      expect(s.calls).toContain('write 8192 4096');
+      // What reached the disk: the 8 KiB write the guest gave in two adjacent pieces, as one call;
+      // the 16 KiB in four scattered pieces, as one call too (through a bounce buffer).
+      expect(s.calls).toContain('write 4096 8192');
+      expect(s.calls).toContain('write 102400 16384');
+      expect(s.calls).toContain('read 102400 16384');
+      const sha = createHash('sha256')
+        .update(s.disk.subarray(102400, 102400 + 16384))
+        .digest('hex');
+      expect(sha, 'the scattered write landed whole').toBe(o.scatterSha);
       expect(s.calls).toContain('flush');
       expect(s.calls).toContain('zero 4096 4096 hole');
       expect(s.calls).toContain('trim 51200 4096');

@@ -10,6 +10,7 @@ random descriptor tables.
 Facts from qemu's docs/interop/vhost-user.rst and the virtio 1.1 spec (split virtqueues 2.6,
 block device 5.2). Standard library only (Python >= 3.10: os.eventfd, socket.send_fds).
 """
+import hashlib
 import json
 import mmap
 import os
@@ -146,21 +147,25 @@ class Frontend:
         except BlockingIOError:
             return False
 
-    def request(self, q, rtype, sector, data=b"", read_len=0, split=1, bad=None):
+    def request(self, q, rtype, sector, data=b"", read_len=0, split=1, bad=None, gap=0):
         """One virtio-blk request as a 3+ descriptor chain at descriptors 0..; returns
-        (status, used_len, bytes read). `bad` corrupts it on purpose."""
+        (status, used_len, bytes read). The data is in `split` pieces, `gap` bytes apart in guest
+        memory (0: adjacent). `bad` corrupts it on purpose."""
         hdr_at, status_at, buf_at = DATA + 0x1000 * q, DATA + 0x1000 * q + 0x100, DATA + 0x10000 + 0x100000 * q
         struct.pack_into("<IIQ", self.mem, hdr_at, rtype, 0, sector)
         self.mem[status_at] = 0xFF
         chain = [(GPA + hdr_at, 16, 0)]
         length = len(data) if data else read_len
-        if data:
-            self.mem[buf_at : buf_at + len(data)] = data
+        pieces = []
         if length:
             part = length // split
             for k in range(split):
                 n = part if k < split - 1 else length - part * (split - 1)
-                chain.append((GPA + buf_at + part * k, n, WRITE if read_len else 0))
+                pieces.append((buf_at + (part + gap) * k, part * k, n))
+        for at, src, n in pieces:
+            if data:
+                self.mem[at : at + n] = data[src : src + n]
+            chain.append((GPA + at, n, WRITE if read_len else 0))
         chain.append((GPA + status_at, 1, WRITE))
         if bad == "outside":
             chain[1] = (GPA + MEM + 0x1000, chain[1][1], chain[1][2])
@@ -176,7 +181,7 @@ class Frontend:
             self.put_desc(q, len(chain) - 2, a, n, f | NEXT, QSIZE + 5)
         self.submit(q, [QSIZE + 3 if bad == "head" else 0])
         (uid, ulen), = self.wait_used(q, 1)
-        got = bytes(self.mem[buf_at : buf_at + read_len]) if read_len else b""
+        got = b"".join(bytes(self.mem[at : at + n]) for at, _, n in pieces) if read_len else b""
         return self.mem[status_at], ulen, got, uid
 
     def indirect_request(self, q, rtype, sector, read_len):
@@ -208,6 +213,12 @@ def scenario_basic(path, _arg):
     o["write"] = fe.request(0, T_OUT, 8, data=data, split=2)[:2]
     st, ulen, got, _ = fe.request(0, T_IN, 8, read_len=8192, split=3)
     o["read"] = [st, ulen, got == data]
+    # scattered pieces (4 KiB apart in guest memory), written and read back the same way
+    data3 = pattern(16384, 5)
+    o["scatterWrite"] = fe.request(0, T_OUT, 200, data=data3, split=4, gap=4096)[0]
+    st, ulen, got, _ = fe.request(0, T_IN, 200, read_len=16384, split=4, gap=4096)
+    o["scatterRead"] = [st, ulen, got == data3]
+    o["scatterSha"] = hashlib.sha256(data3).hexdigest()
     o["called"] = fe.called(0)
     st, ulen, got, _ = fe.request(0, T_GET_ID, 0, read_len=20)
     o["id"] = [st, got.rstrip(b"\0").decode()]
