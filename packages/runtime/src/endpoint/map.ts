@@ -12,6 +12,7 @@ import { createRequire } from 'node:module';
 import { describeHolder } from '@archipelago/blocker';
 import { ArchipelagoError, pidAlive } from '@archipelago/libxseg';
 import { validateVolumeName } from '@archipelago/mapfile';
+import { removeStaleSocket } from '@archipelago/nbd';
 import type { Session } from '../session.js';
 import { spawnDetached } from '../spawn.js';
 import { callControl } from './control.js';
@@ -151,6 +152,7 @@ export async function unmapVolume(
   if (entry.device) await detachDevice(entry.device);
   if (!entry.alive) {
     await state.remove(entry.volume, entry.socket);
+    if (entry.vhostUser) await removeStaleSocket(entry.vhostUser); // nobody answers there any more
     const rt = await s.runtime();
     if ((await rt.blockerm.lockOwner(entry.volume)) === rt.identity) await rt.mapper.unlock(entry.volume);
     return { volume: entry.volume, stale: true, pid: entry.pid };
