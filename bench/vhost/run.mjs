@@ -30,6 +30,7 @@ import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { exec } from '../../scripts/lib/proc.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = dirname(dirname(HERE));
@@ -68,7 +69,8 @@ function guestDir() {
         .map((d) => join(GUEST_CACHE, d))
     : [];
   dirs.sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs);
-  if (!dirs[0]) throw new Error(`no prepared guest in ${GUEST_CACHE}: run "pnpm exec vitest run test-e2e/vhost" once`);
+  if (!dirs[0])
+    throw new Error(`no prepared guest in ${GUEST_CACHE}: run "pnpm exec vitest run test-e2e/vhost" once`);
   return dirs[0];
 }
 
@@ -79,7 +81,9 @@ async function benchInitrd(dir, guest) {
   sh('gcc', ['-O2', '-static', '-pthread', '-o', join(stage, 'bin/iogen'), join(HERE, 'iogen.c')]);
   const inputs = JSON.parse(await readFile(join(guest, 'inputs.json'), 'utf8'));
   const mods = inputs.modules.map((m) => m.name).join(' ');
-  const jobs = JOBS.map((j) => `/bin/iogen /dev/vda ${j.mode} ${j.bs} ${j.qd} ${seconds} ${sizeMiB} ${j.id}`).join('\n');
+  const jobs = JOBS.map(
+    (j) => `/bin/iogen /dev/vda ${j.mode} ${j.bs} ${j.qd} ${seconds} ${sizeMiB} ${j.id}`,
+  ).join('\n');
   const init = `#!/bin/sh
 export PATH=/bin
 /bin/busybox --install -s /bin
@@ -104,34 +108,46 @@ sleep 10
 }
 
 /** Boots the bench guest with `disk` (qemu args), collects its RESULT lines. */
-function runGuest(guest, initrd, disk, tag) {
+async function runGuest(guest, initrd, disk, tag) {
   const args = [
-    '-nodefaults', '-no-user-config', '-machine', 'pc,memory-backend=mem', '-accel', opts.accel,
-    '-object', 'memory-backend-memfd,id=mem,size=256M,share=on', '-m', '256', '-smp', '2',
-    '-display', 'none', '-serial', 'stdio', '-kernel', join(guest, 'vmlinuz'), '-initrd', initrd,
-    '-append', 'console=ttyS0 quiet panic=-1 8250.nr_uarts=1', '-no-reboot', ...disk,
+    '-nodefaults',
+    '-no-user-config',
+    '-machine',
+    'pc,memory-backend=mem',
+    '-accel',
+    opts.accel,
+    '-object',
+    'memory-backend-memfd,id=mem,size=256M,share=on',
+    '-m',
+    '256',
+    '-smp',
+    '2',
+    '-display',
+    'none',
+    '-serial',
+    'stdio',
+    '-kernel',
+    join(guest, 'vmlinuz'),
+    '-initrd',
+    initrd,
+    '-append',
+    'console=ttyS0 quiet panic=-1 8250.nr_uarts=1',
+    '-no-reboot',
+    ...disk,
   ];
-  return new Promise((resolve, reject) => {
-    const p = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d) => {
-      out += d;
-    });
-    p.stderr.on('data', (d) => {
-      err += d;
-    });
-    const timer = setTimeout(() => p.kill('SIGKILL'), (JOBS.length * seconds + 120) * 1000);
-    p.on('exit', (code) => {
-      clearTimeout(timer);
-      const res = {};
-      for (const m of out.matchAll(/RESULT (\S+) (\d+) (\d+) ([\d.]+) ([\d.]+)/g)) {
-        res[m[1]] = { ops: Number(m[2]), bytes: Number(m[3]), secs: Number(m[4]), latUs: Number(m[5]) };
-      }
-      if (!out.includes('bench: done')) reject(new Error(`${tag}: the guest did not finish (${code}): ${err}\n${out}`));
-      else resolve(res);
-    });
-  });
+  const ms = (JOBS.length * seconds + 120) * 1000;
+  const {
+    code,
+    stdout: out,
+    stderr: err,
+  } = await exec('qemu-system-x86_64', args, { timeout: ms, killSignal: 'SIGKILL' });
+  if (!out.includes('bench: done'))
+    throw new Error(`${tag}: the guest did not finish (${code}): ${err}\n${out}`);
+  const res = {};
+  for (const m of out.matchAll(/RESULT (\S+) (\d+) (\d+) ([\d.]+) ([\d.]+)/g)) {
+    res[m[1]] = { ops: Number(m[2]), bytes: Number(m[3]), secs: Number(m[4]), latUs: Number(m[5]) };
+  }
+  return res;
 }
 
 async function waitSocket(path) {
@@ -163,11 +179,18 @@ async function main() {
       if (target === 'qsd') {
         const qraw = join(dir, 'qsd.raw');
         await copyFile(raw, qraw);
-        const qsd = spawn('qemu-storage-daemon', [
-          '--blockdev', `driver=file,node-name=file0,filename=${qraw},cache.direct=off,aio=threads`,
-          '--blockdev', 'driver=raw,node-name=disk0,file=file0',
-          '--export', `type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path=${sock},writable=on`,
-        ], { stdio: 'inherit' });
+        const qsd = spawn(
+          'qemu-storage-daemon',
+          [
+            '--blockdev',
+            `driver=file,node-name=file0,filename=${qraw},cache.direct=off,aio=threads`,
+            '--blockdev',
+            'driver=raw,node-name=disk0,file=file0',
+            '--export',
+            `type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path=${sock},writable=on`,
+          ],
+          { stdio: 'inherit' },
+        );
         stop = async () => {
           qsd.kill('SIGTERM');
           await new Promise((r) => qsd.once('exit', r));
@@ -177,17 +200,30 @@ async function main() {
         const uri = vlmc('map', 'bench', ...(target === 'vhost' ? ['--vhost-user', sock] : []));
         stop = async () => vlmc('unmap', 'bench');
         if (target === 'nbd') {
-          const blockdev = { driver: 'nbd', 'node-name': 'nbd0', server: { type: 'unix', path: uri.split('socket=')[1] }, export: 'bench' };
+          const blockdev = {
+            driver: 'nbd',
+            'node-name': 'nbd0',
+            server: { type: 'unix', path: uri.split('socket=')[1] },
+            export: 'bench',
+          };
           disk = ['-blockdev', JSON.stringify(blockdev), '-device', 'virtio-blk-pci,drive=nbd0,num-queues=1'];
         }
       }
-      disk ??= ['-chardev', `socket,id=c0,path=${sock}`, '-device', 'vhost-user-blk-pci,chardev=c0,num-queues=1'];
+      disk ??= [
+        '-chardev',
+        `socket,id=c0,path=${sock}`,
+        '-device',
+        'vhost-user-blk-pci,chardev=c0,num-queues=1',
+      ];
       try {
         console.log(`${target}: running ${JOBS.length} jobs of ${seconds} s`);
         results[target] = await runGuest(guest, initrd, disk, target);
         for (const j of JOBS) {
           const r = results[target][j.id];
-          if (r) console.log(`  ${j.label}: ${(r.ops / r.secs).toFixed(0)} IOPS, ${(r.bytes / r.secs / 1048576).toFixed(1)} MiB/s, ${r.latUs.toFixed(0)} us`);
+          if (r)
+            console.log(
+              `  ${j.label}: ${(r.ops / r.secs).toFixed(0)} IOPS, ${(r.bytes / r.secs / 1048576).toFixed(1)} MiB/s, ${r.latUs.toFixed(0)} us`,
+            );
         }
       } finally {
         await stop();
