@@ -107,19 +107,25 @@ const SECTOR = 512;
 /** Requests whose pieces average less than this go to the backend in one call, through a copy. */
 const BOUNCE_BELOW = 64 * 1024;
 
-/** Reused bounce buffers, by power-of-two size class (a few of each kept). */
+/** Reused bounce buffers, by power-of-two size class; at most 64 MiB kept. */
 class BouncePool {
   private readonly free = new Map<number, Buffer[]>();
+  private kept = 0;
 
   acquire(bytes: number): Buffer {
     const size = Math.max(4096, 2 ** Math.ceil(Math.log2(bytes)));
-    return this.free.get(size)?.pop() ?? Buffer.allocUnsafeSlow(size);
+    const buf = this.free.get(size)?.pop();
+    if (!buf) return Buffer.allocUnsafeSlow(size);
+    this.kept -= size;
+    return buf;
   }
 
   release(buf: Buffer): void {
+    if (this.kept + buf.length > 64 << 20) return;
+    this.kept += buf.length;
     const list = this.free.get(buf.length);
-    if (!list) this.free.set(buf.length, [buf]);
-    else if (list.length < 16) list.push(buf);
+    if (list) list.push(buf);
+    else this.free.set(buf.length, [buf]);
   }
 }
 
