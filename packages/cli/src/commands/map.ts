@@ -55,6 +55,18 @@ the file, is printed instead of the URI.`;
       summary: 'Also serve the volume as this regular file through FUSE (created when missing).',
       helpValue: 'PATH',
     }),
+    'vhost-user': Flags.string({
+      summary:
+        "Also serve the volume as a vhost-user-blk back-end on this unix socket (qemu's vhost-user-blk-pci).",
+      helpValue: 'SOCKET',
+    }),
+    queues: Flags.integer({
+      summary: 'The most virtqueues the vhost-user-blk device offers (qemu picks with num-queues).',
+      helpValue: 'N',
+      min: 1,
+      max: 64,
+      dependsOn: ['vhost-user'],
+    }),
   };
 
   async run(): Promise<MappedEntry> {
@@ -65,6 +77,7 @@ the file, is printed instead of the URI.`;
       ...(flags.port !== undefined ? { port: flags.port } : {}),
       ...(flags.device ? { device: flags.device } : {}),
       ...(flags.fuse ? { fuse: flags.fuse } : {}),
+      ...(flags['vhost-user'] ? { vhostUser: flags['vhost-user'], queues: flags.queues ?? 1 } : {}),
     });
     if (entry.fuse) {
       this.log(entry.device ?? entry.fuse); // one line: dev=$(vlmc map ... --device loop)
@@ -72,6 +85,7 @@ the file, is printed instead of the URI.`;
     }
     this.log(entry.uri);
     if (entry.device) this.say(`attached ${entry.device}`);
+    if (entry.vhostUser) this.say(`vhost-user-blk on ${entry.vhostUser}`);
     return entry;
   }
 }

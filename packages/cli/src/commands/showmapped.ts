@@ -22,7 +22,7 @@ export default class Showmapped extends VlmcCommand {
         rows.push([
           e.volume,
           e.uri,
-          e.device ?? '-',
+          e.device ?? (e.vhostUser ? `vhost-user:${e.vhostUser}` : '-'),
           String(e.pid),
           e.alive ? 'mapped' : 'stale',
           e.readonly ? 'ro' : 'rw',

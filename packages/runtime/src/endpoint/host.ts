@@ -21,6 +21,7 @@ import { type ControlRequest, serveControl } from './control.js';
 import { serveVolumeFile } from './fuse.js';
 import { type MappedEntry, RunState } from './runstate.js';
 import { guardStop } from './stop-guard.js';
+import { serveVhostUser, type VhostUserRequest } from './vhost.js';
 
 /** The environment variable carrying the `HostRequest` as JSON. */
 export const ENDPOINT_ENV = 'ARCHIPELAGO_ENDPOINT';
@@ -35,6 +36,8 @@ export interface HostRequest {
   runDir: string;
   /** Also serve the volume as this regular file through FUSE (fuse.ts). */
   fuse?: string;
+  /** Also serve the volume as a vhost-user-blk back-end (vhost.ts). */
+  vhostUser?: VhostUserRequest;
 }
 
 function nbdUri(volume: string, socket: string | undefined, port: number | undefined): string {
@@ -92,6 +95,13 @@ export async function runHost(req: HostRequest): Promise<void> {
         throw e;
       })
     : null;
+  const vhost = req.vhostUser
+    ? await serveVhostUser(req.vhostUser, rt, name, info, readonly, log).catch(async (e: unknown) => {
+        await fuse?.close().catch(() => false);
+        await server.close();
+        throw e;
+      })
+    : null;
   let stopping: Promise<void> | null = null;
   const stop = (why: string) => {
     stopping ??= (async () => {
@@ -103,6 +113,7 @@ export async function runHost(req: HostRequest): Promise<void> {
       if (fuse && !(await fuse.close().catch(() => false)))
         log.warn({ path: fuse.path }, 'the FUSE file was in use: unmounted lazily');
       await server.close();
+      await vhost?.close();
       log.debug({ ms: Date.now() - t0 }, 'nbd server closed');
       try {
         // Drains, then closes: the lock is released, or given back to the host if it held the
@@ -178,6 +189,7 @@ export async function runHost(req: HostRequest): Promise<void> {
     ...(addr.path ? { socket: addr.path } : {}),
     ...(addr.port !== undefined ? { port: addr.port } : {}),
     ...(fuse ? { fuse: fuse.path } : {}),
+    ...(req.vhostUser ? { vhostUser: req.vhostUser.socket } : {}),
     readonly,
     control: state.controlPath(name),
     config: loaded.path,

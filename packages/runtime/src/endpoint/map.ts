@@ -13,6 +13,7 @@ import { describeHolder } from '@archipelago/blocker';
 import { isLoopDevice } from '@archipelago/fuse';
 import { ArchipelagoError, pidAlive } from '@archipelago/libxseg';
 import { validateVolumeName } from '@archipelago/mapfile';
+import { removeStaleSocket } from '@archipelago/nbd';
 import type { Session } from '../session.js';
 import { spawnDetached } from '../spawn.js';
 import { callControl } from './control.js';
@@ -20,6 +21,7 @@ import { attachFuseDevice, checkFuseRequest, releaseFuse } from './fuse.js';
 import { ENDPOINT_ENV, type HostRequest } from './host.js';
 import { attachDevice, detachDevice, nbdModuleAvailable } from './kernel.js';
 import type { MappedEntry, MappedStatus } from './runstate.js';
+import { checkVhostSocket } from './vhost.js';
 
 /** The endpoint process's entry script (built; resolved when first needed, so importing works unbuilt). */
 export function endpointMain(): string {
@@ -42,6 +44,10 @@ export interface MapOptions {
   device?: string;
   /** Also serve the volume as this regular file through FUSE (created when missing). */
   fuse?: string;
+  /** Also serve a vhost-user-blk back-end on this unix socket (for qemu's vhost-user-blk-pci). */
+  vhostUser?: string;
+  /** The most virtqueues the vhost-user-blk device offers (default 1). */
+  queues?: number;
 }
 
 /**
@@ -102,6 +108,7 @@ export async function mapVolume(s: Session, name: string, opts: MapOptions = {})
   const socket = await state.listenTarget(name, opts, existing);
   // The FUSE file: a regular file (created when missing) nothing is mounted on.
   const fuse = opts.fuse !== undefined ? await checkFuseRequest(opts.fuse, opts.device) : undefined;
+  const vhostUser = opts.vhostUser ? await checkVhostSocket(opts.vhostUser) : undefined;
   await mkdir(state.dir, { recursive: true, mode: 0o770 });
   const req: HostRequest = {
     config: s.configuration().path,
@@ -111,6 +118,7 @@ export async function mapVolume(s: Session, name: string, opts: MapOptions = {})
     ...(opts.port !== undefined ? { port: opts.port } : {}),
     runDir: state.dir,
     ...(fuse ? { fuse } : {}),
+    ...(vhostUser ? { vhostUser: { socket: vhostUser, queues: opts.queues ?? 1 } } : {}),
   };
   const { ready: entry } = await spawnDetached<MappedEntry>({
     entry: endpointMain(),
@@ -166,6 +174,7 @@ export async function unmapVolume(
   else if (entry.device) await detachDevice(entry.device);
   if (!entry.alive) {
     await state.remove(entry.volume, entry.socket);
+    if (entry.vhostUser) await removeStaleSocket(entry.vhostUser); // nobody answers there any more
     const rt = await s.runtime();
     if ((await rt.blockerm.lockOwner(entry.volume)) === rt.identity) await rt.mapper.unlock(entry.volume);
     return { volume: entry.volume, stale: true, pid: entry.pid };

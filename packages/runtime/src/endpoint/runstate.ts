@@ -13,6 +13,8 @@ export interface MappedEntry {
   uri: string;
   socket?: string;
   port?: number;
+  /** vhost-user-blk socket (`vlmc map --vhost-user`), if any. */
+  vhostUser?: string;
   /** Kernel device attached through nbd-client (or a loop device over `fuse`), if any. */
   device?: string;
   /** The regular file the volume is served as through FUSE (`vlmc map --fuse`), if any. */
