@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CrashStore, fileStore, mapperOver, observe, runCrashing } from './__fixtures__/crash.js';
+import { failingAt } from './__fixtures__/fail-at.js';
 import { put } from './__fixtures__/stack.js';
 import { collectGarbage } from './gc.js';
 
@@ -20,6 +21,9 @@ beforeAll(async () => {
   store = await fileStore();
 });
 afterAll(() => store.dispose());
+
+/** Every live map's contents after the setup of the first test (the second one reuses its store). */
+let expected: Awaited<ReturnType<typeof stateOf>>;
 
 describe('gc crash points', () => {
   it('killed after any change, it deleted nothing live; the next run frees the garbage', {
@@ -45,7 +49,7 @@ describe('gc crash points', () => {
       await b.close();
     }
     await store.save();
-    const expected = await stateOf();
+    expected = await stateOf();
     const dry = await runCrashing(store, null, (_m, b) =>
       collectGarbage({ blockerm: b, blockerb: b, graceMs: 0, now: later }),
     );
@@ -72,6 +76,58 @@ describe('gc crash points', () => {
         });
       } finally {
         await b.close();
+      }
+    }
+  });
+});
+
+/**
+ * The store the test above made (saved), with gc's k-th blocker call of any kind failing (reads
+ * and listings too: a root gc could not read must never make its objects garbage).
+ */
+describe('gc with any one blocker call failing', () => {
+  // KNOWN BUG in gc.ts (owned by the gc helper; reported, not fixed here). In a store shared by
+  // maps and data (this one), a failed read of a live map's header during the mark (an EIO of
+  // `info` or `read`, e.g. call 24, `info ks`) makes `readRoot` return 'data' (its catch-all is
+  // meant for data objects that only look like maps): the map is no root, and the sweep deletes
+  // its header, its map blocks and every object only it names (here snapshot `ks` and clone `kc`
+  // lose their data). Fix: in readRoot, return 'data' only for a decoding error (ECORRUPT_MAP
+  // from detectVersion / decodeHeaderV2 / the map's own decoding), never for a blocker error
+  // (EIO, ETIMEDOUT, ...): rethrow those, so the run fails and deletes nothing; and readMap's
+  // last throw should keep a blocker error's code rather than wrap it as ECORRUPT_MAP.
+  it.fails('it deleted nothing live; the next run frees the garbage', { timeout: 120_000 }, async () => {
+    expect(expected).toBeDefined();
+    await store.restore();
+    const calls: string[] = [];
+    {
+      const b = failingAt(store.open(), null, calls);
+      expect((await collectGarbage({ blockerm: b, blockerb: b, graceMs: 0, now: later })).freedObjects).toBe(
+        5,
+      );
+      await b.close();
+    }
+    const n = calls.length;
+    expect(n).toBeGreaterThan(20);
+    for (let k = 1; k <= n; k++) {
+      await store.restore();
+      const seen: string[] = [];
+      const b = failingAt(store.open(), k, seen);
+      let freed = 0;
+      try {
+        freed = (await collectGarbage({ blockerm: b, blockerb: b, graceMs: 0, now: later })).freedObjects;
+      } catch {
+        // (the failure ended the run)
+      } finally {
+        await b.close();
+      }
+      const at = `call ${k}/${n} (${seen[k - 1]}) failing`;
+      expect(await stateOf(), at).toEqual(expected);
+      const next = store.open();
+      try {
+        const r = await collectGarbage({ blockerm: next, blockerb: next, graceMs: 0, now: later });
+        expect(r.freedObjects + freed, `${at}: freed in all`).toBe(5);
+      } finally {
+        await next.close();
       }
     }
   });
