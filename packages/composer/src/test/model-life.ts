@@ -8,7 +8,8 @@
  * oldest first), and each map's lineage (a record id, a snapshot's origin volume, a clone's
  * parent snapshot) as the mapper records it (ops/lineage.ts): ids move with renames, removes and
  * restores, so a rollback is allowed exactly when the snapshot was taken of the volume (under
- * any name since) or is the parent the volume was cloned from and not flattened away.
+ * any name since), is the parent the volume was cloned from, or is a snapshot of a clone (not
+ * flattened) of a snapshot of it (import-diff's staging).
  */
 import type { Blocker } from '@archipelago/blocker';
 import { ObjFlag } from '@archipelago/mapfile';
@@ -27,10 +28,12 @@ export type AnyCmd = Cmd | LifeCmd;
 
 interface Lineage {
   id: number;
-  /** A snapshot's volume (its record id). */
+  /** A snapshot's volume (its record id, and its name when the snapshot was taken). */
   origin: number | null;
-  /** A clone's parent snapshot (its record id); null once flattened. */
+  originName: string;
+  /** A clone's parent snapshot (its record id, and its name then); null once flattened. */
   parent: number | null;
+  parentName: string;
 }
 
 /** The model of volumes, their trash and their lineage. */
@@ -42,8 +45,37 @@ export class LifeModel {
   private readonly lineage = new WeakMap<ModelVolume, Lineage>();
   private ids = 0;
 
-  private record(v: ModelVolume | undefined, origin: number | null, parent: number | null): void {
-    if (v) this.lineage.set(v, { id: ++this.ids, origin, parent });
+  private record(v: ModelVolume | undefined, link: Partial<Lineage> = {}): void {
+    if (v)
+      this.lineage.set(v, {
+        origin: null,
+        originName: '',
+        parent: null,
+        parentName: '',
+        ...link,
+        id: ++this.ids,
+      });
+  }
+
+  /** The live map named `name` when its record id is `id`. */
+  private byRef(name: string, id: number | null): Lineage | null {
+    const v = this.vols.get(name);
+    const l = v && this.lin(v);
+    return l && id !== null && l.id === id ? l : null;
+  }
+
+  /**
+   * Whether `s` is of `v`'s lineage for a rollback (ops/rollback.ts `checkLineage`): a snapshot of
+   * it, its parent, or a snapshot of a clone (not flattened) of a snapshot of it (each map found
+   * under the name its referrer recorded, with the recorded id).
+   */
+  private rollsBackTo(v: ModelVolume, s: ModelVolume): boolean {
+    const lv = this.lin(v);
+    const ls = this.lin(s);
+    if (ls.origin === lv.id || lv.parent === ls.id) return true;
+    const clone = this.byRef(ls.originName, ls.origin);
+    const base = clone && this.byRef(clone.parentName, clone.parent);
+    return base?.origin === lv.id;
   }
 
   private lin(v: ModelVolume): Lineage {
@@ -64,17 +96,19 @@ export class LifeModel {
       }
       case 'create': {
         const r = apply(vols, cmd);
-        if (r === null) this.record(vols.get(cmd.name), null, null);
+        if (r === null) this.record(vols.get(cmd.name));
         return r;
       }
       case 'snapshot': {
         const r = apply(vols, cmd);
-        if (r === null) this.record(vols.get(cmd.snap), this.lin(vols.get(cmd.name)!).id, null);
+        if (r === null)
+          this.record(vols.get(cmd.snap), { origin: this.lin(vols.get(cmd.name)!).id, originName: cmd.name });
         return r;
       }
       case 'clone': {
         const r = apply(vols, cmd);
-        if (r === null) this.record(vols.get(cmd.name), null, this.lin(vols.get(cmd.snap)!).id);
+        if (r === null)
+          this.record(vols.get(cmd.name), { parent: this.lin(vols.get(cmd.snap)!).id, parentName: cmd.snap });
         return r;
       }
       case 'restore': {
@@ -96,9 +130,7 @@ export class LifeModel {
         const s = vols.get(cmd.snap);
         if (!s) return 'ENOENT_VOLUME';
         if (!s.readonly) return 'ENOTSNAPSHOT';
-        const lv = this.lin(v);
-        const ls = this.lin(s);
-        if (ls.origin !== lv.id && lv.parent !== ls.id) return 'EINVAL';
+        if (!this.rollsBackTo(v, s)) return 'EINVAL';
         v.bytes = s.bytes.slice();
         return null;
       }
@@ -152,13 +184,17 @@ export async function runLife(s: LifeStack, cmd: AnyCmd): Promise<void> {
 
 /**
  * The data objects a live map or trash entry names that blockerb no longer has (gc must never
- * free one), as sentences; and the trash as the mapper lists it (original names, oldest first).
+ * free one), as sentences (not looked for without `objects`); and the trash as the mapper lists
+ * it (original names, oldest first).
  */
-export async function missingObjects(s: LifeStack): Promise<{ missing: string[]; trash: string[] }> {
-  const maps = (await s.mapper.list()).filter((v) => !v.incomplete).map((v) => v.name);
+export async function missingObjects(
+  s: LifeStack,
+  objects = true,
+): Promise<{ missing: string[]; trash: string[] }> {
   const trash = await s.mapper.listTrash();
   const missing: string[] = [];
-  for (const m of [...maps, ...trash.map((t) => t.entry)]) {
+  const maps = objects ? (await s.mapper.list()).filter((v) => !v.incomplete).map((v) => v.name) : [];
+  for (const m of objects ? [...maps, ...trash.map((t) => t.entry)] : []) {
     for (const e of await s.mapper.entries(m)) {
       if (e.flags & ObjFlag.ZERO) continue;
       if (!(await s.blockerb.exists(e.name))) missing.push(`${m} names ${e.name}, which is gone`);
