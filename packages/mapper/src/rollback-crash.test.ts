@@ -82,7 +82,7 @@ async function look(): Promise<StoreState> {
 }
 
 /** The next process's view: done or not done as a whole; gc then changes nothing and frees nothing named. */
-async function check(at: string, gcFirst: boolean): Promise<void> {
+async function check(at: string, gcFirst = false): Promise<void> {
   const r = await reopenAndCollect(store, NAMES, { gcFirst });
   if (process.env.CRASH_VERBOSE) console.log(`${at}: gc freed ${r.gc.freedObjects}`);
   expect(r.incomplete, `${at}: maps left incomplete`).toEqual([]);
