@@ -8,15 +8,8 @@
 import type { Blocker } from '@archipelago/blocker';
 import { ObjFlag } from '@archipelago/mapfile';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  type CrashStore,
-  fileStore,
-  mapperOver,
-  observe,
-  runCrashing,
-  type StoreState,
-} from './__fixtures__/crash.js';
-import { reopenAndCollect, runFailing } from './__fixtures__/fail-at.js';
+import { type CrashStore, mapperOver, observe, runCrashing, type StoreState } from './__fixtures__/crash.js';
+import { lifeCrashStore, reopenAndCollect, runFailing } from './__fixtures__/fail-at.js';
 import { put } from './__fixtures__/stack.js';
 import type { Mapper } from './mapper.js';
 import { isOwnObject } from './ops/flatten.js';
@@ -51,33 +44,9 @@ let changes: number;
 let calls: number;
 
 beforeAll(async () => {
-  store = await fileStore();
-  const b = store.open();
-  await setup(mapperOver(b), b);
-  await b.close();
-  await store.save();
-  before = await look();
-  const dry = await runCrashing(store, null, op);
-  expect(dry.error).toBeNull();
-  done = await look();
-  changes = dry.changes.length;
-  await store.restore();
-  const counted = await runFailing(store, null, op);
-  expect(counted.error).toBeNull();
-  calls = counted.calls.length;
+  ({ store, before, done, changes, calls } = await lifeCrashStore(setup, op));
 });
 afterAll(() => store.dispose());
-
-async function look(): Promise<StoreState> {
-  const b = store.open();
-  const m = mapperOver(b);
-  try {
-    return (await observe(m, b)).state;
-  } finally {
-    await m.close();
-    await b.close();
-  }
-}
 
 /** The parent's objects the clone still names (a flatten copies them up). */
 async function sharedOf(m: Mapper, clone: string): Promise<string[]> {

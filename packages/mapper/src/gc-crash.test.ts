@@ -4,8 +4,14 @@
  * The store holds maps and data in one directory: gc tells its data objects from its maps.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type CrashStore, fileStore, mapperOver, observe, runCrashing } from './__fixtures__/crash.js';
-import { failingAt } from './__fixtures__/fail-at.js';
+import {
+  type CrashStore,
+  fileStore,
+  mapperOver,
+  runCrashing,
+  type StoreState,
+} from './__fixtures__/crash.js';
+import { failingAt, stateOf } from './__fixtures__/fail-at.js';
 import { put } from './__fixtures__/stack.js';
 import { collectGarbage } from './gc.js';
 
@@ -23,7 +29,7 @@ beforeAll(async () => {
 afterAll(() => store.dispose());
 
 /** Every live map's contents after the setup of the first test (the second one reuses its store). */
-let expected: Awaited<ReturnType<typeof stateOf>>;
+let expected: StoreState;
 
 describe('gc crash points', () => {
   it('killed after any change, it deleted nothing live; the next run frees the garbage', {
@@ -49,12 +55,12 @@ describe('gc crash points', () => {
       await b.close();
     }
     await store.save();
-    expected = await stateOf();
+    expected = await stateOf(store);
     const dry = await runCrashing(store, null, (_m, b) =>
       collectGarbage({ blockerm: b, blockerb: b, graceMs: 0, now: later }),
     );
     expect(dry.error).toBeNull();
-    expect(await stateOf()).toEqual(expected);
+    expect(await stateOf(store)).toEqual(expected);
     expect(dry.changes.filter((c) => c.startsWith('delete ')).length).toBeGreaterThanOrEqual(5);
     for (let k = 1; k <= dry.changes.length; k++) {
       await store.restore();
@@ -62,7 +68,7 @@ describe('gc crash points', () => {
         collectGarbage({ blockerm: b, blockerb: b, graceMs: 0, now: later }),
       );
       expect(run.crashed, `crash after change ${k}`).toBe(true);
-      expect(await stateOf(), `crash after change ${k}: ${dry.changes[k - 1]}`).toEqual(expected);
+      expect(await stateOf(store), `crash after change ${k}: ${dry.changes[k - 1]}`).toEqual(expected);
       // The next run (another process) frees what is left.
       const b = store.open();
       try {
@@ -120,7 +126,7 @@ describe('gc with any one blocker call failing', () => {
         await b.close();
       }
       const at = `call ${k}/${n} (${seen[k - 1]}) failing`;
-      expect(await stateOf(), at).toEqual(expected);
+      expect(await stateOf(store), at).toEqual(expected);
       // The next run (another process) frees what is left.
       const next = store.open();
       try {
@@ -139,15 +145,3 @@ describe('gc with any one blocker call failing', () => {
     }
   });
 });
-
-/** Every live map's contents, seen by a fresh process. */
-async function stateOf() {
-  const b = store.open();
-  const m = mapperOver(b);
-  try {
-    return (await observe(m, b)).state;
-  } finally {
-    await m.close();
-    await b.close();
-  }
-}

@@ -7,15 +7,8 @@
  */
 import type { Blocker } from '@archipelago/blocker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  type CrashStore,
-  fileStore,
-  mapperOver,
-  observe,
-  runCrashing,
-  type StoreState,
-} from './__fixtures__/crash.js';
-import { reopenAndCollect, runFailing } from './__fixtures__/fail-at.js';
+import { type CrashStore, runCrashing, type StoreState } from './__fixtures__/crash.js';
+import { lifeCrashStore, reopenAndCollect, runFailing } from './__fixtures__/fail-at.js';
 import { put } from './__fixtures__/stack.js';
 import type { Mapper } from './mapper.js';
 
@@ -53,33 +46,9 @@ let changes: number;
 let calls: number;
 
 beforeAll(async () => {
-  store = await fileStore();
-  const b = store.open();
-  await setup(mapperOver(b), b);
-  await b.close();
-  await store.save();
-  before = await look();
-  const dry = await runCrashing(store, null, op);
-  expect(dry.error).toBeNull();
-  done = await look();
-  changes = dry.changes.length;
-  await store.restore();
-  const counted = await runFailing(store, null, op);
-  expect(counted.error).toBeNull();
-  calls = counted.calls.length;
+  ({ store, before, done, changes, calls } = await lifeCrashStore(setup, op));
 });
 afterAll(() => store.dispose());
-
-async function look(): Promise<StoreState> {
-  const b = store.open();
-  const m = mapperOver(b);
-  try {
-    return (await observe(m, b)).state;
-  } finally {
-    await m.close();
-    await b.close();
-  }
-}
 
 /** The next process's view: done or not done as a whole; gc then changes nothing and frees nothing named. */
 async function check(at: string, gcFirst = false): Promise<void> {

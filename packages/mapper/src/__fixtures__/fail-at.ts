@@ -9,7 +9,15 @@ import { ArchipelagoError } from '@archipelago/libxseg';
 import { ObjFlag } from '@archipelago/mapfile';
 import { collectGarbage, type GcReport } from '../gc.js';
 import type { Mapper } from '../mapper.js';
-import { type CrashStore, mapperOver, observe, type StoreState, victim } from './crash.js';
+import {
+  type CrashStore,
+  fileStore,
+  mapperOver,
+  observe,
+  runCrashing,
+  type StoreState,
+  victim,
+} from './crash.js';
 
 /** The Blocker methods a call counts (every call to the store; `flush`, `close` excepted). */
 const CALLS = new Set([
@@ -146,4 +154,46 @@ export async function reopenAndCollect(
   } finally {
     await b.close();
   }
+}
+
+/** Every live map's and trash entry's contents, as a fresh process sees them (no repair). */
+export async function stateOf(store: CrashStore): Promise<StoreState> {
+  const b = store.open();
+  const m = mapperOver(b);
+  try {
+    return (await observe(m, b)).state;
+  } finally {
+    await m.close();
+    await b.close();
+  }
+}
+
+/** A file store made by `setup` and saved, and what `op` does to it when nothing stops it. */
+export interface LifeCrashStore {
+  store: CrashStore;
+  /** The state before `op`, and after it. */
+  before: StoreState;
+  done: StoreState;
+  /** Store changes and blocker calls of a whole run of `op`. */
+  changes: number;
+  calls: number;
+}
+
+export async function lifeCrashStore(
+  setup: (m: Mapper, b: Blocker) => Promise<void>,
+  op: (m: Mapper, b: Blocker) => Promise<unknown>,
+): Promise<LifeCrashStore> {
+  const store = await fileStore();
+  const b = store.open();
+  await setup(mapperOver(b), b);
+  await b.close();
+  await store.save();
+  const before = await stateOf(store);
+  const dry = await runCrashing(store, null, op);
+  if (dry.error !== null) throw dry.error;
+  const done = await stateOf(store);
+  await store.restore();
+  const counted = await runFailing(store, null, op);
+  if (counted.error !== null) throw counted.error;
+  return { store, before, done, changes: dry.changes.length, calls: counted.calls.length };
 }
