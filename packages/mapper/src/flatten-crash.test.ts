@@ -8,8 +8,15 @@
 import type { Blocker } from '@archipelago/blocker';
 import { ObjFlag } from '@archipelago/mapfile';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type CrashStore, mapperOver, observe, runCrashing, type StoreState } from './__fixtures__/crash.js';
-import { lifeCrashStore, reopenAndCollect, runFailing } from './__fixtures__/fail-at.js';
+import { type CrashStore, mapperOver, observe, type StoreState } from './__fixtures__/crash.js';
+import {
+  eachFailure,
+  eachKill,
+  type LifeCrashStore,
+  lifeCrashStore,
+  originWithSnapshot,
+  reopenAndCollect,
+} from './__fixtures__/fail-at.js';
 import { put } from './__fixtures__/stack.js';
 import type { Mapper } from './mapper.js';
 import { isOwnObject } from './ops/flatten.js';
@@ -23,9 +30,7 @@ const NAMES = ['v', 's0', 'c', 'gone'];
  * clone of `s0` (a trash entry naming the parent's objects too).
  */
 async function setup(m: Mapper, b: Blocker): Promise<void> {
-  await m.create('v', { size: 40 * BS, blocksize: BS });
-  for (const i of [0, 1, 33]) await put(m, b, 'v', i * BS, Buffer.alloc(BS, 10 + i));
-  await m.snapshot('v', 's0');
+  await originWithSnapshot(m, b, (vol, offset, data) => put(m, b, vol, offset, data));
   await put(m, b, 'v', 0, Buffer.alloc(BS, 40)); // the origin moves on
   await m.clone('s0', 'c', { size: 45 * BS });
   await put(m, b, 'c', 2 * BS, Buffer.alloc(BS, 60));
@@ -40,11 +45,11 @@ const op = (m: Mapper) => m.flatten('c');
 let store: CrashStore;
 let before: StoreState;
 let done: StoreState;
-let changes: number;
-let calls: number;
+let life: LifeCrashStore;
 
 beforeAll(async () => {
-  ({ store, before, done, changes, calls } = await lifeCrashStore(setup, op));
+  life = await lifeCrashStore(setup, op);
+  ({ store, before, done } = life);
 });
 afterAll(() => store.dispose());
 
@@ -89,28 +94,15 @@ describe('flatten crash points', () => {
     expect(done).toEqual(before);
   });
 
-  for (const gcFirst of [false, true]) {
-    it(`killed after each of its store changes${gcFirst ? ', a gc before the next use' : ''}`, {
-      timeout: 120_000,
-    }, async () => {
-      expect(changes).toBeGreaterThan(3);
-      for (let k = 1; k <= changes; k++) {
-        await store.restore();
-        const run = await runCrashing(store, k, op);
-        expect(run.crashed).toBe(true);
-        await check(`kill after change ${k}/${changes} (${run.changes[k - 1]})`, gcFirst);
-      }
-    });
-  }
+  it('killed after each of its store changes', { timeout: 120_000 }, () =>
+    eachKill(life, op, (at) => check(at)),
+  );
 
-  it('each of its blocker calls failing', { timeout: 120_000 }, async () => {
-    expect(calls).toBeGreaterThan(changes);
-    for (let k = 1; k <= calls; k++) {
-      await store.restore();
-      const run = await runFailing(store, k, op);
-      await check(
-        `call ${k}/${calls} (${run.calls[k - 1]}) failing (${run.error ? String(run.error) : 'no error'})`,
-      );
-    }
-  });
+  it('killed after each of its store changes, a gc before the next use', { timeout: 120_000 }, () =>
+    eachKill(life, op, (at) => check(`${at}, gc first`, true)),
+  );
+
+  it('each of its blocker calls failing', { timeout: 120_000 }, () =>
+    eachFailure(life, op, (at) => check(at)),
+  );
 });

@@ -133,23 +133,23 @@ class WiredSession extends Session {
   }
 }
 
+/** The configuration file of installation `name` under `dir` (file blockers). */
 async function installation(name: string): Promise<string> {
+  const blocker = (role: string) =>
+    `[${role}]\ntype = file_blocker\narchip_dir = ${join(dir, name, role === 'blockerm' ? 'maps' : 'blocks')}\n`;
   const conf = join(dir, `${name}.conf`);
   await writeFile(
     conf,
-    `[ARCHIPELAGO]\nUSER = root\nGROUP = root\n[XSEG]\n[PEERS]\n[blockerb]\ntype = file_blocker\narchip_dir = ${dir}/${name}/blocks\n[blockerm]\ntype = file_blocker\narchip_dir = ${dir}/${name}/maps\n`,
+    `[ARCHIPELAGO]\nUSER = root\nGROUP = root\n[XSEG]\n[PEERS]\n${blocker('blockerb')}${blocker('blockerm')}`,
   );
   return conf;
 }
 
-async function withSession<T>(conf: string, fn: (s: Session) => Promise<T>): Promise<T> {
+/** `fn` in a Session of `conf` (one command's worth), closed after it. */
+const withSession = <T>(conf: string, fn: (s: Session) => Promise<T>): Promise<T> => {
   const s = new Session({ config: conf });
-  try {
-    return await fn(s);
-  } finally {
-    await s.close();
-  }
-}
+  return fn(s).finally(() => s.close());
+};
 
 const bytesOf = (s: Session, name: string) =>
   s.runtime().then(async (rt) => sha(await rt.composer.read(name, 0, (await rt.mapper.info(name)).size)));

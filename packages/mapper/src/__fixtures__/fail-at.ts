@@ -197,3 +197,48 @@ export async function lifeCrashStore(
   if (counted.error !== null) throw counted.error;
   return { store, before, done, changes: dry.changes.length, calls: counted.calls.length };
 }
+
+/**
+ * Stops `op` on the saved store after each of its store changes (a kill) in turn, then calls
+ * `check` (the next process's view), told where it stopped.
+ */
+export async function eachKill(
+  s: LifeCrashStore,
+  op: (m: Mapper, b: Blocker) => Promise<unknown>,
+  check: (at: string) => Promise<void>,
+): Promise<void> {
+  if (s.changes < 3) throw new Error(`only ${s.changes} changes: not the operation meant`);
+  for (let k = 1; k <= s.changes; k++) {
+    await s.store.restore();
+    const run = await runCrashing(s.store, k, op);
+    if (!run.crashed) throw new Error(`no crash after change ${k}`);
+    await check(`kill after change ${k}/${s.changes} (${run.changes[k - 1]})`);
+  }
+}
+
+/** The same with each of its blocker calls failing in turn (the process goes on). */
+export async function eachFailure(
+  s: LifeCrashStore,
+  op: (m: Mapper, b: Blocker) => Promise<unknown>,
+  check: (at: string) => Promise<void>,
+): Promise<void> {
+  for (let k = 1; k <= s.calls; k++) {
+    await s.store.restore();
+    const run = await runFailing(s.store, k, op);
+    await check(
+      `call ${k}/${s.calls} (${run.calls[k - 1]}) failing (${run.error ? String(run.error) : 'no error'})`,
+    );
+  }
+}
+
+/** `v`: 40 blocks (two map blocks) with data in blocks 0, 1 and 33, and its snapshot `s0`. */
+export async function originWithSnapshot(
+  m: Mapper,
+  _b: Blocker,
+  put: (vol: string, offset: number, data: Buffer) => Promise<void>,
+): Promise<void> {
+  const BS = 4096;
+  await m.create('v', { size: 40 * BS, blocksize: BS });
+  for (const i of [0, 1, 33]) await put('v', i * BS, Buffer.alloc(BS, 10 + i));
+  await m.snapshot('v', 's0');
+}
