@@ -17,4 +17,4 @@ volumeModelTest({ name: 'rados blocker', stack: () => stack() });
 
 // Write-back on both blockers: map and data writes acknowledged before they are committed, and
 // every read, copy-up, snapshot, clone, rename and remove must still see them.
-volumeModelTest({ name: 'rados blocker, write-back', runs: 8, stack: () => stack({ sync: 'flush' }) });
+volumeModelTest({ name: 'rados blocker, write-back', runs: 12, stack: () => stack({ sync: 'flush' }) });

@@ -28,7 +28,7 @@ export interface Stack {
 export interface VolumeModelOptions {
   name: string;
   stack: () => Promise<Stack>;
-  /** fast-check runs (default 20: each sequence runs the life-cycle steps too). */
+  /** fast-check runs (default 30: each sequence runs the life-cycle steps too). */
   runs?: number;
   /** Pin a seed to replay a failure. */
   seed?: number;
@@ -186,7 +186,7 @@ export function volumeModelTest(opts: VolumeModelOptions): void {
             await stack.dispose();
           }
         }),
-        { numRuns: opts.runs ?? 20, ...(opts.seed === undefined ? {} : { seed: opts.seed }) },
+        { numRuns: opts.runs ?? 30, ...(opts.seed === undefined ? {} : { seed: opts.seed }) },
       );
     });
   });
