@@ -7,22 +7,21 @@
  */
 import type { Blocker } from '@archipelago/blocker';
 import { ObjFlag } from '@archipelago/mapfile';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type CrashStore, mapperOver, observe, type StoreState } from './__fixtures__/crash.js';
+import { describe, expect, it } from 'vitest';
+import { mapperOver, observe } from './__fixtures__/crash.js';
 import {
   eachFailure,
   eachKill,
-  type LifeCrashStore,
-  lifeCrashStore,
+  LIFE_NAMES,
   originWithSnapshot,
   reopenAndCollect,
+  useLifeCrashStore,
 } from './__fixtures__/fail-at.js';
 import { put } from './__fixtures__/stack.js';
 import type { Mapper } from './mapper.js';
 import { isOwnObject } from './ops/flatten.js';
 
 const BS = 4096;
-const NAMES = ['v', 's0', 'c', 'gone'];
 
 /**
  * `v`: 40 blocks (two map blocks) with data in three, snapshot `s0`; `c`, a clone of `s0` grown
@@ -30,7 +29,7 @@ const NAMES = ['v', 's0', 'c', 'gone'];
  * clone of `s0` (a trash entry naming the parent's objects too).
  */
 async function setup(m: Mapper, b: Blocker): Promise<void> {
-  await originWithSnapshot(m, b, (vol, offset, data) => put(m, b, vol, offset, data));
+  await originWithSnapshot(m, b);
   await put(m, b, 'v', 0, Buffer.alloc(BS, 40)); // the origin moves on
   await m.clone('s0', 'c', { size: 45 * BS });
   await put(m, b, 'c', 2 * BS, Buffer.alloc(BS, 60));
@@ -42,16 +41,7 @@ async function setup(m: Mapper, b: Blocker): Promise<void> {
 
 const op = (m: Mapper) => m.flatten('c');
 
-let store: CrashStore;
-let before: StoreState;
-let done: StoreState;
-let life: LifeCrashStore;
-
-beforeAll(async () => {
-  life = await lifeCrashStore(setup, op);
-  ({ store, before, done } = life);
-});
-afterAll(() => store.dispose());
+const t = useLifeCrashStore(setup, op);
 
 /** The parent's objects the clone still names (a flatten copies them up). */
 async function sharedOf(m: Mapper, clone: string): Promise<string[]> {
@@ -62,7 +52,8 @@ async function sharedOf(m: Mapper, clone: string): Promise<string[]> {
 
 /** After the next use and a gc: the same bytes everywhere; then flattening again finishes it. */
 async function check(at: string, gcFirst = false): Promise<void> {
-  const r = await reopenAndCollect(store, NAMES, { gcFirst });
+  const { store, before, done } = t.life;
+  const r = await reopenAndCollect(store, LIFE_NAMES, { gcFirst });
   expect(r.incomplete, `${at}: maps left incomplete`).toEqual([]);
   const why = JSON.stringify({ after: r.state, before }, null, 1);
   // Every map reads as before (a flatten changes no bytes) and the snapshot's entries are its own.
@@ -85,6 +76,7 @@ async function check(at: string, gcFirst = false): Promise<void> {
 
 describe('flatten crash points', () => {
   it('the starting store: c shares blocks with s0; flattened, it shares none and reads the same', async () => {
+    const { store, before, done } = t.life;
     const b = store.open();
     const m = mapperOver(b);
     await store.restore();
@@ -95,14 +87,14 @@ describe('flatten crash points', () => {
   });
 
   it('killed after each of its store changes', { timeout: 120_000 }, () =>
-    eachKill(life, op, (at) => check(at)),
+    eachKill(t.life, op, (at) => check(at)),
   );
 
   it('killed after each of its store changes, a gc before the next use', { timeout: 120_000 }, () =>
-    eachKill(life, op, (at) => check(`${at}, gc first`, true)),
+    eachKill(t.life, op, (at) => check(`${at}, gc first`, true)),
   );
 
   it('each of its blocker calls failing', { timeout: 120_000 }, () =>
-    eachFailure(life, op, (at) => check(at)),
+    eachFailure(t.life, op, (at) => check(at)),
   );
 });

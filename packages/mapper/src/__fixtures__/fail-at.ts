@@ -7,6 +7,7 @@
 import type { Blocker } from '@archipelago/blocker';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { ObjFlag } from '@archipelago/mapfile';
+import { afterAll, beforeAll } from 'vitest';
 import { collectGarbage, type GcReport } from '../gc.js';
 import type { Mapper } from '../mapper.js';
 import {
@@ -18,6 +19,7 @@ import {
   type StoreState,
   victim,
 } from './crash.js';
+import { put } from './stack.js';
 
 /** The Blocker methods a call counts (every call to the store; `flush`, `close` excepted). */
 const CALLS = new Set([
@@ -231,14 +233,34 @@ export async function eachFailure(
   }
 }
 
+/**
+ * Makes the store of a crash-point test file before its tests (`lifeCrashStore`) and disposes
+ * of it after them: read `.life` inside the tests.
+ */
+export function useLifeCrashStore(
+  setup: (m: Mapper, b: Blocker) => Promise<void>,
+  op: (m: Mapper, b: Blocker) => Promise<unknown>,
+): { readonly life: LifeCrashStore } {
+  const ref: { life?: LifeCrashStore } = {};
+  beforeAll(async () => {
+    ref.life = await lifeCrashStore(setup, op);
+  });
+  afterAll(() => ref.life?.store.dispose());
+  return {
+    get life() {
+      if (!ref.life) throw new Error('the crash store is made before the tests');
+      return ref.life;
+    },
+  };
+}
+
 /** `v`: 40 blocks (two map blocks) with data in blocks 0, 1 and 33, and its snapshot `s0`. */
-export async function originWithSnapshot(
-  m: Mapper,
-  _b: Blocker,
-  put: (vol: string, offset: number, data: Buffer) => Promise<void>,
-): Promise<void> {
+export async function originWithSnapshot(m: Mapper, b: Blocker): Promise<void> {
   const BS = 4096;
   await m.create('v', { size: 40 * BS, blocksize: BS });
-  for (const i of [0, 1, 33]) await put('v', i * BS, Buffer.alloc(BS, 10 + i));
+  for (const i of [0, 1, 33]) await put(m, b, 'v', i * BS, Buffer.alloc(BS, 10 + i));
   await m.snapshot('v', 's0');
 }
+
+/** The names the life-cycle crash tests use (their next process settles each). */
+export const LIFE_NAMES = ['v', 's0', 'c', 'gone'];
