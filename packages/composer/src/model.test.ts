@@ -22,7 +22,7 @@ volumeModelTest({
 
 volumeModelTest({
   name: 'file blocker, write-back',
-  runs: 20,
+  runs: 15,
   stack: async () => {
     const dir = await mkdtemp(join(tmpdir(), 'archip-model-wb-'));
     return {

@@ -4,7 +4,14 @@
  * The store holds maps and data in one directory: gc tells its data objects from its maps.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type CrashStore, fileStore, mapperOver, observe, runCrashing } from './__fixtures__/crash.js';
+import {
+  type CrashStore,
+  fileStore,
+  mapperOver,
+  runCrashing,
+  type StoreState,
+} from './__fixtures__/crash.js';
+import { failingAt, stateOf } from './__fixtures__/fail-at.js';
 import { put } from './__fixtures__/stack.js';
 import { collectGarbage } from './gc.js';
 
@@ -20,6 +27,9 @@ beforeAll(async () => {
   store = await fileStore();
 });
 afterAll(() => store.dispose());
+
+/** Every live map's contents after the setup of the first test (the second one reuses its store). */
+let expected: StoreState;
 
 describe('gc crash points', () => {
   it('killed after any change, it deleted nothing live; the next run frees the garbage', {
@@ -45,12 +55,12 @@ describe('gc crash points', () => {
       await b.close();
     }
     await store.save();
-    const expected = await stateOf();
+    expected = await stateOf(store);
     const dry = await runCrashing(store, null, (_m, b) =>
       collectGarbage({ blockerm: b, blockerb: b, graceMs: 0, now: later }),
     );
     expect(dry.error).toBeNull();
-    expect(await stateOf()).toEqual(expected);
+    expect(await stateOf(store)).toEqual(expected);
     expect(dry.changes.filter((c) => c.startsWith('delete ')).length).toBeGreaterThanOrEqual(5);
     for (let k = 1; k <= dry.changes.length; k++) {
       await store.restore();
@@ -58,7 +68,7 @@ describe('gc crash points', () => {
         collectGarbage({ blockerm: b, blockerb: b, graceMs: 0, now: later }),
       );
       expect(run.crashed, `crash after change ${k}`).toBe(true);
-      expect(await stateOf(), `crash after change ${k}: ${dry.changes[k - 1]}`).toEqual(expected);
+      expect(await stateOf(store), `crash after change ${k}: ${dry.changes[k - 1]}`).toEqual(expected);
       // The next run (another process) frees what is left.
       const b = store.open();
       try {
@@ -77,14 +87,62 @@ describe('gc crash points', () => {
   });
 });
 
-/** Every live map's contents, seen by a fresh process. */
-async function stateOf() {
-  const b = store.open();
-  const m = mapperOver(b);
-  try {
-    return (await observe(m, b)).state;
-  } finally {
-    await m.close();
-    await b.close();
-  }
-}
+/**
+ * The store the test above made (saved), with gc's k-th blocker call of any kind failing (reads
+ * and listings too: a root gc could not read must never make its objects garbage).
+ */
+describe('gc with any one blocker call failing', () => {
+  // KNOWN BUG in gc.ts (owned by the gc helper; reported, not fixed here). In a store shared by
+  // maps and data (this one), a failed read of a live map's header during the mark (an EIO of
+  // `info` or `read`, e.g. call 24, `info ks`) makes `readRoot` return 'data' (its catch-all is
+  // meant for data objects that only look like maps): the map is no root, and the sweep deletes
+  // its header, its map blocks and every object only it names (here snapshot `ks` and clone `kc`
+  // lose their data). Fix: in readRoot, return 'data' only for a decoding error (ECORRUPT_MAP
+  // from detectVersion / decodeHeaderV2 / the map's own decoding), never for a blocker error
+  // (EIO, ETIMEDOUT, ...): rethrow those, so the run fails and deletes nothing; and readMap's
+  // last throw should keep a blocker error's code rather than wrap it as ECORRUPT_MAP. (Checked:
+  // with that change this test passes.)
+  it.fails('it deleted nothing live; the next run frees the garbage', { timeout: 120_000 }, async () => {
+    expect(expected).toBeDefined();
+    await store.restore();
+    const calls: string[] = [];
+    {
+      const b = failingAt(store.open(), null, calls);
+      expect((await collectGarbage({ blockerm: b, blockerb: b, graceMs: 0, now: later })).freedObjects).toBe(
+        5,
+      );
+      await b.close();
+    }
+    const n = calls.length;
+    expect(n).toBeGreaterThan(20);
+    for (let k = 1; k <= n; k++) {
+      await store.restore();
+      const seen: string[] = [];
+      const b = failingAt(store.open(), k, seen);
+      try {
+        await collectGarbage({ blockerm: b, blockerb: b, graceMs: 0, now: later });
+      } catch {
+        // (the failure ended the run)
+      } finally {
+        await b.close();
+      }
+      const at = `call ${k}/${n} (${seen[k - 1]}) failing`;
+      expect(await stateOf(store), at).toEqual(expected);
+      // The next run (another process) frees what is left.
+      const next = store.open();
+      try {
+        await collectGarbage({ blockerm: next, blockerb: next, graceMs: 0, now: later });
+        const dry = await collectGarbage({
+          blockerm: next,
+          blockerb: next,
+          dryRun: true,
+          graceMs: 0,
+          now: later,
+        });
+        expect(dry.unreferencedObjects, `${at}: garbage left`).toBe(0);
+      } finally {
+        await next.close();
+      }
+    }
+  });
+});

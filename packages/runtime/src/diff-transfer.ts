@@ -4,13 +4,14 @@
  * the format of `rbd export-diff` / `rbd import-diff`, so incremental backups move both ways
  * between Archipelago and Ceph RBD).
  */
+import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { type FileHandle, mkdtemp, open, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { ArchipelagoError, fromSystemError } from '@archipelago/libxseg';
-import { decodeRbdDiff, RbdDiffWriter, validateVolumeName } from '@archipelago/mapfile';
+import { decodeRbdDiff, MAX_VOLUME_NAME, RbdDiffWriter, validateVolumeName } from '@archipelago/mapfile';
 import {
   type DiffExtent,
   diffBytes,
@@ -21,6 +22,7 @@ import {
 import type { Session } from './session.js';
 import { isAllZero, writeTo } from './transfer.js';
 import type { Runtime } from './types.js';
+import { rollbackVolume } from './volumes.js';
 
 /** Data pieces in flight by default (export: reads ahead; import: writes). */
 export const DEFAULT_DIFF_INFLIGHT = 8;
@@ -360,14 +362,82 @@ async function spool(
 }
 
 /**
+ * The maps an import into `volume` stages its change in: `base`, a snapshot of the volume;
+ * `work`, a clone of it the records are written to; `next`, a snapshot of that, which the volume
+ * is rolled back to (mapper ops/rollback.ts: a snapshot of a clone of a snapshot of the volume is
+ * of its lineage). Names starting with `.import-diff.` are this module's: a killed import leaves
+ * them (listed by `vlmc ls`, the volume unchanged or wholly changed), and the next import into the
+ * volume removes them first.
+ */
+export function stagingNames(volume: string): { base: string; work: string; next: string } {
+  const long = `.import-diff.${volume}`.length + 5 > MAX_VOLUME_NAME;
+  const tag = long ? createHash('sha256').update(volume).digest('hex').slice(0, 24) : volume;
+  const at = (what: string) => `.import-diff.${tag}.${what}`;
+  return { base: at('base'), work: at('work'), next: at('next') };
+}
+
+/** Removes the staging maps that exist (newest first), and purges them from the trash. */
+async function clearStaging(rt: Runtime, stage: { base: string; work: string; next: string }): Promise<void> {
+  const names = [stage.next, stage.work, stage.base];
+  for (const n of names) {
+    const exists = await rt.mapper.info(n).then(
+      () => true,
+      (e: unknown) => (ArchipelagoError.is(e, 'ENOENT_VOLUME') ? false : Promise.reject(e)),
+    );
+    if (exists) await rt.composer.remove(n);
+  }
+  for (const t of await rt.mapper.listTrash())
+    if (names.includes(t.name)) await rt.mapper.purgeTrash(t.entry);
+}
+
+/** Writes the data and zero records of the stream in `file` to `target`, `inflight` at once. */
+async function applyRecords(
+  rt: Runtime,
+  file: string,
+  target: string,
+  plan: DiffPlan,
+  opts: DiffTransferOptions,
+): Promise<void> {
+  const inflight = Math.max(1, opts.inflight ?? DEFAULT_DIFF_INFLIGHT);
+  const pending = new Set<Promise<void>>();
+  let failure: unknown = null;
+  const total = plan.dataBytes + plan.zeroBytes;
+  let done = 0;
+  const start = (p: Promise<void>, bytes: number) => {
+    const q: Promise<void> = p
+      .then(
+        () => {
+          done += bytes;
+          opts.onProgress?.(done, total);
+        },
+        (e: unknown) => {
+          failure ??= e;
+        },
+      )
+      .finally(() => pending.delete(q));
+    pending.add(q);
+  };
+  for await (const r of decodeRbdDiff(createReadStream(file))) {
+    while (pending.size >= inflight) await Promise.race(pending);
+    if (failure !== null) break;
+    if (r.type === 'write') start(rt.composer.write(target, r.offset, r.data), r.data.length);
+    else if (r.type === 'zero') start(rt.composer.writeZeroes(target, r.offset, r.length), r.length);
+  }
+  await Promise.all(pending);
+  if (failure !== null) throw failure;
+}
+
+/**
  * Applies an RBD diff v1 stream (`rbd export-diff`'s, or `exportDiff`'s) to volume `volume`, as
  * `rbd import-diff` does, from `from` (a file) or a stream (`-`: stdin, spooled to a temp file
  * first). The whole stream is read and checked before anything changes: a malformed or truncated
  * stream, a from-snapshot that does not exist or that the volume is no longer at (its contents must
  * be the snapshot's: stricter than rbd, which only checks that the snapshot exists), a
- * to-snapshot that exists already, or a mapped volume change nothing. Then the volume is resized to
- * the stream's size, its data and zero records are written, everything is flushed, and the
- * to-snapshot, when the stream names one, is taken.
+ * to-snapshot that exists already, or a mapped volume change nothing. Then the change is staged
+ * (`stagingNames`): a clone of a snapshot of the volume takes the stream's size, its data and zero
+ * records, everything is flushed, and the volume is rolled back to a snapshot of that clone: one
+ * crash-atomic map change, so a failure or a kill at any point leaves the volume wholly as it was
+ * or wholly as the stream makes it. Then the to-snapshot, when the stream names one, is taken.
  */
 export async function importDiff(
   s: Session,
@@ -397,36 +467,25 @@ export async function importDiff(
     const info = await checkTarget(rt, volume, plan);
     await s.adopt(volume);
     const size = plan.size ?? info.size;
-    if (size !== info.size) await rt.composer.frozen(volume, () => rt.mapper.resize(volume, size));
-    const inflight = Math.max(1, opts.inflight ?? DEFAULT_DIFF_INFLIGHT);
-    const pending = new Set<Promise<void>>();
-    let failure: unknown = null;
-    const total = plan.dataBytes + plan.zeroBytes;
-    let done = 0;
-    const start = (p: Promise<void>, bytes: number) => {
-      const q: Promise<void> = p
-        .then(
-          () => {
-            done += bytes;
-            opts.onProgress?.(done, total);
-          },
-          (e: unknown) => {
-            failure ??= e;
-          },
-        )
-        .finally(() => pending.delete(q));
-      pending.add(q);
-    };
-    for await (const r of decodeRbdDiff(createReadStream(file))) {
-      while (pending.size >= inflight) await Promise.race(pending);
-      if (failure !== null) break;
-      if (r.type === 'write') start(rt.composer.write(volume, r.offset, r.data), r.data.length);
-      else if (r.type === 'zero') start(rt.composer.writeZeroes(volume, r.offset, r.length), r.length);
+    // Staged in a clone of a snapshot of the volume, committed by a rollback (crash-atomic): a
+    // failure or a kill before the commit leaves the volume as it was, after it as the stream
+    // makes it (see `stagingNames`).
+    const stage = stagingNames(volume);
+    await clearStaging(rt, stage); // what a killed import left
+    try {
+      await rt.composer.snapshot(volume, stage.base);
+      await rt.mapper.clone(stage.base, stage.work, { size: Math.max(size, info.size) });
+      if (size < info.size) await rt.composer.frozen(stage.work, () => rt.mapper.resize(stage.work, size));
+      await applyRecords(rt, file, stage.work, plan, opts);
+      await rt.blockerb.flush();
+      await rt.composer.flush(stage.work);
+      await rt.composer.snapshot(stage.work, stage.next);
+      await rollbackVolume(s, volume, stage.next); // the commit
+    } catch (e) {
+      await clearStaging(rt, stage).catch(() => {});
+      throw e;
     }
-    await Promise.all(pending);
-    if (failure !== null) throw failure;
-    await rt.blockerb.flush();
-    await rt.composer.flush(volume);
+    await clearStaging(rt, stage);
     if (plan.to !== null) await rt.composer.snapshot(volume, plan.to); // not mapped: checked above
     return {
       volume,

@@ -1,6 +1,6 @@
 /**
  * Rollback (README "Lineage, rollback, flatten"): volume `name`'s contents become snapshot
- * `snap`'s, by a map change (O(map), never O(data)). The volume takes the snapshot's entries, none
+ * `snap`'s (of its lineage: `checkLineage`), by a map change (O(map), never O(data)). The volume takes the snapshot's entries, none
  * writable (its next write to a block copies it up), the snapshot's size, and its epoch + 1, so no
  * object name is ever used twice. Crash-atomic, in this order:
  * 1. the new map is staged under `rollbackMapName(name)`, INCOMPLETE (map blocks, then header);
@@ -36,8 +36,11 @@ export function heldElsewhere(e: unknown, name: string, action: string): unknown
 
 /**
  * Refuses (EINVAL) a rollback of `vol` to `snap` unless `snap` is of the volume's lineage: a
- * snapshot recorded as taken of it (under any name), or its recorded parent; without records, a
- * snapshot holding objects of the volume (`<vol>_<epoch>_<index>`) or all of its shared entries.
+ * snapshot recorded as taken of it (under any name), or its recorded parent, or a snapshot of a
+ * clone of a snapshot of it (what `import-diff` stages its change in and commits with a rollback:
+ * runtime diff-transfer.ts; each link by record id, the clone and that snapshot found under the
+ * names the records give); without records, a snapshot holding objects of the volume
+ * (`<vol>_<epoch>_<index>`) or all of its shared entries.
  */
 async function checkLineage(ctx: MapperContext, vol: LoadedMap, snap: LoadedMap): Promise<void> {
   const [v, s] = await Promise.all([
@@ -51,6 +54,14 @@ async function checkLineage(ctx: MapperContext, vol: LoadedMap, snap: LoadedMap)
   if (v?.parent) {
     if (s && v.parent.id === s.id) return;
     if (v.parent.id === null && v.parent.name === snap.name) return;
+  }
+  if (v && s?.origin?.id) {
+    // A snapshot of a clone (not flattened) of a snapshot of the volume.
+    const clone = await readLineage(ctx.blockerm, s.origin.name);
+    if (clone?.id === s.origin.id && clone.parent?.id) {
+      const base = await readLineage(ctx.blockerm, clone.parent.name);
+      if (base?.id === clone.parent.id && base.origin?.id === v.id) return;
+    }
   }
   if (!s?.origin) {
     // Not recorded: infer, as `vlmc info` does.
