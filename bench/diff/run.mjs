@@ -156,7 +156,8 @@ async function decode(path) {
       }
       if (buf.length < need) return;
       if (state === 'header') {
-        if (buf.subarray(0, 12).toString('latin1') !== 'rbd diff v1\n') throw new Error(`${path}: no v1 header`);
+        if (buf.subarray(0, 12).toString('latin1') !== 'rbd diff v1\n')
+          throw new Error(`${path}: no v1 header`);
         buf = buf.subarray(12);
         state = 'tag';
         need = 1;
@@ -248,9 +249,11 @@ async function makeStreams(work) {
     await d.name('t', to);
     await d.size(SIZE);
     if (pattern === 'whole') {
-      for (const b of sample(BLOCKS, Math.round(changed / BLOCK))) await d.write(b * BLOCK, randomBytes(BLOCK));
+      for (const b of sample(BLOCKS, Math.round(changed / BLOCK)))
+        await d.write(b * BLOCK, randomBytes(BLOCK));
     } else if (pattern === 'scattered') {
-      for (const s of sample(SIZE / SMALL, Math.round(changed / SMALL))) await d.write(s * SMALL, randomBytes(SMALL));
+      for (const s of sample(SIZE / SMALL, Math.round(changed / SMALL)))
+        await d.write(s * SMALL, randomBytes(SMALL));
     } else throw new Error(`unknown pattern ${pattern}`);
     await d.end();
     streams[pattern] = { path, from: prev, to, bytes: changed };
@@ -271,13 +274,24 @@ async function main() {
   const img = `rbd/${ns}`;
   const out = {
     date: new Date().toISOString(),
-    host: { cpus: cpus().length, model: cpus()[0]?.model, memGiB: Math.round(totalmem() / 2 ** 30), load: loadavg() },
+    host: {
+      cpus: cpus().length,
+      model: cpus()[0]?.model,
+      memGiB: Math.round(totalmem() / 2 ** 30),
+      load: loadavg(),
+    },
     versions: {
       node: process.version,
       ceph: (await sh('ceph', ['-v'])).stdout.trim(),
       head: (await sh('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'])).stdout.trim(),
     },
-    config: { sizeGiB: Number(o['size-gib']), base: Number(o.base), changed: Number(o.changed), runs: RUNS, work },
+    config: {
+      sizeGiB: Number(o['size-gib']),
+      base: Number(o.base),
+      changed: Number(o.changed),
+      runs: RUNS,
+      work,
+    },
     uptime: [await uptime()],
     patterns: {},
   };
@@ -332,7 +346,11 @@ async function main() {
             row.rbdNoSync = a.seconds;
           } else {
             const env = { ...process.env, ARCHIPELAGO_CONF: confs[side.slice(5)] };
-            const r = await run(process.execPath, [BIN, 'export-diff', '--from-snap', from, to, f, '--json'], env);
+            const r = await run(
+              process.execPath,
+              [BIN, 'export-diff', '--from-snap', from, to, f, '--json'],
+              env,
+            );
             row[side] = r.seconds;
             row[`${side}Own`] = JSON.parse(r.out).seconds;
           }
@@ -345,8 +363,13 @@ async function main() {
       }
       for (const kind of BLOCKERS) {
         const env = { ...process.env, ARCHIPELAGO_CONF: confs[kind] };
-        const r = await run(process.execPath, [BIN, 'info', PATTERNS.length ? streams[PATTERNS[0]].to : 's1', '--json'], env);
-        (fixed[kind] ??= []).push(r.seconds);
+        const r = await run(
+          process.execPath,
+          [BIN, 'info', PATTERNS.length ? streams[PATTERNS[0]].to : 's1', '--json'],
+          env,
+        );
+        if (!fixed[kind]) fixed[kind] = [];
+        fixed[kind].push(r.seconds);
       }
     }
     out.vlmcInfoSeconds = fixed;
@@ -361,7 +384,12 @@ async function main() {
     for (const p of PATTERNS) {
       const P = out.patterns[p];
       const ref = await decode(file('rbd', p));
-      P.rbdExtents = { writes: ref.writes.length, data: sum(ref.writes), zeros: ref.zeros.length, zeroBytes: sum(ref.zeros) };
+      P.rbdExtents = {
+        writes: ref.writes.length,
+        data: sum(ref.writes),
+        zeros: ref.zeros.length,
+        zeroBytes: sum(ref.zeros),
+      };
       for (const side of sides) {
         const secs = P.passes.map((r) => r[side]);
         const bytes = P.passes[P.passes.length - 1][`${side}Bytes`];
@@ -379,10 +407,12 @@ async function main() {
         else P.rows[side].ownSeconds = med(P.passes.map((r) => r[`${side}Own`]));
         if (side === 'rbd') continue;
         const ours = await decode(file(side, p));
-        const same = ours.writes.length === ref.writes.length && ours.writes.every((w, i) => {
-          const r = ref.writes[i];
-          return w.offset === r.offset && w.length === r.length && w.sha === r.sha;
-        });
+        const same =
+          ours.writes.length === ref.writes.length &&
+          ours.writes.every((w, i) => {
+            const r = ref.writes[i];
+            return w.offset === r.offset && w.length === r.length && w.sha === r.sha;
+          });
         P.rows[side].extents = {
           writes: ours.writes.length,
           data: sum(ours.writes),
@@ -399,7 +429,10 @@ async function main() {
     if (!o['no-verify']) {
       // Ours applied by rbd onto a copy at the first snapshot; the result must read as rbd's image.
       const base = streams.base;
-      const sha = async (spec) => (await run('sh', ['-c', `rbd -c ${cluster} export --no-progress ${spec} - | sha256sum`])).out.split(' ')[0];
+      const sha = async (spec) =>
+        (await run('sh', ['-c', `rbd -c ${cluster} export --no-progress ${spec} - | sha256sum`])).out.split(
+          ' ',
+        )[0];
       const want = {};
       for (const p of PATTERNS) want[p] = await sha(`${img}@${streams[p].to}`);
       for (const kind of BLOCKERS) {
@@ -411,7 +444,9 @@ async function main() {
           await rbd('import-diff', '--no-progress', file(`vlmc-${kind}`, p), chk);
           const got = await sha(`${chk}@${streams[p].to}`);
           out.patterns[p].rows[`vlmc-${kind}`].appliedByRbdEqualsRbd = got === want[p];
-          log(`verify ${kind} ${p}: rbd import-diff of ours ${got === want[p] ? 'reads as' : 'DIFFERS from'} rbd's ${streams[p].to}`);
+          log(
+            `verify ${kind} ${p}: rbd import-diff of ours ${got === want[p] ? 'reads as' : 'DIFFERS from'} rbd's ${streams[p].to}`,
+          );
         }
       }
     }
@@ -420,7 +455,10 @@ async function main() {
     await writeFile(RESULTS, `${JSON.stringify(out, null, 2)}\n`);
     if (!o.keep) {
       for (const i of rbdImages) {
-        await run('sh', ['-c', `rbd -c ${cluster} snap purge --no-progress ${i}; rbd -c ${cluster} rm --no-progress ${i}`]).catch(() => {});
+        await run('sh', [
+          '-c',
+          `rbd -c ${cluster} snap purge --no-progress ${i}; rbd -c ${cluster} rm --no-progress ${i}`,
+        ]).catch(() => {});
       }
       if (confs.rados) {
         for (const pool of ['blocks', 'maps']) {
@@ -439,7 +477,9 @@ async function main() {
       console.log(
         `  ${side.padEnd(11)} ${r.seconds.toFixed(2)} s  ${r.changedMiBps.toFixed(0)} MiB/s of change  ` +
           `stream ${r.streamMiB.toFixed(0)} MiB  ratio ${r.ratioToRbd.toFixed(2)}` +
-          (r.extents ? `  identical ${r.extents.identicalToRbd} covers ${r.extents.coversRbd} applied ${r.appliedByRbdEqualsRbd}` : ''),
+          (r.extents
+            ? `  identical ${r.extents.identicalToRbd} covers ${r.extents.coversRbd} applied ${r.appliedByRbdEqualsRbd}`
+            : ''),
       );
     }
   }
