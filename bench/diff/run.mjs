@@ -26,7 +26,7 @@
  * And `vlmc info s2` on each: the fixed cost of a vlmc process (node + oclif + configuration).
  * Verification (once, after the timing): every diff file is decoded (a decoder in this script)
  * and ours and rbd's are compared: the same extents for "whole"; for "scattered", ours must cover
- * rbd's extents. Then each of our streams is applied with `rbd import-diff` onto an RBD copy
+ * rbd's extents; and each side's ranges are compared with the ranges of the change as written. Then each of our streams is applied with `rbd import-diff` onto an RBD copy
  * at s1 (resp. s2) and `rbd export` of the result is compared (SHA-256) with rbd's own image.
  *
  * Imports nothing of ours but the vlmc CLI. Starts (or reuses) a throwaway cluster with
@@ -384,11 +384,17 @@ async function main() {
     for (const p of PATTERNS) {
       const P = out.patterns[p];
       const ref = await decode(file('rbd', p));
+      // The change as written (the stream both sides imported), adjacent writes merged.
+      const input = await decode(streams[p].path);
+      const inputRanges = ranges(input.writes);
+      const sameRanges = (a, b) =>
+        a.length === b.length && a.every((r, i) => r[0] === b[i][0] && r[1] === b[i][1]);
       P.rbdExtents = {
         writes: ref.writes.length,
         data: sum(ref.writes),
         zeros: ref.zeros.length,
         zeroBytes: sum(ref.zeros),
+        rangesEqualInput: sameRanges(ranges(ref.writes), inputRanges),
       };
       for (const side of sides) {
         const secs = P.passes.map((r) => r[side]);
@@ -423,6 +429,7 @@ async function main() {
           size: ours.size,
           identicalToRbd: same && ours.zeros.length === ref.zeros.length,
           coversRbd: covers(ranges([...ours.writes, ...ours.zeros]), ranges([...ref.writes, ...ref.zeros])),
+          rangesEqualInput: sameRanges(ranges([...ours.writes, ...ours.zeros]), inputRanges),
         };
       }
     }
