@@ -283,7 +283,10 @@ async function main() {
     versions: {
       node: process.version,
       ceph: (await sh('ceph', ['-v'])).stdout.trim(),
-      head: (await sh('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'])).stdout.trim(),
+      head: await sh('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD']).then(
+        (r) => r.stdout.trim(),
+        () => process.env.BENCH_HEAD ?? 'unknown',
+      ),
     },
     config: {
       sizeGiB: Number(o['size-gib']),
