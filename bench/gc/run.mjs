@@ -89,7 +89,7 @@ function run(cmd, args, env) {
 
 /**
  * Writes `blocks` blocks of random bytes at block `first` of `vol`, 1 MiB per write, one at a time
- * (8 at once made 4 KiB-block population about 5 times slower on the file blocker).
+ * (8 at once was slower on the file blocker; see bench/results/gc.md).
  */
 async function fill(composer, vol, first, blocks) {
   const pending = new Set();
