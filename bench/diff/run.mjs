@@ -32,19 +32,18 @@
  * Imports nothing of ours but the vlmc CLI. Starts (or reuses) a throwaway cluster with
  * scripts/ceph-cluster.sh in --ceph-dir; writes bench/results/diff.json.
  */
-import { execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, open, rm, stat, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs, promisify } from 'node:util';
+import { parseArgs } from 'node:util';
+import { log, median, run, sh, uptime } from '../gc/common.mjs';
 
 const ROOT = dirname(dirname(dirname(fileURLToPath(import.meta.url))));
 const BIN = join(ROOT, 'packages', 'cli', 'bin', 'vlmc.js');
 const RESULTS = join(ROOT, 'bench', 'results', 'diff.json');
-const sh = promisify(execFile);
 const MiB = 1024 * 1024;
 const BLOCK = 4 * MiB;
 const SMALL = 64 * 1024;
@@ -68,25 +67,6 @@ const BLOCKS = SIZE / BLOCK;
 const RUNS = Number(o.runs);
 const PATTERNS = o.patterns.split(',');
 const BLOCKERS = o.blockers.split(',');
-
-const log = (...a) => console.log(new Date().toISOString().slice(11, 19), ...a);
-const uptime = async () => (await sh('uptime')).stdout.trim();
-
-function run(cmd, args, env = process.env) {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    const p = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d) => (out += d));
-    p.stderr.on('data', (d) => (err += d));
-    p.on('close', (code) => {
-      const seconds = (performance.now() - t0) / 1000;
-      if (code === 0) resolve({ out, seconds });
-      else reject(new Error(`${cmd} ${args.join(' ')}: exit ${code}\n${err}`));
-    });
-  });
-}
 
 // ------------------------------------------------------------ an RBD diff v1 encoder and decoder
 
@@ -379,11 +359,7 @@ async function main() {
     out.uptime.push(await uptime());
 
     // ---- verification
-    const med = (xs) => {
-      const s = [...xs].sort((x, y) => x - y);
-      const m = Math.floor(s.length / 2);
-      return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-    };
+    const med = median;
     for (const p of PATTERNS) {
       const P = out.patterns[p];
       const ref = await decode(file('rbd', p));

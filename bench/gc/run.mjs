@@ -30,19 +30,18 @@
  * namespace of their own in pools "maps" and "blocks" and are removed at the end.
  * Writes bench/results/gc.json.
  */
-import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { parseArgs, promisify } from 'node:util';
+import { parseArgs } from 'node:util';
+import { log, median, run, sh, uptime } from './common.mjs';
 
 const ROOT = dirname(dirname(dirname(fileURLToPath(import.meta.url))));
 const BIN = join(ROOT, 'packages', 'cli', 'bin', 'vlmc.js');
 const RESULTS = join(ROOT, 'bench', 'results', 'gc.json');
 const load = (pkg) => import(pathToFileURL(join(ROOT, 'packages', pkg, 'dist', 'index.js')).href);
-const sh = promisify(execFile);
 
 const { values: o } = parseArgs({
   options: {
@@ -67,25 +66,6 @@ const [{ FileBlocker }, { Mapper }, { Composer }, runtime] = await Promise.all([
   load('composer'),
   load('runtime'),
 ]);
-
-const uptime = async () => (await sh('uptime')).stdout.trim();
-const log = (...a) => console.log(new Date().toISOString().slice(11, 19), ...a);
-
-function run(cmd, args, env) {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    const p = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d) => (out += d));
-    p.stderr.on('data', (d) => (err += d));
-    p.on('close', (code) => {
-      const seconds = (performance.now() - t0) / 1000;
-      if (code === 0) resolve({ out, seconds });
-      else reject(new Error(`${cmd} ${args.join(' ')}: exit ${code}\n${err}`));
-    });
-  });
-}
 
 /**
  * Writes `blocks` blocks of random bytes at block `first` of `vol`, 1 MiB per write, one at a time
@@ -360,11 +340,7 @@ async function main() {
     if (!o.keep) await rm(work, { recursive: true, force: true });
   }
   for (const b of out.blockers) {
-    const med = (xs) => {
-      const s = [...xs].sort((x, y) => x - y);
-      const m = Math.floor(s.length / 2);
-      return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-    };
+    const med = median;
     const v = b.runs.filter((r) => r.side === 'vlmc');
     const l = b.runs.filter((r) => r.side === 'library');
     const ph = (k) => med(l.map((r) => r.phases[k]));
