@@ -35,11 +35,10 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, open, rm, stat, writeFile } from 'node:fs/promises';
-import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { log, median, run, sh, uptime } from '../gc/common.mjs';
+import { gitHead, hostInfo, log, median, run, sh, uptime } from '../gc/common.mjs';
 
 const ROOT = dirname(dirname(dirname(fileURLToPath(import.meta.url))));
 const BIN = join(ROOT, 'packages', 'cli', 'bin', 'vlmc.js');
@@ -254,19 +253,11 @@ async function main() {
   const img = `rbd/${ns}`;
   const out = {
     date: new Date().toISOString(),
-    host: {
-      cpus: cpus().length,
-      model: cpus()[0]?.model,
-      memGiB: Math.round(totalmem() / 2 ** 30),
-      load: loadavg(),
-    },
+    host: hostInfo(),
     versions: {
       node: process.version,
       ceph: (await sh('ceph', ['-v'])).stdout.trim(),
-      head: await sh('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD']).then(
-        (r) => r.stdout.trim(),
-        () => process.env.BENCH_HEAD ?? 'unknown',
-      ),
+      head: await gitHead(ROOT),
     },
     config: {
       sizeGiB: Number(o['size-gib']),

@@ -1,5 +1,6 @@
 /** Helpers shared by bench/gc/run.mjs and bench/diff/run.mjs. */
 import { execFile, spawn } from 'node:child_process';
+import os from 'node:os';
 import { promisify } from 'node:util';
 
 export const sh = promisify(execFile);
@@ -37,3 +38,21 @@ export function run(cmd, args, env = process.env) {
     });
   });
 }
+
+/** The machine, for the results. */
+export function hostInfo() {
+  const { cpus, loadavg, totalmem } = os;
+  return {
+    cpus: cpus().length,
+    model: cpus()[0]?.model,
+    memGiB: Math.round(totalmem() / 2 ** 30),
+    load: loadavg(),
+  };
+}
+
+/** The commit the bench ran at (BENCH_HEAD outside a git checkout). */
+export const gitHead = (root) =>
+  sh('git', ['-C', root, 'rev-parse', '--short', 'HEAD']).then(
+    (r) => r.stdout.trim(),
+    () => process.env.BENCH_HEAD ?? 'unknown',
+  );

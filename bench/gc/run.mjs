@@ -32,11 +32,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { log, median, run, sh, uptime } from './common.mjs';
+import { gitHead, hostInfo, log, median, run, sh, uptime } from './common.mjs';
 
 const ROOT = dirname(dirname(dirname(fileURLToPath(import.meta.url))));
 const BIN = join(ROOT, 'packages', 'cli', 'bin', 'vlmc.js');
@@ -313,16 +312,11 @@ async function main() {
   const versions = {
     node: process.version,
     ceph: cluster ? (await sh('ceph', ['-v'])).stdout.trim() : null,
-    head: (await sh('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'])).stdout.trim(),
+    head: await gitHead(ROOT),
   };
   const out = {
     date: new Date().toISOString(),
-    host: {
-      cpus: cpus().length,
-      model: cpus()[0]?.model,
-      memGiB: Math.round(totalmem() / 2 ** 30),
-      load: loadavg(),
-    },
+    host: hostInfo(),
     versions,
     config: { objects: N, garbage: G, blocksize: BS, runs: RUNS, work },
     blockers: [],
