@@ -4,7 +4,7 @@
  *
  *   node bench/diff/run.mjs [--size-gib 10] [--base 0.05] [--changed 0.01] [--runs 3]
  *                           [--patterns whole,scattered] [--blockers file,rados]
- *                           [--dir /var/tmp] [--ceph-dir /var/tmp/bench17-ceph] [--no-verify] [--keep]
+ *                           [--dir /var/tmp] [--ceph-dir /var/tmp/archipelago-bench-ceph] [--no-verify] [--keep]
  *
  * The volume (and the RBD image) is --size-gib GiB. Its contents are written as RBD diff v1
  * streams this script encodes itself (no code of ours), applied to both sides through the
@@ -56,7 +56,7 @@ const { values: o } = parseArgs({
     patterns: { type: 'string', default: 'whole,scattered' },
     blockers: { type: 'string', default: 'file,rados' },
     dir: { type: 'string', default: '/var/tmp' },
-    'ceph-dir': { type: 'string', default: '/var/tmp/bench17-ceph' },
+    'ceph-dir': { type: 'string', default: '/var/tmp/archipelago-bench-ceph' },
     'no-verify': { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
   },

@@ -3,7 +3,7 @@
  * gc over N objects (default 100,000) with 10% garbage, on the file blocker and on RADOS.
  *
  *   node bench/gc/run.mjs [--objects 100000] [--garbage 0.1] [--runs 2] [--blockers file,rados]
- *                         [--dir /var/tmp] [--ceph-dir /var/tmp/bench17-ceph] [--keep]
+ *                         [--dir /var/tmp] [--ceph-dir /var/tmp/archipelago-bench-ceph] [--keep]
  *
  * Population (4 KiB blocks, so 100,000 objects are 390 MiB), built through the library (Mapper +
  * Composer: the CLI makes 4 MiB blocks only), every block random bytes:
@@ -49,7 +49,7 @@ const { values: o } = parseArgs({
     runs: { type: 'string', default: '2' },
     blockers: { type: 'string', default: 'file,rados' },
     dir: { type: 'string', default: '/var/tmp' },
-    'ceph-dir': { type: 'string', default: '/var/tmp/bench17-ceph' },
+    'ceph-dir': { type: 'string', default: '/var/tmp/archipelago-bench-ceph' },
     keep: { type: 'boolean', default: false },
   },
 });
