@@ -2,7 +2,7 @@ import type { FileBlocker } from '@archipelago/blocker-file';
 import { type MapEntry, ObjFlag, ZERO_BLOCK } from '@archipelago/mapfile';
 import { describe, expect, it } from 'vitest';
 import { put, useTempStack } from './__fixtures__/stack.js';
-import { diffBytes, diffEntries } from './diff.js';
+import { changedRuns, diffBytes, diffEntries } from './diff.js';
 import type { Mapper } from './mapper.js';
 
 const BS = 4096;
@@ -82,5 +82,48 @@ describe('diffEntries on real maps', () => {
       { offset: 0, length: 2 * BS, zero: false },
       { offset: 4 * BS, length: BS, zero: false },
     ]);
+  });
+});
+
+describe('changedRuns (pure)', () => {
+  const G = 4096;
+  const block = (n: number, fillWith = 0) => Buffer.alloc(n * G, fillWith);
+
+  it('from zeros: only the written granules, zero granules left out', () => {
+    const to = block(16);
+    to.fill(7, 3 * G, 5 * G); // two granules
+    to[9 * G + 100] = 1; // one byte in a granule
+    expect(changedRuns(null, to)).toEqual([
+      { offset: 3 * G, length: 2 * G, zero: false },
+      { offset: 9 * G, length: G, zero: false },
+    ]);
+    expect(changedRuns(null, block(4))).toEqual([]);
+  });
+
+  it('from data: the granules that differ; a granule that became zeros is a zero run', () => {
+    const from = block(8, 5);
+    const to = Buffer.from(from);
+    to.fill(9, 2 * G, 3 * G);
+    to.fill(0, 3 * G, 5 * G);
+    to[7 * G] = 6;
+    expect(changedRuns(from, to)).toEqual([
+      { offset: 2 * G, length: G, zero: false },
+      { offset: 3 * G, length: 2 * G, zero: true },
+      { offset: 7 * G, length: G, zero: false },
+    ]);
+    expect(changedRuns(from, Buffer.from(from))).toEqual([]);
+  });
+
+  it('a last granule shorter than the granule, a custom granule, and bad input', () => {
+    const to = Buffer.alloc(G + 10);
+    to[G + 3] = 1;
+    expect(changedRuns(null, to)).toEqual([{ offset: G, length: 10, zero: false }]);
+    expect(changedRuns(null, to, 512)).toEqual([{ offset: G, length: 10, zero: false }]);
+    expect(changedRuns(Buffer.alloc(G + 10, 1), to, 512)).toEqual([
+      { offset: 0, length: G, zero: true },
+      { offset: G, length: 10, zero: false },
+    ]);
+    expect(() => changedRuns(Buffer.alloc(3), Buffer.alloc(4))).toThrow(/3 bytes before, 4 after/);
+    expect(() => changedRuns(null, to, 0)).toThrow(/granule 0/);
   });
 });

@@ -76,3 +76,43 @@ export function diffBytes(extents: readonly DiffExtent[]): { data: number; zero:
   }
   return { data, zero };
 }
+
+/** The granule `changedRuns` compares by default: 4 KiB, the smallest write a disk makes. */
+export const DIFF_GRANULE = 4096;
+const ZEROS = Buffer.alloc(DIFF_GRANULE);
+
+/**
+ * The runs of `to` (bytes of one changed extent) that differ from `from` (the same range before;
+ * null: zeros, as an extent that was unallocated), compared `granule` bytes at a time, as offsets
+ * relative to the start of `to`, adjacent runs of the same kind merged. A run is `zero` when its
+ * bytes in `to` are all zeros. Unchanged granules are left out, so an export sends what a write
+ * changed rather than whole blocks: a 64 KiB write into a 4 MiB block gives one 64 KiB run.
+ * `from` must be as long as `to` (EINVAL otherwise); `granule` must be a positive integer.
+ */
+export function changedRuns(
+  from: Uint8Array | null,
+  to: Uint8Array,
+  granule: number = DIFF_GRANULE,
+): DiffExtent[] {
+  if (from !== null && from.length !== to.length) {
+    throw archipError('EINVAL', `changedRuns: ${from.length} bytes before, ${to.length} after`);
+  }
+  if (!Number.isInteger(granule) || granule <= 0) {
+    throw archipError('EINVAL', `changedRuns: granule ${granule} is not a positive integer`);
+  }
+  const zeros = granule === DIFF_GRANULE ? ZEROS : Buffer.alloc(granule);
+  const t = Buffer.from(to.buffer, to.byteOffset, to.length);
+  const f = from === null ? null : Buffer.from(from.buffer, from.byteOffset, from.length);
+  const out: DiffExtent[] = [];
+  for (let o = 0; o < t.length; o += granule) {
+    const end = Math.min(o + granule, t.length);
+    const after = t.subarray(o, end);
+    const z = after.equals(end - o === granule ? zeros : zeros.subarray(0, end - o));
+    const same = f === null ? z : after.equals(f.subarray(o, end));
+    if (same) continue;
+    const last = out[out.length - 1];
+    if (last && last.zero === z && last.offset + last.length === o) last.length = end - last.offset;
+    else out.push({ offset: o, length: end - o, zero: z });
+  }
+  return out;
+}

@@ -1,5 +1,5 @@
 export type { MapperApi } from './api.js';
-export { type DiffExtent, type DiffSide, diffBytes, diffEntries } from './diff.js';
+export { changedRuns, DIFF_GRANULE, type DiffExtent, type DiffSide, diffBytes, diffEntries } from './diff.js';
 export { FlockHostLocks } from './flock-host-locks.js';
 export {
   collectGarbage,
