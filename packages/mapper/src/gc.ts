@@ -52,6 +52,7 @@ import { ArchipelagoError, archipError } from '@archipelago/libxseg';
 import {
   decodeEntriesV2,
   decodeHeaderV2,
+  decodeIntent,
   detectVersion,
   ENTRY_V2_SIZE,
   entriesPerMapBlock,
@@ -1071,7 +1072,9 @@ async function readRoot(
     return await readMap(store, o, marked, tryV0);
   } catch (e) {
     // In a store shared with blockerb, a data object that looks like a map at first is data.
-    if (!tryV0) return 'data';
+    const blockerError = (x: unknown): boolean =>
+      ArchipelagoError.isInstance(x) && (x.code !== 'ECORRUPT_MAP' || blockerError((x as Error).cause));
+    if (!tryV0 && !blockerError(e)) return 'data';
     throw e;
   }
 }
@@ -1100,6 +1103,21 @@ async function readMap(
     epoch = h.epoch;
     blocksize = h.blocksize;
     if (h.flags & MapFlag.DELETED) return { deleted: true, epoch, blocksize };
+    // A committed rollback (ops/rollback.ts): the next use of the volume finishes it from the
+    // staged map, which is no head of its own (its name looks like a map block): a root too.
+    const intent = h.flags & MapFlag.INCOMPLETE ? decodeIntent(bytes) : null;
+    if (intent?.kind === 'rolling-back') {
+      const staged = await store.load(intent.name, { incomplete: true });
+      for (const e of staged.entries) if (!isZero(e)) marked.add(e.name);
+      marked.add(intent.name);
+      const blocks = Math.ceil(staged.entries.length / entriesPerMapBlock(staged.blocksize));
+      for (let i = 0; i < blocks; i++) marked.add(mapBlockName(intent.name, i));
+      // The volume's own blocks may be half rewritten from it (readable or not): the staged map
+      // is what the volume becomes; what its old entries alone name is garbage once it does.
+      const own = await store.load(o, { incomplete: true }).catch(() => null);
+      for (const e of own?.entries ?? []) if (!isZero(e)) marked.add(e.name);
+      return { deleted: false, epoch, blocksize };
+    }
   }
   try {
     const map = await store.load(o, { incomplete: true, assumeV0: version === 0 });
