@@ -262,6 +262,39 @@ describe('rollback and flatten through the daemons (vlmc map)', () => {
   }, 120_000);
 });
 
+describe('import-diff through the daemons', () => {
+  it('vlmc export-diff, then rollback (mapperd) and import-diff of it: the volume and the to-snapshot come back byte for byte', async () => {
+    const img = randomBytes(8 * MiB);
+    writeFileSync(join(cfg.dir, 'dv.raw'), img);
+    await ok('import', join(cfg.dir, 'dv.raw'), 'dv');
+    await ok('snapshot', 'dv', 'dv-s1');
+    const uri = await ok('map', 'dv');
+    const w = await exec('/usr/bin/nbdsh', [
+      '-u',
+      uri,
+      '-c',
+      'h.pwrite(b"\\x55" * 70000, 4 * 1048576 + 100)',
+    ]);
+    expect(w.code, w.stderr).toBe(0);
+    await ok('unmap', 'dv');
+    await ok('snapshot', 'dv', 'dv-s2');
+    const atS2 = await exported('dv-s2');
+    expect(sha(atS2)).not.toBe(sha(img));
+    const diff = join(cfg.dir, 'dv.diff');
+    await ok('export-diff', '--from-snap', 'dv-s1', 'dv-s2', diff);
+    // Back to s1 (mapperd's ROLLBACK), s2 gone: the diff brings both back.
+    await ok('rollback', 'dv', 'dv-s1');
+    expect(sha(await exported('dv'))).toBe(sha(img));
+    await ok('remove', 'dv-s2');
+    await ok('import-diff', diff, 'dv');
+    expect(sha(await exported('dv'))).toBe(sha(atS2));
+    expect(sha(await exported('dv-s2'))).toBe(sha(atS2));
+    expect(sha(await exported('dv-s1')), 'the from-snapshot unchanged').toBe(sha(img));
+    // No staging map of the import is left among the volumes.
+    expect(await ok('ls')).not.toMatch(/import-diff/);
+  }, 60_000);
+});
+
 describe('gc under load', () => {
   it('vlmc gc in a loop while fio, snapshots, clones, hashes and swift uploads run: every byte survives', async () => {
     await ok('create', 'g', '--size', '16M');
