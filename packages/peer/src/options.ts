@@ -98,6 +98,8 @@ export interface MapperdPeerOptions {
   gcGraceMs?: number;
   /** `[mapperd] trash_ttl`, ms: how long removed maps stay in the trash before a gc purges them. */
   trashTtlMs?: number;
+  /** `[mapperd] sparse_maps`: new maps leave all-zero map blocks out (default true; see mapper). */
+  sparseMaps?: boolean;
 }
 
 /** vlmcd: a Composer over mapperd and blockerb. */
@@ -293,6 +295,7 @@ export function checkPeerOptions(value: unknown): PeerOptions {
       ...(m.gcIntervalMs !== undefined ? { gcIntervalMs: int(m, 'gcIntervalMs', 1, 2 ** 31 - 1) } : {}),
       ...(m.gcGraceMs !== undefined ? { gcGraceMs: int(m, 'gcGraceMs', 0, Number.MAX_SAFE_INTEGER) } : {}),
       ...(m.trashTtlMs !== undefined ? { trashTtlMs: int(m, 'trashTtlMs', 0, Number.MAX_SAFE_INTEGER) } : {}),
+      ...(m.sparseMaps !== undefined ? { sparseMaps: m.sparseMaps === true } : {}),
     };
   } else {
     const v = obj(o.vlmcd, '"vlmcd"');

@@ -106,6 +106,7 @@ export const CONFIG_SCHEMA = {
       gc_interval: { type: 'number', minimum: 0, maximum: MAX_SECONDS * 365, default: 0 },
       gc_grace: { type: 'number', minimum: 0, maximum: MAX_SECONDS * 365, default: 600 },
       trash_ttl: { type: 'number', minimum: 0, maximum: MAX_SECONDS * 3650, default: 0 },
+      sparse_maps: { type: 'boolean', default: true },
     }),
   },
   vlmcd: {

@@ -124,6 +124,11 @@ export interface MapperdSection extends PeerSection {
   gc_grace: number;
   /** Seconds a removed volume stays in the trash before gc collects it; 0: the next gc (default). */
   trash_ttl: number;
+  /**
+   * New maps leave map blocks of only zero entries out (header flag SPARSE; default true). `no`
+   * writes every map block, as the original's mapper needs to read a map.
+   */
+  sparse_maps: boolean;
 }
 
 export interface VlmcdSection extends PeerSection {
@@ -228,6 +233,7 @@ const TYPE_KEYS: Readonly<Record<string, Readonly<Record<string, Kind>>>> = {
     gc_interval: 'number',
     gc_grace: 'number',
     trash_ttl: 'number',
+    sparse_maps: 'bool',
     unique_str: 'string',
   },
   vlmcd: { blocker_port: 'int', mapper_port: 'int' },
@@ -533,6 +539,7 @@ export function defaultConfig(dataDir: string): ArchipelagoConfig {
       gc_interval: 0,
       gc_grace: 600,
       trash_ttl: 0,
+      sparse_maps: true,
     },
     vlmcd: {
       type: 'vlmcd',

@@ -101,6 +101,7 @@ export async function openEmbeddedRuntime(
     blockerb,
     lockTimeoutMs: lockTimeoutMs(config),
     leaseMs: leaseMs(config),
+    sparseMaps: config.mapperd.sparse_maps !== false,
     // Same-host serialization needs the run directory, which only a configuration file has.
     ...(isLoaded(input) ? { hostLocks: new FlockHostLocks(hostLockDir(input)) } : {}),
     ...(opts.logger ? { logger: opts.logger } : {}),

@@ -233,6 +233,7 @@ export function peerOptions(loaded: LoadedConfig, role: string): PeerOptions {
         ...(m.gc_interval > 0 ? { gcIntervalMs: Math.round(m.gc_interval * 1000) } : {}),
         gcGraceMs: Math.round((m.gc_grace ?? 600) * 1000),
         trashTtlMs: Math.round((m.trash_ttl ?? 0) * 1000),
+        sparseMaps: m.sparse_maps !== false,
       },
     };
   }

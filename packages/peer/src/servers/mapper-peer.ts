@@ -114,6 +114,7 @@ export function createMapperService(
     blockerb,
     ...(o.lockTimeoutMs !== undefined ? { lockTimeoutMs: o.lockTimeoutMs } : {}),
     ...(o.leaseMs !== undefined ? { leaseMs: o.leaseMs } : {}),
+    ...(o.sparseMaps !== undefined ? { sparseMaps: o.sparseMaps } : {}),
     // Same-host serialization with this host's other processes (an embedded vlmc, the gateway).
     ...(o.hostLockDir !== undefined ? { hostLocks: new FlockHostLocks(o.hostLockDir) } : {}),
     ...(logger ? { logger } : {}),
