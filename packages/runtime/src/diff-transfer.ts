@@ -13,6 +13,7 @@ import { pipeline } from 'node:stream/promises';
 import { ArchipelagoError, fromSystemError } from '@archipelago/libxseg';
 import { decodeRbdDiff, MAX_VOLUME_NAME, RbdDiffWriter, validateVolumeName } from '@archipelago/mapfile';
 import {
+  changedRuns,
   type DiffExtent,
   diffBytes,
   diffEntries,
@@ -20,7 +21,7 @@ import {
   type VolumeInfo,
 } from '@archipelago/mapper';
 import type { Session } from './session.js';
-import { isAllZero, writeTo } from './transfer.js';
+import { writeTo } from './transfer.js';
 import type { Runtime } from './types.js';
 import { rollbackVolume } from './volumes.js';
 
@@ -50,7 +51,7 @@ async function computeDiff(
   rt: Runtime,
   target: string,
   fromSnap: string | null,
-): Promise<VolumeDiff & { info: VolumeInfo }> {
+): Promise<VolumeDiff & { info: VolumeInfo; fromSize: number }> {
   const info = await rt.mapper.info(target);
   const to = { ...info, entries: await rt.mapper.entries(target) };
   let from = null;
@@ -69,6 +70,7 @@ async function computeDiff(
   const b = diffBytes(extents);
   return {
     info,
+    fromSize: from?.size ?? 0,
     target,
     fromSnap,
     size: info.size,
@@ -89,7 +91,11 @@ export async function diffVolume(
   target: string,
   opts: { fromSnap?: string } = {},
 ): Promise<VolumeDiff> {
-  const { info: _info, ...d } = await computeDiff(await s.runtime(), target, opts.fromSnap ?? null);
+  const {
+    info: _info,
+    fromSize: _fromSize,
+    ...d
+  } = await computeDiff(await s.runtime(), target, opts.fromSnap ?? null);
   return d;
 }
 
@@ -173,7 +179,17 @@ export async function exportDiff(
   let done = 0;
   let dataBytes = 0;
   let zeroBytes = 0;
-  const reads = new Map<number, Promise<Buffer>>();
+  // A changed block is read at both ends (the from-snapshot's bytes past its end, or of a block it
+  // did not have, read as zeros): only the 4 KiB granules that differ go into the stream.
+  const fromSize = d.fromSize;
+  const readPiece = async (p: { offset: number; length: number }) => {
+    const toData = rt.composer.read(snapshot, p.offset, p.length);
+    if (fromSnap === null || p.offset >= fromSize) return { to: await toData, from: null };
+    const n = Math.min(p.length, fromSize - p.offset);
+    const [to, head] = await Promise.all([toData, rt.composer.read(fromSnap, p.offset, n)]);
+    return { to, from: n === p.length ? head : Buffer.concat([head, Buffer.alloc(p.length - n)]) };
+  };
+  const reads = new Map<number, Promise<{ to: Buffer; from: Buffer | null }>>();
   try {
     if (fromSnap !== null) await emit(w.from(fromSnap));
     const toSnap = d.info.readonly ? snapshot : null;
@@ -182,22 +198,24 @@ export async function exportDiff(
     for (let i = 0; i < pieces.length; i++) {
       for (let j = i; j < Math.min(pieces.length, i + inflight); j++) {
         const p = pieces[j]!;
-        if (!p.zero && !reads.has(j)) reads.set(j, rt.composer.read(snapshot, p.offset, p.length));
+        if (!p.zero && !reads.has(j)) reads.set(j, readPiece(p));
       }
       const p = pieces[i]!;
       if (p.zero) {
         await emit(w.zero(p.offset, p.length));
         zeroBytes += p.length;
       } else {
-        const data = await reads.get(i)!;
+        const { to: data, from } = await reads.get(i)!;
         reads.delete(i);
-        if (!isAllZero(data)) {
-          await emit(w.write(p.offset, p.length));
-          await emit(data);
-          dataBytes += p.length;
-        } else if (fromSnap !== null) {
-          await emit(w.zero(p.offset, p.length));
-          zeroBytes += p.length;
+        for (const r of changedRuns(from, data)) {
+          if (r.zero) {
+            await emit(w.zero(p.offset + r.offset, r.length));
+            zeroBytes += r.length;
+          } else {
+            await emit(w.write(p.offset + r.offset, r.length));
+            await emit(data.subarray(r.offset, r.offset + r.length));
+            dataBytes += r.length;
+          }
         }
       }
       done += p.length;
