@@ -78,4 +78,57 @@ describe('vlmc on RADOS', () => {
     expect(s.subarray(4190000, 4210000).equals(c.subarray(4190000, 4210000))).toBe(false);
     expect(s.subarray(0, 4190000).equals(c.subarray(0, 4190000))).toBe(true);
   });
+
+  it("the volume's life through the CLI with --json: diff, rollback, flatten, trash, gc, du", async () => {
+    const j = async <T>(...args: string[]): Promise<T> => {
+      const r = await env.vlmc(...args, '--json');
+      expect(r.code, `vlmc ${args.join(' ')}: ${r.stderr}`).toBe(0);
+      return r.json as T;
+    };
+    const img = join(env.dir, 'life.img');
+    const data = randomBytes(12 * MiB);
+    await writeFile(img, data);
+    await env.ok('import', img, 'life');
+    await env.ok('snapshot', 'life', 'life-s1');
+    const uri = await env.ok('map', 'life');
+    const w = await sh('qemu-io', ['-f', 'raw', '-c', 'write -P 0x33 0 65536', uri]);
+    expect(w.code, w.stderr).toBe(0);
+    await env.ok('unmap', 'life');
+    await env.ok('snapshot', 'life', 'life-s2');
+    const exported = async (name: string) => {
+      const out = join(env.dir, `${name}.out`);
+      await env.ok('export', name, out);
+      return readFile(out);
+    };
+    const atS2 = await exported('life-s2');
+    expect(atS2.subarray(0, 65536).every((b) => b === 0x33)).toBe(true);
+
+    const d = await j<{ extents: unknown[] }>('diff', 'life-s2', '--from-snap', 'life-s1');
+    expect(d.extents).toEqual([{ offset: 0, length: 4 * MiB, type: 'data' }]);
+
+    expect(await j<{ name: string }>('rollback', 'life', 'life-s1')).toMatchObject({ name: 'life' });
+    expect(sha(await exported('life'))).toBe(sha(data));
+
+    await env.ok('create', 'life-c', '--snap', 'life-s1');
+    expect(await j<{ copied: number; parent: string }>('flatten', 'life-c')).toMatchObject({
+      copied: 3,
+      parent: 'life-s1',
+    });
+
+    await env.ok('remove', 'life-s2');
+    const trash = await j<Array<{ name: string; kind: string }>>('trash', 'ls');
+    expect(trash.map((t) => t.name)).toContain('life-s2');
+    await j('trash', 'restore', 'life-s2');
+    expect(sha(await exported('life-s2'))).toBe(sha(atS2));
+
+    for (const n of ['life-s2', 'life', 'life-s1']) await env.ok('remove', n);
+    const before = await j<{ trashEntries: number; trashObjects: number }>('du');
+    expect(before.trashEntries).toBe(3);
+    expect(before.trashObjects).toBeGreaterThan(0);
+    const gc = await j<{ freedObjects: number }>('gc', '--grace', '0');
+    expect(gc.freedObjects).toBeGreaterThanOrEqual(before.trashObjects);
+    expect(await j('du')).toMatchObject({ unreferencedObjects: 0, unreferencedBytes: 0, trashEntries: 0 });
+    // The flattened clone depends on nothing that went.
+    expect(sha(await exported('life-c'))).toBe(sha(data));
+  });
 });
