@@ -422,9 +422,9 @@ function lifeCycleOp<K extends 'rollback' | 'flatten'>(mapper: MapperApi, op: K)
 
 /**
  * Rolls volume `name` back to snapshot `snap` of its lineage: a crash-atomic map change, no data
- * copied. A mapped volume is rolled back by its holder (I/O drained first), when the size stays
- * and the holder runs the embedded wiring; refused (EBUSY naming it) otherwise. In the daemon
- * wiring mapperd does it (and refuses a volume it holds open for its clients).
+ * copied. A mapped volume is rolled back by its holder (I/O drained first) when the size stays;
+ * refused (EBUSY naming it) otherwise. In the daemon wiring mapperd does it (for the holder, or
+ * for anyone when no client holds the volume open).
  */
 export async function rollbackVolume(s: Session, name: string, snap: string): Promise<VolumeInfo> {
   const holder = await s.holder(name);

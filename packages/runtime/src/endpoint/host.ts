@@ -146,17 +146,24 @@ export async function runHost(req: HostRequest): Promise<void> {
         return rt.composer.snapshot(name, r.snap);
       case 'rollback':
       case 'flatten': {
-        // The holder's own mapper does it (mapper README "Lineage, rollback, flatten"); a client
-        // of mapperd cannot: mapperd has neither over the segment.
+        // The holder does it (mapper README "Lineage, rollback, flatten"): its own mapper in the
+        // embedded wiring; in the daemon wiring mapperd does a rollback for the client that holds
+        // the volume (MapperOp.ROLLBACK with the caching flag), and a flatten for anyone (vlmc
+        // sends it to mapperd, not here).
         const m = rt.mapper;
-        if (!(m instanceof Mapper)) {
-          throw new ArchipelagoError(
-            'EBUSY',
-            `cannot ${r.op === 'flatten' ? 'flatten' : 'roll back'} "${name}" while it is mapped in the daemon wiring (pid ${process.pid}); run "vlmc unmap ${name}" first`,
-            { details: { volume: name, pid: process.pid } },
-          );
+        if (r.op === 'flatten') {
+          if (!(m instanceof Mapper)) {
+            throw new ArchipelagoError(
+              'EBUSY',
+              `cannot flatten "${name}" through its endpoint in the daemon wiring (pid ${process.pid}); "vlmc flatten ${name}" asks mapperd`,
+              { details: { volume: name, pid: process.pid } },
+            );
+          }
+          return m.flatten(name);
         }
-        if (r.op === 'flatten') return m.flatten(name);
+        const rollback = m.rollback?.bind(m);
+        if (!rollback)
+          throw new ArchipelagoError('ENOTSUP', `this endpoint's mapper cannot roll back "${name}"`);
         const snap = r.snap;
         info = await rt.composer.frozen(name, async () => {
           const to = await m.info(snap);
@@ -167,7 +174,7 @@ export async function runHost(req: HostRequest): Promise<void> {
               { details: { volume: name, pid: process.pid } },
             );
           }
-          return m.rollback(name, snap);
+          return rollback(name, snap);
         });
         return info;
       }
