@@ -11,7 +11,7 @@
  * module (they load from node_modules as usual, so this package depends on them), and
  * typescript, which oclif only requires in development mode.
  */
-import { readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 
@@ -150,6 +150,8 @@ code = code.replace(/(?<![\w$."'`])import\(/g, () => {
   dynamic++;
   return '__vlmcImport(';
 });
+// write: false above, so esbuild made no directory: a fresh clone has none.
+mkdirSync(`${dist}bundle`, { recursive: true });
 writeFileSync(out, code);
 writeFileSync(
   `${dist}bundle/import.cjs`,
