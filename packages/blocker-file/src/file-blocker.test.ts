@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { collect, expectCode, patternBytes } from '@archipelago/blocker/test';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { FileBlocker, type FileBlockerOptions } from './index.js';
+import { FileBlocker, type FileBlockerOptions, RESERVE_FILE } from './index.js';
 import { diskTmpDir, supportsODirect, walk } from './test-util.js';
 
 const roots: string[] = [];
@@ -439,6 +439,63 @@ describe('storage errors', () => {
       await b.write('small', 0, Buffer.from('fits'));
       expect((await b.read('small', 0, 4)).toString()).toBe('fits');
     });
+  });
+});
+
+describe('the space reserve (reserveBytes)', () => {
+  let mnt = '';
+  let mounted = false;
+  beforeAll(() => {
+    mnt = freshDir();
+    if (process.platform !== 'linux') return;
+    const r = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', mnt], { stdio: 'ignore' });
+    mounted = r.status === 0;
+  });
+  afterAll(() => {
+    if (mounted) spawnSync('umount', [mnt], { stdio: 'ignore' });
+  });
+
+  it('a full disk: data writes fail, a map write takes the reserve; a delete makes it again', async (ctx) => {
+    if (!mounted) ctx.skip(); // needs root (mount -t tmpfs)
+    const dir = join(mnt, 'store');
+    const reserve = join(dir, RESERVE_FILE);
+    const b = make({ dir, reserveBytes: 256 * 1024 });
+    const until = async (cond: () => boolean) => {
+      for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
+      expect(cond()).toBe(true);
+    };
+    await b.writeFull('first', Buffer.from('x'));
+    await until(() => existsSync(reserve));
+    // Fill the file system with data: the last write fails, and the reserve stays.
+    const chunk = Buffer.alloc(1 << 20, 7);
+    let n = 0;
+    for (; n < 64; n++) {
+      const r = await b.write(`fill${n}`, 0, chunk).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      if (r) {
+        expect(ArchipelagoError.is(r, 'ENOSPC')).toBe(true);
+        break;
+      }
+    }
+    expect(n).toBeLessThan(64);
+    expect(existsSync(reserve)).toBe(true);
+    const warned: string[] = [];
+    const onWarning = (w: Error) => warned.push(w.message);
+    process.on('warning', onWarning);
+    try {
+      await b.writeFull('map_0000000000000000', Buffer.alloc(8192, 1));
+      await new Promise((r) => setImmediate(r));
+    } finally {
+      process.off('warning', onWarning);
+    }
+    expect((await b.read('map_0000000000000000', 0, 8192)).equals(Buffer.alloc(8192, 1))).toBe(true);
+    expect(existsSync(reserve)).toBe(false);
+    expect(warned.join('\n')).toMatch(/is full: its space reserve \(262144 bytes\) was given up/);
+    for (let i = 0; i < n; i++) await b.delete(`fill${i}`);
+    await until(() => existsSync(reserve));
+    await b.close();
   });
 });
 

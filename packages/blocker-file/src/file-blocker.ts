@@ -85,7 +85,18 @@ export interface FileBlockerOptions {
    * are always durable (copy-up ordering depends on it).
    */
   sync?: 'always' | 'flush';
+  /**
+   * Bytes of space held back in a file `.archip-reserve` at the top of `dir` (default 1 MiB; 0:
+   * none). When a whole-object write (maps, headers, records) or a lock finds the file system
+   * full, the reserve is given up and the call tried again, so `vlmc remove` and `vlmc gc` work on
+   * a full disk and can free space; the reserve is made again once a delete finds room for it.
+   * Data writes never use it.
+   */
+  reserveBytes?: number;
 }
+
+/** The file that holds FileBlockerOptions.reserveBytes (top level: never listed as an object). */
+export const RESERVE_FILE = '.archip-reserve';
 
 type DirectState = 'off' | 'untested' | 'on';
 
@@ -123,6 +134,11 @@ export class FileBlocker extends AbstractBlocker {
   /** Directory fsyncs under way, so a second caller waits for the one already started. */
   private readonly syncingDirs = new Map<string, Promise<void>>();
   readonly sync: 'always' | 'flush';
+  private readonly reserveBytes: number;
+  /** The reserve file: not looked at yet, held, given up or never made (no room), being made. */
+  private reserve: 'unknown' | 'held' | 'absent' | 'making' = 'unknown';
+  private reserveTried = 0;
+  private reserveSkips = 0;
 
   constructor(opts: FileBlockerOptions) {
     if (typeof opts?.dir !== 'string' || opts.dir === '')
@@ -157,7 +173,76 @@ export class FileBlocker extends AbstractBlocker {
       throw new TypeError('FileBlocker: "sync" must be "always" or "flush"');
     }
     this.sync = opts.sync ?? 'always';
+    const reserveBytes = opts.reserveBytes ?? 1024 * 1024;
+    if (!Number.isSafeInteger(reserveBytes) || reserveBytes < 0)
+      throw new RangeError('FileBlocker: "reserveBytes" must be an integer >= 0');
+    this.reserveBytes = reserveBytes;
     this.fds = new FdCache(fdCache, (path) => this.openFile(path, 0));
+  }
+
+  /**
+   * Makes the reserve file when it is missing and the file system has room for it many times
+   * over; in the background (nothing waits for it), at most one at a time.
+   */
+  private keepReserve(): void {
+    if (this.reserveBytes === 0 || this.reserve === 'held' || this.reserve === 'making') return;
+    // After a try that found no room, not again for a while or for some deletes (a gc sweep
+    // deletes many objects: one statfs for each would be waste).
+    if (this.reserve === 'absent' && ++this.reserveSkips < 8 && Date.now() - this.reserveTried < 5_000)
+      return;
+    this.reserveTried = Date.now();
+    this.reserveSkips = 0;
+    this.reserve = 'making';
+    void (async () => {
+      const path = join(this.dir, RESERVE_FILE);
+      try {
+        await fsp.mkdir(this.dir, { recursive: true });
+        const st = await fsp.stat(path).catch(() => null);
+        if (st && st.size >= this.reserveBytes) {
+          this.reserve = 'held';
+          return;
+        }
+        const free = await dirSpace(this.dir).catch(() => null);
+        if (!free || free.available < 16 * this.reserveBytes) {
+          this.reserve = 'absent';
+          return;
+        }
+        // Written, not fallocated: zeros written take real blocks on every file system.
+        await writeSynced(path, Buffer.alloc(this.reserveBytes));
+        this.reserve = 'held';
+      } catch {
+        await fsp.unlink(path).catch(() => {});
+        this.reserve = 'absent';
+      }
+    })();
+  }
+
+  /**
+   * Runs `fn`; when it fails because the file system is full and the reserve is held, gives the
+   * reserve up and runs it once more.
+   */
+  private async withReserve<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (e) {
+      const full = fsio.errno(e) === 'ENOSPC' || ArchipelagoError.is(e, 'ENOSPC');
+      if (!full || this.reserveBytes === 0) throw e;
+      const path = join(this.dir, RESERVE_FILE);
+      if (
+        !(await fsp.unlink(path).then(
+          () => true,
+          () => false,
+        ))
+      )
+        throw e;
+      this.reserve = 'absent';
+      this.reserveTried = 0; // the next delete may make it again at once
+      process.emitWarning(
+        `the file system of ${this.dir} is full: its space reserve (${this.reserveBytes} bytes) was given up for ${what}; free space (vlmc remove, vlmc gc)`,
+        { code: 'ARCHIPELAGO_RESERVE' },
+      );
+      return fn();
+    }
   }
 
   /** `dirSpace` of the blocker's directory. */
@@ -302,7 +387,10 @@ export class FileBlocker extends AbstractBlocker {
   }
 
   protected async _writeFull(name: string, data: Uint8Array): Promise<void> {
-    await this.replace(name, `writeFull ${name}`, (tmp) => writeSynced(tmp, data, fsio.fdatasync));
+    if (this.reserve === 'unknown') this.keepReserve();
+    await this.withReserve(`writeFull ${name}`, () =>
+      this.replace(name, `writeFull ${name}`, (tmp) => writeSynced(tmp, data, fsio.fdatasync)),
+    );
   }
 
   protected async _copy(src: string, dst: string, missingOk: boolean): Promise<void> {
@@ -335,6 +423,8 @@ export class FileBlocker extends AbstractBlocker {
     try {
       this.dirty.delete(path);
       await fsp.unlink(path);
+      // Space freed: the reserve comes back once there is room for it.
+      if (this.reserve === 'absent') this.keepReserve();
       return true;
     } catch (e) {
       const code = fsio.errno(e);
@@ -416,7 +506,10 @@ export class FileBlocker extends AbstractBlocker {
           await dir;
           // The record as of this attempt (a lease counts from when the lock is taken).
           await fsp.unlink(tmp).catch(() => {});
-          await writeSynced(tmp, Buffer.from(encodeLock(record())));
+          await this.withReserve(`acquire ${name}`, async () => {
+            await fsp.unlink(tmp).catch(() => {});
+            await writeSynced(tmp, Buffer.from(encodeLock(record())));
+          });
           for (;;) {
             if (await linkLock(tmp, lp)) {
               await fsio.fsyncDir(ld);
