@@ -140,7 +140,9 @@ function startDaemon(cmd, args, what) {
 }
 
 async function startInproc(dir, socket, sync, profileDir) {
-  const node = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, '--cpu-prof-name=inproc.cpuprofile'] : [];
+  const node = profileDir
+    ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, '--cpu-prof-name=inproc.cpuprofile']
+    : [];
   const args = [
     ...node,
     join(HERE, 'server.mjs'),
@@ -203,8 +205,8 @@ async function writeConfig(dir, segment, syncMode = opts.sync) {
 
 /** Runs the built vlmc against `conf`; `extraEnv` reaches the endpoint process too. */
 function vlmc(conf, args, extraEnv = {}, bin = VLMC) {
-  return run(process.execPath, [bin, ...args], { ...process.env, ARCHIPELAGO_CONF: conf, ...extraEnv }).then((s) =>
-    s.trim(),
+  return run(process.execPath, [bin, ...args], { ...process.env, ARCHIPELAGO_CONF: conf, ...extraEnv }).then(
+    (s) => s.trim(),
   );
 }
 
@@ -323,7 +325,13 @@ function esc(s) {
 /** Grouped bars: per row, each server's IOPS relative to qemu-nbd (1.0 = qemu-nbd), log2 axis. */
 function svg(result) {
   const servers = result.servers;
-  const colors = { map: '#d9480f', daemons: '#f08c00', inproc: '#e599f7', 'qemu-nbd': '#1c7ed6', nbdkit: '#2f9e44' };
+  const colors = {
+    map: '#d9480f',
+    daemons: '#f08c00',
+    inproc: '#e599f7',
+    'qemu-nbd': '#1c7ed6',
+    nbdkit: '#2f9e44',
+  };
   const W = 900;
   const H = 420;
   const m = { l: 60, r: 20, t: 50, b: 80 };
@@ -463,14 +471,22 @@ async function main() {
     let sync = null;
     const mapped = (s) => s === 'map' || s === 'daemons' || s === 'base';
     // `base` (another checkout's vlmc, for before/after) gets the sync mode ours resolves to.
-    for (const s of [...serverIds.filter(mapped).filter((s) => s !== 'base'), ...serverIds.filter((s) => s === 'base')]) {
-      confs[s] = await writeConfig(join(tmp, s), `archip-bench-${process.pid}-${s}`, s === 'base' ? (sync ?? opts.sync) : opts.sync);
+    for (const s of [
+      ...serverIds.filter(mapped).filter((s) => s !== 'base'),
+      ...serverIds.filter((s) => s === 'base'),
+    ]) {
+      confs[s] = await writeConfig(
+        join(tmp, s),
+        `archip-bench-${process.pid}-${s}`,
+        s === 'base' ? (sync ?? opts.sync) : opts.sync,
+      );
       sync ??= await effectiveSync(confs[s]);
       if (s === 'daemons') {
         await run(process.execPath, [ARCHIPELAGO, 'start'], { ...process.env, ARCHIPELAGO_CONF: confs[s] });
         daemons.push({
           what: 'archipelago',
-          stop: () => run(process.execPath, [ARCHIPELAGO, 'stop'], { ...process.env, ARCHIPELAGO_CONF: confs[s] }),
+          stop: () =>
+            run(process.execPath, [ARCHIPELAGO, 'stop'], { ...process.env, ARCHIPELAGO_CONF: confs[s] }),
         });
       }
       await vlmc(confs[s], ['create', 'bench', '--size', `${sizeMiB}M`], {}, s === 'base' ? VLMC_BASE : VLMC);
@@ -501,7 +517,8 @@ async function main() {
     if (opts.profile) await mkdir(opts.profile, { recursive: true });
     for (const s of serverIds) {
       if (mapped(s)) daemons.push(await startMap(confs[s], 'bench', sock(s), s, opts.profile ?? null));
-      else if (s === 'inproc') daemons.push(await startInproc(join(tmp, 'inproc'), sock('inproc'), sync, opts.profile ?? null));
+      else if (s === 'inproc')
+        daemons.push(await startInproc(join(tmp, 'inproc'), sock('inproc'), sync, opts.profile ?? null));
       else if (s === 'qemu-nbd') {
         const d = startDaemon('qemu-nbd', [...QEMU_ARGS, '-t', '-x', 'bench', '-k', sock(s), files[s]], s);
         daemons.push(d);
@@ -523,7 +540,13 @@ async function main() {
       rampS: ramp,
       dir: opts.dir,
       servers: serverIds,
-      config: { sync, syncOption: opts.sync, direct: opts.direct, blocker: 'file_blocker x2 (maps, blocks)', blocksize: '4 MiB' },
+      config: {
+        sync,
+        syncOption: opts.sync,
+        direct: opts.direct,
+        blocker: 'file_blocker x2 (maps, blocks)',
+        blocksize: '4 MiB',
+      },
       peers: {
         map: `\`vlmc map\` (built CLI): endpoint process, embedded wiring, compose local; file_blocker, ${mode}, 4 MiB blocks`,
         daemons: `\`archipelago start\` + \`vlmc map\`: endpoint composes, blockerb/blockerm/mapperd over the XSEG segment; file_blocker, ${mode}`,

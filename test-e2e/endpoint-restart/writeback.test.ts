@@ -21,10 +21,17 @@ const writes = (byte: number, flush: boolean) =>
   `for off in (0, ${5 * MiB}):\n    h.pwrite(bytes([${byte}]) * 65536, off)\n${flush ? 'h.flush()\n' : ''}`;
 
 /** strace attached to every thread of `pid`, logging fdatasync/fsync with the files' paths. */
-async function traceSyncs(pid: number, out: string): Promise<{ child: ChildProcess; stop(): Promise<string> }> {
-  const child = spawn('strace', ['-f', '-y', '-qq', '-e', 'trace=fdatasync,fsync', '-o', out, '-p', String(pid)], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+async function traceSyncs(
+  pid: number,
+  out: string,
+): Promise<{ child: ChildProcess; stop(): Promise<string> }> {
+  const child = spawn(
+    'strace',
+    ['-f', '-y', '-qq', '-e', 'trace=fdatasync,fsync', '-o', out, '-p', String(pid)],
+    {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
   // strace attaches before it starts reading the tracee; give it a moment to attach every thread.
   await new Promise((r) => setTimeout(r, 500));
   return {
@@ -74,47 +81,43 @@ describe.each([
     await env?.dispose();
   });
 
-  it(
-    sync === null
-      ? 'acknowledges WRITEs unsynced, fdatasyncs at FLUSH; flushed writes survive kill -9 of the endpoint'
-      : 'fdatasyncs every WRITE before acknowledging it; the writes survive kill -9 of the endpoint',
-    async () => {
-      const uri = await env.ok('map', 'v');
-      const pid = await endpointPid(env, 'v');
-      const trace = await traceSyncs(pid, join(env.dir, 'strace.log'));
-      let log: string;
-      try {
-        // Blocks are fresh: the writes create two objects (and write two map entries).
-        const w = await sh('nbdsh', ['-u', uri, '-c', writes(0x5a, false)]);
-        expect(w.code, w.stderr).toBe(0);
-        await new Promise((r) => setTimeout(r, 200)); // strace writes its log as it goes
-        const beforeFlush = objectSyncs(readFileSync(join(env.dir, 'strace.log'), 'utf8'), env.dir);
-        if (sync === null) expect(beforeFlush, 'no object is synced before FLUSH').toEqual([]);
-        else expect(beforeFlush.length, 'every WRITE synced its object').toBeGreaterThanOrEqual(2);
-        // Overwrite the same bytes' places, this time with FLUSH.
-        const f = await sh('nbdsh', ['-u', uri, '-c', writes(0xa5, true)]);
-        expect(f.code, f.stderr).toBe(0);
-      } finally {
-        log = await trace.stop();
-      }
-      // The two objects were fdatasynced by the time FLUSH (or each WRITE) was acknowledged.
-      const synced = new Set(objectSyncs(log, env.dir).map((l) => /<([^>]+)>/.exec(l)?.[1]));
-      expect(synced.size, log).toBe(2);
+  it(sync === null
+    ? 'acknowledges WRITEs unsynced, fdatasyncs at FLUSH; flushed writes survive kill -9 of the endpoint'
+    : 'fdatasyncs every WRITE before acknowledging it; the writes survive kill -9 of the endpoint', async () => {
+    const uri = await env.ok('map', 'v');
+    const pid = await endpointPid(env, 'v');
+    const trace = await traceSyncs(pid, join(env.dir, 'strace.log'));
+    let log: string;
+    try {
+      // Blocks are fresh: the writes create two objects (and write two map entries).
+      const w = await sh('nbdsh', ['-u', uri, '-c', writes(0x5a, false)]);
+      expect(w.code, w.stderr).toBe(0);
+      await new Promise((r) => setTimeout(r, 200)); // strace writes its log as it goes
+      const beforeFlush = objectSyncs(readFileSync(join(env.dir, 'strace.log'), 'utf8'), env.dir);
+      if (sync === null) expect(beforeFlush, 'no object is synced before FLUSH').toEqual([]);
+      else expect(beforeFlush.length, 'every WRITE synced its object').toBeGreaterThanOrEqual(2);
+      // Overwrite the same bytes' places, this time with FLUSH.
+      const f = await sh('nbdsh', ['-u', uri, '-c', writes(0xa5, true)]);
+      expect(f.code, f.stderr).toBe(0);
+    } finally {
+      log = await trace.stop();
+    }
+    // The two objects were fdatasynced by the time FLUSH (or each WRITE) was acknowledged.
+    const synced = new Set(objectSyncs(log, env.dir).map((l) => /<([^>]+)>/.exec(l)?.[1]));
+    expect(synced.size, log).toBe(2);
 
-      process.kill(pid, 'SIGKILL');
-      await new Promise((r) => setTimeout(r, 100));
-      const again = await env.ok('map', 'v'); // the dead endpoint's mapping is taken over
-      expect(await endpointPid(env, 'v')).not.toBe(pid);
-      const r = await sh('nbdsh', [
-        '-u',
-        again,
-        '-c',
-        `for off in (0, ${5 * MiB}):\n    assert h.pread(65536, off) == bytes([0xa5]) * 65536, off\n` +
-          `assert h.pread(65536, ${2 * MiB}) == bytes(65536)\n`,
-      ]);
-      expect(r.code, r.stderr).toBe(0);
-      await env.ok('unmap', 'v');
-    },
-    30_000,
-  );
+    process.kill(pid, 'SIGKILL');
+    await new Promise((r) => setTimeout(r, 100));
+    const again = await env.ok('map', 'v'); // the dead endpoint's mapping is taken over
+    expect(await endpointPid(env, 'v')).not.toBe(pid);
+    const r = await sh('nbdsh', [
+      '-u',
+      again,
+      '-c',
+      `for off in (0, ${5 * MiB}):\n    assert h.pread(65536, off) == bytes([0xa5]) * 65536, off\n` +
+        `assert h.pread(65536, ${2 * MiB}) == bytes(65536)\n`,
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    await env.ok('unmap', 'v');
+  }, 30_000);
 });

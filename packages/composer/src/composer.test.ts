@@ -123,7 +123,10 @@ describe('composer I/O', () => {
   it('with a write-back blockerb, snapshot and close make the data written so far durable first', async () => {
     const wbDir = join(dir, 'wb');
     const wb = new FileBlocker({ dir: join(wbDir, 'blocks'), identity: 'h_test', sync: 'flush' });
-    const m = new Mapper({ blockerm: new FileBlocker({ dir: join(wbDir, 'maps'), identity: 'h_test' }), blockerb: wb });
+    const m = new Mapper({
+      blockerm: new FileBlocker({ dir: join(wbDir, 'maps'), identity: 'h_test' }),
+      blockerb: wb,
+    });
     const wc = new Composer({ mapper: m, blockerb: wb });
     try {
       await m.create('wb', { size: 4 * BS, blocksize: BS });

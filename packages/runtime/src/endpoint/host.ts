@@ -91,7 +91,9 @@ export async function runHost(req: HostRequest): Promise<void> {
         // volume (`vlmc open`) before it was mapped.
         // A write-back blockerb is flushed first: an unmap leaves nothing only in the page cache.
         await rt.composer.frozen(name, async () => {
-          await rt.blockerb.flush().catch((e: unknown) => log.warn({ volume: name, err: String(e) }, 'flush failed'));
+          await rt.blockerb
+            .flush()
+            .catch((e: unknown) => log.warn({ volume: name, err: String(e) }, 'flush failed'));
           await rt.mapper.closeVolume(name, { restoreHostHold: true });
         });
       } catch (e) {
