@@ -49,6 +49,7 @@ const { values: opts } = parseArgs({
     direct: { type: 'boolean', default: false },
     sync: { type: 'string', default: 'default' },
     'base-root': { type: 'string' },
+    'map-env': { type: 'string' },
     keep: { type: 'boolean', default: false },
     out: { type: 'string', default: 'nbd' },
   },
@@ -216,12 +217,60 @@ async function effectiveSync(conf) {
   return rt.blockerOptions(rt.loadConfig(conf), 'blockerb').sync ?? 'always';
 }
 
+/**
+ * Under --profile: the endpoint `vlmc map` starts (packages/runtime/dist/endpoint/main.js, the same
+ * request and environment: UV_THREADPOOL_SIZE=16, UV_USE_IO_URING=0), started here under
+ * `node --cpu-prof` (Node refuses --cpu-prof in NODE_OPTIONS). Stopped with SIGTERM (it unmaps).
+ */
+async function startEndpointProfiled(conf, name, socket, what, profileDir, extraEnv, bin) {
+  const root = dirname(dirname(dirname(dirname(bin))));
+  const main = join(root, 'packages', 'runtime', 'dist', 'endpoint', 'main.js');
+  const rt = await import(pathToFileURL(join(root, 'packages', 'runtime', 'dist', 'index.js')).href);
+  const loaded = rt.loadConfig(conf);
+  const req = { config: loaded.path, volume: name, readonly: false, socket, runDir: join(dirname(conf), 'run', 'mapped') };
+  await mkdir(req.runDir, { recursive: true });
+  const env = {
+    ARCHIPELAGO_ENDPOINT: JSON.stringify(req),
+    UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16',
+    UV_USE_IO_URING: process.env.UV_USE_IO_URING ?? '0',
+    ...extraEnv,
+  };
+  const child = spawn(
+    process.execPath,
+    ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=${what}.cpuprofile`, main],
+    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } },
+  );
+  await new Promise((resolve, reject) => {
+    let buf = '';
+    child.stdout.on('data', (c) => {
+      buf += c;
+      if (buf.includes('READY')) resolve();
+      if (buf.includes('ERROR')) reject(new Error(`endpoint: ${buf}`));
+    });
+    child.once('exit', (code) => reject(new Error(`endpoint exited (${code}): ${buf}`)));
+  });
+  const exited = new Promise((r) => child.once('exit', r));
+  return {
+    what,
+    uri: `nbd+unix:///${name}?socket=${socket}`,
+    async stop() {
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
 /** `vlmc map NAME --socket SOCK`; `stop()` unmaps. Under --profile the endpoint runs with --cpu-prof. */
 async function startMap(conf, name, socket, what, profileDir) {
-  const env = profileDir
-    ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profileDir} --cpu-prof-name=${what}.cpuprofile` }
-    : {};
+  const env = {};
+  // --map-env K=V,K=V: environment for the `map` column's endpoint only (A/B against `base`).
+  if (what === 'map' && opts['map-env'])
+    for (const kv of opts['map-env'].split(',')) {
+      const [k, ...v] = kv.split('=');
+      env[k] = v.join('=');
+    }
   const bin = what === 'base' ? VLMC_BASE : VLMC;
+  if (profileDir) return startEndpointProfiled(conf, name, socket, what, profileDir, env, bin);
   const uri = await vlmc(conf, ['map', name, '--socket', socket], env, bin);
   return {
     what,
@@ -548,7 +597,7 @@ async function main() {
         blocksize: '4 MiB',
       },
       peers: {
-        map: `\`vlmc map\` (built CLI): endpoint process, embedded wiring, compose local; file_blocker, ${mode}, 4 MiB blocks`,
+        map: `\`vlmc map\` (built CLI): endpoint process, embedded wiring, compose local; file_blocker, ${mode}, 4 MiB blocks${opts['map-env'] ? `; endpoint environment ${opts['map-env']}` : ''}`,
         daemons: `\`archipelago start\` + \`vlmc map\`: endpoint composes, blockerb/blockerm/mapperd over the XSEG segment; file_blocker, ${mode}`,
         base: `\`vlmc map\` of ${opts['base-root']} (the code before, for before/after), same configuration`,
         inproc: `node bench/nbd/server.mjs: FileBlocker x2 (${mode}) + Mapper + Composer + NbdServer in one process (no lock lease, no control channel)`,
