@@ -620,6 +620,8 @@ async function main() {
       };
       for (const s of serverIds) {
         console.error(`# ${row.label}: ${s}`);
+        // No cell pays for the previous one's dirty pages: write them back first.
+        await run('sync', []);
         entry.results[s] = await fio(row, uris[s], join(tmp, `fio-${row.id}-${s}.json`));
       }
       for (const o of serverIds.filter((s) => OURS.includes(s)))

@@ -34,7 +34,7 @@ describe('inline (main-thread) buffered writes', () => {
   it.each(['flush', 'always'] as const)(
     'FileBlocker (sync %s): writes at, below and above the inline limit read back',
     async (sync) => {
-      expect(WRITE_INLINE_MAX).toBe(1 << 20); // the default (ARCHIP_WRITE_INLINE_MAX unset)
+      expect(WRITE_INLINE_MAX).toBe(64 << 10); // the default (ARCHIP_WRITE_INLINE_MAX unset)
       const b = new FileBlocker({ dir: join(dir, sync), sync });
       try {
         for (const [i, n] of [4096, WRITE_INLINE_MAX, WRITE_INLINE_MAX + 4096].entries()) {

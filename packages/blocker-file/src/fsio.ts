@@ -89,10 +89,12 @@ export function preadCachedFully(
  * write of a few KiB costs a few µs, less than the thread-pool round trip (queue, worker wake-up,
  * completion through the event loop) it would otherwise take. There is no RWF_NOWAIT for
  * buffered writes on ext4 (EOPNOTSUPP), so a write that has to wait (dirty-page throttling)
- * waits on the main thread. Larger writes go to the thread pool. `ARCHIP_WRITE_INLINE_MAX`
+ * waits on the main thread. Larger writes go to the thread pool, where their longer copies run
+ * beside the event loop (measured through `vlmc map`: 4 KiB random writes 2x faster inline,
+ * 1 MiB sequential writes 1.6x faster through the pool; bench/results/nbd.md). `ARCHIP_WRITE_INLINE_MAX`
  * (bytes; 0 = every write through the pool) moves the limit for A/B runs.
  */
-export const WRITE_INLINE_MAX = sizeLimit(process.env.ARCHIP_WRITE_INLINE_MAX, 1 << 20);
+export const WRITE_INLINE_MAX = sizeLimit(process.env.ARCHIP_WRITE_INLINE_MAX, 64 << 10);
 
 /** A byte limit from the environment (for A/B runs) when it is a whole number, else `dflt`. */
 function sizeLimit(env: string | undefined, dflt: number): number {
