@@ -227,7 +227,13 @@ async function startEndpointProfiled(conf, name, socket, what, profileDir, extra
   const main = join(root, 'packages', 'runtime', 'dist', 'endpoint', 'main.js');
   const rt = await import(pathToFileURL(join(root, 'packages', 'runtime', 'dist', 'index.js')).href);
   const loaded = rt.loadConfig(conf);
-  const req = { config: loaded.path, volume: name, readonly: false, socket, runDir: join(dirname(conf), 'run', 'mapped') };
+  const req = {
+    config: loaded.path,
+    volume: name,
+    readonly: false,
+    socket,
+    runDir: join(dirname(conf), 'run', 'mapped'),
+  };
   await mkdir(req.runDir, { recursive: true });
   const env = {
     ARCHIPELAGO_ENDPOINT: JSON.stringify(req),

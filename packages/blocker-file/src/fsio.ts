@@ -55,7 +55,6 @@ export async function preadFully(
  */
 export const NOWAIT_MAX = sizeLimit(process.env.ARCHIP_NOWAIT_MAX, 1 << 20);
 
-
 /**
  * `preadFully` that first copies what the page cache holds on the calling thread
  * (preadv2 RWF_NOWAIT through @archipelago/fastio: no thread-pool round trip), and sends only

@@ -30,16 +30,7 @@ export class ByteQueue {
       this.advance(n);
       return out;
     }
-    const out = Buffer.allocUnsafe(n);
-    let filled = 0;
-    while (filled < n) {
-      const c = this.chunks[this.first]!;
-      const m = Math.min(c.length - this.pos, n - filled);
-      c.copy(out, filled, this.pos, this.pos + m);
-      filled += m;
-      this.advance(m);
-    }
-    return out;
+    return this.takeInto(Buffer.allocUnsafe(n));
   }
 
   /** True when the next `n` bytes lie inside the head chunk (`take(n)` would not copy). */

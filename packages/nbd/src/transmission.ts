@@ -23,8 +23,8 @@ import {
 } from './constants.js';
 import { errnoFor, messageOf, NbdRequestError } from './errno.js';
 import type { ConnectionContext, ConnectionCore, Negotiated } from './phase.js';
-import { OK, type Outcome, type Request, writeReply } from './replies.js';
 import type { ReadLease } from './read-pool.js';
+import { OK, type Outcome, type Request, writeReply } from './replies.js';
 import type { NbdExport, NbdExtent, NbdLogger } from './types.js';
 
 const CMD_NAMES: Record<number, string> = {
@@ -102,7 +102,9 @@ export class Transmission {
           // (64 KiB..4 MiB) rather than a fresh Buffer, whose external memory would drive V8 into
           // a full GC every few dozen MiB of writes.
           const lease =
-            queue.length > 0 && !queue.headHolds(req.length) ? this.ctx.readPool?.acquire(req.length) : undefined;
+            queue.length > 0 && !queue.headHolds(req.length)
+              ? this.ctx.readPool?.acquire(req.length)
+              : undefined;
           const payload = lease ? queue.takeInto(lease.buf) : queue.take(req.length);
           this.pending = undefined;
           conn.state = 'reqHeader';
