@@ -1,18 +1,23 @@
 #!/usr/bin/env node
 /**
- * NBD throughput and latency of our endpoint, side by side with qemu-nbd and nbdkit in one run,
- * measured by fio's nbd engine (libnbd). Not a test: run it by hand (see README.md).
+ * NBD throughput and latency of the product path (`vlmc map`, the built CLI), side by side with
+ * qemu-nbd and nbdkit in one run, measured by fio's nbd engine (libnbd). Not a test: run it by
+ * hand (see README.md).
  *
  *   node bench/nbd/run.mjs [--size-mib 1024] [--runtime 10] [--ramp 2] [--dir /var/tmp]
- *                          [--rows seqread,randread] [--profile DIR] [--direct] [--sync always|flush] [--keep]
+ *                          [--rows seqread,randread] [--servers map,daemons,inproc,qemu-nbd,nbdkit]
+ *                          [--profile DIR] [--direct] [--sync default|always|flush] [--keep]
  *
  * Servers (all on unix sockets, all files in one temp dir on the same disk):
- *   ours     node bench/nbd/server.mjs: FileBlocker x2 + Mapper + Composer + NbdServer/volumeExport
+ *   map      `vlmc map` (packages/cli/bin/vlmc.js) of a volume in a file-blocker configuration:
+ *            the endpoint process a user runs (embedded wiring, compose local)
+ *   daemons  `archipelago start` on a second configuration, then `vlmc map` through the daemons
+ *   inproc   node bench/nbd/server.mjs: FileBlocker x2 + Mapper + Composer + NbdServer, in-process
  *   qemu-nbd -f raw --cache=writeback --aio=threads -t, on a raw file
  *   nbdkit   file plugin (default cache), on a raw file
  * Each is filled with the same random bytes first (reads of holes would measure nothing).
- * Rows run in a fixed order, and within a row the servers run in a fixed order: ours, qemu-nbd,
- * nbdkit. One fio job, one connection, per measurement.
+ * Rows run in a fixed order, and within a row the servers run in the order given. One fio job,
+ * one connection, per measurement.
  *
  * Writes bench/results/nbd.json, bench/results/nbd.svg and bench/results/nbd.md.
  */
@@ -23,7 +28,7 @@ import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node
 import { connect } from 'node:net';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { run } from '../../scripts/lib/proc.mjs';
 
@@ -39,10 +44,12 @@ const { values: opts } = parseArgs({
     ramp: { type: 'string', default: '2' },
     dir: { type: 'string', default: '/var/tmp' },
     rows: { type: 'string' },
-    servers: { type: 'string', default: 'ours,qemu-nbd,nbdkit' },
+    servers: { type: 'string', default: 'map,inproc,qemu-nbd,nbdkit' },
     profile: { type: 'string' },
     direct: { type: 'boolean', default: false },
-    sync: { type: 'string', default: 'always' },
+    sync: { type: 'string', default: 'default' },
+    'base-root': { type: 'string' },
+    'map-env': { type: 'string' },
     keep: { type: 'boolean', default: false },
     out: { type: 'string', default: 'nbd' },
   },
@@ -64,7 +71,16 @@ const ALL_ROWS = [
 ];
 const rows = opts.rows ? ALL_ROWS.filter((r) => opts.rows.split(',').includes(r.id)) : ALL_ROWS;
 const serverIds = opts.servers.split(',');
-if (!serverIds.includes('ours')) throw new Error('--servers must include ours');
+const OURS = ['map', 'daemons', 'inproc', 'base'];
+const PEERS = ['qemu-nbd', 'nbdkit'];
+for (const s of serverIds)
+  if (![...OURS, ...PEERS].includes(s)) throw new Error(`--servers: unknown server ${s}`);
+if (!serverIds.some((s) => OURS.includes(s))) throw new Error('--servers must include one of ours');
+if (!['default', 'always', 'flush'].includes(opts.sync)) throw new Error('--sync: default, always or flush');
+const VLMC = join(ROOT, 'packages', 'cli', 'bin', 'vlmc.js');
+const ARCHIPELAGO = join(ROOT, 'packages', 'archipelago', 'bin', 'archipelago.js');
+if (serverIds.includes('base') && !opts['base-root']) throw new Error('--servers base needs --base-root');
+const VLMC_BASE = opts['base-root'] ? join(opts['base-root'], 'packages', 'cli', 'bin', 'vlmc.js') : null;
 
 const QEMU_ARGS = ['-f', 'raw', '--cache=writeback', '--aio=threads'];
 
@@ -124,8 +140,10 @@ function startDaemon(cmd, args, what) {
   };
 }
 
-async function startOurs(dir, socket, profileDir) {
-  const node = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
+async function startInproc(dir, socket, sync, profileDir) {
+  const node = profileDir
+    ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, '--cpu-prof-name=inproc.cpuprofile']
+    : [];
   const args = [
     ...node,
     join(HERE, 'server.mjs'),
@@ -137,9 +155,9 @@ async function startOurs(dir, socket, profileDir) {
     String(sizeMiB),
     ...(opts.direct ? ['--direct'] : []),
     '--sync',
-    opts.sync,
+    sync,
   ];
-  const d = startDaemon(process.execPath, args, 'ours');
+  const d = startDaemon(process.execPath, args, 'inproc');
   await new Promise((resolve, reject) => {
     let buf = '';
     d.child.stdout.on('data', (c) => {
@@ -149,6 +167,124 @@ async function startOurs(dir, socket, profileDir) {
     d.child.once('exit', (code) => reject(new Error(`server.mjs exited (${code}):\n${d.stderr()}`)));
   });
   return d;
+}
+
+/**
+ * A configuration for `vlmc` (and `archipelago start`) in `dir`: file blockers, run-state in
+ * `dir/run`, `sync` only when --sync names one (else the product's default applies).
+ */
+async function writeConfig(dir, segment, syncMode = opts.sync) {
+  await mkdir(dir, { recursive: true });
+  const conf = join(dir, 'archipelago.conf');
+  const sync = syncMode === 'default' ? [] : [`sync = ${syncMode}`];
+  const direct = opts.direct ? ['direct = True'] : [];
+  await writeFile(
+    conf,
+    [
+      '[ARCHIPELAGO]',
+      'USER = root',
+      'GROUP = root',
+      `RUN_DIR = ${join(dir, 'run')}`,
+      '[XSEG]',
+      `segment_name = ${segment}`,
+      '[PEERS]',
+      '[blockerb]',
+      'type = file_blocker',
+      `archip_dir = ${join(dir, 'blocks')}`,
+      ...sync,
+      ...direct,
+      '[blockerm]',
+      'type = file_blocker',
+      `archip_dir = ${join(dir, 'maps')}`,
+      '[mapperd]',
+      '[vlmcd]',
+      '',
+    ].join('\n'),
+  );
+  return conf;
+}
+
+/** Runs the built vlmc against `conf`; `extraEnv` reaches the endpoint process too. */
+function vlmc(conf, args, extraEnv = {}, bin = VLMC) {
+  return run(process.execPath, [bin, ...args], { ...process.env, ARCHIPELAGO_CONF: conf, ...extraEnv }).then(
+    (s) => s.trim(),
+  );
+}
+
+/** The blockerb sync mode the product resolves for `conf` (its default when --sync default). */
+async function effectiveSync(conf) {
+  const rt = await import(pathToFileURL(join(ROOT, 'packages', 'runtime', 'dist', 'index.js')).href);
+  return rt.blockerOptions(rt.loadConfig(conf), 'blockerb').sync ?? 'always';
+}
+
+/**
+ * Under --profile: the endpoint `vlmc map` starts (packages/runtime/dist/endpoint/main.js, the same
+ * request and environment: UV_THREADPOOL_SIZE=16, UV_USE_IO_URING=0), started here under
+ * `node --cpu-prof` (Node refuses --cpu-prof in NODE_OPTIONS). Stopped with SIGTERM (it unmaps).
+ */
+async function startEndpointProfiled(conf, name, socket, what, profileDir, extraEnv, bin) {
+  const root = dirname(dirname(dirname(dirname(bin))));
+  const main = join(root, 'packages', 'runtime', 'dist', 'endpoint', 'main.js');
+  const rt = await import(pathToFileURL(join(root, 'packages', 'runtime', 'dist', 'index.js')).href);
+  const loaded = rt.loadConfig(conf);
+  const req = {
+    config: loaded.path,
+    volume: name,
+    readonly: false,
+    socket,
+    runDir: join(dirname(conf), 'run', 'mapped'),
+  };
+  await mkdir(req.runDir, { recursive: true });
+  const env = {
+    ARCHIPELAGO_ENDPOINT: JSON.stringify(req),
+    UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16',
+    UV_USE_IO_URING: process.env.UV_USE_IO_URING ?? '0',
+    ...extraEnv,
+  };
+  const child = spawn(
+    process.execPath,
+    ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=${what}.cpuprofile`, main],
+    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } },
+  );
+  await new Promise((resolve, reject) => {
+    let buf = '';
+    child.stdout.on('data', (c) => {
+      buf += c;
+      if (buf.includes('READY')) resolve();
+      if (buf.includes('ERROR')) reject(new Error(`endpoint: ${buf}`));
+    });
+    child.once('exit', (code) => reject(new Error(`endpoint exited (${code}): ${buf}`)));
+  });
+  const exited = new Promise((r) => child.once('exit', r));
+  return {
+    what,
+    uri: `nbd+unix:///${name}?socket=${socket}`,
+    async stop() {
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+/** `vlmc map NAME --socket SOCK`; `stop()` unmaps. Under --profile the endpoint runs with --cpu-prof. */
+async function startMap(conf, name, socket, what, profileDir) {
+  const env = {};
+  // --map-env K=V,K=V: environment for the `map` column's endpoint only (A/B against `base`).
+  if (what === 'map' && opts['map-env'])
+    for (const kv of opts['map-env'].split(',')) {
+      const [k, ...v] = kv.split('=');
+      env[k] = v.join('=');
+    }
+  const bin = what === 'base' ? VLMC_BASE : VLMC;
+  if (profileDir) return startEndpointProfiled(conf, name, socket, what, profileDir, env, bin);
+  const uri = await vlmc(conf, ['map', name, '--socket', socket], env, bin);
+  return {
+    what,
+    uri,
+    async stop() {
+      await vlmc(conf, ['unmap', name], {}, bin);
+    },
+  };
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -207,17 +343,19 @@ const f1 = (n) => (n == null ? '-' : n.toFixed(1));
 const f2 = (n) => (n == null || !Number.isFinite(n) ? '-' : `${n.toFixed(2)}x`);
 
 function tables(result) {
-  const peers = result.servers.filter((s) => s !== 'ours');
+  const ours = result.servers.filter((s) => OURS.includes(s));
+  const peers = result.servers.filter((s) => PEERS.includes(s));
+  const pairs = ours.flatMap((o) => peers.map((p) => [o, p]));
   const head = [
     'row',
     ...result.servers.flatMap((s) => [`${s} IOPS`, `${s} MiB/s`]),
-    ...peers.map((p) => `ours/${p}`),
+    ...pairs.map(([o, p]) => `${o}/${p}`),
   ];
   const lines = [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`];
   for (const r of result.rows) {
     const cells = [r.label];
     for (const s of result.servers) cells.push(f0(r.results[s]?.iops), f1(r.results[s]?.mibps));
-    for (const p of peers) cells.push(f2(r.ratio[p]));
+    for (const [o, p] of pairs) cells.push(f2(r.results[o]?.iops / r.results[p]?.iops));
     lines.push(`| ${cells.join(' | ')} |`);
   }
   const lat = result.rows.filter((r) => r.latency);
@@ -242,14 +380,20 @@ function esc(s) {
 /** Grouped bars: per row, each server's IOPS relative to qemu-nbd (1.0 = qemu-nbd), log2 axis. */
 function svg(result) {
   const servers = result.servers;
-  const colors = { ours: '#d9480f', 'qemu-nbd': '#1c7ed6', nbdkit: '#2f9e44' };
+  const colors = {
+    map: '#d9480f',
+    daemons: '#f08c00',
+    inproc: '#e599f7',
+    'qemu-nbd': '#1c7ed6',
+    nbdkit: '#2f9e44',
+  };
   const W = 900;
   const H = 420;
   const m = { l: 60, r: 20, t: 50, b: 80 };
   const pw = W - m.l - m.r;
   const ph = H - m.t - m.b;
   const ratioOf = (r, s) => {
-    const base = r.results['qemu-nbd']?.iops ?? r.results.ours.iops;
+    const base = r.results['qemu-nbd']?.iops ?? r.results[servers[0]].iops;
     return (r.results[s]?.iops ?? 0) / base;
   };
   let lo = 0.125;
@@ -346,6 +490,7 @@ async function main() {
 
   await mkdir(opts.dir, { recursive: true });
   const tmp = await mkdtemp(join(opts.dir, 'archip-nbd-bench-'));
+  host.uptimeStart = (await run('uptime', []).catch(() => '')).trim();
   const daemons = [];
   const cleanup = async () => {
     for (const d of daemons.splice(0).reverse()) await d.stop().catch(() => {});
@@ -364,52 +509,84 @@ async function main() {
     fsyncSync(fd);
     closeSync(fd);
 
-    const socks = {
-      ours: join(tmp, 'ours.sock'),
-      'qemu-nbd': join(tmp, 'qemu.sock'),
-      nbdkit: join(tmp, 'nbdkit.sock'),
-    };
+    const sock = (s) => join(tmp, `${s}.sock`);
     const uris = {
-      ours: `nbd+unix:///bench?socket=${socks.ours}`,
-      'qemu-nbd': `nbd+unix:///bench?socket=${socks['qemu-nbd']}`,
-      nbdkit: `nbd+unix:///?socket=${socks.nbdkit}`,
+      map: `nbd+unix:///bench?socket=${sock('map')}`,
+      daemons: `nbd+unix:///bench?socket=${sock('daemons')}`,
+      base: `nbd+unix:///bench?socket=${sock('base')}`,
+      inproc: `nbd+unix:///bench?socket=${sock('inproc')}`,
+      'qemu-nbd': `nbd+unix:///bench?socket=${sock('qemu-nbd')}`,
+      nbdkit: `nbd+unix:///?socket=${sock('nbdkit')}`,
     };
 
-    // 2. fill our volume through our own endpoint (nbdcopy), then restart it so a profile
+    // 2. fill our volumes through our own endpoints (nbdcopy), then restart them so a profile
     //    covers only the measured jobs
-    const oursDir = join(tmp, 'ours');
-    console.error('# filling our volume (nbdcopy through our endpoint)');
-    const filler = await startOurs(oursDir, socks.ours, null);
-    const t0 = performance.now();
-    await run('nbdcopy', [src, uris.ours]);
-    const fillS = (performance.now() - t0) / 1000;
-    await filler.stop();
+    const confs = {};
+    const fillS = {};
+    let sync = null;
+    const mapped = (s) => s === 'map' || s === 'daemons' || s === 'base';
+    // `base` (another checkout's vlmc, for before/after) gets the sync mode ours resolves to.
+    for (const s of [
+      ...serverIds.filter(mapped).filter((s) => s !== 'base'),
+      ...serverIds.filter((s) => s === 'base'),
+    ]) {
+      confs[s] = await writeConfig(
+        join(tmp, s),
+        `archip-bench-${process.pid}-${s}`,
+        s === 'base' ? (sync ?? opts.sync) : opts.sync,
+      );
+      sync ??= await effectiveSync(confs[s]);
+      if (s === 'daemons') {
+        await run(process.execPath, [ARCHIPELAGO, 'start'], { ...process.env, ARCHIPELAGO_CONF: confs[s] });
+        daemons.push({
+          what: 'archipelago',
+          stop: () =>
+            run(process.execPath, [ARCHIPELAGO, 'stop'], { ...process.env, ARCHIPELAGO_CONF: confs[s] }),
+        });
+      }
+      await vlmc(confs[s], ['create', 'bench', '--size', `${sizeMiB}M`], {}, s === 'base' ? VLMC_BASE : VLMC);
+      console.error(`# filling ${s} (nbdcopy through vlmc map)`);
+      const m = await startMap(confs[s], 'bench', sock(s), s, null);
+      const t0 = performance.now();
+      await run('nbdcopy', [src, m.uri]);
+      fillS[s] = (performance.now() - t0) / 1000;
+      await m.stop();
+    }
+    sync ??= opts.sync === 'default' ? 'always' : opts.sync;
+    if (serverIds.includes('inproc')) {
+      console.error('# filling inproc (nbdcopy through server.mjs)');
+      const filler = await startInproc(join(tmp, 'inproc'), sock('inproc'), sync, null);
+      const t0 = performance.now();
+      await run('nbdcopy', [src, uris.inproc]);
+      fillS.inproc = (performance.now() - t0) / 1000;
+      await filler.stop();
+    }
 
     // 3. the peers' raw files: copies of the same bytes
     const files = { 'qemu-nbd': join(tmp, 'qemu.raw'), nbdkit: join(tmp, 'nbdkit.raw') };
-    for (const s of serverIds.filter((s) => s !== 'ours')) await copyFile(src, files[s]);
+    for (const s of serverIds.filter((s) => PEERS.includes(s))) await copyFile(src, files[s]);
     await run('sync', []);
     await rm(src);
 
     // 4. the servers
     if (opts.profile) await mkdir(opts.profile, { recursive: true });
-    daemons.push(await startOurs(oursDir, socks.ours, opts.profile ?? null));
-    if (serverIds.includes('qemu-nbd')) {
-      const d = startDaemon(
-        'qemu-nbd',
-        [...QEMU_ARGS, '-t', '-x', 'bench', '-k', socks['qemu-nbd'], files['qemu-nbd']],
-        'qemu-nbd',
-      );
-      daemons.push(d);
-      await waitSocket(socks['qemu-nbd'], d.child, 'qemu-nbd');
-    }
-    if (serverIds.includes('nbdkit')) {
-      const d = startDaemon('nbdkit', ['-f', '-U', socks.nbdkit, 'file', `file=${files.nbdkit}`], 'nbdkit');
-      daemons.push(d);
-      await waitSocket(socks.nbdkit, d.child, 'nbdkit');
+    for (const s of serverIds) {
+      if (mapped(s)) daemons.push(await startMap(confs[s], 'bench', sock(s), s, opts.profile ?? null));
+      else if (s === 'inproc')
+        daemons.push(await startInproc(join(tmp, 'inproc'), sock('inproc'), sync, opts.profile ?? null));
+      else if (s === 'qemu-nbd') {
+        const d = startDaemon('qemu-nbd', [...QEMU_ARGS, '-t', '-x', 'bench', '-k', sock(s), files[s]], s);
+        daemons.push(d);
+        await waitSocket(sock(s), d.child, s);
+      } else if (s === 'nbdkit') {
+        const d = startDaemon('nbdkit', ['-f', '-U', sock(s), 'file', `file=${files.nbdkit}`], s);
+        daemons.push(d);
+        await waitSocket(sock(s), d.child, s);
+      }
     }
 
     // 5. the jobs, in a fixed order
+    const mode = `${sync === 'flush' ? 'write-back: synced at FLUSH/FUA' : 'fdatasync before every ack'} (sync = ${sync}${opts.sync === 'default' ? ', the default' : ''})${opts.direct ? ', O_DIRECT' : ''}`;
     const result = {
       bench: 'nbd',
       host,
@@ -418,12 +595,22 @@ async function main() {
       rampS: ramp,
       dir: opts.dir,
       servers: serverIds,
+      config: {
+        sync,
+        syncOption: opts.sync,
+        direct: opts.direct,
+        blocker: 'file_blocker x2 (maps, blocks)',
+        blocksize: '4 MiB',
+      },
       peers: {
-        ours: `node ${process.version}: FileBlocker x2 (${opts.sync === 'flush' ? 'write-back: synced at FLUSH/FUA' : 'fsync before ack'}${opts.direct ? ', O_DIRECT' : ''}) + Mapper + Composer + NbdServer, 4 MiB blocks`,
+        map: `\`vlmc map\` (built CLI): endpoint process, embedded wiring, compose local; file_blocker, ${mode}, 4 MiB blocks${opts['map-env'] ? `; endpoint environment ${opts['map-env']}` : ''}`,
+        daemons: `\`archipelago start\` + \`vlmc map\`: endpoint composes, blockerb/blockerm/mapperd over the XSEG segment; file_blocker, ${mode}`,
+        base: `\`vlmc map\` of ${opts['base-root']} (the code before, for before/after), same configuration`,
+        inproc: `node bench/nbd/server.mjs: FileBlocker x2 (${mode}) + Mapper + Composer + NbdServer in one process (no lock lease, no control channel)`,
         'qemu-nbd': `qemu-nbd ${QEMU_ARGS.join(' ')} (page cache, no fsync per write)`,
         nbdkit: 'nbdkit file plugin, default cache (page cache, no fsync per write)',
       },
-      fillOursS: fillS,
+      fillS,
       rows: [],
     };
     for (const row of rows) {
@@ -439,14 +626,18 @@ async function main() {
       };
       for (const s of serverIds) {
         console.error(`# ${row.label}: ${s}`);
+        // No cell pays for the previous one's dirty pages: write them back first.
+        await run('sync', []);
         entry.results[s] = await fio(row, uris[s], join(tmp, `fio-${row.id}-${s}.json`));
       }
-      for (const s of serverIds.filter((s) => s !== 'ours'))
-        entry.ratio[s] = entry.results.ours.iops / entry.results[s].iops;
+      for (const o of serverIds.filter((s) => OURS.includes(s)))
+        for (const p of serverIds.filter((s) => PEERS.includes(s)))
+          entry.ratio[`${o}/${p}`] = entry.results[o].iops / entry.results[p].iops;
       result.rows.push(entry);
     }
     for (const d of daemons.splice(0).reverse()) await d.stop();
     host.loadavgEnd = os.loadavg().map((x) => Number(x.toFixed(2)));
+    host.uptimeEnd = (await run('uptime', []).catch(() => '')).trim();
     if (opts.profile) {
       const profs = (await readdir(opts.profile)).filter((f) => f.endsWith('.cpuprofile'));
       result.profile = profs.map((f) => join(opts.profile, f));
@@ -455,6 +646,7 @@ async function main() {
     // 6. output
     const table = tables(result);
     console.log(`\n${table}\n`);
+    console.log(`uptime: ${host.uptimeStart} -> ${host.uptimeEnd}`);
     for (const [s, d] of Object.entries(result.peers)) if (serverIds.includes(s)) console.log(`- ${s}: ${d}`);
     await mkdir(RESULTS, { recursive: true });
     await writeFile(join(RESULTS, `${opts.out}.json`), `${JSON.stringify(result, null, 2)}\n`);
@@ -464,7 +656,9 @@ async function main() {
       '',
       `${host.date} · ${host.cpu} × ${host.cpus} · ${host.memGiB} GiB · ${host.fs} in ${opts.dir} · node ${host.node} · ${host.fio} · ${host.qemuNbd} · ${host.nbdkit}`,
       '',
-      `Load average (1/5/15 min) at start ${host.loadavgStart.join(' / ')}, at end ${host.loadavgEnd.join(' / ')}: other work on the machine shows up as noise (see bench/nbd/README.md, caveats).`,
+      `\`uptime\` at start: ${host.uptimeStart}; at end: ${host.uptimeEnd}. Other work on the machine shows up as noise (see bench/nbd/README.md, caveats).`,
+      '',
+      `Configuration: blockerb sync = **${sync}**${opts.sync === 'default' ? ' (the default)' : ''}; ${result.config.blocker}; ${result.config.blocksize} blocks${opts.direct ? '; O_DIRECT' : ''}.`,
       '',
       `${sizeMiB} MiB per export, filled with random data; ${runtime} s per job after ${ramp} s ramp; one fio job (nbd engine, one connection) per cell. Ratios are IOPS ours/peer (> 1 is better for us).`,
       '',

@@ -368,6 +368,9 @@ export class FileBlocker extends AbstractBlocker {
         if (entry.direct) {
           const fd = entry.fd;
           await this.serialized(path, () => this.writeDirect(fd, offset, data));
+        } else if (data.byteLength <= fsio.WRITE_INLINE_MAX) {
+          // Into the page cache on this thread: no thread-pool round trip (fsio.ts).
+          fsio.pwriteInline(entry.fd, data, 0, data.byteLength, offset);
         } else {
           await fsio.pwriteFully(entry.fd, data, 0, data.byteLength, offset);
         }

@@ -53,13 +53,7 @@ export async function preadFully(
  * the thread pool: their copy is long enough to be worth a worker thread running beside the
  * event loop, and a synchronous copy of megabytes would stall every other connection.
  */
-export const NOWAIT_MAX = nowaitMax(process.env.ARCHIP_NOWAIT_MAX);
-
-/** `ARCHIP_NOWAIT_MAX` (bytes, for A/B runs) when it is a whole number, else 1 MiB. */
-function nowaitMax(env: string | undefined): number {
-  const n = env === undefined || env.trim() === '' ? Number.NaN : Number(env);
-  return Number.isSafeInteger(n) && n >= 0 ? n : 1 << 20;
-}
+export const NOWAIT_MAX = sizeLimit(process.env.ARCHIP_NOWAIT_MAX, 1 << 20);
 
 /**
  * `preadFully` that first copies what the page cache holds on the calling thread
@@ -87,6 +81,44 @@ export function preadCachedFully(
   }
   if (done === length) return Promise.resolve(done);
   return preadFully(fd, buf, bufOffset + done, length - done, position + done).then((n) => done + n);
+}
+
+/**
+ * Buffered writes up to this size run on the calling (main) thread, synchronously: a page-cache
+ * write of a few KiB costs a few µs, less than the thread-pool round trip (queue, worker wake-up,
+ * completion through the event loop) it would otherwise take. There is no RWF_NOWAIT for
+ * buffered writes on ext4 (EOPNOTSUPP), so a write that has to wait (dirty-page throttling)
+ * waits on the main thread. Larger writes go to the thread pool, where their longer copies run
+ * beside the event loop (measured through `vlmc map`: 4 KiB random writes 2x faster inline,
+ * 1 MiB sequential writes 1.6x faster through the pool; bench/results/nbd.md). `ARCHIP_WRITE_INLINE_MAX`
+ * (bytes; 0 = every write through the pool) moves the limit for A/B runs.
+ */
+export const WRITE_INLINE_MAX = sizeLimit(process.env.ARCHIP_WRITE_INLINE_MAX, 64 << 10);
+
+/** A byte limit from the environment (for A/B runs) when it is a whole number, else `dflt`. */
+function sizeLimit(env: string | undefined, dflt: number): number {
+  const n = env === undefined || env.trim() === '' ? Number.NaN : Number(env);
+  return Number.isSafeInteger(n) && n >= 0 ? n : dflt;
+}
+
+/** pwrite(2) on the calling thread until every byte is written; throws the system error. */
+export function pwriteInline(
+  fd: number,
+  buf: Uint8Array,
+  bufOffset: number,
+  length: number,
+  position: number,
+): void {
+  let done = 0;
+  while (done < length) {
+    const n = fs.writeSync(fd, buf, bufOffset + done, length - done, position + done);
+    if (n <= 0) {
+      const e: NodeJS.ErrnoException = new Error('pwrite wrote no bytes');
+      e.code = 'EIO';
+      throw e;
+    }
+    done += n;
+  }
 }
 
 /** pwrite until every byte is written (short writes are retried). */

@@ -120,6 +120,31 @@ describe('composer I/O', () => {
     expect((await c.read('fz', 0, 1))[0]).toBe(0xff);
   });
 
+  it('with a write-back blockerb, snapshot and close make the data written so far durable first', async () => {
+    const wbDir = join(dir, 'wb');
+    const wb = new FileBlocker({ dir: join(wbDir, 'blocks'), identity: 'h_test', sync: 'flush' });
+    const m = new Mapper({
+      blockerm: new FileBlocker({ dir: join(wbDir, 'maps'), identity: 'h_test' }),
+      blockerb: wb,
+    });
+    const wc = new Composer({ mapper: m, blockerb: wb });
+    try {
+      await m.create('wb', { size: 4 * BS, blocksize: BS });
+      await wc.write('wb', 0, Buffer.alloc(BS, 1));
+      await wc.write('wb', BS, Buffer.alloc(10, 2));
+      expect(wb.unsynced).toBe(2); // acknowledged from the page cache
+      await wc.snapshot('wb', 'wb-snap');
+      expect(wb.unsynced).toBe(0);
+      expect((await wc.read('wb-snap', BS, 10)).equals(Buffer.alloc(10, 2))).toBe(true);
+      await wc.write('wb', 2 * BS, Buffer.alloc(10, 3));
+      expect(wb.unsynced).toBe(1);
+      await wc.close('wb');
+      expect(wb.unsynced).toBe(0);
+    } finally {
+      await m.close();
+    }
+  });
+
   it('a failed object write fails the volume write with the storage error', async () => {
     await mapper.create('f', { size: 2 * BS, blocksize: BS });
     blocks.fail({ method: 'write', times: 1 });

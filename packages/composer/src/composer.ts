@@ -221,12 +221,24 @@ export class Composer implements VolumeApi {
     }
   }
 
+  /**
+   * Snapshots a volume. With a write-back blockerb, the data written so far is made durable
+   * first: the snapshot shares those objects and must not lose what it was taken with (librbd
+   * flushes its cache before a snapshot too).
+   */
   snapshot(name: string, snap: string): Promise<VolumeInfo> {
-    return this.frozen(name, () => this.mapper.snapshot(name, snap));
+    return this.frozen(name, async () => {
+      await this.blockerb.flush();
+      return this.mapper.snapshot(name, snap);
+    });
   }
 
+  /** Drains, makes the data written so far durable (write-back blockerb), and closes the volume. */
   close(name: string): Promise<void> {
-    return this.frozen(name, () => this.mapper.closeVolume(name));
+    return this.frozen(name, async () => {
+      await this.blockerb.flush();
+      await this.mapper.closeVolume(name);
+    });
   }
 
   remove(name: string): Promise<void> {

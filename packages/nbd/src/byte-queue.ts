@@ -30,16 +30,28 @@ export class ByteQueue {
       this.advance(n);
       return out;
     }
-    const out = Buffer.allocUnsafe(n);
+    return this.takeInto(Buffer.allocUnsafe(n));
+  }
+
+  /** True when the next `n` bytes lie inside the head chunk (`take(n)` would not copy). */
+  headHolds(n: number): boolean {
+    const head = this.chunks[this.first];
+    return head !== undefined && head.length - this.pos >= n;
+  }
+
+  /** Removes exactly `target.length` bytes into `target` (one copy); returns `target`. */
+  takeInto(target: Buffer): Buffer {
+    const n = target.length;
+    if (n > this.length) throw new RangeError(`ByteQueue.takeInto(${n}) with ${this.length} bytes queued`);
     let filled = 0;
     while (filled < n) {
       const c = this.chunks[this.first]!;
       const m = Math.min(c.length - this.pos, n - filled);
-      c.copy(out, filled, this.pos, this.pos + m);
+      c.copy(target, filled, this.pos, this.pos + m);
       filled += m;
       this.advance(m);
     }
-    return out;
+    return target;
   }
 
   /** Drops up to `n` bytes and returns how many were dropped. */

@@ -5,7 +5,7 @@
  * gives its slots back, failed reads give theirs back, and real clients read byte-exact.
  */
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { addressAlignment } from '@archipelago/fastio';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Fixture, runOk, sleep, startServer } from './__fixtures__/harness.js';
@@ -296,6 +296,28 @@ describe('NbdServer read pool on real sockets', () => {
       expect(r.stdout, cmd).toMatch(/read \d+\/\d+ bytes/);
     }
     expect(pool.stats.hits).toBeGreaterThan(0);
+    await until(() => pool.stats.leased === 0);
+  });
+
+  it('WRITE payloads spread over socket chunks land byte-exact through pooled slots, which come back', async () => {
+    const mem = new MemoryExport({ name: 'mem', size: 16 * MiB });
+    fx = await startServer([mem], { readPoolBytes: 8 * MiB });
+    const pool = fx.server.readPool!;
+    const src = `${fx.dir}/src.raw`;
+    const content = Buffer.allocUnsafe(16 * MiB);
+    for (let i = 0; i < content.length; i += 4) content.writeUInt32LE((i * 2246822519) >>> 0, i);
+    await writeFile(src, content);
+    await runOk('nbdcopy', ['--connections=4', '--request-size=1048576', src, fx.uri('mem')]);
+    expect((await mem.read(0, content.length)).equals(content)).toBe(true);
+    expect(pool.stats.hits).toBeGreaterThan(0);
+    await until(() => pool.stats.leased === 0);
+    // A WRITE refused before it runs (past the end) gives its slot back too.
+    const c = await connect('mem', false);
+    const hits = pool.stats.hits;
+    c.sendRequest(CMD.WRITE, { cookie: 7n, offset: 16 * MiB - 4096, payload: Buffer.alloc(256 * KiB, 1) });
+    const r = (await c.readReply()) as SimpleReply;
+    expect(r.error).not.toBe(0);
+    expect(pool.stats.hits).toBe(hits + 1);
     await until(() => pool.stats.leased === 0);
   });
 });

@@ -23,6 +23,7 @@ import {
 } from './constants.js';
 import { errnoFor, messageOf, NbdRequestError } from './errno.js';
 import type { ConnectionContext, ConnectionCore, Negotiated } from './phase.js';
+import type { ReadLease } from './read-pool.js';
 import { OK, type Outcome, type Request, writeReply } from './replies.js';
 import type { NbdExport, NbdExtent, NbdLogger } from './types.js';
 
@@ -97,10 +98,17 @@ export class Transmission {
         case 'reqPayload': {
           const req = this.pending!;
           if (queue.length < req.length) return;
-          const payload = queue.take(req.length);
+          // A payload spread over several socket chunks is copied once anyway: into a pooled slot
+          // (64 KiB..4 MiB) rather than a fresh Buffer, whose external memory would drive V8 into
+          // a full GC every few dozen MiB of writes.
+          const lease =
+            queue.length > 0 && !queue.headHolds(req.length)
+              ? this.ctx.readPool?.acquire(req.length)
+              : undefined;
+          const payload = lease ? queue.takeInto(lease.buf) : queue.take(req.length);
           this.pending = undefined;
           conn.state = 'reqHeader';
-          this.dispatch(req, payload);
+          this.dispatch(req, payload, undefined, lease);
           break;
         }
         case 'discard': {
@@ -268,7 +276,7 @@ export class Transmission {
     return undefined;
   }
 
-  private dispatch(req: Request, payload?: Buffer, preset?: Outcome): void {
+  private dispatch(req: Request, payload?: Buffer, preset?: Outcome, payloadLease?: ReadLease): void {
     const exp = this.exp;
     const cost =
       REQUEST_HEADER_SIZE + (payload ? payload.length : 0) + (req.type === CMD.READ ? req.length : 0);
@@ -301,6 +309,10 @@ export class Transmission {
       })
       .then((outcome) => {
         this.inflight--;
+        // The payload's slot is free once the write succeeded (or was refused before it ran).
+        // After a failed write a part of a multi-object write may still be reading it: the slot
+        // is left out of the pool.
+        if (payloadLease && (early !== undefined || outcome.kind !== 'error')) payloadLease.release();
         const lease = outcome.kind === 'data' ? outcome.lease : undefined;
         this.reply(req, outcome, () => {
           // The write that carried the slot is done (or was abandoned): the slot may be reused.

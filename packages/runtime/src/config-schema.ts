@@ -38,7 +38,6 @@ const blockerExtra = {
   lock_dir: { type: 'string', minLength: 1 },
   fdcache: { type: 'integer', minimum: 2, maximum: 1048576, default: 512 },
   direct: { type: 'boolean', default: false },
-  sync: { type: 'string', enum: ['always', 'flush'], default: 'always' },
   pithos_migrate: { type: 'boolean' },
   unique_str: { type: 'string', minLength: 1, maxLength: 128 },
   prefix: { type: 'string', pattern: '^[A-Za-z0-9._-]{0,10}$' },
@@ -51,8 +50,16 @@ const blockerExtra = {
   op_timeout: { type: 'number', minimum: 0, maximum: MAX_SECONDS },
 };
 
-function blockerSchema(portno: number) {
-  const s = peerSchema(['file_blocker', 'rados_blocker'], portno, portno, 64, blockerExtra);
+/**
+ * `sync` defaults by role: blockerb (data) writes back, as NBD's contract allows and qemu-nbd,
+ * nbdkit and rbd-nbd do (a write is durable after FLUSH or with FUA); blockerm (maps, locks)
+ * makes every write durable before it is acknowledged.
+ */
+function blockerSchema(portno: number, sync: 'always' | 'flush') {
+  const s = peerSchema(['file_blocker', 'rados_blocker'], portno, portno, 64, {
+    ...blockerExtra,
+    sync: { type: 'string', enum: ['always', 'flush'], default: sync },
+  });
   // Which of archip_dir and pool is needed depends on the type: see checkSemantics.
   return { ...s, required: ['type'] };
 }
@@ -94,8 +101,8 @@ export const CONFIG_SCHEMA = {
       ORDER: { type: 'string' },
     },
   },
-  blockerb: blockerSchema(1000),
-  blockerm: blockerSchema(1002),
+  blockerb: blockerSchema(1000, 'flush'),
+  blockerm: blockerSchema(1002, 'always'),
   mapperd: {
     default: {},
     ...peerSchema(['mapperd'], 1001, 1001, 512, {

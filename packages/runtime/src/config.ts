@@ -82,8 +82,9 @@ export interface BlockerSection extends PeerSection {
   fdcache: number;
   direct: boolean;
   /**
-   * `always` (default) syncs every write before acknowledging it (RADOS: on commit); `flush` is
-   * write-back: writes are durable at the next flush (NBD FLUSH) or at once with FUA.
+   * `always` syncs every write before acknowledging it (RADOS: on commit); `flush` is write-back:
+   * writes are durable at the next flush (NBD FLUSH) or at once with FUA. Default: `flush` for
+   * blockerb (data, as qemu-nbd, nbdkit and rbd-nbd), `always` for blockerm (maps and locks).
    */
   sync: 'always' | 'flush';
   /** Lock-owner suffix: the identity is `<hostname>_<unique_str>`. */
@@ -515,7 +516,7 @@ export function defaultConfig(dataDir: string): ArchipelagoConfig {
       archip_dir: join(dataDir, 'blocks'),
       fdcache: 512,
       direct: false,
-      sync: 'always',
+      sync: 'flush',
     },
     blockerm: {
       type: 'file_blocker',

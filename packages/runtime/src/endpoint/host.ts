@@ -118,7 +118,13 @@ export async function runHost(req: HostRequest): Promise<void> {
       try {
         // Drains, then closes: the lock is released, or given back to the host if it held the
         // volume (`vlmc open`) before it was mapped.
-        await rt.composer.frozen(name, () => rt.mapper.closeVolume(name, { restoreHostHold: true }));
+        // A write-back blockerb is flushed first: an unmap leaves nothing only in the page cache.
+        await rt.composer.frozen(name, async () => {
+          await rt.blockerb
+            .flush()
+            .catch((e: unknown) => log.warn({ volume: name, err: String(e) }, 'flush failed'));
+          await rt.mapper.closeVolume(name, { restoreHostHold: true });
+        });
       } catch (e) {
         log.warn({ volume: name, err: String(e) }, 'close failed');
       }
