@@ -19,6 +19,7 @@ import {
   type MapperApi,
   mapLineage,
   type SnapshotEntry,
+  sharedBlocks,
   snapshotsOf,
   type TrashEntry,
   type VolumeInfo,
@@ -441,13 +442,18 @@ export async function rollbackVolume(s: Session, name: string, snap: string): Pr
 /**
  * Copies every block clone `name` still shares with its parent, so that it depends on nothing;
  * `onProgress` counts blocks. In the daemon wiring mapperd does it, online when the volume is
- * mapped (no progress then). In the embedded wiring a mapped volume is flattened by its holder
- * while it serves I/O (no progress then either).
+ * mapped; meanwhile the blocks still shared are counted from the clone's map (MapperOp.ENTRIES)
+ * every FLATTEN_POLL_MS for `onProgress`. In the embedded wiring a mapped volume is flattened by
+ * its holder while it serves I/O (no progress then).
  */
 export async function flattenVolume(
   s: Session,
   name: string,
-  opts: { onProgress?: (done: number, total: number) => void } = {},
+  opts: {
+    onProgress?: (done: number, total: number) => void;
+    /** Daemon wiring: how often the clone's map is polled for `onProgress` (FLATTEN_POLL_MS). */
+    pollMs?: number;
+  } = {},
 ): Promise<FlattenResult & { seconds: number }> {
   const t0 = performance.now();
   const rt = await s.runtime();
@@ -458,11 +464,57 @@ export async function flattenVolume(
     return { ...r, seconds: (performance.now() - t0) / 1000 };
   }
   if (rt.wiring === 'embedded') await s.adopt(name);
-  const r = await lifeCycleOp(rt.mapper, 'flatten')(
-    name,
-    opts.onProgress ? { onProgress: opts.onProgress } : {},
-  );
+  const flatten = lifeCycleOp(rt.mapper, 'flatten');
+  const onProgress = opts.onProgress;
+  const r =
+    rt.wiring === 'daemons' && onProgress
+      ? await polledProgress(rt.mapper, name, () => flatten(name), onProgress, opts.pollMs ?? FLATTEN_POLL_MS)
+      : await flatten(name, onProgress ? { onProgress } : {});
   return { ...r, seconds: (performance.now() - t0) / 1000 };
+}
+
+/** How often a flatten in mapperd is polled for its progress. */
+export const FLATTEN_POLL_MS = 300;
+
+/**
+ * Runs `run` (mapperd's FLATTEN, which reports nothing until it is done) while counting the blocks
+ * clone `name` still shares, from its map entries (the mapper's `sharedBlocks`, what the flatten
+ * copies), every `pollMs`: `onProgress(total - shared, total)`, never going back, and
+ * `(total, total)` once it is done. A poll that fails (mapperd restarting) is skipped.
+ */
+async function polledProgress(
+  mapper: MapperApi,
+  name: string,
+  run: () => Promise<FlattenResult>,
+  onProgress: (done: number, total: number) => void,
+  pollMs: number,
+): Promise<FlattenResult> {
+  const shared = async () => sharedBlocks(name, await mapper.entries(name)).length;
+  // A volume that cannot be listed: the flatten says why (ENOENT, ...), with no progress.
+  const total = await shared().catch(() => null);
+  if (total === null) return run();
+  let done = 0;
+  onProgress(0, total);
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const poll = async () => {
+    const left = await shared().catch(() => null);
+    if (stopped) return;
+    if (left !== null && total - left > done) {
+      done = total - left;
+      onProgress(done, total);
+    }
+    timer = setTimeout(poll, pollMs);
+  };
+  timer = setTimeout(poll, pollMs);
+  try {
+    const r = await run();
+    if (done < total) onProgress(total, total);
+    return r;
+  } finally {
+    stopped = true;
+    clearTimeout(timer);
+  }
 }
 
 /** The live snapshots taken of volume `name` (under any of its names), oldest first. */

@@ -9,8 +9,9 @@ export default class Flatten extends VlmcCommand {
     `Each shared block is copied as a write would copy it (copy-on-write), so the clone reads the same \
 throughout and a killed flatten only leaves fewer blocks copied (run it again). Afterwards the clone has no \
 parent: removing the snapshot it came from frees nothing the clone needs. A progress bar is drawn on stderr \
-when it is a terminal. A mapped clone is flattened while it serves I/O: by its holder, or with the daemons \
-running (archipelago start) by mapperd (no progress bar then).`;
+when it is a terminal (with the daemons running, archipelago start, mapperd flattens and the bar counts the \
+blocks still shared every 300 ms). A mapped clone is flattened while it serves I/O: by its holder (no \
+progress bar then), or with the daemons running by mapperd.`;
 
   static override examples = ['<%= config.bin %> <%= command.id %> web-disk'];
 
