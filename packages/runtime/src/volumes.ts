@@ -480,7 +480,8 @@ export const FLATTEN_POLL_MS = 300;
  * Runs `run` (mapperd's FLATTEN, which reports nothing until it is done) while counting the blocks
  * clone `name` still shares, from its map entries (the mapper's `sharedBlocks`, what the flatten
  * copies), every `pollMs`: `onProgress(total - shared, total)`, never going back, and
- * `(total, total)` once it is done. A poll that fails (mapperd restarting) is skipped.
+ * `(total, total)` once it is done. A poll that fails (mapperd restarting) is skipped; a slow one
+ * (a big map) spaces the next ones out.
  */
 async function polledProgress(
   mapper: MapperApi,
@@ -498,13 +499,15 @@ async function polledProgress(
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
   const poll = async () => {
+    const t = performance.now();
     const left = await shared().catch(() => null);
     if (stopped) return;
     if (left !== null && total - left > done) {
       done = total - left;
       onProgress(done, total);
     }
-    timer = setTimeout(poll, pollMs);
+    // A big map takes a while to list: polling stays under a tenth of the time.
+    timer = setTimeout(poll, Math.max(pollMs, 9 * (performance.now() - t)));
   };
   timer = setTimeout(poll, pollMs);
   try {
