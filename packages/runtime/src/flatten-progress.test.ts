@@ -26,31 +26,30 @@ let loaded: LoadedConfig | undefined;
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'archip-flatprog-'));
   conf = join(dir, 'archipelago.conf');
-  const peer = (port: number, extra: Record<string, unknown>) => ({
-    portno_start: port,
-    portno_end: port,
-    nr_ops: 16,
-    ...extra,
-  });
+  // Each peer on one port (vlmcd on 20..30), 16 requests at a time; blockerb two at a time, so
+  // the flatten's 16 copy-ups (at most 16 at once) finish in waves.
+  const ports = { blockerb: 10, blockerm: 12, mapperd: 11, vlmcd: 20 }; // the order they start in
+  const peers = Object.fromEntries(
+    Object.entries(ports).map(([role, p]) => [role, { portno_start: p, portno_end: p, nr_ops: 16 }]),
+  );
+  const xseg = {
+    SEGMENT_PORTS: 128,
+    SEGMENT_DYNPORTS: 64,
+    SEGMENT_SIZE: 400,
+    VTOOL_START: 100,
+    VTOOL_END: 110,
+  };
   writeFileSync(
     conf,
     serializeConfig({
       // The peers stay root: the test's directories are not reachable by another account.
       ARCHIPELAGO: { USER: 'root', GROUP: 'root', RUN_DIR: join(dir, 'run') },
-      XSEG: {
-        SEGMENT_PORTS: 128,
-        SEGMENT_DYNPORTS: 64,
-        SEGMENT_SIZE: 400,
-        VTOOL_START: 100,
-        VTOOL_END: 110,
-        segment_name: `flatprog${process.pid}`,
-      },
-      PEERS: { ROLES: 'blockerb blockerm mapperd vlmcd' },
-      // Two requests at a time: the flatten's 16 copy-ups (at most 16 at once) finish in waves.
-      blockerb: peer(10, { type: 'file_blocker', archip_dir: join(dir, 'blocks'), nr_ops: 2 }),
-      blockerm: peer(12, { type: 'file_blocker', archip_dir: join(dir, 'maps') }),
-      mapperd: peer(11, { blockerb_port: 10, blockerm_port: 12 }),
-      vlmcd: { ...peer(20, { blocker_port: 10, mapper_port: 11 }), portno_end: 30 },
+      XSEG: { ...xseg, segment_name: `flatprog${process.pid}` },
+      PEERS: { ROLES: Object.keys(ports).join(' ') },
+      blockerb: { ...peers.blockerb, type: 'file_blocker', archip_dir: join(dir, 'blocks'), nr_ops: 2 },
+      blockerm: { ...peers.blockerm, type: 'file_blocker', archip_dir: join(dir, 'maps') },
+      mapperd: { ...peers.mapperd, blockerb_port: ports.blockerb, blockerm_port: ports.blockerm },
+      vlmcd: { ...peers.vlmcd, portno_end: 30, blocker_port: ports.blockerb, mapper_port: ports.mapperd },
     }),
   );
   loaded = loadConfig(conf, { env: {} });
