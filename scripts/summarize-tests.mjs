@@ -9,8 +9,10 @@ try {
   console.log(`0 passed, 1 failed (no test results in ${file}: ${e.message})`);
   process.exit(1);
 }
+// A file that failed without a failed test (it did not load, or a beforeAll/afterAll threw and
+// its tests were skipped) counts as one failure.
 const failedSuites = (r.testResults ?? []).filter(
-  (s) => s.status === 'failed' && s.assertionResults.length === 0,
+  (s) => s.status === 'failed' && !(s.assertionResults ?? []).some((a) => a.status === 'failed'),
 );
 for (const s of failedSuites) console.log(`suite failed to run: ${s.name}\n${s.message ?? ''}`);
 const failed = r.numFailedTests + failedSuites.length;

@@ -38,7 +38,7 @@ suite(reason ? `two hosts on one machine (skipped: ${reason})` : 'two hosts on o
   let b: Host;
 
   beforeAll(async () => {
-    if (!existsSync(join(ROOT, 'packages/cli/dist/bundle/vlmc.mjs')))
+    if (!existsSync(join(ROOT, 'packages/cli/dist/bundle/vlmc.cjs')))
       throw new Error('packages/cli is not built: run "pnpm run build" first');
     requireTool('qemu-img', 'qemu-utils');
     set = await createHosts(['host-a', 'host-b'], { ceph: true, config: { mapperd: { lock_timeout: 2 } } });
