@@ -8,6 +8,7 @@ import { ArchipelagoError } from '@archipelago/libxseg';
 import type { MapperApi } from './api.js';
 import { unnamedGatewayMaps } from './gc.js';
 import { isContentName, isZero } from './map.js';
+import { pool } from './mutex.js';
 import type { MapEntry } from './types.js';
 
 /**
@@ -152,6 +153,14 @@ export async function storeUsage(src: UsageSource): Promise<StoreUsage> {
   let allocated = 0;
   let referenced = 0;
   for (const v of await src.mapper.list()) if (!removed.has(v.name)) size += v.size;
+  // Every object's size, asked of blockerb STAT_PARALLELISM at a time (one at a time, a store of
+  // 90,000 RADOS objects took 25 s).
+  const listed: string[] = [];
+  for await (const o of src.blockerb.list()) listed.push(o);
+  const named = new Set<string>();
+  for (const m of maps) for (const e of m.entries) if (!isZero(e)) named.add(e.name);
+  const toStat = [...new Set([...listed, ...named])];
+  await pool(toStat.length, STAT_PARALLELISM, (i) => sizeOf(toStat[i]!));
   for (const m of maps) {
     for (const e of m.entries) {
       if (isZero(e)) continue;
@@ -173,7 +182,7 @@ export async function storeUsage(src: UsageSource): Promise<StoreUsage> {
   let unrefBytes = 0;
   let trashObjectCount = 0;
   let trashBytes = 0;
-  for await (const o of src.blockerb.list()) {
+  for (const o of listed) {
     const s = (await sizeOf(o)) ?? 0;
     blockerObjects++;
     blockerBytes += s;
@@ -229,6 +238,9 @@ async function trashObjects(
   }
   return { entries, objects };
 }
+
+/** Sizes asked of blockerb at once by storeUsage. */
+const STAT_PARALLELISM = 32;
 
 /** The size of an object in blockerb, null when it is missing; each object is asked once. */
 function objectSizes(blockerb: UsageSource['blockerb']): (name: string) => Promise<number | null> {
