@@ -581,6 +581,15 @@ describe('gateway: deleted files are reclaimed by vlmc gc', () => {
         reclaimableObjects: yBlocks,
         reclaimableBytes: y.length,
       });
+      // Before gc, vlmc du already counts y's blocks unreferenced (no file names its map).
+      expect(await vlmcJson('du')).toMatchObject({
+        maps: 1,
+        unreferencedObjects: yBlocks,
+        unreferencedBytes: y.length,
+        reclaimableBytes: y.length,
+      });
+      const dry = await run(process.execPath, [VLMC, 'gc', '--dry-run'], env);
+      expect(dry.stdout.toString()).toMatch(/^gateway maps: +1 would be removed \(no file names them\)$/m);
       const r = await vlmcJson('gc');
       expect(r).toMatchObject({ gatewayMaps: 1, freedObjects: yBlocks, freedBytes: y.length });
       expect(await vlmcJson('du')).toMatchObject({

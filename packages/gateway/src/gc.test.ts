@@ -74,7 +74,7 @@ async function expectFile(name: string, data: Buffer): Promise<void> {
 const gc = (o: Partial<GcOptions> = {}) => collectGarbage({ blockerm: maps, blockerb: blocks, ...o });
 /** What `vlmc du` shows: the store's use, and what a gc would free. */
 async function du() {
-  const u = await storeUsage({ mapper, blockerb: blocks });
+  const u = await storeUsage({ mapper, blockerb: blocks, blockerm: maps });
   const dry = await gc({ dryRun: true });
   return { ...u, reclaimableObjects: dry.reclaimableObjects, reclaimableBytes: dry.reclaimableBytes };
 }
@@ -138,6 +138,43 @@ describe('gateway gc: deleted files', () => {
     await expectFile('x3', x);
     expect(await gc({ graceMs: 0, now: () => Date.now() + HOUR })).toMatchObject({ freedObjects: 0 });
     await expectFile('x3', x);
+  });
+
+  it("vlmc du before gc: a deleted file's blocks are unreferenced, not a live map's", async () => {
+    const x = content();
+    const y = content();
+    const mx = await upload('x', x);
+    const my = await upload('y', y);
+    const live = await du();
+    expect(live).toMatchObject({ maps: 2, size: 2 * x.length, unreferencedBytes: 0, reclaimableBytes: 0 });
+    expect(await objects(blocks)).toHaveLength(distinctBlocks(x, y));
+
+    // y is deleted, gc has not run: its map is still there, but no file names it any more.
+    await remove('y');
+    expect((await mapper.list()).map((v) => v.name).sort()).toEqual([mx, my].sort());
+    const before = await du();
+    expect(before).toMatchObject({
+      maps: 1,
+      size: x.length,
+      objects: distinctBlocks(x),
+      unreferencedObjects: distinctBlocks(y),
+      reclaimableObjects: distinctBlocks(y),
+    });
+    // y's blocks: 3 full ones and the last one's 1000 bytes (stored whole or partial).
+    expect(before.unreferencedBytes).toBe(before.blockerBytes - before.bytesStored);
+    expect(before.unreferencedBytes).toBeGreaterThanOrEqual(3 * BS + 1000);
+    expect(before.unreferencedBytes).toBe(before.reclaimableBytes);
+    // Without blockerm (the gateway's records), the map counts as live.
+    expect(await storeUsage({ mapper, blockerb: blocks })).toMatchObject({ maps: 2, unreferencedBytes: 0 });
+
+    // gc frees exactly that, and du agrees afterwards; x reads whole.
+    expect(await gc()).toMatchObject({
+      gatewayMaps: 1,
+      freedObjects: before.unreferencedObjects,
+      freedBytes: before.unreferencedBytes,
+    });
+    expect(await du()).toMatchObject({ maps: 1, unreferencedBytes: 0, reclaimableBytes: 0 });
+    await expectFile('x', x);
   });
 
   it('an overwritten file: the old content goes, the new one stays', async () => {

@@ -12,7 +12,8 @@ export default class Du extends VlmcCommand {
     `With a NAME, the use of one volume, snapshot or hashed map: its logical size, the blocks \
 backed by objects, the bytes of the distinct objects it references ("stored"), the bytes saved by \
 blocks sharing one object ("deduplicated"), and the bytes it shares with other maps. Without a \
-NAME, the whole store, including objects that no map references ("unreferenced"), of those what the trash holds ("trash": its entries, and the objects only they name: "vlmc trash restore" brings them back, gc frees them once [mapperd] trash_ttl has passed), and what "vlmc gc" would free now ("reclaimable": unreferenced objects of removed volumes, or older than [mapperd] gc_grace).`;
+NAME, the whole store, including objects that no map references ("unreferenced"; a hashed map \
+the gateway made whose files were all deleted counts as removed, as the next gc removes it), of those what the trash holds ("trash": its entries, and the objects only they name: "vlmc trash restore" brings them back, gc frees them once [mapperd] trash_ttl has passed), and what "vlmc gc" would free now ("reclaimable": unreferenced objects of removed volumes, or older than [mapperd] gc_grace).`;
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',

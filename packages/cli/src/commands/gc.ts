@@ -58,7 +58,16 @@ daemons.`;
     const rows: Array<[string, string]> = [
       ['maps', `${r.maps} live, ${r.deletedMaps} removed (${r.rounds} mark rounds)`],
       ...(r.fileRecords ? [['files', String(r.fileRecords)] as [string, string]] : []),
-      ['blocker', `${r.blockerObjects} objects, ${b(r.blockerBytes)}`],
+      // Gateway maps whose last file was deleted: removed, so their blocks are garbage.
+      ...(r.fileRecords || r.gatewayMaps
+        ? [
+            [
+              'gateway maps',
+              `${r.gatewayMaps} ${r.dryRun ? 'would be removed' : 'removed'} (no file names them)`,
+            ] as [string, string],
+          ]
+        : []),
+      ['blocker', `${r.blockerObjects} objects`],
       ['referenced', `${r.referencedObjects} objects`],
       ['unreferenced', `${r.unreferencedObjects} objects, ${b(r.unreferencedBytes)}`],
       [r.dryRun ? 'would free' : 'reclaimable', `${r.reclaimableObjects} objects, ${b(r.reclaimableBytes)}`],
