@@ -1,7 +1,7 @@
 /** Making maps under new names: create, clone, createFromEntries. */
 import { getHeapStatistics } from 'node:v8';
 import type { StorageSpace } from '@archipelago/blocker';
-import { archipError } from '@archipelago/libxseg';
+import { ArchipelagoError, archipError } from '@archipelago/libxseg';
 import {
   DEFAULT_BLOCKSIZE,
   ENTRY_V2_SIZE,
@@ -197,6 +197,15 @@ async function cloneLocked(
       `clone size ${size} is smaller than snapshot "${source}" (${src.size} bytes)`,
     );
   }
+  // The source is read without its name's lock (the host lock excludes other processes only), so
+  // a remove or rename of it in this process may run between this read and the claim of `name`.
+  // Linearizable outcomes: a clone onto its own name exists already when the source does (it just
+  // did); a claim that finds `name` taken after the source went is the clone coming second.
+  if (name === source) {
+    throw archipError('EEXIST_VOLUME', `volume "${name}" already exists (it is the clone's source)`, {
+      details: { volume: name },
+    });
+  }
   checkMapSpace(await ctx.store.space(), name, size, src.blocksize);
   const n = objectCount(size, src.blocksize);
   const entries: MapEntry[] = new Array(n);
@@ -214,7 +223,16 @@ async function cloneLocked(
     name,
     { size, blocksize: src.blocksize, flags: 0, entries },
     { parent: { name: source, id: srcLineage?.id ?? null } },
-  );
+  ).catch(async (e: unknown) => {
+    // `name` taken meanwhile by the source itself (renamed to it): the clone came second.
+    if (ArchipelagoError.is(e, 'EEXIST_VOLUME') && src.version === 2) {
+      const now = await ctx.store.state(source);
+      if (!now || now.header.flags & MapFlag.DELETED) {
+        throw archipError('ENOENT_VOLUME', `no volume named "${source}"`, { details: { volume: source } });
+      }
+    }
+    throw e;
+  });
   ctx.log.info({ volume: name, source, size }, 'cloned volume');
   return info;
 }
