@@ -244,10 +244,12 @@ describe.concurrent('vlmc as the guide and rbd users expect', { timeout: 120_000
     if (mounted.code !== 0) return;
     try {
       const conf = join(dir, 'small.conf');
-      await writeFile(
-        conf,
-        testConf(join(dir, 'data'), 'hostA').replace(join(dir, 'data', 'maps'), join(small, 'maps')),
+      // Plain maps (sparse_maps = false) ask for all of their map; a thin sparse one for its header.
+      const smallConf = testConf(join(dir, 'data'), 'hostA').replace(
+        join(dir, 'data', 'maps'),
+        join(small, 'maps'),
       );
+      await writeFile(conf, smallConf.replace('[mapperd]\n', '[mapperd]\nsparse_maps = false\n'));
       const t0 = Date.now();
       const r = await sh(`vlmc -c ${conf} create big1 --size 1P`);
       expect(r.code).toBe(1);
@@ -263,6 +265,10 @@ describe.concurrent('vlmc as the guide and rbd users expect', { timeout: 120_000
       // nothing was written
       expect((await sh(`find ${small} -type f | wc -l`)).stdout.toString().trim()).toBe('0');
       expect((await sh(`vlmc -c ${conf} create fits1 --size 1G`)).code).toBe(0);
+      const sparseConf = join(dir, 'small-sparse.conf');
+      await writeFile(sparseConf, smallConf);
+      expect((await sh(`vlmc -c ${sparseConf} create thin1 --size 1T`)).code).toBe(0);
+      expect(await json(`-c ${sparseConf} info thin1`)).toMatchObject({ size: 2 ** 40 });
     } finally {
       await sh(`umount ${small}`);
     }

@@ -31,7 +31,7 @@ export {
 export type { HostLockHandle, HostLocks } from './host-locks.js';
 export { MAX_VOLUME_SIZE, Mapper, type MapperOptions, type OpenMapView } from './mapper.js';
 export { KeyedMutex, Mutex } from './mutex.js';
-export { checkMapSpace, mapStorageBytes } from './ops/create.js';
+export { checkMapSpace, type MapSpaceOptions, mapStorageBytes } from './ops/create.js';
 export { type FlattenOptions, type FlattenResult, isOwnObject, sharedBlocks } from './ops/flatten.js';
 export {
   childrenOf,

@@ -63,7 +63,9 @@ export async function createVolume(
   const rt = await s.runtime();
   const m = s.configuration().config.blockerm;
   if (rt.wiring === 'daemons' && opts.size !== undefined && m.type === 'file_blocker' && m.archip_dir) {
-    checkMapSpace(await dirSpace(m.archip_dir), name, opts.size, DEFAULT_BLOCKSIZE);
+    checkMapSpace(await dirSpace(m.archip_dir), name, opts.size, DEFAULT_BLOCKSIZE, {
+      sparse: s.configuration().config.mapperd.sparse_maps !== false,
+    });
   }
   if (opts.snap === undefined) return settled(s, await rt.mapper.create(name, { size: opts.size as number }));
   return settled(

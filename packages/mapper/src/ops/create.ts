@@ -5,6 +5,7 @@ import { ArchipelagoError, archipError } from '@archipelago/libxseg';
 import {
   DEFAULT_BLOCKSIZE,
   ENTRY_V2_SIZE,
+  entriesPerMapBlock,
   isValidObjectName,
   MAX_HEADER_SIZE,
   type MapEntry,
@@ -14,6 +15,7 @@ import {
   UINT64_MAX,
   validateVolumeName,
   ZERO_BLOCK,
+  ZERO_ENTRY,
 } from '@archipelago/mapfile';
 import type { MapperContext } from '../context.js';
 import {
@@ -31,9 +33,49 @@ import type { CloneOptions, CreateFromEntriesOptions, CreateOptions, VolumeInfo 
 import { dropLineage, type LineageRecord, newLineageId, readLineage, writeLineage } from './lineage.js';
 import { claimName, repairing } from './repair.js';
 
-/** Bytes a v2 map of `size` bytes in `blocksize` blocks takes in blockerm: its entries and header. */
-export function mapStorageBytes(size: number, blocksize: number): number {
-  return objectCount(size, blocksize) * ENTRY_V2_SIZE + MAX_HEADER_SIZE;
+/** What `mapStorageBytes` and `checkMapSpace` count of a map. */
+export interface MapSpaceOptions {
+  /**
+   * The map is written SPARSE (`MapStore.sparse`, header flag 0x8): only its map blocks that are
+   * not all zero entries are stored.
+   */
+  sparse?: boolean;
+  /**
+   * The map's entries, which tell a SPARSE map's stored blocks (a clone's source, a grown map's
+   * entries); entries past their end are zero entries. Without them a SPARSE map is thin: it
+   * stores its header only.
+   */
+  entries?: readonly MapEntry[];
+  /**
+   * Count map blocks from this one on and no header: what a grow writes (the old last block and
+   * the new ones) into a map that exists. Default 0 and the header.
+   */
+  firstBlock?: number;
+}
+
+/**
+ * Bytes a v2 map of `size` bytes in `blocksize` blocks takes in blockerm: its entries and header;
+ * a SPARSE map only its header and its blocks that are not all zero entries (`opts`).
+ */
+export function mapStorageBytes(size: number, blocksize: number, opts: MapSpaceOptions = {}): number {
+  const n = objectCount(size, blocksize);
+  const per = entriesPerMapBlock(blocksize);
+  const first = opts.firstBlock ?? 0;
+  let bytes = first === 0 ? MAX_HEADER_SIZE : 0;
+  if (!opts.sparse) return bytes + Math.max(0, n - first * per) * ENTRY_V2_SIZE;
+  const entries = opts.entries;
+  if (!entries) return bytes;
+  const stop = Math.min(n, entries.length);
+  for (let from = first * per; from < stop; from += per) {
+    const to = Math.min(n, from + per);
+    for (let j = from; j < Math.min(to, stop); j++) {
+      if (entries[j] !== ZERO_ENTRY) {
+        bytes += (to - from) * ENTRY_V2_SIZE;
+        break;
+      }
+    }
+  }
+  return bytes;
 }
 
 /** `n` bytes, with the binary unit when it is at least 1 KiB (`34359738880 bytes (32 GiB)`). */
@@ -76,16 +118,18 @@ function checkMapMemory(name: string, size: number, blocksize: number): void {
 /**
  * Refuses (ENOSPC) a new map of `size` bytes that storage with `space` free has no room for
  * (null `space`: a blocker that cannot tell, RADOS, passes), then (EINVAL_SIZE) one whose entries
- * this process cannot hold. A 1 PiB volume's map alone is 32 GiB. Called before anything is
- * allocated or written.
+ * this process cannot hold. A 1 PiB volume's plain map alone is 32 GiB; a SPARSE one (`opts`,
+ * `mapStorageBytes`) asks only for what it stores (a thin one: its header). Called before anything
+ * is allocated or written.
  */
 export function checkMapSpace(
   space: StorageSpace | null,
   name: string,
   size: number,
   blocksize: number,
+  opts: MapSpaceOptions = {},
 ): void {
-  const needed = mapStorageBytes(size, blocksize);
+  const needed = mapStorageBytes(size, blocksize, opts);
   if (space === null || needed <= space.available) {
     checkMapMemory(name, size, blocksize);
     return;
@@ -109,7 +153,7 @@ export async function create(ctx: MapperContext, name: string, opts: CreateOptio
   const blocksize = opts.blocksize ?? DEFAULT_BLOCKSIZE;
   checkBlocksize(blocksize);
   checkSize(opts.size);
-  checkMapSpace(await ctx.store.space(), name, opts.size, blocksize);
+  checkMapSpace(await ctx.store.space(), name, opts.size, blocksize, { sparse: ctx.store.sparse });
   const entries = Array.from({ length: objectCount(opts.size, blocksize) }, zeroEntry);
   const flags = opts.incomplete ? MapFlag.INCOMPLETE : 0;
   let info = await writeNew(ctx, name, { size: opts.size, blocksize, flags, entries });
@@ -206,7 +250,11 @@ async function cloneLocked(
       details: { volume: name },
     });
   }
-  checkMapSpace(await ctx.store.space(), name, size, src.blocksize);
+  // A SPARSE clone stores the source's map blocks that are not all zero (the entries it takes).
+  checkMapSpace(await ctx.store.space(), name, size, src.blocksize, {
+    sparse: ctx.store.sparse,
+    entries: src.entries,
+  });
   const n = objectCount(size, src.blocksize);
   const entries: MapEntry[] = new Array(n);
   for (let i = 0; i < n; i++) {

@@ -3,7 +3,8 @@
  * `snap`'s (of its lineage: `checkLineage`), by a map change (O(map), never O(data)). The volume takes the snapshot's entries, none
  * writable (its next write to a block copies it up), the snapshot's size, and its epoch + 1, so no
  * object name is ever used twice. Crash-atomic, in this order:
- * 1. the new map is staged under `rollbackMapName(name)`, INCOMPLETE (map blocks, then header);
+ * 1. the new map is staged under `rollbackMapName(name)`, INCOMPLETE (map blocks, then header;
+ *    SPARSE when new maps are: its blocks of nothing but zero entries are not written);
  * 2. the volume's header is rewritten INCOMPLETE with a `rolling-back` intent naming the staged
  *    map and its epoch: the **commit**;
  * 3. the volume's map blocks are rewritten from the staged map, then its header (new size, epoch,
@@ -119,7 +120,9 @@ export async function rollback(ctx: MapperContext, name: string, snap: string): 
             const staged = newMap(rollbackMapName(name), {
               size: src.size,
               blocksize: src.blocksize,
-              flags: MapFlag.INCOMPLETE,
+              // SPARSE when this store writes new maps so: no block of nothing but zero entries is
+              // staged (a thin 1 TiB volume's staged map is its header).
+              flags: ctx.store.newMapFlags(MapFlag.INCOMPLETE),
               epoch,
               entries: src.entries.map((e) =>
                 e.flags & ObjFlag.WRITABLE ? { name: e.name, flags: e.flags & ~ObjFlag.WRITABLE } : e,
