@@ -24,6 +24,7 @@ import {
 import { describe, expect, it } from 'vitest';
 import { codeOf, get, put, stack, type TempStack, useTempStack } from './__fixtures__/stack.js';
 import { collectGarbage } from './gc.js';
+import { checkMapSpace, mapStorageBytes } from './index.js';
 import { MapStore } from './map-store.js';
 import { Mapper } from './mapper.js';
 import { silentLogger } from './types.js';
@@ -390,6 +391,25 @@ describe('sparse maps: resize, rollback and the space check (issue 18 follow-ups
       expect(await get(other.mapper, other.b, 'v', 0, BS)).toEqual(fill(BS, 1));
       expect(await get(other.mapper, other.b, 'v', 5 * 32768 * MIB4, BS)).toEqual(Buffer.alloc(BS));
     });
+  });
+
+  it('mapStorageBytes: a plain map is all of it; a sparse one its header and non-zero blocks', () => {
+    const entries = Array.from({ length: N }, () => ZERO_ENTRY);
+    expect(mapStorageBytes(SIZE, BS)).toBe(N * ENTRY_V2_SIZE + 512);
+    expect(mapStorageBytes(SIZE, BS, { sparse: true })).toBe(512);
+    expect(mapStorageBytes(SIZE, BS, { sparse: true, entries })).toBe(512);
+    entries[40] = { name: 'v_0000000000000001_0000000000000028', flags: ObjFlag.ARCHIP };
+    entries[99] = { name: 'v_0000000000000001_0000000000000063', flags: ObjFlag.ARCHIP };
+    // Blocks 1 (32 entries) and 3 (the last: 4 entries); entries past the source's end are zero.
+    expect(mapStorageBytes(SIZE, BS, { sparse: true, entries })).toBe(512 + 36 * ENTRY_V2_SIZE);
+    expect(mapStorageBytes(2 * SIZE, BS, { sparse: true, entries })).toBe(512 + 64 * ENTRY_V2_SIZE);
+    // A grow from block 3 on: no header; plain: every entry from block 3's first.
+    expect(mapStorageBytes(2 * SIZE, BS, { sparse: true, entries, firstBlock: 3 })).toBe(32 * ENTRY_V2_SIZE);
+    expect(mapStorageBytes(2 * SIZE, BS, { firstBlock: 3 })).toBe((2 * N - 96) * ENTRY_V2_SIZE);
+    // The check: a thin sparse 1 TiB map fits 4 KiB; its plain form does not.
+    const space = { available: 4096, total: 4096, where: '/small' };
+    expect(() => checkMapSpace(space, 'v', TIB, MIB4, { sparse: true })).not.toThrow();
+    expect(() => checkMapSpace(space, 'v', TIB, MIB4)).toThrow(/need 33554944 bytes \(32 MiB\) of map/);
   });
 
   it('the space check asks only for what a sparse map stores (maps on a 4 MiB tmpfs)', async (t) => {
