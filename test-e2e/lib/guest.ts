@@ -325,6 +325,124 @@ export async function prepareGuest(): Promise<PreparedGuest> {
   return result(false);
 }
 
+// --- guests that run a script ---------------------------------------------------------------------
+
+/**
+ * The files a host program needs to run in the guest: the program and every shared library `ldd`
+ * names (the dynamic loader too), each at its host path (symlinks followed), with the directories
+ * they need, as initramfs entries. For a dynamically linked tool such as Debian's fio (its
+ * libraries are ~84 MiB: librbd, libglusterfs and theirs): the guest needs the RAM to hold them.
+ */
+async function programEntries(programs: string[]): Promise<{ entries: CpioEntry[]; libDirs: string[] }> {
+  const files = new Set<string>();
+  for (const prog of programs) {
+    files.add(prog);
+    const { stdout } = await run('ldd', [prog]);
+    for (const line of stdout.split('\n')) {
+      // "libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+      const m = /(?:=>\s*)?(\/\S+)\s+\(0x[0-9a-f]+\)/.exec(line);
+      if (m) files.add(m[1]!);
+      else if (/not found/.test(line)) throw new Error(`${prog}: ldd: ${line.trim()}`);
+    }
+  }
+  const dirs = new Set<string>();
+  for (const f of files) {
+    const parts = f.split('/').filter(Boolean);
+    for (let i = 1; i < parts.length; i++) dirs.add(parts.slice(0, i).join('/'));
+  }
+  const entries: CpioEntry[] = [...dirs].sort().map((d) => ({ name: d, mode: 0o040755 }));
+  for (const f of [...files].sort()) {
+    entries.push({ name: f.slice(1), mode: 0o100755, data: await readFile(f) }); // readFile follows symlinks
+  }
+  const libDirs = [
+    ...new Set([...files].filter((f) => !programs.includes(f)).map((f) => f.slice(0, f.lastIndexOf('/')))),
+  ];
+  return { entries, libDirs };
+}
+
+export interface ScriptGuestOptions {
+  /** Names the cached build (`CACHE_DIR/<hash>-<name>`). */
+  name: string;
+  /**
+   * A busybox sh script run once /dev/vda is there (PATH has /bin and the programs' directories;
+   * LD_LIBRARY_PATH their libraries'). Its serial output is the test's to read.
+   */
+  script: string;
+  /** Host programs to put in the guest, with their shared libraries (e.g. /usr/bin/fio). */
+  programs?: string[];
+}
+
+/**
+ * A guest that runs `opts.script` on its virtio disk instead of the writer: the prepared guest's
+ * initramfs with a second archive after it (the kernel unpacks both; later files win) holding an
+ * /init that loads the modules, waits for /dev/vda, prints "guest: script start", runs the script,
+ * prints "guest: script exit <status>" and powers off; and `opts.programs` with their libraries.
+ * Built once per inputs (cached like `prepareGuest`). Boot it with `bootGuest({ guest })`, with
+ * `memoryMiB` room for the programs (fio: 384).
+ */
+export async function prepareScriptGuest(opts: ScriptGuestOptions): Promise<PreparedGuest> {
+  const t0 = Date.now();
+  const base = await prepareGuest();
+  const programs = opts.programs ?? [];
+  for (const p of programs) if (!existsSync(p)) throw new Error(`${p} is not installed on this host`);
+  const { entries, libDirs } = await programEntries(programs);
+  const binDirs = [...new Set(programs.map((p) => p.slice(0, p.lastIndexOf('/'))))];
+  const init = `#!/bin/sh
+export PATH=/bin${binDirs.map((d) => `:${d}`).join('')}
+export LD_LIBRARY_PATH=${libDirs.join(':')}
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /run /tmp /dev/shm
+mount -t tmpfs tmpfs /dev/shm
+for m in ${base.modules.join(' ')}; do insmod /lib/modules/$m.ko || echo "guest: insmod $m failed"; done
+i=0
+while [ ! -b /dev/vda ]; do
+  i=$((i + 1)); [ $i -gt 300 ] && { echo "guest: FAILED: no /dev/vda"; poweroff -f; }
+  usleep 100000
+done
+cat > /run/script <<'ARCHIP_SCRIPT_EOF'
+${opts.script}
+ARCHIP_SCRIPT_EOF
+echo "guest: script start at $(cut -d' ' -f1 /proc/uptime)s"
+sh /run/script
+echo "guest: script exit $? at $(cut -d' ' -f1 /proc/uptime)s"
+sync
+poweroff -f
+sleep 10
+`;
+  const h = createHash('sha256').update(`${BUILD_VERSION} script\0${base.dir}\0${init}\0`);
+  for (const e of entries) h.update(`${e.name}\0${e.mode}\0${e.data?.length ?? 0}\0`);
+  for (const e of entries) if (e.data) h.update(e.data);
+  const dir = join(CACHE_DIR, `${h.digest('hex').slice(0, 16)}-${opts.name}`);
+  const result = (cached: boolean): PreparedGuest => ({
+    ...base,
+    dir,
+    initrd: join(dir, 'initramfs.cpio'),
+    cached,
+    ms: Date.now() - t0,
+  });
+  if (existsSync(join(dir, 'initramfs.cpio'))) return result(true);
+  const overlay = cpioNewc([
+    { name: 'run', mode: 0o040755 },
+    { name: 'tmp', mode: 0o041777 },
+    ...entries,
+    { name: 'init', mode: 0o100755, data: Buffer.from(init) },
+  ]);
+  const tmp = await mkdtemp(`${dir}.tmp-`);
+  await chmod(tmp, 0o755);
+  await writeFile(join(tmp, 'initramfs.cpio'), Buffer.concat([await readFile(base.initrd), overlay]));
+  await writeFile(join(tmp, 'init'), init);
+  try {
+    await rename(tmp, dir);
+  } catch (e) {
+    await rm(tmp, { recursive: true, force: true });
+    if (!existsSync(join(dir, 'initramfs.cpio'))) throw e;
+  }
+  return result(false);
+}
+
 // --- disks --------------------------------------------------------------------------------------
 
 /** An empty ext4 filesystem of `sizeMiB` in a (sparse) image file at `path`: no root, no loop. */

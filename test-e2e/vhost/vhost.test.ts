@@ -10,50 +10,19 @@
  * - a read-only map: the guest sees a read-only disk (VIRTIO_BLK_F_RO) and cannot write.
  * Malformed descriptor chains are packages/vhost/src/vhost.test.ts's (a front-end that sends them).
  */
-import { type SpawnOptions, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import * as lib from '../lib/guest.js';
 import { Env } from '../lib/vlmc.js';
+import { vhostSpawn } from './qemu-vhost.js';
 
 const reason = lib.guestUnavailable();
 const suite = reason ? describe.skip : describe;
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const SLOW = { timeout: 120_000 };
 const MEM = 128;
-
-/** bootGuest's qemu with the disk as vhost-user-blk-pci on `socket` (RAM in a shared memfd). */
-function vhostSpawn(socket: string, queues: number) {
-  return (cmd: string, args: string[], o: SpawnOptions) => {
-    const out: string[] = [];
-    for (let i = 0; i < args.length; i++) {
-      const a = args[i]!;
-      if (a === '-blockdev') {
-        i++; // the NBD disk: replaced below
-        continue;
-      }
-      if (a === '-device' && args[i + 1]?.startsWith('virtio-blk-pci')) {
-        i++;
-        out.push(
-          '-chardev',
-          `socket,id=vhost0,path=${socket},reconnect=1`,
-          '-device',
-          `vhost-user-blk-pci,chardev=vhost0,num-queues=${queues}`,
-        );
-        continue;
-      }
-      if (a === '-machine') {
-        out.push(a, `${args[++i]},memory-backend=mem`);
-        continue;
-      }
-      out.push(a);
-    }
-    out.push('-object', `memory-backend-memfd,id=mem,size=${MEM}M,share=on`);
-    return spawn(cmd, out, o);
-  };
-}
 
 suite(reason ? `vhost-user-blk with qemu (skipped: ${reason})` : 'vhost-user-blk with qemu', () => {
   let env: Env;
@@ -86,7 +55,7 @@ suite(reason ? `vhost-user-blk with qemu (skipped: ${reason})` : 'vhost-user-blk
       diskUri: 'nbd+unix:///unused?socket=/nonexistent',
       qmpSocket: join(env.dir, `${tag}.qmp`),
       memoryMiB: MEM,
-      spawn: vhostSpawn(socket, queues),
+      spawn: vhostSpawn(socket, queues, MEM),
     });
     guests.push(g);
     return g;
