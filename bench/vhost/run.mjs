@@ -9,7 +9,8 @@
  * The guest is test-e2e/lib/guest.ts's kernel and busybox initramfs (run test-e2e/guest or
  * test-e2e/vhost once to build it into /var/tmp/archip-guest/), with a second cpio archive on top
  * (the kernel unpacks both; later files win): an /init that runs iogen.c (a small static fio
- * stand-in: QD threads of O_DIRECT pread/pwrite; fio's shared libraries do not fit an initramfs)
+ * stand-in: QD threads of O_DIRECT pread/pwrite, in a 256 MiB guest; fio with its ~84 MiB of shared
+ * libraries needs 384 MiB: test-e2e/vhost/fio-verify.test.ts runs it so, for its verify job)
  * on /dev/vda for each job and powers off. Jobs: 4 KiB random read and write at QD32 and QD1,
  * 1 MiB sequential read and write at QD1.
  *

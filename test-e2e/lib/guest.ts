@@ -306,15 +306,23 @@ export async function prepareGuest(): Promise<PreparedGuest> {
     ...modules.map((m, i) => ({ name: `lib/modules/${m.name}.ko`, mode: 0o100644, data: moduleBytes[i]! })),
   ]);
   await mkdir(CACHE_DIR, { recursive: true });
+  await publishBuild(dir, {
+    vmlinuz: kernelBytes,
+    'initramfs.cpio': cpio,
+    init,
+    'inputs.json': `${JSON.stringify({ kernel: kernel.vmlinuz, version: kernel.version, busybox: BUSYBOX, modules }, null, 2)}\n`,
+  });
+  return result(false);
+}
+
+/**
+ * Writes `files` into a new directory beside `dir`, then renames it to `dir`: concurrent builders
+ * of the same inputs never see a half-written build (the second one uses the first one's).
+ */
+async function publishBuild(dir: string, files: Record<string, Buffer | string>): Promise<void> {
   const tmp = await mkdtemp(`${dir}.tmp-`);
   await chmod(tmp, 0o755);
-  await writeFile(join(tmp, 'vmlinuz'), kernelBytes);
-  await writeFile(join(tmp, 'initramfs.cpio'), cpio);
-  await writeFile(join(tmp, 'init'), init);
-  await writeFile(
-    join(tmp, 'inputs.json'),
-    `${JSON.stringify({ kernel: kernel.vmlinuz, version: kernel.version, busybox: BUSYBOX, modules }, null, 2)}\n`,
-  );
+  for (const [name, data] of Object.entries(files)) await writeFile(join(tmp, name), data);
   try {
     await rename(tmp, dir);
   } catch (e) {
@@ -322,7 +330,6 @@ export async function prepareGuest(): Promise<PreparedGuest> {
     await rm(tmp, { recursive: true, force: true });
     if (!existsSync(join(dir, 'initramfs.cpio'))) throw e;
   }
-  return result(false);
 }
 
 // --- guests that run a script ---------------------------------------------------------------------
@@ -430,16 +437,7 @@ sleep 10
     ...entries,
     { name: 'init', mode: 0o100755, data: Buffer.from(init) },
   ]);
-  const tmp = await mkdtemp(`${dir}.tmp-`);
-  await chmod(tmp, 0o755);
-  await writeFile(join(tmp, 'initramfs.cpio'), Buffer.concat([await readFile(base.initrd), overlay]));
-  await writeFile(join(tmp, 'init'), init);
-  try {
-    await rename(tmp, dir);
-  } catch (e) {
-    await rm(tmp, { recursive: true, force: true });
-    if (!existsSync(join(dir, 'initramfs.cpio'))) throw e;
-  }
+  await publishBuild(dir, { 'initramfs.cpio': Buffer.concat([await readFile(base.initrd), overlay]), init });
   return result(false);
 }
 
