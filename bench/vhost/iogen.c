@@ -1,6 +1,7 @@
 // A small fio stand-in for the bench guest (its initramfs has no fio: Debian's fio and its shared
 // libraries are ~84 MiB, more than the bench's 256 MiB guest holds besides): QD threads, each
-// with its own O_DIRECT descriptor, doing synchronous bs-sized reads or writes (random or sequential) on a block device for a time.
+// with its own O_DIRECT descriptor, doing synchronous bs-sized reads or writes (random or
+// sequential) on a block device for a time.
 //   iogen DEVICE randread|randwrite|read|write BS QD SECONDS SPAN_MIB LABEL
 // prints: RESULT LABEL <ops> <bytes> <seconds> <mean latency us>
 #define _GNU_SOURCE
