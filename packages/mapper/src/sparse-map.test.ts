@@ -19,6 +19,7 @@ import {
   MapFlag,
   mapBlockName,
   ObjFlag,
+  rollbackMapName,
   ZERO_ENTRY,
 } from '@archipelago/mapfile';
 import { describe, expect, it } from 'vitest';
@@ -198,6 +199,22 @@ describe('sparse maps', () => {
         expect(await storedBlocks(s.maps, name)).toEqual([0, 1, 2, 3]);
         expect((await headerFlags(s.maps, name)) & MapFlag.SPARSE).toBe(0);
       }
+      // A grow writes every new block; a rollback stages a plain map and rewrites every block.
+      await mapper.resize('p', 2 * SIZE);
+      expect(await storedBlocks(s.maps, 'p', 7)).toEqual([0, 1, 2, 3, 4, 5, 6]);
+      const c = counting(s.maps);
+      const m2 = new Mapper({ blockerm: c.blocker, blockerb: s.blocks, sparseMaps: false });
+      try {
+        await m2.rollback('p', 'ps');
+      } finally {
+        await m2.close();
+      }
+      const staged = rollbackMapName('p');
+      expect(mapBlocksWritten(c.written, [staged], 4)).toEqual(
+        [0, 1, 2, 3].map((i) => mapBlockName(staged, i)),
+      );
+      expect(await storedBlocks(s.maps, 'p', 7)).toEqual([0, 1, 2, 3]);
+      expect((await headerFlags(s.maps, 'p')) & MapFlag.SPARSE).toBe(0);
     } finally {
       await mapper.close();
     }
@@ -374,7 +391,7 @@ describe('sparse maps: resize, rollback and the space check (issue 18 follow-ups
       const t0 = performance.now();
       await m.rollback('v', 'snap');
       const took = performance.now() - t0;
-      const staged = 'v_fffffffffffffffe';
+      const staged = rollbackMapName('v'); // v_fffffffffffffffe
       // Staged: block 0 only (was all 8: 32 MiB); the volume: block 0, and block 5 rewritten as zeros.
       expect(mapBlocksWritten(c.written, ['v', staged])).toEqual(
         [mapBlockName(staged, 0), mapBlockName('v', 0), mapBlockName('v', 5)].sort(),
