@@ -20,6 +20,10 @@
  * `verifyGuestImage()` checks an exported raw image afterwards: `e2fsck -fn` clean, every file the
  * log names present with the logged sha256 and the content its number gives, removed ones absent.
  *
+ * `prepareScriptGuest()` makes a guest that runs a given script on its disk(s) instead of the
+ * writer, with host programs and their shared libraries (`ldd`) in its initramfs: fio for the
+ * vhost fio verify job (test-e2e/vhost/fio-verify.test.ts).
+ *
  * Needs the Debian packages qemu-system-x86, busybox-static, linux-image-cloud-amd64 (or any
  * linux-image with virtio modules) and e2fsprogs; `guestUnavailable()` says which is missing.
  */
