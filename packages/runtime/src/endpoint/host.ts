@@ -22,9 +22,8 @@ import type { Server } from 'node:net';
 import { basename, dirname, resolve } from 'node:path';
 import { describeHolder } from '@archipelago/blocker';
 import { ArchipelagoError } from '@archipelago/libxseg';
-import { unlinkIfPresent } from '@archipelago/nbd';
 import { Mapper } from '@archipelago/mapper';
-import { NbdServer, volumeExport } from '@archipelago/nbd';
+import { NbdServer, unlinkIfPresent, volumeExport } from '@archipelago/nbd';
 import pino from 'pino';
 import { loadConfig } from '../config.js';
 import { reportReady } from '../spawn.js';
@@ -123,7 +122,6 @@ async function checkMappable(rt: Runtime, name: string, readonly: boolean): Prom
     );
   }
 }
-
 
 /** A volume the process serves. */
 interface Served {
@@ -449,7 +447,9 @@ export async function runHost(req: HostRequest): Promise<void> {
   if (shared) {
     // One volume's fault is its own: an exception escaping its handlers is logged, and the other
     // volumes' I/O goes on (a per-volume process would die of it and lose only that volume).
-    process.on('uncaughtException', (e) => log.error({ err: String(e), stack: e.stack }, 'uncaught exception'));
+    process.on('uncaughtException', (e) =>
+      log.error({ err: String(e), stack: e.stack }, 'uncaught exception'),
+    );
     process.on('unhandledRejection', (e) => log.error({ err: String(e) }, 'unhandled rejection'));
     await proc.listen();
   }

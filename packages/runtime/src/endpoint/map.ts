@@ -203,8 +203,7 @@ async function mapShared(state: RunState, req: HostRequest): Promise<MappedEntry
       const release = await lockFile(state.hostLockPath(key), deadline);
       try {
         // Another `vlmc map` may have started it while this one waited for the lock.
-        if ((await unixSocketState(ctl)) !== 'live')
-          return await startEndpoint(req, state.hostLogPath(key));
+        if ((await unixSocketState(ctl)) !== 'live') return await startEndpoint(req, state.hostLogPath(key));
       } catch (e) {
         // Lost a race to bind the control socket (no flock without the addon): ask that one.
         if (!(ArchipelagoError.is(e, 'EBUSY') && e.details.control === ctl)) throw e;
