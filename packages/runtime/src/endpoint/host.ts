@@ -21,12 +21,12 @@ import { symlink } from 'node:fs/promises';
 import type { Server } from 'node:net';
 import { basename, dirname, resolve } from 'node:path';
 import { describeHolder } from '@archipelago/blocker';
-import { ArchipelagoError } from '@archipelago/libxseg';
+import { ArchipelagoError, describeError } from '@archipelago/libxseg';
 import { Mapper } from '@archipelago/mapper';
 import { NbdServer, unlinkIfPresent, volumeExport } from '@archipelago/nbd';
 import pino from 'pino';
 import { loadConfig } from '../config.js';
-import { reportReady } from '../spawn.js';
+import { reportReady, reportStartFailure } from '../spawn.js';
 import type { Runtime } from '../types.js';
 import { openRuntime } from '../wiring.js';
 import { type ControlRequest, serveControl } from './control.js';
@@ -217,6 +217,19 @@ export class EndpointProcess {
       this.starting.delete(name);
       this.exitIfIdle();
     }
+  }
+
+  /**
+   * The first volume's map failed: true when other maps arrived meanwhile, and the process goes on
+   * for them (it exits after the last, as after an unmap); false when it is idle and may just exit.
+   */
+  startFailed(): boolean {
+    if (this.volumes.size === 0 && this.starting.size === 0) return false;
+    this.ready = true;
+    for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
+      process.on(sig, () => void this.shutdown(sig).then(() => process.exit(0)));
+    }
+    return true;
   }
 
   /** Stops every volume, then the process's runtime (a signal, or the last unmap). */
@@ -457,7 +470,12 @@ export async function runHost(req: HostRequest): Promise<void> {
   try {
     entry = await proc.map(req);
   } catch (e) {
-    // A start that failed: main.ts reports it and exits; the control socket goes first.
+    // The first volume failed. Maps that other `vlmc map` sent meanwhile go on, and the process
+    // exits after them (`exitIfIdle`); else main.ts reports it and exits, the socket gone first.
+    if (shared && proc.startFailed()) {
+      reportStartFailure(describeError(e));
+      return;
+    }
     if (shared) await unlinkIfPresent(proc.controlPath).catch(() => undefined);
     throw e;
   }
