@@ -44,6 +44,14 @@ async function mapJson(volume: string, ...args: string[]): Promise<Row> {
   return r.json as Row;
 }
 
+/** Maps two volumes, one after the other: one process serves both. */
+async function mapPair(x: string, y: string): Promise<[Row, Row]> {
+  const a = await mapJson(x);
+  const b = await mapJson(y);
+  expect(b.pid).toBe(a.pid);
+  return [a, b];
+}
+
 /** qemu-io commands on an NBD URI; its output. */
 async function qio(uri: string, ...cmds: string[]): Promise<string> {
   const r = await sh('qemu-io', ['-f', 'raw', ...cmds.flatMap((c) => ['-c', c]), uri]);
@@ -120,10 +128,8 @@ describe('one endpoint process serves all the mapped volumes of a configuration'
     }
   });
 
-  it("a fault in one volume (fenced by another host, garbage on its sockets, failing control requests) does not stop another's I/O", async () => {
-    const a = await mapJson('e');
-    const b = await mapJson('f');
-    expect(b.pid).toBe(a.pid);
+  it("a fault in one volume (fenced by another host, garbage on its sockets, failing maps and control requests) does not stop another's I/O", async () => {
+    const [a, b] = await mapPair('e', 'f');
     await writeVerified(a.uri, 0x51, '0');
     await writeVerified(a.uri, 0x52, '8M');
     // b's I/O runs all along: 24 rounds of write + verified read of 1 MiB over one connection.
@@ -142,6 +148,10 @@ describe('one endpoint process serves all the mapped volumes of a configuration'
     }
     // a's process survived the garbage: a still serves its bytes.
     expect(await qio(a.uri, 'read -P 0x51 0 1M')).not.toMatch(/fail|error/i);
+    // A map the process fails (no such volume), a map of a volume it serves already.
+    const nope = await env.vlmc('map', 'no-such-volume');
+    expect(nope.stderr).toMatch(/^vlmc: ENOENT_VOLUME: /);
+    expect((await env.vlmc('map', 'e')).stderr).toMatch(/^vlmc: EBUSY: "e" is already mapped/);
     // Requests its control handlers fail on (a snapshot name taken, a rollback to nothing).
     expect((await env.vlmc('snapshot', 'e', 'e-s1')).code).toBe(0);
     expect((await env.vlmc('snapshot', 'e', 'e-s1')).stderr).toMatch(/EEXIST/);
@@ -167,9 +177,7 @@ describe('one endpoint process serves all the mapped volumes of a configuration'
   });
 
   it('kill -9 of the shared process leaves every entry stale; map again / unmap recover them', async () => {
-    const a = await mapJson('a');
-    const b = await mapJson('b');
-    expect(b.pid).toBe(a.pid);
+    const [a, b] = await mapPair('a', 'b');
     await writeVerified(a.uri, 0x81, '0');
     await writeVerified(b.uri, 0x82, '0');
     process.kill(a.pid, 'SIGKILL');
