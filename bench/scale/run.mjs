@@ -17,7 +17,9 @@
  * mapperd and blockerb; the daemons' own memory is not counted).
  *
  * The map time of "one more volume" is the median over the maps after the first (the first starts
- * the process in shared mode); spread is min..max. Writes `bench/results/scale.md` (or --out).
+ * the process in shared mode); spread is min..max. `vlmc showmapped` is timed 5 times in the same
+ * state: the CLI's own floor (Node start, loading, the run-state read) at that moment's load.
+ * Writes `bench/results/scale.md` (or --out), and the numbers as JSON next to it.
  */
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -110,6 +112,9 @@ async function measure(wiring, mode, n) {
       rss += m.rss;
       pss += m.pss;
     }
+    // The CLI's own floor in the same minute: `vlmc showmapped` (start, load, list the run-state).
+    const floorMs = [];
+    for (let i = 0; i < 5; i++) floorMs.push((await timed(() => vlmc('showmapped'))).ms);
     const unmapMs = [];
     for (const v of names) unmapMs.push((await timed(() => vlmc('unmap', v))).ms);
     const more = mapMs.slice(1);
@@ -125,6 +130,7 @@ async function measure(wiring, mode, n) {
       moreMapMin: more.length ? Math.min(...more) : Number.NaN,
       moreMapMax: more.length ? Math.max(...more) : Number.NaN,
       unmapMedian: median(unmapMs),
+      showmappedMedian: median(floorMs),
     };
   } finally {
     if (wiring === 'daemons')
@@ -145,7 +151,7 @@ for (const wiring of wirings) {
       r.load = loadavg()[0].toFixed(2);
       results.push(r);
       console.log(
-        `${wiring} ${mode} N=${n}: ${r.processes} process(es), RSS ${mib(r.rssKiB)} MiB, PSS ${mib(r.pssKiB)} MiB, first map ${ms(r.firstMapMs)} ms, one more ${ms(r.moreMapMedian)} ms (${ms(r.moreMapMin)}..${ms(r.moreMapMax)}), unmap ${ms(r.unmapMedian)} ms, load ${r.load}`,
+        `${wiring} ${mode} N=${n}: ${r.processes} process(es), RSS ${mib(r.rssKiB)} MiB, PSS ${mib(r.pssKiB)} MiB, first map ${ms(r.firstMapMs)} ms, one more ${ms(r.moreMapMedian)} ms (${ms(r.moreMapMin)}..${ms(r.moreMapMax)}), unmap ${ms(r.unmapMedian)} ms, showmapped ${ms(r.showmappedMedian)} ms, load ${r.load}`,
       );
     }
   }
@@ -158,12 +164,27 @@ const lines = [
   `Thin volumes of ${opts['size-gib']} GiB (file blockers), mapped one after the other with the built \`vlmc map\`, idle ${opts['idle-ms']} ms, then memory summed over the endpoint processes from /proc.`,
   'Modes: `shared` = one endpoint process per configuration (default); `per-volume` = `ARCHIPELAGO_ENDPOINT_MODE=per-volume` (one process per volume, before issue 18).',
   '',
-  '| wiring | mode | volumes | processes | RSS sum MiB | PSS sum MiB | RSS/volume MiB | first map ms | one more map ms median (min..max) | unmap ms median | load |',
-  '|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|',
+  '| wiring | mode | volumes | processes | RSS sum MiB | PSS sum MiB | RSS/volume MiB | first map ms | one more map ms median (min..max) | unmap ms median | `vlmc showmapped` ms median | load |',
+  '|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|',
   ...results.map(
     (r) =>
-      `| ${r.wiring} | ${r.mode} | ${r.n} | ${r.processes} | ${mib(r.rssKiB)} | ${mib(r.pssKiB)} | ${(r.rssKiB / 1024 / r.n).toFixed(1)} | ${ms(r.firstMapMs)} | ${ms(r.moreMapMedian)} (${ms(r.moreMapMin)}..${ms(r.moreMapMax)}) | ${ms(r.unmapMedian)} | ${r.load} |`,
+      `| ${r.wiring} | ${r.mode} | ${r.n} | ${r.processes} | ${mib(r.rssKiB)} | ${mib(r.pssKiB)} | ${(r.rssKiB / 1024 / r.n).toFixed(1)} | ${ms(r.firstMapMs)} | ${ms(r.moreMapMedian)} (${ms(r.moreMapMin)}..${ms(r.moreMapMax)}) | ${ms(r.unmapMedian)} | ${ms(r.showmappedMedian)} | ${r.load} |`,
   ),
+  '',
+  'Ratios shared / per-volume (same wiring, same count, same run):',
+  '',
+  '| wiring | volumes | RSS | PSS | one more map (median) |',
+  '|---|---:|---:|---:|---:|',
+  ...results
+    .filter((r) => r.mode === 'shared')
+    .flatMap((r) => {
+      const old = results.find((o) => o.mode === 'per-volume' && o.wiring === r.wiring && o.n === r.n);
+      if (!old) return [];
+      const f = (a, b) => (b ? (a / b).toFixed(2) : '-');
+      return [
+        `| ${r.wiring} | ${r.n} | ${f(r.rssKiB, old.rssKiB)} | ${f(r.pssKiB, old.pssKiB)} | ${f(r.moreMapMedian, old.moreMapMedian)} |`,
+      ];
+    }),
   '',
 ];
 const out = opts.out ?? join(ROOT, 'bench/results/scale.md');
