@@ -86,7 +86,7 @@ async function timed(fn) {
 
 async function measure(wiring, mode, n) {
   const { dir, conf } =
-    wiring === 'daemons' ? await daemonsConfig(opts.dir, 'bench-scale', 256) : await embeddedConfig(opts.dir);
+    wiring === 'daemons' ? await daemonsConfig(opts.dir, 'bench-scale', 1280) : await embeddedConfig(opts.dir);
   const env = {
     ...ENV,
     ARCHIPELAGO_ENDPOINT_MODE: mode,
