@@ -5,10 +5,12 @@
  * Everything goes through the built `vlmc` and real clients (qemu-io, a raw NBD socket); the bytes
  * are checked by reading them back. One Env for the file; each test maps its own volumes.
  */
-import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { abortFuseConnection } from '../../packages/fuse/src/mount.js';
 import { pidAlive } from '../../packages/libxseg/src/process.js';
 import { Env, requireTool, sh, VLMC } from '../lib/vlmc.js';
 
@@ -194,6 +196,29 @@ describe('one endpoint process serves all the mapped volumes of a configuration'
     await env.ok('unmap', 'f');
     await rm(lockFile, { force: true });
   });
+
+  it.skipIf(process.getuid?.() !== 0 || !existsSync('/dev/fuse'))(
+    "a FUSE connection of one volume aborted under it: the other volumes' I/O goes on, its unmap works",
+    async () => {
+      const file = join(env.dir, 'c.img');
+      const c = await mapJson('c', '--fuse', file);
+      const d = await mapJson('d');
+      expect(d.pid).toBe(c.pid);
+      const fd = await open(file, 'r+');
+      await fd.write(Buffer.alloc(65536, 0x91), 0, 65536, 0);
+      await fd.sync();
+      expect(await abortFuseConnection(file)).toBe(true);
+      // c's file fails now (the kernel aborted its connection); c's NBD export and d go on.
+      await expect(fd.read(Buffer.alloc(4096), 0, 4096, 0)).rejects.toThrow();
+      await fd.close().catch(() => undefined);
+      await writeVerified(d.uri, 0x92, '0');
+      expect(await qio(c.uri, 'read -P 0x91 0 64k')).not.toMatch(/fail|error/i);
+      await env.ok('unmap', 'c');
+      await writeVerified(d.uri, 0x93, '1M');
+      expect(pidAlive(d.pid)).toBe(true);
+      await env.ok('unmap', 'd');
+    },
+  );
 
   it('kill -9 of the shared process leaves every entry stale; map again / unmap recover them', async () => {
     const [a, b] = await mapPair('a', 'b');
