@@ -329,10 +329,11 @@ export class EndpointProcess {
       stopping ??= (async () => {
         log.info({ volume: name, why }, 'unmapping');
         const t0 = Date.now();
-        // Per-volume mode: bounded even when the daemons are gone (stop-guard.ts). Shared mode:
-        // the guard's remedies (failing every daemon call, exiting) would hit the other volumes,
-        // so this volume's close is bounded alone; the process's exit is guarded (`exit`).
-        const guard = this.shared ? null : guardStop(rt, log);
+        // Bounded even when the daemons are gone (stop-guard.ts). Shared mode: the guard fails
+        // the daemon calls only when the daemons are gone for every volume, never exits the
+        // process, and this volume's close is bounded alone; the process's exit is guarded
+        // (`exit`) as a per-volume process's stop is.
+        const guard = guardStop(rt, log, { whole: !this.shared });
         // The FUSE file first: its users' last requests are served before the volume closes.
         if (fuse && !(await fuse.close().catch(() => false)))
           log.warn({ path: fuse.path }, 'the FUSE file was in use: unmounted lazily');
@@ -357,7 +358,7 @@ export class EndpointProcess {
             log.warn({ volume: name, err: String(e) }, 'closing the runtime failed');
           }
         }
-        guard?.done();
+        guard.done();
         this.volumes.delete(name);
         await state.remove(name);
         control.close();
