@@ -234,6 +234,7 @@ export class EndpointProcess {
 
   /** Stops every volume, then the process's runtime (a signal, or the last unmap). */
   async shutdown(why: string): Promise<void> {
+    if (this.shared) this.exiting = true; // no new volume while the others stop
     await Promise.all([...this.volumes.values()].map((v) => v.stop(why)));
     if (this.shared) await this.exit(why);
   }
