@@ -114,21 +114,18 @@ describe('one endpoint process serves all the mapped volumes of a configuration'
     const mapped = await Promise.all(['a', 'b', 'c', 'd'].map((v) => mapJson(v)));
     const pids = new Set(mapped.map((m) => m.pid));
     expect(pids.size).toBe(1);
-    await writeVerified(mapped[0]!.uri, 0x30, '2M');
     await writeVerified(mapped[3]!.uri, 0x33, '2M');
     await unmapAll();
   });
 
   it('a map racing the last unmap is not lost', async () => {
-    for (let i = 0; i < 2; i++) {
-      const a = await mapJson('a');
-      const [, c] = await Promise.all([env.ok('unmap', 'a'), mapJson('c')]);
-      const now = await rows();
-      expect(now.map((e) => [e.volume, e.alive])).toEqual([['c', true]]);
-      expect(await qio(c.uri, 'read 0 4k')).toMatch(/read 4096\/4096 bytes/);
-      await env.ok('unmap', 'c');
-      expect(pidAlive(a.pid) && pidAlive(c.pid) && a.pid !== c.pid).toBe(false);
-    }
+    // Whichever wins, c is served: by the process (before it decided to exit) or by a new one.
+    const a = await mapJson('a');
+    const [, c] = await Promise.all([env.ok('unmap', 'a'), mapJson('c')]);
+    expect((await rows()).map((e) => [e.volume, e.alive])).toEqual([['c', true]]);
+    expect(await qio(c.uri, 'read 0 4k')).toMatch(/read 4096\/4096 bytes/);
+    await env.ok('unmap', 'c');
+    expect(pidAlive(a.pid) || pidAlive(c.pid)).toBe(false);
   });
 
   it("a fault in one volume (fenced by another host, garbage on its sockets, failing maps and control requests) does not stop another's I/O", async () => {
