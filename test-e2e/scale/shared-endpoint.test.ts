@@ -27,7 +27,7 @@ let env: Env;
 beforeAll(async () => {
   requireTool('qemu-io', 'qemu-utils');
   env = await Env.create('scale');
-  for (const v of ['a', 'b', 'c', 'd', 'e', 'f']) await env.ok('create', v, '--size', '64M');
+  await Promise.all(['a', 'b', 'c', 'd', 'e', 'f'].map((v) => env.ok('create', v, '--size', '64M')));
 });
 
 afterAll(async () => {
