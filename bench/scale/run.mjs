@@ -86,11 +86,14 @@ async function timed(fn) {
 
 async function measure(wiring, mode, n) {
   const { dir, conf } =
-    wiring === 'daemons' ? await daemonsConfig(opts.dir, 'bench-scale', 1280) : await embeddedConfig(opts.dir);
+    wiring === 'daemons'
+      ? await daemonsConfig(opts.dir, 'bench-scale', 1280)
+      : await embeddedConfig(opts.dir);
   if (wiring === 'daemons') {
     // The peers run as root here, like the endpoints: the temporary directory is root's alone.
     const text = readFileSync(conf, 'utf8');
-    if (!text.includes('[ARCHIPELAGO]')) await writeFile(conf, `[ARCHIPELAGO]\nUSER = root\nGROUP = root\n${text}`);
+    if (!text.includes('[ARCHIPELAGO]'))
+      await writeFile(conf, `[ARCHIPELAGO]\nUSER = root\nGROUP = root\n${text}`);
   }
   const env = {
     ...ENV,
