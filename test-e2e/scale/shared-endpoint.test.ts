@@ -201,6 +201,11 @@ describe('one endpoint process serves all the mapped volumes of a configuration'
       const c = await mapJson('c', '--fuse', file);
       const d = await mapJson('d');
       expect(d.pid).toBe(c.pid);
+      // showmapped shows the FUSE file in its table (issue 19), and --json keeps it.
+      expect((await env.vlmc('showmapped')).stdout).toMatch(
+        new RegExp(`^c\\s+\\S+\\s+-\\s+${file}\\s+-\\s+${c.pid}\\s+mapped`, 'm'),
+      );
+      expect((await rows()).find((e) => e.volume === 'c')).toMatchObject({ fuse: file });
       const fd = await open(file, 'r+');
       await fd.write(Buffer.alloc(65536, 0x91), 0, 65536, 0);
       await fd.sync();
