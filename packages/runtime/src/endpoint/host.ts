@@ -60,9 +60,16 @@ export interface HostRequest {
 /** `per-volume`: every `vlmc map` starts its own endpoint process (the mode before issue 18). */
 export const ENDPOINT_MODE_ENV = 'ARCHIPELAGO_ENDPOINT_MODE';
 
-/** Whether `vlmc map` uses the host's shared endpoint process (the default). */
+/** Whether `vlmc map` uses the host's shared endpoint process (the default, or `shared`). */
 export function sharedEndpoint(env: NodeJS.ProcessEnv = process.env): boolean {
-  return env[ENDPOINT_MODE_ENV] !== 'per-volume';
+  const mode = env[ENDPOINT_MODE_ENV];
+  if (mode === undefined || mode === '' || mode === 'shared') return true;
+  if (mode === 'per-volume') return false;
+  throw new ArchipelagoError(
+    'EINVAL',
+    `${ENDPOINT_MODE_ENV} is "${mode}": "shared" (one endpoint process per host, the default) or "per-volume"`,
+    { details: { [ENDPOINT_MODE_ENV]: mode } },
+  );
 }
 
 /** Which shared endpoint process serves a configuration: a digest of its absolute path. */

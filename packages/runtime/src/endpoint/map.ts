@@ -66,6 +66,7 @@ export interface MapOptions {
  */
 export async function mapVolume(s: Session, name: string, opts: MapOptions = {}): Promise<MappedEntry> {
   validateVolumeName(name);
+  const shared = sharedEndpoint();
   if (opts.device && !opts.fuse && (opts.device === 'loop' || isLoopDevice(opts.device))) {
     throw new ArchipelagoError(
       'EINVAL',
@@ -114,7 +115,6 @@ export async function mapVolume(s: Session, name: string, opts: MapOptions = {})
     ...(fuse ? { fuse } : {}),
     ...(vhostUser ? { vhostUser: { socket: vhostUser, queues: opts.queues ?? 1 } } : {}),
   };
-  const shared = sharedEndpoint();
   const entry = shared
     ? await mapShared(state, { ...req, shared: true })
     : await startEndpoint(req, state.logPath(name));
