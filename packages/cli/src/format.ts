@@ -2,7 +2,7 @@
 
 import { formatSize } from '@archipelago/cli-kit';
 import type { VolumeInfo } from '@archipelago/mapper';
-import type { Lineage, TransferStats } from '@archipelago/runtime';
+import type { Lineage, MappedStatus, TransferStats } from '@archipelago/runtime';
 
 /** `vlmc info` lines: one `key: value` per line, aligned. */
 export function infoLines(v: VolumeInfo & Lineage): string[] {
@@ -52,4 +52,30 @@ function lineageRows(v: Lineage): Array<[string, string]> {
 export function listLine(v: { name: string; readonly: boolean; incomplete: boolean }): string {
   const marks = [v.readonly ? 'snapshot' : '', v.incomplete ? 'incomplete' : ''].filter(Boolean);
   return marks.length > 0 ? `${v.name} (${marks.join(', ')})` : v.name;
+}
+
+/**
+ * The `vlmc showmapped` table: per mapping its NBD URI, its kernel device (nbd or loop), its FUSE
+ * file and vhost-user-blk socket (`-` when none), the endpoint's pid, mapped or stale, ro or rw.
+ */
+export function mappedTable(all: MappedStatus[]): string[] {
+  const rows = [['VOLUME', 'URI', 'DEVICE', 'FUSE', 'VHOST-USER', 'PID', 'STATE', 'MODE']];
+  for (const e of all)
+    rows.push([
+      e.volume,
+      e.uri,
+      e.device ?? '-',
+      e.fuse ?? '-',
+      e.vhostUser ?? '-',
+      String(e.pid),
+      e.alive ? 'mapped' : 'stale',
+      e.readonly ? 'ro' : 'rw',
+    ]);
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) =>
+    r
+      .map((c, i) => c.padEnd(widths[i]!))
+      .join('  ')
+      .trimEnd(),
+  );
 }

@@ -16,7 +16,17 @@ export {
 } from './daemons-client.js';
 export { openBlocker, openEmbeddedRuntime } from './embedded.js';
 export { type ControlRequest, callControl } from './endpoint/control.js';
-export { ENDPOINT_ENV, type HostRequest, runHost } from './endpoint/host.js';
+export {
+  ENDPOINT_ENV,
+  ENDPOINT_MODE_ENV,
+  EndpointProcess,
+  type HostControlRequest,
+  type HostRequest,
+  type HostStatus,
+  hostKey,
+  runHost,
+  sharedEndpoint,
+} from './endpoint/host.js';
 export { endpointMain, listMapped, type MapOptions, mapVolume, unmapVolume } from './endpoint/map.js';
 export { type MappedEntry, type MappedStatus, RunState } from './endpoint/runstate.js';
 export { guardStop, STOP_GRACE_ENV, type StopGuard, stopGraceMs } from './endpoint/stop-guard.js';

@@ -6,7 +6,7 @@ export default class MapCmd extends VlmcCommand {
   static override summary = 'Map a volume: serve it over NBD from a background process.';
 
   static override description =
-    `Starts a background endpoint process that opens the volume (takes its lock) and serves it \
+    `Has the host's background endpoint process open the volume (take its lock) and serve it \
 over NBD, waits until it accepts connections, and prints the NBD URI: \
 nbd+unix:///<name>?socket=PATH by default, or nbd://127.0.0.1:PORT/<name> with --port. \
 qemu, qemu-img, nbdinfo, nbdcopy, fio and the kernel's nbd-client can use it as a disk. \
@@ -19,7 +19,11 @@ another endpoint or process; with EINVAL: a --socket path holding a file or in a
 With --fuse PATH the volume is also served as the regular file PATH (a one-file FUSE mount, created \
 when missing; read-only for --readonly maps and snapshots), and --device loop (or /dev/loopN) puts a \
 loop device over it: a kernel block device on kernels without the nbd module. The device, or else \
-the file, is printed instead of the URI.`;
+the file, is printed instead of the URI. \
+One endpoint process serves all the volumes mapped with one configuration (it is started by the \
+first "vlmc map" and exits after the last "vlmc unmap"); each volume keeps its own sockets, lock \
+and errors. ARCHIPELAGO_ENDPOINT_MODE=per-volume in the environment starts one process per volume \
+instead.`;
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> vol1',

@@ -1,11 +1,17 @@
 import { listMapped, type MappedStatus } from '@archipelago/runtime';
 import { VlmcCommand } from '../base.js';
+import { mappedTable } from '../format.js';
 
 export default class Showmapped extends VlmcCommand {
-  static override summary = 'List the volumes mapped on this host: volume, NBD URI, device, pid.';
+  static override summary =
+    'List the volumes mapped on this host: volume, NBD URI, device, FUSE file, vhost-user socket, pid.';
 
   static override description =
-    `A mapping whose endpoint process is gone (a crash) is shown as "stale"; "vlmc unmap" cleans it up.`;
+    `DEVICE is the kernel device (an nbd device, or the loop device over the FUSE file), FUSE the \
+file of "vlmc map --fuse", VHOST-USER the socket of "vlmc map --vhost-user" ("-" when none). One \
+endpoint process serves all the volumes of a configuration: they show the same PID. A mapping \
+whose endpoint process is gone (a crash, kill -9) is shown as "stale"; "vlmc unmap" cleans it up, \
+"vlmc map" maps it again.`;
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
@@ -16,26 +22,7 @@ export default class Showmapped extends VlmcCommand {
     await this.parse(Showmapped);
     const all = await listMapped(this.session());
     if (all.length === 0) this.say('no mapped volumes');
-    else {
-      const rows = [['VOLUME', 'URI', 'DEVICE', 'PID', 'STATE', 'MODE']];
-      for (const e of all)
-        rows.push([
-          e.volume,
-          e.uri,
-          e.device ?? (e.vhostUser ? `vhost-user:${e.vhostUser}` : '-'),
-          String(e.pid),
-          e.alive ? 'mapped' : 'stale',
-          e.readonly ? 'ro' : 'rw',
-        ]);
-      const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-      for (const r of rows)
-        this.say(
-          r
-            .map((c, i) => c.padEnd(widths[i]!))
-            .join('  ')
-            .trimEnd(),
-        );
-    }
+    else for (const line of mappedTable(all)) this.say(line);
     return all;
   }
 }

@@ -3,14 +3,15 @@ import { Args } from '@oclif/core';
 import { VlmcCommand } from '../base.js';
 
 export default class Unmap extends VlmcCommand {
-  static override summary = 'Unmap a volume: stop its NBD endpoint, close it and release its lock.';
+  static override summary = 'Unmap a volume: stop serving it, close it and release its lock.';
 
   static override description =
     `Accepts the volume name, its NBD URI, its kernel device or its FUSE file. In-flight I/O is \
 drained before the volume is closed. A FUSE map is taken down in order: its loop device is \
 detached (refused with EBUSY while it is mounted: unmount it first), then its file unmounted, then \
 the volume closed. A stale mapping (its process died) is cleaned up: the entry and the sockets \
-nobody answers on any more are removed and this host's lock on the volume is released.`;
+nobody answers on any more are removed and this host's lock on the volume is released. The \
+endpoint process goes on serving the host's other mapped volumes; it exits with the last.`;
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> vol1',

@@ -1,6 +1,7 @@
 import { connect, createServer, type Server } from 'node:net';
 import { ArchipelagoError, type ErrorCode } from '@archipelago/libxseg';
 import { unixSocketState, unlinkIfPresent } from '@archipelago/nbd';
+import type { HostControlRequest } from './host.js';
 
 /** A request to the process holding a mapped volume. */
 export type ControlRequest =
@@ -26,9 +27,9 @@ function bigintAsString(_key: string, value: unknown): unknown {
  * malformed gets an error reply; the holder never dies from a client's bytes. Whatever is left at
  * `path` by a holder that died (kill -9) is replaced; a live process answering there is not: EBUSY.
  */
-export async function serveControl(
+export async function serveControl<R extends { op: string } = ControlRequest>(
   path: string,
-  handle: (req: ControlRequest) => Promise<unknown>,
+  handle: (req: R) => Promise<unknown>,
 ): Promise<Server> {
   if ((await unixSocketState(path)) === 'live') {
     throw new ArchipelagoError(
@@ -61,7 +62,7 @@ export async function serveControl(
   });
   async function answer(line: string): Promise<Reply> {
     try {
-      const req = JSON.parse(line) as ControlRequest;
+      const req = JSON.parse(line) as R;
       if (typeof req !== 'object' || req === null || typeof req.op !== 'string') throw new TypeError('no op');
       return { ok: true, result: await handle(req) };
     } catch (e) {
@@ -84,7 +85,11 @@ export async function serveControl(
 }
 
 /** Sends one request to a holder and returns its result, or throws its error. */
-export function callControl(path: string, req: ControlRequest, timeoutMs = 120_000): Promise<unknown> {
+export function callControl(
+  path: string,
+  req: ControlRequest | HostControlRequest,
+  timeoutMs = 120_000,
+): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const sock = connect(path);
     let buf = '';

@@ -6,21 +6,28 @@
  * volume lock behind; `vlmc map` of the same volume clears the first two (nobody answers on them)
  * and the new endpoint takes the lock over (its holder process is provably gone), so a client
  * that reconnects (qemu's `reconnect-delay`) goes on with no error: test-e2e/endpoint-restart/.
+ *
+ * One endpoint process serves all of a configuration's mapped volumes on this host (host.ts,
+ * `EndpointProcess`): `vlmc map` asks it, on `<run dir>/endpoint-<key>.ctl`, to serve one more;
+ * when none answers there it starts one, under a flock of `<run dir>/endpoint-<key>.lock` so that
+ * two `vlmc map` at once start one process, not two. A process that is exiting (its last volume
+ * was just unmapped) refuses with ECLOSED, and the map is tried again (a new process).
  */
+import { closeSync, openSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { describeHolder } from '@archipelago/blocker';
+import { flock, flockAvailable } from '@archipelago/fastio';
 import { isLoopDevice } from '@archipelago/fuse';
 import { ArchipelagoError, pidAlive } from '@archipelago/libxseg';
 import { validateVolumeName } from '@archipelago/mapfile';
-import { removeStaleSocket } from '@archipelago/nbd';
+import { removeStaleSocket, unixSocketState } from '@archipelago/nbd';
 import type { Session } from '../session.js';
 import { spawnDetached } from '../spawn.js';
 import { callControl } from './control.js';
 import { attachFuseDevice, checkFuseRequest, releaseFuse } from './fuse.js';
-import { ENDPOINT_ENV, type HostRequest } from './host.js';
+import { ENDPOINT_ENV, type HostRequest, hostKey, sharedEndpoint } from './host.js';
 import { attachDevice, detachDevice, nbdModuleAvailable } from './kernel.js';
-import type { MappedEntry, MappedStatus } from './runstate.js';
+import type { MappedEntry, MappedStatus, RunState } from './runstate.js';
 import { checkVhostSocket } from './vhost.js';
 
 /** The endpoint process's entry script (built; resolved when first needed, so importing works unbuilt). */
@@ -59,6 +66,7 @@ export interface MapOptions {
  */
 export async function mapVolume(s: Session, name: string, opts: MapOptions = {}): Promise<MappedEntry> {
   validateVolumeName(name);
+  const shared = sharedEndpoint();
   if (opts.device && !opts.fuse && (opts.device === 'loop' || isLoopDevice(opts.device))) {
     throw new ArchipelagoError(
       'EINVAL',
@@ -88,21 +96,8 @@ export async function mapVolume(s: Session, name: string, opts: MapOptions = {})
   }
   if (existing?.fuse) await releaseFuse(existing); // its loop device and dead FUSE mount
   if (existing) await state.remove(name); // stale: its process is gone
-  // Fail early, in this process, for a volume that does not exist. A volume another owner holds
-  // is mapped all the same (live migration's destination): the endpoint serves its reads
-  // uncached and its first write asks the holder to hand the volume over.
-  const rt = await s.runtime();
-  await rt.mapper.info(name);
-  // A host hold elsewhere (`vlmc open`/`vlmc lock` there) has no process that could hand the
-  // volume over: refuse a writable mapping now rather than fail its first write later.
-  const held = await rt.blockerm.lockInfo(name);
-  if (held !== null && held.owner !== rt.identity && held.process === null && !opts.readonly) {
-    throw new ArchipelagoError(
-      'ELOCKED',
-      `volume "${name}" is locked by ${describeHolder(held)}, which no process there can hand over; "vlmc close ${name}" there (or "vlmc unlock -f ${name}"), or map it --readonly`,
-      { details: { volume: name, owner: held.owner } },
-    );
-  }
+  // Whether the volume exists, and whether a host hold elsewhere refuses a writable map, is the
+  // endpoint's check (host.ts `checkMappable`): this process opens no runtime.
   // Where the endpoint will listen: what a dead endpoint (kill -9) left there is cleared, a socket
   // or port a live endpoint or another process uses is refused, before anything is started.
   const socket = await state.listenTarget(name, opts, existing);
@@ -120,7 +115,27 @@ export async function mapVolume(s: Session, name: string, opts: MapOptions = {})
     ...(fuse ? { fuse } : {}),
     ...(vhostUser ? { vhostUser: { socket: vhostUser, queues: opts.queues ?? 1 } } : {}),
   };
-  const { ready: entry } = await spawnDetached<MappedEntry>({
+  const entry = shared
+    ? await mapShared(state, { ...req, shared: true })
+    : await startEndpoint(req, state.logPath(name));
+  if (opts.device) {
+    try {
+      if (entry.fuse) entry.device = (await attachFuseDevice(entry, opts.device)).device;
+      else await attachDevice(entry, opts.device);
+    } catch (e) {
+      if (shared) await callControl(entry.control, { op: 'unmap' }).catch(() => undefined);
+      else process.kill(entry.pid, 'SIGTERM');
+      throw e;
+    }
+    entry.device ??= opts.device;
+    await state.write(entry);
+  }
+  return entry;
+}
+
+/** Starts an endpoint process serving `req` (its first volume); resolves once it serves it. */
+async function startEndpoint(req: HostRequest, logFile: string): Promise<MappedEntry> {
+  const { ready } = await spawnDetached<MappedEntry>({
     entry: endpointMain(),
     env: {
       [ENDPOINT_ENV]: JSON.stringify(req),
@@ -131,23 +146,80 @@ export async function mapVolume(s: Session, name: string, opts: MapOptions = {})
       // when the loop starts, so it must be in the process's environment, not set from JS.
       UV_USE_IO_URING: process.env.UV_USE_IO_URING ?? '0',
     },
-    logFile: state.logPath(name),
+    logFile,
     readiness: { kind: 'line' },
     timeoutMs: READY_TIMEOUT_MS,
     what: 'the endpoint',
   });
-  if (opts.device) {
-    try {
-      if (entry.fuse) entry.device = (await attachFuseDevice(entry, opts.device)).device;
-      else await attachDevice(entry, opts.device);
-    } catch (e) {
-      process.kill(entry.pid, 'SIGTERM');
-      throw e;
+  return ready;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Errors after which the map is tried again: the process was exiting, or went meanwhile. */
+function retryable(e: unknown): boolean {
+  if (!ArchipelagoError.isInstance(e)) return false;
+  if (e.code === 'ECLOSED' && e.details.exiting === true) return true;
+  const cause = (e as { cause?: NodeJS.ErrnoException }).cause;
+  return e.code === 'EIO' && (cause?.code === 'ECONNREFUSED' || cause?.code === 'ENOENT');
+}
+
+/**
+ * Takes the flock of `path`, polling (the addon's flock never blocks the event loop) until
+ * `deadline`; returns its release. Without the addon: no lock (the endpoint's own control socket
+ * still refuses a second process, and the map is tried again).
+ */
+async function lockFile(path: string, deadline: number): Promise<() => void> {
+  if (!flockAvailable) return () => {};
+  const fd = openSync(path, 'a', 0o660);
+  for (let pause = 2; !flock(fd, 'ex'); pause = Math.min(2 * pause, 50)) {
+    if (Date.now() > deadline) {
+      closeSync(fd);
+      throw new ArchipelagoError('ETIMEDOUT', `another "vlmc map" holds ${path}: gave up waiting`, {
+        details: { lock: path },
+      });
     }
-    entry.device ??= opts.device;
-    await state.write(entry);
+    await sleep(pause);
   }
-  return entry;
+  return () => closeSync(fd);
+}
+
+/**
+ * Has the host's endpoint process of this configuration serve `req`: asks the one answering on
+ * its control socket, or starts one (under the flock) when none does.
+ */
+async function mapShared(state: RunState, req: HostRequest): Promise<MappedEntry> {
+  const key = hostKey(req.config);
+  const ctl = state.hostControlPath(key);
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  for (;;) {
+    if ((await unixSocketState(ctl)) === 'live') {
+      try {
+        return (await callControl(ctl, { op: 'map', request: req })) as MappedEntry;
+      } catch (e) {
+        if (!retryable(e)) throw e;
+      }
+    } else {
+      const release = await lockFile(state.hostLockPath(key), deadline);
+      try {
+        // Another `vlmc map` may have started it while this one waited for the lock.
+        if ((await unixSocketState(ctl)) !== 'live') return await startEndpoint(req, state.hostLogPath(key));
+      } catch (e) {
+        // Lost a race to bind the control socket (no flock without the addon): ask that one.
+        if (!(ArchipelagoError.is(e, 'EBUSY') && e.details.control === ctl)) throw e;
+      } finally {
+        release();
+      }
+    }
+    if (Date.now() > deadline) {
+      throw new ArchipelagoError(
+        'ETIMEDOUT',
+        `no endpoint process would map "${req.volume}" within ${READY_TIMEOUT_MS / 1000} s; see ${state.hostLogPath(key)}`,
+        { details: { volume: req.volume } },
+      );
+    }
+    await sleep(20);
+  }
 }
 
 /**
@@ -179,7 +251,9 @@ export async function unmapVolume(
     if ((await rt.blockerm.lockOwner(entry.volume)) === rt.identity) await rt.mapper.unlock(entry.volume);
     return { volume: entry.volume, stale: true, pid: entry.pid };
   }
-  await callControl(entry.control, { op: 'unmap' });
+  const r = (await callControl(entry.control, { op: 'unmap' })) as { exiting?: boolean };
+  // A shared endpoint answers once the volume is closed, and stays up while it serves others.
+  if (r.exiting === false) return { volume: entry.volume, stale: false, pid: entry.pid };
   const deadline = Date.now() + EXIT_WAIT_MS;
   while (pidAlive(entry.pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   if (pidAlive(entry.pid)) {

@@ -65,6 +65,21 @@ export class RunState {
     return join(this.dir, `${volume}.log`);
   }
 
+  /** The control socket of the shared endpoint process of a configuration (`hostKey`). */
+  hostControlPath(key: string): string {
+    return join(this.dir, `endpoint-${key}.ctl`);
+  }
+
+  /** The file `vlmc map` flocks while it looks for (or starts) that process. */
+  hostLockPath(key: string): string {
+    return join(this.dir, `endpoint-${key}.lock`);
+  }
+
+  /** That process's log (each volume's `<volume>.log` is a symbolic link to it). */
+  hostLogPath(key: string): string {
+    return join(this.dir, `endpoint-${key}.log`);
+  }
+
   async write(entry: MappedEntry): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o770 });
     const tmp = `${this.file(entry.volume)}.${process.pid}.tmp`;

@@ -40,7 +40,18 @@ export interface StopGuard {
 export function guardStop(
   rt: Runtime,
   log: Pick<Logger, 'warn'>,
-  opts: { graceMs?: number; exit?: (code: number) => void } = {},
+  opts: {
+    graceMs?: number;
+    exit?: (code: number) => void;
+    /**
+     * False: the stop of one volume among others (a shared endpoint process). The daemons gone
+     * (segment removed, no peer running) still fail the calls at once, which hurts no one (the
+     * other volumes' calls cannot succeed either); a grace running out does not (peers that
+     * restart would serve the others again), nor is the process exited: the caller bounds its
+     * own wait. Default true.
+     */
+    whole?: boolean;
+  } = {},
 ): StopGuard {
   if (rt.wiring !== 'daemons') return { done() {} };
   const graceMs = opts.graceMs ?? stopGraceMs();
@@ -57,16 +68,22 @@ export function guardStop(
   const peers = daemonPeers(rt);
   if (gone()) abort('the segment is gone');
   else if (peers.length > 0 && peers.every((p) => p.state !== 'running')) abort('no peer is running');
+  const whole = opts.whole ?? true;
   const check = setInterval(() => {
     if (gone()) abort('the segment is gone');
-    else if (Date.now() - t0 >= graceMs) abort(`the daemons did not answer within ${graceMs} ms`);
+    else if (!whole) {
+      const now = daemonPeers(rt);
+      if (now.length > 0 && now.every((p) => p.state !== 'running')) abort('no peer is running');
+    } else if (Date.now() - t0 >= graceMs) abort(`the daemons did not answer within ${graceMs} ms`);
   }, CHECK_MS);
-  const last = setTimeout(() => {
-    log.warn({ ms: Date.now() - t0 }, 'stop: still not done; exiting anyway');
-    exit(1);
-  }, graceMs + HARD_EXIT_AFTER_MS);
+  const last = whole
+    ? setTimeout(() => {
+        log.warn({ ms: Date.now() - t0 }, 'stop: still not done; exiting anyway');
+        exit(1);
+      }, graceMs + HARD_EXIT_AFTER_MS)
+    : undefined;
   check.unref();
-  last.unref();
+  last?.unref();
   return {
     done() {
       clearInterval(check);
