@@ -168,7 +168,10 @@ export async function connectDaemons(loaded: LoadedConfig, compose: Compose): Pr
         try {
           if (!keepLocks) for (const v of mapper.openVolumes()) await composer.close(v);
         } finally {
-          await Promise.allSettled([...clients.map((c) => c.disconnect()), ...(direct ? [direct.close()] : [])]);
+          await Promise.allSettled([
+            ...clients.map((c) => c.disconnect()),
+            ...(direct ? [direct.close()] : []),
+          ]);
           segment.close();
         }
       }),

@@ -185,7 +185,10 @@ describe('chooseDataPath', () => {
 
   it('takes the segment when the directory cannot be reached, and says why', () => {
     const gone = loadConfig(configFile('gone.conf', { archip_dir: join(dir, 'no', 'such') }), { env: {} });
-    expect(chooseDataPath(gone, {})).toMatchObject({ path: 'segment', why: /cannot read and write .*ENOENT/ });
+    expect(chooseDataPath(gone, {})).toMatchObject({
+      path: 'segment',
+      why: /cannot read and write .*ENOENT/,
+    });
     expect(chooseDataPath(loaded!, {})).toMatchObject({ path: 'direct' });
     expect(chooseDataPath(loaded!, { [DATA_PATH_ENV]: 'segment' })).toMatchObject({ path: 'segment' });
   });

@@ -229,7 +229,8 @@ export async function openDirectData(
   maps: MapEpochSource,
 ): Promise<DirectDataBlocker> {
   const o = blockerOptions(loaded, 'blockerb');
-  if (o.type !== 'file_blocker') throw new ArchipelagoError('EINVAL', 'the direct data path needs a file blocker');
+  if (o.type !== 'file_blocker')
+    throw new ArchipelagoError('EINVAL', 'the direct data path needs a file blocker');
   process.umask(umaskOf(loaded, 'blockerb'));
   const data = (await openBlocker(o, null, { role: 'blockerb', file: loaded.path })) as FileBlocker;
   return new DirectDataBlocker(data, peer, maps);
