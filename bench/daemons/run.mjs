@@ -13,6 +13,10 @@
  * segment; with ARCHIPELAGO_COMPOSE=vlmcd in the environment, endpoint → vlmcd instead). The same
  * volume, filled once with random bytes, is mapped one way, then the other (the daemons stay up
  * for the embedded run, idle). Writes `bench/results/daemons.md` (or `--out`).
+ *
+ * The endpoint through the daemons reads and writes the file store itself (its direct data path,
+ * packages/runtime/src/direct-data.ts); `--wirings embedded,daemons,segment` adds a column with
+ * `ARCHIPELAGO_DATA_PATH=segment` (every data I/O sent to blockerb over the segment, as before).
  */
 import { existsSync } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
@@ -53,8 +57,13 @@ const ENV = { ...process.env, PATH: `/usr/bin:/usr/sbin:${process.env.PATH ?? ''
 const { dir, conf } = await daemonsConfig(opts.dir, 'bench-daemons', 1280);
 
 const tool = (...a) => run(process.execPath, [TOOL, '-c', conf, ...a], ENV);
-const vlmc = (wiring, ...a) =>
-  run(process.execPath, [VLMC, '-c', conf, ...a], { ...ENV, ARCHIPELAGO_WIRING: wiring });
+/** The columns: a wiring, and for the daemons which data path the endpoint takes. */
+const COLUMNS = {
+  embedded: { ARCHIPELAGO_WIRING: 'embedded' },
+  daemons: { ARCHIPELAGO_WIRING: 'daemons', ARCHIPELAGO_DATA_PATH: 'direct' },
+  segment: { ARCHIPELAGO_WIRING: 'daemons', ARCHIPELAGO_DATA_PATH: 'segment' },
+};
+const vlmc = (wiring, ...a) => run(process.execPath, [VLMC, '-c', conf, ...a], { ...ENV, ...COLUMNS[wiring] });
 
 async function fio(row, uri, out) {
   await run(
@@ -89,13 +98,14 @@ async function fio(row, uri, out) {
   };
 }
 
-const results = { embedded: {}, daemons: {} };
+const columns = opts.wirings.split(',');
+const results = Object.fromEntries(columns.map((c) => [c, {}]));
 try {
   await tool('start');
   const src = join(dir, 'source.raw');
   await run('dd', ['if=/dev/urandom', `of=${src}`, 'bs=1M', `count=${sizeMiB}`, 'status=none']);
   await vlmc('daemons', 'import', src, 'bench');
-  for (const wiring of opts.wirings.split(',')) {
+  for (const wiring of columns) {
     await vlmc(wiring, 'map', 'bench');
     const uri = `nbd+unix:///bench?socket=${join(dir, 'run/bench.sock')}`;
     for (const row of rows) {
@@ -112,24 +122,25 @@ try {
   if (!opts.keep) await rm(dir, { recursive: true, force: true });
 }
 
+const others = columns.filter((c) => c !== 'embedded');
 const lines = [
   '# NBD through the daemons vs the embedded endpoint',
   '',
-  `\`node bench/daemons/run.mjs --size-mib ${sizeMiB} --runtime ${opts.runtime} --ramp ${opts.ramp}\`, ${new Date().toISOString().slice(0, 16)}Z, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), load ${loadavg()
+  `\`node bench/daemons/run.mjs --size-mib ${sizeMiB} --runtime ${opts.runtime} --ramp ${opts.ramp} --wirings ${columns.join(',')}\`, ${new Date().toISOString().slice(0, 16)}Z, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), load ${loadavg()
     .map((l) => l.toFixed(2))
     .join(
       ' ',
-    )} at the end. File blockers under ${opts.dir} (sync always), one volume of ${sizeMiB} MiB (4 MiB blocks) filled with random bytes, fio nbd engine, one connection per job. Both columns are \`vlmc map\` endpoints; "daemons" is ${process.env.ARCHIPELAGO_COMPOSE === 'vlmcd' ? 'endpoint → vlmcd → mapperd, blockerb' : 'the endpoint composing over mapperd (leased map cache) and blockerb'} over the segment.`,
+    )} at the end. File blockers under ${opts.dir} (blockerb \`sync = flush\`, the default; blockerm \`sync = always\`), one volume of ${sizeMiB} MiB (4 MiB blocks) filled with random bytes, fio nbd engine, one connection per job. Every column is a \`vlmc map\` endpoint; "daemons" is ${process.env.ARCHIPELAGO_COMPOSE === 'vlmcd' ? 'endpoint → vlmcd → mapperd, blockerb' : 'the endpoint composing over mapperd (leased map cache), data read and written by the endpoint itself (direct data path)'}; "segment" is the same with \`ARCHIPELAGO_DATA_PATH=segment\` (data to blockerb over the segment).`,
   '',
-  '| row | embedded IOPS | daemons IOPS | daemons / embedded | embedded p50 µs | daemons p50 µs |',
-  '|---|---:|---:|---:|---:|---:|',
+  `| row | ${columns.map((c) => `${c} IOPS`).join(' | ')} | ${others.map((c) => `${c} / embedded`).join(' | ')} | ${columns.map((c) => `${c} p50 µs`).join(' | ')} |`,
+  `|---|${columns.map(() => '---:').join('|')}|${others.map(() => '---:').join('|')}|${columns.map(() => '---:').join('|')}|`,
 ];
 for (const row of rows) {
-  const e = results.embedded[row.id];
-  const d = results.daemons[row.id];
-  if (!e || !d) continue;
+  const r = columns.map((c) => results[c][row.id]);
+  if (r.some((x) => !x)) continue;
+  const e = results.embedded?.[row.id];
   lines.push(
-    `| ${row.label} | ${e.iops.toFixed(0)} | ${d.iops.toFixed(0)} | ${(d.iops / e.iops).toFixed(2)} | ${e.p50.toFixed(0)} | ${d.p50.toFixed(0)} |`,
+    `| ${row.label} | ${r.map((x) => x.iops.toFixed(0)).join(' | ')} | ${others.map((c) => (e ? (results[c][row.id].iops / e.iops).toFixed(2) : '–')).join(' | ')} | ${r.map((x) => x.p50.toFixed(0)).join(' | ')} |`,
   );
 }
 const md = `${lines.join('\n')}\n`;
