@@ -63,7 +63,8 @@ const COLUMNS = {
   daemons: { ARCHIPELAGO_WIRING: 'daemons', ARCHIPELAGO_DATA_PATH: 'direct' },
   segment: { ARCHIPELAGO_WIRING: 'daemons', ARCHIPELAGO_DATA_PATH: 'segment' },
 };
-const vlmc = (wiring, ...a) => run(process.execPath, [VLMC, '-c', conf, ...a], { ...ENV, ...COLUMNS[wiring] });
+const vlmc = (wiring, ...a) =>
+  run(process.execPath, [VLMC, '-c', conf, ...a], { ...ENV, ...COLUMNS[wiring] });
 
 async function fio(row, uri, out) {
   await run(

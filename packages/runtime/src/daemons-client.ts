@@ -148,9 +148,11 @@ export async function connectDaemons(loaded: LoadedConfig, compose: Compose): Pr
       if (dataPath?.path === 'direct') direct = await openDirectData(loaded, blockerb, mapper);
       const d = direct;
       const c = new Composer({ mapper, blockerb: d ?? blockerb });
-      // After the volume's I/O drained, the direct path forgets its cached fds: mapperd is about
-      // to change the map, and may delete or replace objects they name (direct-data.ts).
-      mapper.onRecall = (name) => c.frozen(name, async () => d?.forgetFds());
+      // After the volume's I/O drained, the direct path forgets its cached fds (mapperd is about
+      // to change the map, and may delete or replace objects they name) and makes its writes
+      // durable: the change may be another client's snapshot, which flushes only blockerb, or a
+      // hand-over to another host (direct-data.ts).
+      mapper.onRecall = (name) => c.frozen(name, async () => d?.recalled());
       composer = c;
     }
     const rt: Runtime = {

@@ -141,11 +141,16 @@ describe('the endpoint direct data path (daemon wiring, files)', () => {
     expect(await cmd.composer.read('v1', 0, 4096)).toEqual(second);
   });
 
-  it("another client's snapshot recalls the lease: the snapshot keeps the old bytes, the volume gets the new ones", async () => {
+  it("another client's snapshot recalls the lease: the endpoint's writes are made durable first, the snapshot keeps the old bytes, the volume gets the new ones", async () => {
     const old = randomBytes(4096);
     await ep.composer.write('v1', 2 * MiB, old);
     const resets = direct().stats.fdResets;
+    // Write-back: the endpoint's write is not durable yet. vlmcd's snapshot flushes only
+    // blockerb; the recall makes the endpoint flush its own writes before the snapshot is taken.
+    expect(own().unsynced).toBeGreaterThan(0);
     await cmd.composer.snapshot('v1', 'v1-s1');
+    expect(own().unsynced).toBe(0);
+    expect(direct().stats.recallFlushes).toBeGreaterThan(0);
     const now = randomBytes(4096);
     await ep.composer.write('v1', 2 * MiB, now);
     expect(direct().stats.fdResets).toBeGreaterThan(resets);

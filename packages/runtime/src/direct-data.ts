@@ -10,7 +10,9 @@
  * What keeps it correct:
  * - **Durability.** `flush()` flushes the endpoint's own blocker (its write-back writes and new
  *   directory entries) and blockerb (mapperd's); FUA writes are durable in the endpoint's
- *   blocker, and the composer then flushes mapperd as before.
+ *   blocker, and the composer then flushes mapperd as before. A recall (before a change by
+ *   another client: a snapshot through vlmcd flushes only blockerb; a hand-over to another host)
+ *   flushes the endpoint's blocker once the volume's I/O has drained.
  * - **Cached fds.** Object names are reused (`<volume>_<epoch>_<index>`: a block discarded and
  *   written again, a rollback), and blockerb deletes and replaces objects (discard, copy-up,
  *   gc), so an fd cached here could name an unlinked inode. Every mapping the composer uses comes
@@ -116,7 +118,7 @@ export class DirectDataBlocker implements Blocker {
   readonly identity: string;
   private seen: number;
   /** Data calls sent to the endpoint's own blocker (tests, diagnostics). */
-  readonly stats = { reads: 0, writes: 0, fdResets: 0 };
+  readonly stats = { reads: 0, writes: 0, fdResets: 0, recallFlushes: 0 };
 
   constructor(
     readonly data: FileBlocker,
@@ -137,10 +139,21 @@ export class DirectDataBlocker implements Blocker {
     }
   }
 
-  /** Forgets every cached fd of the endpoint's own blocker (a recall, once the volume drained). */
+  /** Forgets every cached fd of the endpoint's own blocker. */
   forgetFds(): void {
     this.stats.fdResets++;
     this.data.forgetCachedFds();
+  }
+
+  /**
+   * mapperd recalled a volume's lease and its I/O drained: forgets the cached fds, and makes the
+   * endpoint's writes durable before the change runs (another client's snapshot flushes only
+   * blockerb; a hand-over gives the volume to another host).
+   */
+  async recalled(): Promise<void> {
+    this.forgetFds();
+    this.stats.recallFlushes++;
+    await this.data.flush();
   }
 
   read(name: string, offset: number, length: number, options?: ReadOptions): Promise<Buffer> {
