@@ -38,14 +38,15 @@ function configFile(name: string, blockerb: Record<string, unknown>): string {
     serializeConfig({
       // The peers stay root: the test's directories are not reachable by another account.
       ARCHIPELAGO: { USER: 'root', GROUP: 'root', RUN_DIR: join(dir, 'run') },
-      XSEG: {
-        SEGMENT_PORTS: 128,
-        SEGMENT_DYNPORTS: 64,
-        SEGMENT_SIZE: 400,
-        VTOOL_START: 100,
-        VTOOL_END: 110,
-        segment_name: `direct${process.pid}`,
-      },
+      // A small segment of its own (ports 10..30 for the peers, 100..110 for tools).
+      XSEG: Object.fromEntries([
+        ['segment_name', `direct${process.pid}`],
+        ['SEGMENT_SIZE', 400],
+        ['SEGMENT_PORTS', 128],
+        ['SEGMENT_DYNPORTS', 64],
+        ['VTOOL_START', 100],
+        ['VTOOL_END', 110],
+      ]),
       PEERS: { ROLES: Object.keys(ports).join(' ') },
       blockerb: { ...peers.blockerb, type: 'file_blocker', archip_dir: join(dir, 'blocks'), ...blockerb },
       blockerm: { ...peers.blockerm, type: 'file_blocker', archip_dir: join(dir, 'maps') },

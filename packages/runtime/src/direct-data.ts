@@ -35,21 +35,7 @@
  * store is a file blocker whose directory this process can read and write).
  */
 import { accessSync, constants } from 'node:fs';
-import type {
-  AcquireOptions,
-  AcquireResult,
-  Blocker,
-  BreakOptions,
-  BreakReport,
-  LockRecord,
-  ObjectInfo,
-  ReadOptions,
-  ReleaseOptions,
-  RenewOptions,
-  RequestReleaseOptions,
-  StorageSpace,
-  WriteOptions,
-} from '@archipelago/blocker';
+import type * as B from '@archipelago/blocker';
 import type { FileBlocker } from '@archipelago/blocker-file';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import type { LoadedConfig } from './config.js';
@@ -112,7 +98,7 @@ export function chooseDataPath(
  * The endpoint's blockerb: reads and writes on `data` (its own blocker of the same store), the
  * rest on `peer` (the SegmentBlocker to blockerb); `flush` flushes both.
  */
-export class DirectDataBlocker implements Blocker {
+export class DirectDataBlocker implements B.Blocker {
   readonly specificationVersion = 'v1' as const;
   readonly kind: string;
   readonly identity: string;
@@ -122,7 +108,7 @@ export class DirectDataBlocker implements Blocker {
 
   constructor(
     readonly data: FileBlocker,
-    readonly peer: Blocker,
+    readonly peer: B.Blocker,
     private readonly maps: MapEpochSource,
   ) {
     this.kind = peer.kind;
@@ -156,7 +142,7 @@ export class DirectDataBlocker implements Blocker {
     await this.data.flush();
   }
 
-  read(name: string, offset: number, length: number, options?: ReadOptions): Promise<Buffer> {
+  read(name: string, offset: number, length: number, options?: B.ReadOptions): Promise<Buffer> {
     this.check();
     this.stats.reads++;
     return this.data.read(name, offset, length, options);
@@ -168,7 +154,7 @@ export class DirectDataBlocker implements Blocker {
     return this.data.readInto(name, offset, target);
   }
 
-  write(name: string, offset: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
+  write(name: string, offset: number, data: Uint8Array, options?: B.WriteOptions): Promise<void> {
     this.check();
     this.stats.writes++;
     return this.data.write(name, offset, data, options);
@@ -182,13 +168,13 @@ export class DirectDataBlocker implements Blocker {
   writeFull(name: string, data: Uint8Array): Promise<void> {
     return this.peer.writeFull(name, data);
   }
-  copy(src: string, dst: string, options?: ReadOptions): Promise<void> {
+  copy(src: string, dst: string, options?: B.ReadOptions): Promise<void> {
     return this.peer.copy(src, dst, options);
   }
   delete(name: string): Promise<boolean> {
     return this.peer.delete(name);
   }
-  info(name: string): Promise<ObjectInfo | null> {
+  info(name: string): Promise<B.ObjectInfo | null> {
     return this.peer.info(name);
   }
   exists(name: string): Promise<boolean> {
@@ -197,22 +183,22 @@ export class DirectDataBlocker implements Blocker {
   list(prefix?: string): AsyncIterable<string> {
     return this.peer.list(prefix);
   }
-  acquire(name: string, options?: AcquireOptions): Promise<AcquireResult> {
+  acquire(name: string, options?: B.AcquireOptions): Promise<B.AcquireResult> {
     return this.peer.acquire(name, options);
   }
-  lockInfo(name: string): Promise<LockRecord | null> {
+  lockInfo(name: string): Promise<B.LockRecord | null> {
     return this.peer.lockInfo(name);
   }
-  renew(name: string, options?: RenewOptions): Promise<LockRecord> {
+  renew(name: string, options?: B.RenewOptions): Promise<B.LockRecord> {
     return this.peer.renew(name, options);
   }
-  breakLock(name: string, options?: BreakOptions): Promise<BreakReport> {
+  breakLock(name: string, options?: B.BreakOptions): Promise<B.BreakReport> {
     return this.peer.breakLock(name, options);
   }
-  requestRelease(name: string, options?: RequestReleaseOptions): Promise<LockRecord | null> {
+  requestRelease(name: string, options?: B.RequestReleaseOptions): Promise<B.LockRecord | null> {
     return this.peer.requestRelease(name, options);
   }
-  release(name: string, options?: ReleaseOptions): Promise<void> {
+  release(name: string, options?: B.ReleaseOptions): Promise<void> {
     return this.peer.release(name, options);
   }
   lockOwner(name: string): Promise<string | null> {
@@ -222,7 +208,7 @@ export class DirectDataBlocker implements Blocker {
     if (!this.peer.hash) throw new ArchipelagoError('ENOTSUP', 'blockerb cannot hash');
     return this.peer.hash(name, size);
   }
-  space(): Promise<StorageSpace> {
+  space(): Promise<B.StorageSpace> {
     return this.data.space();
   }
 
@@ -238,7 +224,7 @@ export class DirectDataBlocker implements Blocker {
  */
 export async function openDirectData(
   loaded: LoadedConfig,
-  peer: Blocker,
+  peer: B.Blocker,
   maps: MapEpochSource,
 ): Promise<DirectDataBlocker> {
   const o = blockerOptions(loaded, 'blockerb');
