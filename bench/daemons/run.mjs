@@ -106,6 +106,8 @@ try {
   const src = join(dir, 'source.raw');
   await run('dd', ['if=/dev/urandom', `of=${src}`, 'bs=1M', `count=${sizeMiB}`, 'status=none']);
   await vlmc('daemons', 'import', src, 'bench');
+  // mapperd keeps what it imported open (host lock): closed, every column can map it.
+  await vlmc('daemons', 'close', 'bench').catch(() => {});
   for (const wiring of columns) {
     await vlmc(wiring, 'map', 'bench');
     const uri = `nbd+unix:///bench?socket=${join(dir, 'run/bench.sock')}`;
