@@ -41,6 +41,7 @@ const { values: opts } = parseArgs({
     wirings: { type: 'string', default: 'embedded,daemons' },
     keep: { type: 'boolean', default: false },
     out: { type: 'string' },
+    repeat: { type: 'string', default: '1' },
   },
 });
 const sizeMiB = Number(opts['size-mib']);
@@ -101,6 +102,8 @@ async function fio(row, uri, out) {
 
 const columns = opts.wirings.split(',');
 const results = Object.fromEntries(columns.map((c) => [c, {}]));
+/** Every round's result, in round order: runs[column][row] = [...]. */
+const runs = Object.fromEntries(columns.map((c) => [c, {}]));
 try {
   await tool('start');
   const src = join(dir, 'source.raw');
@@ -108,18 +111,27 @@ try {
   await vlmc('daemons', 'import', src, 'bench');
   // mapperd keeps what it imported open (host lock): closed, every column can map it.
   await vlmc('daemons', 'close', 'bench').catch(() => {});
-  for (const wiring of columns) {
-    await vlmc(wiring, 'map', 'bench');
-    const uri = `nbd+unix:///bench?socket=${join(dir, 'run/bench.sock')}`;
-    for (const row of rows) {
-      results[wiring][row.id] = await fio(row, uri, join(dir, `${wiring}-${row.id}.json`));
-      const r = results[wiring][row.id];
-      console.log(
-        `${wiring.padEnd(8)} ${row.label.padEnd(24)} ${r.iops.toFixed(0).padStart(8)} IOPS ${r.mibps.toFixed(1).padStart(8)} MiB/s  p50 ${r.p50.toFixed(0)} µs`,
-      );
+  // --repeat N: the columns in turn, N rounds (the machine's load moves between them); each
+  // cell is the median round, by IOPS.
+  for (let round = 1; round <= Number(opts.repeat); round++) {
+    for (const wiring of columns) {
+      await vlmc(wiring, 'map', 'bench');
+      const uri = `nbd+unix:///bench?socket=${join(dir, 'run/bench.sock')}`;
+      for (const row of rows) {
+        const r = await fio(row, uri, join(dir, `${wiring}-${row.id}.json`));
+        (runs[wiring][row.id] ??= []).push(r);
+        console.log(
+          `${String(round).padStart(2)} ${wiring.padEnd(8)} ${row.label.padEnd(24)} ${r.iops.toFixed(0).padStart(8)} IOPS ${r.mibps.toFixed(1).padStart(8)} MiB/s  p50 ${r.p50.toFixed(0)} µs`,
+        );
+      }
+      await vlmc(wiring, 'unmap', 'bench');
     }
-    await vlmc(wiring, 'unmap', 'bench');
   }
+  for (const c of columns)
+    for (const row of rows) {
+      const all = [...runs[c][row.id]].sort((a, b) => a.iops - b.iops);
+      results[c][row.id] = all[all.length >> 1];
+    }
 } finally {
   await tool('stop', '-f').catch((e) => console.error(String(e)));
   if (!opts.keep) await rm(dir, { recursive: true, force: true });
@@ -129,11 +141,11 @@ const others = columns.filter((c) => c !== 'embedded');
 const lines = [
   '# NBD through the daemons vs the embedded endpoint',
   '',
-  `\`node bench/daemons/run.mjs --size-mib ${sizeMiB} --runtime ${opts.runtime} --ramp ${opts.ramp} --wirings ${columns.join(',')}\`, ${new Date().toISOString().slice(0, 16)}Z, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), load ${loadavg()
+  `\`node bench/daemons/run.mjs --size-mib ${sizeMiB} --runtime ${opts.runtime} --ramp ${opts.ramp} --wirings ${columns.join(',')} --repeat ${opts.repeat}\`, ${new Date().toISOString().slice(0, 16)}Z, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), load ${loadavg()
     .map((l) => l.toFixed(2))
     .join(
       ' ',
-    )} at the end. File blockers under ${opts.dir} (blockerb \`sync = flush\`, the default; blockerm \`sync = always\`), one volume of ${sizeMiB} MiB (4 MiB blocks) filled with random bytes, fio nbd engine, one connection per job. Every column is a \`vlmc map\` endpoint; "daemons" is ${process.env.ARCHIPELAGO_COMPOSE === 'vlmcd' ? 'endpoint → vlmcd → mapperd, blockerb' : 'the endpoint composing over mapperd (leased map cache), data read and written by the endpoint itself (direct data path)'}; "segment" is the same with \`ARCHIPELAGO_DATA_PATH=segment\` (data to blockerb over the segment).`,
+    )} at the end. File blockers under ${opts.dir} (blockerb \`sync = flush\`, the default; blockerm \`sync = always\`), one volume of ${sizeMiB} MiB (4 MiB blocks) filled with random bytes, fio nbd engine, one connection per job; with --repeat, the columns in turn per round and each cell the median round (ratios of medians; per-round ratios below). Every column is a \`vlmc map\` endpoint; "daemons" is ${process.env.ARCHIPELAGO_COMPOSE === 'vlmcd' ? 'endpoint → vlmcd → mapperd, blockerb' : 'the endpoint composing over mapperd (leased map cache), data read and written by the endpoint itself (direct data path)'}; "segment" is the same with \`ARCHIPELAGO_DATA_PATH=segment\` (data to blockerb over the segment).`,
   '',
   `| row | ${columns.map((c) => `${c} IOPS`).join(' | ')} | ${others.map((c) => `${c} / embedded`).join(' | ')} | ${columns.map((c) => `${c} p50 µs`).join(' | ')} |`,
   `|---|${columns.map(() => '---:').join('|')}|${others.map(() => '---:').join('|')}|${columns.map(() => '---:').join('|')}|`,
@@ -145,6 +157,17 @@ for (const row of rows) {
   lines.push(
     `| ${row.label} | ${r.map((x) => x.iops.toFixed(0)).join(' | ')} | ${others.map((c) => (e ? (results[c][row.id].iops / e.iops).toFixed(2) : '–')).join(' | ')} | ${r.map((x) => x.p50.toFixed(0)).join(' | ')} |`,
   );
+}
+if (Number(opts.repeat) > 1) {
+  lines.push('', 'Per round, daemons-column ratios to the embedded column of the same round:', '');
+  for (const row of rows) {
+    const e = runs.embedded?.[row.id];
+    if (!e) continue;
+    for (const c of others) {
+      const per = runs[c][row.id].map((r, i) => (r.iops / (e[i]?.iops ?? Number.NaN)).toFixed(2));
+      lines.push(`- ${row.label}, ${c}: ${per.join(', ')}`);
+    }
+  }
 }
 const md = `${lines.join('\n')}\n`;
 console.log(`\n${md}`);

@@ -5,10 +5,10 @@
  * what it writes is what other clients of the daemons read (vlmcd, which reads through blockerb).
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { FileBlocker } from '@archipelago/blocker-file';
+import { FileBlocker } from '@archipelago/blocker-file';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type LoadedConfig, loadConfig, serializeConfig } from './config.js';
 import { dataPathOf } from './daemons-client.js';
@@ -50,7 +50,13 @@ function configFile(name: string, blockerb: Record<string, unknown>): string {
       PEERS: { ROLES: Object.keys(ports).join(' ') },
       blockerb: { ...peers.blockerb, type: 'file_blocker', archip_dir: join(dir, 'blocks'), ...blockerb },
       blockerm: { ...peers.blockerm, type: 'file_blocker', archip_dir: join(dir, 'maps') },
-      mapperd: { ...peers.mapperd, blockerb_port: ports.blockerb, blockerm_port: ports.blockerm },
+      // A short volume lease: mapperd renews every second and finds a lost lock within one.
+      mapperd: {
+        ...peers.mapperd,
+        blockerb_port: ports.blockerb,
+        blockerm_port: ports.blockerm,
+        lease_timeout: 3,
+      },
       vlmcd: { ...peers.vlmcd, portno_end: 30, blocker_port: ports.blockerb, mapper_port: ports.mapperd },
     }),
   );
@@ -175,6 +181,44 @@ describe('the endpoint direct data path (daemon wiring, files)', () => {
       await seg.close();
     }
   });
+});
+
+describe('fencing (files)', () => {
+  it('a volume lock taken by another owner stops the endpoint direct writes (EIO fenced), and they stay stopped', async () => {
+    await ep.mapper.create('v3', { size: 8 * MiB });
+    await ep.mapper.openVolume('v3');
+    const before = randomBytes(4096);
+    await ep.composer.write('v3', 0, before); // copied up; the mapping is cached under a lease
+    expect(await ep.composer.read('v3', 0, 4096)).toEqual(before);
+    // Another owner's record replaces mapperd's (what a breaker elsewhere does when it takes the
+    // lock): mapperd finds the lock lost at its next renewal and fences itself; it renews no map
+    // lease and answers no lookup, so the endpoint's cached mapping is used only until its lease
+    // runs out.
+    const maps = new FileBlocker({ dir: join(dir, 'maps') });
+    const lock = maps.lockPath('v3');
+    await maps.close();
+    writeFileSync(`${lock}.tmp`, 'otherhost_embedded\n');
+    renameSync(`${lock}.tmp`, lock);
+    let failure: unknown;
+    const writesBefore = direct().stats.writes;
+    for (let i = 0; i < 200 && failure === undefined; i++) {
+      try {
+        await ep.composer.write('v3', 0, randomBytes(4096));
+        await new Promise((r) => setTimeout(r, 50));
+      } catch (e) {
+        failure = e;
+      }
+    }
+    expect(failure).toMatchObject({ code: 'EIO' });
+    expect(String((failure as Error).message)).toMatch(/fenced/);
+    const writesAtFence = direct().stats.writes;
+    expect(writesAtFence).toBeGreaterThan(writesBefore); // it wrote directly until then
+    // From then on no write reaches the endpoint's blocker.
+    for (const at of [0, 4096, 4 * MiB]) {
+      await expect(ep.composer.write('v3', at, randomBytes(4096))).rejects.toMatchObject({ code: 'EIO' });
+    }
+    expect(direct().stats.writes).toBe(writesAtFence);
+  }, 30_000);
 });
 
 describe('chooseDataPath', () => {
