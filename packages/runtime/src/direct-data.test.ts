@@ -27,7 +27,8 @@ let ep: Runtime;
 /** A `vlmc` command's runtime: I/O through vlmcd, which reads and writes through blockerb. */
 let cmd: Runtime;
 
-function configFile(name: string, blockerb: Record<string, unknown>): string {
+/** A configuration in `dir` (`set`: a second daemon set, with its own segment and directories). */
+function configFile(name: string, blockerb: Record<string, unknown>, set = ''): string {
   const conf = join(dir, name);
   const ports = { blockerb: 10, blockerm: 12, mapperd: 11, vlmcd: 20 };
   const peers = Object.fromEntries(
@@ -37,10 +38,10 @@ function configFile(name: string, blockerb: Record<string, unknown>): string {
     conf,
     serializeConfig({
       // The peers stay root: the test's directories are not reachable by another account.
-      ARCHIPELAGO: { USER: 'root', GROUP: 'root', RUN_DIR: join(dir, 'run') },
+      ARCHIPELAGO: { USER: 'root', GROUP: 'root', RUN_DIR: join(dir, `run${set}`) },
       // A small segment of its own (ports 10..30 for the peers, 100..110 for tools).
       XSEG: Object.fromEntries([
-        ['segment_name', `direct${process.pid}`],
+        ['segment_name', `direct${set}${process.pid}`],
         ['SEGMENT_SIZE', 400],
         ['SEGMENT_PORTS', 128],
         ['SEGMENT_DYNPORTS', 64],
@@ -48,8 +49,13 @@ function configFile(name: string, blockerb: Record<string, unknown>): string {
         ['VTOOL_END', 110],
       ]),
       PEERS: { ROLES: Object.keys(ports).join(' ') },
-      blockerb: { ...peers.blockerb, type: 'file_blocker', archip_dir: join(dir, 'blocks'), ...blockerb },
-      blockerm: { ...peers.blockerm, type: 'file_blocker', archip_dir: join(dir, 'maps') },
+      blockerb: {
+        ...peers.blockerb,
+        type: 'file_blocker',
+        archip_dir: join(dir, `blocks${set}`),
+        ...blockerb,
+      },
+      blockerm: { ...peers.blockerm, type: 'file_blocker', archip_dir: join(dir, `maps${set}`) },
       // A short volume lease: mapperd renews every second and finds a lost lock within one.
       mapperd: {
         ...peers.mapperd,
@@ -197,17 +203,27 @@ describe('fencing (files)', () => {
     const maps = new FileBlocker({ dir: join(dir, 'maps') });
     const lock = maps.lockPath('v3');
     await maps.close();
-    writeFileSync(`${lock}.tmp`, 'otherhost_embedded\n');
-    renameSync(`${lock}.tmp`, lock);
+    // The new owner keeps its record (as it would renew it): rewritten every 100 ms, so a renewal
+    // of mapperd's racing the first rewrite cannot leave mapperd's record in place.
+    const take = () => {
+      writeFileSync(`${lock}.tmp`, 'otherhost_embedded\n');
+      renameSync(`${lock}.tmp`, lock);
+    };
+    take();
+    const owner = setInterval(take, 100);
     let failure: unknown;
     const writesBefore = direct().stats.writes;
-    for (let i = 0; i < 200 && failure === undefined; i++) {
-      try {
-        await ep.composer.write('v3', 0, randomBytes(4096));
-        await new Promise((r) => setTimeout(r, 50));
-      } catch (e) {
-        failure = e;
+    try {
+      for (let i = 0; i < 200 && failure === undefined; i++) {
+        try {
+          await ep.composer.write('v3', 0, randomBytes(4096));
+          await new Promise((r) => setTimeout(r, 50));
+        } catch (e) {
+          failure = e;
+        }
       }
+    } finally {
+      clearInterval(owner);
     }
     expect(failure).toMatchObject({ code: 'EIO' });
     expect(String((failure as Error).message)).toMatch(/fenced/);
@@ -218,6 +234,41 @@ describe('fencing (files)', () => {
       await expect(ep.composer.write('v3', at, randomBytes(4096))).rejects.toMatchObject({ code: 'EIO' });
     }
     expect(direct().stats.writes).toBe(writesAtFence);
+  }, 30_000);
+});
+
+describe('without map leases (ARCHIPELAGO_MAP_LEASE_MS=0)', () => {
+  it('every lookup is answered without a lease, and a block discarded and written again still lands in the new object', async () => {
+    const before = process.env.ARCHIPELAGO_MAP_LEASE_MS;
+    process.env.ARCHIPELAGO_MAP_LEASE_MS = '0'; // read by mapperd, which `start` spawns with this environment
+    const noLease = loadConfig(configFile('nolease.conf', {}, 'b'), { env: {} });
+    let a: Runtime | undefined;
+    let v: Runtime | undefined;
+    try {
+      await start(noLease, undefined, () => {});
+      a = await withDataPath(undefined, () => openRuntime(noLease, { compose: 'local' }));
+      v = await openRuntime(noLease, { compose: 'vlmcd' });
+      const d = a.blockerb as DirectDataBlocker;
+      expect(d).toBeInstanceOf(DirectDataBlocker);
+      await a.mapper.create('n1', { size: 8 * MiB });
+      await a.mapper.openVolume('n1');
+      const first = randomBytes(4096);
+      await a.composer.write('n1', 0, first);
+      const resets = d.stats.fdResets;
+      expect(await a.composer.read('n1', 0, 4096)).toEqual(first);
+      expect(d.stats.fdResets).toBeGreaterThan(resets); // no lease: the fds do not outlive a lookup
+      await a.composer.trim('n1', 0, BS);
+      const second = randomBytes(4096);
+      await a.composer.write('n1', 0, second);
+      await a.composer.flush('n1');
+      expect(await v.composer.read('n1', 0, 4096)).toEqual(second);
+    } finally {
+      await a?.close().catch(() => {});
+      await v?.close().catch(() => {});
+      await stop(noLease, undefined, { force: true }, () => {}).catch(() => {});
+      if (before === undefined) delete process.env.ARCHIPELAGO_MAP_LEASE_MS;
+      else process.env.ARCHIPELAGO_MAP_LEASE_MS = before;
+    }
   }, 30_000);
 });
 
