@@ -205,7 +205,7 @@ export class DirectDataBlocker implements B.Blocker {
     return this.peer.lockOwner(name);
   }
   hash(name: string, size: number): Promise<string> {
-    if (!this.peer.hash) throw new ArchipelagoError('ENOTSUP', 'blockerb cannot hash');
+    if (!this.peer.hash) return Promise.reject(new ArchipelagoError('ENOTSUP', 'blockerb cannot hash'));
     return this.peer.hash(name, size);
   }
   space(): Promise<B.StorageSpace> {
