@@ -119,7 +119,7 @@ try {
       const uri = `nbd+unix:///bench?socket=${join(dir, 'run/bench.sock')}`;
       for (const row of rows) {
         const r = await fio(row, uri, join(dir, `${wiring}-${row.id}.json`));
-        (runs[wiring][row.id] ??= []).push(r);
+        runs[wiring][row.id] = [...(runs[wiring][row.id] ?? []), r];
         console.log(
           `${String(round).padStart(2)} ${wiring.padEnd(8)} ${row.label.padEnd(24)} ${r.iops.toFixed(0).padStart(8)} IOPS ${r.mibps.toFixed(1).padStart(8)} MiB/s  p50 ${r.p50.toFixed(0)} µs`,
         );
