@@ -12,7 +12,12 @@ export async function daemonsConfig(base, prefix, segmentSizeMiB) {
   const segment = `${prefix.replace(/[^a-z]/g, '')}${process.pid}`;
   await writeFile(
     conf,
-    `[XSEG]
+    // The daemons stay root: the temporary directory (mode 0700) is not reachable by the service
+    // account (docs/PRIVILEGES.md).
+    `[ARCHIPELAGO]
+USER = root
+GROUP = root
+[XSEG]
 SEGMENT_PORTS = 128
 SEGMENT_DYNPORTS = 64
 SEGMENT_SIZE = ${segmentSizeMiB}

@@ -13,6 +13,10 @@
  * segment; with ARCHIPELAGO_COMPOSE=vlmcd in the environment, endpoint → vlmcd instead). The same
  * volume, filled once with random bytes, is mapped one way, then the other (the daemons stay up
  * for the embedded run, idle). Writes `bench/results/daemons.md` (or `--out`).
+ *
+ * The endpoint through the daemons reads and writes the file store itself (its direct data path,
+ * packages/runtime/src/direct-data.ts); `--wirings embedded,daemons,segment` adds a column with
+ * `ARCHIPELAGO_DATA_PATH=segment` (every data I/O sent to blockerb over the segment, as before).
  */
 import { existsSync } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
@@ -37,6 +41,7 @@ const { values: opts } = parseArgs({
     wirings: { type: 'string', default: 'embedded,daemons' },
     keep: { type: 'boolean', default: false },
     out: { type: 'string' },
+    repeat: { type: 'string', default: '1' },
   },
 });
 const sizeMiB = Number(opts['size-mib']);
@@ -53,8 +58,14 @@ const ENV = { ...process.env, PATH: `/usr/bin:/usr/sbin:${process.env.PATH ?? ''
 const { dir, conf } = await daemonsConfig(opts.dir, 'bench-daemons', 1280);
 
 const tool = (...a) => run(process.execPath, [TOOL, '-c', conf, ...a], ENV);
+/** The columns: a wiring, and for the daemons which data path the endpoint takes. */
+const COLUMNS = {
+  embedded: { ARCHIPELAGO_WIRING: 'embedded' },
+  daemons: { ARCHIPELAGO_WIRING: 'daemons', ARCHIPELAGO_DATA_PATH: 'direct' },
+  segment: { ARCHIPELAGO_WIRING: 'daemons', ARCHIPELAGO_DATA_PATH: 'segment' },
+};
 const vlmc = (wiring, ...a) =>
-  run(process.execPath, [VLMC, '-c', conf, ...a], { ...ENV, ARCHIPELAGO_WIRING: wiring });
+  run(process.execPath, [VLMC, '-c', conf, ...a], { ...ENV, ...COLUMNS[wiring] });
 
 async function fio(row, uri, out) {
   await run(
@@ -89,48 +100,74 @@ async function fio(row, uri, out) {
   };
 }
 
-const results = { embedded: {}, daemons: {} };
+const columns = opts.wirings.split(',');
+const results = Object.fromEntries(columns.map((c) => [c, {}]));
+/** Every round's result, in round order: runs[column][row] = [...]. */
+const runs = Object.fromEntries(columns.map((c) => [c, {}]));
 try {
   await tool('start');
   const src = join(dir, 'source.raw');
   await run('dd', ['if=/dev/urandom', `of=${src}`, 'bs=1M', `count=${sizeMiB}`, 'status=none']);
   await vlmc('daemons', 'import', src, 'bench');
-  for (const wiring of opts.wirings.split(',')) {
-    await vlmc(wiring, 'map', 'bench');
-    const uri = `nbd+unix:///bench?socket=${join(dir, 'run/bench.sock')}`;
-    for (const row of rows) {
-      results[wiring][row.id] = await fio(row, uri, join(dir, `${wiring}-${row.id}.json`));
-      const r = results[wiring][row.id];
-      console.log(
-        `${wiring.padEnd(8)} ${row.label.padEnd(24)} ${r.iops.toFixed(0).padStart(8)} IOPS ${r.mibps.toFixed(1).padStart(8)} MiB/s  p50 ${r.p50.toFixed(0)} µs`,
-      );
+  // mapperd keeps what it imported open (host lock): closed, every column can map it.
+  await vlmc('daemons', 'close', 'bench').catch(() => {});
+  // --repeat N: the columns in turn, N rounds (the machine's load moves between them); each
+  // cell is the median round, by IOPS.
+  for (let round = 1; round <= Number(opts.repeat); round++) {
+    for (const wiring of columns) {
+      await vlmc(wiring, 'map', 'bench');
+      const uri = `nbd+unix:///bench?socket=${join(dir, 'run/bench.sock')}`;
+      for (const row of rows) {
+        const r = await fio(row, uri, join(dir, `${wiring}-${row.id}.json`));
+        runs[wiring][row.id] = [...(runs[wiring][row.id] ?? []), r];
+        console.log(
+          `${String(round).padStart(2)} ${wiring.padEnd(8)} ${row.label.padEnd(24)} ${r.iops.toFixed(0).padStart(8)} IOPS ${r.mibps.toFixed(1).padStart(8)} MiB/s  p50 ${r.p50.toFixed(0)} µs`,
+        );
+      }
+      await vlmc(wiring, 'unmap', 'bench');
     }
-    await vlmc(wiring, 'unmap', 'bench');
   }
+  for (const c of columns)
+    for (const row of rows) {
+      const all = [...runs[c][row.id]].sort((a, b) => a.iops - b.iops);
+      results[c][row.id] = all[all.length >> 1];
+    }
 } finally {
   await tool('stop', '-f').catch((e) => console.error(String(e)));
   if (!opts.keep) await rm(dir, { recursive: true, force: true });
 }
 
+const others = columns.filter((c) => c !== 'embedded');
 const lines = [
   '# NBD through the daemons vs the embedded endpoint',
   '',
-  `\`node bench/daemons/run.mjs --size-mib ${sizeMiB} --runtime ${opts.runtime} --ramp ${opts.ramp}\`, ${new Date().toISOString().slice(0, 16)}Z, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), load ${loadavg()
+  `\`node bench/daemons/run.mjs --size-mib ${sizeMiB} --runtime ${opts.runtime} --ramp ${opts.ramp} --wirings ${columns.join(',')} --repeat ${opts.repeat}\`, ${new Date().toISOString().slice(0, 16)}Z, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), load ${loadavg()
     .map((l) => l.toFixed(2))
     .join(
       ' ',
-    )} at the end. File blockers under ${opts.dir} (sync always), one volume of ${sizeMiB} MiB (4 MiB blocks) filled with random bytes, fio nbd engine, one connection per job. Both columns are \`vlmc map\` endpoints; "daemons" is ${process.env.ARCHIPELAGO_COMPOSE === 'vlmcd' ? 'endpoint → vlmcd → mapperd, blockerb' : 'the endpoint composing over mapperd (leased map cache) and blockerb'} over the segment.`,
+    )} at the end. File blockers under ${opts.dir} (blockerb \`sync = flush\`, the default; blockerm \`sync = always\`), one volume of ${sizeMiB} MiB (4 MiB blocks) filled with random bytes, fio nbd engine, one connection per job; with --repeat, the columns in turn per round and each cell the median round (ratios of medians; per-round ratios below). Every column is a \`vlmc map\` endpoint; "daemons" is ${process.env.ARCHIPELAGO_COMPOSE === 'vlmcd' ? 'endpoint → vlmcd → mapperd, blockerb' : 'the endpoint composing over mapperd (leased map cache), data read and written by the endpoint itself (direct data path)'}; "segment" is the same with \`ARCHIPELAGO_DATA_PATH=segment\` (data to blockerb over the segment).`,
   '',
-  '| row | embedded IOPS | daemons IOPS | daemons / embedded | embedded p50 µs | daemons p50 µs |',
-  '|---|---:|---:|---:|---:|---:|',
+  `| row | ${columns.map((c) => `${c} IOPS`).join(' | ')} | ${others.map((c) => `${c} / embedded`).join(' | ')} | ${columns.map((c) => `${c} p50 µs`).join(' | ')} |`,
+  `|---|${columns.map(() => '---:').join('|')}|${others.map(() => '---:').join('|')}|${columns.map(() => '---:').join('|')}|`,
 ];
 for (const row of rows) {
-  const e = results.embedded[row.id];
-  const d = results.daemons[row.id];
-  if (!e || !d) continue;
+  const r = columns.map((c) => results[c][row.id]);
+  if (r.some((x) => !x)) continue;
+  const e = results.embedded?.[row.id];
   lines.push(
-    `| ${row.label} | ${e.iops.toFixed(0)} | ${d.iops.toFixed(0)} | ${(d.iops / e.iops).toFixed(2)} | ${e.p50.toFixed(0)} | ${d.p50.toFixed(0)} |`,
+    `| ${row.label} | ${r.map((x) => x.iops.toFixed(0)).join(' | ')} | ${others.map((c) => (e ? (results[c][row.id].iops / e.iops).toFixed(2) : '–')).join(' | ')} | ${r.map((x) => x.p50.toFixed(0)).join(' | ')} |`,
   );
+}
+if (Number(opts.repeat) > 1) {
+  lines.push('', 'Per round, daemons-column ratios to the embedded column of the same round:', '');
+  for (const row of rows) {
+    const e = runs.embedded?.[row.id];
+    if (!e) continue;
+    for (const c of others) {
+      const per = runs[c][row.id].map((r, i) => (r.iops / (e[i]?.iops ?? Number.NaN)).toFixed(2));
+      lines.push(`- ${row.label}, ${c}: ${per.join(', ')}`);
+    }
+  }
 }
 const md = `${lines.join('\n')}\n`;
 console.log(`\n${md}`);

@@ -279,6 +279,15 @@ export class FileBlocker extends AbstractBlocker {
     return this.fds.size;
   }
 
+  /**
+   * Forgets every cached fd (each closes once no call uses it): for a process that writes objects
+   * another process may delete or replace, when it learns that may have happened (the endpoint's
+   * direct data path, packages/runtime/src/direct-data.ts).
+   */
+  forgetCachedFds(): void {
+    this.fds.invalidateAll();
+  }
+
   // ------------------------------------------------------------------ objects
 
   protected _read(name: string, offset: number, length: number, missingOk: boolean): Promise<Buffer> {

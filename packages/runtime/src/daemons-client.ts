@@ -8,6 +8,12 @@
  * the host's identity (`hostIdentity`), the same an embedded `vlmc` of this host has: a volume
  * opened before `archipelago start` stays this host's after it, and the reverse.
  *
+ * The local composer's data path (direct-data.ts): when the store is a file blocker this process
+ * can reach, the composer reads and writes data objects itself (a `DirectDataBlocker`: its own
+ * FileBlocker of the `[blockerb]` section, everything but reads and writes to blockerb) and no
+ * data crosses the segment; otherwise (RADOS, no access, `ARCHIPELAGO_DATA_PATH=segment`) it
+ * sends them to blockerb.
+ *
  * Restarts: `archipelago restart` keeps the segment while this process is on it, so the clients
  * keep their ports and their requests wait in the peers' queues for the restarted peers (retried
  * when a peer had taken them). No call hangs for ever: a call to a peer that is not running fails
@@ -19,6 +25,7 @@ import { ArchipelagoError } from '@archipelago/libxseg';
 import type { PeerState } from '@archipelago/peer';
 import { envPeerDownTimeoutMs, PEER_DOWN_TIMEOUT_ENV } from '@archipelago/peer/options';
 import type { LoadedConfig } from './config.js';
+import { chooseDataPath, type DataPath, type DirectDataBlocker, openDirectData } from './direct-data.js';
 import { pidfileOf, portOf, segmentSpecOf } from './paths.js';
 import { type Compose, closeOnce, type Runtime } from './types.js';
 
@@ -44,6 +51,17 @@ interface DaemonClient {
 }
 
 const clientsOf = new WeakMap<Runtime, DaemonClient[]>();
+const dataPaths = new WeakMap<Runtime, { path: DataPath; why: string; blocker: DirectDataBlocker | null }>();
+
+/**
+ * The data path of a daemon runtime's local composer (`direct`: its own blocker of the store;
+ * `segment`: through blockerb) and why; null for the embedded runtime and for `compose: 'vlmcd'`.
+ */
+export function dataPathOf(
+  rt: Runtime,
+): { path: DataPath; why: string; blocker: DirectDataBlocker | null } | null {
+  return dataPaths.get(rt) ?? null;
+}
 
 /** The peers a daemon runtime talks to and whether each is running (empty for the embedded one). */
 export function daemonPeers(rt: Runtime): { role: string; state: PeerState }[] {
@@ -61,6 +79,8 @@ export function abortDaemonCalls(rt: Runtime, reason: string): void {
 
 export async function connectDaemons(loaded: LoadedConfig, compose: Compose): Promise<Runtime> {
   const local = compose === 'local';
+  // Decided before anything connects: a forced but impossible direct path is an error.
+  const dataPath = local ? chooseDataPath(loaded) : null;
   const peer = await import('@archipelago/peer');
   for (const role of VOLUME_DAEMONS) {
     const st = peer.readPidfile(pidfileOf(loaded, role));
@@ -74,6 +94,7 @@ export async function connectDaemons(loaded: LoadedConfig, compose: Compose): Pr
   const { Segment } = await import('@archipelago/libxseg/segment');
   const segment = Segment.join(segmentSpecOf(loaded));
   const clients: { disconnect(): Promise<void> }[] = [];
+  let direct: DirectDataBlocker | null = null;
   const watched: DaemonClient[] = [];
   const deadPeerTimeoutMs = peerDownTimeoutMs();
   const watch = (role: string, c: Omit<DaemonClient, 'role'>) => {
@@ -124,8 +145,14 @@ export async function connectDaemons(loaded: LoadedConfig, compose: Compose): Pr
     watch('blockerb', blockerb);
     let composer = vlmcd;
     if (!composer) {
-      const c = new Composer({ mapper, blockerb });
-      mapper.onRecall = (name) => c.frozen(name, async () => {});
+      if (dataPath?.path === 'direct') direct = await openDirectData(loaded, blockerb, mapper);
+      const d = direct;
+      const c = new Composer({ mapper, blockerb: d ?? blockerb });
+      // After the volume's I/O drained, the direct path forgets its cached fds (mapperd is about
+      // to change the map, and may delete or replace objects they name) and makes its writes
+      // durable: the change may be another client's snapshot, which flushes only blockerb, or a
+      // hand-over to another host (direct-data.ts).
+      mapper.onRecall = (name) => c.frozen(name, async () => d?.recalled());
       composer = c;
     }
     const rt: Runtime = {
@@ -133,7 +160,9 @@ export async function connectDaemons(loaded: LoadedConfig, compose: Compose): Pr
       config: loaded.config,
       configPath: loaded.path,
       blockerm,
-      blockerb,
+      // The endpoint's stop and flushes go through this one: with the direct path it flushes
+      // the endpoint's own writes and blockerb's.
+      blockerb: direct ?? blockerb,
       mapper,
       composer,
       identity,
@@ -141,15 +170,19 @@ export async function connectDaemons(loaded: LoadedConfig, compose: Compose): Pr
         try {
           if (!keepLocks) for (const v of mapper.openVolumes()) await composer.close(v);
         } finally {
-          await Promise.allSettled(clients.map((c) => c.disconnect()));
+          await Promise.allSettled([
+            ...clients.map((c) => c.disconnect()),
+            ...(direct ? [direct.close()] : []),
+          ]);
           segment.close();
         }
       }),
     };
     clientsOf.set(rt, watched);
+    if (dataPath) dataPaths.set(rt, { ...dataPath, blocker: direct });
     return rt;
   } catch (e) {
-    await Promise.allSettled(clients.map((c) => c.disconnect()));
+    await Promise.allSettled([...clients.map((c) => c.disconnect()), ...(direct ? [direct.close()] : [])]);
     segment.close();
     throw e;
   }

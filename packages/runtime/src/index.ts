@@ -10,10 +10,18 @@ export { CONFIG_ENV, SYSTEM_CONFIG_PATH } from './config.js';
 export {
   abortDaemonCalls,
   daemonPeers,
+  dataPathOf,
   PEER_DOWN_TIMEOUT_ENV,
   peerDownTimeoutMs,
   VOLUME_DAEMONS,
 } from './daemons-client.js';
+export {
+  chooseDataPath,
+  DATA_PATH_ENV,
+  type DataPath,
+  DirectDataBlocker,
+  requestedDataPath,
+} from './direct-data.js';
 export { openBlocker, openEmbeddedRuntime } from './embedded.js';
 export { type ControlRequest, callControl } from './endpoint/control.js';
 export {

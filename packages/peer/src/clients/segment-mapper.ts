@@ -95,6 +95,19 @@ export class SegmentMapper extends PeerClient implements MapperApi {
    */
   onRecall: ((name: string) => Promise<void>) | undefined;
   readonly cacheStats: MapCacheStats = { hits: 0, misses: 0, recalls: 0 };
+  private epoch = 0;
+
+  /**
+   * A counter that moves whenever a mapping this client handed out may have stopped being
+   * current: a cache dropped (recall, this client's own map change), a lease taken up afresh
+   * (a new cache: mapperd grants none while a change runs, so changes since the last drop are
+   * done), or a map reply answered without a lease. While it stays put, every lookup came from one
+   * lease, under which no object the mappings name is deleted or replaced. A client that keeps
+   * per-object state (the endpoint's direct data path caches object fds) drops it when it moves.
+   */
+  get mapEpoch(): number {
+    return this.epoch;
+  }
 
   constructor(opts: SegmentMapperOptions) {
     super(opts, 'mapperd');
@@ -118,6 +131,7 @@ export class SegmentMapper extends PeerClient implements MapperApi {
 
   /** Forgets what is cached of `name`; replies to requests sent before are not cached. */
   dropCache(name: string): void {
+    this.epoch++;
     if (!this.caching) return;
     this.gens.set(name, this.gen(name) + 1);
     this.caches.delete(name);
@@ -214,9 +228,13 @@ export class SegmentMapper extends PeerClient implements MapperApi {
   /** Caches what a map reply says, if mapperd leased the map with it and nothing was dropped since `gen0`. */
   private insert(name: string, gen0: number, t0: number, d: ReturnType<typeof decodeSegmentsCached>): void {
     const l = d.lease;
-    if (!l || l.leaseMs === 0 || this.gen(name) !== gen0 || d.segs.length === 0) return;
+    if (!l || l.leaseMs === 0 || this.gen(name) !== gen0 || d.segs.length === 0) {
+      this.epoch++; // answered without a lease (see mapEpoch)
+      return;
+    }
     let c = this.caches.get(name);
     if (!c || c.blocksize !== d.blocksize) {
+      this.epoch++; // a lease taken up afresh (see mapEpoch)
       c = {
         size: l.size,
         blocksize: d.blocksize,
@@ -482,6 +500,7 @@ export class SegmentMapper extends PeerClient implements MapperApi {
     try {
       const d = decodeSegmentsCached(r.data.subarray(0, r.serviced), offset, cache);
       if (cache) this.insert(name, gen0, t0, d);
+      else this.epoch++; // answered without a lease (see mapEpoch)
       return d.segs;
     } catch (e) {
       throw new ArchipelagoError('EIO', `${what}: malformed map reply (${(e as Error).message})`, {

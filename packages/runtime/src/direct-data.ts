@@ -1,0 +1,236 @@
+/**
+ * The endpoint's direct data path in the daemon wiring (issue 18, "daemons without the extra
+ * hop"). A `vlmc map` endpoint that composes I/O itself (`compose: 'local'`) and can reach the
+ * store reads and writes data objects with its own blocker, built from the same `[blockerb]`
+ * section as the blockerb peer (a FileBlocker on the same directory, same `sync`, same `direct`),
+ * instead of sending every I/O across the segment to blockerb. Maps, locks and leases stay with
+ * mapperd (the SegmentMapper) and the blocker peers; copy-ups, discards and every other object
+ * call still go to blockerb.
+ *
+ * What keeps it correct:
+ * - **Durability.** `flush()` flushes the endpoint's own blocker (its write-back writes and new
+ *   directory entries) and blockerb (mapperd's); FUA writes are durable in the endpoint's
+ *   blocker, and the composer then flushes mapperd as before. A recall (before a change by
+ *   another client: a snapshot through vlmcd flushes only blockerb; a hand-over to another host)
+ *   flushes the endpoint's blocker once the volume's I/O has drained.
+ * - **Cached fds.** Object names are reused (`<volume>_<epoch>_<index>`: a block discarded and
+ *   written again, a rollback), and blockerb deletes and replaces objects (discard, copy-up,
+ *   gc), so an fd cached here could name an unlinked inode. Every mapping the composer uses comes
+ *   from one lease of mapperd's (under which nothing it names is deleted or replaced: mapperd
+ *   recalls the lease first, and the endpoint's own changes drop it), or was answered without a
+ *   lease; the SegmentMapper's `mapEpoch` moves on every drop, every lease taken up afresh and
+ *   every reply without a lease. Before each read or write the epoch is compared with the one the
+ *   cached fds were opened under, and all of them are forgotten when it moved; a recall forgets
+ *   them too, once the volume's I/O has drained. A lease cannot be taken up while a change runs,
+ *   so an fd opened from a mapping of before a change is forgotten before a mapping of after it is
+ *   used.
+ * - **Fencing (files).** Data writes need a current mapping: the endpoint's map lease is used only
+ *   until it runs out (1 s by default), and a fenced mapperd renews none and answers no lookup,
+ *   so the endpoint stops writing within a map lease of mapperd's self-fencing, which comes a fifth
+ *   of the volume lease before a breaker proceeds (docs/ARCHITECTURE.md, "Locks, leases and
+ *   fencing"). **RADOS** stays on the segment path: a lock break blocklists the RADOS client the
+ *   lock record names (blockerb's), not an endpoint's own client.
+ *
+ * `ARCHIPELAGO_DATA_PATH=direct|segment` forces a path (`auto`, the default: direct when the
+ * store is a file blocker whose directory this process can read and write).
+ */
+import { accessSync, constants } from 'node:fs';
+import type * as B from '@archipelago/blocker';
+import type { FileBlocker } from '@archipelago/blocker-file';
+import { ArchipelagoError } from '@archipelago/libxseg';
+import type { LoadedConfig } from './config.js';
+import { openBlocker } from './embedded.js';
+import { blockerOptions, umaskOf } from './sections.js';
+
+/** The environment variable that picks the endpoint's data path: `auto`, `direct` or `segment`. */
+export const DATA_PATH_ENV = 'ARCHIPELAGO_DATA_PATH';
+
+export type DataPath = 'direct' | 'segment';
+
+/** What `ARCHIPELAGO_DATA_PATH` asks for (`auto` when unset). */
+export function requestedDataPath(env: NodeJS.ProcessEnv = process.env): DataPath | 'auto' {
+  const v = env[DATA_PATH_ENV];
+  if (v === undefined || v === '' || v === 'auto') return 'auto';
+  if (v === 'direct' || v === 'segment') return v;
+  throw new ArchipelagoError(
+    'EINVAL',
+    `${DATA_PATH_ENV}=${v}: expected "direct" (the endpoint reads and writes data objects itself), "segment" (through blockerb) or "auto"`,
+  );
+}
+
+/** Where a SegmentMapper says whether its mappings may have gone stale (see its `mapEpoch`). */
+export interface MapEpochSource {
+  readonly mapEpoch: number;
+}
+
+/**
+ * Which data path an endpoint of `loaded` takes, and why: `direct` when asked (or `auto`) and the
+ * `[blockerb]` section is a file blocker whose directory this process can read and write.
+ * `direct` asked but impossible is an error naming why.
+ */
+export function chooseDataPath(
+  loaded: LoadedConfig,
+  env: NodeJS.ProcessEnv = process.env,
+): { path: DataPath; why: string } {
+  const asked = requestedDataPath(env);
+  if (asked === 'segment') return { path: 'segment', why: `${DATA_PATH_ENV}=segment` };
+  const o = blockerOptions(loaded, 'blockerb');
+  let refused: string | null = null;
+  if (o.type !== 'file_blocker')
+    refused =
+      'blockerb is a rados_blocker: a lock break blocklists the RADOS client of the lock record (blockerb), not an endpoint of its own';
+  else {
+    try {
+      accessSync(o.dir, constants.R_OK | constants.W_OK | constants.X_OK);
+    } catch (e) {
+      refused = `cannot read and write ${o.dir} (${(e as NodeJS.ErrnoException).code ?? String(e)})`;
+    }
+  }
+  if (refused === null) return { path: 'direct', why: `[blockerb] archip_dir is reachable` };
+  if (asked === 'direct')
+    throw new ArchipelagoError('EINVAL', `${DATA_PATH_ENV}=direct: ${refused}`, {
+      details: { dataPath: 'direct' },
+    });
+  return { path: 'segment', why: refused };
+}
+
+/**
+ * The endpoint's blockerb: reads and writes on `data` (its own blocker of the same store), the
+ * rest on `peer` (the SegmentBlocker to blockerb); `flush` flushes both.
+ */
+export class DirectDataBlocker implements B.Blocker {
+  readonly specificationVersion = 'v1' as const;
+  readonly kind: string;
+  readonly identity: string;
+  private seen: number;
+  /** Data calls sent to the endpoint's own blocker (tests, diagnostics). */
+  readonly stats = { reads: 0, writes: 0, fdResets: 0, recallFlushes: 0 };
+
+  constructor(
+    readonly data: FileBlocker,
+    readonly peer: B.Blocker,
+    private readonly maps: MapEpochSource,
+  ) {
+    this.kind = peer.kind;
+    this.identity = peer.identity;
+    this.seen = maps.mapEpoch;
+  }
+
+  /** Forgets the cached fds when mappings may have changed since they were opened (file comment). */
+  private check(): void {
+    const e = this.maps.mapEpoch;
+    if (e !== this.seen) {
+      this.seen = e;
+      this.forgetFds();
+    }
+  }
+
+  /** Forgets every cached fd of the endpoint's own blocker. */
+  forgetFds(): void {
+    this.stats.fdResets++;
+    this.data.forgetCachedFds();
+  }
+
+  /**
+   * mapperd recalled a volume's lease and its I/O drained: forgets the cached fds, and makes the
+   * endpoint's writes durable before the change runs (another client's snapshot flushes only
+   * blockerb; a hand-over gives the volume to another host).
+   */
+  async recalled(): Promise<void> {
+    this.forgetFds();
+    this.stats.recallFlushes++;
+    await this.data.flush();
+  }
+
+  read(name: string, offset: number, length: number, options?: B.ReadOptions): Promise<Buffer> {
+    this.check();
+    this.stats.reads++;
+    return this.data.read(name, offset, length, options);
+  }
+
+  readInto(name: string, offset: number, target: Buffer): Promise<void> {
+    this.check();
+    this.stats.reads++;
+    return this.data.readInto(name, offset, target);
+  }
+
+  write(name: string, offset: number, data: Uint8Array, options?: B.WriteOptions): Promise<void> {
+    this.check();
+    this.stats.writes++;
+    return this.data.write(name, offset, data, options);
+  }
+
+  /** The endpoint's own writes and blockerb's (mapperd's copy-ups) are durable when it resolves. */
+  async flush(): Promise<void> {
+    await Promise.all([this.data.flush(), this.peer.flush()]);
+  }
+
+  writeFull(name: string, data: Uint8Array): Promise<void> {
+    return this.peer.writeFull(name, data);
+  }
+  copy(src: string, dst: string, options?: B.ReadOptions): Promise<void> {
+    return this.peer.copy(src, dst, options);
+  }
+  delete(name: string): Promise<boolean> {
+    return this.peer.delete(name);
+  }
+  info(name: string): Promise<B.ObjectInfo | null> {
+    return this.peer.info(name);
+  }
+  exists(name: string): Promise<boolean> {
+    return this.peer.exists(name);
+  }
+  list(prefix?: string): AsyncIterable<string> {
+    return this.peer.list(prefix);
+  }
+  acquire(name: string, options?: B.AcquireOptions): Promise<B.AcquireResult> {
+    return this.peer.acquire(name, options);
+  }
+  lockInfo(name: string): Promise<B.LockRecord | null> {
+    return this.peer.lockInfo(name);
+  }
+  renew(name: string, options?: B.RenewOptions): Promise<B.LockRecord> {
+    return this.peer.renew(name, options);
+  }
+  breakLock(name: string, options?: B.BreakOptions): Promise<B.BreakReport> {
+    return this.peer.breakLock(name, options);
+  }
+  requestRelease(name: string, options?: B.RequestReleaseOptions): Promise<B.LockRecord | null> {
+    return this.peer.requestRelease(name, options);
+  }
+  release(name: string, options?: B.ReleaseOptions): Promise<void> {
+    return this.peer.release(name, options);
+  }
+  lockOwner(name: string): Promise<string | null> {
+    return this.peer.lockOwner(name);
+  }
+  hash(name: string, size: number): Promise<string> {
+    if (!this.peer.hash) return Promise.reject(new ArchipelagoError('ENOTSUP', 'blockerb cannot hash'));
+    return this.peer.hash(name, size);
+  }
+  space(): Promise<B.StorageSpace> {
+    return this.data.space();
+  }
+
+  /** Closes the endpoint's own blocker (the SegmentBlocker is the runtime's to disconnect). */
+  close(): Promise<void> {
+    return this.data.close();
+  }
+}
+
+/**
+ * Opens the endpoint's own blocker of the `[blockerb]` store (same options as the blockerb peer:
+ * directory, sync, O_DIRECT, fd cache); files it creates get blockerb's umask, as the peer's do.
+ */
+export async function openDirectData(
+  loaded: LoadedConfig,
+  peer: B.Blocker,
+  maps: MapEpochSource,
+): Promise<DirectDataBlocker> {
+  const o = blockerOptions(loaded, 'blockerb');
+  if (o.type !== 'file_blocker')
+    throw new ArchipelagoError('EINVAL', 'the direct data path needs a file blocker');
+  process.umask(umaskOf(loaded, 'blockerb'));
+  const data = (await openBlocker(o, null, { role: 'blockerb', file: loaded.path })) as FileBlocker;
+  return new DirectDataBlocker(data, peer, maps);
+}
