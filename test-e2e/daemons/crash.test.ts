@@ -1,7 +1,7 @@
 /**
  * The crash test of the daemons: an NBD writer that records what was acknowledged runs against a
  * volume mapped through the daemons, with the endpoint composing itself (its default: mapperd for
- * maps, blockerb for data) and through vlmcd (ARCHIPELAGO_COMPOSE=vlmcd: vlmcd → mapperd →
+ * maps and copy-ups, its own file blocker for data: the direct data path) and through vlmcd (ARCHIPELAGO_COMPOSE=vlmcd: vlmcd → mapperd →
  * blockerm/blockerb), while each role in turn is killed
  * with kill -9 and brought back the documented way (`archipelago start <peer>`, which replaces
  * the stale pidfile and, binding the dead peer's ports, fails back what it had accepted). The

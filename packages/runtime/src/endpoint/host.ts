@@ -26,6 +26,7 @@ import { Mapper } from '@archipelago/mapper';
 import { NbdServer, unlinkIfPresent, volumeExport } from '@archipelago/nbd';
 import pino from 'pino';
 import { loadConfig } from '../config.js';
+import { dataPathOf } from '../daemons-client.js';
 import { reportReady, reportStartFailure } from '../spawn.js';
 import type { Runtime } from '../types.js';
 import { openRuntime } from '../wiring.js';
@@ -465,6 +466,8 @@ export async function runHost(req: HostRequest): Promise<void> {
   const loaded = loadConfig(req.config);
   const shared = req.shared === true;
   const rt = await openRuntime(loaded, { logger: log, compose: 'local', handOver: true });
+  const dataPath = dataPathOf(rt);
+  if (dataPath) log.info({ path: dataPath.path, why: dataPath.why }, `data path: ${dataPath.path}`);
   const proc = new EndpointProcess(rt, loaded.path, state, log, shared);
   if (shared) {
     // One volume's fault is its own: an exception escaping its handlers is logged, and the other
