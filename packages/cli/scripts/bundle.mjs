@@ -109,9 +109,51 @@ else {
   },
 };
 
+/**
+ * `@archipelago/peer` stays outside the bundle (its daemons' addon, loaded only by the daemon
+ * wiring), but esbuild's `external` would also keep out its subpaths `/options` and
+ * `/privileges`, plain JavaScript every command loads through the runtime's configuration: as
+ * ES modules outside the bundle they started Node's ES module loader on every call (~7-15 ms).
+ * Only the package's root (and `/main`) stay external here; the subpaths are bundled.
+ */
+const peerRootOnly = {
+  name: 'peer-root-only',
+  setup(b) {
+    b.onResolve({ filter: /^@archipelago\/peer(\/main)?$/ }, (args) => ({ path: args.path, external: true }));
+  },
+};
+
+/**
+ * `@archipelago/fastio` (a native addon, which every command reading a map uses) finds its addon
+ * relative to its own module (import.meta.url). Outside the bundle it was the one ES module a
+ * command loaded, and `require()` of an ES module starts Node's ES module loader: ~6-8 ms per call.
+ * Its JavaScript is bundled here with its own import.meta.url resolved at run time (the package's
+ * real dist/index.js, through the bundle's node_modules), so it still finds its addon there.
+ */
+const { createRequire } = await import('node:module');
+const { readFile } = await import('node:fs/promises');
+const { dirname: dirOf } = await import('node:path');
+const fastioFile = createRequire(import.meta.url).resolve('@archipelago/fastio');
+const bundledFastio = {
+  name: 'bundled-fastio',
+  setup(b) {
+    b.onResolve({ filter: /^@archipelago\/fastio$/ }, () => ({ path: fastioFile, namespace: 'fastio' }));
+    b.onLoad({ filter: /.*/, namespace: 'fastio' }, async () => {
+      const source = await readFile(fastioFile, 'utf8');
+      if (!source.includes('import.meta.url'))
+        throw new Error(`${fastioFile}: no import.meta.url to resolve`);
+      return {
+        contents: `const __fastioUrl = require('node:url').pathToFileURL(require('node:module').createRequire(__filename).resolve('@archipelago/fastio')).href;\n${source.replaceAll('import.meta.url', '__fastioUrl')}`,
+        resolveDir: dirOf(fastioFile),
+        loader: 'js',
+      };
+    });
+  },
+};
+
 const out = `${dist}bundle/vlmc.cjs`;
 const result = await build({
-  plugins: [unusedByConf, wslStub, debugWhenSet],
+  plugins: [unusedByConf, wslStub, debugWhenSet, peerRootOnly, bundledFastio],
   stdin: { contents: entry, resolveDir: dist, sourcefile: 'vlmc-entry.js', loader: 'js' },
   bundle: true,
   platform: 'node',
@@ -123,10 +165,9 @@ const result = await build({
   define: { 'import.meta.url': '__vlmcUrl' },
   external: [
     '@archipelago/blocker-rados',
-    // Finds its addon next to its own module (bundled, it would look beside the bundle).
-    '@archipelago/fastio',
+    // (@archipelago/peer: external through peerRootOnly above; @archipelago/fastio is bundled
+    // with its own module's URL, see bundledFastio.)
     '@archipelago/libxseg/segment',
-    '@archipelago/peer',
     'typescript',
     '*.node',
   ],
