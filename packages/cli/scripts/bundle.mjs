@@ -11,7 +11,7 @@
  * module (they load from node_modules as usual, so this package depends on them), and
  * typescript, which oclif only requires in development mode.
  */
-import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 
@@ -23,12 +23,27 @@ const commands = readdirSync(`${dist}commands`, { recursive: true })
   .sort();
 const ident = (path) => `C_${path.replace(/[^A-Za-z0-9]/g, '_')}`;
 const id = (path) => path.replaceAll('/', ':');
+/**
+ * oclif's Config.load found the package's root by walking up from the bundle, reading every
+ * package.json on the way, and then read the user plugins' package.json in its data directory:
+ * asynchronous reads through libuv's pool, each a round trip of the event loop (~5-10 ms of wall
+ * on a loaded machine). main() gives it the root and this package.json (read here, at build
+ * time: the build bundles again whenever it changes) and no user plugins (vlmc has no `plugins`
+ * command; nothing installs one).
+ */
+const pjson = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
 const entry = [
   "import { execute } from '@oclif/core';",
+  "import { resolve } from 'node:path';",
+  "import { fileURLToPath } from 'node:url';",
   "import { normalizeArgv } from '@archipelago/cli-kit';",
   ...commands.map((path) => `import ${ident(path)} from './commands/${path}.js';`),
   `export const COMMANDS = { ${commands.map((path) => `${JSON.stringify(id(path))}: ${ident(path)}`).join(', ')} };`,
-  'export function main(args) { return execute({ args: normalizeArgv(args), dir: import.meta.url }); }',
+  `const PJSON = ${JSON.stringify(pjson)};`,
+  'export function main(args) {',
+  "  const root = resolve(fileURLToPath(import.meta.url), '..', '..', '..');",
+  '  return execute({ args: normalizeArgv(args), loadOptions: { root, pjson: PJSON, userPlugins: false } });',
+  '}',
 ].join('\n');
 
 /**
