@@ -196,9 +196,54 @@ const plainSort = {
   },
 };
 
+/**
+ * Bundled packages that the bundle evaluates at load but that a call rarely uses: pino (the
+ * endpoint's logger: `vlmc map` starts the endpoint in a process of its own), tinyglobby (oclif's
+ * pattern command discovery; vlmc's is explicit) and semver (oclif's plugin version checks).
+ * Evaluating them cost ~3-5 ms per call. Where a module imports one of them, the bundle gives it
+ * a module of getters, one per export (read from the package at build time), that evaluates the
+ * real package (bundled as before) on first use; a package that is a function (pino) stays
+ * callable.
+ */
+const LAZY_PACKAGES = ['pino', 'tinyglobby', 'semver'];
+const lazyPackages = {
+  name: 'lazy-packages',
+  setup(b) {
+    const filter = new RegExp(`^(${LAZY_PACKAGES.join('|')})$`);
+    b.onResolve({ filter }, async (args) => {
+      if (args.pluginData === 'lazy-real') return undefined;
+      const real = await b.resolve(args.path, {
+        resolveDir: args.resolveDir,
+        kind: args.kind,
+        importer: args.importer,
+        pluginData: 'lazy-real',
+      });
+      if (real.errors.length > 0 || real.external) return undefined;
+      return { path: real.path, namespace: 'lazy-package' };
+    });
+    b.onLoad({ filter: /.*/, namespace: 'lazy-package' }, (args) => {
+      const real = createRequire(args.path)(args.path);
+      const callable = typeof real === 'function';
+      const names = Object.getOwnPropertyNames(real).filter(
+        (k) => !callable || !['length', 'name', 'prototype', 'arguments', 'caller'].includes(k),
+      );
+      const path = JSON.stringify(args.path);
+      return {
+        contents: `let real;
+const load = () => (real ??= require(${path}));
+${callable ? 'module.exports = function (...args) { return new.target ? new (load())(...args) : load().apply(this, args); };' : ''}
+for (const name of ${JSON.stringify(names)})
+  Object.defineProperty(module.exports, name, { enumerable: true, configurable: true, get: () => load()[name] });`,
+        resolveDir: dirOf(args.path),
+        loader: 'js',
+      };
+    });
+  },
+};
+
 const out = `${dist}bundle/vlmc.cjs`;
 const result = await build({
-  plugins: [unusedByConf, wslStub, debugWhenSet, peerRootOnly, bundledFastio, plainSort],
+  plugins: [unusedByConf, wslStub, debugWhenSet, peerRootOnly, bundledFastio, plainSort, lazyPackages],
   stdin: { contents: entry, resolveDir: dist, sourcefile: 'vlmc-entry.js', loader: 'js' },
   bundle: true,
   platform: 'node',
