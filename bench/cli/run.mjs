@@ -27,20 +27,19 @@
  * and appends a dated section (configuration, `uptime`, tables) to bench/results/<out>.md.
  * Run it under `flock /var/tmp/bench.lock` when others bench on the machine.
  */
-import { execFile, execFileSync } from 'node:child_process';
-import { appendFileSync, writeFileSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { cpus, loadavg, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { parseArgs, promisify } from 'node:util';
+import * as cp from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as util from 'node:util';
 
-const ROOT = dirname(dirname(dirname(fileURLToPath(import.meta.url))));
-const VLMC = join(ROOT, 'packages', 'cli', 'bin', 'vlmc.js');
-const SCRIPT = join(ROOT, 'scripts', 'ceph-cluster.sh');
-const exec = promisify(execFile);
+const exec = util.promisify(cp.execFile);
+const { cpus, loadavg, tmpdir } = os;
+const { join } = path;
+const ROOT = path.resolve(import.meta.dirname ?? path.dirname(new URL(import.meta.url).pathname), '..', '..');
+const CEPH_CLUSTER = join(ROOT, 'scripts', 'ceph-cluster.sh');
 
-const { values: o } = parseArgs({
+const { values: o } = util.parseArgs({
   options: {
     runs: { type: 'string', default: '15' },
     conf: { type: 'string' },
@@ -58,7 +57,7 @@ const OPS = ['snapshot', 'clone', 'info'];
 const TARGET = { snapshot: 150, clone: 150, info: 120 };
 
 /** Wall ms of one command, spawned and waited for; fails loudly (with its stderr) on a non-zero exit. */
-async function timed(cmd, args, env) {
+async function timed([cmd, ...args], env) {
   const t0 = process.hrtime.bigint();
   try {
     await exec(cmd, args, { env: { ...process.env, ...env }, maxBuffer: 1 << 24 });
@@ -68,62 +67,57 @@ async function timed(cmd, args, env) {
   return Number(process.hrtime.bigint() - t0) / 1e6;
 }
 
-function vlmcSide(name, conf, bin = VLMC) {
+/**
+ * A side: `steps(i)` gives pass i's command lines by column, run in that order (create first:
+ * each pass works on a new volume, image or file); the result is each column's wall ms.
+ */
+function side(name, env, steps) {
   let n = 0;
-  const env = { ARCHIPELAGO_CONF: conf, ARCHIPELAGO_WIRING: 'embedded' };
-  const v = (...a) => timed(process.execPath, [bin, ...a], env);
   return {
     name,
     async pass() {
-      const i = n++;
-      return {
-        create: await v('create', `v${i}`, '--size', '1T'),
-        snapshot: await v('snapshot', `v${i}`, `v${i}s`),
-        clone: await v('create', `v${i}c`, '--snap', `v${i}s`),
-        info: await v('info', `v${i}c`),
-      };
+      const out = {};
+      for (const [col, argv] of Object.entries(steps(n++))) out[col] = await timed(argv, env);
+      return out;
     },
   };
 }
 
-function rbdSide(cephConf) {
-  let n = 0;
-  const env = { CEPH_CONF: cephConf };
-  const r = (...a) => timed('rbd', a, env);
-  const tag = `cli${process.pid}`;
-  return {
-    name: 'rbd',
-    async pass() {
-      const i = n++;
-      const img = `rbd/${tag}i${i}`;
-      return {
-        create: await r('create', '--size', '1T', img),
-        snapshot: await r('snap', 'create', `${img}@s`),
-        clone: await r('clone', '--rbd-default-clone-format', '2', `${img}@s`, `rbd/${tag}c${i}`),
-        info: await r('info', `rbd/${tag}c${i}`),
-      };
-    },
-  };
-}
+const vlmcSide = (name, conf, bin = join(ROOT, 'packages', 'cli', 'bin', 'vlmc.js')) =>
+  side(name, { ARCHIPELAGO_CONF: conf, ARCHIPELAGO_WIRING: 'embedded' }, (i) => {
+    const vlmc = [process.execPath, bin];
+    return {
+      create: [...vlmc, 'create', `v${i}`, '--size', '1T'],
+      snapshot: [...vlmc, 'snapshot', `v${i}`, `v${i}s`],
+      clone: [...vlmc, 'create', `v${i}c`, '--snap', `v${i}s`],
+      info: [...vlmc, 'info', `v${i}c`],
+    };
+  });
 
-function qemuSide(dir) {
-  let n = 0;
-  const q = (...a) => timed('qemu-img', a, {});
-  return {
-    name: 'qemu-img (qcow2)',
-    async pass() {
-      const i = n++;
-      const f = join(dir, `q${i}.qcow2`);
-      const c = join(dir, `q${i}c.qcow2`);
-      return {
-        create: await q('create', '-q', '-f', 'qcow2', f, '1T'),
-        snapshot: await q('snapshot', '-c', 's', f),
-        clone: await q('create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', f, c),
-        info: await q('info', c),
-      };
-    },
-  };
-}
+/** rbd on pool "rbd": clones are format 2 (no `snap protect`; the test cluster allows it). */
+const RBD_TAG = `cli${process.pid}`;
+const rbdSide = (cephConf) =>
+  side('rbd', { CEPH_CONF: cephConf }, (i) => {
+    const [img, clone] = [`rbd/${RBD_TAG}i${i}`, `rbd/${RBD_TAG}c${i}`];
+    return {
+      create: ['rbd', 'create', '--size', '1T', img],
+      snapshot: ['rbd', 'snap', 'create', `${img}@s`],
+      clone: ['rbd', 'clone', '--rbd-default-clone-format', '2', `${img}@s`, clone],
+      info: ['rbd', 'info', clone],
+    };
+  });
+
+/** qcow2: an internal snapshot, and an overlay on the file as its "clone". */
+const qemuSide = (dir) =>
+  side('qemu-img (qcow2)', {}, (i) => {
+    const [f, c] = [join(dir, `q${i}.qcow2`), join(dir, `q${i}c.qcow2`)];
+    return {
+      create: ['qemu-img', 'create', '-q', '-f', 'qcow2', f, '1T'],
+      snapshot: ['qemu-img', 'snapshot', '-c', 's', f],
+      clone: ['qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', f, c],
+      info: ['qemu-img', 'info', c],
+    };
+  });
 
 /** The p-th percentile (0..100) of `xs`, linear between the two nearest ranks. */
 function percentile(xs, p) {
@@ -135,7 +129,8 @@ function percentile(xs, p) {
 
 function sh(cmd, args) {
   try {
-    return execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'ignore'] })
+    return cp
+      .execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'ignore'] })
       .toString()
       .trim();
   } catch {
@@ -143,25 +138,28 @@ function sh(cmd, args) {
   }
 }
 
+/** The ceph.conf of the run: --conf's, none with --no-rados, else a throwaway cluster's (purged by `purge`). */
+async function cephCluster(tmp) {
+  if (o.conf || o['no-rados']) return { cephConf: o.conf ?? null, throwaway: false, purge: async () => {} };
+  const dir = join(tmp, 'ceph');
+  console.error('# starting a throwaway cluster...');
+  await exec('bash', [CEPH_CLUSTER, 'start', dir]);
+  const purge = () => exec('bash', [CEPH_CLUSTER, 'purge', dir]).catch(() => {});
+  return { cephConf: join(dir, 'ceph.conf'), throwaway: true, purge };
+}
+
 async function main() {
-  const tmp = await mkdtemp(join(tmpdir(), 'archip-cli-bench-'));
+  const tmp = await fs.promises.mkdtemp(join(tmpdir(), 'archip-cli-bench-'));
   const uptimeBefore = sh('uptime', []);
   const load = [loadavg()[0]];
-  let clusterDir = null;
-  let cephConf = o.conf ?? null;
-  if (!cephConf && !o['no-rados']) {
-    clusterDir = join(tmp, 'ceph');
-    console.error('# starting a throwaway cluster...');
-    await exec('bash', [SCRIPT, 'start', clusterDir]);
-    cephConf = join(clusterDir, 'ceph.conf');
-  }
+  const { cephConf, throwaway, purge } = await cephCluster(tmp);
   const fileConf = (tag) =>
     `[blockerb]\ntype = file_blocker\narchip_dir = ${join(tmp, `${tag}-blocks`)}\nunique_str = bench\n\n` +
     `[blockerm]\ntype = file_blocker\narchip_dir = ${join(tmp, `${tag}-maps`)}\nunique_str = bench\n`;
-  await writeFile(join(tmp, 'file.conf'), fileConf('f'));
+  await fs.promises.writeFile(join(tmp, 'file.conf'), fileConf('f'));
   const sides = [vlmcSide('vlmc (file)', join(tmp, 'file.conf')), qemuSide(tmp)];
   if (o['before-bin']) {
-    await writeFile(join(tmp, 'before.conf'), fileConf('b'));
+    await fs.promises.writeFile(join(tmp, 'before.conf'), fileConf('b'));
     sides.push(vlmcSide('vlmc before (file)', join(tmp, 'before.conf'), o['before-bin']));
   }
   let ns = null;
@@ -169,15 +167,13 @@ async function main() {
     ns = `clibench${Date.now()}`;
     const sect = (pool) =>
       `type = rados_blocker\npool = ${pool}\nnamespace = ${ns}\nceph_conf = ${cephConf}\nunique_str = bench\n`;
-    await writeFile(join(tmp, 'rados.conf'), `[blockerb]\n${sect('blocks')}\n[blockerm]\n${sect('maps')}`);
+    await fs.promises.writeFile(
+      join(tmp, 'rados.conf'),
+      `[blockerb]\n${sect('blocks')}\n[blockerm]\n${sect('maps')}`,
+    );
     sides.push(vlmcSide('vlmc (rados)', join(tmp, 'rados.conf')), rbdSide(cephConf));
   }
-  const nodeSide = {
-    name: 'node -e 0',
-    async pass() {
-      return { start: await timed(process.execPath, ['-e', '0'], {}) };
-    },
-  };
+  const nodeSide = side('node -e 0', {}, () => ({ start: [process.execPath, '-e', '0'] }));
   sides.push(nodeSide);
 
   try {
@@ -193,12 +189,10 @@ async function main() {
     process.stderr.write('\n');
     report(sides, nodeSide, results, load, uptimeBefore, cephConf);
   } finally {
-    if (cephConf && ns) {
-      // The rbd images and clones of this run (clones first); a throwaway cluster is purged anyway.
-      if (!clusterDir) await cleanRbd(cephConf).catch(() => {});
-    }
-    if (clusterDir) await exec('bash', [SCRIPT, 'purge', clusterDir]).catch(() => {});
-    await rm(tmp, { recursive: true, force: true });
+    // The rbd images and clones of this run on a cluster of --conf; a throwaway one goes whole.
+    if (cephConf && !throwaway) await cleanRbd(cephConf).catch(() => {});
+    await purge();
+    await fs.promises.rm(tmp, { recursive: true, force: true });
   }
 }
 
@@ -287,14 +281,14 @@ function report(sides, nodeSide, results, load, uptimeBefore, cephConf) {
   ];
   console.log(lines.join('\n'));
   const json = join(ROOT, 'bench', 'results', `${o.out}.json`);
-  writeFileSync(
+  fs.writeFileSync(
     json,
     `${JSON.stringify({ when: new Date().toISOString(), runs, load, uptimeBefore, table, targets: TARGET }, null, 2)}\n`,
   );
   if (!o['no-md']) {
     const md = join(ROOT, 'bench', 'results', `${o.out}.md`);
     const title = `## ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC${o.label ? `: ${o.label}` : ''}`;
-    appendFileSync(
+    fs.appendFileSync(
       md,
       `\n${title}\n\n\`node bench/cli/run.mjs ${process.argv.slice(2).join(' ')}\`\n\n${lines.join('\n')}`,
     );

@@ -247,26 +247,13 @@ if (SIDES.includes('map')) {
   // The product path: a configuration as an operator writes it (the product's defaults for
   // everything but the blockers' type and pools), `vlmc create`, `vlmc map`.
   const ns = `benchmap${Date.now()}`;
-  const blocker = (pool) => [
-    'type = rados_blocker',
-    `pool = ${pool}`,
-    `namespace = ${ns}`,
-    `ceph_conf = ${conf}`,
-  ];
+  // rados_blocker sections for pools maps and blocks, in a namespace of this run.
+  const rados = (pool) => `type = rados_blocker\npool = ${pool}\nnamespace = ${ns}\nceph_conf = ${conf}\n`;
+  const sync = o['map-sync'] === 'default' ? '' : `sync = ${o['map-sync']}\n`;
   await writeFile(
     vlmcConf,
-    [
-      '[ARCHIPELAGO]',
-      'USER = root',
-      'GROUP = root',
-      `RUN_DIR = ${join(tmp, 'run')}`,
-      '[blockerb]',
-      ...blocker('blocks'),
-      ...(o['map-sync'] === 'default' ? [] : [`sync = ${o['map-sync']}`]),
-      '[blockerm]',
-      ...blocker('maps'),
-      '',
-    ].join('\n'),
+    `[ARCHIPELAGO]\nUSER = root\nGROUP = root\nRUN_DIR = ${join(tmp, 'run')}\n` +
+      `[blockerb]\n${rados('blocks')}${sync}[blockerm]\n${rados('maps')}`,
   );
   const sock = join(tmp, 'map.sock');
   try {
