@@ -4,8 +4,13 @@
  * memstore, cephx), in one run.
  *
  *   1. fio side by side, the same rows on each side:
- *      - ours:      our NBD endpoint on RADOS (bench/rados/server.mjs), fio's nbd engine; a write
- *                   is acknowledged when RADOS committed it;
+ *      - map:       the product path: `vlmc map` (the built CLI, embedded wiring) of a volume of a
+ *                   configuration whose blockers are rados_blocker (pools "maps" and "blocks" of
+ *                   the same cluster, a namespace of the run), in the product's default
+ *                   configuration; fio's nbd engine, one connection per job;
+ *      - ours:      our NBD endpoint on RADOS in this bench's own process (bench/rados/server.mjs),
+ *                   fio's nbd engine; a write is acknowledged when RADOS committed it (an extra
+ *                   column: what the library does without the CLI's endpoint);
  *      - ours-wb:   the same endpoint with the blockers' write-back mode (`--sync flush`): a write
  *                   is acknowledged once sent (at most 24 MiB in flight), FLUSH waits for them;
  *      - librbd:    fio's rbd engine on an RBD image of the same size (librbd inside fio: no NBD
@@ -15,14 +20,20 @@
  *                   flight) — the counterpart of ours-wb, not of ours;
  *      - qemu-nbd:  qemu-nbd serving the same RBD image (librbd behind the same NBD hop as ours),
  *                   --cache=none (qemu turns librbd's cache off: acknowledged on commit, as ours).
- *      Rows: 1 MiB sequential write/read at depth 16, 4 KiB random write/read at depth 32.
+ *      Rows (as bench/nbd): 1 MiB sequential write/read at depth 16, 4 KiB random write/read at
+ *      depth 32, 4 KiB random read at depth 1. The main ratio is map / librbd (issue 18: >= 1.0).
  *      Writes run first, so reads find data on every side (a read of a hole costs us nothing).
  *   2. raw object throughput: our binding (RadosBlocker.writeFull, then readInto a warm buffer per
  *      lane, of 4 MiB objects, 16 in flight) vs `rados bench` (-b 4M -t 16), write then seq read.
  *
  *   node bench/rados/run.mjs [--size-mib 512] [--runtime 10] [--repeat 3] [--conf CEPH_CONF]
  *                            [--out rados] [--keep] [--no-raw]
- *                            [--sides ours,ours-wb,librbd,librbd-wa,qemu-nbd]
+ *                            [--sides map,librbd,librbd-wa,ours[,ours-wb,qemu-nbd]]
+ *                            [--map-sync default|always|flush]
+ *
+ * --map-sync writes `sync = ...` in the map side's [blockerb] (default: none, the product's
+ * default, write-back `flush` for rados_blocker, so its like-for-like peer is librbd-wa; the
+ * issue's main ratio is against librbd with its cache off).
  *
  * --repeat N runs the whole matrix N times (rows interleaved side by side in each pass, the sides
  * taking turns to go first) and reports
@@ -33,7 +44,8 @@
  *   flock /var/tmp/bench.lock node bench/rados/run.mjs --repeat 3
  *
  * Prints a table with ratios (ours / peer; > 1 is better for us) and writes
- * bench/results/<out>.json and <out>.md. Without --conf it starts a cluster in a temp dir and purges
+ * bench/results/<out>.json; the tables go into bench/results/<out>.md as a new dated section
+ * (inserted before the file's first "## " section, newest first). Without --conf it starts a cluster in a temp dir and purges
  * it at the end. Needs `pnpm build`.
  */
 import { execFile, spawn } from 'node:child_process';
@@ -56,7 +68,8 @@ const { values: o } = parseArgs({
     repeat: { type: 'string', default: '1' },
     conf: { type: 'string' },
     out: { type: 'string', default: 'rados' },
-    sides: { type: 'string', default: 'ours,ours-wb,librbd,librbd-wa,qemu-nbd' },
+    sides: { type: 'string', default: 'map,librbd,librbd-wa,ours' },
+    'map-sync': { type: 'string', default: 'default' },
     'no-raw': { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
   },
@@ -69,15 +82,15 @@ if (!(sizeMiB > 0 && runtime > 0 && Number.isInteger(repeat) && repeat > 0)) {
 }
 const SIDES = o.sides.split(',');
 for (const s of SIDES) {
-  if (!['ours', 'ours-wb', 'librbd', 'librbd-wa', 'qemu-nbd'].includes(s))
+  if (!['map', 'ours', 'ours-wb', 'librbd', 'librbd-wa', 'qemu-nbd'].includes(s))
     throw new Error(`run.mjs: unknown side ${s}`);
 }
 const env = { ...process.env, PATH: `/usr/bin:/bin:${process.env.PATH ?? ''}`, LC_ALL: 'C' };
 const TICK = 100; // USER_HZ on Linux
 
-async function run(cmd, args, extraEnv = {}) {
+async function run(cmd, args, extraEnv = {}, timeout = 0) {
   try {
-    return await exec(cmd, args, { env: { ...env, ...extraEnv }, maxBuffer: 256 * 1024 * 1024 });
+    return await exec(cmd, args, { env: { ...env, ...extraEnv }, maxBuffer: 256 * 1024 * 1024, timeout });
   } catch (e) {
     throw new Error(`${cmd} ${args.join(' ')} failed: ${e.stderr || e.message}`);
   }
@@ -120,6 +133,7 @@ const ROWS = [
   { id: 'seqread', label: '1 MiB seq read, QD16', rw: 'read', bs: '1M', depth: 16 },
   { id: 'randwrite', label: '4 KiB rand write, QD32', rw: 'randwrite', bs: '4k', depth: 32 },
   { id: 'randread', label: '4 KiB rand read, QD32', rw: 'randread', bs: '4k', depth: 32 },
+  { id: 'randread1', label: '4 KiB rand read, QD1', rw: 'randread', bs: '4k', depth: 1 },
 ];
 
 function fioArgs(row, engineArgs, out) {
@@ -219,6 +233,43 @@ async function stopServer(child) {
 
 const servers = {};
 const engines = {};
+/** Pids of processes we did not spawn here (the `vlmc map` endpoint), for the CPU columns. */
+const serverPids = {};
+const VLMC = join(ROOT, 'packages', 'cli', 'bin', 'vlmc.js');
+const vlmcConf = join(tmp, 'archipelago.conf');
+const vlmc = (...args) =>
+  run(process.execPath, [VLMC, ...args], { ARCHIPELAGO_CONF: vlmcConf, ARCHIPELAGO_WIRING: 'embedded' }).then(
+    (r) => r.stdout.trim(),
+  );
+let mapped = false;
+let mapSync = '?';
+if (SIDES.includes('map')) {
+  // The product path: a configuration as an operator writes it (the product's defaults for
+  // everything but the blockers' type and pools), `vlmc create`, `vlmc map`.
+  const ns = `benchmap${Date.now()}`;
+  // rados_blocker sections for pools maps and blocks, in a namespace of this run.
+  const rados = (pool) => `type = rados_blocker\npool = ${pool}\nnamespace = ${ns}\nceph_conf = ${conf}\n`;
+  const sync = o['map-sync'] === 'default' ? '' : `sync = ${o['map-sync']}\n`;
+  await writeFile(
+    vlmcConf,
+    `[ARCHIPELAGO]\nUSER = root\nGROUP = root\nRUN_DIR = ${join(tmp, 'run')}\n` +
+      `[blockerb]\n${rados('blocks')}${sync}[blockerm]\n${rados('maps')}`,
+  );
+  const sock = join(tmp, 'map.sock');
+  try {
+    await vlmc('create', 'bench', '--size', `${sizeMiB}M`);
+    const uri = await vlmc('map', 'bench', '--socket', sock);
+    mapped = true;
+    const rt = await import(pathToFileURL(join(ROOT, 'packages', 'runtime', 'dist', 'index.js')).href);
+    mapSync = rt.blockerOptions(rt.loadConfig(vlmcConf), 'blockerb').sync ?? 'always';
+    const all = JSON.parse(await vlmc('showmapped', '--json'));
+    serverPids.map = all.find((e) => e.volume === 'bench')?.pid ?? 0;
+    engines.map = { args: ['--ioengine=nbd', `--uri=${uri}`], env: {} };
+  } catch (e) {
+    results.notes.push(`map: ${e.message}`);
+    console.error(`# map not available: ${e.message}`);
+  }
+}
 // Our two endpoints serve two volumes (each holds its volume's lock).
 for (const [side, sync, name] of [
   ['ours', 'always', 'bench'],
@@ -314,7 +365,7 @@ for (let pass = 0; pass < repeat; pass++) {
     p[row.id] = {};
     for (const s of order) {
       try {
-        p[row.id][s] = await fio(row, engines[s], s, servers[s]?.pid);
+        p[row.id][s] = await fio(row, engines[s], s, servers[s]?.pid ?? serverPids[s]);
       } catch (e) {
         results.notes.push(`fio ${s} ${row.id} (pass ${pass + 1}): ${e.message}`);
       }
@@ -326,9 +377,12 @@ for (let pass = 0; pass < repeat; pass++) {
   passes.push(p);
 }
 for (const s of Object.keys(servers)) await stopServer(servers[s]);
+if (mapped) await vlmc('unmap', 'bench').catch((e) => results.notes.push(`unmap: ${e.message}`));
 
 /** Ratios reported: each of ours against the peer with the same write semantics, and qemu-nbd. */
 const RATIOS = [
+  ['mapLibrbd', 'map', 'librbd', 'map/librbd'],
+  ['mapLibrbdWa', 'map', 'librbd-wa', 'map/librbd-wa'],
   ['oursLibrbd', 'ours', 'librbd', 'ours/librbd'],
   ['oursWbLibrbdWa', 'ours-wb', 'librbd-wa', 'ours-wb/librbd-wa'],
   ['oursQemuNbd', 'ours', 'qemu-nbd', 'ours/qemu-nbd'],
@@ -407,11 +461,13 @@ async function radosBench() {
       '--no-cleanup',
     ],
     cephEnv,
+    (4 * runtime + 60) * 1000,
   );
   const r = await run(
     'rados',
     ['-p', 'blocks', 'bench', String(runtime), 'seq', '-t', String(DEPTH)],
     cephEnv,
+    (4 * runtime + 60) * 1000,
   );
   await run('rados', ['-p', 'blocks', 'cleanup'], cephEnv).catch(() => {});
   // rados bench prints MB/s with MB = 2^20 bytes.
@@ -423,10 +479,29 @@ if (!o['no-raw']) {
   );
   const ours = [];
   const peer = [];
-  for (let pass = 0; pass < repeat; pass++) {
-    ours.push(await oursRaw(RadosBlocker));
-    peer.push(await radosBench());
-    console.error(`# pass ${pass + 1}/${repeat} raw done`);
+  // A full OSD (memstore) holds every write and this phase would hang with the fio results
+  // unwritten: each side gets a deadline, and a pass that misses it ends the phase with a note.
+  const deadline = (p, what) =>
+    Promise.race([
+      p,
+      new Promise((_, reject) =>
+        setTimeout(
+          () => reject(new Error(`${what}: no answer in ${4 * runtime + 60} s (OSD full?)`)),
+          (4 * runtime + 60) * 1000,
+        ).unref(),
+      ),
+    ]);
+  try {
+    for (let pass = 0; pass < repeat; pass++) {
+      const a = await deadline(oursRaw(RadosBlocker), 'raw writes through our binding');
+      const b = await deadline(radosBench(), 'rados bench');
+      ours.push(a);
+      peer.push(b);
+      console.error(`# pass ${pass + 1}/${repeat} raw done`);
+    }
+  } catch (e) {
+    results.notes.push(`raw phase stopped after ${ours.length} pass(es): ${e.message}`);
+    console.error(`# ${e.message}`);
   }
   for (const k of ['write', 'read']) {
     const a = median(ours.map((x) => x[k]));
@@ -485,9 +560,18 @@ if (!o['no-raw']) {
   lines.push('|---|---:|---:|---:|');
   for (const k of ['write', 'read']) {
     const r = results.raw[k];
+    if (!r) continue;
     lines.push(`| ${k} | ${fmt(r.oursMiBps, 1)} | ${fmt(r.radosBenchMiBps, 1)} | ${fmt(r.ratio, 2)} |`);
   }
 }
+const SIDE_DOC = {
+  map: `\`vlmc map\` (built CLI, embedded wiring) of a volume on rados_blocker (pools maps/blocks, blockerb sync = ${mapSync}${o['map-sync'] === 'default' ? ", the product's default" : ''}), fio nbd engine, one connection`,
+  ours: 'bench/rados/server.mjs (RadosBlocker x2 + Mapper + Composer + NbdServer in one process, sync always), fio nbd engine',
+  'ours-wb': 'the same server with --sync flush (write-back, at most 24 MiB uncommitted)',
+  librbd: "fio's rbd engine, rbd_cache = false (a write completes on commit)",
+  'librbd-wa': "fio's rbd engine with librbd's defaults (rbd_cache on, writearound)",
+  'qemu-nbd': 'qemu-nbd --cache=none on the same RBD image, fio nbd engine',
+};
 const host = {
   date: new Date().toISOString(),
   cpu: cpus()[0]?.model,
@@ -507,8 +591,10 @@ await writeFile(
   join(RESULTS, `${o.out}.json`),
   `${JSON.stringify({ host, sizeMiB, runtime, repeat, sides, ...results }, null, 2)}\n`,
 );
-const md = [
-  `# RADOS bench (bench/rados/run.mjs)`,
+const section = [
+  `## ${host.date.slice(0, 16).replace('T', ' ')} UTC: \`node bench/rados/run.mjs ${process.argv.slice(2).join(' ')}\``,
+  '',
+  ...sides.map((s) => `- **${s}**: ${SIDE_DOC[s]}`),
   '',
   `${host.date} · ${host.cpu} × ${host.cpus} · ${host.memGiB} GiB · node ${host.node} · ${host.fio} · ${host.ceph.replace(/ \(.*/, '')} · ${host.cluster}`,
   '',
@@ -518,7 +604,16 @@ const md = [
   ...(results.notes.length ? ['', 'notes:', ...results.notes.map((n) => `- ${n}`)] : []),
   '',
 ];
-await writeFile(join(RESULTS, `${o.out}.md`), md.join('\n'));
+// A new dated section before the first "## " (newest first); a new file gets a title.
+const mdFile = join(RESULTS, `${o.out}.md`);
+const old = await readFile(mdFile, 'utf8').catch(() => '# RADOS bench (bench/rados/run.mjs)\n\n');
+const at = old.search(/^## /m);
+await writeFile(
+  mdFile,
+  at < 0
+    ? `${old.trimEnd()}\n\n${section.join('\n')}`
+    : `${old.slice(0, at)}${section.join('\n')}\n${old.slice(at)}`,
+);
 console.error(`# wrote bench/results/${o.out}.json and ${o.out}.md`);
 
 if (clusterDir && !o.keep) await run('bash', [SCRIPT, 'purge', clusterDir]).catch(() => {});

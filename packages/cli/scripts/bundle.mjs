@@ -11,7 +11,7 @@
  * module (they load from node_modules as usual, so this package depends on them), and
  * typescript, which oclif only requires in development mode.
  */
-import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 
@@ -23,12 +23,27 @@ const commands = readdirSync(`${dist}commands`, { recursive: true })
   .sort();
 const ident = (path) => `C_${path.replace(/[^A-Za-z0-9]/g, '_')}`;
 const id = (path) => path.replaceAll('/', ':');
+/**
+ * oclif's Config.load found the package's root by walking up from the bundle, reading every
+ * package.json on the way, and then read the user plugins' package.json in its data directory:
+ * asynchronous reads through libuv's pool, each a round trip of the event loop (~5-10 ms of wall
+ * on a loaded machine). main() gives it the root and this package.json (read here, at build
+ * time: the build bundles again whenever it changes) and no user plugins (vlmc has no `plugins`
+ * command; nothing installs one).
+ */
+const pjson = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
 const entry = [
   "import { execute } from '@oclif/core';",
+  "import { resolve } from 'node:path';",
+  "import { fileURLToPath } from 'node:url';",
   "import { normalizeArgv } from '@archipelago/cli-kit';",
   ...commands.map((path) => `import ${ident(path)} from './commands/${path}.js';`),
   `export const COMMANDS = { ${commands.map((path) => `${JSON.stringify(id(path))}: ${ident(path)}`).join(', ')} };`,
-  'export function main(args) { return execute({ args: normalizeArgv(args), dir: import.meta.url }); }',
+  `const PJSON = ${JSON.stringify(pjson)};`,
+  'export function main(args) {',
+  "  const root = resolve(fileURLToPath(import.meta.url), '..', '..', '..');",
+  '  return execute({ args: normalizeArgv(args), loadOptions: { root, pjson: PJSON, userPlugins: false } });',
+  '}',
 ].join('\n');
 
 /**
@@ -109,9 +124,126 @@ else {
   },
 };
 
+/**
+ * `@archipelago/peer` stays outside the bundle (its daemons' addon, loaded only by the daemon
+ * wiring), but esbuild's `external` would also keep out its subpaths `/options` and
+ * `/privileges`, plain JavaScript every command loads through the runtime's configuration: as
+ * ES modules outside the bundle they started Node's ES module loader on every call (~7-15 ms).
+ * Only the package's root (and `/main`) stay external here; the subpaths are bundled.
+ */
+const peerRootOnly = {
+  name: 'peer-root-only',
+  setup(b) {
+    b.onResolve({ filter: /^@archipelago\/peer(\/main)?$/ }, (args) => ({ path: args.path, external: true }));
+  },
+};
+
+/**
+ * `@archipelago/fastio` (a native addon, which every command reading a map uses) finds its addon
+ * relative to its own module (import.meta.url). Outside the bundle it was the one ES module a
+ * command loaded, and `require()` of an ES module starts Node's ES module loader: ~6-8 ms per call.
+ * Its JavaScript is bundled here with its own import.meta.url resolved at run time (the package's
+ * real dist/index.js, through the bundle's node_modules), so it still finds its addon there.
+ */
+const { createRequire } = await import('node:module');
+const { readFile } = await import('node:fs/promises');
+const { dirname: dirOf } = await import('node:path');
+const fastioFile = createRequire(import.meta.url).resolve('@archipelago/fastio');
+const bundledFastio = {
+  name: 'bundled-fastio',
+  setup(b) {
+    b.onResolve({ filter: /^@archipelago\/fastio$/ }, () => ({ path: fastioFile, namespace: 'fastio' }));
+    b.onLoad({ filter: /.*/, namespace: 'fastio' }, async () => {
+      const source = await readFile(fastioFile, 'utf8');
+      if (!source.includes('import.meta.url'))
+        throw new Error(`${fastioFile}: no import.meta.url to resolve`);
+      return {
+        contents: `const __fastioUrl = require('node:url').pathToFileURL(require('node:module').createRequire(__filename).resolve('@archipelago/fastio')).href;\n${source.replaceAll('import.meta.url', '__fastioUrl')}`,
+        resolveDir: dirOf(fastioFile),
+        loader: 'js',
+      };
+    });
+  },
+};
+
+/**
+ * oclif's Plugin.load sorts the command table with String.prototype.localeCompare, and the first
+ * localeCompare of a process initializes ICU's collator: ~6 ms of every call, for nothing else in
+ * a command's path compares strings by locale. In the bundle that sort compares code units; for
+ * vlmc's command ids (lower-case ASCII, '-' and ':') both orders are the same, which the build
+ * checks, so the order of the table (and of `vlmc --help`) does not change.
+ */
+const SORT = '.sort((a, b) => a.id.localeCompare(b.id))';
+const commandIds = commands.map(id);
+const byLocale = [...commandIds].sort((a, b) => a.localeCompare(b));
+const byCodeUnit = [...commandIds].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+if (byLocale.join() !== byCodeUnit.join())
+  throw new Error(
+    `bundle: command ids sort differently by locale and by code unit: ${byLocale} / ${byCodeUnit}`,
+  );
+const plainSort = {
+  name: 'oclif-plain-command-sort',
+  setup(b) {
+    b.onLoad({ filter: /@oclif[\\/]core[\\/]lib[\\/]config[\\/]plugin\.js$/ }, async (args) => {
+      const source = await readFile(args.path, 'utf8');
+      if (!source.includes(SORT))
+        throw new Error(`${args.path}: no "${SORT}" to replace (another oclif version?)`);
+      return {
+        contents: source.replace(SORT, '.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))'),
+        loader: 'js',
+      };
+    });
+  },
+};
+
+/**
+ * Bundled packages that the bundle evaluates at load but that a call rarely uses: pino (the
+ * endpoint's logger: `vlmc map` starts the endpoint in a process of its own), tinyglobby (oclif's
+ * pattern command discovery; vlmc's is explicit) and semver (oclif's plugin version checks).
+ * Evaluating them cost ~3-5 ms per call. Where a module imports one of them, the bundle gives it
+ * a module of getters, one per export (read from the package at build time), that evaluates the
+ * real package (bundled as before) on first use; a package that is a function (pino) stays
+ * callable.
+ */
+const LAZY_PACKAGES = ['pino', 'tinyglobby', 'semver'];
+const lazyPackages = {
+  name: 'lazy-packages',
+  setup(b) {
+    const filter = new RegExp(`^(${LAZY_PACKAGES.join('|')})$`);
+    b.onResolve({ filter }, async (args) => {
+      if (args.pluginData === 'lazy-real') return undefined;
+      const real = await b.resolve(args.path, {
+        resolveDir: args.resolveDir,
+        kind: args.kind,
+        importer: args.importer,
+        pluginData: 'lazy-real',
+      });
+      if (real.errors.length > 0 || real.external) return undefined;
+      return { path: real.path, namespace: 'lazy-package' };
+    });
+    b.onLoad({ filter: /.*/, namespace: 'lazy-package' }, (args) => {
+      const real = createRequire(args.path)(args.path);
+      const callable = typeof real === 'function';
+      const names = Object.getOwnPropertyNames(real).filter(
+        (k) => !callable || !['length', 'name', 'prototype', 'arguments', 'caller'].includes(k),
+      );
+      const path = JSON.stringify(args.path);
+      return {
+        contents: `let real;
+const load = () => (real ??= require(${path}));
+${callable ? 'module.exports = function (...args) { return new.target ? new (load())(...args) : load().apply(this, args); };' : ''}
+for (const name of ${JSON.stringify(names)})
+  Object.defineProperty(module.exports, name, { enumerable: true, configurable: true, get: () => load()[name] });`,
+        resolveDir: dirOf(args.path),
+        loader: 'js',
+      };
+    });
+  },
+};
+
 const out = `${dist}bundle/vlmc.cjs`;
 const result = await build({
-  plugins: [unusedByConf, wslStub, debugWhenSet],
+  plugins: [unusedByConf, wslStub, debugWhenSet, peerRootOnly, bundledFastio, plainSort, lazyPackages],
   stdin: { contents: entry, resolveDir: dist, sourcefile: 'vlmc-entry.js', loader: 'js' },
   bundle: true,
   platform: 'node',
@@ -123,10 +255,9 @@ const result = await build({
   define: { 'import.meta.url': '__vlmcUrl' },
   external: [
     '@archipelago/blocker-rados',
-    // Finds its addon next to its own module (bundled, it would look beside the bundle).
-    '@archipelago/fastio',
+    // (@archipelago/peer: external through peerRootOnly above; @archipelago/fastio is bundled
+    // with its own module's URL, see bundledFastio.)
     '@archipelago/libxseg/segment',
-    '@archipelago/peer',
     'typescript',
     '*.node',
   ],
