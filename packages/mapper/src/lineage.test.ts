@@ -142,4 +142,41 @@ describe('lineage, rollback, flatten', () => {
     expect(await mapLineage(src(), 'c')).toMatchObject({ recorded: false });
     expect(await mapLineage(src(), 'd')).toMatchObject({ recorded: true, parent: { name: 'first' } });
   });
+  it('mapLineage reads only the maps a record names, and lists the store only when a reference may have moved', async () => {
+    const m = s.mapper;
+    await m.create('v', { size: 2 * BS, blocksize: BS });
+    await m.snapshot('v', 's1');
+    await m.clone('s1', 'c');
+    let lists = 0;
+    const counting: LineageSource = {
+      mapper: Object.assign(
+        {
+          list: () => {
+            lists++;
+            return m.list();
+          },
+        },
+        { info: m.info.bind(m) },
+      ),
+      blockerm: {
+        info: s.maps.info.bind(s.maps),
+        read: s.maps.read.bind(s.maps),
+        list: () => {
+          lists++;
+          return s.maps.list();
+        },
+      },
+    };
+    expect(await mapLineage(counting, 'c')).toMatchObject({ parent: { name: 's1', removed: false } });
+    expect(await mapLineage(counting, 's1')).toMatchObject({ origin: { name: 'v', removed: false } });
+    expect(await mapLineage(counting, 'nope')).toMatchObject({ recorded: false });
+    expect(lists).toBe(0);
+    // The parent renamed and a new map under its old name: the ids tell them apart (the index).
+    await m.rename('s1', 'first');
+    await m.create('s1', { size: BS, blocksize: BS });
+    expect(await mapLineage(counting, 'c')).toMatchObject({ parent: { name: 'first', removed: false } });
+    expect(lists).toBeGreaterThan(0);
+    await m.remove('first');
+    expect(await mapLineage(counting, 'c')).toMatchObject({ parent: { name: 'first', removed: true } });
+  });
 });
