@@ -34,6 +34,7 @@ export {
   hostKey,
   runHost,
   sharedEndpoint,
+  shareEndpointOf,
 } from './endpoint/host.js';
 export { endpointMain, listMapped, type MapOptions, mapVolume, unmapVolume } from './endpoint/map.js';
 export { type MappedEntry, type MappedStatus, RunState } from './endpoint/runstate.js';

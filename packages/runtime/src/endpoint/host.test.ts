@@ -1,6 +1,9 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ENDPOINT_MODE_ENV, hostKey, sharedEndpoint } from './host.js';
+import { loadConfig } from '../config.js';
+import { ENDPOINT_MODE_ENV, hostKey, sharedEndpoint, shareEndpointOf } from './host.js';
 import { RunState } from './runstate.js';
 
 describe('the shared endpoint process of a configuration', () => {
@@ -22,5 +25,31 @@ describe('the shared endpoint process of a configuration', () => {
     expect(() => sharedEndpoint({ [ENDPOINT_MODE_ENV]: 'pervolume' })).toThrow(
       /^ARCHIPELAGO_ENDPOINT_MODE is "pervolume": "shared" .* or "per-volume"$/,
     );
+  });
+  it('is not shared when each endpoint would hold its own RADOS client (embedded over rados_blocker)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'archip-share-'));
+    try {
+      const file = (name: string, blockerb: string) => {
+        const path = join(dir, name);
+        writeFileSync(
+          path,
+          `[blockerb]\n${blockerb}\n\n[blockerm]\ntype = file_blocker\narchip_dir = ${join(dir, 'm')}\n`,
+        );
+        return loadConfig(path);
+      };
+      const files = file('f.conf', `type = file_blocker\narchip_dir = ${join(dir, 'b')}`);
+      const rados = file('r.conf', 'type = rados_blocker\npool = blocks\nceph_conf = /etc/ceph/ceph.conf');
+      const env = { ARCHIPELAGO_WIRING: 'embedded' };
+      expect(shareEndpointOf(files, env).shared).toBe(true);
+      expect(shareEndpointOf(rados, env)).toMatchObject({
+        shared: false,
+        why: expect.stringMatching(/\[blockerb\] is a rados_blocker .* a lock break fences only its volume/),
+      });
+      // Through the daemons the endpoint holds no RADOS client: blockerb does.
+      expect(shareEndpointOf(rados, { ARCHIPELAGO_WIRING: 'daemons' }).shared).toBe(true);
+      expect(shareEndpointOf(files, { ...env, [ENDPOINT_MODE_ENV]: 'per-volume' }).shared).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

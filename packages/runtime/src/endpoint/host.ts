@@ -25,11 +25,12 @@ import { ArchipelagoError, describeError } from '@archipelago/libxseg';
 import { Mapper } from '@archipelago/mapper';
 import { NbdServer, unlinkIfPresent, volumeExport } from '@archipelago/nbd';
 import pino from 'pino';
-import { loadConfig } from '../config.js';
+import { type LoadedConfig, loadConfig } from '../config.js';
 import { dataPathOf } from '../daemons-client.js';
+import { sectionOf } from '../paths.js';
 import { reportReady, reportStartFailure } from '../spawn.js';
 import type { Runtime } from '../types.js';
-import { openRuntime } from '../wiring.js';
+import { chooseWiring, openRuntime } from '../wiring.js';
 import { type ControlRequest, serveControl } from './control.js';
 import { serveVolumeFile } from './fuse.js';
 import { type MappedEntry, RunState } from './runstate.js';
@@ -71,6 +72,29 @@ export function sharedEndpoint(env: NodeJS.ProcessEnv = process.env): boolean {
     `${ENDPOINT_MODE_ENV} is "${mode}": "shared" (one endpoint process per host, the default) or "per-volume"`,
     { details: { [ENDPOINT_MODE_ENV]: mode } },
   );
+}
+
+/**
+ * Whether the volumes of `loaded` may share the host's endpoint process: asked for
+ * (`sharedEndpoint`), and no endpoint would hold a RADOS client of its own. Ceph fences a client,
+ * not a volume: a break of one volume's lock blocklists the client that holds it, and in a shared
+ * process that client serves every volume, which would all fail with EIO. So in the embedded
+ * wiring over a `rados_blocker`, every `vlmc map` has a process (and a RADOS client) of its own.
+ */
+export function shareEndpointOf(
+  loaded: LoadedConfig,
+  env: NodeJS.ProcessEnv = process.env,
+): { shared: boolean; why: string } {
+  if (!sharedEndpoint(env)) return { shared: false, why: `${ENDPOINT_MODE_ENV}=per-volume` };
+  if (chooseWiring(loaded, env) === 'embedded') {
+    for (const role of ['blockerb', 'blockerm'])
+      if (sectionOf(loaded, role).type === 'rados_blocker')
+        return {
+          shared: false,
+          why: `[${role}] is a rados_blocker in the embedded wiring: one RADOS client per mapped volume, so that a lock break fences only its volume`,
+        };
+  }
+  return { shared: true, why: 'one endpoint process per host' };
 }
 
 /** Which shared endpoint process serves a configuration: a digest of its absolute path. */

@@ -25,7 +25,7 @@ import type { Session } from '../session.js';
 import { spawnDetached } from '../spawn.js';
 import { callControl } from './control.js';
 import { attachFuseDevice, checkFuseRequest, releaseFuse } from './fuse.js';
-import { ENDPOINT_ENV, type HostRequest, hostKey, sharedEndpoint } from './host.js';
+import { ENDPOINT_ENV, type HostRequest, hostKey, shareEndpointOf } from './host.js';
 import { attachDevice, detachDevice, nbdModuleAvailable } from './kernel.js';
 import type { MappedEntry, MappedStatus, RunState } from './runstate.js';
 import { checkVhostSocket } from './vhost.js';
@@ -66,7 +66,7 @@ export interface MapOptions {
  */
 export async function mapVolume(s: Session, name: string, opts: MapOptions = {}): Promise<MappedEntry> {
   validateVolumeName(name);
-  const shared = sharedEndpoint();
+  const shared = shareEndpointOf(s.configuration()).shared;
   if (opts.device && !opts.fuse && (opts.device === 'loop' || isLoopDevice(opts.device))) {
     throw new ArchipelagoError(
       'EINVAL',
