@@ -56,6 +56,7 @@ export async function startHolder(o: {
   identity?: string;
   watchRelease?: boolean;
   yieldOnRequest?: boolean;
+  writeOnly?: boolean;
 }): Promise<Holder> {
   const { conf } = await ensureCluster();
   const spec = { conf, pool: 'maps', identity: 'holder_1', writeEveryMs: 50, ...o };
