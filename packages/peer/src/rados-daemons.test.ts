@@ -100,6 +100,28 @@ describe('mapperd and vlmcd over rados_blocker peers', () => {
     }
   });
 
+  it("ADD_CLIENT to mapperd records a client of the sender's in the volume lock; releases drop it", async () => {
+    const mapper = new SegmentMapper({ segment: seg, port: P.mapperd });
+    const addr = `10.0.0.8:0/${randomBytes(3).readUIntBE(0, 3)}`;
+    try {
+      await mapper.create('acv', { size: 8 * MiB, blocksize: 4 * MiB });
+      await mapper.openVolume('acv');
+      const rec = await mapper.addClient('acv', addr);
+      expect(rec).toMatchObject({ owner: 'test_mapperd', proxied: true, clients: [addr] });
+      expect(await mapper.addClient('acv', addr)).toMatchObject({ clients: [addr] }); // idempotent
+      const stored = await runOk('rados', [
+        ...['-c', conf, '--admin-socket=', '-p', 'maps', '-N', ns],
+        ...['getxattr', 'acv_lock', 'archipelago.holder'],
+      ]);
+      expect(JSON.parse(stored.stdout)).toMatchObject({ owner: 'test_mapperd', clients: [addr] });
+      await expect(mapper.addClient('acv', '')).rejects.toMatchObject({ code: 'EINVAL' });
+      await mapper.closeVolume('acv');
+      expect((await lockInfo('maps', 'acv_lock')).lockers).toEqual([]);
+    } finally {
+      await mapper.close();
+    }
+  });
+
   it("locks taken through the peer carry the client's identity; another identity gets ELOCKED", async () => {
     const a = new SegmentBlocker({ segment: seg, port: P.blockerm, identity: 'hostA_client' });
     const b = new SegmentBlocker({ segment: seg, port: P.blockerm, identity: 'hostB_client' });
@@ -165,7 +187,11 @@ describe('a blocker peer fenced by another host', () => {
       await a.acquire('fencelock', { as: elsewhere, leaseMs: 1500 });
       // A client writing for the holder (a `vlmc map` endpoint's own data client), registered
       // through the peer (ADD_CLIENT) for the holder's process only; renewals keep it.
-      await expect(a.addClient('fencelock', writer)).rejects.toMatchObject({ code: 'ELOCKED' });
+      await expect(
+        a.addClient('fencelock', writer, { as: { ...elsewhere, pid: 4243 } }),
+      ).rejects.toMatchObject({
+        code: 'ELOCKED',
+      });
       expect(await a.addClient('fencelock', writer, { as: elsewhere })).toMatchObject({
         owner: 'hostA_fenced',
         clients: [writer],

@@ -29,8 +29,8 @@ export const PeerOp = {
   REQUEST_RELEASE: 70,
   /**
    * addClient (RADOS, `RadosBlocker.addClient`): target = lock name, data = JSON LockArgs
-   * (identity, as, addr); registers client address `addr` as writing for the holder `identity`
-   * (process `as`), so that every break blocklists it too; reply JSON LockRecord. `ENOTSUP` from a
+   * (identity, as?, addr); registers client address `addr` as writing for the holder `identity`
+   * (process `as`; without it any hold of the identity), so that every break blocklists it too; reply JSON LockRecord. `ENOTSUP` from a
    * backend that fences no clients (files).
    */
   ADD_CLIENT: 71,

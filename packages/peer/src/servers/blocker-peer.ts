@@ -238,10 +238,11 @@ export function createBlockerService(
             'ENOTSUP',
             `addClient ${name}: a ${main.kind} blocker cuts off no clients (a break waits out the holder's lease)`,
           );
-        const as = holderOf(a, 'addClient');
+        // Without `as`: any hold of the identity (a host hold too). Registering is never unsafe.
         const { addr } = a;
         const add = b.addClient.bind(b);
-        return json(await inTurn(a, name, () => add(name, addr, { owner: a.identity, process: as })));
+        const holder = { owner: a.identity, process: a.as ?? null };
+        return json(await inTurn(a, name, () => add(name, addr, holder)));
       }
       case PeerOp.LOCKINFO:
         return json(await main.lockInfo(name));
