@@ -28,11 +28,17 @@
  *   until it runs out (1 s by default), and a fenced mapperd renews none and answers no lookup,
  *   so the endpoint stops writing within a map lease of mapperd's self-fencing, which comes a fifth
  *   of the volume lease before a breaker proceeds (docs/ARCHITECTURE.md, "Locks, leases and
- *   fencing"). **RADOS** stays on the segment path: a lock break blocklists the RADOS client the
- *   lock record names (blockerb's), not an endpoint's own client.
+ *   fencing").
+ * - **Fencing (RADOS, `RadosDirectDataBlocker`).** The endpoint's own librados client of
+ *   `[blockerb]` writes only while its address is registered in the lock record of every volume
+ *   it has open (`clients`, through mapperd and blockerm), confirmed within the current map epoch;
+ *   every break and take-over blocklists the registered clients, so the OSDs refuse its writes
+ *   after a break even if it was stopped across it (no timing assumption). Until a registration
+ *   is current, writes go across the segment to blockerb.
  *
  * `ARCHIPELAGO_DATA_PATH=direct|segment` forces a path (`auto`, the default: direct when the
- * store is a file blocker whose directory this process can read and write).
+ * store is a file blocker whose directory this process can read and write; a rados_blocker store
+ * takes the direct path only when asked, `direct`).
  */
 import { accessSync, constants } from 'node:fs';
 import type * as B from '@archipelago/blocker';
