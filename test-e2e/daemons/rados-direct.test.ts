@@ -10,13 +10,13 @@
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { currentProcess } from '../../packages/blocker/src/holder.js';
 import type { RadosBlocker } from '../../packages/blocker-rados/src/index.js';
 import { ensureCluster, freshNamespace, openRados } from '../../packages/blocker-rados/test/cluster.js';
-import { BLOCKERB_PORT, BLOCKERM_PORT, ENV, makeConfig, type TestConfig, VLMC } from './helpers.js';
+import { dataRequests, ENV, makeConfig, qemuIo, type TestConfig, useRados, VLMC } from './helpers.js';
 
 let cfg: TestConfig | undefined;
 const opened: RadosBlocker[] = [];
@@ -57,26 +57,10 @@ function endpointPids(): number[] {
   return pids;
 }
 
-/** READ (1) and WRITE (2) requests blockerb logged as served so far. */
-function dataRequests(c: TestConfig): number {
-  let n = 0;
-  for (const line of c.log('blockerb').split('\n')) {
-    if (!line.includes('"msg":"served"')) continue;
-    const op = (JSON.parse(line) as { op?: number }).op;
-    if (op === 1 || op === 2) n++;
-  }
-  return n;
-}
-
-function qemuIo(uri: string, ...cmds: string[]): string {
-  const r = spawnSync('qemu-io', ['-f', 'raw', ...cmds.flatMap((c) => ['-c', c]), uri], {
-    encoding: 'utf8',
-    env: ENV,
-    timeout: 30_000,
-  });
-  expect(r.status, r.stderr).toBe(0);
-  expect(r.stdout + r.stderr).not.toMatch(/failed|error|Pattern verification/i);
-  return r.stdout;
+/** Runs qemu-io commands against a mapped volume's NBD URI; fails on any error or mismatch. */
+function qemuIoOk(uri: string, ...cmds: string[]): void {
+  const r = qemuIo(uri, ...cmds);
+  expect(r.ok, r.out).toBe(true);
 }
 
 /** sha256 of every data object of volume `vol` (blocks pool), by name. */
@@ -94,26 +78,11 @@ describe('the vlmc map endpoint on RADOS: its own client, registered in the volu
   it('writes directly once registered; a break blocklists it, also stopped across the break, and nothing it sends after lands', async () => {
     const { conf } = await ensureCluster();
     const ns = freshNamespace('e2e-rdirect');
-    cfg = makeConfig({ logLevel: 3 });
+    cfg = useRados(makeConfig({ logLevel: 3 }), conf, ns, {
+      extra: 'log_level = 3\n',
+      mapperd: 'lease_timeout = 3\n', // a break waits out mapperd's lease (proxied): keep it short
+    });
     const c = cfg;
-    const text = readFileSync(c.conf, 'utf8');
-    const section = (role: string, pool: string, port: number) => `[${role}]
-type = rados_blocker
-portno_start = ${port}
-portno_end = ${port}
-nr_ops = 16
-pool = ${pool}
-namespace = ${ns}
-ceph_conf = ${conf}
-connect_timeout = 10
-log_level = 3
-`;
-    writeFileSync(
-      c.conf,
-      `${text.slice(0, text.indexOf('[blockerb]'))}${section('blockerb', 'blocks', BLOCKERB_PORT)}\n${section('blockerm', 'maps', BLOCKERM_PORT)}\n${text
-        .slice(text.indexOf('[mapperd]'))
-        .replace('[mapperd]\n', '[mapperd]\nlease_timeout = 3\n')}`,
-    );
     const started = c.tool('start');
     expect(started.status, started.stderr).toBe(0);
     expect(c.vlmc('create', 'rdv', '--size', '16M').status).toBe(0);
@@ -129,7 +98,7 @@ log_level = 3
     expect(ep).toBeGreaterThan(0);
 
     // The first write goes across the segment and starts the registration; after it, none does.
-    qemuIo(uri, 'write -P 0x11 0 8M', 'flush');
+    qemuIoOk(uri, 'write -P 0x11 0 8M', 'flush');
     const maps = await openRados({ pool: 'maps', namespace: ns, identity: 'rdirect_reader' });
     opened.push(maps);
     const rec = await maps.lockInfo('rdv');
@@ -137,7 +106,7 @@ log_level = 3
     const epAddr = rec?.clients?.[0] as string;
     blocklisted.push(epAddr, rec?.addr as string);
     const before = dataRequests(c);
-    qemuIo(
+    qemuIoOk(
       uri,
       'write -P 0xa5 0 2M',
       'write -P 0x5a 3M 64k',
