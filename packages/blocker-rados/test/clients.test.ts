@@ -8,17 +8,11 @@
  */
 import { currentProcess } from '@archipelago/blocker';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import type { RadosBlocker } from '../src/index.js';
-import { ensureCluster, freshNamespace, openRados } from './cluster.js';
-import { blocklist, removeBlocklisted, startHolder, stopHolders } from './holder.js';
+import { ensureCluster, freshNamespace } from './cluster.js';
+import { blocklist, closeOpened, counter, openFencer, removeBlocklisted, startHolder } from './holder.js';
 import { runOk } from './run.js';
 
-const opened: RadosBlocker[] = [];
-
-afterEach(async () => {
-  stopHolders();
-  await Promise.all(opened.splice(0).map((b) => b.close()));
-});
+afterEach(closeOpened);
 
 /** Addresses of no client, registered and so blocklisted by the second test. */
 const FAKE = ['10.0.0.1:0/1', '10.0.0.1:0/2'];
@@ -30,17 +24,6 @@ afterAll(async () => {
   for (const a of FAKE)
     if (listed.has(a)) await runOk('ceph', ['-c', conf, '--admin-socket=', 'osd', 'blocklist', 'rm', a]);
 });
-
-async function open(namespace: string, identity: string, extra = {}): Promise<RadosBlocker> {
-  const b = await openRados({ pool: 'maps', namespace, identity, blocklistExpireSeconds: 600, ...extra });
-  opened.push(b);
-  return b;
-}
-
-/** The counter a child last wrote into `<name>_data`. */
-async function counter(b: RadosBlocker, name: string): Promise<number> {
-  return Number((await b.read(`${name}_data`, 0, 12)).toString());
-}
 
 /** The lock record as stored (`rados getxattr <vol>_lock archipelago.holder`). */
 async function storedRecord(ns: string, volume: string): Promise<Record<string, unknown>> {
@@ -71,7 +54,7 @@ describe('clients writing for a lock holder', () => {
     const hAddr = holder.ready.addr as string;
     const wAddr = writer.ready.addr as string;
     await writer.next((e) => e.event === 'wrote' && (e.n ?? 0) >= 3);
-    const reg = await open(ns, 'registrar_1');
+    const reg = await openFencer(ns, 'registrar_1');
     const rec = await reg.addClient('vol', wAddr, { owner: 'holder_1' });
     expect(rec).toMatchObject({ owner: 'holder_1', addr: hAddr, clients: [wAddr] });
     expect(await reg.addClient('vol', wAddr, { owner: 'holder_1' })).toMatchObject({ clients: [wAddr] });
@@ -81,7 +64,7 @@ describe('clients writing for a lock holder', () => {
     expect(holder.events.filter((e) => e.event === 'renew-failed')).toEqual([]);
 
     // The writer is stopped across the break: it cannot notice anything, only the OSDs can stop it.
-    const b = await open(ns, 'breaker_1'); // before the stop: a new client would wait 10 s for its admin socket
+    const b = await openFencer(ns, 'breaker_1'); // before the stop: a new client would wait 10 s for its admin socket
     writer.child.kill('SIGSTOP');
     const report = await b.breakLock('vol');
     expect(report.fenced).toBe(`blocklisted ${hAddr}; blocklisted ${wAddr} (writing for holder_1)`);
@@ -103,7 +86,7 @@ describe('clients writing for a lock holder', () => {
     const writer = await startHolder({ namespace: ns, volume: 'ep', leaseMs: 6000, writeOnly: true });
     const wAddr = writer.ready.addr as string;
     // The holder: a client of this process holding for a process elsewhere (as blockerm does).
-    const holder = await open(ns, 'holder_1', { connectTimeoutMs: 9_991 });
+    const holder = await openFencer(ns, 'holder_1', { connectTimeoutMs: 9_991 });
     const as = { ...currentProcess(), host: 'clients-elsewhere' };
     await holder.acquire('vol', { as, leaseMs: 1500 });
     // Registrations while the holder renews: none of the renewals finds the lock lost.
@@ -117,7 +100,7 @@ describe('clients writing for a lock holder', () => {
     expect(info).toMatchObject({ owner: 'holder_1', proxied: true, process: { host: 'clients-elsewhere' } });
 
     // Wrong holder, no holder, bad address.
-    const other = await open(ns, 'other_1');
+    const other = await openFencer(ns, 'other_1');
     await expect(other.addClient('vol', wAddr, { owner: 'other_1' })).rejects.toMatchObject({
       code: 'ELOCKED',
     });
@@ -128,7 +111,7 @@ describe('clients writing for a lock holder', () => {
 
     // The holder stops renewing: the OSD drops its cls lock, and the next acquire fences the
     // clients of the stale record (the holder's own client is this process's: never fenced).
-    const taker = await open(ns, 'taker_1', { lockRecheckMs: 200 });
+    const taker = await openFencer(ns, 'taker_1', { lockRecheckMs: 200 });
     const r = await taker.acquire('vol', { wait: true, timeoutMs: 15_000 });
     expect(r.took).toBe(true);
     expect(await blocklist()).toContain(wAddr);

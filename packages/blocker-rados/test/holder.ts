@@ -7,7 +7,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { ensureCluster } from './cluster.js';
+import type { RadosBlocker } from '../src/index.js';
+import { ensureCluster, openRados } from './cluster.js';
 import { runOk } from './run.js';
 
 const CHILD = join(import.meta.dirname, 'child');
@@ -131,4 +132,24 @@ export async function removeBlocklisted(): Promise<void> {
     if (listed.has(addr)) await runOk('ceph', ['-c', conf, ...NO_ASOK, 'osd', 'blocklist', 'rm', addr]);
   }
   addresses.clear();
+}
+
+const opened: RadosBlocker[] = [];
+
+/** A RadosBlocker on pool `maps` of namespace `namespace` (blocklisting for 600 s), closed by `closeOpened`. */
+export async function openFencer(namespace: string, identity: string, extra = {}): Promise<RadosBlocker> {
+  const b = await openRados({ pool: 'maps', namespace, identity, blocklistExpireSeconds: 600, ...extra });
+  opened.push(b);
+  return b;
+}
+
+/** Stops the holders and closes the blockers `openFencer` opened (afterEach of the fencing tests). */
+export async function closeOpened(): Promise<void> {
+  stopHolders();
+  await Promise.all(opened.splice(0).map((b) => b.close()));
+}
+
+/** The counter a holder (or writer) last wrote into `<name>_data`. */
+export async function counter(b: RadosBlocker, name: string): Promise<number> {
+  return Number((await b.read(`${name}_data`, 0, 12)).toString());
 }
