@@ -9,7 +9,14 @@
 import { currentProcess } from '@archipelago/blocker';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { ensureCluster, freshNamespace } from './cluster.js';
-import { blocklist, closeOpened, counter, openFencer, removeBlocklisted, startHolder } from './holder.js';
+import {
+  blocklist,
+  closeOpened,
+  expectFencedOnContinue,
+  openFencer,
+  removeBlocklisted,
+  startHolder,
+} from './holder.js';
 import { runOk } from './run.js';
 
 afterEach(closeOpened);
@@ -70,15 +77,7 @@ describe('clients writing for a lock holder', () => {
     expect(report.fenced).toBe(`blocklisted ${hAddr}; blocklisted ${wAddr} (writing for holder_1)`);
     expect(await blocklist()).toEqual(expect.arrayContaining([hAddr, wAddr]));
     expect(await b.lockOwner('vol')).toBeNull();
-    const landed = await counter(b, 'ep');
-
-    const after = writer.events.length;
-    writer.child.kill('SIGCONT');
-    const failed = await writer.next((e) => e.event === 'write-failed', after);
-    expect(failed).toMatchObject({ code: 'EIO', fenced: true });
-    await new Promise((r) => setTimeout(r, 300));
-    expect(await counter(b, 'ep')).toBe(landed);
-    expect(writer.events.filter((e) => e.event === 'wrote' && (e.n ?? 0) > landed)).toEqual([]);
+    await expectFencedOnContinue(writer, b, 'ep');
   });
 
   it('a take-over of a stale lock blocklists its clients; registrations racing renewals lose nothing', async () => {

@@ -7,7 +7,15 @@
 import { currentProcess } from '@archipelago/blocker';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { ensureCluster, freshNamespace, lockInfo } from './cluster.js';
-import { blocklist, closeOpened, counter, openFencer, removeBlocklisted, startHolder } from './holder.js';
+import {
+  blocklist,
+  closeOpened,
+  counter,
+  expectFencedOnContinue,
+  openFencer,
+  removeBlocklisted,
+  startHolder,
+} from './holder.js';
 
 afterEach(closeOpened);
 
@@ -74,15 +82,7 @@ describe('fencing a lock holder in another process', () => {
     expect(r.tookOver).toContain(`blocklisted ${addr}`);
     expect(await blocklist()).toContain(addr);
     expect(await b.lockInfo('vol')).toMatchObject({ owner: 'taker_1', process: { pid: process.pid } });
-    const landed = await counter(b, 'vol');
-
-    const after = holder.events.length;
-    holder.child.kill('SIGCONT');
-    const failed = await holder.next((e) => e.event === 'write-failed', after);
-    expect(failed).toMatchObject({ code: 'EIO', fenced: true });
-    await new Promise((r) => setTimeout(r, 300));
-    expect(await counter(b, 'vol')).toBe(landed);
-    expect(holder.events.filter((e) => e.event === 'wrote' && (e.n ?? 0) > landed)).toEqual([]);
+    await expectFencedOnContinue(holder, b, 'vol');
     expect((await b.renew('vol')).owner).toBe('taker_1');
     const { conf } = await ensureCluster();
     expect((await lockInfo(conf, 'maps', ns, 'vol')).lockers[0]?.name).toBe(b.clientName);

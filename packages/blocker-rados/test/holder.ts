@@ -153,3 +153,19 @@ export async function closeOpened(): Promise<void> {
 export async function counter(b: RadosBlocker, name: string): Promise<number> {
   return Number((await b.read(`${name}_data`, 0, 12)).toString());
 }
+
+/**
+ * Continues the stopped `h` and asserts it was fenced: its next write fails with EIO `fenced`, and
+ * nothing it writes lands in `<name>_data` (the counter read with `b` stays where it was).
+ */
+export async function expectFencedOnContinue(h: Holder, b: RadosBlocker, name: string): Promise<void> {
+  const { expect } = await import('vitest');
+  const landed = await counter(b, name);
+  const after = h.events.length;
+  h.child.kill('SIGCONT');
+  const failed = await h.next((e) => e.event === 'write-failed', after);
+  expect(failed).toMatchObject({ code: 'EIO', fenced: true });
+  await new Promise((r) => setTimeout(r, 300));
+  expect(await counter(b, name)).toBe(landed);
+  expect(h.events.filter((e) => e.event === 'wrote' && (e.n ?? 0) > landed)).toEqual([]);
+}
