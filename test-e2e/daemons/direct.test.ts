@@ -8,7 +8,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ENV, makeConfig, type TestConfig, VLMC } from './helpers.js';
+import { dataRequests, ENV, makeConfig, qemuIo as runQemuIo, type TestConfig, VLMC } from './helpers.js';
 
 let cfg: TestConfig | undefined;
 
@@ -16,27 +16,10 @@ afterAll(() => {
   cfg?.cleanup();
 });
 
-/** READ (1) and WRITE (2) requests blockerb logged as served so far. */
-function dataRequests(c: TestConfig): number {
-  let n = 0;
-  for (const line of c.log('blockerb').split('\n')) {
-    if (!line.includes('"msg":"served"')) continue;
-    const op = (JSON.parse(line) as { op?: number }).op;
-    if (op === 1 || op === 2) n++;
-  }
-  return n;
-}
-
 /** Runs qemu-io commands against a mapped volume's NBD URI; fails on any error or mismatch. */
-function qemuIo(uri: string, ...cmds: string[]): string {
-  const r = spawnSync('qemu-io', ['-f', 'raw', ...cmds.flatMap((c) => ['-c', c]), uri], {
-    encoding: 'utf8',
-    env: ENV,
-    timeout: 30_000,
-  });
-  expect(r.status, r.stderr).toBe(0);
-  expect(r.stdout + r.stderr).not.toMatch(/failed|error|Pattern verification/i);
-  return r.stdout;
+function qemuIo(uri: string, ...cmds: string[]): void {
+  const r = runQemuIo(uri, ...cmds);
+  expect(r.ok, r.out).toBe(true);
 }
 
 function map(c: TestConfig, name: string, env: NodeJS.ProcessEnv = {}): string {

@@ -171,3 +171,55 @@ export async function until(cond: () => boolean, ms = 5000, what = 'condition'):
     await sleep(20);
   }
 }
+
+/**
+ * The daemons' test configuration `c` with both blockers on RADOS (pools blocks and maps,
+ * namespace `ns` of the cluster of `cephConf`); `extra` is added to both sections, `mapperd` to
+ * `[mapperd]`.
+ */
+export function useRados(
+  c: TestConfig,
+  cephConf: string,
+  ns: string,
+  o: { extra?: string; mapperd?: string } = {},
+): TestConfig {
+  const text = readFileSync(c.conf, 'utf8');
+  const section = (role: string, pool: string, port: number) => `[${role}]
+type = rados_blocker
+portno_start = ${port}
+portno_end = ${port}
+nr_ops = 16
+pool = ${pool}
+namespace = ${ns}
+ceph_conf = ${cephConf}
+connect_timeout = 10
+${o.extra ?? 'op_timeout = 0\n'}`;
+  const rest = text.slice(text.indexOf('[mapperd]')).replace('[mapperd]\n', `[mapperd]\n${o.mapperd ?? ''}`);
+  writeFileSync(
+    c.conf,
+    `${text.slice(0, text.indexOf('[blockerb]'))}${section('blockerb', 'blocks', BLOCKERB_PORT)}\n${section('blockerm', 'maps', BLOCKERM_PORT)}\n${rest}`,
+  );
+  return c;
+}
+
+/** READ (1) and WRITE (2) requests blockerb logged as served so far (log level 3). */
+export function dataRequests(c: TestConfig): number {
+  let n = 0;
+  for (const line of c.log('blockerb').split('\n')) {
+    if (!line.includes('"msg":"served"')) continue;
+    const op = (JSON.parse(line) as { op?: number }).op;
+    if (op === 1 || op === 2) n++;
+  }
+  return n;
+}
+
+/** Runs qemu-io commands against a mapped volume's NBD URI (its output); `ok`: none may fail. */
+export function qemuIo(uri: string, ...cmds: string[]): { ok: boolean; out: string } {
+  const r = spawnSync('qemu-io', ['-f', 'raw', ...cmds.flatMap((c) => ['-c', c]), uri], {
+    encoding: 'utf8',
+    env: ENV,
+    timeout: 30_000,
+  });
+  const out = r.stdout + r.stderr;
+  return { ok: r.status === 0 && !/failed|error|Pattern verification/i.test(out), out };
+}

@@ -5,17 +5,17 @@
  * (its step 4 looks at the volume locks in RADOS).
  */
 import { spawnSync } from 'node:child_process';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ensureCluster, freshNamespace, lockInfo } from '../../packages/blocker-rados/test/cluster.js';
 import {
-  BLOCKERB_PORT,
   BLOCKERM_PORT,
   makeConfig,
   sleep,
   type TestConfig,
   until,
+  useRados,
   XSEG,
 } from '../daemons/helpers.js';
 import { requireTool } from '../lib/vlmc.js';
@@ -30,24 +30,7 @@ afterEach(() => {
 
 /** The daemons' test configuration with both blockers on RADOS (pools blocks and maps, namespace `ns`). */
 function radosConfig(conf: string, ns: string): TestConfig {
-  const c = makeConfig();
-  const text = readFileSync(c.conf, 'utf8');
-  const section = (role: string, pool: string, port: number) => `[${role}]
-type = rados_blocker
-portno_start = ${port}
-portno_end = ${port}
-nr_ops = 16
-pool = ${pool}
-namespace = ${ns}
-ceph_conf = ${conf}
-connect_timeout = 10
-op_timeout = 0
-`;
-  writeFileSync(
-    c.conf,
-    `${text.slice(0, text.indexOf('[blockerb]'))}${section('blockerb', 'blocks', BLOCKERB_PORT)}\n${section('blockerm', 'maps', BLOCKERM_PORT)}\n${text.slice(text.indexOf('[mapperd]'))}`,
-  );
-  return c;
+  return useRados(makeConfig(), conf, ns);
 }
 
 function ok(r: { status: number | null; stdout: string; stderr: string }, what: string): string {

@@ -40,8 +40,10 @@ import {
   type LockProcess,
   type LockRecord,
   type LockSession,
+  lockLostError,
   missingObjectError,
   missingSourceError,
+  notLockedError,
   type ObjectInfo,
   type ReleaseRequest,
   resolveIdentity,
@@ -65,6 +67,7 @@ import {
   readLock,
   remove,
   renew,
+  rewrite,
   type StoredRecord,
   type Swap,
   statusOf,
@@ -689,13 +692,7 @@ export class RadosBlocker extends AbstractBlocker {
     const hold = this.hold(native, next);
     const status = statusOf(state);
     const mine = state.stored?.client === native.client && state.stored.cookie === this.cookie;
-    if (mine && status === 'held') {
-      if ((await this.swap(name, 'renew', renew(pool, oid, state.raw as string, hold))) !== 'done')
-        return false;
-      // The op was guarded by the record `state` was read with: the request it showed is ours.
-      this.renewedAsks.set(this.askKey(name), state.request);
-      return true;
-    }
+    if (mine && status === 'held') return this.renewOwn(pool, name, expected, next, state);
     if (mine && status === 'stale') {
       throw new ArchipelagoError(
         'ELOCKED',
@@ -704,6 +701,8 @@ export class RadosBlocker extends AbstractBlocker {
       );
     }
     if (status === 'stale') await this.fenceStale(name, state);
+    // Another holder's record goes: the clients writing for it (`clients`) are cut off first.
+    else await this.fenceClients(name, cur);
     if (
       state.locker !== null &&
       (await this.swap(name, 'break', breakLocker(pool, oid, state.raw, state.locker))) !== 'done'
@@ -724,12 +723,102 @@ export class RadosBlocker extends AbstractBlocker {
     const state = await this.stateFor(pool, name, holder);
     if (state === null) return false;
     if (statusOf(state) === 'stale') await this.fenceStale(name, state);
+    else if (!this.isMine(state)) await this.fenceClients(name, holderOf(state) as LockRecord);
     if ((await this.swap(name, 'release', remove(pool, oid, state.raw, state.locker))) !== 'done')
       return false;
     this.renewedAsks.delete(this.askKey(name));
     // Wake waiters (every blocker watching <name>_lock); close() waits for this.
     this.notifyLock(pool, oid, NOTIFY_RELEASED);
     return true;
+  }
+
+  /** True when `state` is held (or was, if stale) by this blocker's client and cookie. */
+  private isMine(state: LockState): boolean {
+    const native = this[NATIVE];
+    return native !== null && state.stored?.client === native.client && state.stored.cookie === this.cookie;
+  }
+
+  /**
+   * Renews our own hold of `name` in place with `next`, keeping the record's `clients`. A
+   * registration (`addClient`) between the read and the renewal changes the record but not the
+   * hold: read again and retry while the lock is still ours and shows `expected`'s holder.
+   */
+  private async renewOwn(
+    pool: NativePool,
+    name: string,
+    expected: LockRecord,
+    next: LockRecord,
+    first: LockState,
+  ): Promise<boolean> {
+    const native = this[NATIVE] ?? (await this.ready);
+    const oid = name + LOCK_SUFFIX;
+    let state = first;
+    for (let attempt = 0; attempt < 50; attempt++) {
+      const clients = state.stored?.clients;
+      const hold = this.hold(native, clients === undefined ? next : { ...next, clients });
+      if ((await this.swap(name, 'renew', renew(pool, oid, state.raw as string, hold))) === 'done') {
+        // The op was guarded by the record `state` was read with: the request it showed is ours.
+        this.renewedAsks.set(this.askKey(name), state.request);
+        return true;
+      }
+      const now = await this.readState(pool, name);
+      const cur = holderOf(now);
+      if (statusOf(now) !== 'held' || !this.isMine(now) || cur === null || !sameHolder(cur, expected))
+        return false;
+      state = now;
+    }
+    return false;
+  }
+
+  /**
+   * Registers `addr`, the address of another librados client that writes for the holder of lock
+   * `name` (a `vlmc map` endpoint's own data client, writing for mapperd), in the lock's record
+   * (`clients`), so that every later break and take-over blocklists it too (as it does the
+   * holder's own client), whatever the holder's state. One op guarded by the record as read: a
+   * breaker that read the record before it fails its own guarded op, reads again and sees the
+   * address. The holder must be `holder` (owner, and process unless null: any process hold of
+   * that owner) and hold the lock now (`ENOTLOCKED` when nobody does, `ELOCKED` otherwise); the
+   * holder's renewals keep the list. Resolves with the record as written. Idempotent.
+   */
+  addClient(
+    name: string,
+    addr: string,
+    holder: { owner: string; process?: LockProcess | null },
+  ): Promise<LockRecord> {
+    const bad =
+      typeof addr === 'string' && addr !== '' && !/\s/.test(addr)
+        ? null
+        : new ArchipelagoError('EINVAL', `addClient: "addr" must be a client address, got ${String(addr)}`);
+    return this.counted(name, 'lock name', bad, async () => {
+      const pool = await this.connected();
+      const oid = name + LOCK_SUFFIX;
+      for (let attempt = 0; attempt < 50; attempt++) {
+        const state = await this.readState(pool, name);
+        const cur = holderOf(state);
+        if (cur === null) throw notLockedError(name);
+        const stored = state.stored;
+        if (
+          statusOf(state) !== 'held' ||
+          stored === null ||
+          cur.owner !== holder.owner ||
+          (holder.process !== undefined &&
+            holder.process !== null &&
+            !sameProcess(cur.process, holder.process))
+        )
+          throw lockLostError(name, describeHolder(cur));
+        if (cur.clients?.includes(addr)) return cur;
+        const rec: LockRecord = { ...cur, clients: [...(cur.clients ?? []), addr] };
+        const raw = encodeRecord(rec, stored.client, stored.cookie);
+        if (
+          (await this.swap(name, 'register a client of', rewrite(pool, oid, state.raw as string, raw))) ===
+          'done'
+        )
+          return rec;
+      }
+      throw new ArchipelagoError('EIO', `addClient ${name}: the lock kept changing during 50 attempts`, {
+        details: { lock: name },
+      });
+    });
   }
 
   // ------------------------------------------------------------------ release requests
@@ -886,6 +975,20 @@ export class RadosBlocker extends AbstractBlocker {
   }
 
   private async fence(name: string, rec: LockRecord, client: string | undefined): Promise<string | null> {
+    // The clients writing for the holder first, whatever the holder's own state: they do not die
+    // with it (an endpoint outlives a crashed mapperd), and a proxied holder's own client is not theirs.
+    const extra = await this.fenceClients(name, rec);
+    const own = await this.fenceHolder(name, rec, client);
+    // Null still means "the holder itself was not cut off" (the base then waits out its lease).
+    return own === null || extra === null ? own : `${own}; ${extra}`;
+  }
+
+  /** The holder's own part of `fence`: its client address (`addr`). */
+  private async fenceHolder(
+    name: string,
+    rec: LockRecord,
+    client: string | undefined,
+  ): Promise<string | null> {
     const p = rec.process;
     if (p !== null && sameHost(p, this.process)) {
       if (sameProcess(p, this.process)) return null; // never this process: it would fence itself
@@ -895,6 +998,29 @@ export class RadosBlocker extends AbstractBlocker {
     const native = this[NATIVE] ?? (await this.ready);
     const addr = rec.addr;
     if (addr === undefined || addr === '' || isOwnAddress(addr) || client === native.client) return null;
+    return this.blocklist(name, rec, addr);
+  }
+
+  /**
+   * Blocklists every address of `rec.clients` (the further clients that write for the holder,
+   * `addClient`) except this process's own: `blocklisted a, b`, or null when there was none.
+   */
+  private async fenceClients(name: string, rec: LockRecord): Promise<string | null> {
+    const clients = rec.clients ?? [];
+    if (clients.length === 0) return null;
+    const native = this[NATIVE] ?? (await this.ready);
+    const done: string[] = [];
+    for (const addr of new Set(clients)) {
+      if (addr === '' || addr === native.addr || isOwnAddress(addr)) continue;
+      await this.blocklist(name, rec, addr);
+      done.push(addr);
+    }
+    return done.length === 0 ? null : `blocklisted ${done.join(', ')} (writing for ${rec.owner})`;
+  }
+
+  /** Blocklists `addr` (a client of `rec`'s holder) for `blocklistExpireSeconds`, once per half that. */
+  private async blocklist(name: string, rec: LockRecord, addr: string): Promise<string> {
+    const native = this[NATIVE] ?? (await this.ready);
     const done = `blocklisted ${addr}`;
     const last = this.fencedAt.get(addr);
     const keepS = this.blocklistExpireSeconds || 3600;

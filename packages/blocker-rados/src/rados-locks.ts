@@ -79,6 +79,7 @@ export function encodeRecord(rec: LockRecord, client: string, cookie: string): s
     process: rec.process,
     expires: rec.expires,
     ...(rec.addr !== undefined ? { addr: rec.addr } : {}),
+    ...(rec.clients !== undefined && rec.clients.length > 0 ? { clients: [...rec.clients] } : {}),
     ...(rec.proxied === true ? { proxied: true } : {}),
     ...(rec.notBefore !== undefined ? { notBefore: rec.notBefore } : {}),
     client,
@@ -97,6 +98,16 @@ function isProcess(p: unknown): p is LockProcess {
     Number.isSafeInteger(o.pid) &&
     typeof o.start === 'string'
   );
+}
+
+/**
+ * The `clients` field of a stored record: a non-empty list of addresses, else nothing. A malformed
+ * list keeps its string entries (a break still blocklists what it can read).
+ */
+function clientsOf(v: unknown): { clients: string[] } | null {
+  if (!Array.isArray(v)) return null;
+  const clients = v.filter((a): a is string => typeof a === 'string' && a !== '');
+  return clients.length > 0 ? { clients } : null;
 }
 
 /** A stored record, or null when `raw` is not one. */
@@ -125,6 +136,7 @@ export function decodeRecord(raw: string): StoredRecord | null {
     process: p === null ? null : { host: p.host, boot: p.boot, pid: p.pid, start: p.start },
     expires: o.expires as number | null,
     ...(typeof o.addr === 'string' ? { addr: o.addr } : {}),
+    ...(clientsOf(o.clients) ?? {}),
     ...(o.proxied === true ? { proxied: true } : {}),
     ...(typeof o.notBefore === 'number' ? { notBefore: o.notBefore } : {}),
     client: o.client,
@@ -280,6 +292,11 @@ export function remove(
   if (locker !== null) steps.push(breakStep(locker));
   steps.push({ kind: 'rmxattr', name: RECORD_XATTR }, DROP_REQUEST);
   return swap(pool, oid, 'release', steps);
+}
+
+/** Rewrites the record to `rec` if it still is `raw` (the cls lock is left as it is). */
+export function rewrite(pool: NativePool, oid: string, raw: string, rec: string): Promise<Swap> {
+  return swap(pool, oid, 'rewrite', [guard(raw), setRecord(rec)]);
 }
 
 /**

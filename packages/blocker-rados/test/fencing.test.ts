@@ -6,29 +6,20 @@
  */
 import { currentProcess } from '@archipelago/blocker';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import type { RadosBlocker } from '../src/index.js';
-import { ensureCluster, freshNamespace, lockInfo, openRados } from './cluster.js';
-import { blocklist, removeBlocklisted, startHolder, stopHolders } from './holder.js';
+import { ensureCluster, freshNamespace, lockInfo } from './cluster.js';
+import {
+  blocklist,
+  closeOpened,
+  counter,
+  expectFencedOnContinue,
+  openFencer,
+  removeBlocklisted,
+  startHolder,
+} from './holder.js';
 
-const opened: RadosBlocker[] = [];
-
-afterEach(async () => {
-  stopHolders();
-  await Promise.all(opened.splice(0).map((b) => b.close()));
-});
+afterEach(closeOpened);
 
 afterAll(removeBlocklisted);
-
-async function open(namespace: string, identity: string, extra = {}): Promise<RadosBlocker> {
-  const b = await openRados({ pool: 'maps', namespace, identity, blocklistExpireSeconds: 600, ...extra });
-  opened.push(b);
-  return b;
-}
-
-/** The counter the holder last wrote into `<volume>_data`. */
-async function counter(b: RadosBlocker, volume: string): Promise<number> {
-  return Number((await b.read(`${volume}_data`, 0, 12)).toString());
-}
 
 describe('fencing a lock holder in another process', () => {
   it('breakLock blocklists a live holder elsewhere: its next writes fail with EIO fenced', async () => {
@@ -41,7 +32,7 @@ describe('fencing a lock holder in another process', () => {
     });
     const addr = holder.ready.addr as string;
     await holder.next((e) => e.event === 'wrote' && (e.n ?? 0) >= 3);
-    const b = await open(ns, 'breaker_1');
+    const b = await openFencer(ns, 'breaker_1');
     expect(addr).not.toBe(b.clientAddr);
     await expect(b.acquire('vol')).rejects.toMatchObject({ code: 'ELOCKED', details: { owner: 'holder_1' } });
 
@@ -76,7 +67,7 @@ describe('fencing a lock holder in another process', () => {
     const holder = await startHolder({ namespace: ns, volume: 'vol', leaseMs: 1500 });
     const addr = holder.ready.addr as string;
     await holder.next((e) => e.event === 'wrote' && (e.n ?? 0) >= 3);
-    const b = await open(ns, 'taker_1', { lockRecheckMs: 200 });
+    const b = await openFencer(ns, 'taker_1', { lockRecheckMs: 200 });
     await expect(b.acquire('vol')).rejects.toMatchObject({ code: 'ELOCKED', details: { owner: 'holder_1' } });
     // A live process of this host: neither taken over nor broken while it renews.
     await expect(b.breakLock('vol')).rejects.toMatchObject({ code: 'EBUSY' });
@@ -91,15 +82,7 @@ describe('fencing a lock holder in another process', () => {
     expect(r.tookOver).toContain(`blocklisted ${addr}`);
     expect(await blocklist()).toContain(addr);
     expect(await b.lockInfo('vol')).toMatchObject({ owner: 'taker_1', process: { pid: process.pid } });
-    const landed = await counter(b, 'vol');
-
-    const after = holder.events.length;
-    holder.child.kill('SIGCONT');
-    const failed = await holder.next((e) => e.event === 'write-failed', after);
-    expect(failed).toMatchObject({ code: 'EIO', fenced: true });
-    await new Promise((r) => setTimeout(r, 300));
-    expect(await counter(b, 'vol')).toBe(landed);
-    expect(holder.events.filter((e) => e.event === 'wrote' && (e.n ?? 0) > landed)).toEqual([]);
+    await expectFencedOnContinue(holder, b, 'vol');
     expect((await b.renew('vol')).owner).toBe('taker_1');
     const { conf } = await ensureCluster();
     expect((await lockInfo(conf, 'maps', ns, 'vol')).lockers[0]?.name).toBe(b.clientName);
@@ -108,8 +91,8 @@ describe('fencing a lock holder in another process', () => {
   it('never blocklists a client of this process: a break waits out the lease instead', async () => {
     const ns = freshNamespace('fence-self');
     // Two librados clients of this process (another connect timeout makes another client).
-    const holder = await open(ns, 'holder_1', { connectTimeoutMs: 9_992 });
-    const b = await open(ns, 'breaker_1');
+    const holder = await openFencer(ns, 'holder_1', { connectTimeoutMs: 9_992 });
+    const b = await openFencer(ns, 'breaker_1');
     expect(holder.clientAddr).not.toBe(b.clientAddr);
     await holder.acquire('vol', { as: { ...currentProcess(), host: 'fence-test-elsewhere' }, leaseMs: 700 });
     const report = await b.breakLock('vol');

@@ -7,7 +7,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { ensureCluster } from './cluster.js';
+import type { RadosBlocker } from '../src/index.js';
+import { ensureCluster, openRados } from './cluster.js';
 import { runOk } from './run.js';
 
 const CHILD = join(import.meta.dirname, 'child');
@@ -56,6 +57,7 @@ export async function startHolder(o: {
   identity?: string;
   watchRelease?: boolean;
   yieldOnRequest?: boolean;
+  writeOnly?: boolean;
 }): Promise<Holder> {
   const { conf } = await ensureCluster();
   const spec = { conf, pool: 'maps', identity: 'holder_1', writeEveryMs: 50, ...o };
@@ -130,4 +132,40 @@ export async function removeBlocklisted(): Promise<void> {
     if (listed.has(addr)) await runOk('ceph', ['-c', conf, ...NO_ASOK, 'osd', 'blocklist', 'rm', addr]);
   }
   addresses.clear();
+}
+
+const opened: RadosBlocker[] = [];
+
+/** A RadosBlocker on pool `maps` of namespace `namespace` (blocklisting for 600 s), closed by `closeOpened`. */
+export async function openFencer(namespace: string, identity: string, extra = {}): Promise<RadosBlocker> {
+  const b = await openRados({ pool: 'maps', namespace, identity, blocklistExpireSeconds: 600, ...extra });
+  opened.push(b);
+  return b;
+}
+
+/** Stops the holders and closes the blockers `openFencer` opened (afterEach of the fencing tests). */
+export async function closeOpened(): Promise<void> {
+  stopHolders();
+  await Promise.all(opened.splice(0).map((b) => b.close()));
+}
+
+/** The counter a holder (or writer) last wrote into `<name>_data`. */
+export async function counter(b: RadosBlocker, name: string): Promise<number> {
+  return Number((await b.read(`${name}_data`, 0, 12)).toString());
+}
+
+/**
+ * Continues the stopped `h` and asserts it was fenced: its next write fails with EIO `fenced`, and
+ * nothing it writes lands in `<name>_data` (the counter read with `b` stays where it was).
+ */
+export async function expectFencedOnContinue(h: Holder, b: RadosBlocker, name: string): Promise<void> {
+  const { expect } = await import('vitest');
+  const landed = await counter(b, name);
+  const after = h.events.length;
+  h.child.kill('SIGCONT');
+  const failed = await h.next((e) => e.event === 'write-failed', after);
+  expect(failed).toMatchObject({ code: 'EIO', fenced: true });
+  await new Promise((r) => setTimeout(r, 300));
+  expect(await counter(b, name)).toBe(landed);
+  expect(h.events.filter((e) => e.event === 'wrote' && (e.n ?? 0) > landed)).toEqual([]);
 }

@@ -38,6 +38,13 @@ export interface LockRecord {
   /** RADOS: the holder's client address, which fencing blocklists. */
   addr?: string;
   /**
+   * RADOS: the addresses of further clients that write for the holder (a `vlmc map` endpoint's
+   * own data client, registered with `RadosBlocker.addClient`). Every break and take-over
+   * blocklists them too, whatever the holder's own state; the holder's renewals keep them.
+   * Absent in records of older versions (none).
+   */
+  clients?: string[];
+  /**
    * The lock is held for a process other than the blocker that wrote it (a blocker peer holds
    * it for its client): cutting off the writer's client (`addr`) does not stop the holder's other
    * clients, so a break also waits its lease out.

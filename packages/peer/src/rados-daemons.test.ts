@@ -100,6 +100,28 @@ describe('mapperd and vlmcd over rados_blocker peers', () => {
     }
   });
 
+  it("ADD_CLIENT to mapperd records a client of the sender's in the volume lock; releases drop it", async () => {
+    const mapper = new SegmentMapper({ segment: seg, port: P.mapperd });
+    const addr = `10.0.0.8:0/${randomBytes(3).readUIntBE(0, 3)}`;
+    try {
+      await mapper.create('acv', { size: 8 * MiB, blocksize: 4 * MiB });
+      await mapper.openVolume('acv');
+      const rec = await mapper.addClient('acv', addr);
+      expect(rec).toMatchObject({ owner: 'test_mapperd', proxied: true, clients: [addr] });
+      expect(await mapper.addClient('acv', addr)).toMatchObject({ clients: [addr] }); // idempotent
+      const stored = await runOk('rados', [
+        ...['-c', conf, '--admin-socket=', '-p', 'maps', '-N', ns],
+        ...['getxattr', 'acv_lock', 'archipelago.holder'],
+      ]);
+      expect(JSON.parse(stored.stdout)).toMatchObject({ owner: 'test_mapperd', clients: [addr] });
+      await expect(mapper.addClient('acv', '')).rejects.toMatchObject({ code: 'EINVAL' });
+      await mapper.closeVolume('acv');
+      expect((await lockInfo('maps', 'acv_lock')).lockers).toEqual([]);
+    } finally {
+      await mapper.close();
+    }
+  });
+
   it("locks taken through the peer carry the client's identity; another identity gets ELOCKED", async () => {
     const a = new SegmentBlocker({ segment: seg, port: P.blockerm, identity: 'hostA_client' });
     const b = new SegmentBlocker({ segment: seg, port: P.blockerm, identity: 'hostB_client' });
@@ -146,6 +168,8 @@ describe('a blocker peer fenced by another host', () => {
   it('fails its clients with EIO fenced, as a local RadosBlocker would, and they do not retry', async () => {
     // A blocker peer of its own: fencing blocklists its RADOS client, so every client of it.
     const FENCED_PORT = 9;
+    /** The address of no client (a fake one: this process's own clients are never blocklisted). */
+    const writer = `10.0.0.9:0/${randomBytes(3).readUIntBE(0, 3)}`;
     await h.start({ ...base('blockerf', FENCED_PORT), blocker: rados('maps') });
     const a = new SegmentBlocker({ segment: seg, port: FENCED_PORT, identity: 'hostA_fenced' });
     const { RadosBlocker } = await import('@archipelago/blocker-rados');
@@ -161,9 +185,28 @@ describe('a blocker peer fenced by another host', () => {
       // through it, so the break also waits out the holder's lease.
       const elsewhere: LockProcess = { host: 'hostA', boot: 'another-boot', pid: 4242, start: '42' };
       await a.acquire('fencelock', { as: elsewhere, leaseMs: 1500 });
+      // A client writing for the holder (a `vlmc map` endpoint's own data client), registered
+      // through the peer (ADD_CLIENT) for the holder's process only; renewals keep it.
+      await expect(
+        a.addClient('fencelock', writer, { as: { ...elsewhere, pid: 4243 } }),
+      ).rejects.toMatchObject({
+        code: 'ELOCKED',
+      });
+      expect(await a.addClient('fencelock', writer, { as: elsewhere })).toMatchObject({
+        owner: 'hostA_fenced',
+        clients: [writer],
+      });
+      await a.renew('fencelock', { as: elsewhere, leaseMs: 1500 });
+      expect((await other.lockInfo('fencelock'))?.clients).toEqual([writer]);
       const t0 = Date.now();
       const report = await other.breakLock('fencelock');
-      expect(report.fenced).toMatch(/^blocklisted \S+, and its lease ran out$/);
+      expect(report.fenced).toMatch(
+        new RegExp(
+          `^blocklisted \\S+; blocklisted ${writer} \\(writing for hostA_fenced\\), and its lease ran out$`,
+        ),
+      );
+      const listed = await runOk('ceph', ['-c', conf, '--admin-socket=', 'osd', 'blocklist', 'ls']);
+      expect(listed.stdout).toContain(writer);
       expect(Date.now() - t0).toBeGreaterThanOrEqual(1000);
       expect(report.previous).toMatchObject({ owner: 'hostA_fenced', process: elsewhere });
       for (const call of [
@@ -178,6 +221,7 @@ describe('a blocker peer fenced by another host', () => {
     } finally {
       await Promise.all([a.close(), other.close()]);
       h.children.get('blockerf')?.kill('SIGKILL');
+      await runOk('ceph', ['-c', conf, '--admin-socket=', 'osd', 'blocklist', 'rm', writer]).catch(() => {});
     }
   }, 60_000);
 });

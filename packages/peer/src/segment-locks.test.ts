@@ -155,6 +155,23 @@ describe('locks over the segment', () => {
     }
   });
 
+  it('answers ADD_CLIENT with ENOTSUP: a file blocker cuts off no clients', async () => {
+    const a = client({ identity: 'host1_addclient' });
+    try {
+      await a.acquire('addclient');
+      await expect(a.addClient('addclient', '10.0.0.9:0/1')).rejects.toMatchObject({
+        code: 'ENOTSUP',
+        message: /cuts off no clients/,
+      });
+      await expect(
+        raw(PeerOp.ADD_CLIENT, 'addclient', encodeLockArgs({ identity: 'host1_addclient', addr: 'a b' })),
+      ).rejects.toMatchObject({ code: 'EINVAL' });
+      await a.release('addclient');
+    } finally {
+      await a.close();
+    }
+  });
+
   it('breakLock without onWait waits for the lease in the peer, in one call', () =>
     withHeldElsewhere('vol6', 300, async (_a, b) => {
       const t0 = Date.now();

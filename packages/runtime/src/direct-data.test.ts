@@ -273,15 +273,16 @@ describe('without map leases (ARCHIPELAGO_MAP_LEASE_MS=0)', () => {
 });
 
 describe('chooseDataPath', () => {
-  it('takes the segment for RADOS, and refuses a forced direct path there', () => {
+  it('takes the segment for RADOS unless the direct path is asked for (its client registered in the lock)', () => {
     const rados = loadConfig(
       configFile('rados.conf', { type: 'rados_blocker', pool: 'p', archip_dir: undefined }),
       { env: {} },
     );
     expect(chooseDataPath(rados, {})).toMatchObject({ path: 'segment', why: /blocklists/ });
-    expect(() => chooseDataPath(rados, { [DATA_PATH_ENV]: 'direct' })).toThrow(
-      /ARCHIPELAGO_DATA_PATH=direct: blockerb is a rados_blocker/,
-    );
+    expect(chooseDataPath(rados, { [DATA_PATH_ENV]: 'direct' })).toMatchObject({
+      path: 'direct',
+      why: /rados_blocker; the endpoint's own client writes once the volume lock names it/,
+    });
   });
 
   it('takes the segment when the directory cannot be reached, and says why', () => {

@@ -28,15 +28,22 @@
  *   until it runs out (1 s by default), and a fenced mapperd renews none and answers no lookup,
  *   so the endpoint stops writing within a map lease of mapperd's self-fencing, which comes a fifth
  *   of the volume lease before a breaker proceeds (docs/ARCHITECTURE.md, "Locks, leases and
- *   fencing"). **RADOS** stays on the segment path: a lock break blocklists the RADOS client the
- *   lock record names (blockerb's), not an endpoint's own client.
+ *   fencing").
+ * - **Fencing (RADOS, `RadosDirectDataBlocker`).** The endpoint's own librados client of
+ *   `[blockerb]` writes only while its address is registered in the lock record of every volume
+ *   it has open (`clients`, through mapperd and blockerm), confirmed within the current map epoch;
+ *   every break and take-over blocklists the registered clients, so the OSDs refuse its writes
+ *   after a break even if it was stopped across it (no timing assumption). Until a registration
+ *   is current, writes go across the segment to blockerb.
  *
  * `ARCHIPELAGO_DATA_PATH=direct|segment` forces a path (`auto`, the default: direct when the
- * store is a file blocker whose directory this process can read and write).
+ * store is a file blocker whose directory this process can read and write; a rados_blocker store
+ * takes the direct path only when asked, `direct`).
  */
 import { accessSync, constants } from 'node:fs';
 import type * as B from '@archipelago/blocker';
 import type { FileBlocker } from '@archipelago/blocker-file';
+import type { RadosBlocker } from '@archipelago/blocker-rados';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import type { LoadedConfig } from './config.js';
 import { openBlocker } from './embedded.js';
@@ -63,6 +70,12 @@ export interface MapEpochSource {
   readonly mapEpoch: number;
 }
 
+/** What the RADOS direct path needs of the SegmentMapper: its epoch, its volumes, ADD_CLIENT. */
+export interface ClientRegistrar extends MapEpochSource {
+  openVolumes(): string[];
+  addClient(name: string, addr: string): Promise<unknown>;
+}
+
 /**
  * Which data path an endpoint of `loaded` takes, and why: `direct` when asked (or `auto`) and the
  * `[blockerb]` section is a file blocker whose directory this process can read and write.
@@ -76,10 +89,15 @@ export function chooseDataPath(
   if (asked === 'segment') return { path: 'segment', why: `${DATA_PATH_ENV}=segment` };
   const o = blockerOptions(loaded, 'blockerb');
   let refused: string | null = null;
-  if (o.type !== 'file_blocker')
-    refused =
-      'blockerb is a rados_blocker: a lock break blocklists the RADOS client of the lock record (blockerb), not an endpoint of its own';
-  else {
+  if (o.type !== 'file_blocker') {
+    // RADOS: only when asked (RadosDirectDataBlocker: its client registered in the volume lock).
+    if (asked === 'direct')
+      return {
+        path: 'direct',
+        why: `${DATA_PATH_ENV}=direct: [blockerb] is a rados_blocker; the endpoint's own client writes once the volume lock names it`,
+      };
+    refused = `blockerb is a rados_blocker: the direct path there is taken only with ${DATA_PATH_ENV}=direct (its client registered in the volume lock, which every break blocklists)`;
+  } else {
     try {
       accessSync(o.dir, constants.R_OK | constants.W_OK | constants.X_OK);
     } catch (e) {
@@ -107,9 +125,9 @@ export class DirectDataBlocker implements B.Blocker {
   readonly stats = { reads: 0, writes: 0, fdResets: 0, recallFlushes: 0 };
 
   constructor(
-    readonly data: FileBlocker,
+    readonly data: FileBlocker | RadosBlocker,
     readonly peer: B.Blocker,
-    private readonly maps: MapEpochSource,
+    protected readonly maps: MapEpochSource,
   ) {
     this.kind = peer.kind;
     this.identity = peer.identity;
@@ -128,7 +146,7 @@ export class DirectDataBlocker implements B.Blocker {
   /** Forgets every cached fd of the endpoint's own blocker. */
   forgetFds(): void {
     this.stats.fdResets++;
-    this.data.forgetCachedFds();
+    if ('forgetCachedFds' in this.data) this.data.forgetCachedFds();
   }
 
   /**
@@ -209,7 +227,10 @@ export class DirectDataBlocker implements B.Blocker {
     return this.peer.hash(name, size);
   }
   space(): Promise<B.StorageSpace> {
-    return this.data.space();
+    const d = this.data;
+    if ('space' in d) return (d as FileBlocker).space();
+    if (this.peer.space) return this.peer.space();
+    return Promise.reject(new ArchipelagoError('ENOTSUP', 'blockerb cannot tell its space'));
   }
 
   /** Closes the endpoint's own blocker (the SegmentBlocker is the runtime's to disconnect). */
@@ -225,12 +246,81 @@ export class DirectDataBlocker implements B.Blocker {
 export async function openDirectData(
   loaded: LoadedConfig,
   peer: B.Blocker,
-  maps: MapEpochSource,
+  maps: ClientRegistrar,
 ): Promise<DirectDataBlocker> {
   const o = blockerOptions(loaded, 'blockerb');
-  if (o.type !== 'file_blocker')
-    throw new ArchipelagoError('EINVAL', 'the direct data path needs a file blocker');
+  if (o.type !== 'file_blocker') {
+    const data = (await openBlocker(o, null, { role: 'blockerb', file: loaded.path })) as RadosBlocker;
+    return new RadosDirectDataBlocker(data, peer, maps);
+  }
   process.umask(umaskOf(loaded, 'blockerb'));
   const data = (await openBlocker(o, null, { role: 'blockerb', file: loaded.path })) as FileBlocker;
   return new DirectDataBlocker(data, peer, maps);
+}
+
+/**
+ * The direct data path on RADOS: the endpoint's own RadosBlocker of `[blockerb]` writes data
+ * objects only while its client address is registered in the lock record of every volume it has
+ * open (`SegmentMapper.addClient` → mapperd → blockerm, the record's `clients`), so that every
+ * break and take-over of those locks blocklists it as well as blockerb's and blockerm's clients:
+ * the OSDs refuse its later writes, also when it was stopped across the break (no timing
+ * assumption, as for the rest of RADOS).
+ *
+ * When: a registration counts for the SegmentMapper's `mapEpoch` it started and ended in. While
+ * the epoch stays put, every mapping came from one lease of mapperd's, and mapperd releases a lock
+ * (which drops the list with the record) only after recalling that lease (the epoch moves), so
+ * the record that names the client is the one a breaker must rewrite. A write whose epoch has no
+ * registration goes to blockerb across the segment (today's path) and starts one; reads need no
+ * fencing and always go direct.
+ */
+export class RadosDirectDataBlocker extends DirectDataBlocker {
+  /** The map epoch the last registration was confirmed in (-1: none yet). */
+  private registeredAt = -1;
+  private registering: Promise<void> | null = null;
+  /** Writes sent to blockerb while no registration was current; the last registration error. */
+  readonly fencing = { segmentWrites: 0, registrations: 0, lastError: null as Error | null };
+
+  constructor(
+    override readonly data: RadosBlocker,
+    peer: B.Blocker,
+    private readonly registrar: ClientRegistrar,
+  ) {
+    super(data, peer, registrar);
+  }
+
+  /** True when a write now may go direct (the registration is of the current map epoch). */
+  get registered(): boolean {
+    return this.registeredAt !== -1 && this.registeredAt === this.registrar.mapEpoch;
+  }
+
+  override write(name: string, offset: number, data: Uint8Array, options?: B.WriteOptions): Promise<void> {
+    if (this.registered) return super.write(name, offset, data, options);
+    this.register();
+    this.fencing.segmentWrites++;
+    return this.peer.write(name, offset, data, options);
+  }
+
+  /** Registers this client in the lock of every open volume (not awaited by the data path). */
+  register(): Promise<void> {
+    if (this.registering !== null) return this.registering;
+    const epoch = this.registrar.mapEpoch;
+    const addr = this.data.clientAddr;
+    const run = async () => {
+      if (addr === null || addr === '')
+        throw new ArchipelagoError('EIO', 'the endpoint RADOS client has no address');
+      const volumes = this.registrar.openVolumes();
+      for (const v of volumes) await this.registrar.addClient(v, addr);
+      this.fencing.registrations++;
+      if (volumes.length > 0 && this.registrar.mapEpoch === epoch) this.registeredAt = epoch;
+    };
+    const p = run()
+      .catch((e: unknown) => {
+        this.fencing.lastError = e instanceof Error ? e : new Error(String(e));
+      })
+      .finally(() => {
+        this.registering = null;
+      });
+    this.registering = p;
+    return p;
+  }
 }

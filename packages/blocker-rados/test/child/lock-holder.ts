@@ -6,7 +6,8 @@
  * name), `wrote` (n), `write-failed` / `renew-failed` (n, code, message, fenced).
  *
  * Options come as JSON in ARCHIP_HOLDER: conf, pool, namespace, identity, volume, leaseMs,
- * writeEveryMs, and `host`: hold the lock for this process as if it ran on that host (a holder
+ * writeEveryMs, `writeOnly` (no lock: it only writes `<volume>_data`, as a client writing for
+ * another holder does), and `host`: hold the lock for this process as if it ran on that host (a holder
  * elsewhere, whose lock a break fences instead of refusing).
  *
  * Release requests (test/release-requests.test.ts): with `watchRelease` it watches the lock
@@ -29,6 +30,8 @@ interface Options {
   host?: string;
   watchRelease?: boolean;
   yieldOnRequest?: boolean;
+  /** Take no lock: only write the counter (a client writing for another holder, test/clients.test.ts). */
+  writeOnly?: boolean;
 }
 
 const o = JSON.parse(process.env.ARCHIP_HOLDER ?? '{}') as Options;
@@ -49,7 +52,8 @@ const b = await RadosBlocker.open({
   // This process, as if it ran on host `o.host` (its own hold, not one held for another process).
   ...(o.host === undefined ? {} : { process: { ...currentProcess(), host: o.host } }),
 });
-await b.acquire(o.volume);
+if (o.writeOnly !== true) await b.acquire(o.volume);
+else await b.write(`${o.volume}_data`, 0, Buffer.from('0'.padStart(12, '0'))); // connected
 say('ready', { addr: b.clientAddr, client: b.clientName, pid: process.pid });
 // (a request made before the watch is in place is found once it is: watchRelease reads the lock)
 const now = () => Number(process.hrtime.bigint() / 1000n);
@@ -66,15 +70,16 @@ if (o.watchRelease === true) {
   });
 }
 
-setInterval(
-  () => {
-    b.renew(o.volume).then(
-      () => {},
-      (e: unknown) => say('renew-failed', failure(e)),
-    );
-  },
-  Math.max(50, Math.floor(o.leaseMs / 3)),
-);
+if (o.writeOnly !== true)
+  setInterval(
+    () => {
+      b.renew(o.volume).then(
+        () => {},
+        (e: unknown) => say('renew-failed', failure(e)),
+      );
+    },
+    Math.max(50, Math.floor(o.leaseMs / 3)),
+  );
 let n = 0;
 setInterval(() => {
   if (!holding) return;

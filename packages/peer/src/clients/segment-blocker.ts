@@ -353,6 +353,21 @@ export class SegmentBlocker extends AbstractBlocker {
     });
   }
 
+  /**
+   * ADD_CLIENT: registers client address `addr` in the record of lock `name`, held by this
+   * identity for process `as` (default: any hold of this identity, a host hold too), as a client that writes for the holder:
+   * every later break blocklists it too (RADOS, `RadosBlocker.addClient`). `ENOTSUP` from a blocker
+   * peer whose store cuts off no clients (files); `ELOCKED`/`ENOTLOCKED` when this identity and
+   * process do not hold the lock. Resolves with the record as written.
+   */
+  addClient(name: string, addr: string, options: { as?: LockProcess } = {}): Promise<LockRecord> {
+    return this.counted(name, 'lock name', null, () => {
+      const data = this.lockArgs({ ...(options.as !== undefined ? { as: options.as } : {}), addr });
+      const o = { op: PeerOp.ADD_CLIENT, target: name, data };
+      return this.link.json<LockRecord>(`addClient ${name}`, o, true);
+    });
+  }
+
   /** LOCKINFO: the record (owner, holding process, lease), as the peer's blocker reads it. */
   protected _lockHolder(name: string): Promise<LockRecord | null> {
     const o = { op: PeerOp.LOCKINFO, target: name };

@@ -532,6 +532,18 @@ export class SegmentMapper extends PeerClient implements MapperApi {
     return this.track(name, () => this.segments(op, name, offset, length, opts));
   }
 
+  /**
+   * ADD_CLIENT: registers `addr`, the address of a librados client of this process that writes
+   * volume `name`'s data objects itself (the endpoint's direct data path on RADOS), in the volume
+   * lock's record, so that every later break of the lock blocklists it too. mapperd holds the
+   * volume first (as for a write). Resolves with the record; `ENOTSUP` on a file store.
+   */
+  addClient(name: string, addr: string): Promise<import('@archipelago/blocker').LockRecord> {
+    return this.track(name, () =>
+      this.json(`addClient ${name}`, { op: MapperOp.ADD_CLIENT, target: name, ...this.args({ addr }) }, true),
+    );
+  }
+
   assertWritable(name: string, opts: LoadOptions = {}): Promise<void> {
     if (this.caching && !opts.assumeV0) {
       const c = this.caches.get(name);

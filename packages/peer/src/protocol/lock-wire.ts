@@ -31,6 +31,8 @@ export interface LockArgs {
   join?: boolean;
   /** REQUEST_RELEASE: who asks (default `identity`). */
   by?: string;
+  /** ADD_CLIENT: the client address that writes for the holder. */
+  addr?: string;
 }
 
 /** What BREAK answers: the report, or (with `progress`) that the break waits `ms` for `what`. */
@@ -62,6 +64,11 @@ export function decodeLockArgs(data: Buffer, what: string): LockArgs {
     if (typeof o.by !== 'string' || o.by === '' || Buffer.byteLength(o.by) > MAX_IDENTITY_BYTES)
       throw bad(what, `"by" must be a non-empty string of at most ${MAX_IDENTITY_BYTES} bytes`);
     a.by = o.by;
+  }
+  if (o.addr !== undefined) {
+    if (typeof o.addr !== 'string' || o.addr === '' || o.addr.length > 256 || /\s/.test(o.addr))
+      throw bad(what, '"addr" must be a client address (1..256 characters, no spaces)');
+    a.addr = o.addr;
   }
   return a;
 }

@@ -76,6 +76,14 @@ export const MapperOp = {
    * goes on, uncached while it runs); reply JSON FlattenResult.
    */
   FLATTEN: 92,
+  /**
+   * addClient: data = JSON `{ addr }`, a librados client address of the sender (a `vlmc map`
+   * endpoint's own data client, RADOS). mapperd makes sure it holds the volume (as for a write)
+   * and registers `addr` in the volume lock's record through blockerm (blocker op ADD_CLIENT):
+   * every later break of the lock blocklists it too. Reply JSON LockRecord. `ENOTSUP` when
+   * blockerm's store cuts off no clients (files).
+   */
+  ADD_CLIENT: 93,
 } as const;
 
 /**

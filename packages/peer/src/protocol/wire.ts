@@ -27,6 +27,13 @@ export const PeerOp = {
    * LockRecord (the holder asked), or null when the lock is free (nothing asked).
    */
   REQUEST_RELEASE: 70,
+  /**
+   * addClient (RADOS, `RadosBlocker.addClient`): target = lock name, data = JSON LockArgs
+   * (identity, as?, addr); registers client address `addr` as writing for the holder `identity`
+   * (process `as`; without it any hold of the identity), so that every break blocklists it too; reply JSON LockRecord. `ENOTSUP` from a
+   * backend that fences no clients (files).
+   */
+  ADD_CLIENT: 71,
 } as const;
 
 /** The blocker ops a blocker peer serves. */

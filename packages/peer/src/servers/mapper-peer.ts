@@ -274,6 +274,14 @@ export function createMapperService(
         return json(await mapper.list());
       case MapperOp.ENTRIES:
         return json(await mapper.entries(name, load(req)));
+      case MapperOp.ADD_CLIENT: {
+        const addr = args(req).addr;
+        if (typeof addr !== 'string' || addr === '')
+          throw new ArchipelagoError('EINVAL', `addClient ${name}: "addr" must be a client address`);
+        // Held by this mapperd (taken back if it was yielded), as before a write; then recorded.
+        await mapper.assertWritable(name, load(req));
+        return json(await blockerm.addClient(name, addr));
+      }
       case MapperOp.ASSERTWRITABLE:
         await mapper.assertWritable(name, load(req));
         return { serviced: 0 };
