@@ -47,6 +47,10 @@ describe('the shared endpoint process of a configuration', () => {
       });
       // Through the daemons the endpoint holds no RADOS client: blockerb does.
       expect(shareEndpointOf(rados, { ARCHIPELAGO_WIRING: 'daemons' }).shared).toBe(true);
+      // Unless it writes RADOS itself: its client is then in each volume's lock record.
+      expect(
+        shareEndpointOf(rados, { ARCHIPELAGO_WIRING: 'daemons', ARCHIPELAGO_DATA_PATH: 'direct' }),
+      ).toMatchObject({ shared: false, why: expect.stringMatching(/one client per mapped volume/) });
       expect(shareEndpointOf(files, { ...env, [ENDPOINT_MODE_ENV]: 'per-volume' }).shared).toBe(false);
     } finally {
       rmSync(dir, { recursive: true, force: true });

@@ -27,6 +27,7 @@ import { NbdServer, unlinkIfPresent, volumeExport } from '@archipelago/nbd';
 import pino from 'pino';
 import { type LoadedConfig, loadConfig } from '../config.js';
 import { dataPathOf } from '../daemons-client.js';
+import { chooseDataPath, DATA_PATH_ENV } from '../direct-data.js';
 import { sectionOf } from '../paths.js';
 import { reportReady, reportStartFailure } from '../spawn.js';
 import type { Runtime } from '../types.js';
@@ -93,6 +94,14 @@ export function shareEndpointOf(
           shared: false,
           why: `[${role}] is a rados_blocker in the embedded wiring: one RADOS client per mapped volume, so that a lock break fences only its volume`,
         };
+  } else if (
+    sectionOf(loaded, 'blockerb').type === 'rados_blocker' &&
+    chooseDataPath(loaded, env).path === 'direct'
+  ) {
+    return {
+      shared: false,
+      why: `${DATA_PATH_ENV}=direct over a rados_blocker: the endpoint's own RADOS client is in each volume's lock record, and a break blocklists it: one client per mapped volume`,
+    };
   }
   return { shared: true, why: 'one endpoint process per host' };
 }
