@@ -66,7 +66,13 @@ const sh = (cmd, args, env) => execFileSync(cmd, args, { encoding: 'utf8', env: 
 function guestDir() {
   const dirs = existsSync(GUEST_CACHE)
     ? readdirSync(GUEST_CACHE)
-        .filter((d) => !d.includes('.tmp') && existsSync(join(GUEST_CACHE, d, 'initramfs.cpio')))
+        // The base guest (its inputs.json names the modules), not a script guest built over it.
+        .filter(
+          (d) =>
+            !d.includes('.tmp') &&
+            existsSync(join(GUEST_CACHE, d, 'initramfs.cpio')) &&
+            existsSync(join(GUEST_CACHE, d, 'inputs.json')),
+        )
         .map((d) => join(GUEST_CACHE, d))
     : [];
   dirs.sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs);
