@@ -66,7 +66,14 @@ try {
         `[blockerm]\ntype = file_blocker\narchip_dir = ${join(tmp, `${i}-maps`)}\n`,
     );
     const m = /^((?:\w+=[^,:]*,?)+):(.+)$/.exec(b);
-    const env = m ? Object.fromEntries(m[1].split(',').filter(Boolean).map((kv) => kv.split('='))) : {};
+    const env = m
+      ? Object.fromEntries(
+          m[1]
+            .split(',')
+            .filter(Boolean)
+            .map((kv) => kv.split('=')),
+        )
+      : {};
     const bin = resolve(m ? m[2] : b);
     await call(conf, bin, ['create', 'v', '--size', '1T'], env);
     await call(conf, bin, ['snapshot', 'v', 'warm'], env); // and the code cache

@@ -164,7 +164,12 @@ async function main() {
   const sides = [vlmcSide('vlmc (file)', join(tmp, 'file.conf')), qemuSide(tmp)];
   if (o['before-bin'] || o['before-env']) {
     await fs.promises.writeFile(join(tmp, 'before.conf'), fileConf('b'));
-    const env = Object.fromEntries((o['before-env'] ?? '').split(',').filter(Boolean).map((kv) => kv.split('=')));
+    const env = Object.fromEntries(
+      (o['before-env'] ?? '')
+        .split(',')
+        .filter(Boolean)
+        .map((kv) => kv.split('=')),
+    );
     sides.push(vlmcSide('vlmc before (file)', join(tmp, 'before.conf'), o['before-bin'], env));
   }
   let ns = null;

@@ -159,7 +159,10 @@ const fastioFile = createRequire(import.meta.url).resolve('@archipelago/fastio')
  * through Node's resolution. Resolving a package's `exports` loaded Node's ES module resolver on
  * every call (~3 ms); the path needs one stat.
  */
-const fastioRel = relative(realpathSync(fileURLToPath(new URL('../node_modules/@archipelago/fastio/', import.meta.url))), realpathSync(fastioFile));
+const fastioRel = relative(
+  realpathSync(fileURLToPath(new URL('../node_modules/@archipelago/fastio/', import.meta.url))),
+  realpathSync(fastioFile),
+);
 const fastioAtRunTime = `(() => { const p = require('node:path').join(__dirname, '..', '..', 'node_modules', '@archipelago', 'fastio', ${JSON.stringify(fastioRel)}); return require('node:fs').existsSync(p) ? p : require('node:module').createRequire(__filename).resolve('@archipelago/fastio'); })()`;
 const bundledFastio = {
   name: 'bundled-fastio',
