@@ -8,6 +8,10 @@
  *
  *   node bench/cli/ab.mjs [--runs 21] A_BIN B_BIN [C_BIN ...]
  *
+ * A bin may be prefixed by environment variables for its calls, `NAME=VALUE[,NAME=VALUE]:BIN`:
+ * `ARCHIPELAGO_CLI_FAST=0:packages/cli/bin/vlmc.js` is the same build through oclif (no fast
+ * dispatch), the A side of the fast dispatch's measurement.
+ *
  * A bin is a packages/cli/bin/vlmc.js; to keep the "before" of a change, copy packages/cli (bin,
  * dist, package.json, node_modules) to a directory at the same depth of the tree (e.g.
  * .before/cli, with symlinks .before/<pkg> -> ../packages/<pkg>) so that its links resolve.
@@ -33,12 +37,12 @@ const ms = (t) => {
 };
 
 /** Wall ms (around bash) and CPU ms (the command's, from `times`) of one call. */
-async function call(conf, bin, args) {
+async function call(conf, bin, args, env = {}) {
   const t0 = process.hrtime.bigint();
   const { stdout } = await exec(
     'bash',
     ['-c', '"$@" >/dev/null || exit $?; times', 'ab', process.execPath, bin, ...args],
-    { env: { ...process.env, ARCHIPELAGO_CONF: conf, ARCHIPELAGO_WIRING: 'embedded' } },
+    { env: { ...process.env, ...env, ARCHIPELAGO_CONF: conf, ARCHIPELAGO_WIRING: 'embedded' } },
   );
   const wall = Number(process.hrtime.bigint() - t0) / 1e6;
   const [u, s] = stdout.trim().split('\n').at(-1).split(/\s+/).map(ms);
@@ -61,18 +65,27 @@ try {
       `[blockerb]\ntype = file_blocker\narchip_dir = ${join(tmp, `${i}-blocks`)}\n\n` +
         `[blockerm]\ntype = file_blocker\narchip_dir = ${join(tmp, `${i}-maps`)}\n`,
     );
-    const bin = resolve(b);
-    await call(conf, bin, ['create', 'v', '--size', '1T']);
-    await call(conf, bin, ['snapshot', 'v', 'warm']); // and the code cache
-    sides.push({ bin, conf, r: { info: [], snapshot: [], clone: [] } });
+    const m = /^((?:\w+=[^,:]*,?)+):(.+)$/.exec(b);
+    const env = m
+      ? Object.fromEntries(
+          m[1]
+            .split(',')
+            .filter(Boolean)
+            .map((kv) => kv.split('=')),
+        )
+      : {};
+    const bin = resolve(m ? m[2] : b);
+    await call(conf, bin, ['create', 'v', '--size', '1T'], env);
+    await call(conf, bin, ['snapshot', 'v', 'warm'], env); // and the code cache
+    sides.push({ bin, conf, env, r: { info: [], snapshot: [], clone: [] } });
   }
   const load = [loadavg()[0]];
   for (let n = 0; n < runs; n++) {
     for (let k = 0; k < sides.length; k++) {
       const s = sides[(k + n) % sides.length];
-      s.r.snapshot.push(await call(s.conf, s.bin, ['snapshot', 'v', `s${n}`]));
-      s.r.clone.push(await call(s.conf, s.bin, ['create', `c${n}`, '--snap', `s${n}`]));
-      s.r.info.push(await call(s.conf, s.bin, ['info', `c${n}`]));
+      s.r.snapshot.push(await call(s.conf, s.bin, ['snapshot', 'v', `s${n}`], s.env));
+      s.r.clone.push(await call(s.conf, s.bin, ['create', `c${n}`, '--snap', `s${n}`], s.env));
+      s.r.info.push(await call(s.conf, s.bin, ['info', `c${n}`], s.env));
     }
     load.push(loadavg()[0]);
   }

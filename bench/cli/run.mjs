@@ -15,11 +15,14 @@
  * (<= 150 ms snapshot and clone, <= 120 ms info).
  *
  *   node bench/cli/run.mjs [--runs 15] [--conf CEPH_CONF | --no-rados] [--out cli]
- *                          [--before-bin OTHER/packages/cli/bin/vlmc.js] [--label TEXT] [--no-md]
+ *                          [--before-bin OTHER/packages/cli/bin/vlmc.js] [--before-env NAME=VALUE,...]
+ *                          [--label TEXT] [--no-md]
  *
  * --before-bin also runs another built vlmc (e.g. a copy of packages/cli made before a change,
  * kept at the same depth of the tree so that its node_modules links resolve), on its own file
  * store, as the side "vlmc before (file)": before/after of a start-up change in the same run.
+ * --before-env gives that side environment variables (with this build's bin unless --before-bin):
+ * `--before-env ARCHIPELAGO_CLI_FAST=0` is this build through oclif, without the fast dispatch.
  *
  * Without --conf (and without --no-rados) it starts a throwaway cluster (scripts/ceph-cluster.sh)
  * in a temp dir and purges it at the end. rbd clones are format 2 (no `snap protect` needed; the
@@ -46,6 +49,7 @@ const { values: o } = util.parseArgs({
     'no-rados': { type: 'boolean', default: false },
     out: { type: 'string', default: 'cli' },
     'before-bin': { type: 'string' },
+    'before-env': { type: 'string' },
     label: { type: 'string', default: '' },
     'no-md': { type: 'boolean', default: false },
   },
@@ -83,8 +87,8 @@ function side(name, env, steps) {
   };
 }
 
-const vlmcSide = (name, conf, bin = join(ROOT, 'packages', 'cli', 'bin', 'vlmc.js')) =>
-  side(name, { ARCHIPELAGO_CONF: conf, ARCHIPELAGO_WIRING: 'embedded' }, (i) => {
+const vlmcSide = (name, conf, bin = join(ROOT, 'packages', 'cli', 'bin', 'vlmc.js'), env = {}) =>
+  side(name, { ...env, ARCHIPELAGO_CONF: conf, ARCHIPELAGO_WIRING: 'embedded' }, (i) => {
     const vlmc = [process.execPath, bin];
     return {
       create: [...vlmc, 'create', `v${i}`, '--size', '1T'],
@@ -158,9 +162,15 @@ async function main() {
     `[blockerm]\ntype = file_blocker\narchip_dir = ${join(tmp, `${tag}-maps`)}\nunique_str = bench\n`;
   await fs.promises.writeFile(join(tmp, 'file.conf'), fileConf('f'));
   const sides = [vlmcSide('vlmc (file)', join(tmp, 'file.conf')), qemuSide(tmp)];
-  if (o['before-bin']) {
+  if (o['before-bin'] || o['before-env']) {
     await fs.promises.writeFile(join(tmp, 'before.conf'), fileConf('b'));
-    sides.push(vlmcSide('vlmc before (file)', join(tmp, 'before.conf'), o['before-bin']));
+    const env = Object.fromEntries(
+      (o['before-env'] ?? '')
+        .split(',')
+        .filter(Boolean)
+        .map((kv) => kv.split('=')),
+    );
+    sides.push(vlmcSide('vlmc before (file)', join(tmp, 'before.conf'), o['before-bin'], env));
   }
   let ns = null;
   if (cephConf) {

@@ -10,7 +10,10 @@
  */
 import { describeError as describeAnyError, type ErrorReport } from '@archipelago/libxseg';
 import { Command, Errors, Flags, type Interfaces } from '@oclif/core';
+import { jsonReplacer } from './json.js';
 import { ProgressBar } from './progress.js';
+
+export { jsonReplacer };
 
 /**
  * Code, one-line message and details of any error a command can meet: a usage error of the
@@ -28,16 +31,6 @@ export function describeError(err: unknown): ErrorReport {
     return { code: 'EINVAL', message, details: {} };
   }
   return describeAnyError(err);
-}
-
-/** JSON.stringify replacer: bigints (epochs) become numbers when exact, else decimal strings. */
-export function jsonReplacer(_key: string, value: unknown): unknown {
-  if (typeof value === 'bigint') {
-    return value <= BigInt(Number.MAX_SAFE_INTEGER) && value >= -BigInt(Number.MAX_SAFE_INTEGER)
-      ? Number(value)
-      : value.toString();
-  }
-  return value;
 }
 
 /** `-c/--config PATH`, the configuration flag of `vlmc` and `archipelago`. */

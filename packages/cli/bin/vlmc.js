@@ -20,9 +20,13 @@ process.env.OCLIF_DISABLE_ENGINE_WARNING ??= '1';
 
 // Every command and its dependencies are one bundled CommonJS module (scripts/bundle.mjs); its
 // main() takes the command line as the original vlmc did (see normalizeArgv in
-// @archipelago/cli-kit). It is compiled here with a V8 code cache kept next to it
-// (vlmc.cjs.cache): parsing and compiling 1.4 MB of JavaScript was about half of a call's CPU.
-// The cache is written by the first call that finds it missing or stale (V8 rejects a cache made
+// @archipelago/cli-kit). The hot commands (info, snapshot, create) are first offered to a second,
+// smaller bundle without oclif (dist/bundle/fast.cjs, src/fast/main.ts), whose main() runs the
+// exact forms it knows and returns undefined for anything else (help, other flags...), which then
+// goes to oclif as before. ARCHIPELAGO_CLI_FAST=0 sends everything to oclif.
+// Each bundle is compiled here with a V8 code cache kept next to it (vlmc.cjs.cache,
+// fast.cjs.cache): parsing and compiling 1.4 MB of JavaScript was about half of a call's CPU.
+// A cache is written by the first call that finds it missing or stale (V8 rejects a cache made
 // from other source or by another V8), through a temporary file and a rename; where the directory
 // is not writable, calls go on without it. ARCHIPELAGO_CODE_CACHE=0 turns it off.
 const fs = require('node:fs');
@@ -30,38 +34,49 @@ const path = require('node:path');
 const vm = require('node:vm');
 const Module = require('node:module');
 
-const file = path.join(__dirname, '..', 'dist', 'bundle', 'vlmc.cjs');
-const cacheFile = `${file}.cache`;
 const useCache = process.env.ARCHIPELAGO_CODE_CACHE !== '0';
-let cachedData;
-if (useCache) {
-  try {
-    cachedData = fs.readFileSync(cacheFile);
-  } catch {
-    // none yet
-  }
-}
-// import() in the bundle goes through dist/bundle/import.cjs (see scripts/bundle.mjs).
-const script = new vm.Script(Module.wrap(fs.readFileSync(file, 'utf8')), { filename: file, cachedData });
-const bundle = new Module(file, module);
-bundle.filename = file;
-bundle.paths = Module._nodeModulePaths(path.dirname(file));
-// oclif loads the commands from this same file (package.json, oclif.commands.target): it finds it here.
-Module._cache[file] = bundle;
-script.runInThisContext()(bundle.exports, (id) => bundle.require(id), bundle, file, path.dirname(file));
-bundle.loaded = true;
 
-if (useCache && (cachedData === undefined || script.cachedDataRejected)) {
-  // After the command ran: the cache then holds the functions it compiled too.
-  process.once('beforeExit', () => {
-    const tmp = `${cacheFile}.${process.pid}`;
+/** Loads the bundle dist/bundle/NAME (with its code cache) and returns its exports. */
+function load(name) {
+  const file = path.join(__dirname, '..', 'dist', 'bundle', name);
+  const cacheFile = `${file}.cache`;
+  let cachedData;
+  if (useCache) {
     try {
-      fs.writeFileSync(tmp, script.createCachedData());
-      fs.renameSync(tmp, cacheFile);
+      cachedData = fs.readFileSync(cacheFile);
     } catch {
-      fs.rmSync(tmp, { force: true });
+      // none yet
     }
-  });
+  }
+  // import() in the bundle goes through dist/bundle/import.cjs (see scripts/bundle.mjs).
+  const script = new vm.Script(Module.wrap(fs.readFileSync(file, 'utf8')), { filename: file, cachedData });
+  const bundle = new Module(file, module);
+  bundle.filename = file;
+  bundle.paths = Module._nodeModulePaths(path.dirname(file));
+  // oclif loads the commands from this same file (package.json, oclif.commands.target): it finds it here.
+  Module._cache[file] = bundle;
+  script.runInThisContext()(bundle.exports, (id) => bundle.require(id), bundle, file, path.dirname(file));
+  bundle.loaded = true;
+
+  if (useCache && (cachedData === undefined || script.cachedDataRejected)) {
+    // After the command ran: the cache then holds the functions it compiled too.
+    process.once('beforeExit', () => {
+      const tmp = `${cacheFile}.${process.pid}`;
+      try {
+        fs.writeFileSync(tmp, script.createCachedData());
+        fs.renameSync(tmp, cacheFile);
+      } catch {
+        fs.rmSync(tmp, { force: true });
+      }
+    });
+  }
+  return bundle.exports;
 }
 
-bundle.exports.main(process.argv.slice(2));
+const args = process.argv.slice(2);
+const FAST = new Set(['info', 'snapshot', 'create']);
+const fast =
+  process.env.ARCHIPELAGO_CLI_FAST !== '0' && FAST.has(commandOf(args))
+    ? load('fast.cjs').main(args)
+    : undefined;
+if (fast === undefined) load('vlmc.cjs').main(args);

@@ -6,12 +6,16 @@
  * Node spends most of it resolving, reading and compiling hundreds of small modules; one file
  * roughly halves the start-up CPU (numbers in packages/cli/README.md).
  *
+ * A second bundle, dist/bundle/fast.cjs, holds the fast dispatch of the hot commands (src/fast/,
+ * no oclif): bin/vlmc.js tries it first for `info`, `snapshot` and `create`.
+ *
  * The bundle exports COMMANDS (oclif's "explicit" command discovery, see package.json) and
  * main(argv). Kept out of it: packages with native addons or files found next to their own
  * module (they load from node_modules as usual, so this package depends on them), and
  * typescript, which oclif only requires in development mode.
  */
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 
@@ -149,6 +153,17 @@ const { createRequire } = await import('node:module');
 const { readFile } = await import('node:fs/promises');
 const { dirname: dirOf } = await import('node:path');
 const fastioFile = createRequire(import.meta.url).resolve('@archipelago/fastio');
+/**
+ * Where the bundle finds that module at run time: in this package's own node_modules (where pnpm
+ * links every dependency), as the path below the package's root that it has at build time; else
+ * through Node's resolution. Resolving a package's `exports` loaded Node's ES module resolver on
+ * every call (~3 ms); the path needs one stat.
+ */
+const fastioRel = relative(
+  realpathSync(fileURLToPath(new URL('../node_modules/@archipelago/fastio/', import.meta.url))),
+  realpathSync(fastioFile),
+);
+const fastioAtRunTime = `(() => { const p = require('node:path').join(__dirname, '..', '..', 'node_modules', '@archipelago', 'fastio', ${JSON.stringify(fastioRel)}); return require('node:fs').existsSync(p) ? p : require('node:module').createRequire(__filename).resolve('@archipelago/fastio'); })()`;
 const bundledFastio = {
   name: 'bundled-fastio',
   setup(b) {
@@ -158,7 +173,7 @@ const bundledFastio = {
       if (!source.includes('import.meta.url'))
         throw new Error(`${fastioFile}: no import.meta.url to resolve`);
       return {
-        contents: `const __fastioUrl = require('node:url').pathToFileURL(require('node:module').createRequire(__filename).resolve('@archipelago/fastio')).href;\n${source.replaceAll('import.meta.url', '__fastioUrl')}`,
+        contents: `const __fastioUrl = require('node:url').pathToFileURL(${fastioAtRunTime}).href;\n${source.replaceAll('import.meta.url', '__fastioUrl')}`,
         resolveDir: dirOf(fastioFile),
         loader: 'js',
       };
@@ -241,15 +256,35 @@ for (const name of ${JSON.stringify(names)})
   },
 };
 
-const out = `${dist}bundle/vlmc.cjs`;
-const result = await build({
-  plugins: [unusedByConf, wslStub, debugWhenSet, peerRootOnly, bundledFastio, plainSort, lazyPackages],
-  stdin: { contents: entry, resolveDir: dist, sourcefile: 'vlmc-entry.js', loader: 'js' },
+/**
+ * The fast dispatch's bundle (src/fast/main.ts: `info`, `snapshot`, `create --snap` without oclif):
+ * @archipelago/cli-kit's index would bring oclif in (its ToolCommand), so here it is the modules of
+ * cli-kit that have no oclif in them; the build fails if one is missing, and if oclif still got in.
+ */
+const cliKitDist = dirOf(createRequire(import.meta.url).resolve('@archipelago/cli-kit'));
+const cliKitWithoutOclif = {
+  name: 'cli-kit-without-oclif',
+  setup(b) {
+    b.onResolve({ filter: /^@archipelago\/cli-kit$/ }, () => ({
+      path: 'cli-kit',
+      namespace: 'cli-kit-lite',
+    }));
+    b.onLoad({ filter: /.*/, namespace: 'cli-kit-lite' }, () => ({
+      contents: ['argv', 'json', 'size']
+        .map((m) => `export * from ${JSON.stringify(`${cliKitDist}/${m}.js`)};`)
+        .join('\n'),
+      resolveDir: cliKitDist,
+      loader: 'js',
+    }));
+  },
+};
+
+/** esbuild's options of both bundles. */
+const common = {
   bundle: true,
   platform: 'node',
   format: 'cjs',
   target: 'node20',
-  outfile: out,
   write: false,
   // The sources are ES modules: their import.meta.url is the bundle's own URL.
   define: { 'import.meta.url': '__vlmcUrl' },
@@ -266,7 +301,8 @@ const result = await build({
   },
   legalComments: 'none',
   logLevel: 'warning',
-});
+};
+
 /**
  * bin/vlmc.js compiles the bundle as a vm.Script with a code cache. In Node 20, import() in such a
  * script needs --experimental-vm-modules, and functions read from a code cache lose even the
@@ -275,17 +311,42 @@ const result = await build({
  * the bundle's would. esbuild prints code, so an `import(` not right after a quote, a dot or a
  * name character is an import expression ("import()" in a message stays as it is).
  */
-let code = result.outputFiles[0].text;
-let dynamic = 0;
-code = code.replace(/(?<![\w$."'`])import\(/g, () => {
-  dynamic++;
-  return '__vlmcImport(';
+function withImport(code) {
+  let dynamic = 0;
+  const out = code.replace(/(?<![\w$."'`])import\(/g, () => {
+    dynamic++;
+    return '__vlmcImport(';
+  });
+  return { code: out, dynamic };
+}
+
+const out = `${dist}bundle/vlmc.cjs`;
+const result = await build({
+  ...common,
+  plugins: [unusedByConf, wslStub, debugWhenSet, peerRootOnly, bundledFastio, plainSort, lazyPackages],
+  stdin: { contents: entry, resolveDir: dist, sourcefile: 'vlmc-entry.js', loader: 'js' },
+  outfile: out,
 });
+const fastOut = `${dist}bundle/fast.cjs`;
+const fast = await build({
+  ...common,
+  plugins: [cliKitWithoutOclif, unusedByConf, peerRootOnly, bundledFastio, lazyPackages],
+  entryPoints: [`${dist}fast/main.js`],
+  outfile: fastOut,
+  metafile: true,
+});
+const oclifIn = Object.keys(fast.metafile.inputs).filter((f) => /@oclif[\\/]/.test(f));
+if (oclifIn.length > 0) throw new Error(`bundle: oclif got into the fast bundle: ${oclifIn.join(', ')}`);
+
+const main = withImport(result.outputFiles[0].text);
 // write: false above, so esbuild made no directory: a fresh clone has none.
 mkdirSync(`${dist}bundle`, { recursive: true });
-writeFileSync(out, code);
+writeFileSync(out, main.code);
+writeFileSync(fastOut, withImport(fast.outputFiles[0].text).code);
 writeFileSync(
   `${dist}bundle/import.cjs`,
   '// import() for the bundle (see scripts/bundle.mjs)\nmodule.exports = (specifier) => import(specifier);\n',
 );
-console.log(`bundled ${commands.length} commands into dist/bundle/vlmc.cjs (${dynamic} import() calls)`);
+console.log(
+  `bundled ${commands.length} commands into dist/bundle/vlmc.cjs (${main.dynamic} import() calls), and info/snapshot/create into dist/bundle/fast.cjs (${(fast.outputFiles[0].text.length / 1024).toFixed(0)} KiB, no oclif)`,
+);

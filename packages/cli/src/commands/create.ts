@@ -1,8 +1,7 @@
-import { formatSizeExact, parseSize } from '@archipelago/cli-kit';
 import type { VolumeInfo } from '@archipelago/mapper';
-import { createVolume } from '@archipelago/runtime';
 import { Args, Flags } from '@oclif/core';
 import { VlmcCommand } from '../base.js';
+import { createCommand } from '../fast/commands.js';
 import { v0Flags, v0Load } from '../v0.js';
 
 export default class Create extends VlmcCommand {
@@ -48,12 +47,11 @@ A bare number means MiB, as in the original vlmc.`;
 
   async run(): Promise<VolumeInfo> {
     const { args, flags } = await this.parse(Create);
-    const info = await createVolume(this.session(), args.name, {
-      ...(flags.size !== undefined ? { size: parseSize(flags.size) } : {}),
-      ...(flags.snap !== undefined ? { snap: flags.snap, load: v0Load(flags) } : {}),
-    });
-    const clone = flags.snap === undefined ? '' : ` as a clone of snapshot ${flags.snap}`;
-    this.say(`created volume ${info.name} (${formatSizeExact(info.size)})${clone}`);
-    return info;
+    return createCommand(
+      this.session(),
+      args.name,
+      { size: flags.size, snap: flags.snap, load: () => v0Load(flags) },
+      (line) => this.say(line),
+    );
   }
 }

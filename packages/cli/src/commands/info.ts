@@ -1,8 +1,8 @@
 import type { VolumeInfo } from '@archipelago/mapper';
-import { type Lineage, volumeInfo } from '@archipelago/runtime';
+import type { Lineage } from '@archipelago/runtime';
 import { Args } from '@oclif/core';
 import { VlmcCommand } from '../base.js';
-import { infoLines } from '../format.js';
+import { infoCommand } from '../fast/commands.js';
 import { v0Flags, v0Load } from '../v0.js';
 
 export default class Info extends VlmcCommand {
@@ -31,21 +31,6 @@ snapshots are all named.`;
 
   async run(): Promise<VolumeInfo & Lineage> {
     const { args, flags } = await this.parse(Info);
-    const { info, mapped } = await volumeInfo(this.session(), args.name, {
-      lineage: true,
-      load: v0Load(flags),
-    });
-    for (const line of infoLines(info)) this.say(lineageNotes(line, info));
-    if (mapped) this.say(`mapped:      ${mapped.uri} (pid ${mapped.pid})`);
-    return info;
+    return infoCommand(this.session(), args.name, v0Load(flags), (line) => this.say(line));
   }
-}
-
-/** The `parent`/`origin` row of `infoLines`, with what the lineage record adds (removed, flattened). */
-function lineageNotes(line: string, info: Lineage): string {
-  if (info.parentRemoved && /^parent:/.test(line))
-    return line.replace(/\(snapshot\)$/, '(snapshot, removed)');
-  if (info.originRemoved && /^origin:/.test(line)) return `${line} (removed)`;
-  if (info.flattened && /^parent:/.test(line)) return `${line.replace(/\(none\)$/, 'none')} (flattened)`;
-  return line;
 }

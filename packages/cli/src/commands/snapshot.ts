@@ -1,7 +1,7 @@
 import type { VolumeInfo } from '@archipelago/mapper';
-import { snapshotVolume } from '@archipelago/runtime';
 import { Args } from '@oclif/core';
 import { VlmcCommand } from '../base.js';
+import { snapshotCommand } from '../fast/commands.js';
 
 export default class Snapshot extends VlmcCommand {
   static override summary = 'Take a read-only snapshot of a volume.';
@@ -20,8 +20,6 @@ In-flight I/O is drained first. Clone the snapshot with "vlmc create NAME --snap
 
   async run(): Promise<VolumeInfo> {
     const { args } = await this.parse(Snapshot);
-    const { info, mapped } = await snapshotVolume(this.session(), args.name, args.snap);
-    this.say(`created snapshot ${info.name} of ${mapped ? 'mapped ' : ''}volume ${args.name}`);
-    return info;
+    return snapshotCommand(this.session(), args.name, args.snap, (line) => this.say(line));
   }
 }
