@@ -335,6 +335,40 @@ async function fio(row, uri, outFile) {
   };
 }
 
+/**
+ * The pid of the process listening on the unix socket `path` (`ss -xlpn`), or null. The server's
+ * CPU time (all its threads: thread pool included) is read from /proc/<pid>/stat around each cell.
+ */
+async function pidOfSocket(path) {
+  const out = await run('ss', ['-xlpnH']).catch(() => '');
+  for (const line of out.split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f[4] !== path) continue;
+    const m = /pid=(\d+)/.exec(line);
+    if (m) return Number(m[1]);
+  }
+  return null;
+}
+
+/**
+ * utime + stime of a process in µs: `all` threads (thread pool included) and its `main` (event
+ * loop) thread; null when it cannot be read.
+ */
+async function cpuUs(pid) {
+  if (pid == null) return null;
+  const ticks = async (file) => {
+    const stat = await readFile(file, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // fields 14 and 15 (utime, stime) are at 11 and 12 after the command; clock ticks of 10 ms
+    return (Number(f[11]) + Number(f[12])) * 10_000;
+  };
+  try {
+    return { all: await ticks(`/proc/${pid}/stat`), main: await ticks(`/proc/${pid}/task/${pid}/stat`) };
+  } catch {
+    return null;
+  }
+}
+
 // ------------------------------------------------------------------------------------------------
 // output
 
@@ -358,8 +392,17 @@ function tables(result) {
     for (const [o, p] of pairs) cells.push(f2(r.results[o]?.iops / r.results[p]?.iops));
     lines.push(`| ${cells.join(' | ')} |`);
   }
+  // Server CPU per request (utime + stime of the server process, all threads, over the cell
+  // including its ramp, divided by the requests fio counted over runtime + ramp at its rate):
+  // less noisy than IOPS on a shared machine, since it does not depend on who else runs.
+  const hc = ['server CPU µs per request: all threads (event-loop thread)', ...result.servers];
+  const cpu = [`| ${hc.join(' | ')} |`, `|${hc.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`];
+  for (const r of result.rows)
+    cpu.push(
+      `| ${r.label} | ${result.servers.map((s) => `${f0(r.results[s]?.cpuUsPerOp)} (${f0(r.results[s]?.mainCpuUsPerOp)})`).join(' | ')} |`,
+    );
   const lat = result.rows.filter((r) => r.latency);
-  const out = [lines.join('\n')];
+  const out = [lines.join('\n'), cpu.join('\n')];
   if (lat.length) {
     const h2 = ['latency (µs), 4 KiB rand read QD1', 'mean', 'p50', 'p99', 'p99.9'];
     const l2 = [`| ${h2.join(' | ')} |`, `|---|---:|---:|---:|---:|`];
@@ -613,6 +656,7 @@ async function main() {
       fillS,
       rows: [],
     };
+    const pids = {};
     for (const row of rows) {
       const entry = {
         id: row.id,
@@ -628,7 +672,15 @@ async function main() {
         console.error(`# ${row.label}: ${s}`);
         // No cell pays for the previous one's dirty pages: write them back first.
         await run('sync', []);
+        pids[s] ??= await pidOfSocket(sock(s));
+        const c0 = await cpuUs(pids[s]);
         entry.results[s] = await fio(row, uris[s], join(tmp, `fio-${row.id}-${s}.json`));
+        const c1 = await cpuUs(pids[s]);
+        const n = entry.results[s].iops * (runtime + ramp);
+        if (c0 && c1 && n > 0) {
+          entry.results[s].cpuUsPerOp = (c1.all - c0.all) / n;
+          entry.results[s].mainCpuUsPerOp = (c1.main - c0.main) / n;
+        }
       }
       for (const o of serverIds.filter((s) => OURS.includes(s)))
         for (const p of serverIds.filter((s) => PEERS.includes(s)))

@@ -27,23 +27,28 @@ const { values: o } = parseArgs({
     'blocksize-kib': { type: 'string', default: '4096' },
     direct: { type: 'boolean', default: false },
     sync: { type: 'string', default: 'always' },
+    // A/B knobs to make this server more like the endpoint `vlmc map` runs: a lock lease (ms),
+    // same-host serialization (host locks under DIR).
+    'lease-ms': { type: 'string' },
+    'host-locks': { type: 'string' },
   },
 });
 if (!o.dir || !o.socket) throw new Error('server.mjs: --dir and --socket are required');
 
-const [{ FileBlocker }, { Mapper }, { Composer }, { NbdServer, volumeExport }] = await Promise.all([
-  load('blocker-file'),
-  load('mapper'),
-  load('composer'),
-  load('nbd'),
-]);
+const [{ FileBlocker }, { Mapper, FlockHostLocks }, { Composer }, { NbdServer, volumeExport }] =
+  await Promise.all([load('blocker-file'), load('mapper'), load('composer'), load('nbd')]);
 
 const size = Number(o['size-mib']) * 1024 * 1024;
 const blocksize = Number(o['blocksize-kib']) * 1024;
 const identity = 'bench_nbd';
 const blockerm = new FileBlocker({ dir: join(o.dir, 'maps'), identity, direct: o.direct });
 const blockerb = new FileBlocker({ dir: join(o.dir, 'data'), identity, direct: o.direct, sync: o.sync });
-const mapper = new Mapper({ blockerm, blockerb });
+const mapper = new Mapper({
+  blockerm,
+  blockerb,
+  ...(o['lease-ms'] ? { leaseMs: Number(o['lease-ms']) } : {}),
+  ...(o['host-locks'] ? { hostLocks: new FlockHostLocks(o['host-locks']) } : {}),
+});
 const composer = new Composer({ mapper, blockerb });
 
 let info;
