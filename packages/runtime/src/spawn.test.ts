@@ -21,9 +21,9 @@ describe('spawnDetached', () => {
   it('resolves the READY line of a process that keeps running, detached', async () => {
     const entry = script(
       'ready',
-      'process.stdout.write(`READY ${JSON.stringify({ v: process.env.X })}\\n`); setInterval(() => {}, 1000);',
+      'process.stdout.write(`READY ${JSON.stringify({ v: process.env.X, argv: process.execArgv })}\\n`); setInterval(() => {}, 1000);',
     );
-    const { pid, ready } = await spawnDetached<{ v: string }>({
+    const { pid, ready } = await spawnDetached<{ v: string; argv: string[] }>({
       entry,
       env: { X: 'x1' },
       logFile: log('ready'),
@@ -31,7 +31,8 @@ describe('spawnDetached', () => {
       timeoutMs: 10_000,
       what: 'the test process',
     });
-    expect(ready).toEqual({ v: 'x1' });
+    // The data-moving processes' Node options (IO_NODE_ARGS: the old generation's initial limit).
+    expect(ready).toEqual({ v: 'x1', argv: ['--initial-old-space-size=64'] });
     expect(pidAlive(pid)).toBe(true);
     process.kill(pid, 'SIGKILL');
   });
