@@ -71,7 +71,12 @@ export function incompleteError(name: string, intent: MapIntent | null): Archipe
 export function describe(map: LoadedMap, lockOwner: string | null): VolumeInfo {
   let allocated = 0;
   let writable = 0;
-  for (const e of map.entries) {
+  // Indexed, and the shared zero entry skipped by identity: `info` of a thin 1 TiB volume runs
+  // this once over 262,144 entries in a fresh process, before V8 has optimized anything.
+  const entries = map.entries;
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i]!;
+    if (e === ZERO_ENTRY) continue;
     if (!isZero(e)) allocated++;
     if (e.flags & ObjFlag.WRITABLE) writable++;
   }
