@@ -20,7 +20,7 @@ process.env.OCLIF_DISABLE_ENGINE_WARNING ??= '1';
 
 // Every command and its dependencies are one bundled CommonJS module (scripts/bundle.mjs); its
 // main() takes the command line as the original vlmc did (see normalizeArgv in
-// @archipelago/cli-kit). The hot commands (info, snapshot, create) are first offered to a second,
+// @archipelago/cli-kit). The hot commands (info, snapshot, create, map, unmap, showmapped) are first offered to a second,
 // smaller bundle without oclif (dist/bundle/fast.cjs, src/fast/main.ts), whose main() runs the
 // exact forms it knows and returns undefined for anything else (help, other flags...), which then
 // goes to oclif as before. ARCHIPELAGO_CLI_FAST=0 sends everything to oclif.
@@ -74,7 +74,7 @@ function load(name) {
 }
 
 const args = process.argv.slice(2);
-const FAST = new Set(['info', 'snapshot', 'create']);
+const FAST = new Set(['info', 'snapshot', 'create', 'map', 'unmap', 'showmapped']);
 const fast =
   process.env.ARCHIPELAGO_CLI_FAST !== '0' && FAST.has(commandOf(args))
     ? load('fast.cjs').main(args)

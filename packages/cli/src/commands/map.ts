@@ -1,6 +1,7 @@
-import { type MappedEntry, mapVolume } from '@archipelago/runtime';
+import type { MappedEntry } from '@archipelago/runtime';
 import { Args, Flags } from '@oclif/core';
 import { VlmcCommand } from '../base.js';
+import { mapCommand } from '../fast/commands.js';
 
 export default class MapCmd extends VlmcCommand {
   static override summary = 'Map a volume: serve it over NBD from a background process.';
@@ -75,21 +76,18 @@ instead.`;
 
   async run(): Promise<MappedEntry> {
     const { args, flags } = await this.parse(MapCmd);
-    const entry = await mapVolume(this.session(), args.name, {
-      readonly: flags.readonly,
-      ...(flags.socket ? { socket: flags.socket } : {}),
-      ...(flags.port !== undefined ? { port: flags.port } : {}),
-      ...(flags.device ? { device: flags.device } : {}),
-      ...(flags.fuse ? { fuse: flags.fuse } : {}),
-      ...(flags['vhost-user'] ? { vhostUser: flags['vhost-user'], queues: flags.queues ?? 1 } : {}),
-    });
-    if (entry.fuse) {
-      this.log(entry.device ?? entry.fuse); // one line: dev=$(vlmc map ... --device loop)
-      return entry;
-    }
-    this.log(entry.uri);
-    if (entry.device) this.say(`attached ${entry.device}`);
-    if (entry.vhostUser) this.say(`vhost-user-blk on ${entry.vhostUser}`);
-    return entry;
+    return mapCommand(
+      this.session(),
+      args.name,
+      {
+        readonly: flags.readonly,
+        ...(flags.socket ? { socket: flags.socket } : {}),
+        ...(flags.port !== undefined ? { port: flags.port } : {}),
+        ...(flags.device ? { device: flags.device } : {}),
+        ...(flags.fuse ? { fuse: flags.fuse } : {}),
+        ...(flags['vhost-user'] ? { vhostUser: flags['vhost-user'], queues: flags.queues ?? 1 } : {}),
+      },
+      (line) => this.log(line),
+    );
   }
 }

@@ -1,6 +1,6 @@
-import { listMapped, type MappedStatus } from '@archipelago/runtime';
+import type { MappedStatus } from '@archipelago/runtime';
 import { VlmcCommand } from '../base.js';
-import { mappedTable } from '../format.js';
+import { showmappedCommand } from '../fast/commands.js';
 
 export default class Showmapped extends VlmcCommand {
   static override summary =
@@ -20,9 +20,6 @@ whose endpoint process is gone (a crash, kill -9) is shown as "stale"; "vlmc unm
 
   async run(): Promise<MappedStatus[]> {
     await this.parse(Showmapped);
-    const all = await listMapped(this.session());
-    if (all.length === 0) this.say('no mapped volumes');
-    else for (const line of mappedTable(all)) this.say(line);
-    return all;
+    return showmappedCommand(this.session(), (line) => this.say(line));
   }
 }

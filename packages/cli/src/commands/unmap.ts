@@ -1,6 +1,6 @@
-import { unmapVolume } from '@archipelago/runtime';
 import { Args } from '@oclif/core';
 import { VlmcCommand } from '../base.js';
+import { unmapCommand } from '../fast/commands.js';
 
 export default class Unmap extends VlmcCommand {
   static override summary = 'Unmap a volume: stop serving it, close it and release its lock.';
@@ -26,10 +26,6 @@ endpoint process goes on serving the host's other mapped volumes; it exits with 
 
   async run(): Promise<{ volume: string; stale: boolean }> {
     const { args } = await this.parse(Unmap);
-    const r = await unmapVolume(this.session(), args.target);
-    this.say(
-      r.stale ? `removed stale mapping of ${r.volume} (pid ${r.pid} was gone)` : `unmapped ${r.volume}`,
-    );
-    return { volume: r.volume, stale: r.stale };
+    return unmapCommand(this.session(), args.target, (line) => this.say(line));
   }
 }

@@ -77,9 +77,44 @@ describe('parseFast: the command lines the fast dispatch takes', () => {
       ['info', ''],
       ['info', '-cX', 'v'],
       ['create', 'c', '-s=1G'],
+      ['map', 'v', '--fuse', '/x'], // map's other endpoints: oclif's
+      ['map', 'v', '--device', 'loop'],
+      ['map', 'v', '--vhost-user', '/x.sock'],
+      ['map', 'v', '--port', '65536'], // out of range: oclif's message
+      ['map', 'v', '--port', '08'],
+      ['map', 'v', '--port', '1', '--socket', '/x.sock'], // exclusive: oclif's message
+      ['map', 'v', '-r', '--readonly'],
+      ['map', 'v', '-rc', '/x.conf'],
+      ['unmap'],
+      ['showmapped', 'v'],
     ]) {
       expect(parseFast(argv), argv.join(' ')).toBeUndefined();
     }
+  });
+
+  it('takes map, unmap and showmapped in their plain NBD forms', () => {
+    expect(parseFast(['map', 'v'])).toEqual({ command: 'map', name: 'v', readonly: false, json: false });
+    expect(parseFast(['-c', '/x.conf', 'map', '-r', 'v', '--socket', '/s.sock', '--json'])).toEqual({
+      command: 'map',
+      name: 'v',
+      readonly: true,
+      socket: '/s.sock',
+      json: true,
+      config: '/x.conf',
+    });
+    expect(parseFast(['map', 'v', '--readonly', '--port=0'])).toEqual({
+      command: 'map',
+      name: 'v',
+      readonly: true,
+      port: 0,
+      json: false,
+    });
+    expect(parseFast(['unmap', '/dev/nbd0', '--json'])).toEqual({
+      command: 'unmap',
+      name: '/dev/nbd0',
+      json: true,
+    });
+    expect(parseFast(['showmapped'])).toEqual({ command: 'showmapped', json: false });
   });
 });
 
@@ -112,7 +147,12 @@ describe('the fast dispatch prints what oclif prints', { timeout: 120_000 }, () 
   /** One side: its own store (with a key that has no effect, for the notice on stderr). */
   async function side(name: string, fast: boolean) {
     const conf = join(dir, `${name}.conf`);
-    await writeFile(conf, testConf(join(dir, name), name, '\n[XSEG]\nsegment_alignment = 12\n'));
+    const text = testConf(join(dir, name), name, '\n[XSEG]\nsegment_alignment = 12\n');
+    // A run directory per side: each maps its volumes from an endpoint process of its own.
+    await writeFile(
+      conf,
+      text.replace('[ARCHIPELAGO]\n', `[ARCHIPELAGO]\nRUN_DIR = ${join(dir, name, 'run')}\n`),
+    );
     const env: NodeJS.ProcessEnv = { ...process.env, ARCHIPELAGO_CONF: conf, ARCHIPELAGO_WIRING: 'embedded' };
     delete env.VLMC_DEBUG;
     delete env.ARCHIPELAGO_DEBUG;
@@ -148,12 +188,23 @@ describe('the fast dispatch prints what oclif prints', { timeout: 120_000 }, () 
       () => ['snapshot', 'v', 's1'], // exists
       () => ['create', 'c1', '--snap', 's1', '--json'], // exists
       () => ['create', 'c2', '--snap=s2', '-s', '2G', '--json'],
-      (conf) => ['-c', conf, 'info', 'c1'],
     ],
     [
+      (conf) => ['-c', conf, 'info', 'c1'], // not beside "create c1": that one holds c1's lock a moment
       () => ['snapshot', 'v', 's1', '--json'],
       (conf) => ['--json', `--config=${conf}`, 'create', 'c5', '--snap', 's1'],
     ],
+    // map, showmapped, unmap: the side's run directory and the endpoint's pid are normalized.
+    [() => ['map', 'v']],
+    [
+      () => ['map', 's1', '--json'], // a snapshot: mapped read-only
+      () => ['map', 'v'], // already mapped: EBUSY
+      () => ['map', 'nope', '--json'],
+      () => ['map', 'c1', '--port', '70000'], // oclif's range error on both sides
+    ],
+    [() => ['showmapped'], () => ['showmapped', '--json']],
+    [() => ['unmap', 'v'], () => ['unmap', 's1', '--json']],
+    [() => ['unmap', 'v'], () => ['showmapped']],
   ];
   const CALLS = STEPS.flat();
 
@@ -165,9 +216,22 @@ describe('the fast dispatch prints what oclif prints', { timeout: 120_000 }, () 
       return out;
     };
     const [a, b] = await Promise.all([runAll(fast), runAll(slow)]);
+    /** A result with the side's directory and the endpoint's pid and start time taken out. */
+    const plain = (r: Result, side: string): Result => {
+      const norm = (t: string) =>
+        t
+          .replaceAll(join(dir, side), 'SIDE')
+          .replaceAll(`${side}.conf`, 'SIDE.conf')
+          .replace(/("pid": )\d+/g, '$1PID')
+          .replace(/\(pid \d+\)/g, '(pid PID)')
+          .replace(/("(?:started|start)": )"[^"]*"/g, '$1"T"')
+          .replace(/ {2,}/g, '  ') // showmapped's columns: their widths follow the paths and pids
+          .replace(/ {2}\d+ {2}(mapped|stale)/g, '  PID  $1');
+      return { code: r.code, stdout: norm(r.stdout), stderr: norm(r.stderr) };
+    };
     for (const [i, call] of CALLS.entries()) {
       const label = call('CONF').join(' ');
-      expect(a[i], label).toEqual(b[i]);
+      expect(plain(a[i]!, 'fast'), label).toEqual(plain(b[i]!, 'oclif'));
     }
     // What a user sees, on the fast side: the notice, errors with their codes, --json as JSON.
     const at = (args: string) => a[CALLS.findIndex((c) => c('CONF').join(' ') === args)]!;
@@ -192,6 +256,15 @@ describe('the fast dispatch prints what oclif prints', { timeout: 120_000 }, () 
     expect(at('info nope').stderr).toMatch(/^vlmc: ENOENT_VOLUME: /m);
     expect(JSON.parse(at('snapshot v s1 --json').stdout)).toMatchObject({ error: { code: 'EEXIST_VOLUME' } });
     expect(at('info').stderr).toMatch(/^vlmc: EINVAL: /m);
+    expect(at('map v').stdout).toBe(`nbd+unix:///v?socket=${join(dir, 'fast', 'run', 'v.sock')}\n`);
+    expect(JSON.parse(at('map s1 --json').stdout)).toMatchObject({ volume: 's1', readonly: true });
+    expect(at('map nope --json').stdout).toMatch(/"code": "ENOENT_VOLUME"/);
+    const listed = JSON.parse(at('showmapped --json').stdout) as Array<{ volume: string; pid: number }>;
+    expect(listed.map((m) => m.volume).sort()).toEqual(['s1', 'v']);
+    expect(listed[0]!.pid).toBe(listed[1]!.pid); // one endpoint process for both
+    expect(at('unmap v')).toMatchObject({ code: 0, stdout: 'unmapped v\n' });
+    const last = a[CALLS.findLastIndex((c) => c('CONF').join(' ') === 'showmapped')]!;
+    expect(last.stdout).toBe('no mapped volumes\n'); // after both unmaps
 
     // And it ran without oclif: oclif's debug log (DEBUG=oclif*) stays silent on the fast side.
     const [da, db] = await Promise.all([

@@ -8,6 +8,9 @@
  *     info NAME                 [--json] [-c PATH | --config PATH | --config=PATH]
  *     snapshot NAME SNAP        [--json] [-c ...]
  *     create NAME [--snap SNAP] [--size SIZE | -s SIZE] [--json] [-c ...]   (also --snap=, --size=)
+ *     map NAME [-r | --readonly] [--socket PATH | --port N] [--json] [-c ...]
+ *     unmap TARGET              [--json] [-c ...]
+ *     showmapped                [--json] [-c ...]
  *
  * Everything else (help, `--`, any other flag or command, a value that is empty or starts with
  * `-`, a flag given twice, a missing or extra argument) is left to oclif, which then parses and
@@ -19,23 +22,66 @@
 import { jsonReplacer, normalizeArgv } from '@archipelago/cli-kit';
 import { describeError } from '@archipelago/libxseg';
 import { Session } from '@archipelago/runtime';
-import { createCommand, infoCommand, type Say, snapshotCommand } from './commands.js';
+import {
+  createCommand,
+  infoCommand,
+  mapCommand,
+  type Say,
+  showmappedCommand,
+  snapshotCommand,
+  unmapCommand,
+} from './commands.js';
 
 /** A command line the fast dispatch runs. */
 export type FastCall =
   | { command: 'info'; name: string; json: boolean; config?: string }
   | { command: 'snapshot'; name: string; snap: string; json: boolean; config?: string }
-  | { command: 'create'; name: string; snap?: string; size?: string; json: boolean; config?: string };
+  | { command: 'create'; name: string; snap?: string; size?: string; json: boolean; config?: string }
+  | {
+      command: 'map';
+      name: string;
+      readonly: boolean;
+      socket?: string;
+      port?: number;
+      json: boolean;
+      config?: string;
+    }
+  | { command: 'unmap'; name: string; json: boolean; config?: string }
+  | { command: 'showmapped'; json: boolean; config?: string };
+
+type Command = FastCall['command'];
+const COMMANDS: ReadonlySet<string> = new Set<Command>([
+  'info',
+  'snapshot',
+  'create',
+  'map',
+  'unmap',
+  'showmapped',
+]);
 
 /** Positional arguments of each command. */
-const ARITY = { info: 1, snapshot: 2, create: 1 } as const;
+const ARITY: Record<Command, number> = { info: 1, snapshot: 2, create: 1, map: 1, unmap: 1, showmapped: 0 };
+
+type ValueFlag = 'config' | 'snap' | 'size' | 'socket' | 'port';
+const CONFIG = { '-c': 'config', '--config': 'config' } as const;
 
 /** Flags with a value: the command line's spelling -> the flag. */
-const VALUE_FLAGS: Record<string, Record<string, 'config' | 'snap' | 'size'>> = {
-  info: { '-c': 'config', '--config': 'config' },
-  snapshot: { '-c': 'config', '--config': 'config' },
-  create: { '-c': 'config', '--config': 'config', '--snap': 'snap', '--size': 'size', '-s': 'size' },
+const VALUE_FLAGS: Record<Command, Record<string, ValueFlag>> = {
+  info: CONFIG,
+  snapshot: CONFIG,
+  create: { ...CONFIG, '--snap': 'snap', '--size': 'size', '-s': 'size' },
+  map: { ...CONFIG, '--socket': 'socket', '--port': 'port' },
+  unmap: CONFIG,
+  showmapped: CONFIG,
 };
+
+/** Boolean flags (besides `--json`): `map -r`. */
+const BOOLEAN_FLAGS: Partial<Record<Command, Record<string, 'readonly'>>> = {
+  map: { '-r': 'readonly', '--readonly': 'readonly' },
+};
+
+/** A port oclif's integer flag (0..65535) takes as this number: plain decimal digits only. */
+const PORT = /^(0|[1-9][0-9]{0,4})$/;
 
 /** A value oclif would take as it is: not empty, not an option. */
 const plain = (v: string | undefined): boolean => v !== undefined && v !== '' && !v.startsWith('-');
@@ -44,16 +90,24 @@ const plain = (v: string | undefined): boolean => v !== undefined && v !== '' &&
 export function parseFast(args: readonly string[]): FastCall | undefined {
   const argv = normalizeArgv(args);
   const command = argv[0];
-  if (command !== 'info' && command !== 'snapshot' && command !== 'create') return undefined;
-  const valueFlags = VALUE_FLAGS[command]!;
+  if (command === undefined || !COMMANDS.has(command)) return undefined;
+  const cmd = command as Command;
+  const valueFlags = VALUE_FLAGS[cmd];
+  const booleanFlags = BOOLEAN_FLAGS[cmd] ?? {};
   const positional: string[] = [];
-  const values: Partial<Record<'config' | 'snap' | 'size', string>> = {};
+  const values: Partial<Record<ValueFlag, string>> = {};
   let json = false;
+  let readonly = false;
   for (let i = 1; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--json') {
       if (json) return undefined;
       json = true;
+      continue;
+    }
+    if (booleanFlags[a] !== undefined) {
+      if (readonly) return undefined;
+      readonly = true;
       continue;
     }
     if (plain(a)) {
@@ -68,23 +122,42 @@ export function parseFast(args: readonly string[]): FastCall | undefined {
     if (value === undefined || !plain(value)) return undefined;
     values[flag] = value;
   }
-  if (positional.length !== ARITY[command]) return undefined;
+  if (positional.length !== ARITY[cmd]) return undefined;
   const name = positional[0]!;
   const config = values.config === undefined ? {} : { config: values.config };
-  switch (command) {
+  switch (cmd) {
     case 'info':
-      return { command, name, json, ...config };
+      return { command: cmd, name, json, ...config };
     case 'snapshot':
-      return { command, name, snap: positional[1]!, json, ...config };
+      return { command: cmd, name, snap: positional[1]!, json, ...config };
     case 'create':
       return {
-        command,
+        command: cmd,
         name,
         json,
         ...config,
         ...(values.snap === undefined ? {} : { snap: values.snap }),
         ...(values.size === undefined ? {} : { size: values.size }),
       };
+    case 'map': {
+      // oclif's checks (the range of --port, --socket with --port) stay oclif's.
+      if (values.port !== undefined && (!PORT.test(values.port) || Number(values.port) > 65535))
+        return undefined;
+      if (values.port !== undefined && values.socket !== undefined) return undefined;
+      return {
+        command: cmd,
+        name,
+        readonly,
+        json,
+        ...config,
+        ...(values.socket === undefined ? {} : { socket: values.socket }),
+        ...(values.port === undefined ? {} : { port: Number(values.port) }),
+      };
+    }
+    case 'unmap':
+      return { command: cmd, name, json, ...config };
+    case 'showmapped':
+      return { command: cmd, json, ...config };
   }
 }
 
@@ -137,6 +210,24 @@ export async function runFast(call: FastCall): Promise<void> {
           { size: call.size, snap: call.snap, load: () => ({}) },
           say,
         );
+        break;
+      case 'map':
+        result = await mapCommand(
+          open(),
+          call.name,
+          {
+            readonly: call.readonly,
+            ...(call.socket === undefined ? {} : { socket: call.socket }),
+            ...(call.port === undefined ? {} : { port: call.port }),
+          },
+          say,
+        );
+        break;
+      case 'unmap':
+        result = await unmapCommand(open(), call.name, say);
+        break;
+      case 'showmapped':
+        result = await showmappedCommand(open(), say);
         break;
     }
   } catch (e) {
