@@ -193,6 +193,7 @@ class Device : public Napi::ObjectWrap<Device> {
   uint64_t nextTag_ = 1;
   // counters for stats()
   uint64_t requests_ = 0, badRequests_ = 0, connections_ = 0;
+  uint64_t kicks_ = 0, notifies_ = 0;  // kick eventfd wake-ups, call eventfd writes
 };
 
 void closePoll(uv_poll_t*& h) {
@@ -311,7 +312,8 @@ void Device::resetRing(Vring& vq) {
 
 void Device::disconnect(const char* why) {
   if (connFd_ < 0) return;
-  log(std::string("front-end disconnected: ") + why);
+  log(std::string("front-end disconnected: ") + why + " (requests " + std::to_string(requests_) + ", kicks " +
+      std::to_string(kicks_) + ", notifications " + std::to_string(notifies_) + ")");
   closePoll(connPoll_);
   close(connFd_);
   connFd_ = -1;
@@ -349,6 +351,8 @@ Napi::Value Device::Stats(const Napi::CallbackInfo& info) {
   o.Set("connections", Napi::Number::New(env, static_cast<double>(connections_)));
   o.Set("requests", Napi::Number::New(env, static_cast<double>(requests_)));
   o.Set("badRequests", Napi::Number::New(env, static_cast<double>(badRequests_)));
+  o.Set("kicks", Napi::Number::New(env, static_cast<double>(kicks_)));
+  o.Set("notifications", Napi::Number::New(env, static_cast<double>(notifies_)));
   o.Set("inflight", Napi::Number::New(env, static_cast<double>(pending_.size())));
   o.Set("features", Napi::BigInt::New(env, features_));
   return o;
@@ -663,6 +667,7 @@ void Device::onKick(Vring& vq) {
   uint64_t v;
   ssize_t r = read(vq.kickFd, &v, 8);
   (void)r;
+  kicks_++;
   processRing(vq);
 }
 
@@ -726,6 +731,7 @@ void Device::notify(Vring& vq) {
     return;
   }
   uint64_t one = 1;
+  notifies_++;
   ssize_t r = write(vq.callFd, &one, 8);
   (void)r;
 }

@@ -48,6 +48,10 @@ export interface VhostStats {
   requests: number;
   badRequests: number;
   inflight: number;
+  /** Wake-ups by a kick (the guest's notification of new requests). */
+  kicks: number;
+  /** Notifications sent to the guest (call eventfd writes). */
+  notifications: number;
 }
 
 /** virtio-blk request types and status values (virtio 1.1, 5.2.6). */
@@ -182,7 +186,15 @@ export class VhostUserBlkServer {
   stats(): VhostStats {
     return this.dev
       ? this.dev.stats()
-      : { connected: false, connections: 0, requests: 0, badRequests: 0, inflight: 0 };
+      : {
+          connected: false,
+          connections: 0,
+          requests: 0,
+          badRequests: 0,
+          inflight: 0,
+          kicks: 0,
+          notifications: 0,
+        };
   }
 
   /** Stops listening, drops the front-end, and waits for the requests in flight. */

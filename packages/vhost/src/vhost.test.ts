@@ -151,6 +151,11 @@ suite(why ? `vhost-user-blk back-end (skipped: ${why})` : 'vhost-user-blk back-e
       expect(s.calls).toContain('trim 51200 4096');
       expect(s.disk.subarray(4096, 8192).every((b) => b === 0)).toBe(true);
       expect(s.server.stats()).toMatchObject({ connections: 1, inflight: 0 });
+      // The front-end kicked for its requests and was notified of their completions.
+      const st = s.server.stats();
+      expect(st.kicks).toBeGreaterThan(0);
+      expect(st.kicks).toBeLessThanOrEqual(st.requests);
+      expect(st.notifications).toBeGreaterThan(0);
     });
   });
 
