@@ -26,9 +26,10 @@ process.env.OCLIF_DISABLE_ENGINE_WARNING ??= '1';
 // goes to oclif as before. ARCHIPELAGO_CLI_FAST=0 sends everything to oclif.
 // Each bundle is compiled here with a V8 code cache kept next to it (vlmc.cjs.cache,
 // fast.cjs.cache): parsing and compiling 1.4 MB of JavaScript was about half of a call's CPU.
-// A cache is written by the first call that finds it missing or stale (V8 rejects a cache made
-// from other source or by another V8), through a temporary file and a rename; where the directory
-// is not writable, calls go on without it. ARCHIPELAGO_CODE_CACHE=0 turns it off.
+// A cache is written by the first call that finds it missing or stale (another build of the
+// bundle by its stamp below, or another V8, which rejects it), through a temporary file and a
+// rename; where the directory is not writable, calls go on without it. ARCHIPELAGO_CODE_CACHE=0
+// turns it off.
 const fs = require('node:fs');
 const path = require('node:path');
 const vm = require('node:vm');
@@ -40,10 +41,16 @@ const useCache = process.env.ARCHIPELAGO_CODE_CACHE !== '0';
 function load(name) {
   const file = path.join(__dirname, '..', 'dist', 'bundle', name);
   const cacheFile = `${file}.cache`;
+  // V8 checks a code cache against the source's length only: a rebuild of the same length (an
+  // upgrade, imports reordered) would run stale code. The cache starts with the bundle's size and
+  // mtime, one line, and a cache of another build is ignored (and rewritten).
+  const st = fs.statSync(file);
+  const stamp = Buffer.from(`${st.size} ${st.mtimeMs}\n`);
   let cachedData;
   if (useCache) {
     try {
-      cachedData = fs.readFileSync(cacheFile);
+      const got = fs.readFileSync(cacheFile);
+      if (got.subarray(0, stamp.length).equals(stamp)) cachedData = got.subarray(stamp.length);
     } catch {
       // none yet
     }
@@ -63,7 +70,7 @@ function load(name) {
     process.once('beforeExit', () => {
       const tmp = `${cacheFile}.${process.pid}`;
       try {
-        fs.writeFileSync(tmp, script.createCachedData());
+        fs.writeFileSync(tmp, Buffer.concat([stamp, script.createCachedData()]));
         fs.renameSync(tmp, cacheFile);
       } catch {
         fs.rmSync(tmp, { force: true });
