@@ -74,6 +74,8 @@ export interface MapEpochSource {
 export interface ClientRegistrar extends MapEpochSource {
   openVolumes(): string[];
   addClient(name: string, addr: string): Promise<unknown>;
+  /** Takes `addr` off the volume lock's record (REMOVE_CLIENT); absent: registrations stay. */
+  removeClient?(name: string, addr: string): Promise<unknown>;
 }
 
 /**
@@ -247,10 +249,11 @@ export async function openDirectData(
   loaded: LoadedConfig,
   peer: B.Blocker,
   maps: ClientRegistrar,
+  client: { connectionTag?: string } = {},
 ): Promise<DirectDataBlocker> {
   const o = blockerOptions(loaded, 'blockerb');
   if (o.type !== 'file_blocker') {
-    const data = (await openBlocker(o, null, { role: 'blockerb', file: loaded.path })) as RadosBlocker;
+    const data = (await openBlocker(o, null, { role: 'blockerb', file: loaded.path }, client)) as RadosBlocker;
     return new RadosDirectDataBlocker(data, peer, maps);
   }
   process.umask(umaskOf(loaded, 'blockerb'));
@@ -279,6 +282,9 @@ export class RadosDirectDataBlocker extends DirectDataBlocker {
   private registering: Promise<void> | null = null;
   /** Writes sent to blockerb while no registration was current; the last registration error. */
   readonly fencing = { segmentWrites: 0, registrations: 0, lastError: null as Error | null };
+  /** The volumes this client's address was registered in (what `retire` takes it off). */
+  private readonly registeredIn = new Set<string>();
+  private retired: Promise<void> | null = null;
 
   constructor(
     override readonly data: RadosBlocker,
@@ -303,13 +309,17 @@ export class RadosDirectDataBlocker extends DirectDataBlocker {
   /** Registers this client in the lock of every open volume (not awaited by the data path). */
   register(): Promise<void> {
     if (this.registering !== null) return this.registering;
+    if (this.retired !== null) return Promise.resolve(); // retiring: it registers nowhere again
     const epoch = this.registrar.mapEpoch;
     const addr = this.data.clientAddr;
     const run = async () => {
       if (addr === null || addr === '')
         throw new ArchipelagoError('EIO', 'the endpoint RADOS client has no address');
       const volumes = this.registrar.openVolumes();
-      for (const v of volumes) await this.registrar.addClient(v, addr);
+      for (const v of volumes) {
+        await this.registrar.addClient(v, addr);
+        this.registeredIn.add(v);
+      }
       this.fencing.registrations++;
       if (volumes.length > 0 && this.registrar.mapEpoch === epoch) this.registeredAt = epoch;
     };
@@ -322,5 +332,31 @@ export class RadosDirectDataBlocker extends DirectDataBlocker {
       });
     this.registering = p;
     return p;
+  }
+
+  /**
+   * The end of this client (an unmap): makes its writes durable, shuts the client down (nothing
+   * it sent can land later), then takes its address off the lock record of every volume it was
+   * registered in, where the record stays held (another client of mapperd has the volume open, or
+   * a host hold is restored): the list does not grow with every map, and a later break does not
+   * blocklist an address that is no longer ours. Every write after this goes to blockerb (the
+   * client has no address left to register). Idempotent.
+   */
+  retire(): Promise<void> {
+    this.retired ??= (async () => {
+      await this.registering;
+      const addr = this.data.clientAddr;
+      this.registeredAt = -1;
+      try {
+        await this.data.flush();
+      } finally {
+        await this.data.close();
+      }
+      const remove = this.registrar.removeClient?.bind(this.registrar);
+      if (addr === null || addr === '' || remove === undefined) return;
+      for (const v of this.registeredIn) await remove(v, addr);
+      this.registeredIn.clear();
+    })();
+    return this.retired;
   }
 }

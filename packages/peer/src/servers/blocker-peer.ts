@@ -244,6 +244,21 @@ export function createBlockerService(
         const holder = { owner: a.identity, process: a.as ?? null };
         return json(await inTurn(a, name, () => add(name, addr, holder)));
       }
+      case PeerOp.REMOVE_CLIENT: {
+        // RADOS only: the registered client stopped writing for the holder (RadosBlocker.removeClient).
+        const a = argsOf(req);
+        const b = locker(a.identity) as Blocker & Partial<Pick<RadosBlocker, 'removeClient'>>;
+        if (a.addr === undefined) throw new ArchipelagoError('EINVAL', `removeClient ${name}: no "addr"`);
+        if (typeof b.removeClient !== 'function')
+          throw new ArchipelagoError(
+            'ENOTSUP',
+            `removeClient ${name}: a ${main.kind} blocker cuts off no clients (a break waits out the holder's lease)`,
+          );
+        const { addr } = a;
+        const remove = b.removeClient.bind(b);
+        const holder = { owner: a.identity, process: a.as ?? null };
+        return json(await inTurn(a, name, () => remove(name, addr, holder)));
+      }
       case PeerOp.LOCKINFO:
         return json(await main.lockInfo(name));
       case PeerOp.LOCKOWNER: {
