@@ -241,7 +241,10 @@ export class RadosBlocker extends AbstractBlocker {
     if (opts.keyring !== undefined && (typeof opts.keyring !== 'string' || opts.keyring === '')) {
       throw new TypeError('RadosBlocker: "keyring" must be a path');
     }
-    if (opts.connectionTag !== undefined && (typeof opts.connectionTag !== 'string' || opts.connectionTag === '')) {
+    if (
+      opts.connectionTag !== undefined &&
+      (typeof opts.connectionTag !== 'string' || opts.connectionTag === '')
+    ) {
       throw new TypeError('RadosBlocker: "connectionTag" must be a non-empty string');
     }
     const identity = resolveIdentity('RadosBlocker', opts.identity, hostname());
@@ -854,7 +857,10 @@ export class RadosBlocker extends AbstractBlocker {
     const bad =
       typeof addr === 'string' && addr !== '' && !/\s/.test(addr)
         ? null
-        : new ArchipelagoError('EINVAL', `removeClient: "addr" must be a client address, got ${String(addr)}`);
+        : new ArchipelagoError(
+            'EINVAL',
+            `removeClient: "addr" must be a client address, got ${String(addr)}`,
+          );
     return this.counted(name, 'lock name', bad, async () => {
       const pool = await this.connected();
       const oid = name + LOCK_SUFFIX;

@@ -20,15 +20,16 @@
  * after `ARCHIPELAGO_PEER_DOWN_TIMEOUT_MS` (default 30 s), every call fails at once when the
  * segment is gone, and `abortDaemonCalls` ends them all (a stopping endpoint).
  */
+
+import { randomBytes } from 'node:crypto';
 import { Composer, type VolumeApi } from '@archipelago/composer';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import type { PeerState } from '@archipelago/peer';
 import { envPeerDownTimeoutMs, PEER_DOWN_TIMEOUT_ENV } from '@archipelago/peer/options';
 import type { LoadedConfig } from './config.js';
-import { randomBytes } from 'node:crypto';
 import {
-  chooseDataPath,
   type ClientRegistrar,
+  chooseDataPath,
   type DataPath,
   type DirectDataBlocker,
   openDirectData,

@@ -253,7 +253,12 @@ export async function openDirectData(
 ): Promise<DirectDataBlocker> {
   const o = blockerOptions(loaded, 'blockerb');
   if (o.type !== 'file_blocker') {
-    const data = (await openBlocker(o, null, { role: 'blockerb', file: loaded.path }, client)) as RadosBlocker;
+    const data = (await openBlocker(
+      o,
+      null,
+      { role: 'blockerb', file: loaded.path },
+      client,
+    )) as RadosBlocker;
     return new RadosDirectDataBlocker(data, peer, maps);
   }
   process.umask(umaskOf(loaded, 'blockerb'));

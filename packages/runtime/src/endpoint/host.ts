@@ -110,7 +110,10 @@ export function shareEndpointOf(
 ): { shared: boolean; why: string } {
   if (!sharedEndpoint(env)) return { shared: false, why: `${ENDPOINT_MODE_ENV}=per-volume` };
   const own = ownRadosClientsOf(loaded, env);
-  return { shared: true, why: own === null ? 'one endpoint process per host' : `one endpoint process per host; ${own}` };
+  return {
+    shared: true,
+    why: own === null ? 'one endpoint process per host' : `one endpoint process per host; ${own}`,
+  };
 }
 
 /** Which shared endpoint process serves a configuration: a digest of its absolute path. */
@@ -335,7 +338,9 @@ export class EndpointProcess {
     const closeOwn = async () => {
       if (!own) return;
       const guard = guardStop(rt, log, { whole: false });
-      await rt.close().catch((e: unknown) => log.warn({ err: String(e) }, "closing the volume's runtime failed"));
+      await rt
+        .close()
+        .catch((e: unknown) => log.warn({ err: String(e) }, "closing the volume's runtime failed"));
       guard.done();
     };
     let info = await (async () => {
@@ -548,7 +553,9 @@ export async function runHost(req: HostRequest): Promise<void> {
     const dataPath = dataPathOf(rt);
     if (dataPath) log.info({ path: dataPath.path, why: dataPath.why }, `data path: ${dataPath.path}`);
     if (own !== null) log.info({ why: own }, 'a data client per volume');
-    proc = new EndpointProcess(rt, loaded.path, state, log, shared, (volume) => openVolumeRuntime(rt, volume));
+    proc = new EndpointProcess(rt, loaded.path, state, log, shared, (volume) =>
+      openVolumeRuntime(rt, volume),
+    );
   }
   if (shared) {
     // One volume's fault is its own: an exception escaping its handlers is logged, and the other
