@@ -61,7 +61,7 @@ function memOf(pid) {
 }
 
 async function measure(wiring, mode) {
-  const { dir, conf } = await daemonsConfig(tmp, `rs-${wiring}-${mode}`.replace(/[^a-z-]/g, ''), 256);
+  const { dir, conf } = await daemonsConfig(tmp, `rs-${wiring}-${mode}`.replace(/[^a-z-]/g, ''), 1280);
   const ns = `rshare${process.pid}${wiring}${mode}`.replace(/[^A-Za-z0-9]/g, '');
   const text = await readFile(conf, 'utf8');
   const section = (role, pool, port) =>
@@ -86,15 +86,15 @@ async function measure(wiring, mode) {
       const t0 = performance.now();
       const r = await vlmc('map', `v${i}`, '--json');
       out.mapMs.push(performance.now() - t0);
-      const { uri } = JSON.parse(r.stdout);
+      const { uri } = JSON.parse(r);
       await run('qemu-io', ['-f', 'raw', '-c', `write -P ${i + 1} 0 1M`, uri], ENV);
       if (i === 0) {
         await new Promise((r) => setTimeout(r, Number(opts['idle-ms'])));
-        out.first = memOf(JSON.parse(r.stdout).pid);
+        out.first = memOf(JSON.parse(r).pid);
       }
     }
     await new Promise((r) => setTimeout(r, Number(opts['idle-ms'])));
-    const mapped = JSON.parse((await vlmc('showmapped', '--json')).stdout);
+    const mapped = JSON.parse(await vlmc('showmapped', '--json'));
     const pids = [...new Set(mapped.map((m) => m.pid))];
     const mems = pids.map(memOf);
     out.all = {

@@ -8,6 +8,8 @@
  *   the next `vlmc map` there (same process) works.
  * - Daemon wiring with the direct data path (`ARCHIPELAGO_DATA_PATH=direct`): one process, and
  *   each volume's data client is its own, registered in its own volume's lock record alone.
+ * - Daemon wiring with `ARCHIPELAGO_DATA_PATH=segment`: blockerb serves the data, and the
+ *   endpoint registers no client.
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -16,7 +18,7 @@ import { currentProcess } from '../../packages/blocker/src/holder.js';
 import type { RadosBlocker } from '../../packages/blocker-rados/src/index.js';
 import { ensureCluster, freshNamespace, openRados } from '../../packages/blocker-rados/test/cluster.js';
 import { requireTool } from '../lib/vlmc.js';
-import { ENV, makeConfig, qemuIo, type TestConfig, useRados, VLMC } from './helpers.js';
+import { dataRequests, ENV, makeConfig, qemuIo, type TestConfig, useRados, VLMC } from './helpers.js';
 
 const configs: TestConfig[] = [];
 const opened: RadosBlocker[] = [];
@@ -24,7 +26,7 @@ const blocklisted: string[] = [];
 
 afterAll(async () => {
   for (const c of configs) {
-    for (const v of ['ra', 'rb', 'rc', 'da', 'db']) c.vlmc('unmap', v);
+    for (const v of ['ra', 'rb', 'rc', 'da', 'db', 'sa']) c.vlmc('unmap', v);
     c.tool('stop');
   }
   await Promise.all(opened.map((b) => b.close().catch(() => {})));
@@ -160,5 +162,25 @@ describe('one shared endpoint process over RADOS: a client per volume', () => {
     writeVerified(a.uri, 0x13, '2M');
     expect((await maps.lockInfo('da'))?.clients).toEqual(recA?.clients);
     expect(c.vlmc('unmap', 'da').status).toBe(0);
+  }, 90_000);
+
+  it('daemons, ARCHIPELAGO_DATA_PATH=segment: the endpoint holds no RADOS client; blockerb serves the data', async () => {
+    requireTool('qemu-io', 'qemu-utils');
+    const { conf } = await ensureCluster();
+    const ns = freshNamespace('e2e-rshared-s');
+    const c = useRados(makeConfig({ logLevel: 3 }), conf, ns, { extra: 'log_level = 3\n' });
+    configs.push(c);
+    const started = c.tool('start');
+    expect(started.status, started.stderr).toBe(0);
+    expect(c.vlmc('create', 'sa', '--size', '16M').status).toBe(0);
+    const a = mapJson(c, 'sa', { ARCHIPELAGO_DATA_PATH: 'segment' });
+    const before = dataRequests(c);
+    writeVerified(a.uri, 0x55, '0');
+    writeVerified(a.uri, 0x56, '3M', '64k');
+    expect(dataRequests(c) - before, 'READ/WRITE requests blockerb served').toBeGreaterThanOrEqual(4);
+    const maps = await openRados({ pool: 'maps', namespace: ns, identity: 'rshared_reader' });
+    opened.push(maps);
+    expect((await maps.lockInfo('sa'))?.clients, 'no client of the endpoint registered').toBeUndefined();
+    expect(c.vlmc('unmap', 'sa').status).toBe(0);
   }, 90_000);
 });

@@ -37,8 +37,9 @@
  *   is current, writes go across the segment to blockerb.
  *
  * `ARCHIPELAGO_DATA_PATH=direct|segment` forces a path (`auto`, the default: direct when the
- * store is a file blocker whose directory this process can read and write; a rados_blocker store
- * takes the direct path only when asked, `direct`).
+ * store is a file blocker whose directory this process can read and write, or a rados_blocker
+ * whose ceph.conf and keyring this process can read; a RADOS client that then cannot connect
+ * leaves that volume on the segment path).
  */
 import { accessSync, constants } from 'node:fs';
 import type * as B from '@archipelago/blocker';
@@ -80,8 +81,9 @@ export interface ClientRegistrar extends MapEpochSource {
 
 /**
  * Which data path an endpoint of `loaded` takes, and why: `direct` when asked (or `auto`) and the
- * `[blockerb]` section is a file blocker whose directory this process can read and write.
- * `direct` asked but impossible is an error naming why.
+ * `[blockerb]` section is a file blocker whose directory this process can read and write, or a
+ * rados_blocker whose ceph.conf and keyring (when named) it can read. `direct` asked but
+ * impossible is an error naming why.
  */
 export function chooseDataPath(
   loaded: LoadedConfig,
@@ -92,13 +94,24 @@ export function chooseDataPath(
   const o = blockerOptions(loaded, 'blockerb');
   let refused: string | null = null;
   if (o.type !== 'file_blocker') {
-    // RADOS: only when asked (RadosDirectDataBlocker: its client registered in the volume lock).
-    if (asked === 'direct')
+    // RADOS (RadosDirectDataBlocker: a client per volume, registered in the volume lock), when this
+    // process can read the cluster's ceph.conf and keyring (the daemons may run as another user).
+    for (const [key, path] of [
+      ['ceph_conf', o.cephConf],
+      ['keyring', o.keyring],
+    ] as const) {
+      if (path === undefined || refused !== null) continue;
+      try {
+        accessSync(path, constants.R_OK);
+      } catch (e) {
+        refused = `cannot read [blockerb] ${key} ${path} (${(e as NodeJS.ErrnoException).code ?? String(e)})`;
+      }
+    }
+    if (refused === null)
       return {
         path: 'direct',
-        why: `${DATA_PATH_ENV}=direct: [blockerb] is a rados_blocker; the endpoint's own client writes once the volume lock names it`,
+        why: `${asked === 'direct' ? `${DATA_PATH_ENV}=direct: ` : ''}[blockerb] is a rados_blocker; the endpoint's own client writes once the volume lock names it`,
       };
-    refused = `blockerb is a rados_blocker: the direct path there is taken only with ${DATA_PATH_ENV}=direct (its client registered in the volume lock, which every break blocklists)`;
   } else {
     try {
       accessSync(o.dir, constants.R_OK | constants.W_OK | constants.X_OK);

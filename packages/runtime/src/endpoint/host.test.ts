@@ -38,7 +38,11 @@ describe('the shared endpoint process of a configuration', () => {
         return loadConfig(path);
       };
       const files = file('f.conf', `type = file_blocker\narchip_dir = ${join(dir, 'b')}`);
-      const rados = file('r.conf', 'type = rados_blocker\npool = blocks\nceph_conf = /etc/ceph/ceph.conf');
+      writeFileSync(join(dir, 'ceph.conf'), '[global]\n');
+      const rados = file(
+        'r.conf',
+        `type = rados_blocker\npool = blocks\nceph_conf = ${join(dir, 'ceph.conf')}`,
+      );
       const env = { ARCHIPELAGO_WIRING: 'embedded' };
       expect(shareEndpointOf(files, env)).toEqual({ shared: true, why: 'one endpoint process per host' });
       expect(ownRadosClientsOf(files, env)).toBeNull();
@@ -48,10 +52,12 @@ describe('the shared endpoint process of a configuration', () => {
         why: expect.stringMatching(/\[blockerb\] is a rados_blocker .* a lock break fences only its volume/),
       });
       expect(ownRadosClientsOf(rados, env)).toMatch(/RADOS client of its own/);
-      // Through the daemons the endpoint holds no RADOS client: blockerb does.
+      // Through the daemons on the segment path the endpoint holds no RADOS client: blockerb does.
       const daemons = { ARCHIPELAGO_WIRING: 'daemons' };
       expect(shareEndpointOf(rados, daemons).shared).toBe(true);
       expect(ownRadosClientsOf(rados, { ...daemons, ARCHIPELAGO_DATA_PATH: 'segment' })).toBeNull();
+      // The direct path is the default (auto) over RADOS too.
+      expect(ownRadosClientsOf(rados, daemons)).toMatch(/each mapped volume's data client is its own/);
       // Unless it writes RADOS itself: each volume's data client is its own.
       const direct = { ...daemons, ARCHIPELAGO_DATA_PATH: 'direct' };
       expect(shareEndpointOf(rados, direct)).toMatchObject({
