@@ -18,12 +18,12 @@
  * (threads at N volumes − threads at 1 volume) / (N − 1) of the shared process.
  */
 import { readdirSync, readFileSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { run } from '../../scripts/lib/proc.mjs';
-import { daemonsConfig } from './config.mjs';
+import { daemonsConfig, useRadosBlockers } from './config.mjs';
 
 const ROOT = resolve(dirname(new URL(import.meta.url).pathname), '../..');
 const TOOL = join(ROOT, 'packages/archipelago/bin/archipelago.js');
@@ -63,13 +63,7 @@ function memOf(pid) {
 async function measure(wiring, mode) {
   const { dir, conf } = await daemonsConfig(tmp, `rs-${wiring}-${mode}`.replace(/[^a-z-]/g, ''), 1280);
   const ns = `rshare${process.pid}${wiring}${mode}`.replace(/[^A-Za-z0-9]/g, '');
-  const text = await readFile(conf, 'utf8');
-  const section = (role, pool, port) =>
-    `[${role}]\ntype = rados_blocker\nportno_start = ${port}\nportno_end = ${port}\nnr_ops = 64\npool = ${pool}\nnamespace = ${ns}\nceph_conf = ${cephConf}\n`;
-  await writeFile(
-    conf,
-    `${text.slice(0, text.indexOf('[blockerb]'))}${section('blockerb', 'blocks', 10)}${section('blockerm', 'maps', 12)}${text.slice(text.indexOf('[mapperd]'))}`,
-  );
+  await useRadosBlockers(conf, cephConf, ns);
   const env = {
     ...ENV,
     ARCHIPELAGO_ENDPOINT_MODE: mode,

@@ -30,7 +30,7 @@ import { cpus, loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { run } from '../../scripts/lib/proc.mjs';
-import { daemonsConfig } from './config.mjs';
+import { daemonsConfig, useRadosBlockers } from './config.mjs';
 
 const ROOT = resolve(dirname(new URL(import.meta.url).pathname), '../..');
 const TOOL = join(ROOT, 'packages/archipelago/bin/archipelago.js');
@@ -75,13 +75,7 @@ if (rados) {
     cephConf = join(clusterDir, 'ceph.conf');
   }
   const ns = `benchd${process.pid}`;
-  const text = await readFile(conf, 'utf8');
-  const section = (role, pool, port) =>
-    `[${role}]\ntype = rados_blocker\nportno_start = ${port}\nportno_end = ${port}\nnr_ops = 64\npool = ${pool}\nnamespace = ${ns}\nceph_conf = ${cephConf}\n`;
-  await writeFile(
-    conf,
-    `${text.slice(0, text.indexOf('[blockerb]'))}${section('blockerb', 'blocks', 10)}${section('blockerm', 'maps', 12)}${text.slice(text.indexOf('[mapperd]'))}`,
-  );
+  await useRadosBlockers(conf, cephConf, ns);
 }
 
 const tool = (...a) => run(process.execPath, [TOOL, '-c', conf, ...a], ENV);

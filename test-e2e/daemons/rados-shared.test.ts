@@ -12,15 +12,14 @@
  *   endpoint registers no client.
  */
 import { spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
 import { currentProcess } from '../../packages/blocker/src/holder.js';
 import type { RadosBlocker } from '../../packages/blocker-rados/src/index.js';
 import { ensureCluster, freshNamespace, openRados } from '../../packages/blocker-rados/test/cluster.js';
 import { requireTool } from '../lib/vlmc.js';
-import { dataRequests, ENV, makeConfig, qemuIo, type TestConfig, useRados, VLMC } from './helpers.js';
+import * as D from './helpers.js';
 
-const configs: TestConfig[] = [];
+const configs: D.TestConfig[] = [];
 const opened: RadosBlocker[] = [];
 const blocklisted: string[] = [];
 
@@ -32,7 +31,7 @@ afterAll(async () => {
   await Promise.all(opened.map((b) => b.close().catch(() => {})));
   const { conf } = await ensureCluster();
   for (const a of blocklisted)
-    spawnSync('ceph', ['-c', conf, '--admin-socket=', 'osd', 'blocklist', 'rm', a], { env: ENV });
+    spawnSync('ceph', ['-c', conf, '--admin-socket=', 'osd', 'blocklist', 'rm', a], { env: D.ENV });
   for (const c of configs) c.cleanup();
 }, 60_000);
 
@@ -42,8 +41,8 @@ interface Row {
   uri: string;
 }
 
-function mapJson(c: TestConfig, volume: string, env: NodeJS.ProcessEnv = {}): Row {
-  const r = spawnSync(process.execPath, [VLMC, '-c', c.conf, 'map', volume, '--json'], {
+function mapJson(c: D.TestConfig, volume: string, env: NodeJS.ProcessEnv = {}): Row {
+  const r = spawnSync(process.execPath, [D.VLMC, '-c', c.conf, 'map', volume, '--json'], {
     encoding: 'utf8',
     env: { ...ENV, ...env },
     timeout: 30_000,
@@ -52,21 +51,31 @@ function mapJson(c: TestConfig, volume: string, env: NodeJS.ProcessEnv = {}): Ro
   return JSON.parse(r.stdout) as Row;
 }
 
-/** Writes `byte` at `off` and reads it back through the NBD URI; none may fail. */
-function writeVerified(uri: string, byte: number, off: string, len = '1M'): void {
-  const r = qemuIo(uri, `write -P ${byte} ${off} ${len}`, 'flush', `read -P ${byte} ${off} ${len}`);
-  expect(r.ok, r.out).toBe(true);
+/**
+ * A configuration on RADOS (namespace `tag`) with the daemons started and `volumes` created; a
+ * reader of its maps pool.
+ */
+async function daemonsOnRados(tag: string, volumes: string[], logLevel = 2) {
+  requireTool('qemu-io', 'qemu-utils');
+  const { conf } = await ensureCluster();
+  const ns = freshNamespace(tag);
+  const c = D.useRados(D.makeConfig({ logLevel }), conf, ns, {
+    extra: `log_level = ${logLevel}\n`,
+    mapperd: 'lease_timeout = 3\n',
+  });
+  configs.push(c);
+  const started = c.tool('start');
+  expect(started.status, started.stderr).toBe(0);
+  for (const v of volumes) expect(c.vlmc('create', v, '--size', '16M').status).toBe(0);
+  const maps = await openRados({ pool: 'maps', namespace: ns, identity: 'rshared_reader' });
+  opened.push(maps);
+  return { c, maps };
 }
 
-/** sha256 of every data object of volume `vol`, by name. */
-async function objects(b: RadosBlocker, vol: string): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  for await (const name of b.list(`${vol}_`)) {
-    const info = await b.info(name);
-    const data = await b.read(name, 0, info?.size ?? 0);
-    out[name] = createHash('sha256').update(data).digest('hex');
-  }
-  return out;
+/** Writes `byte` at `off` and reads it back through the NBD URI; none may fail. */
+function writeVerified(uri: string, byte: number, off: string, len = '1M'): void {
+  const r = D.qemuIo(uri, `write -P ${byte} ${off} ${len}`, 'flush', `read -P ${byte} ${off} ${len}`);
+  expect(r.ok, r.out).toBe(true);
 }
 
 describe('one shared endpoint process over RADOS: a client per volume', () => {
@@ -74,7 +83,7 @@ describe('one shared endpoint process over RADOS: a client per volume', () => {
     requireTool('qemu-io', 'qemu-utils');
     const { conf } = await ensureCluster();
     const ns = freshNamespace('e2e-rshared');
-    const c = useRados(makeConfig(), conf, ns, { mapperd: 'lease_timeout = 3\n' });
+    const c = D.useRados(D.makeConfig(), conf, ns, { mapperd: 'lease_timeout = 3\n' });
     configs.push(c);
     for (const v of ['ra', 'rb', 'rc']) expect(c.vlmc('create', v, '--size', '16M').status).toBe(0);
 
@@ -96,27 +105,24 @@ describe('one shared endpoint process over RADOS: a client per volume', () => {
     expect(recB?.addr, 'each volume holds its lock with a client of its own').not.toBe(addrA);
     blocklisted.push(addrA);
 
-    const breaker = await openRados({
-      pool: 'maps',
-      namespace: ns,
-      identity: 'otherhost_breaker',
-      blocklistExpireSeconds: 600,
-      process: { ...currentProcess(), host: 'rshared-elsewhere' },
-    });
+    // Another host's breaker, as `vlmc unlock -f ra` there.
+    const elsewhere = { ...currentProcess(), host: 'rshared-elsewhere' };
+    const id = { identity: 'otherhost_breaker', process: elsewhere };
+    const breaker = await openRados({ pool: 'maps', namespace: ns, blocklistExpireSeconds: 600, ...id });
     opened.push(breaker);
     const report = await breaker.breakLock('ra');
     expect(report.fenced).toContain(`blocklisted ${addrA}`);
-    const landed = await objects(blocks, 'ra');
+    const landed = await D.objectHashes(blocks, 'ra');
 
     // The broken volume: its writes fail, and nothing lands.
-    const late = qemuIo(a.uri, 'write -P 0x99 0 64k', 'flush');
+    const late = D.qemuIo(a.uri, 'write -P 0x99 0 64k', 'flush');
     expect(late.ok).toBe(false);
     expect(late.out).toMatch(/Input\/output error|failed/i);
-    expect(await objects(blocks, 'ra')).toEqual(landed);
+    expect(await D.objectHashes(blocks, 'ra')).toEqual(landed);
 
     // The other volume of the same process: verified reads and writes go on.
     writeVerified(b.uri, 0x33, '2M');
-    const old = qemuIo(b.uri, 'read -P 0x22 0 1M');
+    const old = D.qemuIo(b.uri, 'read -P 0x22 0 1M');
     expect(old.ok, old.out).toBe(true);
     // And the next map there works, in the same process.
     const c3 = mapJson(c, 'rc');
@@ -128,14 +134,7 @@ describe('one shared endpoint process over RADOS: a client per volume', () => {
   }, 90_000);
 
   it('daemons, direct data path: one process, each volume registers a data client of its own in its own lock', async () => {
-    requireTool('qemu-io', 'qemu-utils');
-    const { conf } = await ensureCluster();
-    const ns = freshNamespace('e2e-rshared-d');
-    const c = useRados(makeConfig(), conf, ns, { mapperd: 'lease_timeout = 3\n' });
-    configs.push(c);
-    const started = c.tool('start');
-    expect(started.status, started.stderr).toBe(0);
-    for (const v of ['da', 'db']) expect(c.vlmc('create', v, '--size', '16M').status).toBe(0);
+    const { c, maps } = await daemonsOnRados('e2e-rshared-d', ['da', 'db']);
 
     const direct = { ARCHIPELAGO_DATA_PATH: 'direct' };
     const a = mapJson(c, 'da', direct);
@@ -147,8 +146,6 @@ describe('one shared endpoint process over RADOS: a client per volume', () => {
     writeVerified(a.uri, 0x12, '1M');
     writeVerified(b.uri, 0x23, '1M');
 
-    const maps = await openRados({ pool: 'maps', namespace: ns, identity: 'rshared_reader' });
-    opened.push(maps);
     const recA = await maps.lockInfo('da');
     const recB = await maps.lockInfo('db');
     expect(recA?.clients).toHaveLength(1);
@@ -165,21 +162,12 @@ describe('one shared endpoint process over RADOS: a client per volume', () => {
   }, 90_000);
 
   it('daemons, ARCHIPELAGO_DATA_PATH=segment: the endpoint holds no RADOS client; blockerb serves the data', async () => {
-    requireTool('qemu-io', 'qemu-utils');
-    const { conf } = await ensureCluster();
-    const ns = freshNamespace('e2e-rshared-s');
-    const c = useRados(makeConfig({ logLevel: 3 }), conf, ns, { extra: 'log_level = 3\n' });
-    configs.push(c);
-    const started = c.tool('start');
-    expect(started.status, started.stderr).toBe(0);
-    expect(c.vlmc('create', 'sa', '--size', '16M').status).toBe(0);
+    const { c, maps } = await daemonsOnRados('e2e-rshared-s', ['sa'], 3);
     const a = mapJson(c, 'sa', { ARCHIPELAGO_DATA_PATH: 'segment' });
-    const before = dataRequests(c);
+    const before = D.dataRequests(c);
     writeVerified(a.uri, 0x55, '0');
     writeVerified(a.uri, 0x56, '3M', '64k');
-    expect(dataRequests(c) - before, 'READ/WRITE requests blockerb served').toBeGreaterThanOrEqual(4);
-    const maps = await openRados({ pool: 'maps', namespace: ns, identity: 'rshared_reader' });
-    opened.push(maps);
+    expect(D.dataRequests(c) - before, 'READ/WRITE requests blockerb served').toBeGreaterThanOrEqual(4);
     expect((await maps.lockInfo('sa'))?.clients, 'no client of the endpoint registered').toBeUndefined();
     expect(c.vlmc('unmap', 'sa').status).toBe(0);
   }, 90_000);

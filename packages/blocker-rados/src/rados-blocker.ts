@@ -804,39 +804,11 @@ export class RadosBlocker extends AbstractBlocker {
     addr: string,
     holder: { owner: string; process?: LockProcess | null },
   ): Promise<LockRecord> {
-    const bad =
-      typeof addr === 'string' && addr !== '' && !/\s/.test(addr)
-        ? null
-        : new ArchipelagoError('EINVAL', `addClient: "addr" must be a client address, got ${String(addr)}`);
-    return this.counted(name, 'lock name', bad, async () => {
-      const pool = await this.connected();
-      const oid = name + LOCK_SUFFIX;
-      for (let attempt = 0; attempt < 50; attempt++) {
-        const state = await this.readState(pool, name);
-        const cur = holderOf(state);
-        if (cur === null) throw notLockedError(name);
-        const stored = state.stored;
-        if (
-          statusOf(state) !== 'held' ||
-          stored === null ||
-          cur.owner !== holder.owner ||
-          (holder.process !== undefined &&
-            holder.process !== null &&
-            !sameProcess(cur.process, holder.process))
-        )
-          throw lockLostError(name, describeHolder(cur));
-        if (cur.clients?.includes(addr)) return cur;
-        const rec: LockRecord = { ...cur, clients: [...(cur.clients ?? []), addr] };
-        const raw = encodeRecord(rec, stored.client, stored.cookie);
-        if (
-          (await this.swap(name, 'register a client of', rewrite(pool, oid, state.raw as string, raw))) ===
-          'done'
-        )
-          return rec;
-      }
-      throw new ArchipelagoError('EIO', `addClient ${name}: the lock kept changing during 50 attempts`, {
-        details: { lock: name },
-      });
+    return this.changeClients<LockRecord>('addClient', name, addr, holder, (cur, held) => {
+      if (cur === null) throw notLockedError(name);
+      if (!held) throw lockLostError(name, describeHolder(cur));
+      if (cur.clients?.includes(addr)) return { done: cur };
+      return { next: { ...cur, clients: [...(cur.clients ?? []), addr] } };
     });
   }
 
@@ -854,13 +826,30 @@ export class RadosBlocker extends AbstractBlocker {
     addr: string,
     holder: { owner: string; process?: LockProcess | null },
   ): Promise<LockRecord | null> {
+    return this.changeClients<null>('removeClient', name, addr, holder, (cur, held) => {
+      if (cur === null || !held || !cur.clients?.includes(addr)) return { done: null };
+      const rest = cur.clients.filter((a) => a !== addr);
+      const { clients: _old, ...plain } = cur;
+      return { next: rest.length > 0 ? { ...plain, clients: rest } : plain };
+    });
+  }
+
+  /**
+   * `addClient` / `removeClient`: reads the lock, lets `decide` answer (`done`) or name the record
+   * to write (`next`, `held` saying whether `holder` holds the lock now), and rewrites it in one op
+   * guarded by the record as read, reading again when the lock changed meanwhile.
+   */
+  private changeClients<T>(
+    op: 'addClient' | 'removeClient',
+    name: string,
+    addr: string,
+    holder: { owner: string; process?: LockProcess | null },
+    decide: (cur: LockRecord | null, held: boolean) => { done: T } | { next: LockRecord },
+  ): Promise<T | LockRecord> {
     const bad =
       typeof addr === 'string' && addr !== '' && !/\s/.test(addr)
         ? null
-        : new ArchipelagoError(
-            'EINVAL',
-            `removeClient: "addr" must be a client address, got ${String(addr)}`,
-          );
+        : new ArchipelagoError('EINVAL', `${op}: "addr" must be a client address, got ${String(addr)}`);
     return this.counted(name, 'lock name', bad, async () => {
       const pool = await this.connected();
       const oid = name + LOCK_SUFFIX;
@@ -868,28 +857,23 @@ export class RadosBlocker extends AbstractBlocker {
         const state = await this.readState(pool, name);
         const cur = holderOf(state);
         const stored = state.stored;
-        if (
-          cur === null ||
-          stored === null ||
-          statusOf(state) !== 'held' ||
-          cur.owner !== holder.owner ||
-          (holder.process !== undefined &&
-            holder.process !== null &&
-            !sameProcess(cur.process, holder.process)) ||
-          !cur.clients?.includes(addr)
-        )
-          return null;
-        const rest = cur.clients.filter((a) => a !== addr);
-        const { clients: _old, ...plain } = cur;
-        const rec: LockRecord = rest.length > 0 ? { ...plain, clients: rest } : plain;
-        const raw = encodeRecord(rec, stored.client, stored.cookie);
-        if (
-          (await this.swap(name, 'unregister a client of', rewrite(pool, oid, state.raw as string, raw))) ===
-          'done'
-        )
-          return rec;
+        const held =
+          cur !== null &&
+          stored !== null &&
+          statusOf(state) === 'held' &&
+          cur.owner === holder.owner &&
+          (holder.process === undefined ||
+            holder.process === null ||
+            sameProcess(cur.process, holder.process));
+        const d = decide(cur, held);
+        if ('done' in d) return d.done;
+        if (stored === null) throw lockLostError(name, 'nobody');
+        const raw = encodeRecord(d.next, stored.client, stored.cookie);
+        const what = op === 'addClient' ? 'register a client of' : 'unregister a client of';
+        if ((await this.swap(name, what, rewrite(pool, oid, state.raw as string, raw))) === 'done')
+          return d.next;
       }
-      throw new ArchipelagoError('EIO', `removeClient ${name}: the lock kept changing during 50 attempts`, {
+      throw new ArchipelagoError('EIO', `${op} ${name}: the lock kept changing during 50 attempts`, {
         details: { lock: name },
       });
     });
