@@ -34,7 +34,6 @@ import {
   type DirectDataBlocker,
   openDirectData,
   RadosDirectDataBlocker,
-  requestedDataPath,
 } from './direct-data.js';
 import { pidfileOf, portOf, segmentSpecOf } from './paths.js';
 import { blockerOptions } from './sections.js';
@@ -240,15 +239,7 @@ export async function connectDaemons(
           removeClient: (n, addr) => mapper.removeClient(n, addr),
         };
         const tag = `volume ${name} ${randomBytes(6).toString('hex')}`;
-        let vd: DirectDataBlocker;
-        try {
-          vd = await openDirectData(loaded, blockerb, registrar, { connectionTag: tag });
-        } catch (e) {
-          // Not asked for (auto): a client that cannot connect here leaves the volume on the
-          // segment path (the process's composer, through blockerb), as a store out of reach does.
-          if (requestedDataPath() === 'direct') throw e;
-          return rt;
-        }
+        const vd = await openDirectData(loaded, blockerb, registrar, { connectionTag: tag });
         const vc = new Composer({ mapper, blockerb: vd });
         views.set(name, { composer: vc, direct: vd });
         const view: Runtime = {

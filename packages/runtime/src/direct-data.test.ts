@@ -273,15 +273,12 @@ describe('without map leases (ARCHIPELAGO_MAP_LEASE_MS=0)', () => {
 });
 
 describe('chooseDataPath', () => {
-  it('takes the direct path for RADOS too (its client registered in the lock), unless this process cannot read the ceph.conf or keyring', () => {
+  it('takes the segment for RADOS unless the direct path is asked for and this process can read the ceph.conf and keyring', () => {
     const rados = loadConfig(
       configFile('rados.conf', { type: 'rados_blocker', pool: 'p', archip_dir: undefined }),
       { env: {} },
     );
-    expect(chooseDataPath(rados, {})).toMatchObject({
-      path: 'direct',
-      why: /^\[blockerb\] is a rados_blocker; the endpoint's own client writes once the volume lock names it/,
-    });
+    expect(chooseDataPath(rados, {})).toMatchObject({ path: 'segment', why: /a blockerm restart's too/ });
     expect(chooseDataPath(rados, { [DATA_PATH_ENV]: 'direct' })).toMatchObject({
       path: 'direct',
       why: /^ARCHIPELAGO_DATA_PATH=direct: \[blockerb\] is a rados_blocker/,
@@ -301,6 +298,7 @@ describe('chooseDataPath', () => {
       path: 'segment',
       why: `cannot read [blockerb] ceph_conf ${conf} (ENOENT)`,
     });
+    expect(chooseDataPath(unreadable, { [DATA_PATH_ENV]: 'segment' })).toMatchObject({ path: 'segment' });
     expect(() => chooseDataPath(unreadable, { [DATA_PATH_ENV]: 'direct' })).toThrow(
       /ARCHIPELAGO_DATA_PATH=direct: cannot read \[blockerb\] ceph_conf/,
     );

@@ -37,9 +37,8 @@
  *   is current, writes go across the segment to blockerb.
  *
  * `ARCHIPELAGO_DATA_PATH=direct|segment` forces a path (`auto`, the default: direct when the
- * store is a file blocker whose directory this process can read and write, or a rados_blocker
- * whose ceph.conf and keyring this process can read; a RADOS client that then cannot connect
- * leaves that volume on the segment path).
+ * store is a file blocker whose directory this process can read and write; a rados_blocker store
+ * takes the direct path only when asked, `direct`, and its ceph.conf and keyring are readable).
  */
 import { accessSync, constants } from 'node:fs';
 import type * as B from '@archipelago/blocker';
@@ -81,9 +80,9 @@ export interface ClientRegistrar extends MapEpochSource {
 
 /**
  * Which data path an endpoint of `loaded` takes, and why: `direct` when asked (or `auto`) and the
- * `[blockerb]` section is a file blocker whose directory this process can read and write, or a
- * rados_blocker whose ceph.conf and keyring (when named) it can read. `direct` asked but
- * impossible is an error naming why.
+ * `[blockerb]` section is a file blocker whose directory this process can read and write; a
+ * rados_blocker only when asked (`direct`), and when this process can read its ceph.conf and
+ * keyring (when named). `direct` asked but impossible is an error naming why.
  */
 export function chooseDataPath(
   loaded: LoadedConfig,
@@ -107,11 +106,15 @@ export function chooseDataPath(
         refused = `cannot read [blockerb] ${key} ${path} (${(e as NodeJS.ErrnoException).code ?? String(e)})`;
       }
     }
-    if (refused === null)
+    if (refused === null && asked === 'direct')
       return {
         path: 'direct',
-        why: `${asked === 'direct' ? `${DATA_PATH_ENV}=direct: ` : ''}[blockerb] is a rados_blocker; the endpoint's own client writes once the volume lock names it`,
+        why: `${DATA_PATH_ENV}=direct: [blockerb] is a rados_blocker; the endpoint's own client writes once the volume lock names it`,
       };
+    // Not by default: a restart of blockerm (`archipelago restart`, the peer-failure procedure)
+    // takes the volume lock over from its own stale record, which blocklists the registered
+    // endpoint clients, and the direct reads and writes then fail (test-e2e/restart/rados.test.ts).
+    refused ??= `blockerb is a rados_blocker: the direct path there is taken only with ${DATA_PATH_ENV}=direct (its client registered in the volume lock, which every break and every take-over, a blockerm restart's too, blocklists)`;
   } else {
     try {
       accessSync(o.dir, constants.R_OK | constants.W_OK | constants.X_OK);
