@@ -111,10 +111,11 @@ export function chooseDataPath(
         path: 'direct',
         why: `${DATA_PATH_ENV}=direct: [blockerb] is a rados_blocker; the endpoint's own client writes once the volume lock names it`,
       };
-    // Not by default: a restart of blockerm (`archipelago restart`, the peer-failure procedure)
-    // takes the volume lock over from its own stale record, which blocklists the registered
-    // endpoint clients, and the direct reads and writes then fail (test-e2e/restart/rados.test.ts).
-    refused ??= `blockerb is a rados_blocker: the direct path there is taken only with ${DATA_PATH_ENV}=direct (its client registered in the volume lock, which every break and every take-over, a blockerm restart's too, blocklists)`;
+    // Not by default: across `archipelago restart` and the peer-failure procedure for blockerm
+    // the volume lock is taken over, which blocklists the registered endpoint client, and the
+    // mapped volume's direct reads and writes then fail (test-e2e/restart/rados.test.ts); the
+    // endpoint does not yet reconnect with a new client and register it again.
+    refused ??= `blockerb is a rados_blocker: the direct path there is taken only with ${DATA_PATH_ENV}=direct (its client registered in the volume lock, which every break and every take-over, a daemons restart's too, blocklists)`;
   } else {
     try {
       accessSync(o.dir, constants.R_OK | constants.W_OK | constants.X_OK);
