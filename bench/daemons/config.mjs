@@ -2,7 +2,7 @@
  * What bench/daemons scripts share: a configuration for the four daemons on a segment of their
  * own, in a temporary directory under `base`.
  */
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /** Creates `<base>/<prefix>XXXX/archipelago.conf`; returns the directory, file and segment name. */
@@ -55,4 +55,18 @@ mapper_port = 11
 `,
   );
   return { dir, conf, segment };
+}
+
+/**
+ * Puts both blockers of the configuration `conf` (made by daemonsConfig) on RADOS: pools blocks
+ * and maps, namespace `ns`, the cluster of `cephConf`, the ports daemonsConfig gives them.
+ */
+export async function useRadosBlockers(conf, cephConf, ns) {
+  const text = await readFile(conf, 'utf8');
+  const section = (role, pool, port) =>
+    `[${role}]\ntype = rados_blocker\nportno_start = ${port}\nportno_end = ${port}\nnr_ops = 64\npool = ${pool}\nnamespace = ${ns}\nceph_conf = ${cephConf}\n`;
+  await writeFile(
+    conf,
+    `${text.slice(0, text.indexOf('[blockerb]'))}${section('blockerb', 'blocks', 10)}${section('blockerm', 'maps', 12)}${text.slice(text.indexOf('[mapperd]'))}`,
+  );
 }

@@ -17,6 +17,12 @@
  * The endpoint through the daemons reads and writes the file store itself (its direct data path,
  * packages/runtime/src/direct-data.ts); `--wirings embedded,daemons,segment` adds a column with
  * `ARCHIPELAGO_DATA_PATH=segment` (every data I/O sent to blockerb over the segment, as before).
+ *
+ * `--rados` puts both blockers on RADOS (pools blocks and maps, a namespace of the run) of a
+ * throwaway single-node cluster started under --dir (scripts/ceph-cluster.sh; purged at the end),
+ * or of the cluster of `--ceph-conf <ceph.conf>`. Over RADOS the "daemons" column is the direct
+ * data path asked for (`ARCHIPELAGO_DATA_PATH=direct`: the endpoint's own librados client per
+ * volume, registered in the volume lock), "segment" the path through blockerb.
  */
 import { existsSync } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
@@ -24,7 +30,7 @@ import { cpus, loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { run } from '../../scripts/lib/proc.mjs';
-import { daemonsConfig } from './config.mjs';
+import { daemonsConfig, useRadosBlockers } from './config.mjs';
 
 const ROOT = resolve(dirname(new URL(import.meta.url).pathname), '../..');
 const TOOL = join(ROOT, 'packages/archipelago/bin/archipelago.js');
@@ -42,6 +48,8 @@ const { values: opts } = parseArgs({
     keep: { type: 'boolean', default: false },
     out: { type: 'string' },
     repeat: { type: 'string', default: '1' },
+    rados: { type: 'boolean', default: false },
+    'ceph-conf': { type: 'string' },
   },
 });
 const sizeMiB = Number(opts['size-mib']);
@@ -56,6 +64,19 @@ const rows = opts.rows ? ALL_ROWS.filter((r) => opts.rows.split(',').includes(r.
 
 const ENV = { ...process.env, PATH: `/usr/bin:/usr/sbin:${process.env.PATH ?? ''}` };
 const { dir, conf } = await daemonsConfig(opts.dir, 'bench-daemons', 1280);
+const rados = opts.rados || opts['ceph-conf'] !== undefined;
+let clusterDir = null;
+let cephConf = opts['ceph-conf'] ?? null;
+if (rados) {
+  if (cephConf === null) {
+    clusterDir = join(dir, 'ceph');
+    console.error('# starting a throwaway Ceph cluster...');
+    await run('bash', [join(ROOT, 'scripts/ceph-cluster.sh'), 'start', clusterDir], ENV);
+    cephConf = join(clusterDir, 'ceph.conf');
+  }
+  const ns = `benchd${process.pid}`;
+  await useRadosBlockers(conf, cephConf, ns);
+}
 
 const tool = (...a) => run(process.execPath, [TOOL, '-c', conf, ...a], ENV);
 /** The columns: a wiring, and for the daemons which data path the endpoint takes. */
@@ -134,6 +155,10 @@ try {
     }
 } finally {
   await tool('stop', '-f').catch((e) => console.error(String(e)));
+  if (clusterDir !== null)
+    await run('bash', [join(ROOT, 'scripts/ceph-cluster.sh'), 'purge', clusterDir], ENV).catch((e) =>
+      console.error(String(e)),
+    );
   if (!opts.keep) await rm(dir, { recursive: true, force: true });
 }
 
@@ -145,7 +170,7 @@ const lines = [
     .map((l) => l.toFixed(2))
     .join(
       ' ',
-    )} at the end. File blockers under ${opts.dir} (blockerb \`sync = flush\`, the default; blockerm \`sync = always\`), one volume of ${sizeMiB} MiB (4 MiB blocks) filled with random bytes, fio nbd engine, one connection per job; with --repeat, the columns in turn per round and each cell the median round (ratios of medians; per-round ratios below). Every column is a \`vlmc map\` endpoint; "daemons" is ${process.env.ARCHIPELAGO_COMPOSE === 'vlmcd' ? 'endpoint → vlmcd → mapperd, blockerb' : 'the endpoint composing over mapperd (leased map cache), data read and written by the endpoint itself (direct data path)'}; "segment" is the same with \`ARCHIPELAGO_DATA_PATH=segment\` (data to blockerb over the segment).`,
+    )} at the end. ${rados ? `RADOS blockers (pools blocks and maps of ${clusterDir !== null ? 'a throwaway single-node memstore cluster, scripts/ceph-cluster.sh' : cephConf}, the configuration's defaults)` : `File blockers under ${opts.dir} (blockerb \`sync = flush\`, the default; blockerm \`sync = always\`)`}, one volume of ${sizeMiB} MiB (4 MiB blocks) filled with random bytes, fio nbd engine, one connection per job; with --repeat, the columns in turn per round and each cell the median round (ratios of medians; per-round ratios below). Every column is a \`vlmc map\` endpoint; "daemons" is ${process.env.ARCHIPELAGO_COMPOSE === 'vlmcd' ? 'endpoint → vlmcd → mapperd, blockerb' : 'the endpoint composing over mapperd (leased map cache), data read and written by the endpoint itself (direct data path)'}; "segment" is the same with \`ARCHIPELAGO_DATA_PATH=segment\` (data to blockerb over the segment).`,
   '',
   `| row | ${columns.map((c) => `${c} IOPS`).join(' | ')} | ${others.map((c) => `${c} / embedded`).join(' | ')} | ${columns.map((c) => `${c} p50 µs`).join(' | ')} |`,
   `|---|${columns.map(() => '---:').join('|')}|${others.map(() => '---:').join('|')}|${columns.map(() => '---:').join('|')}|`,
@@ -172,4 +197,5 @@ if (Number(opts.repeat) > 1) {
 const md = `${lines.join('\n')}\n`;
 console.log(`\n${md}`);
 if (opts.out) await writeFile(opts.out, md);
+else if (rados) console.log('(--rados: not written to bench/results; --out to keep it)');
 else if (existsSync(join(ROOT, 'bench/results'))) await writeFile(join(ROOT, 'bench/results/daemons.md'), md);

@@ -4,6 +4,7 @@
  * The tool and the peers run from dist/: `pnpm run build` first.
  */
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -222,4 +223,22 @@ export function qemuIo(uri: string, ...cmds: string[]): { ok: boolean; out: stri
   });
   const out = r.stdout + r.stderr;
   return { ok: r.status === 0 && !/failed|error|Pattern verification/i.test(out), out };
+}
+
+/** sha256 of every object named `<vol>_...` that blocker `b` lists (a volume's data objects), by name. */
+export async function objectHashes(
+  b: {
+    list(prefix: string): AsyncIterable<string>;
+    info(name: string): Promise<{ size: number } | null>;
+    read(name: string, offset: number, length: number): Promise<Buffer>;
+  },
+  vol: string,
+): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for await (const name of b.list(`${vol}_`)) {
+    const info = await b.info(name);
+    const data = await b.read(name, 0, info?.size ?? 0);
+    out[name] = createHash('sha256').update(data).digest('hex');
+  }
+  return out;
 }

@@ -9,14 +9,22 @@
  * lands (the volume's objects read back unchanged).
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { currentProcess } from '../../packages/blocker/src/holder.js';
 import type { RadosBlocker } from '../../packages/blocker-rados/src/index.js';
 import { ensureCluster, freshNamespace, openRados } from '../../packages/blocker-rados/test/cluster.js';
-import { dataRequests, ENV, makeConfig, qemuIo, type TestConfig, useRados, VLMC } from './helpers.js';
+import {
+  dataRequests,
+  ENV,
+  makeConfig,
+  objectHashes,
+  qemuIo,
+  type TestConfig,
+  useRados,
+  VLMC,
+} from './helpers.js';
 
 let cfg: TestConfig | undefined;
 const opened: RadosBlocker[] = [];
@@ -61,17 +69,6 @@ function endpointPids(): number[] {
 function qemuIoOk(uri: string, ...cmds: string[]): void {
   const r = qemuIo(uri, ...cmds);
   expect(r.ok, r.out).toBe(true);
-}
-
-/** sha256 of every data object of volume `vol` (blocks pool), by name. */
-async function objects(b: RadosBlocker, vol: string): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  for await (const name of b.list(`${vol}_`)) {
-    const info = await b.info(name);
-    const data = await b.read(name, 0, info?.size ?? 0);
-    out[name] = createHash('sha256').update(data).digest('hex');
-  }
-  return out;
 }
 
 describe('the vlmc map endpoint on RADOS: its own client, registered in the volume lock', () => {
@@ -143,7 +140,7 @@ describe('the vlmc map endpoint on RADOS: its own client, registered in the volu
     expect(report.fenced).toContain(`blocklisted ${epAddr} (writing for`);
     const blocks = await openRados({ pool: 'blocks', namespace: ns, identity: 'rdirect_reader' });
     opened.push(blocks);
-    const landed = await objects(blocks, 'rdv');
+    const landed = await objectHashes(blocks, 'rdv');
     expect(Object.keys(landed).length).toBeGreaterThan(0);
 
     const { stdout: listed } = spawnSync('ceph', ['-c', conf, '--admin-socket=', 'osd', 'blocklist', 'ls'], {
@@ -154,7 +151,7 @@ describe('the vlmc map endpoint on RADOS: its own client, registered in the volu
 
     process.kill(ep as number, 'SIGCONT');
     await new Promise((r) => setTimeout(r, 1500));
-    expect(await objects(blocks, 'rdv')).toEqual(landed);
+    expect(await objectHashes(blocks, 'rdv')).toEqual(landed);
     // And a later write through the endpoint fails (its volume is fenced), landing nothing.
     const late = spawnSync('qemu-io', ['-f', 'raw', '-c', 'write -P 0x99 0 64k', uri], {
       encoding: 'utf8',
@@ -162,6 +159,6 @@ describe('the vlmc map endpoint on RADOS: its own client, registered in the volu
       timeout: 30_000,
     });
     expect(late.stdout + late.stderr).toMatch(/failed|error/i);
-    expect(await objects(blocks, 'rdv')).toEqual(landed);
+    expect(await objectHashes(blocks, 'rdv')).toEqual(landed);
   }, 120_000);
 });

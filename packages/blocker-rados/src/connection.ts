@@ -1,7 +1,10 @@
 /**
  * Shared librados clients: blockers of one process that use the same ceph.conf, client id,
- * keyring and timeouts share one rados_t (one set of messenger threads and one session with the
- * monitors), each with its own pool context. The client shuts down when its last user closes.
+ * keyring, timeouts and tag share one rados_t (one set of messenger threads and one session with
+ * the monitors), each with its own pool context. The client shuts down when its last user closes.
+ * A `tag` of its own gives a blocker (or a group of blockers with that tag) a client of its own:
+ * Ceph fences (blocklists) a client, not a volume, so a process that serves several volumes gives
+ * each volume a client of its own, and a break of one volume's lock fences only that volume.
  */
 import { access, constants as fsConstants } from 'node:fs/promises';
 import { constants } from 'node:os';
@@ -20,6 +23,11 @@ export interface ConnectOptions {
   connectTimeoutMs: number;
   /** rados_osd_op_timeout; 0 = OSD operations wait for the cluster however long it takes. */
   opTimeoutMs: number;
+  /**
+   * Users with the same options and tag share a client; another tag is another client. Default:
+   * none (every untagged user of the same options shares one).
+   */
+  tag?: string;
 }
 
 export interface Connection {
@@ -33,6 +41,11 @@ interface Entry {
 }
 
 const clients = new Map<string, Entry>();
+
+/** How many librados clients this process has connected (or is connecting) now. */
+export function connectionCount(): number {
+  return clients.size;
+}
 /** Addresses of this process's connected clients: fencing never blocklists one of them. */
 const ownAddrs = new Set<string>();
 
@@ -131,6 +144,7 @@ export async function acquireConnection(o: ConnectOptions): Promise<Connection> 
     o.keyring ?? null,
     o.connectTimeoutMs,
     o.opTimeoutMs,
+    o.tag ?? null,
   ]);
   let entry = clients.get(key);
   if (!entry) {

@@ -1,4 +1,5 @@
 export type { ClsLocker } from './cls-lock.js';
+export { connectionCount } from './connection.js';
 export { NOT_BUILT_MESSAGE, radosAvailable } from './native.js';
 export {
   DEFAULT_MAX_DIRTY_BYTES,

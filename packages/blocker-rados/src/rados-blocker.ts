@@ -123,6 +123,15 @@ export interface RadosBlockerOptions {
    * a lock whose holder did not renew it within its lease.
    */
   leaseMs?: number;
+  /**
+   * Blockers of a process with the same connection options share one librados client (one
+   * `rados_t`); a `connectionTag` gives this blocker the client of that tag instead, shared only
+   * with blockers of the same options and tag. Ceph fences a client, not a volume: a process
+   * serving several volumes (the shared `vlmc map` endpoint) tags each volume's blockers with a
+   * tag of their own, so that a break of one volume's lock blocklists only that volume's client.
+   * Default: none.
+   */
+  connectionTag?: string;
   /** The process this blocker holds locks for (tests: a process "of another host"). Default: this one. */
   process?: LockProcess;
   /**
@@ -188,6 +197,8 @@ export class RadosBlocker extends AbstractBlocker {
   readonly sync: 'always' | 'flush';
   /** `sync: 'flush'`: the most bytes acknowledged and not yet committed. */
   readonly maxDirtyBytes: number;
+  /** The tag of this blocker's librados client (`connectionTag`), or null: the shared one. */
+  readonly connectionTag: string | null;
 
   private [NATIVE]: NativeState | null = null;
   private readonly ready: Promise<NativeState>;
@@ -230,6 +241,12 @@ export class RadosBlocker extends AbstractBlocker {
     if (opts.keyring !== undefined && (typeof opts.keyring !== 'string' || opts.keyring === '')) {
       throw new TypeError('RadosBlocker: "keyring" must be a path');
     }
+    if (
+      opts.connectionTag !== undefined &&
+      (typeof opts.connectionTag !== 'string' || opts.connectionTag === '')
+    ) {
+      throw new TypeError('RadosBlocker: "connectionTag" must be a non-empty string');
+    }
     const identity = resolveIdentity('RadosBlocker', opts.identity, hostname());
     const connectTimeoutMs = opts.connectTimeoutMs ?? 10_000;
     const opTimeoutMs = opts.opTimeoutMs ?? 0;
@@ -270,6 +287,7 @@ export class RadosBlocker extends AbstractBlocker {
     this.blocklistExpireSeconds = blocklistExpireSeconds;
     this.sync = opts.sync ?? 'always';
     this.maxDirtyBytes = maxDirtyBytes;
+    this.connectionTag = opts.connectionTag ?? null;
     this.writeBack =
       this.sync === 'flush'
         ? new WriteBack(maxDirtyBytes, MAX_DIRTY_WRITES, {
@@ -295,6 +313,7 @@ export class RadosBlocker extends AbstractBlocker {
         keyring: opts.keyring,
         connectTimeoutMs,
         opTimeoutMs,
+        ...(opts.connectionTag !== undefined ? { tag: opts.connectionTag } : {}),
       });
       try {
         const pool = await conn.cluster.openPool(opts.pool, opts.namespace);
@@ -785,37 +804,76 @@ export class RadosBlocker extends AbstractBlocker {
     addr: string,
     holder: { owner: string; process?: LockProcess | null },
   ): Promise<LockRecord> {
+    return this.changeClients<LockRecord>('addClient', name, addr, holder, (cur, held) => {
+      if (cur === null) throw notLockedError(name);
+      if (!held) throw lockLostError(name, describeHolder(cur));
+      if (cur.clients?.includes(addr)) return { done: cur };
+      return { next: { ...cur, clients: [...(cur.clients ?? []), addr] } };
+    });
+  }
+
+  /**
+   * Takes `addr` off the record of lock `name` (`clients`; see `addClient`): a client that stopped
+   * writing for the holder (an unmapped volume's endpoint client, shut down first) while the lock
+   * stays held, so that the list does not grow with every map and a later break does not
+   * blocklist an address that may by then be another client's. Only while `holder` (owner, and
+   * process unless null) holds the lock; one op guarded by the record as read. Resolves with the
+   * record as written, or null when there was nothing to take off (the lock is free, held by
+   * another holder, stale, or does not list `addr`). Idempotent.
+   */
+  removeClient(
+    name: string,
+    addr: string,
+    holder: { owner: string; process?: LockProcess | null },
+  ): Promise<LockRecord | null> {
+    return this.changeClients<null>('removeClient', name, addr, holder, (cur, held) => {
+      if (cur === null || !held || !cur.clients?.includes(addr)) return { done: null };
+      const rest = cur.clients.filter((a) => a !== addr);
+      const { clients: _old, ...plain } = cur;
+      return { next: rest.length > 0 ? { ...plain, clients: rest } : plain };
+    });
+  }
+
+  /**
+   * `addClient` / `removeClient`: reads the lock, lets `decide` answer (`done`) or name the record
+   * to write (`next`, `held` saying whether `holder` holds the lock now), and rewrites it in one op
+   * guarded by the record as read, reading again when the lock changed meanwhile.
+   */
+  private changeClients<T>(
+    op: 'addClient' | 'removeClient',
+    name: string,
+    addr: string,
+    holder: { owner: string; process?: LockProcess | null },
+    decide: (cur: LockRecord | null, held: boolean) => { done: T } | { next: LockRecord },
+  ): Promise<T | LockRecord> {
     const bad =
       typeof addr === 'string' && addr !== '' && !/\s/.test(addr)
         ? null
-        : new ArchipelagoError('EINVAL', `addClient: "addr" must be a client address, got ${String(addr)}`);
+        : new ArchipelagoError('EINVAL', `${op}: "addr" must be a client address, got ${String(addr)}`);
     return this.counted(name, 'lock name', bad, async () => {
       const pool = await this.connected();
       const oid = name + LOCK_SUFFIX;
       for (let attempt = 0; attempt < 50; attempt++) {
         const state = await this.readState(pool, name);
         const cur = holderOf(state);
-        if (cur === null) throw notLockedError(name);
         const stored = state.stored;
-        if (
-          statusOf(state) !== 'held' ||
-          stored === null ||
-          cur.owner !== holder.owner ||
-          (holder.process !== undefined &&
-            holder.process !== null &&
-            !sameProcess(cur.process, holder.process))
-        )
-          throw lockLostError(name, describeHolder(cur));
-        if (cur.clients?.includes(addr)) return cur;
-        const rec: LockRecord = { ...cur, clients: [...(cur.clients ?? []), addr] };
-        const raw = encodeRecord(rec, stored.client, stored.cookie);
-        if (
-          (await this.swap(name, 'register a client of', rewrite(pool, oid, state.raw as string, raw))) ===
-          'done'
-        )
-          return rec;
+        const held =
+          cur !== null &&
+          stored !== null &&
+          statusOf(state) === 'held' &&
+          cur.owner === holder.owner &&
+          (holder.process === undefined ||
+            holder.process === null ||
+            sameProcess(cur.process, holder.process));
+        const d = decide(cur, held);
+        if ('done' in d) return d.done;
+        if (stored === null) throw lockLostError(name, 'nobody');
+        const raw = encodeRecord(d.next, stored.client, stored.cookie);
+        const what = op === 'addClient' ? 'register a client of' : 'unregister a client of';
+        if ((await this.swap(name, what, rewrite(pool, oid, state.raw as string, raw))) === 'done')
+          return d.next;
       }
-      throw new ArchipelagoError('EIO', `addClient ${name}: the lock kept changing during 50 attempts`, {
+      throw new ArchipelagoError('EIO', `${op} ${name}: the lock kept changing during 50 attempts`, {
         details: { lock: name },
       });
     });

@@ -122,6 +122,36 @@ describe('mapperd and vlmcd over rados_blocker peers', () => {
     }
   });
 
+  it('REMOVE_CLIENT to mapperd takes a client off a volume lock that stays held; nothing to take off: null', async () => {
+    const mapper = new SegmentMapper({ segment: seg, port: P.mapperd });
+    const n = randomBytes(3).readUIntBE(0, 3);
+    const [x, y] = [`10.0.0.8:0/${n}`, `10.0.0.8:0/${n + 1}`];
+    try {
+      await mapper.create('rcv', { size: 8 * MiB, blocksize: 4 * MiB });
+      await mapper.openVolume('rcv');
+      await mapper.addClient('rcv', x);
+      expect(await mapper.addClient('rcv', y)).toMatchObject({ clients: [x, y] });
+      const rec = await mapper.removeClient('rcv', x);
+      expect(rec).toMatchObject({ owner: 'test_mapperd', proxied: true, clients: [y] });
+      const stored = await runOk('rados', [
+        ...['-c', conf, '--admin-socket=', '-p', 'maps', '-N', ns],
+        ...['getxattr', 'rcv_lock', 'archipelago.holder'],
+      ]);
+      expect(JSON.parse(stored.stdout)).toMatchObject({ owner: 'test_mapperd', clients: [y] });
+      expect(await mapper.removeClient('rcv', x)).toBeNull(); // idempotent
+      const last = await mapper.removeClient('rcv', y);
+      expect(last).toMatchObject({ owner: 'test_mapperd' });
+      expect(last?.clients).toBeUndefined();
+      // Still held by mapperd, renewals go on; and a free lock has nothing to take off.
+      expect((await lockInfo('maps', 'rcv_lock')).lockers).toHaveLength(1);
+      await expect(mapper.removeClient('rcv', '')).rejects.toMatchObject({ code: 'EINVAL' });
+      await mapper.closeVolume('rcv');
+      expect(await mapper.removeClient('rcv', y)).toBeNull();
+    } finally {
+      await mapper.close();
+    }
+  });
+
   it("locks taken through the peer carry the client's identity; another identity gets ELOCKED", async () => {
     const a = new SegmentBlocker({ segment: seg, port: P.blockerm, identity: 'hostA_client' });
     const b = new SegmentBlocker({ segment: seg, port: P.blockerm, identity: 'hostB_client' });

@@ -155,13 +155,17 @@ describe('locks over the segment', () => {
     }
   });
 
-  it('answers ADD_CLIENT with ENOTSUP: a file blocker cuts off no clients', async () => {
+  it('answers ADD_CLIENT and REMOVE_CLIENT with ENOTSUP: a file blocker cuts off no clients', async () => {
     const a = client({ identity: 'host1_addclient' });
     try {
       await a.acquire('addclient');
       await expect(a.addClient('addclient', '10.0.0.9:0/1')).rejects.toMatchObject({
         code: 'ENOTSUP',
-        message: /cuts off no clients/,
+        message: /^addClient addclient: a .* cuts off no clients/,
+      });
+      await expect(a.removeClient('addclient', '10.0.0.9:0/1')).rejects.toMatchObject({
+        code: 'ENOTSUP',
+        message: /^removeClient addclient: a .* cuts off no clients/,
       });
       await expect(
         raw(PeerOp.ADD_CLIENT, 'addclient', encodeLockArgs({ identity: 'host1_addclient', addr: 'a b' })),

@@ -20,13 +20,23 @@
  * after `ARCHIPELAGO_PEER_DOWN_TIMEOUT_MS` (default 30 s), every call fails at once when the
  * segment is gone, and `abortDaemonCalls` ends them all (a stopping endpoint).
  */
+
+import { randomBytes } from 'node:crypto';
 import { Composer, type VolumeApi } from '@archipelago/composer';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import type { PeerState } from '@archipelago/peer';
 import { envPeerDownTimeoutMs, PEER_DOWN_TIMEOUT_ENV } from '@archipelago/peer/options';
 import type { LoadedConfig } from './config.js';
-import { chooseDataPath, type DataPath, type DirectDataBlocker, openDirectData } from './direct-data.js';
+import {
+  type ClientRegistrar,
+  chooseDataPath,
+  type DataPath,
+  type DirectDataBlocker,
+  openDirectData,
+  RadosDirectDataBlocker,
+} from './direct-data.js';
 import { pidfileOf, portOf, segmentSpecOf } from './paths.js';
+import { blockerOptions } from './sections.js';
 import { type Compose, closeOnce, type Runtime } from './types.js';
 
 /** The roles whose daemons carry volume I/O for `vlmc` and the NBD endpoint. */
@@ -52,6 +62,21 @@ interface DaemonClient {
 
 const clientsOf = new WeakMap<Runtime, DaemonClient[]>();
 const dataPaths = new WeakMap<Runtime, { path: DataPath; why: string; blocker: DirectDataBlocker | null }>();
+/** The daemon runtimes that give each volume a runtime of its own (`openVolumeRuntime`). */
+const volumeOpeners = new WeakMap<Runtime, (name: string) => Promise<Runtime>>();
+
+/**
+ * The runtime volume `name` is served over by an endpoint process that opened `rt` with
+ * `volumeRuntimes`: with the direct data path over RADOS in the daemon wiring, a runtime of the
+ * volume's own, with a librados data client of its own (registered in that volume's lock record
+ * alone, so that a break of this volume's lock blocklists no other volume's client) and its own
+ * composer, over `rt`'s clients of the daemons; closing it retires that client and closes the
+ * composer's volume, not the daemon clients. Otherwise `rt` itself (its volumes share it).
+ */
+export function openVolumeRuntime(rt: Runtime, name: string): Promise<Runtime> {
+  const open = volumeOpeners.get(rt);
+  return open ? open(name) : Promise.resolve(rt);
+}
 
 /**
  * The data path of a daemon runtime's local composer (`direct`: its own blocker of the store;
@@ -77,10 +102,20 @@ export function abortDaemonCalls(rt: Runtime, reason: string): void {
   for (const c of clientsOf.get(rt) ?? []) c.abort(reason);
 }
 
-export async function connectDaemons(loaded: LoadedConfig, compose: Compose): Promise<Runtime> {
+export async function connectDaemons(
+  loaded: LoadedConfig,
+  compose: Compose,
+  opts: { volumeRuntimes?: boolean } = {},
+): Promise<Runtime> {
   const local = compose === 'local';
   // Decided before anything connects: a forced but impossible direct path is an error.
   const dataPath = local ? chooseDataPath(loaded) : null;
+  // The direct path over RADOS in an endpoint that serves each volume over a runtime of its own:
+  // a data client per volume (openVolumeRuntime), none for the process.
+  const perVolumeData =
+    opts.volumeRuntimes === true &&
+    dataPath?.path === 'direct' &&
+    blockerOptions(loaded, 'blockerb').type === 'rados_blocker';
   const peer = await import('@archipelago/peer');
   for (const role of VOLUME_DAEMONS) {
     const st = peer.readPidfile(pidfileOf(loaded, role));
@@ -144,15 +179,23 @@ export async function connectDaemons(loaded: LoadedConfig, compose: Compose): Pr
     clients.push(blockerb);
     watch('blockerb', blockerb);
     let composer = vlmcd;
+    /** Volumes served over a runtime of their own (openVolumeRuntime): their composer and data blocker. */
+    const views = new Map<string, { composer: Composer; direct: DirectDataBlocker }>();
     if (!composer) {
-      if (dataPath?.path === 'direct') direct = await openDirectData(loaded, blockerb, mapper);
+      if (dataPath?.path === 'direct' && !perVolumeData)
+        direct = await openDirectData(loaded, blockerb, mapper);
       const d = direct;
       const c = new Composer({ mapper, blockerb: d ?? blockerb });
       // After the volume's I/O drained, the direct path forgets its cached fds (mapperd is about
       // to change the map, and may delete or replace objects they name) and makes its writes
       // durable: the change may be another client's snapshot, which flushes only blockerb, or a
       // hand-over to another host (direct-data.ts).
-      mapper.onRecall = (name) => c.frozen(name, async () => d?.recalled());
+      mapper.onRecall = (name) => {
+        const v = views.get(name);
+        return v
+          ? v.composer.frozen(name, () => v.direct.recalled())
+          : c.frozen(name, async () => d?.recalled());
+      };
       composer = c;
     }
     const rt: Runtime = {
@@ -180,6 +223,43 @@ export async function connectDaemons(loaded: LoadedConfig, compose: Compose): Pr
     };
     clientsOf.set(rt, watched);
     if (dataPath) dataPaths.set(rt, { ...dataPath, blocker: direct });
+    if (perVolumeData && dataPath) {
+      volumeOpeners.set(rt, async (name) => {
+        if (views.has(name))
+          throw new ArchipelagoError('EBUSY', `"${name}" already has a runtime of its own in this process`, {
+            details: { volume: name },
+          });
+        // This volume's client registers in this volume's lock alone.
+        const registrar: ClientRegistrar = {
+          get mapEpoch() {
+            return mapper.mapEpoch;
+          },
+          openVolumes: () => (mapper.openVolumes().includes(name) ? [name] : []),
+          addClient: (n, addr) => mapper.addClient(n, addr),
+          removeClient: (n, addr) => mapper.removeClient(n, addr),
+        };
+        const tag = `volume ${name} ${randomBytes(6).toString('hex')}`;
+        const vd = await openDirectData(loaded, blockerb, registrar, { connectionTag: tag });
+        const vc = new Composer({ mapper, blockerb: vd });
+        views.set(name, { composer: vc, direct: vd });
+        const view: Runtime = {
+          ...rt,
+          blockerb: vd,
+          composer: vc,
+          close: closeOnce(async ({ keepLocks }) => {
+            try {
+              if (!keepLocks && mapper.openVolumes().includes(name)) await vc.close(name);
+            } finally {
+              if (views.get(name)?.direct === vd) views.delete(name);
+              await (vd instanceof RadosDirectDataBlocker ? vd.retire() : vd.close()).catch(() => {});
+            }
+          }),
+        };
+        clientsOf.set(view, watched);
+        dataPaths.set(view, { ...dataPath, blocker: vd });
+        return view;
+      });
+    }
     return rt;
   } catch (e) {
     await Promise.allSettled([...clients.map((c) => c.disconnect()), ...(direct ? [direct.close()] : [])]);

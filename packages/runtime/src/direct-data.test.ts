@@ -273,16 +273,35 @@ describe('without map leases (ARCHIPELAGO_MAP_LEASE_MS=0)', () => {
 });
 
 describe('chooseDataPath', () => {
-  it('takes the segment for RADOS unless the direct path is asked for (its client registered in the lock)', () => {
+  it('takes the segment for RADOS unless the direct path is asked for and this process can read the ceph.conf and keyring', () => {
     const rados = loadConfig(
       configFile('rados.conf', { type: 'rados_blocker', pool: 'p', archip_dir: undefined }),
       { env: {} },
     );
-    expect(chooseDataPath(rados, {})).toMatchObject({ path: 'segment', why: /blocklists/ });
+    expect(chooseDataPath(rados, {})).toMatchObject({ path: 'segment', why: /a blockerm restart's too/ });
     expect(chooseDataPath(rados, { [DATA_PATH_ENV]: 'direct' })).toMatchObject({
       path: 'direct',
-      why: /rados_blocker; the endpoint's own client writes once the volume lock names it/,
+      why: /^ARCHIPELAGO_DATA_PATH=direct: \[blockerb\] is a rados_blocker/,
     });
+    expect(chooseDataPath(rados, { [DATA_PATH_ENV]: 'segment' })).toMatchObject({ path: 'segment' });
+    const conf = join(dir, 'no', 'ceph.conf');
+    const unreadable = loadConfig(
+      configFile('rados-noconf.conf', {
+        type: 'rados_blocker',
+        pool: 'p',
+        ceph_conf: conf,
+        archip_dir: undefined,
+      }),
+      { env: {} },
+    );
+    expect(chooseDataPath(unreadable, {})).toMatchObject({
+      path: 'segment',
+      why: `cannot read [blockerb] ceph_conf ${conf} (ENOENT)`,
+    });
+    expect(chooseDataPath(unreadable, { [DATA_PATH_ENV]: 'segment' })).toMatchObject({ path: 'segment' });
+    expect(() => chooseDataPath(unreadable, { [DATA_PATH_ENV]: 'direct' })).toThrow(
+      /ARCHIPELAGO_DATA_PATH=direct: cannot read \[blockerb\] ceph_conf/,
+    );
   });
 
   it('takes the segment when the directory cannot be reached, and says why', () => {

@@ -38,7 +38,7 @@
  *
  * `ARCHIPELAGO_DATA_PATH=direct|segment` forces a path (`auto`, the default: direct when the
  * store is a file blocker whose directory this process can read and write; a rados_blocker store
- * takes the direct path only when asked, `direct`).
+ * takes the direct path only when asked, `direct`, and its ceph.conf and keyring are readable).
  */
 import { accessSync, constants } from 'node:fs';
 import type * as B from '@archipelago/blocker';
@@ -74,12 +74,15 @@ export interface MapEpochSource {
 export interface ClientRegistrar extends MapEpochSource {
   openVolumes(): string[];
   addClient(name: string, addr: string): Promise<unknown>;
+  /** Takes `addr` off the volume lock's record (REMOVE_CLIENT); absent: registrations stay. */
+  removeClient?(name: string, addr: string): Promise<unknown>;
 }
 
 /**
  * Which data path an endpoint of `loaded` takes, and why: `direct` when asked (or `auto`) and the
- * `[blockerb]` section is a file blocker whose directory this process can read and write.
- * `direct` asked but impossible is an error naming why.
+ * `[blockerb]` section is a file blocker whose directory this process can read and write; a
+ * rados_blocker only when asked (`direct`), and when this process can read its ceph.conf and
+ * keyring (when named). `direct` asked but impossible is an error naming why.
  */
 export function chooseDataPath(
   loaded: LoadedConfig,
@@ -90,13 +93,29 @@ export function chooseDataPath(
   const o = blockerOptions(loaded, 'blockerb');
   let refused: string | null = null;
   if (o.type !== 'file_blocker') {
-    // RADOS: only when asked (RadosDirectDataBlocker: its client registered in the volume lock).
-    if (asked === 'direct')
+    // RADOS (RadosDirectDataBlocker: a client per volume, registered in the volume lock), when this
+    // process can read the cluster's ceph.conf and keyring (the daemons may run as another user).
+    for (const [key, path] of [
+      ['ceph_conf', o.cephConf],
+      ['keyring', o.keyring],
+    ] as const) {
+      if (path === undefined || refused !== null) continue;
+      try {
+        accessSync(path, constants.R_OK);
+      } catch (e) {
+        refused = `cannot read [blockerb] ${key} ${path} (${(e as NodeJS.ErrnoException).code ?? String(e)})`;
+      }
+    }
+    if (refused === null && asked === 'direct')
       return {
         path: 'direct',
         why: `${DATA_PATH_ENV}=direct: [blockerb] is a rados_blocker; the endpoint's own client writes once the volume lock names it`,
       };
-    refused = `blockerb is a rados_blocker: the direct path there is taken only with ${DATA_PATH_ENV}=direct (its client registered in the volume lock, which every break blocklists)`;
+    // Not by default: across `archipelago restart` and the peer-failure procedure for blockerm
+    // the volume lock is taken over, which blocklists the registered endpoint client, and the
+    // mapped volume's direct reads and writes then fail (test-e2e/restart/rados.test.ts); the
+    // endpoint does not yet reconnect with a new client and register it again.
+    refused ??= `blockerb is a rados_blocker: the direct path there is taken only with ${DATA_PATH_ENV}=direct (its client registered in the volume lock, which every break and every take-over, a daemons restart's too, blocklists)`;
   } else {
     try {
       accessSync(o.dir, constants.R_OK | constants.W_OK | constants.X_OK);
@@ -247,10 +266,16 @@ export async function openDirectData(
   loaded: LoadedConfig,
   peer: B.Blocker,
   maps: ClientRegistrar,
+  client: { connectionTag?: string } = {},
 ): Promise<DirectDataBlocker> {
   const o = blockerOptions(loaded, 'blockerb');
   if (o.type !== 'file_blocker') {
-    const data = (await openBlocker(o, null, { role: 'blockerb', file: loaded.path })) as RadosBlocker;
+    const data = (await openBlocker(
+      o,
+      null,
+      { role: 'blockerb', file: loaded.path },
+      client,
+    )) as RadosBlocker;
     return new RadosDirectDataBlocker(data, peer, maps);
   }
   process.umask(umaskOf(loaded, 'blockerb'));
@@ -279,6 +304,9 @@ export class RadosDirectDataBlocker extends DirectDataBlocker {
   private registering: Promise<void> | null = null;
   /** Writes sent to blockerb while no registration was current; the last registration error. */
   readonly fencing = { segmentWrites: 0, registrations: 0, lastError: null as Error | null };
+  /** The volumes this client's address was registered in (what `retire` takes it off). */
+  private readonly registeredIn = new Set<string>();
+  private retired: Promise<void> | null = null;
 
   constructor(
     override readonly data: RadosBlocker,
@@ -303,13 +331,17 @@ export class RadosDirectDataBlocker extends DirectDataBlocker {
   /** Registers this client in the lock of every open volume (not awaited by the data path). */
   register(): Promise<void> {
     if (this.registering !== null) return this.registering;
+    if (this.retired !== null) return Promise.resolve(); // retiring: it registers nowhere again
     const epoch = this.registrar.mapEpoch;
     const addr = this.data.clientAddr;
     const run = async () => {
       if (addr === null || addr === '')
         throw new ArchipelagoError('EIO', 'the endpoint RADOS client has no address');
       const volumes = this.registrar.openVolumes();
-      for (const v of volumes) await this.registrar.addClient(v, addr);
+      for (const v of volumes) {
+        await this.registrar.addClient(v, addr);
+        this.registeredIn.add(v);
+      }
       this.fencing.registrations++;
       if (volumes.length > 0 && this.registrar.mapEpoch === epoch) this.registeredAt = epoch;
     };
@@ -322,5 +354,31 @@ export class RadosDirectDataBlocker extends DirectDataBlocker {
       });
     this.registering = p;
     return p;
+  }
+
+  /**
+   * The end of this client (an unmap): makes its writes durable, shuts the client down (nothing
+   * it sent can land later), then takes its address off the lock record of every volume it was
+   * registered in, where the record stays held (another client of mapperd has the volume open, or
+   * a host hold is restored): the list does not grow with every map, and a later break does not
+   * blocklist an address that is no longer ours. Every write after this goes to blockerb (the
+   * client has no address left to register). Idempotent.
+   */
+  retire(): Promise<void> {
+    this.retired ??= (async () => {
+      await this.registering;
+      const addr = this.data.clientAddr;
+      this.registeredAt = -1;
+      try {
+        await this.data.flush();
+      } finally {
+        await this.data.close();
+      }
+      const remove = this.registrar.removeClient?.bind(this.registrar);
+      if (addr === null || addr === '' || remove === undefined) return;
+      for (const v of this.registeredIn) await remove(v, addr);
+      this.registeredIn.clear();
+    })();
+    return this.retired;
   }
 }

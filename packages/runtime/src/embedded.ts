@@ -24,7 +24,9 @@ import { closeOnce, type EmbeddedRuntime, type RuntimeOptions } from './types.js
 
 /** The part of @archipelago/blocker-rados the runtime uses (loaded on demand: it is native). */
 interface RadosModule {
-  RadosBlocker: { open(opts: Omit<RadosBlockerPeerOptions, 'type'>): Promise<Blocker> };
+  RadosBlocker: {
+    open(opts: Omit<RadosBlockerPeerOptions, 'type'> & { connectionTag?: string }): Promise<Blocker>;
+  };
 }
 
 const RADOS_PACKAGE = '@archipelago/blocker-rados';
@@ -37,6 +39,7 @@ export async function openBlocker(
   o: BlockerPeerOptions,
   bulk: { direct: boolean } | null,
   where: { role: string; file: string | null },
+  client: { connectionTag?: string } = {},
 ): Promise<Blocker> {
   if (o.type === 'file_blocker') {
     return new FileBlocker({
@@ -60,7 +63,11 @@ export async function openBlocker(
     );
   }
   const { type: _type, ...rados } = o;
-  return mod.RadosBlocker.open({ ...rados, ...(bulk ? { sync: 'flush' as const } : {}) });
+  return mod.RadosBlocker.open({
+    ...rados,
+    ...(bulk ? { sync: 'flush' as const } : {}),
+    ...(client.connectionTag !== undefined ? { connectionTag: client.connectionTag } : {}),
+  });
 }
 
 /** Builds blockerm, blockerb, mapper and composer in this process from a (validated) configuration. */
@@ -78,6 +85,7 @@ export async function openEmbeddedRuntime(
   // 2770 (USER:GROUP when root) so the daemons, as USER, can use them too (docs/PRIVILEGES.md).
   process.umask(umaskOf(input));
   if (isLoaded(input)) makeDataDirs(input);
+  const client = opts.radosClientTag !== undefined ? { connectionTag: opts.radosClientTag } : {};
   const blockerm = await openBlocker(
     blockerOptions(loaded, 'blockerm'),
     opts.bulk ? { direct: false } : null,
@@ -85,13 +93,16 @@ export async function openEmbeddedRuntime(
       role: 'blockerm',
       file,
     },
+    client,
   );
   let blockerb: Blocker;
   try {
-    blockerb = await openBlocker(blockerOptions(loaded, 'blockerb'), opts.bulk ? { direct: true } : null, {
-      role: 'blockerb',
-      file,
-    });
+    blockerb = await openBlocker(
+      blockerOptions(loaded, 'blockerb'),
+      opts.bulk ? { direct: true } : null,
+      { role: 'blockerb', file },
+      client,
+    );
   } catch (e) {
     await blockerm.close().catch(() => {});
     throw e;

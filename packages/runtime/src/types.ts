@@ -66,6 +66,20 @@ export interface RuntimeOptions {
    * its volume until it ends. In the daemon wiring mapperd answers them.
    */
   handOver?: boolean;
+  /**
+   * RADOS: the tag of this runtime's librados client (`RadosBlocker.connectionTag`). A runtime
+   * with a tag of its own has a client of its own (embedded: shared by its blockerm and blockerb),
+   * so that a lock break, which blocklists a client, fences this runtime's volumes and no other
+   * runtime's of the process. The shared `vlmc map` endpoint gives each volume's runtime one.
+   * Ignored by the daemon wiring (see `openVolumeRuntime`).
+   */
+  radosClientTag?: string;
+  /**
+   * The daemon wiring with a local composer: the endpoint serves each volume over a runtime of
+   * its own (`openVolumeRuntime`); with the direct data path over RADOS, each volume's runtime
+   * then has its own data client, and the process's runtime none.
+   */
+  volumeRuntimes?: boolean;
 }
 
 /** A `Runtime.close` that runs `fn` once: later calls get the first call's promise. */

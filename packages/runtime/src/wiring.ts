@@ -54,7 +54,7 @@ export async function openRuntime(
   if (wiring === 'daemons') {
     if (!isLoaded(loaded))
       throw new ArchipelagoError('EINVAL', 'the daemon wiring needs a loaded configuration (its file path)');
-    return connectDaemons(loaded, composeOf(opts.compose));
+    return connectDaemons(loaded, composeOf(opts.compose), { volumeRuntimes: opts.volumeRuntimes === true });
   }
   return openEmbeddedRuntime(loaded, opts);
 }

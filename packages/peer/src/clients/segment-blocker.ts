@@ -368,6 +368,21 @@ export class SegmentBlocker extends AbstractBlocker {
     });
   }
 
+  /**
+   * REMOVE_CLIENT: takes client address `addr` off the record of lock `name` while this identity
+   * holds it for process `as` (default: any hold of this identity): a client that stopped writing
+   * for the holder (RADOS, `RadosBlocker.removeClient`). Resolves with the record as written, or
+   * null when there was nothing to take off; `ENOTSUP` from a blocker peer whose store cuts off no
+   * clients (files).
+   */
+  removeClient(name: string, addr: string, options: { as?: LockProcess } = {}): Promise<LockRecord | null> {
+    return this.counted(name, 'lock name', null, () => {
+      const data = this.lockArgs({ ...(options.as !== undefined ? { as: options.as } : {}), addr });
+      const o = { op: PeerOp.REMOVE_CLIENT, target: name, data };
+      return this.link.json<LockRecord | null>(`removeClient ${name}`, o, true);
+    });
+  }
+
   /** LOCKINFO: the record (owner, holding process, lease), as the peer's blocker reads it. */
   protected _lockHolder(name: string): Promise<LockRecord | null> {
     const o = { op: PeerOp.LOCKINFO, target: name };

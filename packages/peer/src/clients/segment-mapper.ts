@@ -544,6 +544,17 @@ export class SegmentMapper extends PeerClient implements MapperApi {
     );
   }
 
+  /**
+   * REMOVE_CLIENT: takes `addr` (registered with `addClient`, its client shut down) off volume
+   * `name`'s lock record while mapperd holds the volume; the endpoint's unmap sends it, so that
+   * a record that stays held (another client has the volume open, a host hold) does not keep
+   * listing it. Resolves with the record, or null when there was nothing to take off.
+   */
+  removeClient(name: string, addr: string): Promise<import('@archipelago/blocker').LockRecord | null> {
+    const o = { op: MapperOp.REMOVE_CLIENT, target: name, ...this.args({ addr }) };
+    return this.json(`removeClient ${name}`, o, true);
+  }
+
   assertWritable(name: string, opts: LoadOptions = {}): Promise<void> {
     if (this.caching && !opts.assumeV0) {
       const c = this.caches.get(name);

@@ -84,6 +84,14 @@ export const MapperOp = {
    * blockerm's store cuts off no clients (files).
    */
   ADD_CLIENT: 93,
+  /**
+   * removeClient: data = JSON `{ addr }`, an address the sender registered with ADD_CLIENT and
+   * whose client it shut down (an unmapped volume's endpoint client). mapperd takes it off the
+   * volume lock's record through blockerm (blocker op REMOVE_CLIENT) if it still holds the
+   * volume; it does not take a yielded volume back for it. Reply JSON LockRecord, or null when
+   * there was nothing to take off. `ENOTSUP` when blockerm's store cuts off no clients (files).
+   */
+  REMOVE_CLIENT: 94,
 } as const;
 
 /**

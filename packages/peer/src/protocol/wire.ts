@@ -34,6 +34,13 @@ export const PeerOp = {
    * backend that fences no clients (files).
    */
   ADD_CLIENT: 71,
+  /**
+   * removeClient (RADOS, `RadosBlocker.removeClient`): target = lock name, data = JSON LockArgs
+   * (identity, as?, addr); takes client address `addr` off the record while `identity` holds the
+   * lock (an unmapped endpoint's client); reply JSON LockRecord, or null when there was nothing to
+   * take off. `ENOTSUP` from a backend that fences no clients (files).
+   */
+  REMOVE_CLIENT: 72,
 } as const;
 
 /** The blocker ops a blocker peer serves. */

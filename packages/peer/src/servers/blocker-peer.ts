@@ -227,22 +227,25 @@ export function createBlockerService(
         const a = argsOf(req);
         return json(await locker(a.identity).requestRelease(name, a.by !== undefined ? { by: a.by } : {}));
       }
-      case PeerOp.ADD_CLIENT: {
+      case PeerOp.ADD_CLIENT:
+      case PeerOp.REMOVE_CLIENT: {
         // RADOS only: the lock record lists further clients (an endpoint's own data client) that
-        // every break blocklists too (RadosBlocker.addClient).
+        // every break blocklists too (RadosBlocker.addClient), until they stop writing for the
+        // holder (RadosBlocker.removeClient).
+        const op = req.op === PeerOp.ADD_CLIENT ? 'addClient' : 'removeClient';
         const a = argsOf(req);
-        const b = locker(a.identity) as Blocker & Partial<Pick<RadosBlocker, 'addClient'>>;
-        if (a.addr === undefined) throw new ArchipelagoError('EINVAL', `addClient ${name}: no "addr"`);
-        if (typeof b.addClient !== 'function')
+        const b = locker(a.identity) as Blocker & Partial<Pick<RadosBlocker, 'addClient' | 'removeClient'>>;
+        if (a.addr === undefined) throw new ArchipelagoError('EINVAL', `${op} ${name}: no "addr"`);
+        const call = b[op]?.bind(b);
+        if (call === undefined)
           throw new ArchipelagoError(
             'ENOTSUP',
-            `addClient ${name}: a ${main.kind} blocker cuts off no clients (a break waits out the holder's lease)`,
+            `${op} ${name}: a ${main.kind} blocker cuts off no clients (a break waits out the holder's lease)`,
           );
         // Without `as`: any hold of the identity (a host hold too). Registering is never unsafe.
         const { addr } = a;
-        const add = b.addClient.bind(b);
         const holder = { owner: a.identity, process: a.as ?? null };
-        return json(await inTurn(a, name, () => add(name, addr, holder)));
+        return json(await inTurn(a, name, () => call(name, addr, holder)));
       }
       case PeerOp.LOCKINFO:
         return json(await main.lockInfo(name));

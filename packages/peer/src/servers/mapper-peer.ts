@@ -282,6 +282,14 @@ export function createMapperService(
         await mapper.assertWritable(name, load(req));
         return json(await blockerm.addClient(name, addr));
       }
+      case MapperOp.REMOVE_CLIENT: {
+        const addr = args(req).addr;
+        if (typeof addr !== 'string' || addr === '')
+          throw new ArchipelagoError('EINVAL', `removeClient ${name}: "addr" must be a client address`);
+        // Not taken back if yielded: a record of another holder does not list it (taking over
+        // rewrites the record), and a free lock has no record.
+        return json(await blockerm.removeClient(name, addr));
+      }
       case MapperOp.ASSERTWRITABLE:
         await mapper.assertWritable(name, load(req));
         return { serviced: 0 };

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../config.js';
-import { ENDPOINT_MODE_ENV, hostKey, sharedEndpoint, shareEndpointOf } from './host.js';
+import { ENDPOINT_MODE_ENV, hostKey, ownRadosClientsOf, sharedEndpoint, shareEndpointOf } from './host.js';
 import { RunState } from './runstate.js';
 
 describe('the shared endpoint process of a configuration', () => {
@@ -26,7 +26,7 @@ describe('the shared endpoint process of a configuration', () => {
       /^ARCHIPELAGO_ENDPOINT_MODE is "pervolume": "shared" .* or "per-volume"$/,
     );
   });
-  it('is not shared when each endpoint would hold its own RADOS client (embedded over rados_blocker)', () => {
+  it('is shared over RADOS too, with a RADOS client per volume where an endpoint holds one', () => {
     const dir = mkdtempSync(join(tmpdir(), 'archip-share-'));
     try {
       const file = (name: string, blockerb: string) => {
@@ -38,19 +38,33 @@ describe('the shared endpoint process of a configuration', () => {
         return loadConfig(path);
       };
       const files = file('f.conf', `type = file_blocker\narchip_dir = ${join(dir, 'b')}`);
-      const rados = file('r.conf', 'type = rados_blocker\npool = blocks\nceph_conf = /etc/ceph/ceph.conf');
+      writeFileSync(join(dir, 'ceph.conf'), '[global]\n');
+      const rados = file(
+        'r.conf',
+        `type = rados_blocker\npool = blocks\nceph_conf = ${join(dir, 'ceph.conf')}`,
+      );
       const env = { ARCHIPELAGO_WIRING: 'embedded' };
-      expect(shareEndpointOf(files, env).shared).toBe(true);
+      expect(shareEndpointOf(files, env)).toEqual({ shared: true, why: 'one endpoint process per host' });
+      expect(ownRadosClientsOf(files, env)).toBeNull();
+      // Embedded over RADOS: one process, a runtime (and a librados client) per volume.
       expect(shareEndpointOf(rados, env)).toMatchObject({
-        shared: false,
+        shared: true,
         why: expect.stringMatching(/\[blockerb\] is a rados_blocker .* a lock break fences only its volume/),
       });
-      // Through the daemons the endpoint holds no RADOS client: blockerb does.
-      expect(shareEndpointOf(rados, { ARCHIPELAGO_WIRING: 'daemons' }).shared).toBe(true);
-      // Unless it writes RADOS itself: its client is then in each volume's lock record.
-      expect(
-        shareEndpointOf(rados, { ARCHIPELAGO_WIRING: 'daemons', ARCHIPELAGO_DATA_PATH: 'direct' }),
-      ).toMatchObject({ shared: false, why: expect.stringMatching(/one client per mapped volume/) });
+      expect(ownRadosClientsOf(rados, env)).toMatch(/RADOS client of its own/);
+      // Through the daemons on the segment path the endpoint holds no RADOS client: blockerb does.
+      const daemons = { ARCHIPELAGO_WIRING: 'daemons' };
+      expect(shareEndpointOf(rados, daemons).shared).toBe(true);
+      expect(ownRadosClientsOf(rados, { ...daemons, ARCHIPELAGO_DATA_PATH: 'segment' })).toBeNull();
+      // The direct path over RADOS is taken only when asked for.
+      expect(ownRadosClientsOf(rados, daemons)).toBeNull();
+      // Unless it writes RADOS itself: each volume's data client is its own.
+      const direct = { ...daemons, ARCHIPELAGO_DATA_PATH: 'direct' };
+      expect(shareEndpointOf(rados, direct)).toMatchObject({
+        shared: true,
+        why: expect.stringMatching(/each mapped volume's data client is its own/),
+      });
+      expect(shareEndpointOf(rados, { ...direct, [ENDPOINT_MODE_ENV]: 'per-volume' }).shared).toBe(false);
       expect(shareEndpointOf(files, { ...env, [ENDPOINT_MODE_ENV]: 'per-volume' }).shared).toBe(false);
     } finally {
       rmSync(dir, { recursive: true, force: true });

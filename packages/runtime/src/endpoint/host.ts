@@ -16,7 +16,7 @@
  * ARCHIPELAGO_ENDPOINT (JSON); its entry is main.ts. It reports readiness with one line on stdout,
  * `READY <json entry>` or `ERROR <json error>`, then keeps running.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { symlink } from 'node:fs/promises';
 import type { Server } from 'node:net';
 import { basename, dirname, resolve } from 'node:path';
@@ -26,7 +26,7 @@ import { Mapper } from '@archipelago/mapper';
 import { NbdServer, unlinkIfPresent, volumeExport } from '@archipelago/nbd';
 import pino from 'pino';
 import { type LoadedConfig, loadConfig } from '../config.js';
-import { dataPathOf } from '../daemons-client.js';
+import { dataPathOf, openVolumeRuntime } from '../daemons-client.js';
 import { chooseDataPath, DATA_PATH_ENV } from '../direct-data.js';
 import { sectionOf } from '../paths.js';
 import { reportReady, reportStartFailure } from '../spawn.js';
@@ -76,34 +76,44 @@ export function sharedEndpoint(env: NodeJS.ProcessEnv = process.env): boolean {
 }
 
 /**
- * Whether the volumes of `loaded` may share the host's endpoint process: asked for
- * (`sharedEndpoint`), and no endpoint would hold a RADOS client of its own. Ceph fences a client,
- * not a volume: a break of one volume's lock blocklists the client that holds it, and in a shared
- * process that client serves every volume, which would all fail with EIO. So in the embedded
- * wiring over a `rados_blocker`, every `vlmc map` has a process (and a RADOS client) of its own.
+ * Whether the volumes of an endpoint process of `loaded` each need a RADOS client of their own,
+ * and why (null: they share the process's runtime). Ceph fences a client, not a volume: a break
+ * of one volume's lock blocklists the client that holds it (and the clients its record lists), so
+ * a client that served every volume of the process would fail them all with EIO, and every later
+ * map there too. So in the embedded wiring over a `rados_blocker`, each volume has a runtime of
+ * its own (blockers, mapper, composer) with a librados client of its own (`radosClientTag`); in
+ * the daemon wiring with the direct data path over RADOS, each volume has its own data client and
+ * composer over the process's clients of the daemons (`openVolumeRuntime`).
+ */
+export function ownRadosClientsOf(loaded: LoadedConfig, env: NodeJS.ProcessEnv = process.env): string | null {
+  if (chooseWiring(loaded, env) === 'embedded') {
+    for (const role of ['blockerb', 'blockerm'])
+      if (sectionOf(loaded, role).type === 'rados_blocker')
+        return `[${role}] is a rados_blocker in the embedded wiring: each mapped volume has a RADOS client of its own, so that a lock break fences only its volume`;
+  } else if (
+    sectionOf(loaded, 'blockerb').type === 'rados_blocker' &&
+    chooseDataPath(loaded, env).path === 'direct'
+  ) {
+    return `the direct data path over a rados_blocker (${DATA_PATH_ENV}): each mapped volume's data client is its own, registered in that volume's lock record alone`;
+  }
+  return null;
+}
+
+/**
+ * Whether the volumes of `loaded` share the host's endpoint process: unless asked not to
+ * (`sharedEndpoint`). Over RADOS each volume then has a client of its own in that process
+ * (`ownRadosClientsOf`), so a lock break still fences only its volume.
  */
 export function shareEndpointOf(
   loaded: LoadedConfig,
   env: NodeJS.ProcessEnv = process.env,
 ): { shared: boolean; why: string } {
   if (!sharedEndpoint(env)) return { shared: false, why: `${ENDPOINT_MODE_ENV}=per-volume` };
-  if (chooseWiring(loaded, env) === 'embedded') {
-    for (const role of ['blockerb', 'blockerm'])
-      if (sectionOf(loaded, role).type === 'rados_blocker')
-        return {
-          shared: false,
-          why: `[${role}] is a rados_blocker in the embedded wiring: one RADOS client per mapped volume, so that a lock break fences only its volume`,
-        };
-  } else if (
-    sectionOf(loaded, 'blockerb').type === 'rados_blocker' &&
-    chooseDataPath(loaded, env).path === 'direct'
-  ) {
-    return {
-      shared: false,
-      why: `${DATA_PATH_ENV}=direct over a rados_blocker: the endpoint's own RADOS client is in each volume's lock record, and a break blocklists it: one client per mapped volume`,
-    };
-  }
-  return { shared: true, why: 'one endpoint process per host' };
+  const own = ownRadosClientsOf(loaded, env);
+  return {
+    shared: true,
+    why: own === null ? 'one endpoint process per host' : `one endpoint process per host; ${own}`,
+  };
 }
 
 /** Which shared endpoint process serves a configuration: a digest of its absolute path. */
@@ -185,12 +195,20 @@ export class EndpointProcess {
   /** Set once the first volume is served: before that a failure is the start's (main.ts). */
   private ready = false;
 
+  /**
+   * `rt`: the process's runtime, or null when every volume has one of its own. `runtimeOf`: the
+   * runtime a volume is served over (default: `rt`); one other than `rt` is closed at its unmap.
+   */
   constructor(
-    readonly rt: Runtime,
+    readonly rt: Runtime | null,
     readonly config: string,
     readonly state: RunState,
     readonly log: pino.Logger,
     readonly shared: boolean,
+    private readonly runtimeOf: (volume: string) => Promise<Runtime> = async () => {
+      if (rt === null) throw new ArchipelagoError('EINVAL', 'an endpoint process without a runtime');
+      return rt;
+    },
   ) {}
 
   /** The process's own control socket (shared mode). */
@@ -296,24 +314,42 @@ export class EndpointProcess {
     const run = async () => {
       const t0 = Date.now();
       this.hostControl?.close(); // unlinks the socket: the next `vlmc map` starts a new process
-      const guard = guardStop(this.rt, this.log);
-      try {
-        await this.rt.close();
-      } catch (e) {
-        this.log.warn({ err: String(e) }, 'closing the runtime failed');
+      if (this.rt !== null) {
+        const guard = guardStop(this.rt, this.log);
+        try {
+          await this.rt.close();
+        } catch (e) {
+          this.log.warn({ err: String(e) }, 'closing the runtime failed');
+        }
+        guard.done();
       }
-      guard.done();
       this.log.info({ why, ms: Date.now() - t0 }, 'endpoint process exiting');
     };
     return run();
   }
 
   private async serve(req: HostRequest): Promise<Served> {
-    const { rt, state } = this;
+    const { state } = this;
     const name = req.volume;
     const log = this.shared ? this.log.child({ volume: name }) : this.log;
-    await checkMappable(rt, name, req.readonly);
-    let info = await openOrFollow(rt, name, log);
+    const rt = await this.runtimeOf(name);
+    /** The volume's own runtime (a RADOS client of its own): closed with the volume. */
+    const own = rt !== this.rt;
+    const closeOwn = async () => {
+      if (!own) return;
+      const guard = guardStop(rt, log, { whole: false });
+      await rt
+        .close()
+        .catch((e: unknown) => log.warn({ err: String(e) }, "closing the volume's runtime failed"));
+      guard.done();
+    };
+    let info = await (async () => {
+      await checkMappable(rt, name, req.readonly);
+      return openOrFollow(rt, name, log);
+    })().catch(async (e: unknown) => {
+      await closeOwn();
+      throw e;
+    });
     const readonly = req.readonly || info.readonly;
     const server = new NbdServer({
       exports: (n) =>
@@ -326,6 +362,7 @@ export class EndpointProcess {
     });
     // What was opened is closed again when the map fails past this point.
     const undo: Array<() => Promise<unknown>> = [
+      closeOwn,
       () => rt.mapper.closeVolume(name, { restoreHostHold: true }),
     ];
     const fail = async (e: unknown): Promise<never> => {
@@ -366,6 +403,9 @@ export class EndpointProcess {
       } catch (e) {
         log.warn({ volume: name, err: String(e) }, 'close failed');
       }
+      // Its own runtime (RADOS client) goes with it: the client shut down, its address taken off
+      // a lock record that stays held (RadosDirectDataBlocker.retire).
+      await closeOwn();
     };
     const stop = (why: string) => {
       stopping ??= (async () => {
@@ -498,10 +538,25 @@ export async function runHost(req: HostRequest): Promise<void> {
   const state = new RunState(req.runDir);
   const loaded = loadConfig(req.config);
   const shared = req.shared === true;
-  const rt = await openRuntime(loaded, { logger: log, compose: 'local', handOver: true });
-  const dataPath = dataPathOf(rt);
-  if (dataPath) log.info({ path: dataPath.path, why: dataPath.why }, `data path: ${dataPath.path}`);
-  const proc = new EndpointProcess(rt, loaded.path, state, log, shared);
+  const opts = { logger: log, compose: 'local', handOver: true } as const;
+  // Shared over RADOS: each volume gets a librados client of its own (ownRadosClientsOf).
+  const own = shared ? ownRadosClientsOf(loaded) : null;
+  let proc: EndpointProcess;
+  if (own !== null && chooseWiring(loaded) === 'embedded') {
+    // A runtime per volume, none for the process.
+    log.info({ why: own }, 'a runtime per volume');
+    proc = new EndpointProcess(null, loaded.path, state, log, shared, (volume) =>
+      openRuntime(loaded, { ...opts, radosClientTag: `volume ${volume} ${randomBytes(6).toString('hex')}` }),
+    );
+  } else {
+    const rt = await openRuntime(loaded, { ...opts, volumeRuntimes: own !== null });
+    const dataPath = dataPathOf(rt);
+    if (dataPath) log.info({ path: dataPath.path, why: dataPath.why }, `data path: ${dataPath.path}`);
+    if (own !== null) log.info({ why: own }, 'a data client per volume');
+    proc = new EndpointProcess(rt, loaded.path, state, log, shared, (volume) =>
+      openVolumeRuntime(rt, volume),
+    );
+  }
   if (shared) {
     // One volume's fault is its own: an exception escaping its handlers is logged, and the other
     // volumes' I/O goes on (a per-volume process would die of it and lose only that volume).
