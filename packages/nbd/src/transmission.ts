@@ -28,6 +28,8 @@ import type { ReadLease } from './read-pool.js';
 import { encodeReply, OK, type Outcome, type Request, writeBuffers, writeReply } from './replies.js';
 import type { NbdExport, NbdExtent, NbdLogger } from './types.js';
 
+const toOk = (): Outcome => OK;
+
 const CMD_NAMES: Record<number, string> = {
   [CMD.READ]: 'READ',
   [CMD.WRITE]: 'WRITE',
@@ -360,55 +362,90 @@ export class Transmission {
     } catch (e) {
       early = { kind: 'error', errno: errnoFor(e), message: messageOf(e) }; // e.g. size() threw
     }
-    const run: Promise<Outcome> = early ? Promise.resolve(early) : this.execute(req, exp, payload);
-    run
-      .catch((e: unknown): Outcome => {
-        const errno = errnoFor(e, (req.flags & CMD_FLAG.FAST_ZERO) !== 0);
-        const level = errno === NBD_EIO ? 'error' : 'debug';
-        this.log[level](
-          {
-            conn: this.id,
-            cmd: CMD_NAMES[req.type],
-            offset: req.offset,
-            length: req.length,
-            err: messageOf(e),
-          },
-          'nbd: request failed',
-        );
-        return { kind: 'error', errno, message: messageOf(e) };
-      })
-      .then((outcome) => {
-        this.inflight--;
-        // The payload's slot is free once the write succeeded (or was refused before it ran).
-        // After a failed write a part of a multi-object write may still be reading it: the slot
-        // is left out of the pool.
-        if (payloadLease && (early !== undefined || outcome.kind !== 'error')) payloadLease.release();
-        const lease = outcome.kind === 'data' ? outcome.lease : undefined;
-        this.reply(req, outcome, () => {
-          // The write that carried the slot is done (or was abandoned): the slot may be reused.
-          lease?.release();
-          this.release(cost);
-        });
-        this.conn.maybeFinishDisconnect();
-      })
-      .catch((e: unknown) => this.conn.drop('internal error while replying', { err: messageOf(e) }));
+    const run: Promise<Outcome> = early ? Promise.resolve(early) : this.start(req, exp, payload);
+    run.then(
+      (outcome) => this.settle(req, cost, early, payloadLease, outcome),
+      (e: unknown) => this.settle(req, cost, early, payloadLease, this.failed(req, e)),
+    );
+  }
+
+  /** The error outcome of a request whose export call failed (logged: EIO at error level). */
+  private failed(req: Request, e: unknown): Outcome {
+    const errno = errnoFor(e, (req.flags & CMD_FLAG.FAST_ZERO) !== 0);
+    const level = errno === NBD_EIO ? 'error' : 'debug';
+    this.log[level](
+      {
+        conn: this.id,
+        cmd: CMD_NAMES[req.type],
+        offset: req.offset,
+        length: req.length,
+        err: messageOf(e),
+      },
+      'nbd: request failed',
+    );
+    return { kind: 'error', errno, message: messageOf(e) };
+  }
+
+  /** A request came to `outcome`: frees its payload slot, replies, and lets a disconnect finish. */
+  private settle(
+    req: Request,
+    cost: number,
+    early: Outcome | undefined,
+    payloadLease: ReadLease | undefined,
+    outcome: Outcome,
+  ): void {
+    try {
+      this.inflight--;
+      // The payload's slot is free once the write succeeded (or was refused before it ran).
+      // After a failed write a part of a multi-object write may still be reading it: the slot
+      // is left out of the pool.
+      if (payloadLease && (early !== undefined || outcome.kind !== 'error')) payloadLease.release();
+      const lease = outcome.kind === 'data' ? outcome.lease : undefined;
+      this.reply(req, outcome, () => {
+        // The write that carried the slot is done (or was abandoned): the slot may be reused.
+        lease?.release();
+        this.release(cost);
+      });
+      this.conn.maybeFinishDisconnect();
+    } catch (e) {
+      this.conn.drop('internal error while replying', { err: messageOf(e) });
+    }
+  }
+
+  /**
+   * Runs a request on the export. WRITE and pooled READs (the data path) chain one callback on
+   * the export's promise; the other commands go through `execute`. A synchronous throw becomes a
+   * rejection.
+   */
+  private start(req: Request, exp: NbdExport, payload: Buffer | undefined): Promise<Outcome> {
+    try {
+      if (req.type === CMD.WRITE) {
+        return exp.write(req.offset, payload!, { fua: (req.flags & CMD_FLAG.FUA) !== 0 }).then(toOk);
+      }
+      if (req.type === CMD.READ && exp.readInto) {
+        const lease = this.ctx.readPool?.acquire(req.length);
+        if (lease) {
+          return exp.readInto(req.offset, lease.buf).then(
+            (): Outcome => ({ kind: 'data', data: lease.buf, lease }),
+            (e: unknown) => {
+              // readInto settles only once nothing writes into the slot any more.
+              lease.release();
+              throw e;
+            },
+          );
+        }
+      }
+      return this.execute(req, exp, payload);
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 
   private async execute(req: Request, exp: NbdExport, payload: Buffer | undefined): Promise<Outcome> {
     const fua = (req.flags & CMD_FLAG.FUA) !== 0;
     switch (req.type) {
       case CMD.READ: {
-        const lease = exp.readInto ? this.ctx.readPool?.acquire(req.length) : undefined;
-        if (lease) {
-          try {
-            await exp.readInto!(req.offset, lease.buf);
-          } catch (e) {
-            // readInto settles only once nothing writes into the slot any more.
-            lease.release();
-            throw e;
-          }
-          return { kind: 'data', data: lease.buf, lease };
-        }
+        // (A pooled READ was started by `start`.)
         const data = await exp.read(req.offset, req.length);
         if (data.length !== req.length) {
           throw new NbdRequestError(
