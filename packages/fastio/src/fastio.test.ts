@@ -337,6 +337,15 @@ describe.runIf(wanted)('sendNowait and recvNowait on a unix socket', () => {
       },
     };
   }
+  /** Runs `fn` on a fresh pair and closes it afterwards. */
+  async function withPair(fn: (p: Awaited<ReturnType<typeof pair>>) => Promise<void>): Promise<void> {
+    const p = await pair();
+    try {
+      await fn(p);
+    } finally {
+      p.close();
+    }
+  }
   const received = (s: Socket, n: number): Promise<Buffer> =>
     new Promise((resolve) => {
       const parts: Buffer[] = [];
@@ -355,21 +364,17 @@ describe.runIf(wanted)('sendNowait and recvNowait on a unix socket', () => {
   });
 
   it('sendNowait sends several buffers in order in one call', async () => {
-    const p = await pair();
-    try {
+    await withPair(async (p) => {
       const bufs = [Buffer.from('head'), randomBytes(5000), Buffer.alloc(0), Buffer.from('tail')];
       const want = Buffer.concat(bufs);
       const got = received(p.cli, want.length);
       expect(sendNowait(p.fd, bufs)).toBe(want.length);
       expect((await got).equals(want)).toBe(true);
-    } finally {
-      p.close();
-    }
+    });
   });
 
   it('sendNowait takes what fits, then EAGAIN, never blocking; the rest arrives once read', async () => {
-    const p = await pair();
-    try {
+    await withPair(async (p) => {
       p.cli.pause();
       const chunk = randomBytes(256 * 1024);
       let sent = 0;
@@ -392,14 +397,11 @@ describe.runIf(wanted)('sendNowait and recvNowait on a unix socket', () => {
         const part = all.subarray(at, Math.min(sent, at + chunk.length));
         expect(part.equals(chunk.subarray(0, part.length))).toBe(true);
       }
-    } finally {
-      p.close();
-    }
+    });
   });
 
   it('recvNowait reads what is there at an offset into the buffer, EAGAIN when nothing, 0 at the end', async () => {
-    const p = await pair();
-    try {
+    await withPair(async (p) => {
       const buf = Buffer.alloc(64);
       expect(recvNowait(p.fd, buf, 0, 64)).toBe(EAGAIN);
       const data = randomBytes(40);
@@ -421,14 +423,11 @@ describe.runIf(wanted)('sendNowait and recvNowait on a unix socket', () => {
         if (n === EAGAIN) await new Promise((r) => setTimeout(r, 5));
       }
       expect(n).toBe(0);
-    } finally {
-      p.close();
-    }
+    });
   });
 
   it('give a negative errno, not an exception or SIGPIPE, on a closed peer or a bad fd', async () => {
-    const p = await pair();
-    try {
+    await withPair(async (p) => {
       p.cli.destroy();
       await new Promise((r) => setTimeout(r, 20));
       let n = 0;
@@ -438,9 +437,7 @@ describe.runIf(wanted)('sendNowait and recvNowait on a unix socket', () => {
       expect(recvNowait(1 << 30, Buffer.alloc(1), 0, 1)).toBe(-constants.errno.EBADF);
       const { fd } = file('notsock2', Buffer.alloc(1));
       expect(sendNowait(fd, [Buffer.alloc(1)])).toBe(-constants.errno.ENOTSOCK);
-    } finally {
-      p.close();
-    }
+    });
   });
 
   it('refuse arguments of the wrong type or outside the buffer', () => {

@@ -7,8 +7,8 @@
  * in the middle of a payload gives its pool slot back.
  */
 import { recvNowaitAvailable, sendNowaitAvailable } from '@archipelago/fastio';
-import { afterEach, describe, expect, it } from 'vitest';
-import { type Fixture, sleep, startServer } from './__fixtures__/harness.js';
+import { describe, expect, it } from 'vitest';
+import { perTest, sleep, startServer, until } from './__fixtures__/harness.js';
 import { RawClient, type SimpleReply } from './__fixtures__/raw-client.js';
 import { CMD, REQUEST_MAGIC } from './constants.js';
 import { MemoryExport } from './exports.js';
@@ -33,27 +33,22 @@ function header(type: number, cookie: bigint, offset: number, length: number): B
   return h;
 }
 
-async function until(cond: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out');
-    await sleep(5);
-  }
-}
-
-let fx: Fixture | undefined;
-const clients: RawClient[] = [];
-afterEach(async () => {
-  for (const c of clients.splice(0)) c.destroy();
-  await fx?.close();
-  fx = undefined;
-});
+const t = perTest<RawClient>();
 
 describe.each([
   { direct: true, what: 'direct socket I/O' },
   { direct: false, what: 'socket streams only' },
 ])('$what', ({ direct }) => {
   const opts = { directSend: direct, directRecv: direct };
+  /** Serves `exp` with `extra` options and returns a client past the handshake. */
+  async function open(exp: MemoryExport, extra: object = {}): Promise<RawClient> {
+    const fx = await startServer([exp], { ...opts, ...extra });
+    t.fx = fx;
+    const c = await RawClient.connect({ path: fx.sock });
+    t.clients.push(c);
+    await c.handshake('m');
+    return c;
+  }
 
   it('uses the addon when asked (the fast paths are really taken on Linux)', () => {
     if (direct && process.platform === 'linux' && process.env.ARCHIP_FASTIO !== '0') {
@@ -63,10 +58,7 @@ describe.each([
 
   it('WRITE payloads trickled in pieces (4 KiB .. 4 MiB) land byte-exact; READs give them back', async () => {
     const exp = new MemoryExport({ name: 'm', size: 32 * MiB });
-    fx = await startServer([exp], opts);
-    const c = await RawClient.connect({ path: fx.sock });
-    clients.push(c);
-    await c.handshake('m');
+    const c = await open(exp);
     const writes = [
       { offset: 0, length: 4 * KiB },
       { offset: 8 * KiB, length: 60 * KiB },
@@ -109,17 +101,14 @@ describe.each([
     }
     expect(seen.size).toBe(writes.length + 1);
     expect(exp.peek(20 * MiB, extra.length).equals(extra)).toBe(true);
-    expect(fx.server.readPool?.stats.leased).toBe(0);
+    expect(t.fx!.server.readPool?.stats.leased).toBe(0);
   });
 
   it('a reader that stalls gets every reply whole: 64 x 128 KiB READs over a 64 KiB send buffer', async () => {
     const exp = new MemoryExport({ name: 'm', size: 32 * MiB });
     const content = pattern(0, 8 * MiB, 5);
     await exp.write(0, content, { fua: false });
-    fx = await startServer([exp], { ...opts, sendBufferBytes: 64 * KiB });
-    const c = await RawClient.connect({ path: fx.sock });
-    clients.push(c);
-    await c.handshake('m');
+    const c = await open(exp, { sendBufferBytes: 64 * KiB });
     c.socket.pause();
     const len = 128 * KiB;
     for (let i = 0; i < 64; i++) c.sendRequest(CMD.READ, { cookie: BigInt(i), offset: i * len, length: len });
@@ -134,24 +123,21 @@ describe.each([
       seen.add(r.cookie);
     }
     expect(seen.size).toBe(64);
-    await until(() => fx!.server.readPool?.stats.leased === 0);
+    await until(() => t.fx!.server.readPool?.stats.leased === 0);
   });
 
   it('a client vanishing in the middle of a 1 MiB payload gives its slot back; others go on', async () => {
     const exp = new MemoryExport({ name: 'm', size: 8 * MiB });
-    fx = await startServer([exp], opts);
-    const c = await RawClient.connect({ path: fx.sock });
-    clients.push(c);
-    await c.handshake('m');
+    const c = await open(exp);
     c.write(header(CMD.WRITE, 1n, 0, MiB));
     c.write(pattern(0, 300 * KiB, 1));
     await sleep(50);
     c.destroy();
-    await until(() => fx!.server.connections === 0);
-    expect(fx.server.readPool?.stats.leased ?? 0).toBe(0);
+    await until(() => t.fx!.server.connections === 0);
+    expect(t.fx!.server.readPool?.stats.leased ?? 0).toBe(0);
     expect(exp.stats.writes).toBe(0);
-    const d = await RawClient.connect({ path: fx.sock });
-    clients.push(d);
+    const d = await RawClient.connect({ path: t.fx!.sock });
+    t.clients.push(d);
     await d.handshake('m');
     const data = pattern(0, MiB, 2);
     d.sendRequest(CMD.WRITE, { cookie: 7n, offset: 0, payload: data });
