@@ -52,7 +52,8 @@ export class RangeOrder {
             p.finish = r;
           });
         }
-        (waits ??= []).push(p.finished);
+        if (waits === null) waits = [];
+        waits.push(p.finished);
       }
     }
     const me: Pending = { start, end, write, finished: null, finish: null };
