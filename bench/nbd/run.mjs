@@ -24,7 +24,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, fsyncSync, openSync, writeSync } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
@@ -50,6 +50,7 @@ const { values: opts } = parseArgs({
     sync: { type: 'string', default: 'default' },
     'base-root': { type: 'string' },
     'map-env': { type: 'string' },
+    'peer-fill': { type: 'string', default: 'nbdcopy' },
     keep: { type: 'boolean', default: false },
     out: { type: 'string', default: 'nbd' },
   },
@@ -77,6 +78,7 @@ for (const s of serverIds)
   if (![...OURS, ...PEERS].includes(s)) throw new Error(`--servers: unknown server ${s}`);
 if (!serverIds.some((s) => OURS.includes(s))) throw new Error('--servers must include one of ours');
 if (!['default', 'always', 'flush'].includes(opts.sync)) throw new Error('--sync: default, always or flush');
+if (!['nbdcopy', 'copy'].includes(opts['peer-fill'])) throw new Error('--peer-fill: nbdcopy or copy');
 const VLMC = join(ROOT, 'packages', 'cli', 'bin', 'vlmc.js');
 const ARCHIPELAGO = join(ROOT, 'packages', 'archipelago', 'bin', 'archipelago.js');
 if (serverIds.includes('base') && !opts['base-root']) throw new Error('--servers base needs --base-root');
@@ -605,9 +607,35 @@ async function main() {
       await filler.stop();
     }
 
-    // 3. the peers' raw files: copies of the same bytes
+    // 3. the peers' raw files, filled the way ours are (`--peer-fill nbdcopy`, the default): an
+    //    empty sparse file of the export's size, served, and written by nbdcopy through the peer
+    //    itself, so every store's page cache holds folios made by the same writes (a file written
+    //    in large requests gets large folios, and a 4 KiB write into a large folio costs ext4 2-3x
+    //    the CPU: bench/results/nbd-writes.md). `--peer-fill copy`: `cp` of the bytes, as before.
     const files = { 'qemu-nbd': join(tmp, 'qemu.raw'), nbdkit: join(tmp, 'nbdkit.raw') };
-    for (const s of serverIds.filter((s) => PEERS.includes(s))) await copyFile(src, files[s]);
+    const startPeer = async (s) => {
+      const d =
+        s === 'qemu-nbd'
+          ? startDaemon('qemu-nbd', [...QEMU_ARGS, '-t', '-x', 'bench', '-k', sock(s), files[s]], s)
+          : startDaemon('nbdkit', ['-f', '-U', sock(s), 'file', `file=${files.nbdkit}`], s);
+      daemons.push(d);
+      await waitSocket(sock(s), d.child, s);
+    };
+    const peersUp = new Set();
+    for (const s of serverIds.filter((s) => PEERS.includes(s))) {
+      if (opts['peer-fill'] === 'copy') {
+        await copyFile(src, files[s]);
+        continue;
+      }
+      await writeFile(files[s], '');
+      await truncate(files[s], size);
+      await startPeer(s);
+      peersUp.add(s);
+      console.error(`# filling ${s} (nbdcopy through ${s})`);
+      const t0 = performance.now();
+      await run('nbdcopy', [src, uris[s]]);
+      fillS[s] = (performance.now() - t0) / 1000;
+    }
     await run('sync', []);
     await rm(src);
 
@@ -617,19 +645,15 @@ async function main() {
       if (mapped(s)) daemons.push(await startMap(confs[s], 'bench', sock(s), s, opts.profile ?? null));
       else if (s === 'inproc')
         daemons.push(await startInproc(join(tmp, 'inproc'), sock('inproc'), sync, opts.profile ?? null));
-      else if (s === 'qemu-nbd') {
-        const d = startDaemon('qemu-nbd', [...QEMU_ARGS, '-t', '-x', 'bench', '-k', sock(s), files[s]], s);
-        daemons.push(d);
-        await waitSocket(sock(s), d.child, s);
-      } else if (s === 'nbdkit') {
-        const d = startDaemon('nbdkit', ['-f', '-U', sock(s), 'file', `file=${files.nbdkit}`], s);
-        daemons.push(d);
-        await waitSocket(sock(s), d.child, s);
-      }
+      else if (!peersUp.has(s)) await startPeer(s);
     }
 
     // 5. the jobs, in a fixed order
     const mode = `${sync === 'flush' ? 'write-back: synced at FLUSH/FUA' : 'fdatasync before every ack'} (sync = ${sync}${opts.sync === 'default' ? ', the default' : ''})${opts.direct ? ', O_DIRECT' : ''}`;
+    const peerFill =
+      opts['peer-fill'] === 'copy'
+        ? 'raw file copied with cp'
+        : 'raw file filled by nbdcopy through the server, as ours';
     const result = {
       bench: 'nbd',
       host,
@@ -644,14 +668,15 @@ async function main() {
         direct: opts.direct,
         blocker: 'file_blocker x2 (maps, blocks)',
         blocksize: '4 MiB',
+        peerFill: opts['peer-fill'],
       },
       peers: {
         map: `\`vlmc map\` (built CLI): endpoint process, embedded wiring, compose local; file_blocker, ${mode}, 4 MiB blocks${opts['map-env'] ? `; endpoint environment ${opts['map-env']}` : ''}`,
         daemons: `\`archipelago start\` + \`vlmc map\`: endpoint composes, blockerb/blockerm/mapperd over the XSEG segment; file_blocker, ${mode}`,
         base: `\`vlmc map\` of ${opts['base-root']} (the code before, for before/after), same configuration`,
         inproc: `node bench/nbd/server.mjs: FileBlocker x2 (${mode}) + Mapper + Composer + NbdServer in one process (no lock lease, no control channel)`,
-        'qemu-nbd': `qemu-nbd ${QEMU_ARGS.join(' ')} (page cache, no fsync per write)`,
-        nbdkit: 'nbdkit file plugin, default cache (page cache, no fsync per write)',
+        'qemu-nbd': `qemu-nbd ${QEMU_ARGS.join(' ')} (page cache, no fsync per write); ${peerFill}`,
+        nbdkit: `nbdkit file plugin, default cache (page cache, no fsync per write); ${peerFill}`,
       },
       fillS,
       rows: [],

@@ -73,6 +73,10 @@ const server = new NbdServer({
   // NBD_READ_POOL=<bytes>: NbdServer's readPoolBytes (an A/B knob; 0 = a fresh Buffer per READ,
   // unset = the default pool).
   readPoolBytes: process.env.NBD_READ_POOL === undefined ? undefined : Number(process.env.NBD_READ_POOL),
+  // NBD_DIRECT_SEND=0: replies through socket.write only (NbdServer's directSend, an A/B knob).
+  directSend: process.env.NBD_DIRECT_SEND !== '0',
+  // NBD_DIRECT_RECV=0: WRITE payloads through the socket stream only (NbdServer's directRecv).
+  directRecv: process.env.NBD_DIRECT_RECV !== '0',
 });
 await server.listen({ path: o.socket });
 process.stdout.write(

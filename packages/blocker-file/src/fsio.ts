@@ -84,6 +84,30 @@ export function preadCachedFully(
 }
 
 /**
+ * The synchronous part of `preadCachedFully`: copies what the page cache holds on the calling
+ * thread. Returns the byte count when the read is complete or reached the end of the file, or
+ * `-(count + 1)` when it stopped short because the rest is not cached (or there is no fast
+ * path): the caller reads the rest through the thread pool. Throws the system error.
+ */
+export function preadCachedSync(
+  fd: number,
+  buf: Uint8Array,
+  bufOffset: number,
+  length: number,
+  position: number,
+): number {
+  if (length > NOWAIT_MAX) return -1;
+  let done = 0;
+  while (done < length) {
+    const n = preadNowait(fd, buf, bufOffset + done, length - done, position + done);
+    if (n === 0) return done; // end of file
+    if (n === EAGAIN) return -(done + 1);
+    done += n;
+  }
+  return done;
+}
+
+/**
  * Buffered writes up to this size run on the calling (main) thread, synchronously: a page-cache
  * write of a few KiB costs a few µs, less than the thread-pool round trip (queue, worker wake-up,
  * completion through the event loop) it would otherwise take. There is no RWF_NOWAIT for

@@ -18,17 +18,25 @@ export function hashDirs(name: string): [string, string, string] {
 
 /** Recently computed paths: every I/O needs one, and a SHA-256 plus joins per call shows up. */
 const PATH_CACHE_MAX = 8192;
-const pathCache = new Map<string, string>();
+/**
+ * Per directory, name -> path. Keyed by the name itself (no `dir + name` string built per call:
+ * the names come from map entries, the same string each time, whose hash V8 keeps).
+ */
+const pathCache = new Map<string, Map<string, string>>();
 
 /** `<dir>/h0h1/h2h3/h4h5/<name>` (reference §4.3). The name must already be valid. */
 export function hashedPath(dir: string, name: string): string {
-  const key = `${dir}\0${name}`;
-  let path = pathCache.get(key);
+  let paths = pathCache.get(dir);
+  if (paths === undefined) {
+    paths = new Map();
+    pathCache.set(dir, paths);
+  }
+  let path = paths.get(name);
   if (path === undefined) {
     const [a, b, c] = hashDirs(name);
     path = join(dir, a, b, c, name);
-    if (pathCache.size >= PATH_CACHE_MAX) pathCache.delete(pathCache.keys().next().value as string);
-    pathCache.set(key, path);
+    if (paths.size >= PATH_CACHE_MAX) paths.delete(paths.keys().next().value as string);
+    paths.set(name, path);
   }
   return path;
 }

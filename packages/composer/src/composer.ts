@@ -63,8 +63,11 @@ export class Composer implements VolumeApi {
     return s;
   }
 
-  /** Runs one I/O: waits while the volume is frozen, counts it in flight, orders it by range. */
-  private async io<T>(
+  /**
+   * Runs one I/O: waits while the volume is frozen, counts it in flight, orders it by range. An
+   * I/O that waits for nothing starts at once, in the caller's turn (no promise hop before `fn`).
+   */
+  private io<T>(
     name: string,
     offset: number,
     length: number,
@@ -72,11 +75,37 @@ export class Composer implements VolumeApi {
     fn: () => Promise<T>,
   ): Promise<T> {
     const s = this.state(name);
+    if (s.frozen) return this.ioAfterThaw(s, offset, length, write, fn);
+    s.enter();
+    const ticket = s.order.admit(offset, length, write);
+    let run: Promise<T>;
+    if (ticket.blocked) run = ticket.ready.then(fn);
+    else {
+      try {
+        run = fn();
+      } catch (e) {
+        run = Promise.reject(e);
+      }
+    }
+    return run.finally(() => {
+      ticket.done();
+      s.leave();
+    });
+  }
+
+  /** `io` for a frozen volume: waits for the thaw first. */
+  private async ioAfterThaw<T>(
+    s: VolumeState,
+    offset: number,
+    length: number,
+    write: boolean,
+    fn: () => Promise<T>,
+  ): Promise<T> {
     while (s.frozen) await s.frozen;
     s.enter();
     const ticket = s.order.admit(offset, length, write);
     try {
-      await ticket.ready;
+      if (ticket.blocked) await ticket.ready;
       return await fn();
     } finally {
       ticket.done();
@@ -98,12 +127,26 @@ export class Composer implements VolumeApi {
    * this way). Resolves with `out`.
    */
   readInto(name: string, offset: number, out: Buffer): Promise<Buffer> {
-    return this.io(name, offset, out.length, false, async () =>
-      this.fill(await this.mapper.mapRead(name, offset, out.length), out),
+    return this.io(name, offset, out.length, false, () =>
+      this.mapper.mapRead(name, offset, out.length).then((segs) => this.fill(segs, out)),
     );
   }
 
-  private async fill(segs: readonly ObjectSegment[], out: Buffer): Promise<Buffer> {
+  private fill(segs: readonly ObjectSegment[], out: Buffer): Promise<Buffer> {
+    if (segs.length === 1) {
+      // One object (most I/O): no allSettled over one promise.
+      const seg = segs[0]!;
+      if (seg.zero) return Promise.resolve(out.fill(0));
+      const b = this.blockerb;
+      const p = b.readInto
+        ? b.readInto(seg.target, seg.offset, out)
+        : readIntoBuffer(b, seg.target, seg.offset, out);
+      return p.then(() => out);
+    }
+    return this.fillParts(segs, out);
+  }
+
+  private async fillParts(segs: readonly ObjectSegment[], out: Buffer): Promise<Buffer> {
     let pos = 0;
     // allSettled: when one part fails, the others still land in `out`; the caller must not see
     // the failure (and hand `out` on, e.g. vlmcd's request back to its sender) before they did.
@@ -135,14 +178,21 @@ export class Composer implements VolumeApi {
     return this.io(name, offset, data.length, true, async () => {
       if (data.length === 0) return;
       const segs = await this.mapper.mapWrite(name, offset, data.length);
-      let pos = 0;
-      await Promise.all(
-        segs.map((seg) => {
-          const part = data.subarray(pos, pos + seg.size);
-          pos += seg.size;
-          return this.blockerb.write(seg.target, seg.offset, part, { durable: opts.fua === true });
-        }),
-      );
+      const durable = opts.fua === true;
+      if (segs.length === 1) {
+        const seg = segs[0]!;
+        const part = seg.size === data.length ? data : data.subarray(0, seg.size);
+        await this.blockerb.write(seg.target, seg.offset, part, { durable });
+      } else {
+        let pos = 0;
+        await Promise.all(
+          segs.map((seg) => {
+            const part = data.subarray(pos, pos + seg.size);
+            pos += seg.size;
+            return this.blockerb.write(seg.target, seg.offset, part, { durable });
+          }),
+        );
+      }
       // FUA covers the map too: mapWrite may have just pointed a block at a new object, and a
       // write-back blockerm holds that entry only until its next flush. The mapper also re-checks
       // that the volume is still ours before the write is acknowledged (fencing).

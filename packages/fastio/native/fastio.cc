@@ -13,6 +13,13 @@
 //   flock(fd, op) -> 0, or -errno (-EWOULDBLOCK when another open file description holds a
 //     conflicting lock). op is LOCK_SH, LOCK_EX or LOCK_UN; LOCK_NB is always added: it runs on
 //     the main thread and never waits (a caller that wants to wait polls).
+//   sendNowait(fd, buffers) -> bytes sent (>= 0) or -errno
+//     One sendmsg(2) of the Uint8Arrays in `buffers` (up to 64) with MSG_DONTWAIT | MSG_NOSIGNAL
+//     on the calling thread: what the socket buffer takes now (a short count when it is full,
+//     -EAGAIN when it takes nothing); never blocks, never raises SIGPIPE (-EPIPE instead).
+//   recvNowait(fd, buffer, offset, length) -> bytes received (> 0), 0 at end of stream, or -errno
+//     One recv(2) with MSG_DONTWAIT into buffer[offset, offset+length) on the calling thread:
+//     what the socket holds now, -EAGAIN when it holds nothing; never blocks.
 //
 // Arguments are checked here (types, buffer bounds): a bad call throws a TypeError/RangeError,
 // never reads or writes outside the buffer.
@@ -162,7 +169,67 @@ Napi::Value Flock(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, r < 0 ? -static_cast<double>(errno) : 0);
 }
 
+Napi::Value RecvNowait(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[1].IsTypedArray() ||
+      info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    Napi::TypeError::New(env, "recvNowait(fd, buffer, offset, length): buffer must be a Uint8Array")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Uint8Array buf = info[1].As<Napi::Uint8Array>();
+  int64_t fd, off, len;
+  if (!IntArg(info, 0, 0, INT32_MAX, &fd)) return env.Undefined();
+  if (!IntArg(info, 2, 0, static_cast<int64_t>(buf.ByteLength()), &off)) return env.Undefined();
+  if (!IntArg(info, 3, 0, static_cast<int64_t>(buf.ByteLength()) - off, &len)) return env.Undefined();
+  if (len == 0) return Napi::Number::New(env, 0);
+  ssize_t n;
+  do {
+    n = recv(static_cast<int>(fd), buf.Data() + off, static_cast<size_t>(len), MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  return Napi::Number::New(env, n < 0 ? -static_cast<double>(errno) : static_cast<double>(n));
+}
+
+constexpr uint32_t kMaxSendBuffers = 64;
+
+Napi::Value SendNowait(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t fd;
+  if (!IntArg(info, 0, 0, INT32_MAX, &fd)) return env.Undefined();
+  if (info.Length() < 2 || !info[1].IsArray()) {
+    Napi::TypeError::New(env, "sendNowait(fd, buffers): buffers must be an array").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Array arr = info[1].As<Napi::Array>();
+  uint32_t count = arr.Length();
+  if (count > kMaxSendBuffers) {
+    Napi::RangeError::New(env, "sendNowait: at most 64 buffers").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  struct iovec iov[kMaxSendBuffers];
+  for (uint32_t i = 0; i < count; i++) {
+    Napi::Value v = arr.Get(i);
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+      Napi::TypeError::New(env, "sendNowait: every buffer must be a Uint8Array").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::Uint8Array b = v.As<Napi::Uint8Array>();
+    iov[i].iov_base = b.Data();
+    iov[i].iov_len = b.ByteLength();
+  }
+  struct msghdr msg = {};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = count;
+  ssize_t n;
+  do {
+    n = sendmsg(static_cast<int>(fd), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  return Napi::Number::New(env, n < 0 ? -static_cast<double>(errno) : static_cast<double>(n));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("sendNowait", Napi::Function::New(env, SendNowait, "sendNowait"));
+  exports.Set("recvNowait", Napi::Function::New(env, RecvNowait, "recvNowait"));
   exports.Set("largeBuffer", Napi::Function::New(env, LargeBuffer, "largeBuffer"));
   exports.Set("addressAlignment", Napi::Function::New(env, AddressAlignment, "addressAlignment"));
   exports.Set("preadNowait", Napi::Function::New(env, PreadNowait, "preadNowait"));
@@ -171,7 +238,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("LOCK_SH", Napi::Number::New(env, LOCK_SH));
   exports.Set("LOCK_EX", Napi::Number::New(env, LOCK_EX));
   exports.Set("LOCK_UN", Napi::Number::New(env, LOCK_UN));
-  exports.Set("VERSION", Napi::Number::New(env, 3));
+  exports.Set("VERSION", Napi::Number::New(env, 4));
   return exports;
 }
 

@@ -13,6 +13,7 @@ import {
   writeSync,
 } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
+import { constants } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import {
@@ -23,7 +24,12 @@ import {
   flockAvailable,
   largeBuffer,
   preadNowait,
+  recvNowait,
+  recvNowaitAvailable,
+  SEND_MAX_BUFFERS,
   sendBufferAvailable,
+  sendNowait,
+  sendNowaitAvailable,
   setNowaitForTests,
   setSendBuffer,
 } from './index.js';
@@ -158,6 +164,10 @@ describe.skipIf(wanted)('without the addon (not Linux, or ARCHIP_FASTIO=0)', () 
     expect(available()).toBe(false);
     expect(preadNowait(fd, Buffer.alloc(8), 0, 8, 0)).toBe(EAGAIN);
     expect(setSendBuffer(fd, 65536)).toBeUndefined();
+    expect(sendNowaitAvailable).toBe(false);
+    expect(recvNowaitAvailable).toBe(false);
+    expect(sendNowait(fd, [Buffer.alloc(1)])).toBe(EAGAIN);
+    expect(recvNowait(fd, Buffer.alloc(8), 0, 8)).toBe(EAGAIN);
     const b = largeBuffer(4096);
     expect(b.length).toBe(4096);
     expect(addressAlignment(b)).toBe(0);
@@ -300,5 +310,149 @@ describe.runIf(process.platform === 'linux')('flock', () => {
     const { fd } = file('lock-args', Buffer.alloc(0));
     expect(() => flock(fd, 'x' as 'ex')).toThrow(RangeError);
     expect(() => flock(-1, 'ex')).toThrow(RangeError);
+  });
+});
+
+describe.runIf(wanted)('sendNowait and recvNowait on a unix socket', () => {
+  /** A connected pair: `server` is accepted paused (libuv does not read it), `client` as usual. */
+  async function pair(): Promise<{ srv: Socket; cli: Socket; fd: number; close: () => void }> {
+    const path = join(root, `s${Math.random().toString(16).slice(2)}.sock`);
+    let server!: Server;
+    const accepted = new Promise<Socket>((resolve) => {
+      server = createServer({ pauseOnConnect: true }, resolve);
+    });
+    await new Promise<void>((r) => server.listen(path, r));
+    const cli = connect(path);
+    const srv = await accepted;
+    await new Promise<void>((r) => (cli.connecting ? cli.once('connect', () => r()) : r()));
+    const fd = (srv as unknown as { _handle?: { fd?: number } })._handle?.fd as number;
+    return {
+      srv,
+      cli,
+      fd,
+      close: () => {
+        cli.destroy();
+        srv.destroy();
+        server.close();
+      },
+    };
+  }
+  /** Runs `fn` on a fresh pair and closes it afterwards. */
+  async function withPair(fn: (p: Awaited<ReturnType<typeof pair>>) => Promise<void>): Promise<void> {
+    const p = await pair();
+    try {
+      await fn(p);
+    } finally {
+      p.close();
+    }
+  }
+  const received = (s: Socket, n: number): Promise<Buffer> =>
+    new Promise((resolve) => {
+      const parts: Buffer[] = [];
+      let got = 0;
+      s.on('data', (d: Buffer) => {
+        parts.push(d);
+        got += d.length;
+        if (got >= n) resolve(Buffer.concat(parts));
+      });
+    });
+
+  it('are available with the addon', () => {
+    expect(sendNowaitAvailable).toBe(true);
+    expect(recvNowaitAvailable).toBe(true);
+    expect(SEND_MAX_BUFFERS).toBe(64);
+  });
+
+  it('sendNowait sends several buffers in order in one call', async () => {
+    await withPair(async (p) => {
+      const bufs = [Buffer.from('head'), randomBytes(5000), Buffer.alloc(0), Buffer.from('tail')];
+      const want = Buffer.concat(bufs);
+      const got = received(p.cli, want.length);
+      expect(sendNowait(p.fd, bufs)).toBe(want.length);
+      expect((await got).equals(want)).toBe(true);
+    });
+  });
+
+  it('sendNowait takes what fits, then EAGAIN, never blocking; the rest arrives once read', async () => {
+    await withPair(async (p) => {
+      p.cli.pause();
+      const chunk = randomBytes(256 * 1024);
+      let sent = 0;
+      let n = 0;
+      let short = false;
+      for (let i = 0; i < 1000; i++) {
+        n = sendNowait(p.fd, [chunk]);
+        if (n < 0) break;
+        if (n < chunk.length) short = true;
+        sent += n;
+      }
+      expect(n).toBe(EAGAIN);
+      expect(short || sent % chunk.length === 0).toBe(true);
+      const got = received(p.cli, sent);
+      p.cli.resume();
+      const all = await got;
+      expect(all.length).toBe(sent);
+      // Every byte is the chunk's, in order (the buffer was sent again and again, partly at the end).
+      for (let at = 0; at < sent; at += chunk.length) {
+        const part = all.subarray(at, Math.min(sent, at + chunk.length));
+        expect(part.equals(chunk.subarray(0, part.length))).toBe(true);
+      }
+    });
+  });
+
+  it('recvNowait reads what is there at an offset into the buffer, EAGAIN when nothing, 0 at the end', async () => {
+    await withPair(async (p) => {
+      const buf = Buffer.alloc(64);
+      expect(recvNowait(p.fd, buf, 0, 64)).toBe(EAGAIN);
+      const data = randomBytes(40);
+      await new Promise<void>((r) => p.cli.write(data, () => r()));
+      let got = 0;
+      for (let i = 0; i < 100 && got < 40; i++) {
+        const n = recvNowait(p.fd, buf, 10 + got, 40 - got);
+        if (n > 0) got += n;
+        else await new Promise((r) => setTimeout(r, 5));
+      }
+      expect(got).toBe(40);
+      expect(buf.subarray(10, 50).equals(data)).toBe(true);
+      expect(buf.subarray(0, 10).equals(Buffer.alloc(10))).toBe(true);
+      expect(recvNowait(p.fd, buf, 0, 0)).toBe(0);
+      p.cli.end();
+      let n = EAGAIN;
+      for (let i = 0; i < 100 && n === EAGAIN; i++) {
+        n = recvNowait(p.fd, buf, 0, 8);
+        if (n === EAGAIN) await new Promise((r) => setTimeout(r, 5));
+      }
+      expect(n).toBe(0);
+    });
+  });
+
+  it('give a negative errno, not an exception or SIGPIPE, on a closed peer or a bad fd', async () => {
+    await withPair(async (p) => {
+      p.cli.destroy();
+      await new Promise((r) => setTimeout(r, 20));
+      let n = 0;
+      for (let i = 0; i < 3 && n >= 0; i++) n = sendNowait(p.fd, [Buffer.alloc(1024)]);
+      expect([-constants.errno.EPIPE, -constants.errno.ECONNRESET]).toContain(n);
+      expect(sendNowait(1 << 30, [Buffer.alloc(1)])).toBe(-constants.errno.EBADF);
+      expect(recvNowait(1 << 30, Buffer.alloc(1), 0, 1)).toBe(-constants.errno.EBADF);
+      const { fd } = file('notsock2', Buffer.alloc(1));
+      expect(sendNowait(fd, [Buffer.alloc(1)])).toBe(-constants.errno.ENOTSOCK);
+    });
+  });
+
+  it('refuse arguments of the wrong type or outside the buffer', () => {
+    expect(() => sendNowait(0, 'x' as unknown as Buffer[])).toThrow(TypeError);
+    expect(() => sendNowait(0, [new Uint16Array(2) as unknown as Buffer])).toThrow(TypeError);
+    expect(() =>
+      sendNowait(
+        0,
+        Array.from({ length: 65 }, () => Buffer.alloc(1)),
+      ),
+    ).toThrow(RangeError);
+    expect(() => sendNowait(-1, [])).toThrow(RangeError);
+    const buf = Buffer.alloc(8);
+    expect(() => recvNowait(0, buf, 0, 9)).toThrow(RangeError);
+    expect(() => recvNowait(0, buf, 9, 0)).toThrow(RangeError);
+    expect(() => recvNowait(0, 'x' as unknown as Buffer, 0, 1)).toThrow(TypeError);
   });
 });

@@ -11,6 +11,12 @@
  *   page can cost tens of microseconds (a 32 MiB buffer: ~130 ms measured here, ~5–15 ms with huge
  *   pages), and a page-aligned buffer can go to O_DIRECT as is, without a bounce copy.
  * - `addressAlignment`: the alignment of a buffer's address (0 when unknown), for that check.
+ * - `sendNowait`: one non-blocking `sendmsg(2)` of several buffers on a socket fd, on the calling
+ *   thread: a reply leaves without a libuv write request (whose completion costs an extra
+ *   event-loop turn and a callback into JavaScript per write).
+ * - `recvNowait`: one non-blocking `recv(2)` into the caller's buffer: a stream parser that knows
+ *   where the next bytes go (a WRITE payload) takes them straight from the socket instead of
+ *   through a fresh 64 KiB chunk per read and a copy.
  * - `flock`: `flock(2)` with LOCK_NB, on the calling thread (it never waits: a caller that wants
  *   to wait polls). The one call here without a fallback: without the addon it throws ENOTSUP.
  *
@@ -33,6 +39,9 @@ interface Native {
   addressAlignment?: (buf: Uint8Array) => number;
   /** Absent from an addon built before VERSION 3. */
   flock?: (fd: number, op: number) => number;
+  /** Absent from an addon built before VERSION 4. */
+  sendNowait?: (fd: number, buffers: readonly Uint8Array[]) => number;
+  recvNowait?: (fd: number, buf: Uint8Array, offset: number, length: number) => number;
   LOCK_SH?: number;
   LOCK_EX?: number;
   LOCK_UN?: number;
@@ -147,6 +156,45 @@ export function largeBuffer(bytes: number): Buffer {
  */
 export function addressAlignment(buf: Uint8Array): number {
   return native?.addressAlignment?.(buf) ?? 0;
+}
+
+/** Whether `sendNowait` can send (the addon is loaded; not with ARCHIP_FASTIO=0). */
+export const sendNowaitAvailable = typeof native?.sendNowait === 'function';
+
+/** Most buffers one `sendNowait` call takes. */
+export const SEND_MAX_BUFFERS = 64;
+
+/**
+ * One `sendmsg(2)` of `buffers` (at most `SEND_MAX_BUFFERS`, in order) on socket `fd` with
+ * MSG_DONTWAIT | MSG_NOSIGNAL, on the calling thread. Returns the bytes the socket took (a short
+ * count when its buffer filled up), or a negative errno: `EAGAIN` when it took nothing or the
+ * addon is absent, `-EPIPE`, `-ECONNRESET`, `-EBADF`... It never throws a system error and never
+ * blocks: a caller sends what is left, or everything after an error, through its usual path
+ * (`socket.write`), which reports the error its own way. TypeError/RangeError for bad arguments.
+ * Only for a socket whose stream has nothing queued, or bytes would leave out of order.
+ */
+export function sendNowait(fd: number, buffers: readonly Uint8Array[]): number {
+  const call = native?.sendNowait;
+  if (call === undefined) return EAGAIN;
+  return call(fd, buffers);
+}
+
+/** Whether `recvNowait` can receive (the addon is loaded; not with ARCHIP_FASTIO=0). */
+export const recvNowaitAvailable = typeof native?.recvNowait === 'function';
+
+/**
+ * One `recv(2)` with MSG_DONTWAIT into `buf[offset, offset+length)` of socket `fd`, on the calling
+ * thread. Returns the bytes received (> 0), 0 at the end of the stream (or for `length` 0), or a
+ * negative errno: `EAGAIN` when nothing is there or the addon is absent, `-ECONNRESET`... It never
+ * throws a system error and never blocks; a caller leaves the end of the stream and errors to its
+ * usual reader (the socket's stream), which reports them its own way. TypeError/RangeError for
+ * arguments outside `buf`. Only between the stream's reads (inside its 'data' handler, or with
+ * nothing else reading), or bytes would be taken out of order.
+ */
+export function recvNowait(fd: number, buf: Uint8Array, offset: number, length: number): number {
+  const call = native?.recvNowait;
+  if (call === undefined) return EAGAIN;
+  return call(fd, buf, offset, length);
 }
 
 const FLOCK_OPS = { ex: 'LOCK_EX', sh: 'LOCK_SH', un: 'LOCK_UN' } as const;

@@ -49,6 +49,7 @@ export class NbdConnection implements ConnectionCore {
         }
         this.state = 'closed';
         this.queue.clear();
+        this.transmission?.abandonPayload();
         if (this.graceTimer) clearTimeout(this.graceTimer);
         this.log.debug({ conn: this.id }, 'nbd: connection closed');
         onClose();
@@ -125,6 +126,7 @@ export class NbdConnection implements ConnectionCore {
     this.log.warn({ conn: this.id, state: this.state, ...details }, `nbd: dropping connection: ${reason}`);
     this.state = 'closed';
     this.queue.clear();
+    this.transmission?.abandonPayload();
     this.socket.destroy();
   }
 

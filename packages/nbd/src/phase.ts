@@ -17,6 +17,10 @@ export interface ConnectionContext {
   readonly multiConn: boolean;
   /** Reused buffers for large READ replies (exports with `readInto`); undefined: none. */
   readonly readPool: ReadBufferPool | undefined;
+  /** Replies go straight to the socket (`sendNowait`) while its stream has nothing queued. */
+  readonly directSend: boolean;
+  /** WRITE payloads not all received yet are read straight from the socket (`recvNowait`). */
+  readonly directRecv: boolean;
 }
 
 /** Where the parser of one connection stands. One field, read and written by both phases. */

@@ -7,8 +7,8 @@
 import { createHash } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { addressAlignment } from '@archipelago/fastio';
-import { afterEach, describe, expect, it } from 'vitest';
-import { type Fixture, runOk, sleep, startServer } from './__fixtures__/harness.js';
+import { describe, expect, it } from 'vitest';
+import { type Fixture, perTest, runOk, sleep, startServer, until } from './__fixtures__/harness.js';
 import { type Chunk, RawClient, type SimpleReply } from './__fixtures__/raw-client.js';
 import { CMD, REPLY_TYPE } from './constants.js';
 import { MemoryExport } from './exports.js';
@@ -143,27 +143,14 @@ describe('ReadBufferPool', () => {
 });
 
 describe('NbdServer read pool on real sockets', () => {
+  const t = perTest<RawClient>();
   let fx: Fixture | undefined;
-  const clients: RawClient[] = [];
-  afterEach(async () => {
-    for (const c of clients.splice(0)) c.destroy();
-    await fx?.close();
-    fx = undefined;
-  });
 
   async function connect(name: string, structured: boolean): Promise<RawClient> {
     const c = await RawClient.connect({ path: fx!.sock });
-    clients.push(c);
+    t.clients.push(c);
     await c.handshake(name, { structured });
     return c;
-  }
-
-  async function until(cond: () => boolean, ms = 5000): Promise<void> {
-    const end = Date.now() + ms;
-    while (!cond()) {
-      if (Date.now() > end) throw new Error('condition not met in time');
-      await sleep(10);
-    }
   }
 
   for (const structured of [false, true]) {
@@ -171,7 +158,7 @@ describe('NbdServer read pool on real sockets', () => {
       const exp = new PatternExport('pat', 64 * MiB);
       // A small pool (8 slots) and a small send buffer: most replies wait in the socket while later
       // reads need slots, so a slot released before its write completed would be overwritten.
-      fx = await startServer([exp], { readPoolBytes: 8 * MiB, sendBufferBytes: 64 * KiB });
+      fx = t.fx = await startServer([exp], { readPoolBytes: 8 * MiB, sendBufferBytes: 64 * KiB });
       const pool = fx.server.readPool!;
       const c = await connect('pat', structured);
       c.socket.pause(); // the client reads nothing for now
@@ -215,7 +202,7 @@ describe('NbdServer read pool on real sockets', () => {
 
   it('a client that disconnects mid-reply gives every slot back; later reads reuse them', async () => {
     const exp = new PatternExport('pat', 64 * MiB);
-    fx = await startServer([exp], { readPoolBytes: 16 * MiB, sendBufferBytes: 64 * KiB });
+    fx = t.fx = await startServer([exp], { readPoolBytes: 16 * MiB, sendBufferBytes: 64 * KiB });
     const pool = fx.server.readPool!;
     const c = await connect('pat', true);
     c.socket.pause();
@@ -245,7 +232,7 @@ describe('NbdServer read pool on real sockets', () => {
   it('a READ that fails gives its slot back and is answered with an error', async () => {
     const exp = new PatternExport('pat', 8 * MiB);
     exp.failAt = 2 * MiB;
-    fx = await startServer([exp], { readPoolBytes: 4 * MiB });
+    fx = t.fx = await startServer([exp], { readPoolBytes: 4 * MiB });
     const pool = fx.server.readPool!;
     const c = await connect('pat', true);
     c.sendRequest(CMD.READ, { cookie: 1n, offset: 2 * MiB, length: MiB });
@@ -260,7 +247,7 @@ describe('NbdServer read pool on real sockets', () => {
 
   it('readPoolBytes 0: no pool, every READ gets a fresh buffer from read()', async () => {
     const exp = new PatternExport('pat', 8 * MiB);
-    fx = await startServer([exp], { readPoolBytes: 0 });
+    fx = t.fx = await startServer([exp], { readPoolBytes: 0 });
     expect(fx.server.readPool).toBeUndefined();
     const c = await connect('pat', false);
     c.sendRequest(CMD.READ, { cookie: 1n, offset: MiB, length: MiB });
@@ -279,7 +266,7 @@ describe('NbdServer read pool on real sockets', () => {
     content.fill(0xa5, 20 * MiB, 22 * MiB);
     await mem.write(0, content.subarray(0, 8 * MiB), { fua: false });
     await mem.write(12 * MiB, content.subarray(12 * MiB), { fua: false });
-    fx = await startServer([mem], { readPoolBytes: 8 * MiB });
+    fx = t.fx = await startServer([mem], { readPoolBytes: 8 * MiB });
     const pool = fx.server.readPool!;
     const out = `${fx.dir}/out.raw`;
     await runOk('nbdcopy', ['--connections=4', '--request-size=4194304', fx.uri('mem'), out]);
@@ -301,7 +288,7 @@ describe('NbdServer read pool on real sockets', () => {
 
   it('WRITE payloads spread over socket chunks land byte-exact through pooled slots, which come back', async () => {
     const mem = new MemoryExport({ name: 'mem', size: 16 * MiB });
-    fx = await startServer([mem], { readPoolBytes: 8 * MiB });
+    fx = t.fx = await startServer([mem], { readPoolBytes: 8 * MiB });
     const pool = fx.server.readPool!;
     const src = `${fx.dir}/src.raw`;
     const content = Buffer.allocUnsafe(16 * MiB);

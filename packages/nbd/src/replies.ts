@@ -36,48 +36,30 @@ export type Outcome =
 export const OK: Outcome = { kind: 'ok' };
 
 /**
- * Writes the complete reply to `req` in a single synchronous burst: a simple reply, or (when
- * `structured`) one chunk with the DONE flag; successes without data get a simple reply either
- * way, which the spec allows. `done` runs once the socket write carrying the reply completed (or
- * at once if the socket is gone).
+ * Appends the buffers of the complete reply to `req` to `out` (one or two: a header, and the data
+ * of a READ): a simple reply, or (when `structured`) one chunk with the DONE flag; successes
+ * without data get a simple reply either way, which the spec allows. The data buffer is
+ * `outcome.data` itself (no copy).
  */
-export function writeReply(
-  socket: Socket,
-  structured: boolean,
-  req: Request,
-  outcome: Outcome,
-  done: () => void,
-): void {
+export function encodeReply(out: Buffer[], structured: boolean, req: Request, outcome: Outcome): void {
   if (!structured) {
-    const h = simpleHeader(req, outcome.kind === 'error' ? outcome.errno : 0);
-    if (outcome.kind === 'data') {
-      socket.cork();
-      socket.write(h);
-      socket.write(outcome.data, () => done());
-      socket.uncork();
-    } else {
-      socket.write(h, () => done());
-    }
+    out.push(simpleHeader(req, outcome.kind === 'error' ? outcome.errno : 0));
+    if (outcome.kind === 'data') out.push(outcome.data);
     return;
   }
   switch (outcome.kind) {
     case 'ok': {
-      if (req.type === CMD.READ) {
-        // Zero-length structured read: a lone NONE chunk.
-        socket.write(chunkHeader(req, REPLY_FLAG_DONE, REPLY_TYPE.NONE, 0), () => done());
-        return;
-      }
-      socket.write(simpleHeader(req, 0), () => done());
+      // Zero-length structured read: a lone NONE chunk.
+      out.push(
+        req.type === CMD.READ ? chunkHeader(req, REPLY_FLAG_DONE, REPLY_TYPE.NONE, 0) : simpleHeader(req, 0),
+      );
       return;
     }
     case 'data': {
       const h = chunkHeader(req, REPLY_FLAG_DONE, REPLY_TYPE.OFFSET_DATA, 8 + outcome.data.length, 8);
       h.writeUInt32BE(Math.floor(req.offset / 0x100000000), 20);
       h.writeUInt32BE(req.offset >>> 0, 24);
-      socket.cork();
-      socket.write(h);
-      socket.write(outcome.data, () => done());
-      socket.uncork();
+      out.push(h, outcome.data);
       return;
     }
     case 'extents': {
@@ -86,7 +68,7 @@ export function writeReply(
       const h = chunkHeader(req, REPLY_FLAG_DONE, REPLY_TYPE.BLOCK_STATUS, payload, payload);
       h.writeUInt32BE(BASE_ALLOCATION_ID, 20);
       for (let i = 0; i < ext.length; i++) h.writeUInt32BE(ext[i]!, 24 + i * 4);
-      socket.write(h, () => done());
+      out.push(h);
       return;
     }
     case 'error': {
@@ -96,10 +78,42 @@ export function writeReply(
       h.writeUInt32BE(outcome.errno, 20);
       h.writeUInt16BE(msg.length, 24);
       msg.copy(h, 26);
-      socket.write(h, () => done());
+      out.push(h);
       return;
     }
   }
+}
+
+/**
+ * Writes `bufs` to the socket's stream in one synchronous burst (one writev when there are
+ * several); `done` runs once the socket write carrying the last of them completed (or failed).
+ */
+export function writeBuffers(socket: Socket, bufs: readonly Buffer[], from: number, done: () => void): void {
+  const last = bufs.length - 1;
+  if (from === last) {
+    socket.write(bufs[last]!, () => done());
+    return;
+  }
+  socket.cork();
+  for (let i = from; i < last; i++) socket.write(bufs[i]!);
+  socket.write(bufs[last]!, () => done());
+  socket.uncork();
+}
+
+/**
+ * Writes the complete reply to `req` in a single synchronous burst through the socket's stream;
+ * `done` runs once the socket write carrying it completed (or at once if the socket is gone).
+ */
+export function writeReply(
+  socket: Socket,
+  structured: boolean,
+  req: Request,
+  outcome: Outcome,
+  done: () => void,
+): void {
+  const bufs: Buffer[] = [];
+  encodeReply(bufs, structured, req, outcome);
+  writeBuffers(socket, bufs, 0, done);
 }
 
 /** The 16-byte simple reply header. */

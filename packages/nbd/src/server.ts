@@ -1,5 +1,10 @@
 import { createServer, type Server, type Socket } from 'node:net';
-import { sendBufferAvailable, setSendBuffer } from '@archipelago/fastio';
+import {
+  recvNowaitAvailable,
+  sendBufferAvailable,
+  sendNowaitAvailable,
+  setSendBuffer,
+} from '@archipelago/fastio';
 import { ArchipelagoError } from '@archipelago/libxseg';
 import { NbdConnection } from './connection.js';
 import { DEFAULT_MAX_INFLIGHT_BYTES } from './constants.js';
@@ -60,6 +65,8 @@ export class NbdServer {
       maxInflightBytes: max,
       multiConn: opts.multiConn ?? true,
       readPool: this.readPool,
+      directSend: (opts.directSend ?? true) && sendNowaitAvailable,
+      directRecv: (opts.directRecv ?? true) && recvNowaitAvailable,
     };
   }
 

@@ -4,6 +4,7 @@
  * This is the data path: no `await`, closure or allocation here that a request does not need.
  */
 import type { Socket } from 'node:net';
+import { recvNowait, SEND_MAX_BUFFERS, sendNowait } from '@archipelago/fastio';
 import type { ByteQueue } from './byte-queue.js';
 import {
   CMD,
@@ -24,8 +25,10 @@ import {
 import { errnoFor, messageOf, NbdRequestError } from './errno.js';
 import type { ConnectionContext, ConnectionCore, Negotiated } from './phase.js';
 import type { ReadLease } from './read-pool.js';
-import { OK, type Outcome, type Request, writeReply } from './replies.js';
+import { encodeReply, OK, type Outcome, type Request, writeBuffers, writeReply } from './replies.js';
 import type { NbdExport, NbdExtent, NbdLogger } from './types.js';
+
+const toOk = (): Outcome => OK;
 
 const CMD_NAMES: Record<number, string> = {
   [CMD.READ]: 'READ',
@@ -56,6 +59,10 @@ export class Transmission {
 
   /** A request whose WRITE payload is being received (`reqPayload`) or discarded (`discard`). */
   private pending: Request | undefined;
+  /** The buffer a WRITE payload is being received into, once it is read straight from the socket. */
+  private payload: { buf: Buffer; lease: ReadLease | undefined; filled: number } | undefined;
+  /** The socket's fd for direct receives of WRITE payloads (`recvNowait`), or -1. */
+  private readonly rfd: number;
   private discardLeft = 0;
   /** Requests dispatched and not answered yet. */
   inflight = 0;
@@ -64,6 +71,16 @@ export class Transmission {
   private readPaused = false;
   /** True while replies of this event-loop turn are being gathered into one socket write. */
   private batching = false;
+  /** The socket's fd for direct sends (`sendNowait`), or -1: replies go through the stream. */
+  private readonly fd: number;
+  /** Direct sends: reply buffers gathered in this tick, and what runs once each batch is sent. */
+  private out: Buffer[] = [];
+  private outDone: Array<() => void> = [];
+  private flushQueued = false;
+  private readonly flushTick = (): void => {
+    this.flushQueued = false;
+    this.flushReplies();
+  };
 
   constructor(
     private readonly conn: ConnectionCore,
@@ -78,6 +95,10 @@ export class Transmission {
     this.minBlock = n.minBlock;
     this.structured = n.structured;
     this.baseAllocation = n.baseAllocation;
+    // libuv's TCP and pipe handles expose their fd on Unix.
+    const fd = (this.socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+    this.fd = this.ctx.directSend && typeof fd === 'number' && fd >= 0 ? fd : -1;
+    this.rfd = this.ctx.directRecv && typeof fd === 'number' && fd >= 0 ? fd : -1;
   }
 
   /** Parses as far as the queue goes; returns once it needs more bytes or the state left transmission. */
@@ -97,18 +118,48 @@ export class Transmission {
         }
         case 'reqPayload': {
           const req = this.pending!;
-          if (queue.length < req.length) return;
-          // A payload spread over several socket chunks is copied once anyway: into a pooled slot
-          // (64 KiB..4 MiB) rather than a fresh Buffer, whose external memory would drive V8 into
-          // a full GC every few dozen MiB of writes.
-          const lease =
-            queue.length > 0 && !queue.headHolds(req.length)
-              ? this.ctx.readPool?.acquire(req.length)
-              : undefined;
-          const payload = lease ? queue.takeInto(lease.buf) : queue.take(req.length);
+          let dst = this.payload;
+          if (dst === undefined) {
+            if (queue.length >= req.length) {
+              // A payload spread over several socket chunks is copied once anyway: into a pooled
+              // slot (64 KiB..4 MiB) rather than a fresh Buffer, whose external memory would drive
+              // V8 into a full GC every few dozen MiB of writes.
+              const lease =
+                queue.length > 0 && !queue.headHolds(req.length)
+                  ? this.ctx.readPool?.acquire(req.length)
+                  : undefined;
+              const payload = lease ? queue.takeInto(lease.buf) : queue.take(req.length);
+              this.pending = undefined;
+              conn.state = 'reqHeader';
+              this.dispatch(req, payload, undefined, lease);
+              break;
+            }
+            if (!this.canRecv()) return;
+            // Not all here: the payload's own buffer (a pooled slot from 64 KiB) takes what is
+            // queued, then the rest straight from the socket, without a fresh 64 KiB chunk per
+            // socket read and a second copy.
+            const lease = this.ctx.readPool?.acquire(req.length);
+            dst = { buf: lease ? lease.buf : Buffer.allocUnsafe(req.length), lease, filled: 0 };
+            this.payload = dst;
+          }
+          const want = dst.buf.length;
+          if (queue.length > 0) {
+            const m = Math.min(queue.length, want - dst.filled);
+            queue.takeInto(dst.buf.subarray(dst.filled, dst.filled + m));
+            dst.filled += m;
+          }
+          while (dst.filled < want && this.canRecv()) {
+            // Nothing there yet (EAGAIN), or the end of the stream or an error, which the
+            // socket's stream reads and reports itself: wait for its next chunk.
+            const n = recvNowait(this.rfd, dst.buf, dst.filled, want - dst.filled);
+            if (n <= 0) return;
+            dst.filled += n;
+          }
+          if (dst.filled < want) return;
+          this.payload = undefined;
           this.pending = undefined;
           conn.state = 'reqHeader';
-          this.dispatch(req, payload, undefined, lease);
+          this.dispatch(req, dst.buf, undefined, dst.lease);
           break;
         }
         case 'discard': {
@@ -133,8 +184,29 @@ export class Transmission {
   /** The connection stops parsing (soft disconnect): forget a partial request, keep draining the socket. */
   stop(): void {
     this.pending = undefined;
+    this.abandonPayload();
     // Keep draining (and ignoring) the socket so the kernel buffers hold no unread data at close.
     this.resumeReading();
+  }
+
+  /**
+   * Whether the next bytes may be taken straight from the socket: only while its stream is
+   * flowing (not paused for back-pressure) and holds nothing it read ahead, or bytes would be
+   * taken out of order.
+   */
+  private canRecv(): boolean {
+    return (
+      this.rfd >= 0 &&
+      !this.readPaused &&
+      this.socket.readableLength === 0 &&
+      this.socket.readableFlowing === true
+    );
+  }
+
+  /** A payload being received is abandoned (disconnect, close): its pool slot goes back. */
+  abandonPayload(): void {
+    this.payload?.lease?.release();
+    this.payload = undefined;
   }
 
   private parseRequestHeader(h: Buffer): void {
@@ -290,55 +362,90 @@ export class Transmission {
     } catch (e) {
       early = { kind: 'error', errno: errnoFor(e), message: messageOf(e) }; // e.g. size() threw
     }
-    const run: Promise<Outcome> = early ? Promise.resolve(early) : this.execute(req, exp, payload);
-    run
-      .catch((e: unknown): Outcome => {
-        const errno = errnoFor(e, (req.flags & CMD_FLAG.FAST_ZERO) !== 0);
-        const level = errno === NBD_EIO ? 'error' : 'debug';
-        this.log[level](
-          {
-            conn: this.id,
-            cmd: CMD_NAMES[req.type],
-            offset: req.offset,
-            length: req.length,
-            err: messageOf(e),
-          },
-          'nbd: request failed',
-        );
-        return { kind: 'error', errno, message: messageOf(e) };
-      })
-      .then((outcome) => {
-        this.inflight--;
-        // The payload's slot is free once the write succeeded (or was refused before it ran).
-        // After a failed write a part of a multi-object write may still be reading it: the slot
-        // is left out of the pool.
-        if (payloadLease && (early !== undefined || outcome.kind !== 'error')) payloadLease.release();
-        const lease = outcome.kind === 'data' ? outcome.lease : undefined;
-        this.reply(req, outcome, () => {
-          // The write that carried the slot is done (or was abandoned): the slot may be reused.
-          lease?.release();
-          this.release(cost);
-        });
-        this.conn.maybeFinishDisconnect();
-      })
-      .catch((e: unknown) => this.conn.drop('internal error while replying', { err: messageOf(e) }));
+    const run: Promise<Outcome> = early ? Promise.resolve(early) : this.start(req, exp, payload);
+    run.then(
+      (outcome) => this.settle(req, cost, early, payloadLease, outcome),
+      (e: unknown) => this.settle(req, cost, early, payloadLease, this.failed(req, e)),
+    );
+  }
+
+  /** The error outcome of a request whose export call failed (logged: EIO at error level). */
+  private failed(req: Request, e: unknown): Outcome {
+    const errno = errnoFor(e, (req.flags & CMD_FLAG.FAST_ZERO) !== 0);
+    const level = errno === NBD_EIO ? 'error' : 'debug';
+    this.log[level](
+      {
+        conn: this.id,
+        cmd: CMD_NAMES[req.type],
+        offset: req.offset,
+        length: req.length,
+        err: messageOf(e),
+      },
+      'nbd: request failed',
+    );
+    return { kind: 'error', errno, message: messageOf(e) };
+  }
+
+  /** A request came to `outcome`: frees its payload slot, replies, and lets a disconnect finish. */
+  private settle(
+    req: Request,
+    cost: number,
+    early: Outcome | undefined,
+    payloadLease: ReadLease | undefined,
+    outcome: Outcome,
+  ): void {
+    try {
+      this.inflight--;
+      // The payload's slot is free once the write succeeded (or was refused before it ran).
+      // After a failed write a part of a multi-object write may still be reading it: the slot
+      // is left out of the pool.
+      if (payloadLease && (early !== undefined || outcome.kind !== 'error')) payloadLease.release();
+      const lease = outcome.kind === 'data' ? outcome.lease : undefined;
+      this.reply(req, outcome, () => {
+        // The write that carried the slot is done (or was abandoned): the slot may be reused.
+        lease?.release();
+        this.release(cost);
+      });
+      this.conn.maybeFinishDisconnect();
+    } catch (e) {
+      this.conn.drop('internal error while replying', { err: messageOf(e) });
+    }
+  }
+
+  /**
+   * Runs a request on the export. WRITE and pooled READs (the data path) chain one callback on
+   * the export's promise; the other commands go through `execute`. A synchronous throw becomes a
+   * rejection.
+   */
+  private start(req: Request, exp: NbdExport, payload: Buffer | undefined): Promise<Outcome> {
+    try {
+      if (req.type === CMD.WRITE) {
+        return exp.write(req.offset, payload!, { fua: (req.flags & CMD_FLAG.FUA) !== 0 }).then(toOk);
+      }
+      if (req.type === CMD.READ && exp.readInto) {
+        const lease = this.ctx.readPool?.acquire(req.length);
+        if (lease) {
+          return exp.readInto(req.offset, lease.buf).then(
+            (): Outcome => ({ kind: 'data', data: lease.buf, lease }),
+            (e: unknown) => {
+              // readInto settles only once nothing writes into the slot any more.
+              lease.release();
+              throw e;
+            },
+          );
+        }
+      }
+      return this.execute(req, exp, payload);
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 
   private async execute(req: Request, exp: NbdExport, payload: Buffer | undefined): Promise<Outcome> {
     const fua = (req.flags & CMD_FLAG.FUA) !== 0;
     switch (req.type) {
       case CMD.READ: {
-        const lease = exp.readInto ? this.ctx.readPool?.acquire(req.length) : undefined;
-        if (lease) {
-          try {
-            await exp.readInto!(req.offset, lease.buf);
-          } catch (e) {
-            // readInto settles only once nothing writes into the slot any more.
-            lease.release();
-            throw e;
-          }
-          return { kind: 'data', data: lease.buf, lease };
-        }
+        // (A pooled READ was started by `start`.)
         const data = await exp.read(req.offset, req.length);
         if (data.length !== req.length) {
           throw new NbdRequestError(
@@ -403,10 +510,74 @@ export class Transmission {
       done();
       return;
     }
+    if (this.fd >= 0) {
+      // Gathered for one sendmsg: a lone reply (nothing else in flight: QD1) leaves at once,
+      // the others when this tick's promise callbacks are done (replies to requests parsed from
+      // one socket read complete in the same tick).
+      encodeReply(this.out, this.structured, req, outcome);
+      this.outDone.push(done);
+      if (this.inflight === 0) this.flushReplies();
+      else if (!this.flushQueued) {
+        this.flushQueued = true;
+        process.nextTick(this.flushTick);
+      }
+      return;
+    }
     // A lone reply (nothing else in flight: QD1) leaves at once; with more in flight, replies of
     // this turn are gathered (`inflight` already excludes this request).
     if (this.inflight > 0) this.batchReplies();
     writeReply(socket, this.structured, req, outcome, done);
+  }
+
+  /**
+   * Sends the gathered replies: straight to the socket while its stream has nothing queued (the
+   * kernel copies the bytes, so the buffers and their pool slots are free at once); whatever the
+   * socket does not take goes through the stream, in order, and those replies are done once the
+   * stream flushed them. Always sends (or hands to the stream) everything gathered so far, so a
+   * socket.end() after it cannot overtake a reply.
+   */
+  flushReplies(): void {
+    const bufs = this.out;
+    const dones = this.outDone;
+    if (bufs.length === 0) return;
+    this.out = [];
+    this.outDone = [];
+    const socket = this.socket;
+    if (socket.destroyed || socket.writableEnded) {
+      for (const d of dones) d();
+      return;
+    }
+    let i = 0;
+    if (socket.writableLength === 0) {
+      while (i < bufs.length) {
+        const batch = i === 0 && bufs.length <= SEND_MAX_BUFFERS ? bufs : bufs.slice(i, i + SEND_MAX_BUFFERS);
+        let want = 0;
+        for (const b of batch) want += b.length;
+        const n = sendNowait(this.fd, batch);
+        if (n <= 0) break; // full (EAGAIN) or an error: the stream sends the rest and reports it
+        let left = n;
+        while (left > 0) {
+          const len = bufs[i]!.length;
+          if (left >= len) {
+            left -= len;
+            i++;
+          } else {
+            bufs[i] = bufs[i]!.subarray(left); // the rest of a partly sent buffer
+            left = 0;
+          }
+        }
+        if (n < want) break;
+      }
+      // Skip empty buffers left at the end (zero-length data of an empty READ).
+      while (i < bufs.length && bufs[i]!.length === 0) i++;
+    }
+    if (i === bufs.length) {
+      for (const d of dones) d();
+      return;
+    }
+    writeBuffers(socket, bufs, i, () => {
+      for (const d of dones) d();
+    });
   }
 }
 

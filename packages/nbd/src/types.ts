@@ -78,6 +78,23 @@ export interface NbdServerOptions {
    * and kept). 0 disables the pool: every READ gets a fresh Buffer from `read`.
    */
   readPoolBytes?: number;
+  /**
+   * Send replies with one non-blocking `sendmsg` per batch on the socket's fd
+   * (@archipelago/fastio `sendNowait`) while the socket's stream has nothing queued, instead of a
+   * `socket.write` each (default true). A stream write costs a libuv write request whose
+   * completion takes another event-loop turn and a callback into JavaScript; what the socket does
+   * not take at once goes through the stream as before. Without the addon (or with
+   * `ARCHIP_FASTIO=0`) replies always go through the stream.
+   */
+  directSend?: boolean;
+  /**
+   * Receive a WRITE payload that has not all arrived with one non-blocking `recv` after another
+   * straight into its buffer (a pooled slot from 64 KiB; @archipelago/fastio `recvNowait`),
+   * instead of through the socket stream's fresh 64 KiB chunks and a copy (default true). The
+   * end of the stream and socket errors are still the stream's to report. Without the addon (or
+   * with `ARCHIP_FASTIO=0`) payloads always come through the stream.
+   */
+  directRecv?: boolean;
 }
 
 export type ListenTarget =

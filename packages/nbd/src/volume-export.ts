@@ -37,6 +37,8 @@ export interface VolumeExportOptions {
   description?: string;
 }
 
+const noop = (): void => {};
+
 /**
  * Serves an Archipelago volume as an NBD export. Zero blocks are reported as holes that read as
  * zeros; trim and write-zeroes of whole blocks only change map entries (fast zero).
@@ -52,9 +54,8 @@ export function volumeExport(backend: VolumeBackend, opts: VolumeExportOptions):
     read: (offset, length) => backend.read(vol, offset, length),
     ...(backend.readInto
       ? {
-          readInto: async (offset: number, target: Buffer): Promise<void> => {
-            await backend.readInto!(vol, offset, target);
-          },
+          readInto: (offset: number, target: Buffer): Promise<void> =>
+            backend.readInto!(vol, offset, target).then(noop),
         }
       : {}),
     write: (offset, data, o) => backend.write(vol, offset, data, o),

@@ -6,7 +6,7 @@ import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, expect } from 'vitest';
+import { afterAll, afterEach, beforeAll, expect } from 'vitest';
 import { MemoryExport, type MemoryExportOptions } from '../exports.js';
 import { NbdServer } from '../server.js';
 import type { NbdExport, NbdLogger, NbdServerOptions } from '../types.js';
@@ -172,3 +172,26 @@ export function defer<T = void>(): { promise: Promise<T>; resolve: (v: T) => voi
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Polls `cond` every 10 ms until it holds; throws after `ms`. */
+export async function until(cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/**
+ * Per-test state of a describe block that starts its own server per test: `fx` (set it) is
+ * closed and `clients` (push them) destroyed after each test.
+ */
+export function perTest<C extends { destroy(): void }>(): { fx: Fixture | undefined; clients: C[] } {
+  const state: { fx: Fixture | undefined; clients: C[] } = { fx: undefined, clients: [] };
+  afterEach(async () => {
+    for (const c of state.clients.splice(0)) c.destroy();
+    await state.fx?.close();
+    state.fx = undefined;
+  });
+  return state;
+}
