@@ -338,6 +338,8 @@ describe('one identity per host, whatever the wiring', () => {
     expect(snap.status, snap.stderr).toBe(0);
     expect(ownerOf(c, 'before')).toBe(host);
     writeThroughMap(c, 'before', 0x5a);
+    // The unmap gave the volume back to the host's hold (`vlmc open`), not released it.
+    expect(ownerOf(c, 'before')).toBe(host);
     expect(firstMiB(c, 'before').every((b) => b === 0x5a)).toBe(true);
     expect(firstMiB(c, 'before-s1').every((b) => b === 0)).toBe(true);
     const close = c.vlmc('close', 'before');
@@ -355,6 +357,9 @@ describe('one identity per host, whatever the wiring', () => {
     expect(open.status, open.stderr).toBe(0);
     const host = ownerOf(c, 'after');
     expect(host).toMatch(/_embedded$/);
+    // Mapped and unmapped through the daemons: the host's hold stays (mapperd keeps it open).
+    writeThroughMap(c, 'after', 0); // zeros: the snapshot below must read as zeros
+    expect(ownerOf(c, 'after')).toBe(host);
     expect(c.tool('stop').status).toBe(0);
     // The open outlives the daemons: the lock is still this host's, and the embedded vlmc uses it.
     expect(ownerOf(c, 'after')).toBe(host);

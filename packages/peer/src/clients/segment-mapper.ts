@@ -81,6 +81,8 @@ export interface MapperHello {
 
 export class SegmentMapper extends PeerClient implements MapperApi {
   private readonly opened = new Set<string>();
+  /** Volumes mapperd already had open at this client's first open (a host hold): see closeVolume. */
+  private readonly foundOpen = new Set<string>();
   private readonly trackOpens: boolean;
   /** Per volume: whether mapperd had it open before this client's first operation on it. */
   private readonly before = new Map<string, Promise<boolean>>();
@@ -434,20 +436,32 @@ export class SegmentMapper extends PeerClient implements MapperApi {
   }
 
   async openVolume(name: string, opts: LoadOptions = {}): Promise<VolumeInfo> {
-    const info = await this.json<VolumeInfo>(
+    const { alreadyOpen, ...info } = await this.json<VolumeInfo & { alreadyOpen?: boolean }>(
       `open ${name}`,
       { op: MapperOp.OPEN, target: name, flags: this.flags(opts) },
       true,
     );
+    // Open in mapperd before this client's first open: the host holds it (`vlmc open`).
+    if (alreadyOpen && !this.opened.has(name)) this.foundOpen.add(name);
     this.opened.add(name);
     return info;
   }
 
-  async closeVolume(name: string): Promise<void> {
+  /**
+   * CLOSE. With `restoreHostHold` (an unmapping endpoint), a volume the host held before this
+   * client opened it stays the host's: kept open in mapperd when it was open there already
+   * (MapperFlag.KEEP_OPEN), handed back to the host when mapperd adopted it from a host hold
+   * (MapperFlag.RESTORE_HOST_HOLD).
+   */
+  async closeVolume(name: string, opts: { restoreHostHold?: boolean } = {}): Promise<void> {
+    let flags = this.changeFlags();
+    if (opts.restoreHostHold)
+      flags |= this.foundOpen.has(name) ? MapperFlag.KEEP_OPEN : MapperFlag.RESTORE_HOST_HOLD;
     await this.own(name, () =>
-      this.simple(`close ${name}`, { op: MapperOp.CLOSE, target: name, flags: this.changeFlags() }, true),
+      this.simple(`close ${name}`, { op: MapperOp.CLOSE, target: name, flags }, true),
     );
     this.opened.delete(name);
+    this.foundOpen.delete(name);
   }
 
   lock(name: string): Promise<void> {
@@ -595,6 +609,7 @@ export class SegmentMapper extends PeerClient implements MapperApi {
   /** This client is done with `name`; mapperd keeps it open (and its lock) for the host. */
   async handOver(name: string): Promise<void> {
     this.opened.delete(name);
+    this.foundOpen.delete(name);
   }
 
   openVolumes(): string[] {

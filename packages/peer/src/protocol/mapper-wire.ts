@@ -105,6 +105,18 @@ export const MapperFlag = {
    * recall it from the sender (it still recalls it from any other holder).
    */
   CACHE: 0x1000,
+  /**
+   * On CLOSE: the sender's `restoreHostHold` (an unmapping endpoint). A volume mapperd's mapper
+   * adopted from a host hold (`vlmc open` before the daemons started) goes back to the host
+   * rather than being released.
+   */
+  RESTORE_HOST_HOLD: 0x2000,
+  /**
+   * On CLOSE: the sender found the volume already open in mapperd when it opened it (a host hold
+   * taken through the daemons, `vlmc open`): mapperd recalls the other holders' map leases and
+   * keeps the volume open for the host, lock and all, instead of closing it.
+   */
+  KEEP_OPEN: 0x4000,
 } as const;
 
 /** Our bit in a map-reply segment's flags (with MapperFlag.CACHE): this volume may write the object in place. */

@@ -196,10 +196,20 @@ export function createMapperService(
         return resp(encodeLease(leases.grant(name, req.src)));
       case MapperOp.INFO:
         return json(await mapper.info(name, load(req)));
-      case MapperOp.OPEN:
-        return json(await mapper.openVolume(name, load(req)));
+      case MapperOp.OPEN: {
+        const alreadyOpen = mapper.openVolumes().includes(name);
+        const info = await mapper.openVolume(name, load(req));
+        return json(alreadyOpen ? { ...info, alreadyOpen } : info);
+      }
       case MapperOp.CLOSE:
-        await leases.change(name, req, () => mapper.closeVolume(name));
+        if (req.flags & MapperFlag.KEEP_OPEN) {
+          // Held open for the host (`vlmc open`) before the sender opened it: stays so.
+          await leases.change(name, req, async () => {});
+          return { serviced: 0 };
+        }
+        await leases.change(name, req, () =>
+          mapper.closeVolume(name, { restoreHostHold: (req.flags & MapperFlag.RESTORE_HOST_HOLD) !== 0 }),
+        );
         return { serviced: 0 };
       case MapperOp.SNAPSHOT: {
         const snap = decodeTargetPayload(Buffer.from(payloadOf(req)));
