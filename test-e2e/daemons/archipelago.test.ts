@@ -338,7 +338,7 @@ describe('one identity per host, whatever the wiring', () => {
     expect(snap.status, snap.stderr).toBe(0);
     expect(ownerOf(c, 'before')).toBe(host);
     writeThroughMap(c, 'before', 0x5a);
-    // The unmap gave the volume back to the host's hold (`vlmc open`), not released it.
+    // The snapshot above adopted the host's hold and gave it back (handOver): the unmap leaves it.
     expect(ownerOf(c, 'before')).toBe(host);
     expect(firstMiB(c, 'before').every((b) => b === 0x5a)).toBe(true);
     expect(firstMiB(c, 'before-s1').every((b) => b === 0)).toBe(true);

@@ -81,8 +81,6 @@ export interface MapperHello {
 
 export class SegmentMapper extends PeerClient implements MapperApi {
   private readonly opened = new Set<string>();
-  /** Volumes mapperd already had open at this client's first open (a host hold): see closeVolume. */
-  private readonly foundOpen = new Set<string>();
   private readonly trackOpens: boolean;
   /** Per volume: whether mapperd had it open before this client's first operation on it. */
   private readonly before = new Map<string, Promise<boolean>>();
@@ -436,32 +434,25 @@ export class SegmentMapper extends PeerClient implements MapperApi {
   }
 
   async openVolume(name: string, opts: LoadOptions = {}): Promise<VolumeInfo> {
-    const { alreadyOpen, ...info } = await this.json<VolumeInfo & { alreadyOpen?: boolean }>(
+    const info = await this.json<VolumeInfo>(
       `open ${name}`,
       { op: MapperOp.OPEN, target: name, flags: this.flags(opts) },
       true,
     );
-    // Open in mapperd before this client's first open: the host holds it (`vlmc open`).
-    if (alreadyOpen && !this.opened.has(name)) this.foundOpen.add(name);
     this.opened.add(name);
     return info;
   }
 
   /**
-   * CLOSE. With `restoreHostHold` (an unmapping endpoint), a volume the host held before this
-   * client opened it stays the host's: kept open in mapperd when it was open there already
-   * (MapperFlag.KEEP_OPEN), handed back to the host when mapperd adopted it from a host hold
-   * (MapperFlag.RESTORE_HOST_HOLD).
+   * CLOSE. With `restoreHostHold` (an unmapping endpoint), a volume the host holds in mapperd
+   * (handed over to it: `vlmc open`) stays open there (MapperFlag.HOST_HOLD) instead of closing.
    */
   async closeVolume(name: string, opts: { restoreHostHold?: boolean } = {}): Promise<void> {
-    let flags = this.changeFlags();
-    if (opts.restoreHostHold)
-      flags |= this.foundOpen.has(name) ? MapperFlag.KEEP_OPEN : MapperFlag.RESTORE_HOST_HOLD;
+    const flags = this.changeFlags() | (opts.restoreHostHold ? MapperFlag.HOST_HOLD : 0);
     await this.own(name, () =>
       this.simple(`close ${name}`, { op: MapperOp.CLOSE, target: name, flags }, true),
     );
     this.opened.delete(name);
-    this.foundOpen.delete(name);
   }
 
   lock(name: string): Promise<void> {
@@ -606,10 +597,13 @@ export class SegmentMapper extends PeerClient implements MapperApi {
     );
   }
 
-  /** This client is done with `name`; mapperd keeps it open (and its lock) for the host. */
+  /**
+   * This client is done with `name`; mapperd keeps it open (and its lock) for the host, and knows
+   * it holds it so (OPEN with MapperFlag.HOST_HOLD): an endpoint's unmap leaves it open then.
+   */
   async handOver(name: string): Promise<void> {
+    await this.simple(`hold ${name}`, { op: MapperOp.OPEN, target: name, flags: MapperFlag.HOST_HOLD }, true);
     this.opened.delete(name);
-    this.foundOpen.delete(name);
   }
 
   openVolumes(): string[] {

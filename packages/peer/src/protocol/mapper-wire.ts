@@ -106,17 +106,12 @@ export const MapperFlag = {
    */
   CACHE: 0x1000,
   /**
-   * On CLOSE: the sender's `restoreHostHold` (an unmapping endpoint). A volume mapperd's mapper
-   * adopted from a host hold (`vlmc open` before the daemons started) goes back to the host
-   * rather than being released.
+   * On OPEN: the sender hands the volume over to the host (`handOver`: what `vlmc open` leaves
+   * behind): mapperd keeps it open for the host. On CLOSE: the sender's `restoreHostHold` (an
+   * unmapping endpoint): a volume the host holds so stays open (the other holders' map leases
+   * recalled) instead of being closed.
    */
-  RESTORE_HOST_HOLD: 0x2000,
-  /**
-   * On CLOSE: the sender found the volume already open in mapperd when it opened it (a host hold
-   * taken through the daemons, `vlmc open`): mapperd recalls the other holders' map leases and
-   * keeps the volume open for the host, lock and all, instead of closing it.
-   */
-  KEEP_OPEN: 0x4000,
+  HOST_HOLD: 0x2000,
 } as const;
 
 /** Our bit in a map-reply segment's flags (with MapperFlag.CACHE): this volume may write the object in place. */

@@ -123,6 +123,13 @@ export function createMapperService(
   const load = (req: XsegRequest): LoadOptions => ((req.flags & XF.ASSUMEV0) !== 0 ? { assumeV0: true } : {});
   const args = (req: XsegRequest) => obj(fromJson(payloadOf(req), opName(req.op)), opName(req.op));
   const leases = new Leases(mapper, segment, mapLeaseMs(), logger);
+  /**
+   * Volumes held open for the host (handed over to it: `vlmc open`, MapperFlag.HOST_HOLD on
+   * OPEN): an endpoint's unmap leaves them open. Dropped when the volume is closed, unlocked,
+   * renamed or removed. Not kept across a restart of mapperd: its stop hands every volume over to
+   * the host, mapped ones too, and the next mapperd cannot tell them apart.
+   */
+  const hostHolds = new Set<string>();
 
   // Cooperative hand-over (README, "Hand-over in the daemon wiring"): another owner asked for a
   // volume this mapperd holds (its renewal through blockerm reported the request). Its clients'
@@ -197,31 +204,32 @@ export function createMapperService(
       case MapperOp.INFO:
         return json(await mapper.info(name, load(req)));
       case MapperOp.OPEN: {
-        const alreadyOpen = mapper.openVolumes().includes(name);
         const info = await mapper.openVolume(name, load(req));
-        return json(alreadyOpen ? { ...info, alreadyOpen } : info);
+        if (req.flags & MapperFlag.HOST_HOLD) hostHolds.add(name);
+        return json(info);
       }
       case MapperOp.CLOSE:
-        if (req.flags & MapperFlag.KEEP_OPEN) {
-          // Held open for the host (`vlmc open`) before the sender opened it: stays so.
+        if (req.flags & MapperFlag.HOST_HOLD && hostHolds.has(name) && mapper.openVolumes().includes(name)) {
+          // An unmapping endpoint, on a volume the host holds (`vlmc open`): it stays open.
           await leases.change(name, req, async () => {});
           return { serviced: 0 };
         }
-        await leases.change(name, req, () =>
-          mapper.closeVolume(name, { restoreHostHold: (req.flags & MapperFlag.RESTORE_HOST_HOLD) !== 0 }),
-        );
+        hostHolds.delete(name);
+        await leases.change(name, req, () => mapper.closeVolume(name));
         return { serviced: 0 };
       case MapperOp.SNAPSHOT: {
         const snap = decodeTargetPayload(Buffer.from(payloadOf(req)));
         return json(await leases.change(name, req, () => mapper.snapshot(name, snap)));
       }
       case MapperOp.RENAME: {
+        hostHolds.delete(name);
         const to = decodeTargetPayload(Buffer.from(payloadOf(req)));
         return json(await leases.change(name, req, () => mapper.rename(name, to)));
       }
       case MapperOp.TRUNCATE:
         return json(await leases.change(name, req, () => mapper.resize(name, req.offset)));
       case MapperOp.DELETE:
+        hostHolds.delete(name);
         await leases.change(name, req, () => mapper.remove(name, load(req)));
         return { serviced: 0 };
       case MapperOp.CLONE: {
@@ -278,6 +286,7 @@ export function createMapperService(
         await mapper.lock(name);
         return { serviced: 0 };
       case MapperOp.UNLOCK:
+        hostHolds.delete(name);
         await leases.change(name, req, () => mapper.unlock(name, { force: (req.flags & XF.FORCE) !== 0 }));
         return { serviced: 0 };
       case MapperOp.LIST:
