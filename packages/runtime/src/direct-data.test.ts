@@ -273,14 +273,14 @@ describe('without map leases (ARCHIPELAGO_MAP_LEASE_MS=0)', () => {
 });
 
 describe('chooseDataPath', () => {
-  it('takes the direct path for RADOS (auto or asked) when this process can read the ceph.conf and keyring, else the segment', () => {
+  it('takes the segment for RADOS unless the direct path is asked for and this process can read the ceph.conf and keyring', () => {
     const rados = loadConfig(
       configFile('rados.conf', { type: 'rados_blocker', pool: 'p', archip_dir: undefined }),
       { env: {} },
     );
     expect(chooseDataPath(rados, {})).toMatchObject({
-      path: 'direct',
-      why: /^\[blockerb\] is a rados_blocker whose ceph.conf and keyring this process can read/,
+      path: 'segment',
+      why: /take-over, a daemons restart's too, fences are lost/,
     });
     expect(chooseDataPath(rados, { [DATA_PATH_ENV]: 'direct' })).toMatchObject({
       path: 'direct',

@@ -37,8 +37,8 @@
  *   is current, writes go across the segment to blockerb.
  *
  * `ARCHIPELAGO_DATA_PATH=direct|segment` forces a path (`auto`, the default: direct when the
- * store is a file blocker whose directory this process can read and write, or a rados_blocker
- * whose ceph.conf and keyring this process can read).
+ * store is a file blocker whose directory this process can read and write; a rados_blocker store
+ * takes the direct path only when asked, `direct`, and its ceph.conf and keyring are readable).
  */
 import { randomBytes } from 'node:crypto';
 import { accessSync, constants } from 'node:fs';
@@ -88,8 +88,9 @@ export interface ClientRegistrar extends MapEpochSource {
 
 /**
  * Which data path an endpoint of `loaded` takes, and why: `direct` when asked (or `auto`) and the
- * `[blockerb]` section is a file blocker whose directory this process can read and write, or a
- * rados_blocker whose ceph.conf and keyring (when named) this process can read. `direct` asked but impossible is an error naming why.
+ * `[blockerb]` section is a file blocker whose directory this process can read and write; a
+ * rados_blocker only when asked (`direct`), and when this process can read its ceph.conf and
+ * keyring (when named). `direct` asked but impossible is an error naming why.
  */
 export function chooseDataPath(
   loaded: LoadedConfig,
@@ -113,14 +114,19 @@ export function chooseDataPath(
         refused = `cannot read [blockerb] ${key} ${path} (${(e as NodeJS.ErrnoException).code ?? String(e)})`;
       }
     }
-    // By default too: a take-over of the volume lock (`archipelago restart`, the peer-failure
-    // procedure for blockerm) blocklists the registered endpoint client, and the endpoint then
-    // replaces it by a new client mapperd registers again (RadosDirectDataBlocker.reconnect).
-    if (refused === null)
+    if (refused === null && asked === 'direct')
       return {
         path: 'direct',
-        why: `${asked === 'direct' ? `${DATA_PATH_ENV}=direct: ` : ''}[blockerb] is a rados_blocker whose ceph.conf and keyring this process can read; the endpoint's own client writes once the volume lock names it (a fenced one is replaced by a new one mapperd registers again)`,
+        why: `${DATA_PATH_ENV}=direct: [blockerb] is a rados_blocker; the endpoint's own client writes once the volume lock names it (a fenced one is replaced by a new one mapperd registers again)`,
       };
+    // Not by default: a take-over of the volume lock (`archipelago restart`, the peer-failure
+    // procedure for blockerm) blocklists the registered endpoint client. The endpoint replaces it
+    // (RadosDirectDataBlocker.reconnect) and retries the refused I/O, but with `[blockerb] sync =
+    // flush` (the default) its writes are acknowledged before RADOS commits them: those the OSDs
+    // refused after the blocklist are lost, and only the next flush reports it (EIO), so
+    // test-e2e/restart/rados.test.ts still sees EIO. Until acknowledged writes can be replayed,
+    // the direct path over RADOS stays opt-in.
+    refused ??= `blockerb is a rados_blocker: the direct path there is taken only with ${DATA_PATH_ENV}=direct (its write-back writes a lock take-over, a daemons restart's too, fences are lost)`;
   } else {
     try {
       accessSync(o.dir, constants.R_OK | constants.W_OK | constants.X_OK);
@@ -385,8 +391,32 @@ export class RadosDirectDataBlocker extends DirectDataBlocker {
     return this.peer.write(name, offset, data, options);
   }
 
+  /**
+   * With `sync = flush` (write-back) the writes a fenced client acknowledged are lost, and the
+   * flush reports it (EIO, fenced): it still does, with the client replaced for the I/O after it.
+   */
+  override flush(): Promise<void> {
+    const on = this.data;
+    return super.flush().catch((e: unknown) => {
+      if (!isFencedError(e) || this.reopen === undefined || this.retired !== null) throw e;
+      return this.reconnect(on).then(
+        () => {
+          throw e;
+        },
+        () => {
+          throw e;
+        },
+      );
+    });
+  }
+
   /** The one retry of a write refused to a fenced client: direct when the new registration is current. */
-  private retryWrite(name: string, offset: number, data: Uint8Array, options?: B.WriteOptions): Promise<void> {
+  private retryWrite(
+    name: string,
+    offset: number,
+    data: Uint8Array,
+    options?: B.WriteOptions,
+  ): Promise<void> {
     if (this.registered) return super.write(name, offset, data, options);
     this.register();
     this.fencing.segmentWrites++;
@@ -402,10 +432,14 @@ export class RadosDirectDataBlocker extends DirectDataBlocker {
     if (!isFencedError(e) || this.reopen === undefined || this.retired !== null) return Promise.reject(e);
     return this.reconnect(on).then(retry, (refusal: unknown) => {
       const err = e as ArchipelagoError;
-      throw new ArchipelagoError(err.code, `${err.message}; a new client was not let in: ${String((refusal as Error)?.message ?? refusal)}`, {
-        cause: e,
-        details: { ...err.details, fenced: true },
-      });
+      throw new ArchipelagoError(
+        err.code,
+        `${err.message}; a new client was not let in: ${String((refusal as Error)?.message ?? refusal)}`,
+        {
+          cause: e,
+          details: { ...err.details, fenced: true },
+        },
+      );
     });
   }
 
@@ -429,7 +463,8 @@ export class RadosDirectDataBlocker extends DirectDataBlocker {
       const next = this.spare ?? (await reopen());
       this.spare = next;
       const addr = next.clientAddr;
-      if (addr === null || addr === '') throw new ArchipelagoError('EIO', 'the new endpoint RADOS client has no address');
+      if (addr === null || addr === '')
+        throw new ArchipelagoError('EIO', 'the new endpoint RADOS client has no address');
       const volumes = this.registrar.openVolumes();
       try {
         for (const v of volumes) await this.registrar.addClient(v, addr);

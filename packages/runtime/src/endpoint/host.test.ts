@@ -56,8 +56,8 @@ describe('the shared endpoint process of a configuration', () => {
       const daemons = { ARCHIPELAGO_WIRING: 'daemons' };
       expect(shareEndpointOf(rados, daemons).shared).toBe(true);
       expect(ownRadosClientsOf(rados, { ...daemons, ARCHIPELAGO_DATA_PATH: 'segment' })).toBeNull();
-      // The direct path over RADOS is the default (auto): each volume's data client is its own.
-      expect(ownRadosClientsOf(rados, daemons)).toMatch(/each mapped volume's data client is its own/);
+      // The direct path over RADOS is taken only when asked for.
+      expect(ownRadosClientsOf(rados, daemons)).toBeNull();
       // Unless it writes RADOS itself: each volume's data client is its own.
       const direct = { ...daemons, ARCHIPELAGO_DATA_PATH: 'direct' };
       expect(shareEndpointOf(rados, direct)).toMatchObject({
