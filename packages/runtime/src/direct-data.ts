@@ -282,8 +282,12 @@ export async function openDirectData(
 ): Promise<DirectDataBlocker> {
   const o = blockerOptions(loaded, 'blockerb');
   if (o.type !== 'file_blocker') {
+    // Write-through (`sync: 'always'`): a write is answered once RADOS committed it, so a write
+    // the OSDs refused to a fenced client fails at the write (and is retried on a new client),
+    // never acknowledged and lost (write-back would report it only at the next flush).
+    const wt = { ...o, sync: 'always' as const };
     const data = (await openBlocker(
-      o,
+      wt,
       null,
       { role: 'blockerb', file: loaded.path },
       client,
@@ -291,7 +295,7 @@ export async function openDirectData(
     // A fenced client is replaced by a new one (a new tag: a new librados client and address).
     const reopen = async () =>
       (await openBlocker(
-        o,
+        wt,
         null,
         { role: 'blockerb', file: loaded.path },
         { connectionTag: `${client.connectionTag ?? 'endpoint data'} r${randomHex()}` },
