@@ -29,7 +29,7 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'archip-rt-own-'));
   const file = join(dir, 'archipelago.conf');
   const section = (role: string, pool: string) =>
-    `[${role}]\ntype = rados_blocker\npool = ${pool}\nnamespace = ${ns}\nceph_conf = ${conf}\nsync = always\n`;
+    `[${role}]\ntype = rados_blocker\npool = ${pool}\nnamespace = ${ns}\nceph_conf = ${conf}\n`;
   await writeFile(file, `${section('blockerb', 'blocks')}${section('blockerm', 'maps')}`);
   loaded = loadConfig(file);
 }, 180_000);
@@ -181,6 +181,9 @@ describe('a RADOS client per volume', () => {
     const { holder, peer, direct } = await volumeOf('rt_restart', 'rv');
     const old = direct.data;
     const oldAddr = old.clientAddr as string;
+    // `[blockerb] sync` is flush (the default): the endpoint's own client writes through all the same.
+    expect(blockerOptions(loaded, 'blockerb')).toMatchObject({ sync: 'flush' });
+    expect(old.sync).toBe('always');
     await direct.write('rv_0', 0, Buffer.from('two'));
     expect(direct.stats.writes).toBe(1);
     await blocklist(oldAddr);
