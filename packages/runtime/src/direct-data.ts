@@ -360,8 +360,7 @@ export class RadosDirectDataBlocker extends DirectDataBlocker {
   }
 
   override read(name: string, offset: number, length: number, options?: B.ReadOptions): Promise<Buffer> {
-    if (this.reconnecting !== null)
-      return this.reconnecting.then(() => this.read(name, offset, length, options));
+    if (this.reconnecting !== null) return this.waitReconnect(() => this.read(name, offset, length, options));
     const on = this.data;
     return super
       .read(name, offset, length, options)
@@ -369,7 +368,7 @@ export class RadosDirectDataBlocker extends DirectDataBlocker {
   }
 
   override readInto(name: string, offset: number, target: Buffer): Promise<void> {
-    if (this.reconnecting !== null) return this.reconnecting.then(() => this.readInto(name, offset, target));
+    if (this.reconnecting !== null) return this.waitReconnect(() => this.readInto(name, offset, target));
     const on = this.data;
     return super
       .readInto(name, offset, target)
@@ -378,8 +377,7 @@ export class RadosDirectDataBlocker extends DirectDataBlocker {
 
   override write(name: string, offset: number, data: Uint8Array, options?: B.WriteOptions): Promise<void> {
     // A fenced client's writes wait for its replacement (they never fall back to blockerb).
-    if (this.reconnecting !== null)
-      return this.reconnecting.then(() => this.write(name, offset, data, options));
+    if (this.reconnecting !== null) return this.waitReconnect(() => this.write(name, offset, data, options));
     if (this.registered) {
       const on = this.data;
       // A write the OSDs refused because the cluster blocklisted this client did not apply (the
@@ -425,6 +423,17 @@ export class RadosDirectDataBlocker extends DirectDataBlocker {
     this.register();
     this.fencing.segmentWrites++;
     return this.peer.write(name, offset, data, options);
+  }
+
+  /** An I/O that came during a reconnect: runs once it is done, or fails fenced when it was refused. */
+  private waitReconnect<T>(run: () => Promise<T>): Promise<T> {
+    return (this.reconnecting as Promise<void>).then(run, (refusal: unknown) => {
+      throw new ArchipelagoError(
+        'EIO',
+        `the endpoint's RADOS client was fenced (blocklisted) and a new client was not let in: ${String((refusal as Error)?.message ?? refusal)}`,
+        { cause: refusal, details: { fenced: true } },
+      );
+    });
   }
 
   /**
