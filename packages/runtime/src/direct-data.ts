@@ -34,7 +34,10 @@
  *   it has open (`clients`, through mapperd and blockerm), confirmed within the current map epoch;
  *   every break and take-over blocklists the registered clients, so the OSDs refuse its writes
  *   after a break even if it was stopped across it (no timing assumption). Until a registration
- *   is current, writes go across the segment to blockerb.
+ *   is current, writes go across the segment to blockerb. A fenced client (a take-over by this
+ *   host's own mapperd, as a daemons restart does) is replaced by a new one mapperd registers
+ *   again, only while it holds the lock, and the refused I/O is retried once (`reconnect`); the
+ *   client writes through, so no write the OSDs refused was ever acknowledged.
  *
  * `ARCHIPELAGO_DATA_PATH=direct|segment` forces a path (`auto`, the default: direct when the
  * store is a file blocker whose directory this process can read and write; a rados_blocker store
