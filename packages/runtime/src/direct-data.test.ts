@@ -278,7 +278,10 @@ describe('chooseDataPath', () => {
       configFile('rados.conf', { type: 'rados_blocker', pool: 'p', archip_dir: undefined }),
       { env: {} },
     );
-    expect(chooseDataPath(rados, {})).toMatchObject({ path: 'segment', why: /a blockerm restart's too/ });
+    expect(chooseDataPath(rados, {})).toMatchObject({
+      path: 'segment',
+      why: /take-over, a daemons restart's too, fences are lost/,
+    });
     expect(chooseDataPath(rados, { [DATA_PATH_ENV]: 'direct' })).toMatchObject({
       path: 'direct',
       why: /^ARCHIPELAGO_DATA_PATH=direct: \[blockerb\] is a rados_blocker/,
