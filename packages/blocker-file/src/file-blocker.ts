@@ -141,6 +141,8 @@ export class FileBlocker extends AbstractBlocker {
   private reserve: 'unknown' | 'held' | 'absent' | 'making' = 'unknown';
   private reserveTried = 0;
   private reserveSkips = 0;
+  /** The reserve being made in the background, if it is: close() waits for it (its fd is open). */
+  private reserveTask: Promise<void> | null = null;
 
   constructor(opts: FileBlockerOptions) {
     if (typeof opts?.dir !== 'string' || opts.dir === '')
@@ -195,7 +197,7 @@ export class FileBlocker extends AbstractBlocker {
     this.reserveTried = Date.now();
     this.reserveSkips = 0;
     this.reserve = 'making';
-    void (async () => {
+    this.reserveTask = (async () => {
       const path = join(this.dir, RESERVE_FILE);
       try {
         await fsp.mkdir(this.dir, { recursive: true });
@@ -216,7 +218,9 @@ export class FileBlocker extends AbstractBlocker {
         await fsp.unlink(path).catch(() => {});
         this.reserve = 'absent';
       }
-    })();
+    })().finally(() => {
+      this.reserveTask = null;
+    });
   }
 
   /**
@@ -889,6 +893,9 @@ export class FileBlocker extends AbstractBlocker {
   /** Once close() refused new calls and the calls in flight ended: closes every fd. */
   protected async _close(): Promise<void> {
     if (this.directInit) await this.directInit;
+    // A reserve being written holds an fd on the file system (an unmount right after close()
+    // failed with EBUSY: seen in a CI run).
+    if (this.reserveTask) await this.reserveTask;
     await this.fds.close();
     if (this.probeFd !== null) await fsio.close(this.probeFd).catch(() => {});
     this.probeFd = null;
