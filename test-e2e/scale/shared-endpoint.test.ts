@@ -42,7 +42,7 @@ async function rows(): Promise<Row[]> {
 
 async function mapJson(volume: string, ...args: string[]): Promise<Row> {
   const r = await env.vlmc('map', volume, ...args, '--json');
-  if (r.code !== 0) throw new Error(`vlmc map ${volume} failed: ${r.stderr}`);
+  if (r.code !== 0) throw new Error(`vlmc map ${volume} failed: ${r.stderr}${r.stdout}`);
   return r.json as Row;
 }
 

@@ -131,5 +131,15 @@ export function callControl(
         }),
       );
     });
+    // Closed without an answer (the process went between accepting and answering): as a reset.
+    sock.on('close', () => {
+      clearTimeout(timer);
+      const e = Object.assign(new Error('closed without an answer'), { code: 'ECONNRESET' });
+      reject(
+        new ArchipelagoError('EIO', `the process holding the volume at ${path} closed without an answer`, {
+          cause: e,
+        }),
+      );
+    });
   });
 }

@@ -161,7 +161,9 @@ function retryable(e: unknown): boolean {
   if (!ArchipelagoError.isInstance(e)) return false;
   if (e.code === 'ECLOSED' && e.details.exiting === true) return true;
   const cause = (e as { cause?: NodeJS.ErrnoException }).cause;
-  return e.code === 'EIO' && (cause?.code === 'ECONNREFUSED' || cause?.code === 'ENOENT');
+  // Refused or gone, or went while it had our request (reset, closed without an answer): an
+  // exiting process; a map it did serve is found mapped (or stale) by the next try.
+  return e.code === 'EIO' && ['ECONNREFUSED', 'ENOENT', 'ECONNRESET', 'EPIPE'].includes(cause?.code ?? '');
 }
 
 /**
